@@ -1,0 +1,1 @@
+"""Benchmarks: seeded workloads, measured against the reference book in the same run."""

@@ -1,0 +1,67 @@
+"""python -m bench [--quick] [--json] [--only NAME ...]: run the benchmarks, print results.
+
+With --json every result is one JSON object per line:
+{"bench": NAME, "value": X, "unit": ..., "reference": Y, "ratio": X/Y, ...}
+where `reference` is the reference implementation measured in the same run. Timings are
+never asserted; the final state of every run is (a wrong answer raises).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+
+from bench.book import book_benchmarks, memory_benchmark
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def run(names: set[str] | None, quick: bool):
+    def wanted(*group: str) -> bool:
+        return names is None or bool(names & set(group))
+
+    if wanted("kernel_batch", "book_apply", "reference_book"):
+        yield from book_benchmarks(messages=1_000_000, rounds=3 if quick else 7)
+    if wanted("book_memory"):
+        yield memory_benchmark(orders=1_000_000, reference_orders=100_000 if quick else 1_000_000)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (same workloads)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmarks")
+    args = parser.parse_args(argv)
+    host = machine()
+    if not args.json:
+        print(f"machine: {host}")
+    for result in run(set(args.only) if args.only else None, args.quick):
+        result["ratio"] = result["value"] / result["reference"] if result["reference"] else None
+        result["machine"] = host
+        if args.json:
+            print(json.dumps(result), flush=True)
+        else:
+            print(
+                f"{result['bench']:<16} {result['value']:>14,.1f} {result['unit']:<12} "
+                f"reference {result['reference']:>14,.1f}  ratio {result['ratio']:.2f}",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""Book: the compiled order book's Python API, per command and in batches.
+
+Invariants: one price-time priority book for one instrument; every method either applies the
+command completely or rejects it (a REJECTED event) leaving the book unchanged. Methods return
+the number of events the command produced and build no Python object per fill: `events()`
+materialises them only when the caller asks. The same semantics, event for event, are
+implemented by `engine.book.reference.ReferenceBook` (the oracle the tests compare against).
+
+Prices are integers in the book's price unit (fen for the exchange) and must be multiples of
+`tick`; quantities are positive integers; order ids are unique among live orders (the caller
+assigns them); `owner` is the member id used for self-trade prevention.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import numpy as np
+
+from engine.book.events import BookEvent
+from engine.book.kernel import add_one, apply_batch, apply_one, cancel_one, depth_levels, ht_find
+from engine.book.layout import (
+    CMD_ADD,
+    CMD_AMEND,
+    CMD_PICK,
+    COMMAND_ROWS,
+    EV_ALL,
+    EV_FILLS,
+    EV_NONE,
+    EVENT_ROWS,
+    M_BASE,
+    M_BEST_ASK,
+    M_BEST_BID,
+    M_COUNT_ASK,
+    M_COUNT_BID,
+    M_EV_MODE,
+    M_FILL_QTY,
+    M_FILLS,
+    M_LIVE,
+    M_NEV,
+    M_REJECTS,
+    M_TICK,
+    P_FLAGS,
+    P_OWNER,
+    P_PRICE,
+    P_QTY,
+)
+from engine.book.state import BookState
+from engine.types import OrderType, StpMode, TimeInForce
+
+# plain ints: numba types an IntEnum argument on a slow path, so defaults must not be enums
+LIMIT = int(OrderType.LIMIT)
+DAY = int(TimeInForce.DAY)
+CANCEL_INCOMING = int(StpMode.CANCEL_INCOMING)
+
+Level = tuple[int, int, int]  # price, total quantity, order count
+
+
+class BatchResult(NamedTuple):
+    """What a batch produced: events (n, 11) int64 rows in BookEvent field order."""
+
+    events: np.ndarray
+    fills: int
+    traded_qty: int
+    rejects: int
+
+
+class Book:
+    """Compiled price-time priority book (see the module docstring for the contract)."""
+
+    def __init__(
+        self,
+        tick: int = 1,
+        band: tuple[int, int] | None = None,
+        capacity: int = 1024,
+    ) -> None:
+        self.state = BookState(tick=tick, band=band, capacity=capacity)
+        self._bind()
+
+    def _bind(self) -> None:
+        """Pre-bind the state arrays to the kernel entry points (re-done after any growth):
+        the per-command hot path then passes only its scalars from Python."""
+        arrays = self.state.arrays()
+        self._add = partial(add_one, *arrays)
+        self._cancel = partial(cancel_one, *arrays)
+        self._apply = partial(apply_one, *arrays)
+
+    @property
+    def tick(self) -> int:
+        return int(self.state.meta[M_TICK])
+
+    def set_band(self, low: int, high: int) -> None:
+        self.state.set_band(low, high)
+
+    def clear_band(self) -> None:
+        self.state.clear_band()
+
+    # -- commands ---------------------------------------------------------------------------------
+
+    def _run(self, *fields: int) -> int:
+        status = self._apply(*fields)
+        while status < 0:
+            self.state.grow(status)
+            self._bind()
+            status = self._apply(*fields)
+        return status
+
+    def add(
+        self,
+        order_id: int,
+        owner: int,
+        side: int,
+        price: int,
+        qty: int,
+        order_type: int = LIMIT,
+        tif: int = DAY,
+        stp: int = CANCEL_INCOMING,
+    ) -> int:
+        """New order (price is ignored for a market order); returns the number of events.
+
+        Plain ints are the fast path; IntEnum members work but cost a slower dispatch."""
+        status = self._add(order_id, owner, side, price, qty, order_type, tif, stp)
+        if status < 0:
+            return self._run(CMD_ADD, order_id, owner, side, price, qty, order_type, tif, stp, 0)
+        return status
+
+    def cancel(self, order_id: int, owner: int = -1) -> int:
+        """Cancel a resting order; owner >= 0 also checks that it belongs to that member."""
+        return self._cancel(order_id, owner)
+
+    def amend(self, order_id: int, price: int, qty: int, owner: int = -1) -> int:
+        """New price and remaining qty: a pure reduction keeps time priority, anything else
+        loses it (and the order may trade as it re-enters)."""
+        return self._run(CMD_AMEND, order_id, owner, 0, price, qty, 0, 0, 0, 0)
+
+    def pick(self, order_id: int, owner: int, side: int, target_id: int, qty: int) -> int:
+        """点选: trade qty against the named resting order at its price, if it is within the
+        best five levels of the other side. The taker `order_id` never rests."""
+        return self._run(CMD_PICK, order_id, owner, side, 0, qty, 0, 0, 0, target_id)
+
+    def apply_batch(
+        self, cmds: np.ndarray, record: str = "all", out: np.ndarray | None = None
+    ) -> BatchResult:
+        """Apply rows of `cmds` (n, 10) int64 (layout C_*); record 'all', 'fills' or 'none'.
+
+        Events go to `out` (an (m, 11) int64 array the caller reuses across batches, grown if
+        too small) or to a new array; result.events is a view of the rows written. Reusing
+        `out` matters: writing to never-touched memory costs more than matching here.
+        """
+        st = self.state
+        mode = {"all": EV_ALL, "fills": EV_FILLS, "none": EV_NONE}[record]
+        cmds = np.ascontiguousarray(cmds, dtype=np.int64)
+        if cmds.ndim != 2 or cmds.shape[1] != COMMAND_ROWS:
+            raise ValueError(f"commands must be an (n, {COMMAND_ROWS}) int64 array")
+        fills0, qty0, rej0 = (int(st.meta[i]) for i in (M_FILLS, M_FILL_QTY, M_REJECTS))
+        st.meta[M_EV_MODE] = mode
+        st.meta[M_NEV] = 0
+        if out is not None:
+            if out.dtype != np.int64 or out.ndim != 2 or out.shape[1] != EVENT_ROWS:
+                raise ValueError(f"out must be an (m, {EVENT_ROWS}) int64 array")
+            st.ev = out
+        st.reserve_events({EV_ALL: 2 * len(cmds), EV_FILLS: len(cmds), EV_NONE: 0}[mode])
+        self._bind()
+        try:
+            start = 0
+            while True:
+                status, start = apply_batch(
+                    st.pool, st.lad, st.bm, st.ht, st.meta, st.ev, cmds, start
+                )
+                if status == 0:
+                    break
+                st.grow(status)
+            events = st.ev[: st.meta[M_NEV]]
+            st.fresh_events()
+        finally:
+            st.meta[M_EV_MODE] = EV_ALL
+            st.meta[M_NEV] = 0
+            self._bind()
+        return BatchResult(
+            events,
+            int(st.meta[M_FILLS]) - fills0,
+            int(st.meta[M_FILL_QTY]) - qty0,
+            int(st.meta[M_REJECTS]) - rej0,
+        )
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def events(self) -> list[BookEvent]:
+        """The events of the last per-command call."""
+        rows = self.state.ev[: self.state.meta[M_NEV]].tolist()
+        return [BookEvent(*row) for row in rows]
+
+    def depth(self, levels: int = 5) -> tuple[list[Level], list[Level]]:
+        """(bids best first, asks best first), each [(price, qty, orders), ...]."""
+        return self.side_depth(0, levels), self.side_depth(1, levels)
+
+    def side_depth(self, side: int, levels: int) -> list[Level]:
+        st = self.state
+        levels = max(0, min(levels, int(st.meta[M_COUNT_BID + side])))
+        out = np.zeros((levels, 3), dtype=np.int64)
+        n = depth_levels(st.lad, st.bm, st.meta, side, levels, out)
+        return [tuple(row) for row in out[:n].tolist()]
+
+    def depth_array(self, side: int, levels: int) -> np.ndarray:
+        """(levels, 3) int64 price, qty, orders; zero rows past the last level."""
+        st = self.state
+        out = np.zeros((levels, 3), dtype=np.int64)
+        depth_levels(st.lad, st.bm, st.meta, side, levels, out)
+        return out
+
+    def best_bid(self) -> int | None:
+        idx = int(self.state.meta[M_BEST_BID])
+        return None if idx < 0 else int(self.state.meta[M_BASE]) + idx * self.tick
+
+    def best_ask(self) -> int | None:
+        idx = int(self.state.meta[M_BEST_ASK])
+        return None if idx < 0 else int(self.state.meta[M_BASE]) + idx * self.tick
+
+    def order(self, order_id: int) -> tuple[int, int, int, int] | None:
+        """(side, price, remaining qty, owner) of a live order, or None."""
+        st = self.state
+        slot = ht_find(st.ht, st.meta, order_id) if 0 <= order_id < 2**62 else -1
+        if slot < 0:
+            return None
+        pool = st.pool
+        return (
+            int(pool[slot, P_FLAGS] & 1),
+            int(pool[slot, P_PRICE]),
+            int(pool[slot, P_QTY]),
+            int(pool[slot, P_OWNER]),
+        )
+
+    def __len__(self) -> int:
+        return int(self.state.meta[M_LIVE])
+
+    def order_counts(self) -> tuple[int, int]:
+        return int(self.state.meta[M_COUNT_BID]), int(self.state.meta[M_COUNT_ASK])
+
+    @property
+    def fills(self) -> int:
+        """Fills since the book was created."""
+        return int(self.state.meta[M_FILLS])
+
+    @property
+    def traded_qty(self) -> int:
+        return int(self.state.meta[M_FILL_QTY])

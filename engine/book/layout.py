@@ -1,0 +1,82 @@
+"""Array layout of the compiled book: the indices every kernel function agrees on.
+
+The book state is six numpy arrays (few arguments keep numba's call overhead low):
+
+- `pool[slot, P_*]` int64, the order pool, one 64-byte row (a cache line) per order slot:
+  price, remaining qty, order id, owner (member), flags (bit 0 side, bits 1-2 STP mode),
+  next and prev slot in the level's FIFO (-1 ends), and the entry sequence (time priority
+  stamp, for views). Free slots are chained through P_NEXT. Rows, not columns: matching and
+  cancels touch every field of one order at a random slot, so one cache miss instead of eight.
+- `lad[idx, side * 4 + L_*]` int64, the dense price ladder: per level and side the FIFO head
+  and tail slot, total remaining qty and order count, at price `base + idx * tick`; both
+  sides of a level share one 64-byte row.
+- `bm[side, w]` uint64, two-level occupancy bitmap: words [0, W) hold one bit per ladder level,
+  words [W, W + W2) one bit per non-zero level-one word; `meta[M_BM2]` holds W.
+- `ht[h, 0 | 1]` int64 (key, slot) pairs: open-addressing hash of live order id -> slot
+  (key -1 = empty), linear probing with backward-shift deletion, capacity a power of two,
+  load <= 1/2.
+- `meta[M_*]` int64 scalars (listed below).
+- `ev[i, E_*]` int64, the event buffer the caller reads (one row per event, written in order).
+
+Batch commands are `cmds[i, C_*]` int64 (one row per command).
+"""
+
+from __future__ import annotations
+
+# pool fields
+P_PRICE, P_QTY, P_ID, P_OWNER, P_FLAGS, P_NEXT, P_PREV, P_SEQ = range(8)
+POOL_FIELDS = 8
+
+# ladder fields within one side's block of four
+L_HEAD, L_TAIL, L_TOTAL, L_COUNT = range(4)
+LADDER_FIELDS = 8
+
+# meta slots
+(
+    M_BASE,  # price of ladder index 0
+    M_TICK,  # price increment
+    M_LEN,  # ladder length (levels)
+    M_BM2,  # offset of the second bitmap level in bm rows (= number of level-one words)
+    M_BEST_BID,  # ladder index of the best bid, -1 when none
+    M_BEST_ASK,  # ladder index of the best ask, -1 when none
+    M_FREE,  # head of the free slot list, -1 when the pool is full
+    M_LIVE,  # resting orders
+    M_COUNT_BID,  # resting bids
+    M_COUNT_ASK,  # resting asks
+    M_BAND_LO,  # lowest price allowed, 0 = no band
+    M_BAND_HI,  # highest price allowed, 0 = no band
+    M_HT_SHIFT,  # 64 - log2(hash capacity)
+    M_NEV,  # events written in the buffer
+    M_EV_MODE,  # EV_ALL, EV_FILLS or EV_NONE
+    M_NEED,  # on a resource status: the price (ladder) or number of events needed
+    M_STP_HIT,  # scratch: the last match stopped on self-trade prevention
+    M_FILLS,  # running count of fills
+    M_FILL_QTY,  # running traded quantity
+    M_REJECTS,  # running count of rejects
+    M_SEQ,  # entries into a level so far: the next P_SEQ stamp
+) = range(21)
+META_LEN = 21
+
+# event rows
+E_KIND, E_OID, E_OID2, E_PRICE, E_QTY, E_LEAVES, E_LEAVES2, E_CODE, E_SIDE, E_OWNER, E_OWNER2 = (
+    range(11)
+)
+EVENT_ROWS = 11
+
+# event recording modes
+EV_ALL, EV_FILLS, EV_NONE = 0, 1, 2
+
+# command rows (batch input) and kinds
+C_KIND, C_OID, C_OWNER, C_SIDE, C_PRICE, C_QTY, C_TYPE, C_TIF, C_STP, C_OID2 = range(10)
+COMMAND_ROWS = 10
+CMD_ADD, CMD_CANCEL, CMD_AMEND, CMD_PICK = 1, 2, 3, 4
+
+# resource statuses returned by the kernel (negative; nothing was changed)
+NEED_POOL, NEED_HASH, NEED_LADDER, NEED_EVENTS = -1, -2, -3, -4
+
+# limits shared with the reference book
+MAX_TICKS = 1 << 22  # highest price in ticks (price / tick)
+MAX_QTY = 1 << 40
+MAX_ORDER_ID = 1 << 62
+MAX_OWNER = 1 << 31
+PICK_LEVELS = 5

@@ -1,0 +1,371 @@
+"""ReferenceBook: the executable specification of the order book, in the most obvious Python.
+
+Invariants: the same contract and the same events, field for field, as `engine.book.Book`
+(the property tests hold the two to it after every command). One `SortedDict` of price ->
+`deque` of orders per side (oldest first) and a dict of live orders by id. Nothing here is
+optimised beyond the obvious; when the two books disagree, read this file to decide which is
+right.
+
+Complexity: O(log levels) to add a level, O(level length) to cancel from the middle of a level.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from sortedcontainers import SortedDict
+
+from engine.book.events import BookEvent, EventKind
+from engine.book.layout import MAX_ORDER_ID, MAX_OWNER, MAX_QTY, MAX_TICKS, PICK_LEVELS
+from engine.protocol import RejectCode
+from engine.types import CancelReason, OrderType, Side, StpMode, TimeInForce
+
+Level = tuple[int, int, int]
+
+
+@dataclass(slots=True)
+class _Order:
+    oid: int
+    owner: int
+    side: int
+    price: int
+    qty: int
+    stp: int
+
+
+class ReferenceBook:
+    def __init__(self, tick: int = 1, band: tuple[int, int] | None = None) -> None:
+        if tick <= 0:
+            raise ValueError(f"tick must be a positive integer, got {tick}")
+        self.tick = tick
+        self.band = band
+        self.levels: tuple[SortedDict, SortedDict] = (SortedDict(), SortedDict())
+        self.orders: dict[int, _Order] = {}
+        self._events: list[BookEvent] = []
+        self.fills = 0
+        self.traded_qty = 0
+
+    def set_band(self, low: int, high: int) -> None:
+        self.band = (low, high)
+
+    def clear_band(self) -> None:
+        self.band = None
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _emit(self, kind: EventKind, oid: int, **fields: int) -> None:
+        self._events.append(BookEvent(int(kind), oid, **fields))
+
+    def _reject(self, oid: int, code: RejectCode, side: int = 0) -> int:
+        self._emit(EventKind.REJECTED, oid, code=int(code), side=side)
+        return len(self._events)
+
+    def _price_error(self, price: int) -> RejectCode | None:
+        if price <= 0 or price > MAX_TICKS * self.tick:
+            return RejectCode.PRICE_OUT_OF_RANGE
+        if price % self.tick:
+            return RejectCode.PRICE_OFF_TICK
+        if self.band is not None and not self.band[0] <= price <= self.band[1]:
+            return RejectCode.PRICE_OUTSIDE_BAND
+        return None
+
+    def _best_price(self, side: int) -> int | None:
+        levels = self.levels[side]
+        if not levels:
+            return None
+        return levels.peekitem(-1 if side == Side.BUY else 0)[0]
+
+    def _prices_best_first(self, side: int):
+        levels = self.levels[side]
+        return reversed(levels) if side == Side.BUY else iter(levels)
+
+    @staticmethod
+    def _crosses(side: int, limit: int, price: int) -> bool:
+        return price <= limit if side == Side.BUY else price >= limit
+
+    def _remove(self, order: _Order) -> None:
+        level = self.levels[order.side][order.price]
+        level.remove(order)
+        if not level:
+            del self.levels[order.side][order.price]
+        del self.orders[order.oid]
+
+    def _rest(self, order: _Order) -> None:
+        self.levels[order.side].setdefault(order.price, deque()).append(order)
+        self.orders[order.oid] = order
+
+    def _fill(self, oid: int, owner: int, side: int, qty: int, maker: _Order) -> int:
+        done = min(qty, maker.qty)
+        qty -= done
+        maker.qty -= done
+        self.fills += 1
+        self.traded_qty += done
+        self._emit(
+            EventKind.FILL,
+            oid,
+            oid2=maker.oid,
+            price=maker.price,
+            qty=done,
+            leaves=qty,
+            leaves2=maker.qty,
+            side=side,
+            owner=owner,
+            owner2=maker.owner,
+        )
+        if maker.qty == 0:
+            self._remove(maker)
+        return qty
+
+    def _match(self, oid: int, owner: int, side: int, limit: int, qty: int, stp: int):
+        """Returns (quantity left, whether self-trade prevention ended the incoming order)."""
+        opp = 1 - side
+        while qty > 0:
+            price = self._best_price(opp)
+            if price is None or not self._crosses(side, limit, price):
+                break
+            for maker in list(self.levels[opp][price]):
+                if qty == 0:
+                    break
+                if maker.owner != owner:
+                    qty = self._fill(oid, owner, side, qty, maker)
+                    continue
+                if stp == StpMode.CANCEL_INCOMING:
+                    return qty, True
+                self._emit(
+                    EventKind.CANCELLED,
+                    maker.oid,
+                    price=price,
+                    qty=maker.qty,
+                    code=int(CancelReason.STP_RESTING),
+                    side=opp,
+                    owner=owner,
+                )
+                self._remove(maker)
+                if stp == StpMode.CANCEL_BOTH:
+                    return qty, True
+        return qty, False
+
+    def _fok_can_fill(self, owner: int, side: int, limit: int, qty: int, stp: int) -> bool:
+        opp = 1 - side
+        available = 0
+        for price in self._prices_best_first(opp):
+            if not self._crosses(side, limit, price):
+                return False
+            for maker in self.levels[opp][price]:
+                if maker.owner == owner:
+                    if stp != StpMode.CANCEL_RESTING:
+                        return False
+                    continue
+                available += maker.qty
+                if available >= qty:
+                    return True
+        return False
+
+    def _finish(self, order: _Order, left: int, stp_hit: bool, rests: bool) -> None:
+        if left == 0:
+            return
+        if stp_hit or not rests:
+            reason = CancelReason.STP_INCOMING if stp_hit else CancelReason.UNFILLED_REMAINDER
+            self._emit(
+                EventKind.CANCELLED,
+                order.oid,
+                price=order.price,
+                qty=left,
+                code=int(reason),
+                side=order.side,
+                owner=order.owner,
+            )
+            return
+        order.qty = left
+        self._rest(order)
+        self._emit(
+            EventKind.RESTED,
+            order.oid,
+            price=order.price,
+            qty=left,
+            side=order.side,
+            owner=order.owner,
+        )
+
+    # -- commands ---------------------------------------------------------------------------------
+
+    def add(
+        self,
+        order_id: int,
+        owner: int,
+        side: int,
+        price: int,
+        qty: int,
+        order_type: int = OrderType.LIMIT,
+        tif: int = TimeInForce.DAY,
+        stp: int = StpMode.CANCEL_INCOMING,
+    ) -> int:
+        self._events = []
+        if not 0 <= order_id < MAX_ORDER_ID:
+            return self._reject(order_id, RejectCode.INVALID_ORDER_ID, side)
+        if (
+            not 0 <= owner < MAX_OWNER
+            or side not in (0, 1)
+            or order_type not in (1, 2)
+            or tif not in (0, 1, 2)
+            or stp not in (0, 1, 2)
+        ):
+            return self._reject(order_id, RejectCode.INVALID_FIELD, side)
+        if not 0 < qty <= MAX_QTY:
+            return self._reject(order_id, RejectCode.QTY_INVALID, side)
+        if order_type == OrderType.LIMIT:
+            error = self._price_error(price)
+            if error is not None:
+                return self._reject(order_id, error, side)
+            limit = price
+        else:
+            price = 0
+            tif = TimeInForce.IOC if tif == TimeInForce.DAY else tif
+            if side == Side.BUY:
+                limit = self.band[1] if self.band else 2**63 - 1
+            else:
+                limit = self.band[0] if self.band else 0
+        if order_id in self.orders:
+            return self._reject(order_id, RejectCode.DUPLICATE_ORDER_ID, side)
+        if tif == TimeInForce.FOK and not self._fok_can_fill(owner, side, limit, qty, stp):
+            self._emit(
+                EventKind.CANCELLED,
+                order_id,
+                price=price,
+                qty=qty,
+                code=int(CancelReason.FOK_UNFILLED),
+                side=side,
+                owner=owner,
+            )
+            return len(self._events)
+        left, stp_hit = self._match(order_id, owner, side, limit, qty, stp)
+        order = _Order(order_id, owner, side, price, qty, stp)
+        self._finish(order, left, stp_hit, tif == TimeInForce.DAY)
+        return len(self._events)
+
+    def _find_owned(self, order_id: int, owner: int) -> _Order | None:
+        if not 0 <= order_id < MAX_ORDER_ID:
+            self._reject(order_id, RejectCode.INVALID_ORDER_ID)
+            return None
+        order = self.orders.get(order_id)
+        if order is None:
+            self._reject(order_id, RejectCode.UNKNOWN_ORDER)
+            return None
+        if owner >= 0 and order.owner != owner:
+            self._reject(order_id, RejectCode.NOT_OWNER, order.side)
+            return None
+        return order
+
+    def cancel(self, order_id: int, owner: int = -1) -> int:
+        self._events = []
+        order = self._find_owned(order_id, owner)
+        if order is not None:
+            self._emit(
+                EventKind.CANCELLED,
+                order_id,
+                price=order.price,
+                qty=order.qty,
+                code=int(CancelReason.USER),
+                side=order.side,
+                owner=order.owner,
+            )
+            self._remove(order)
+        return len(self._events)
+
+    def amend(self, order_id: int, price: int, qty: int, owner: int = -1) -> int:
+        self._events = []
+        order = self._find_owned(order_id, owner)
+        if order is None:
+            return len(self._events)
+        if not 0 < qty <= MAX_QTY:
+            return self._reject(order_id, RejectCode.QTY_INVALID, order.side)
+        error = self._price_error(price)
+        if error is not None:
+            return self._reject(order_id, error, order.side)
+        if price == order.price and qty <= order.qty:
+            order.qty = qty
+            self._emit(
+                EventKind.AMENDED,
+                order_id,
+                price=price,
+                qty=qty,
+                code=1,
+                side=order.side,
+                owner=order.owner,
+            )
+            return len(self._events)
+        self._remove(order)
+        order.price, order.qty = price, qty
+        self._emit(
+            EventKind.AMENDED,
+            order_id,
+            price=price,
+            qty=qty,
+            code=0,
+            side=order.side,
+            owner=order.owner,
+        )
+        left, stp_hit = self._match(order_id, order.owner, order.side, price, qty, order.stp)
+        self._finish(order, left, stp_hit, True)
+        return len(self._events)
+
+    def pick(self, order_id: int, owner: int, side: int, target_id: int, qty: int) -> int:
+        self._events = []
+        if not 0 <= order_id < MAX_ORDER_ID:
+            return self._reject(order_id, RejectCode.INVALID_ORDER_ID, side)
+        if not 0 <= owner < MAX_OWNER or side not in (0, 1):
+            return self._reject(order_id, RejectCode.INVALID_FIELD, side)
+        if not 0 < qty <= MAX_QTY:
+            return self._reject(order_id, RejectCode.QTY_INVALID, side)
+        if order_id in self.orders:
+            return self._reject(order_id, RejectCode.DUPLICATE_ORDER_ID, side)
+        target = self.orders.get(target_id)
+        if target is None:
+            return self._reject(order_id, RejectCode.UNKNOWN_ORDER, side)
+        if target.side == side:
+            return self._reject(order_id, RejectCode.PICK_WRONG_SIDE, side)
+        if target.owner == owner:
+            return self._reject(order_id, RejectCode.SELF_TRADE, side)
+        better = list(self._prices_best_first(target.side)).index(target.price)
+        if better >= PICK_LEVELS:
+            return self._reject(order_id, RejectCode.PICK_NOT_IN_TOP_LEVELS, side)
+        if qty > target.qty:
+            return self._reject(order_id, RejectCode.PICK_QTY_EXCEEDS_ORDER, side)
+        self._fill(order_id, owner, side, qty, target)
+        return len(self._events)
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def events(self) -> list[BookEvent]:
+        return list(self._events)
+
+    def side_depth(self, side: int, levels: int) -> list[Level]:
+        out = []
+        for price in self._prices_best_first(side):
+            if len(out) >= levels:
+                break
+            queue = self.levels[side][price]
+            out.append((price, sum(o.qty for o in queue), len(queue)))
+        return out
+
+    def depth(self, levels: int = 5) -> tuple[list[Level], list[Level]]:
+        return self.side_depth(0, levels), self.side_depth(1, levels)
+
+    def best_bid(self) -> int | None:
+        return self._best_price(Side.BUY)
+
+    def best_ask(self) -> int | None:
+        return self._best_price(Side.SELL)
+
+    def order(self, order_id: int) -> tuple[int, int, int, int] | None:
+        order = self.orders.get(order_id)
+        if order is None:
+            return None
+        return order.side, order.price, order.qty, order.owner
+
+    def __len__(self) -> int:
+        return len(self.orders)
+
+    def order_counts(self) -> tuple[int, int]:
+        return tuple(sum(len(q) for q in self.levels[s].values()) for s in (0, 1))

@@ -1,0 +1,78 @@
+"""Market configuration: instruments and members, from TOML or the embedded default market.
+
+Invariants: instrument codes and member ids are unique; every amount is an integer in the
+units of `engine.types`. The embedded market needs no file: CEA vintages 2021-2025 and CCER
+with MARKET.md's parameters and illustrative previous closes, and a handful of members.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+
+from engine.instruments import Instrument, ccer, cea
+
+
+class Member(msgspec.Struct, frozen=True, kw_only=True):
+    id: Annotated[int, msgspec.Meta(ge=0, lt=2**31)]
+    name: str
+    kind: str = "broker"  # broker, market_maker, compliance_entity, ...
+    cash: Annotated[int, msgspec.Meta(ge=0)] = 0  # opening cash, fen
+    holdings: dict[str, Annotated[int, msgspec.Meta(ge=0)]] = {}  # code -> tonnes
+
+
+class MarketConfig(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    timezone: str = "Asia/Shanghai"
+    sessions: list[tuple[str, str]] = msgspec.field(
+        default_factory=lambda: [("09:30", "11:30"), ("13:00", "15:00")]
+    )
+    instruments: list[Instrument]
+    members: list[Member] = []
+
+    def __post_init__(self) -> None:
+        codes = [i.code for i in self.instruments]
+        if len(set(codes)) != len(codes):
+            raise ValueError(f"duplicate instrument codes in {codes}")
+        ids = [m.id for m in self.members]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate member ids in {ids}")
+
+    def instrument(self, code: str) -> Instrument:
+        for instrument in self.instruments:
+            if instrument.code == code:
+                return instrument
+        raise KeyError(f"no instrument {code!r}; listed: {[i.code for i in self.instruments]}")
+
+
+def default_market() -> MarketConfig:
+    """The embedded market (illustrative previous closes, fen per tonne)."""
+    closes = {2021: 6150, 2022: 6180, 2023: 6210, 2024: 6240, 2025: 6200}
+    instruments = [cea(year, close) for year, close in closes.items()]
+    instruments.append(ccer(8200))
+    members = [
+        Member(id=i, name=name, kind=kind, cash=500_000_000_00, holdings=dict.fromkeys(
+            [x.code for x in instruments], 2_000_000))
+        for i, (name, kind) in enumerate(
+            [
+                ("Huaneng MM", "market_maker"),
+                ("Datang MM", "market_maker"),
+                ("Shenergy Broker", "broker"),
+                ("Guotai Broker", "broker"),
+                ("Baowu Steel", "compliance_entity"),
+                ("Conch Cement", "compliance_entity"),
+            ],
+            start=1,
+        )
+    ]
+    return MarketConfig(name="Embedded CEA/CCER market", instruments=instruments, members=members)
+
+
+def load_market(path: str | Path) -> MarketConfig:
+    """Read a market from TOML; raises ValueError naming the file and the bad field."""
+    try:
+        return msgspec.toml.decode(Path(path).read_bytes(), type=MarketConfig)
+    except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc

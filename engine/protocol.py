@@ -1,0 +1,233 @@
+"""Wire messages: commands (imperative) and events (past tense) as msgspec Structs.
+
+Invariants:
+- Every message is a frozen, array_like Struct with an integer tag, so a frame is a compact
+  msgpack array whose first element names the type; tags are stable journal values.
+- Numbers are integers in the units of `engine.types` (fen, tonnes, nanoseconds). msgspec's
+  `Meta` constraints are the first validation gate (types and ranges); the core validates the
+  rest and answers with a `Rejected` event carrying a `RejectCode`.
+- `RejectCode` values are grouped by range: 1xx message, 2xx instrument/member/session,
+  3xx price and quantity, 4xx order state, 5xx pre-trade risk, 6xx self-trade prevention.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Annotated
+
+import msgspec
+
+from engine.types import CancelReason, OrderType, Side, StpMode, TimeInForce
+
+OrderId = Annotated[int, msgspec.Meta(ge=0, lt=2**62)]
+MemberId = Annotated[int, msgspec.Meta(ge=0, lt=2**31)]
+Price = Annotated[int, msgspec.Meta(ge=0, lt=2**62)]
+Quantity = Annotated[int, msgspec.Meta(ge=0, lt=2**62)]
+ClOrdId = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+InstrumentCode = Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
+
+
+class RejectCode(IntEnum):
+    MALFORMED = 100
+    INVALID_FIELD = 101
+    INVALID_ORDER_ID = 102
+
+    UNKNOWN_INSTRUMENT = 200
+    UNKNOWN_MEMBER = 201
+    UNAUTHORISED = 202
+    MARKET_CLOSED = 210
+    MARKET_HALTED = 211
+    UNSUPPORTED_IN_PHASE = 212
+
+    PRICE_OFF_TICK = 300
+    PRICE_OUTSIDE_BAND = 301
+    PRICE_OUT_OF_RANGE = 302
+    QTY_INVALID = 310
+    QTY_NOT_WHOLE_UNIT = 311
+    QTY_ABOVE_MAX = 312
+    QTY_BELOW_MIN = 313
+
+    DUPLICATE_CLORDID = 400
+    DUPLICATE_ORDER_ID = 401
+    UNKNOWN_ORDER = 402
+    NOT_OWNER = 403
+    PICK_WRONG_SIDE = 410
+    PICK_NOT_IN_TOP_LEVELS = 411
+    PICK_QTY_EXCEEDS_ORDER = 412
+
+    INSUFFICIENT_FUNDS = 500
+    INSUFFICIENT_ALLOWANCES = 501
+
+    SELF_TRADE = 600
+
+    @property
+    def text(self) -> str:
+        return REJECT_TEXT[self]
+
+
+REJECT_TEXT: dict[RejectCode, str] = {
+    RejectCode.MALFORMED: "the message could not be decoded",
+    RejectCode.INVALID_FIELD: "a field holds a value outside its allowed set or range",
+    RejectCode.INVALID_ORDER_ID: "the order id is negative or too large",
+    RejectCode.UNKNOWN_INSTRUMENT: "no such instrument is listed",
+    RejectCode.UNKNOWN_MEMBER: "the member is not known to this market",
+    RejectCode.UNAUTHORISED: "the sender may not act for this member",
+    RejectCode.MARKET_CLOSED: "the market is closed",
+    RejectCode.MARKET_HALTED: "the market is halted: only cancels are accepted",
+    RejectCode.UNSUPPORTED_IN_PHASE: "this order type is not accepted in the current phase",
+    RejectCode.PRICE_OFF_TICK: "the price is not a multiple of the tick size",
+    RejectCode.PRICE_OUTSIDE_BAND: "the price is outside today's price band",
+    RejectCode.PRICE_OUT_OF_RANGE: "the price is zero, negative or beyond the book's range",
+    RejectCode.QTY_INVALID: "the quantity is zero, negative or too large",
+    RejectCode.QTY_NOT_WHOLE_UNIT: "the quantity is not a whole number of trading units",
+    RejectCode.QTY_ABOVE_MAX: "the quantity exceeds the single-order limit (use block trading)",
+    RejectCode.QTY_BELOW_MIN: "the quantity is below the minimum order size",
+    RejectCode.DUPLICATE_CLORDID: "the ClOrdID was already used by this member today",
+    RejectCode.DUPLICATE_ORDER_ID: "an order with this id is already live",
+    RejectCode.UNKNOWN_ORDER: "no live order with this id",
+    RejectCode.NOT_OWNER: "the order belongs to another member",
+    RejectCode.PICK_WRONG_SIDE: "the picked order is on the same side as the taker",
+    RejectCode.PICK_NOT_IN_TOP_LEVELS: "the picked order is not within the best five levels",
+    RejectCode.PICK_QTY_EXCEEDS_ORDER: "the pick quantity exceeds the picked order's remaining",
+    RejectCode.INSUFFICIENT_FUNDS: "not enough available cash for price x quantity plus fees",
+    RejectCode.INSUFFICIENT_ALLOWANCES: "not enough available allowances to sell",
+    RejectCode.SELF_TRADE: "the order would trade with an order of the same member",
+}
+
+
+class _Message(msgspec.Struct, frozen=True, array_like=True, tag_field="t"):
+    pass
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+class NewOrder(_Message, tag=1):
+    cl_ord_id: ClOrdId
+    member: MemberId
+    instrument: InstrumentCode
+    side: Side
+    price: Price
+    qty: Quantity
+    order_type: OrderType = OrderType.LIMIT
+    tif: TimeInForce = TimeInForce.DAY
+    stp: StpMode = StpMode.CANCEL_INCOMING
+
+
+class CancelOrder(_Message, tag=2):
+    cl_ord_id: ClOrdId
+    member: MemberId
+    instrument: InstrumentCode
+    order_id: OrderId
+
+
+class AmendOrder(_Message, tag=3):
+    cl_ord_id: ClOrdId
+    member: MemberId
+    instrument: InstrumentCode
+    order_id: OrderId
+    price: Price
+    qty: Quantity  # the new remaining quantity
+
+
+class PickOrder(_Message, tag=4):
+    """点选: lift the named resting order (within the best five levels) at its own price."""
+
+    cl_ord_id: ClOrdId
+    member: MemberId
+    instrument: InstrumentCode
+    side: Side
+    target_order_id: OrderId
+    qty: Quantity
+
+
+Command = NewOrder | CancelOrder | AmendOrder | PickOrder
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+class Accepted(_Message, tag=101):
+    seq: int
+    cl_ord_id: str
+    member: int
+    instrument: str
+    order_id: int
+    side: Side
+    price: int
+    qty: int
+
+
+class Rejected(_Message, tag=102):
+    seq: int
+    cl_ord_id: str
+    member: int
+    code: RejectCode
+    text: str
+
+
+class Filled(_Message, tag=103):
+    """One side of a trade, sent to the owner of `order_id`."""
+
+    seq: int
+    trade_id: int
+    member: int
+    instrument: str
+    order_id: int
+    side: Side
+    price: int
+    qty: int
+    leaves: int
+    aggressor: bool
+
+
+class Cancelled(_Message, tag=104):
+    seq: int
+    member: int
+    instrument: str
+    order_id: int
+    leaves: int
+    reason: CancelReason
+
+
+class Amended(_Message, tag=105):
+    seq: int
+    member: int
+    instrument: str
+    order_id: int
+    price: int
+    qty: int
+    kept_priority: bool
+
+
+class Trade(_Message, tag=106):
+    """Public trade print."""
+
+    seq: int
+    trade_id: int
+    instrument: str
+    price: int
+    qty: int
+    buy_order_id: int
+    sell_order_id: int
+    aggressor: Side
+
+
+Event = Accepted | Rejected | Filled | Cancelled | Amended | Trade
+
+_encoder = msgspec.msgpack.Encoder()
+_command_decoder = msgspec.msgpack.Decoder(Command)
+_event_decoder = msgspec.msgpack.Decoder(Event)
+
+
+def encode(message: _Message) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode_command(frame: bytes) -> Command:
+    """Raises msgspec.ValidationError / DecodeError with a readable message on bad input."""
+    return _command_decoder.decode(frame)
+
+
+def decode_event(frame: bytes) -> Event:
+    return _event_decoder.decode(frame)

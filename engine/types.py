@@ -1,0 +1,79 @@
+"""Domain enums and unit conversions shared by every layer.
+
+Invariants: every enum is an IntEnum whose values are stable wire and journal values (never
+renumber one); `Side` values are also array indices in the book kernel (BUY=0, SELL=1).
+Prices are int64 ticks of 0.01 CNY (fen), quantities int64 tonnes, cash int64 fen; decimal
+strings appear only at the edges, through `parse_price` / `format_price`.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from enum import IntEnum
+
+FEN_PER_CNY = 100
+
+
+class Side(IntEnum):
+    BUY = 0
+    SELL = 1
+
+    @property
+    def opposite(self) -> Side:
+        return Side(1 - self)
+
+
+class OrderType(IntEnum):
+    LIMIT = 1
+    MARKET = 2  # an IOC (or FOK) limited by the price band edge
+
+
+class TimeInForce(IntEnum):
+    DAY = 0  # rests until filled, cancelled or expired at the end of the day
+    IOC = 1  # fills what it can now, the remainder is cancelled
+    FOK = 2  # fills entirely now or not at all (no partial trace)
+
+
+class StpMode(IntEnum):
+    """Self-trade prevention: what happens when an order would trade with its own member."""
+
+    CANCEL_INCOMING = 0  # the default
+    CANCEL_RESTING = 1
+    CANCEL_BOTH = 2
+
+
+class CancelReason(IntEnum):
+    USER = 1  # the member asked
+    UNFILLED_REMAINDER = 2  # IOC or market order: what did not fill at once
+    FOK_UNFILLED = 3  # FOK that could not fill entirely
+    STP_INCOMING = 4  # self-trade prevention removed the incoming order
+    STP_RESTING = 5  # self-trade prevention removed the resting order
+    EXPIRED = 6  # day order at the end of the day
+    OPERATOR = 7  # cancelled by the market operator
+
+
+class Phase(IntEnum):
+    CLOSED = 0
+    CALL = 1
+    CONTINUOUS = 2
+    HALTED = 3
+    CLOSING_CALL = 4
+
+
+def parse_price(text: str) -> int:
+    """'58.31' (CNY per tonne) -> 5831 fen. Raises ValueError for anything not a whole fen."""
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation as exc:
+        raise ValueError(f"not a price: {text!r}") from exc
+    fen = value * FEN_PER_CNY
+    if fen != fen.to_integral_value():
+        raise ValueError(f"price {text!r} is not a whole number of fen (0.01 CNY)")
+    return int(fen)
+
+
+def format_price(fen: int, grouped: bool = False) -> str:
+    """5831 -> '58.31'; with grouped, 123456789 -> '1,234,567.89'. Exact (no float)."""
+    sign = "-" if fen < 0 else ""
+    whole, part = divmod(abs(fen), FEN_PER_CNY)
+    return f"{sign}{whole:,}.{part:02d}" if grouped else f"{sign}{whole}.{part:02d}"

@@ -1,0 +1,28 @@
+"""Shared fixtures: every book test runs against the compiled book and the reference book."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from engine.book import Book, ReferenceBook
+
+settings.register_profile(
+    "ci",
+    max_examples=400,
+    stateful_step_count=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+BOOKS = {"compiled": Book, "reference": ReferenceBook}
+
+
+@pytest.fixture(params=sorted(BOOKS))
+def make_book(request):
+    """A factory for the book under test: make_book(tick=1, band=None)."""
+    return BOOKS[request.param]
