@@ -53,8 +53,13 @@ def default_market() -> MarketConfig:
     instruments = [cea(year, close) for year, close in closes.items()]
     instruments.append(ccer(8200))
     members = [
-        Member(id=i, name=name, kind=kind, cash=500_000_000_00, holdings=dict.fromkeys(
-            [x.code for x in instruments], 2_000_000))
+        Member(
+            id=i,
+            name=name,
+            kind=kind,
+            cash=500_000_000_00,
+            holdings=dict.fromkeys([x.code for x in instruments], 2_000_000),
+        )
         for i, (name, kind) in enumerate(
             [
                 ("Huaneng MM", "market_maker"),

@@ -144,11 +144,13 @@ def render(market: MarketConfig, sessions: list[SimulatedSession], seed: int, st
     for s in sessions:
         st, inst = s.stats, s.instrument
         bids, asks = s.book.depth(5)
+        low, high = s.band
+        turnover = format_price(st.turnover, grouped=True)
         lines += [
             f"{inst.code:<6} {inst.name}",
-            f"  reference {_cny(inst.reference_price)}   band {_cny(s.band[0])} - {_cny(s.band[1])}",
+            f"  reference {_cny(inst.reference_price)}   band {_cny(low)} - {_cny(high)}",
             f"  orders {st.orders:,}   cancels {st.cancels:,}   rejects {st.rejects:,}   "
-            f"trades {st.trades:,}   volume {st.volume:,} t   turnover {format_price(st.turnover, grouped=True)} CNY",
+            f"trades {st.trades:,}   volume {st.volume:,} t   turnover {turnover} CNY",
             f"  VWAP {_cny(st.vwap)}   high {_cny(st.high)}   low {_cny(st.low)}   "
             f"last {_cny(st.last)}",
             f"  best bid {_cny(bids[0][0]) if bids else '-'}   "

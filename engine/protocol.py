@@ -224,9 +224,39 @@ def encode(message: _Message) -> bytes:
     return _encoder.encode(message)
 
 
+class MalformedMessage(ValueError):
+    """A frame that is not a valid message; the text names the message type and field."""
+
+
+_COMMAND_TYPES = {
+    cls.__struct_config__.tag: cls for cls in (NewOrder, CancelOrder, AmendOrder, PickOrder)
+}
+
+
+def _field_path(frame: bytes, error: msgspec.ValidationError) -> str:
+    """'NewOrder.qty: Expected `int` >= 0' from msgspec's '... - at `$[6]`'."""
+    text = str(error)
+    message, _, where = text.rpartition(" - at `$[")
+    if not message or not where.endswith("]`"):
+        return text
+    index = int(where[:-2].split("]", 1)[0])
+    try:
+        cls = _COMMAND_TYPES.get(msgspec.msgpack.decode(frame)[0])
+    except (msgspec.DecodeError, TypeError, IndexError, KeyError):
+        return text
+    if cls is None or not 1 <= index <= len(cls.__struct_fields__):
+        return text
+    return f"{cls.__name__}.{cls.__struct_fields__[index - 1]}: {message}"
+
+
 def decode_command(frame: bytes) -> Command:
-    """Raises msgspec.ValidationError / DecodeError with a readable message on bad input."""
-    return _command_decoder.decode(frame)
+    """Decode one command; MalformedMessage names what is wrong (type, field, constraint)."""
+    try:
+        return _command_decoder.decode(frame)
+    except msgspec.ValidationError as exc:
+        raise MalformedMessage(_field_path(frame, exc)) from exc
+    except msgspec.DecodeError as exc:
+        raise MalformedMessage(f"not a msgpack message: {exc}") from exc
 
 
 def decode_event(frame: bytes) -> Event:

@@ -8,6 +8,7 @@ strings appear only at the edges, through `parse_price` / `format_price`.
 
 from __future__ import annotations
 
+import operator
 from decimal import Decimal, InvalidOperation
 from enum import IntEnum
 
@@ -77,3 +78,17 @@ def format_price(fen: int, grouped: bool = False) -> str:
     sign = "-" if fen < 0 else ""
     whole, part = divmod(abs(fen), FEN_PER_CNY)
     return f"{sign}{whole:,}.{part:02d}" if grouped else f"{sign}{whole}.{part:02d}"
+
+
+def as_ints(names: str, values: tuple) -> tuple[int, ...]:
+    """Plain ints from integer-like values (int, IntEnum, numpy integers), in order.
+
+    `names` are the space-separated field names for the error. Raises TypeError for anything
+    else, bools included: a price or quantity given as a float is refused, never truncated.
+    """
+    out = []
+    for name, value in zip(names.split(), values, strict=True):
+        if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+            raise TypeError(f"{name} must be an integer, got {value!r}")
+        out.append(operator.index(value))
+    return tuple(out)

@@ -47,7 +47,7 @@ from engine.book.layout import (
     P_QTY,
 )
 from engine.book.state import BookState
-from engine.types import OrderType, StpMode, TimeInForce
+from engine.types import OrderType, StpMode, TimeInForce, as_ints
 
 # plain ints: numba types an IntEnum argument on a slow path, so defaults must not be enums
 LIMIT = int(OrderType.LIMIT)
@@ -117,9 +117,19 @@ class Book:
         tif: int = DAY,
         stp: int = CANCEL_INCOMING,
     ) -> int:
-        """New order (price is ignored for a market order); returns the number of events.
-
-        Plain ints are the fast path; IntEnum members work but cost a slower dispatch."""
+        """New order (price is ignored for a market order); returns the number of events."""
+        if not (
+            type(order_id) is int
+            and type(owner) is int
+            and type(side) is int
+            and type(price) is int
+            and type(qty) is int
+            and type(order_type) is int
+            and type(tif) is int
+            and type(stp) is int
+        ):
+            args = (order_id, owner, side, price, qty, order_type, tif, stp)
+            return self.add(*as_ints("order_id owner side price qty order_type tif stp", args))
         status = self._add(order_id, owner, side, price, qty, order_type, tif, stp)
         if status < 0:
             return self._run(CMD_ADD, order_id, owner, side, price, qty, order_type, tif, stp, 0)
@@ -127,16 +137,23 @@ class Book:
 
     def cancel(self, order_id: int, owner: int = -1) -> int:
         """Cancel a resting order; owner >= 0 also checks that it belongs to that member."""
+        if not (type(order_id) is int and type(owner) is int):
+            return self.cancel(*as_ints("order_id owner", (order_id, owner)))
         return self._cancel(order_id, owner)
 
     def amend(self, order_id: int, price: int, qty: int, owner: int = -1) -> int:
         """New price and remaining qty: a pure reduction keeps time priority, anything else
         loses it (and the order may trade as it re-enters)."""
+        order_id, price, qty, owner = as_ints(
+            "order_id price qty owner", (order_id, price, qty, owner)
+        )
         return self._run(CMD_AMEND, order_id, owner, 0, price, qty, 0, 0, 0, 0)
 
     def pick(self, order_id: int, owner: int, side: int, target_id: int, qty: int) -> int:
         """点选: trade qty against the named resting order at its price, if it is within the
         best five levels of the other side. The taker `order_id` never rests."""
+        args = as_ints("order_id owner side target_id qty", (order_id, owner, side, target_id, qty))
+        order_id, owner, side, target_id, qty = args
         return self._run(CMD_PICK, order_id, owner, side, 0, qty, 0, 0, 0, target_id)
 
     def apply_batch(
@@ -150,6 +167,9 @@ class Book:
         """
         st = self.state
         mode = {"all": EV_ALL, "fills": EV_FILLS, "none": EV_NONE}[record]
+        cmds = np.asarray(cmds)
+        if not (cmds.dtype.kind == "i" or (cmds.dtype.kind == "u" and cmds.dtype.itemsize < 8)):
+            raise TypeError(f"commands must be an integer array, got dtype {cmds.dtype}")
         cmds = np.ascontiguousarray(cmds, dtype=np.int64)
         if cmds.ndim != 2 or cmds.shape[1] != COMMAND_ROWS:
             raise ValueError(f"commands must be an (n, {COMMAND_ROWS}) int64 array")

@@ -19,7 +19,7 @@ from sortedcontainers import SortedDict
 from engine.book.events import BookEvent, EventKind
 from engine.book.layout import MAX_ORDER_ID, MAX_OWNER, MAX_QTY, MAX_TICKS, PICK_LEVELS
 from engine.protocol import RejectCode
-from engine.types import CancelReason, OrderType, Side, StpMode, TimeInForce
+from engine.types import CancelReason, OrderType, Side, StpMode, TimeInForce, as_ints
 
 Level = tuple[int, int, int]
 
@@ -201,6 +201,10 @@ class ReferenceBook:
         tif: int = TimeInForce.DAY,
         stp: int = StpMode.CANCEL_INCOMING,
     ) -> int:
+        order_id, owner, side, price, qty, order_type, tif, stp = as_ints(
+            "order_id owner side price qty order_type tif stp",
+            (order_id, owner, side, price, qty, order_type, tif, stp),
+        )
         self._events = []
         if not 0 <= order_id < MAX_ORDER_ID:
             return self._reject(order_id, RejectCode.INVALID_ORDER_ID, side)
@@ -258,6 +262,7 @@ class ReferenceBook:
         return order
 
     def cancel(self, order_id: int, owner: int = -1) -> int:
+        order_id, owner = as_ints("order_id owner", (order_id, owner))
         self._events = []
         order = self._find_owned(order_id, owner)
         if order is not None:
@@ -274,6 +279,9 @@ class ReferenceBook:
         return len(self._events)
 
     def amend(self, order_id: int, price: int, qty: int, owner: int = -1) -> int:
+        order_id, price, qty, owner = as_ints(
+            "order_id price qty owner", (order_id, price, qty, owner)
+        )
         self._events = []
         order = self._find_owned(order_id, owner)
         if order is None:
@@ -311,6 +319,9 @@ class ReferenceBook:
         return len(self._events)
 
     def pick(self, order_id: int, owner: int, side: int, target_id: int, qty: int) -> int:
+        order_id, owner, side, target_id, qty = as_ints(
+            "order_id owner side target_id qty", (order_id, owner, side, target_id, qty)
+        )
         self._events = []
         if not 0 <= order_id < MAX_ORDER_ID:
             return self._reject(order_id, RejectCode.INVALID_ORDER_ID, side)

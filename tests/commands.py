@@ -1,0 +1,63 @@
+"""Random command streams covering every command kind, valid and invalid, for both books.
+
+`random_commands` returns an (n, 10) int64 array in the batch layout (engine.book.layout C_*),
+drawn with a seeded numpy generator; `apply_row` sends one row to a book's per-command API.
+Prices are mostly passive (a deep book) with marketable, off-tick, out-of-band and far-away
+prices mixed in; ids are mostly fresh, sometimes live (duplicates), sometimes invalid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.book.layout import CMD_ADD, CMD_AMEND, CMD_CANCEL, CMD_PICK, COMMAND_ROWS
+
+
+def random_commands(n: int, seed: int, tick: int = 1, far: bool = False) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n, COMMAND_ROWS), dtype=np.int64)
+    next_id = 1
+    issued: list[int] = []
+    for i in range(n):
+        side = int(rng.integers(0, 2))
+        sign = -1 if side == 0 else 1
+        price = (100 + sign * int(rng.integers(-2, 10))) * tick
+        r = rng.random()
+        if r < 0.03:
+            price = int(rng.choice([0, -tick, tick + 1, 2**23 * tick, 89 * tick]))
+        elif far and r < 0.06:
+            price = int(rng.integers(1, 50_000)) * tick
+        qty = int(rng.integers(1, 30)) if rng.random() > 0.03 else int(rng.choice([0, -1, 2**41]))
+        owner = int(rng.integers(0, 4))
+        kind = rng.random()
+        old = int(rng.choice(issued)) if issued else 1
+        if kind < 0.55 or not issued:
+            oid = old if rng.random() < 0.02 else next_id
+            otype = 2 if rng.random() < 0.12 else 1
+            tif = int(rng.choice([0, 0, 0, 1, 2]))
+            stp = int(rng.integers(0, 3))
+            out[i] = (CMD_ADD, oid, owner, side, price, qty, otype, tif, stp, 0)
+        elif kind < 0.80:
+            who = -1 if rng.random() < 0.7 else owner
+            out[i] = (CMD_CANCEL, old, who, 0, 0, 0, 0, 0, 0, 0)
+        elif kind < 0.92:
+            who = -1 if rng.random() < 0.8 else owner
+            out[i] = (CMD_AMEND, old, who, 0, price, qty, 0, 0, 0, 0)
+        else:
+            out[i] = (CMD_PICK, next_id, owner, side, 0, min(abs(qty), 8) or 1, 0, 0, 0, old)
+        issued.append(next_id)
+        next_id += 1
+    return out
+
+
+def apply_row(book, row) -> int:
+    kind, oid, owner, side, price, qty, otype, tif, stp, oid2 = (int(x) for x in row)
+    if kind == CMD_ADD:
+        return book.add(oid, owner, side, price, qty, otype, tif, stp)
+    if kind == CMD_CANCEL:
+        return book.cancel(oid, owner)
+    if kind == CMD_AMEND:
+        return book.amend(oid, price, qty, owner)
+    if kind == CMD_PICK:
+        return book.pick(oid, owner, side, oid2, qty)
+    raise ValueError(f"unknown command kind {kind}")

@@ -1,0 +1,128 @@
+"""The real `cxe` command, run as a user would (subprocess, installed console script)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cxe(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    exe = shutil.which("cxe", path=str(Path(sys.executable).parent))
+    command = [exe] if exe else [sys.executable, "-m", "engine.cli"]
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def test_help_lists_every_command():
+    result = cxe("--help")
+    assert result.returncode == 0
+    assert "demo" in result.stdout
+    assert "--seed" in cxe("demo", "--help").stdout
+
+
+def test_demo_prints_a_deterministic_summary_of_every_instrument():
+    first = cxe("demo", "--steps", "3000", "--seed", "3")
+    second = cxe("demo", "--steps", "3000", "--seed", "3")
+    assert first.returncode == 0, first.stderr
+    body = [line for line in first.stdout.splitlines() if not line.startswith("simulated in")]
+    assert body == [
+        line for line in second.stdout.splitlines() if not line.startswith("simulated in")
+    ]
+    for code in ("CEA21", "CEA25", "CCER"):
+        assert f"\n{code} " in first.stdout
+    assert "VWAP" in first.stdout and "best bid" in first.stdout
+    trades = [
+        int(line.split("trades ")[1].split()[0].replace(",", ""))
+        for line in body
+        if "trades " in line and "orders " in line
+    ]
+    assert len(trades) == 6 and all(t > 0 for t in trades)
+
+
+def test_demo_with_a_missing_market_file_says_so():
+    result = cxe("demo", "--market", "/nonexistent/market.toml")
+    assert result.returncode == 2
+    assert "market.toml" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_readme_python_example_prints_what_it_says():
+    readme = (ROOT / "README.md").read_text()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    assert "kind=3, oid=2, oid2=1, price=6200, qty=300" in result.stdout
+    assert result.stdout.rstrip().endswith("([], [(6200, 200, 1)])")
+
+
+def _as_nobody(script: str, home: Path, install: Path) -> subprocess.CompletedProcess:
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "PYTHONPATH": str(install)}
+    command = [
+        "setpriv",
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        sys.executable,
+        "-c",
+        script,
+    ]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=600, env=env, cwd=install
+    )
+
+
+@pytest.fixture
+def read_only_install():
+    """A copy of the package that only root can write, in a directory nobody can traverse."""
+    top = Path(tempfile.mkdtemp(prefix="cxe-ro-"))
+    try:
+        os.chmod(top, 0o755)
+        install = top / "site"
+        shutil.copytree(
+            ROOT / "engine", install / "engine", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        yield top, install
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+NEEDS_ROOT = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"),
+    reason="needs root to run a check as an unprivileged user",
+)
+SCRIPT = (
+    "import os; from engine.book import Book; b = Book(); b.add(1, 1, 0, 100, 5); "
+    "b.add(2, 2, 1, 100, 3); print(b.depth()); print(os.environ.get('NUMBA_CACHE_DIR'))"
+)
+
+
+@NEEDS_ROOT
+def test_read_only_install_caches_compiled_code_in_the_user_cache(read_only_install):
+    top, install = read_only_install
+    home = top / "home"
+    home.mkdir()
+    shutil.chown(home, "nobody")
+    result = _as_nobody(SCRIPT, home, install)
+    assert result.returncode == 0, result.stderr
+    assert "([(100, 2, 1)], [])" in result.stdout
+    assert not list(install.rglob("*.nbi")), "wrote into the read-only install"
+    assert list((home / ".cache" / "numba").rglob("*.nbi")), "nothing cached for the user"
+
+
+@NEEDS_ROOT
+def test_without_any_writable_cache_home_it_falls_back_to_a_temp_dir(read_only_install):
+    top, install = read_only_install
+    home = top / "locked-home"
+    home.mkdir(mode=0o755)
+    result = _as_nobody(SCRIPT, home, install)
+    assert result.returncode == 0, result.stderr
+    assert "([(100, 2, 1)], [])" in result.stdout
+    assert "cxe-numba-" in result.stdout.splitlines()[-1]

@@ -1,0 +1,130 @@
+"""Domain types, instruments, market config and wire messages."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from engine.config import default_market, load_market
+from engine.instruments import Instrument
+from engine.protocol import (
+    REJECT_TEXT,
+    CancelOrder,
+    MalformedMessage,
+    NewOrder,
+    RejectCode,
+    Rejected,
+    decode_command,
+    decode_event,
+    encode,
+)
+from engine.types import Side, TimeInForce, as_ints, format_price, parse_price
+
+
+def test_prices_convert_exactly_between_text_and_fen():
+    assert parse_price("58.31") == 5831
+    assert parse_price(" 100 ") == 10000
+    assert format_price(5831) == "58.31"
+    assert format_price(-5) == "-0.05"
+    assert format_price(123456789, grouped=True) == "1,234,567.89"
+    for bad in ("58.315", "abc", ""):
+        with pytest.raises(ValueError):
+            parse_price(bad)
+
+
+def test_as_ints_refuses_floats_and_bools():
+    assert as_ints("a b", (Side.SELL, 3)) == (1, 3)
+    with pytest.raises(TypeError, match=r"qty must be an integer, got 1\.5"):
+        as_ints("qty", (1.5,))
+    with pytest.raises(TypeError, match="side"):
+        as_ints("side", (True,))
+
+
+def test_embedded_market_lists_cea_vintages_and_ccer_with_market_rules():
+    market = default_market()
+    codes = [i.code for i in market.instruments]
+    assert codes == ["CEA21", "CEA22", "CEA23", "CEA24", "CEA25", "CCER"]
+    for inst in market.instruments:
+        assert inst.tick == 1 and inst.unit == 1
+        assert inst.max_qty == 99_999 and inst.block_min_qty == 100_000
+        assert inst.band_ppm == 100_000 and inst.fee_ppm == 6_000
+        assert not inst.same_day_resale
+    assert market.sessions == [("09:30", "11:30"), ("13:00", "15:00")]
+    assert market.timezone == "Asia/Shanghai"
+
+
+def test_band_rounds_inward_to_the_tick():
+    inst = Instrument(code="X", name="x", product="CEA", reference_price=6155, tick=1)
+    assert inst.band() == (5540, 6770)  # 5539.5 up, 6770.5 down
+    coarse = Instrument(code="Y", name="y", product="CEA", reference_price=6150, tick=5)
+    assert coarse.band() == (5535, 6765)
+    assert coarse.band(band_ppm=300_000) == (4305, 7995)
+
+
+def test_fee_is_six_per_mille_rounded_half_up_to_the_fen():
+    inst = default_market().instrument("CCER")
+    assert inst.fee(1_000_000) == 6_000
+    assert inst.fee(1_250) == 8  # 7.5 fen rounds up
+    assert inst.fee(1_249) == 7
+
+
+def test_instrument_validation_says_what_is_wrong():
+    with pytest.raises(ValueError, match="not on the 5 fen tick"):
+        Instrument(code="X", name="x", product="CEA", reference_price=6151, tick=5)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert(
+            {"code": "X", "name": "x", "product": "EUA", "reference_price": 1}, Instrument
+        )
+
+
+def test_market_loads_from_toml_and_reports_bad_files(tmp_path):
+    good = tmp_path / "m.toml"
+    good.write_text(
+        'name = "Test"\n[[instruments]]\ncode = "CEA25"\nname = "a"\nproduct = "CEA"\n'
+        'reference_price = 6200\n[[members]]\nid = 1\nname = "A"\ncash = 100\n'
+    )
+    market = load_market(good)
+    assert market.instrument("CEA25").band() == (5580, 6820)
+    assert market.members[0].cash == 100
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "Test"\n[[instruments]]\ncode = "CEA25"\n')
+    with pytest.raises(ValueError, match=r"bad\.toml"):
+        load_market(bad)
+    with pytest.raises(KeyError, match=r"CEA99"):
+        market.instrument("CEA99")
+
+
+def test_commands_round_trip_as_compact_tagged_arrays():
+    order = NewOrder("c1", 7, "CEA25", Side.BUY, 6200, 100, tif=TimeInForce.IOC)
+    frame = encode(order)
+    assert msgspec.msgpack.decode(frame)[0] == 1  # the tag leads the array
+    assert decode_command(frame) == order
+    cancel = CancelOrder("c2", 7, "CEA25", 42)
+    assert decode_command(encode(cancel)) == cancel
+    rejected = Rejected(1, "c1", 7, RejectCode.PRICE_OFF_TICK, RejectCode.PRICE_OFF_TICK.text)
+    assert decode_event(encode(rejected)) == rejected
+
+
+def test_malformed_frames_raise_errors_that_name_the_field():
+    with pytest.raises(MalformedMessage, match="not a msgpack message"):
+        decode_command(b"\xc1not msgpack")
+    bad_qty = msgspec.msgpack.encode([1, "c1", 7, "CEA25", 0, 6200, -5])
+    with pytest.raises(MalformedMessage, match=r"^NewOrder\.qty: Expected `int` >= 0$"):
+        decode_command(bad_qty)
+    bad_side = msgspec.msgpack.encode([1, "c1", 7, "CEA25", 2, 6200, 5])
+    with pytest.raises(MalformedMessage, match=r"^NewOrder\.side: Invalid enum value 2$"):
+        decode_command(bad_side)
+    float_price = msgspec.msgpack.encode([1, "c1", 7, "CEA25", 0, 62.5, 5])
+    with pytest.raises(MalformedMessage, match=r"NewOrder\.price: Expected `int`, got `float`"):
+        decode_command(float_price)
+    unknown = msgspec.msgpack.encode([99, "c1"])
+    with pytest.raises(MalformedMessage, match="99"):
+        decode_command(unknown)
+
+
+def test_every_reject_code_has_text_and_sits_in_its_range():
+    assert set(REJECT_TEXT) == set(RejectCode)
+    groups = {1: "message", 2: "session", 3: "price/qty", 4: "order", 5: "risk", 6: "stp"}
+    for code in RejectCode:
+        assert code // 100 in groups
+        assert code.text and code.text[0].islower()
