@@ -86,6 +86,8 @@ def as_ints(names: str, values: tuple) -> tuple[int, ...]:
     `names` are the space-separated field names for the error. Raises TypeError for anything
     else, bools included: a price or quantity given as a float is refused, never truncated.
     """
+    if all(type(value) is int for value in values):
+        return values
     out = []
     for name, value in zip(names.split(), values, strict=True):
         if isinstance(value, bool) or not hasattr(type(value), "__index__"):

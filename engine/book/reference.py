@@ -24,7 +24,7 @@ from engine.types import CancelReason, OrderType, Side, StpMode, TimeInForce, as
 Level = tuple[int, int, int]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity: deque.remove must find this very order
 class _Order:
     oid: int
     owner: int
@@ -291,29 +291,21 @@ class ReferenceBook:
         error = self._price_error(price)
         if error is not None:
             return self._reject(order_id, error, order.side)
-        if price == order.price and qty <= order.qty:
-            order.qty = qty
-            self._emit(
-                EventKind.AMENDED,
-                order_id,
-                price=price,
-                qty=qty,
-                code=1,
-                side=order.side,
-                owner=order.owner,
-            )
-            return len(self._events)
-        self._remove(order)
+        kept = price == order.price and qty <= order.qty  # a pure reduction keeps priority
+        if not kept:
+            self._remove(order)
         order.price, order.qty = price, qty
         self._emit(
             EventKind.AMENDED,
             order_id,
             price=price,
             qty=qty,
-            code=0,
+            code=int(kept),
             side=order.side,
             owner=order.owner,
         )
+        if kept:
+            return len(self._events)
         left, stp_hit = self._match(order_id, order.owner, order.side, price, qty, order.stp)
         self._finish(order, left, stp_hit, True)
         return len(self._events)
