@@ -7,6 +7,8 @@
     cancel id=1 [owner=1]
     amend id=1 price=1001 qty=4 [owner=1]
     pick id=9 owner=2 side=buy target=1 qty=3
+    call                                 (call phase: orders rest without matching)
+    uncross reference=1000               (uncross at the equilibrium, back to continuous)
     depth                                (the whole book, best first; must match exactly)
       ask 1000 5 1                       (side price qty orders)
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.book.auction import run_uncross
 from engine.book.events import BookEvent, EventKind
 from engine.protocol import RejectCode
 from engine.types import CancelReason, OrderType, StpMode, TimeInForce
@@ -37,6 +40,12 @@ def describe(event: BookEvent) -> str:
         return (
             f"rested id={event.oid} side={side} price={event.price} qty={event.qty} "
             f"owner={event.owner}"
+        )
+    if kind is EventKind.FILL and event.code == 1:
+        return (
+            f"auction_fill buy={event.oid} sell={event.oid2} price={event.price} "
+            f"qty={event.qty} buy_leaves={event.leaves} sell_leaves={event.leaves2} "
+            f"buy_owner={event.owner} sell_owner={event.owner2}"
         )
     if kind is EventKind.FILL:
         return (
@@ -110,6 +119,12 @@ def run_step(book, step: Step, path: Path) -> list[str]:
     if verb == "depth":
         bids, asks = book.depth(10_000)
         return [f"bid {p} {q} {n}" for p, q, n in bids] + [f"ask {p} {q} {n}" for p, q, n in asks]
+    if verb == "call":
+        book.set_collecting(True)
+        return []
+    if verb == "uncross":
+        events, _ = run_uncross(book, int(a["reference"]))
+        return [describe(e) for e in events]
     if verb == "add":
         book.add(
             int(a["id"]),

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from engine.book import Book, ReferenceBook
+from engine.book.auction import run_uncross
 from engine.book.integrity import check_integrity
 
 OWNERS = st.integers(0, 3)
@@ -89,6 +90,23 @@ class BooksAgree(RuleBasedStateMachine):
         target = data.draw(st.sampled_from(live) if live else st.integers(0, 5))
         oid, self.next_id = self.next_id, self.next_id + 1
         self._both("pick", oid, owner, side, target, qty)
+
+    @precondition(lambda self: not self.reference.collecting)
+    @rule()
+    def open_call(self):
+        self.compiled.set_collecting(True)
+        self.reference.set_collecting(True)
+
+    @precondition(lambda self: self.reference.collecting)
+    @rule()
+    def uncross(self):
+        got, got_rounds = run_uncross(self.compiled, 100 * self.tick)
+        want, want_rounds = run_uncross(self.reference, 100 * self.tick)
+        assert got == want and got_rounds == want_rounds
+        if want_rounds:
+            executed = sum(e.qty for e in want if e.kind == 3)
+            stp_cancels = any(e.kind == 4 for e in want)
+            assert executed == want_rounds[0].volume or stp_cancels
 
     @rule(oid=st.sampled_from([-1, 2**62, 0]))
     def unknown_ids(self, oid):

@@ -24,6 +24,7 @@ from engine.book.layout import (
     CMD_ADD,
     CMD_AMEND,
     CMD_PICK,
+    CMD_UNCROSS,
     COMMAND_ROWS,
     EV_ALL,
     EV_FILLS,
@@ -32,6 +33,7 @@ from engine.book.layout import (
     M_BASE,
     M_BEST_ASK,
     M_BEST_BID,
+    M_COLLECT,
     M_COUNT_ASK,
     M_COUNT_BID,
     M_EV_MODE,
@@ -155,6 +157,21 @@ class Book:
         args = as_ints("order_id owner side target_id qty", (order_id, owner, side, target_id, qty))
         order_id, owner, side, target_id, qty = args
         return self._run(CMD_PICK, order_id, owner, side, 0, qty, 0, 0, 0, target_id)
+
+    @property
+    def collecting(self) -> bool:
+        """True during a call phase: orders rest without matching."""
+        return bool(self.state.meta[M_COLLECT])
+
+    def set_collecting(self, collecting: bool) -> None:
+        """Call phase on/off. While collecting, only limit day orders are accepted (others are
+        rejected UNSUPPORTED_IN_PHASE), nothing matches, and the book may be crossed."""
+        self.state.meta[M_COLLECT] = int(bool(collecting))
+
+    def uncross(self, price: int) -> int:
+        """Execute the call auction at `price` (see kernel._uncross); returns the event count."""
+        (price,) = as_ints("price", (price,))
+        return self._run(CMD_UNCROSS, 0, -1, 0, price, 0, 0, 0, 0, 0)
 
     def apply_batch(
         self, cmds: np.ndarray, record: str = "all", out: np.ndarray | None = None

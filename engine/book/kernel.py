@@ -36,6 +36,7 @@ from engine.book.layout import (
     CMD_AMEND,
     CMD_CANCEL,
     CMD_PICK,
+    CMD_UNCROSS,
     E_CODE,
     E_KIND,
     E_LEAVES,
@@ -59,6 +60,8 @@ from engine.book.layout import (
     M_BEST_ASK,
     M_BEST_BID,
     M_BM2,
+    M_COLLECT,
+    M_COUNT_ASK,
     M_COUNT_BID,
     M_EV_MODE,
     M_FILL_QTY,
@@ -113,6 +116,7 @@ R_PICK_WRONG_SIDE = int(RejectCode.PICK_WRONG_SIDE)
 R_PICK_NOT_IN_TOP = int(RejectCode.PICK_NOT_IN_TOP_LEVELS)
 R_PICK_QTY = int(RejectCode.PICK_QTY_EXCEEDS_ORDER)
 R_SELF_TRADE = int(RejectCode.SELF_TRADE)
+R_UNSUPPORTED_IN_PHASE = int(RejectCode.UNSUPPORTED_IN_PHASE)
 
 C_USER = int(CancelReason.USER)
 C_REMAINDER = int(CancelReason.UNFILLED_REMAINDER)
@@ -585,6 +589,9 @@ def _add(pool, lad, bm, ht, meta, ev, oid, owner, side, price, qty, otype, tif, 
         or stp > STP_BOTH
     ):
         return _reject(ev, meta, oid, R_INVALID_FIELD, side)
+    collect = meta[M_COLLECT] != 0
+    if collect and (otype != LIMIT or tif != DAY):
+        return _reject(ev, meta, oid, R_UNSUPPORTED_IN_PHASE, side)
     if qty <= 0 or qty > MAX_QTY:
         return _reject(ev, meta, oid, R_QTY_INVALID, side)
     if otype == LIMIT:
@@ -616,7 +623,11 @@ def _add(pool, lad, bm, ht, meta, ev, oid, owner, side, price, qty, otype, tif, 
     if tif == FOK and not _fok_can_fill(pool, lad, bm, meta, owner, side, limit, qty, stp):
         _emit(ev, meta, K_CANCELLED, oid, 0, price, qty, 0, 0, C_FOK, side, owner, 0)
         return 0
-    left = _match(pool, lad, bm, ht, meta, ev, oid, owner, side, limit, qty, stp)
+    if collect:
+        meta[M_STP_HIT] = 0
+        left = qty
+    else:
+        left = _match(pool, lad, bm, ht, meta, ev, oid, owner, side, limit, qty, stp)
     slot = -1
     if left > 0 and rests and meta[M_STP_HIT] == 0:
         slot = meta[M_FREE]
@@ -702,7 +713,11 @@ def _amend(pool, lad, bm, ht, meta, ev, oid, owner, price, qty):
     pool[slot, P_PRICE] = price
     pool[slot, P_QTY] = qty
     _emit(ev, meta, K_AMENDED, oid, 0, price, qty, 0, 0, 0, side, owner, 0)
-    left = _match(pool, lad, bm, ht, meta, ev, oid, owner, side, price, qty, stp)
+    if meta[M_COLLECT] != 0:
+        meta[M_STP_HIT] = 0
+        left = qty
+    else:
+        left = _match(pool, lad, bm, ht, meta, ev, oid, owner, side, price, qty, stp)
     _finish(pool, lad, bm, ht, meta, ev, slot, oid, owner, side, price, left, True)
     return 0
 
@@ -713,6 +728,8 @@ def _pick(pool, lad, bm, ht, meta, ev, oid, owner, side, target, qty):
         return _reject(ev, meta, oid, R_INVALID_ORDER_ID, side)
     if owner < 0 or owner >= MAX_OWNER or side < 0 or side > 1:
         return _reject(ev, meta, oid, R_INVALID_FIELD, side)
+    if meta[M_COLLECT] != 0:
+        return _reject(ev, meta, oid, R_UNSUPPORTED_IN_PHASE, side)
     if qty <= 0 or qty > MAX_QTY:
         return _reject(ev, meta, oid, R_QTY_INVALID, side)
     if ht_find(ht, meta, oid) >= 0:
@@ -741,6 +758,78 @@ def _pick(pool, lad, bm, ht, meta, ev, oid, owner, side, target, qty):
 
 
 @njit(cache=True, _nrt=False)
+def _uncross(pool, lad, bm, ht, meta, ev, price):
+    """Execute a call auction at one price: the best bid and the best ask trade (price-time
+    priority on both sides) while the bid is at or above `price` and the ask at or below it.
+    Fills carry code 1 (auction), the buy order as `oid`, the sell order as `oid2`. When the
+    two orders at the head belong to one member, the one entered later is cancelled
+    (STP_INCOMING): no trade between a member's own orders, in an auction either."""
+    if meta[M_EV_MODE] != EV_NONE:
+        need = meta[M_COUNT_BID] + meta[M_COUNT_ASK] + MIN_FREE_EVENTS
+        if ev.shape[0] - meta[M_NEV] < need:
+            meta[M_NEED] = meta[M_NEV] + need
+            return NEED_EVENTS
+    base = meta[M_BASE]
+    tick = meta[M_TICK]
+    while meta[M_BEST_BID] >= 0 and meta[M_BEST_ASK] >= 0:
+        b = meta[M_BEST_BID]
+        a = meta[M_BEST_ASK]
+        if base + b * tick < price or base + a * tick > price:
+            break
+        buy = lad[b, L_HEAD]
+        sell = lad[a, 4 + L_HEAD]
+        if pool[buy, P_OWNER] == pool[sell, P_OWNER]:
+            later = buy if pool[buy, P_SEQ] > pool[sell, P_SEQ] else sell
+            _emit(
+                ev,
+                meta,
+                K_CANCELLED,
+                pool[later, P_ID],
+                0,
+                pool[later, P_PRICE],
+                pool[later, P_QTY],
+                0,
+                0,
+                C_STP_INCOMING,
+                pool[later, P_FLAGS] & 1,
+                pool[later, P_OWNER],
+                0,
+            )
+            _unlink(pool, lad, bm, meta, later)
+            _release(pool, ht, meta, later)
+            continue
+        done = min(pool[buy, P_QTY], pool[sell, P_QTY])
+        pool[buy, P_QTY] -= done
+        pool[sell, P_QTY] -= done
+        lad[b, L_TOTAL] -= done
+        lad[a, 4 + L_TOTAL] -= done
+        meta[M_FILLS] += 1
+        meta[M_FILL_QTY] += done
+        _emit(
+            ev,
+            meta,
+            K_FILL,
+            pool[buy, P_ID],
+            pool[sell, P_ID],
+            price,
+            done,
+            pool[buy, P_QTY],
+            pool[sell, P_QTY],
+            1,
+            0,
+            pool[buy, P_OWNER],
+            pool[sell, P_OWNER],
+        )
+        if pool[buy, P_QTY] == 0:
+            _unlink(pool, lad, bm, meta, buy)
+            _release(pool, ht, meta, buy)
+        if pool[sell, P_QTY] == 0:
+            _unlink(pool, lad, bm, meta, sell)
+            _release(pool, ht, meta, sell)
+    return 0
+
+
+@njit(cache=True, _nrt=False)
 def _apply(pool, lad, bm, ht, meta, ev, kind, oid, owner, side, price, qty, otype, tif, stp, oid2):
     if meta[M_EV_MODE] != EV_NONE and ev.shape[0] - meta[M_NEV] < MIN_FREE_EVENTS:
         meta[M_NEED] = meta[M_NEV] + MIN_FREE_EVENTS
@@ -753,6 +842,8 @@ def _apply(pool, lad, bm, ht, meta, ev, kind, oid, owner, side, price, qty, otyp
         return _amend(pool, lad, bm, ht, meta, ev, oid, owner, price, qty)
     if kind == CMD_PICK:
         return _pick(pool, lad, bm, ht, meta, ev, oid, owner, side, oid2, qty)
+    if kind == CMD_UNCROSS:
+        return _uncross(pool, lad, bm, ht, meta, ev, price)
     return _reject(ev, meta, oid, R_INVALID_FIELD, 0)
 
 

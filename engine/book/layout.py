@@ -54,8 +54,9 @@ LADDER_FIELDS = 8
     M_FILL_QTY,  # running traded quantity
     M_REJECTS,  # running count of rejects
     M_SEQ,  # entries into a level so far: the next P_SEQ stamp
-) = range(21)
-META_LEN = 21
+    M_COLLECT,  # 1 during a call phase: orders rest without matching (the book may cross)
+) = range(22)
+META_LEN = 22
 
 # event rows
 E_KIND, E_OID, E_OID2, E_PRICE, E_QTY, E_LEAVES, E_LEAVES2, E_CODE, E_SIDE, E_OWNER, E_OWNER2 = (
@@ -69,7 +70,7 @@ EV_ALL, EV_FILLS, EV_NONE = 0, 1, 2
 # command rows (batch input) and kinds
 C_KIND, C_OID, C_OWNER, C_SIDE, C_PRICE, C_QTY, C_TYPE, C_TIF, C_STP, C_OID2 = range(10)
 COMMAND_ROWS = 10
-CMD_ADD, CMD_CANCEL, CMD_AMEND, CMD_PICK = 1, 2, 3, 4
+CMD_ADD, CMD_CANCEL, CMD_AMEND, CMD_PICK, CMD_UNCROSS = 1, 2, 3, 4, 5
 
 # resource statuses returned by the kernel (negative; nothing was changed)
 NEED_POOL, NEED_HASH, NEED_LADDER, NEED_EVENTS = -1, -2, -3, -4

@@ -32,6 +32,7 @@ class _Order:
     price: int
     qty: int
     stp: int
+    entry: int = -1  # when it joined its level's queue (time priority)
 
 
 class ReferenceBook:
@@ -45,6 +46,11 @@ class ReferenceBook:
         self._events: list[BookEvent] = []
         self.fills = 0
         self.traded_qty = 0
+        self.collecting = False  # call phase: rest without matching
+        self._entries = 0
+
+    def set_collecting(self, collecting: bool) -> None:
+        self.collecting = bool(collecting)
 
     def set_band(self, low: int, high: int) -> None:
         self.band = (low, high)
@@ -92,6 +98,7 @@ class ReferenceBook:
         del self.orders[order.oid]
 
     def _rest(self, order: _Order) -> None:
+        order.entry, self._entries = self._entries, self._entries + 1
         self.levels[order.side].setdefault(order.price, deque()).append(order)
         self.orders[order.oid] = order
 
@@ -216,6 +223,8 @@ class ReferenceBook:
             or stp not in (0, 1, 2)
         ):
             return self._reject(order_id, RejectCode.INVALID_FIELD, side)
+        if self.collecting and (order_type != OrderType.LIMIT or tif != TimeInForce.DAY):
+            return self._reject(order_id, RejectCode.UNSUPPORTED_IN_PHASE, side)
         if not 0 < qty <= MAX_QTY:
             return self._reject(order_id, RejectCode.QTY_INVALID, side)
         if order_type == OrderType.LIMIT:
@@ -243,7 +252,9 @@ class ReferenceBook:
                 owner=owner,
             )
             return len(self._events)
-        left, stp_hit = self._match(order_id, owner, side, limit, qty, stp)
+        left, stp_hit = (
+            (qty, False) if self.collecting else self._match(order_id, owner, side, limit, qty, stp)
+        )
         order = _Order(order_id, owner, side, price, qty, stp)
         self._finish(order, left, stp_hit, tif == TimeInForce.DAY)
         return len(self._events)
@@ -306,7 +317,11 @@ class ReferenceBook:
         )
         if kept:
             return len(self._events)
-        left, stp_hit = self._match(order_id, order.owner, order.side, price, qty, order.stp)
+        left, stp_hit = (
+            (qty, False)
+            if self.collecting
+            else self._match(order_id, order.owner, order.side, price, qty, order.stp)
+        )
         self._finish(order, left, stp_hit, True)
         return len(self._events)
 
@@ -319,6 +334,8 @@ class ReferenceBook:
             return self._reject(order_id, RejectCode.INVALID_ORDER_ID, side)
         if not 0 <= owner < MAX_OWNER or side not in (0, 1):
             return self._reject(order_id, RejectCode.INVALID_FIELD, side)
+        if self.collecting:
+            return self._reject(order_id, RejectCode.UNSUPPORTED_IN_PHASE, side)
         if not 0 < qty <= MAX_QTY:
             return self._reject(order_id, RejectCode.QTY_INVALID, side)
         if order_id in self.orders:
@@ -336,6 +353,49 @@ class ReferenceBook:
         if qty > target.qty:
             return self._reject(order_id, RejectCode.PICK_QTY_EXCEEDS_ORDER, side)
         self._fill(order_id, owner, side, qty, target)
+        return len(self._events)
+
+    def uncross(self, price: int) -> int:
+        """Trade the best bid against the best ask at `price` while both reach it."""
+        (price,) = as_ints("price", (price,))
+        self._events = []
+        bids, asks = self.levels
+        while bids and asks and bids.peekitem(-1)[0] >= price >= asks.peekitem(0)[0]:
+            buy, sell = bids.peekitem(-1)[1][0], asks.peekitem(0)[1][0]
+            if buy.owner == sell.owner:
+                later = buy if buy.entry > sell.entry else sell
+                self._emit(
+                    EventKind.CANCELLED,
+                    later.oid,
+                    price=later.price,
+                    qty=later.qty,
+                    code=int(CancelReason.STP_INCOMING),
+                    side=later.side,
+                    owner=later.owner,
+                )
+                self._remove(later)
+                continue
+            done = min(buy.qty, sell.qty)
+            buy.qty -= done
+            sell.qty -= done
+            self.fills += 1
+            self.traded_qty += done
+            self._emit(
+                EventKind.FILL,
+                buy.oid,
+                oid2=sell.oid,
+                price=price,
+                qty=done,
+                leaves=buy.qty,
+                leaves2=sell.qty,
+                code=1,
+                side=Side.BUY,
+                owner=buy.owner,
+                owner2=sell.owner,
+            )
+            for order in (buy, sell):
+                if order.qty == 0:
+                    self._remove(order)
         return len(self._events)
 
     # -- reading ----------------------------------------------------------------------------------
