@@ -31,6 +31,9 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True):
     )
     instruments: list[Instrument]
     members: list[Member] = []
+    # (local HH:MM, action) run from the sequencer's clock; empty: the operator drives phases.
+    # Actions: open_call, uncross, halt, close_call, close.
+    schedule: list[tuple[str, str]] = []
 
     def __post_init__(self) -> None:
         codes = [i.code for i in self.instruments]
@@ -39,12 +42,33 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True):
         ids = [m.id for m in self.members]
         if len(set(ids)) != len(ids):
             raise ValueError(f"duplicate member ids in {ids}")
+        for when, action in self.schedule:
+            if action not in SCHEDULE_ACTIONS or len(when) != 5 or when[2] != ":":
+                raise ValueError(
+                    f"schedule entry ({when!r}, {action!r}): expected ('HH:MM', "
+                    f"one of {sorted(SCHEDULE_ACTIONS)})"
+                )
 
     def instrument(self, code: str) -> Instrument:
         for instrument in self.instruments:
             if instrument.code == code:
                 return instrument
         raise KeyError(f"no instrument {code!r}; listed: {[i.code for i in self.instruments]}")
+
+
+# MARKET.md's hours (09:30-11:30, 13:00-15:00 Asia/Shanghai): an opening call from 09:15
+# uncrossed at 09:30, the lunch break as a halt with a re-opening call uncrossed at 13:00,
+# and a closing call from 14:57.
+MARKET_HOURS = [
+    ("09:15", "open_call"),
+    ("09:30", "uncross"),
+    ("11:30", "halt"),
+    ("12:55", "open_call"),
+    ("13:00", "uncross"),
+    ("14:57", "close_call"),
+    ("15:00", "close"),
+]
+SCHEDULE_ACTIONS = frozenset(action for _, action in MARKET_HOURS)
 
 
 def default_market() -> MarketConfig:

@@ -4,7 +4,7 @@ Invariants: all amounts are integers (price tick in fen, quantities in tonnes, f
 parts per million of trade value); `band_lo`/`band_hi` round inward to the tick, so a price
 the band admits is always on tick. Defaults follow ../shared/MARKET.md: tick 0.01 CNY, unit
 1 t, single orders below 100,000 t, band +-10% of the previous close, fees 6 per mille per
-side (a configurable default), block trades from 100,000 t within +-30%.
+side (a configurable default, rounded down per trade), block trades from 100,000 t within +-30%.
 """
 
 from __future__ import annotations
@@ -50,8 +50,15 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
         return max(low, self.tick), high
 
     def fee(self, value: int) -> int:
-        """Fee in fen on a trade value in fen, rounded half up to the fen."""
-        return (value * self.fee_ppm + PPM // 2) // PPM
+        """One side's fee in fen on one trade's value, rounded down to the fen.
+
+        Rounded per trade and down, so an order's fills never pay more in fees than the fee
+        on the order's whole value, which is what a buy freezes (`fee_ceiling`)."""
+        return value * self.fee_ppm // PPM
+
+    def fee_ceiling(self, value: int) -> int:
+        """The fee on `value` rounded up: what pre-trade risk freezes for fees."""
+        return -(-value * self.fee_ppm // PPM)
 
 
 def cea(vintage: int, reference_price: int) -> Instrument:

@@ -12,12 +12,13 @@ Invariants:
 
 from __future__ import annotations
 
+import hashlib
 from enum import IntEnum
 from typing import Annotated
 
 import msgspec
 
-from engine.types import CancelReason, OrderType, Side, StpMode, TimeInForce
+from engine.types import CancelReason, OrderType, Phase, Side, StpMode, TimeInForce
 
 OrderId = Annotated[int, msgspec.Meta(ge=0, lt=2**62)]
 MemberId = Annotated[int, msgspec.Meta(ge=0, lt=2**31)]
@@ -141,7 +142,107 @@ class PickOrder(_Message, tag=4):
     qty: Quantity
 
 
-Command = NewOrder | CancelOrder | AmendOrder | PickOrder
+# -- operator commands (the admin channel authenticates them; the core only applies them) ----
+
+
+class StartOfDay(_Message, tag=20):
+    """Begin a trading day: ClOrdIDs, day statistics and trade checksums start afresh."""
+
+    date: Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+
+
+class OpenCall(_Message, tag=21):
+    """CLOSED -> CALL (opening call) or HALTED -> CALL (re-opening call)."""
+
+    instrument: InstrumentCode
+
+
+class Uncross(_Message, tag=22):
+    """CALL -> uncross at the equilibrium price -> CONTINUOUS."""
+
+    instrument: InstrumentCode
+
+
+class Halt(_Message, tag=23):
+    """CONTINUOUS or CALL -> HALTED (cancels only)."""
+
+    instrument: InstrumentCode
+
+
+class CloseCall(_Message, tag=24):
+    """CONTINUOUS -> CLOSING_CALL."""
+
+    instrument: InstrumentCode
+
+
+class Close(_Message, tag=25):
+    """-> CLOSED; a closing call is uncrossed first. Day orders stay until EndOfDay."""
+
+    instrument: InstrumentCode
+
+
+class SetReference(_Message, tag=26):
+    """Set the reference price (previous close) of a closed market; the band follows."""
+
+    instrument: InstrumentCode
+    price: Price
+
+
+class EndOfDay(_Message, tag=27):
+    """Every market must be CLOSED: expire day orders, fix the closes, publish day records."""
+
+
+class OneWayAuctionOpen(_Message, tag=30):
+    """单向竞价: a seller offers `qty` of a CEA vintage; its allowances are frozen now."""
+
+    instrument: InstrumentCode
+    seller: MemberId
+    qty: Quantity
+    floor_minus_10pct: bool = False  # floor = previous close, or that close minus 10%
+    uniform: bool = True  # uniform price (lowest winning bid) or pay-as-bid
+
+
+class AuctionBid(_Message, tag=31):
+    cl_ord_id: ClOrdId
+    member: MemberId
+    instrument: InstrumentCode
+    price: Price
+    qty: Quantity
+
+
+class OneWayAuctionClose(_Message, tag=32):
+    instrument: InstrumentCode
+
+
+class BlockTrade(_Message, tag=33):
+    """A negotiated two-sided block trade report (大宗协议), printed without the book."""
+
+    cl_ord_id: ClOrdId
+    instrument: InstrumentCode
+    buyer: MemberId
+    seller: MemberId
+    price: Price
+    qty: Quantity
+
+
+Command = (
+    NewOrder
+    | CancelOrder
+    | AmendOrder
+    | PickOrder
+    | StartOfDay
+    | OpenCall
+    | Uncross
+    | Halt
+    | CloseCall
+    | Close
+    | SetReference
+    | EndOfDay
+    | OneWayAuctionOpen
+    | AuctionBid
+    | OneWayAuctionClose
+    | BlockTrade
+)
 
 
 # -- events -----------------------------------------------------------------------------------
@@ -201,19 +302,94 @@ class Amended(_Message, tag=105):
 
 
 class Trade(_Message, tag=106):
-    """Public trade print."""
+    """A trade: public print and the clearing record (the one definition of a trade).
+
+    `aggressor` is the side of the incoming order, or -1 for auctions and block trades;
+    `venue` is how it printed: "continuous", "call", "pick", "one_way" or "block"."""
 
     seq: int
     trade_id: int
+    ts_ns: int
     instrument: str
     price: int
     qty: int
+    buyer: int
+    seller: int
     buy_order_id: int
     sell_order_id: int
-    aggressor: Side
+    aggressor: int
+    venue: str
 
 
-Event = Accepted | Rejected | Filled | Cancelled | Amended | Trade
+def trades_digest(trades: list[Trade]) -> str:
+    """SHA-256 over the trades' encodings, in order: the end-of-day checksum."""
+    digest = hashlib.sha256()
+    for trade in trades:
+        digest.update(_encoder.encode(trade))
+    return digest.hexdigest()
+
+
+class PhaseChanged(_Message, tag=107):
+    seq: int
+    instrument: str
+    phase: Phase
+    reference: int  # previous close, fen
+    band_low: int
+    band_high: int
+
+
+class Indicative(_Message, tag=108):
+    """Indicative uncross during a call (published whenever it changes); price 0: no cross."""
+
+    seq: int
+    instrument: str
+    price: int
+    volume: int
+    imbalance: int
+
+
+class AuctionResult(_Message, tag=109):
+    seq: int
+    instrument: str
+    auction: str  # "call", "closing_call", "one_way"
+    price: int  # the uniform or last price; 0 when nothing traded
+    volume: int
+
+
+class DepthChanged(_Message, tag=110):
+    """Top five levels per side after a command that changed them: [(price, qty), ...]."""
+
+    seq: int
+    instrument: str
+    bids: list[tuple[int, int]]
+    asks: list[tuple[int, int]]
+
+
+class DayClosed(_Message, tag=111):
+    """End-of-day record per instrument; clearing checks its trades against it."""
+
+    seq: int
+    date: str
+    instrument: str
+    trades: int
+    volume: int
+    close: int  # VWAP of the day's call and continuous trades; the reference if none
+    checksum: str  # trades_digest() of the day's trades
+
+
+Event = (
+    Accepted
+    | Rejected
+    | Filled
+    | Cancelled
+    | Amended
+    | Trade
+    | PhaseChanged
+    | Indicative
+    | AuctionResult
+    | DepthChanged
+    | DayClosed
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _command_decoder = msgspec.msgpack.Decoder(Command)

@@ -193,3 +193,15 @@ def test_a_million_resting_orders_fit_and_cost_under_128_bytes_each():
     assert book.apply_batch(cancels, record="none").rejects == 0
     assert len(book) == 0 and book.depth(5) == ([], [])
     check_integrity(book)
+
+
+def test_orders_lists_resting_orders_with_their_time_priority(make_book):
+    book = make_book(tick=1)
+    book.add(5, 1, Side.BUY, 100, 3)
+    book.add(2, 2, Side.BUY, 100, 4)
+    book.add(9, 3, Side.SELL, 105, 1)
+    book.amend(5, 100, 6)  # a larger quantity goes to the back of the queue
+    rows = book.orders()
+    assert [r[:5] for r in rows] == [(2, 0, 100, 4, 2), (5, 0, 100, 6, 1), (9, 1, 105, 1, 3)]
+    entries = {oid: entry for oid, *_, entry in rows}
+    assert entries[2] < entries[9] < entries[5]

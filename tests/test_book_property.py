@@ -48,7 +48,7 @@ class BooksAgree(RuleBasedStateMachine):
         assert got == want == len(self.reference.events())
 
     def _live(self) -> list[int]:
-        return sorted(self.reference.orders)
+        return sorted(self.reference.live)
 
     @rule(
         data=st.data(),
@@ -76,11 +76,11 @@ class BooksAgree(RuleBasedStateMachine):
         oid = data.draw(st.sampled_from(live) if live else st.integers(-2, 5))
         self._both("cancel", oid, owner)
 
-    @precondition(lambda self: self.reference.orders)
+    @precondition(lambda self: self.reference.live)
     @rule(data=st.data(), qty=QTYS, owner=st.sampled_from([-1, -1, 0, 1]), same=st.booleans())
     def amend(self, data, qty, owner, same):
         oid = data.draw(st.sampled_from(self._live()))
-        order = self.reference.orders[oid]
+        order = self.reference.live[oid]
         price = order.price if same else data.draw(self._prices(order.side))
         self._both("amend", oid, price, qty, owner)
 

@@ -61,11 +61,12 @@ def test_band_rounds_inward_to_the_tick():
     assert coarse.band(band_ppm=300_000) == (4305, 7995)
 
 
-def test_fee_is_six_per_mille_rounded_half_up_to_the_fen():
+def test_fee_is_six_per_mille_rounded_down_per_trade_and_frozen_rounded_up():
     inst = default_market().instrument("CCER")
-    assert inst.fee(1_000_000) == 6_000
-    assert inst.fee(1_250) == 8  # 7.5 fen rounds up
-    assert inst.fee(1_249) == 7
+    assert inst.fee(1_000_000) == 6_000 == inst.fee_ceiling(1_000_000)
+    assert inst.fee(1_250) == 7  # 7.5 fen: the trade pays 7
+    assert inst.fee_ceiling(1_250) == 8  # risk freezes 8
+    assert inst.fee(166) == 0 and inst.fee_ceiling(166) == 1
 
 
 def test_instrument_validation_says_what_is_wrong():

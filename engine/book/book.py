@@ -44,9 +44,11 @@ from engine.book.layout import (
     M_REJECTS,
     M_TICK,
     P_FLAGS,
+    P_ID,
     P_OWNER,
     P_PRICE,
     P_QTY,
+    P_SEQ,
 )
 from engine.book.state import BookState
 from engine.types import OrderType, StpMode, TimeInForce, as_ints
@@ -267,6 +269,19 @@ class Book:
             int(pool[slot, P_QTY]),
             int(pool[slot, P_OWNER]),
         )
+
+    def orders(self) -> list[tuple[int, int, int, int, int, int]]:
+        """Every resting order as (id, side, price, qty, owner, entry), by id; `entry` orders
+        time priority (it grows each time an order joins the back of a level)."""
+        pool = self.state.pool
+        live = pool[pool[:, P_ID] >= 0]
+        live = live[np.argsort(live[:, P_ID], kind="stable")]
+        return [
+            (oid, flags & 1, price, qty, owner, entry)
+            for oid, flags, price, qty, owner, entry in live[
+                :, [P_ID, P_FLAGS, P_PRICE, P_QTY, P_OWNER, P_SEQ]
+            ].tolist()
+        ]
 
     def __len__(self) -> int:
         return int(self.state.meta[M_LIVE])

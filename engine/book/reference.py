@@ -42,7 +42,7 @@ class ReferenceBook:
         self.tick = tick
         self.band = band
         self.levels: tuple[SortedDict, SortedDict] = (SortedDict(), SortedDict())
-        self.orders: dict[int, _Order] = {}
+        self.live: dict[int, _Order] = {}
         self._events: list[BookEvent] = []
         self.fills = 0
         self.traded_qty = 0
@@ -95,12 +95,12 @@ class ReferenceBook:
         level.remove(order)
         if not level:
             del self.levels[order.side][order.price]
-        del self.orders[order.oid]
+        del self.live[order.oid]
 
     def _rest(self, order: _Order) -> None:
         order.entry, self._entries = self._entries, self._entries + 1
         self.levels[order.side].setdefault(order.price, deque()).append(order)
-        self.orders[order.oid] = order
+        self.live[order.oid] = order
 
     def _fill(self, oid: int, owner: int, side: int, qty: int, maker: _Order) -> int:
         done = min(qty, maker.qty)
@@ -239,7 +239,7 @@ class ReferenceBook:
                 limit = self.band[1] if self.band else 2**63 - 1
             else:
                 limit = self.band[0] if self.band else 0
-        if order_id in self.orders:
+        if order_id in self.live:
             return self._reject(order_id, RejectCode.DUPLICATE_ORDER_ID, side)
         if tif == TimeInForce.FOK and not self._fok_can_fill(owner, side, limit, qty, stp):
             self._emit(
@@ -263,7 +263,7 @@ class ReferenceBook:
         if not 0 <= order_id < MAX_ORDER_ID:
             self._reject(order_id, RejectCode.INVALID_ORDER_ID)
             return None
-        order = self.orders.get(order_id)
+        order = self.live.get(order_id)
         if order is None:
             self._reject(order_id, RejectCode.UNKNOWN_ORDER)
             return None
@@ -338,9 +338,9 @@ class ReferenceBook:
             return self._reject(order_id, RejectCode.UNSUPPORTED_IN_PHASE, side)
         if not 0 < qty <= MAX_QTY:
             return self._reject(order_id, RejectCode.QTY_INVALID, side)
-        if order_id in self.orders:
+        if order_id in self.live:
             return self._reject(order_id, RejectCode.DUPLICATE_ORDER_ID, side)
-        target = self.orders.get(target_id)
+        target = self.live.get(target_id)
         if target is None:
             return self._reject(order_id, RejectCode.UNKNOWN_ORDER, side)
         if target.side == side:
@@ -422,13 +422,20 @@ class ReferenceBook:
         return self._best_price(Side.SELL)
 
     def order(self, order_id: int) -> tuple[int, int, int, int] | None:
-        order = self.orders.get(order_id)
+        order = self.live.get(order_id)
         if order is None:
             return None
         return order.side, order.price, order.qty, order.owner
 
+    def orders(self) -> list[tuple[int, int, int, int, int, int]]:
+        """Every resting order as (id, side, price, qty, owner, entry), by id."""
+        return [
+            (o.oid, o.side, o.price, o.qty, o.owner, o.entry)
+            for o in sorted(self.live.values(), key=lambda o: o.oid)
+        ]
+
     def __len__(self) -> int:
-        return len(self.orders)
+        return len(self.live)
 
     def order_counts(self) -> tuple[int, int]:
         return tuple(sum(len(q) for q in self.levels[s].values()) for s in (0, 1))

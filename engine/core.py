@@ -1,0 +1,797 @@
+"""Exchange: the deterministic state machine. apply(command, ts_ns) -> events.
+
+Invariants:
+- `apply` is the only mutator. It reads no clock, socket, environment or random source: time
+  arrives as `ts_ns` (the sequencer's stamp) and every id (order, trade, sequence) derives
+  from state, so the same commands give byte-identical encoded events on any machine.
+- Validation runs before any change: a rejected command produces one `Rejected` event (code
+  and text) and leaves `state_hash()` unchanged (the sequence number is not state).
+- Pre-trade risk (engine.risk) freezes before the book sees an order, and every book event is
+  mirrored in the accounts at once, so frozen balances always equal what live orders need.
+- Each trade is one `Trade` event (public print and clearing record) plus a `Filled` for
+  each side; `DayClosed` carries the day's trade count and `trades_digest` per instrument.
+
+Operator commands (sessions, auctions, block trades) are applied as they come; a calendar in
+the config can issue the same transitions from the commands' timestamps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from engine.book import Book, EventKind
+from engine.book.auction import AuctionBid as RankedBid
+from engine.book.auction import allocate_one_way, equilibrium, run_uncross
+from engine.config import MarketConfig
+from engine.market import CALL_PHASES, Market, OneWayAuction
+from engine.protocol import (
+    Accepted,
+    Amended,
+    AmendOrder,
+    AuctionBid,
+    AuctionResult,
+    BlockTrade,
+    Cancelled,
+    CancelOrder,
+    Close,
+    CloseCall,
+    Command,
+    DayClosed,
+    DepthChanged,
+    EndOfDay,
+    Event,
+    Filled,
+    Halt,
+    Indicative,
+    NewOrder,
+    OneWayAuctionClose,
+    OneWayAuctionOpen,
+    OpenCall,
+    PhaseChanged,
+    PickOrder,
+    RejectCode,
+    Rejected,
+    SetReference,
+    StartOfDay,
+    Trade,
+    Uncross,
+    encode,
+)
+from engine.risk import Accounts, freeze_for
+from engine.types import CancelReason, OrderType, Phase, Side
+
+PPM = 1_000_000
+
+
+class Reject(Exception):
+    """Raised by validation; apply() turns it into a Rejected event."""
+
+    def __init__(self, code: RejectCode, detail: str = "") -> None:
+        super().__init__(code, detail)
+        self.code = code
+        self.text = code.text + (f": {detail}" if detail else "")
+
+
+@dataclass
+class LiveOrder:
+    order_id: int
+    member: int
+    cl_ord_id: str
+    code: str
+    side: int
+    limit: int  # price the buy freeze is computed at (band edge for a market order)
+    leaves: int
+    frozen: int = 0  # cash still frozen for a buy (sells freeze `leaves` allowances)
+
+
+class Exchange:
+    def __init__(self, config: MarketConfig, book_factory=Book) -> None:
+        self.config = config
+        self.accounts = Accounts(config.members)
+        self.markets = {i.code: Market(i, book_factory) for i in config.instruments}
+        self.zone = ZoneInfo(config.timezone)
+        self.schedule = sorted(config.schedule)
+        self.seq = 0
+        self.next_order_id = 1
+        self.next_trade_id = 1
+        self.orders: dict[int, LiveOrder] = {}
+        self.cl_ord_ids: set[tuple[int, str]] = set()
+        self.date = ""
+        self.calendar_done = 0
+        self.ts_ns = 0
+        self.out: list[Event] = []
+        self._handlers = {
+            NewOrder: self._new_order,
+            CancelOrder: self._cancel,
+            AmendOrder: self._amend,
+            PickOrder: self._pick,
+            StartOfDay: self._start_of_day,
+            OpenCall: self._open_call,
+            Uncross: self._uncross,
+            Halt: self._halt,
+            CloseCall: self._close_call,
+            Close: self._close,
+            SetReference: self._set_reference,
+            EndOfDay: self._end_of_day,
+            OneWayAuctionOpen: self._one_way_open,
+            AuctionBid: self._one_way_bid,
+            OneWayAuctionClose: self._one_way_close,
+            BlockTrade: self._block_trade,
+        }
+
+    # -- the one entry point ----------------------------------------------------------------------
+
+    def apply(self, command: Command, ts_ns: int = 0) -> list[Event]:
+        self.seq += 1
+        self.ts_ns = ts_ns
+        self.out = []
+        self._run_calendar()
+        touched: set[str] = set()
+        try:
+            touched = self._handlers[type(command)](command) or set()
+        except Reject as reject:
+            self.out.append(
+                Rejected(
+                    self.seq,
+                    getattr(command, "cl_ord_id", ""),
+                    getattr(command, "member", -1),
+                    reject.code,
+                    reject.text,
+                )
+            )
+        for code in sorted(touched):
+            self._publish(self.markets[code])
+        return self.out
+
+    # -- validation helpers -----------------------------------------------------------------------
+
+    def _market(self, code: str) -> Market:
+        market = self.markets.get(code)
+        if market is None:
+            raise Reject(RejectCode.UNKNOWN_INSTRUMENT, code)
+        return market
+
+    def _member(self, member: int) -> None:
+        if member not in self.accounts:
+            raise Reject(RejectCode.UNKNOWN_MEMBER, str(member))
+
+    def _fresh_cl_ord_id(self, member: int, cl_ord_id: str) -> None:
+        if (member, cl_ord_id) in self.cl_ord_ids:
+            raise Reject(RejectCode.DUPLICATE_CLORDID, cl_ord_id)
+
+    def _order_phase(self, market: Market, call_ok: bool = True) -> None:
+        if market.phase == Phase.CLOSED:
+            raise Reject(RejectCode.MARKET_CLOSED, market.code)
+        if market.phase == Phase.HALTED:
+            raise Reject(RejectCode.MARKET_HALTED, market.code)
+        if market.phase in CALL_PHASES and not call_ok:
+            raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, f"{market.code} is in a call")
+
+    @staticmethod
+    def _quantity(market: Market, qty: int) -> None:
+        inst = market.instrument
+        if qty <= 0:
+            raise Reject(RejectCode.QTY_INVALID)
+        if qty % inst.unit:
+            raise Reject(RejectCode.QTY_NOT_WHOLE_UNIT, f"unit {inst.unit} t")
+        if qty > inst.max_qty:
+            raise Reject(RejectCode.QTY_ABOVE_MAX, f"max {inst.max_qty} t")
+        if qty < inst.min_qty:
+            raise Reject(RejectCode.QTY_BELOW_MIN, f"min {inst.min_qty} t")
+
+    @staticmethod
+    def _price(market: Market, price: int, band: tuple[int, int]) -> None:
+        if price % market.instrument.tick:
+            raise Reject(RejectCode.PRICE_OFF_TICK, f"tick {market.instrument.tick} fen")
+        if not band[0] <= price <= band[1]:
+            raise Reject(RejectCode.PRICE_OUTSIDE_BAND, f"band {band[0]}-{band[1]} fen")
+
+    def _freeze(self, market: Market, member: int, side: int, limit: int, qty: int) -> int:
+        """Freeze what an order needs; returns the cash frozen (0 for a sell)."""
+        if side == Side.BUY:
+            need = freeze_for(market.instrument, limit, qty)
+            if not self.accounts.can_freeze_cash(member, need):
+                raise Reject(RejectCode.INSUFFICIENT_FUNDS, f"needs {need} fen")
+            self.accounts.freeze_cash(member, need)
+            return need
+        if not self.accounts.can_freeze_qty(member, market.code, qty):
+            raise Reject(RejectCode.INSUFFICIENT_ALLOWANCES, f"needs {qty} t")
+        self.accounts.freeze_qty(member, market.code, qty)
+        return 0
+
+    def _release(self, order: LiveOrder, qty: int) -> None:
+        """Give back what `order` holds for `qty` more tonnes that will never trade."""
+        if order.side == Side.BUY:
+            keep = freeze_for(self.markets[order.code].instrument, order.limit, order.leaves - qty)
+            self.accounts.release_cash(order.member, order.frozen - keep)
+            order.frozen = keep
+        else:
+            self.accounts.release_qty(order.member, order.code, qty)
+        order.leaves -= qty
+
+    # -- orders -----------------------------------------------------------------------------------
+
+    def _new_order(self, cmd: NewOrder) -> set[str]:
+        self._member(cmd.member)
+        market = self._market(cmd.instrument)
+        self._fresh_cl_ord_id(cmd.member, cmd.cl_ord_id)
+        market_order = cmd.order_type == OrderType.MARKET
+        self._order_phase(market, call_ok=not market_order and cmd.tif == 0)
+        self._quantity(market, cmd.qty)
+        if not market_order:
+            self._price(market, cmd.price, market.band)
+        limit = market.band[1] if market_order else cmd.price
+        frozen = self._freeze(market, cmd.member, cmd.side, limit, cmd.qty)
+        order = LiveOrder(
+            self.next_order_id,
+            cmd.member,
+            cmd.cl_ord_id,
+            market.code,
+            cmd.side,
+            limit,
+            cmd.qty,
+            frozen,
+        )
+        self.next_order_id += 1
+        self.orders[order.order_id] = order
+        self.cl_ord_ids.add((cmd.member, cmd.cl_ord_id))
+        price = 0 if market_order else cmd.price
+        self.out.append(
+            Accepted(
+                self.seq,
+                cmd.cl_ord_id,
+                cmd.member,
+                market.code,
+                order.order_id,
+                cmd.side,
+                price,
+                cmd.qty,
+            )
+        )
+        market.book.add(
+            order.order_id,
+            cmd.member,
+            int(cmd.side),
+            price,
+            cmd.qty,
+            int(cmd.order_type),
+            int(cmd.tif),
+            int(cmd.stp),
+        )
+        self._book_events(market, "continuous")
+        return {market.code}
+
+    def _owned(self, member: int, order_id: int, code: str) -> LiveOrder:
+        order = self.orders.get(order_id)
+        if order is None or order.code != code:
+            raise Reject(RejectCode.UNKNOWN_ORDER, str(order_id))
+        if order.member != member:
+            raise Reject(RejectCode.NOT_OWNER, str(order_id))
+        return order
+
+    def _cancel(self, cmd: CancelOrder) -> set[str]:
+        self._member(cmd.member)
+        market = self._market(cmd.instrument)
+        self._owned(cmd.member, cmd.order_id, market.code)
+        market.book.cancel(cmd.order_id, cmd.member)
+        self._book_events(market, "continuous")
+        return {market.code}
+
+    def _amend(self, cmd: AmendOrder) -> set[str]:
+        self._member(cmd.member)
+        market = self._market(cmd.instrument)
+        order = self._owned(cmd.member, cmd.order_id, market.code)
+        self._order_phase(market)
+        self._quantity(market, cmd.qty)
+        self._price(market, cmd.price, market.band)
+        if order.side == Side.BUY:
+            need = freeze_for(market.instrument, cmd.price, cmd.qty)
+            extra = need - order.frozen
+            if extra > 0 and not self.accounts.can_freeze_cash(order.member, extra):
+                raise Reject(RejectCode.INSUFFICIENT_FUNDS, f"needs {extra} fen more")
+            if extra > 0:
+                self.accounts.freeze_cash(order.member, extra)
+            else:
+                self.accounts.release_cash(order.member, -extra)
+            order.frozen, order.limit = need, cmd.price
+        else:
+            extra = cmd.qty - order.leaves
+            if extra > 0 and not self.accounts.can_freeze_qty(order.member, order.code, extra):
+                raise Reject(RejectCode.INSUFFICIENT_ALLOWANCES, f"needs {extra} t more")
+            if extra > 0:
+                self.accounts.freeze_qty(order.member, order.code, extra)
+            else:
+                self.accounts.release_qty(order.member, order.code, -extra)
+        order.leaves = cmd.qty
+        market.book.amend(cmd.order_id, cmd.price, cmd.qty, cmd.member)
+        self._book_events(market, "continuous")
+        return {market.code}
+
+    def _pick(self, cmd: PickOrder) -> set[str]:
+        self._member(cmd.member)
+        market = self._market(cmd.instrument)
+        self._fresh_cl_ord_id(cmd.member, cmd.cl_ord_id)
+        self._order_phase(market, call_ok=False)
+        self._quantity(market, cmd.qty)
+        resting = market.book.order(cmd.target_order_id)
+        if resting is None:
+            raise Reject(RejectCode.UNKNOWN_ORDER, str(cmd.target_order_id))
+        price = resting[1]
+        frozen = self._freeze(market, cmd.member, cmd.side, price, cmd.qty)
+        order = LiveOrder(
+            self.next_order_id,
+            cmd.member,
+            cmd.cl_ord_id,
+            market.code,
+            cmd.side,
+            price,
+            cmd.qty,
+            frozen,
+        )
+        market.book.pick(order.order_id, cmd.member, int(cmd.side), cmd.target_order_id, cmd.qty)
+        events = market.book.events()
+        if events[0].kind == EventKind.REJECTED:  # top five levels, side, own order, quantity
+            if cmd.side == Side.BUY:
+                self.accounts.release_cash(cmd.member, frozen)
+            else:
+                self.accounts.release_qty(cmd.member, market.code, cmd.qty)
+            raise Reject(RejectCode(events[0].code))
+        self.next_order_id += 1
+        self.orders[order.order_id] = order
+        self.cl_ord_ids.add((cmd.member, cmd.cl_ord_id))
+        self.out.append(
+            Accepted(
+                self.seq,
+                cmd.cl_ord_id,
+                cmd.member,
+                market.code,
+                order.order_id,
+                cmd.side,
+                price,
+                cmd.qty,
+            )
+        )
+        self._book_events(market, "pick", events)
+        return {market.code}
+
+    # -- book events -> accounts and protocol events ------------------------------------------
+
+    def _book_events(self, market: Market, venue: str, events=None) -> None:
+        for e in market.book.events() if events is None else events:
+            if e.kind == EventKind.FILL:
+                auction = e.code == 1
+                self._trade(
+                    market,
+                    e.oid,
+                    e.oid2,
+                    e.price,
+                    e.qty,
+                    e.side,
+                    "call" if auction else venue,
+                    aggressor=not auction,
+                )
+            elif e.kind == EventKind.CANCELLED:
+                order = self.orders[e.oid]
+                self.out.append(
+                    Cancelled(
+                        self.seq, order.member, market.code, e.oid, e.qty, CancelReason(e.code)
+                    )
+                )
+                self._release(order, e.qty)
+                del self.orders[e.oid]
+            elif e.kind == EventKind.AMENDED:
+                order = self.orders[e.oid]
+                self.out.append(
+                    Amended(
+                        self.seq, order.member, market.code, e.oid, e.price, e.qty, bool(e.code)
+                    )
+                )
+            elif e.kind == EventKind.REJECTED:
+                raise AssertionError(f"the book rejected what the core validated: {e}")
+
+    def _trade(
+        self,
+        market: Market,
+        taker_id: int,
+        maker_id: int,
+        price: int,
+        qty: int,
+        taker_side: int,
+        venue: str,
+        aggressor: bool,
+    ) -> None:
+        taker, maker = self.orders[taker_id], self.orders[maker_id]
+        buy, sell = (taker, maker) if taker_side == Side.BUY else (maker, taker)
+        cost, _ = self.accounts.settle_trade(market.instrument, buy.member, sell.member, price, qty)
+        buy.frozen -= cost
+        buy.leaves -= qty
+        sell.leaves -= qty
+        self._release(buy, 0)  # a better price than the limit frees cash at once
+        trade = Trade(
+            self.seq,
+            self.next_trade_id,
+            self.ts_ns,
+            market.code,
+            price,
+            qty,
+            buy.member,
+            sell.member,
+            buy.order_id,
+            sell.order_id,
+            int(taker_side) if aggressor else -1,
+            venue,
+        )
+        self.next_trade_id += 1
+        market.record(trade)
+        self.out.append(trade)
+        for order in (buy, sell):
+            self.out.append(
+                Filled(
+                    self.seq,
+                    trade.trade_id,
+                    order.member,
+                    market.code,
+                    order.order_id,
+                    order.side,
+                    price,
+                    qty,
+                    order.leaves,
+                    aggressor and order is taker,
+                )
+            )
+            if order.leaves == 0:
+                self._release(order, 0)
+                del self.orders[order.order_id]
+
+    def _publish(self, market: Market) -> None:
+        bids, asks = market.book.depth(5)
+        depth = (tuple((p, q) for p, q, _ in bids), tuple((p, q) for p, q, _ in asks))
+        if depth != market.published_depth:
+            market.published_depth = depth
+            self.out.append(DepthChanged(self.seq, market.code, list(depth[0]), list(depth[1])))
+        if market.phase in CALL_PHASES:
+            found = equilibrium(
+                *market.book.depth(1 << 30), market.reference, market.instrument.tick
+            )
+            indicative = (found.price or 0, found.volume, found.imbalance)
+            if indicative != market.published_indicative:
+                market.published_indicative = indicative
+                self.out.append(Indicative(self.seq, market.code, *indicative))
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    def _phase(self, market: Market, phase: Phase) -> None:
+        market.set_phase(phase)
+        self.out.append(PhaseChanged(self.seq, market.code, phase, market.reference, *market.band))
+
+    def _transition(self, code: str, allowed: tuple[Phase, ...], action: str) -> Market:
+        market = self._market(code)
+        if market.phase not in allowed:
+            raise Reject(
+                RejectCode.UNSUPPORTED_IN_PHASE, f"cannot {action} {code} in {market.phase.name}"
+            )
+        return market
+
+    def _start_of_day(self, cmd: StartOfDay) -> set[str]:
+        if any(m.phase != Phase.CLOSED for m in self.markets.values()) or self.orders:
+            raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, "the previous day is not closed")
+        self.date = cmd.date
+        self.cl_ord_ids.clear()
+        self.calendar_done = 0
+        self.accounts.start_day()
+        for market in self.markets.values():
+            market.new_day()
+        return set()
+
+    def _open_call(self, cmd: OpenCall) -> set[str]:
+        market = self._transition(cmd.instrument, (Phase.CLOSED, Phase.HALTED), "open a call")
+        if not self.date:
+            raise Reject(RejectCode.MARKET_CLOSED, "no trading day: StartOfDay first")
+        market.published_indicative = (0, 0, 0)
+        self._phase(market, Phase.CALL)
+        return {market.code}
+
+    def _run_auction(self, market: Market, label: str) -> None:
+        events, rounds = run_uncross(market.book, market.reference)
+        self._book_events(market, "call", events)
+        volume = sum(r.volume for r in rounds)
+        self.out.append(
+            AuctionResult(self.seq, market.code, label, rounds[-1].price if rounds else 0, volume)
+        )
+
+    def _uncross(self, cmd: Uncross) -> set[str]:
+        market = self._transition(cmd.instrument, (Phase.CALL,), "uncross")
+        self._run_auction(market, "call")
+        self._phase(market, Phase.CONTINUOUS)
+        return {market.code}
+
+    def _halt(self, cmd: Halt) -> set[str]:
+        market = self._transition(cmd.instrument, (Phase.CONTINUOUS, Phase.CALL), "halt")
+        self._phase(market, Phase.HALTED)
+        return {market.code}
+
+    def _close_call(self, cmd: CloseCall) -> set[str]:
+        market = self._transition(cmd.instrument, (Phase.CONTINUOUS,), "start a closing call")
+        self._phase(market, Phase.CLOSING_CALL)
+        return {market.code}
+
+    def _close(self, cmd: Close) -> set[str]:
+        market = self._transition(
+            cmd.instrument,
+            (Phase.CONTINUOUS, Phase.CLOSING_CALL, Phase.HALTED, Phase.CALL),
+            "close",
+        )
+        if market.phase == Phase.CLOSING_CALL:
+            self._run_auction(market, "closing_call")
+        market.book.set_collecting(False)
+        self._phase(market, Phase.CLOSED)
+        return {market.code}
+
+    def _set_reference(self, cmd: SetReference) -> set[str]:
+        market = self._transition(cmd.instrument, (Phase.CLOSED,), "set the reference of")
+        if cmd.price <= 0 or cmd.price % market.instrument.tick:
+            raise Reject(RejectCode.PRICE_OFF_TICK, "a reference must be a positive tick")
+        market.set_reference(cmd.price)
+        self.out.append(
+            PhaseChanged(self.seq, market.code, market.phase, market.reference, *market.band)
+        )
+        return set()
+
+    def _end_of_day(self, cmd: EndOfDay) -> set[str]:
+        open_markets = [m.code for m in self.markets.values() if m.phase != Phase.CLOSED]
+        if open_markets or any(m.one_way for m in self.markets.values()):
+            raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, f"still open: {open_markets}")
+        if not self.date:
+            raise Reject(RejectCode.MARKET_CLOSED, "no trading day to end")
+        for order_id in sorted(self.orders):
+            order = self.orders.pop(order_id)
+            market = self.markets[order.code]
+            market.book.cancel(order_id)
+            self.out.append(
+                Cancelled(
+                    self.seq, order.member, order.code, order_id, order.leaves, CancelReason.EXPIRED
+                )
+            )
+            self._release(order, order.leaves)
+        for code in sorted(self.markets):
+            market = self.markets[code]
+            close = market.close_price()
+            self.out.append(
+                DayClosed(
+                    self.seq,
+                    self.date,
+                    code,
+                    market.trades,
+                    market.volume,
+                    close,
+                    market.digest.hexdigest(),
+                )
+            )
+            market.set_reference(close)
+        self.date = ""
+        return set(self.markets)
+
+    # -- calendar -------------------------------------------------------------------------------
+
+    def _run_calendar(self) -> None:
+        if not self.schedule or not self.date:
+            return
+        local = datetime.fromtimestamp(self.ts_ns // 1_000_000_000, UTC).astimezone(self.zone)
+        if local.strftime("%Y-%m-%d") != self.date:
+            return
+        now = local.strftime("%H:%M")
+        actions = {
+            "open_call": OpenCall,
+            "uncross": Uncross,
+            "halt": Halt,
+            "close_call": CloseCall,
+            "close": Close,
+        }
+        while (
+            self.calendar_done < len(self.schedule) and self.schedule[self.calendar_done][0] <= now
+        ):
+            _, action = self.schedule[self.calendar_done]
+            self.calendar_done += 1
+            for code in sorted(self.markets):
+                try:
+                    touched = self._handlers[actions[action]](actions[action](code))
+                except Reject:
+                    continue  # a market not in the phase the action starts from stays as it is
+                for touched_code in sorted(touched or ()):
+                    self._publish(self.markets[touched_code])
+
+    # -- one-way auction and block trades ------------------------------------------------------
+
+    def _one_way_open(self, cmd: OneWayAuctionOpen) -> set[str]:
+        self._member(cmd.seller)
+        market = self._market(cmd.instrument)
+        if market.one_way is not None:
+            raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, "an auction is already open")
+        if cmd.qty < market.instrument.block_min_qty:
+            raise Reject(RejectCode.QTY_BELOW_MIN, f"min {market.instrument.block_min_qty} t")
+        if cmd.qty % market.instrument.unit:
+            raise Reject(RejectCode.QTY_NOT_WHOLE_UNIT)
+        self._freeze(market, cmd.seller, Side.SELL, 0, cmd.qty)
+        low, high = market.band
+        floor = low if cmd.floor_minus_10pct else market.reference
+        market.one_way = OneWayAuction(
+            self.next_order_id, cmd.seller, cmd.qty, floor, high, cmd.uniform
+        )
+        self.orders[self.next_order_id] = LiveOrder(
+            self.next_order_id, cmd.seller, "", market.code, Side.SELL, floor, cmd.qty
+        )
+        self.out.append(
+            Accepted(
+                self.seq,
+                f"one-way-{self.next_order_id}",
+                cmd.seller,
+                market.code,
+                self.next_order_id,
+                Side.SELL,
+                floor,
+                cmd.qty,
+            )
+        )
+        self.next_order_id += 1
+        return set()
+
+    def _one_way_bid(self, cmd: AuctionBid) -> set[str]:
+        self._member(cmd.member)
+        market = self._market(cmd.instrument)
+        auction = market.one_way
+        if auction is None:
+            raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, f"no one-way auction on {market.code}")
+        self._fresh_cl_ord_id(cmd.member, cmd.cl_ord_id)
+        if cmd.qty <= 0 or cmd.qty % market.instrument.unit:
+            raise Reject(RejectCode.QTY_INVALID)
+        self._price(market, cmd.price, (auction.floor, auction.cap))
+        frozen = self._freeze(market, cmd.member, Side.BUY, cmd.price, cmd.qty)
+        order = LiveOrder(
+            self.next_order_id,
+            cmd.member,
+            cmd.cl_ord_id,
+            market.code,
+            Side.BUY,
+            cmd.price,
+            cmd.qty,
+            frozen,
+        )
+        self.next_order_id += 1
+        self.orders[order.order_id] = order
+        self.cl_ord_ids.add((cmd.member, cmd.cl_ord_id))
+        auction.bids.append(
+            RankedBid(order.order_id, cmd.member, cmd.price, cmd.qty, len(auction.bids))
+        )
+        self.out.append(
+            Accepted(
+                self.seq,
+                cmd.cl_ord_id,
+                cmd.member,
+                market.code,
+                order.order_id,
+                Side.BUY,
+                cmd.price,
+                cmd.qty,
+            )
+        )
+        return set()
+
+    def _one_way_close(self, cmd: OneWayAuctionClose) -> set[str]:
+        market = self._market(cmd.instrument)
+        auction = market.one_way
+        if auction is None:
+            raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, f"no one-way auction on {market.code}")
+        fills = allocate_one_way(auction.qty, auction.bids, auction.uniform)
+        for fill in fills:
+            self._trade(
+                market,
+                fill.order_id,
+                auction.auction_id,
+                fill.price,
+                fill.qty,
+                Side.BUY,
+                "one_way",
+                aggressor=False,
+            )
+        for order_id in [b.order_id for b in auction.bids] + [auction.auction_id]:
+            order = self.orders.pop(order_id, None)
+            if order is not None:
+                self.out.append(
+                    Cancelled(
+                        self.seq,
+                        order.member,
+                        market.code,
+                        order_id,
+                        order.leaves,
+                        CancelReason.UNFILLED_REMAINDER,
+                    )
+                )
+                self._release(order, order.leaves)
+        volume = sum(f.qty for f in fills)
+        self.out.append(
+            AuctionResult(self.seq, market.code, "one_way", fills[-1].price if fills else 0, volume)
+        )
+        market.one_way = None
+        return set()
+
+    def _block_trade(self, cmd: BlockTrade) -> set[str]:
+        self._member(cmd.buyer)
+        self._member(cmd.seller)
+        market = self._market(cmd.instrument)
+        self._fresh_cl_ord_id(cmd.buyer, cmd.cl_ord_id)
+        if market.phase == Phase.CLOSED:
+            raise Reject(RejectCode.MARKET_CLOSED, market.code)
+        inst = market.instrument
+        if cmd.qty < inst.block_min_qty:
+            raise Reject(RejectCode.QTY_BELOW_MIN, f"block trades from {inst.block_min_qty} t")
+        if cmd.qty % inst.unit:
+            raise Reject(RejectCode.QTY_NOT_WHOLE_UNIT)
+        self._price(market, cmd.price, inst.band(market.reference, inst.block_band_ppm))
+        if cmd.buyer == cmd.seller:
+            raise Reject(RejectCode.SELF_TRADE)
+        frozen = self._freeze(market, cmd.buyer, Side.BUY, cmd.price, cmd.qty)
+        try:
+            self._freeze(market, cmd.seller, Side.SELL, cmd.price, cmd.qty)
+        except Reject:
+            self.accounts.release_cash(cmd.buyer, frozen)
+            raise
+        buy = LiveOrder(
+            self.next_order_id,
+            cmd.buyer,
+            cmd.cl_ord_id,
+            market.code,
+            Side.BUY,
+            cmd.price,
+            cmd.qty,
+            frozen,
+        )
+        sell = LiveOrder(
+            self.next_order_id + 1,
+            cmd.seller,
+            cmd.cl_ord_id,
+            market.code,
+            Side.SELL,
+            cmd.price,
+            cmd.qty,
+        )
+        self.next_order_id += 2
+        self.orders[buy.order_id], self.orders[sell.order_id] = buy, sell
+        self.cl_ord_ids.add((cmd.buyer, cmd.cl_ord_id))
+        self._trade(
+            market,
+            buy.order_id,
+            sell.order_id,
+            cmd.price,
+            cmd.qty,
+            Side.BUY,
+            "block",
+            aggressor=False,
+        )
+        return set()
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def state_hash(self) -> str:
+        """SHA-256 over everything that decides future behaviour (not the sequence number)."""
+        state = [
+            self.date,
+            self.next_order_id,
+            self.next_trade_id,
+            self.calendar_done,
+            sorted(self.cl_ord_ids),
+            [
+                (o.order_id, o.member, o.cl_ord_id, o.code, o.side, o.limit, o.leaves, o.frozen)
+                for o in sorted(self.orders.values(), key=lambda o: o.order_id)
+            ],
+            [self.markets[code].snapshot() for code in sorted(self.markets)],
+            self.accounts.snapshot(),
+        ]
+        return hashlib.sha256(msgspec.msgpack.encode(state)).hexdigest()
+
+    def encoded(self, events: list[Event]) -> bytes:
+        return b"".join(encode(e) for e in events)

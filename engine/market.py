@@ -1,0 +1,114 @@
+"""Market: one instrument's phase, price band, reference price, day statistics and book.
+
+Invariants: the band always derives from the reference price (`Instrument.band`, rounded
+inward to the tick) and is pushed into the book, which refuses prices outside it; the book
+collects without matching exactly in the call phases; the day's trades feed a running
+SHA-256 (`trades_digest` of the same trades) and the close is the VWAP of the day's call,
+continuous and pick trades, rounded half up to the tick (block and one-way auction trades
+excluded), or the reference when there were none. Only the exchange core mutates a Market.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from engine.book import Book
+from engine.book.auction import AuctionBid
+from engine.instruments import Instrument
+from engine.protocol import Trade, encode
+from engine.types import Phase
+
+LISTED_VENUES = frozenset({"continuous", "call", "pick"})  # count towards the close
+CALL_PHASES = frozenset({Phase.CALL, Phase.CLOSING_CALL})
+
+
+@dataclass
+class OneWayAuction:
+    """An open 单向竞价: the seller's frozen offer and the bids collected so far."""
+
+    auction_id: int
+    seller: int
+    qty: int
+    floor: int
+    cap: int
+    uniform: bool
+    bids: list[AuctionBid] = field(default_factory=list)
+
+
+class Market:
+    def __init__(self, instrument: Instrument, book_factory=Book) -> None:
+        self.instrument = instrument
+        self.book = book_factory(tick=instrument.tick)
+        self.phase = Phase.CLOSED
+        self.reference = instrument.reference_price
+        self.band = instrument.band(self.reference)
+        self.book.set_band(*self.band)
+        self.one_way: OneWayAuction | None = None
+        self.published_depth: tuple = ((), ())
+        self.published_indicative: tuple = (0, 0, 0)
+        self.new_day()
+
+    @property
+    def code(self) -> str:
+        return self.instrument.code
+
+    def new_day(self) -> None:
+        self.trades = 0
+        self.volume = 0
+        self.listed_volume = 0
+        self.listed_value = 0
+        self.digest = hashlib.sha256()
+
+    def set_phase(self, phase: Phase) -> None:
+        self.phase = phase
+        self.book.set_collecting(phase in CALL_PHASES)
+
+    def set_reference(self, price: int) -> None:
+        self.reference = price
+        self.band = self.instrument.band(price)
+        self.book.set_band(*self.band)
+
+    def record(self, trade: Trade) -> None:
+        self.trades += 1
+        self.volume += trade.qty
+        if trade.venue in LISTED_VENUES:
+            self.listed_volume += trade.qty
+            self.listed_value += trade.qty * trade.price
+        self.digest.update(encode(trade))
+
+    def close_price(self) -> int:
+        if not self.listed_volume:
+            return self.reference
+        tick = self.instrument.tick
+        ticks = (2 * self.listed_value + self.listed_volume * tick) // (
+            2 * self.listed_volume * tick
+        )
+        return ticks * tick
+
+    def snapshot(self) -> list:
+        auction = None
+        if self.one_way is not None:
+            a = self.one_way
+            auction = [
+                a.auction_id,
+                a.seller,
+                a.qty,
+                a.floor,
+                a.cap,
+                a.uniform,
+                [(b.order_id, b.member, b.price, b.qty, b.entry) for b in a.bids],
+            ]
+        return [
+            self.code,
+            int(self.phase),
+            self.reference,
+            list(self.band),
+            self.trades,
+            self.volume,
+            self.listed_volume,
+            self.listed_value,
+            self.digest.hexdigest(),
+            self.book.orders(),
+            auction,
+        ]
