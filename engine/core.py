@@ -87,6 +87,7 @@ class LiveOrder:
     limit: int  # price the buy freeze is computed at (band edge for a market order)
     leaves: int
     frozen: int = 0  # cash still frozen for a buy (sells freeze `leaves` allowances)
+    venue: str = "book"  # or "one_way_bid", "one_way_offer", "block": not in the book
 
 
 class Exchange:
@@ -214,6 +215,14 @@ class Exchange:
             self.accounts.release_qty(order.member, order.code, qty)
         order.leaves -= qty
 
+    def _end(self, order: LiveOrder, reason: CancelReason) -> None:
+        """An order leaves the exchange unfilled: tell its member, release what it holds."""
+        del self.orders[order.order_id]
+        self.out.append(
+            Cancelled(self.seq, order.member, order.code, order.order_id, order.leaves, reason)
+        )
+        self._release(order, order.leaves)
+
     # -- orders -----------------------------------------------------------------------------------
 
     def _new_order(self, cmd: NewOrder) -> set[str]:
@@ -277,7 +286,13 @@ class Exchange:
     def _cancel(self, cmd: CancelOrder) -> set[str]:
         self._member(cmd.member)
         market = self._market(cmd.instrument)
-        self._owned(cmd.member, cmd.order_id, market.code)
+        order = self._owned(cmd.member, cmd.order_id, market.code)
+        if order.venue == "one_way_bid":
+            market.one_way.bids = [b for b in market.one_way.bids if b.order_id != order.order_id]
+            self._end(order, CancelReason.USER)
+            return set()
+        if order.venue != "book":
+            raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, "an auction offer ends with the auction")
         market.book.cancel(cmd.order_id, cmd.member)
         self._book_events(market, "continuous")
         return {market.code}
@@ -286,6 +301,8 @@ class Exchange:
         self._member(cmd.member)
         market = self._market(cmd.instrument)
         order = self._owned(cmd.member, cmd.order_id, market.code)
+        if order.venue != "book":
+            raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, "only orders in the book are amended")
         self._order_phase(market)
         self._quantity(market, cmd.qty)
         self._price(market, cmd.price, market.band)
@@ -377,13 +394,8 @@ class Exchange:
                 )
             elif e.kind == EventKind.CANCELLED:
                 order = self.orders[e.oid]
-                self.out.append(
-                    Cancelled(
-                        self.seq, order.member, market.code, e.oid, e.qty, CancelReason(e.code)
-                    )
-                )
-                self._release(order, e.qty)
-                del self.orders[e.oid]
+                assert e.qty == order.leaves, f"book and core disagree on order {e.oid}"
+                self._end(order, CancelReason(e.code))
             elif e.kind == EventKind.AMENDED:
                 order = self.orders[e.oid]
                 self.out.append(
@@ -623,7 +635,14 @@ class Exchange:
             self.next_order_id, cmd.seller, cmd.qty, floor, high, cmd.uniform
         )
         self.orders[self.next_order_id] = LiveOrder(
-            self.next_order_id, cmd.seller, "", market.code, Side.SELL, floor, cmd.qty
+            self.next_order_id,
+            cmd.seller,
+            "",
+            market.code,
+            Side.SELL,
+            floor,
+            cmd.qty,
+            venue="one_way_offer",
         )
         self.out.append(
             Accepted(
@@ -660,6 +679,7 @@ class Exchange:
             cmd.price,
             cmd.qty,
             frozen,
+            venue="one_way_bid",
         )
         self.next_order_id += 1
         self.orders[order.order_id] = order
@@ -749,6 +769,7 @@ class Exchange:
             cmd.price,
             cmd.qty,
             frozen,
+            venue="block",
         )
         sell = LiveOrder(
             self.next_order_id + 1,
@@ -758,6 +779,7 @@ class Exchange:
             Side.SELL,
             cmd.price,
             cmd.qty,
+            venue="block",
         )
         self.next_order_id += 2
         self.orders[buy.order_id], self.orders[sell.order_id] = buy, sell
@@ -785,7 +807,17 @@ class Exchange:
             self.calendar_done,
             sorted(self.cl_ord_ids),
             [
-                (o.order_id, o.member, o.cl_ord_id, o.code, o.side, o.limit, o.leaves, o.frozen)
+                (
+                    o.order_id,
+                    o.member,
+                    o.cl_ord_id,
+                    o.code,
+                    o.side,
+                    o.limit,
+                    o.leaves,
+                    o.frozen,
+                    o.venue,
+                )
                 for o in sorted(self.orders.values(), key=lambda o: o.order_id)
             ],
             [self.markets[code].snapshot() for code in sorted(self.markets)],

@@ -1,0 +1,394 @@
+"""Exchange core rules, one test per rule (MARKET.md and issue 3)."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.config import MarketConfig, Member
+from engine.core import Exchange
+from engine.instruments import Instrument
+from engine.protocol import (
+    Accepted,
+    AuctionBid,
+    AuctionResult,
+    BlockTrade,
+    Cancelled,
+    Close,
+    CloseCall,
+    DayClosed,
+    EndOfDay,
+    Filled,
+    Halt,
+    Indicative,
+    NewOrder,
+    OneWayAuctionClose,
+    OneWayAuctionOpen,
+    OpenCall,
+    PhaseChanged,
+    PickOrder,
+    RejectCode,
+    SetReference,
+    StartOfDay,
+    Trade,
+    Uncross,
+)
+from engine.types import CancelReason, OrderType, Phase, Side, StpMode, TimeInForce
+from tests.exchange import CASH, STOCK, Session, of, only_reject, small_market
+
+BUY, SELL = Side.BUY, Side.SELL
+
+
+# -- validation -----------------------------------------------------------------------------------
+
+
+def test_orders_are_refused_while_the_market_is_closed():
+    s = Session(continuous=False)
+    assert only_reject(s.order(1, BUY, 10_000, 10)).code == RejectCode.MARKET_CLOSED
+
+
+def test_a_halted_market_accepts_cancels_only():
+    s = Session()
+    accepted = of(s.order(1, BUY, 9_900, 10), Accepted)[0]
+    s.send(Halt(s.code))
+    assert only_reject(s.order(1, BUY, 9_900, 10)).code == RejectCode.MARKET_HALTED
+    assert only_reject(s.amend(1, accepted.order_id, 9_800, 10)).code == RejectCode.MARKET_HALTED
+    assert of(s.cancel(1, accepted.order_id), Cancelled)[0].reason == CancelReason.USER
+
+
+@pytest.mark.parametrize(
+    ("kw", "code"),
+    [
+        ({"tif": TimeInForce.IOC}, RejectCode.UNSUPPORTED_IN_PHASE),
+        ({"tif": TimeInForce.FOK}, RejectCode.UNSUPPORTED_IN_PHASE),
+        ({"order_type": OrderType.MARKET}, RejectCode.UNSUPPORTED_IN_PHASE),
+    ],
+)
+def test_a_call_collects_limit_day_orders_only(kw, code):
+    s = Session(continuous=False)
+    s.send(OpenCall(s.code))
+    assert only_reject(s.order(1, BUY, 10_000, 10, **kw)).code == code
+    assert of(s.order(1, BUY, 10_000, 10), Accepted)
+
+
+def test_unknown_instrument_and_unknown_member_are_refused():
+    s = Session()
+    e = only_reject(s.send(NewOrder("x", 1, "NOPE", BUY, 10_000, 1)))
+    assert e.code == RejectCode.UNKNOWN_INSTRUMENT and "NOPE" in e.text
+    assert only_reject(s.send(NewOrder("x", 99, s.code, BUY, 10_000, 1))).code == (
+        RejectCode.UNKNOWN_MEMBER
+    )
+
+
+def test_duplicate_clordid_is_per_member_and_day():
+    s = Session()
+    assert of(s.send(NewOrder("same", 1, s.code, BUY, 9_000, 1)), Accepted)
+    assert only_reject(s.send(NewOrder("same", 1, s.code, BUY, 9_000, 1))).code == (
+        RejectCode.DUPLICATE_CLORDID
+    )
+    assert of(s.send(NewOrder("same", 2, s.code, BUY, 9_000, 1)), Accepted)
+
+
+@pytest.mark.parametrize(
+    ("price", "qty", "code"),
+    [
+        (10_001, 20, RejectCode.PRICE_OFF_TICK),
+        (8_995, 20, RejectCode.PRICE_OUTSIDE_BAND),
+        (11_005, 20, RejectCode.PRICE_OUTSIDE_BAND),
+        (10_000, 0, RejectCode.QTY_INVALID),
+        (10_000, 15, RejectCode.QTY_NOT_WHOLE_UNIT),
+        (10_000, 100_000, RejectCode.QTY_ABOVE_MAX),
+        (10_000, 10, RejectCode.QTY_BELOW_MIN),
+    ],
+)
+def test_price_and_quantity_limits(price, qty, code):
+    config = small_market(tick=5, unit=10, min_qty=20, max_qty=99_990)
+    s = Session(config)
+    assert only_reject(s.order(1, BUY, price, qty)).code == code
+
+
+def test_cancel_or_amend_of_an_unknown_or_foreign_order_is_refused():
+    s = Session()
+    order = of(s.order(1, BUY, 9_900, 10), Accepted)[0].order_id
+    assert only_reject(s.cancel(1, 999)).code == RejectCode.UNKNOWN_ORDER
+    assert only_reject(s.cancel(2, order)).code == RejectCode.NOT_OWNER
+    assert only_reject(s.amend(2, order, 9_900, 5)).code == RejectCode.NOT_OWNER
+    assert only_reject(s.amend(1, 999, 9_900, 5)).code == RejectCode.UNKNOWN_ORDER
+
+
+def test_every_reject_leaves_the_state_hash_unchanged():
+    s = Session()
+    s.order(1, BUY, 9_900, 10)
+    before = s.x.state_hash()
+    for events in (
+        s.order(1, BUY, 12_000, 10),
+        s.cancel(1, 999),
+        s.order(9, BUY, 9_900, 1),
+        s.order(1, BUY, 9_900, 10**5),
+        s.send(Uncross(s.code)),
+    ):
+        only_reject(events)
+        assert s.x.state_hash() == before
+
+
+# -- risk -------------------------------------------------------------------------------------
+
+
+def funded(cash: int, stock: int = 0) -> MarketConfig:
+    inst = Instrument(code="CEA25", name="x", product="CEA", reference_price=10_000)
+    members = [
+        Member(id=1, name="A", cash=cash, holdings={"CEA25": stock}),
+        Member(id=2, name="B", cash=CASH, holdings={"CEA25": STOCK}),
+    ]
+    return MarketConfig(name="t", instruments=[inst], members=members)
+
+
+def test_a_buy_freezes_price_times_quantity_plus_the_fee_rounded_up():
+    need = 10_000 * 100 + 6_000  # 1,000,000 fen value, 6 per mille fee
+    assert of(Session(funded(need)).order(1, BUY, 10_000, 100), Accepted)
+    short = Session(funded(need - 1))
+    assert only_reject(short.order(1, BUY, 10_000, 100)).code == RejectCode.INSUFFICIENT_FUNDS
+    s = Session(funded(need))
+    s.order(1, BUY, 10_000, 100)
+    account = s.x.accounts.get(1)
+    assert (account.cash, account.cash_frozen) == (0, need)
+
+
+def test_a_sell_needs_the_allowances_and_freezes_them():
+    assert only_reject(Session(funded(0, 99)).order(1, SELL, 10_000, 100)).code == (
+        RejectCode.INSUFFICIENT_ALLOWANCES
+    )
+    s = Session(funded(0, 100))
+    s.order(1, SELL, 10_000, 100)
+    holding = s.x.accounts.get(1).holding("CEA25")
+    assert (holding.available, holding.frozen) == (0, 100)
+
+
+def test_a_better_price_releases_the_frozen_difference_and_fees_are_per_side():
+    s = Session(funded(CASH))
+    s.order(2, SELL, 9_500, 100)
+    s.order(1, BUY, 10_000, 100)
+    buyer, seller = s.x.accounts.get(1), s.x.accounts.get(2)
+    value, fee = 950_000, 5_700
+    assert buyer.cash_frozen == 0 and buyer.cash == CASH - value - fee
+    assert seller.cash == CASH + value - fee
+    assert s.x.accounts.fees == 2 * fee
+    assert s.x.accounts.total_cash() == 2 * CASH
+
+
+def test_allowances_bought_today_cannot_be_sold_until_the_next_day():
+    s = Session(funded(CASH, 0))
+    s.order(2, SELL, 10_000, 50)
+    s.order(1, BUY, 10_000, 50)
+    assert s.x.accounts.get(1).holding("CEA25").locked == 50
+    assert only_reject(s.order(1, SELL, 10_000, 50)).code == RejectCode.INSUFFICIENT_ALLOWANCES
+    s.send(Close(s.code))
+    s.send(EndOfDay())
+    s.send(StartOfDay("2026-11-25"))
+    s.send(OpenCall(s.code))
+    s.send(Uncross(s.code))
+    assert of(s.order(1, SELL, 10_000, 50), Accepted)
+
+
+def test_same_day_resale_when_the_instrument_allows_it():
+    inst = Instrument(
+        code="CEA25", name="x", product="CEA", reference_price=10_000, same_day_resale=True
+    )
+    members = [
+        Member(id=1, name="A", cash=CASH),
+        Member(id=2, name="B", cash=CASH, holdings={"CEA25": 100}),
+    ]
+    s = Session(MarketConfig(name="t", instruments=[inst], members=members))
+    s.order(2, SELL, 10_000, 50)
+    s.order(1, BUY, 10_000, 50)
+    assert of(s.order(1, SELL, 10_000, 50), Accepted)
+
+
+def test_cancel_releases_what_the_order_froze():
+    s = Session(funded(CASH))
+    order = of(s.order(1, BUY, 9_000, 100), Accepted)[0].order_id
+    s.cancel(1, order)
+    account = s.x.accounts.get(1)
+    assert (account.cash, account.cash_frozen) == (CASH, 0)
+
+
+def test_self_trade_prevention_cancels_the_incoming_order():
+    s = Session()
+    s.order(1, SELL, 10_000, 10)
+    events = s.order(1, BUY, 10_000, 10, stp=StpMode.CANCEL_INCOMING)
+    assert not of(events, Trade)
+    assert of(events, Cancelled)[0].reason == CancelReason.STP_INCOMING
+
+
+def test_pick_trades_with_the_named_order_at_its_price():
+    s = Session()
+    first = of(s.order(2, SELL, 10_000, 10), Accepted)[0].order_id
+    second = of(s.order(3, SELL, 10_100, 10), Accepted)[0].order_id
+    events = s.send(PickOrder("p", 1, s.code, BUY, second, 4))
+    (trade,) = of(events, Trade)
+    assert (trade.price, trade.qty, trade.sell_order_id, trade.venue) == (10_100, 4, second, "pick")
+    assert s.x.markets[s.code].book.order(first)[2] == 10
+    assert only_reject(s.send(PickOrder("q", 2, s.code, BUY, first, 1))).code == (
+        RejectCode.SELF_TRADE
+    )
+    account = s.x.accounts.get(1)
+    assert account.cash_frozen == 0
+
+
+# -- sessions and auctions --------------------------------------------------------------------
+
+
+def test_the_band_follows_the_reference_rounded_inward():
+    s = Session(small_market(reference_price=10_000, tick=10), continuous=False)
+    events = s.send(SetReference(s.code, 10_010))
+    (changed,) = of(events, PhaseChanged)
+    assert (changed.band_low, changed.band_high) == (9_010, 11_010)
+
+
+def test_opening_call_publishes_indicative_prices_and_uncrosses():
+    s = Session(continuous=False)
+    s.send(OpenCall(s.code))
+    s.order(1, BUY, 10_100, 10)
+    events = s.order(2, SELL, 9_900, 6)
+    (indicative,) = of(events, Indicative)
+    assert (indicative.price, indicative.volume, indicative.imbalance) == (10_100, 6, 4)
+    events = s.send(Uncross(s.code))
+    (result,) = of(events, AuctionResult)
+    assert (result.price, result.volume) == (10_100, 6)
+    assert of(events, PhaseChanged)[-1].phase == Phase.CONTINUOUS
+    assert {t.venue for t in of(events, Trade)} == {"call"}
+
+
+def test_a_halt_reopens_through_a_call():
+    s = Session()
+    s.send(Halt(s.code))
+    assert only_reject(s.send(Uncross(s.code))).code == RejectCode.UNSUPPORTED_IN_PHASE
+    s.send(OpenCall(s.code))
+    s.order(1, BUY, 10_000, 5)
+    s.order(2, SELL, 10_000, 5)
+    events = s.send(Uncross(s.code))
+    assert sum(t.qty for t in of(events, Trade)) == 5
+
+
+def test_a_closing_call_is_uncrossed_when_the_market_closes():
+    s = Session()
+    s.send(CloseCall(s.code))
+    s.order(1, BUY, 10_200, 5)
+    s.order(2, SELL, 10_000, 5)
+    events = s.send(Close(s.code))
+    assert of(events, AuctionResult)[0].auction == "closing_call"
+    assert of(events, PhaseChanged)[-1].phase == Phase.CLOSED
+    assert sum(t.qty for t in of(events, Trade)) == 5
+
+
+def test_end_of_day_expires_day_orders_fixes_the_vwap_close_and_checksums_trades():
+    s = Session()
+    s.order(2, SELL, 10_000, 10)
+    s.order(1, BUY, 10_000, 10)
+    s.order(2, SELL, 10_300, 30)
+    s.order(1, BUY, 10_300, 30)
+    s.send(BlockTrade("b", s.code, 3, 4, 9_000, 100_000))
+    resting = of(s.order(1, BUY, 9_000, 7), Accepted)[0].order_id
+    assert only_reject(s.send(EndOfDay())).code == RejectCode.UNSUPPORTED_IN_PHASE
+    s.send(Close(s.code))
+    events = s.send(EndOfDay())
+    (expired,) = of(events, Cancelled)
+    assert (expired.order_id, expired.leaves, expired.reason) == (resting, 7, CancelReason.EXPIRED)
+    (day,) = of(events, DayClosed)
+    # VWAP of the listed trades only: (10 x 10,000 + 30 x 10,300) / 40 = 10,225
+    assert (day.trades, day.volume, day.close) == (3, 100_040, 10_225)
+    assert s.x.markets[s.code].reference == 10_225
+    assert s.x.accounts.get(1).cash_frozen == 0
+
+
+def test_without_trades_the_reference_carries_over():
+    s = Session()
+    s.send(Close(s.code))
+    (day,) = of(s.send(EndOfDay()), DayClosed)
+    assert day.close == 10_000 and day.trades == 0
+
+
+def test_one_way_auction_uniform_and_pay_as_bid():
+    for uniform, prices in ((True, [10_500, 10_500]), (False, [10_800, 10_500])):
+        s = Session()
+        s.send(OneWayAuctionOpen(s.code, 4, 100_000, uniform=uniform))
+        assert s.x.accounts.get(4).holding(s.code).frozen == 100_000
+        assert only_reject(s.send(AuctionBid("hi", 1, s.code, 11_100, 10))).code == (
+            RejectCode.PRICE_OUTSIDE_BAND
+        )
+        assert only_reject(s.send(AuctionBid("lo", 1, s.code, 9_900, 10))).code == (
+            RejectCode.PRICE_OUTSIDE_BAND
+        )
+        s.send(AuctionBid("a", 1, s.code, 10_800, 60_000))
+        s.send(AuctionBid("b", 2, s.code, 10_500, 50_000))
+        s.send(AuctionBid("c", 3, s.code, 10_200, 50_000))
+        events = s.send(OneWayAuctionClose(s.code))
+        trades = of(events, Trade)
+        assert [t.qty for t in trades] == [60_000, 40_000]
+        assert [t.price for t in trades] == prices
+        assert {t.venue for t in trades} == {"one_way"}
+        assert of(events, AuctionResult)[0].volume == 100_000
+        assert all(a.cash_frozen == 0 for a in s.x.accounts.accounts.values())
+        assert s.x.accounts.total_cash() == 4 * CASH
+
+
+def test_one_way_auction_needs_a_block_sized_offer():
+    s = Session()
+    assert only_reject(s.send(OneWayAuctionOpen(s.code, 4, 99_999))).code == (
+        RejectCode.QTY_BELOW_MIN
+    )
+
+
+@pytest.mark.parametrize(
+    ("buyer", "seller", "price", "qty", "code"),
+    [
+        (1, 2, 10_000, 99_999, RejectCode.QTY_BELOW_MIN),
+        (1, 2, 13_001, 100_000, RejectCode.PRICE_OUTSIDE_BAND),
+        (1, 2, 6_999, 100_000, RejectCode.PRICE_OUTSIDE_BAND),
+        (1, 1, 10_000, 100_000, RejectCode.SELF_TRADE),
+        (1, 2, 10_000, 2_000_000, RejectCode.INSUFFICIENT_FUNDS),
+    ],
+)
+def test_block_trades_are_validated(buyer, seller, price, qty, code):
+    s = Session()
+    assert only_reject(s.send(BlockTrade("b", s.code, buyer, seller, price, qty))).code == code
+
+
+def test_a_block_trade_prints_without_touching_the_book():
+    s = Session()
+    events = s.send(BlockTrade("b", s.code, 1, 2, 13_000, 100_000))
+    (trade,) = of(events, Trade)
+    assert (trade.venue, trade.aggressor, trade.price) == ("block", -1, 13_000)
+    assert len(of(events, Filled)) == 2
+    assert s.x.markets[s.code].book.depth(5) == ([], [])
+
+
+def test_the_calendar_drives_the_trading_day_from_the_sequencer_clock():
+    config = small_market()
+    config = MarketConfig(
+        name="t",
+        instruments=config.instruments,
+        members=config.members,
+        schedule=[
+            ("09:15", "open_call"),
+            ("09:30", "uncross"),
+            ("11:30", "halt"),
+            ("15:00", "close"),
+        ],
+    )
+    x = Exchange(config)
+    x.apply(StartOfDay("2026-11-24"))
+
+    def at(hhmm: str) -> int:  # Asia/Shanghai is UTC+8
+        hours, minutes = map(int, hhmm.split(":"))
+        return (1_795_478_400 + (hours - 8) * 3600 + minutes * 60) * 1_000_000_000
+
+    first = x.apply(NewOrder("a", 1, "CEA25", BUY, 10_000, 5), at("09:20"))
+    assert [e.phase for e in of(first, PhaseChanged)] == [Phase.CALL]
+    assert of(first, Accepted)
+    x.apply(NewOrder("b", 2, "CEA25", SELL, 10_000, 5), at("09:21"))
+    opened = x.apply(NewOrder("c", 2, "CEA25", SELL, 10_000, 1), at("09:31"))
+    assert sum(t.qty for t in of(opened, Trade)) == 5
+    assert of(opened, PhaseChanged)[0].phase == Phase.CONTINUOUS
+    late = x.apply(NewOrder("d", 1, "CEA25", BUY, 10_000, 1), at("15:01"))
+    assert [e.phase for e in of(late, PhaseChanged)] == [Phase.HALTED, Phase.CLOSED]
+    assert late[-1].code == RejectCode.MARKET_CLOSED
