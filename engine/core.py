@@ -18,30 +18,27 @@ the config can issue the same transitions from the commands' timestamps.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import msgspec
 
 from engine.book import Book, EventKind
-from engine.book.auction import AuctionBid as RankedBid
-from engine.book.auction import allocate_one_way, equilibrium, run_uncross
+from engine.book.auction import equilibrium
 from engine.config import MarketConfig
-from engine.market import CALL_PHASES, Market, OneWayAuction
+from engine.market import CALL_PHASES, Market
+from engine.offbook import OffBookCommands
+from engine.orders import LiveOrder, Reject
 from engine.protocol import (
     Accepted,
     Amended,
     AmendOrder,
     AuctionBid,
-    AuctionResult,
     BlockTrade,
     Cancelled,
     CancelOrder,
     Close,
     CloseCall,
     Command,
-    DayClosed,
     DepthChanged,
     EndOfDay,
     Event,
@@ -52,7 +49,6 @@ from engine.protocol import (
     OneWayAuctionClose,
     OneWayAuctionOpen,
     OpenCall,
-    PhaseChanged,
     PickOrder,
     RejectCode,
     Rejected,
@@ -63,34 +59,11 @@ from engine.protocol import (
     encode,
 )
 from engine.risk import Accounts, freeze_for
+from engine.sessions import SessionCommands
 from engine.types import CancelReason, OrderType, Phase, Side
 
-PPM = 1_000_000
 
-
-class Reject(Exception):
-    """Raised by validation; apply() turns it into a Rejected event."""
-
-    def __init__(self, code: RejectCode, detail: str = "") -> None:
-        super().__init__(code, detail)
-        self.code = code
-        self.text = code.text + (f": {detail}" if detail else "")
-
-
-@dataclass
-class LiveOrder:
-    order_id: int
-    member: int
-    cl_ord_id: str
-    code: str
-    side: int
-    limit: int  # price the buy freeze is computed at (band edge for a market order)
-    leaves: int
-    frozen: int = 0  # cash still frozen for a buy (sells freeze `leaves` allowances)
-    venue: str = "book"  # or "one_way_bid", "one_way_offer", "block": not in the book
-
-
-class Exchange:
+class Exchange(SessionCommands, OffBookCommands):
     def __init__(self, config: MarketConfig, book_factory=Book) -> None:
         self.config = config
         self.accounts = Accounts(config.members)
@@ -474,327 +447,6 @@ class Exchange:
             if indicative != market.published_indicative:
                 market.published_indicative = indicative
                 self.out.append(Indicative(self.seq, market.code, *indicative))
-
-    # -- sessions -----------------------------------------------------------------------------
-
-    def _phase(self, market: Market, phase: Phase) -> None:
-        market.set_phase(phase)
-        self.out.append(PhaseChanged(self.seq, market.code, phase, market.reference, *market.band))
-
-    def _transition(self, code: str, allowed: tuple[Phase, ...], action: str) -> Market:
-        market = self._market(code)
-        if market.phase not in allowed:
-            raise Reject(
-                RejectCode.UNSUPPORTED_IN_PHASE, f"cannot {action} {code} in {market.phase.name}"
-            )
-        return market
-
-    def _start_of_day(self, cmd: StartOfDay) -> set[str]:
-        if any(m.phase != Phase.CLOSED for m in self.markets.values()) or self.orders:
-            raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, "the previous day is not closed")
-        self.date = cmd.date
-        self.cl_ord_ids.clear()
-        self.calendar_done = 0
-        self.accounts.start_day()
-        for market in self.markets.values():
-            market.new_day()
-        return set()
-
-    def _open_call(self, cmd: OpenCall) -> set[str]:
-        market = self._transition(cmd.instrument, (Phase.CLOSED, Phase.HALTED), "open a call")
-        if not self.date:
-            raise Reject(RejectCode.MARKET_CLOSED, "no trading day: StartOfDay first")
-        market.published_indicative = (0, 0, 0)
-        self._phase(market, Phase.CALL)
-        return {market.code}
-
-    def _run_auction(self, market: Market, label: str) -> None:
-        events, rounds = run_uncross(market.book, market.reference)
-        self._book_events(market, "call", events)
-        volume = sum(r.volume for r in rounds)
-        self.out.append(
-            AuctionResult(self.seq, market.code, label, rounds[-1].price if rounds else 0, volume)
-        )
-
-    def _uncross(self, cmd: Uncross) -> set[str]:
-        market = self._transition(cmd.instrument, (Phase.CALL,), "uncross")
-        self._run_auction(market, "call")
-        self._phase(market, Phase.CONTINUOUS)
-        return {market.code}
-
-    def _halt(self, cmd: Halt) -> set[str]:
-        market = self._transition(cmd.instrument, (Phase.CONTINUOUS, Phase.CALL), "halt")
-        self._phase(market, Phase.HALTED)
-        return {market.code}
-
-    def _close_call(self, cmd: CloseCall) -> set[str]:
-        market = self._transition(cmd.instrument, (Phase.CONTINUOUS,), "start a closing call")
-        self._phase(market, Phase.CLOSING_CALL)
-        return {market.code}
-
-    def _close(self, cmd: Close) -> set[str]:
-        market = self._transition(
-            cmd.instrument,
-            (Phase.CONTINUOUS, Phase.CLOSING_CALL, Phase.HALTED, Phase.CALL),
-            "close",
-        )
-        if market.phase == Phase.CLOSING_CALL:
-            self._run_auction(market, "closing_call")
-        market.book.set_collecting(False)
-        self._phase(market, Phase.CLOSED)
-        return {market.code}
-
-    def _set_reference(self, cmd: SetReference) -> set[str]:
-        market = self._transition(cmd.instrument, (Phase.CLOSED,), "set the reference of")
-        if cmd.price <= 0 or cmd.price % market.instrument.tick:
-            raise Reject(RejectCode.PRICE_OFF_TICK, "a reference must be a positive tick")
-        market.set_reference(cmd.price)
-        self.out.append(
-            PhaseChanged(self.seq, market.code, market.phase, market.reference, *market.band)
-        )
-        return set()
-
-    def _end_of_day(self, cmd: EndOfDay) -> set[str]:
-        open_markets = [m.code for m in self.markets.values() if m.phase != Phase.CLOSED]
-        if open_markets or any(m.one_way for m in self.markets.values()):
-            raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, f"still open: {open_markets}")
-        if not self.date:
-            raise Reject(RejectCode.MARKET_CLOSED, "no trading day to end")
-        for order_id in sorted(self.orders):
-            order = self.orders.pop(order_id)
-            market = self.markets[order.code]
-            market.book.cancel(order_id)
-            self.out.append(
-                Cancelled(
-                    self.seq, order.member, order.code, order_id, order.leaves, CancelReason.EXPIRED
-                )
-            )
-            self._release(order, order.leaves)
-        for code in sorted(self.markets):
-            market = self.markets[code]
-            close = market.close_price()
-            self.out.append(
-                DayClosed(
-                    self.seq,
-                    self.date,
-                    code,
-                    market.trades,
-                    market.volume,
-                    close,
-                    market.digest.hexdigest(),
-                )
-            )
-            market.set_reference(close)
-        self.date = ""
-        return set(self.markets)
-
-    # -- calendar -------------------------------------------------------------------------------
-
-    def _run_calendar(self) -> None:
-        if not self.schedule or not self.date:
-            return
-        local = datetime.fromtimestamp(self.ts_ns // 1_000_000_000, UTC).astimezone(self.zone)
-        if local.strftime("%Y-%m-%d") != self.date:
-            return
-        now = local.strftime("%H:%M")
-        actions = {
-            "open_call": OpenCall,
-            "uncross": Uncross,
-            "halt": Halt,
-            "close_call": CloseCall,
-            "close": Close,
-        }
-        while (
-            self.calendar_done < len(self.schedule) and self.schedule[self.calendar_done][0] <= now
-        ):
-            _, action = self.schedule[self.calendar_done]
-            self.calendar_done += 1
-            for code in sorted(self.markets):
-                try:
-                    touched = self._handlers[actions[action]](actions[action](code))
-                except Reject:
-                    continue  # a market not in the phase the action starts from stays as it is
-                for touched_code in sorted(touched or ()):
-                    self._publish(self.markets[touched_code])
-
-    # -- one-way auction and block trades ------------------------------------------------------
-
-    def _one_way_open(self, cmd: OneWayAuctionOpen) -> set[str]:
-        self._member(cmd.seller)
-        market = self._market(cmd.instrument)
-        if market.one_way is not None:
-            raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, "an auction is already open")
-        if cmd.qty < market.instrument.block_min_qty:
-            raise Reject(RejectCode.QTY_BELOW_MIN, f"min {market.instrument.block_min_qty} t")
-        if cmd.qty % market.instrument.unit:
-            raise Reject(RejectCode.QTY_NOT_WHOLE_UNIT)
-        self._freeze(market, cmd.seller, Side.SELL, 0, cmd.qty)
-        low, high = market.band
-        floor = low if cmd.floor_minus_10pct else market.reference
-        market.one_way = OneWayAuction(
-            self.next_order_id, cmd.seller, cmd.qty, floor, high, cmd.uniform
-        )
-        self.orders[self.next_order_id] = LiveOrder(
-            self.next_order_id,
-            cmd.seller,
-            "",
-            market.code,
-            Side.SELL,
-            floor,
-            cmd.qty,
-            venue="one_way_offer",
-        )
-        self.out.append(
-            Accepted(
-                self.seq,
-                f"one-way-{self.next_order_id}",
-                cmd.seller,
-                market.code,
-                self.next_order_id,
-                Side.SELL,
-                floor,
-                cmd.qty,
-            )
-        )
-        self.next_order_id += 1
-        return set()
-
-    def _one_way_bid(self, cmd: AuctionBid) -> set[str]:
-        self._member(cmd.member)
-        market = self._market(cmd.instrument)
-        auction = market.one_way
-        if auction is None:
-            raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, f"no one-way auction on {market.code}")
-        self._fresh_cl_ord_id(cmd.member, cmd.cl_ord_id)
-        if cmd.qty <= 0 or cmd.qty % market.instrument.unit:
-            raise Reject(RejectCode.QTY_INVALID)
-        self._price(market, cmd.price, (auction.floor, auction.cap))
-        frozen = self._freeze(market, cmd.member, Side.BUY, cmd.price, cmd.qty)
-        order = LiveOrder(
-            self.next_order_id,
-            cmd.member,
-            cmd.cl_ord_id,
-            market.code,
-            Side.BUY,
-            cmd.price,
-            cmd.qty,
-            frozen,
-            venue="one_way_bid",
-        )
-        self.next_order_id += 1
-        self.orders[order.order_id] = order
-        self.cl_ord_ids.add((cmd.member, cmd.cl_ord_id))
-        auction.bids.append(
-            RankedBid(order.order_id, cmd.member, cmd.price, cmd.qty, len(auction.bids))
-        )
-        self.out.append(
-            Accepted(
-                self.seq,
-                cmd.cl_ord_id,
-                cmd.member,
-                market.code,
-                order.order_id,
-                Side.BUY,
-                cmd.price,
-                cmd.qty,
-            )
-        )
-        return set()
-
-    def _one_way_close(self, cmd: OneWayAuctionClose) -> set[str]:
-        market = self._market(cmd.instrument)
-        auction = market.one_way
-        if auction is None:
-            raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, f"no one-way auction on {market.code}")
-        fills = allocate_one_way(auction.qty, auction.bids, auction.uniform)
-        for fill in fills:
-            self._trade(
-                market,
-                fill.order_id,
-                auction.auction_id,
-                fill.price,
-                fill.qty,
-                Side.BUY,
-                "one_way",
-                aggressor=False,
-            )
-        for order_id in [b.order_id for b in auction.bids] + [auction.auction_id]:
-            order = self.orders.pop(order_id, None)
-            if order is not None:
-                self.out.append(
-                    Cancelled(
-                        self.seq,
-                        order.member,
-                        market.code,
-                        order_id,
-                        order.leaves,
-                        CancelReason.UNFILLED_REMAINDER,
-                    )
-                )
-                self._release(order, order.leaves)
-        volume = sum(f.qty for f in fills)
-        self.out.append(
-            AuctionResult(self.seq, market.code, "one_way", fills[-1].price if fills else 0, volume)
-        )
-        market.one_way = None
-        return set()
-
-    def _block_trade(self, cmd: BlockTrade) -> set[str]:
-        self._member(cmd.buyer)
-        self._member(cmd.seller)
-        market = self._market(cmd.instrument)
-        self._fresh_cl_ord_id(cmd.buyer, cmd.cl_ord_id)
-        if market.phase == Phase.CLOSED:
-            raise Reject(RejectCode.MARKET_CLOSED, market.code)
-        inst = market.instrument
-        if cmd.qty < inst.block_min_qty:
-            raise Reject(RejectCode.QTY_BELOW_MIN, f"block trades from {inst.block_min_qty} t")
-        if cmd.qty % inst.unit:
-            raise Reject(RejectCode.QTY_NOT_WHOLE_UNIT)
-        self._price(market, cmd.price, inst.band(market.reference, inst.block_band_ppm))
-        if cmd.buyer == cmd.seller:
-            raise Reject(RejectCode.SELF_TRADE)
-        frozen = self._freeze(market, cmd.buyer, Side.BUY, cmd.price, cmd.qty)
-        try:
-            self._freeze(market, cmd.seller, Side.SELL, cmd.price, cmd.qty)
-        except Reject:
-            self.accounts.release_cash(cmd.buyer, frozen)
-            raise
-        buy = LiveOrder(
-            self.next_order_id,
-            cmd.buyer,
-            cmd.cl_ord_id,
-            market.code,
-            Side.BUY,
-            cmd.price,
-            cmd.qty,
-            frozen,
-            venue="block",
-        )
-        sell = LiveOrder(
-            self.next_order_id + 1,
-            cmd.seller,
-            cmd.cl_ord_id,
-            market.code,
-            Side.SELL,
-            cmd.price,
-            cmd.qty,
-            venue="block",
-        )
-        self.next_order_id += 2
-        self.orders[buy.order_id], self.orders[sell.order_id] = buy, sell
-        self.cl_ord_ids.add((cmd.buyer, cmd.cl_ord_id))
-        self._trade(
-            market,
-            buy.order_id,
-            sell.order_id,
-            cmd.price,
-            cmd.qty,
-            Side.BUY,
-            "block",
-            aggressor=False,
-        )
-        return set()
 
     # -- state ------------------------------------------------------------------------------------
 

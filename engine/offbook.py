@@ -1,0 +1,196 @@
+"""Off-book trading of the exchange core: the one-way auction (单向竞价) and block trades.
+
+A mixin of `engine.core.Exchange`. One-way auction: the seller's allowances freeze when it
+opens; bids between the floor (previous close, or that minus 10%) and the cap (band top)
+freeze their cash; at the close `allocate_one_way` ranks them by price then time and fills up
+to the offer at uniform or pay-as-bid prices; everything unfilled is released. Block trades
+(大宗协议, >= the block minimum, within +-30% of the reference) are validated and printed
+straight into the accounts, never through the book, and do not count towards the close.
+"""
+
+from __future__ import annotations
+
+from engine.book.auction import AuctionBid as RankedBid
+from engine.book.auction import allocate_one_way
+from engine.market import OneWayAuction
+from engine.orders import LiveOrder, Reject
+from engine.protocol import (
+    Accepted,
+    AuctionBid,
+    AuctionResult,
+    BlockTrade,
+    OneWayAuctionClose,
+    OneWayAuctionOpen,
+    RejectCode,
+)
+from engine.types import CancelReason, Phase, Side
+
+
+class OffBookCommands:
+    # -- one-way auction and block trades ------------------------------------------------------
+
+    def _one_way_open(self, cmd: OneWayAuctionOpen) -> set[str]:
+        self._member(cmd.seller)
+        market = self._market(cmd.instrument)
+        if market.one_way is not None:
+            raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, "an auction is already open")
+        if cmd.qty < market.instrument.block_min_qty:
+            raise Reject(RejectCode.QTY_BELOW_MIN, f"min {market.instrument.block_min_qty} t")
+        if cmd.qty % market.instrument.unit:
+            raise Reject(RejectCode.QTY_NOT_WHOLE_UNIT)
+        self._freeze(market, cmd.seller, Side.SELL, 0, cmd.qty)
+        low, high = market.band
+        floor = low if cmd.floor_minus_10pct else market.reference
+        market.one_way = OneWayAuction(
+            self.next_order_id, cmd.seller, cmd.qty, floor, high, cmd.uniform
+        )
+        self.orders[self.next_order_id] = LiveOrder(
+            self.next_order_id,
+            cmd.seller,
+            "",
+            market.code,
+            Side.SELL,
+            floor,
+            cmd.qty,
+            venue="one_way_offer",
+        )
+        self.out.append(
+            Accepted(
+                self.seq,
+                f"one-way-{self.next_order_id}",
+                cmd.seller,
+                market.code,
+                self.next_order_id,
+                Side.SELL,
+                floor,
+                cmd.qty,
+            )
+        )
+        self.next_order_id += 1
+        return set()
+
+    def _one_way_bid(self, cmd: AuctionBid) -> set[str]:
+        self._member(cmd.member)
+        market = self._market(cmd.instrument)
+        auction = market.one_way
+        if auction is None:
+            raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, f"no one-way auction on {market.code}")
+        self._fresh_cl_ord_id(cmd.member, cmd.cl_ord_id)
+        if cmd.qty <= 0 or cmd.qty % market.instrument.unit:
+            raise Reject(RejectCode.QTY_INVALID)
+        self._price(market, cmd.price, (auction.floor, auction.cap))
+        frozen = self._freeze(market, cmd.member, Side.BUY, cmd.price, cmd.qty)
+        order = LiveOrder(
+            self.next_order_id,
+            cmd.member,
+            cmd.cl_ord_id,
+            market.code,
+            Side.BUY,
+            cmd.price,
+            cmd.qty,
+            frozen,
+            venue="one_way_bid",
+        )
+        self.next_order_id += 1
+        self.orders[order.order_id] = order
+        self.cl_ord_ids.add((cmd.member, cmd.cl_ord_id))
+        auction.bids.append(
+            RankedBid(order.order_id, cmd.member, cmd.price, cmd.qty, len(auction.bids))
+        )
+        self.out.append(
+            Accepted(
+                self.seq,
+                cmd.cl_ord_id,
+                cmd.member,
+                market.code,
+                order.order_id,
+                Side.BUY,
+                cmd.price,
+                cmd.qty,
+            )
+        )
+        return set()
+
+    def _one_way_close(self, cmd: OneWayAuctionClose) -> set[str]:
+        market = self._market(cmd.instrument)
+        auction = market.one_way
+        if auction is None:
+            raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, f"no one-way auction on {market.code}")
+        fills = allocate_one_way(auction.qty, auction.bids, auction.uniform)
+        for fill in fills:
+            self._trade(
+                market,
+                fill.order_id,
+                auction.auction_id,
+                fill.price,
+                fill.qty,
+                Side.BUY,
+                "one_way",
+                aggressor=False,
+            )
+        for order_id in [b.order_id for b in auction.bids] + [auction.auction_id]:
+            if order_id in self.orders:
+                self._end(self.orders[order_id], CancelReason.UNFILLED_REMAINDER)
+        volume = sum(f.qty for f in fills)
+        self.out.append(
+            AuctionResult(self.seq, market.code, "one_way", fills[-1].price if fills else 0, volume)
+        )
+        market.one_way = None
+        return set()
+
+    def _block_trade(self, cmd: BlockTrade) -> set[str]:
+        self._member(cmd.buyer)
+        self._member(cmd.seller)
+        market = self._market(cmd.instrument)
+        self._fresh_cl_ord_id(cmd.buyer, cmd.cl_ord_id)
+        if market.phase == Phase.CLOSED:
+            raise Reject(RejectCode.MARKET_CLOSED, market.code)
+        inst = market.instrument
+        if cmd.qty < inst.block_min_qty:
+            raise Reject(RejectCode.QTY_BELOW_MIN, f"block trades from {inst.block_min_qty} t")
+        if cmd.qty % inst.unit:
+            raise Reject(RejectCode.QTY_NOT_WHOLE_UNIT)
+        self._price(market, cmd.price, inst.band(market.reference, inst.block_band_ppm))
+        if cmd.buyer == cmd.seller:
+            raise Reject(RejectCode.SELF_TRADE)
+        frozen = self._freeze(market, cmd.buyer, Side.BUY, cmd.price, cmd.qty)
+        try:
+            self._freeze(market, cmd.seller, Side.SELL, cmd.price, cmd.qty)
+        except Reject:
+            self.accounts.release_cash(cmd.buyer, frozen)
+            raise
+        buy = LiveOrder(
+            self.next_order_id,
+            cmd.buyer,
+            cmd.cl_ord_id,
+            market.code,
+            Side.BUY,
+            cmd.price,
+            cmd.qty,
+            frozen,
+            venue="block",
+        )
+        sell = LiveOrder(
+            self.next_order_id + 1,
+            cmd.seller,
+            cmd.cl_ord_id,
+            market.code,
+            Side.SELL,
+            cmd.price,
+            cmd.qty,
+            venue="block",
+        )
+        self.next_order_id += 2
+        self.orders[buy.order_id], self.orders[sell.order_id] = buy, sell
+        self.cl_ord_ids.add((cmd.buyer, cmd.cl_ord_id))
+        self._trade(
+            market,
+            buy.order_id,
+            sell.order_id,
+            cmd.price,
+            cmd.qty,
+            Side.BUY,
+            "block",
+            aggressor=False,
+        )
+        return set()

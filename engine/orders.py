@@ -1,0 +1,34 @@
+"""What the core knows about a live order, and the exception its validation raises.
+
+Invariants: a LiveOrder exists exactly while its order can still trade (resting in a book,
+bidding in a one-way auction, offering in one); `frozen` is the cash a buy still holds and
+always equals `risk.freeze_for(limit, leaves)`; a sell holds `leaves` allowances.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.protocol import RejectCode
+
+
+class Reject(Exception):
+    """Raised by validation; apply() turns it into a Rejected event."""
+
+    def __init__(self, code: RejectCode, detail: str = "") -> None:
+        super().__init__(code, detail)
+        self.code = code
+        self.text = code.text + (f": {detail}" if detail else "")
+
+
+@dataclass
+class LiveOrder:
+    order_id: int
+    member: int
+    cl_ord_id: str
+    code: str
+    side: int
+    limit: int  # price the buy freeze is computed at (band edge for a market order)
+    leaves: int
+    frozen: int = 0  # cash still frozen for a buy (sells freeze `leaves` allowances)
+    venue: str = "book"  # or "one_way_bid", "one_way_offer", "block": not in the book

@@ -1,0 +1,172 @@
+"""Session commands of the exchange core: the trading day, phases, call auctions, calendar.
+
+A mixin of `engine.core.Exchange` (it uses the core's validation and event helpers). Phase
+transitions: CLOSED -> CALL -> (uncross) -> CONTINUOUS <-> HALTED -> CALL ...; CONTINUOUS ->
+CLOSING_CALL -> (uncross) -> CLOSED. EndOfDay needs every market closed: it expires the day
+orders, fixes each close (Market.close_price) as the next reference and publishes DayClosed.
+The calendar replays the config's schedule from the commands' timestamps: the same actions,
+in order, once per trading day.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from engine.book.auction import run_uncross
+from engine.market import Market
+from engine.orders import Reject
+from engine.protocol import (
+    AuctionResult,
+    Close,
+    CloseCall,
+    DayClosed,
+    EndOfDay,
+    Halt,
+    OpenCall,
+    PhaseChanged,
+    RejectCode,
+    SetReference,
+    StartOfDay,
+    Uncross,
+)
+from engine.types import CancelReason, Phase
+
+CALENDAR_ACTIONS = {
+    "open_call": OpenCall,
+    "uncross": Uncross,
+    "halt": Halt,
+    "close_call": CloseCall,
+    "close": Close,
+}
+
+
+class SessionCommands:
+    # -- sessions -----------------------------------------------------------------------------
+
+    def _phase(self, market: Market, phase: Phase) -> None:
+        market.set_phase(phase)
+        self.out.append(PhaseChanged(self.seq, market.code, phase, market.reference, *market.band))
+
+    def _transition(self, code: str, allowed: tuple[Phase, ...], action: str) -> Market:
+        market = self._market(code)
+        if market.phase not in allowed:
+            raise Reject(
+                RejectCode.UNSUPPORTED_IN_PHASE, f"cannot {action} {code} in {market.phase.name}"
+            )
+        return market
+
+    def _start_of_day(self, cmd: StartOfDay) -> set[str]:
+        if any(m.phase != Phase.CLOSED for m in self.markets.values()) or self.orders:
+            raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, "the previous day is not closed")
+        self.date = cmd.date
+        self.cl_ord_ids.clear()
+        self.calendar_done = 0
+        self.accounts.start_day()
+        for market in self.markets.values():
+            market.new_day()
+        return set()
+
+    def _open_call(self, cmd: OpenCall) -> set[str]:
+        market = self._transition(cmd.instrument, (Phase.CLOSED, Phase.HALTED), "open a call")
+        if not self.date:
+            raise Reject(RejectCode.MARKET_CLOSED, "no trading day: StartOfDay first")
+        market.published_indicative = (0, 0, 0)
+        self._phase(market, Phase.CALL)
+        return {market.code}
+
+    def _run_auction(self, market: Market, label: str) -> None:
+        events, rounds = run_uncross(market.book, market.reference)
+        self._book_events(market, "call", events)
+        volume = sum(r.volume for r in rounds)
+        self.out.append(
+            AuctionResult(self.seq, market.code, label, rounds[-1].price if rounds else 0, volume)
+        )
+
+    def _uncross(self, cmd: Uncross) -> set[str]:
+        market = self._transition(cmd.instrument, (Phase.CALL,), "uncross")
+        self._run_auction(market, "call")
+        self._phase(market, Phase.CONTINUOUS)
+        return {market.code}
+
+    def _halt(self, cmd: Halt) -> set[str]:
+        market = self._transition(cmd.instrument, (Phase.CONTINUOUS, Phase.CALL), "halt")
+        self._phase(market, Phase.HALTED)
+        return {market.code}
+
+    def _close_call(self, cmd: CloseCall) -> set[str]:
+        market = self._transition(cmd.instrument, (Phase.CONTINUOUS,), "start a closing call")
+        self._phase(market, Phase.CLOSING_CALL)
+        return {market.code}
+
+    def _close(self, cmd: Close) -> set[str]:
+        market = self._transition(
+            cmd.instrument,
+            (Phase.CONTINUOUS, Phase.CLOSING_CALL, Phase.HALTED, Phase.CALL),
+            "close",
+        )
+        if market.phase == Phase.CLOSING_CALL:
+            self._run_auction(market, "closing_call")
+        market.book.set_collecting(False)
+        self._phase(market, Phase.CLOSED)
+        return {market.code}
+
+    def _set_reference(self, cmd: SetReference) -> set[str]:
+        market = self._transition(cmd.instrument, (Phase.CLOSED,), "set the reference of")
+        if cmd.price <= 0 or cmd.price % market.instrument.tick:
+            raise Reject(RejectCode.PRICE_OFF_TICK, "a reference must be a positive tick")
+        market.set_reference(cmd.price)
+        self.out.append(
+            PhaseChanged(self.seq, market.code, market.phase, market.reference, *market.band)
+        )
+        return set()
+
+    def _end_of_day(self, cmd: EndOfDay) -> set[str]:
+        open_markets = [m.code for m in self.markets.values() if m.phase != Phase.CLOSED]
+        if open_markets or any(m.one_way for m in self.markets.values()):
+            raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, f"still open: {open_markets}")
+        if not self.date:
+            raise Reject(RejectCode.MARKET_CLOSED, "no trading day to end")
+        for order_id in sorted(self.orders):
+            order = self.orders[order_id]
+            if order.venue == "book":
+                self.markets[order.code].book.cancel(order_id)
+            self._end(order, CancelReason.EXPIRED)
+        for code in sorted(self.markets):
+            market = self.markets[code]
+            close = market.close_price()
+            self.out.append(
+                DayClosed(
+                    self.seq,
+                    self.date,
+                    code,
+                    market.trades,
+                    market.volume,
+                    close,
+                    market.digest.hexdigest(),
+                )
+            )
+            market.set_reference(close)
+        self.date = ""
+        return set(self.markets)
+
+    # -- calendar -------------------------------------------------------------------------------
+
+    def _run_calendar(self) -> None:
+        if not self.schedule or not self.date:
+            return
+        local = datetime.fromtimestamp(self.ts_ns // 1_000_000_000, UTC).astimezone(self.zone)
+        if local.strftime("%Y-%m-%d") != self.date:
+            return
+        now = local.strftime("%H:%M")
+        while (
+            self.calendar_done < len(self.schedule) and self.schedule[self.calendar_done][0] <= now
+        ):
+            command = CALENDAR_ACTIONS[self.schedule[self.calendar_done][1]]
+            self.calendar_done += 1
+            for code in sorted(self.markets):
+                try:
+                    touched = self._handlers[command](command(code))
+                except Reject:
+                    continue  # a market not in the phase the action starts from stays as it is
+                for touched_code in sorted(touched or ()):
+                    self._publish(self.markets[touched_code])
