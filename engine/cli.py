@@ -21,8 +21,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     market = _market(args.market)
     started = time.perf_counter()
-    sessions = run_demo(market, seed=args.seed, steps=args.steps)
-    print(render(market, sessions, args.seed, args.steps))
+    day = run_demo(market, seed=args.seed, steps=args.steps)
+    print(render(day))
     print(f"simulated in {time.perf_counter() - started:.2f} s")
     return 0
 
@@ -35,14 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     demo = commands.add_parser(
         "demo",
-        help="simulate a trading session of the embedded market and print a summary",
-        description="Run a seeded, simulated continuous trading session of every instrument "
-        "(market makers, brokers, compliance entities) through the matching engine and print "
-        "orders, trades, volume, VWAP, best bid/offer and the top five levels.",
+        help="simulate a full trading day of the embedded market and print its figures",
+        description="Run a seeded, simulated trading day of every instrument through the "
+        "exchange core (validation and pre-trade risk on): opening calls, continuous trading "
+        "by market makers, brokers and compliance entities, a halt with a re-opening call, a "
+        "one-way auction, a block trade, closing calls and the close. Prints each phase's "
+        "figures and the end-of-day records.",
     )
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     demo.add_argument(
-        "--steps", type=int, default=20_000, help="simulation steps per instrument (default 20000)"
+        "--steps",
+        type=int,
+        default=3_000,
+        help="continuous-trading steps per instrument (default 3000)",
     )
     demo.add_argument("--market", metavar="TOML", help="market config file (default: embedded)")
     demo.set_defaults(run=cmd_demo)

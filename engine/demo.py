@@ -1,12 +1,14 @@
-"""`cxe demo`: a seeded, simulated continuous trading session of the embedded market.
+"""`cxe demo`: one simulated trading day of the embedded market through the exchange core.
 
-Invariants: deterministic for a given seed (one `random.Random`, no clock); every order goes
-through the compiled book's per-command API, exactly as the core will send it; the summary's
-figures are computed from the book's own events (fills), never from the simulation's intent.
+Invariants: deterministic for a given seed (one `random.Random`, timestamps from a simulated
+sequencer clock); every order is a protocol command applied by `Exchange.apply`, with
+validation and pre-trade risk on; every figure printed is computed from the events the
+exchange emitted (trades, auction results, day records), never from the simulation's intent.
 
-Member types: market makers keep a two-sided quote around a fair value that drifts, replacing
-it as the value moves; brokers send small limit orders near the touch and some marketable ones;
-compliance entities buy (and sometimes sell) larger blocks with IOC or day orders.
+The day: opening call and uncross for every instrument; continuous trading (market makers
+quoting around a drifting value, brokers near the touch, compliance entities taking size);
+a halt of one instrument with a re-opening call; a one-way auction of a CEA vintage; a block
+trade; closing calls; the close and the end-of-day records.
 """
 
 from __future__ import annotations
@@ -14,157 +16,292 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from engine.book import Book, EventKind
-from engine.config import MarketConfig, Member
-from engine.instruments import Instrument
+from engine.config import MarketConfig
+from engine.core import Exchange
+from engine.protocol import (
+    Accepted,
+    AuctionBid,
+    AuctionResult,
+    BlockTrade,
+    CancelOrder,
+    Close,
+    CloseCall,
+    DayClosed,
+    EndOfDay,
+    Halt,
+    NewOrder,
+    OneWayAuctionClose,
+    OneWayAuctionOpen,
+    OpenCall,
+    Rejected,
+    StartOfDay,
+    Trade,
+    Uncross,
+)
 from engine.types import Side, TimeInForce, format_price
+
+DATE = "2026-11-24"
+DAY_START_NS = 1_795_478_400 * 1_000_000_000 + 1 * 3600 * 1_000_000_000  # 09:00 Shanghai
 
 
 @dataclass
-class SessionStats:
+class Figures:
+    """What the events of one phase of one instrument add up to."""
+
     orders: int = 0
-    cancels: int = 0
     rejects: int = 0
     trades: int = 0
     volume: int = 0
-    turnover: int = 0  # fen
+    value: int = 0
     high: int | None = None
     low: int | None = None
-    last: int | None = None
-    fills_by_member: dict[int, int] = field(default_factory=dict)
 
-    def record(self, book: Book) -> None:
-        for event in book.events():
-            if event.kind == EventKind.FILL:
-                self.trades += 1
-                self.volume += event.qty
-                self.turnover += event.qty * event.price
-                self.high = event.price if self.high is None else max(self.high, event.price)
-                self.low = event.price if self.low is None else min(self.low, event.price)
-                self.last = event.price
-                for member in (event.owner, event.owner2):
-                    self.fills_by_member[member] = self.fills_by_member.get(member, 0) + event.qty
-            elif event.kind == EventKind.REJECTED:
-                self.rejects += 1
+    def add(self, trade: Trade) -> None:
+        self.trades += 1
+        self.volume += trade.qty
+        self.value += trade.qty * trade.price
+        self.high = trade.price if self.high is None else max(self.high, trade.price)
+        self.low = trade.price if self.low is None else min(self.low, trade.price)
 
     @property
     def vwap(self) -> int | None:
-        """Volume-weighted average price, rounded half up to the fen."""
-        return None if not self.volume else (2 * self.turnover + self.volume) // (2 * self.volume)
+        return None if not self.volume else (2 * self.value + self.volume) // (2 * self.volume)
 
 
-class SimulatedSession:
-    """One instrument's book driven by the simulated members."""
+@dataclass
+class DemoDay:
+    market: MarketConfig
+    seed: int
+    steps: int
+    exchange: Exchange = field(init=False)
+    log: list[str] = field(default_factory=list)
 
-    def __init__(self, instrument: Instrument, members: list[Member], rng: random.Random):
-        self.instrument = instrument
-        self.band = instrument.band()
-        self.book = Book(tick=instrument.tick, band=self.band)
-        self.rng = rng
-        self.makers = [m.id for m in members if m.kind == "market_maker"]
-        self.brokers = [m.id for m in members if m.kind == "broker"]
-        self.entities = [m.id for m in members if m.kind == "compliance_entity"]
-        self.fair = instrument.reference_price
-        self.next_id = 1
-        self.quotes: dict[int, list[int]] = {m: [] for m in self.makers}
-        self.resting: list[int] = []
-        self.stats = SessionStats()
+    def __post_init__(self) -> None:
+        self.exchange = Exchange(self.market)
+        self.rng = random.Random(self.seed)
+        self.clock = DAY_START_NS
+        self.n = 0
+        self.codes = [i.code for i in self.market.instruments]
+        self.fair = {i.code: i.reference_price for i in self.market.instruments}
+        kinds = {m.id: m.kind for m in self.market.members}
+        self.makers = [m for m, k in kinds.items() if k == "market_maker"]
+        self.brokers = [m for m, k in kinds.items() if k == "broker"]
+        self.entities = [m for m, k in kinds.items() if k == "compliance_entity"]
+        self.quotes: dict[tuple[int, str], list[int]] = {}
+        self.resting: dict[str, list[tuple[int, int]]] = {c: [] for c in self.codes}
+        self.figures: dict[str, Figures] = {}
+        self.rejects_by_code: dict[str, int] = {}
 
-    def _price(self, ticks_from_fair: int) -> int:
-        tick = self.instrument.tick
-        price = self.fair + ticks_from_fair * tick
-        return min(max(price, self.band[0]), self.band[1])
+    # -- plumbing -----------------------------------------------------------------------------
 
-    def _add(self, owner: int, side: int, price: int, qty: int, tif: int = TimeInForce.DAY):
-        oid, self.next_id = self.next_id, self.next_id + 1
-        self.book.add(oid, owner, side, price, qty, 1, int(tif))
-        self.stats.orders += 1
-        self.stats.record(self.book)
-        return oid
+    def send(self, command, phase: str = "") -> list:
+        self.clock += 50_000_000  # the sequencer's clock: 50 ms per command
+        events = self.exchange.apply(command, self.clock)
+        for event in events:
+            if isinstance(event, Trade) and phase:
+                self.figures.setdefault(f"{phase}:{event.instrument}", Figures()).add(event)
+            elif isinstance(event, Rejected):
+                self.rejects_by_code[event.code.name] = (
+                    self.rejects_by_code.get(event.code.name, 0) + 1
+                )
+        return events
 
-    def _cancel(self, oid: int) -> None:
-        order = self.book.order(oid)
-        if order is not None:
-            self.book.cancel(oid, order[3])
-            self.stats.cancels += 1
-            self.stats.record(self.book)
+    def order(
+        self,
+        member: int,
+        code: str,
+        side: int,
+        price: int,
+        qty: int,
+        phase: str,
+        tif: int = TimeInForce.DAY,
+    ) -> int | None:
+        self.n += 1
+        tick = self.market.instrument(code).tick
+        price = price // tick * tick
+        low, high = self.exchange.markets[code].band
+        price = min(max(price, low), high)
+        events = self.send(NewOrder(f"d{self.n}", member, code, side, price, qty, tif=tif), phase)
+        accepted = [e for e in events if isinstance(e, Accepted)]
+        return accepted[0].order_id if accepted else None
 
-    def step(self) -> None:
+    def cancel(self, member: int, code: str, order_id: int, phase: str) -> None:
+        if order_id in self.exchange.orders:
+            self.n += 1
+            self.send(CancelOrder(f"d{self.n}", member, code, order_id), phase)
+
+    # -- member behaviour -----------------------------------------------------------------------
+
+    def call_orders(self, code: str, count: int) -> None:
+        for _ in range(count):
+            member = self.rng.choice(self.brokers + self.entities + self.makers)
+            side = self.rng.choice((Side.BUY, Side.SELL))
+            sign = 1 if side == Side.BUY else -1
+            price = self.fair[code] + sign * self.rng.randint(-15, 5)
+            self.order(member, code, side, price, self.rng.randint(1, 40) * 10, "call")
+
+    def continuous_step(self, code: str) -> None:
         rng = self.rng
         if rng.random() < 0.05:
-            self.fair = self._price(rng.choice((-1, 1)))
+            self.fair[code] += rng.choice((-1, 1)) * self.market.instrument(code).tick
         roll = rng.random()
+        fair = self.fair[code]
         if roll < 0.35:
             maker = rng.choice(self.makers)
-            for oid in self.quotes[maker]:
-                self._cancel(oid)
-            half_spread = rng.randint(1, 3)
-            size = rng.randint(1, 20) * 100
-            self.quotes[maker] = [
-                self._add(maker, Side.BUY, self._price(-half_spread), size),
-                self._add(maker, Side.SELL, self._price(half_spread), size),
+            for order_id in self.quotes.pop((maker, code), []):
+                self.cancel(maker, code, order_id, "continuous")
+            spread, size = rng.randint(1, 3), rng.randint(1, 20) * 100
+            ids = [
+                self.order(maker, code, Side.BUY, fair - spread, size, "continuous"),
+                self.order(maker, code, Side.SELL, fair + spread, size, "continuous"),
             ]
+            self.quotes[(maker, code)] = [i for i in ids if i is not None]
         elif roll < 0.80:
             broker = rng.choice(self.brokers)
             side = rng.choice((Side.BUY, Side.SELL))
             sign = 1 if side == Side.BUY else -1
-            offset = rng.randint(-6, 1)  # mostly passive, sometimes through the touch
-            oid = self._add(broker, side, self._price(sign * offset), rng.randint(1, 50) * 10)
-            self.resting.append(oid)
-            if len(self.resting) > 200:
-                self._cancel(self.resting.pop(rng.randrange(len(self.resting))))
+            order_id = self.order(
+                broker,
+                code,
+                side,
+                fair + sign * rng.randint(-6, 1),
+                rng.randint(1, 50) * 10,
+                "continuous",
+            )
+            if order_id is not None:
+                self.resting[code].append((broker, order_id))
+            if len(self.resting[code]) > 150:
+                member, stale = self.resting[code].pop(rng.randrange(len(self.resting[code])))
+                self.cancel(member, code, stale, "continuous")
         else:
             entity = rng.choice(self.entities)
             side = Side.BUY if rng.random() < 0.7 else Side.SELL
             sign = 1 if side == Side.BUY else -1
             tif = TimeInForce.IOC if rng.random() < 0.5 else TimeInForce.DAY
-            self._add(entity, side, self._price(sign * 4), rng.randint(1, 30) * 100, tif)
+            self.order(
+                entity, code, side, fair + sign * 4, rng.randint(1, 30) * 100, "continuous", tif
+            )
+
+    # -- the day --------------------------------------------------------------------------------
+
+    def auction_line(self, events: list, code: str, label: str) -> None:
+        for event in events:
+            if isinstance(event, AuctionResult) and event.instrument == code:
+                price = format_price(event.price) if event.volume else "-"
+                self.log.append(
+                    f"  {label:<22} {code:<6} price {price:>7}   volume {event.volume:>9,} t"
+                )
+
+    def run(self) -> None:
+        x = self.send
+        x(StartOfDay(DATE))
+        self.log.append(f"Trading day {DATE}: opening calls")
+        for code in self.codes:
+            x(OpenCall(code))
+            self.call_orders(code, 60)
+            self.auction_line(x(Uncross(code), "call"), code, "opening auction")
+        self.log.append("Continuous trading")
+        halt_code = self.codes[-2] if len(self.codes) > 1 else self.codes[0]
+        for step in range(self.steps):
+            for code in self.codes:
+                self.continuous_step(code)
+            if step == self.steps // 2:
+                x(Halt(halt_code))
+                self.log.append(
+                    f"  halt                   {halt_code} (cancels only), then a re-opening call"
+                )
+                x(OpenCall(halt_code))
+                self.call_orders(halt_code, 30)
+                self.auction_line(x(Uncross(halt_code), "call"), halt_code, "re-opening auction")
+        self.one_way_auction()
+        self.block_trade()
+        self.log.append("Closing calls and the close")
+        for code in self.codes:
+            x(CloseCall(code))
+            self.call_orders(code, 20)
+            self.auction_line(x(Close(code), "call"), code, "closing auction")
+        self.day_records = [e for e in x(EndOfDay()) if isinstance(e, DayClosed)]
+
+    def one_way_auction(self) -> None:
+        code = next((c for c in self.codes if c.startswith("CEA")), self.codes[0])
+        seller = self.entities[0]
+        self.log.append(
+            f"One-way auction (单向竞价): member {seller} offers 200,000 t of {code}, "
+            "uniform price, floor = previous close"
+        )
+        self.send(OneWayAuctionOpen(code, seller, 200_000, uniform=True))
+        reference = self.exchange.markets[code].reference
+        bidders = self.brokers + self.makers + self.entities[1:]
+        for i in range(12):
+            price = reference + self.rng.randint(0, 40) * self.market.instrument(code).tick
+            self.n += 1
+            self.send(
+                AuctionBid(
+                    f"d{self.n}",
+                    bidders[i % len(bidders)],
+                    code,
+                    price,
+                    self.rng.randint(5, 40) * 1_000,
+                ),
+                "one_way",
+            )
+        self.auction_line(self.send(OneWayAuctionClose(code), "one_way"), code, "one-way auction")
+
+    def block_trade(self) -> None:
+        code = self.codes[0]
+        price = self.exchange.markets[code].reference + 120
+        events = self.send(
+            BlockTrade("block-1", code, self.entities[1], self.makers[0], price, 150_000), "block"
+        )
+        printed = [e for e in events if isinstance(e, Trade)]
+        if printed:
+            self.log.append(
+                f"Block trade (大宗协议): {code} 150,000 t at "
+                f"{format_price(price)}, member {self.entities[1]} buys from "
+                f"member {self.makers[0]}"
+            )
 
 
-def run_demo(market: MarketConfig, seed: int = 7, steps: int = 20_000) -> list[SimulatedSession]:
-    sessions = []
-    for index, instrument in enumerate(market.instruments):
-        session = SimulatedSession(instrument, market.members, random.Random(seed * 1000 + index))
-        for _ in range(steps):
-            session.step()
-        sessions.append(session)
-    return sessions
-
-
-def _cny(fen: int | None) -> str:
-    return "-" if fen is None else format_price(fen)
-
-
-def render(market: MarketConfig, sessions: list[SimulatedSession], seed: int, steps: int) -> str:
+def render(day: DemoDay) -> str:
     lines = [
-        f"{market.name}: simulated continuous session, seed {seed}, {steps:,} steps per instrument",
+        f"{day.market.name}: a simulated trading day (seed {day.seed}, "
+        f"{day.steps:,} continuous steps per instrument)",
         "prices in CNY per tonne, quantities in tonnes",
         "",
+        *day.log,
+        "",
     ]
-    for s in sessions:
-        st, inst = s.stats, s.instrument
-        bids, asks = s.book.depth(5)
-        low, high = s.band
-        turnover = format_price(st.turnover, grouped=True)
-        lines += [
-            f"{inst.code:<6} {inst.name}",
-            f"  reference {_cny(inst.reference_price)}   band {_cny(low)} - {_cny(high)}",
-            f"  orders {st.orders:,}   cancels {st.cancels:,}   rejects {st.rejects:,}   "
-            f"trades {st.trades:,}   volume {st.volume:,} t   turnover {turnover} CNY",
-            f"  VWAP {_cny(st.vwap)}   high {_cny(st.high)}   low {_cny(st.low)}   "
-            f"last {_cny(st.last)}",
-            f"  best bid {_cny(bids[0][0]) if bids else '-'}   "
-            f"best offer {_cny(asks[0][0]) if asks else '-'}",
-            f"  {'orders':>6} {'bid qty':>9} {'bid':>8} | {'ask':<8} {'ask qty':<9} {'orders':<6}",
-        ]
-        for level in range(5):
-            bid = bids[level] if level < len(bids) else None
-            ask = asks[level] if level < len(asks) else None
-            left = f"{bid[2]:>6} {bid[1]:>9,} {_cny(bid[0]):>8}" if bid else " " * 25
-            right = f"{_cny(ask[0]):<8} {ask[1]:<9,} {ask[2]:<6}" if ask else ""
-            lines.append(f"  {left} | {right}".rstrip())
-        lines.append("")
-    total_volume = sum(s.stats.volume for s in sessions)
-    total_trades = sum(s.stats.trades for s in sessions)
-    lines.append(f"all instruments: {total_trades:,} trades, {total_volume:,} t")
+    lines.append(
+        f"{'instrument':<10} {'trades':>7} {'volume t':>11} {'VWAP':>7} {'high':>7} "
+        f"{'low':>7}   (continuous trading)"
+    )
+    for code in day.codes:
+        f = day.figures.get(f"continuous:{code}", Figures())
+        cny = [format_price(v) if v is not None else "-" for v in (f.vwap, f.high, f.low)]
+        lines.append(
+            f"{code:<10} {f.trades:>7,} {f.volume:>11,} {cny[0]:>7} {cny[1]:>7} {cny[2]:>7}"
+        )
+    lines += [
+        "",
+        f"{'instrument':<10} {'trades':>7} {'volume t':>11} {'close':>7}   "
+        "(day records; close = VWAP of call and continuous trades)",
+    ]
+    for record in day.day_records:
+        lines.append(
+            f"{record.instrument:<10} {record.trades:>7,} {record.volume:>11,} "
+            f"{format_price(record.close):>7}   checksum {record.checksum[:12]}"
+        )
+    accounts = day.exchange.accounts
+    rejects = ", ".join(f"{n:,} {code}" for code, n in sorted(day.rejects_by_code.items()))
+    lines += [
+        "",
+        f"fees collected: {format_price(accounts.fees, grouped=True)} CNY; "
+        f"rejected commands: {rejects or 'none'}",
+    ]
     return "\n".join(lines)
+
+
+def run_demo(market: MarketConfig, seed: int = 7, steps: int = 3_000) -> DemoDay:
+    day = DemoDay(market, seed, steps)
+    day.run()
+    return day
