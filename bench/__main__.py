@@ -15,6 +15,7 @@ import platform
 import sys
 
 from bench.book import book_benchmarks, memory_benchmark
+from bench.exchange import exchange_benchmark, uncross_benchmark
 
 
 def machine() -> str:
@@ -38,6 +39,10 @@ def run(names: set[str] | None, quick: bool):
         yield from book_benchmarks(messages=1_000_000, rounds=3 if quick else 7)
     if wanted("book_memory"):
         yield memory_benchmark(orders=1_000_000, reference_orders=100_000 if quick else 1_000_000)
+    if wanted("exchange_apply"):
+        yield exchange_benchmark(messages=200_000 if quick else 1_000_000)
+    if wanted("uncross"):
+        yield uncross_benchmark(orders=100_000)
 
 
 def main(argv: list[str] | None = None) -> int:

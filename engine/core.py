@@ -21,6 +21,7 @@ import hashlib
 from zoneinfo import ZoneInfo
 
 import msgspec
+import numpy as np
 
 from engine.book import Book, EventKind
 from engine.book.auction import equilibrium
@@ -61,6 +62,8 @@ from engine.protocol import (
 from engine.risk import Accounts, freeze_for
 from engine.sessions import SessionCommands
 from engine.types import CancelReason, OrderType, Phase, Side
+
+DEPTH_LEVELS = 5  # levels per side in DepthChanged
 
 
 class Exchange(SessionCommands, OffBookCommands):
@@ -434,11 +437,11 @@ class Exchange(SessionCommands, OffBookCommands):
                 del self.orders[order.order_id]
 
     def _publish(self, market: Market) -> None:
-        bids, asks = market.book.depth(5)
-        depth = (tuple((p, q) for p, q, _ in bids), tuple((p, q) for p, q, _ in asks))
-        if depth != market.published_depth:
-            market.published_depth = depth
-            self.out.append(DepthChanged(self.seq, market.code, list(depth[0]), list(depth[1])))
+        top = market.book.top(DEPTH_LEVELS)
+        if not np.array_equal(top, market.published_depth):
+            market.published_depth = top
+            bids, asks = ([(p, q) for p, q in levels if q] for levels in top.tolist())
+            self.out.append(DepthChanged(self.seq, market.code, bids, asks))
         if market.phase in CALL_PHASES:
             found = equilibrium(
                 *market.book.depth(1 << 30), market.reference, market.instrument.tick

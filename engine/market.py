@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from engine.book import Book
 from engine.book.auction import AuctionBid
 from engine.instruments import Instrument
@@ -45,7 +47,7 @@ class Market:
         self.band = instrument.band(self.reference)
         self.book.set_band(*self.band)
         self.one_way: OneWayAuction | None = None
-        self.published_depth: tuple = ((), ())
+        self.published_depth = np.zeros((2, 5, 2), dtype=np.int64)
         self.published_indicative: tuple = (0, 0, 0)
         self.new_day()
 

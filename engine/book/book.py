@@ -241,6 +241,15 @@ class Book:
         n = depth_levels(st.lad, st.bm, st.meta, side, levels, out)
         return [tuple(row) for row in out[:n].tolist()]
 
+    def top(self, levels: int) -> np.ndarray:
+        """(2, levels, 2) int64: [side][k] = (price, qty) of the best levels, zeros past the
+        last. One compiled call: cheap enough to compare after every command."""
+        st = self.state
+        out = np.zeros((2, levels, 3), dtype=np.int64)
+        depth_levels(st.lad, st.bm, st.meta, 0, levels, out[0])
+        depth_levels(st.lad, st.bm, st.meta, 1, levels, out[1])
+        return out[:, :, :2]
+
     def depth_array(self, side: int, levels: int) -> np.ndarray:
         """(levels, 3) int64 price, qty, orders; zero rows past the last level."""
         st = self.state

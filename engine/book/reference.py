@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+import numpy as np
 from sortedcontainers import SortedDict
 
 from engine.book.events import BookEvent, EventKind
@@ -414,6 +415,13 @@ class ReferenceBook:
 
     def depth(self, levels: int = 5) -> tuple[list[Level], list[Level]]:
         return self.side_depth(0, levels), self.side_depth(1, levels)
+
+    def top(self, levels: int) -> np.ndarray:
+        out = np.zeros((2, levels, 2), dtype=np.int64)
+        for side in (0, 1):
+            for k, (price, qty, _) in enumerate(self.side_depth(side, levels)):
+                out[side, k] = (price, qty)
+        return out
 
     def best_bid(self) -> int | None:
         return self._best_price(Side.BUY)

@@ -1,0 +1,132 @@
+"""Exchange-core benchmarks: Exchange.apply with validation and risk on, and call uncrossing.
+
+exchange_apply replays the seeded mixed workload as protocol commands (built before the
+timer) through an Exchange over the compiled book, and through one over the reference book
+for comparison; the two must end with the same state hash. uncross collects a call book of
+random crossed orders and times finding the equilibrium plus executing it; the compiled and
+the reference book must produce the same fills and the same remaining book.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import numpy as np
+
+from bench.book import WrongResult
+from bench.workload import DEFAULT_MID, MEMBERS, mixed_workload
+from engine.book import Book, ReferenceBook
+from engine.book.auction import run_uncross
+from engine.book.layout import CMD_ADD
+from engine.config import MarketConfig, Member
+from engine.core import Exchange
+from engine.instruments import Instrument
+from engine.protocol import CancelOrder, NewOrder, OpenCall, StartOfDay, Trade, Uncross
+from engine.types import Side
+
+CODE = "CEA25"
+
+
+def bench_market() -> MarketConfig:
+    instrument = Instrument(
+        code=CODE, name="bench", product="CEA", reference_price=DEFAULT_MID, max_qty=99_999
+    )
+    members = [
+        Member(id=m, name=f"m{m}", cash=10**15, holdings={CODE: 10**9}) for m in range(MEMBERS)
+    ]
+    return MarketConfig(name="bench", instruments=[instrument], members=members)
+
+
+def as_commands(cmds: np.ndarray) -> list:
+    """Workload rows as protocol commands (cancels name the order's owner)."""
+    owner: dict[int, int] = {}
+    out = []
+    for i, (kind, oid, member, side, price, qty, _, tif, _, _) in enumerate(cmds.tolist()):
+        if kind == CMD_ADD:
+            owner[oid] = member
+            out.append(NewOrder(f"c{i}", member, CODE, Side(side), price, qty, tif=tif))
+        else:
+            out.append(CancelOrder(f"c{i}", owner[oid], CODE, oid))
+    return out
+
+
+def run_exchange(commands: list, book_factory) -> tuple[float, Exchange, int]:
+    exchange = Exchange(bench_market(), book_factory=book_factory)
+    for command in (StartOfDay("2026-11-24"), OpenCall(CODE), Uncross(CODE)):
+        exchange.apply(command)
+    apply = exchange.apply
+    trades = 0
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        for command in commands:
+            for event in apply(command):
+                if type(event) is Trade:
+                    trades += 1
+        elapsed = time.perf_counter() - start
+    finally:
+        gc.enable()
+    return len(commands) / elapsed, exchange, trades
+
+
+def exchange_benchmark(messages: int) -> dict:
+    commands = as_commands(mixed_workload(messages, seed=2))
+    run_exchange(commands[:2000], Book)  # compile and warm up outside the timer
+    rate, exchange, trades = run_exchange(commands, Book)
+    ref_rate, reference, ref_trades = run_exchange(commands, ReferenceBook)
+    if exchange.state_hash() != reference.state_hash() or trades != ref_trades:
+        raise WrongResult("exchange_apply: compiled and reference exchanges disagree")
+    return {
+        "bench": "exchange_apply",
+        "value": rate,
+        "unit": "cmd/s",
+        "reference": ref_rate,
+        "messages": messages,
+        "trades": trades,
+        "state_hash": exchange.state_hash()[:16],
+        "target": 1_000_000,
+    }
+
+
+def call_book(orders: int, seed: int = 4) -> np.ndarray:
+    """Crossed call-phase orders around the mid: bids mostly above asks."""
+    rng = np.random.default_rng(seed)
+    side = rng.integers(0, 2, orders)
+    offset = rng.integers(-60, 20, orders)
+    price = np.where(side == 0, DEFAULT_MID - offset, DEFAULT_MID + offset)
+    return np.column_stack(
+        [side, price, rng.integers(1, 200, orders), rng.integers(0, MEMBERS, orders)]
+    )
+
+
+def time_uncross(book_factory, rows: np.ndarray) -> tuple[float, list, list]:
+    book = book_factory(tick=1)
+    book.set_collecting(True)
+    for oid, (side, price, qty, owner) in enumerate(rows.tolist(), 1):
+        book.add(oid, owner, side, price, qty)
+    start = time.perf_counter()
+    events, rounds = run_uncross(book, DEFAULT_MID)
+    elapsed = time.perf_counter() - start
+    return len(rows) / elapsed, events, [rounds, book.depth(1 << 30)]
+
+
+def uncross_benchmark(orders: int) -> dict:
+    rows = call_book(orders)
+    time_uncross(Book, rows[:1000])
+    rate, events, outcome = time_uncross(Book, rows)
+    ref_rate, ref_events, ref_outcome = time_uncross(ReferenceBook, rows)
+    if events != ref_events or outcome != ref_outcome:
+        raise WrongResult("uncross: compiled and reference books disagree")
+    rounds = outcome[0]
+    return {
+        "bench": "uncross",
+        "value": rate,
+        "unit": "orders/s",
+        "reference": ref_rate,
+        "orders": orders,
+        "price": rounds[0].price,
+        "volume": rounds[0].volume,
+        "fills": sum(1 for e in events if e.kind == 3),
+    }
