@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from engine.config import default_market, load_market
 
@@ -21,9 +22,87 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     market = _market(args.market)
     started = time.perf_counter()
-    day = run_demo(market, seed=args.seed, steps=args.steps)
+    day = run_demo(market, seed=args.seed, steps=args.steps, out=args.out)
     print(render(day))
+    if args.out:
+        print(f"wrote {args.out}/commands.log and {args.out}/trades.log")
     print(f"simulated in {time.perf_counter() - started:.2f} s")
+    return 0
+
+
+def cmd_clear(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from engine.clearing.capture import TradeStore, capture_file
+    from engine.clearing.report import as_json, write_files
+    from engine.clearing.settlement import Ledger
+
+    market = _market(args.market)
+    store = TradeStore(args.store)
+    captured = capture_file(store, args.trades)
+    ledger = Ledger(args.ledger)
+    notes = [
+        f"captured {captured.stored:,} new trades ({captured.duplicates:,} already held, "
+        f"last trade id {captured.last_trade_id:,}) into {args.store}"
+    ]
+    if ledger.is_empty():
+        ledger.load_opening(market.members)
+        notes.append(f"{args.ledger} was empty: opening balances loaded from the market config")
+    report = ledger.settle(args.date, store, market, gross=args.gross)
+    if args.json:
+        print(as_json(report))
+    else:
+        print("\n".join(notes))
+        eff = report.netting.efficiency()
+        print(
+            f"{args.date}: {report.netting.trades:,} trades, {report.netting.traded_qty:,} t, "
+            f"fees {report.netting.total_fees:,} fen; netting removes {eff['cash']:.1%} of "
+            f"the gross cash legs and {eff['qty']:.1%} of the allowance legs"
+        )
+    if report.already_settled:
+        print(f"{args.date} is already settled in {args.ledger}: nothing changed", file=sys.stderr)
+        return 0
+    if report.failures:
+        print(
+            "settlement failure, nothing was written:\n  " + "\n  ".join(report.failures),
+            file=sys.stderr,
+        )
+        return 3
+    if not args.json:
+        print(
+            f"settled {args.date} ({report.mode}, {report.postings:,} postings) into {args.ledger}"
+        )
+    for path in write_files(report, args.out):
+        if not args.json:
+            print(f"wrote {path}")
+    opening = Path(args.out) / f"opening-after-{args.date}.json"
+    opening.write_bytes(msgspec.json.encode(ledger.opening_market(market)))
+    if not args.json:
+        print(f"wrote {opening} (opening balances for the next day: cxe ... --market {opening})")
+    return 0
+
+
+def cmd_surrender(args: argparse.Namespace) -> int:
+    from engine.clearing.compliance import Surrender, SurrenderRefused, surrender
+    from engine.clearing.settlement import Ledger
+
+    allowances = {}
+    for item in args.cea:
+        code, _, qty = item.partition("=")
+        if not qty.isdigit():
+            raise ValueError(f"--cea takes VINTAGE=TONNES, e.g. CEA25=9500, not {item!r}")
+        allowances[code] = int(qty)
+    request = Surrender(args.member, args.obligation, allowances, args.ccer)
+    try:
+        done = surrender(Ledger(args.ledger), request, args.recorded)
+    except SurrenderRefused as exc:
+        print(f"cxe surrender: refused: {exc}", file=sys.stderr)
+        return 3
+    print(
+        f"member {done.member} surrendered {done.total:,} t against {done.obligation:,} t "
+        f"({sum(done.allowances.values()):,} t allowances, {done.ccer:,} t CCER); "
+        f"shortfall {max(done.shortfall, 0):,} t"
+    )
     return 0
 
 
@@ -50,7 +129,50 @@ def build_parser() -> argparse.ArgumentParser:
         help="continuous-trading steps per instrument (default 3000)",
     )
     demo.add_argument("--market", metavar="TOML", help="market config file (default: embedded)")
+    demo.add_argument(
+        "--out",
+        metavar="DIR",
+        help="also write the day's command log (commands.log) and trade log (trades.log) into DIR",
+    )
     demo.set_defaults(run=cmd_demo)
+
+    clear = commands.add_parser(
+        "clear",
+        help="capture a trade log, net the day and settle it into the ledger (DVP)",
+        description="Capture the exchange's trade log into the clearing store (gap-free, "
+        "exactly once), check it against the end-of-day records, net per member and "
+        "instrument, settle delivery versus payment into the SQLite ledger (once per date), "
+        "and write statements, a day summary and the next day's opening balances.",
+    )
+    clear.add_argument("--date", required=True, help="trading day, YYYY-MM-DD")
+    clear.add_argument("--trades", required=True, metavar="LOG", help="trade log to capture")
+    clear.add_argument("--store", default="clearing.db", help="trade store (default clearing.db)")
+    clear.add_argument("--ledger", default="ledger.db", help="settled ledger (default ledger.db)")
+    clear.add_argument("--market", metavar="FILE", help="market config (default: embedded)")
+    clear.add_argument("--gross", action="store_true", help="settle trade by trade, not net")
+    clear.add_argument("--out", default="clearing-out", help="where statements go")
+    clear.add_argument("--json", action="store_true", help="print the report as JSON")
+    clear.set_defaults(run=cmd_clear)
+
+    give = commands.add_parser(
+        "surrender",
+        help="surrender allowances and CCER against a verified emissions obligation",
+        description="Debit a member's settled allowances (and at most 5%% of the obligation "
+        "in CCER) against its verified obligation, and record it.",
+    )
+    give.add_argument("--ledger", default="ledger.db", help="settled ledger (default ledger.db)")
+    give.add_argument("--member", type=int, required=True)
+    give.add_argument("--obligation", type=int, required=True, help="verified emissions, t")
+    give.add_argument(
+        "--cea",
+        action="append",
+        default=[],
+        metavar="VINTAGE=TONNES",
+        help="allowances to surrender, e.g. --cea CEA25=9500 (repeatable)",
+    )
+    give.add_argument("--ccer", type=int, default=0, help="CCER tonnes (at most 5%%)")
+    give.add_argument("--recorded", default="", help="a note kept with the record")
+    give.set_defaults(run=cmd_surrender)
     return parser
 
 

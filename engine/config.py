@@ -100,8 +100,10 @@ def default_market() -> MarketConfig:
 
 
 def load_market(path: str | Path) -> MarketConfig:
-    """Read a market from TOML; raises ValueError naming the file and the bad field."""
+    """Read a market from TOML (or JSON, as clearing exports it); raises ValueError naming the
+    file and the bad field."""
+    decode = msgspec.json.decode if str(path).endswith(".json") else msgspec.toml.decode
     try:
-        return msgspec.toml.decode(Path(path).read_bytes(), type=MarketConfig)
+        return decode(Path(path).read_bytes(), type=MarketConfig)
     except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from exc

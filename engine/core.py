@@ -404,6 +404,7 @@ class Exchange(SessionCommands, OffBookCommands):
             self.seq,
             self.next_trade_id,
             self.ts_ns,
+            self.date,
             market.code,
             price,
             qty,

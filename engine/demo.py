@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from engine.clearing.capture import TradeLogWriter
 from engine.config import MarketConfig
 from engine.core import Exchange
+from engine.journal import CommandLog
 from engine.protocol import (
     Accepted,
     AuctionBid,
@@ -75,6 +78,8 @@ class DemoDay:
     steps: int
     exchange: Exchange = field(init=False)
     log: list[str] = field(default_factory=list)
+    command_log: CommandLog | None = None
+    trade_log: TradeLogWriter | None = None
 
     def __post_init__(self) -> None:
         self.exchange = Exchange(self.market)
@@ -96,7 +101,11 @@ class DemoDay:
 
     def send(self, command, phase: str = "") -> list:
         self.clock += 50_000_000  # the sequencer's clock: 50 ms per command
+        if self.command_log is not None:
+            self.command_log.append(self.exchange.seq + 1, self.clock, command)
         events = self.exchange.apply(command, self.clock)
+        if self.trade_log is not None:
+            self.trade_log.record(events)
         for event in events:
             if isinstance(event, Trade) and phase:
                 self.figures.setdefault(f"{phase}:{event.instrument}", Figures()).add(event)
@@ -301,7 +310,19 @@ def render(day: DemoDay) -> str:
     return "\n".join(lines)
 
 
-def run_demo(market: MarketConfig, seed: int = 7, steps: int = 3_000) -> DemoDay:
+def run_demo(
+    market: MarketConfig, seed: int = 7, steps: int = 3_000, out: str | None = None
+) -> DemoDay:
+    """Run the day; with `out`, write its command log and trade log there."""
     day = DemoDay(market, seed, steps)
-    day.run()
+    if out is None:
+        day.run()
+        return day
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with (
+        CommandLog(Path(out) / "commands.log") as commands,
+        TradeLogWriter(Path(out) / "trades.log") as trades,
+    ):
+        day.command_log, day.trade_log = commands, trades
+        day.run()
     return day

@@ -1,7 +1,7 @@
 """Command log: the sequenced commands an Exchange applied, as framed records in a file.
 
-Frame: 4-byte little-endian payload length, 4-byte CRC32 of the payload, then the payload:
-msgpack [seq, ts_ns, command] (the command in its protocol encoding). Invariants:
+Frames as in engine.framing (length, CRC32, payload); the payload is msgpack
+[seq, ts_ns, command] (the command in its protocol encoding). Invariants:
 - records are appended in sequence order; replaying them into a fresh Exchange built from the
   same config reproduces the same events and the same `state_hash()`;
 - a torn final frame (a crash mid-write) is reported and ignored when reading: everything
@@ -12,9 +12,6 @@ for a batch, then `sync` once, then acknowledges).
 
 from __future__ import annotations
 
-import os
-import struct
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,15 +19,11 @@ from pathlib import Path
 import msgspec
 
 from engine.core import Exchange
+from engine.framing import CorruptLog, FramedWriter, read_frames
 from engine.protocol import Command, Event
 
-HEADER = struct.Struct("<II")
 _record_decoder = msgspec.msgpack.Decoder(tuple[int, int, Command])
 _encoder = msgspec.msgpack.Encoder()
-
-
-class CorruptLog(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -40,49 +33,18 @@ class LogRecord:
     command: Command
 
 
-class CommandLog:
-    """Append-only writer."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._file = open(self.path, "ab")  # noqa: SIM115 - closed by close()
+class CommandLog(FramedWriter):
+    """Append-only writer of [seq, ts_ns, command] records."""
 
     def append(self, seq: int, ts_ns: int, command: Command) -> None:
-        payload = _encoder.encode((seq, ts_ns, command))
-        self._file.write(HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
-
-    def sync(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        self.sync()
-        self._file.close()
-
-    def __enter__(self) -> CommandLog:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        self.write(_encoder.encode((seq, ts_ns, command)))
 
 
 def read_log(path: str | Path) -> Iterator[LogRecord]:
     """Records in order; stops quietly at a torn final frame, raises CorruptLog otherwise."""
-    data = Path(path).read_bytes()
-    offset = 0
-    while offset < len(data):
-        if offset + HEADER.size > len(data):
-            return  # torn header at the end
-        length, crc = HEADER.unpack_from(data, offset)
-        start, end = offset + HEADER.size, offset + HEADER.size + length
-        if end > len(data):
-            return  # torn payload at the end
-        payload = data[start:end]
-        if zlib.crc32(payload) != crc:
-            raise CorruptLog(f"{path}: checksum mismatch in the record at byte {offset}")
+    for _, payload in read_frames(path):
         seq, ts_ns, command = _record_decoder.decode(payload)
         yield LogRecord(seq, ts_ns, command)
-        offset = end
 
 
 class RecordingExchange:

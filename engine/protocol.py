@@ -310,6 +310,7 @@ class Trade(_Message, tag=106):
     seq: int
     trade_id: int
     ts_ns: int
+    date: str  # the trading day it belongs to (settlement date)
     instrument: str
     price: int
     qty: int

@@ -1,0 +1,1 @@
+"""Clearing: trade capture, end-of-day netting, DVP settlement ledger, statements, surrender."""
