@@ -15,6 +15,7 @@ import platform
 import sys
 
 from bench.book import book_benchmarks, memory_benchmark
+from bench.clearing import netting_benchmark
 from bench.exchange import exchange_benchmark, uncross_benchmark
 
 
@@ -43,6 +44,8 @@ def run(names: set[str] | None, quick: bool):
         yield exchange_benchmark(messages=200_000 if quick else 1_000_000)
     if wanted("uncross"):
         yield uncross_benchmark(orders=100_000)
+    if wanted("netting"):
+        yield netting_benchmark(trades=10_000_000)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,16 +58,19 @@ def main(argv: list[str] | None = None) -> int:
     if not args.json:
         print(f"machine: {host}")
     for result in run(set(args.only) if args.only else None, args.quick):
-        result["ratio"] = result["value"] / result["reference"] if result["reference"] else None
+        reference = result["reference"]
+        result["ratio"] = result["value"] / reference if reference else None
         result["machine"] = host
         if args.json:
             print(json.dumps(result), flush=True)
         else:
-            print(
-                f"{result['bench']:<16} {result['value']:>14,.1f} {result['unit']:<12} "
-                f"reference {result['reference']:>14,.1f}  ratio {result['ratio']:.2f}",
-                flush=True,
+            versus = (
+                f"reference {reference:>14,.1f}  ratio {result['ratio']:.2f}"
+                if reference
+                else "(no reference implementation)"
             )
+            value = f"{result['bench']:<16} {result['value']:>14,.1f} {result['unit']:<12}"
+            print(f"{value} {versus}", flush=True)
     return 0
 
 

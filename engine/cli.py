@@ -76,7 +76,8 @@ def cmd_clear(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"wrote {path}")
     opening = Path(args.out) / f"opening-after-{args.date}.json"
-    opening.write_bytes(msgspec.json.encode(ledger.opening_market(market)))
+    closes = {code: r.close for code, r in store.day_records(args.date).items()}
+    opening.write_bytes(msgspec.json.encode(ledger.opening_market(market, closes)))
     if not args.json:
         print(f"wrote {opening} (opening balances for the next day: cxe ... --market {opening})")
     return 0

@@ -146,3 +146,70 @@ def test_without_any_writable_cache_home_it_falls_back_to_a_temp_dir(read_only_i
     assert result.returncode == 0, result.stderr
     assert "([(100, 2, 1)], [])" in result.stdout
     assert "cxe-numba-" in result.stdout.splitlines()[-1]
+
+
+def test_clear_settles_a_demo_day_once_and_writes_statements(tmp_path):
+    demo = cxe("demo", "--steps", "200", "--seed", "2", "--out", str(tmp_path))
+    assert demo.returncode == 0, demo.stderr
+    args = [
+        "clear",
+        "--date",
+        "2026-11-24",
+        "--trades",
+        str(tmp_path / "trades.log"),
+        "--store",
+        str(tmp_path / "c.db"),
+        "--ledger",
+        str(tmp_path / "l.db"),
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    first = cxe(*args)
+    assert first.returncode == 0, first.stderr
+    assert "settled 2026-11-24 (net" in first.stdout
+    statements = (tmp_path / "out" / "statements-2026-11-24.csv").read_text().splitlines()
+    assert statements[0].startswith("date,member,instrument,bought,sold,net_qty")
+    assert len(statements) > 10
+    second = cxe(*args)
+    assert second.returncode == 0
+    assert "already settled" in second.stderr
+    opening = tmp_path / "out" / "opening-after-2026-11-24.json"
+    again = cxe("demo", "--steps", "50", "--market", str(opening))
+    assert again.returncode == 0, again.stderr
+
+
+def test_surrender_refuses_more_than_five_percent_ccer(tmp_path):
+    ledger = str(tmp_path / "l.db")
+    from engine.clearing.settlement import Ledger
+    from engine.config import default_market
+
+    Ledger(ledger).load_opening(default_market().members)
+    refused = cxe(
+        "surrender",
+        "--ledger",
+        ledger,
+        "--member",
+        "5",
+        "--obligation",
+        "10000",
+        "--cea",
+        "CEA25=9000",
+        "--ccer",
+        "1000",
+    )
+    assert refused.returncode == 3 and "at most 5%" in refused.stderr
+    done = cxe(
+        "surrender",
+        "--ledger",
+        ledger,
+        "--member",
+        "5",
+        "--obligation",
+        "10000",
+        "--cea",
+        "CEA25=9500",
+        "--ccer",
+        "500",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "surrendered 10,000 t" in done.stdout

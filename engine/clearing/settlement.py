@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import numpy as np
 
 from engine.clearing.capture import TradeStore, connect
@@ -179,10 +180,18 @@ class Ledger:
 
     # -- next day -------------------------------------------------------------------------------
 
-    def opening_market(self, market: MarketConfig) -> MarketConfig:
-        """The market config with members' cash and holdings from the settled ledger: what
-        the exchange core loads at the next start of day."""
+    def opening_market(
+        self, market: MarketConfig, closes: dict[str, int] | None = None
+    ) -> MarketConfig:
+        """The market config with members' cash and holdings from the settled ledger, and each
+        instrument's reference price set to the day's close: what the exchange core loads at
+        the next start of day."""
         held = self.balances()
+        closes = closes or {}
+        instruments = [
+            msgspec.structs.replace(i, reference_price=closes.get(i.code, i.reference_price))
+            for i in market.instruments
+        ]
         members = [
             Member(
                 id=m.id,
@@ -197,7 +206,7 @@ class Ledger:
             name=market.name,
             timezone=market.timezone,
             sessions=market.sessions,
-            instruments=market.instruments,
+            instruments=instruments,
             members=members,
             schedule=market.schedule,
         )
@@ -258,4 +267,4 @@ def gross_postings(trades: list[Trade], market: MarketConfig) -> list[tuple[int,
             (t.seller, t.instrument, -t.qty),
             (EXCHANGE, CASH, 2 * fee),
         ]
-    return postings
+    return [posting for posting in postings if posting[2]]

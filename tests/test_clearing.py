@@ -1,0 +1,304 @@
+"""Clearing: capture, netting, DVP settlement, statements, surrender (real SQLite files)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.clearing.capture import (
+    ConflictingDuplicate,
+    TradeGap,
+    TradeLogWriter,
+    TradeStore,
+    capture_file,
+)
+from engine.clearing.compliance import Surrender, SurrenderRefused, surrender
+from engine.clearing.netting import TradeArrays, check_conservation, net
+from engine.clearing.report import statement_rows, write_files
+from engine.clearing.settlement import CASH, EXCHANGE, Ledger, SettlementRefused
+from engine.config import MarketConfig, Member, default_market
+from engine.demo import run_demo
+from engine.instruments import Instrument
+from engine.protocol import DayClosed, Trade, trades_digest
+
+DATE = "2026-11-24"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def trade(tid, code, buyer, seller, price, qty, date=DATE):
+    return Trade(
+        tid, tid, tid, date, code, price, qty, buyer, seller, 100 + tid, 200 + tid, -1, "continuous"
+    )
+
+
+def closed(trades, code, date=DATE):
+    mine = [t for t in trades if t.instrument == code]
+    return DayClosed(0, date, code, len(mine), sum(t.qty for t in mine), 0, trades_digest(mine))
+
+
+def market(*codes: str, cash: int = 10**12, stock: int = 10**6) -> MarketConfig:
+    instruments = [Instrument(code=c, name=c, product="CEA", reference_price=6000) for c in codes]
+    members = [
+        Member(id=m, name=f"M{m}", cash=cash, holdings=dict.fromkeys(codes, stock))
+        for m in (1, 2, 3)
+    ]
+    return MarketConfig(name="t", instruments=instruments, members=members)
+
+
+def write_log(path, records):
+    with TradeLogWriter(path) as log:
+        for record in records:
+            log.record([record])
+
+
+GOLDEN = [
+    trade(1, "CEA25", 1, 2, 6000, 100),  # value 600,000 fen; fee 3,600 each side
+    trade(2, "CEA25", 2, 3, 6010, 50),  # value 300,500; fee 1,803
+    trade(3, "CCER", 3, 1, 8233, 7),  # value 57,631; fee 345 (345.786 rounded down)
+]
+
+
+def test_a_golden_day_nets_to_hand_checked_statements(tmp_path):
+    records = [*GOLDEN, closed(GOLDEN, "CEA25"), closed(GOLDEN, "CCER")]
+    write_log(tmp_path / "t.log", records)
+    store = TradeStore(tmp_path / "c.db")
+    assert capture_file(store, tmp_path / "t.log").stored == 3
+    ledger = Ledger(tmp_path / "l.db")
+    config = market("CEA25", "CCER")
+    ledger.load_opening(config.members)
+    report = ledger.settle(DATE, store, config)
+    assert not report.failures
+    rows = {(r["member"], r["instrument"]): r for r in statement_rows(report)}
+    assert rows[(1, "CEA25")] == {
+        "date": DATE,
+        "member": 1,
+        "instrument": "CEA25",
+        "bought": 100,
+        "sold": 0,
+        "net_qty": 100,
+        "buy_value": 600_000,
+        "sell_value": 0,
+        "fees": 3_600,
+        "net_cash": -603_600,
+    }
+    assert rows[(2, "CEA25")]["net_qty"] == -50
+    assert rows[(2, "CEA25")]["net_cash"] == 600_000 - 300_500 - 3_600 - 1_803
+    assert rows[(3, "CEA25")]["net_cash"] == 300_500 - 1_803
+    assert rows[(1, "CCER")]["net_cash"] == 57_631 - 345
+    assert rows[(3, "CCER")]["net_cash"] == -57_631 - 345
+    assert report.netting.total_fees == 2 * (3_600 + 1_803 + 345)
+    assert ledger.balance(EXCHANGE, CASH) == 2 * (3_600 + 1_803 + 345)
+    assert ledger.balance(1, "CEA25") == 10**6 + 100
+    assert ledger.balance(1, CASH) == 10**12 - 603_600 + 57_631 - 345
+    files = write_files(report, tmp_path / "out")
+    first = (tmp_path / "out" / f"statements-{DATE}.csv").read_bytes()
+    write_files(report, tmp_path / "out")
+    assert (tmp_path / "out" / f"statements-{DATE}.csv").read_bytes() == first
+    assert any(p.name == f"summary-{DATE}.csv" for p in files)
+
+
+def test_a_day_settles_once(tmp_path):
+    records = [*GOLDEN, closed(GOLDEN, "CEA25"), closed(GOLDEN, "CCER")]
+    write_log(tmp_path / "t.log", records)
+    store, ledger, config = (
+        TradeStore(tmp_path / "c.db"),
+        Ledger(tmp_path / "l.db"),
+        market("CEA25", "CCER"),
+    )
+    capture_file(store, tmp_path / "t.log")
+    ledger.load_opening(config.members)
+    ledger.settle(DATE, store, config)
+    balances = ledger.balances()
+    again = ledger.settle(DATE, store, config)
+    assert again.already_settled and ledger.balances() == balances
+
+
+def test_capture_ignores_duplicates_and_stops_at_a_gap(tmp_path):
+    store = TradeStore(tmp_path / "c.db")
+    assert store.capture(GOLDEN[:2]).stored == 2
+    result = store.capture(GOLDEN)
+    assert (result.stored, result.duplicates) == (1, 2)
+    with pytest.raises(TradeGap, match=r"expected trade 4, got 6; re-request trades 4\.\.5"):
+        store.capture([trade(6, "CEA25", 1, 2, 6000, 1)])
+    assert store.last_trade_id() == 3
+    with pytest.raises(ConflictingDuplicate):
+        store.capture([trade(2, "CEA25", 2, 3, 6010, 51)])
+
+
+def test_settlement_refuses_when_clearing_does_not_hold_what_the_exchange_printed(tmp_path):
+    store, config = TradeStore(tmp_path / "c.db"), market("CEA25", "CCER")
+    ledger = Ledger(tmp_path / "l.db")
+    ledger.load_opening(config.members)
+    store.capture(GOLDEN[:1])
+    with pytest.raises(SettlementRefused, match="no end-of-day record"):
+        ledger.settle(DATE, store, config)
+    store.capture([closed(GOLDEN, "CEA25"), closed(GOLDEN, "CCER")])
+    with pytest.raises(SettlementRefused, match=r"reports 2 trades.*clearing holds 1"):
+        ledger.settle(DATE, store, config)
+
+
+def test_a_member_short_of_cash_is_a_settlement_failure_and_nothing_is_written(tmp_path):
+    config = market("CEA25", "CCER", cash=100_000)
+    store, ledger = TradeStore(tmp_path / "c.db"), Ledger(tmp_path / "l.db")
+    store.capture([*GOLDEN, closed(GOLDEN, "CEA25"), closed(GOLDEN, "CCER")])
+    ledger.load_opening(config.members)
+    before = ledger.balances()
+    report = ledger.settle(DATE, store, config)
+    assert report.failures and "member 1 CASH" in report.failures[0]
+    assert ledger.balances() == before and not ledger.settled(DATE)
+
+
+trade_sets = st.lists(
+    st.tuples(
+        st.sampled_from(["A", "B", "C"]),
+        st.integers(1, 6),
+        st.integers(1, 6),
+        st.integers(1, 20_000),
+        st.integers(1, 5_000),
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(trade_sets)
+def test_random_days_conserve_and_net_equals_gross(tmp_path_factory, rows):
+    rows = [r for r in rows if r[1] != r[2]] or [("A", 1, 2, 100, 1)]
+    trades = [trade(i, c, b, s, p, q) for i, (c, b, s, p, q) in enumerate(rows, 1)]
+    codes = ["A", "B", "C"]
+    arrays = TradeArrays(
+        codes,
+        *(
+            np.array(col, dtype=np.int64)
+            for col in zip(
+                *[(codes.index(t.instrument), t.buyer, t.seller, t.price, t.qty) for t in trades],
+                strict=True,
+            )
+        ),
+    )
+    netting = net(arrays, np.array([6_000, 6_000, 0], dtype=np.int64))
+    check_conservation(netting)
+    config = MarketConfig(
+        name="t",
+        instruments=[
+            Instrument(
+                code=c, name=c, product="CEA", reference_price=100, fee_ppm=0 if c == "C" else 6_000
+            )
+            for c in codes
+        ],
+        members=[
+            Member(id=m, name=str(m), cash=10**13, holdings=dict.fromkeys(codes, 10**7))
+            for m in range(1, 7)
+        ],
+    )
+    records = [*trades, *(closed(trades, c) for c in codes)]
+    balances = []
+    for gross in (False, True):
+        tmp = tmp_path_factory.mktemp("day")
+        store, ledger = TradeStore(tmp / "c.db"), Ledger(tmp / "l.db")
+        store.capture(records)
+        ledger.load_opening(config.members)
+        report = ledger.settle(DATE, store, config, gross=gross)
+        assert not report.failures
+        balances.append(ledger.balances())
+    assert balances[0] == balances[1]
+    total_cash = sum(v for (m, a), v in balances[0].items() if a == CASH)
+    assert total_cash == 6 * 10**13
+
+
+def test_the_loop_engine_to_clearing_to_engine_closes(tmp_path):
+    config = default_market()
+    day = run_demo(config, seed=5, steps=300, out=str(tmp_path))
+    store, ledger = TradeStore(tmp_path / "c.db"), Ledger(tmp_path / "l.db")
+    capture_file(store, tmp_path / "trades.log")
+    ledger.load_opening(config.members)
+    report = ledger.settle(DATE, store, config)
+    assert not report.failures and report.netting.trades > 1000
+    assert ledger.balance(EXCHANGE, CASH) == day.exchange.accounts.fees
+    closes = {code: r.close for code, r in store.day_records(DATE).items()}
+    opening = ledger.opening_market(config, closes)
+    for inst in opening.instruments:
+        assert inst.reference_price == day.exchange.markets[inst.code].reference
+    for member in opening.members:
+        account = day.exchange.accounts.get(member.id)
+        assert member.cash == account.cash + account.cash_frozen
+        for code, qty in member.holdings.items():
+            assert qty == account.holding(code).total
+
+
+def test_surrender_enforces_the_ccer_cap_and_holdings(tmp_path):
+    ledger = Ledger(tmp_path / "l.db")
+    ledger.load_opening([Member(id=1, name="A", holdings={"CEA25": 9_000, "CCER": 1_000})])
+    with pytest.raises(SurrenderRefused, match="at most 5%"):
+        surrender(ledger, Surrender(1, 10_000, {"CEA25": 9_000}, 501), "")
+    with pytest.raises(SurrenderRefused, match="holds 9000 t of CEA25"):
+        surrender(ledger, Surrender(1, 10_000, {"CEA25": 9_600}, 400), "")
+    with pytest.raises(SurrenderRefused, match="against an obligation"):
+        surrender(ledger, Surrender(1, 9_000, {"CEA25": 9_000}, 400), "")
+    done = surrender(ledger, Surrender(1, 10_000, {"CEA25": 9_000}, 500), "2025 emissions")
+    assert done.shortfall == 500
+    assert ledger.balance(1, "CEA25") == 0 and ledger.balance(1, "CCER") == 500
+    rows = ledger.db.execute("SELECT asset, qty FROM surrenders ORDER BY asset").fetchall()
+    assert rows == [("CCER", 500), ("CEA25", 9_000)]
+
+
+CRASH_SCRIPT = textwrap.dedent("""
+    import sys, time
+    from engine.clearing import settlement
+    from engine.clearing.capture import TradeStore
+    from tests.test_clearing import market
+
+    class PausingConnection:  # pauses for good after the second posting row is written
+        def __init__(self, db):
+            self.db, self.postings = db, 0
+        def execute(self, sql, *args):
+            result = self.db.execute(sql, *args)
+            if sql.startswith("INSERT INTO postings"):
+                self.postings += 1
+                if self.postings == 2:
+                    print("inside", flush=True)
+                    time.sleep(60)
+            return result
+
+    ledger = settlement.Ledger(sys.argv[1])
+    ledger.db = PausingConnection(ledger.db)
+    ledger.settle("2026-11-24", TradeStore(sys.argv[2]), market("CEA25", "CCER"))
+""")
+
+
+def test_a_crash_mid_settlement_leaves_the_ledger_as_it_was(tmp_path):
+    store, ledger, config = (
+        TradeStore(tmp_path / "c.db"),
+        Ledger(tmp_path / "l.db"),
+        market("CEA25", "CCER"),
+    )
+    store.capture([*GOLDEN, closed(GOLDEN, "CEA25"), closed(GOLDEN, "CCER")])
+    ledger.load_opening(config.members)
+    before = ledger.balances()
+    ledger.close()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CRASH_SCRIPT, str(tmp_path / "l.db"), str(tmp_path / "c.db")],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout.readline().strip() == "inside"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    time.sleep(0.1)
+    ledger = Ledger(tmp_path / "l.db")
+    assert ledger.balances() == before and not ledger.settled(DATE)
+    assert ledger.db.execute("SELECT COUNT(*) FROM postings").fetchone()[0] == 0
+    assert not ledger.settle(DATE, store, config).failures
+    assert ledger.settled(DATE)
