@@ -22,7 +22,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     market = _market(args.market)
     started = time.perf_counter()
-    day = run_demo(market, seed=args.seed, steps=args.steps, out=args.out)
+    day = run_demo(market, seed=args.seed, steps=args.steps, out=args.out, date=args.date)
     print(render(day))
     if args.out:
         print(f"wrote {args.out}/commands.log and {args.out}/trades.log")
@@ -31,6 +31,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_clear(args: argparse.Namespace) -> int:
+    from engine.clearing.capture import ConflictingDuplicate, TradeGap
+    from engine.clearing.netting import ConservationError
+    from engine.clearing.settlement import SettlementRefused
+
+    try:
+        return _clear(args)
+    except (TradeGap, ConflictingDuplicate, SettlementRefused, ConservationError) as exc:
+        print(f"cxe clear: {exc}", file=sys.stderr)
+        return 3
+
+
+def _clear(args: argparse.Namespace) -> int:
     import msgspec
 
     from engine.clearing.capture import TradeStore, capture_file
@@ -89,10 +101,14 @@ def cmd_surrender(args: argparse.Namespace) -> int:
 
     allowances = {}
     for item in args.cea:
-        code, _, qty = item.partition("=")
-        if not qty.isdigit():
-            raise ValueError(f"--cea takes VINTAGE=TONNES, e.g. CEA25=9500, not {item!r}")
-        allowances[code] = int(qty)
+        code, _, qty = item.rpartition("=")
+        code = code or args.vintage
+        if not qty.isdigit() or not code:
+            raise ValueError(
+                f"--cea takes TONNES with --vintage, or VINTAGE=TONNES "
+                f"(e.g. CEA25=9500), not {item!r}"
+            )
+        allowances[code] = allowances.get(code, 0) + int(qty)
     request = Surrender(args.member, args.obligation, allowances, args.ccer)
     try:
         done = surrender(Ledger(args.ledger), request, args.recorded)
@@ -129,7 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=3_000,
         help="continuous-trading steps per instrument (default 3000)",
     )
-    demo.add_argument("--market", metavar="TOML", help="market config file (default: embedded)")
+    demo.add_argument(
+        "--market",
+        metavar="FILE",
+        help="market config, TOML or clearing's JSON (default: the embedded market)",
+    )
+    demo.add_argument("--date", default="2026-11-24", help="trading day (default 2026-11-24)")
     demo.add_argument(
         "--out",
         metavar="DIR",
@@ -168,9 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--cea",
         action="append",
         default=[],
-        metavar="VINTAGE=TONNES",
-        help="allowances to surrender, e.g. --cea CEA25=9500 (repeatable)",
+        metavar="[VINTAGE=]TONNES",
+        help="allowances to surrender, e.g. --cea CEA25=9500 (repeatable), or --cea 9500 "
+        "with --vintage",
     )
+    give.add_argument("--vintage", help="the CEA vintage of a --cea given as plain tonnes")
     give.add_argument("--ccer", type=int, default=0, help="CCER tonnes (at most 5%%)")
     give.add_argument("--recorded", default="", help="a note kept with the record")
     give.set_defaults(run=cmd_surrender)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from engine.clearing.capture import TradeLogWriter
@@ -44,7 +45,12 @@ from engine.protocol import (
 from engine.types import Side, TimeInForce, format_price
 
 DATE = "2026-11-24"
-DAY_START_NS = 1_795_478_400 * 1_000_000_000 + 1 * 3600 * 1_000_000_000  # 09:00 Shanghai
+
+
+def day_start_ns(date: str) -> int:
+    """09:00 Asia/Shanghai (01:00 UTC) on `date`, in ns since the epoch."""
+    midnight = datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=UTC)
+    return (int(midnight.timestamp()) + 3600) * 1_000_000_000
 
 
 @dataclass
@@ -76,6 +82,7 @@ class DemoDay:
     market: MarketConfig
     seed: int
     steps: int
+    date: str = DATE
     exchange: Exchange = field(init=False)
     log: list[str] = field(default_factory=list)
     command_log: CommandLog | None = None
@@ -84,7 +91,7 @@ class DemoDay:
     def __post_init__(self) -> None:
         self.exchange = Exchange(self.market)
         self.rng = random.Random(self.seed)
-        self.clock = DAY_START_NS
+        self.clock = day_start_ns(self.date)
         self.n = 0
         self.codes = [i.code for i in self.market.instruments]
         self.fair = {i.code: i.reference_price for i in self.market.instruments}
@@ -203,8 +210,8 @@ class DemoDay:
 
     def run(self) -> None:
         x = self.send
-        x(StartOfDay(DATE))
-        self.log.append(f"Trading day {DATE}: opening calls")
+        x(StartOfDay(self.date))
+        self.log.append(f"Trading day {self.date}: opening calls")
         for code in self.codes:
             x(OpenCall(code))
             self.call_orders(code, 60)
@@ -311,10 +318,14 @@ def render(day: DemoDay) -> str:
 
 
 def run_demo(
-    market: MarketConfig, seed: int = 7, steps: int = 3_000, out: str | None = None
+    market: MarketConfig,
+    seed: int = 7,
+    steps: int = 3_000,
+    out: str | None = None,
+    date: str = DATE,
 ) -> DemoDay:
     """Run the day; with `out`, write its command log and trade log there."""
-    day = DemoDay(market, seed, steps)
+    day = DemoDay(market, seed, steps, date)
     if out is None:
         day.run()
         return day

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,10 @@ from engine.clearing.capture import (
     TradeLogWriter,
     TradeStore,
     capture_file,
+    read_trade_log,
 )
 from engine.clearing.compliance import Surrender, SurrenderRefused, surrender
-from engine.clearing.netting import TradeArrays, check_conservation, net
+from engine.clearing.netting import ConservationError, TradeArrays, check_conservation, net
 from engine.clearing.report import statement_rows, write_files
 from engine.clearing.settlement import CASH, EXCHANGE, Ledger, SettlementRefused
 from engine.config import MarketConfig, Member, default_market
@@ -302,3 +304,58 @@ def test_a_crash_mid_settlement_leaves_the_ledger_as_it_was(tmp_path):
     assert ledger.db.execute("SELECT COUNT(*) FROM postings").fetchone()[0] == 0
     assert not ledger.settle(DATE, store, config).failures
     assert ledger.settled(DATE)
+
+
+def test_a_conservation_failure_aborts_with_the_offending_figures():
+    good = net(
+        TradeArrays(["A"], *(np.array([v], dtype=np.int64) for v in (0, 1, 2, 100, 5))),
+        np.array([6_000], dtype=np.int64),
+    )
+    broken = replace(good, sold=good.sold * 0)
+    with pytest.raises(ConservationError, match="A: net quantities sum to 5, not 0"):
+        check_conservation(broken)
+
+
+CAPTURE_CRASH = textwrap.dedent("""
+    import sys, time
+    from engine.clearing.capture import TradeStore, read_trade_log
+
+    class PausingConnection:  # pauses for good after the 500th trade row
+        def __init__(self, db):
+            self.db, self.rows = db, 0
+        def execute(self, sql, *args):
+            result = self.db.execute(sql, *args)
+            if sql.startswith("INSERT INTO trades"):
+                self.rows += 1
+                if self.rows == 500:
+                    print("inside", flush=True)
+                    time.sleep(60)
+            return result
+
+    store = TradeStore(sys.argv[1])
+    store.db = PausingConnection(store.db)
+    store.capture(read_trade_log(sys.argv[2]))
+""")
+
+
+def test_capture_killed_midway_then_restarted_loses_and_doubles_nothing(tmp_path):
+    run_demo(default_market(), seed=4, steps=200, out=str(tmp_path))
+    store = TradeStore(tmp_path / "c.db")
+    half = [r for _, r in zip(range(300), read_trade_log(tmp_path / "trades.log"), strict=False)]
+    store.capture(half)
+    store.close()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CAPTURE_CRASH, str(tmp_path / "c.db"), str(tmp_path / "trades.log")],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout.readline().strip() == "inside"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    store = TradeStore(tmp_path / "c.db")
+    assert store.last_trade_id() == 300
+    result = capture_file(store, tmp_path / "trades.log")
+    total = sum(1 for r in read_trade_log(tmp_path / "trades.log") if isinstance(r, Trade))
+    assert store.last_trade_id() == total == 300 + result.stored
+    assert store.db.execute("SELECT COUNT(*) FROM trades").fetchone()[0] == total

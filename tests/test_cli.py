@@ -207,9 +207,14 @@ def test_surrender_refuses_more_than_five_percent_ccer(tmp_path):
         "--obligation",
         "10000",
         "--cea",
-        "CEA25=9500",
+        "9000",
+        "--cea",
+        "CEA24=500",
+        "--vintage",
+        "CEA25",
         "--ccer",
         "500",
     )
     assert done.returncode == 0, done.stderr
+    assert Ledger(ledger).balance(5, "CEA25") == 2_000_000 - 9_000
     assert "surrendered 10,000 t" in done.stdout
