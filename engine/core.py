@@ -21,7 +21,6 @@ import hashlib
 from zoneinfo import ZoneInfo
 
 import msgspec
-import numpy as np
 
 from engine.book import Book, EventKind
 from engine.book.auction import equilibrium
@@ -62,8 +61,6 @@ from engine.protocol import (
 from engine.risk import Accounts, freeze_for
 from engine.sessions import SessionCommands
 from engine.types import CancelReason, OrderType, Phase, Side
-
-DEPTH_LEVELS = 5  # levels per side in DepthChanged
 
 
 class Exchange(SessionCommands, OffBookCommands):
@@ -438,10 +435,10 @@ class Exchange(SessionCommands, OffBookCommands):
                 del self.orders[order.order_id]
 
     def _publish(self, market: Market) -> None:
-        top = market.book.top(DEPTH_LEVELS)
-        if not np.array_equal(top, market.published_depth):
-            market.published_depth = top
-            bids, asks = ([(p, q) for p, q in levels if q] for levels in top.tolist())
+        if market.book.refresh_top(market.published_depth):
+            bids, asks = (
+                [(p, q) for p, q in levels if q] for levels in market.published_depth.tolist()
+            )
             self.out.append(DepthChanged(self.seq, market.code, bids, asks))
         if market.phase in CALL_PHASES:
             found = equilibrium(

@@ -23,6 +23,7 @@ from engine.types import Phase
 
 LISTED_VENUES = frozenset({"continuous", "call", "pick"})  # count towards the close
 CALL_PHASES = frozenset({Phase.CALL, Phase.CLOSING_CALL})
+DEPTH_LEVELS = 5  # levels per side in DepthChanged events
 
 
 @dataclass
@@ -47,7 +48,7 @@ class Market:
         self.band = instrument.band(self.reference)
         self.book.set_band(*self.band)
         self.one_way: OneWayAuction | None = None
-        self.published_depth = np.zeros((2, 5, 2), dtype=np.int64)
+        self.published_depth = np.zeros((2, DEPTH_LEVELS, 2), dtype=np.int64)
         self.published_indicative: tuple = (0, 0, 0)
         self.new_day()
 

@@ -19,7 +19,15 @@ from typing import NamedTuple
 import numpy as np
 
 from engine.book.events import BookEvent
-from engine.book.kernel import add_one, apply_batch, apply_one, cancel_one, depth_levels, ht_find
+from engine.book.kernel import (
+    add_one,
+    apply_batch,
+    apply_one,
+    cancel_one,
+    depth_levels,
+    ht_find,
+    refresh_top,
+)
 from engine.book.layout import (
     CMD_ADD,
     CMD_AMEND,
@@ -241,14 +249,11 @@ class Book:
         n = depth_levels(st.lad, st.bm, st.meta, side, levels, out)
         return [tuple(row) for row in out[:n].tolist()]
 
-    def top(self, levels: int) -> np.ndarray:
-        """(2, levels, 2) int64: [side][k] = (price, qty) of the best levels, zeros past the
-        last. One compiled call: cheap enough to compare after every command."""
+    def refresh_top(self, top: np.ndarray) -> bool:
+        """Update `top` ((2, levels, 2) int64: [side][k] = (price, qty), zeros past the last
+        level) in place from the book; returns whether it changed. One compiled call."""
         st = self.state
-        out = np.zeros((2, levels, 3), dtype=np.int64)
-        depth_levels(st.lad, st.bm, st.meta, 0, levels, out[0])
-        depth_levels(st.lad, st.bm, st.meta, 1, levels, out[1])
-        return out[:, :, :2]
+        return refresh_top(st.lad, st.bm, st.meta, top)
 
     def depth_array(self, side: int, levels: int) -> np.ndarray:
         """(levels, 3) int64 price, qty, orders; zero rows past the last level."""

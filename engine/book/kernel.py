@@ -930,6 +930,27 @@ def depth_levels(lad, bm, meta, side, n, out):
 
 
 @njit(cache=True, _nrt=False)
+def refresh_top(lad, bm, meta, top):
+    """Rewrite top[side, k] = (price, qty) of the best levels (zeros past the last) in place;
+    returns whether anything changed. One call per command feeds the depth-change events."""
+    changed = False
+    for side in range(2):
+        idx = _best(meta, side)
+        for k in range(top.shape[1]):
+            price = 0
+            qty = 0
+            if idx >= 0:
+                price = meta[M_BASE] + idx * meta[M_TICK]
+                qty = lad[idx, side * 4 + L_TOTAL]
+                idx = _next_level(bm, meta, side, idx)
+            if top[side, k, 0] != price or top[side, k, 1] != qty:
+                top[side, k, 0] = price
+                top[side, k, 1] = qty
+                changed = True
+    return changed
+
+
+@njit(cache=True, _nrt=False)
 def rebuild_bitmap(lad, bm, meta):
     """Recompute both bitmap levels and the best indices from the ladder's counts."""
     bm[:, :] = 0

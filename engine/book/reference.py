@@ -416,12 +416,14 @@ class ReferenceBook:
     def depth(self, levels: int = 5) -> tuple[list[Level], list[Level]]:
         return self.side_depth(0, levels), self.side_depth(1, levels)
 
-    def top(self, levels: int) -> np.ndarray:
-        out = np.zeros((2, levels, 2), dtype=np.int64)
+    def refresh_top(self, top: np.ndarray) -> bool:
+        fresh = np.zeros_like(top)
         for side in (0, 1):
-            for k, (price, qty, _) in enumerate(self.side_depth(side, levels)):
-                out[side, k] = (price, qty)
-        return out
+            for k, (price, qty, _) in enumerate(self.side_depth(side, top.shape[1])):
+                fresh[side, k] = (price, qty)
+        changed = not np.array_equal(fresh, top)
+        top[:] = fresh
+        return changed
 
     def best_bid(self) -> int | None:
         return self._best_price(Side.BUY)
