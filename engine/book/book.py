@@ -23,6 +23,7 @@ from engine.book.kernel import (
     add_one,
     apply_batch,
     apply_one,
+    best_head,
     cancel_one,
     depth_levels,
     ht_find,
@@ -248,6 +249,12 @@ class Book:
         out = np.zeros((levels, 3), dtype=np.int64)
         n = depth_levels(st.lad, st.bm, st.meta, side, levels, out)
         return [tuple(row) for row in out[:n].tolist()]
+
+    def next_to_trade(self, side: int) -> int | None:
+        """Id of the order first in line on `side` (oldest at the best price), or None."""
+        st = self.state
+        head = best_head(st.pool, st.lad, st.meta, side)
+        return None if head < 0 else int(head)
 
     def refresh_top(self, top: np.ndarray) -> bool:
         """Update `top` ((2, levels, 2) int64: [side][k] = (price, qty), zeros past the last

@@ -930,6 +930,15 @@ def depth_levels(lad, bm, meta, side, n, out):
 
 
 @njit(cache=True, _nrt=False)
+def best_head(pool, lad, meta, side):
+    """Id of the oldest order at the best level of `side` (the next to trade), or -1."""
+    idx = _best(meta, side)
+    if idx < 0:
+        return -1
+    return pool[lad[idx, side * 4 + L_HEAD], P_ID]
+
+
+@njit(cache=True, _nrt=False)
 def refresh_top(lad, bm, meta, top):
     """Rewrite top[side, k] = (price, qty) of the best levels (zeros past the last) in place;
     returns whether anything changed. One call per command feeds the depth-change events."""

@@ -1,0 +1,1 @@
+"""Research replay: historical order flow through the engine's book (LOBSTER files so far)."""

@@ -1,0 +1,299 @@
+"""LOBSTER message files replayed through the compiled book, checked against the book file.
+
+LOBSTER (NASDAQ) message columns: time (s after midnight), type (1 submit, 2 partial cancel,
+3 delete, 4 visible execution, 5 hidden execution, 6 cross, 7 halt), order id, size, price
+($ x 10000), direction (1 buy, -1 sell; for executions the side of the resting order hit).
+The order book file has one row per message, the state after it: per level ask price, ask
+size, bid price, bid size; empty levels hold +-9999999999 with size 0.
+
+The two traps (shared/data/lobster/README.md) and how they are handled:
+- the book at the open is not empty: the state before the first message (the first row with
+  that message undone) is seeded as one anonymous resting order per level;
+- a level-N file only carries events of the best N levels: when the visible range widens,
+  newly exposed levels are re-seeded (anonymous volume added or removed so the level matches
+  the row), and only levels in view are compared.
+
+Executions (type 4) become marketable IOC orders that the engine matches, when the engine's
+next order in line is the one LOBSTER names; otherwise (the order was not first in line here)
+the execution is applied to the named order directly and counted as a priority exception.
+Invariants checked on every row: the book's levels in view equal the row's levels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.book import Book, EventKind
+
+EMPTY = 9_999_999_999
+SUBMIT, PARTIAL_CANCEL, DELETE, EXECUTE = 1, 2, 3, 4
+SEED_OWNER, RESTING_OWNER, TAKER_OWNER = 0, 1, 2
+IOC = 1
+
+
+@dataclass(frozen=True)
+class LobsterDay:
+    """A message file and its order book file as integer arrays."""
+
+    time_ns: np.ndarray
+    kind: np.ndarray
+    order_id: np.ndarray
+    size: np.ndarray
+    price: np.ndarray
+    direction: np.ndarray
+    rows: np.ndarray  # (messages, 4 x levels): ask price, ask size, bid price, bid size
+    levels: int
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+
+def load_day(message_path: str | Path, orderbook_path: str | Path) -> LobsterDay:
+    messages = np.loadtxt(message_path, delimiter=",", dtype=np.float64, ndmin=2)
+    rows = np.loadtxt(orderbook_path, delimiter=",", dtype=np.int64, ndmin=2)
+    if len(messages) != len(rows):
+        raise ValueError(
+            f"{message_path} has {len(messages)} messages but {orderbook_path} "
+            f"has {len(rows)} rows: they must pair one to one"
+        )
+    ints = messages[:, 1:].astype(np.int64)
+    return LobsterDay(
+        np.rint(messages[:, 0] * 1e9).astype(np.int64),
+        ints[:, 0],
+        ints[:, 1],
+        ints[:, 2],
+        ints[:, 3],
+        ints[:, 4],
+        rows,
+        rows.shape[1] // 4,
+    )
+
+
+Levels = list[tuple[int, int]]
+
+
+def row_levels(row: list[int], levels: int) -> tuple[Levels, Levels]:
+    """(bids, asks) of one book row, best first, empty levels dropped."""
+    asks = [(row[4 * i], row[4 * i + 1]) for i in range(levels) if row[4 * i + 1] > 0]
+    bids = [(row[4 * i + 2], row[4 * i + 3]) for i in range(levels) if row[4 * i + 3] > 0]
+    return bids, asks
+
+
+@dataclass
+class ReplayStats:
+    messages: int = 0
+    rows_checked: int = 0
+    rows_mismatched: int = 0
+    first_mismatches: list[str] = field(default_factory=list)
+    executions: int = 0
+    executions_known_queue: int = 0
+    executions_matched: int = 0
+    priority_exceptions: list[tuple[int, int, int]] = field(default_factory=list)
+    reseeded_levels: int = 0
+    crossing_submits: int = 0
+
+    @property
+    def match_rate(self) -> float:
+        known = self.executions_known_queue
+        return self.executions_matched / known if known else 1.0
+
+
+class LobsterReplay:
+    def __init__(self, levels: int, tick: int = 100) -> None:
+        self.levels = levels
+        self.book = Book(tick=tick)
+        self.ids: dict[int, int] = {}  # LOBSTER order id -> engine order id
+        self.lobster_id: dict[int, int] = {}  # and back
+        self.seeds: dict[tuple[int, int], list[int]] = {}  # (side, price) -> seed orders
+        self.seed_ids: set[int] = set()
+        self.next_id = 1
+        self.stats = ReplayStats()
+
+    # -- book helpers ---------------------------------------------------------------------
+
+    def _new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id - 1
+
+    def _seed(self, side: int, price: int, qty: int) -> None:
+        oid = self._new_id()
+        self.book.add(oid, SEED_OWNER, side, price, qty)
+        self.seeds.setdefault((side, price), []).append(oid)
+        self.seed_ids.add(oid)
+
+    def _reduce(self, oid: int, qty: int) -> int:
+        """Take up to qty off a live order (keeps its priority); returns what was taken."""
+        order = self.book.order(oid)
+        if order is None:
+            return 0
+        _, price, leaves, _ = order
+        if qty >= leaves:
+            self.book.cancel(oid)
+            return leaves
+        self.book.amend(oid, price, leaves - qty)
+        return qty
+
+    def _reduce_seeds(self, side: int, price: int, qty: int) -> int:
+        taken = 0
+        for oid in self.seeds.get((side, price), []):
+            if taken == qty:
+                break
+            taken += self._reduce(oid, qty - taken)
+        return taken
+
+    def _level(self, side: int, price: int) -> int:
+        for p, q, _ in self.book.side_depth(side, 1 << 20):
+            if p == price:
+                return q
+            if (p < price) if side == 0 else (p > price):
+                return 0
+        return 0
+
+    # -- view ---------------------------------------------------------------------------------
+
+    def _bound(self, levels: Levels) -> int | None:
+        """The worst price in view, or None when every level of that side is shown."""
+        return levels[-1][0] if len(levels) == self.levels else None
+
+    @staticmethod
+    def _in_view(side: int, price: int, bound: int | None) -> bool:
+        return bound is None or (price >= bound if side == 0 else price <= bound)
+
+    def _visible(self, side: int, bound: int | None) -> Levels:
+        out = []
+        for p, q, _ in self.book.side_depth(side, self.levels + 1):
+            if self._in_view(side, p, bound):
+                out.append((p, q))
+        return out
+
+    # -- the replay ---------------------------------------------------------------------------
+
+    def run(self, day: LobsterDay) -> ReplayStats:
+        rows = day.rows.tolist()
+        bids, asks = row_levels(rows[0], day.levels)
+        before = self._undo_first(day, bids, asks)
+        for side, levels in enumerate(before):
+            for price, qty in levels:
+                self._seed(side, price, qty)
+        bounds = [self._bound(before[0]), self._bound(before[1])]
+        columns = zip(
+            day.kind.tolist(),
+            day.order_id.tolist(),
+            day.size.tolist(),
+            day.price.tolist(),
+            day.direction.tolist(),
+            rows,
+            strict=True,
+        )
+        for i, (kind, lid, size, price, direction, row) in enumerate(columns):
+            side = 0 if direction == 1 else 1
+            if kind == SUBMIT:
+                self._submit(lid, side, price, size)
+            elif kind in (PARTIAL_CANCEL, DELETE):
+                self._cancel(lid, side, price, size)
+            elif kind == EXECUTE:
+                self._execute(i, lid, side, price, size)
+            self.stats.messages += 1
+            bounds = self._check(i, row_levels(row, day.levels), bounds)
+        return self.stats
+
+    @staticmethod
+    def _undo_first(day: LobsterDay, bids: Levels, asks: Levels) -> tuple[Levels, Levels]:
+        """The book before the first message: the first row with that message undone."""
+        kind, size, price = int(day.kind[0]), int(day.size[0]), int(day.price[0])
+        side = 0 if day.direction[0] == 1 else 1
+        change = {SUBMIT: -size, PARTIAL_CANCEL: size, DELETE: size, EXECUTE: size}.get(kind, 0)
+        sides = [dict(bids), dict(asks)]
+        sides[side][price] = sides[side].get(price, 0) + change
+        return tuple(
+            sorted(((p, q) for p, q in levels.items() if q > 0), reverse=(s == 0))
+            for s, levels in enumerate(sides)
+        )
+
+    def _submit(self, lid: int, side: int, price: int, size: int) -> None:
+        oid = self._new_id()
+        self.ids[lid] = oid
+        self.lobster_id[oid] = lid
+        self.book.add(oid, RESTING_OWNER, side, price, size)
+        if any(e.kind == EventKind.FILL for e in self.book.events()):
+            self.stats.crossing_submits += 1
+
+    def _cancel(self, lid: int, side: int, price: int, size: int) -> None:
+        oid = self.ids.get(lid)
+        if oid is not None and self.book.order(oid) is not None:
+            self._reduce(oid, size)
+        else:  # from before the sample (seeded volume), or dropped by an earlier re-seed
+            self._reduce_level(side, price, size)
+
+    def _execute(self, i: int, lid: int, side: int, price: int, size: int) -> None:
+        self.stats.executions += 1
+        oid = self.ids.get(lid)
+        known = oid is not None and self.book.order(oid) is not None
+        head = self.book.next_to_trade(side)
+        best = self.book.best_bid() if side == 0 else self.book.best_ask()
+        if known and head is not None and head not in self.seed_ids and best == price:
+            self.stats.executions_known_queue += 1
+            if head == oid:
+                self.stats.executions_matched += 1
+                taker = self._new_id()
+                self.book.add(taker, TAKER_OWNER, 1 - side, price, size, 1, IOC)
+                return
+            self.stats.priority_exceptions.append((i, lid, self.lobster_id.get(head, -1)))
+        if known:
+            self._reduce(oid, size)
+        else:  # executions take the oldest volume at the level, as matching would
+            self._reduce_level(side, price, size, newest_first=False)
+
+    def _check(self, i: int, row: tuple[Levels, Levels], bounds: list) -> list:
+        new_bounds = [self._bound(row[0]), self._bound(row[1])]
+        for side in (0, 1):
+            old, new = bounds[side], new_bounds[side]
+            wider = old is not None and (new is None or (new < old if side == 0 else new > old))
+            if wider:
+                self._reseed(side, row[side], old, new)
+        self.stats.rows_checked += 1
+        for side in (0, 1):
+            mine = self._visible(side, new_bounds[side])
+            if mine != row[side]:
+                self.stats.rows_mismatched += 1
+                if len(self.stats.first_mismatches) < 5:
+                    self.stats.first_mismatches.append(
+                        f"row {i} side {side}: engine {mine[:3]}... file {row[side][:3]}..."
+                    )
+                break
+        return new_bounds
+
+    def _reseed(self, side: int, levels: Levels, old_bound: int, bound: int | None) -> None:
+        """Levels beyond the old view came into view: make them match the row."""
+
+        def beyond(p: int) -> bool:
+            return p < old_bound if side == 0 else p > old_bound
+
+        shown = {p: q for p, q in levels if beyond(p)}
+        mine = {p: q for p, q, _ in self.book.side_depth(side, 1 << 20) if beyond(p)}
+        for price in sorted(set(shown) | set(mine)):
+            diff = shown.get(price, 0) - mine.get(price, 0)
+            if diff > 0:
+                self._seed(side, price, diff)
+                self.stats.reseeded_levels += 1
+            elif diff < 0 and self._in_view(side, price, bound):
+                self._reduce_level(side, price, -diff)
+                self.stats.reseeded_levels += 1
+
+    def _reduce_level(self, side: int, price: int, qty: int, newest_first: bool = True) -> None:
+        """Remove volume the file no longer shows at a level that was out of view (its
+        messages were not in the file): the newest orders first, since short-lived orders
+        are the ones most often cancelled unseen."""
+        taken = 0
+        at_level = [
+            (entry, oid)
+            for oid, s, p, _, _, entry in self.book.orders()
+            if s == side and p == price
+        ]
+        for _, oid in sorted(at_level, reverse=newest_first):
+            if taken == qty:
+                break
+            taken += self._reduce(oid, qty - taken)
