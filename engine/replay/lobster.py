@@ -109,6 +109,9 @@ class LobsterReplay:
         self.lobster_id: dict[int, int] = {}  # and back
         self.seeds: dict[tuple[int, int], list[int]] = {}  # (side, price) -> seed orders
         self.seed_ids: set[int] = set()
+        # levels whose queue order is partly guessed (re-seeded, or volume removed unseen):
+        # executions there do not count for or against time priority until the level empties
+        self.guessed: set[tuple[int, int]] = set()
         self.next_id = 1
         self.stats = ReplayStats()
 
@@ -197,6 +200,8 @@ class LobsterReplay:
             elif kind == EXECUTE:
                 self._execute(i, lid, side, price, size)
             self.stats.messages += 1
+            if (side, price) in self.guessed and self._level(side, price) == 0:
+                self.guessed.discard((side, price))
             bounds = self._check(i, row_levels(row, day.levels), bounds)
         return self.stats
 
@@ -224,7 +229,7 @@ class LobsterReplay:
     def _cancel(self, lid: int, side: int, price: int, size: int) -> None:
         oid = self.ids.get(lid)
         if oid is not None and self.book.order(oid) is not None:
-            self._reduce(oid, size)
+            self._reduce_named(oid, side, price, size)
         else:  # from before the sample (seeded volume), or dropped by an earlier re-seed
             self._reduce_level(side, price, size)
 
@@ -234,7 +239,8 @@ class LobsterReplay:
         known = oid is not None and self.book.order(oid) is not None
         head = self.book.next_to_trade(side)
         best = self.book.best_bid() if side == 0 else self.book.best_ask()
-        if known and head is not None and head not in self.seed_ids and best == price:
+        queue_known = head is not None and head not in self.seed_ids and best == price
+        if known and queue_known and (side, price) not in self.guessed:
             self.stats.executions_known_queue += 1
             if head == oid:
                 self.stats.executions_matched += 1
@@ -243,7 +249,7 @@ class LobsterReplay:
                 return
             self.stats.priority_exceptions.append((i, lid, self.lobster_id.get(head, -1)))
         if known:
-            self._reduce(oid, size)
+            self._reduce_named(oid, side, price, size)
         else:  # executions take the oldest volume at the level, as matching would
             self._reduce_level(side, price, size, newest_first=False)
 
@@ -278,15 +284,28 @@ class LobsterReplay:
             diff = shown.get(price, 0) - mine.get(price, 0)
             if diff > 0:
                 self._seed(side, price, diff)
+                self.guessed.add((side, price))
                 self.stats.reseeded_levels += 1
             elif diff < 0 and self._in_view(side, price, bound):
                 self._reduce_level(side, price, -diff)
                 self.stats.reseeded_levels += 1
 
+    def _reduce_named(self, oid: int, side: int, price: int, size: int) -> None:
+        """Take `size` off the named order; if it holds less here (an earlier re-seed guessed
+        wrong about whose volume vanished out of view), the rest comes off the seeded volume
+        at that level, then the newest orders: the message proves the named order's size."""
+        short = size - self._reduce(oid, size)
+        if short:
+            self.guessed.add((side, price))
+            short -= self._reduce_seeds(side, price, short)
+        if short:
+            self._reduce_level(side, price, short)
+
     def _reduce_level(self, side: int, price: int, qty: int, newest_first: bool = True) -> None:
         """Remove volume the file no longer shows at a level that was out of view (its
         messages were not in the file): the newest orders first, since short-lived orders
         are the ones most often cancelled unseen."""
+        self.guessed.add((side, price))
         taken = 0
         at_level = [
             (entry, oid)
