@@ -17,6 +17,7 @@ import sys
 from bench.book import book_benchmarks, memory_benchmark
 from bench.clearing import netting_benchmark
 from bench.exchange import exchange_benchmark, uncross_benchmark
+from bench.replay import lobster_benchmark, synthetic_benchmark
 
 
 def machine() -> str:
@@ -46,6 +47,12 @@ def run(names: set[str] | None, quick: bool):
         yield uncross_benchmark(orders=100_000)
     if wanted("netting"):
         yield netting_benchmark(trades=10_000_000)
+    if wanted("replay_lobster"):
+        result = lobster_benchmark()
+        if result is not None:
+            yield result
+    if wanted("replay_synthetic"):
+        yield synthetic_benchmark(messages=2_000_000 if quick else 10_000_000)
 
 
 def main(argv: list[str] | None = None) -> int:

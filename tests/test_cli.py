@@ -218,3 +218,25 @@ def test_surrender_refuses_more_than_five_percent_ccer(tmp_path):
     assert done.returncode == 0, done.stderr
     assert Ledger(ledger).balance(5, "CEA25") == 2_000_000 - 9_000
     assert "surrendered 10,000 t" in done.stdout
+
+
+LOBSTER = ROOT.parent / "shared" / "data" / "lobster" / "AAPL_2012-06-21_first999_message_10.csv"
+
+
+@pytest.mark.skipif(not LOBSTER.exists(), reason="LOBSTER samples not present")
+def test_replay_of_a_lobster_file_checks_every_row_and_writes_outputs(tmp_path):
+    result = cxe("replay", str(LOBSTER), "--out", str(tmp_path), "--interval", "10")
+    assert result.returncode == 0, result.stderr
+    assert "0 of 999 book rows differ" in result.stdout
+    assert "final book identical" in result.stdout
+    assert (tmp_path / "intervals.csv").exists()
+
+
+def test_replay_of_a_command_log_reproduces_the_state_hash(tmp_path):
+    from engine.config import default_market
+    from engine.demo import run_demo
+
+    day = run_demo(default_market(), seed=6, steps=100, out=str(tmp_path / "day"))
+    result = cxe("replay", str(tmp_path / "day" / "commands.log"))
+    assert result.returncode == 0, result.stderr
+    assert day.exchange.state_hash() in result.stdout

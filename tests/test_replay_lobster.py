@@ -68,3 +68,31 @@ def test_a_full_sample_day_is_reproduced_row_for_row(sample, tmp_path):
     assert stats.crossing_submits == 0
     assert stats.executions_known_queue > 3_000
     assert stats.match_rate >= FULL_DAYS[sample], (stats.match_rate, stats.priority_exceptions[:5])
+
+
+def test_the_replay_runs_again_at_kernel_speed_and_writes_analytics_and_plots(tmp_path):
+    from engine.replay.runner import batch_replay, replay_lobster
+
+    result = replay_lobster(MESSAGES, BOOK)
+    book, batch = batch_replay(result.commands, result.tick)
+    assert book.depth(1 << 30) == result.book.depth(1 << 30)
+    assert batch.fills == result.stats.executions_matched
+    intervals = result.intervals(seconds=10)
+    assert intervals["volume"].sum() == result.trades()["qty"].sum() > 0
+    assert (intervals["spread"][intervals["spread"] > 0] >= 100).all()  # at least a cent
+    top = result.top()
+    assert (top["bid"][top["bid_size"] > 0] < top["ask"][top["bid_size"] > 0]).all()
+    pytest.importorskip("matplotlib")
+    files = result.write(tmp_path, seconds=10, plot=True)
+    names = {p.name for p in files}
+    assert {
+        "trades.csv",
+        "top.csv",
+        "intervals.csv",
+        "mid-spread.png",
+        "depth.png",
+        "volume.png",
+    } <= names
+    assert (tmp_path / "mid-spread.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    header = (tmp_path / "intervals.csv").read_text().splitlines()[0]
+    assert header == "start_ns,mid,spread,bid_size,ask_size,ofi,volume,vwap"

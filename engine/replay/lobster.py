@@ -21,12 +21,14 @@ Invariants checked on every row: the book's levels in view equal the row's level
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from engine.book import Book, EventKind
+from engine.book.layout import CMD_ADD, CMD_AMEND, CMD_CANCEL, COMMAND_ROWS
 
 EMPTY = 9_999_999_999
 SUBMIT, PARTIAL_CANCEL, DELETE, EXECUTE = 1, 2, 3, 4
@@ -82,6 +84,39 @@ def row_levels(row: list[int], levels: int) -> tuple[Levels, Levels]:
     return bids, asks
 
 
+class RecordingBook:
+    """A Book that also records every command sent to it, in the batch layout (C_*), with
+    the index of the message that caused it: the replay's output is a command stream that
+    `Book.apply_batch` reproduces at kernel speed."""
+
+    def __init__(self, book: Book) -> None:
+        self.book = book
+        self.rows: list[tuple[int, ...]] = []
+        self.messages: list[int] = []
+        self.message = 0
+
+    def add(self, oid, owner, side, price, qty, otype=1, tif=0, stp=0) -> int:
+        self.rows.append((CMD_ADD, oid, owner, side, price, qty, otype, tif, stp, 0))
+        self.messages.append(self.message)
+        return self.book.add(oid, owner, side, price, qty, otype, tif, stp)
+
+    def cancel(self, oid, owner=-1) -> int:
+        self.rows.append((CMD_CANCEL, oid, owner, 0, 0, 0, 0, 0, 0, 0))
+        self.messages.append(self.message)
+        return self.book.cancel(oid, owner)
+
+    def amend(self, oid, price, qty, owner=-1) -> int:
+        self.rows.append((CMD_AMEND, oid, owner, 0, price, qty, 0, 0, 0, 0))
+        self.messages.append(self.message)
+        return self.book.amend(oid, price, qty, owner)
+
+    def commands(self) -> np.ndarray:
+        return np.array(self.rows, dtype=np.int64).reshape(-1, COMMAND_ROWS)
+
+    def __getattr__(self, name):
+        return getattr(self.book, name)
+
+
 @dataclass
 class ReplayStats:
     messages: int = 0
@@ -104,7 +139,9 @@ class ReplayStats:
 class LobsterReplay:
     def __init__(self, levels: int, tick: int = 100) -> None:
         self.levels = levels
-        self.book = Book(tick=tick)
+        self.tick = tick
+        self.book = RecordingBook(Book(tick=tick))
+        self.top = np.zeros((2, 1, 2), dtype=np.int64)
         self.ids: dict[int, int] = {}  # LOBSTER order id -> engine order id
         self.lobster_id: dict[int, int] = {}  # and back
         self.seeds: dict[tuple[int, int], list[int]] = {}  # (side, price) -> seed orders
@@ -174,7 +211,12 @@ class LobsterReplay:
 
     # -- the replay ---------------------------------------------------------------------------
 
-    def run(self, day: LobsterDay) -> ReplayStats:
+    def run(
+        self, day: LobsterDay, progress: Callable[[int, int], None] | None = None
+    ) -> ReplayStats:
+        """Replay the day; afterwards `self.best` holds (bid, bid size, ask, ask size) after
+        every message and `self.book.rows` the book commands the replay issued."""
+        self.best = np.zeros((len(day), 4), dtype=np.int64)
         rows = day.rows.tolist()
         bids, asks = row_levels(rows[0], day.levels)
         before = self._undo_first(day, bids, asks)
@@ -200,9 +242,21 @@ class LobsterReplay:
             elif kind == EXECUTE:
                 self._execute(i, lid, side, price, size)
             self.stats.messages += 1
+            if progress is not None and (i + 1) % 20_000 == 0:
+                progress(i + 1, len(day))
+            self.book.message = i + 1
+            self.book.refresh_top(self.top)
+            self.best[i] = (
+                self.top[0, 0, 0],
+                self.top[0, 0, 1],
+                self.top[1, 0, 0],
+                self.top[1, 0, 1],
+            )
             if (side, price) in self.guessed and self._level(side, price) == 0:
                 self.guessed.discard((side, price))
             bounds = self._check(i, row_levels(row, day.levels), bounds)
+        if progress is not None:
+            progress(len(day), len(day))
         return self.stats
 
     @staticmethod

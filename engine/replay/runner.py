@@ -1,0 +1,244 @@
+"""Replay runner: a historical day through the book, then analytics, files and plots.
+
+`replay_lobster` runs the faithful replay (engine.replay.lobster), which checks every row of
+the order book file, and returns a `ReplayResult` with numpy arrays (notebook-friendly;
+`.frames()` gives pandas DataFrames when pandas is installed). The command stream the replay
+produced runs again straight through the compiled kernel with `batch_replay`, in a fraction
+of the time, to the same final book. `write` produces CSV files (Parquet too with pyarrow)
+and, with matplotlib, PNG plots. Analytics per interval: mid and spread, top-of-book depth,
+order-flow imbalance (Cont, Kukanov and Stoikov), traded volume and VWAP.
+Prices stay in the source's integer units (LOBSTER: dollars x 10,000) until a plot or a
+report formats them.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.book import BatchResult, Book
+from engine.replay.lobster import EXECUTE, LobsterDay, LobsterReplay, ReplayStats, load_day
+
+HIDDEN_EXECUTE = 5
+NS = 1_000_000_000
+
+
+@dataclass
+class ReplayResult:
+    day: LobsterDay
+    stats: ReplayStats
+    commands: np.ndarray  # (n, 10) book commands in the batch layout
+    best: np.ndarray  # (messages, 4): bid, bid size, ask, ask size after each message
+    tick: int
+    book: Book  # the book after the last message
+
+    def trades(self) -> np.ndarray:
+        """Executions (visible and hidden) as a structured array."""
+        day = self.day
+        mask = (day.kind == EXECUTE) | (day.kind == HIDDEN_EXECUTE)
+        out = np.zeros(
+            int(mask.sum()),
+            dtype=[
+                ("time_ns", "i8"),
+                ("price", "i8"),
+                ("qty", "i8"),
+                ("resting_side", "i8"),
+                ("hidden", "?"),
+            ],
+        )
+        out["time_ns"], out["price"], out["qty"] = (
+            day.time_ns[mask],
+            day.price[mask],
+            day.size[mask],
+        )
+        out["resting_side"] = np.where(day.direction[mask] == 1, 0, 1)
+        out["hidden"] = day.kind[mask] == HIDDEN_EXECUTE
+        return out
+
+    def top(self) -> np.ndarray:
+        out = np.zeros(
+            len(self.day),
+            dtype=[
+                ("time_ns", "i8"),
+                ("bid", "i8"),
+                ("bid_size", "i8"),
+                ("ask", "i8"),
+                ("ask_size", "i8"),
+            ],
+        )
+        out["time_ns"] = self.day.time_ns
+        for i, name in enumerate(("bid", "bid_size", "ask", "ask_size")):
+            out[name] = self.best[:, i]
+        return out
+
+    def intervals(self, seconds: int = 60) -> np.ndarray:
+        """Per interval: last mid, mean spread, mean top-of-book sizes, order-flow
+        imbalance, volume and VWAP (0 where nothing traded). Two-sided rows only."""
+        t = self.day.time_ns
+        bid, bid_size, ask, ask_size = (self.best[:, i] for i in range(4))
+        two_sided = (bid_size > 0) & (ask_size > 0)
+        bucket = (t - t[0]) // (seconds * NS)
+        n = int(bucket[-1]) + 1 if len(bucket) else 0
+        count = np.bincount(bucket[two_sided], minlength=n)
+
+        def mean(values: np.ndarray) -> np.ndarray:
+            sums = np.bincount(bucket[two_sided], weights=values[two_sided], minlength=n)
+            return np.divide(sums, count, out=np.zeros(n), where=count > 0)
+
+        mid2 = bid + ask  # twice the mid, exact
+        last = np.full(n, -1)
+        last[bucket[two_sided]] = np.flatnonzero(two_sided)
+        ofi = np.zeros(len(t))
+        prev = slice(None, -1)
+        cur = slice(1, None)
+        ofi[cur] = (
+            (bid[cur] >= bid[prev]) * bid_size[cur]
+            - (bid[cur] <= bid[prev]) * bid_size[prev]
+            - (ask[cur] <= ask[prev]) * ask_size[cur]
+            + (ask[cur] >= ask[prev]) * ask_size[prev]
+        )
+        trades = self.trades()
+        trade_bucket = (trades["time_ns"] - t[0]) // (seconds * NS)
+        volume = np.bincount(trade_bucket, weights=trades["qty"], minlength=n)
+        value = np.bincount(trade_bucket, weights=trades["qty"] * trades["price"], minlength=n)
+        out = np.zeros(
+            n,
+            dtype=[
+                ("start_ns", "i8"),
+                ("mid", "f8"),
+                ("spread", "f8"),
+                ("bid_size", "f8"),
+                ("ask_size", "f8"),
+                ("ofi", "f8"),
+                ("volume", "i8"),
+                ("vwap", "f8"),
+            ],
+        )
+        out["start_ns"] = t[0] + np.arange(n) * seconds * NS
+        out["mid"] = np.where(last >= 0, mid2[np.maximum(last, 0)] / 2, np.nan)
+        out["spread"] = mean((ask - bid).astype(np.float64))
+        out["bid_size"] = mean(bid_size.astype(np.float64))
+        out["ask_size"] = mean(ask_size.astype(np.float64))
+        out["ofi"] = np.bincount(bucket, weights=ofi, minlength=n)
+        out["volume"] = volume.astype(np.int64)
+        out["vwap"] = np.divide(value, volume, out=np.zeros(n), where=volume > 0)
+        return out
+
+    def frames(self) -> dict:
+        """pandas DataFrames of trades, top of book and 60-second intervals."""
+        import pandas as pd
+
+        return {
+            name: pd.DataFrame(getattr(self, name)()) for name in ("trades", "top", "intervals")
+        }
+
+    def write(self, out: str | Path, seconds: int = 60, plot: bool = False) -> list[Path]:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name, table in (
+            ("trades", self.trades()),
+            ("top", self.top()),
+            ("intervals", self.intervals(seconds)),
+        ):
+            written.append(write_table(table, out / f"{name}.csv"))
+        if plot:
+            written += plot_day(self, out, seconds)
+        return written
+
+
+def write_table(table: np.ndarray, path: Path) -> Path:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(table.dtype.names)
+        writer.writerows(table.tolist())
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return path
+    pq.write_table(pa.table({n: table[n] for n in table.dtype.names}), path.with_suffix(".parquet"))
+    return path
+
+
+def plot_day(result: ReplayResult, out: Path, seconds: int) -> list[Path]:
+    """mid-spread.png, depth.png and volume.png, readable by a person."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise RuntimeError("plots need matplotlib: pip install matplotlib") from exc
+    table = result.intervals(seconds)
+    hours = 9.5 + (table["start_ns"] - table["start_ns"][0]) / NS / 3600
+    scale = 10_000  # LOBSTER prices are dollars x 10,000
+    files = []
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(10, 6))
+    top.plot(hours, table["mid"] / scale, color="tab:blue")
+    top.set_ylabel("mid price ($)")
+    top.set_title(f"Mid and spread ({seconds}-second intervals)")
+    bottom.plot(hours, table["spread"] / scale * 100, color="tab:orange")
+    bottom.set_ylabel("mean spread (cents)")
+    bottom.set_xlabel("time of day (hours)")
+    files.append(_save(fig, out / "mid-spread.png"))
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.plot(hours, table["bid_size"], label="best bid size", color="tab:green")
+    ax.plot(hours, table["ask_size"], label="best ask size", color="tab:red")
+    ax.set_ylabel("shares (mean)")
+    ax.set_xlabel("time of day (hours)")
+    ax.set_title("Top-of-book depth")
+    ax.legend()
+    files.append(_save(fig, out / "depth.png"))
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.bar(hours, table["volume"], width=seconds / 3600, color="tab:gray")
+    ax.set_ylabel("shares traded")
+    ax.set_xlabel("time of day (hours)")
+    ax.set_title(f"Volume per {seconds} seconds")
+    files.append(_save(fig, out / "volume.png"))
+    plt.close("all")
+    return files
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def text_progress(done: int, total: int) -> None:
+    sys.stderr.write(f"\rreplaying {done / total:6.1%} ({done:,} of {total:,} messages)")
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def replay_lobster(
+    message_path: str | Path,
+    orderbook_path: str | Path | None = None,
+    tick: int = 100,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReplayResult:
+    """Faithful replay of a LOBSTER message file (the order book file is found beside it)."""
+    message_path = Path(message_path)
+    if orderbook_path is None:
+        orderbook_path = message_path.with_name(
+            message_path.name.replace("_message_", "_orderbook_")
+        )
+    day = load_day(message_path, orderbook_path)
+    replay = LobsterReplay(day.levels, tick=tick)
+    stats = replay.run(day, progress)
+    return ReplayResult(day, stats, replay.book.commands(), replay.best, tick, replay.book.book)
+
+
+def batch_replay(
+    commands: np.ndarray, tick: int, out: np.ndarray | None = None
+) -> tuple[Book, BatchResult]:
+    """The command stream straight through the compiled kernel (fills recorded)."""
+    book = Book(tick=tick)
+    return book, book.apply_batch(commands, record="fills", out=out)
