@@ -150,7 +150,35 @@ def cmd_replay(args: argparse.Namespace) -> int:
     )
     for path in result.write(args.out, args.interval, args.plot):
         print(f"wrote {path}")
+    if args.counterfactual:
+        _counterfactuals(result, Path(args.out))
     return 0 if stats.rows_mismatched == 0 else 1
+
+
+def _counterfactuals(result, out: Path) -> None:
+    import dataclasses
+
+    import numpy as np
+
+    from engine.replay.counterfactual import compare
+    from engine.replay.runner import write_table
+
+    outcomes = compare(result.commands, result.tick)
+    print(
+        f"{'scenario':<24} {'fills':>7} {'volume':>10} {'VWAP':>12} {'rejects':>8} "
+        f"{'best bid':>10} {'best ask':>10}"
+    )
+    for o in outcomes:
+        print(
+            f"{o.scenario:<24} {o.fills:>7,} {o.volume:>10,} {o.vwap:>12,.1f} "
+            f"{o.rejects:>8,} {o.best_bid:>10,} {o.best_ask:>10,}"
+        )
+    names = [f.name for f in dataclasses.fields(outcomes[0])]
+    table = np.array(
+        [dataclasses.astuple(o) for o in outcomes],
+        dtype=[(n, {"scenario": "U32", "vwap": "f8"}.get(n, "i8")) for n in names],
+    )
+    print(f"wrote {write_table(table, out / 'counterfactuals.csv')}")
 
 
 def _replay_command_log(source: Path, args: argparse.Namespace) -> int:
@@ -259,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--interval", type=int, default=60, help="seconds per interval")
     replay.add_argument("--plot", action="store_true", help="write PNG plots (matplotlib)")
     replay.add_argument("--market", metavar="FILE", help="market config for a command log")
+    replay.add_argument(
+        "--counterfactual",
+        action="store_true",
+        help="also run the flow under other rules (coarser tick, band, opening "
+        "call, pick) and compare",
+    )
     replay.set_defaults(run=cmd_replay)
     return parser
 

@@ -96,3 +96,20 @@ def test_the_replay_runs_again_at_kernel_speed_and_writes_analytics_and_plots(tm
     assert (tmp_path / "mid-spread.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     header = (tmp_path / "intervals.csv").read_text().splitlines()[0]
     assert header == "start_ns,mid,spread,bid_size,ask_size,ofi,volume,vwap"
+
+
+def test_counterfactual_rules_change_the_outcome_visibly():
+    from engine.replay.counterfactual import actual, coarser_tick, largest_pick, price_band
+    from engine.replay.runner import batch_replay, replay_lobster
+
+    result = replay_lobster(MESSAGES, BOOK)
+    base = actual(result.commands, result.tick)
+    _, batch = batch_replay(result.commands, result.tick)
+    assert (base.fills, base.volume) == (batch.fills, batch.traded_qty)
+    coarse = coarser_tick(result.commands, result.tick, 5)
+    assert coarse.best_bid % 500 == 0 and coarse.best_ask % 500 == 0
+    assert coarse.volume != base.volume
+    narrow = price_band(result.commands, result.tick, 0)
+    assert narrow.rejects > 0 and narrow.volume < base.volume
+    picked = largest_pick(result.commands, result.tick)
+    assert picked.fills > 0 and picked.vwap != base.vwap
