@@ -129,6 +129,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise ValueError(f"no such file: {source}")
     if source.suffix == ".log":
         return _replay_command_log(source, args)
+    if "_message_" not in source.name:
+        return _replay_command_file(source, args)
     from engine.replay.runner import batch_replay, replay_lobster, text_progress
 
     started = time.perf_counter()
@@ -179,6 +181,46 @@ def _counterfactuals(result, out: Path) -> None:
         dtype=[(n, {"scenario": "U32", "vwap": "f8"}.get(n, "i8")) for n in names],
     )
     print(f"wrote {write_table(table, out / 'counterfactuals.csv')}")
+
+
+def _replay_command_file(source: Path, args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from engine.book import Book
+    from engine.replay.runner import write_table
+    from engine.replay.sources import read_commands
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fills = []
+    for code, (_, cmds) in sorted(read_commands(source).items()):
+        book = Book(tick=1)
+        started = time.perf_counter()
+        result = book.apply_batch(cmds, record="all")
+        elapsed = time.perf_counter() - started
+        ev = result.events
+        taken = ev[ev[:, 0] == 3]
+        fills += [(code, *row) for row in taken[:, [1, 2, 3, 4, 9, 10]].tolist()]
+        bid, ask = book.best_bid(), book.best_ask()
+        print(
+            f"{code}: {len(cmds):,} commands in {elapsed:.3f} s, {result.fills:,} fills, "
+            f"{result.traded_qty:,} traded, {result.rejects:,} rejected; best bid {bid}, "
+            f"best ask {ask}"
+        )
+    table = np.array(
+        fills,
+        dtype=[
+            ("instrument", "U16"),
+            ("taker", "i8"),
+            ("maker", "i8"),
+            ("price", "i8"),
+            ("qty", "i8"),
+            ("taker_member", "i8"),
+            ("maker_member", "i8"),
+        ],
+    )
+    print(f"wrote {write_table(table, out / 'fills.csv')}")
+    return 0
 
 
 def _replay_command_log(source: Path, args: argparse.Namespace) -> int:
@@ -281,7 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
         "per-interval analytics (CSV) and, with --plot, PNG plots. An engine command log "
         "(.log) is replayed into the exchange core and its state hash printed.",
     )
-    replay.add_argument("source", help="LOBSTER *_message_*.csv, or an engine commands.log")
+    replay.add_argument(
+        "source",
+        help="LOBSTER *_message_*.csv, a command file (.csv or "
+        ".parquet, schema in docs/REPLAY.md), or an engine commands.log",
+    )
     replay.add_argument("--orderbook", help="the matching *_orderbook_*.csv (default: beside)")
     replay.add_argument("--out", default="replay-out", help="output directory")
     replay.add_argument("--interval", type=int, default=60, help="seconds per interval")
