@@ -81,7 +81,12 @@ def test_the_replay_runs_again_at_kernel_speed_and_writes_analytics_and_plots(tm
     assert intervals["volume"].sum() == result.trades()["qty"].sum() > 0
     assert (intervals["spread"][intervals["spread"] > 0] >= 100).all()  # at least a cent
     top = result.top()
-    assert (top["bid"][top["bid_size"] > 0] < top["ask"][top["bid_size"] > 0]).all()
+    both = (top["bid_size1"] > 0) & (top["ask_size1"] > 0)
+    assert (top["bid1"][both] < top["ask1"][both]).all()
+    deeper = top["bid_size2"] > 0
+    assert (top["bid2"][deeper] < top["bid1"][deeper]).all()
+    rows = result.day.rows  # the file's own levels: ask, ask size, bid, bid size
+    assert (top["ask1"][both] == rows[both, 0]).all() and (top["bid_size1"] == rows[:, 3]).all()
     pytest.importorskip("matplotlib")
     files = result.write(tmp_path, seconds=10, plot=True)
     names = {p.name for p in files}

@@ -31,6 +31,7 @@ from engine.book import Book, EventKind
 from engine.book.layout import CMD_ADD, CMD_AMEND, CMD_CANCEL, COMMAND_ROWS
 
 EMPTY = 9_999_999_999
+DEPTH_RECORDED = 5  # levels per side kept after every message
 SUBMIT, PARTIAL_CANCEL, DELETE, EXECUTE = 1, 2, 3, 4
 SEED_OWNER, RESTING_OWNER, TAKER_OWNER = 0, 1, 2
 IOC = 1
@@ -141,7 +142,7 @@ class LobsterReplay:
         self.levels = levels
         self.tick = tick
         self.book = RecordingBook(Book(tick=tick))
-        self.top = np.zeros((2, 1, 2), dtype=np.int64)
+        self.top = np.zeros((2, DEPTH_RECORDED, 2), dtype=np.int64)
         self.ids: dict[int, int] = {}  # LOBSTER order id -> engine order id
         self.lobster_id: dict[int, int] = {}  # and back
         self.seeds: dict[tuple[int, int], list[int]] = {}  # (side, price) -> seed orders
@@ -214,9 +215,10 @@ class LobsterReplay:
     def run(
         self, day: LobsterDay, progress: Callable[[int, int], None] | None = None
     ) -> ReplayStats:
-        """Replay the day; afterwards `self.best` holds (bid, bid size, ask, ask size) after
+        """Replay the day; afterwards `self.depth[i, side, k]` holds (price, size) of the best
+        DEPTH_RECORDED levels after message i,
         every message and `self.book.rows` the book commands the replay issued."""
-        self.best = np.zeros((len(day), 4), dtype=np.int64)
+        self.depth = np.zeros((len(day), 2, DEPTH_RECORDED, 2), dtype=np.int64)
         rows = day.rows.tolist()
         bids, asks = row_levels(rows[0], day.levels)
         before = self._undo_first(day, bids, asks)
@@ -246,12 +248,7 @@ class LobsterReplay:
                 progress(i + 1, len(day))
             self.book.message = i + 1
             self.book.refresh_top(self.top)
-            self.best[i] = (
-                self.top[0, 0, 0],
-                self.top[0, 0, 1],
-                self.top[1, 0, 0],
-                self.top[1, 0, 1],
-            )
+            self.depth[i] = self.top
             if (side, price) in self.guessed and self._level(side, price) == 0:
                 self.guessed.discard((side, price))
             bounds = self._check(i, row_levels(row, day.levels), bounds)

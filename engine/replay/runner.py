@@ -33,7 +33,7 @@ class ReplayResult:
     day: LobsterDay
     stats: ReplayStats
     commands: np.ndarray  # (n, 10) book commands in the batch layout
-    best: np.ndarray  # (messages, 4): bid, bid size, ask, ask size after each message
+    depth: np.ndarray  # (messages, 2, levels, 2): [side][k] = (price, size) after each message
     tick: int
     book: Book  # the book after the last message
 
@@ -61,20 +61,28 @@ class ReplayResult:
         return out
 
     def top(self) -> np.ndarray:
+        """Top levels over time: time, then bid1, bid_size1, ask1, ask_size1, bid2, ..."""
         out = np.zeros(
             len(self.day),
-            dtype=[
-                ("time_ns", "i8"),
-                ("bid", "i8"),
-                ("bid_size", "i8"),
-                ("ask", "i8"),
-                ("ask_size", "i8"),
+            dtype=[("time_ns", "i8")]
+            + [
+                (f"{side}{field}{k}", "i8")
+                for k in range(1, self.depth.shape[2] + 1)
+                for side in ("bid", "ask")
+                for field in ("", "_size")
             ],
         )
         out["time_ns"] = self.day.time_ns
-        for i, name in enumerate(("bid", "bid_size", "ask", "ask_size")):
-            out[name] = self.best[:, i]
+        for k in range(self.depth.shape[2]):
+            for s, side in enumerate(("bid", "ask")):
+                out[f"{side}{k + 1}"] = self.depth[:, s, k, 0]
+                out[f"{side}_size{k + 1}"] = self.depth[:, s, k, 1]
         return out
+
+    @property
+    def best(self) -> np.ndarray:
+        """(messages, 4): best bid, its size, best ask, its size after every message."""
+        return self.depth[:, :, 0, :].reshape(len(self.day), 4)
 
     def intervals(self, seconds: int = 60) -> np.ndarray:
         """Per interval: last mid, mean spread, mean top-of-book sizes, order-flow
@@ -233,7 +241,7 @@ def replay_lobster(
     day = load_day(message_path, orderbook_path)
     replay = LobsterReplay(day.levels, tick=tick)
     stats = replay.run(day, progress)
-    return ReplayResult(day, stats, replay.book.commands(), replay.best, tick, replay.book.book)
+    return ReplayResult(day, stats, replay.book.commands(), replay.depth, tick, replay.book.book)
 
 
 def batch_replay(
