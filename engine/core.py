@@ -188,6 +188,24 @@ class Exchange(SessionCommands, OffBookCommands):
             self.accounts.release_qty(order.member, order.code, qty)
         order.leaves -= qty
 
+    def _accept(self, order: LiveOrder, price: int) -> None:
+        """Register a validated order (its id is the next one) and acknowledge it."""
+        self.next_order_id += 1
+        self.orders[order.order_id] = order
+        self.cl_ord_ids.add((order.member, order.cl_ord_id))
+        self.out.append(
+            Accepted(
+                self.seq,
+                order.cl_ord_id,
+                order.member,
+                order.code,
+                order.order_id,
+                order.side,
+                price,
+                order.leaves,
+            )
+        )
+
     def _end(self, order: LiveOrder, reason: CancelReason) -> None:
         """An order leaves the exchange unfilled: tell its member, release what it holds."""
         del self.orders[order.order_id]
@@ -219,22 +237,8 @@ class Exchange(SessionCommands, OffBookCommands):
             cmd.qty,
             frozen,
         )
-        self.next_order_id += 1
-        self.orders[order.order_id] = order
-        self.cl_ord_ids.add((cmd.member, cmd.cl_ord_id))
         price = 0 if market_order else cmd.price
-        self.out.append(
-            Accepted(
-                self.seq,
-                cmd.cl_ord_id,
-                cmd.member,
-                market.code,
-                order.order_id,
-                cmd.side,
-                price,
-                cmd.qty,
-            )
-        )
+        self._accept(order, price)
         market.book.add(
             order.order_id,
             cmd.member,
@@ -331,21 +335,7 @@ class Exchange(SessionCommands, OffBookCommands):
             else:
                 self.accounts.release_qty(cmd.member, market.code, cmd.qty)
             raise Reject(RejectCode(events[0].code))
-        self.next_order_id += 1
-        self.orders[order.order_id] = order
-        self.cl_ord_ids.add((cmd.member, cmd.cl_ord_id))
-        self.out.append(
-            Accepted(
-                self.seq,
-                cmd.cl_ord_id,
-                cmd.member,
-                market.code,
-                order.order_id,
-                cmd.side,
-                price,
-                cmd.qty,
-            )
-        )
+        self._accept(order, price)
         self._book_events(market, "pick", events)
         return {market.code}
 

@@ -91,24 +91,10 @@ class OffBookCommands:
             frozen,
             venue="one_way_bid",
         )
-        self.next_order_id += 1
-        self.orders[order.order_id] = order
-        self.cl_ord_ids.add((cmd.member, cmd.cl_ord_id))
         auction.bids.append(
             RankedBid(order.order_id, cmd.member, cmd.price, cmd.qty, len(auction.bids))
         )
-        self.out.append(
-            Accepted(
-                self.seq,
-                cmd.cl_ord_id,
-                cmd.member,
-                market.code,
-                order.order_id,
-                Side.BUY,
-                cmd.price,
-                cmd.qty,
-            )
-        )
+        self._accept(order, cmd.price)
         return set()
 
     def _one_way_close(self, cmd: OneWayAuctionClose) -> set[str]:
