@@ -367,3 +367,42 @@ class LobsterReplay:
             if taken == qty:
                 break
             taken += self._reduce(oid, qty - taken)
+
+
+EXCEPTION_REASONS = {
+    "replace": "the named order replaced another at its price in the same nanosecond (a delete "
+    "and a submit) and NASDAQ kept the old order's place in the queue",
+    "served_later_order": "the order ahead here was still resting (it trades or is cancelled "
+    "later in the file), so NASDAQ served a later order first",
+    "ahead_never_seen_again": "the order ahead here never appears in the file again: it left "
+    "the book without a message this file carries",
+}
+
+
+def classify_exceptions(day: LobsterDay, stats: ReplayStats) -> list[tuple[int, int, str]]:
+    """(message index, named order, reason key) for each priority exception; the key is one
+    of EXCEPTION_REASONS, or "unexplained"."""
+    kind, ids, price, t = (
+        day.kind.tolist(),
+        day.order_id.tolist(),
+        day.price.tolist(),
+        day.time_ns.tolist(),
+    )
+    history: dict[int, list[int]] = {}
+    for j, lid in enumerate(ids):
+        history.setdefault(lid, []).append(j)
+    out = []
+    for i, named, ahead in stats.priority_exceptions:
+        submits = [j for j in history.get(named, []) if kind[j] == SUBMIT]
+        j = submits[0] if submits else 0
+        later = [k for k in history.get(ahead, []) if k > i]
+        if j > 0 and kind[j - 1] == DELETE and price[j - 1] == price[j] and t[j - 1] == t[j]:
+            reason = "replace"
+        elif any(kind[k] in (EXECUTE, DELETE, PARTIAL_CANCEL) for k in later):
+            reason = "served_later_order"
+        elif not later:
+            reason = "ahead_never_seen_again"
+        else:
+            reason = "unexplained"
+        out.append((i, named, reason))
+    return out
