@@ -138,12 +138,23 @@ class ReplayResult:
         return out
 
     def frames(self) -> dict:
-        """pandas DataFrames of trades, top of book and 60-second intervals."""
-        import pandas as pd
+        """Trades, top of book and 60-second intervals as pandas DataFrames, else polars
+        DataFrames, else (neither installed) numpy structured arrays."""
+        tables = {name: getattr(self, name)() for name in ("trades", "top", "intervals")}
+        try:
+            import pandas as pd
 
-        return {
-            name: pd.DataFrame(getattr(self, name)()) for name in ("trades", "top", "intervals")
-        }
+            return {name: pd.DataFrame(table) for name, table in tables.items()}
+        except ImportError:
+            pass
+        try:
+            import polars as pl
+
+            return {
+                name: pl.DataFrame({c: t[c] for c in t.dtype.names}) for name, t in tables.items()
+            }
+        except ImportError:
+            return tables
 
     def write(self, out: str | Path, seconds: int = 60, plot: bool = False) -> list[Path]:
         out = Path(out)
