@@ -104,7 +104,8 @@ class Exchange(SessionCommands, OffBookCommands):
         self.seq += 1
         self.ts_ns = ts_ns
         self.out = []
-        self._run_calendar()
+        if self.schedule:
+            self._run_calendar()
         touched: set[str] = set()
         try:
             touched = self._handlers[type(command)](command) or set()

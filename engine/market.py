@@ -42,6 +42,7 @@ class OneWayAuction:
 class Market:
     def __init__(self, instrument: Instrument, book_factory=Book) -> None:
         self.instrument = instrument
+        self.code = instrument.code
         self.book = book_factory(tick=instrument.tick)
         self.phase = Phase.CLOSED
         self.reference = instrument.reference_price
@@ -51,10 +52,6 @@ class Market:
         self.published_depth = np.zeros((2, DEPTH_LEVELS, 2), dtype=np.int64)
         self.published_indicative: tuple = (0, 0, 0)
         self.new_day()
-
-    @property
-    def code(self) -> str:
-        return self.instrument.code
 
     def new_day(self) -> None:
         self.trades = 0

@@ -21,7 +21,7 @@ class Reject(Exception):
         self.text = code.text + (f": {detail}" if detail else "")
 
 
-@dataclass
+@dataclass(slots=True)
 class LiveOrder:
     order_id: int
     member: int

@@ -42,7 +42,10 @@ class Account:
     holdings: dict[str, Holding] = field(default_factory=dict)
 
     def holding(self, code: str) -> Holding:
-        return self.holdings.setdefault(code, Holding())
+        holding = self.holdings.get(code)
+        if holding is None:
+            holding = self.holdings[code] = Holding()
+        return holding
 
 
 def freeze_for(instrument: Instrument, price: int, qty: int) -> int:
