@@ -51,3 +51,18 @@ def test_a_bad_row_is_named_with_its_line(tmp_path, row, message):
     )
     with pytest.raises(ValueError, match=message):
         read_commands(path)
+
+
+def test_a_parquet_command_file_loads_like_the_csv(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    csv_path = tmp_path / "flow.csv"
+    csv_path.write_text(GOOD)
+    lines = [line.split(",") for line in GOOD.strip().splitlines()]
+    columns = {name: [row[i] or None for row in lines[1:]] for i, name in enumerate(lines[0])}
+    pq.write_table(pa.table(columns), tmp_path / "flow.parquet")
+    from_csv = read_commands(csv_path)
+    from_parquet = read_commands(tmp_path / "flow.parquet")
+    assert sorted(from_csv) == sorted(from_parquet)
+    for code in from_csv:
+        assert (from_csv[code][1] == from_parquet[code][1]).all()
