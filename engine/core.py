@@ -421,8 +421,7 @@ class Exchange(SessionCommands, OffBookCommands):
                     aggressor and order is taker,
                 )
             )
-            if order.leaves == 0:
-                self._release(order, 0)
+            if order.leaves == 0:  # nothing left frozen: the buy's release above freed it
                 del self.orders[order.order_id]
 
     def _publish(self, market: Market) -> None:

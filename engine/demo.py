@@ -58,7 +58,6 @@ class Figures:
     """What the events of one phase of one instrument add up to."""
 
     orders: int = 0
-    rejects: int = 0
     trades: int = 0
     volume: int = 0
     value: int = 0
@@ -138,6 +137,7 @@ class DemoDay:
         low, high = self.exchange.markets[code].band
         price = min(max(price, low), high)
         events = self.send(NewOrder(f"d{self.n}", member, code, side, price, qty, tif=tif), phase)
+        self.figures.setdefault(f"{phase}:{code}", Figures()).orders += 1
         accepted = [e for e in events if isinstance(e, Accepted)]
         return accepted[0].order_id if accepted else None
 
@@ -229,6 +229,7 @@ class DemoDay:
                 x(OpenCall(halt_code))
                 self.call_orders(halt_code, 30)
                 self.auction_line(x(Uncross(halt_code), "call"), halt_code, "re-opening auction")
+        self.end_of_continuous = {c: self.exchange.markets[c].book.depth(5) for c in self.codes}
         self.one_way_auction()
         self.block_trade()
         self.log.append("Closing calls and the close")
@@ -288,15 +289,40 @@ def render(day: DemoDay) -> str:
         "",
     ]
     lines.append(
-        f"{'instrument':<10} {'trades':>7} {'volume t':>11} {'VWAP':>7} {'high':>7} "
-        f"{'low':>7}   (continuous trading)"
+        f"{'instrument':<10} {'orders':>7} {'trades':>7} {'volume t':>11} {'VWAP':>7} "
+        f"{'high':>7} {'low':>7} {'bid':>7} {'offer':>7}   (continuous trading; bid and offer "
+        "at its end)"
     )
     for code in day.codes:
         f = day.figures.get(f"continuous:{code}", Figures())
-        cny = [format_price(v) if v is not None else "-" for v in (f.vwap, f.high, f.low)]
+        bids, asks = day.end_of_continuous[code]
+        cny = [
+            format_price(v) if v is not None else "-"
+            for v in (
+                f.vwap,
+                f.high,
+                f.low,
+                bids[0][0] if bids else None,
+                asks[0][0] if asks else None,
+            )
+        ]
         lines.append(
-            f"{code:<10} {f.trades:>7,} {f.volume:>11,} {cny[0]:>7} {cny[1]:>7} {cny[2]:>7}"
+            f"{code:<10} {f.orders:>7,} {f.trades:>7,} {f.volume:>11,} {cny[0]:>7} {cny[1]:>7} "
+            f"{cny[2]:>7} {cny[3]:>7} {cny[4]:>7}"
         )
+    shown = day.codes[-1]
+    bids, asks = day.end_of_continuous[shown]
+    lines += [
+        "",
+        f"{shown}: top five levels at the end of continuous trading",
+        f"  {'orders':>6} {'bid qty':>9} {'bid':>8} | {'offer':<8} {'offer qty':<9} {'orders':<6}",
+    ]
+    for level in range(5):
+        bid = bids[level] if level < len(bids) else None
+        ask = asks[level] if level < len(asks) else None
+        left = f"{bid[2]:>6} {bid[1]:>9,} {format_price(bid[0]):>8}" if bid else " " * 25
+        right = f"{format_price(ask[0]):<8} {ask[1]:<9,} {ask[2]:<6}" if ask else ""
+        lines.append(f"  {left} | {right}".rstrip())
     lines += [
         "",
         f"{'instrument':<10} {'trades':>7} {'volume t':>11} {'close':>7}   "

@@ -19,10 +19,6 @@ class Side(IntEnum):
     BUY = 0
     SELL = 1
 
-    @property
-    def opposite(self) -> Side:
-        return Side(1 - self)
-
 
 class OrderType(IntEnum):
     LIMIT = 1

@@ -1,7 +1,7 @@
 """Random command streams covering every command kind, valid and invalid, for both books.
 
 `random_commands` returns an (n, 10) int64 array in the batch layout (engine.book.layout C_*),
-drawn with a seeded numpy generator; `apply_row` sends one row to a book's per-command API.
+drawn with a seeded numpy generator; `engine.book.book.apply_row` sends a row to either book.
 Prices are mostly passive (a deep book) with marketable, off-tick, out-of-band and far-away
 prices mixed in; ids are mostly fresh, sometimes live (duplicates), sometimes invalid.
 """
@@ -48,16 +48,3 @@ def random_commands(n: int, seed: int, tick: int = 1, far: bool = False) -> np.n
         issued.append(next_id)
         next_id += 1
     return out
-
-
-def apply_row(book, row) -> int:
-    kind, oid, owner, side, price, qty, otype, tif, stp, oid2 = (int(x) for x in row)
-    if kind == CMD_ADD:
-        return book.add(oid, owner, side, price, qty, otype, tif, stp)
-    if kind == CMD_CANCEL:
-        return book.cancel(oid, owner)
-    if kind == CMD_AMEND:
-        return book.amend(oid, price, qty, owner)
-    if kind == CMD_PICK:
-        return book.pick(oid, owner, side, oid2, qty)
-    raise ValueError(f"unknown command kind {kind}")

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from engine.book import Book, ReferenceBook
+from engine.book.book import apply_row
 from engine.book.integrity import check_integrity
-from tests.commands import apply_row, random_commands
+from tests.commands import random_commands
 
 CASES = [
     pytest.param(1, 1, (90, 110), False, id="tick1-band"),

@@ -107,6 +107,8 @@ def test_a_golden_day_nets_to_hand_checked_statements(tmp_path):
     write_files(report, tmp_path / "out")
     assert (tmp_path / "out" / f"statements-{DATE}.csv").read_bytes() == first
     assert any(p.name == f"summary-{DATE}.csv" for p in files)
+    member_3 = (tmp_path / "out" / f"statements-{DATE}" / "member-3.csv").read_text().splitlines()
+    assert [line.split(",")[2] for line in member_3[1:]] == ["CEA25", "CCER"]
 
 
 def test_a_day_settles_once(tmp_path):
@@ -255,28 +257,34 @@ def test_surrender_enforces_the_ccer_cap_and_holdings(tmp_path):
     assert rows == [("CCER", 500), ("CEA25", 9_000)]
 
 
-CRASH_SCRIPT = textwrap.dedent("""
+PAUSING_CONNECTION = textwrap.dedent("""
     import sys, time
-    from engine.clearing import settlement
-    from engine.clearing.capture import TradeStore
-    from tests.test_clearing import market
 
-    class PausingConnection:  # pauses for good after the second posting row is written
-        def __init__(self, db):
-            self.db, self.postings = db, 0
+    class PausingConnection:
+        # wraps a sqlite3 connection and hangs for good, inside the open transaction, after
+        # the n-th statement starting with `prefix`
+        def __init__(self, db, prefix, n):
+            self.db, self.prefix, self.left = db, prefix, n
         def execute(self, sql, *args):
             result = self.db.execute(sql, *args)
-            if sql.startswith("INSERT INTO postings"):
-                self.postings += 1
-                if self.postings == 2:
+            if sql.startswith(self.prefix):
+                self.left -= 1
+                if self.left == 0:
                     print("inside", flush=True)
                     time.sleep(60)
             return result
-
-    ledger = settlement.Ledger(sys.argv[1])
-    ledger.db = PausingConnection(ledger.db)
-    ledger.settle("2026-11-24", TradeStore(sys.argv[2]), market("CEA25", "CCER"))
 """)
+
+
+def kill_mid_transaction(body: str, *args) -> None:
+    """Run PausingConnection + body in a real process and kill -9 it mid-transaction."""
+    script = PAUSING_CONNECTION + textwrap.dedent(body)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, *map(str, args)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    assert proc.stdout.readline().strip() == "inside"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
 
 
 def test_a_crash_mid_settlement_leaves_the_ledger_as_it_was(tmp_path):
@@ -289,15 +297,18 @@ def test_a_crash_mid_settlement_leaves_the_ledger_as_it_was(tmp_path):
     ledger.load_opening(config.members)
     before = ledger.balances()
     ledger.close()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CRASH_SCRIPT, str(tmp_path / "l.db"), str(tmp_path / "c.db")],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
+    kill_mid_transaction(
+        """
+        from engine.clearing import settlement
+        from engine.clearing.capture import TradeStore
+        from tests.test_clearing import market
+        ledger = settlement.Ledger(sys.argv[1])
+        ledger.db = PausingConnection(ledger.db, "INSERT INTO postings", 2)
+        ledger.settle("2026-11-24", TradeStore(sys.argv[2]), market("CEA25", "CCER"))
+        """,
+        tmp_path / "l.db",
+        tmp_path / "c.db",
     )
-    assert proc.stdout.readline().strip() == "inside"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
     time.sleep(0.1)
     ledger = Ledger(tmp_path / "l.db")
     assert ledger.balances() == before and not ledger.settled(DATE)
@@ -316,43 +327,22 @@ def test_a_conservation_failure_aborts_with_the_offending_figures():
         check_conservation(broken)
 
 
-CAPTURE_CRASH = textwrap.dedent("""
-    import sys, time
-    from engine.clearing.capture import TradeStore, read_trade_log
-
-    class PausingConnection:  # pauses for good after the 500th trade row
-        def __init__(self, db):
-            self.db, self.rows = db, 0
-        def execute(self, sql, *args):
-            result = self.db.execute(sql, *args)
-            if sql.startswith("INSERT INTO trades"):
-                self.rows += 1
-                if self.rows == 500:
-                    print("inside", flush=True)
-                    time.sleep(60)
-            return result
-
-    store = TradeStore(sys.argv[1])
-    store.db = PausingConnection(store.db)
-    store.capture(read_trade_log(sys.argv[2]))
-""")
-
-
 def test_capture_killed_midway_then_restarted_loses_and_doubles_nothing(tmp_path):
     run_demo(default_market(), seed=4, steps=200, out=str(tmp_path))
     store = TradeStore(tmp_path / "c.db")
     half = [r for _, r in zip(range(300), read_trade_log(tmp_path / "trades.log"), strict=False)]
     store.capture(half)
     store.close()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CAPTURE_CRASH, str(tmp_path / "c.db"), str(tmp_path / "trades.log")],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
+    kill_mid_transaction(
+        """
+        from engine.clearing.capture import TradeStore, read_trade_log
+        store = TradeStore(sys.argv[1])
+        store.db = PausingConnection(store.db, "INSERT INTO trades", 500)
+        store.capture(read_trade_log(sys.argv[2]))
+        """,
+        tmp_path / "c.db",
+        tmp_path / "trades.log",
     )
-    assert proc.stdout.readline().strip() == "inside"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
     store = TradeStore(tmp_path / "c.db")
     assert store.last_trade_id() == 300
     result = capture_file(store, tmp_path / "trades.log")

@@ -37,6 +37,7 @@ def test_demo_runs_a_deterministic_full_day_of_every_instrument():
     ]
     text = "\n".join(body)
     for phase in (
+        "top five levels at the end of continuous trading",
         "opening auction",
         "re-opening auction",
         "one-way auction",

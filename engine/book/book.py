@@ -32,6 +32,7 @@ from engine.book.kernel import (
 from engine.book.layout import (
     CMD_ADD,
     CMD_AMEND,
+    CMD_CANCEL,
     CMD_PICK,
     CMD_UNCROSS,
     COMMAND_ROWS,
@@ -262,13 +263,6 @@ class Book:
         st = self.state
         return refresh_top(st.lad, st.bm, st.meta, top)
 
-    def depth_array(self, side: int, levels: int) -> np.ndarray:
-        """(levels, 3) int64 price, qty, orders; zero rows past the last level."""
-        st = self.state
-        out = np.zeros((levels, 3), dtype=np.int64)
-        depth_levels(st.lad, st.bm, st.meta, side, levels, out)
-        return out
-
     def best_bid(self) -> int | None:
         idx = int(self.state.meta[M_BEST_BID])
         return None if idx < 0 else int(self.state.meta[M_BASE]) + idx * self.tick
@@ -318,3 +312,17 @@ class Book:
     @property
     def traded_qty(self) -> int:
         return int(self.state.meta[M_FILL_QTY])
+
+
+def apply_row(book, row) -> int:
+    """Send one batch-layout command row (C_*) to either book's per-command API."""
+    kind, oid, owner, side, price, qty, otype, tif, stp, oid2 = (int(x) for x in row)
+    if kind == CMD_ADD:
+        return book.add(oid, owner, side, price, qty, otype, tif, stp)
+    if kind == CMD_CANCEL:
+        return book.cancel(oid, owner)
+    if kind == CMD_AMEND:
+        return book.amend(oid, price, qty, owner)
+    if kind == CMD_PICK:
+        return book.pick(oid, owner, side, oid2, qty)
+    raise ValueError(f"unknown command kind {kind}")

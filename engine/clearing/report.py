@@ -84,15 +84,21 @@ def as_json(report: SettlementReport) -> str:
 
 
 def write_files(report: SettlementReport, out: str | Path) -> list[Path]:
-    """statements-DATE.csv and summary-DATE.csv (plus .parquet when pyarrow is installed)."""
+    """statements-DATE.csv (every member), statements-DATE/member-N.csv (one statement per
+    member) and summary-DATE.csv, plus .parquet copies when pyarrow is installed."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    per_member = out / f"statements-{report.date}"
+    per_member.mkdir(parents=True, exist_ok=True)
+    statements = statement_rows(report)
+    tables = [
+        (out / f"statements-{report.date}.csv", STATEMENT_FIELDS, statements),
+        (out / f"summary-{report.date}.csv", SUMMARY_FIELDS, summary_rows(report)),
+    ]
+    for member in sorted({row["member"] for row in statements}):
+        mine = [row for row in statements if row["member"] == member]
+        tables.append((per_member / f"member-{member}.csv", STATEMENT_FIELDS, mine))
     written = []
-    for name, fields, rows in (
-        ("statements", STATEMENT_FIELDS, statement_rows(report)),
-        ("summary", SUMMARY_FIELDS, summary_rows(report)),
-    ):
-        path = out / f"{name}-{report.date}.csv"
+    for path, fields, rows in tables:
         with path.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
             writer.writeheader()

@@ -23,6 +23,7 @@ import numpy as np
 
 from engine.book import Book, EventKind
 from engine.book.auction import run_uncross
+from engine.book.book import apply_row
 from engine.book.layout import (
     C_KIND,
     C_OID,
@@ -132,7 +133,7 @@ def largest_pick(cmds: np.ndarray, tick: int) -> Outcome:
             target = max(top5, key=lambda o: (o[3], -o[5]))
             book.pick(row[C_OID], row[C_OWNER], side, target[0], min(want, target[3]))
         else:
-            _apply(book, row)
+            apply_row(book, row)
             continue
         for e in book.events():
             if e.kind == EventKind.FILL:
@@ -140,16 +141,6 @@ def largest_pick(cmds: np.ndarray, tick: int) -> Outcome:
             elif e.kind == EventKind.REJECTED:
                 rejects += 1
     return _outcome("pick largest in top 5", book, fills, rejects)
-
-
-def _apply(book: Book, row: list[int]) -> None:
-    kind, oid, owner, side, price, qty, otype, tif, stp, _ = row
-    if kind == CMD_ADD:
-        book.add(oid, owner, side, price, qty, otype, tif, stp)
-    elif kind == CMD_AMEND:
-        book.amend(oid, price, qty, owner)
-    else:
-        book.cancel(oid, owner)
 
 
 def compare(cmds: np.ndarray, tick: int, pick: bool = True) -> list[Outcome]:
