@@ -66,7 +66,7 @@ from engine.types import CancelReason, OrderType, Phase, Side
 class Exchange(SessionCommands, OffBookCommands):
     def __init__(self, config: MarketConfig, book_factory=Book) -> None:
         self.config = config
-        self.accounts = Accounts(config.members)
+        self.accounts = Accounts(config.members, [i.code for i in config.instruments])
         self.markets = {i.code: Market(i, book_factory) for i in config.instruments}
         self.zone = ZoneInfo(config.timezone)
         self.schedule = sorted(config.schedule)

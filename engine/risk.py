@@ -12,40 +12,26 @@ Spot market, no credit. Invariants (property-tested):
   of live sell orders' remaining quantities (plus one-way auction offers).
 Allowances bought today are `locked` (not sellable) unless the instrument allows same-day
 resale; `start_day` unlocks them. Sale proceeds are available at once.
-Only the exchange core calls the mutators, after its own validation.
+
+Layout (the compiled order path, engine.book.orderpath, reads and writes the same arrays):
+- `cash[row, CASH_AVAILABLE | CASH_FROZEN]` int64 fen, one row per member in ascending id
+  order, then one row for the exchange: its CASH_AVAILABLE is the fees collected;
+- `held[row, instrument, HELD_AVAILABLE | HELD_FROZEN | HELD_LOCKED]` int64 tonnes, the
+  instrument index following the market config's instrument order.
+`row_of` maps member id -> row. Only the exchange core mutates these, after its validation.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+import numpy as np
 
 from engine.config import Member
 from engine.instruments import Instrument
 
-
-@dataclass
-class Holding:
-    available: int = 0
-    frozen: int = 0
-    locked: int = 0  # bought today, sellable from the next trading day
-
-    @property
-    def total(self) -> int:
-        return self.available + self.frozen + self.locked
-
-
-@dataclass
-class Account:
-    member: int
-    cash: int = 0  # available, fen
-    cash_frozen: int = 0
-    holdings: dict[str, Holding] = field(default_factory=dict)
-
-    def holding(self, code: str) -> Holding:
-        holding = self.holdings.get(code)
-        if holding is None:
-            holding = self.holdings[code] = Holding()
-        return holding
+CASH_AVAILABLE, CASH_FROZEN = 0, 1
+HELD_AVAILABLE, HELD_FROZEN, HELD_LOCKED = 0, 1, 2
 
 
 def freeze_for(instrument: Instrument, price: int, qty: int) -> int:
@@ -54,53 +40,105 @@ def freeze_for(instrument: Instrument, price: int, qty: int) -> int:
     return value + instrument.fee_ceiling(value)
 
 
+@dataclass(frozen=True)
+class Holding:
+    """One member's allowances of one instrument (a copy, read from the arrays)."""
+
+    available: int
+    frozen: int
+    locked: int  # bought today, sellable from the next trading day
+
+    @property
+    def total(self) -> int:
+        return self.available + self.frozen + self.locked
+
+
+class Account:
+    """A read-only view of one member's balances."""
+
+    def __init__(self, accounts: Accounts, member: int) -> None:
+        self._accounts = accounts
+        self.member = member
+        self._row = accounts.row_of[member]
+
+    @property
+    def cash(self) -> int:
+        """Available cash, fen."""
+        return int(self._accounts.cash[self._row, CASH_AVAILABLE])
+
+    @property
+    def cash_frozen(self) -> int:
+        return int(self._accounts.cash[self._row, CASH_FROZEN])
+
+    def holding(self, code: str) -> Holding:
+        held = self._accounts.held[self._row, self._accounts.index_of[code]]
+        return Holding(*(int(x) for x in held))
+
+
 class Accounts:
-    def __init__(self, members: list[Member]) -> None:
-        self.accounts: dict[int, Account] = {}
+    def __init__(self, members: list[Member], codes: list[str]) -> None:
+        self.index_of = {code: i for i, code in enumerate(codes)}
+        self.row_of = {m.id: row for row, m in enumerate(sorted(members, key=lambda m: m.id))}
+        self.cash = np.zeros((len(members) + 1, 2), dtype=np.int64)
+        self.held = np.zeros((len(members) + 1, max(len(codes), 1), 3), dtype=np.int64)
         for member in members:
-            account = Account(member.id, cash=member.cash)
+            row = self.row_of[member.id]
+            self.cash[row, CASH_AVAILABLE] = member.cash
             for code, qty in member.holdings.items():
-                account.holding(code).available = qty
-            self.accounts[member.id] = account
-        self.fees = 0  # collected by the exchange, fen
+                if code not in self.index_of:
+                    raise ValueError(f"member {member.id} holds {code}, which is not listed")
+                self.held[row, self.index_of[code], HELD_AVAILABLE] = qty
+        self.exchange_row = len(members)
 
     def __contains__(self, member: int) -> bool:
-        return member in self.accounts
+        return member in self.row_of
 
     def get(self, member: int) -> Account:
-        return self.accounts[member]
+        return Account(self, member)
+
+    def all(self) -> list[Account]:
+        """Every member's account, by member id."""
+        return [Account(self, member) for member in sorted(self.row_of)]
+
+    @property
+    def fees(self) -> int:
+        """Fees collected by the exchange, fen."""
+        return int(self.cash[self.exchange_row, CASH_AVAILABLE])
 
     # -- freezing -------------------------------------------------------------------------------
 
     def can_freeze_cash(self, member: int, amount: int) -> bool:
-        return self.accounts[member].cash >= amount
+        return int(self.cash[self.row_of[member], CASH_AVAILABLE]) >= amount
 
     def freeze_cash(self, member: int, amount: int) -> None:
-        account = self.accounts[member]
-        assert 0 <= amount <= account.cash, "freeze without funds"
-        account.cash -= amount
-        account.cash_frozen += amount
+        self._move_cash(member, amount, CASH_AVAILABLE, CASH_FROZEN, "freeze without funds")
 
     def release_cash(self, member: int, amount: int) -> None:
-        account = self.accounts[member]
-        assert 0 <= amount <= account.cash_frozen, "release more than frozen"
-        account.cash_frozen -= amount
-        account.cash += amount
+        self._move_cash(member, amount, CASH_FROZEN, CASH_AVAILABLE, "release more than frozen")
+
+    def _move_cash(self, member: int, amount: int, source: int, target: int, error: str) -> None:
+        row = self.cash[self.row_of[member]]
+        assert 0 <= amount <= row[source], error
+        row[source] -= amount
+        row[target] += amount
 
     def can_freeze_qty(self, member: int, code: str, qty: int) -> bool:
-        return self.accounts[member].holding(code).available >= qty
+        held = self.held[self.row_of[member], self.index_of[code]]
+        return int(held[HELD_AVAILABLE]) >= qty
 
     def freeze_qty(self, member: int, code: str, qty: int) -> None:
-        holding = self.accounts[member].holding(code)
-        assert 0 <= qty <= holding.available, "freeze without allowances"
-        holding.available -= qty
-        holding.frozen += qty
+        self._move_qty(member, code, qty, HELD_AVAILABLE, HELD_FROZEN, "freeze without allowances")
 
     def release_qty(self, member: int, code: str, qty: int) -> None:
-        holding = self.accounts[member].holding(code)
-        assert 0 <= qty <= holding.frozen, "release more than frozen"
-        holding.frozen -= qty
-        holding.available += qty
+        self._move_qty(member, code, qty, HELD_FROZEN, HELD_AVAILABLE, "release more than frozen")
+
+    def _move_qty(
+        self, member: int, code: str, qty: int, source: int, target: int, error: str
+    ) -> None:
+        held = self.held[self.row_of[member], self.index_of[code]]
+        assert 0 <= qty <= held[source], error
+        held[source] -= qty
+        held[target] += qty
 
     # -- trades ---------------------------------------------------------------------------------
 
@@ -118,44 +156,30 @@ class Accounts:
         value = price * qty
         fee = instrument.fee(value)
         cost, proceeds = value + fee, value - fee
-        buy, sell = self.accounts[buyer], self.accounts[seller]
-        assert cost <= buy.cash_frozen, "buy fill beyond the order's frozen cash"
-        buy.cash_frozen -= cost
-        sold = sell.holding(instrument.code)
-        assert qty <= sold.frozen, "sell fill beyond frozen allowances"
-        sold.frozen -= qty
-        bought = buy.holding(instrument.code)
-        if instrument.same_day_resale:
-            bought.available += qty
-        else:
-            bought.locked += qty
-        sell.cash += proceeds
-        self.fees += 2 * fee
+        buy, sell = self.row_of[buyer], self.row_of[seller]
+        code = self.index_of[instrument.code]
+        assert cost <= self.cash[buy, CASH_FROZEN], "buy fill beyond the order's frozen cash"
+        assert qty <= self.held[sell, code, HELD_FROZEN], "sell fill beyond frozen allowances"
+        self.cash[buy, CASH_FROZEN] -= cost
+        self.held[sell, code, HELD_FROZEN] -= qty
+        self.held[buy, code, HELD_AVAILABLE if instrument.same_day_resale else HELD_LOCKED] += qty
+        self.cash[sell, CASH_AVAILABLE] += proceeds
+        self.cash[self.exchange_row, CASH_AVAILABLE] += 2 * fee
         return cost, proceeds
 
     def start_day(self) -> None:
         """Allowances bought on the previous day become sellable."""
-        for account in self.accounts.values():
-            for holding in account.holdings.values():
-                holding.available += holding.locked
-                holding.locked = 0
+        self.held[:, :, HELD_AVAILABLE] += self.held[:, :, HELD_LOCKED]
+        self.held[:, :, HELD_LOCKED] = 0
 
     # -- views ----------------------------------------------------------------------------------
 
     def total_cash(self) -> int:
-        return self.fees + sum(a.cash + a.cash_frozen for a in self.accounts.values())
+        return int(self.cash.sum())
 
     def total_qty(self, code: str) -> int:
-        return sum(a.holding(code).total for a in self.accounts.values())
+        return int(self.held[:, self.index_of[code]].sum())
 
     def snapshot(self) -> list:
-        """Plain, sorted data for the state hash."""
-        return [
-            (
-                a.member,
-                a.cash,
-                a.cash_frozen,
-                sorted((c, h.available, h.frozen, h.locked) for c, h in a.holdings.items()),
-            )
-            for a in sorted(self.accounts.values(), key=lambda a: a.member)
-        ] + [("fees", self.fees)]
+        """Plain data for the state hash (rows in member id order, then the exchange's)."""
+        return [sorted(self.row_of.items()), self.cash.tolist(), self.held.tolist()]

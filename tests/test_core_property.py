@@ -127,7 +127,8 @@ def check_accounts(x: Exchange, cash0: int, qty0: int) -> None:
             assert order.frozen == freeze_for(inst, order.limit, order.leaves)
         else:
             need_qty[order.member] = need_qty.get(order.member, 0) + order.leaves
-    for member, account in accounts.accounts.items():
+    for account in accounts.all():
+        member = account.member
         holding = account.holding(CODE)
         assert (
             min(

@@ -327,7 +327,7 @@ def test_one_way_auction_uniform_and_pay_as_bid():
         assert [t.price for t in trades] == prices
         assert {t.venue for t in trades} == {"one_way"}
         assert of(events, AuctionResult)[0].volume == 100_000
-        assert all(a.cash_frozen == 0 for a in s.x.accounts.accounts.values())
+        assert all(a.cash_frozen == 0 for a in s.x.accounts.all())
         assert s.x.accounts.total_cash() == 4 * CASH
 
 
