@@ -73,7 +73,7 @@ class Exchange(SessionCommands, OffBookCommands):
         self.seq = 0
         self.next_order_id = 1
         self.next_trade_id = 1
-        self.orders: dict[int, LiveOrder] = {}
+        self.orders: dict[int, LiveOrder] = {}  # off-book only; book orders live in the books
         self.cl_ord_ids: set[tuple[int, str]] = set()
         self.date = ""
         self.calendar_done = 0
@@ -190,9 +190,11 @@ class Exchange(SessionCommands, OffBookCommands):
         order.leaves -= qty
 
     def _accept(self, order: LiveOrder, price: int) -> None:
-        """Register a validated order (its id is the next one) and acknowledge it."""
+        """Take a validated order (its id is the next one) and acknowledge it. Off-book orders
+        are registered here; a book order lives in its book from the book call on."""
         self.next_order_id += 1
-        self.orders[order.order_id] = order
+        if order.venue != "book":
+            self.orders[order.order_id] = order
         self.cl_ord_ids.add((order.member, order.cl_ord_id))
         self.out.append(
             Accepted(
@@ -209,7 +211,7 @@ class Exchange(SessionCommands, OffBookCommands):
 
     def _end(self, order: LiveOrder, reason: CancelReason) -> None:
         """An order leaves the exchange unfilled: tell its member, release what it holds."""
-        del self.orders[order.order_id]
+        self.orders.pop(order.order_id, None)
         self.out.append(
             Cancelled(self.seq, order.member, order.code, order.order_id, order.leaves, reason)
         )
@@ -250,12 +252,12 @@ class Exchange(SessionCommands, OffBookCommands):
             int(cmd.tif),
             int(cmd.stp),
         )
-        self._book_events(market, "continuous")
+        self._book_events(market, "continuous", taker=order)
         return {market.code}
 
-    def _owned(self, member: int, order_id: int, code: str) -> LiveOrder:
-        order = self.orders.get(order_id)
-        if order is None or order.code != code:
+    def _owned(self, member: int, order_id: int, market: Market) -> LiveOrder:
+        order = self.orders.get(order_id) or self._book_order(market, order_id)
+        if order is None or order.code != market.code:
             raise Reject(RejectCode.UNKNOWN_ORDER, str(order_id))
         if order.member != member:
             raise Reject(RejectCode.NOT_OWNER, str(order_id))
@@ -264,7 +266,7 @@ class Exchange(SessionCommands, OffBookCommands):
     def _cancel(self, cmd: CancelOrder) -> set[str]:
         self._member(cmd.member)
         market = self._market(cmd.instrument)
-        order = self._owned(cmd.member, cmd.order_id, market.code)
+        order = self._owned(cmd.member, cmd.order_id, market)
         if order.venue == "one_way_bid":
             market.one_way.bids = [b for b in market.one_way.bids if b.order_id != order.order_id]
             self._end(order, CancelReason.USER)
@@ -278,7 +280,7 @@ class Exchange(SessionCommands, OffBookCommands):
     def _amend(self, cmd: AmendOrder) -> set[str]:
         self._member(cmd.member)
         market = self._market(cmd.instrument)
-        order = self._owned(cmd.member, cmd.order_id, market.code)
+        order = self._owned(cmd.member, cmd.order_id, market)
         if order.venue != "book":
             raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, "only orders in the book are amended")
         self._order_phase(market)
@@ -304,7 +306,7 @@ class Exchange(SessionCommands, OffBookCommands):
                 self.accounts.release_qty(order.member, order.code, -extra)
         order.leaves = cmd.qty
         market.book.amend(cmd.order_id, cmd.price, cmd.qty, cmd.member)
-        self._book_events(market, "continuous")
+        self._book_events(market, "continuous", taker=order)
         return {market.code}
 
     def _pick(self, cmd: PickOrder) -> set[str]:
@@ -337,51 +339,97 @@ class Exchange(SessionCommands, OffBookCommands):
                 self.accounts.release_qty(cmd.member, market.code, cmd.qty)
             raise Reject(RejectCode(events[0].code))
         self._accept(order, price)
-        self._book_events(market, "pick", events)
+        self._book_events(market, "pick", events, taker=order)
         return {market.code}
 
     # -- book events -> accounts and protocol events ------------------------------------------
 
-    def _book_events(self, market: Market, venue: str, events=None) -> None:
+    def _book_events(
+        self,
+        market: Market,
+        venue: str,
+        events=None,
+        taker: LiveOrder | None = None,
+        limits: dict[int, int] | None = None,
+    ) -> None:
+        """Mirror book events in the accounts and emit them. A fill's maker rests at the fill
+        price; `taker` is the incoming order (its limit may differ from the prices it takes);
+        in an uncross every order's limit comes from `limits` (id -> price before the call)."""
         for e in market.book.events() if events is None else events:
             if e.kind == EventKind.FILL:
                 auction = e.code == 1
+                if auction:
+                    first = self._filled_order(market, e.oid, e.side, limits[e.oid], e.leaves, e)
+                else:
+                    first = taker
+                    assert taker is not None and taker.order_id == e.oid
+                maker_limit = limits[e.oid2] if auction else e.price
+                second = self._filled_order(market, e.oid2, 1 - e.side, maker_limit, e.leaves2, e)
                 self._trade(
                     market,
-                    e.oid,
-                    e.oid2,
+                    first,
+                    second,
                     e.price,
                     e.qty,
-                    e.side,
                     "call" if auction else venue,
                     aggressor=not auction,
                 )
             elif e.kind == EventKind.CANCELLED:
-                order = self.orders[e.oid]
+                if taker is not None and taker.order_id == e.oid:
+                    order = taker
+                else:
+                    order = self._resting(market, e.oid, e.side, e.price, e.qty, e.owner)
                 assert e.qty == order.leaves, f"book and core disagree on order {e.oid}"
                 self._end(order, CancelReason(e.code))
             elif e.kind == EventKind.AMENDED:
-                order = self.orders[e.oid]
                 self.out.append(
-                    Amended(
-                        self.seq, order.member, market.code, e.oid, e.price, e.qty, bool(e.code)
-                    )
+                    Amended(self.seq, e.owner, market.code, e.oid, e.price, e.qty, bool(e.code))
                 )
             elif e.kind == EventKind.REJECTED:
                 raise AssertionError(f"the book rejected what the core validated: {e}")
 
+    def _resting(
+        self, market: Market, order_id: int, side: int, limit: int, leaves: int, member: int
+    ) -> LiveOrder:
+        """The core's view of a book order: what it holds follows from its limit and leaves."""
+        frozen = freeze_for(market.instrument, limit, leaves) if side == Side.BUY else 0
+        return LiveOrder(order_id, member, "", market.code, side, limit, leaves, frozen)
+
+    def _filled_order(
+        self, market: Market, order_id: int, side: int, limit: int, leaves_after: int, fill
+    ) -> LiveOrder:
+        """A book order as it stood just before `fill` (a FILL book event) took from it."""
+        member = fill.owner if order_id == fill.oid else fill.owner2
+        return self._resting(market, order_id, side, limit, leaves_after + fill.qty, member)
+
+    def _book_order(self, market: Market, order_id: int) -> LiveOrder | None:
+        found = market.book.order(order_id)
+        if found is None:
+            return None
+        side, price, qty, owner = found
+        return self._resting(market, order_id, side, price, qty, owner)
+
+    def live_orders(self) -> dict[int, LiveOrder]:
+        """Every order that can still trade (book and off-book), by id."""
+        live = dict(self.orders)
+        for market in self.markets.values():
+            for order_id, side, price, qty, owner, _ in market.book.orders():
+                live[order_id] = self._resting(market, order_id, side, price, qty, owner)
+        return dict(sorted(live.items()))
+
     def _trade(
         self,
         market: Market,
-        taker_id: int,
-        maker_id: int,
+        taker: LiveOrder,
+        maker: LiveOrder,
         price: int,
         qty: int,
-        taker_side: int,
         venue: str,
         aggressor: bool,
     ) -> None:
-        taker, maker = self.orders[taker_id], self.orders[maker_id]
+        """One trade between two orders as they stand before it (updated in place); an
+        off-book order that is now complete leaves the registry."""
+        taker_side = taker.side
         buy, sell = (taker, maker) if taker_side == Side.BUY else (maker, taker)
         cost, _ = self.accounts.settle_trade(market.instrument, buy.member, sell.member, price, qty)
         buy.frozen -= cost
@@ -422,7 +470,7 @@ class Exchange(SessionCommands, OffBookCommands):
                 )
             )
             if order.leaves == 0:  # nothing left frozen: the buy's release above freed it
-                del self.orders[order.order_id]
+                self.orders.pop(order.order_id, None)
 
     def _publish(self, market: Market) -> None:
         if market.book.refresh_top(market.published_depth):
@@ -461,7 +509,7 @@ class Exchange(SessionCommands, OffBookCommands):
                     o.frozen,
                     o.venue,
                 )
-                for o in sorted(self.orders.values(), key=lambda o: o.order_id)
+                for o in sorted(self.orders.values(), key=lambda o: o.order_id)  # off-book
             ],
             [self.markets[code].snapshot() for code in sorted(self.markets)],
             self.accounts.snapshot(),

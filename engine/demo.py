@@ -142,7 +142,7 @@ class DemoDay:
         return accepted[0].order_id if accepted else None
 
     def cancel(self, member: int, code: str, order_id: int, phase: str) -> None:
-        if order_id in self.exchange.orders:
+        if self.exchange.markets[code].book.order(order_id) is not None:
             self.n += 1
             self.send(CancelOrder(f"d{self.n}", member, code, order_id), phase)
 

@@ -106,11 +106,10 @@ class OffBookCommands:
         for fill in fills:
             self._trade(
                 market,
-                fill.order_id,
-                auction.auction_id,
+                self.orders[fill.order_id],
+                self.orders[auction.auction_id],
                 fill.price,
                 fill.qty,
-                Side.BUY,
                 "one_way",
                 aggressor=False,
             )
@@ -167,16 +166,6 @@ class OffBookCommands:
             venue="block",
         )
         self.next_order_id += 2
-        self.orders[buy.order_id], self.orders[sell.order_id] = buy, sell
         self.cl_ord_ids.add((cmd.buyer, cmd.cl_ord_id))
-        self._trade(
-            market,
-            buy.order_id,
-            sell.order_id,
-            cmd.price,
-            cmd.qty,
-            Side.BUY,
-            "block",
-            aggressor=False,
-        )
+        self._trade(market, buy, sell, cmd.price, cmd.qty, "block", aggressor=False)
         return set()

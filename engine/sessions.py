@@ -56,7 +56,7 @@ class SessionCommands:
         return market
 
     def _start_of_day(self, cmd: StartOfDay) -> set[str]:
-        if any(m.phase != Phase.CLOSED for m in self.markets.values()) or self.orders:
+        if any(m.phase != Phase.CLOSED for m in self.markets.values()) or self.live_orders():
             raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, "the previous day is not closed")
         self.date = cmd.date
         self.cl_ord_ids.clear()
@@ -75,8 +75,9 @@ class SessionCommands:
         return {market.code}
 
     def _run_auction(self, market: Market, label: str) -> None:
+        limits = {order[0]: order[2] for order in market.book.orders()}
         events, rounds = run_uncross(market.book, market.reference)
-        self._book_events(market, "call", events)
+        self._book_events(market, "call", events, limits=limits)
         volume = sum(r.volume for r in rounds)
         self.out.append(
             AuctionResult(self.seq, market.code, label, rounds[-1].price if rounds else 0, volume)
@@ -126,8 +127,7 @@ class SessionCommands:
             raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, f"still open: {open_markets}")
         if not self.date:
             raise Reject(RejectCode.MARKET_CLOSED, "no trading day to end")
-        for order_id in sorted(self.orders):
-            order = self.orders[order_id]
+        for order_id, order in self.live_orders().items():
             if order.venue == "book":
                 self.markets[order.code].book.cancel(order_id)
             self._end(order, CancelReason.EXPIRED)
