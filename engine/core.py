@@ -39,7 +39,7 @@ from engine.protocol import (
     Close,
     CloseCall,
     Command,
-    DepthChanged,
+    DepthUpdate,
     EndOfDay,
     Event,
     Filled,
@@ -110,6 +110,8 @@ class Exchange(SessionCommands, OffBookCommands):
         try:
             touched = self._handlers[type(command)](command) or set()
         except Reject as reject:
+            for market in self.markets.values():
+                market.touched.clear()
             self.out.append(
                 Rejected(
                     self.seq,
@@ -286,6 +288,7 @@ class Exchange(SessionCommands, OffBookCommands):
         self._order_phase(market)
         self._quantity(market, cmd.qty)
         self._price(market, cmd.price, market.band)
+        old_price = order.limit
         if order.side == Side.BUY:
             need = freeze_for(market.instrument, cmd.price, cmd.qty)
             extra = need - order.frozen
@@ -304,6 +307,7 @@ class Exchange(SessionCommands, OffBookCommands):
                 self.accounts.freeze_qty(order.member, order.code, extra)
             else:
                 self.accounts.release_qty(order.member, order.code, -extra)
+        market.touched.append((order.side, old_price))
         order.leaves = cmd.qty
         market.book.amend(cmd.order_id, cmd.price, cmd.qty, cmd.member)
         self._book_events(market, "continuous", taker=order)
@@ -360,10 +364,12 @@ class Exchange(SessionCommands, OffBookCommands):
                 auction = e.code == 1
                 if auction:
                     first = self._filled_order(market, e.oid, e.side, limits[e.oid], e.leaves, e)
+                    market.touched.append((e.side, first.limit))
                 else:
                     first = taker
                     assert taker is not None and taker.order_id == e.oid
                 maker_limit = limits[e.oid2] if auction else e.price
+                market.touched.append((1 - e.side, maker_limit))
                 second = self._filled_order(market, e.oid2, 1 - e.side, maker_limit, e.leaves2, e)
                 self._trade(
                     market,
@@ -379,8 +385,11 @@ class Exchange(SessionCommands, OffBookCommands):
                     order = taker
                 else:
                     order = self._resting(market, e.oid, e.side, e.price, e.qty, e.owner)
+                    market.touched.append((e.side, e.price))
                 assert e.qty == order.leaves, f"book and core disagree on order {e.oid}"
                 self._end(order, CancelReason(e.code))
+            elif e.kind == EventKind.RESTED:
+                market.touched.append((e.side, e.price))
             elif e.kind == EventKind.AMENDED:
                 self.out.append(
                     Amended(self.seq, e.owner, market.code, e.oid, e.price, e.qty, bool(e.code))
@@ -473,11 +482,11 @@ class Exchange(SessionCommands, OffBookCommands):
                 self.orders.pop(order.order_id, None)
 
     def _publish(self, market: Market) -> None:
-        if market.book.refresh_top(market.published_depth):
-            bids, asks = (
-                [(p, q) for p, q in levels if q] for levels in market.published_depth.tolist()
-            )
-            self.out.append(DepthChanged(self.seq, market.code, bids, asks))
+        """Market data after a command: each changed level once, then the indicative."""
+        for side, price in dict.fromkeys(market.touched):
+            qty, orders = market.book.level(side, price)
+            self.out.append(DepthUpdate(self.seq, market.code, side, price, qty, orders))
+        market.touched.clear()
         if market.phase in CALL_PHASES:
             found = equilibrium(
                 *market.book.depth(1 << 30), market.reference, market.instrument.tick

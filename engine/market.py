@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from engine.book import Book
 from engine.book.auction import AuctionBid
 from engine.instruments import Instrument
@@ -23,7 +21,6 @@ from engine.types import Phase
 
 LISTED_VENUES = frozenset({"continuous", "call", "pick"})  # count towards the close
 CALL_PHASES = frozenset({Phase.CALL, Phase.CLOSING_CALL})
-DEPTH_LEVELS = 5  # levels per side in DepthChanged events
 
 
 @dataclass
@@ -49,7 +46,7 @@ class Market:
         self.band = instrument.band(self.reference)
         self.book.set_band(*self.band)
         self.one_way: OneWayAuction | None = None
-        self.published_depth = np.zeros((2, DEPTH_LEVELS, 2), dtype=np.int64)
+        self.touched: list[tuple[int, int]] = []  # (side, price) levels the command changed
         self.published_indicative: tuple = (0, 0, 0)
         self.new_day()
 

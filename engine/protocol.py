@@ -357,13 +357,18 @@ class AuctionResult(_Message, tag=109):
     volume: int
 
 
-class DepthChanged(_Message, tag=110):
-    """Top five levels per side after a command that changed them: [(price, qty), ...]."""
+class DepthUpdate(_Message, tag=110):
+    """A price level changed: it now holds `qty` tonnes in `orders` orders (0 and 0: gone).
+
+    One per level a command changed, in the order the command first touched them, so a
+    subscriber that applies them in sequence holds the full book by price (market by price)."""
 
     seq: int
     instrument: str
-    bids: list[tuple[int, int]]
-    asks: list[tuple[int, int]]
+    side: Side
+    price: int
+    qty: int
+    orders: int
 
 
 class DayClosed(_Message, tag=111):
@@ -388,7 +393,7 @@ Event = (
     | PhaseChanged
     | Indicative
     | AuctionResult
-    | DepthChanged
+    | DepthUpdate
     | DayClosed
 )
 

@@ -130,6 +130,7 @@ class SessionCommands:
         for order_id, order in self.live_orders().items():
             if order.venue == "book":
                 self.markets[order.code].book.cancel(order_id)
+                self.markets[order.code].touched.append((order.side, order.limit))
             self._end(order, CancelReason.EXPIRED)
         for code in sorted(self.markets):
             market = self.markets[code]

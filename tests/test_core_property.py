@@ -1,5 +1,6 @@
 """Exchange-core properties over random command sequences (hypothesis).
 
+- market data: applying the DepthUpdate events in order reproduces the book's full depth;
 - conservation: members' cash plus collected fees, and each instrument's allowances, never
   change; no balance is ever negative; frozen cash and allowances equal what live orders need;
 - a rejected command never changes the state hash;
@@ -21,6 +22,7 @@ from engine.protocol import (
     CancelOrder,
     Close,
     CloseCall,
+    DepthUpdate,
     EndOfDay,
     Halt,
     NewOrder,
@@ -149,6 +151,7 @@ def test_money_and_allowances_are_conserved_and_frozen_matches_live_orders(data)
     cash0, qty0 = x.accounts.total_cash(), x.accounts.total_qty(CODE)
     for command in START:
         x.apply(command)
+    levels: dict[tuple[int, int], tuple[int, int]] = {}
     for n in range(1, data.draw(st.integers(20, 150))):
         command = draw_command(data, x, n)
         before = x.state_hash()
@@ -156,6 +159,23 @@ def test_money_and_allowances_are_conserved_and_frozen_matches_live_orders(data)
         if len(events) == 1 and isinstance(events[0], Rejected):
             assert x.state_hash() == before, events[0]
         check_accounts(x, cash0, qty0)
+        follow_depth(levels, events)
+        assert levels == book_levels(x), command
+
+
+def follow_depth(levels: dict, events: list) -> None:
+    """What a market-by-price subscriber holds after applying the DepthUpdates in order."""
+    for e in events:
+        if isinstance(e, DepthUpdate):
+            if e.orders:
+                levels[e.side, e.price] = (e.qty, e.orders)
+            else:
+                levels.pop((e.side, e.price), None)
+
+
+def book_levels(x: Exchange) -> dict[tuple[int, int], tuple[int, int]]:
+    bids, asks = x.markets[CODE].book.depth(1 << 30)
+    return {(side, p): (q, n) for side, rows in enumerate((bids, asks)) for p, q, n in rows}
 
 
 @settings(max_examples=50, deadline=None)

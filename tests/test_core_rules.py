@@ -16,6 +16,7 @@ from engine.protocol import (
     Close,
     CloseCall,
     DayClosed,
+    DepthUpdate,
     EndOfDay,
     Filled,
     Halt,
@@ -232,6 +233,27 @@ def test_pick_trades_with_the_named_order_at_its_price():
     )
     account = s.x.accounts.get(1)
     assert account.cash_frozen == 0
+
+
+def test_depth_updates_name_each_changed_level_once_with_its_new_total():
+    s = Session()
+    assert of(s.order(2, SELL, 10_000, 10), DepthUpdate) == [
+        DepthUpdate(s.x.seq, s.code, SELL, 10_000, 10, 1)
+    ]
+    s.order(3, SELL, 10_000, 5)
+    resting = of(s.order(3, SELL, 10_100, 7), Accepted)[0].order_id
+    events = s.order(1, BUY, 10_100, 20, tif=TimeInForce.IOC)
+    seq = s.x.seq
+    assert of(events, DepthUpdate) == [
+        DepthUpdate(seq, s.code, SELL, 10_000, 0, 0),
+        DepthUpdate(seq, s.code, SELL, 10_100, 2, 1),
+    ]  # the IOC remainder never rested, so the bid side did not change
+    events = s.amend(3, resting, 10_200, 2)
+    assert [(e.price, e.qty, e.orders) for e in of(events, DepthUpdate)] == [
+        (10_100, 0, 0),
+        (10_200, 2, 1),
+    ]
+    assert not of(s.order(1, BUY, 9_000, 10, tif=TimeInForce.IOC), DepthUpdate)
 
 
 # -- sessions and auctions --------------------------------------------------------------------

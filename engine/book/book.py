@@ -27,6 +27,7 @@ from engine.book.kernel import (
     cancel_one,
     depth_levels,
     ht_find,
+    level_of,
     refresh_top,
 )
 from engine.book.layout import (
@@ -256,6 +257,10 @@ class Book:
         st = self.state
         head = best_head(st.pool, st.lad, st.meta, side)
         return None if head < 0 else int(head)
+
+    def level(self, side: int, price: int) -> tuple[int, int]:
+        """(total qty, orders) resting at `price` on `side`; (0, 0) when none."""
+        return level_of(self.state.lad, self.state.meta, side, price)
 
     def refresh_top(self, top: np.ndarray) -> bool:
         """Update `top` ((2, levels, 2) int64: [side][k] = (price, qty), zeros past the last

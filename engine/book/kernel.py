@@ -973,3 +973,14 @@ def rebuild_bitmap(lad, bm, meta):
                     meta[M_BEST_BID] = idx
                 elif meta[M_BEST_ASK] == -1:
                     meta[M_BEST_ASK] = idx
+
+
+@njit(cache=True, _nrt=False)
+def level_of(lad, meta, side, price):
+    """(total qty, orders) at `price` on `side`, (0, 0) off the ladder or off the tick."""
+    offset = price - meta[M_BASE]
+    tick = meta[M_TICK]
+    if offset < 0 or offset % tick != 0 or offset // tick >= meta[M_LEN]:
+        return 0, 0
+    idx = offset // tick
+    return lad[idx, side * 4 + L_TOTAL], lad[idx, side * 4 + L_COUNT]

@@ -416,6 +416,11 @@ class ReferenceBook:
     def depth(self, levels: int = 5) -> tuple[list[Level], list[Level]]:
         return self.side_depth(0, levels), self.side_depth(1, levels)
 
+    def level(self, side: int, price: int) -> tuple[int, int]:
+        """(total qty, orders) resting at `price` on `side`; (0, 0) when none."""
+        queue = self.levels[side].get(price, ())
+        return sum(o.qty for o in queue), len(queue)
+
     def refresh_top(self, top: np.ndarray) -> bool:
         fresh = np.zeros_like(top)
         for side in (0, 1):
