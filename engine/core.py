@@ -24,10 +24,11 @@ import msgspec
 
 from engine.book import Book, EventKind
 from engine.book.auction import equilibrium
+from engine.compiled import CompiledOrders
 from engine.config import MarketConfig
-from engine.market import CALL_PHASES, Market
+from engine.market import Market
 from engine.offbook import OffBookCommands
-from engine.orders import LiveOrder, Reject
+from engine.orders import LiveOrder, Reject, order_reject
 from engine.protocol import (
     Accepted,
     Amended,
@@ -63,11 +64,13 @@ from engine.sessions import SessionCommands
 from engine.types import CancelReason, OrderType, Phase, Side
 
 
-class Exchange(SessionCommands, OffBookCommands):
+class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
     def __init__(self, config: MarketConfig, book_factory=Book) -> None:
         self.config = config
         self.accounts = Accounts(config.members, [i.code for i in config.instruments])
-        self.markets = {i.code: Market(i, book_factory) for i in config.instruments}
+        self.markets = {
+            i.code: Market(i, book_factory, index) for index, i in enumerate(config.instruments)
+        }
         self.zone = ZoneInfo(config.timezone)
         self.schedule = sorted(config.schedule)
         self.seq = 0
@@ -79,10 +82,11 @@ class Exchange(SessionCommands, OffBookCommands):
         self.calendar_done = 0
         self.ts_ns = 0
         self.out: list[Event] = []
+        self._compiled_paths()
         self._handlers = {
-            NewOrder: self._new_order,
-            CancelOrder: self._cancel,
-            AmendOrder: self._amend,
+            NewOrder: self._new_order_compiled,
+            CancelOrder: self._cancel_compiled,
+            AmendOrder: self._amend_compiled,
             PickOrder: self._pick,
             StartOfDay: self._start_of_day,
             OpenCall: self._open_call,
@@ -106,10 +110,10 @@ class Exchange(SessionCommands, OffBookCommands):
         self.out = []
         if self.schedule:
             self._run_calendar()
-        touched: set[str] = set()
         try:
-            touched = self._handlers[type(command)](command) or set()
+            touched = self._handlers[type(command)](command)
         except Reject as reject:
+            touched = None
             for market in self.markets.values():
                 market.touched.clear()
             self.out.append(
@@ -121,8 +125,9 @@ class Exchange(SessionCommands, OffBookCommands):
                     reject.text,
                 )
             )
-        for code in sorted(touched):
-            self._publish(self.markets[code])
+        if touched:
+            for code in sorted(touched):
+                self._publish(self.markets[code])
         return self.out
 
     # -- validation helpers -----------------------------------------------------------------------
@@ -146,7 +151,7 @@ class Exchange(SessionCommands, OffBookCommands):
             raise Reject(RejectCode.MARKET_CLOSED, market.code)
         if market.phase == Phase.HALTED:
             raise Reject(RejectCode.MARKET_HALTED, market.code)
-        if market.phase in CALL_PHASES and not call_ok:
+        if market.in_call and not call_ok:
             raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, f"{market.code} is in a call")
 
     @staticmethod
@@ -260,9 +265,9 @@ class Exchange(SessionCommands, OffBookCommands):
     def _owned(self, member: int, order_id: int, market: Market) -> LiveOrder:
         order = self.orders.get(order_id) or self._book_order(market, order_id)
         if order is None or order.code != market.code:
-            raise Reject(RejectCode.UNKNOWN_ORDER, str(order_id))
+            raise order_reject(RejectCode.UNKNOWN_ORDER, order_id)
         if order.member != member:
-            raise Reject(RejectCode.NOT_OWNER, str(order_id))
+            raise order_reject(RejectCode.NOT_OWNER, order_id)
         return order
 
     def _cancel(self, cmd: CancelOrder) -> set[str]:
@@ -487,7 +492,7 @@ class Exchange(SessionCommands, OffBookCommands):
             qty, orders = market.book.level(side, price)
             self.out.append(DepthUpdate(self.seq, market.code, side, price, qty, orders))
         market.touched.clear()
-        if market.phase in CALL_PHASES:
+        if market.in_call:
             found = equilibrium(
                 *market.book.depth(1 << 30), market.reference, market.instrument.tick
             )

@@ -2,8 +2,10 @@
 
 Invariants: the band always derives from the reference price (`Instrument.band`, rounded
 inward to the tick) and is pushed into the book, which refuses prices outside it; the book
-collects without matching exactly in the call phases; the day's trades feed a running
-SHA-256 (`trades_digest` of the same trades) and the close is the VWAP of the day's call,
+collects without matching exactly in the call phases; `params` (engine.book.orderpath MK_*)
+always holds the phase, band and instrument limits the compiled order path checks; the day's
+trades feed a SHA-256 (`trades_digest` of the same trades, folded in when the day's figures
+are read, so recording a trade is one append) and the close is the VWAP of the day's call,
 continuous and pick trades, rounded half up to the tick (block and one-way auction trades
 excluded), or the reference when there were none. Only the exchange core mutates a Market.
 """
@@ -13,8 +15,23 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from engine.book import Book
 from engine.book.auction import AuctionBid
+from engine.book.orderpath import (
+    MK_BAND_HI,
+    MK_BAND_LO,
+    MK_FEE_PPM,
+    MK_INSTRUMENT,
+    MK_LEN,
+    MK_MAX_QTY,
+    MK_MIN_QTY,
+    MK_PHASE,
+    MK_RESALE,
+    MK_TICK,
+    MK_UNIT,
+)
 from engine.instruments import Instrument
 from engine.protocol import Trade, encode
 from engine.types import Phase
@@ -37,14 +54,23 @@ class OneWayAuction:
 
 
 class Market:
-    def __init__(self, instrument: Instrument, book_factory=Book) -> None:
+    def __init__(self, instrument: Instrument, book_factory=Book, index: int = 0) -> None:
         self.instrument = instrument
         self.code = instrument.code
         self.book = book_factory(tick=instrument.tick)
-        self.phase = Phase.CLOSED
-        self.reference = instrument.reference_price
-        self.band = instrument.band(self.reference)
-        self.book.set_band(*self.band)
+        self.params = np.zeros(MK_LEN, dtype=np.int64)
+        for slot, value in (
+            (MK_UNIT, instrument.unit),
+            (MK_MIN_QTY, instrument.min_qty),
+            (MK_MAX_QTY, instrument.max_qty),
+            (MK_TICK, instrument.tick),
+            (MK_FEE_PPM, instrument.fee_ppm),
+            (MK_RESALE, int(instrument.same_day_resale)),
+            (MK_INSTRUMENT, index),
+        ):
+            self.params[slot] = value
+        self.set_phase(Phase.CLOSED)
+        self.set_reference(instrument.reference_price)
         self.one_way: OneWayAuction | None = None
         self.touched: list[tuple[int, int]] = []  # (side, price) levels the command changed
         self.published_indicative: tuple = (0, 0, 0)
@@ -56,25 +82,36 @@ class Market:
         self.listed_volume = 0
         self.listed_value = 0
         self.digest = hashlib.sha256()
+        self.unfolded: list[Trade] = []  # recorded, not yet in the figures above
 
     def set_phase(self, phase: Phase) -> None:
         self.phase = phase
+        self.in_call = phase in CALL_PHASES
+        self.params[MK_PHASE] = phase
         self.book.set_collecting(phase in CALL_PHASES)
 
     def set_reference(self, price: int) -> None:
         self.reference = price
         self.band = self.instrument.band(price)
+        self.params[MK_BAND_LO], self.params[MK_BAND_HI] = self.band
         self.book.set_band(*self.band)
 
     def record(self, trade: Trade) -> None:
-        self.trades += 1
-        self.volume += trade.qty
-        if trade.venue in LISTED_VENUES:
-            self.listed_volume += trade.qty
-            self.listed_value += trade.qty * trade.price
-        self.digest.update(encode(trade))
+        self.unfolded.append(trade)
+
+    def fold(self) -> None:
+        """Bring the day's figures and digest up to date with the recorded trades."""
+        for trade in self.unfolded:
+            self.trades += 1
+            self.volume += trade.qty
+            if trade.venue in LISTED_VENUES:
+                self.listed_volume += trade.qty
+                self.listed_value += trade.qty * trade.price
+            self.digest.update(encode(trade))
+        self.unfolded.clear()
 
     def close_price(self) -> int:
+        self.fold()
         if not self.listed_volume:
             return self.reference
         tick = self.instrument.tick
@@ -84,6 +121,7 @@ class Market:
         return ticks * tick
 
     def snapshot(self) -> list:
+        self.fold()
         auction = None
         if self.one_way is not None:
             a = self.one_way

@@ -21,6 +21,11 @@ class Reject(Exception):
         self.text = code.text + (f": {detail}" if detail else "")
 
 
+def order_reject(code: RejectCode, order_id: int) -> Reject:
+    """UNKNOWN_ORDER or NOT_OWNER for `order_id`, worded once for every path."""
+    return Reject(code, str(order_id))
+
+
 @dataclass(slots=True)
 class LiveOrder:
     order_id: int

@@ -96,7 +96,7 @@ REJECT_TEXT: dict[RejectCode, str] = {
 }
 
 
-class _Message(msgspec.Struct, frozen=True, array_like=True, tag_field="t"):
+class _Message(msgspec.Struct, frozen=True, array_like=True, tag_field="t", gc=False):
     pass
 
 

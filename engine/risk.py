@@ -13,12 +13,14 @@ Spot market, no credit. Invariants (property-tested):
 Allowances bought today are `locked` (not sellable) unless the instrument allows same-day
 resale; `start_day` unlocks them. Sale proceeds are available at once.
 
-Layout (the compiled order path, engine.book.orderpath, reads and writes the same arrays):
-- `cash[row, CASH_AVAILABLE | CASH_FROZEN]` int64 fen, one row per member in ascending id
-  order, then one row for the exchange: its CASH_AVAILABLE is the fees collected;
-- `held[row, instrument, HELD_AVAILABLE | HELD_FROZEN | HELD_LOCKED]` int64 tonnes, the
+Layout: one int64 array `acct` (the compiled order path, engine.book.orderpath, reads and
+writes it in place), one row per member in ascending id order, then one row for the
+exchange, whose available cash is the fees collected. Two views name its columns:
+- `cash[row, CASH_AVAILABLE | CASH_FROZEN]` fen;
+- `held[row, instrument, HELD_AVAILABLE | HELD_FROZEN | HELD_LOCKED]` tonnes, the
   instrument index following the market config's instrument order.
-`row_of` maps member id -> row. Only the exchange core mutates these, after its validation.
+`row_of` maps member id -> row, `ids` row -> member id. Only the exchange core mutates these,
+after its validation.
 """
 
 from __future__ import annotations
@@ -27,11 +29,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.book.orderpath import (
+    ACCT_CASH,
+    ACCT_FROZEN,
+    ACCT_HELD,
+    HELD_AVAILABLE,
+    HELD_FROZEN,
+    HELD_LOCKED,
+)
 from engine.config import Member
 from engine.instruments import Instrument
 
-CASH_AVAILABLE, CASH_FROZEN = 0, 1
-HELD_AVAILABLE, HELD_FROZEN, HELD_LOCKED = 0, 1, 2
+CASH_AVAILABLE, CASH_FROZEN = ACCT_CASH, ACCT_FROZEN
 
 
 def freeze_for(instrument: Instrument, price: int, qty: int) -> int:
@@ -78,9 +87,13 @@ class Account:
 class Accounts:
     def __init__(self, members: list[Member], codes: list[str]) -> None:
         self.index_of = {code: i for i, code in enumerate(codes)}
-        self.row_of = {m.id: row for row, m in enumerate(sorted(members, key=lambda m: m.id))}
-        self.cash = np.zeros((len(members) + 1, 2), dtype=np.int64)
-        self.held = np.zeros((len(members) + 1, max(len(codes), 1), 3), dtype=np.int64)
+        self.ids = np.array(sorted(m.id for m in members), dtype=np.int64)
+        self.row_of = {int(member): row for row, member in enumerate(self.ids)}
+        rows, n_codes = len(members) + 1, max(len(codes), 1)
+        self.acct = np.zeros((rows, ACCT_HELD + 3 * n_codes), dtype=np.int64)
+        self.cash = self.acct[:, :ACCT_HELD]
+        self.held = self.acct[:, ACCT_HELD:].reshape(rows, n_codes, 3)
+        assert np.shares_memory(self.held, self.acct), "held must be a view of acct"
         for member in members:
             row = self.row_of[member.id]
             self.cash[row, CASH_AVAILABLE] = member.cash
@@ -182,4 +195,4 @@ class Accounts:
 
     def snapshot(self) -> list:
         """Plain data for the state hash (rows in member id order, then the exchange's)."""
-        return [sorted(self.row_of.items()), self.cash.tolist(), self.held.tolist()]
+        return [self.ids.tolist(), self.acct.tolist()]

@@ -13,6 +13,7 @@ assigns them); `owner` is the member id used for self-trade prevention.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
 
@@ -91,6 +92,17 @@ class Book:
         capacity: int = 1024,
     ) -> None:
         self.state = BookState(tick=tick, band=band, capacity=capacity)
+        self._rebound: list[Callable[[], None]] = []
+        self._bind()
+
+    def on_rebind(self, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever the state arrays are replaced (growth), so code that
+        holds them (the core's compiled order path) can take the new ones."""
+        self._rebound.append(callback)
+
+    def grow(self, status: int) -> None:
+        """Satisfy a NEED_* status a kernel call returned, then rebind."""
+        self.state.grow(status)
         self._bind()
 
     def _bind(self) -> None:
@@ -100,6 +112,8 @@ class Book:
         self._add = partial(add_one, *arrays)
         self._cancel = partial(cancel_one, *arrays)
         self._apply = partial(apply_one, *arrays)
+        for callback in self._rebound:
+            callback()
 
     @property
     def tick(self) -> int:
@@ -116,8 +130,7 @@ class Book:
     def _run(self, *fields: int) -> int:
         status = self._apply(*fields)
         while status < 0:
-            self.state.grow(status)
-            self._bind()
+            self.grow(status)
             status = self._apply(*fields)
         return status
 

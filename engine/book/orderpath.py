@@ -1,0 +1,362 @@
+"""The compiled order path: the exchange core's order handling around the matching kernel.
+
+One compiled call per new order, cancel or amend does what `engine.core.Exchange` does for
+them in Python (its plain path, which the reference book runs and which stays the oracle):
+phase, quantity and price checks in the core's order, the funds or allowances check, the
+freeze, the book command, settlement of every fill into the accounts (fees to the exchange
+row), the release of whatever an order gives up, and the market-data levels it changed.
+
+Arrays (besides the book's six, see layout.py):
+- `acct[row, ACCT_*]` int64: per member row (member ids ascending, then the exchange's row)
+  available and frozen cash, then per instrument available, frozen and locked tonnes at
+  ACCT_HELD + 3 * instrument. `engine.risk.Accounts` views the same memory.
+- `ids[row]` int64: the member id of each row, ascending, so a row is a binary search away.
+- `mk[MK_*]` int64: the market's phase, order-size limits, band, tick, fee and instrument
+  index, written by `engine.market.Market` whenever they change.
+
+Output: the book's event rows at ev[0:m] exactly as the book wrote them, followed by one
+K_LEVEL row per price level the command changed (first touch first): kind, price at E_PRICE,
+total at E_QTY, orders at E_LEAVES, side at E_SIDE. The call returns the row count, a NEED_*
+status (nothing changed: grow and call again) or REJECT_BASE - code (nothing changed).
+
+Risk arithmetic (identical to engine.risk): a buy holds freeze_for(limit, leaves) = value plus
+the fee on it rounded up; a fill spends value plus the fee rounded down and the buy keeps
+freeze_for(limit, leaves after), the rest returns to available; a sell holds its leaves.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+from engine.book.kernel import K_CANCELLED, K_FILL, K_REJECTED, K_RESTED, MARKET, _apply, ht_find
+from engine.book.layout import (
+    CMD_ADD,
+    CMD_AMEND,
+    CMD_CANCEL,
+    E_KIND,
+    E_LEAVES,
+    E_LEAVES2,
+    E_OID,
+    E_OWNER,
+    E_OWNER2,
+    E_PRICE,
+    E_QTY,
+    E_SIDE,
+    L_COUNT,
+    L_TOTAL,
+    M_BASE,
+    M_LIVE,
+    M_NEED,
+    M_NEV,
+    M_TICK,
+    MAX_ORDER_ID,
+    NEED_EVENTS,
+    P_FLAGS,
+    P_OWNER,
+    P_PRICE,
+    P_QTY,
+)
+from engine.instruments import PPM
+from engine.protocol import RejectCode
+from engine.types import Phase
+
+K_LEVEL = 6  # a market-data row: this level's new total and order count
+
+ACCT_CASH, ACCT_FROZEN, ACCT_HELD = 0, 1, 2
+HELD_AVAILABLE, HELD_FROZEN, HELD_LOCKED = 0, 1, 2
+
+(
+    MK_PHASE,
+    MK_UNIT,
+    MK_MIN_QTY,
+    MK_MAX_QTY,
+    MK_BAND_LO,
+    MK_BAND_HI,
+    MK_TICK,
+    MK_FEE_PPM,
+    MK_RESALE,  # 1: allowances bought today are available at once
+    MK_INSTRUMENT,
+) = range(10)
+MK_LEN = 10
+
+REJECT_BASE = -1000
+
+_CLOSED, _HALTED, _CALL, _CLOSING_CALL = (
+    int(Phase.CLOSED),
+    int(Phase.HALTED),
+    int(Phase.CALL),
+    int(Phase.CLOSING_CALL),
+)
+_R = {code.name: int(code) for code in RejectCode}
+R_MARKET_CLOSED = _R["MARKET_CLOSED"]
+R_MARKET_HALTED = _R["MARKET_HALTED"]
+R_UNSUPPORTED_IN_PHASE = _R["UNSUPPORTED_IN_PHASE"]
+R_QTY_INVALID = _R["QTY_INVALID"]
+R_QTY_NOT_WHOLE_UNIT = _R["QTY_NOT_WHOLE_UNIT"]
+R_QTY_ABOVE_MAX = _R["QTY_ABOVE_MAX"]
+R_QTY_BELOW_MIN = _R["QTY_BELOW_MIN"]
+R_PRICE_OFF_TICK = _R["PRICE_OFF_TICK"]
+R_PRICE_OUTSIDE_BAND = _R["PRICE_OUTSIDE_BAND"]
+R_INSUFFICIENT_FUNDS = _R["INSUFFICIENT_FUNDS"]
+R_INSUFFICIENT_ALLOWANCES = _R["INSUFFICIENT_ALLOWANCES"]
+R_UNKNOWN_ORDER = _R["UNKNOWN_ORDER"]
+R_NOT_OWNER = _R["NOT_OWNER"]
+
+
+@njit(cache=True, _nrt=False)
+def freeze_for(mk, price, qty):
+    value = price * qty
+    return value + -(-value * mk[MK_FEE_PPM] // PPM)
+
+
+@njit(cache=True, _nrt=False)
+def _row(ids, member):
+    """Row of `member` (present: the core checked it), by binary search over ascending ids."""
+    lo, hi = 0, ids.shape[0] - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ids[mid] < member:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, _nrt=False)
+def _phase_check(mk, call_ok):
+    phase = mk[MK_PHASE]
+    if phase == _CLOSED:
+        return R_MARKET_CLOSED
+    if phase == _HALTED:
+        return R_MARKET_HALTED
+    if (phase in (_CALL, _CLOSING_CALL)) and not call_ok:
+        return R_UNSUPPORTED_IN_PHASE
+    return 0
+
+
+@njit(cache=True, _nrt=False)
+def _qty_check(mk, qty):
+    if qty <= 0:
+        return R_QTY_INVALID
+    if qty % mk[MK_UNIT] != 0:
+        return R_QTY_NOT_WHOLE_UNIT
+    if qty > mk[MK_MAX_QTY]:
+        return R_QTY_ABOVE_MAX
+    if qty < mk[MK_MIN_QTY]:
+        return R_QTY_BELOW_MIN
+    return 0
+
+
+@njit(cache=True, _nrt=False)
+def _price_check(mk, price):
+    if price % mk[MK_TICK] != 0:
+        return R_PRICE_OFF_TICK
+    if price < mk[MK_BAND_LO] or price > mk[MK_BAND_HI]:
+        return R_PRICE_OUTSIDE_BAND
+    return 0
+
+
+@njit(cache=True, _nrt=False)
+def _held(mk, column):
+    return ACCT_HELD + 3 * mk[MK_INSTRUMENT] + column
+
+
+@njit(cache=True, _nrt=False)
+def _release(acct, mk, row, side, limit, qty):
+    """An order of `row` gives up `qty` it will never trade (at most all it holds)."""
+    if side == 0:
+        amount = freeze_for(mk, limit, qty)
+        acct[row, ACCT_FROZEN] -= amount
+        acct[row, ACCT_CASH] += amount
+    else:
+        acct[row, _held(mk, HELD_FROZEN)] -= qty
+        acct[row, _held(mk, HELD_AVAILABLE)] += qty
+
+
+@njit(cache=True, _nrt=False)
+def _settle_fill(acct, ids, mk, ev, i, taker_row, taker_limit):
+    """Settle the FILL at ev[i]: the taker's limit is `taker_limit`, the maker's is the fill
+    price (it rests there)."""
+    price = ev[i, E_PRICE]
+    qty = ev[i, E_QTY]
+    maker_row = _row(ids, ev[i, E_OWNER2])
+    if ev[i, E_SIDE] == 0:
+        buyer, seller = taker_row, maker_row
+        limit, leaves_after = taker_limit, ev[i, E_LEAVES]
+    else:
+        buyer, seller = maker_row, taker_row
+        limit, leaves_after = price, ev[i, E_LEAVES2]
+    value = price * qty
+    fee = value * mk[MK_FEE_PPM] // PPM
+    held_before = freeze_for(mk, limit, leaves_after + qty)
+    held_after = freeze_for(mk, limit, leaves_after)
+    acct[buyer, ACCT_FROZEN] -= held_before - held_after
+    acct[buyer, ACCT_CASH] += held_before - held_after - value - fee
+    bought = HELD_AVAILABLE if mk[MK_RESALE] != 0 else HELD_LOCKED
+    acct[buyer, _held(mk, bought)] += qty
+    acct[seller, _held(mk, HELD_FROZEN)] -= qty
+    acct[seller, ACCT_CASH] += value - fee
+    acct[acct.shape[0] - 1, ACCT_CASH] += 2 * fee
+
+
+@njit(cache=True, _nrt=False)
+def _touch(ev, first_level, n, side, price):
+    """Add level (side, price) to the rows from first_level to n unless already there."""
+    for i in range(n - 1, first_level - 1, -1):
+        if ev[i, E_PRICE] == price and ev[i, E_SIDE] == side:
+            return n
+    ev[n, E_KIND] = K_LEVEL
+    ev[n, E_PRICE] = price
+    ev[n, E_SIDE] = side
+    return n + 1
+
+
+@njit(cache=True, _nrt=False)
+def _settle_and_publish(lad, meta, ev, acct, ids, mk, oid, taker_row, side, limit, old_price):
+    """Mirror the book's rows in the accounts, then append the changed levels' rows.
+    `old_price` > 0 is where an amended order stood before (its level changed)."""
+    n_book = meta[M_NEV]
+    n = n_book
+    if old_price > 0:
+        n = _touch(ev, n_book, n, side, old_price)
+    for i in range(n_book):
+        kind = ev[i, E_KIND]
+        if kind == K_FILL:
+            _settle_fill(acct, ids, mk, ev, i, taker_row, limit)
+            n = _touch(ev, n_book, n, 1 - ev[i, E_SIDE], ev[i, E_PRICE])
+        elif kind == K_CANCELLED:
+            if ev[i, E_OID] == oid:
+                _release(acct, mk, taker_row, side, limit, ev[i, E_QTY])
+            else:
+                row = _row(ids, ev[i, E_OWNER])
+                _release(acct, mk, row, ev[i, E_SIDE], ev[i, E_PRICE], ev[i, E_QTY])
+                n = _touch(ev, n_book, n, ev[i, E_SIDE], ev[i, E_PRICE])
+        elif kind == K_RESTED:
+            n = _touch(ev, n_book, n, ev[i, E_SIDE], ev[i, E_PRICE])
+    base, tick = meta[M_BASE], meta[M_TICK]
+    for i in range(n_book, n):
+        idx = (ev[i, E_PRICE] - base) // tick
+        ev[i, E_QTY] = lad[idx, ev[i, E_SIDE] * 4 + L_TOTAL]
+        ev[i, E_LEAVES] = lad[idx, ev[i, E_SIDE] * 4 + L_COUNT]
+    return n
+
+
+@njit(cache=True, _nrt=False)
+def _room(meta, ev):
+    """Rows this command may need: every resting order may fill, plus its level rows."""
+    need = 2 * meta[M_LIVE] + 16
+    if ev.shape[0] < need:
+        meta[M_NEV] = 0
+        meta[M_NEED] = need
+        return NEED_EVENTS
+    return 0
+
+
+@njit(cache=True, _nrt=False)
+def new_order(
+    pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, side, price, qty, otype, tif, stp
+):
+    market_order = otype == MARKET
+    code = _phase_check(mk, not market_order and tif == 0)
+    if code == 0:
+        code = _qty_check(mk, qty)
+    if code == 0 and not market_order:
+        code = _price_check(mk, price)
+    if code != 0:
+        return REJECT_BASE - code
+    limit = mk[MK_BAND_HI] if market_order else price
+    row = _row(ids, member)
+    if side == 0:
+        need = freeze_for(mk, limit, qty)
+        if acct[row, ACCT_CASH] < need:
+            return REJECT_BASE - R_INSUFFICIENT_FUNDS
+    elif acct[row, _held(mk, HELD_AVAILABLE)] < qty:
+        return REJECT_BASE - R_INSUFFICIENT_ALLOWANCES
+    status = _room(meta, ev)
+    if status != 0:
+        return status
+    meta[M_NEV] = 0
+    book_price = 0 if market_order else price
+    status = _apply(
+        pool, lad, bm, ht, meta, ev, CMD_ADD, oid, member, side, book_price, qty, otype, tif, stp, 0
+    )
+    if status < 0:
+        return status
+    if meta[M_NEV] > 0 and ev[0, E_KIND] == K_REJECTED:
+        return REJECT_BASE  # the book refused what the core validated (a bug): nothing changed
+    if side == 0:
+        acct[row, ACCT_CASH] -= need
+        acct[row, ACCT_FROZEN] += need
+    else:
+        acct[row, _held(mk, HELD_AVAILABLE)] -= qty
+        acct[row, _held(mk, HELD_FROZEN)] += qty
+    return _settle_and_publish(lad, meta, ev, acct, ids, mk, oid, row, side, limit, 0)
+
+
+@njit(cache=True, _nrt=False)
+def _owned_slot(pool, ht, meta, oid, member):
+    """Slot of the member's live order, or REJECT_BASE - code."""
+    slot = ht_find(ht, meta, oid) if 0 <= oid < MAX_ORDER_ID else -1
+    if slot < 0:
+        return REJECT_BASE - R_UNKNOWN_ORDER
+    if pool[slot, P_OWNER] != member:
+        return REJECT_BASE - R_NOT_OWNER
+    return slot
+
+
+@njit(cache=True, _nrt=False)
+def cancel(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member):
+    slot = _owned_slot(pool, ht, meta, oid, member)
+    if slot < 0:
+        return slot
+    status = _room(meta, ev)
+    if status != 0:
+        return status
+    meta[M_NEV] = 0
+    status = _apply(pool, lad, bm, ht, meta, ev, CMD_CANCEL, oid, member, 0, 0, 0, 0, 0, 0, 0)
+    if status < 0:
+        return status
+    if meta[M_NEV] > 0 and ev[0, E_KIND] == K_REJECTED:
+        return REJECT_BASE  # the book refused what the core validated (a bug): nothing changed
+    return _settle_and_publish(lad, meta, ev, acct, ids, mk, -1, -1, 0, 0, 0)
+
+
+@njit(cache=True, _nrt=False)
+def amend(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, price, qty):
+    slot = _owned_slot(pool, ht, meta, oid, member)
+    if slot < 0:
+        return slot
+    code = _phase_check(mk, True)
+    if code == 0:
+        code = _qty_check(mk, qty)
+    if code == 0:
+        code = _price_check(mk, price)
+    if code != 0:
+        return REJECT_BASE - code
+    side = pool[slot, P_FLAGS] & 1
+    old_price, old_qty = pool[slot, P_PRICE], pool[slot, P_QTY]
+    row = _row(ids, member)
+    if side == 0:
+        extra = freeze_for(mk, price, qty) - freeze_for(mk, old_price, old_qty)
+        if extra > 0 and acct[row, ACCT_CASH] < extra:
+            return REJECT_BASE - R_INSUFFICIENT_FUNDS
+    else:
+        extra = qty - old_qty
+        if extra > 0 and acct[row, _held(mk, HELD_AVAILABLE)] < extra:
+            return REJECT_BASE - R_INSUFFICIENT_ALLOWANCES
+    status = _room(meta, ev)
+    if status != 0:
+        return status
+    meta[M_NEV] = 0
+    status = _apply(pool, lad, bm, ht, meta, ev, CMD_AMEND, oid, member, 0, price, qty, 0, 0, 0, 0)
+    if status < 0:
+        return status
+    if meta[M_NEV] > 0 and ev[0, E_KIND] == K_REJECTED:
+        return REJECT_BASE  # the book refused what the core validated (a bug): nothing changed
+    if side == 0:
+        acct[row, ACCT_CASH] -= extra
+        acct[row, ACCT_FROZEN] += extra
+    else:
+        acct[row, _held(mk, HELD_AVAILABLE)] -= extra
+        acct[row, _held(mk, HELD_FROZEN)] += extra
+    return _settle_and_publish(lad, meta, ev, acct, ids, mk, oid, row, side, price, old_price)
