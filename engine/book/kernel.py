@@ -414,16 +414,24 @@ def _crosses(side, limit, level_price):
 
 
 @njit(cache=True, _nrt=False)
-def _room_for(meta, ev, side, limit, qty, stp):
-    """Events an order may write (0 when the buffer has room), so matching never overflows."""
-    if meta[M_EV_MODE] == EV_NONE:
-        return 0
+def events_needed(meta, side, limit, qty, stp):
+    """The most events an order of `qty` at `limit` can make the book write."""
     need = MIN_FREE_EVENTS
     opp = 1 - side
     best = _best(meta, opp)
     if best >= 0 and _crosses(side, limit, meta[M_BASE] + best * meta[M_TICK]):
         count = meta[M_COUNT_BID + opp]
         need += count if stp == STP_RESTING else min(count, qty)
+    return need
+
+
+@njit(cache=True, _nrt=False)
+def _room_for(meta, ev, side, limit, qty, stp):
+    """NEED_EVENTS (with M_NEED set) unless the buffer has room for what the order may write,
+    so matching never overflows; 0 when it has."""
+    if meta[M_EV_MODE] == EV_NONE:
+        return 0
+    need = events_needed(meta, side, limit, qty, stp)
     if ev.shape[0] - meta[M_NEV] < need:
         meta[M_NEED] = meta[M_NEV] + need
         return NEED_EVENTS

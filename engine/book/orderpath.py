@@ -28,7 +28,17 @@ from __future__ import annotations
 
 from numba import njit
 
-from engine.book.kernel import K_CANCELLED, K_FILL, K_REJECTED, K_RESTED, MARKET, _apply, ht_find
+from engine.book.kernel import (
+    K_CANCELLED,
+    K_FILL,
+    K_REJECTED,
+    K_RESTED,
+    MARKET,
+    MIN_FREE_EVENTS,
+    _apply,
+    events_needed,
+    ht_find,
+)
 from engine.book.layout import (
     CMD_ADD,
     CMD_AMEND,
@@ -45,7 +55,6 @@ from engine.book.layout import (
     L_COUNT,
     L_TOTAL,
     M_BASE,
-    M_LIVE,
     M_NEED,
     M_NEV,
     M_TICK,
@@ -242,9 +251,10 @@ def _settle_and_publish(lad, meta, ev, acct, ids, mk, oid, taker_row, side, limi
 
 
 @njit(cache=True, _nrt=False)
-def _room(meta, ev):
-    """Rows this command may need: every resting order may fill, plus its level rows."""
-    need = 2 * meta[M_LIVE] + 16
+def _room(meta, ev, book_events):
+    """NEED_EVENTS unless ev holds what the book may write plus one level row per event and
+    the amended order's old level."""
+    need = 2 * book_events + 1
     if ev.shape[0] < need:
         meta[M_NEV] = 0
         meta[M_NEED] = need
@@ -272,7 +282,8 @@ def new_order(
             return REJECT_BASE - R_INSUFFICIENT_FUNDS
     elif acct[row, _held(mk, HELD_AVAILABLE)] < qty:
         return REJECT_BASE - R_INSUFFICIENT_ALLOWANCES
-    status = _room(meta, ev)
+    reach = limit if side == 0 or not market_order else mk[MK_BAND_LO]
+    status = _room(meta, ev, events_needed(meta, side, reach, qty, stp))
     if status != 0:
         return status
     meta[M_NEV] = 0
@@ -309,7 +320,7 @@ def cancel(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member):
     slot = _owned_slot(pool, ht, meta, oid, member)
     if slot < 0:
         return slot
-    status = _room(meta, ev)
+    status = _room(meta, ev, MIN_FREE_EVENTS)
     if status != 0:
         return status
     meta[M_NEV] = 0
@@ -333,7 +344,8 @@ def amend(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, price, qty):
         code = _price_check(mk, price)
     if code != 0:
         return REJECT_BASE - code
-    side = pool[slot, P_FLAGS] & 1
+    flags = pool[slot, P_FLAGS]
+    side = flags & 1
     old_price, old_qty = pool[slot, P_PRICE], pool[slot, P_QTY]
     row = _row(ids, member)
     if side == 0:
@@ -344,7 +356,7 @@ def amend(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, price, qty):
         extra = qty - old_qty
         if extra > 0 and acct[row, _held(mk, HELD_AVAILABLE)] < extra:
             return REJECT_BASE - R_INSUFFICIENT_ALLOWANCES
-    status = _room(meta, ev)
+    status = _room(meta, ev, events_needed(meta, side, price, qty, (flags >> 1) & 3))
     if status != 0:
         return status
     meta[M_NEV] = 0
