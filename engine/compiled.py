@@ -45,6 +45,7 @@ from engine.types import CancelReason, OrderType
 
 _SCALARS = {new_order: 8, cancel: 2, amend: 4}  # integer arguments after the arrays
 _MARKET = int(OrderType.MARKET)
+_REASONS = {int(reason): reason for reason in CancelReason}
 _ORDER_LOOKUP = frozenset({int(RejectCode.UNKNOWN_ORDER), int(RejectCode.NOT_OWNER)})
 
 
@@ -52,6 +53,9 @@ class OrderPath:
     """One market's compiled entry points, bound to its book's and the accounts' arrays."""
 
     def __init__(self, market: Market, accounts: Accounts) -> None:
+        self.market = market
+        self.code = market.code
+        self.touched = (market.code,)  # what the core publishes after a call-phase command
         self.book: Book = market.book
         self.accounts = accounts
         self.params = market.params
@@ -113,42 +117,40 @@ class CompiledOrders:
 
     def _new_order_compiled(self, cmd: NewOrder) -> Collection[str] | None:
         path = self.paths.get(cmd.instrument)
-        key = (cmd.member, cmd.cl_ord_id)
+        member = cmd.member
+        seen = self.cl_ord_ids.get(member)  # None: not a member
+        price = cmd.price
         if (
             path is None
-            or cmd.member not in self.accounts.row_of
-            or key in self.cl_ord_ids
-            or not (type(cmd.price) is int and type(cmd.qty) is int)
+            or seen is None
+            or cmd.cl_ord_id in seen
+            or type(price) is not int
+            or type(cmd.qty) is not int
         ):
             return self._new_order(cmd)
         oid = self.next_order_id
-        args = (oid, cmd.member, cmd.side, cmd.price, cmd.qty, cmd.order_type, cmd.tif, cmd.stp)
-        n = path.new_order(*args)
-        while n < 0:
-            if not path.grown(n):
-                self._refused(self._new_order, cmd, n)
-            n = path.new_order(*args)
+        args = (oid, member, cmd.side, price, cmd.qty, cmd.order_type, cmd.tif, cmd.stp)
+        result = path.new_order(*args)
+        if result[0] < 0:
+            result = self._compiled_retry(path, "new_order", args, self._new_order, cmd, result)
         self.next_order_id = oid + 1
-        self.cl_ord_ids.add(key)
-        market = self.markets[cmd.instrument]
-        price = 0 if cmd.order_type == _MARKET else cmd.price
+        seen.add(cmd.cl_ord_id)
+        if cmd.order_type == _MARKET:
+            price = 0
         self.out.append(
-            Accepted(
-                self.seq, cmd.cl_ord_id, cmd.member, market.code, oid, cmd.side, price, cmd.qty
-            )
+            Accepted(self.seq, cmd.cl_ord_id, member, path.code, oid, cmd.side, price, cmd.qty)
         )
-        return self._compiled_events(market, path, n)
+        return self._compiled_events(path, result)
 
     def _cancel_compiled(self, cmd: CancelOrder) -> Collection[str] | None:
         path = self.paths.get(cmd.instrument)
         if path is None or cmd.member not in self.accounts.row_of or cmd.order_id in self.orders:
             return self._cancel(cmd)
-        n = path.cancel(cmd.order_id, cmd.member)
-        while n < 0:
-            if not path.grown(n):
-                self._refused(self._cancel, cmd, n)
-            n = path.cancel(cmd.order_id, cmd.member)
-        return self._compiled_events(self.markets[cmd.instrument], path, n)
+        args = (cmd.order_id, cmd.member)
+        result = path.cancel(*args)
+        if result[0] < 0:
+            result = self._compiled_retry(path, "cancel", args, self._cancel, cmd, result)
+        return self._compiled_events(path, result)
 
     def _amend_compiled(self, cmd: AmendOrder) -> Collection[str] | None:
         path = self.paths.get(cmd.instrument)
@@ -156,73 +158,101 @@ class CompiledOrders:
             path is None
             or cmd.member not in self.accounts.row_of
             or cmd.order_id in self.orders
-            or not (type(cmd.price) is int and type(cmd.qty) is int)
+            or type(cmd.price) is not int
+            or type(cmd.qty) is not int
         ):
             return self._amend(cmd)
         args = (cmd.order_id, cmd.member, cmd.price, cmd.qty)
-        n = path.amend(*args)
-        while n < 0:
-            if not path.grown(n):
-                self._refused(self._amend, cmd, n)
-            n = path.amend(*args)
-        return self._compiled_events(self.markets[cmd.instrument], path, n)
+        result = path.amend(*args)
+        if result[0] < 0:
+            result = self._compiled_retry(path, "amend", args, self._amend, cmd, result)
+        return self._compiled_events(path, result)
 
-    def _compiled_events(self, market: Market, path: OrderPath, n: int) -> Collection[str] | None:
-        """Protocol events from the compiled path's rows, in the plain path's order."""
-        out, seq, code = self.out, self.seq, market.code
-        for kind, oid, oid2, price, qty, leaves, leaves2, reason, side, owner, owner2 in path.ev[
-            :n
-        ].tolist():
-            if kind == K_LEVEL:
-                out.append(DepthUpdate(seq, code, side, price, qty, leaves))
-            elif kind == K_FILL:
-                trade_id = self.next_trade_id
-                self.next_trade_id = trade_id + 1
-                if side == 0:
-                    buyer, seller, buy_id, sell_id, buy_left, sell_left = (
-                        owner,
-                        owner2,
-                        oid,
-                        oid2,
-                        leaves,
-                        leaves2,
+    def _compiled_retry(
+        self, path: OrderPath, entry: str, args: tuple, plain, cmd, result: tuple
+    ) -> tuple:
+        """After a negative status: grow and call again until done, or refuse `cmd`."""
+        while result[0] < 0:
+            if not path.grown(result[0]):
+                self._refused(plain, cmd, result[0])
+            result = getattr(path, entry)(*args)  # bound to the grown arrays
+        return result
+
+    def _compiled_events(self, path: OrderPath, result: tuple) -> Collection[str] | None:
+        """Protocol events from the compiled path's answer, in the plain path's order."""
+        rows, level_side, level_price, level_qty, level_orders = result
+        out, seq, code = self.out, self.seq, path.code
+        if rows:
+            for (
+                kind,
+                oid,
+                oid2,
+                price,
+                qty,
+                leaves,
+                leaves2,
+                reason,
+                side,
+                owner,
+                owner2,
+            ) in path.ev[:rows].tolist():
+                if kind == K_LEVEL:
+                    out.append(DepthUpdate(seq, code, side, price, qty, leaves))
+                elif kind == K_FILL:
+                    self._compiled_trade(
+                        path, oid, oid2, price, qty, leaves, leaves2, side, owner, owner2
                     )
-                else:
-                    buyer, seller, buy_id, sell_id, buy_left, sell_left = (
-                        owner2,
-                        owner,
-                        oid2,
-                        oid,
-                        leaves2,
-                        leaves,
-                    )
-                trade = Trade(
-                    seq,
-                    trade_id,
-                    self.ts_ns,
-                    self.date,
-                    code,
-                    price,
-                    qty,
-                    buyer,
-                    seller,
-                    buy_id,
-                    sell_id,
-                    side,
-                    "continuous",
-                )
-                market.record(trade)
-                out.append(trade)
-                out.append(
-                    Filled(seq, trade_id, buyer, code, buy_id, 0, price, qty, buy_left, side == 0)
-                )
-                out.append(
-                    Filled(
-                        seq, trade_id, seller, code, sell_id, 1, price, qty, sell_left, side == 1
-                    )
-                )
-            elif kind == K_CANCELLED:
-                out.append(Cancelled(seq, owner, code, oid, qty, CancelReason(reason)))
-            elif kind == K_AMENDED:
-                out.append(Amended(seq, owner, code, oid, price, qty, bool(reason)))
-        return (code,) if market.in_call else None
+                elif kind == K_CANCELLED:
+                    out.append(Cancelled(seq, owner, code, oid, qty, _REASONS[reason]))
+                elif kind == K_AMENDED:
+                    out.append(Amended(seq, owner, code, oid, price, qty, reason == 1))
+        elif level_price:
+            out.append(DepthUpdate(seq, code, level_side, level_price, level_qty, level_orders))
+        return path.touched if path.market.in_call else None
+
+    def _compiled_trade(
+        self, path: OrderPath, oid, oid2, price, qty, leaves, leaves2, side, owner, owner2
+    ) -> None:
+        """A continuous trade: the print and both sides' fills (buy first)."""
+        seq, code, out = self.seq, path.code, self.out
+        trade_id = self.next_trade_id
+        self.next_trade_id = trade_id + 1
+        if side == 0:
+            buyer, seller, buy_id, sell_id, buy_left, sell_left = (
+                owner,
+                owner2,
+                oid,
+                oid2,
+                leaves,
+                leaves2,
+            )
+        else:
+            buyer, seller, buy_id, sell_id, buy_left, sell_left = (
+                owner2,
+                owner,
+                oid2,
+                oid,
+                leaves2,
+                leaves,
+            )
+        trade = Trade(
+            seq,
+            trade_id,
+            self.ts_ns,
+            self.date,
+            code,
+            price,
+            qty,
+            buyer,
+            seller,
+            buy_id,
+            sell_id,
+            side,
+            "continuous",
+        )
+        path.market.record(trade)
+        out.append(trade)
+        out.append(Filled(seq, trade_id, buyer, code, buy_id, 0, price, qty, buy_left, side == 0))
+        out.append(
+            Filled(seq, trade_id, seller, code, sell_id, 1, price, qty, sell_left, side == 1)
+        )

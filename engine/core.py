@@ -77,7 +77,7 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
         self.next_order_id = 1
         self.next_trade_id = 1
         self.orders: dict[int, LiveOrder] = {}  # off-book only; book orders live in the books
-        self.cl_ord_ids: set[tuple[int, str]] = set()
+        self.cl_ord_ids: dict[int, set[str]] = {m.id: set() for m in config.members}  # today's
         self.date = ""
         self.calendar_done = 0
         self.ts_ns = 0
@@ -143,7 +143,7 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
             raise Reject(RejectCode.UNKNOWN_MEMBER, str(member))
 
     def _fresh_cl_ord_id(self, member: int, cl_ord_id: str) -> None:
-        if (member, cl_ord_id) in self.cl_ord_ids:
+        if cl_ord_id in self.cl_ord_ids[member]:
             raise Reject(RejectCode.DUPLICATE_CLORDID, cl_ord_id)
 
     def _order_phase(self, market: Market, call_ok: bool = True) -> None:
@@ -202,7 +202,7 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
         self.next_order_id += 1
         if order.venue != "book":
             self.orders[order.order_id] = order
-        self.cl_ord_ids.add((order.member, order.cl_ord_id))
+        self.cl_ord_ids[order.member].add(order.cl_ord_id)
         self.out.append(
             Accepted(
                 self.seq,
@@ -510,7 +510,7 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
             self.next_order_id,
             self.next_trade_id,
             self.calendar_done,
-            sorted(self.cl_ord_ids),
+            sorted((member, sorted(seen)) for member, seen in self.cl_ord_ids.items()),
             [
                 (
                     o.order_id,

@@ -166,6 +166,6 @@ class OffBookCommands:
             venue="block",
         )
         self.next_order_id += 2
-        self.cl_ord_ids.add((cmd.buyer, cmd.cl_ord_id))
+        self.cl_ord_ids[cmd.buyer].add(cmd.cl_ord_id)
         self._trade(market, buy, sell, cmd.price, cmd.qty, "block", aggressor=False)
         return set()

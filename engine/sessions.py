@@ -59,7 +59,8 @@ class SessionCommands:
         if any(m.phase != Phase.CLOSED for m in self.markets.values()) or self.live_orders():
             raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, "the previous day is not closed")
         self.date = cmd.date
-        self.cl_ord_ids.clear()
+        for seen in self.cl_ord_ids.values():
+            seen.clear()
         self.calendar_done = 0
         self.accounts.start_day()
         for market in self.markets.values():

@@ -14,10 +14,13 @@ Arrays (besides the book's six, see layout.py):
 - `mk[MK_*]` int64: the market's phase, order-size limits, band, tick, fee and instrument
   index, written by `engine.market.Market` whenever they change.
 
-Output: the book's event rows at ev[0:m] exactly as the book wrote them, followed by one
-K_LEVEL row per price level the command changed (first touch first): kind, price at E_PRICE,
-total at E_QTY, orders at E_LEAVES, side at E_SIDE. The call returns the row count, a NEED_*
-status (nothing changed: grow and call again) or REJECT_BASE - code (nothing changed).
+Output: the book's event rows in the order the book wrote them (RESTED rows dropped: they
+make no protocol event), followed by one K_LEVEL row per price level the command changed
+(first touch first): kind, price at E_PRICE, total at E_QTY, orders at E_LEAVES, side at
+E_SIDE. Each entry point returns (rows, side, price, qty, orders): rows >= 0 rows at ev[0:rows]
+(when the only row would be a level, it is in the tuple instead, price > 0, and rows is 0), or
+rows < 0: a NEED_* status (nothing changed: grow and call again) or REJECT_BASE - code
+(nothing changed).
 
 Risk arithmetic (identical to engine.risk): a buy holds freeze_for(limit, leaves) = value plus
 the fee on it rounded up; a fill spends value plus the fee rounded down and the buy keeps
@@ -52,6 +55,7 @@ from engine.book.layout import (
     E_PRICE,
     E_QTY,
     E_SIDE,
+    EVENT_ROWS,
     L_COUNT,
     L_TOTAL,
     M_BASE,
@@ -263,7 +267,51 @@ def _room(meta, ev, book_events):
 
 
 @njit(cache=True, _nrt=False)
+def _result(meta, ev, n):
+    """The entry points' answer: (rows, side, price, qty, orders). RESTED rows (no protocol
+    event) are dropped from ev[0:rows]; when all that is left is one level row, it comes in
+    the tuple instead (price > 0) and rows is 0, which spares the caller reading the buffer."""
+    meta[M_NEV] = 0  # ev now holds this path's rows, not book events
+    if n < 0:
+        return n, 0, 0, 0, 0
+    rows = 0
+    for i in range(n):
+        if ev[i, E_KIND] != K_RESTED:
+            if rows != i:
+                for column in range(EVENT_ROWS):
+                    ev[rows, column] = ev[i, column]
+            rows += 1
+    if rows == 1 and ev[0, E_KIND] == K_LEVEL:
+        return 0, ev[0, E_SIDE], ev[0, E_PRICE], ev[0, E_QTY], ev[0, E_LEAVES]
+    return rows, 0, 0, 0, 0
+
+
+@njit(cache=True, _nrt=False)
 def new_order(
+    pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, side, price, qty, otype, tif, stp
+):
+    """NewOrder; returns _result's tuple."""
+    n = _new_order(
+        pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, side, price, qty, otype, tif, stp
+    )
+    return _result(meta, ev, n)
+
+
+@njit(cache=True, _nrt=False)
+def cancel(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member):
+    """CancelOrder; returns _result's tuple."""
+    return _result(meta, ev, _cancel(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member))
+
+
+@njit(cache=True, _nrt=False)
+def amend(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, price, qty):
+    """AmendOrder; returns _result's tuple."""
+    n = _amend(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, price, qty)
+    return _result(meta, ev, n)
+
+
+@njit(cache=True, _nrt=False)
+def _new_order(
     pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, side, price, qty, otype, tif, stp
 ):
     market_order = otype == MARKET
@@ -316,7 +364,7 @@ def _owned_slot(pool, ht, meta, oid, member):
 
 
 @njit(cache=True, _nrt=False)
-def cancel(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member):
+def _cancel(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member):
     slot = _owned_slot(pool, ht, meta, oid, member)
     if slot < 0:
         return slot
@@ -333,7 +381,7 @@ def cancel(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member):
 
 
 @njit(cache=True, _nrt=False)
-def amend(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, price, qty):
+def _amend(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, price, qty):
     slot = _owned_slot(pool, ht, meta, oid, member)
     if slot < 0:
         return slot
