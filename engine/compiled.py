@@ -183,6 +183,7 @@ class CompiledOrders:
         rows, level_side, level_price, level_qty, level_orders = result
         out, seq, code = self.out, self.seq, path.code
         if rows:
+            append, record = out.append, path.market.record
             for (
                 kind,
                 oid,
@@ -196,63 +197,27 @@ class CompiledOrders:
                 owner,
                 owner2,
             ) in path.ev[:rows].tolist():
-                if kind == K_LEVEL:
-                    out.append(DepthUpdate(seq, code, side, price, qty, leaves))
-                elif kind == K_FILL:
-                    self._compiled_trade(
-                        path, oid, oid2, price, qty, leaves, leaves2, side, owner, owner2
+                if kind == K_LEVEL:  # side, price, total (qty) and orders (leaves)
+                    append(DepthUpdate(seq, code, side, price, qty, leaves))
+                elif kind == K_FILL:  # buy order first: oid, leaves, owner; sell: the *2
+                    trade_id = self.next_trade_id
+                    self.next_trade_id = trade_id + 1
+                    trade = Trade(
+                        seq, trade_id, self.ts_ns, self.date, code, price, qty,
+                        owner, owner2, oid, oid2, side, "continuous",
+                    )  # fmt: skip
+                    record(trade)
+                    append(trade)
+                    append(
+                        Filled(seq, trade_id, owner, code, oid, 0, price, qty, leaves, side == 0)
+                    )
+                    append(
+                        Filled(seq, trade_id, owner2, code, oid2, 1, price, qty, leaves2, side == 1)
                     )
                 elif kind == K_CANCELLED:
-                    out.append(Cancelled(seq, owner, code, oid, qty, _REASONS[reason]))
+                    append(Cancelled(seq, owner, code, oid, qty, _REASONS[reason]))
                 elif kind == K_AMENDED:
-                    out.append(Amended(seq, owner, code, oid, price, qty, reason == 1))
+                    append(Amended(seq, owner, code, oid, price, qty, reason == 1))
         elif level_price:
             out.append(DepthUpdate(seq, code, level_side, level_price, level_qty, level_orders))
         return path.touched if path.market.in_call else None
-
-    def _compiled_trade(
-        self, path: OrderPath, oid, oid2, price, qty, leaves, leaves2, side, owner, owner2
-    ) -> None:
-        """A continuous trade: the print and both sides' fills (buy first)."""
-        seq, code, out = self.seq, path.code, self.out
-        trade_id = self.next_trade_id
-        self.next_trade_id = trade_id + 1
-        if side == 0:
-            buyer, seller, buy_id, sell_id, buy_left, sell_left = (
-                owner,
-                owner2,
-                oid,
-                oid2,
-                leaves,
-                leaves2,
-            )
-        else:
-            buyer, seller, buy_id, sell_id, buy_left, sell_left = (
-                owner2,
-                owner,
-                oid2,
-                oid,
-                leaves2,
-                leaves,
-            )
-        trade = Trade(
-            seq,
-            trade_id,
-            self.ts_ns,
-            self.date,
-            code,
-            price,
-            qty,
-            buyer,
-            seller,
-            buy_id,
-            sell_id,
-            side,
-            "continuous",
-        )
-        path.market.record(trade)
-        out.append(trade)
-        out.append(Filled(seq, trade_id, buyer, code, buy_id, 0, price, qty, buy_left, side == 0))
-        out.append(
-            Filled(seq, trade_id, seller, code, sell_id, 1, price, qty, sell_left, side == 1)
-        )

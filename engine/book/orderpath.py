@@ -14,12 +14,15 @@ Arrays (besides the book's six, see layout.py):
 - `mk[MK_*]` int64: the market's phase, order-size limits, band, tick, fee and instrument
   index, written by `engine.market.Market` whenever they change.
 
-Output: the book's event rows in the order the book wrote them (RESTED rows dropped: they
-make no protocol event), followed by one K_LEVEL row per price level the command changed
-(first touch first): kind, price at E_PRICE, total at E_QTY, orders at E_LEAVES, side at
-E_SIDE. Each entry point returns (rows, side, price, qty, orders): rows >= 0 rows at ev[0:rows]
-(when the only row would be a level, it is in the tuple instead, price > 0, and rows is 0), or
-rows < 0: a NEED_* status (nothing changed: grow and call again) or REJECT_BASE - code
+Output rows at ev[0:rows]: the book's event rows in the order it wrote them, RESTED rows
+dropped (they make no protocol event) and FILL rows turned buy side first (E_OID, E_LEAVES,
+E_OWNER are the buy order's, the *2 columns the sell's, E_SIDE stays the taker's side); then
+one K_LEVEL row per price level the command changed, first touch first: side at E_SIDE, price
+at E_PRICE, new total at E_QTY, orders at E_LEAVES.
+
+Each entry point returns (rows, side, price, qty, orders). When the only row would be a level
+row it comes in the tuple instead (price > 0, rows 0), sparing the caller the buffer read.
+rows < 0 is a NEED_* status (nothing changed: grow and call again) or REJECT_BASE - code
 (nothing changed).
 
 Risk arithmetic (identical to engine.risk): a buy holds freeze_for(limit, leaves) = value plus
@@ -50,6 +53,7 @@ from engine.book.layout import (
     E_LEAVES,
     E_LEAVES2,
     E_OID,
+    E_OID2,
     E_OWNER,
     E_OWNER2,
     E_PRICE,
@@ -213,6 +217,11 @@ def _settle_fill(acct, ids, mk, ev, i, taker_row, taker_limit):
 
 
 @njit(cache=True, _nrt=False)
+def _swap(ev, i, a, b):
+    ev[i, a], ev[i, b] = ev[i, b], ev[i, a]
+
+
+@njit(cache=True, _nrt=False)
 def _touch(ev, first_level, n, side, price):
     """Add level (side, price) to the rows from first_level to n unless already there."""
     for i in range(n - 1, first_level - 1, -1):
@@ -237,6 +246,10 @@ def _settle_and_publish(lad, meta, ev, acct, ids, mk, oid, taker_row, side, limi
         if kind == K_FILL:
             _settle_fill(acct, ids, mk, ev, i, taker_row, limit)
             n = _touch(ev, n_book, n, 1 - ev[i, E_SIDE], ev[i, E_PRICE])
+            if ev[i, E_SIDE] == 1:  # the caller reads fills buy side first
+                _swap(ev, i, E_OID, E_OID2)
+                _swap(ev, i, E_LEAVES, E_LEAVES2)
+                _swap(ev, i, E_OWNER, E_OWNER2)
         elif kind == K_CANCELLED:
             if ev[i, E_OID] == oid:
                 _release(acct, mk, taker_row, side, limit, ev[i, E_QTY])
