@@ -46,7 +46,7 @@ from engine.types import CancelReason, OrderType
 _SCALARS = {new_order: 8, cancel: 2, amend: 4}  # integer arguments after the arrays
 _MARKET = int(OrderType.MARKET)
 _REASONS = {int(reason): reason for reason in CancelReason}
-_ORDER_LOOKUP = frozenset({int(RejectCode.UNKNOWN_ORDER), int(RejectCode.NOT_OWNER)})
+_ORDER_LOOKUP = {int(c): c for c in (RejectCode.UNKNOWN_ORDER, RejectCode.NOT_OWNER)}
 
 
 class OrderPath:
@@ -106,8 +106,9 @@ class CompiledOrders:
         code = REJECT_BASE - status
         if code == 0:
             raise AssertionError(f"the book refused what the core validated: {cmd}")
-        if code in _ORDER_LOOKUP and type(cmd) is not NewOrder:
-            raise order_reject(RejectCode(code), cmd.order_id)  # no plain-path lookups needed
+        if code in _ORDER_LOOKUP and type(cmd) is not NewOrder:  # worded without lookups
+            self._rejected(cmd, order_reject(_ORDER_LOOKUP[code], cmd.order_id))
+            return
         try:
             plain(cmd)
         except Reject as reject:
@@ -132,7 +133,9 @@ class CompiledOrders:
         args = (oid, member, cmd.side, price, cmd.qty, cmd.order_type, cmd.tif, cmd.stp)
         result = path.new_order(*args)
         if result[0] < 0:
-            result = self._compiled_retry(path, "new_order", args, self._new_order, cmd, result)
+            result = self._compiled_retry(path, "new_order", args, result)
+            if result[0] < 0:
+                return self._refused(self._new_order, cmd, result[0])
         self.next_order_id = oid + 1
         seen.add(cmd.cl_ord_id)
         if cmd.order_type == _MARKET:
@@ -149,7 +152,9 @@ class CompiledOrders:
         args = (cmd.order_id, cmd.member)
         result = path.cancel(*args)
         if result[0] < 0:
-            result = self._compiled_retry(path, "cancel", args, self._cancel, cmd, result)
+            result = self._compiled_retry(path, "cancel", args, result)
+            if result[0] < 0:
+                return self._refused(self._cancel, cmd, result[0])
         return self._compiled_events(path, result)
 
     def _amend_compiled(self, cmd: AmendOrder) -> Collection[str] | None:
@@ -165,16 +170,16 @@ class CompiledOrders:
         args = (cmd.order_id, cmd.member, cmd.price, cmd.qty)
         result = path.amend(*args)
         if result[0] < 0:
-            result = self._compiled_retry(path, "amend", args, self._amend, cmd, result)
+            result = self._compiled_retry(path, "amend", args, result)
+            if result[0] < 0:
+                return self._refused(self._amend, cmd, result[0])
         return self._compiled_events(path, result)
 
-    def _compiled_retry(
-        self, path: OrderPath, entry: str, args: tuple, plain, cmd, result: tuple
-    ) -> tuple:
-        """After a negative status: grow and call again until done, or refuse `cmd`."""
-        while result[0] < 0:
-            if not path.grown(result[0]):
-                self._refused(plain, cmd, result[0])
+    @staticmethod
+    def _compiled_retry(path: OrderPath, entry: str, args: tuple, result: tuple) -> tuple:
+        """After a negative status: grow and call again while the status asks for room; the
+        result is then an answer or a refusal (REJECT_BASE - code)."""
+        while result[0] < 0 and path.grown(result[0]):
             result = getattr(path, entry)(*args)  # bound to the grown arrays
         return result
 

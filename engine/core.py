@@ -114,21 +114,25 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
             touched = self._handlers[type(command)](command)
         except Reject as reject:
             touched = None
-            for market in self.markets.values():
-                market.touched.clear()
-            self.out.append(
-                Rejected(
-                    self.seq,
-                    getattr(command, "cl_ord_id", ""),
-                    getattr(command, "member", -1),
-                    reject.code,
-                    reject.text,
-                )
-            )
+            self._rejected(command, reject)
         if touched:
             for code in sorted(touched):
                 self._publish(self.markets[code])
         return self.out
+
+    def _rejected(self, command: Command, reject: Reject) -> None:
+        """Answer a refused command: one Rejected event; nothing it touched is published."""
+        for market in self.markets.values():
+            market.touched.clear()
+        self.out.append(
+            Rejected(
+                self.seq,
+                getattr(command, "cl_ord_id", ""),
+                getattr(command, "member", -1),
+                reject.code,
+                reject.text,
+            )
+        )
 
     # -- validation helpers -----------------------------------------------------------------------
 
