@@ -46,6 +46,7 @@ from engine.types import CancelReason, OrderType
 _SCALARS = {new_order: 8, cancel: 2, amend: 4}  # integer arguments after the arrays
 _MARKET = int(OrderType.MARKET)
 _REASONS = {int(reason): reason for reason in CancelReason}
+_USER = CancelReason.USER
 _ORDER_LOOKUP = {int(c): c for c in (RejectCode.UNKNOWN_ORDER, RejectCode.NOT_OWNER)}
 
 
@@ -155,7 +156,13 @@ class CompiledOrders:
             result = self._compiled_retry(path, "cancel", args, result)
             if result[0] < 0:
                 return self._refused(self._cancel, cmd, result[0])
-        return self._compiled_events(path, result)
+        _, side, price, level_qty, level_orders, cancelled = result
+        seq, code = self.seq, path.code
+        self.out += (
+            Cancelled(seq, cmd.member, code, cmd.order_id, cancelled, _USER),
+            DepthUpdate(seq, code, side, price, level_qty, level_orders),
+        )
+        return path.touched if path.market.in_call else None
 
     def _amend_compiled(self, cmd: AmendOrder) -> Collection[str] | None:
         path = self.paths.get(cmd.instrument)

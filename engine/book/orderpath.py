@@ -20,8 +20,9 @@ E_OWNER are the buy order's, the *2 columns the sell's, E_SIDE stays the taker's
 one K_LEVEL row per price level the command changed, first touch first: side at E_SIDE, price
 at E_PRICE, new total at E_QTY, orders at E_LEAVES.
 
-Each entry point returns (rows, side, price, qty, orders). When the only row would be a level
-row it comes in the tuple instead (price > 0, rows 0), sparing the caller the buffer read.
+new_order and amend return (rows, side, price, qty, orders): when the only row would be a
+level row it comes in the tuple instead (price > 0, rows 0), sparing the caller the buffer
+read; cancel returns its whole answer in the tuple (see `cancel`).
 rows < 0 is a NEED_* status (nothing changed: grow and call again) or REJECT_BASE - code
 (nothing changed).
 
@@ -312,8 +313,15 @@ def new_order(
 
 @njit(cache=True, _nrt=False)
 def cancel(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member):
-    """CancelOrder; returns _result's tuple."""
-    return _result(meta, ev, _cancel(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member))
+    """CancelOrder; returns (status, side, price, level qty, level orders, cancelled qty): a
+    cancel that succeeds (status 0) always removes one order from one level, so its two
+    events come whole in the tuple and the buffer is not read."""
+    status = _cancel(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member)
+    meta[M_NEV] = 0  # ev now holds this path's rows, not book events
+    if status < 0:
+        return status, 0, 0, 0, 0, 0
+    # rows: CANCELLED (the order), then the K_LEVEL row of the level it left
+    return 0, ev[1, E_SIDE], ev[1, E_PRICE], ev[1, E_QTY], ev[1, E_LEAVES], ev[0, E_QTY]
 
 
 @njit(cache=True, _nrt=False)
