@@ -141,9 +141,11 @@ class CompiledOrders:
         seen.add(cmd.cl_ord_id)
         if cmd.order_type == _MARKET:
             price = 0
-        self.out.append(
-            Accepted(self.seq, cmd.cl_ord_id, member, path.code, oid, cmd.side, price, cmd.qty)
-        )
+        seq, code = self.seq, path.code
+        self.out.append(Accepted(seq, cmd.cl_ord_id, member, code, oid, cmd.side, price, cmd.qty))
+        if result[0] == 0 and result[2]:  # it rested and traded nothing: one level changed
+            self.out.append(DepthUpdate(seq, code, result[1], result[2], result[3], result[4]))
+            return path.touched if path.market.in_call else None
         return self._compiled_events(path, result)
 
     def _cancel_compiled(self, cmd: CancelOrder) -> Collection[str] | None:
