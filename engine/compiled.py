@@ -198,6 +198,7 @@ class CompiledOrders:
         out, seq, code = self.out, self.seq, path.code
         if rows:
             append, record = out.append, path.market.record
+            ts_ns, date = self.ts_ns, self.date
             for (
                 kind,
                 oid,
@@ -217,7 +218,7 @@ class CompiledOrders:
                     trade_id = self.next_trade_id
                     self.next_trade_id = trade_id + 1
                     trade = Trade(
-                        seq, trade_id, self.ts_ns, self.date, code, price, qty,
+                        seq, trade_id, ts_ns, date, code, price, qty,
                         owner, owner2, oid, oid2, side, "continuous",
                     )  # fmt: skip
                     record(trade)
