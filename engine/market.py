@@ -38,6 +38,7 @@ from engine.types import Phase
 
 LISTED_VENUES = frozenset({"continuous", "call", "pick"})  # count towards the close
 CALL_PHASES = frozenset({Phase.CALL, Phase.CLOSING_CALL})
+FOLD_EVERY = 4096  # recorded trades held before folding into the figures (bounds memory)
 
 
 @dataclass
@@ -98,6 +99,8 @@ class Market:
 
     def record(self, trade: Trade) -> None:
         self.unfolded.append(trade)
+        if len(self.unfolded) >= FOLD_EVERY:
+            self.fold()
 
     def fold(self) -> None:
         """Bring the day's figures and digest up to date with the recorded trades."""

@@ -7,6 +7,7 @@ import pytest
 from engine.config import MarketConfig, Member
 from engine.core import Exchange
 from engine.instruments import Instrument
+from engine.market import FOLD_EVERY
 from engine.protocol import (
     Accepted,
     AuctionBid,
@@ -32,6 +33,7 @@ from engine.protocol import (
     StartOfDay,
     Trade,
     Uncross,
+    trades_digest,
 )
 from engine.types import CancelReason, OrderType, Phase, Side, StpMode, TimeInForce
 from tests.exchange import CASH, STOCK, Session, of, only_reject, small_market
@@ -320,6 +322,18 @@ def test_end_of_day_expires_day_orders_fixes_the_vwap_close_and_checksums_trades
     assert (day.trades, day.volume, day.close) == (3, 100_040, 10_225)
     assert s.x.markets[s.code].reference == 10_225
     assert s.x.accounts.get(1).cash_frozen == 0
+
+
+def test_the_day_checksum_covers_every_trade_in_order_past_the_fold_batch():
+    s = Session()
+    trades = []
+    for _ in range(FOLD_EVERY + 100):  # more trades than the market holds before folding
+        s.order(2, SELL, 10_000, 1)
+        trades += of(s.order(1, BUY, 10_000, 1), Trade)
+    s.send(Close(s.code))
+    (day,) = of(s.send(EndOfDay()), DayClosed)
+    assert (day.trades, day.volume) == (len(trades), len(trades))
+    assert day.checksum == trades_digest(trades)
 
 
 def test_without_trades_the_reference_carries_over():
