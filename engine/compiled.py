@@ -7,8 +7,9 @@ Invariants:
   takes the plain path);
 - anything it does not cover goes to the plain path before any change: unknown member or
   instrument, duplicate ClOrdID, orders off the book (one-way auction bids), fields that are
-  not plain ints; and every reject is worded by the plain path, which must refuse the command
-  with the same code (checked), so reject texts have one source;
+  not plain ints; every reject is worded by the plain path, which must refuse the command
+  with the same code (checked), except an unknown or foreign order on cancel and amend,
+  worded by the helper the plain path uses too (`orders.order_reject`);
 - growth of the book's arrays happens between calls: a NEED_* status changed nothing.
 
 The compiled entry points are taken with `Dispatcher.compile(signature)`, which returns the
