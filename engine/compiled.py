@@ -12,9 +12,7 @@ Invariants:
   worded by the helper the plain path uses too (`orders.order_reject`);
 - growth of the book's arrays happens between calls: a NEED_* status changed nothing.
 
-The compiled entry points are taken with `Dispatcher.compile(signature)`, which returns the
-compiled wrapper itself: calling it skips numba's per-call type dispatch (about half the
-cost of a call with this many arguments).
+The compiled functions are called through `engine.book.entry` (no per-call type dispatch).
 """
 
 from __future__ import annotations
@@ -22,9 +20,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from functools import partial
 
-from numba import typeof
-
 from engine.book import Book
+from engine.book.entry import entry_point
 from engine.book.kernel import K_AMENDED, K_CANCELLED, K_FILL
 from engine.book.orderpath import K_LEVEL, REJECT_BASE, amend, cancel, new_order
 from engine.market import Market
@@ -71,7 +68,8 @@ class OrderPath:
         arrays += (self.accounts.acct, self.accounts.ids, self.params)
         self.ev = st.ev
         self.new_order, self.cancel, self.amend = (
-            partial(_entry(fn, arrays), *arrays) for fn in (new_order, cancel, amend)
+            partial(entry_point(fn, arrays, _SCALARS[fn]), *arrays)
+            for fn in (new_order, cancel, amend)
         )
 
     def grown(self, status: int) -> bool:
@@ -80,17 +78,6 @@ class OrderPath:
             return False
         self.book.grow(status)
         return True
-
-
-_ENTRIES: dict = {}
-
-
-def _entry(fn, arrays: tuple):
-    signature = tuple(typeof(a) for a in arrays) + (typeof(0),) * _SCALARS[fn]
-    key = (fn, signature)
-    if key not in _ENTRIES:
-        _ENTRIES[key] = fn.compile(signature)
-    return _ENTRIES[key]
 
 
 class CompiledOrders:

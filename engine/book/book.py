@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from engine.book.entry import entry_point
 from engine.book.events import BookEvent
 from engine.book.kernel import (
     add_one,
@@ -109,9 +110,9 @@ class Book:
         """Pre-bind the state arrays to the kernel entry points (re-done after any growth):
         the per-command hot path then passes only its scalars from Python."""
         arrays = self.state.arrays()
-        self._add = partial(add_one, *arrays)
-        self._cancel = partial(cancel_one, *arrays)
-        self._apply = partial(apply_one, *arrays)
+        self._add = partial(entry_point(add_one, arrays, 8), *arrays)
+        self._cancel = partial(entry_point(cancel_one, arrays, 2), *arrays)
+        self._apply = partial(entry_point(apply_one, arrays, 10), *arrays)
         for callback in self._rebound:
             callback()
 
