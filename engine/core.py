@@ -80,6 +80,8 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
         self.cl_ord_ids: dict[int, set[str]] = {m.id: set() for m in config.members}  # today's
         self.date = ""
         self.calendar_done = 0
+        self._calendar_key: tuple[str, int] | None = None  # see SessionCommands._calendar_due
+        self._calendar_due_ns = 0
         self.ts_ns = 0
         self.out: list[Event] = []
         self._compiled_paths()

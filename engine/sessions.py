@@ -39,6 +39,8 @@ CALENDAR_ACTIONS = {
     "close": Close,
 }
 
+NEVER = 2**63 - 1  # a timestamp no command reaches
+
 
 class SessionCommands:
     # -- sessions -----------------------------------------------------------------------------
@@ -154,7 +156,7 @@ class SessionCommands:
     # -- calendar -------------------------------------------------------------------------------
 
     def _run_calendar(self) -> None:
-        if not self.schedule or not self.date:
+        if not self.schedule or not self.date or self.ts_ns < self._calendar_due():
             return
         local = datetime.fromtimestamp(self.ts_ns // 1_000_000_000, UTC).astimezone(self.zone)
         if local.strftime("%Y-%m-%d") != self.date:
@@ -172,3 +174,18 @@ class SessionCommands:
                     continue  # a market not in the phase the action starts from stays as it is
                 for touched_code in sorted(touched or ()):
                     self._publish(self.markets[touched_code])
+
+    def _calendar_due(self) -> int:
+        """The earliest timestamp (ns) at which the next schedule entry can fire today, so
+        commands before it skip the local-time conversion. A cache of (date, entries fired):
+        derived state, not hashed."""
+        key = (self.date, self.calendar_done)
+        if self._calendar_key != key:
+            self._calendar_key = key
+            if self.calendar_done >= len(self.schedule):
+                self._calendar_due_ns = NEVER
+            else:
+                when = self.schedule[self.calendar_done][0]
+                local = datetime.strptime(f"{self.date} {when}", "%Y-%m-%d %H:%M")
+                self._calendar_due_ns = int(local.replace(tzinfo=self.zone).timestamp()) * 10**9
+        return self._calendar_due_ns

@@ -398,6 +398,26 @@ def test_a_block_trade_prints_without_touching_the_book():
     assert s.x.markets[s.code].book.depth(5) == ([], [])
 
 
+def test_a_calendar_entry_fires_from_its_first_second_and_only_on_the_trading_day():
+    config = small_market()
+    config = MarketConfig(
+        name="t",
+        instruments=config.instruments,
+        members=config.members,
+        schedule=[("09:15", "open_call")],
+    )
+    nine_fifteen = (1_795_478_400 + 3_600 + 15 * 60) * 1_000_000_000  # 2026-11-24 09:15 +08
+    x = Exchange(config)
+    x.apply(StartOfDay("2026-11-24"))
+    early = x.apply(NewOrder("a", 1, "CEA25", BUY, 10_000, 5), nine_fifteen - 1)
+    assert not of(early, PhaseChanged)
+    assert of(x.apply(NewOrder("b", 1, "CEA25", BUY, 10_000, 5), nine_fifteen), PhaseChanged)
+    y = Exchange(config)
+    y.apply(StartOfDay("2026-11-24"))
+    next_day = nine_fifteen + 86_400 * 1_000_000_000
+    assert not of(y.apply(NewOrder("a", 1, "CEA25", BUY, 10_000, 5), next_day), PhaseChanged)
+
+
 def test_the_calendar_drives_the_trading_day_from_the_sequencer_clock():
     config = small_market()
     config = MarketConfig(
