@@ -8,6 +8,9 @@ Invariants:
   and text) and leaves `state_hash()` unchanged (the sequence number is not state).
 - Pre-trade risk (engine.risk) freezes before the book sees an order, and every book event is
   mirrored in the accounts at once, so frozen balances always equal what live orders need.
+- Orders in a book are held only by the book; `self.orders` holds off-book orders.
+- Over a compiled book, new orders, cancels and amends take the compiled order path
+  (engine.compiled), which must give exactly what the plain handlers here give.
 - Each trade is one `Trade` event (public print and clearing record) plus a `Filled` for
   each side; `DayClosed` carries the day's trade count and `trades_digest` per instrument.
 

@@ -1,8 +1,10 @@
 """What the core knows about a live order, and the exception its validation raises.
 
-Invariants: a LiveOrder exists exactly while its order can still trade (resting in a book,
-bidding in a one-way auction, offering in one); `frozen` is the cash a buy still holds and
-always equals `risk.freeze_for(limit, leaves)`; a sell holds `leaves` allowances.
+Invariants: `frozen` is the cash a buy still holds and always equals
+`risk.freeze_for(limit, leaves)`; a sell holds `leaves` allowances. The core registers a
+LiveOrder only for an order off the book (a one-way auction bid or offer) and exactly while it
+can still trade; for an order in a book it builds one on demand from the book's row (price
+as limit, remaining qty as leaves), because the book is the one record of a resting order.
 """
 
 from __future__ import annotations
