@@ -1,8 +1,10 @@
 """Exchange-core benchmarks: Exchange.apply with validation and risk on, and call uncrossing.
 
 exchange_apply replays the seeded mixed workload as protocol commands (built before the
-timer) through an Exchange over the compiled book, and through one over the reference book
-for comparison; the two must end with the same state hash. uncross collects a call book of
+timer) through an Exchange over the compiled book (its compiled order path), and through one
+over the reference book (the plain Python path) for comparison; the two must end with the
+same state hash and trade count. The timed loop touches every returned event, as a gateway
+would. uncross collects a call book of
 random crossed orders and times finding the equilibrium plus executing it; the compiled and
 the reference book must produce the same fills and the same remaining book.
 """
