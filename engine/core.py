@@ -64,7 +64,17 @@ from engine.protocol import (
 )
 from engine.risk import Accounts, freeze_for
 from engine.sessions import SessionCommands
-from engine.types import CancelReason, OrderType, Phase, Side
+from engine.types import CancelReason, OrderType, Phase, Side, StpMode, TimeInForce
+
+ORDER_ENUMS = tuple(
+    (name, frozenset(int(member) for member in enum))
+    for name, enum in (
+        ("side", Side),
+        ("order_type", OrderType),
+        ("tif", TimeInForce),
+        ("stp", StpMode),
+    )
+)
 
 
 class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
@@ -164,6 +174,15 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
             raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, f"{market.code} is in a call")
 
     @staticmethod
+    def _order_fields(cmd: NewOrder) -> None:
+        """Enum fields hold values of their enums (the wire decoder checks this; commands
+        built in process may not)."""
+        for name, allowed in ORDER_ENUMS:
+            value = getattr(cmd, name)
+            if not (isinstance(value, int) and int(value) in allowed):
+                raise Reject(RejectCode.INVALID_FIELD, f"{name} {value!r}")
+
+    @staticmethod
     def _quantity(market: Market, qty: int) -> None:
         inst = market.instrument
         if qty <= 0:
@@ -239,6 +258,7 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
         self._member(cmd.member)
         market = self._market(cmd.instrument)
         self._fresh_cl_ord_id(cmd.member, cmd.cl_ord_id)
+        self._order_fields(cmd)
         market_order = cmd.order_type == OrderType.MARKET
         self._order_phase(market, call_ok=not market_order and cmd.tif == 0)
         self._quantity(market, cmd.qty)

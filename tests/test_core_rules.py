@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from engine.book import Book, ReferenceBook
 from engine.config import MarketConfig, Member
 from engine.core import Exchange
 from engine.instruments import Instrument
@@ -89,6 +90,19 @@ def test_duplicate_clordid_is_per_member_and_day():
         RejectCode.DUPLICATE_CLORDID
     )
     assert of(s.send(NewOrder("same", 2, s.code, BUY, 9_000, 1)), Accepted)
+
+
+@pytest.mark.parametrize("book", [Book, ReferenceBook])
+@pytest.mark.parametrize(
+    "field", [{"side": 5}, {"side": -1}, {"order_type": 9}, {"tif": 7}, {"stp": 3}]
+)
+def test_enum_fields_outside_their_enums_are_refused(book, field):
+    s = Session(book_factory=book)
+    before = s.x.state_hash()
+    fields = {"side": BUY, "price": 10_000, "qty": 10} | field
+    reject = only_reject(s.send(NewOrder("x", 1, s.code, **fields)))
+    assert reject.code == RejectCode.INVALID_FIELD and next(iter(field)) in reject.text
+    assert s.x.state_hash() == before
 
 
 @pytest.mark.parametrize(

@@ -581,21 +581,21 @@ def _finish(pool, lad, bm, ht, meta, ev, slot, oid, owner, side, price, left, re
 
 
 @njit(cache=True, _nrt=False)
+def order_fields_valid(side, otype, tif, stp):
+    """Side, order type, time in force and STP mode are values of their enums."""
+    return (
+        0 <= side <= 1
+        and LIMIT <= otype <= MARKET
+        and DAY <= tif <= FOK
+        and STP_INCOMING <= stp <= STP_BOTH
+    )
+
+
+@njit(cache=True, _nrt=False)
 def _add(pool, lad, bm, ht, meta, ev, oid, owner, side, price, qty, otype, tif, stp):
     if oid < 0 or oid >= MAX_ORDER_ID:
         return _reject(ev, meta, oid, R_INVALID_ORDER_ID, side)
-    if (
-        owner < 0
-        or owner >= MAX_OWNER
-        or side < 0
-        or side > 1
-        or otype < LIMIT
-        or otype > MARKET
-        or tif < DAY
-        or tif > FOK
-        or stp < STP_INCOMING
-        or stp > STP_BOTH
-    ):
+    if owner < 0 or owner >= MAX_OWNER or not order_fields_valid(side, otype, tif, stp):
         return _reject(ev, meta, oid, R_INVALID_FIELD, side)
     collect = meta[M_COLLECT] != 0
     if collect and (otype != LIMIT or tif != DAY):

@@ -45,6 +45,7 @@ from engine.book.kernel import (
     _apply,
     events_needed,
     ht_find,
+    order_fields_valid,
 )
 from engine.book.layout import (
     CMD_ADD,
@@ -106,6 +107,7 @@ _CLOSED, _HALTED, _CALL, _CLOSING_CALL = (
     int(Phase.CLOSING_CALL),
 )
 _R = {code.name: int(code) for code in RejectCode}
+R_INVALID_FIELD = _R["INVALID_FIELD"]
 R_MARKET_CLOSED = _R["MARKET_CLOSED"]
 R_MARKET_HALTED = _R["MARKET_HALTED"]
 R_UNSUPPORTED_IN_PHASE = _R["UNSUPPORTED_IN_PHASE"]
@@ -335,6 +337,8 @@ def amend(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, price, qty):
 def _new_order(
     pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, side, price, qty, otype, tif, stp
 ):
+    if not order_fields_valid(side, otype, tif, stp):
+        return REJECT_BASE - R_INVALID_FIELD
     market_order = otype == MARKET
     code = _phase_check(mk, not market_order and tif == 0)
     if code == 0:
