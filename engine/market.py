@@ -92,10 +92,10 @@ class Market:
         self.book.set_collecting(phase in CALL_PHASES)
 
     def set_reference(self, price: int) -> None:
-        self.reference = price
-        self.band = self.instrument.band(price)
-        self.params[MK_BAND_LO], self.params[MK_BAND_HI] = self.band
-        self.book.set_band(*self.band)
+        band = self.instrument.band(price)
+        self.book.set_band(*band)  # refuses a band the book cannot hold, before any change
+        self.reference, self.band = price, band
+        self.params[MK_BAND_LO], self.params[MK_BAND_HI] = band
 
     def record(self, trade: Trade) -> None:
         self.unfolded.append(trade)

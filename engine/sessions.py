@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from engine.book.auction import run_uncross
+from engine.book.layout import MAX_TICKS
 from engine.market import Market
 from engine.orders import Reject
 from engine.protocol import (
@@ -116,8 +117,15 @@ class SessionCommands:
 
     def _set_reference(self, cmd: SetReference) -> set[str]:
         market = self._transition(cmd.instrument, (Phase.CLOSED,), "set the reference of")
-        if cmd.price <= 0 or cmd.price % market.instrument.tick:
+        tick = market.instrument.tick
+        if cmd.price <= 0 or cmd.price % tick:
             raise Reject(RejectCode.PRICE_OFF_TICK, "a reference must be a positive tick")
+        top = market.instrument.band(cmd.price)[1]
+        if top > MAX_TICKS * tick:
+            raise Reject(
+                RejectCode.PRICE_OUT_OF_RANGE,
+                f"its band would reach {top} fen; prices stop at {MAX_TICKS * tick}",
+            )
         market.set_reference(cmd.price)
         self.out.append(
             PhaseChanged(self.seq, market.code, market.phase, market.reference, *market.band)
