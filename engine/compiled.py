@@ -6,10 +6,11 @@ Invariants:
   command (the property tests run the core over both books, and the reference book always
   takes the plain path);
 - anything it does not cover goes to the plain path before any change: unknown member or
-  instrument, duplicate ClOrdID, orders off the book (one-way auction bids), fields that are
-  not plain ints; every reject is worded by the plain path, which must refuse the command
-  with the same code (checked), except an unknown or foreign order on cancel and amend,
-  worded by the helper the plain path uses too (`orders.order_reject`);
+  instrument, duplicate ClOrdID, orders off the book (one-way auction bids), any field not of
+  its declared kind (the plain path refuses those: `orders.check_types`);
+- every reject is worded by the plain path, which must refuse the command with the same code
+  (checked), except an unknown or foreign order on cancel and amend, worded by the helper the
+  plain path uses too (`orders.order_reject`);
 - growth of the book's arrays happens between calls: a NEED_* status changed nothing.
 
 The compiled functions are called through `engine.book.entry` (no per-call type dispatch).
@@ -39,10 +40,12 @@ from engine.protocol import (
     Trade,
 )
 from engine.risk import Accounts
-from engine.types import CancelReason, OrderType
+from engine.types import CancelReason, OrderType, Side, StpMode, TimeInForce
 
 _SCALARS = {new_order: 8, cancel: 2, amend: 4}  # integer arguments after the arrays
 _MARKET = int(OrderType.MARKET)
+# kinds the compiled wrapper takes as they are (it would truncate a float)
+_INTEGERS = frozenset({int, Side, OrderType, TimeInForce, StpMode})
 _REASONS = {int(reason): reason for reason in CancelReason}
 _USER = CancelReason.USER
 _ORDER_LOOKUP = {int(c): c for c in (RejectCode.UNKNOWN_ORDER, RejectCode.NOT_OWNER)}
@@ -106,17 +109,22 @@ class CompiledOrders:
         raise AssertionError(f"compiled path refused {cmd} (code {code}), plain path accepted")
 
     def _new_order_compiled(self, cmd: NewOrder) -> Collection[str] | None:
-        path = self.paths.get(cmd.instrument)
-        member = cmd.member
-        seen = self.cl_ord_ids.get(member)  # None: not a member
-        price = cmd.price
-        if (
-            path is None
-            or seen is None
-            or cmd.cl_ord_id in seen
-            or type(price) is not int
-            or type(cmd.qty) is not int
+        member, price = cmd.member, cmd.price
+        if not (  # kinds first (a float must not be truncated), then membership
+            type(cmd.cl_ord_id) is str
+            and type(cmd.instrument) is str
+            and type(member) is int
+            and type(price) is int
+            and type(cmd.qty) is int
+            and type(cmd.side) in _INTEGERS
+            and type(cmd.order_type) in _INTEGERS
+            and type(cmd.tif) in _INTEGERS
+            and type(cmd.stp) in _INTEGERS
         ):
+            return self._new_order(cmd)
+        path = self.paths.get(cmd.instrument)
+        seen = self.cl_ord_ids.get(member)  # None: not a member
+        if path is None or seen is None or cmd.cl_ord_id in seen:
             return self._new_order(cmd)
         oid = self.next_order_id
         args = (oid, member, cmd.side, price, cmd.qty, cmd.order_type, cmd.tif, cmd.stp)
@@ -137,6 +145,13 @@ class CompiledOrders:
         return self._compiled_events(path, result)
 
     def _cancel_compiled(self, cmd: CancelOrder) -> Collection[str] | None:
+        if not (
+            type(cmd.cl_ord_id) is str
+            and type(cmd.instrument) is str
+            and type(cmd.member) is int
+            and type(cmd.order_id) is int
+        ):
+            return self._cancel(cmd)
         path = self.paths.get(cmd.instrument)
         if path is None or cmd.member not in self.accounts.row_of or cmd.order_id in self.orders:
             return self._cancel(cmd)
@@ -155,14 +170,17 @@ class CompiledOrders:
         return path.touched if path.market.in_call else None
 
     def _amend_compiled(self, cmd: AmendOrder) -> Collection[str] | None:
-        path = self.paths.get(cmd.instrument)
-        if (
-            path is None
-            or cmd.member not in self.accounts.row_of
-            or cmd.order_id in self.orders
-            or type(cmd.price) is not int
-            or type(cmd.qty) is not int
+        if not (
+            type(cmd.cl_ord_id) is str
+            and type(cmd.instrument) is str
+            and type(cmd.member) is int
+            and type(cmd.order_id) is int
+            and type(cmd.price) is int
+            and type(cmd.qty) is int
         ):
+            return self._amend(cmd)
+        path = self.paths.get(cmd.instrument)
+        if path is None or cmd.member not in self.accounts.row_of or cmd.order_id in self.orders:
             return self._amend(cmd)
         args = (cmd.order_id, cmd.member, cmd.price, cmd.qty)
         result = path.amend(*args)

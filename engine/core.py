@@ -31,7 +31,7 @@ from engine.compiled import CompiledOrders
 from engine.config import MarketConfig
 from engine.market import Market
 from engine.offbook import OffBookCommands
-from engine.orders import LiveOrder, Reject, order_reject
+from engine.orders import LiveOrder, Reject, order_reject, typed
 from engine.protocol import (
     Accepted,
     Amended,
@@ -126,7 +126,10 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
         if self.schedule:
             self._run_calendar()
         try:
-            touched = self._handlers[type(command)](command)
+            handler = self._handlers.get(type(command))
+            if handler is None:
+                raise Reject(RejectCode.MALFORMED, f"not a command: {type(command).__name__}")
+            touched = handler(command)
         except Reject as reject:
             touched = None
             self._rejected(command, reject)
@@ -254,6 +257,7 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
 
     # -- orders -----------------------------------------------------------------------------------
 
+    @typed
     def _new_order(self, cmd: NewOrder) -> set[str]:
         self._member(cmd.member)
         market = self._market(cmd.instrument)
@@ -299,6 +303,7 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
             raise order_reject(RejectCode.NOT_OWNER, order_id)
         return order
 
+    @typed
     def _cancel(self, cmd: CancelOrder) -> set[str]:
         self._member(cmd.member)
         market = self._market(cmd.instrument)
@@ -313,6 +318,7 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
         self._book_events(market, "continuous")
         return {market.code}
 
+    @typed
     def _amend(self, cmd: AmendOrder) -> set[str]:
         self._member(cmd.member)
         market = self._market(cmd.instrument)
@@ -347,6 +353,7 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
         self._book_events(market, "continuous", taker=order)
         return {market.code}
 
+    @typed
     def _pick(self, cmd: PickOrder) -> set[str]:
         self._member(cmd.member)
         market = self._market(cmd.instrument)

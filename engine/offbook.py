@@ -13,7 +13,7 @@ from __future__ import annotations
 from engine.book.auction import AuctionBid as RankedBid
 from engine.book.auction import allocate_one_way
 from engine.market import OneWayAuction
-from engine.orders import LiveOrder, Reject
+from engine.orders import LiveOrder, Reject, typed
 from engine.protocol import (
     Accepted,
     AuctionBid,
@@ -29,6 +29,7 @@ from engine.types import CancelReason, Phase, Side
 class OffBookCommands:
     # -- one-way auction and block trades ------------------------------------------------------
 
+    @typed
     def _one_way_open(self, cmd: OneWayAuctionOpen) -> set[str]:
         self._member(cmd.seller)
         market = self._market(cmd.instrument)
@@ -69,6 +70,7 @@ class OffBookCommands:
         self.next_order_id += 1
         return set()
 
+    @typed
     def _one_way_bid(self, cmd: AuctionBid) -> set[str]:
         self._member(cmd.member)
         market = self._market(cmd.instrument)
@@ -97,6 +99,7 @@ class OffBookCommands:
         self._accept(order, cmd.price)
         return set()
 
+    @typed
     def _one_way_close(self, cmd: OneWayAuctionClose) -> set[str]:
         market = self._market(cmd.instrument)
         auction = market.one_way
@@ -123,6 +126,7 @@ class OffBookCommands:
         market.one_way = None
         return set()
 
+    @typed
     def _block_trade(self, cmd: BlockTrade) -> set[str]:
         self._member(cmd.buyer)
         self._member(cmd.seller)

@@ -9,7 +9,12 @@ as limit, remaining qty as leaves), because the book is the one record of a rest
 
 from __future__ import annotations
 
+import functools
+import typing
 from dataclasses import dataclass
+from enum import IntEnum
+
+import msgspec
 
 from engine.protocol import RejectCode
 
@@ -21,6 +26,50 @@ class Reject(Exception):
         super().__init__(code, detail)
         self.code = code
         self.text = code.text + (f": {detail}" if detail else "")
+
+
+@functools.cache
+def _field_kinds(kind: type) -> tuple[tuple[str, type], ...]:
+    """(field, int | str | bool) for each field of a command type, Annotated unwrapped."""
+    kinds = []
+    for field in msgspec.structs.fields(kind):
+        base = field.type
+        if typing.get_origin(base) is typing.Annotated:
+            base = typing.get_args(base)[0]
+        kinds.append(
+            (
+                field.name,
+                int
+                if isinstance(base, type) and issubclass(base, int) and base is not bool
+                else base,
+            )
+        )
+    return tuple(kinds)
+
+
+def check_types(command) -> None:
+    """Refuse, before any change, a command whose fields are not of their declared kinds (an
+    int, an IntEnum member, a str or a bool). The wire decoder guarantees this; commands built
+    in process might not, and a float must never be truncated into a price or a side."""
+    for name, kind in _field_kinds(type(command)):
+        value = getattr(command, name)
+        if kind is int:
+            ok = type(value) is int or isinstance(value, IntEnum)
+        else:
+            ok = type(value) is kind
+        if not ok:
+            raise Reject(RejectCode.INVALID_FIELD, f"{name} must be {kind.__name__}: {value!r}")
+
+
+def typed(handler):
+    """Decorator for the core's command handlers: `check_types` before anything else."""
+
+    @functools.wraps(handler)
+    def checked(self, command):
+        check_types(command)
+        return handler(self, command)
+
+    return checked
 
 
 def order_reject(code: RejectCode, order_id: int) -> Reject:

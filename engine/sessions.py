@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from engine.book.auction import run_uncross
 from engine.book.layout import MAX_TICKS
 from engine.market import Market
-from engine.orders import Reject
+from engine.orders import Reject, typed
 from engine.protocol import (
     AuctionResult,
     Close,
@@ -58,6 +58,7 @@ class SessionCommands:
             )
         return market
 
+    @typed
     def _start_of_day(self, cmd: StartOfDay) -> set[str]:
         if any(m.phase != Phase.CLOSED for m in self.markets.values()) or self.live_orders():
             raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, "the previous day is not closed")
@@ -70,6 +71,7 @@ class SessionCommands:
             market.new_day()
         return set()
 
+    @typed
     def _open_call(self, cmd: OpenCall) -> set[str]:
         market = self._transition(cmd.instrument, (Phase.CLOSED, Phase.HALTED), "open a call")
         if not self.date:
@@ -87,22 +89,26 @@ class SessionCommands:
             AuctionResult(self.seq, market.code, label, rounds[-1].price if rounds else 0, volume)
         )
 
+    @typed
     def _uncross(self, cmd: Uncross) -> set[str]:
         market = self._transition(cmd.instrument, (Phase.CALL,), "uncross")
         self._run_auction(market, "call")
         self._phase(market, Phase.CONTINUOUS)
         return {market.code}
 
+    @typed
     def _halt(self, cmd: Halt) -> set[str]:
         market = self._transition(cmd.instrument, (Phase.CONTINUOUS, Phase.CALL), "halt")
         self._phase(market, Phase.HALTED)
         return {market.code}
 
+    @typed
     def _close_call(self, cmd: CloseCall) -> set[str]:
         market = self._transition(cmd.instrument, (Phase.CONTINUOUS,), "start a closing call")
         self._phase(market, Phase.CLOSING_CALL)
         return {market.code}
 
+    @typed
     def _close(self, cmd: Close) -> set[str]:
         market = self._transition(
             cmd.instrument,
@@ -115,6 +121,7 @@ class SessionCommands:
         self._phase(market, Phase.CLOSED)
         return {market.code}
 
+    @typed
     def _set_reference(self, cmd: SetReference) -> set[str]:
         market = self._transition(cmd.instrument, (Phase.CLOSED,), "set the reference of")
         tick = market.instrument.tick
@@ -132,6 +139,7 @@ class SessionCommands:
         )
         return set()
 
+    @typed
     def _end_of_day(self, cmd: EndOfDay) -> set[str]:
         open_markets = [m.code for m in self.markets.values() if m.phase != Phase.CLOSED]
         if open_markets or any(m.one_way for m in self.markets.values()):

@@ -1,8 +1,9 @@
 """Hostile values: every command kind with field values at and beyond their limits (zero,
-negative, int64 extremes, off tick, unknown names, empty strings), as an in-process caller
-could build them without the wire decoder's checks. The core must answer each with events
-(never raise), a reject must change nothing, and the compiled and reference books must give
-the same events."""
+negative, int64 extremes, off tick, unknown names, empty strings) and of the wrong kind
+(floats, strings, None, lists), as an in-process caller could build them without the wire
+decoder's checks. The core must answer each with events (never raise), a reject must change
+nothing, and the compiled and reference books must give the same events. Something that is
+not a command at all is refused too."""
 
 from __future__ import annotations
 
@@ -13,19 +14,22 @@ import msgspec
 
 from engine.book import Book, ReferenceBook
 from engine.core import Exchange
-from engine.protocol import Command, OpenCall, Rejected, StartOfDay, Uncross
+from engine.protocol import Command, OpenCall, RejectCode, Rejected, StartOfDay, Uncross
 from tests.exchange import small_market
 
 INTEGERS = [0, 1, 2, 3, 5, -1, 10_000, 9_000, 11_000, 10_001, 99_999, 100_000]
 INTEGERS += [2**31, 2**40, 2**62, 2**63 - 1, -(2**63)]
 TEXTS = ["CEA25", "", "X", "c1"]
+WRONG_KINDS = [1.0, 1.5, 10_000.0, "1", None, ["CEA25"], b"CEA25"]  # what a decoder refuses
 
 
 def hostile_command(rng: random.Random, n: int):
     kind = rng.choice(typing.get_args(Command))
     values = {}
     for field in msgspec.structs.fields(kind):
-        if field.name == "date":
+        if rng.random() < 0.03:
+            values[field.name] = rng.choice(WRONG_KINDS)
+        elif field.name == "date":
             values[field.name] = rng.choice(["2026-11-25", ""])
         elif field.type is bool:
             values[field.name] = rng.random() < 0.5
@@ -53,3 +57,9 @@ def test_hostile_values_are_answered_never_raised_and_rejects_change_nothing():
             assert exchanges[0].state_hash() == before, command
     assert exchanges[0].state_hash() == exchanges[1].state_hash()
     assert rejected > 1000
+
+
+def test_something_that_is_not_a_command_is_refused_as_malformed():
+    x = Exchange(small_market())
+    (event,) = x.apply("NewOrder")
+    assert isinstance(event, Rejected) and event.code == RejectCode.MALFORMED
