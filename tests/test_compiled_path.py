@@ -1,12 +1,14 @@
 """The compiled order path against the plain one (the reference book always takes the plain
 path): seeded random order flow with scarce cash and allowances, every reject kind, market,
-IOC and FOK orders, self-trade modes, amends up and down, halts and re-opening calls, and a
-book that starts small so its arrays grow mid-session. Events must be equal command by
-command and the state hashes equal throughout."""
+IOC and FOK orders, self-trade modes, amends, halts and re-opening calls, over a compiled book
+that starts with 16 order slots so its arrays grow mid-session; and one sweep through 600
+orders, past the event buffer's first size. Events must be equal command by command and the
+state hashes equal throughout."""
 
 from __future__ import annotations
 
 import random
+from functools import partial
 
 import pytest
 
@@ -51,34 +53,43 @@ def scarce_market() -> MarketConfig:
 def random_command(rng: random.Random, n: int, live: dict, members: list[int]):
     member = rng.choice(members + [99] * (rng.random() < 0.01))
     r = rng.random()
-    if r < 0.55 or not live:
-        price = 10_000 + rng.randint(-30, 30) * 10 + (rng.random() < 0.02)  # some off tick
+    if r < 0.65 or not live:
+        side = rng.choice([Side.BUY, Side.SELL])
+        away = 1 if side == Side.SELL else -1  # mostly passive, so the book gets deep
+        passive = rng.random() < 0.92
+        ticks = rng.randint(1, 40) if passive else -rng.randint(0, 40)
+        price = 10_000 + away * ticks * 10 + (rng.random() < 0.02)  # some off tick
         if rng.random() < 0.01:
             price = 12_000  # outside the band
         return NewOrder(
             f"c{n}" if rng.random() > 0.01 else "dup",
             member,
             CODE,
-            rng.choice([Side.BUY, Side.SELL]),
+            side,
             price,
-            rng.choice([10, 20, 50, 100, 300, 1_000, 5_000] * 8 + [0, 15, 6_000]),
-            OrderType.MARKET if rng.random() < 0.05 else OrderType.LIMIT,
+            rng.choice(
+                [10] * 10 + [20, 50, 100, 0, 15]
+                if passive
+                else [10, 50, 300, 1_000, 5_000, 5_000, 6_000]
+            ),
+            OrderType.MARKET if not passive and rng.random() < 0.3 else OrderType.LIMIT,
             rng.choice([TimeInForce.DAY] * 6 + [TimeInForce.IOC, TimeInForce.FOK]),
             rng.choice(list(StpMode)),
         )
     order_id = rng.choice(list(live)) if rng.random() < 0.9 else rng.randint(1, n + 5)
     if order_id in live and rng.random() < 0.9:
         member = live[order_id].member
-    if r < 0.8:
+    if r < 0.85:
         return CancelOrder(f"x{n}", member, CODE, order_id)
-    price = 10_000 + rng.randint(-30, 30) * 10
+    away = 1 if order_id in live and live[order_id].side == Side.SELL else -1
+    price = 10_000 + away * rng.randint(-3, 40) * 10  # mostly stays passive
     return AmendOrder(f"a{n}", member, CODE, order_id, price, rng.choice([10, 50, 200, 2_000]))
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_compiled_and_plain_paths_agree_command_by_command(seed):
     rng = random.Random(seed)
-    compiled = Exchange(scarce_market(), book_factory=Book)
+    compiled = Exchange(scarce_market(), book_factory=partial(Book, capacity=16))
     plain = Exchange(scarce_market(), book_factory=ReferenceBook)
     plain_calls = []
     compiled._new_order = lambda cmd, plain_new=compiled._new_order: (
@@ -86,7 +97,7 @@ def test_compiled_and_plain_paths_agree_command_by_command(seed):
     )
     members = sorted(compiled.accounts.row_of)
     opening = [StartOfDay("2026-11-24"), OpenCall(CODE), Uncross(CODE)]
-    rejected_new = accepted_new = trades = 0
+    rejected_new = accepted_new = trades = deepest = 0
     for n, command in enumerate(opening + [None] * 3000):
         if command is None:
             live = compiled.live_orders()
@@ -107,8 +118,26 @@ def test_compiled_and_plain_paths_agree_command_by_command(seed):
                 accepted_new += 1
         if n % 100 == 0:
             assert compiled.state_hash() == plain.state_hash()
+            deepest = max(deepest, len(compiled.markets[CODE].book))
     assert compiled.state_hash() == plain.state_hash()
     # accepted orders went the compiled way; only refused ones reached the plain handler
-    assert accepted_new > 1000 and rejected_new > 50 and trades > 300
+    assert accepted_new > 1000 and rejected_new > 50 and trades > 150
     assert len(plain_calls) == rejected_new
-    assert len(compiled.markets[CODE].book) > 0
+    # the arrays grew mid-session: the pool past its 16 slots, the event buffer for a sweep
+    state = compiled.markets[CODE].book.state
+    assert deepest > 100 and state.pool.shape[0] >= 128, (deepest, state.pool.shape)
+
+
+def test_a_sweep_beyond_the_event_buffer_grows_it_and_both_paths_agree():
+    compiled = Exchange(scarce_market(), book_factory=partial(Book, capacity=16))
+    plain = Exchange(scarce_market(), book_factory=ReferenceBook)
+    commands = [StartOfDay("2026-11-24"), OpenCall(CODE), Uncross(CODE)]
+    commands += [
+        NewOrder(f"s{n}", 3, CODE, Side.SELL, 10_000 + 10 * (n % 7), 10) for n in range(600)
+    ]
+    commands.append(NewOrder("sweep", 7, CODE, Side.BUY, 0, 5_000, OrderType.MARKET))
+    for command in commands:
+        assert compiled.apply(command) == plain.apply(command), command
+    assert compiled.state_hash() == plain.state_hash()
+    state = compiled.markets[CODE].book.state
+    assert state.ev.shape[0] > 1024 and len(compiled.markets[CODE].book) == 100
