@@ -137,23 +137,29 @@ class CompiledOrders:
         seen.add(cmd.cl_ord_id)
         if cmd.order_type == _MARKET:
             price = 0
-        seq, code = self.seq, path.code
-        self.out.append(Accepted(seq, cmd.cl_ord_id, member, code, oid, cmd.side, price, cmd.qty))
-        if result[0] == 0 and result[2]:  # it rested and traded nothing: one level changed
-            self.out.append(DepthUpdate(seq, code, result[1], result[2], result[3], result[4]))
-            return path.touched if path.market.in_call else None
+        self.out.append(
+            Accepted(self.seq, cmd.cl_ord_id, member, path.code, oid, cmd.side, price, cmd.qty)
+        )
         return self._compiled_events(path, result)
 
-    def _cancel_compiled(self, cmd: CancelOrder) -> Collection[str] | None:
+    def _book_order_path(self, cmd: CancelOrder | AmendOrder) -> OrderPath | None:
+        """The path for a cancel or amend of an order in a compiled book, or None when the
+        plain handler must take it (kinds first, then membership)."""
         if not (
             type(cmd.cl_ord_id) is str
             and type(cmd.instrument) is str
             and type(cmd.member) is int
             and type(cmd.order_id) is int
         ):
-            return self._cancel(cmd)
+            return None
         path = self.paths.get(cmd.instrument)
         if path is None or cmd.member not in self.accounts.row_of or cmd.order_id in self.orders:
+            return None
+        return path
+
+    def _cancel_compiled(self, cmd: CancelOrder) -> Collection[str] | None:
+        path = self._book_order_path(cmd)
+        if path is None:
             return self._cancel(cmd)
         args = (cmd.order_id, cmd.member)
         result = path.cancel(*args)
@@ -170,17 +176,8 @@ class CompiledOrders:
         return path.touched if path.market.in_call else None
 
     def _amend_compiled(self, cmd: AmendOrder) -> Collection[str] | None:
-        if not (
-            type(cmd.cl_ord_id) is str
-            and type(cmd.instrument) is str
-            and type(cmd.member) is int
-            and type(cmd.order_id) is int
-            and type(cmd.price) is int
-            and type(cmd.qty) is int
-        ):
-            return self._amend(cmd)
-        path = self.paths.get(cmd.instrument)
-        if path is None or cmd.member not in self.accounts.row_of or cmd.order_id in self.orders:
+        path = self._book_order_path(cmd)
+        if path is None or type(cmd.price) is not int or type(cmd.qty) is not int:
             return self._amend(cmd)
         args = (cmd.order_id, cmd.member, cmd.price, cmd.qty)
         result = path.amend(*args)

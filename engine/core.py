@@ -182,7 +182,7 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
         built in process may not)."""
         for name, allowed in ORDER_ENUMS:
             value = getattr(cmd, name)
-            if not (isinstance(value, int) and int(value) in allowed):
+            if int(value) not in allowed:  # an int: check_types ran first
                 raise Reject(RejectCode.INVALID_FIELD, f"{name} {value!r}")
 
     @staticmethod

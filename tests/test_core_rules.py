@@ -412,14 +412,16 @@ def test_a_block_trade_prints_without_touching_the_book():
     assert s.x.markets[s.code].book.depth(5) == ([], [])
 
 
-def test_a_calendar_entry_fires_from_its_first_second_and_only_on_the_trading_day():
+def scheduled(schedule: list[tuple[str, str]]) -> MarketConfig:
+    """The small market with a calendar."""
     config = small_market()
-    config = MarketConfig(
-        name="t",
-        instruments=config.instruments,
-        members=config.members,
-        schedule=[("09:15", "open_call")],
+    return MarketConfig(
+        name="t", instruments=config.instruments, members=config.members, schedule=schedule
     )
+
+
+def test_a_calendar_entry_fires_from_its_first_second_and_only_on_the_trading_day():
+    config = scheduled([("09:15", "open_call")])
     nine_fifteen = (1_795_478_400 + 3_600 + 15 * 60) * 1_000_000_000  # 2026-11-24 09:15 +08
     x = Exchange(config)
     x.apply(StartOfDay("2026-11-24"))
@@ -433,17 +435,8 @@ def test_a_calendar_entry_fires_from_its_first_second_and_only_on_the_trading_da
 
 
 def test_the_calendar_drives_the_trading_day_from_the_sequencer_clock():
-    config = small_market()
-    config = MarketConfig(
-        name="t",
-        instruments=config.instruments,
-        members=config.members,
-        schedule=[
-            ("09:15", "open_call"),
-            ("09:30", "uncross"),
-            ("11:30", "halt"),
-            ("15:00", "close"),
-        ],
+    config = scheduled(
+        [("09:15", "open_call"), ("09:30", "uncross"), ("11:30", "halt"), ("15:00", "close")]
     )
     x = Exchange(config)
     x.apply(StartOfDay("2026-11-24"))

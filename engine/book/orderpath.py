@@ -182,15 +182,29 @@ def _held(mk, column):
 
 
 @njit(cache=True, _nrt=False)
+def _short_of(acct, mk, row, side, cash, tonnes):
+    """The reject code if `row` cannot freeze `cash` more (a buy) or `tonnes` more (a sell);
+    0 when it can (a negative amount always can)."""
+    if side == 0:
+        return R_INSUFFICIENT_FUNDS if cash > acct[row, ACCT_CASH] else 0
+    return R_INSUFFICIENT_ALLOWANCES if tonnes > acct[row, _held(mk, HELD_AVAILABLE)] else 0
+
+
+@njit(cache=True, _nrt=False)
+def _freeze(acct, mk, row, side, cash, tonnes):
+    """Move `cash` (a buy) or `tonnes` (a sell) from available to frozen; negative moves back."""
+    if side == 0:
+        acct[row, ACCT_CASH] -= cash
+        acct[row, ACCT_FROZEN] += cash
+    else:
+        acct[row, _held(mk, HELD_AVAILABLE)] -= tonnes
+        acct[row, _held(mk, HELD_FROZEN)] += tonnes
+
+
+@njit(cache=True, _nrt=False)
 def _release(acct, mk, row, side, limit, qty):
     """An order of `row` gives up `qty` it will never trade (at most all it holds)."""
-    if side == 0:
-        amount = freeze_for(mk, limit, qty)
-        acct[row, ACCT_FROZEN] -= amount
-        acct[row, ACCT_CASH] += amount
-    else:
-        acct[row, _held(mk, HELD_FROZEN)] -= qty
-        acct[row, _held(mk, HELD_AVAILABLE)] += qty
+    _freeze(acct, mk, row, side, -freeze_for(mk, limit, qty), -qty)
 
 
 @njit(cache=True, _nrt=False)
@@ -283,6 +297,26 @@ def _room(meta, ev, book_events):
 
 
 @njit(cache=True, _nrt=False)
+def _book(
+    pool, lad, bm, ht, meta, ev, book_events, kind, oid, member, side, price, qty, otype, tif, stp
+):
+    """Run one book command once ev has room for it: 0, a NEED_* status, or REJECT_BASE when
+    the book refused what the core validated (a bug; nothing changed either way)."""
+    status = _room(meta, ev, book_events)
+    if status != 0:
+        return status
+    meta[M_NEV] = 0
+    status = _apply(
+        pool, lad, bm, ht, meta, ev, kind, oid, member, side, price, qty, otype, tif, stp, 0
+    )
+    if status < 0:
+        return status
+    if meta[M_NEV] > 0 and ev[0, E_KIND] == K_REJECTED:
+        return REJECT_BASE
+    return 0
+
+
+@njit(cache=True, _nrt=False)
 def _result(meta, ev, n):
     """The entry points' answer: (rows, side, price, qty, orders). RESTED rows (no protocol
     event) are dropped from ev[0:rows]; when all that is left is one level row, it comes in
@@ -349,31 +383,18 @@ def _new_order(
         return REJECT_BASE - code
     limit = mk[MK_BAND_HI] if market_order else price
     row = _row(ids, member)
-    if side == 0:
-        need = freeze_for(mk, limit, qty)
-        if acct[row, ACCT_CASH] < need:
-            return REJECT_BASE - R_INSUFFICIENT_FUNDS
-    elif acct[row, _held(mk, HELD_AVAILABLE)] < qty:
-        return REJECT_BASE - R_INSUFFICIENT_ALLOWANCES
+    need = freeze_for(mk, limit, qty) if side == 0 else 0
+    code = _short_of(acct, mk, row, side, need, qty)
+    if code != 0:
+        return REJECT_BASE - code
     reach = limit if side == 0 or not market_order else mk[MK_BAND_LO]
-    status = _room(meta, ev, events_needed(meta, side, reach, qty, stp))
+    status = _book(
+        pool, lad, bm, ht, meta, ev, events_needed(meta, side, reach, qty, stp),
+        CMD_ADD, oid, member, side, 0 if market_order else price, qty, otype, tif, stp,
+    )  # fmt: skip
     if status != 0:
         return status
-    meta[M_NEV] = 0
-    book_price = 0 if market_order else price
-    status = _apply(
-        pool, lad, bm, ht, meta, ev, CMD_ADD, oid, member, side, book_price, qty, otype, tif, stp, 0
-    )
-    if status < 0:
-        return status
-    if meta[M_NEV] > 0 and ev[0, E_KIND] == K_REJECTED:
-        return REJECT_BASE  # the book refused what the core validated (a bug): nothing changed
-    if side == 0:
-        acct[row, ACCT_CASH] -= need
-        acct[row, ACCT_FROZEN] += need
-    else:
-        acct[row, _held(mk, HELD_AVAILABLE)] -= qty
-        acct[row, _held(mk, HELD_FROZEN)] += qty
+    _freeze(acct, mk, row, side, need, qty)
     return _settle_and_publish(lad, meta, ev, acct, ids, mk, oid, row, side, limit, 0)
 
 
@@ -393,15 +414,11 @@ def _cancel(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member):
     slot = _owned_slot(pool, ht, meta, oid, member)
     if slot < 0:
         return slot
-    status = _room(meta, ev, MIN_FREE_EVENTS)
+    status = _book(
+        pool, lad, bm, ht, meta, ev, MIN_FREE_EVENTS, CMD_CANCEL, oid, member, 0, 0, 0, 0, 0, 0
+    )
     if status != 0:
         return status
-    meta[M_NEV] = 0
-    status = _apply(pool, lad, bm, ht, meta, ev, CMD_CANCEL, oid, member, 0, 0, 0, 0, 0, 0, 0)
-    if status < 0:
-        return status
-    if meta[M_NEV] > 0 and ev[0, E_KIND] == K_REJECTED:
-        return REJECT_BASE  # the book refused what the core validated (a bug): nothing changed
     return _settle_and_publish(lad, meta, ev, acct, ids, mk, -1, -1, 0, 0, 0)
 
 
@@ -421,27 +438,16 @@ def _amend(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, price, qty):
     side = flags & 1
     old_price, old_qty = pool[slot, P_PRICE], pool[slot, P_QTY]
     row = _row(ids, member)
-    if side == 0:
-        extra = freeze_for(mk, price, qty) - freeze_for(mk, old_price, old_qty)
-        if extra > 0 and acct[row, ACCT_CASH] < extra:
-            return REJECT_BASE - R_INSUFFICIENT_FUNDS
-    else:
-        extra = qty - old_qty
-        if extra > 0 and acct[row, _held(mk, HELD_AVAILABLE)] < extra:
-            return REJECT_BASE - R_INSUFFICIENT_ALLOWANCES
-    status = _room(meta, ev, events_needed(meta, side, price, qty, (flags >> 1) & 3))
+    extra_cash = freeze_for(mk, price, qty) - freeze_for(mk, old_price, old_qty)
+    code = _short_of(acct, mk, row, side, extra_cash, qty - old_qty)
+    if code != 0:
+        return REJECT_BASE - code
+    stp = (flags >> 1) & 3
+    status = _book(
+        pool, lad, bm, ht, meta, ev, events_needed(meta, side, price, qty, stp),
+        CMD_AMEND, oid, member, 0, price, qty, 0, 0, 0,
+    )  # fmt: skip
     if status != 0:
         return status
-    meta[M_NEV] = 0
-    status = _apply(pool, lad, bm, ht, meta, ev, CMD_AMEND, oid, member, 0, price, qty, 0, 0, 0, 0)
-    if status < 0:
-        return status
-    if meta[M_NEV] > 0 and ev[0, E_KIND] == K_REJECTED:
-        return REJECT_BASE  # the book refused what the core validated (a bug): nothing changed
-    if side == 0:
-        acct[row, ACCT_CASH] -= extra
-        acct[row, ACCT_FROZEN] += extra
-    else:
-        acct[row, _held(mk, HELD_AVAILABLE)] -= extra
-        acct[row, _held(mk, HELD_FROZEN)] += extra
+    _freeze(acct, mk, row, side, extra_cash, qty - old_qty)
     return _settle_and_publish(lad, meta, ev, acct, ids, mk, oid, row, side, price, old_price)
