@@ -9,8 +9,8 @@ Invariants:
   instrument, duplicate ClOrdID, orders off the book (one-way auction bids), any field not of
   its declared kind (the plain path refuses those: `orders.check_types`);
 - every reject is worded by the plain path, which must refuse the command with the same code
-  (checked), except an unknown or foreign order on cancel and amend, worded by the helper the
-  plain path uses too (`orders.order_reject`);
+  (checked), except an unknown or foreign order on cancel and amend, answered at once with
+  the wording the plain path uses too (`orders.order_reject_detail`, `orders.reject_text`);
 - growth of the book's arrays happens between calls: a NEED_* status changed nothing.
 
 The compiled functions are called through `engine.book.entry` (no per-call type dispatch).
@@ -26,7 +26,7 @@ from engine.book.entry import entry_point
 from engine.book.kernel import K_AMENDED, K_CANCELLED, K_FILL
 from engine.book.orderpath import K_LEVEL, REJECT_BASE, amend, cancel, new_order
 from engine.market import Market
-from engine.orders import Reject, order_reject
+from engine.orders import Reject, order_reject_detail, reject_text
 from engine.protocol import (
     Accepted,
     Amended,
@@ -37,6 +37,7 @@ from engine.protocol import (
     Filled,
     NewOrder,
     RejectCode,
+    Rejected,
     Trade,
 )
 from engine.risk import Accounts
@@ -48,7 +49,9 @@ _MARKET = int(OrderType.MARKET)
 _INTEGERS = frozenset({int, Side, OrderType, TimeInForce, StpMode})
 _REASONS = {int(reason): reason for reason in CancelReason}
 _USER = CancelReason.USER
-_ORDER_LOOKUP = {int(c): c for c in (RejectCode.UNKNOWN_ORDER, RejectCode.NOT_OWNER)}
+_ORDER_LOOKUP = {  # status -> code of the refusals worded without the plain path
+    REJECT_BASE - c: c for c in (RejectCode.UNKNOWN_ORDER, RejectCode.NOT_OWNER)
+}
 
 
 class OrderPath:
@@ -98,9 +101,6 @@ class CompiledOrders:
         code = REJECT_BASE - status
         if code == 0:
             raise AssertionError(f"the book refused what the core validated: {cmd}")
-        if code in _ORDER_LOOKUP and type(cmd) is not NewOrder:  # worded without lookups
-            self._rejected(cmd, order_reject(_ORDER_LOOKUP[code], cmd.order_id))
-            return
         try:
             plain(cmd)
         except Reject as reject:
@@ -108,69 +108,96 @@ class CompiledOrders:
             raise
         raise AssertionError(f"compiled path refused {cmd} (code {code}), plain path accepted")
 
+    def _order_lookup_refused(self, cmd: CancelOrder | AmendOrder, status: int) -> bool:
+        """Answer an unknown or foreign order at once (no lookups to word it); False when
+        `status` is another refusal or a request for room."""
+        code = _ORDER_LOOKUP.get(status)
+        if code is None:
+            return False
+        text = reject_text(code, order_reject_detail(cmd.order_id))
+        self.out.append(Rejected(self.seq, cmd.cl_ord_id, cmd.member, code, text))
+        return True
+
     def _new_order_compiled(self, cmd: NewOrder) -> Collection[str] | None:
-        member, price = cmd.member, cmd.price
-        if not (  # kinds first (a float must not be truncated), then membership
-            type(cmd.cl_ord_id) is str
-            and type(cmd.instrument) is str
-            and type(member) is int
-            and type(price) is int
-            and type(cmd.qty) is int
-            and type(cmd.side) in _INTEGERS
-            and type(cmd.order_type) in _INTEGERS
-            and type(cmd.tif) in _INTEGERS
-            and type(cmd.stp) in _INTEGERS
+        cl_ord_id = cmd.cl_ord_id
+        member = cmd.member
+        code = cmd.instrument
+        side = cmd.side
+        price = cmd.price
+        qty = cmd.qty
+        order_type = cmd.order_type
+        tif = cmd.tif
+        stp = cmd.stp
+        if (  # kinds first: a float must not be truncated, a list cannot be looked up
+            type(member) is not int
+            or type(price) is not int
+            or type(qty) is not int
+            or type(cl_ord_id) is not str
+            or type(code) is not str
+            or type(side) not in _INTEGERS
+            or type(order_type) not in _INTEGERS
+            or type(tif) not in _INTEGERS
+            or type(stp) not in _INTEGERS
         ):
             return self._new_order(cmd)
-        path = self.paths.get(cmd.instrument)
+        path = self.paths.get(code)
         seen = self.cl_ord_ids.get(member)  # None: not a member
-        if path is None or seen is None or cmd.cl_ord_id in seen:
+        if path is None or seen is None or cl_ord_id in seen:
             return self._new_order(cmd)
         oid = self.next_order_id
-        args = (oid, member, cmd.side, price, cmd.qty, cmd.order_type, cmd.tif, cmd.stp)
-        result = path.new_order(*args)
+        result = path.new_order(oid, member, side, price, qty, order_type, tif, stp)
         if result[0] < 0:
+            args = (oid, member, side, price, qty, order_type, tif, stp)
             result = self._compiled_retry(path, "new_order", args, result)
             if result[0] < 0:
                 return self._refused(self._new_order, cmd, result[0])
         self.next_order_id = oid + 1
-        seen.add(cmd.cl_ord_id)
-        if cmd.order_type == _MARKET:
-            price = 0
-        self.out.append(
-            Accepted(self.seq, cmd.cl_ord_id, member, path.code, oid, cmd.side, price, cmd.qty)
+        seen.add(cl_ord_id)
+        rows, level_side, level_price, level_qty, level_orders = result
+        seq = self.seq
+        accepted = Accepted(
+            seq, cl_ord_id, member, code, oid, side, 0 if order_type == _MARKET else price, qty
         )
-        return self._compiled_events(path, result)
+        if rows:
+            self.out.append(accepted)
+            self._compiled_events(path, rows)
+        else:  # it rested without trading: one level changed
+            self.out += (
+                accepted,
+                DepthUpdate(seq, code, level_side, level_price, level_qty, level_orders),
+            )
+        return path.touched if path.market.in_call else None
 
     def _book_order_path(self, cmd: CancelOrder | AmendOrder) -> OrderPath | None:
         """The path for a cancel or amend of an order in a compiled book, or None when the
         plain handler must take it (kinds first, then membership)."""
-        if not (
-            type(cmd.cl_ord_id) is str
-            and type(cmd.instrument) is str
-            and type(cmd.member) is int
-            and type(cmd.order_id) is int
+        if (
+            type(cmd.member) is not int
+            or type(cmd.order_id) is not int
+            or type(cmd.cl_ord_id) is not str
+            or type(cmd.instrument) is not str
+            or cmd.member not in self.cl_ord_ids
+            or cmd.order_id in self.orders
         ):
             return None
-        path = self.paths.get(cmd.instrument)
-        if path is None or cmd.member not in self.accounts.row_of or cmd.order_id in self.orders:
-            return None
-        return path
+        return self.paths.get(cmd.instrument)
 
     def _cancel_compiled(self, cmd: CancelOrder) -> Collection[str] | None:
         path = self._book_order_path(cmd)
         if path is None:
             return self._cancel(cmd)
-        args = (cmd.order_id, cmd.member)
-        result = path.cancel(*args)
+        order_id, member = cmd.order_id, cmd.member
+        result = path.cancel(order_id, member)
         if result[0] < 0:
-            result = self._compiled_retry(path, "cancel", args, result)
+            if self._order_lookup_refused(cmd, result[0]):
+                return None
+            result = self._compiled_retry(path, "cancel", (order_id, member), result)
             if result[0] < 0:
                 return self._refused(self._cancel, cmd, result[0])
         _, side, price, level_qty, level_orders, cancelled = result
         seq, code = self.seq, path.code
         self.out += (
-            Cancelled(seq, cmd.member, code, cmd.order_id, cancelled, _USER),
+            Cancelled(seq, member, code, order_id, cancelled, _USER),
             DepthUpdate(seq, code, side, price, level_qty, level_orders),
         )
         return path.touched if path.market.in_call else None
@@ -182,10 +209,19 @@ class CompiledOrders:
         args = (cmd.order_id, cmd.member, cmd.price, cmd.qty)
         result = path.amend(*args)
         if result[0] < 0:
+            if self._order_lookup_refused(cmd, result[0]):
+                return None
             result = self._compiled_retry(path, "amend", args, result)
             if result[0] < 0:
                 return self._refused(self._amend, cmd, result[0])
-        return self._compiled_events(path, result)
+        rows, level_side, level_price, level_qty, level_orders = result
+        if rows:
+            self._compiled_events(path, rows)
+        elif level_price:
+            self.out.append(
+                DepthUpdate(self.seq, path.code, level_side, level_price, level_qty, level_orders)
+            )
+        return path.touched if path.market.in_call else None
 
     @staticmethod
     def _compiled_retry(path: OrderPath, entry: str, args: tuple, result: tuple) -> tuple:
@@ -195,47 +231,42 @@ class CompiledOrders:
             result = getattr(path, entry)(*args)  # bound to the grown arrays
         return result
 
-    def _compiled_events(self, path: OrderPath, result: tuple) -> Collection[str] | None:
-        """Protocol events from the compiled path's answer, in the plain path's order."""
-        rows, level_side, level_price, level_qty, level_orders = result
+    def _compiled_events(self, path: OrderPath, rows: int) -> None:
+        """Protocol events from the compiled path's `rows` event rows, in the plain path's
+        order; the trades go to the market's day figures."""
         out, seq, code = self.out, self.seq, path.code
-        if rows:
-            append, record = out.append, path.market.record
-            ts_ns, date = self.ts_ns, self.date
-            for (
-                kind,
-                oid,
-                oid2,
-                price,
-                qty,
-                leaves,
-                leaves2,
-                reason,
-                side,
-                owner,
-                owner2,
-            ) in path.ev[:rows].tolist():
-                if kind == K_LEVEL:  # side, price, total (qty) and orders (leaves)
-                    append(DepthUpdate(seq, code, side, price, qty, leaves))
-                elif kind == K_FILL:  # buy order first: oid, leaves, owner; sell: the *2
-                    trade_id = self.next_trade_id
-                    self.next_trade_id = trade_id + 1
-                    trade = Trade(
-                        seq, trade_id, ts_ns, date, code, price, qty,
-                        owner, owner2, oid, oid2, side, "continuous",
-                    )  # fmt: skip
-                    record(trade)
-                    append(trade)
-                    append(
-                        Filled(seq, trade_id, owner, code, oid, 0, price, qty, leaves, side == 0)
-                    )
-                    append(
-                        Filled(seq, trade_id, owner2, code, oid2, 1, price, qty, leaves2, side == 1)
-                    )
-                elif kind == K_CANCELLED:
-                    append(Cancelled(seq, owner, code, oid, qty, _REASONS[reason]))
-                elif kind == K_AMENDED:
-                    append(Amended(seq, owner, code, oid, price, qty, reason == 1))
-        elif level_price:
-            out.append(DepthUpdate(seq, code, level_side, level_price, level_qty, level_orders))
-        return path.touched if path.market.in_call else None
+        append = out.append
+        record = path.market.record
+        ts_ns, date = self.ts_ns, self.date
+        for (
+            kind,
+            oid,
+            oid2,
+            price,
+            qty,
+            leaves,
+            leaves2,
+            reason,
+            side,
+            owner,
+            owner2,
+        ) in path.ev[:rows].tolist():
+            if kind == K_LEVEL:  # side, price, total (qty) and orders (leaves)
+                append(DepthUpdate(seq, code, side, price, qty, leaves))
+            elif kind == K_FILL:  # buy order first: oid, leaves, owner; sell: the *2
+                trade_id = self.next_trade_id
+                self.next_trade_id = trade_id + 1
+                trade = Trade(
+                    seq, trade_id, ts_ns, date, code, price, qty,
+                    owner, owner2, oid, oid2, side, "continuous",
+                )  # fmt: skip
+                record(trade)
+                out += (
+                    trade,
+                    Filled(seq, trade_id, owner, code, oid, 0, price, qty, leaves, side == 0),
+                    Filled(seq, trade_id, owner2, code, oid2, 1, price, qty, leaves2, side == 1),
+                )
+            elif kind == K_CANCELLED:
+                append(Cancelled(seq, owner, code, oid, qty, _REASONS[reason]))
+            elif kind == K_AMENDED:
+                append(Amended(seq, owner, code, oid, price, qty, reason == 1))

@@ -33,12 +33,12 @@ from engine.book.orderpath import (
     MK_UNIT,
 )
 from engine.instruments import Instrument
-from engine.protocol import Trade, encode
+from engine.protocol import Trade, encode_trades
 from engine.types import Phase
 
 LISTED_VENUES = frozenset({"continuous", "call", "pick"})  # count towards the close
 CALL_PHASES = frozenset({Phase.CALL, Phase.CLOSING_CALL})
-FOLD_EVERY = 4096  # recorded trades held before folding into the figures (bounds memory)
+FOLD_EVERY = 64  # trades held before folding into the figures: few enough to be in cache
 
 
 @dataclass
@@ -104,14 +104,20 @@ class Market:
 
     def fold(self) -> None:
         """Bring the day's figures and digest up to date with the recorded trades."""
-        for trade in self.unfolded:
-            self.trades += 1
-            self.volume += trade.qty
+        trades = self.unfolded
+        volume = listed_volume = listed_value = 0
+        for trade in trades:
+            qty = trade.qty
+            volume += qty
             if trade.venue in LISTED_VENUES:
-                self.listed_volume += trade.qty
-                self.listed_value += trade.qty * trade.price
-            self.digest.update(encode(trade))
-        self.unfolded.clear()
+                listed_volume += qty
+                listed_value += qty * trade.price
+        self.trades += len(trades)
+        self.volume += volume
+        self.listed_volume += listed_volume
+        self.listed_value += listed_value
+        self.digest.update(encode_trades(trades))
+        trades.clear()
 
     def close_price(self) -> int:
         self.fold()

@@ -23,9 +23,14 @@ class Reject(Exception):
     """Raised by validation; apply() turns it into a Rejected event."""
 
     def __init__(self, code: RejectCode, detail: str = "") -> None:
-        super().__init__(code, detail)
+        # BaseException.__new__ has already kept (code, detail) as self.args
         self.code = code
-        self.text = code.text + (f": {detail}" if detail else "")
+        self.text = reject_text(code, detail)
+
+
+def reject_text(code: RejectCode, detail: str = "") -> str:
+    """A reject's readable reason: the code's text, then what was wrong."""
+    return f"{code.text}: {detail}" if detail else code.text
 
 
 @functools.cache
@@ -74,7 +79,11 @@ def typed(handler):
 
 def order_reject(code: RejectCode, order_id: int) -> Reject:
     """UNKNOWN_ORDER or NOT_OWNER for `order_id`, worded once for every path."""
-    return Reject(code, str(order_id))
+    return Reject(code, order_reject_detail(order_id))
+
+
+def order_reject_detail(order_id: int) -> str:
+    return str(order_id)
 
 
 @dataclass(slots=True)

@@ -324,10 +324,12 @@ class Trade(_Message, tag=106):
 
 def trades_digest(trades: list[Trade]) -> str:
     """SHA-256 over the trades' encodings, in order: the end-of-day checksum."""
-    digest = hashlib.sha256()
-    for trade in trades:
-        digest.update(_encoder.encode(trade))
-    return digest.hexdigest()
+    return hashlib.sha256(encode_trades(trades)).hexdigest()
+
+
+def encode_trades(trades: list[Trade]) -> bytes:
+    """The trades' encodings back to back, in order (what the day checksum hashes)."""
+    return b"".join(map(_encoder.encode, trades))
 
 
 class PhaseChanged(_Message, tag=107):
