@@ -25,7 +25,14 @@ from engine.clearing.capture import (
     read_trade_log,
 )
 from engine.clearing.compliance import Surrender, SurrenderRefused, surrender
-from engine.clearing.netting import ConservationError, TradeArrays, check_conservation, net
+from engine.clearing.netting import (
+    LOOKUP_IDS,
+    ConservationError,
+    TradeArrays,
+    check_conservation,
+    member_rows,
+    net,
+)
 from engine.clearing.report import statement_rows, write_files
 from engine.clearing.settlement import CASH, EXCHANGE, Ledger, SettlementRefused
 from engine.config import MarketConfig, Member, default_market
@@ -315,6 +322,33 @@ def test_a_crash_mid_settlement_leaves_the_ledger_as_it_was(tmp_path):
     assert ledger.db.execute("SELECT COUNT(*) FROM postings").fetchone()[0] == 0
     assert not ledger.settle(DATE, store, config).failures
     assert ledger.settled(DATE)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40)), min_size=1, max_size=50),
+    st.sampled_from([0, -(1 << 40), LOOKUP_IDS - 41, LOOKUP_IDS - 20, 1 << 50]),
+)
+def test_netting_maps_members_the_same_through_the_lookup_table_and_the_sort(pairs, offset):
+    """Ids inside [0, LOOKUP_IDS) take the table, others (negative, huge, or a mix that
+    straddles the bound) the sort; shifting every id must shift the members and nothing else."""
+    buyer = np.array([b for b, _ in pairs], dtype=np.int64)
+    seller = np.array([s for _, s in pairs], dtype=np.int64)
+    columns = (
+        np.zeros(len(pairs), dtype=np.int64),
+        np.full(len(pairs), 100),
+        np.arange(1, 1 + len(pairs)),
+    )
+    fee = np.array([6_000], dtype=np.int64)
+    plain = net(TradeArrays(["A"], columns[0], buyer, seller, *columns[1:]), fee)
+    shifted = net(
+        TradeArrays(["A"], columns[0], buyer + offset, seller + offset, *columns[1:]), fee
+    )
+    assert shifted.members.tolist() == (plain.members + offset).tolist()
+    for figure in ("bought", "sold", "buy_value", "sell_value", "fees"):
+        assert getattr(shifted, figure).tolist() == getattr(plain, figure).tolist(), figure
+    members, buy_rows, _ = member_rows(buyer + offset, seller + offset)
+    assert (members[buy_rows] == buyer + offset).all()
 
 
 def test_a_conservation_failure_aborts_with_the_offending_figures():

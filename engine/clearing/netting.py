@@ -8,7 +8,8 @@ Conservation is checked, not assumed (`check_conservation`): each instrument's n
 sum to zero; net cash sums to minus the total fees; every trade appears once on each side
 (total bought = total sold = traded quantity). Netting efficiency compares the cash and
 allowance legs of gross (trade-by-trade) settlement with the net obligations.
-Complexity O(trades) with bincount over (member, instrument) keys; sums are exact integers.
+Complexity O(trades): members map to rows through a lookup table (a sort only for ids outside
+[0, LOOKUP_IDS)), then bincount over (member, instrument) keys; sums are exact integers.
 """
 
 from __future__ import annotations
@@ -78,15 +79,37 @@ class ConservationError(AssertionError):
     pass
 
 
+LOOKUP_IDS = 1 << 22  # member ids below this are mapped to rows by a table, not a sort
+
+
+def member_rows(buyer: np.ndarray, seller: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(sorted member ids, row of each buyer, row of each seller). Ids in [0, LOOKUP_IDS)
+    (the usual case) go through a lookup table in O(trades); others through a sort."""
+    if not buyer.size:
+        return np.zeros(0, dtype=np.int64), buyer, seller
+    low = min(int(buyer.min()), int(seller.min()))
+    high = max(int(buyer.max()), int(seller.max()))
+    if low < 0 or high >= LOOKUP_IDS:
+        members = np.unique(np.concatenate([buyer, seller]))
+        return members, np.searchsorted(members, buyer), np.searchsorted(members, seller)
+    present = np.zeros(high + 1, dtype=bool)
+    present[buyer] = True
+    present[seller] = True
+    members = np.flatnonzero(present)
+    row = np.zeros(high + 1, dtype=np.int64)
+    row[members] = np.arange(len(members))
+    return members.astype(np.int64), row[buyer], row[seller]
+
+
 def net(trades: TradeArrays, fee_ppm: np.ndarray) -> Netting:
     """`fee_ppm[i]`: the fee rate of instrument i in parts per million."""
-    members = np.unique(np.concatenate([trades.buyer, trades.seller]))
+    members, buy_row, sell_row = member_rows(trades.buyer, trades.seller)
     n_inst = len(trades.codes)
     size = len(members) * n_inst
     value = trades.price * trades.qty
     fee = value * fee_ppm[trades.instrument] // PPM
-    buy_key = np.searchsorted(members, trades.buyer) * n_inst + trades.instrument
-    sell_key = np.searchsorted(members, trades.seller) * n_inst + trades.instrument
+    buy_key = buy_row * n_inst + trades.instrument
+    sell_key = sell_row * n_inst + trades.instrument
 
     # float64 bincount is exact while every sum stays below 2**53; beyond that, int64 add.at
     exact_in_float = not value.size or int(value.max()) < 2**53 // len(value)
