@@ -158,14 +158,14 @@ class CompiledOrders:
         accepted = Accepted(
             seq, cl_ord_id, member, code, oid, side, 0 if order_type == _MARKET else price, qty
         )
-        if rows:
-            self.out.append(accepted)
-            self._compiled_events(path, rows)
-        else:  # it rested without trading: one level changed
+        if level_price:  # it rested without trading: one level changed, no rows
             self.out += (
                 accepted,
                 DepthUpdate(seq, code, level_side, level_price, level_qty, level_orders),
             )
+        else:
+            self.out.append(accepted)
+            self._compiled_events(path, rows)
         return path.touched if path.market.in_call else None
 
     def _book_order_path(self, cmd: CancelOrder | AmendOrder) -> OrderPath | None:
