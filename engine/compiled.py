@@ -153,20 +153,10 @@ class CompiledOrders:
                 return self._refused(self._new_order, cmd, result[0])
         self.next_order_id = oid + 1
         seen.add(cl_ord_id)
-        rows, level_side, level_price, level_qty, level_orders = result
-        seq = self.seq
-        accepted = Accepted(
-            seq, cl_ord_id, member, code, oid, side, 0 if order_type == _MARKET else price, qty
-        )
-        if level_price:  # it rested without trading: one level changed, no rows
-            self.out += (
-                accepted,
-                DepthUpdate(seq, code, level_side, level_price, level_qty, level_orders),
-            )
-        else:
-            self.out.append(accepted)
-            self._compiled_events(path, rows)
-        return path.touched if path.market.in_call else None
+        if order_type == _MARKET:
+            price = 0
+        self.out.append(Accepted(self.seq, cl_ord_id, member, code, oid, side, price, qty))
+        return self._compiled_events(path, result)
 
     def _book_order_path(self, cmd: CancelOrder | AmendOrder) -> OrderPath | None:
         """The path for a cancel or amend of an order in a compiled book, or None when the
@@ -214,14 +204,7 @@ class CompiledOrders:
             result = self._compiled_retry(path, "amend", args, result)
             if result[0] < 0:
                 return self._refused(self._amend, cmd, result[0])
-        rows, level_side, level_price, level_qty, level_orders = result
-        if rows:
-            self._compiled_events(path, rows)
-        elif level_price:
-            self.out.append(
-                DepthUpdate(self.seq, path.code, level_side, level_price, level_qty, level_orders)
-            )
-        return path.touched if path.market.in_call else None
+        return self._compiled_events(path, result)
 
     @staticmethod
     def _compiled_retry(path: OrderPath, entry: str, args: tuple, result: tuple) -> tuple:
@@ -231,42 +214,50 @@ class CompiledOrders:
             result = getattr(path, entry)(*args)  # bound to the grown arrays
         return result
 
-    def _compiled_events(self, path: OrderPath, rows: int) -> None:
-        """Protocol events from the compiled path's `rows` event rows, in the plain path's
-        order; the trades go to the market's day figures."""
+    def _compiled_events(self, path: OrderPath, result: tuple) -> Collection[str] | None:
+        """Protocol events from the compiled path's answer, in the plain path's order: a lone
+        level change from the tuple, anything else from the event rows (trades also go to the
+        market's day figures)."""
+        rows, level_side, level_price, level_qty, level_orders = result
         out, seq, code = self.out, self.seq, path.code
-        append = out.append
-        record = path.market.record
-        ts_ns, date = self.ts_ns, self.date
-        for (
-            kind,
-            oid,
-            oid2,
-            price,
-            qty,
-            leaves,
-            leaves2,
-            reason,
-            side,
-            owner,
-            owner2,
-        ) in path.ev[:rows].tolist():
-            if kind == K_LEVEL:  # side, price, total (qty) and orders (leaves)
-                append(DepthUpdate(seq, code, side, price, qty, leaves))
-            elif kind == K_FILL:  # buy order first: oid, leaves, owner; sell: the *2
-                trade_id = self.next_trade_id
-                self.next_trade_id = trade_id + 1
-                trade = Trade(
-                    seq, trade_id, ts_ns, date, code, price, qty,
-                    owner, owner2, oid, oid2, side, "continuous",
-                )  # fmt: skip
-                record(trade)
-                out += (
-                    trade,
-                    Filled(seq, trade_id, owner, code, oid, 0, price, qty, leaves, side == 0),
-                    Filled(seq, trade_id, owner2, code, oid2, 1, price, qty, leaves2, side == 1),
-                )
-            elif kind == K_CANCELLED:
-                append(Cancelled(seq, owner, code, oid, qty, _REASONS[reason]))
-            elif kind == K_AMENDED:
-                append(Amended(seq, owner, code, oid, price, qty, reason == 1))
+        if level_price:  # a lone level change comes in the tuple (rows is 0)
+            out.append(DepthUpdate(seq, code, level_side, level_price, level_qty, level_orders))
+        elif rows:
+            append = out.append
+            record = path.market.record
+            ts_ns, date = self.ts_ns, self.date
+            for (
+                kind,
+                oid,
+                oid2,
+                price,
+                qty,
+                leaves,
+                leaves2,
+                reason,
+                side,
+                owner,
+                owner2,
+            ) in path.ev[:rows].tolist():
+                if kind == K_LEVEL:  # side, price, total (qty) and orders (leaves)
+                    append(DepthUpdate(seq, code, side, price, qty, leaves))
+                elif kind == K_FILL:  # buy order first: oid, leaves, owner; sell: the *2
+                    trade_id = self.next_trade_id
+                    self.next_trade_id = trade_id + 1
+                    trade = Trade(
+                        seq, trade_id, ts_ns, date, code, price, qty,
+                        owner, owner2, oid, oid2, side, "continuous",
+                    )  # fmt: skip
+                    record(trade)
+                    out += (
+                        trade,
+                        Filled(seq, trade_id, owner, code, oid, 0, price, qty, leaves, side == 0),
+                        Filled(
+                            seq, trade_id, owner2, code, oid2, 1, price, qty, leaves2, side == 1
+                        ),
+                    )
+                elif kind == K_CANCELLED:
+                    append(Cancelled(seq, owner, code, oid, qty, _REASONS[reason]))
+                elif kind == K_AMENDED:
+                    append(Amended(seq, owner, code, oid, price, qty, reason == 1))
+        return path.touched if path.market.in_call else None
