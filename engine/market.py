@@ -4,10 +4,11 @@ Invariants: the band always derives from the reference price (`Instrument.band`,
 inward to the tick) and is pushed into the book, which refuses prices outside it; the book
 collects without matching exactly in the call phases; `params` (engine.book.orderpath MK_*)
 always holds the phase, band and instrument limits the compiled order path checks; the day's
-trades feed a SHA-256 (`trades_digest` of the same trades, folded in when the day's figures
-are read, so recording a trade is one append) and the close is the VWAP of the day's call,
-continuous and pick trades, rounded half up to the tick (block and one-way auction trades
-excluded), or the reference when there were none. Only the exchange core mutates a Market.
+trades feed a SHA-256 (`trades_digest` of the same trades, folded in batches of FOLD_EVERY
+and whenever the day's figures are read, so recording a trade is mostly one append) and the
+close is the VWAP of the day's call, continuous and pick trades, rounded half up to the tick
+(block and one-way auction trades excluded), or the reference when there were none. Only the
+exchange core mutates a Market.
 """
 
 from __future__ import annotations
