@@ -145,7 +145,10 @@ class CompiledOrders:
         if path is None or seen is None or cl_ord_id in seen:
             return self._new_order(cmd)
         oid = self.next_order_id
-        result = path.new_order(oid, member, side, price, qty, order_type, tif, stp)
+        try:
+            result = path.new_order(oid, member, side, price, qty, order_type, tif, stp)
+        except OverflowError:  # beyond int64: only built in process (the wire bounds ints)
+            return self._new_order(cmd)
         if result[0] < 0:
             args = (oid, member, side, price, qty, order_type, tif, stp)
             result = self._compiled_retry(path, "new_order", args, result)
@@ -177,7 +180,10 @@ class CompiledOrders:
         if path is None:
             return self._cancel(cmd)
         order_id, member = cmd.order_id, cmd.member
-        result = path.cancel(order_id, member)
+        try:
+            result = path.cancel(order_id, member)
+        except OverflowError:
+            return self._cancel(cmd)
         if result[0] < 0:
             if self._order_lookup_refused(cmd, result[0]):
                 return None
@@ -197,7 +203,10 @@ class CompiledOrders:
         if path is None or type(cmd.price) is not int or type(cmd.qty) is not int:
             return self._amend(cmd)
         args = (cmd.order_id, cmd.member, cmd.price, cmd.qty)
-        result = path.amend(*args)
+        try:
+            result = path.amend(*args)
+        except OverflowError:
+            return self._amend(cmd)
         if result[0] < 0:
             if self._order_lookup_refused(cmd, result[0]):
                 return None

@@ -76,17 +76,27 @@ def format_price(fen: int, grouped: bool = False) -> str:
     return f"{sign}{whole:,}.{part:02d}" if grouped else f"{sign}{whole}.{part:02d}"
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def as_ints(names: str, values: tuple) -> tuple[int, ...]:
-    """Plain ints from integer-like values (int, IntEnum, numpy integers), in order.
+    """Plain int64 values from integer-like values (int, IntEnum, numpy integers), in order.
 
     `names` are the space-separated field names for the error. Raises TypeError for anything
     else, bools included: a price or quantity given as a float is refused, never truncated.
+    Raises OverflowError for an integer outside int64, which no book field can hold.
     """
-    if all(type(value) is int for value in values):
+    for value in values:
+        if type(value) is not int or not INT64_MIN <= value <= INT64_MAX:
+            break
+    else:
         return values
     out = []
     for name, value in zip(names.split(), values, strict=True):
         if isinstance(value, bool) or not hasattr(type(value), "__index__"):
             raise TypeError(f"{name} must be an integer, got {value!r}")
-        out.append(operator.index(value))
+        value = operator.index(value)
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise OverflowError(f"{name} must fit in 64 bits (int64), got {value}")
+        out.append(value)
     return tuple(out)

@@ -205,3 +205,29 @@ def test_orders_lists_resting_orders_with_their_time_priority(make_book):
     assert [r[:5] for r in rows] == [(2, 0, 100, 4, 2), (5, 0, 100, 6, 1), (9, 1, 105, 1, 3)]
     entries = {oid: entry for oid, *_, entry in rows}
     assert entries[2] < entries[9] < entries[5]
+
+
+BEYOND_INT64 = [
+    ("add", (2**64, 1, 0, 1000, 5), "order_id"),
+    ("add", (9, 1, 0, 2**63, 5), "price"),
+    ("add", (9, 1, 0, 1000, -(2**63) - 1), "qty"),
+    ("add", (9, 2**70, 0, 1000, 5), "owner"),
+    ("cancel", (2**64 - 1,), "order_id"),
+    ("amend", (1, 1000, 2**64), "qty"),
+    ("pick", (9, 3, 0, 2**63, 1), "target_id"),
+    ("uncross", (2**63,), "price"),
+]
+
+
+@pytest.mark.parametrize(("method", "args", "field"), BEYOND_INT64)
+def test_integers_beyond_int64_raise_naming_the_field_and_change_nothing(
+    make_book, method, args, field
+):
+    """The compiled book holds int64; both books refuse a larger value the same way (the
+    reference book once answered with a reject event, the compiled one with numba's
+    unnamed OverflowError)."""
+    book = seeded(make_book(tick=5, band=(900, 1100)))
+    before = snapshot(book)
+    with pytest.raises(OverflowError, match=f"{field} must fit in 64 bits"):
+        getattr(book, method)(*args)
+    assert snapshot(book) == before

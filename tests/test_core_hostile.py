@@ -1,5 +1,5 @@
 """Hostile values: every command kind with field values at and beyond their limits (zero,
-negative, int64 extremes, off tick, unknown names, empty strings) and of the wrong kind
+negative, int64 extremes and beyond, off tick, unknown names, empty strings) and of the wrong kind
 (floats, strings, None, lists), as an in-process caller could build them without the wire
 decoder's checks. The core must answer each with events (never raise), a reject must change
 nothing, and the compiled and reference books must give the same events. Something that is
@@ -11,14 +11,30 @@ import random
 import typing
 
 import msgspec
+import pytest
 
 from engine.book import Book, ReferenceBook
 from engine.core import Exchange
-from engine.protocol import Command, OpenCall, RejectCode, Rejected, StartOfDay, Uncross
+from engine.protocol import (
+    AmendOrder,
+    CancelOrder,
+    Command,
+    MalformedMessage,
+    NewOrder,
+    OpenCall,
+    RejectCode,
+    Rejected,
+    StartOfDay,
+    Uncross,
+    decode_command,
+    encode,
+)
+from engine.types import Side
 from tests.exchange import small_market
 
 INTEGERS = [0, 1, 2, 3, 5, -1, 10_000, 9_000, 11_000, 10_001, 99_999, 100_000]
 INTEGERS += [2**31, 2**40, 2**62, 2**63 - 1, -(2**63)]
+INTEGERS += [2**63, 2**64 - 1, -(2**63) - 1, 2**100]  # beyond int64: the wire allows uint64
 TEXTS = ["CEA25", "", "X", "c1"]
 WRONG_KINDS = [1.0, 1.5, 10_000.0, "1", None, ["CEA25"], b"CEA25"]  # what a decoder refuses
 
@@ -63,3 +79,30 @@ def test_something_that_is_not_a_command_is_refused_as_malformed():
     x = Exchange(small_market())
     (event,) = x.apply("NewOrder")
     assert isinstance(event, Rejected) and event.code == RejectCode.MALFORMED
+
+
+def test_values_beyond_int64_are_refused_on_both_books_and_by_the_wire_decoder():
+    """The compiled book holds int64. An in-process command with a larger value once escaped
+    `apply` as an OverflowError from the compiled path; it is refused like any value out of
+    range. The wire decoder bounds every integer, so such a frame is malformed."""
+    huge = 2**64 - 1
+    commands = [
+        NewOrder("p", 1, "CEA25", Side.BUY, huge, 100),
+        NewOrder("q", 1, "CEA25", Side.BUY, 10_000, huge),
+        CancelOrder("c", 1, "CEA25", huge),
+        AmendOrder("a", 1, "CEA25", huge, 10_000, 100),
+    ]
+    codes = [RejectCode.PRICE_OUTSIDE_BAND, RejectCode.QTY_ABOVE_MAX]
+    codes += [RejectCode.UNKNOWN_ORDER, RejectCode.UNKNOWN_ORDER]
+    for factory in (Book, ReferenceBook):
+        x = Exchange(small_market(), book_factory=factory)
+        for command in (StartOfDay("2026-11-24"), OpenCall("CEA25"), Uncross("CEA25")):
+            x.apply(command)
+        for command, code in zip(commands, codes, strict=True):
+            before = x.state_hash()
+            (event,) = x.apply(command)
+            assert isinstance(event, Rejected) and event.code == code, (factory, event)
+            assert x.state_hash() == before
+    for command in commands:
+        with pytest.raises(MalformedMessage):
+            decode_command(encode(command))

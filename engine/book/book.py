@@ -70,6 +70,7 @@ from engine.types import OrderType, StpMode, TimeInForce, as_ints
 LIMIT = int(OrderType.LIMIT)
 DAY = int(TimeInForce.DAY)
 CANCEL_INCOMING = int(StpMode.CANCEL_INCOMING)
+_ADD_FIELDS = "order_id owner side price qty order_type tif stp"
 
 Level = tuple[int, int, int]  # price, total quantity, order count
 
@@ -158,8 +159,12 @@ class Book:
             and type(stp) is int
         ):
             args = (order_id, owner, side, price, qty, order_type, tif, stp)
-            return self.add(*as_ints("order_id owner side price qty order_type tif stp", args))
-        status = self._add(order_id, owner, side, price, qty, order_type, tif, stp)
+            return self.add(*as_ints(_ADD_FIELDS, args))
+        try:
+            status = self._add(order_id, owner, side, price, qty, order_type, tif, stp)
+        except OverflowError:  # beyond int64: as_ints raises naming the field
+            as_ints(_ADD_FIELDS, (order_id, owner, side, price, qty, order_type, tif, stp))
+            raise
         if status < 0:
             return self._run(CMD_ADD, order_id, owner, side, price, qty, order_type, tif, stp, 0)
         return status
@@ -168,7 +173,11 @@ class Book:
         """Cancel a resting order; owner >= 0 also checks that it belongs to that member."""
         if not (type(order_id) is int and type(owner) is int):
             return self.cancel(*as_ints("order_id owner", (order_id, owner)))
-        return self._cancel(order_id, owner)
+        try:
+            return self._cancel(order_id, owner)
+        except OverflowError:  # beyond int64: as_ints raises naming the field
+            as_ints("order_id owner", (order_id, owner))
+            raise
 
     def amend(self, order_id: int, price: int, qty: int, owner: int = -1) -> int:
         """New price and remaining qty: a pure reduction keeps time priority, anything else
