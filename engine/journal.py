@@ -5,7 +5,11 @@ Frames as in engine.framing (length, CRC32, payload); the payload is msgpack
 - records are appended in sequence order; replaying them into a fresh Exchange built from the
   same config reproduces the same events and the same `state_hash()`;
 - a torn final frame (a crash mid-write) is reported and ignored when reading: everything
-  before it is intact; a checksum mismatch anywhere else is corruption and raises.
+  before it is intact; a checksum mismatch anywhere else is corruption and raises, and so
+  does a record that does not decode;
+- only what the wire decoder accepts is written (`CommandLog.append` refuses anything else
+  and writes nothing), so every record can be read back and replayed: a command built in
+  process with, say, a float price would otherwise stop recovery at its record.
 `sync()` flushes and fsyncs (group commit is the engine service's job: it calls `append`
 for a batch, then `sync` once, then acknowledges).
 """
@@ -20,7 +24,16 @@ import msgspec
 
 from engine.core import Exchange
 from engine.framing import CorruptLog, FramedWriter, read_frames
-from engine.protocol import Command, Event
+from engine.orders import reject_text
+from engine.protocol import (
+    Command,
+    Event,
+    MalformedMessage,
+    RejectCode,
+    Rejected,
+    decode_command,
+    encode,
+)
 
 _record_decoder = msgspec.msgpack.Decoder(tuple[int, int, Command])
 _encoder = msgspec.msgpack.Encoder()
@@ -37,25 +50,52 @@ class CommandLog(FramedWriter):
     """Append-only writer of [seq, ts_ns, command] records."""
 
     def append(self, seq: int, ts_ns: int, command: Command) -> None:
-        self.write(_encoder.encode((seq, ts_ns, command)))
+        """Append one record. Raises MalformedMessage, writing nothing, for a command the
+        wire decoder refuses (what it names is what is wrong)."""
+        try:
+            message = encode(command)
+        except (TypeError, OverflowError) as exc:  # e.g. an int beyond 64 bits, an object
+            raise MalformedMessage(f"cannot be encoded: {exc}") from exc
+        decode_command(message)
+        self.write(_encoder.encode((seq, ts_ns, msgspec.Raw(message))))
 
 
 def read_log(path: str | Path) -> Iterator[LogRecord]:
     """Records in order; stops quietly at a torn final frame, raises CorruptLog otherwise."""
-    for _, payload in read_frames(path):
-        seq, ts_ns, command = _record_decoder.decode(payload)
+    for offset, payload in read_frames(path):
+        try:
+            seq, ts_ns, command = _record_decoder.decode(payload)
+        except msgspec.DecodeError as exc:  # ValidationError included
+            raise CorruptLog(f"{path}: the record at byte {offset} does not decode: {exc}") from exc
         yield LogRecord(seq, ts_ns, command)
 
 
 class RecordingExchange:
-    """An Exchange whose every command is logged (before it is applied) with its stamp."""
+    """An Exchange whose every command is logged (before it is applied) with its stamp.
+
+    A command the log refuses is answered as a gateway answers a malformed frame: one
+    Rejected MALFORMED with seq 0 (it was never sequenced), and nothing is logged or applied.
+    """
 
     def __init__(self, exchange: Exchange, log: CommandLog) -> None:
         self.exchange = exchange
         self.log = log
 
     def apply(self, command: Command, ts_ns: int = 0) -> list[Event]:
-        self.log.append(self.exchange.seq + 1, ts_ns, command)
+        try:
+            self.log.append(self.exchange.seq + 1, ts_ns, command)
+        except MalformedMessage as exc:
+            cl_ord_id = getattr(command, "cl_ord_id", "")
+            member = getattr(command, "member", -1)
+            return [
+                Rejected(
+                    0,
+                    cl_ord_id if type(cl_ord_id) is str else "",
+                    member if type(member) is int else -1,
+                    RejectCode.MALFORMED,
+                    reject_text(RejectCode.MALFORMED, str(exc)),
+                )
+            ]
         return self.exchange.apply(command, ts_ns)
 
 

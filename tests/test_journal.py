@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 import pytest
 
 from engine.core import Exchange
@@ -15,6 +16,7 @@ from engine.protocol import (
     EndOfDay,
     NewOrder,
     OpenCall,
+    RejectCode,
     StartOfDay,
     Uncross,
     encode,
@@ -92,3 +94,41 @@ def test_replay_refuses_a_log_with_a_gap(tmp_path):
         log.append(3, 0, OpenCall("CEA25"))
     with pytest.raises(CorruptLog, match="expected seq 2"):
         list(replay(path, Exchange(small_market())))
+
+
+def test_a_command_the_wire_would_refuse_is_answered_malformed_and_never_logged(tmp_path):
+    """Such a command was once logged as it was: the log then failed to decode at its record,
+    so recovery and `cxe replay` stopped there."""
+    path = tmp_path / "day.log"
+    good = session_commands(7, 40)
+    refused = [
+        NewOrder("f", 1, "CEA25", Side.BUY, 10_000.5, 10),  # a float price
+        NewOrder("e", 1, "CEA25", 7, 10_000, 10),  # not a side
+        CancelOrder("b", 1, "CEA25", 2**64),  # beyond 64 bits: cannot even be encoded
+        "NewOrder",  # not a command
+    ]
+    original = Exchange(small_market())
+    with CommandLog(path) as log:
+        recorder = RecordingExchange(original, log)
+        events = []
+        for i, command in enumerate(good):
+            events.append(recorder.apply(command, ts_ns=i))
+            if i % 10 == 5:
+                bad = refused[i // 10]
+                before = (original.seq, original.state_hash(), path.stat().st_size)
+                (answer,) = recorder.apply(bad, ts_ns=i)
+                assert answer.seq == 0 and answer.code == RejectCode.MALFORMED, answer
+                assert "could not be decoded" in answer.text
+                assert (original.seq, original.state_hash(), path.stat().st_size) == before
+    fresh = Exchange(small_market())
+    assert [out for _, out in replay(path, fresh)] == events
+    assert fresh.state_hash() == original.state_hash()
+
+
+def test_a_record_that_does_not_decode_is_reported_as_corruption(tmp_path):
+    path = tmp_path / "day.log"
+    with CommandLog(path) as log:
+        log.append(1, 0, StartOfDay("2026-11-24"))
+        log.write(msgspec.msgpack.encode((2, 0, "not a command")))  # a valid frame
+    with pytest.raises(CorruptLog, match=r"record at byte \d+ does not decode"):
+        list(read_log(path))
