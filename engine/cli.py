@@ -13,6 +13,17 @@ from pathlib import Path
 from engine.config import default_market, load_market
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _market(path: str | None):
     return default_market() if path is None else load_market(path)
 
@@ -258,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     demo.add_argument(
         "--steps",
-        type=int,
+        type=positive_int,
         default=3_000,
         help="continuous-trading steps per instrument (default 3000)",
     )
@@ -330,7 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--orderbook", help="the matching *_orderbook_*.csv (default: beside)")
     replay.add_argument("--out", default="replay-out", help="output directory")
-    replay.add_argument("--interval", type=int, default=60, help="seconds per interval")
+    replay.add_argument(
+        "--interval", type=positive_int, default=60, help="seconds per interval (default 60)"
+    )
     replay.add_argument("--plot", action="store_true", help="write PNG plots (matplotlib)")
     replay.add_argument("--market", metavar="FILE", help="market config for a command log")
     replay.add_argument(

@@ -351,6 +351,8 @@ def run_demo(
     date: str = DATE,
 ) -> DemoDay:
     """Run the day; with `out`, write its command log and trade log there."""
+    if steps < 1:  # the halt and its re-opening call come halfway through the steps
+        raise ValueError(f"a demo day needs at least 1 continuous step, got {steps}")
     day = DemoDay(market, seed, steps, date)
     if out is None:
         day.run()

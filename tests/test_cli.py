@@ -241,3 +241,14 @@ def test_replay_of_a_command_log_reproduces_the_state_hash(tmp_path):
     result = cxe("replay", str(tmp_path / "day" / "commands.log"))
     assert result.returncode == 0, result.stderr
     assert day.exchange.state_hash() in result.stdout
+
+
+def test_counts_that_must_be_positive_are_refused_with_a_usage_error():
+    """`--steps -5` once ran a day without its halt, and `--interval 0` put a whole replay
+    into one interval; `--interval -5` failed inside numpy."""
+    for args in (["demo", "--steps", "0"], ["demo", "--steps", "-5"]):
+        result = cxe(*args)
+        assert result.returncode == 2 and "--steps: must be at least 1" in result.stderr
+    for interval in ("0", "-5", "1.5"):
+        result = cxe("replay", "commands.log", "--interval", interval)
+        assert result.returncode == 2 and "--interval:" in result.stderr, result.stderr

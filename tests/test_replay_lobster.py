@@ -97,6 +97,8 @@ def test_the_replay_runs_again_at_kernel_speed_and_writes_analytics_and_plots(tm
     assert batch.fills == result.stats.executions_matched
     intervals = result.intervals(seconds=10)
     assert intervals["volume"].sum() == result.trades()["qty"].sum() > 0
+    with pytest.raises(ValueError, match="at least 1 second"):
+        result.intervals(seconds=0)
     assert (intervals["spread"][intervals["spread"] > 0] >= 100).all()  # at least a cent
     top = result.top()
     both = (top["bid_size1"] > 0) & (top["ask_size1"] > 0)

@@ -87,6 +87,8 @@ class ReplayResult:
     def intervals(self, seconds: int = 60) -> np.ndarray:
         """Per interval: last mid, mean spread, mean top-of-book sizes, order-flow
         imbalance, volume and VWAP (0 where nothing traded). Two-sided rows only."""
+        if seconds < 1:
+            raise ValueError(f"an interval is at least 1 second, got {seconds}")
         t = self.day.time_ns
         bid, bid_size, ask, ask_size = (self.best[:, i] for i in range(4))
         two_sided = (bid_size > 0) & (ask_size > 0)
