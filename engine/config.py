@@ -1,14 +1,19 @@
 """Market configuration: instruments and members, from TOML or the embedded default market.
 
 Invariants: instrument codes and member ids are unique; every amount is an integer in the
-units of `engine.types`. The embedded market needs no file: CEA vintages 2021-2025 and CCER
-with MARKET.md's parameters and illustrative previous closes, and a handful of members.
+units of `engine.types`; the time zone is a known IANA name and every session bound and
+schedule time a valid local HH:MM (checked when the config is built, so a bad file is
+refused at load, not when the calendar first fires). The embedded market needs no file:
+CEA vintages 2021-2025 and CCER with MARKET.md's parameters and illustrative previous
+closes, and a handful of members.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -42,11 +47,23 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True):
         ids = [m.id for m in self.members]
         if len(set(ids)) != len(ids):
             raise ValueError(f"duplicate member ids in {ids}")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {self.timezone!r}: give an IANA name such as "
+                "'Asia/Shanghai'"
+            ) from None
         for when, action in self.schedule:
-            if action not in SCHEDULE_ACTIONS or len(when) != 5 or when[2] != ":":
+            if action not in SCHEDULE_ACTIONS or not _HH_MM.fullmatch(when):
                 raise ValueError(
                     f"schedule entry ({when!r}, {action!r}): expected ('HH:MM', "
                     f"one of {sorted(SCHEDULE_ACTIONS)})"
+                )
+        for start, end in self.sessions:
+            if not (_HH_MM.fullmatch(start) and _HH_MM.fullmatch(end) and start < end):
+                raise ValueError(
+                    f"session ({start!r}, {end!r}): expected ('HH:MM', 'HH:MM'), start first"
                 )
 
     def instrument(self, code: str) -> Instrument:
@@ -69,6 +86,7 @@ MARKET_HOURS = [
     ("15:00", "close"),
 ]
 SCHEDULE_ACTIONS = frozenset(action for _, action in MARKET_HOURS)
+_HH_MM = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 
 
 def default_market() -> MarketConfig:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from engine.config import default_market, load_market
+from engine.config import MarketConfig, default_market, load_market
 from engine.instruments import Instrument
 from engine.protocol import (
     REJECT_TEXT,
@@ -129,3 +129,24 @@ def test_every_reject_code_has_text_and_sits_in_its_range():
     for code in RejectCode:
         assert code // 100 in groups
         assert code.text and code.text[0].islower()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("timezone", "Mars/Olympus", "unknown time zone 'Mars/Olympus'"),
+        ("schedule", [("25:99", "halt")], "schedule entry"),
+        ("schedule", [("9:30", "uncross")], "schedule entry"),
+        ("schedule", [("09:30", "lunch")], "schedule entry"),
+        ("sessions", [("13:00", "11:30")], "session"),
+        ("sessions", [("09:30", "24:00")], "session"),
+    ],
+)
+def test_a_market_with_a_bad_clock_is_refused_when_built(field, value, message):
+    """A schedule time such as '25:99' once passed the check and then made every command
+    after StartOfDay raise out of Exchange.apply; an unknown time zone raised a
+    ZoneInfoNotFoundError traceback from `cxe demo --market`."""
+    market = {"name": "x", "instruments": [msgspec.to_builtins(default_market().instruments[0])]}
+    market[field] = value
+    with pytest.raises(msgspec.ValidationError, match=message):
+        msgspec.convert(market, MarketConfig)
