@@ -51,8 +51,7 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True):
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(
-                f"unknown time zone {self.timezone!r}: give an IANA name such as "
-                "'Asia/Shanghai'"
+                f"unknown time zone {self.timezone!r}: give an IANA name such as 'Asia/Shanghai'"
             ) from None
         for when, action in self.schedule:
             if action not in SCHEDULE_ACTIONS or not _HH_MM.fullmatch(when):

@@ -5,12 +5,15 @@ transitions: CLOSED -> CALL -> (uncross) -> CONTINUOUS <-> HALTED -> CALL ...; C
 CLOSING_CALL -> (uncross) -> CLOSED. EndOfDay needs every market closed: it expires the day
 orders, fixes each close (Market.close_price) as the next reference and publishes DayClosed.
 The calendar replays the config's schedule from the commands' timestamps: the same actions,
-in order, once per trading day.
+in order, once per trading day. Trading days only move forward: StartOfDay needs a real
+calendar date (YYYY-MM-DD) after the current day, so the calendar can always place it and a
+day's ClOrdIDs are never reopened.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, date, datetime
 
 from engine.book.auction import run_uncross
 from engine.book.layout import MAX_TICKS
@@ -43,6 +46,17 @@ CALENDAR_ACTIONS = {
 NEVER = 2**63 - 1  # a timestamp no command reaches
 
 
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _is_calendar_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
 class SessionCommands:
     # -- sessions -----------------------------------------------------------------------------
 
@@ -59,7 +73,15 @@ class SessionCommands:
         return market
 
     @typed
+    @typed
     def _start_of_day(self, cmd: StartOfDay) -> set[str]:
+        if not _DATE.fullmatch(cmd.date) or not _is_calendar_date(cmd.date):
+            raise Reject(RejectCode.INVALID_FIELD, f"date {cmd.date!r} is not a YYYY-MM-DD day")
+        if cmd.date <= self.date:  # ISO dates order as strings; "" before any
+            raise Reject(
+                RejectCode.INVALID_FIELD,
+                f"trading day {cmd.date} does not come after the current one, {self.date}",
+            )
         if any(m.phase != Phase.CLOSED for m in self.markets.values()) or self.live_orders():
             raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, "the previous day is not closed")
         self.date = cmd.date

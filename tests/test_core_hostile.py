@@ -46,7 +46,7 @@ def hostile_command(rng: random.Random, n: int):
         if rng.random() < 0.03:
             values[field.name] = rng.choice(WRONG_KINDS)
         elif field.name == "date":
-            values[field.name] = rng.choice(["2026-11-25", ""])
+            values[field.name] = rng.choice(["2026-11-25", "", "2026-13-45"])
         elif field.type is bool:
             values[field.name] = rng.random() < 0.5
         elif "str" in str(field.type) or "ClOrdId" in str(field.type):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.book import Book, ReferenceBook
-from engine.config import MarketConfig, Member
+from engine.config import MARKET_HOURS, MarketConfig, Member
 from engine.core import Exchange
 from engine.instruments import Instrument
 from engine.market import FOLD_EVERY
@@ -30,6 +30,7 @@ from engine.protocol import (
     PhaseChanged,
     PickOrder,
     RejectCode,
+    Rejected,
     SetReference,
     StartOfDay,
     Trade,
@@ -455,3 +456,26 @@ def test_the_calendar_drives_the_trading_day_from_the_sequencer_clock():
     late = x.apply(NewOrder("d", 1, "CEA25", BUY, 10_000, 1), at("15:01"))
     assert [e.phase for e in of(late, PhaseChanged)] == [Phase.HALTED, Phase.CLOSED]
     assert late[-1].code == RejectCode.MARKET_CLOSED
+
+
+@pytest.mark.parametrize(
+    "day", ["2026-13-45", "2026-02-30", "tomorrow", "", "2026-11-24", "2026-11-23"]
+)
+def test_a_trading_day_is_a_calendar_date_after_the_current_one(day):
+    """'2026-13-45' passes the wire's pattern; it was once taken, and with a calendar every
+    later command then raised out of apply. Repeating a day would reopen its ClOrdIDs."""
+    x = Exchange(scheduled(MARKET_HOURS))
+    x.apply(StartOfDay("2026-11-24"))
+    before = x.state_hash()
+    assert only_reject(x.apply(StartOfDay(day))).code == RejectCode.INVALID_FIELD
+    assert x.state_hash() == before and x.date == "2026-11-24"
+    at_ten = (1_795_478_400 + 2 * 3600) * 1_000_000_000  # 2026-11-24 10:00 +08
+    assert of(x.apply(NewOrder("a", 1, "CEA25", BUY, 10_000, 5), at_ten), Accepted)
+    assert of(x.apply(StartOfDay("2026-11-25")), Rejected)  # the day is not closed yet
+
+
+def test_the_next_calendar_day_starts_once_the_previous_one_is_closed():
+    s = Session()
+    for command in (Close(s.code), EndOfDay(), StartOfDay("2026-11-25")):
+        assert not of(s.send(command), Rejected), command
+    assert s.x.date == "2026-11-25"
