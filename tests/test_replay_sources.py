@@ -41,6 +41,11 @@ def test_a_command_file_loads_per_instrument_and_replays(tmp_path):
         ("1,CEA25,3,add,long,6200,100,1,", r"flow\.csv:3: side must be buy or sell"),
         ("1,CEA25,3,add,buy,6200,100,1,gtc", r"flow\.csv:3: tif must be day, ioc or fok"),
         ("0,CEA25,3,add,buy,6200,100,1,", r"flow\.csv:3: time goes back"),
+        (  # once an OverflowError from numpy after the whole file was read
+            "1,CEA25,3,cancel,,,,99999999999999999999,",
+            r"flow\.csv:3: order_id must fit in 64 bits",
+        ),
+        ("1,CEA25,3,add,buy,6200,-9223372036854775809,1,", r"flow\.csv:3: qty must fit in 64"),
     ],
 )
 def test_a_bad_row_is_named_with_its_line(tmp_path, row, message):

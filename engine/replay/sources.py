@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.book.layout import CMD_ADD, CMD_AMEND, CMD_CANCEL, COMMAND_ROWS
+from engine.types import INT64_MAX, INT64_MIN
 
 ACTIONS = {"add": CMD_ADD, "cancel": CMD_CANCEL, "amend": CMD_AMEND}
 SIDES = {"buy": 0, "sell": 1}
@@ -47,9 +48,12 @@ def _integer(path: Path, line: int, row: dict, field: str, required: bool = True
     if not text and not required:
         return 0
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise ValueError(f"{path}:{line}: {field} must be an integer, got {text!r}") from None
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(f"{path}:{line}: {field} must fit in 64 bits (int64), got {text}")
+    return value
 
 
 def read_commands(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
