@@ -143,3 +143,24 @@ def test_counterfactual_rules_change_the_outcome_visibly():
     assert narrow.rejects > 0 and narrow.volume < base.volume
     picked = largest_pick(result.commands, result.tick)
     assert picked.fills > 0 and picked.vwap != base.vwap
+
+
+@pytest.mark.parametrize(
+    ("message_rows", "book_rows", "message"),
+    [
+        ("", "", r"message_1\.csv: the LOBSTER message file is empty"),
+        ("34200.1,1,5,100,5853300\n", "1,2,3,4\n", r"message row has 6 columns.*found 5"),
+        ("34200.1,1,abc,100,5853300,1\n", "1,2,3,4\n", r"not a LOBSTER message file"),
+        ("34200.1,1,5,100,5853300,1\n", "1,2,3\n", r"4 columns per level.*found 3"),
+        ("34200.1,1,5,100,5853300,1\n", "1,2,3,4\n1,2,3,4\n", r"must pair one to one"),
+    ],
+)
+def test_a_file_that_is_not_lobster_is_refused_naming_it(
+    tmp_path, message_rows, book_rows, message
+):
+    """Such files once ended in an IndexError traceback from deep in the replay."""
+    messages = tmp_path / "X_message_1.csv"
+    messages.write_text(message_rows)
+    (tmp_path / "X_orderbook_1.csv").write_text(book_rows)
+    with pytest.raises(ValueError, match=message):
+        load_day(messages, tmp_path / "X_orderbook_1.csv")

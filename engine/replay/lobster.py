@@ -21,6 +21,7 @@ Invariants checked on every row: the book's levels in view equal the row's level
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,9 +55,35 @@ class LobsterDay:
         return len(self.kind)
 
 
+def _load(path: str | Path, dtype: type, what: str) -> np.ndarray:
+    """A comma-separated file as a 2-D array; ValueError naming the file when it is empty,
+    ragged or not numbers."""
+    try:
+        with warnings.catch_warnings():  # "input contained no data": reported below
+            warnings.simplefilter("ignore", UserWarning)
+            table = np.loadtxt(path, delimiter=",", dtype=dtype, ndmin=2)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a LOBSTER {what} file: {exc}") from None
+    if table.size == 0:
+        raise ValueError(f"{path}: the LOBSTER {what} file is empty")
+    return table
+
+
 def load_day(message_path: str | Path, orderbook_path: str | Path) -> LobsterDay:
-    messages = np.loadtxt(message_path, delimiter=",", dtype=np.float64, ndmin=2)
-    rows = np.loadtxt(orderbook_path, delimiter=",", dtype=np.int64, ndmin=2)
+    """Both files of a day; ValueError naming the file for anything that is not LOBSTER's
+    layout (6 message columns; 4 order book columns per level; one row per message)."""
+    messages = _load(message_path, np.float64, "message")
+    rows = _load(orderbook_path, np.int64, "order book")
+    if messages.shape[1] != 6:
+        raise ValueError(
+            f"{message_path}: a LOBSTER message row has 6 columns (time, type, order id, "
+            f"size, price, direction), found {messages.shape[1]}"
+        )
+    if rows.shape[1] % 4:
+        raise ValueError(
+            f"{orderbook_path}: a LOBSTER order book row has 4 columns per level (ask price, "
+            f"ask size, bid price, bid size), found {rows.shape[1]}"
+        )
     if len(messages) != len(rows):
         raise ValueError(
             f"{message_path} has {len(messages)} messages but {orderbook_path} "
