@@ -13,6 +13,8 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
+
 HEADER = struct.Struct("<II")
 
 
@@ -38,6 +40,16 @@ def read_frames(path: str | Path) -> Iterator[tuple[int, bytes]]:
             raise CorruptLog(f"{path}: checksum mismatch in the record at byte {offset}")
         yield offset, payload
         offset = end
+
+
+def read_records(path: str | Path, decoder: msgspec.msgpack.Decoder, what: str) -> Iterator:
+    """Every complete record decoded; CorruptLog naming the byte offset for a record that is
+    not `what` (a file of another kind, or damage the checksum did not catch)."""
+    for offset, payload in read_frames(path):
+        try:
+            yield decoder.decode(payload)
+        except msgspec.DecodeError as exc:  # ValidationError included
+            raise CorruptLog(f"{path}: the record at byte {offset} is not {what}: {exc}") from None
 
 
 class FramedWriter:

@@ -23,7 +23,7 @@ from pathlib import Path
 import msgspec
 
 from engine.core import Exchange
-from engine.framing import CorruptLog, FramedWriter, read_frames
+from engine.framing import CorruptLog, FramedWriter, read_records
 from engine.orders import reject_text
 from engine.protocol import (
     Command,
@@ -62,11 +62,7 @@ class CommandLog(FramedWriter):
 
 def read_log(path: str | Path) -> Iterator[LogRecord]:
     """Records in order; stops quietly at a torn final frame, raises CorruptLog otherwise."""
-    for offset, payload in read_frames(path):
-        try:
-            seq, ts_ns, command = _record_decoder.decode(payload)
-        except msgspec.DecodeError as exc:  # ValidationError included
-            raise CorruptLog(f"{path}: the record at byte {offset} does not decode: {exc}") from exc
+    for seq, ts_ns, command in read_records(path, _record_decoder, "a command log record"):
         yield LogRecord(seq, ts_ns, command)
 
 

@@ -37,8 +37,10 @@ from engine.clearing.report import statement_rows, write_files
 from engine.clearing.settlement import CASH, EXCHANGE, Ledger, SettlementRefused
 from engine.config import MarketConfig, Member, default_market
 from engine.demo import run_demo
+from engine.framing import CorruptLog
 from engine.instruments import Instrument
-from engine.protocol import DayClosed, Trade, trades_digest
+from engine.journal import CommandLog
+from engine.protocol import DayClosed, StartOfDay, Trade, trades_digest
 
 DATE = "2026-11-24"
 ROOT = Path(__file__).resolve().parent.parent
@@ -383,3 +385,14 @@ def test_capture_killed_midway_then_restarted_loses_and_doubles_nothing(tmp_path
     total = sum(1 for r in read_trade_log(tmp_path / "trades.log") if isinstance(r, Trade))
     assert store.last_trade_id() == total == 300 + result.stored
     assert store.db.execute("SELECT COUNT(*) FROM trades").fetchone()[0] == total
+
+
+def test_a_file_that_is_not_a_trade_log_or_a_database_that_cannot_open_is_named(tmp_path):
+    """A command log given as the trade log once failed with msgspec's bare 'Invalid value 1
+    - at $[0]', and an unopenable ledger with a sqlite3 traceback."""
+    with CommandLog(tmp_path / "commands.log") as log:
+        log.append(1, 0, StartOfDay("2026-11-24"))
+    with pytest.raises(CorruptLog, match=r"commands\.log: the record at byte 0 is not a trade"):
+        capture_file(TradeStore(tmp_path / "c.db"), tmp_path / "commands.log")
+    with pytest.raises(OSError, match=r"cannot open the database .*ledger\.db"):
+        Ledger(tmp_path / "missing-dir" / "ledger.db")

@@ -130,5 +130,5 @@ def test_a_record_that_does_not_decode_is_reported_as_corruption(tmp_path):
     with CommandLog(path) as log:
         log.append(1, 0, StartOfDay("2026-11-24"))
         log.write(msgspec.msgpack.encode((2, 0, "not a command")))  # a valid frame
-    with pytest.raises(CorruptLog, match=r"record at byte \d+ does not decode"):
+    with pytest.raises(CorruptLog, match=r"record at byte \d+ is not a command log record"):
         list(read_log(path))

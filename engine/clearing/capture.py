@@ -20,7 +20,7 @@ from pathlib import Path
 
 import msgspec
 
-from engine.framing import FramedWriter, read_frames
+from engine.framing import FramedWriter, read_records
 from engine.protocol import DayClosed, Event, Trade, encode
 
 _stream_decoder = msgspec.msgpack.Decoder(Trade | DayClosed)
@@ -86,12 +86,15 @@ class TradeLogWriter(FramedWriter):
 
 
 def read_trade_log(path: str | Path) -> Iterator[Trade | DayClosed]:
-    for _, payload in read_frames(path):
-        yield _stream_decoder.decode(payload)
+    return read_records(path, _stream_decoder, "a trade log record (Trade or DayClosed)")
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None)
+    """The database at `path` (created if need be); OSError naming it if it cannot be opened."""
+    try:
+        db = sqlite3.connect(path, isolation_level=None)
+    except sqlite3.OperationalError as exc:
+        raise OSError(f"cannot open the database {path}: {exc}") from None
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     return db
