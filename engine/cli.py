@@ -120,6 +120,11 @@ def cmd_surrender(args: argparse.Namespace) -> int:
                 f"(e.g. CEA25=9500), not {item!r}"
             )
         allowances[code] = allowances.get(code, 0) + int(qty)
+    if not Path(args.ledger).is_file():
+        raise OSError(
+            f"no ledger at {args.ledger}: settle a day first (cxe clear), or name the ledger "
+            "with --ledger"
+        )
     request = Surrender(args.member, args.obligation, allowances, args.ccer)
     try:
         done = surrender(Ledger(args.ledger), request, args.recorded)
@@ -307,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     give = commands.add_parser(
         "surrender",
         help="surrender allowances and CCER against a verified emissions obligation",
-        description="Debit a member's settled allowances (and at most 5%% of the obligation "
+        description="Debit a member's settled allowances (and at most 5% of the obligation "
         "in CCER) against its verified obligation, and record it.",
     )
     give.add_argument("--ledger", default="ledger.db", help="settled ledger (default ledger.db)")

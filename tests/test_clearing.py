@@ -266,6 +266,14 @@ def test_surrender_enforces_the_ccer_cap_and_holdings(tmp_path):
     assert rows == [("CCER", 500), ("CEA25", 9_000)]
 
 
+def test_a_member_without_an_account_cannot_surrender(tmp_path):
+    """It was once answered with a surrender of 0 t and a shortfall, as if it had an account."""
+    ledger = Ledger(tmp_path / "l.db")
+    ledger.load_opening([Member(id=1, name="A", holdings={"CEA25": 9_000})])
+    with pytest.raises(SurrenderRefused, match=r"member 2 has no account in .*l\.db"):
+        surrender(ledger, Surrender(2, 10_000, {}, 0), "")
+
+
 PAUSING_CONNECTION = textwrap.dedent("""
     import sys, time
 

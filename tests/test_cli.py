@@ -219,6 +219,9 @@ def test_surrender_refuses_more_than_five_percent_ccer(tmp_path):
     assert done.returncode == 0, done.stderr
     assert Ledger(ledger).balance(5, "CEA25") == 2_000_000 - 9_000
     assert "surrendered 10,000 t" in done.stdout
+    missing = tmp_path / "missing.db"  # once created empty, and the surrender "recorded"
+    result = cxe("surrender", "--ledger", str(missing), "--member", "5", "--obligation", "10")
+    assert result.returncode == 2 and "no ledger at" in result.stderr and not missing.exists()
 
 
 LOBSTER = ROOT.parent / "shared" / "data" / "lobster" / "AAPL_2012-06-21_first999_message_10.csv"

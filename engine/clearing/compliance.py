@@ -36,6 +36,8 @@ class Surrender:
 
 
 def surrender(ledger: Ledger, request: Surrender, recorded: str) -> Surrender:
+    if not ledger.has_account(request.member):
+        raise SurrenderRefused(f"member {request.member} has no account in {ledger.path}")
     if request.obligation <= 0:
         raise SurrenderRefused("the obligation must be a positive number of tonnes")
     if any(q < 0 for q in request.allowances.values()) or request.ccer < 0:

@@ -92,6 +92,11 @@ class Ledger:
                 self.db.execute("INSERT INTO balances VALUES (?,?,?)", (m.id, code, qty))
         self.db.execute("COMMIT")
 
+    def has_account(self, member: int) -> bool:
+        """True when the ledger holds any balance of `member` (its cash row at least)."""
+        row = self.db.execute("SELECT 1 FROM balances WHERE member=? LIMIT 1", (member,))
+        return row.fetchone() is not None
+
     def balance(self, member: int, asset: str) -> int:
         row = self.db.execute(
             "SELECT amount FROM balances WHERE member=? AND asset=?", (member, asset)
