@@ -24,6 +24,15 @@ def positive_int(text: str) -> int:
     return value
 
 
+def trading_date(text: str) -> str:
+    """argparse type: a calendar date written YYYY-MM-DD."""
+    from engine.types import is_trading_date
+
+    if not is_trading_date(text):
+        raise argparse.ArgumentTypeError(f"not a calendar date YYYY-MM-DD: {text!r}")
+    return text
+
+
 def _market(path: str | None):
     return default_market() if path is None else load_market(path)
 
@@ -283,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="market config, TOML or clearing's JSON (default: the embedded market)",
     )
-    demo.add_argument("--date", default="2026-11-24", help="trading day (default 2026-11-24)")
+    demo.add_argument(
+        "--date", type=trading_date, default="2026-11-24", help="trading day (default 2026-11-24)"
+    )
     demo.add_argument(
         "--out",
         metavar="DIR",
@@ -299,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
         "instrument, settle delivery versus payment into the SQLite ledger (once per date), "
         "and write statements, a day summary and the next day's opening balances.",
     )
-    clear.add_argument("--date", required=True, help="trading day, YYYY-MM-DD")
+    clear.add_argument("--date", type=trading_date, required=True, help="trading day, YYYY-MM-DD")
     clear.add_argument("--trades", required=True, metavar="LOG", help="trade log to capture")
     clear.add_argument("--store", default="clearing.db", help="trade store (default clearing.db)")
     clear.add_argument("--ledger", default="ledger.db", help="settled ledger (default ledger.db)")

@@ -12,8 +12,7 @@ day's ClOrdIDs are never reopened.
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 from engine.book.auction import run_uncross
 from engine.book.layout import MAX_TICKS
@@ -33,7 +32,7 @@ from engine.protocol import (
     StartOfDay,
     Uncross,
 )
-from engine.types import CancelReason, Phase
+from engine.types import CancelReason, Phase, is_trading_date
 
 CALENDAR_ACTIONS = {
     "open_call": OpenCall,
@@ -44,17 +43,6 @@ CALENDAR_ACTIONS = {
 }
 
 NEVER = 2**63 - 1  # a timestamp no command reaches
-
-
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-def _is_calendar_date(text: str) -> bool:
-    try:
-        date.fromisoformat(text)
-    except ValueError:
-        return False
-    return True
 
 
 class SessionCommands:
@@ -75,7 +63,7 @@ class SessionCommands:
     @typed
     @typed
     def _start_of_day(self, cmd: StartOfDay) -> set[str]:
-        if not _DATE.fullmatch(cmd.date) or not _is_calendar_date(cmd.date):
+        if not is_trading_date(cmd.date):
             raise Reject(RejectCode.INVALID_FIELD, f"date {cmd.date!r} is not a YYYY-MM-DD day")
         if cmd.date <= self.date:  # ISO dates order as strings; "" before any
             raise Reject(

@@ -9,6 +9,8 @@ strings appear only at the edges, through `parse_price` / `format_price`.
 from __future__ import annotations
 
 import operator
+import re
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from enum import IntEnum
 
@@ -77,6 +79,16 @@ def format_price(fen: int, grouped: bool = False) -> str:
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def is_trading_date(text: str) -> bool:
+    """True for a real calendar date written YYYY-MM-DD (the form of every trading day)."""
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return _ISO_DATE.fullmatch(text) is not None
 
 
 def as_ints(names: str, values: tuple) -> tuple[int, ...]:

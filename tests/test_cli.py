@@ -255,3 +255,13 @@ def test_counts_that_must_be_positive_are_refused_with_a_usage_error():
     for interval in ("0", "-5", "1.5"):
         result = cxe("replay", "commands.log", "--interval", interval)
         assert result.returncode == 2 and "--interval:" in result.stderr, result.stderr
+
+
+def test_a_date_that_is_not_a_calendar_day_is_a_usage_error():
+    """'cxe demo --date 2026-13-45' once failed with strptime's message after starting."""
+    for args in (
+        ["demo", "--date", "2026-13-45"],
+        ["clear", "--date", "24/11/2026", "--trades", "t"],
+    ):
+        result = cxe(*args)
+        assert result.returncode == 2 and "--date: not a calendar date" in result.stderr
