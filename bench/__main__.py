@@ -33,6 +33,19 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+NAMES = (
+    "kernel_batch",
+    "book_apply",
+    "reference_book",
+    "book_memory",
+    "exchange_apply",
+    "uncross",
+    "netting",
+    "replay_lobster",
+    "replay_synthetic",
+)
+
+
 def run(names: set[str] | None, quick: bool):
     def wanted(*group: str) -> bool:
         return names is None or bool(names & set(group))
@@ -59,7 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (same workloads)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmarks")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        choices=NAMES,
+        help=f"run only these benchmarks: {', '.join(NAMES)}",
+    )
     args = parser.parse_args(argv)
     host = machine()
     if not args.json:
