@@ -31,7 +31,7 @@ from engine.compiled import CompiledOrders
 from engine.config import MarketConfig
 from engine.market import Market
 from engine.offbook import OffBookCommands
-from engine.orders import LiveOrder, Reject, order_reject, typed
+from engine.orders import LiveOrder, Reject, order_reject, rejected, typed
 from engine.protocol import (
     Accepted,
     Amended,
@@ -55,7 +55,6 @@ from engine.protocol import (
     OpenCall,
     PickOrder,
     RejectCode,
-    Rejected,
     SetReference,
     StartOfDay,
     Trade,
@@ -142,15 +141,7 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
         """Answer a refused command: one Rejected event; nothing it touched is published."""
         for market in self.markets.values():
             market.touched.clear()
-        self.out.append(
-            Rejected(
-                self.seq,
-                getattr(command, "cl_ord_id", ""),
-                getattr(command, "member", -1),
-                reject.code,
-                reject.text,
-            )
-        )
+        self.out.append(rejected(self.seq, command, reject.code, reject.text))
 
     # -- validation helpers -----------------------------------------------------------------------
 

@@ -24,13 +24,12 @@ import msgspec
 
 from engine.core import Exchange
 from engine.framing import CorruptLog, FramedWriter, read_records
-from engine.orders import reject_text
+from engine.orders import reject_text, rejected
 from engine.protocol import (
     Command,
     Event,
     MalformedMessage,
     RejectCode,
-    Rejected,
     decode_command,
     encode,
 )
@@ -81,17 +80,8 @@ class RecordingExchange:
         try:
             self.log.append(self.exchange.seq + 1, ts_ns, command)
         except MalformedMessage as exc:
-            cl_ord_id = getattr(command, "cl_ord_id", "")
-            member = getattr(command, "member", -1)
-            return [
-                Rejected(
-                    0,
-                    cl_ord_id if type(cl_ord_id) is str else "",
-                    member if type(member) is int else -1,
-                    RejectCode.MALFORMED,
-                    reject_text(RejectCode.MALFORMED, str(exc)),
-                )
-            ]
+            text = reject_text(RejectCode.MALFORMED, str(exc))
+            return [rejected(0, command, RejectCode.MALFORMED, text)]
         return self.exchange.apply(command, ts_ns)
 
 

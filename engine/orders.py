@@ -16,7 +16,8 @@ from enum import IntEnum
 
 import msgspec
 
-from engine.protocol import RejectCode
+from engine.protocol import RejectCode, Rejected
+from engine.types import INT64_MAX, INT64_MIN
 
 
 class Reject(Exception):
@@ -26,6 +27,19 @@ class Reject(Exception):
         # BaseException.__new__ has already kept (code, detail) as self.args
         self.code = code
         self.text = reject_text(code, detail)
+
+
+def rejected(seq: int, command, code: RejectCode, text: str) -> Rejected:
+    """The Rejected event answering `command`. Its ClOrdID and member are echoed only when
+    they are of their kinds (a str; an int within 64 bits), so the event always goes over the
+    wire and back: a command built in process may hold anything there."""
+    cl_ord_id = getattr(command, "cl_ord_id", "")
+    member = getattr(command, "member", -1)
+    if type(cl_ord_id) is not str:
+        cl_ord_id = ""
+    if type(member) is not int or not INT64_MIN <= member <= INT64_MAX:
+        member = -1
+    return Rejected(seq, cl_ord_id, member, code, text)
 
 
 def reject_text(code: RejectCode, detail: str = "") -> str:

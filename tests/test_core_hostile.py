@@ -1,9 +1,9 @@
 """Hostile values: every command kind with field values at and beyond their limits (zero,
-negative, int64 extremes and beyond, off tick, unknown names, empty strings) and of the wrong kind
-(floats, strings, None, lists), as an in-process caller could build them without the wire
-decoder's checks. The core must answer each with events (never raise), a reject must change
-nothing, and the compiled and reference books must give the same events. Something that is
-not a command at all is refused too."""
+negative, int64 extremes and beyond, off tick, unknown names, empty strings) and of the wrong
+kind (floats, strings, None, lists), as an in-process caller could build them without the wire
+decoder's checks. The core must answer each with events (never raise) that survive the wire's
+encoding and decoding, a reject must change nothing, and the compiled and reference books must
+give the same events. Something that is not a command at all is refused too."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from engine.protocol import (
     StartOfDay,
     Uncross,
     decode_command,
+    decode_event,
     encode,
 )
 from engine.types import Side
@@ -68,6 +69,8 @@ def test_hostile_values_are_answered_never_raised_and_rejects_change_nothing():
         before = exchanges[0].state_hash()
         events = [x.apply(command) for x in exchanges]
         assert events[0] == events[1], command
+        for event in events[0]:  # whatever the command held, its answer goes over the wire
+            assert decode_event(encode(event)) == event, (command, event)
         if len(events[0]) == 1 and isinstance(events[0][0], Rejected):
             rejected += 1
             assert exchanges[0].state_hash() == before, command
