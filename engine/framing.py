@@ -2,7 +2,11 @@
 
 Shared by the command log (engine.journal) and the trade log (engine.clearing.capture).
 Invariants: a reader yields every complete record in order; a torn final frame (a crash
-mid-write) ends the file quietly; a checksum mismatch anywhere is corruption and raises.
+mid-write) ends the file quietly; a checksum mismatch anywhere is corruption and raises, and
+so does a length beyond MAX_RECORD (no writer makes one: the file is not a framed log). A
+writer opening an existing file first cuts off its torn final frame, so what it appends
+follows the last complete record (appending after the torn bytes would make the whole rest
+of the file unreadable).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 import msgspec
 
 HEADER = struct.Struct("<II")
+MAX_RECORD = 1 << 24  # bytes of payload; a record is a command or a trade, well under 1 KB
 
 
 class CorruptLog(ValueError):
@@ -32,6 +37,11 @@ def read_frames(path: str | Path) -> Iterator[tuple[int, bytes]]:
     offset = 0
     while offset + HEADER.size <= len(data):
         length, crc = HEADER.unpack_from(data, offset)
+        if length > MAX_RECORD:
+            raise CorruptLog(
+                f"{path}: the record at byte {offset} claims {length:,} bytes: "
+                "the file is not a framed log, or is corrupt"
+            )
         start, end = offset + HEADER.size, offset + HEADER.size + length
         if end > len(data):
             return
@@ -52,14 +62,36 @@ def read_records(path: str | Path, decoder: msgspec.msgpack.Decoder, what: str) 
             raise CorruptLog(f"{path}: the record at byte {offset} is not {what}: {exc}") from None
 
 
+def cut_torn_tail(path: str | Path) -> int:
+    """Truncate `path` after its last complete record (a crash can leave a torn frame there;
+    it was never synced, so never acknowledged); returns the bytes cut. CorruptLog, and
+    nothing cut, for a file damaged before its end."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    end = 0
+    for offset, payload in read_frames(path):
+        end = offset + HEADER.size + len(payload)
+    torn = path.stat().st_size - end
+    if torn:
+        with open(path, "r+b") as f:
+            f.truncate(end)
+            os.fsync(f.fileno())
+    return torn
+
+
 class FramedWriter:
-    """Append-only writer; `sync()` flushes and fsyncs."""
+    """Append-only writer; `sync()` flushes and fsyncs. Opening an existing file cuts off its
+    torn final frame first (`discarded`: the bytes cut)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.discarded = cut_torn_tail(self.path)
         self._file = open(self.path, "ab")  # noqa: SIM115 - closed by close()
 
     def write(self, payload: bytes) -> None:
+        if len(payload) > MAX_RECORD:
+            raise ValueError(f"a record of {len(payload):,} bytes exceeds {MAX_RECORD:,}")
         self._file.write(frame(payload))
 
     def sync(self) -> None:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import msgspec
 import pytest
 
 from engine.core import Exchange
+from engine.framing import read_frames
 from engine.journal import CommandLog, CorruptLog, RecordingExchange, read_log, replay
 from engine.protocol import (
     AmendOrder,
@@ -23,6 +29,8 @@ from engine.protocol import (
 )
 from engine.types import Side
 from tests.exchange import small_market
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def session_commands(seed: int, n: int) -> list:
@@ -132,3 +140,89 @@ def test_a_record_that_does_not_decode_is_reported_as_corruption(tmp_path):
         log.write(msgspec.msgpack.encode((2, 0, "not a command")))  # a valid frame
     with pytest.raises(CorruptLog, match=r"record at byte \d+ is not a command log record"):
         list(read_log(path))
+
+
+def test_a_log_reopened_after_a_torn_write_appends_after_its_last_whole_record(tmp_path):
+    """Appending after the torn bytes once made every later record unreadable (a checksum
+    mismatch at the torn one), so the log could not be recovered a second time."""
+    commands = session_commands(9, 20)
+    whole = tmp_path / "whole.log"
+    with CommandLog(whole) as log:
+        for seq, command in enumerate(commands[:10], 1):
+            log.append(seq, seq, command)
+    data = whole.read_bytes()
+    last = max(offset for offset, _ in read_frames(whole))
+    for cut in range(last + 1, len(data)):  # every way the last write can tear
+        path = tmp_path / f"torn{cut}.log"
+        path.write_bytes(data[:cut])
+        with CommandLog(path) as log:
+            assert log.discarded == cut - last
+            for seq, command in enumerate(commands[9:], 10):
+                log.append(seq, seq, command)
+        assert [r.command for r in read_log(path)] == commands
+
+
+def test_a_file_that_is_not_a_framed_log_is_refused_not_read_as_a_torn_record(tmp_path):
+    path = tmp_path / "passwd"
+    path.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(CorruptLog, match="not a framed log"):
+        list(read_log(path))
+    with pytest.raises(CorruptLog, match="not a framed log"):
+        CommandLog(path)
+    assert path.read_text().startswith("root:")  # left as it was
+
+
+RECORDER = """
+import sys, time
+from engine.core import Exchange
+from engine.framing import frame
+from engine.journal import CommandLog, RecordingExchange, _encoder
+from tests.exchange import small_market
+from tests.test_journal import session_commands
+
+acknowledged = int(sys.argv[2])
+commands = session_commands(11, 3000)
+with CommandLog(sys.argv[1]) as log:
+    recorder = RecordingExchange(Exchange(small_market()), log)
+    for i, command in enumerate(commands[:acknowledged]):
+        recorder.apply(command, ts_ns=i)
+        log.sync()  # durable: now it may be acknowledged
+    # the next write tears: half a frame reaches the file, then the process dies
+    whole = frame(_encoder.encode((acknowledged + 1, acknowledged, commands[acknowledged])))
+    log._file.write(whole[: len(whole) // 2])
+    log._file.flush()
+    print("torn", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_killed_mid_write_the_log_recovers_every_acknowledged_command_and_goes_on(tmp_path):
+    """A real process journals and syncs 400 commands, writes half of the next record and is
+    killed -9. The restarted exchange replays the log (every acknowledged command is there),
+    appends the rest of the session to the same log after cutting the torn record, and ends
+    with the uninterrupted run's events and state hash."""
+    commands = session_commands(11, 3000)
+    path = tmp_path / "commands.log"
+    child = subprocess.Popen(
+        [sys.executable, "-c", RECORDER, str(path), "400"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert child.stdout.readline().strip() == "torn"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=30)
+    recovered = Exchange(small_market())
+    for _ in replay(path, recovered):
+        pass
+    assert recovered.seq == 400
+    with CommandLog(path) as log:
+        assert log.discarded > 0
+        recorder = RecordingExchange(recovered, log)
+        for i in range(recovered.seq, len(commands)):
+            recorder.apply(commands[i], ts_ns=i)
+    uninterrupted = Exchange(small_market())
+    expected = [uninterrupted.apply(c, ts_ns=i) for i, c in enumerate(commands)]
+    fresh = Exchange(small_market())
+    assert [events for _, events in replay(path, fresh)] == expected
+    assert fresh.state_hash() == recovered.state_hash() == uninterrupted.state_hash()
