@@ -357,11 +357,14 @@ def run_demo(
     if out is None:
         day.run()
         return day
+    logs = [Path(out) / "commands.log", Path(out) / "trades.log"]
+    for log in logs:
+        if log.exists():  # appending a second day 1 would break both logs' sequences
+            raise FileExistsError(
+                f"{log} exists: a demo day writes fresh logs; remove them or choose another --out"
+            )
     Path(out).mkdir(parents=True, exist_ok=True)
-    with (
-        CommandLog(Path(out) / "commands.log") as commands,
-        TradeLogWriter(Path(out) / "trades.log") as trades,
-    ):
+    with CommandLog(logs[0]) as commands, TradeLogWriter(logs[1]) as trades:
         day.command_log, day.trade_log = commands, trades
         day.run()
     return day

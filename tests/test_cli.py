@@ -244,6 +244,11 @@ def test_replay_of_a_command_log_reproduces_the_state_hash(tmp_path):
     result = cxe("replay", str(tmp_path / "day" / "commands.log"))
     assert result.returncode == 0, result.stderr
     assert day.exchange.state_hash() in result.stdout
+    # a second demo into the same directory once appended another day 1 to both logs
+    logs = (tmp_path / "day" / "commands.log").read_bytes()
+    again = cxe("demo", "--steps", "20", "--out", str(tmp_path / "day"))
+    assert again.returncode == 2 and "commands.log exists" in again.stderr
+    assert (tmp_path / "day" / "commands.log").read_bytes() == logs
 
 
 def test_counts_that_must_be_positive_are_refused_with_a_usage_error():
