@@ -72,6 +72,7 @@ def _clear(args: argparse.Namespace) -> int:
     market = _market(args.market)
     store = TradeStore(args.store)
     captured = capture_file(store, args.trades)
+    _note_torn_tail(Path(args.trades))
     ledger = Ledger(args.ledger)
     notes = [
         f"captured {captured.stored:,} new trades ({captured.duplicates:,} already held, "
@@ -262,7 +263,21 @@ def _replay_command_log(source: Path, args: argparse.Namespace) -> int:
         f"{source.name}: {commands:,} commands replayed, {trades:,} trades, state hash "
         f"{exchange.state_hash()}"
     )
+    _note_torn_tail(source)
     return 0
+
+
+def _note_torn_tail(path: Path) -> None:
+    """Say on stderr when a log ends in a torn record (read past it, as a crash leaves it)."""
+    from engine.framing import torn_tail
+
+    end, torn = torn_tail(path)
+    if torn:
+        print(
+            f"note: {path} ends in an incomplete record ({torn:,} bytes after byte {end:,}): "
+            "a write cut short by a crash; everything before it was read",
+            file=sys.stderr,
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -62,6 +62,15 @@ def read_records(path: str | Path, decoder: msgspec.msgpack.Decoder, what: str) 
             raise CorruptLog(f"{path}: the record at byte {offset} is not {what}: {exc}") from None
 
 
+def torn_tail(path: str | Path) -> tuple[int, int]:
+    """(end of the last complete record, bytes after it): the bytes of a torn final frame,
+    or 0 for a log that ends cleanly. CorruptLog for a file damaged before its end."""
+    end = 0
+    for offset, payload in read_frames(path):
+        end = offset + HEADER.size + len(payload)
+    return end, Path(path).stat().st_size - end
+
+
 def cut_torn_tail(path: str | Path) -> int:
     """Truncate `path` after its last complete record (a crash can leave a torn frame there;
     it was never synced, so never acknowledged); returns the bytes cut. CorruptLog, and
@@ -69,10 +78,7 @@ def cut_torn_tail(path: str | Path) -> int:
     path = Path(path)
     if not path.exists():
         return 0
-    end = 0
-    for offset, payload in read_frames(path):
-        end = offset + HEADER.size + len(payload)
-    torn = path.stat().st_size - end
+    end, torn = torn_tail(path)
     if torn:
         with open(path, "r+b") as f:
             f.truncate(end)

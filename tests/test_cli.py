@@ -244,6 +244,10 @@ def test_replay_of_a_command_log_reproduces_the_state_hash(tmp_path):
     result = cxe("replay", str(tmp_path / "day" / "commands.log"))
     assert result.returncode == 0, result.stderr
     assert day.exchange.state_hash() in result.stdout
+    torn = tmp_path / "torn.log"  # as a crash mid-write leaves it: read up to it, and said
+    torn.write_bytes((tmp_path / "day" / "commands.log").read_bytes()[:-5])
+    result = cxe("replay", str(torn))
+    assert result.returncode == 0 and "ends in an incomplete record" in result.stderr
     # a second demo into the same directory once appended another day 1 to both logs
     logs = (tmp_path / "day" / "commands.log").read_bytes()
     again = cxe("demo", "--steps", "20", "--out", str(tmp_path / "day"))
