@@ -231,3 +231,15 @@ def test_integers_beyond_int64_raise_naming_the_field_and_change_nothing(
     with pytest.raises(OverflowError, match=f"{field} must fit in 64 bits"):
         getattr(book, method)(*args)
     assert snapshot(book) == before
+
+
+@pytest.mark.parametrize("band", [(1100, 900), (-100, 900), (0, 900), (903, 1100)])
+def test_a_band_the_book_cannot_hold_is_refused_by_both_books(make_book, band):
+    """The reference book once took any band, where the compiled book refused it."""
+    with pytest.raises(ValueError, match="must be on tick 5"):
+        make_book(tick=5, band=band)
+    book = seeded(make_book(tick=5, band=(900, 1100)))
+    with pytest.raises(ValueError, match="must be on tick 5"):
+        book.set_band(*band)
+    assert book.add(9, 1, Side.BUY, 1105, 5) == 1  # the band it had still holds
+    assert book.events()[0].code == RejectCode.PRICE_OUTSIDE_BAND

@@ -81,3 +81,10 @@ MAX_QTY = 1 << 40
 MAX_ORDER_ID = 1 << 62
 MAX_OWNER = 1 << 31
 PICK_LEVELS = 5
+
+
+def check_band(low: int, high: int, tick: int) -> None:
+    """ValueError unless [low, high] is a band both books can hold: on tick, 0 < low <= high,
+    high within MAX_TICKS ticks."""
+    if not 0 < low <= high or low % tick or high % tick or high > MAX_TICKS * tick:
+        raise ValueError(f"band [{low}, {high}] must be on tick {tick} with 0 < low <= high")

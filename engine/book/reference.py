@@ -18,7 +18,14 @@ import numpy as np
 from sortedcontainers import SortedDict
 
 from engine.book.events import BookEvent, EventKind
-from engine.book.layout import MAX_ORDER_ID, MAX_OWNER, MAX_QTY, MAX_TICKS, PICK_LEVELS
+from engine.book.layout import (
+    MAX_ORDER_ID,
+    MAX_OWNER,
+    MAX_QTY,
+    MAX_TICKS,
+    PICK_LEVELS,
+    check_band,
+)
 from engine.protocol import RejectCode
 from engine.types import CancelReason, OrderType, Side, StpMode, TimeInForce, as_ints
 
@@ -41,7 +48,9 @@ class ReferenceBook:
         if tick <= 0:
             raise ValueError(f"tick must be a positive integer, got {tick}")
         self.tick = tick
-        self.band = band
+        self.band = None
+        if band is not None:
+            self.set_band(*band)
         self.levels: tuple[SortedDict, SortedDict] = (SortedDict(), SortedDict())
         self.live: dict[int, _Order] = {}
         self._events: list[BookEvent] = []
@@ -54,6 +63,7 @@ class ReferenceBook:
         self.collecting = bool(collecting)
 
     def set_band(self, low: int, high: int) -> None:
+        check_band(low, high, self.tick)
         self.band = (low, high)
 
     def clear_band(self) -> None:

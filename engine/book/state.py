@@ -43,6 +43,7 @@ from engine.book.layout import (
     P_ID,
     P_NEXT,
     POOL_FIELDS,
+    check_band,
 )
 
 MIN_LADDER = 1024
@@ -102,9 +103,7 @@ class BookState:
 
     def set_band(self, low: int, high: int) -> None:
         """Allow prices in [low, high] only (both on tick); the market order limit."""
-        tick = int(self.meta[M_TICK])
-        if not 0 < low <= high or low % tick or high % tick or high > MAX_TICKS * tick:
-            raise ValueError(f"band [{low}, {high}] must be on tick {tick} with 0 < low <= high")
+        check_band(low, high, int(self.meta[M_TICK]))
         self.meta[M_BAND_LO] = low
         self.meta[M_BAND_HI] = high
 
