@@ -243,3 +243,13 @@ def test_a_band_the_book_cannot_hold_is_refused_by_both_books(make_book, band):
         book.set_band(*band)
     assert book.add(9, 1, Side.BUY, 1105, 5) == 1  # the band it had still holds
     assert book.events()[0].code == RejectCode.PRICE_OUTSIDE_BAND
+
+
+@pytest.mark.parametrize("side", [-1, 2, 7])
+def test_a_side_that_is_neither_buy_nor_sell_is_refused_by_the_readers(make_book, side):
+    """Side -1 once read the ask side in both books, and 2 read past the side's columns of
+    the compiled book's arrays (the reference book raised an IndexError)."""
+    book = seeded(make_book(tick=5, band=(900, 1100)))
+    for read in (lambda: book.level(side, 1000), lambda: book.side_depth(side, 5)):
+        with pytest.raises(ValueError, match="side must be 0 \\(buy\\) or 1 \\(sell\\)"):
+            read()

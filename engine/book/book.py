@@ -62,6 +62,7 @@ from engine.book.layout import (
     P_PRICE,
     P_QTY,
     P_SEQ,
+    check_side,
 )
 from engine.book.state import BookState
 from engine.types import OrderType, StpMode, TimeInForce, as_ints
@@ -269,6 +270,7 @@ class Book:
         return self.side_depth(0, levels), self.side_depth(1, levels)
 
     def side_depth(self, side: int, levels: int) -> list[Level]:
+        check_side(side)
         st = self.state
         levels = max(0, min(levels, int(st.meta[M_COUNT_BID + side])))
         out = np.zeros((levels, 3), dtype=np.int64)
@@ -277,12 +279,14 @@ class Book:
 
     def next_to_trade(self, side: int) -> int | None:
         """Id of the order first in line on `side` (oldest at the best price), or None."""
+        check_side(side)
         st = self.state
         head = best_head(st.pool, st.lad, st.meta, side)
         return None if head < 0 else int(head)
 
     def level(self, side: int, price: int) -> tuple[int, int]:
         """(total qty, orders) resting at `price` on `side`; (0, 0) when none."""
+        check_side(side)
         return level_of(self.state.lad, self.state.meta, side, price)
 
     def refresh_top(self, top: np.ndarray) -> bool:

@@ -83,6 +83,12 @@ MAX_OWNER = 1 << 31
 PICK_LEVELS = 5
 
 
+def check_side(side: int) -> None:
+    """ValueError unless `side` is 0 (buy) or 1 (sell): a side indexes the book's arrays."""
+    if side not in (0, 1):
+        raise ValueError(f"side must be 0 (buy) or 1 (sell), got {side!r}")
+
+
 def check_band(low: int, high: int, tick: int) -> None:
     """ValueError unless [low, high] is a band both books can hold: on tick, 0 < low <= high,
     high within MAX_TICKS ticks."""

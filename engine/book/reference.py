@@ -25,6 +25,7 @@ from engine.book.layout import (
     MAX_TICKS,
     PICK_LEVELS,
     check_band,
+    check_side,
 )
 from engine.protocol import RejectCode
 from engine.types import CancelReason, OrderType, Side, StpMode, TimeInForce, as_ints
@@ -415,6 +416,7 @@ class ReferenceBook:
         return list(self._events)
 
     def side_depth(self, side: int, levels: int) -> list[Level]:
+        check_side(side)
         out = []
         for price in self._prices_best_first(side):
             if len(out) >= levels:
@@ -428,6 +430,7 @@ class ReferenceBook:
 
     def level(self, side: int, price: int) -> tuple[int, int]:
         """(total qty, orders) resting at `price` on `side`; (0, 0) when none."""
+        check_side(side)
         queue = self.levels[side].get(price, ())
         return sum(o.qty for o in queue), len(queue)
 
