@@ -1,11 +1,15 @@
 """Market configuration: instruments and members, from TOML or the embedded default market.
 
-Invariants: instrument codes and member ids are unique; every amount is an integer in the
-units of `engine.types`; the time zone is a known IANA name and every session bound and
-schedule time a valid local HH:MM (checked when the config is built, so a bad file is
-refused at load, not when the calendar first fires). The embedded market needs no file:
-CEA vintages 2021-2025 and CCER with MARKET.md's parameters and illustrative previous
-closes, and a handful of members.
+Invariants, checked when the config is built (so a bad file is refused at load, not when the
+calendar first fires or an account overflows):
+- instrument codes and member ids are unique;
+- every amount is an integer in the units of `engine.types`, and the members' cash together
+  stays within MAX_CASH, so no account can overflow the compiled path's int64 arithmetic;
+- the time zone is a known IANA name, and every session bound and schedule time a valid
+  local HH:MM.
+
+The embedded market needs no file: CEA vintages 2021-2025 and CCER with MARKET.md's
+parameters and illustrative previous closes, and a handful of members.
 """
 
 from __future__ import annotations
@@ -17,15 +21,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from engine.instruments import Instrument, ccer, cea
+from engine.book.layout import MAX_QTY
+from engine.instruments import MAX_VALUE, Instrument, ccer, cea
+
+MAX_CASH = MAX_VALUE  # fen, all members together: cash only moves between them
 
 
 class Member(msgspec.Struct, frozen=True, kw_only=True):
     id: Annotated[int, msgspec.Meta(ge=0, lt=2**31)]
     name: str
     kind: str = "broker"  # broker, market_maker, compliance_entity, ...
-    cash: Annotated[int, msgspec.Meta(ge=0)] = 0  # opening cash, fen
-    holdings: dict[str, Annotated[int, msgspec.Meta(ge=0)]] = {}  # code -> tonnes
+    cash: Annotated[int, msgspec.Meta(ge=0, le=MAX_CASH)] = 0  # opening cash, fen
+    holdings: dict[str, Annotated[int, msgspec.Meta(ge=0, le=MAX_QTY)]] = {}  # code -> tonnes
 
 
 class MarketConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -47,6 +54,8 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True):
         ids = [m.id for m in self.members]
         if len(set(ids)) != len(ids):
             raise ValueError(f"duplicate member ids in {ids}")
+        if sum(m.cash for m in self.members) > MAX_CASH:  # any one account holds at most this
+            raise ValueError(f"the members' cash adds up to more than {MAX_CASH:,} fen")
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):

@@ -98,6 +98,12 @@ class DemoDay:
         self.makers = [m for m, k in kinds.items() if k == "market_maker"]
         self.brokers = [m for m, k in kinds.items() if k == "broker"]
         self.entities = [m for m, k in kinds.items() if k == "compliance_entity"]
+        if not (self.makers and self.brokers and len(self.entities) >= 2):
+            raise ValueError(
+                "a demo day needs at least one market_maker, one broker and two "
+                f"compliance_entity members; this market has {len(self.makers)}, "
+                f"{len(self.brokers)} and {len(self.entities)}"
+            )
         self.quotes: dict[tuple[int, str], list[int]] = {}
         self.resting: dict[str, list[tuple[int, int]]] = {c: [] for c in self.codes}
         self.figures: dict[str, Figures] = {}

@@ -13,9 +13,12 @@ from typing import Annotated
 
 import msgspec
 
+from engine.book.layout import MAX_TICKS, check_band
+
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 PPM = 1_000_000
+MAX_VALUE = 2**62  # fen: any amount the core adds up stays below int64's limit
 
 
 class Instrument(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,6 +43,19 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"{self.code}: min_qty {self.min_qty} > max_qty {self.max_qty}")
         if self.min_qty % self.unit or self.max_qty % self.unit:
             raise ValueError(f"{self.code}: order size limits are not whole units")
+        low, high = self.band()
+        try:
+            check_band(low, high, self.tick)
+        except ValueError:
+            raise ValueError(
+                f"{self.code}: the band {low}-{high} fen around the reference price is beyond "
+                f"the highest price a book holds ({MAX_TICKS:,} ticks of {self.tick} fen)"
+            ) from None
+        if high * self.max_qty * (PPM + self.fee_ppm) // PPM > MAX_VALUE:
+            raise ValueError(
+                f"{self.code}: an order of {self.max_qty:,} t at the top of the band "
+                f"({high} fen) is worth more than {MAX_VALUE:,} fen"
+            )
 
     def band(self, reference: int | None = None, band_ppm: int | None = None) -> tuple[int, int]:
         """(lowest, highest) admissible price around `reference`, rounded inward to the tick."""

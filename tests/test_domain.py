@@ -6,6 +6,7 @@ import msgspec
 import pytest
 
 from engine.config import MarketConfig, default_market, load_market
+from engine.demo import run_demo
 from engine.instruments import Instrument
 from engine.protocol import (
     REJECT_TEXT,
@@ -150,3 +151,37 @@ def test_a_market_with_a_bad_clock_is_refused_when_built(field, value, message):
     market[field] = value
     with pytest.raises(msgspec.ValidationError, match=message):
         msgspec.convert(market, MarketConfig)
+
+
+def _market_with(members=(), **instrument) -> dict:
+    spec = msgspec.to_builtins(default_market().instruments[0]) | instrument
+    return {"name": "x", "instruments": [spec], "members": list(members)}
+
+
+@pytest.mark.parametrize(
+    ("market", "message"),
+    [
+        (_market_with([{"id": 1, "name": "a", "cash": 2**63}]), r"<= 4611686018427387904"),
+        (
+            _market_with([{"id": m, "name": "a", "cash": 2**61 + 1} for m in (1, 2)]),
+            "cash adds up to more than",
+        ),
+        (_market_with([{"id": 1, "name": "a", "holdings": {"CEA21": 2**41}}]), r"<= 1099511627776"),
+        (_market_with(reference_price=6 * 10**18), "beyond the highest price a book holds"),
+        (_market_with(reference_price=3_000_000, max_qty=2**41), "is worth more than"),
+    ],
+)
+def test_a_market_whose_amounts_could_overflow_int64_is_refused_when_built(market, message):
+    """Cash of 10**20 fen once reached the accounts' int64 arrays as an OverflowError
+    traceback, and a reference price beyond the book's range failed with the book's own
+    band message; cash just inside int64 would have overflowed on the first sale."""
+    with pytest.raises(msgspec.ValidationError, match=message):
+        msgspec.convert(market, MarketConfig)
+
+
+def test_the_demo_day_says_which_members_it_needs():
+    market = msgspec.convert(
+        _market_with([{"id": 1, "name": "a", "kind": "broker", "cash": 100}]), MarketConfig
+    )
+    with pytest.raises(ValueError, match="at least one market_maker, one broker and two"):
+        run_demo(market, steps=10)
