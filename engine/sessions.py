@@ -161,6 +161,8 @@ class SessionCommands:
                 self.markets[order.code].book.cancel(order_id)
                 self.markets[order.code].touched.append((order.side, order.limit))
             self._end(order, CancelReason.EXPIRED)
+        for code in sorted(self.markets):  # the expiries' levels belong to the day they end
+            self._publish(self.markets[code])
         for code in sorted(self.markets):
             market = self.markets[code]
             close = market.close_price()
@@ -177,7 +179,7 @@ class SessionCommands:
             )
             market.set_reference(close)
         self.date = ""
-        return set(self.markets)
+        return set()
 
     # -- calendar -------------------------------------------------------------------------------
 

@@ -333,6 +333,9 @@ def test_end_of_day_expires_day_orders_fixes_the_vwap_close_and_checksums_trades
     (expired,) = of(events, Cancelled)
     assert (expired.order_id, expired.leaves, expired.reason) == (resting, 7, CancelReason.EXPIRED)
     (day,) = of(events, DayClosed)
+    # the expired order's level empties before the day closes (once published after it)
+    assert [type(e) for e in events] == [Cancelled, DepthUpdate, DayClosed]
+    assert (events[1].price, events[1].qty, events[1].orders) == (9_000, 0, 0)
     # VWAP of the listed trades only: (10 x 10,000 + 30 x 10,300) / 40 = 10,225
     assert (day.trades, day.volume, day.close) == (3, 100_040, 10_225)
     assert s.x.markets[s.code].reference == 10_225
