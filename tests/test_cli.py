@@ -274,3 +274,16 @@ def test_a_date_that_is_not_a_calendar_day_is_a_usage_error():
     ):
         result = cxe(*args)
         assert result.returncode == 2 and "--date: not a calendar date" in result.stderr
+
+
+def test_an_unknown_benchmark_name_is_a_usage_error():
+    """`python -m bench --only nonsense` once ran nothing and said nothing."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--only", "nonsense"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2 and "invalid choice: 'nonsense'" in result.stderr
+    assert "exchange_apply" in result.stderr
