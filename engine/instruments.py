@@ -43,19 +43,28 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"{self.code}: min_qty {self.min_qty} > max_qty {self.max_qty}")
         if self.min_qty % self.unit or self.max_qty % self.unit:
             raise ValueError(f"{self.code}: order size limits are not whole units")
-        low, high = self.band()
+        problem = self.reference_problem(self.reference_price)
+        if problem:
+            raise ValueError(f"{self.code}: {problem}")
+
+    def reference_problem(self, reference: int) -> str | None:
+        """Why `reference` cannot be this instrument's reference price, or None: its band must
+        fit a book, and an order at the band's top must be worth less than MAX_VALUE fen (so
+        no amount the core adds up can overflow int64)."""
+        low, high = self.band(reference)
         try:
             check_band(low, high, self.tick)
         except ValueError:
-            raise ValueError(
-                f"{self.code}: the band {low}-{high} fen around the reference price is beyond "
-                f"the highest price a book holds ({MAX_TICKS:,} ticks of {self.tick} fen)"
-            ) from None
-        if high * self.max_qty * (PPM + self.fee_ppm) // PPM > MAX_VALUE:
-            raise ValueError(
-                f"{self.code}: an order of {self.max_qty:,} t at the top of the band "
-                f"({high} fen) is worth more than {MAX_VALUE:,} fen"
+            return (
+                f"the band {low}-{high} fen around {reference} is beyond the highest price a "
+                f"book holds ({MAX_TICKS:,} ticks of {self.tick} fen)"
             )
+        if high * self.max_qty * (PPM + self.fee_ppm) // PPM > MAX_VALUE:
+            return (
+                f"an order of {self.max_qty:,} t at the top of the band ({high} fen) would be "
+                f"worth more than {MAX_VALUE:,} fen"
+            )
+        return None
 
     def band(self, reference: int | None = None, band_ppm: int | None = None) -> tuple[int, int]:
         """(lowest, highest) admissible price around `reference`, rounded inward to the tick."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from engine.book.auction import run_uncross
-from engine.book.layout import MAX_TICKS
 from engine.market import Market
 from engine.orders import Reject, typed
 from engine.protocol import (
@@ -137,12 +136,9 @@ class SessionCommands:
         tick = market.instrument.tick
         if cmd.price <= 0 or cmd.price % tick:
             raise Reject(RejectCode.PRICE_OFF_TICK, "a reference must be a positive tick")
-        top = market.instrument.band(cmd.price)[1]
-        if top > MAX_TICKS * tick:
-            raise Reject(
-                RejectCode.PRICE_OUT_OF_RANGE,
-                f"its band would reach {top} fen; prices stop at {MAX_TICKS * tick}",
-            )
+        problem = market.instrument.reference_problem(cmd.price)
+        if problem:
+            raise Reject(RejectCode.PRICE_OUT_OF_RANGE, problem)
         market.set_reference(cmd.price)
         self.out.append(
             PhaseChanged(self.seq, market.code, market.phase, market.reference, *market.band)

@@ -283,6 +283,19 @@ def test_the_band_follows_the_reference_rounded_inward():
     assert (changed.band_low, changed.band_high) == (9_010, 11_010)
 
 
+@pytest.mark.parametrize(
+    ("price", "reason"), [(4_000_000, "beyond the highest price"), (3_000_000, "worth more than")]
+)
+def test_a_reference_whose_band_could_overflow_is_refused(price, reason):
+    """The same rule as the config's: the band must fit the book and an order at its top must
+    stay below 2**62 fen (before, only the first was checked, here in its own words)."""
+    s = Session(small_market(max_qty=2**41), continuous=False)
+    before = s.x.state_hash()
+    rejected = only_reject(s.send(SetReference(s.code, price)))
+    assert rejected.code == RejectCode.PRICE_OUT_OF_RANGE and reason in rejected.text
+    assert s.x.state_hash() == before
+
+
 def test_opening_call_publishes_indicative_prices_and_uncrosses():
     s = Session(continuous=False)
     s.send(OpenCall(s.code))
