@@ -4,9 +4,9 @@ Frames as in engine.framing (length, CRC32, payload); the payload is msgpack
 [seq, ts_ns, command] (the command in its protocol encoding). Invariants:
 - records are appended in sequence order; replaying them into a fresh Exchange built from the
   same config reproduces the same events and the same `state_hash()`;
-- a torn final frame (a crash mid-write) is reported and ignored when reading: everything
-  before it is intact; a checksum mismatch anywhere else is corruption and raises, and so
-  does a record that does not decode;
+- a torn final frame (a crash mid-write) is ignored when reading (`cxe replay` says so) and
+  cut when the log is reopened for writing: everything before it is intact; a checksum
+  mismatch anywhere else is corruption and raises, and so does a record that does not decode;
 - only what the wire decoder accepts is written (`CommandLog.append` refuses anything else
   and writes nothing), so every record can be read back and replayed: a command built in
   process with, say, a float price would otherwise stop recovery at its record.
