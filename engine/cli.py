@@ -110,7 +110,8 @@ def _clear(args: argparse.Namespace) -> int:
             print(f"wrote {path}")
     opening = Path(args.out) / f"opening-after-{args.date}.json"
     closes = {code: r.close for code, r in store.day_records(args.date).items()}
-    opening.write_bytes(msgspec.json.encode(ledger.opening_market(market, closes)))
+    first_trade_id = store.last_trade_id() + 1
+    opening.write_bytes(msgspec.json.encode(ledger.opening_market(market, closes, first_trade_id)))
     if not args.json:
         print(f"wrote {opening} (opening balances for the next day: cxe ... --market {opening})")
     return 0

@@ -46,6 +46,10 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True):
     # (local HH:MM, action) run from the sequencer's clock; empty: the operator drives phases.
     # Actions: open_call, uncross, halt, close_call, close.
     schedule: list[tuple[str, str]] = []
+    # The id of the first trade this exchange prints. Trade ids run on across days and engine
+    # restarts, so clearing's store stays contiguous: its opening-after file sets this to the
+    # id after the last trade it captured.
+    first_trade_id: Annotated[int, msgspec.Meta(ge=1, lt=2**62)] = 1
 
     def __post_init__(self) -> None:
         codes = [i.code for i in self.instruments]

@@ -87,7 +87,7 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
         self.schedule = sorted(config.schedule)
         self.seq = 0
         self.next_order_id = 1
-        self.next_trade_id = 1
+        self.next_trade_id = config.first_trade_id
         self.orders: dict[int, LiveOrder] = {}  # off-book only; book orders live in the books
         self.cl_ord_ids: dict[int, set[str]] = {m.id: set() for m in config.members}  # today's
         self.date = ""

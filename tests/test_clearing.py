@@ -248,6 +248,15 @@ def test_the_loop_engine_to_clearing_to_engine_closes(tmp_path):
         assert member.cash == account.cash + account.cash_frozen
         for code, qty in member.holdings.items():
             assert qty == account.holding(code).total
+    # the next day runs from the opening file and settles into the same store and ledger;
+    # its trade ids follow the last captured one (they once restarted at 1 and capture
+    # refused them: "trade 1 arrived again with other contents")
+    opening = ledger.opening_market(config, closes, store.last_trade_id() + 1)
+    next_day = run_demo(opening, seed=6, steps=300, out=str(tmp_path / "next"), date="2026-11-25")
+    result = capture_file(store, tmp_path / "next" / "trades.log")
+    assert result.stored == next_day.exchange.next_trade_id - opening.first_trade_id > 1000
+    report = ledger.settle("2026-11-25", store, opening)
+    assert not report.failures and not report.already_settled
 
 
 def test_surrender_enforces_the_ccer_cap_and_holdings(tmp_path):

@@ -186,11 +186,12 @@ class Ledger:
     # -- next day -------------------------------------------------------------------------------
 
     def opening_market(
-        self, market: MarketConfig, closes: dict[str, int] | None = None
+        self, market: MarketConfig, closes: dict[str, int] | None = None, first_trade_id: int = 1
     ) -> MarketConfig:
-        """The market config with members' cash and holdings from the settled ledger, and each
-        instrument's reference price set to the day's close: what the exchange core loads at
-        the next start of day."""
+        """The market config with members' cash and holdings from the settled ledger, each
+        instrument's reference price set to the day's close, and the next trade id (the one
+        after the last captured trade): what the exchange core loads at the next start of
+        day."""
         held = self.balances()
         closes = closes or {}
         instruments = [
@@ -214,6 +215,7 @@ class Ledger:
             instruments=instruments,
             members=members,
             schedule=market.schedule,
+            first_trade_id=first_trade_id,
         )
 
     def close(self) -> None:
