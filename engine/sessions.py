@@ -60,7 +60,6 @@ class SessionCommands:
         return market
 
     @typed
-    @typed
     def _start_of_day(self, cmd: StartOfDay) -> set[str]:
         if not is_trading_date(cmd.date):
             raise Reject(RejectCode.INVALID_FIELD, f"date {cmd.date!r} is not a YYYY-MM-DD day")

@@ -208,14 +208,8 @@ class Ledger:
             )
             for m in market.members
         ]
-        return MarketConfig(
-            name=market.name,
-            timezone=market.timezone,
-            sessions=market.sessions,
-            instruments=instruments,
-            members=members,
-            schedule=market.schedule,
-            first_trade_id=first_trade_id,
+        return msgspec.structs.replace(
+            market, instruments=instruments, members=members, first_trade_id=first_trade_id
         )
 
     def close(self) -> None:
