@@ -5,8 +5,8 @@ calendar first fires or an account overflows):
 - instrument codes and member ids are unique;
 - every amount is an integer in the units of `engine.types`, and the members' cash together
   stays within MAX_CASH, so no account can overflow the compiled path's int64 arithmetic;
-- the time zone is a known IANA name, and every session bound and schedule time a valid
-  local HH:MM.
+- the time zone is a known IANA name, and every session bound, block-trading bound and
+  schedule time a valid local HH:MM.
 
 The embedded market needs no file: CEA vintages 2021-2025 and CCER with MARKET.md's
 parameters and illustrative previous closes, and a handful of members.
@@ -46,6 +46,9 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True):
     # (local HH:MM, action) run from the sequencer's clock; empty: the operator drives phases.
     # Actions: open_call, uncross, halt, close_call, close.
     schedule: list[tuple[str, str]] = []
+    # Local hours in which block trades may be reported (MARKET.md: 13:00-15:00); applied
+    # when a schedule runs the day from the clock.
+    block_hours: tuple[str, str] = ("13:00", "15:00")
     # The id of the first trade this exchange prints. Trade ids run on across days and engine
     # restarts, so clearing's store stays contiguous: its opening-after file sets this to the
     # id after the last trade it captured.
@@ -72,10 +75,11 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True):
                     f"schedule entry ({when!r}, {action!r}): expected ('HH:MM', "
                     f"one of {sorted(SCHEDULE_ACTIONS)})"
                 )
-        for start, end in self.sessions:
+        hours = [("session", bounds) for bounds in self.sessions]
+        for name, (start, end) in [*hours, ("block_hours", self.block_hours)]:
             if not (_HH_MM.fullmatch(start) and _HH_MM.fullmatch(end) and start < end):
                 raise ValueError(
-                    f"session ({start!r}, {end!r}): expected ('HH:MM', 'HH:MM'), start first"
+                    f"{name} ({start!r}, {end!r}): expected ('HH:MM', 'HH:MM'), start first"
                 )
 
     def instrument(self, code: str) -> Instrument:

@@ -6,6 +6,9 @@ freeze their cash; at the close `allocate_one_way` ranks them by price then time
 to the offer at uniform or pay-as-bid prices; everything unfilled is released. Block trades
 (大宗协议, >= the block minimum, within +-30% of the reference) are validated and printed
 straight into the accounts, never through the book, and do not count towards the close.
+Refusals beyond the core's usual checks: a one-way auction is for a CEA vintage on a
+trading day, and its seller may not bid in it; a block trade needs the market neither closed
+nor halted and, when a schedule runs the day, the config's block hours.
 """
 
 from __future__ import annotations
@@ -33,6 +36,14 @@ class OffBookCommands:
     def _one_way_open(self, cmd: OneWayAuctionOpen) -> set[str]:
         self._member(cmd.seller)
         market = self._market(cmd.instrument)
+        if market.instrument.product != "CEA":
+            raise Reject(
+                RejectCode.INVALID_FIELD,
+                f"one-way auctions are for CEA vintages; {market.code} is "
+                f"{market.instrument.product}",
+            )
+        if not self.date:
+            raise Reject(RejectCode.MARKET_CLOSED, "no trading day: StartOfDay first")
         if market.one_way is not None:
             raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, "an auction is already open")
         if cmd.qty < market.instrument.block_min_qty:
@@ -78,6 +89,8 @@ class OffBookCommands:
         if auction is None:
             raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, f"no one-way auction on {market.code}")
         self._fresh_cl_ord_id(cmd.member, cmd.cl_ord_id)
+        if cmd.member == auction.seller:
+            raise Reject(RejectCode.SELF_TRADE, "the seller may not bid in its own auction")
         if cmd.qty <= 0 or cmd.qty % market.instrument.unit:
             raise Reject(RejectCode.QTY_INVALID)
         self._price(market, cmd.price, (auction.floor, auction.cap))
@@ -134,6 +147,9 @@ class OffBookCommands:
         self._fresh_cl_ord_id(cmd.buyer, cmd.cl_ord_id)
         if market.phase == Phase.CLOSED:
             raise Reject(RejectCode.MARKET_CLOSED, market.code)
+        if market.phase == Phase.HALTED:
+            raise Reject(RejectCode.MARKET_HALTED, market.code)
+        self._block_hours()
         inst = market.instrument
         if cmd.qty < inst.block_min_qty:
             raise Reject(RejectCode.QTY_BELOW_MIN, f"block trades from {inst.block_min_qty} t")
@@ -173,3 +189,15 @@ class OffBookCommands:
         self.cl_ord_ids[cmd.buyer].add(cmd.cl_ord_id)
         self._trade(market, buy, sell, cmd.price, cmd.qty, "block", aggressor=False)
         return set()
+
+    def _block_hours(self) -> None:
+        """With a schedule, the clock decides: block trades only within the block hours."""
+        if not self.schedule:
+            return
+        start, end = self.config.block_hours
+        now = self._local_time().strftime("%H:%M")
+        if not start <= now < end:
+            raise Reject(
+                RejectCode.UNSUPPORTED_IN_PHASE,
+                f"block trades are reported {start}-{end} ({self.config.timezone}); it is {now}",
+            )

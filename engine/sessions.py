@@ -147,8 +147,14 @@ class SessionCommands:
     @typed
     def _end_of_day(self, cmd: EndOfDay) -> set[str]:
         open_markets = [m.code for m in self.markets.values() if m.phase != Phase.CLOSED]
-        if open_markets or any(m.one_way for m in self.markets.values()):
+        if open_markets:
             raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, f"still open: {open_markets}")
+        auctions = [m.code for m in self.markets.values() if m.one_way]
+        if auctions:
+            raise Reject(
+                RejectCode.UNSUPPORTED_IN_PHASE,
+                f"a one-way auction is still open on {auctions}: close it first",
+            )
         if not self.date:
             raise Reject(RejectCode.MARKET_CLOSED, "no trading day to end")
         for order_id, order in self.live_orders().items():
@@ -181,7 +187,7 @@ class SessionCommands:
     def _run_calendar(self) -> None:
         if not self.schedule or not self.date or self.ts_ns < self._calendar_due():
             return
-        local = datetime.fromtimestamp(self.ts_ns // 1_000_000_000, UTC).astimezone(self.zone)
+        local = self._local_time()
         if local.strftime("%Y-%m-%d") != self.date:
             return
         now = local.strftime("%H:%M")
@@ -197,6 +203,10 @@ class SessionCommands:
                     continue  # a market not in the phase the action starts from stays as it is
                 for touched_code in sorted(touched or ()):
                     self._publish(self.markets[touched_code])
+
+    def _local_time(self) -> datetime:
+        """The command's timestamp in the market's time zone."""
+        return datetime.fromtimestamp(self.ts_ns // 1_000_000_000, UTC).astimezone(self.zone)
 
     def _calendar_due(self) -> int:
         """The earliest timestamp (ns) at which the next schedule entry can fire today, so

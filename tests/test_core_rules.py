@@ -405,6 +405,50 @@ def test_one_way_auction_needs_a_block_sized_offer():
     )
 
 
+def test_a_seller_cannot_bid_in_its_own_one_way_auction():
+    """It once did, and the close printed a trade of the seller with itself."""
+    s = Session()
+    s.send(OneWayAuctionOpen(s.code, 4, 100_000))
+    before = s.x.state_hash()
+    assert only_reject(s.send(AuctionBid("own", 4, s.code, 10_500, 50_000))).code == (
+        RejectCode.SELF_TRADE
+    )
+    assert s.x.state_hash() == before
+
+
+def test_one_way_auctions_are_for_cea_vintages():
+    s = Session(small_market(code="CCER", product="CCER"))
+    reject = only_reject(s.send(OneWayAuctionOpen(s.code, 4, 100_000)))
+    assert reject.code == RejectCode.INVALID_FIELD and "CEA" in reject.text
+    assert s.x.accounts.get(4).holding(s.code).frozen == 0
+
+
+def test_a_one_way_auction_needs_a_trading_day():
+    x = Exchange(small_market())
+    assert only_reject(x.apply(OneWayAuctionOpen("CEA25", 4, 100_000))).code == (
+        RejectCode.MARKET_CLOSED
+    )
+
+
+def test_the_day_cannot_end_while_a_one_way_auction_is_open_and_the_reject_says_so():
+    s = Session()
+    s.send(OneWayAuctionOpen(s.code, 4, 100_000))
+    s.send(Close(s.code))
+    reject = only_reject(s.send(EndOfDay()))
+    assert reject.code == RejectCode.UNSUPPORTED_IN_PHASE
+    assert "one-way auction" in reject.text and s.code in reject.text
+    s.send(OneWayAuctionClose(s.code))
+    assert of(s.send(EndOfDay()), DayClosed)
+
+
+def test_block_trades_are_refused_while_the_market_is_halted():
+    s = Session()
+    s.send(Halt(s.code))
+    assert only_reject(s.send(BlockTrade("b", s.code, 1, 2, 10_000, 100_000))).code == (
+        RejectCode.MARKET_HALTED
+    )
+
+
 @pytest.mark.parametrize(
     ("buyer", "seller", "price", "qty", "code"),
     [
@@ -472,6 +516,21 @@ def test_the_calendar_drives_the_trading_day_from_the_sequencer_clock():
     late = x.apply(NewOrder("d", 1, "CEA25", BUY, 10_000, 1), at("15:01"))
     assert [e.phase for e in of(late, PhaseChanged)] == [Phase.HALTED, Phase.CLOSED]
     assert late[-1].code == RejectCode.MARKET_CLOSED
+
+
+def test_with_a_calendar_block_trades_are_reported_in_block_hours_only():
+    x = Exchange(scheduled(MARKET_HOURS))
+    x.apply(StartOfDay("2026-11-24"))
+
+    def at(hhmm: str) -> int:  # Asia/Shanghai is UTC+8
+        hours, minutes = map(int, hhmm.split(":"))
+        return (1_795_478_400 + (hours - 8) * 3600 + minutes * 60) * 1_000_000_000
+
+    morning = x.apply(BlockTrade("b1", "CEA25", 1, 2, 10_000, 100_000), at("10:00"))
+    reject = morning[-1]
+    assert reject.code == RejectCode.UNSUPPORTED_IN_PHASE and "13:00-15:00" in reject.text
+    afternoon = x.apply(BlockTrade("b2", "CEA25", 1, 2, 10_000, 100_000), at("13:30"))
+    assert of(afternoon, Trade)[0].venue == "block"
 
 
 @pytest.mark.parametrize(

@@ -141,6 +141,7 @@ def test_every_reject_code_has_text_and_sits_in_its_range():
         ("schedule", [("09:30", "lunch")], "schedule entry"),
         ("sessions", [("13:00", "11:30")], "session"),
         ("sessions", [("09:30", "24:00")], "session"),
+        ("block_hours", ("15:00", "13:00"), "block_hours"),
     ],
 )
 def test_a_market_with_a_bad_clock_is_refused_when_built(field, value, message):
