@@ -246,7 +246,10 @@ class DemoDay:
         self.day_records = [e for e in x(EndOfDay()) if isinstance(e, DayClosed)]
 
     def one_way_auction(self) -> None:
-        code = next((c for c in self.codes if c.startswith("CEA")), self.codes[0])
+        code = next((c for c in self.codes if self.market.instrument(c).product == "CEA"), None)
+        if code is None:
+            self.log.append("One-way auction (单向竞价): none, the market lists no CEA vintage")
+            return
         seller = self.entities[0]
         self.log.append(
             f"One-way auction (单向竞价): member {seller} offers 200,000 t of {code}, "

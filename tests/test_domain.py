@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from engine.config import MarketConfig, default_market, load_market
-from engine.demo import run_demo
+from engine.demo import render, run_demo
 from engine.instruments import Instrument
 from engine.protocol import (
     REJECT_TEXT,
@@ -186,3 +186,18 @@ def test_the_demo_day_says_which_members_it_needs():
     )
     with pytest.raises(ValueError, match="at least one market_maker, one broker and two"):
         run_demo(market, steps=10)
+
+
+def test_a_demo_day_of_a_market_without_cea_skips_the_one_way_auction():
+    """One-way auctions are for CEA vintages; the demo once opened one on whatever it listed
+    first, which the core now refuses."""
+    kinds = ["market_maker", "broker", "compliance_entity", "compliance_entity"]
+    members = [
+        {"id": i, "name": f"m{i}", "kind": kind, "cash": 10**11, "holdings": {"CCER": 10**6}}
+        for i, kind in enumerate(kinds, start=1)
+    ]
+    spec = {"code": "CCER", "name": "CCER", "product": "CCER", "reference_price": 8200}
+    market = msgspec.convert({"name": "x", "instruments": [spec], "members": members}, MarketConfig)
+    text = render(run_demo(market, steps=200))
+    assert "none, the market lists no CEA vintage" in text
+    assert "rejected commands: none" in text
