@@ -74,6 +74,7 @@ class Market:
         self.set_phase(Phase.CLOSED)
         self.set_reference(instrument.reference_price)
         self.one_way: OneWayAuction | None = None
+        self.operator_halt = False  # halted by the operator: the schedule does not re-open it
         self.touched: list[tuple[int, int]] = []  # (side, price) levels the command changed
         self.published_indicative: tuple = (0, 0, 0)
         self.new_day()
@@ -147,6 +148,7 @@ class Market:
         return [
             self.code,
             int(self.phase),
+            self.operator_halt,
             self.reference,
             list(self.band),
             self.trades,

@@ -5,9 +5,10 @@ transitions: CLOSED -> CALL -> (uncross) -> CONTINUOUS <-> HALTED -> CALL ...; C
 CLOSING_CALL -> (uncross) -> CLOSED. EndOfDay needs every market closed: it expires the day
 orders, fixes each close (Market.close_price) as the next reference and publishes DayClosed.
 The calendar replays the config's schedule from the commands' timestamps: the same actions,
-in order, once per trading day. Trading days only move forward: StartOfDay needs a real
-calendar date (YYYY-MM-DD) after the current day, so the calendar can always place it and a
-day's ClOrdIDs are never reopened.
+in order, once per trading day; a market the operator halted stays halted through the
+schedule's re-opening call until the operator opens a call (or the day's close). Trading
+days only move forward: StartOfDay needs a real calendar date (YYYY-MM-DD) after the current
+day, so the calendar can always place it and a day's ClOrdIDs are never reopened.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class SessionCommands:
         market = self._transition(cmd.instrument, (Phase.CLOSED, Phase.HALTED), "open a call")
         if not self.date:
             raise Reject(RejectCode.MARKET_CLOSED, "no trading day: StartOfDay first")
+        market.operator_halt = False
         market.published_indicative = (0, 0, 0)
         self._phase(market, Phase.CALL)
         return {market.code}
@@ -107,6 +109,7 @@ class SessionCommands:
     @typed
     def _halt(self, cmd: Halt) -> set[str]:
         market = self._transition(cmd.instrument, (Phase.CONTINUOUS, Phase.CALL), "halt")
+        market.operator_halt = True  # the calendar clears this for its own halts
         self._phase(market, Phase.HALTED)
         return {market.code}
 
@@ -126,6 +129,7 @@ class SessionCommands:
         if market.phase == Phase.CLOSING_CALL:
             self._run_auction(market, "closing_call")
         market.book.set_collecting(False)
+        market.operator_halt = False
         self._phase(market, Phase.CLOSED)
         return {market.code}
 
@@ -194,13 +198,19 @@ class SessionCommands:
         while (
             self.calendar_done < len(self.schedule) and self.schedule[self.calendar_done][0] <= now
         ):
-            command = CALENDAR_ACTIONS[self.schedule[self.calendar_done][1]]
+            action = self.schedule[self.calendar_done][1]
+            command = CALENDAR_ACTIONS[action]
             self.calendar_done += 1
             for code in sorted(self.markets):
+                market = self.markets[code]
+                if action == "open_call" and market.operator_halt:
+                    continue  # an operator's halt lasts until the operator lifts it
                 try:
                     touched = self._handlers[command](command(code))
                 except Reject:
                     continue  # a market not in the phase the action starts from stays as it is
+                if action == "halt":
+                    market.operator_halt = False  # the schedule's halt ends on schedule
                 for touched_code in sorted(touched or ()):
                     self._publish(self.markets[touched_code])
 

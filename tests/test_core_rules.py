@@ -533,6 +533,32 @@ def test_with_a_calendar_block_trades_are_reported_in_block_hours_only():
     assert of(afternoon, Trade)[0].venue == "block"
 
 
+def test_an_operator_halt_lasts_until_the_operator_lifts_it_not_until_the_lunch_break_ends():
+    """The schedule's re-opening call after lunch once re-opened a market the operator had
+    halted in the morning."""
+    x = Exchange(scheduled(MARKET_HOURS))
+    x.apply(StartOfDay("2026-11-24"))
+
+    def at(hhmm: str) -> int:  # Asia/Shanghai is UTC+8
+        hours, minutes = map(int, hhmm.split(":"))
+        return (1_795_478_400 + (hours - 8) * 3600 + minutes * 60) * 1_000_000_000
+
+    x.apply(NewOrder("a", 1, "CEA25", BUY, 10_000, 5), at("09:40"))
+    x.apply(Halt("CEA25"), at("10:00"))
+    after_lunch = x.apply(NewOrder("b", 1, "CEA25", BUY, 10_000, 5), at("13:05"))
+    assert not of(after_lunch, PhaseChanged)
+    assert only_reject(after_lunch).code == RejectCode.MARKET_HALTED
+    x.apply(OpenCall("CEA25"), at("13:10"))  # the operator lifts the halt through a call
+    x.apply(Uncross("CEA25"), at("13:15"))
+    assert x.markets["CEA25"].phase == Phase.CONTINUOUS
+    lunch = Exchange(scheduled(MARKET_HOURS))  # the lunch break's halt ends on schedule
+    lunch.apply(StartOfDay("2026-11-24"))
+    lunch.apply(NewOrder("a", 1, "CEA25", BUY, 10_000, 5), at("11:40"))
+    assert lunch.markets["CEA25"].phase == Phase.HALTED
+    lunch.apply(NewOrder("b", 1, "CEA25", BUY, 10_000, 5), at("13:05"))
+    assert lunch.markets["CEA25"].phase == Phase.CONTINUOUS
+
+
 @pytest.mark.parametrize(
     "day", ["2026-13-45", "2026-02-30", "tomorrow", "", "2026-11-24", "2026-11-23"]
 )
