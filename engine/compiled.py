@@ -6,8 +6,9 @@ Invariants:
   command (the property tests run the core over both books, and the reference book always
   takes the plain path);
 - anything it does not cover goes to the plain path before any change: unknown member or
-  instrument, duplicate ClOrdID, orders off the book (one-way auction bids), any field not of
-  its declared kind (the plain path refuses those: `orders.check_types`);
+  instrument, duplicate ClOrdID (of an order, a cancel or an amend), orders off the book
+  (one-way auction bids), any field not of its declared kind (the plain path refuses those:
+  `orders.check_types`);
 - every reject is worded by the plain path, which must refuse the command with the same code
   (checked), except an unknown or foreign order on cancel and amend, answered at once with
   the wording the plain path uses too (`orders.order_reject_detail`, `orders.reject_text`);
@@ -163,15 +164,17 @@ class CompiledOrders:
 
     def _book_order_path(self, cmd: CancelOrder | AmendOrder) -> OrderPath | None:
         """The path for a cancel or amend of an order in a compiled book, or None when the
-        plain handler must take it (kinds first, then membership)."""
+        plain handler must take it (kinds first, then membership and a fresh ClOrdID)."""
         if (
             type(cmd.member) is not int
             or type(cmd.order_id) is not int
             or type(cmd.cl_ord_id) is not str
             or type(cmd.instrument) is not str
-            or cmd.member not in self.cl_ord_ids
             or cmd.order_id in self.orders
         ):
+            return None
+        seen = self.cl_ord_ids.get(cmd.member)  # None: not a member
+        if seen is None or cmd.cl_ord_id in seen:
             return None
         return self.paths.get(cmd.instrument)
 
@@ -190,6 +193,7 @@ class CompiledOrders:
             result = self._compiled_retry(path, "cancel", (order_id, member), result)
             if result[0] < 0:
                 return self._refused(self._cancel, cmd, result[0])
+        self.cl_ord_ids[member].add(cmd.cl_ord_id)
         _, side, price, level_qty, level_orders, cancelled = result
         seq, code = self.seq, path.code
         self.out += (
@@ -213,6 +217,7 @@ class CompiledOrders:
             result = self._compiled_retry(path, "amend", args, result)
             if result[0] < 0:
                 return self._refused(self._amend, cmd, result[0])
+        self.cl_ord_ids[cmd.member].add(cmd.cl_ord_id)
         return self._compiled_events(path, result)
 
     @staticmethod

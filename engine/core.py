@@ -298,21 +298,25 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
     def _cancel(self, cmd: CancelOrder) -> set[str]:
         self._member(cmd.member)
         market = self._market(cmd.instrument)
+        self._fresh_cl_ord_id(cmd.member, cmd.cl_ord_id)
         order = self._owned(cmd.member, cmd.order_id, market)
         if order.venue == "one_way_bid":
             market.one_way.bids = [b for b in market.one_way.bids if b.order_id != order.order_id]
             self._end(order, CancelReason.USER)
+            self.cl_ord_ids[cmd.member].add(cmd.cl_ord_id)
             return set()
         if order.venue != "book":
             raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, "an auction offer ends with the auction")
         market.book.cancel(cmd.order_id, cmd.member)
         self._book_events(market, "continuous")
+        self.cl_ord_ids[cmd.member].add(cmd.cl_ord_id)
         return {market.code}
 
     @typed
     def _amend(self, cmd: AmendOrder) -> set[str]:
         self._member(cmd.member)
         market = self._market(cmd.instrument)
+        self._fresh_cl_ord_id(cmd.member, cmd.cl_ord_id)
         order = self._owned(cmd.member, cmd.order_id, market)
         if order.venue != "book":
             raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, "only orders in the book are amended")
@@ -342,6 +346,7 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
         order.leaves = cmd.qty
         market.book.amend(cmd.order_id, cmd.price, cmd.qty, cmd.member)
         self._book_events(market, "continuous", taker=order)
+        self.cl_ord_ids[cmd.member].add(cmd.cl_ord_id)
         return {market.code}
 
     @typed

@@ -11,10 +11,13 @@ from engine.instruments import Instrument
 from engine.market import FOLD_EVERY
 from engine.protocol import (
     Accepted,
+    Amended,
+    AmendOrder,
     AuctionBid,
     AuctionResult,
     BlockTrade,
     Cancelled,
+    CancelOrder,
     Close,
     CloseCall,
     DayClosed,
@@ -91,6 +94,32 @@ def test_duplicate_clordid_is_per_member_and_day():
         RejectCode.DUPLICATE_CLORDID
     )
     assert of(s.send(NewOrder("same", 2, s.code, BUY, 9_000, 1)), Accepted)
+
+
+@pytest.mark.parametrize("book", [Book, ReferenceBook])
+def test_cancel_and_amend_requests_need_a_fresh_clordid_too(book):
+    """An amend states the new remaining quantity, so a broker's resend of one after a fill
+    would put the filled quantity back on the book; it was applied twice. A request's
+    ClOrdID is spent only when the request is accepted."""
+    s = Session(book_factory=book)
+    (accepted,) = of(s.send(NewOrder("o1", 1, s.code, BUY, 9_000, 100)), Accepted)
+    oid = accepted.order_id
+    assert of(s.send(AmendOrder("a1", 1, s.code, oid, 9_000, 80)), Amended)
+    s.send(NewOrder("hit", 2, s.code, SELL, 9_000, 30))  # leaves 50
+    before = s.x.state_hash()
+    resend = only_reject(s.send(AmendOrder("a1", 1, s.code, oid, 9_000, 80)))
+    assert resend.code == RejectCode.DUPLICATE_CLORDID and s.x.state_hash() == before
+    assert s.x.markets[s.code].book.depth(1)[0] == [(9_000, 50, 1)]
+    assert only_reject(s.send(CancelOrder("o1", 1, s.code, oid))).code == (
+        RejectCode.DUPLICATE_CLORDID
+    )
+    assert only_reject(s.send(CancelOrder("k1", 1, s.code, oid + 99))).code == (
+        RejectCode.UNKNOWN_ORDER
+    )
+    assert of(s.send(CancelOrder("k1", 1, s.code, oid)), Cancelled)  # k1 was not spent
+    assert only_reject(s.send(NewOrder("k1", 1, s.code, BUY, 9_000, 1))).code == (
+        RejectCode.DUPLICATE_CLORDID
+    )
 
 
 @pytest.mark.parametrize("book", [Book, ReferenceBook])
