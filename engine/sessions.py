@@ -8,7 +8,8 @@ The calendar replays the config's schedule from the commands' timestamps: the sa
 in order, once per trading day; a market the operator halted stays halted through the
 schedule's re-opening call until the operator opens a call (or the day's close). Trading
 days only move forward: StartOfDay needs a real calendar date (YYYY-MM-DD) after the current
-day, so the calendar can always place it and a day's ClOrdIDs are never reopened.
+day, so the calendar can always place it and a day's ClOrdIDs are never reopened. The band
+always holds every live order: SetReference is refused while one would fall outside.
 """
 
 from __future__ import annotations
@@ -142,6 +143,14 @@ class SessionCommands:
         problem = market.instrument.reference_problem(cmd.price)
         if problem:
             raise Reject(RejectCode.PRICE_OUT_OF_RANGE, problem)
+        low, high = market.instrument.band(cmd.price)
+        outside = sum(not low <= order[2] <= high for order in market.book.orders())
+        if outside:  # day orders rest after a Close: re-opening would trade them outside
+            raise Reject(
+                RejectCode.PRICE_OUTSIDE_BAND,
+                f"{outside} live order(s) of {market.code} outside the band {low}-{high} of "
+                "this reference: cancel them first",
+            )
         market.set_reference(cmd.price)
         self.out.append(
             PhaseChanged(self.seq, market.code, market.phase, market.reference, *market.band)

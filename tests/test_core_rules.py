@@ -325,6 +325,22 @@ def test_a_reference_whose_band_could_overflow_is_refused(price, reason):
     assert s.x.state_hash() == before
 
 
+@pytest.mark.parametrize("book", [Book, ReferenceBook])
+def test_a_reference_is_refused_while_live_orders_lie_outside_its_band(book):
+    """After a Close, day orders rest until EndOfDay. A new reference whose band left one
+    outside was once taken, and re-opening the same day then printed at 109.00 in a band
+    of 81.00-99.00."""
+    s = Session(book_factory=book)
+    s.order(1, BUY, 10_900, 20)
+    s.send(Close(s.code))
+    before = s.x.state_hash()
+    rejected = only_reject(s.send(SetReference(s.code, 9_000)))
+    assert rejected.code == RejectCode.PRICE_OUTSIDE_BAND
+    assert "1 live order" in rejected.text and "8100-9900" in rejected.text
+    assert s.x.state_hash() == before
+    assert not of(s.send(SetReference(s.code, 10_000)), Rejected)  # a band that holds it
+
+
 def test_opening_call_publishes_indicative_prices_and_uncrosses():
     s = Session(continuous=False)
     s.send(OpenCall(s.code))
