@@ -334,13 +334,16 @@ def render(day: DemoDay) -> str:
         lines.append(f"  {left} | {right}".rstrip())
     lines += [
         "",
-        f"{'instrument':<10} {'trades':>7} {'volume t':>11} {'close':>7}   "
-        "(day records; close = VWAP of call and continuous trades)",
+        f"{'instrument':<10} {'trades':>7} {'volume t':>11} {'open':>7} {'high':>7} "
+        f"{'low':>7} {'close':>7}   (day records: prices of listed trades, close = VWAP; "
+        "volume of all trades)",
     ]
     for record in day.day_records:
+        prices = (record.open, record.high, record.low, record.close)
         lines.append(
             f"{record.instrument:<10} {record.trades:>7,} {record.volume:>11,} "
-            f"{format_price(record.close):>7}   checksum {record.checksum[:12]}"
+            + " ".join(f"{format_price(price):>7}" for price in prices)
+            + f"   checksum {record.checksum[:12]}"
         )
     accounts = day.exchange.accounts
     rejects = ", ".join(f"{n:,} {code}" for code, n in sorted(day.rejects_by_code.items()))

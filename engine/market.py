@@ -7,7 +7,9 @@ always holds the phase, band and instrument limits the compiled order path check
 trades feed a SHA-256 (`trades_digest` of the same trades, folded in batches of FOLD_EVERY
 and whenever the day's figures are read, so recording a trade is mostly one append) and the
 close is the VWAP of the day's call, continuous and pick trades, rounded half up to the tick
-(block and one-way auction trades excluded), or the reference when there were none. Only the
+(block and one-way auction trades excluded), or the reference when there were none; the
+open, high and low are those trades' first, highest and lowest price, with the same
+fallback. Only the
 exchange core mutates a Market.
 """
 
@@ -84,6 +86,7 @@ class Market:
         self.volume = 0
         self.listed_volume = 0
         self.listed_value = 0
+        self.open = self.high = self.low = 0  # of the listed trades; 0: none yet
         self.digest = hashlib.sha256()
         self.unfolded: list[Trade] = []  # recorded, not yet in the figures above
 
@@ -108,18 +111,35 @@ class Market:
         """Bring the day's figures and digest up to date with the recorded trades."""
         trades = self.unfolded
         volume = listed_volume = listed_value = 0
+        first, high, low = self.open, self.high, self.low
         for trade in trades:
             qty = trade.qty
             volume += qty
             if trade.venue in LISTED_VENUES:
+                price = trade.price
                 listed_volume += qty
-                listed_value += qty * trade.price
+                listed_value += qty * price
+                if not first:
+                    first = high = low = price
+                elif price > high:
+                    high = price
+                elif price < low:
+                    low = price
+        self.open, self.high, self.low = first, high, low
         self.trades += len(trades)
         self.volume += volume
         self.listed_volume += listed_volume
         self.listed_value += listed_value
         self.digest.update(encode_trades(trades))
         trades.clear()
+
+    def open_high_low(self) -> tuple[int, int, int]:
+        """The day's first, highest and lowest listed trade price; the reference for each
+        when there was none (MARKET.md's open price rule)."""
+        self.fold()
+        if not self.listed_volume:
+            return self.reference, self.reference, self.reference
+        return self.open, self.high, self.low
 
     def close_price(self) -> int:
         self.fold()
@@ -155,6 +175,7 @@ class Market:
             self.volume,
             self.listed_volume,
             self.listed_value,
+            [self.open, self.high, self.low],
             self.digest.hexdigest(),
             self.book.orders(),
             auction,

@@ -189,6 +189,7 @@ class SessionCommands:
                     market.volume,
                     close,
                     market.digest.hexdigest(),
+                    *market.open_high_low(),
                 )
             )
             market.set_reference(close)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -146,6 +147,27 @@ def test_capture_ignores_duplicates_and_stops_at_a_gap(tmp_path):
     assert store.last_trade_id() == 3
     with pytest.raises(ConflictingDuplicate):
         store.capture([trade(2, "CEA25", 2, 3, 6010, 51)])
+
+
+def test_the_store_keeps_the_day_records_open_high_and_low_and_upgrades_an_older_store(
+    tmp_path,
+):
+    path = tmp_path / "c.db"
+    old = sqlite3.connect(path)  # the day_records table as stores were made before
+    old.executescript(
+        "CREATE TABLE day_records (date TEXT NOT NULL, instrument TEXT NOT NULL, trades INTEGER"
+        " NOT NULL, volume INTEGER NOT NULL, close INTEGER NOT NULL, checksum TEXT NOT NULL,"
+        " PRIMARY KEY (date, instrument));"
+        "INSERT INTO day_records VALUES ('2026-11-23', 'CEA25', 0, 0, 6000, 'x');"
+    )
+    old.commit()
+    old.close()
+    store = TradeStore(path)
+    assert store.day_records("2026-11-23")["CEA25"].open == 0  # not recorded then
+    record = DayClosed(9, DATE, "CEA25", 0, 0, 6000, trades_digest([]), 6010, 6050, 5990)
+    store.capture([record])
+    stored = store.day_records(DATE)["CEA25"]
+    assert (stored.open, stored.high, stored.low, stored.close) == (6010, 6050, 5990, 6000)
 
 
 def test_settlement_refuses_when_clearing_does_not_hold_what_the_exchange_printed(tmp_path):

@@ -50,9 +50,14 @@ CREATE TABLE IF NOT EXISTS day_records (
     volume INTEGER NOT NULL,
     close INTEGER NOT NULL,
     checksum TEXT NOT NULL,
+    open INTEGER NOT NULL DEFAULT 0,  -- first, highest and lowest listed trade price;
+    high INTEGER NOT NULL DEFAULT 0,  -- 0 in records captured before the engine sent them
+    low INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (date, instrument)
 );
 """
+DAY_RECORD_COLUMNS = "date, instrument, trades, volume, close, checksum, open, high, low"
+_ADDED_DAY_RECORD_COLUMNS = ("open", "high", "low")  # a store made before them gains them
 
 
 class TradeGap(RuntimeError):
@@ -104,6 +109,12 @@ class TradeStore:
     def __init__(self, path: str | Path) -> None:
         self.db = connect(path)
         self.db.executescript(SCHEMA)
+        present = {row[1] for row in self.db.execute("PRAGMA table_info(day_records)")}
+        for column in _ADDED_DAY_RECORD_COLUMNS:
+            if column not in present:
+                self.db.execute(
+                    f"ALTER TABLE day_records ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+                )
 
     def last_trade_id(self) -> int:
         return self.db.execute("SELECT COALESCE(MAX(trade_id), 0) FROM trades").fetchone()[0]
@@ -161,8 +172,8 @@ class TradeStore:
 
     def _day_record(self, r: DayClosed) -> int:
         cursor = self.db.execute(
-            "INSERT OR IGNORE INTO day_records VALUES (?,?,?,?,?,?)",
-            (r.date, r.instrument, r.trades, r.volume, r.close, r.checksum),
+            f"INSERT OR IGNORE INTO day_records ({DAY_RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+            (r.date, r.instrument, r.trades, r.volume, r.close, r.checksum, r.open, r.high, r.low),
         )
         return cursor.rowcount
 
@@ -174,9 +185,7 @@ class TradeStore:
 
     def day_records(self, date: str) -> dict[str, DayClosed]:
         rows = self.db.execute(
-            "SELECT date, instrument, trades, volume, close, checksum FROM day_records "
-            "WHERE date = ?",
-            (date,),
+            f"SELECT {DAY_RECORD_COLUMNS} FROM day_records WHERE date = ?", (date,)
         ).fetchall()
         return {r[1]: DayClosed(0, *r) for r in rows}
 
