@@ -90,7 +90,8 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
         self.next_trade_id = config.first_trade_id
         self.orders: dict[int, LiveOrder] = {}  # off-book only; book orders live in the books
         self.cl_ord_ids: dict[int, set[str]] = {m.id: set() for m in config.members}  # today's
-        self.date = ""
+        self.date = ""  # the open trading day; "" between EndOfDay and StartOfDay
+        self.last_date = ""  # the latest trading day started: the next must come after it
         self.calendar_done = 0
         self._calendar_key: tuple[str, int] | None = None  # see SessionCommands._calendar_due
         self._calendar_due_ns = 0
@@ -539,6 +540,7 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
         """SHA-256 over everything that decides future behaviour (not the sequence number)."""
         state = [
             self.date,
+            self.last_date,
             self.next_order_id,
             self.next_trade_id,
             self.calendar_done,

@@ -7,8 +7,10 @@ orders, fixes each close (Market.close_price) as the next reference and publishe
 The calendar replays the config's schedule from the commands' timestamps: the same actions,
 in order, once per trading day; a market the operator halted stays halted through the
 schedule's re-opening call until the operator opens a call (or the day's close). Trading
-days only move forward: StartOfDay needs a real calendar date (YYYY-MM-DD) after the current
-day, so the calendar can always place it and a day's ClOrdIDs are never reopened. The band
+days only move forward and each ends before the next starts: StartOfDay needs a real
+calendar date (YYYY-MM-DD) after the last day started, and that day ended by EndOfDay (so
+every day has its DayClosed records), so the calendar can always place it and a day's
+ClOrdIDs and trades are never reopened. The band
 always holds every live order: SetReference is refused while one would fall outside.
 """
 
@@ -65,14 +67,17 @@ class SessionCommands:
     def _start_of_day(self, cmd: StartOfDay) -> set[str]:
         if not is_trading_date(cmd.date):
             raise Reject(RejectCode.INVALID_FIELD, f"date {cmd.date!r} is not a YYYY-MM-DD day")
-        if cmd.date <= self.date:  # ISO dates order as strings; "" before any
+        if cmd.date <= self.last_date:  # ISO dates order as strings; "" before any
             raise Reject(
                 RejectCode.INVALID_FIELD,
-                f"trading day {cmd.date} does not come after the current one, {self.date}",
+                f"trading day {cmd.date} does not come after the last one, {self.last_date}",
             )
-        if any(m.phase != Phase.CLOSED for m in self.markets.values()) or self.live_orders():
-            raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, "the previous day is not closed")
-        self.date = cmd.date
+        if self.date:  # EndOfDay needs every market closed and leaves no order live
+            raise Reject(
+                RejectCode.UNSUPPORTED_IN_PHASE,
+                f"trading day {self.date} has not ended: close its markets, then EndOfDay",
+            )
+        self.date = self.last_date = cmd.date
         for seen in self.cl_ord_ids.values():
             seen.clear()
         self.calendar_done = 0

@@ -624,6 +624,35 @@ def test_a_trading_day_is_a_calendar_date_after_the_current_one(day):
     assert of(x.apply(StartOfDay("2026-11-25")), Rejected)  # the day is not closed yet
 
 
+def test_a_new_trading_day_needs_the_previous_one_ended():
+    """With its markets closed and no order left, a new day once started without EndOfDay:
+    the old day never got its DayClosed records (clearing cannot settle it without them),
+    its close never became the reference, and its figures were wiped."""
+    s = Session()
+    s.order(1, BUY, 10_000, 5)
+    s.order(2, SELL, 10_000, 5)
+    s.send(Close(s.code))
+    before = s.x.state_hash()
+    reject = only_reject(s.send(StartOfDay("2026-11-25")))
+    assert reject.code == RejectCode.UNSUPPORTED_IN_PHASE and "EndOfDay" in reject.text
+    assert s.x.state_hash() == before
+    assert of(s.send(EndOfDay()), DayClosed)
+    assert not of(s.send(StartOfDay("2026-11-25")), Rejected)
+
+
+@pytest.mark.parametrize("day", ["2026-11-24", "2026-11-20"])
+def test_an_ended_trading_day_cannot_start_again(day):
+    """After EndOfDay no day is open, and the date check once compared with nothing: the
+    day just settled, or an earlier one, could be traded again."""
+    s = Session()
+    s.send(Close(s.code))
+    s.send(EndOfDay())
+    before = s.x.state_hash()
+    reject = only_reject(s.send(StartOfDay(day)))
+    assert reject.code == RejectCode.INVALID_FIELD and "2026-11-24" in reject.text
+    assert s.x.state_hash() == before
+
+
 def test_the_next_calendar_day_starts_once_the_previous_one_is_closed():
     s = Session()
     for command in (Close(s.code), EndOfDay(), StartOfDay("2026-11-25")):
