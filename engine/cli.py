@@ -111,7 +111,8 @@ def _clear(args: argparse.Namespace) -> int:
     opening = Path(args.out) / f"opening-after-{args.date}.json"
     closes = {code: r.close for code, r in store.day_records(args.date).items()}
     first_trade_id = store.last_trade_id() + 1
-    opening.write_bytes(msgspec.json.encode(ledger.opening_market(market, closes, first_trade_id)))
+    opening_market = ledger.opening_market(market, closes, first_trade_id, args.date)
+    opening.write_bytes(msgspec.json.encode(opening_market))
     if not args.json:
         print(f"wrote {opening} (opening balances for the next day: cxe ... --market {opening})")
     return 0
@@ -309,7 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="market config, TOML or clearing's JSON (default: the embedded market)",
     )
     demo.add_argument(
-        "--date", type=trading_date, default="2026-11-24", help="trading day (default 2026-11-24)"
+        "--date",
+        type=trading_date,
+        help="trading day (default 2026-11-24, or the weekday after the day a clearing "
+        "opening file follows)",
     )
     demo.add_argument(
         "--out",

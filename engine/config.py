@@ -23,6 +23,7 @@ import msgspec
 
 from engine.book.layout import MAX_QTY
 from engine.instruments import MAX_VALUE, Instrument, ccer, cea
+from engine.types import is_trading_date
 
 MAX_CASH = MAX_VALUE  # fen, all members together: cash only moves between them
 
@@ -53,6 +54,9 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True):
     # restarts, so clearing's store stays contiguous: its opening-after file sets this to the
     # id after the last trade it captured.
     first_trade_id: Annotated[int, msgspec.Meta(ge=1, lt=2**62)] = 1
+    # The trading day these balances follow (clearing's opening-after file sets it): the
+    # exchange's first StartOfDay must come after it, so a settled day is never traded again.
+    last_trading_day: str = ""
 
     def __post_init__(self) -> None:
         codes = [i.code for i in self.instruments]
@@ -75,6 +79,10 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True):
                     f"schedule entry ({when!r}, {action!r}): expected ('HH:MM', "
                     f"one of {sorted(SCHEDULE_ACTIONS)})"
                 )
+        if self.last_trading_day and not is_trading_date(self.last_trading_day):
+            raise ValueError(
+                f"last_trading_day {self.last_trading_day!r}: expected a date YYYY-MM-DD"
+            )
         hours = [("session", bounds) for bounds in self.sessions]
         for name, (start, end) in [*hours, ("block_hours", self.block_hours)]:
             if not (_HH_MM.fullmatch(start) and _HH_MM.fullmatch(end) and start < end):

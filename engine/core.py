@@ -91,7 +91,9 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
         self.orders: dict[int, LiveOrder] = {}  # off-book only; book orders live in the books
         self.cl_ord_ids: dict[int, set[str]] = {m.id: set() for m in config.members}  # today's
         self.date = ""  # the open trading day; "" between EndOfDay and StartOfDay
-        self.last_date = ""  # the latest trading day started: the next must come after it
+        # the latest trading day started (or the one the opening balances follow): the next
+        # must come after it
+        self.last_date = config.last_trading_day
         self.calendar_done = 0
         self._calendar_key: tuple[str, int] | None = None  # see SessionCommands._calendar_due
         self._calendar_due_ns = 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from engine.clearing.capture import TradeLogWriter
@@ -355,17 +355,37 @@ def render(day: DemoDay) -> str:
     return "\n".join(lines)
 
 
+def demo_date(market: MarketConfig, date: str | None) -> str:
+    """The day to simulate: `date`, or the weekday after the day the market's balances follow
+    (a clearing opening file), or DATE. Refuses a day the exchange would refuse."""
+    last = market.last_trading_day
+    if date is None:
+        if not last:
+            return DATE
+        day = datetime.strptime(last, "%Y-%m-%d") + timedelta(days=1)
+        while day.weekday() >= 5:  # Saturday, Sunday
+            day += timedelta(days=1)
+        return day.strftime("%Y-%m-%d")
+    if date <= last:
+        raise ValueError(
+            f"trading day {date} must come after {last}, the day this market's opening "
+            "balances follow (leave the date out to take the next weekday)"
+        )
+    return date
+
+
 def run_demo(
     market: MarketConfig,
     seed: int = 7,
     steps: int = 3_000,
     out: str | None = None,
-    date: str = DATE,
+    date: str | None = None,
 ) -> DemoDay:
-    """Run the day; with `out`, write its command log and trade log there."""
+    """Run the day (`demo_date` picks it); with `out`, write its command log and trade log
+    there."""
     if steps < 1:  # the halt and its re-opening call come halfway through the steps
         raise ValueError(f"a demo day needs at least 1 continuous step, got {steps}")
-    day = DemoDay(market, seed, steps, date)
+    day = DemoDay(market, seed, steps, demo_date(market, date))
     if out is None:
         day.run()
         return day

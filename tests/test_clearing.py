@@ -273,8 +273,14 @@ def test_the_loop_engine_to_clearing_to_engine_closes(tmp_path):
     # the next day runs from the opening file and settles into the same store and ledger;
     # its trade ids follow the last captured one (they once restarted at 1 and capture
     # refused them: "trade 1 arrived again with other contents")
-    opening = ledger.opening_market(config, closes, store.last_trade_id() + 1)
-    next_day = run_demo(opening, seed=6, steps=300, out=str(tmp_path / "next"), date="2026-11-25")
+    opening = ledger.opening_market(config, closes, store.last_trade_id() + 1, DATE)
+    # the opening file names the day it follows: that day cannot be traded again from it,
+    # and the demo's default day is the next weekday
+    assert opening.last_trading_day == DATE
+    with pytest.raises(ValueError, match="after 2026-11-24"):
+        run_demo(opening, steps=10, date=DATE)
+    next_day = run_demo(opening, seed=6, steps=300, out=str(tmp_path / "next"))
+    assert next_day.date == "2026-11-25"
     result = capture_file(store, tmp_path / "next" / "trades.log")
     assert result.stored == next_day.exchange.next_trade_id - opening.first_trade_id > 1000
     report = ledger.settle("2026-11-25", store, opening)

@@ -142,6 +142,7 @@ def test_every_reject_code_has_text_and_sits_in_its_range():
         ("sessions", [("13:00", "11:30")], "session"),
         ("sessions", [("09:30", "24:00")], "session"),
         ("block_hours", ("15:00", "13:00"), "block_hours"),
+        ("last_trading_day", "2026-02-30", "last_trading_day"),
     ],
 )
 def test_a_market_with_a_bad_clock_is_refused_when_built(field, value, message):
@@ -201,3 +202,10 @@ def test_a_demo_day_of_a_market_without_cea_skips_the_one_way_auction():
     text = render(run_demo(market, steps=200))
     assert "none, the market lists no CEA vintage" in text
     assert "rejected commands: none" in text
+
+
+def test_a_demo_day_after_a_friday_is_the_monday_and_never_the_day_itself():
+    market = msgspec.structs.replace(default_market(), last_trading_day="2026-11-27")
+    assert run_demo(market, steps=10).date == "2026-11-30"
+    with pytest.raises(ValueError, match="after 2026-11-27"):
+        run_demo(market, steps=10, date="2026-11-27")

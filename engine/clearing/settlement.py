@@ -186,12 +186,16 @@ class Ledger:
     # -- next day -------------------------------------------------------------------------------
 
     def opening_market(
-        self, market: MarketConfig, closes: dict[str, int] | None = None, first_trade_id: int = 1
+        self,
+        market: MarketConfig,
+        closes: dict[str, int] | None = None,
+        first_trade_id: int = 1,
+        settled_day: str = "",
     ) -> MarketConfig:
         """The market config with members' cash and holdings from the settled ledger, each
-        instrument's reference price set to the day's close, and the next trade id (the one
-        after the last captured trade): what the exchange core loads at the next start of
-        day."""
+        instrument's reference price set to the day's close, the next trade id (the one
+        after the last captured trade) and the settled day, which the next trading day must
+        follow: what the exchange core loads at the next start of day."""
         held = self.balances()
         closes = closes or {}
         instruments = [
@@ -209,7 +213,11 @@ class Ledger:
             for m in market.members
         ]
         return msgspec.structs.replace(
-            market, instruments=instruments, members=members, first_trade_id=first_trade_id
+            market,
+            instruments=instruments,
+            members=members,
+            first_trade_id=first_trade_id,
+            last_trading_day=settled_day or market.last_trading_day,
         )
 
     def close(self) -> None:
