@@ -9,8 +9,7 @@ and whenever the day's figures are read, so recording a trade is mostly one appe
 close is the VWAP of the day's call, continuous and pick trades, rounded half up to the tick
 (block and one-way auction trades excluded), or the reference when there were none; the
 open, high and low are those trades' first, highest and lowest price, with the same
-fallback. Only the
-exchange core mutates a Market.
+fallback. Only the exchange core mutates a Market.
 """
 
 from __future__ import annotations

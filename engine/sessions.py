@@ -10,8 +10,8 @@ schedule's re-opening call until the operator opens a call (or the day's close).
 days only move forward and each ends before the next starts: StartOfDay needs a real
 calendar date (YYYY-MM-DD) after the last day started, and that day ended by EndOfDay (so
 every day has its DayClosed records), so the calendar can always place it and a day's
-ClOrdIDs and trades are never reopened. The band
-always holds every live order: SetReference is refused while one would fall outside.
+ClOrdIDs and trades are never reopened. The band always holds every live order:
+SetReference is refused while one would fall outside.
 """
 
 from __future__ import annotations
