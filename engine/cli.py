@@ -254,16 +254,24 @@ def _replay_command_file(source: Path, args: argparse.Namespace) -> int:
 def _replay_command_log(source: Path, args: argparse.Namespace) -> int:
     from engine.core import Exchange
     from engine.journal import replay
-    from engine.protocol import Trade
+    from engine.protocol import Rejected, StartOfDay, Trade
 
     exchange = Exchange(_market(args.market))
-    trades = commands = 0
-    for _, events in replay(source, exchange):
+    trades = commands = rejected = 0
+    for record, events in replay(source, exchange):
         commands += 1
         trades += sum(1 for e in events if isinstance(e, Trade))
+        refusals = [e for e in events if isinstance(e, Rejected)]
+        rejected += len(refusals)
+        if refusals and isinstance(record.command, StartOfDay):
+            print(
+                f"note: the log's StartOfDay {record.command.date} was refused "
+                f"({refusals[0].text}): is --market the config this log's day ran with?",
+                file=sys.stderr,
+            )
     print(
-        f"{source.name}: {commands:,} commands replayed, {trades:,} trades, state hash "
-        f"{exchange.state_hash()}"
+        f"{source.name}: {commands:,} commands replayed, {trades:,} trades, {rejected:,} "
+        f"rejected, state hash {exchange.state_hash()}"
     )
     _note_torn_tail(source)
     return 0

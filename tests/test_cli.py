@@ -255,6 +255,26 @@ def test_replay_of_a_command_log_reproduces_the_state_hash(tmp_path):
     assert (tmp_path / "day" / "commands.log").read_bytes() == logs
 
 
+def test_replay_with_the_wrong_market_says_the_log_was_refused(tmp_path):
+    """Replayed into a market whose balances follow its own day, a log's StartOfDay is
+    refused and every order after it too; the replay once printed "0 trades" and nothing
+    else."""
+    import msgspec
+
+    from engine.config import default_market
+    from engine.demo import run_demo
+
+    run_demo(default_market(), seed=6, steps=50, out=str(tmp_path / "day"))
+    settled = msgspec.structs.replace(default_market(), last_trading_day="2026-11-24")
+    (tmp_path / "after.json").write_bytes(msgspec.json.encode(settled))
+    result = cxe(
+        "replay", str(tmp_path / "day" / "commands.log"), "--market", str(tmp_path / "after.json")
+    )
+    assert result.returncode == 0, result.stderr
+    assert "rejected" in result.stdout
+    assert "StartOfDay 2026-11-24 was refused" in result.stderr and "--market" in result.stderr
+
+
 def test_counts_that_must_be_positive_are_refused_with_a_usage_error():
     """`--steps -5` once ran a day without its halt, and `--interval 0` put a whole replay
     into one interval; `--interval -5` failed inside numpy."""
