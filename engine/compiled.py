@@ -162,9 +162,10 @@ class CompiledOrders:
         self.out.append(Accepted(self.seq, cl_ord_id, member, code, oid, side, price, qty))
         return self._compiled_events(path, result)
 
-    def _book_order_path(self, cmd: CancelOrder | AmendOrder) -> OrderPath | None:
-        """The path for a cancel or amend of an order in a compiled book, or None when the
-        plain handler must take it (kinds first, then membership and a fresh ClOrdID)."""
+    def _book_order_path(self, cmd: CancelOrder | AmendOrder) -> tuple[OrderPath, set[str]] | None:
+        """The path for a cancel or amend of an order in a compiled book and the member's
+        ClOrdIDs of the day (the request's joins them once accepted), or None when the plain
+        handler must take it (kinds first, then membership and a fresh ClOrdID)."""
         if (
             type(cmd.member) is not int
             or type(cmd.order_id) is not int
@@ -174,14 +175,16 @@ class CompiledOrders:
         ):
             return None
         seen = self.cl_ord_ids.get(cmd.member)  # None: not a member
-        if seen is None or cmd.cl_ord_id in seen:
+        path = self.paths.get(cmd.instrument)
+        if seen is None or path is None or cmd.cl_ord_id in seen:
             return None
-        return self.paths.get(cmd.instrument)
+        return path, seen
 
     def _cancel_compiled(self, cmd: CancelOrder) -> Collection[str] | None:
-        path = self._book_order_path(cmd)
-        if path is None:
+        found = self._book_order_path(cmd)
+        if found is None:
             return self._cancel(cmd)
+        path, seen = found
         order_id, member = cmd.order_id, cmd.member
         try:
             result = path.cancel(order_id, member)
@@ -193,7 +196,7 @@ class CompiledOrders:
             result = self._compiled_retry(path, "cancel", (order_id, member), result)
             if result[0] < 0:
                 return self._refused(self._cancel, cmd, result[0])
-        self.cl_ord_ids[member].add(cmd.cl_ord_id)
+        seen.add(cmd.cl_ord_id)
         _, side, price, level_qty, level_orders, cancelled = result
         seq, code = self.seq, path.code
         self.out += (
@@ -203,9 +206,10 @@ class CompiledOrders:
         return path.touched if path.market.in_call else None
 
     def _amend_compiled(self, cmd: AmendOrder) -> Collection[str] | None:
-        path = self._book_order_path(cmd)
-        if path is None or type(cmd.price) is not int or type(cmd.qty) is not int:
+        found = self._book_order_path(cmd)
+        if found is None or type(cmd.price) is not int or type(cmd.qty) is not int:
             return self._amend(cmd)
+        path, seen = found
         args = (cmd.order_id, cmd.member, cmd.price, cmd.qty)
         try:
             result = path.amend(*args)
@@ -217,7 +221,7 @@ class CompiledOrders:
             result = self._compiled_retry(path, "amend", args, result)
             if result[0] < 0:
                 return self._refused(self._amend, cmd, result[0])
-        self.cl_ord_ids[cmd.member].add(cmd.cl_ord_id)
+        seen.add(cmd.cl_ord_id)
         return self._compiled_events(path, result)
 
     @staticmethod
