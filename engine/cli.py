@@ -320,8 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--date",
         type=trading_date,
-        help="trading day (default 2026-11-24, or the weekday after the day a clearing "
-        "opening file follows)",
+        help="trading day, a weekday that is not one of the market's holidays (default "
+        "2026-11-24, or the trading day after the day a clearing opening file follows)",
     )
     demo.add_argument(
         "--out",

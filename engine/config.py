@@ -6,7 +6,9 @@ calendar first fires or an account overflows):
 - every amount is an integer in the units of `engine.types`, and the members' cash together
   stays within MAX_CASH, so no account can overflow the compiled path's int64 arithmetic;
 - the time zone is a known IANA name, and every session bound, block-trading bound and
-  schedule time a valid local HH:MM.
+  schedule time a valid local HH:MM;
+- the trading week is a non-empty set of ISO weekdays and every holiday a calendar date, so
+  every date has an answer to "is it a trading day?" and a next trading day exists.
 
 The embedded market needs no file: CEA vintages 2021-2025 and CCER with MARKET.md's
 parameters and illustrative previous closes, and a handful of members.
@@ -15,6 +17,7 @@ parameters and illustrative previous closes, and a handful of members.
 from __future__ import annotations
 
 import re
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -26,6 +29,29 @@ from engine.instruments import MAX_VALUE, Instrument, ccer, cea
 from engine.types import is_trading_date
 
 MAX_CASH = MAX_VALUE  # fen, all members together: cash only moves between them
+
+
+ISO_DAYS = frozenset(range(1, 8))
+WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def _days(first: str, last: str) -> list[str]:
+    start, end = date.fromisoformat(first), date.fromisoformat(last)
+    return [(start + timedelta(days=n)).isoformat() for n in range((end - start).days + 1)]
+
+
+# The public holidays of 2026 (State Council General Office notice of 4 November 2025, as
+# published by Xinhua): New Year, Spring Festival, Qingming, Labour Day, Dragon Boat,
+# Mid-Autumn, National Day. A market file sets its own list for later years.
+CN_HOLIDAYS_2026 = tuple(
+    _days("2026-01-01", "2026-01-03")
+    + _days("2026-02-15", "2026-02-23")
+    + _days("2026-04-04", "2026-04-06")
+    + _days("2026-05-01", "2026-05-05")
+    + _days("2026-06-19", "2026-06-21")
+    + _days("2026-09-25", "2026-09-27")
+    + _days("2026-10-01", "2026-10-07")
+)
 
 
 class Member(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,6 +83,11 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True):
     # The trading day these balances follow (clearing's opening-after file sets it): the
     # exchange's first StartOfDay must come after it, so a settled day is never traded again.
     last_trading_day: str = ""
+    # Trading days (MARKET.md: Monday to Friday, not on holidays): ISO weekdays (Monday 1 ...
+    # Sunday 7) and the dates the market is shut on one of them. StartOfDay is refused on
+    # any other day. A weekend made a working day (调休) stays closed, as at the exchanges.
+    trading_weekdays: list[int] = msgspec.field(default_factory=lambda: [1, 2, 3, 4, 5])
+    holidays: list[str] = msgspec.field(default_factory=lambda: list(CN_HOLIDAYS_2026))
 
     def __post_init__(self) -> None:
         codes = [i.code for i in self.instruments]
@@ -83,12 +114,35 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(
                 f"last_trading_day {self.last_trading_day!r}: expected a date YYYY-MM-DD"
             )
+        weekdays = self.trading_weekdays
+        if not weekdays or len(set(weekdays)) != len(weekdays) or not set(weekdays) <= ISO_DAYS:
+            raise ValueError(
+                f"trading_weekdays {weekdays}: expected distinct ISO weekdays, Monday 1 to Sunday 7"
+            )
+        for day in self.holidays:
+            if not is_trading_date(day):
+                raise ValueError(f"holidays: {day!r} is not a date YYYY-MM-DD")
         hours = [("session", bounds) for bounds in self.sessions]
         for name, (start, end) in [*hours, ("block_hours", self.block_hours)]:
             if not (_HH_MM.fullmatch(start) and _HH_MM.fullmatch(end) and start < end):
                 raise ValueError(
                     f"{name} ({start!r}, {end!r}): expected ('HH:MM', 'HH:MM'), start first"
                 )
+
+    def closed_because(self, day: str) -> str | None:
+        """Why `day` (YYYY-MM-DD) is not a trading day ("a Saturday", "a holiday"), or None."""
+        if day in self.holidays:
+            return "a holiday"
+        weekday = date.fromisoformat(day).isoweekday()
+        return None if weekday in self.trading_weekdays else f"a {WEEKDAY_NAMES[weekday - 1]}"
+
+    def next_trading_day(self, after: str) -> str:
+        """The first trading day after `after` (YYYY-MM-DD)."""
+        day = date.fromisoformat(after)
+        while True:
+            day += timedelta(days=1)
+            if self.closed_because(day.isoformat()) is None:
+                return day.isoformat()
 
     def instrument(self, code: str) -> Instrument:
         for instrument in self.instruments:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from engine.clearing.capture import TradeLogWriter
@@ -356,20 +356,24 @@ def render(day: DemoDay) -> str:
 
 
 def demo_date(market: MarketConfig, date: str | None) -> str:
-    """The day to simulate: `date`, or the weekday after the day the market's balances follow
-    (a clearing opening file), or DATE. Refuses a day the exchange would refuse."""
+    """The day to simulate: `date`, or the trading day after the day the market's balances
+    follow (a clearing opening file), or DATE (the next trading day from it if the market is
+    shut then). Refuses a day the exchange would refuse."""
     last = market.last_trading_day
     if date is None:
-        if not last:
-            return DATE
-        day = datetime.strptime(last, "%Y-%m-%d") + timedelta(days=1)
-        while day.weekday() >= 5:  # Saturday, Sunday
-            day += timedelta(days=1)
-        return day.strftime("%Y-%m-%d")
+        if last:
+            return market.next_trading_day(last)
+        return DATE if market.closed_because(DATE) is None else market.next_trading_day(DATE)
+    closed = market.closed_because(date)
+    if closed:
+        raise ValueError(
+            f"{date} is {closed}: not a trading day of this market (its trading_weekdays and "
+            "holidays); leave the date out to take the next trading day"
+        )
     if date <= last:
         raise ValueError(
             f"trading day {date} must come after {last}, the day this market's opening "
-            "balances follow (leave the date out to take the next weekday)"
+            "balances follow (leave the date out to take the next trading day)"
         )
     return date
 

@@ -8,7 +8,8 @@ The calendar replays the config's schedule from the commands' timestamps: the sa
 in order, once per trading day; a market the operator halted stays halted through the
 schedule's re-opening call until the operator opens a call (or the day's close). Trading
 days only move forward and each ends before the next starts: StartOfDay needs a real
-calendar date (YYYY-MM-DD) after the last day started, and that day ended by EndOfDay (so
+calendar date (YYYY-MM-DD) that the config's trading week and holidays leave open, after
+the last day started, and that day ended by EndOfDay (so
 every day has its DayClosed records), so the calendar can always place it and a day's
 ClOrdIDs and trades are never reopened. The band always holds every live order:
 SetReference is refused while one would fall outside.
@@ -67,6 +68,11 @@ class SessionCommands:
     def _start_of_day(self, cmd: StartOfDay) -> set[str]:
         if not is_trading_date(cmd.date):
             raise Reject(RejectCode.INVALID_FIELD, f"date {cmd.date!r} is not a YYYY-MM-DD day")
+        closed = self.config.closed_because(cmd.date)
+        if closed:
+            raise Reject(
+                RejectCode.MARKET_CLOSED, f"{cmd.date} is {closed}: not a trading day here"
+            )
         if cmd.date <= self.last_date:  # ISO dates order as strings; "" before any
             raise Reject(
                 RejectCode.INVALID_FIELD,

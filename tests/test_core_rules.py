@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from engine.book import Book, ReferenceBook
-from engine.config import MARKET_HOURS, MarketConfig, Member
+from engine.config import MARKET_HOURS, MarketConfig, Member, default_market
 from engine.core import Exchange
 from engine.instruments import Instrument
 from engine.market import FOLD_EVERY
@@ -658,3 +659,33 @@ def test_the_next_calendar_day_starts_once_the_previous_one_is_closed():
     for command in (Close(s.code), EndOfDay(), StartOfDay("2026-11-25")):
         assert not of(s.send(command), Rejected), command
     assert s.x.date == "2026-11-25"
+
+
+@pytest.mark.parametrize(
+    ("day", "why"),
+    [
+        ("2026-11-28", "a Saturday"),
+        ("2026-11-29", "a Sunday"),
+        ("2026-10-01", "a holiday"),  # National Day, a Thursday
+        ("2026-02-14", "a Saturday"),  # a make-up working day: offices work, markets do not
+    ],
+)
+def test_a_trading_day_is_a_weekday_that_is_not_a_holiday(day, why):
+    """MARKET.md: Monday to Friday, not on holidays. StartOfDay once opened any date, so a
+    Saturday's orders would have traded and gone to clearing."""
+    x = Exchange(default_market())
+    before = x.state_hash()
+    reject = only_reject(x.apply(StartOfDay(day)))
+    assert reject.code == RejectCode.MARKET_CLOSED
+    assert f"{day} is {why}: not a trading day" in reject.text
+    assert x.state_hash() == before and x.date == ""
+    assert not of(x.apply(StartOfDay("2026-11-30")), Rejected)  # the Monday after
+
+
+def test_the_trading_week_and_the_holidays_are_the_markets_to_set():
+    market = msgspec.structs.replace(
+        small_market(), trading_weekdays=[1, 2, 3, 4, 5, 6], holidays=["2026-11-24"]
+    )
+    x = Exchange(market)
+    assert only_reject(x.apply(StartOfDay("2026-11-24"))).code == RejectCode.MARKET_CLOSED
+    assert not of(x.apply(StartOfDay("2026-11-28")), Rejected)  # Saturday trades here

@@ -143,6 +143,10 @@ def test_every_reject_code_has_text_and_sits_in_its_range():
         ("sessions", [("09:30", "24:00")], "session"),
         ("block_hours", ("15:00", "13:00"), "block_hours"),
         ("last_trading_day", "2026-02-30", "last_trading_day"),
+        ("holidays", ["2026-10-01", "1 October"], "holidays"),
+        ("trading_weekdays", [0, 1], "trading_weekdays"),
+        ("trading_weekdays", [1, 1], "trading_weekdays"),
+        ("trading_weekdays", [], "trading_weekdays"),
     ],
 )
 def test_a_market_with_a_bad_clock_is_refused_when_built(field, value, message):
@@ -209,3 +213,11 @@ def test_a_demo_day_after_a_friday_is_the_monday_and_never_the_day_itself():
     assert run_demo(market, steps=10).date == "2026-11-30"
     with pytest.raises(ValueError, match="after 2026-11-27"):
         run_demo(market, steps=10, date="2026-11-27")
+
+
+def test_a_demo_day_skips_the_holidays_and_refuses_a_closed_day():
+    """After 30 September 2026 the market is shut for National Day until Thursday 8 October."""
+    market = msgspec.structs.replace(default_market(), last_trading_day="2026-09-30")
+    assert run_demo(market, steps=10).date == "2026-10-08"
+    with pytest.raises(ValueError, match="2026-10-05 is a holiday"):
+        run_demo(market, steps=10, date="2026-10-05")
