@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import sqlite3
@@ -12,6 +13,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -135,6 +137,29 @@ def test_a_day_settles_once(tmp_path):
     balances = ledger.balances()
     again = ledger.settle(DATE, store, config)
     assert again.already_settled and ledger.balances() == balances
+
+
+def test_the_day_summary_carries_the_exchanges_open_high_low_and_close(tmp_path):
+    """The summary once held only what netting computes; the day's prices were in the store
+    and nowhere a user opens. A record from before the open existed leaves those cells empty."""
+    record = msgspec.structs.replace(
+        closed(GOLDEN, "CEA25"), close=6004, open=6000, high=6010, low=5990
+    )
+    old_record = closed(GOLDEN, "CCER")  # open, high and low 0: not recorded
+    write_log(tmp_path / "t.log", [*GOLDEN, record, old_record])
+    store, ledger, config = (
+        TradeStore(tmp_path / "c.db"),
+        Ledger(tmp_path / "l.db"),
+        market("CEA25", "CCER"),
+    )
+    capture_file(store, tmp_path / "t.log")
+    ledger.load_opening(config.members)
+    write_files(ledger.settle(DATE, store, config), tmp_path / "out")
+    with (tmp_path / "out" / f"summary-{DATE}.csv").open() as f:
+        rows = {row["instrument"]: row for row in csv.DictReader(f)}
+    prices = ("open", "high", "low", "close")
+    assert [rows["CEA25"][k] for k in prices] == ["6000", "6010", "5990", "6004"]
+    assert [rows["CCER"][k] for k in prices] == ["", "", "", "0"]
 
 
 def test_capture_ignores_duplicates_and_stops_at_a_gap(tmp_path):

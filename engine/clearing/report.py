@@ -2,6 +2,9 @@
 
 Invariants: rows come in a stable order (member, then instrument; instruments in market
 order) and amounts are integers (fen, tonnes), so the same day gives byte-identical files.
+The summary's prices (fen per tonne) are the exchange's end-of-day record: open, high and
+low of the listed trades and the close; a record written before the exchange kept open,
+high and low leaves those empty.
 """
 
 from __future__ import annotations
@@ -24,7 +27,18 @@ STATEMENT_FIELDS = [
     "fees",
     "net_cash",
 ]
-SUMMARY_FIELDS = ["date", "instrument", "volume", "traded_value", "fees", "members"]
+SUMMARY_FIELDS = [
+    "date",
+    "instrument",
+    "volume",
+    "traded_value",
+    "fees",
+    "members",
+    "open",
+    "high",
+    "low",
+    "close",
+]
 
 
 def statement_rows(report: SettlementReport) -> list[dict]:
@@ -52,17 +66,24 @@ def statement_rows(report: SettlementReport) -> list[dict]:
 
 def summary_rows(report: SettlementReport) -> list[dict]:
     n = report.netting
-    return [
-        {
-            "date": report.date,
-            "instrument": code,
-            "volume": int(n.bought[:, c].sum()),
-            "traded_value": int(n.buy_value[:, c].sum()),
-            "fees": int(n.fees[:, c].sum()),
-            "members": int(((n.bought[:, c] + n.sold[:, c]) > 0).sum()),
-        }
-        for c, code in enumerate(n.codes)
-    ]
+    rows = []
+    for c, code in enumerate(n.codes):
+        record = report.records[code]
+        rows.append(
+            {
+                "date": report.date,
+                "instrument": code,
+                "volume": int(n.bought[:, c].sum()),
+                "traded_value": int(n.buy_value[:, c].sum()),
+                "fees": int(n.fees[:, c].sum()),
+                "members": int(((n.bought[:, c] + n.sold[:, c]) > 0).sum()),
+                "open": record.open or None,  # 0: not recorded
+                "high": record.high or None,
+                "low": record.low or None,
+                "close": record.close,
+            }
+        )
+    return rows
 
 
 def as_json(report: SettlementReport) -> str:

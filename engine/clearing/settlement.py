@@ -28,7 +28,7 @@ import numpy as np
 from engine.clearing.capture import TradeStore, connect
 from engine.clearing.netting import Netting, TradeArrays, check_conservation, net
 from engine.config import MarketConfig, Member
-from engine.protocol import Trade, trades_digest
+from engine.protocol import DayClosed, Trade, trades_digest
 
 CASH = "CASH"
 EXCHANGE = -1  # the exchange's own account: fees
@@ -61,6 +61,7 @@ class SettlementReport:
     postings: int = 0
     already_settled: bool = False
     failures: list[str] = field(default_factory=list)
+    records: dict[str, DayClosed] = field(default_factory=dict)  # the exchange's, per code
 
 
 def trade_arrays(trades: list[Trade], codes: list[str]) -> TradeArrays:
@@ -119,13 +120,13 @@ class Ledger:
     ) -> SettlementReport:
         codes = [i.code for i in market.instruments]
         trades = store.trades_of(date)
-        verify_day(date, trades, store, codes)
+        records = verify_day(date, trades, store, codes)
         netting = net(
             trade_arrays(trades, codes),
             np.array([i.fee_ppm for i in market.instruments], dtype=np.int64),
         )
         check_conservation(netting)
-        report = SettlementReport(date, "gross" if gross else "net", netting)
+        report = SettlementReport(date, "gross" if gross else "net", netting, records=records)
         if self.settled(date):
             report.already_settled = True
             return report
@@ -224,8 +225,11 @@ class Ledger:
         self.db.close()
 
 
-def verify_day(date: str, trades: list[Trade], store: TradeStore, codes: list[str]) -> None:
-    """The captured trades must match the exchange's end-of-day record of every instrument."""
+def verify_day(
+    date: str, trades: list[Trade], store: TradeStore, codes: list[str]
+) -> dict[str, DayClosed]:
+    """The captured trades must match the exchange's end-of-day record of every instrument;
+    returns those records."""
     records = store.day_records(date)
     if not records:
         raise SettlementRefused(
@@ -243,6 +247,7 @@ def verify_day(date: str, trades: list[Trade], store: TradeStore, codes: list[st
                 f"{record.checksum[:12]}), clearing holds {len(mine)} (checksum "
                 f"{trades_digest(mine)[:12]}); capture the missing trades before settling"
             )
+    return records
 
 
 def net_postings(n: Netting) -> list[tuple[int, str, int]]:
