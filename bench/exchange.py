@@ -134,7 +134,8 @@ def uncross_benchmark(orders: int) -> dict:
         "unit": "orders/s",
         "reference": ref_rate,
         "orders": orders,
-        "price": rounds[0].price,
-        "volume": rounds[0].volume,
+        "price": rounds[0].equilibrium.price,
+        "volume": sum(r.executed for r in rounds),
+        "rounds": len(rounds),
         "fills": sum(1 for e in events if e.kind == 3),
     }

@@ -207,12 +207,15 @@ class DemoDay:
     # -- the day --------------------------------------------------------------------------------
 
     def auction_line(self, events: list, code: str, label: str) -> None:
-        for event in events:
-            if isinstance(event, AuctionResult) and event.instrument == code:
-                price = format_price(event.price) if event.volume else "-"
-                self.log.append(
-                    f"  {label:<22} {code:<6} price {price:>7}   volume {event.volume:>9,} t"
-                )
+        """One line per price the auction traded at (a second one only when self-trade
+        prevention left the book crossed and the rest was uncrossed again)."""
+        results = [e for e in events if isinstance(e, AuctionResult) and e.instrument == code]
+        for n, result in enumerate(results):
+            price = format_price(result.price) if result.volume else "-"
+            name = label if n == 0 else "  then the rest (STP)"
+            self.log.append(
+                f"  {name:<22} {code:<6} price {price:>7}   volume {result.volume:>9,} t"
+            )
 
     def run(self) -> None:
         x = self.send

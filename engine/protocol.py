@@ -352,11 +352,16 @@ class Indicative(_Message, tag=108):
 
 
 class AuctionResult(_Message, tag=109):
+    """What an auction traded. A call auction gives one per price it traded at: normally
+    one, but when self-trade prevention leaves the book crossed after the uncross, the rest
+    is uncrossed at its own price and gets its own result. A one-way auction gives one.
+    Price 0 and volume 0: nothing traded."""
+
     seq: int
     instrument: str
     auction: str  # "call", "closing_call", "one_way"
-    price: int  # the uniform or last price; 0 when nothing traded
-    volume: int
+    price: int  # call: the price; one-way: the uniform price, or the last (lowest) paid
+    volume: int  # tonnes traded at that price (one-way: in all)
 
 
 class DepthUpdate(_Message, tag=110):

@@ -106,10 +106,9 @@ class SessionCommands:
         limits = {order[0]: order[2] for order in market.book.orders()}
         events, rounds = run_uncross(market.book, market.reference)
         self._book_events(market, "call", events, limits=limits)
-        volume = sum(r.volume for r in rounds)
-        self.out.append(
-            AuctionResult(self.seq, market.code, label, rounds[-1].price if rounds else 0, volume)
-        )
+        traded = [(r.equilibrium.price, r.executed) for r in rounds if r.executed]
+        for price, volume in traded or [(0, 0)]:
+            self.out.append(AuctionResult(self.seq, market.code, label, price, volume))
 
     @typed
     def _uncross(self, cmd: Uncross) -> set[str]:

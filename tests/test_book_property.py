@@ -103,10 +103,10 @@ class BooksAgree(RuleBasedStateMachine):
         got, got_rounds = run_uncross(self.compiled, 100 * self.tick)
         want, want_rounds = run_uncross(self.reference, 100 * self.tick)
         assert got == want and got_rounds == want_rounds
-        if want_rounds:
-            executed = sum(e.qty for e in want if e.kind == 3)
-            stp_cancels = any(e.kind == 4 for e in want)
-            assert executed == want_rounds[0].volume or stp_cancels
+        assert sum(r.executed for r in want_rounds) == sum(e.qty for e in want if e.kind == 3)
+        stp_cancels = any(e.kind == 4 for e in want)
+        for r in want_rounds:
+            assert r.executed == r.equilibrium.volume or stp_cancels
 
     @rule(oid=st.sampled_from([-1, 2**62, 0]))
     def unknown_ids(self, oid):

@@ -20,6 +20,7 @@ from engine.core import Exchange
 from engine.protocol import (
     AmendOrder,
     AuctionBid,
+    AuctionResult,
     BlockTrade,
     CancelOrder,
     Close,
@@ -35,6 +36,7 @@ from engine.protocol import (
     Rejected,
     SetReference,
     StartOfDay,
+    Trade,
     Uncross,
     encode,
 )
@@ -157,6 +159,26 @@ def check_band_holds_the_book(x: Exchange) -> None:
         assert all(low <= order[2] <= high for order in market.book.orders()), market.band
 
 
+def check_auction_results(events: list) -> None:
+    """A call auction's results name exactly what its trades printed: each price it traded
+    at with the tonnes traded there, in order (its trades come first, then its results)."""
+    printed: dict[int, int] = {}  # the call trades not yet reported
+    results: list[tuple[int, int]] = []
+    in_results = False
+    for e in [*events, None]:
+        if isinstance(e, AuctionResult) and e.auction != "one_way":
+            in_results = True
+            if e.volume:
+                results.append((e.price, e.volume))
+            continue
+        if in_results:  # an auction's results end here
+            assert results == list(printed.items()), (results, printed)
+            results, printed, in_results = [], {}, False
+        if isinstance(e, Trade) and e.venue == "call":
+            printed[e.price] = printed.get(e.price, 0) + e.qty
+    assert not printed, printed  # every call trade was reported
+
+
 @settings(max_examples=120, deadline=None)
 @given(st.data())
 def test_money_and_allowances_are_conserved_and_frozen_matches_live_orders(data):
@@ -173,6 +195,7 @@ def test_money_and_allowances_are_conserved_and_frozen_matches_live_orders(data)
             assert x.state_hash() == before, events[0]
         check_accounts(x, cash0, qty0)
         check_band_holds_the_book(x)
+        check_auction_results(events)
         follow_depth(levels, events)
         assert levels == book_levels(x), command
 
@@ -240,6 +263,7 @@ def test_a_day_run_by_the_calendar_keeps_every_invariant_on_either_book(data):
             assert runs[0].state_hash() == before or runs[0].calendar_done > calendar
         check_accounts(runs[0], cash0, qty0)
         check_band_holds_the_book(runs[0])
+        check_auction_results(events[0])
     assert runs[0].state_hash() == runs[1].state_hash()
 
 

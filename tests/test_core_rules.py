@@ -356,6 +356,38 @@ def test_opening_call_publishes_indicative_prices_and_uncrosses():
     assert {t.venue for t in of(events, Trade)} == {"call"}
 
 
+@pytest.mark.parametrize("book_factory", [Book, ReferenceBook])
+def test_an_auction_result_reports_what_traded_at_each_price(book_factory):
+    """Self-trade prevention in the uncross can leave the rest of the book crossed; it is then
+    uncrossed again at its own price. The result once gave the last round's price with the
+    sum of every round's expected volume: here 'price 100.00, 20 t' for 10 t traded (the
+    first round, at 99.99, only cancelled member 1's own ask). In the demo, opening auctions
+    were reported up to 47% above the tonnes that traded."""
+    s = Session(continuous=False, book_factory=book_factory)
+    s.send(OpenCall(s.code))
+    s.order(1, BUY, 10_100, 10)
+    s.order(1, SELL, 9_900, 10)
+    s.order(2, SELL, 10_000, 10)
+    events = s.send(Uncross(s.code))
+    assert [(r.price, r.volume) for r in of(events, AuctionResult)] == [(10_000, 10)]
+    assert [(t.price, t.qty) for t in of(events, Trade)] == [(10_000, 10)]
+
+
+def test_an_auction_that_trades_at_two_prices_reports_both():
+    s = Session(continuous=False)
+    s.send(OpenCall(s.code))
+    s.order(1, SELL, 9_900, 10)
+    s.order(3, SELL, 9_950, 10)
+    s.order(2, BUY, 10_000, 10)
+    s.order(1, BUY, 10_100, 10)  # meets member 1's own ask first: cancelled
+    s.order(4, BUY, 9_960, 10)  # below the price; the freed ask at 99.50 is not
+    events = s.send(Uncross(s.code))
+    traded = [(t.price, t.qty) for t in of(events, Trade)]
+    results = [(r.price, r.volume) for r in of(events, AuctionResult)]
+    assert traded == [(10_000, 10), (9_960, 10)]
+    assert results == traded
+
+
 def test_a_halt_reopens_through_a_call():
     s = Session()
     s.send(Halt(s.code))

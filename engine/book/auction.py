@@ -20,6 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import accumulate
+from typing import NamedTuple
+
+from engine.book.events import EventKind
+
+FILL = EventKind.FILL
 
 Level = tuple[int, int, int]  # price, qty, orders (best first)
 
@@ -108,21 +113,31 @@ def allocate_one_way(offered: int, bids: list[AuctionBid], uniform: bool) -> lis
     ]
 
 
-def run_uncross(book, reference: int) -> tuple[list, list[Equilibrium]]:
+class UncrossRound(NamedTuple):
+    """One execution of an uncross: the price found for the book as it stood, and the
+    tonnes that traded there (fewer than its volume when self-trade prevention cancelled
+    orders on the way)."""
+
+    equilibrium: Equilibrium
+    executed: int
+
+
+def run_uncross(book, reference: int) -> tuple[list, list[UncrossRound]]:
     """Uncross a book in its call phase and leave it ready for continuous trading.
 
     Executes at the equilibrium price; if self-trade prevention removed orders during the
     execution and the rest still crosses, that rest is uncrossed again at its own equilibrium
-    (so a book never enters continuous trading crossed). Returns every event and the prices
-    used. Works on either book (compiled or reference)."""
+    (so a book never enters continuous trading crossed). Returns every event and the rounds.
+    Works on either book (compiled or reference)."""
     events, rounds = [], []
     while True:
         bids, asks = book.depth(1 << 30)
         found = equilibrium(bids, asks, reference, book.tick)
         if found.price is None:
             break
-        rounds.append(found)
         book.uncross(found.price)
-        events += book.events()
+        executed = book.events()
+        rounds.append(UncrossRound(found, sum(e.qty for e in executed if e.kind == FILL)))
+        events += executed
     book.set_collecting(False)
     return events, rounds
