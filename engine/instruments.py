@@ -1,8 +1,9 @@
 """Instrument specifications: what may trade, in which units, within which limits.
 
 Invariants: all amounts are integers (price tick in fen, quantities in tonnes, fee rates in
-parts per million of trade value); `band_lo`/`band_hi` round inward to the tick, so a price
-the band admits is always on tick. Defaults follow ../shared/MARKET.md: tick 0.01 CNY, unit
+parts per million of trade value); a band rounds inward to the tick, so a price the band
+admits is always on tick, and stops at `max_price`, so no trade or close can leave the range
+the books and the int64 accounts hold. Defaults follow ../shared/MARKET.md: tick 0.01 CNY, unit
 1 t, single orders below 100,000 t, band +-10% of the previous close, fees 6 per mille per
 side (a configurable default, rounded down per trade), block trades from 100,000 t within +-30%.
 """
@@ -47,32 +48,42 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
         if problem:
             raise ValueError(f"{self.code}: {problem}")
 
+    @property
+    def max_price(self) -> int:
+        """The highest price this instrument can trade at (fen, on tick): inside a book's
+        range, and low enough that an order of max_qty t there, fee included, is worth less
+        than MAX_VALUE fen. Bands stop here, so every close a day can print is a reference
+        the next day can use."""
+        by_value = MAX_VALUE * PPM // (self.max_qty * (PPM + self.fee_ppm))
+        return min(MAX_TICKS, by_value // self.tick) * self.tick
+
     def reference_problem(self, reference: int) -> str | None:
-        """Why `reference` cannot be this instrument's reference price, or None: its band must
-        fit a book, and an order at the band's top must be worth less than MAX_VALUE fen (so
-        no amount the core adds up can overflow int64)."""
-        low, high = self.band(reference)
+        """Why `reference` cannot be this instrument's reference price, or None: it must not
+        exceed max_price, and its band must be one a book holds."""
+        top = self.max_price
+        if reference > top:
+            if top == MAX_TICKS * self.tick:
+                limit = f"the highest price a book holds ({MAX_TICKS:,} ticks of {self.tick} fen)"
+            else:
+                limit = (
+                    f"the highest price at which an order of {self.max_qty:,} t is worth less "
+                    f"than {MAX_VALUE:,} fen"
+                )
+            return f"the reference {reference} fen is above {top} fen, {limit}"
         try:
-            check_band(low, high, self.tick)
-        except ValueError:
-            return (
-                f"the band {low}-{high} fen around {reference} is beyond the highest price a "
-                f"book holds ({MAX_TICKS:,} ticks of {self.tick} fen)"
-            )
-        if high * self.max_qty * (PPM + self.fee_ppm) // PPM > MAX_VALUE:
-            return (
-                f"an order of {self.max_qty:,} t at the top of the band ({high} fen) would be "
-                f"worth more than {MAX_VALUE:,} fen"
-            )
+            check_band(*self.band(reference), self.tick)
+        except ValueError as exc:
+            return str(exc)
         return None
 
     def band(self, reference: int | None = None, band_ppm: int | None = None) -> tuple[int, int]:
-        """(lowest, highest) admissible price around `reference`, rounded inward to the tick."""
+        """(lowest, highest) admissible price around `reference`, rounded inward to the tick
+        and stopping at max_price."""
         ref = self.reference_price if reference is None else reference
         width = ref * (self.band_ppm if band_ppm is None else band_ppm)
         low = -(-(ref * PPM - width) // (PPM * self.tick)) * self.tick  # ceil to tick
         high = (ref * PPM + width) // (PPM * self.tick) * self.tick  # floor to tick
-        return max(low, self.tick), high
+        return max(low, self.tick), min(high, self.max_price)
 
     def fee(self, value: int) -> int:
         """One side's fee in fen on one trade's value, rounded down to the fen.

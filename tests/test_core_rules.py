@@ -6,6 +6,7 @@ import msgspec
 import pytest
 
 from engine.book import Book, ReferenceBook
+from engine.book.layout import MAX_TICKS
 from engine.config import MARKET_HOURS, MarketConfig, Member, default_market
 from engine.core import Exchange
 from engine.instruments import Instrument
@@ -314,16 +315,44 @@ def test_the_band_follows_the_reference_rounded_inward():
 
 
 @pytest.mark.parametrize(
-    ("price", "reason"), [(4_000_000, "beyond the highest price"), (3_000_000, "worth more than")]
+    ("max_qty", "price", "reason"),
+    [
+        (99_999, 4_200_000, "the highest price a book holds"),
+        (2**41, 3_000_000, "is worth less than"),
+    ],
 )
-def test_a_reference_whose_band_could_overflow_is_refused(price, reason):
-    """The same rule as the config's: the band must fit the book and an order at its top must
-    stay below 2**62 fen (before, only the first was checked, here in its own words)."""
-    s = Session(small_market(max_qty=2**41), continuous=False)
+def test_a_reference_above_the_highest_price_is_refused(max_qty, price, reason):
+    """The same rule as the config's: an order at the reference must fit the book and stay
+    below 2**62 fen (before, only the first was checked, here in its own words)."""
+    s = Session(small_market(max_qty=max_qty), continuous=False)
     before = s.x.state_hash()
     rejected = only_reject(s.send(SetReference(s.code, price)))
     assert rejected.code == RejectCode.PRICE_OUT_OF_RANGE and reason in rejected.text
     assert s.x.state_hash() == before
+
+
+@pytest.mark.parametrize("book", [Book, ReferenceBook])
+def test_a_band_stops_at_the_highest_price_and_a_close_there_ends_the_day(book):
+    """A close near the top of the book's range (4,194,304 ticks) once made EndOfDay raise a
+    ValueError out of Exchange.apply, after it had expired the day's orders: the band around
+    that close did not fit a book. The band is now cut at the highest price, so any close a
+    day can print is a reference the next day can use."""
+    top = MAX_TICKS  # tick 1 fen
+    s = Session(small_market(reference_price=3_800_000), book_factory=book)
+    assert s.x.markets[s.code].band == (3_420_000, 4_180_000)
+    s.order(1, BUY, 4_180_000, 1)
+    s.order(2, SELL, 4_180_000, 1)
+    s.order(1, BUY, 3_500_000, 1)  # rests to the end of the day
+    s.send(Close(s.code))
+    events = s.send(EndOfDay())
+    assert [e.close for e in of(events, DayClosed)] == [4_180_000]
+    assert [e.reason for e in of(events, Cancelled)] == [CancelReason.EXPIRED]
+    assert s.x.markets[s.code].band == (3_762_000, top)
+    s.send(StartOfDay("2026-11-25"))
+    s.send(OpenCall(s.code))
+    s.send(Uncross(s.code))
+    assert of(s.order(1, BUY, top, 1), Accepted)
+    assert only_reject(s.order(1, BUY, top + 1, 1)).code == RejectCode.PRICE_OUTSIDE_BAND
 
 
 @pytest.mark.parametrize("book", [Book, ReferenceBook])
