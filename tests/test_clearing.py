@@ -466,3 +466,24 @@ def test_a_file_that_is_not_a_trade_log_or_a_database_that_cannot_open_is_named(
         capture_file(TradeStore(tmp_path / "c.db"), tmp_path / "commands.log")
     with pytest.raises(OSError, match=r"cannot open the database .*ledger\.db"):
         Ledger(tmp_path / "missing-dir" / "ledger.db")
+
+
+@given(
+    st.lists(st.integers(1, 2**62 // 1_006_000 * 1_000), min_size=1, max_size=20),
+    st.sampled_from([0, 1, 6_000, 999_999, 1_000_000]),
+)
+def test_netting_fees_are_exact_for_any_trade_value_the_exchange_allows(values, rate):
+    """Netting took the fee as value * rate // 10**6 in int64, which overflows from a value
+    of about 1.5e15 fen at 6 per mille; the exchange admits values up to 2**62 (with the
+    fee). The fees must be the exact ones the exchange charged."""
+    n = len(values)
+    arrays = TradeArrays(
+        ["A"],
+        np.zeros(n, dtype=np.int64),
+        np.ones(n, dtype=np.int64),
+        np.full(n, 2, dtype=np.int64),
+        np.array(values, dtype=np.int64),
+        np.ones(n, dtype=np.int64),
+    )
+    netting = net(arrays, np.array([rate], dtype=np.int64))
+    assert netting.fees.sum() == 2 * sum(v * rate // 1_000_000 for v in values)

@@ -141,3 +141,34 @@ def test_a_sweep_beyond_the_event_buffer_grows_it_and_both_paths_agree():
     assert compiled.state_hash() == plain.state_hash()
     state = compiled.markets[CODE].book.state
     assert state.ev.shape[0] > 1024 and len(compiled.markets[CODE].book) == 100
+
+
+def test_fees_on_the_largest_orders_an_instrument_allows_are_exact_on_both_paths():
+    """The compiled path computed a fee as value * fee_ppm // 10**6 in int64; from a value of
+    about 1.5e15 fen the product overflowed, so the 4e15 fen buy below froze a wrong amount
+    and was accepted with the books' frozen cash apart. The config admits such orders (the
+    value itself stays below 2**62), so the fee must be exact there too."""
+    instrument = Instrument(
+        code=CODE, name="big", product="CEA", reference_price=4_000_000, tick=100, max_qty=2**40
+    )
+    members = [Member(id=m, name=f"M{m}", cash=10**17, holdings={CODE: 10**10}) for m in (1, 2)]
+    config = MarketConfig(name="big", instruments=[instrument], members=members)
+    runs = [Exchange(config), Exchange(config, book_factory=ReferenceBook)]
+    commands = [StartOfDay("2026-11-24"), OpenCall(CODE), Uncross(CODE)]
+    commands += [
+        NewOrder("b", 1, CODE, Side.BUY, 4_000_000, 10**9),
+        NewOrder("a", 1, CODE, Side.BUY, 4_000_000, 10**9),
+        AmendOrder("m", 1, CODE, 2, 4_100_000, 10**9),
+        NewOrder("s", 2, CODE, Side.SELL, 3_900_000, 15 * 10**8),
+        CancelOrder("c", 1, CODE, 1),
+    ]
+    for command in commands:
+        events = [x.apply(command) for x in runs]
+        assert events[0] == events[1], command
+        assert not any(isinstance(e, Rejected) for e in events[0]), events[0]
+    value = 4_100_000 * 10**9 + 4_000_000 * 5 * 10**8  # two fills, each at the resting price
+    fees = (4_100_000 * 10**9 * 6_000 // 10**6) + (4_000_000 * 5 * 10**8 * 6_000 // 10**6)
+    for x in runs:
+        buyer = x.accounts.get(1)
+        assert (buyer.cash, buyer.cash_frozen) == (10**17 - value - fees, 0)
+    assert runs[0].state_hash() == runs[1].state_hash()

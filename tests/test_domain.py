@@ -175,6 +175,7 @@ def _market_with(members=(), **instrument) -> dict:
         (_market_with([{"id": 1, "name": "a", "holdings": {"CEA21": 2**41}}]), r"<= 1099511627776"),
         (_market_with(reference_price=6 * 10**18), "the highest price a book holds"),
         (_market_with(reference_price=3_000_000, max_qty=2**41), "is worth less than"),
+        (_market_with(fee_ppm=1_000_001), r"<= 1000000"),  # a fee above the trade's value
     ],
 )
 def test_a_market_whose_amounts_could_overflow_int64_is_refused_when_built(market, message):

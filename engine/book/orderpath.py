@@ -26,9 +26,10 @@ read; cancel returns its whole answer in the tuple (see `cancel`).
 rows < 0 is a NEED_* status (nothing changed: grow and call again) or REJECT_BASE - code
 (nothing changed).
 
-Risk arithmetic (identical to engine.risk): a buy holds freeze_for(limit, leaves) = value plus
-the fee on it rounded up; a fill spends value plus the fee rounded down and the buy keeps
-freeze_for(limit, leaves after), the rest returns to available; a sell holds its leaves.
+Risk arithmetic (identical to engine.risk, and exact for any value below MAX_VALUE: fee_of):
+a buy holds freeze_for(limit, leaves) = value plus the fee on it rounded up; a fill spends
+value plus the fee rounded down and the buy keeps freeze_for(limit, leaves after), the rest
+returns to available; a sell holds its leaves.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ from engine.book.layout import (
     P_PRICE,
     P_QTY,
 )
-from engine.instruments import PPM
+from engine.instruments import fee_of
 from engine.protocol import RejectCode
 from engine.types import Phase
 
@@ -123,10 +124,13 @@ R_UNKNOWN_ORDER = _R["UNKNOWN_ORDER"]
 R_NOT_OWNER = _R["NOT_OWNER"]
 
 
+fee_on = njit(cache=True, _nrt=False)(fee_of)  # compiled once, for int64 scalars
+
+
 @njit(cache=True, _nrt=False)
 def freeze_for(mk, price, qty):
     value = price * qty
-    return value + -(-value * mk[MK_FEE_PPM] // PPM)
+    return value + fee_on(value, mk[MK_FEE_PPM], True)
 
 
 @njit(cache=True, _nrt=False)
@@ -221,7 +225,7 @@ def _settle_fill(acct, ids, mk, ev, i, taker_row, taker_limit):
         buyer, seller = maker_row, taker_row
         limit, leaves_after = price, ev[i, E_LEAVES2]
     value = price * qty
-    fee = value * mk[MK_FEE_PPM] // PPM
+    fee = fee_on(value, mk[MK_FEE_PPM], False)
     held_before = freeze_for(mk, limit, leaves_after + qty)
     held_after = freeze_for(mk, limit, leaves_after)
     acct[buyer, ACCT_FROZEN] -= held_before - held_after

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.instruments import PPM
+from engine.instruments import fee_of
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def net(trades: TradeArrays, fee_ppm: np.ndarray) -> Netting:
     n_inst = len(trades.codes)
     size = len(members) * n_inst
     value = trades.price * trades.qty
-    fee = value * fee_ppm[trades.instrument] // PPM
+    fee = fee_of(value, fee_ppm[trades.instrument])
     buy_key = buy_row * n_inst + trades.instrument
     sell_key = sell_row * n_inst + trades.instrument
 
