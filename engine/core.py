@@ -180,12 +180,16 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
                 raise Reject(RejectCode.INVALID_FIELD, f"{name} {value!r}")
 
     @staticmethod
-    def _quantity(market: Market, qty: int) -> None:
-        inst = market.instrument
+    def _whole_units(market: Market, qty: int) -> None:
         if qty <= 0:
             raise Reject(RejectCode.QTY_INVALID)
-        if qty % inst.unit:
-            raise Reject(RejectCode.QTY_NOT_WHOLE_UNIT, f"unit {inst.unit} t")
+        if qty % market.instrument.unit:
+            raise Reject(RejectCode.QTY_NOT_WHOLE_UNIT, f"unit {market.instrument.unit} t")
+
+    def _quantity(self, market: Market, qty: int) -> None:
+        """A listed order's quantity: whole units within the order size limits."""
+        self._whole_units(market, qty)
+        inst = market.instrument
         if qty > inst.max_qty:
             raise Reject(RejectCode.QTY_ABOVE_MAX, f"max {inst.max_qty} t")
         if qty < inst.min_qty:

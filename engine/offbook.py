@@ -91,8 +91,7 @@ class OffBookCommands:
         self._fresh_cl_ord_id(cmd.member, cmd.cl_ord_id)
         if cmd.member == auction.seller:
             raise Reject(RejectCode.SELF_TRADE, "the seller may not bid in its own auction")
-        if cmd.qty <= 0 or cmd.qty % market.instrument.unit:
-            raise Reject(RejectCode.QTY_INVALID)
+        self._whole_units(market, cmd.qty)  # no order size limit: bids may be block-sized
         self._price(market, cmd.price, (auction.floor, auction.cap))
         frozen = self._freeze(market, cmd.member, Side.BUY, cmd.price, cmd.qty)
         order = LiveOrder(

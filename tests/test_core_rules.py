@@ -527,6 +527,20 @@ def test_a_seller_cannot_bid_in_its_own_one_way_auction():
     assert s.x.state_hash() == before
 
 
+@pytest.mark.parametrize(
+    ("qty", "code", "text"),
+    [(0, RejectCode.QTY_INVALID, "zero"), (15, RejectCode.QTY_NOT_WHOLE_UNIT, "unit 10 t")],
+)
+def test_a_one_way_bid_of_a_bad_quantity_says_which_rule(qty, code, text):
+    """A bid off the unit was refused QTY_INVALID with no detail, where an order gets
+    QTY_NOT_WHOLE_UNIT and the unit; the order size limit does not apply to bids."""
+    s = Session(small_market(unit=10, min_qty=10, max_qty=99_990))
+    s.send(OneWayAuctionOpen(s.code, 4, 100_000))
+    reject = only_reject(s.send(AuctionBid("b", 1, s.code, 10_500, qty)))
+    assert reject.code == code and text in reject.text
+    assert not of(s.send(AuctionBid("c", 1, s.code, 10_500, 100_000)), Rejected)
+
+
 def test_one_way_auctions_are_for_cea_vintages():
     s = Session(small_market(code="CCER", product="CCER"))
     reject = only_reject(s.send(OneWayAuctionOpen(s.code, 4, 100_000)))
