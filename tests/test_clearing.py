@@ -123,8 +123,8 @@ def test_a_golden_day_nets_to_hand_checked_statements(tmp_path):
     assert [line.split(",")[2] for line in member_3[1:]] == ["CEA25", "CCER"]
 
 
-def test_a_day_settles_once(tmp_path):
-    records = [*GOLDEN, closed(GOLDEN, "CEA25"), closed(GOLDEN, "CCER")]
+def captured_day(tmp_path, records) -> tuple[TradeStore, Ledger, MarketConfig]:
+    """A trade log of `records` captured into a store, and a ledger opened for CEA25/CCER."""
     write_log(tmp_path / "t.log", records)
     store, ledger, config = (
         TradeStore(tmp_path / "c.db"),
@@ -133,6 +133,12 @@ def test_a_day_settles_once(tmp_path):
     )
     capture_file(store, tmp_path / "t.log")
     ledger.load_opening(config.members)
+    return store, ledger, config
+
+
+def test_a_day_settles_once(tmp_path):
+    records = [*GOLDEN, closed(GOLDEN, "CEA25"), closed(GOLDEN, "CCER")]
+    store, ledger, config = captured_day(tmp_path, records)
     ledger.settle(DATE, store, config)
     balances = ledger.balances()
     again = ledger.settle(DATE, store, config)
@@ -146,14 +152,7 @@ def test_the_day_summary_carries_the_exchanges_open_high_low_and_close(tmp_path)
         closed(GOLDEN, "CEA25"), close=6004, open=6000, high=6010, low=5990
     )
     old_record = closed(GOLDEN, "CCER")  # open, high and low 0: not recorded
-    write_log(tmp_path / "t.log", [*GOLDEN, record, old_record])
-    store, ledger, config = (
-        TradeStore(tmp_path / "c.db"),
-        Ledger(tmp_path / "l.db"),
-        market("CEA25", "CCER"),
-    )
-    capture_file(store, tmp_path / "t.log")
-    ledger.load_opening(config.members)
+    store, ledger, config = captured_day(tmp_path, [*GOLDEN, record, old_record])
     write_files(ledger.settle(DATE, store, config), tmp_path / "out")
     with (tmp_path / "out" / f"summary-{DATE}.csv").open() as f:
         rows = {row["instrument"]: row for row in csv.DictReader(f)}
