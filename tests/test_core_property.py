@@ -4,6 +4,9 @@
 - conservation: members' cash plus collected fees, and each instrument's allowances, never
   change; no balance is ever negative; frozen cash and allowances equal what live orders need;
 - the band always holds every resting order, whatever the operator does to the reference;
+- a call auction's results name each price it traded at and the tonnes traded there;
+- over several days at the edges of an instrument's range (the highest price, the largest
+  orders, fee rates up to 100%) every day ends and both books keep the same accounts;
 - a rejected command never changes the state hash;
 - determinism: the same commands give byte-identical encoded events and the same hash, and the
   core gives the same results over the compiled book and over the reference book.
@@ -11,6 +14,7 @@
 
 from __future__ import annotations
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -293,4 +297,79 @@ def test_instrument_parameters_give_the_same_bytes_on_either_book(data, variant)
         events = [x.apply(command) for x in runs]
         assert b"".join(map(encode, events[0])) == b"".join(map(encode, events[1])), command
         check_accounts(runs[0], cash0, qty0)
+    assert runs[0].state_hash() == runs[1].state_hash()
+
+
+@st.composite
+def edge_instruments(draw) -> MarketConfig:
+    """An instrument near the limits the config admits: large ticks and order sizes, fee
+    rates up to 100%, wide or zero bands, a reference at or near the highest price."""
+    fields = {
+        "tick": draw(st.sampled_from([1, 5, 7, 100])),
+        "max_qty": draw(st.sampled_from([99_999, 10**6, 2**40])),
+        "fee_ppm": draw(st.sampled_from([0, 6_000, 999_999, 1_000_000])),
+        "band_ppm": draw(st.sampled_from([0, 100_000, 900_000, 5_000_000])),
+        "same_day_resale": draw(st.booleans()),
+    }
+    top = small_market(**fields, reference_price=fields["tick"]).instruments[0].max_price
+    tick = fields["tick"]
+    where = draw(st.sampled_from([top, top // 2, top - top // 11, 10_000]))
+    fields["reference_price"] = max(tick, where // tick * tick)
+    base = small_market(**fields)
+    members = [msgspec.structs.replace(m, cash=2**60, holdings={CODE: 2**39}) for m in base.members]
+    return msgspec.structs.replace(base, members=members)
+
+
+@settings(max_examples=40, deadline=None)
+@given(edge_instruments(), st.data())
+def test_days_at_the_edges_of_an_instruments_range_keep_every_invariant(config, data):
+    """Several trading days in a row, orders at and beyond the band's edges with the largest
+    sizes, so closes climb towards the highest price and order values towards 2**62 fen.
+    This found an EndOfDay that raised out of apply (the band around a close did not fit a
+    book) and fees that overflowed int64 in the compiled path."""
+    runs = [Exchange(config), Exchange(config, book_factory=ReferenceBook)]
+    inst = config.instruments[0]
+    cash0, qty0 = runs[0].accounts.total_cash(), runs[0].accounts.total_qty(CODE)
+    day, n = "2026-11-23", 0
+
+    def send(command) -> None:
+        events = [x.apply(command) for x in runs]
+        assert b"".join(map(encode, events[0])) == b"".join(map(encode, events[1])), command
+        check_accounts(runs[0], cash0, qty0)
+        check_band_holds_the_book(runs[0])
+
+    for _ in range(data.draw(st.integers(2, 4))):
+        day = config.next_trading_day(day)
+        for command in (StartOfDay(day), OpenCall(CODE)):
+            send(command)
+        for step in range(data.draw(st.integers(5, 30))):
+            n += 1
+            low, high = runs[0].markets[CODE].band
+            price = data.draw(st.sampled_from([low, high, high + inst.tick, low + inst.tick]))
+            qty = data.draw(st.sampled_from([1, inst.max_qty, 2**40]))
+            live = sorted(runs[0].live_orders()) or [1]
+            kind = data.draw(st.sampled_from(["order"] * 4 + ["amend", "cancel", "block"]))
+            member = data.draw(MEMBERS)
+            if kind == "order":
+                side = data.draw(SIDES)
+                send(
+                    NewOrder(
+                        f"c{n}", member, CODE, side, price, qty, tif=data.draw(st.integers(0, 2))
+                    )
+                )
+            elif kind in ("amend", "cancel"):
+                order_id = data.draw(st.sampled_from(live))
+                owner = runs[0].live_orders().get(order_id)
+                owner = owner.member if owner else member
+                if kind == "amend":
+                    send(AmendOrder(f"c{n}", owner, CODE, order_id, price, qty))
+                else:
+                    send(CancelOrder(f"c{n}", owner, CODE, order_id))
+            else:
+                send(BlockTrade(f"c{n}", CODE, member, data.draw(MEMBERS), price, 100_000))
+            if step == 2:
+                send(Uncross(CODE))
+        for command in (Uncross(CODE), Close(CODE), EndOfDay()):
+            send(command)
+        assert runs[0].date == ""  # the day ended
     assert runs[0].state_hash() == runs[1].state_hash()
