@@ -1,9 +1,10 @@
 """Off-book trading of the exchange core: the one-way auction (单向竞价) and block trades.
 
 A mixin of `engine.core.Exchange`. One-way auction: the seller's allowances freeze when it
-opens; bids between the floor (previous close, or that minus 10%) and the cap (band top)
-freeze their cash; at the close `allocate_one_way` ranks them by price then time and fills up
-to the offer at uniform or pay-as-bid prices; everything unfilled is released. Block trades
+opens; bids between the floor (previous close, or that minus 10%) and the cap (the close
+plus 10%; `Instrument.one_way_band_ppm`, not the listed band) freeze their cash; at the
+close `allocate_one_way` ranks them by price then time and fills up to the offer at uniform
+or pay-as-bid prices; everything unfilled is released. Block trades
 (大宗协议, >= the block minimum, within +-30% of the reference) are validated and printed
 straight into the accounts, never through the book, and do not count towards the close.
 Refusals beyond the core's usual checks: a one-way auction is for a CEA vintage on a
@@ -51,7 +52,8 @@ class OffBookCommands:
         if cmd.qty % market.instrument.unit:
             raise Reject(RejectCode.QTY_NOT_WHOLE_UNIT)
         self._freeze(market, cmd.seller, Side.SELL, 0, cmd.qty)
-        low, high = market.band
+        inst = market.instrument
+        low, high = inst.band(market.reference, inst.one_way_band_ppm)
         floor = low if cmd.floor_minus_10pct else market.reference
         market.one_way = OneWayAuction(
             self.next_order_id, cmd.seller, cmd.qty, floor, high, cmd.uniform

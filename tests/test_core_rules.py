@@ -509,6 +509,20 @@ def test_one_way_auction_uniform_and_pay_as_bid():
         assert s.x.accounts.total_cash() == 4 * CASH
 
 
+@pytest.mark.parametrize("band_ppm", [0, 50_000, 200_000])
+def test_a_one_way_auction_keeps_its_own_ten_percent_whatever_the_listed_band(band_ppm):
+    """MARKET.md fixes the one-way auction's floor (the previous close, or that minus 10%)
+    and cap (the close plus 10%). They were taken from the listed band, so an instrument
+    with a 5% band auctioned from 95% of the close, and one with no band at the close."""
+    s = Session(small_market(band_ppm=band_ppm))
+    s.send(OneWayAuctionOpen(s.code, 4, 100_000, floor_minus_10pct=True))
+    for price in (8_990, 11_010):
+        reject = only_reject(s.send(AuctionBid(f"out{price}", 1, s.code, price, 10)))
+        assert reject.code == RejectCode.PRICE_OUTSIDE_BAND and "9000-11000" in reject.text
+    for price in (9_000, 11_000):
+        assert of(s.send(AuctionBid(f"in{price}", 1, s.code, price, 10)), Accepted)
+
+
 def test_one_way_auction_needs_a_block_sized_offer():
     s = Session()
     assert only_reject(s.send(OneWayAuctionOpen(s.code, 4, 99_999))).code == (
