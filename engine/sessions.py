@@ -8,8 +8,9 @@ The calendar replays the config's schedule from the commands' timestamps: the sa
 in order, once per trading day; a market the operator halted stays halted through the
 schedule's re-opening call until the operator opens a call (or the day's close). Trading
 days only move forward and each ends before the next starts: StartOfDay needs a real
-calendar date (YYYY-MM-DD) that the config's trading week and holidays leave open, after
-the last day started, and that day ended by EndOfDay (so
+calendar date (YYYY-MM-DD) that the config's trading week and holidays leave open, the
+sequencer's own date when the command is stamped (a mistyped day cannot shut the days
+before it), after the last day started, and that day ended by EndOfDay (so
 every day has its DayClosed records), so the calendar can always place it and a day's
 ClOrdIDs and trades are never reopened. The band always holds every live order:
 SetReference is refused while one would fall outside.
@@ -73,6 +74,14 @@ class SessionCommands:
             raise Reject(
                 RejectCode.MARKET_CLOSED, f"{cmd.date} is {closed}: not a trading day here"
             )
+        if self.ts_ns:  # stamped by the sequencer (0: no clock, as in-process tests)
+            today = self._local_time().strftime("%Y-%m-%d")
+            if cmd.date != today:
+                raise Reject(
+                    RejectCode.INVALID_FIELD,
+                    f"trading day {cmd.date} is not the sequencer's date, {today} "
+                    f"({self.config.timezone}): a day starts on its own date",
+                )
         if cmd.date <= self.last_date:  # ISO dates order as strings; "" before any
             raise Reject(
                 RejectCode.INVALID_FIELD,

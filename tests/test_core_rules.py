@@ -771,6 +771,20 @@ def test_a_trading_day_is_a_weekday_that_is_not_a_holiday(day, why):
     assert not of(x.apply(StartOfDay("2026-11-30")), Rejected)  # the Monday after
 
 
+def test_a_stamped_start_of_day_must_be_the_sequencers_own_date():
+    """A mistyped StartOfDay("2026-12-25") was accepted, and since days only move forward
+    every day before it was then refused: one keystroke closed the market for a month (a
+    mistyped year, for years). When the sequencer stamps the command, the day must be its
+    date in the market's time zone."""
+    x = Exchange(default_market())
+    shanghai_0030 = (1_795_478_400 + 24 * 3600 - 8 * 3600 + 1800) * 1_000_000_000  # 11-25 00:30
+    before = x.state_hash()
+    reject = only_reject(x.apply(StartOfDay("2026-12-25"), shanghai_0030))
+    assert reject.code == RejectCode.INVALID_FIELD and "2026-11-25" in reject.text
+    assert x.state_hash() == before
+    assert not of(x.apply(StartOfDay("2026-11-25"), shanghai_0030), Rejected)
+
+
 def test_the_trading_week_and_the_holidays_are_the_markets_to_set():
     market = msgspec.structs.replace(
         small_market(), trading_weekdays=[1, 2, 3, 4, 5, 6], holidays=["2026-11-24"]
