@@ -15,7 +15,7 @@ from typing import Annotated
 
 import msgspec
 
-from engine.book.layout import MAX_TICKS, check_band
+from engine.book.layout import MAX_TICKS
 
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
@@ -62,8 +62,9 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
         return min(MAX_TICKS, by_value // self.tick) * self.tick
 
     def reference_problem(self, reference: int) -> str | None:
-        """Why `reference` cannot be this instrument's reference price, or None: it must not
-        exceed max_price, and its band must be one a book holds."""
+        """Why `reference` (positive, on tick: the callers check that first) cannot be this
+        instrument's reference price, or None: it must not exceed max_price. Its band then
+        always fits a book: low <= reference <= high <= max_price."""
         top = self.max_price
         if reference > top:
             if top == MAX_TICKS * self.tick:
@@ -74,10 +75,6 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
                     f"than {MAX_VALUE:,} fen"
                 )
             return f"the reference {reference} fen is above {top} fen, {limit}"
-        try:
-            check_band(*self.band(reference), self.tick)
-        except ValueError as exc:
-            return str(exc)
         return None
 
     def band(self, reference: int | None = None, band_ppm: int | None = None) -> tuple[int, int]:

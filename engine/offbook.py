@@ -47,10 +47,9 @@ class OffBookCommands:
             raise Reject(RejectCode.MARKET_CLOSED, "no trading day: StartOfDay first")
         if market.one_way is not None:
             raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, "an auction is already open")
+        self._whole_units(market, cmd.qty)
         if cmd.qty < market.instrument.block_min_qty:
             raise Reject(RejectCode.QTY_BELOW_MIN, f"min {market.instrument.block_min_qty} t")
-        if cmd.qty % market.instrument.unit:
-            raise Reject(RejectCode.QTY_NOT_WHOLE_UNIT)
         self._freeze(market, cmd.seller, Side.SELL, 0, cmd.qty)
         inst = market.instrument
         low, high = inst.band(market.reference, inst.one_way_band_ppm)

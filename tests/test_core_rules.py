@@ -549,6 +549,8 @@ def test_a_one_way_bid_of_a_bad_quantity_says_which_rule(qty, code, text):
     """A bid off the unit was refused QTY_INVALID with no detail, where an order gets
     QTY_NOT_WHOLE_UNIT and the unit; the order size limit does not apply to bids."""
     s = Session(small_market(unit=10, min_qty=10, max_qty=99_990))
+    offer = only_reject(s.send(OneWayAuctionOpen(s.code, 4, 100_005)))  # the offer too
+    assert offer.code == RejectCode.QTY_NOT_WHOLE_UNIT and "unit 10 t" in offer.text
     s.send(OneWayAuctionOpen(s.code, 4, 100_000))
     reject = only_reject(s.send(AuctionBid("b", 1, s.code, 10_500, qty)))
     assert reject.code == code and text in reject.text
