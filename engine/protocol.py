@@ -75,7 +75,7 @@ REJECT_TEXT: dict[RejectCode, str] = {
     RejectCode.UNAUTHORISED: "the sender may not act for this member",
     RejectCode.MARKET_CLOSED: "the market is closed",
     RejectCode.MARKET_HALTED: "the market is halted: only cancels are accepted",
-    RejectCode.UNSUPPORTED_IN_PHASE: "this order type is not accepted in the current phase",
+    RejectCode.UNSUPPORTED_IN_PHASE: "not accepted in the current phase",
     RejectCode.PRICE_OFF_TICK: "the price is not a multiple of the tick size",
     RejectCode.PRICE_OUTSIDE_BAND: "the price is outside today's price band",
     RejectCode.PRICE_OUT_OF_RANGE: "the price is zero, negative or beyond the book's range",

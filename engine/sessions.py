@@ -180,12 +180,15 @@ class SessionCommands:
     def _end_of_day(self, cmd: EndOfDay) -> set[str]:
         open_markets = [m.code for m in self.markets.values() if m.phase != Phase.CLOSED]
         if open_markets:
-            raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, f"still open: {open_markets}")
+            raise Reject(
+                RejectCode.UNSUPPORTED_IN_PHASE,
+                f"markets still open: {', '.join(open_markets)} (close them first)",
+            )
         auctions = [m.code for m in self.markets.values() if m.one_way]
         if auctions:
             raise Reject(
                 RejectCode.UNSUPPORTED_IN_PHASE,
-                f"a one-way auction is still open on {auctions}: close it first",
+                f"a one-way auction is still open on {', '.join(auctions)}: close it first",
             )
         if not self.date:
             raise Reject(RejectCode.MARKET_CLOSED, "no trading day to end")

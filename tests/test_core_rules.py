@@ -447,7 +447,13 @@ def test_end_of_day_expires_day_orders_fixes_the_vwap_close_and_checksums_trades
     s.order(1, BUY, 10_300, 30)
     s.send(BlockTrade("b", s.code, 3, 4, 9_000, 100_000))
     resting = of(s.order(1, BUY, 9_000, 7), Accepted)[0].order_id
-    assert only_reject(s.send(EndOfDay())).code == RejectCode.UNSUPPORTED_IN_PHASE
+    reject = only_reject(s.send(EndOfDay()))
+    # the text names what is open and what to do (it once read "this order type is not
+    # accepted in the current phase: still open: ['CEA25']")
+    assert reject.code == RejectCode.UNSUPPORTED_IN_PHASE
+    assert reject.text == (
+        "not accepted in the current phase: markets still open: CEA25 (close them first)"
+    )
     s.send(Close(s.code))
     events = s.send(EndOfDay())
     (expired,) = of(events, Cancelled)
