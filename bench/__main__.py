@@ -16,7 +16,7 @@ import sys
 
 from bench.book import book_benchmarks, memory_benchmark
 from bench.clearing import netting_benchmark
-from bench.exchange import exchange_benchmark, uncross_benchmark
+from bench.exchange import call_phase_benchmark, exchange_benchmark, uncross_benchmark
 from bench.replay import lobster_benchmark, synthetic_benchmark
 
 
@@ -40,6 +40,7 @@ NAMES = (
     "book_memory",
     "exchange_apply",
     "uncross",
+    "call_phase",
     "netting",
     "replay_lobster",
     "replay_synthetic",
@@ -58,6 +59,8 @@ def run(names: set[str] | None, quick: bool):
         yield exchange_benchmark(messages=200_000 if quick else 1_000_000)
     if wanted("uncross"):
         yield uncross_benchmark(orders=100_000)
+    if wanted("call_phase"):
+        yield call_phase_benchmark(orders=20_000)
     if wanted("netting"):
         yield netting_benchmark(trades=10_000_000)
     if wanted("replay_lobster"):

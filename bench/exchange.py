@@ -7,6 +7,10 @@ path) for comparison; every run must end with the reference's state hash and tra
 The timed loop touches every returned event, as a gateway would. uncross collects a call book
 of random crossed orders and times finding the equilibrium plus executing it; the compiled
 and the reference book must produce the same fills and the same remaining book.
+call_phase sends orders to an opening call whose book crosses from one end of the band to the
+other (a bid at the band's top, an ask at its bottom, as brokers send to be sure of the
+open), so every order moves the indicative price the exchange publishes; both exchanges must
+end with the same state hash and the same indicatives.
 """
 
 from __future__ import annotations
@@ -24,7 +28,15 @@ from engine.book.layout import CMD_ADD
 from engine.config import MarketConfig, Member
 from engine.core import Exchange
 from engine.instruments import Instrument
-from engine.protocol import CancelOrder, NewOrder, OpenCall, StartOfDay, Trade, Uncross
+from engine.protocol import (
+    CancelOrder,
+    Indicative,
+    NewOrder,
+    OpenCall,
+    StartOfDay,
+    Trade,
+    Uncross,
+)
 from engine.types import Side
 
 CODE = "CEA25"
@@ -138,4 +150,57 @@ def uncross_benchmark(orders: int) -> dict:
         "volume": sum(r.executed for r in rounds),
         "rounds": len(rounds),
         "fills": sum(1 for e in events if e.kind == 3),
+    }
+
+
+def call_orders(orders: int, seed: int = 5) -> list[NewOrder]:
+    """Limit orders within 20 ticks of the reference, after one bid at the top of the band
+    and one ask at its bottom."""
+    low, high = bench_market().instruments[0].band(DEFAULT_MID)
+    out = [
+        NewOrder("top", 0, CODE, Side.BUY, high, 100),
+        NewOrder("bottom", 1, CODE, Side.SELL, low, 100),
+    ]
+    rng = np.random.default_rng(seed)
+    for i, (side, offset, qty, member) in enumerate(
+        zip(
+            rng.integers(0, 2, orders).tolist(),
+            rng.integers(-20, 21, orders).tolist(),
+            rng.integers(1, 200, orders).tolist(),
+            rng.integers(0, MEMBERS, orders).tolist(),
+            strict=True,
+        )
+    ):
+        out.append(NewOrder(f"c{i}", member, CODE, Side(side), DEFAULT_MID + offset, qty))
+    return out
+
+
+def time_call_phase(commands: list, book_factory) -> tuple[float, Exchange, list]:
+    exchange = Exchange(bench_market(), book_factory=book_factory)
+    for command in (StartOfDay("2026-11-24"), OpenCall(CODE)):
+        exchange.apply(command)
+    indicatives = []
+    start = time.perf_counter()
+    for command in commands:
+        indicatives += (e for e in exchange.apply(command) if type(e) is Indicative)
+    return len(commands) / (time.perf_counter() - start), exchange, indicatives
+
+
+def call_phase_benchmark(orders: int) -> dict:
+    commands = call_orders(orders)
+    time_call_phase(commands[:500], Book)  # compile and warm up outside the timer
+    rate, exchange, indicatives = time_call_phase(commands, Book)
+    ref_rate, reference, ref_indicatives = time_call_phase(commands, ReferenceBook)
+    if exchange.state_hash() != reference.state_hash() or indicatives != ref_indicatives:
+        raise WrongResult("call_phase: compiled and reference exchanges disagree")
+    low, high = exchange.markets[CODE].band
+    return {
+        "bench": "call_phase",
+        "value": rate,
+        "unit": "cmd/s",
+        "reference": ref_rate,
+        "orders": len(commands),
+        "band_ticks": (high - low) // exchange.markets[CODE].instrument.tick,
+        "indicatives": len(indicatives),
+        "last_indicative": [indicatives[-1].price, indicatives[-1].volume],
     }
