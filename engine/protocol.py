@@ -169,6 +169,13 @@ class Halt(_Message, tag=23):
     instrument: InstrumentCode
 
 
+class Resume(_Message, tag=28):
+    """HALTED -> the phase the halt interrupted (CONTINUOUS or CALL), without an auction.
+    (OpenCall re-opens a halted market through a call instead.)"""
+
+    instrument: InstrumentCode
+
+
 class CloseCall(_Message, tag=24):
     """CONTINUOUS -> CLOSING_CALL."""
 
@@ -234,6 +241,7 @@ Command = (
     | OpenCall
     | Uncross
     | Halt
+    | Resume
     | CloseCall
     | Close
     | SetReference

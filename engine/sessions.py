@@ -1,17 +1,20 @@
 """Session commands of the exchange core: the trading day, phases, call auctions, calendar.
 
 A mixin of `engine.core.Exchange` (it uses the core's validation and event helpers). Phase
-transitions: CLOSED -> CALL -> (uncross) -> CONTINUOUS <-> HALTED -> CALL ...; CONTINUOUS ->
-CLOSING_CALL -> (uncross) -> CLOSED. EndOfDay needs every market closed: it expires the day
-orders, fixes each close (Market.close_price) as the next reference and publishes DayClosed.
+transitions: CLOSED -> CALL -> (uncross) -> CONTINUOUS <-> HALTED -> CALL ...; HALTED ->
+(resume) the phase the halt interrupted; CONTINUOUS -> CLOSING_CALL -> (uncross) -> CLOSED.
+EndOfDay needs every market closed: it expires the day orders, fixes each close
+(Market.close_price) as the next reference and publishes DayClosed.
 The calendar replays the config's schedule from the commands' timestamps: the same actions,
 in order, once per trading day; a market the operator halted stays halted through the
-schedule's re-opening call until the operator opens a call (or the day's close). Trading
-days only move forward and each ends before the next starts: StartOfDay needs a real
-calendar date (YYYY-MM-DD) that the config's trading week and holidays leave open, the
-sequencer's own date when the command is stamped (a mistyped day cannot shut the days
-before it), after the last day started, and that day ended by EndOfDay (so
-every day has its DayClosed records), so the calendar can always place it and a day's
+schedule's re-opening call until the operator opens a call or resumes it (or the day's
+close). Resume returns a halted market to the phase the halt interrupted: continuous
+trading (the book cannot have crossed, only cancels were accepted) or the call it was
+collecting. Trading days only move forward and each ends before the next starts:
+StartOfDay needs a real calendar date (YYYY-MM-DD) that the config's trading week and
+holidays leave open, the sequencer's own date when the command is stamped (a mistyped day
+cannot shut the days before it), after the last day started, and that day ended by EndOfDay
+(so every day has its DayClosed records), so the calendar can always place it and a day's
 ClOrdIDs and trades are never reopened. The band always holds every live order:
 SetReference is refused while one would fall outside.
 """
@@ -33,6 +36,7 @@ from engine.protocol import (
     OpenCall,
     PhaseChanged,
     RejectCode,
+    Resume,
     SetReference,
     StartOfDay,
     Uncross,
@@ -130,7 +134,17 @@ class SessionCommands:
     def _halt(self, cmd: Halt) -> set[str]:
         market = self._transition(cmd.instrument, (Phase.CONTINUOUS, Phase.CALL), "halt")
         market.operator_halt = True  # the calendar clears this for its own halts
+        market.halted_from = market.phase
         self._phase(market, Phase.HALTED)
+        return {market.code}
+
+    @typed
+    def _resume(self, cmd: Resume) -> set[str]:
+        market = self._transition(cmd.instrument, (Phase.HALTED,), "resume")
+        market.operator_halt = False
+        if market.halted_from == Phase.CALL:  # its book may cross: back to collecting
+            market.published_indicative = (0, 0, 0)
+        self._phase(market, market.halted_from)
         return {market.code}
 
     @typed

@@ -23,6 +23,7 @@ from engine.protocol import (
     NewOrder,
     OpenCall,
     Rejected,
+    Resume,
     StartOfDay,
     Trade,
     Uncross,
@@ -102,12 +103,14 @@ def test_compiled_and_plain_paths_agree_command_by_command(seed):
         if command is None:
             live = compiled.live_orders()
             command = random_command(rng, n, live, members)
-            if n % 500 == 0:
+            if n % 500 in (0, 250):
                 command = Halt(CODE)
             elif n % 500 == 1:
                 command = OpenCall(CODE)
             elif n % 500 == 40:
                 command = Uncross(CODE)
+            elif n % 500 == 260:
+                command = Resume(CODE)
         events = compiled.apply(command)
         assert events == plain.apply(command), command
         trades += sum(type(e) is Trade for e in events)

@@ -36,6 +36,7 @@ from engine.protocol import (
     PickOrder,
     RejectCode,
     Rejected,
+    Resume,
     SetReference,
     StartOfDay,
     Trade,
@@ -428,6 +429,49 @@ def test_a_halt_reopens_through_a_call():
     assert sum(t.qty for t in of(events, Trade)) == 5
 
 
+@pytest.mark.parametrize("book_factory", [Book, ReferenceBook])
+def test_resume_returns_a_halted_market_to_continuous_trading_without_a_call(book_factory):
+    """Resume lifts a halt straight back into continuous trading (a short technical halt);
+    the book was closed to everything but cancels, so it cannot have crossed meanwhile."""
+    s = Session(book_factory=book_factory)
+    s.order(2, SELL, 10_000, 10)
+    s.send(Halt(s.code))
+    assert only_reject(s.order(1, BUY, 10_000, 10)).code == RejectCode.MARKET_HALTED
+    events = s.send(Resume(s.code))
+    assert [(type(e), e.phase) for e in events] == [(PhaseChanged, Phase.CONTINUOUS)]
+    (trade,) = of(s.order(1, BUY, 10_000, 10), Trade)
+    assert (trade.price, trade.qty, trade.seller) == (10_000, 10, 2)
+
+
+@pytest.mark.parametrize("book_factory", [Book, ReferenceBook])
+def test_resume_of_a_halted_call_returns_to_the_call_and_publishes_its_indicative(book_factory):
+    """A halt can interrupt a call, whose book may cross: resuming into continuous trading
+    would match it without an auction, so Resume goes back to the call."""
+    s = Session(continuous=False, book_factory=book_factory)
+    s.send(OpenCall(s.code))
+    s.order(1, BUY, 10_100, 10)
+    s.order(2, SELL, 9_900, 10)
+    s.send(Halt(s.code))
+    events = s.send(Resume(s.code))
+    assert [type(e) for e in events] == [PhaseChanged, Indicative]
+    assert events[0].phase == Phase.CALL
+    assert (events[1].price, events[1].volume) == (10_000, 10)
+    assert not of(s.order(3, BUY, 10_100, 5), Trade)  # still collecting
+    assert sum(t.qty for t in of(s.send(Uncross(s.code)), Trade)) == 10
+
+
+@pytest.mark.parametrize("phase", ["continuous", "call", "closed"])
+def test_resume_is_refused_unless_the_market_is_halted(phase):
+    s = Session(continuous=phase == "continuous")
+    if phase == "call":
+        s.send(OpenCall(s.code))
+    before = s.x.state_hash()
+    reject = only_reject(s.send(Resume(s.code)))
+    assert reject.code == RejectCode.UNSUPPORTED_IN_PHASE
+    assert reject.text.endswith(f"cannot resume CEA25 in {phase.upper()}")
+    assert s.x.state_hash() == before
+
+
 def test_a_closing_call_is_uncrossed_when_the_market_closes():
     s = Session()
     s.send(CloseCall(s.code))
@@ -620,6 +664,12 @@ def test_a_block_trade_prints_without_touching_the_book():
     assert s.x.markets[s.code].book.depth(5) == ([], [])
 
 
+def at(hhmm: str) -> int:
+    """The sequencer's stamp for `hhmm` on 2026-11-24 in Asia/Shanghai (UTC+8)."""
+    hours, minutes = map(int, hhmm.split(":"))
+    return (1_795_478_400 + (hours - 8) * 3600 + minutes * 60) * 1_000_000_000
+
+
 def scheduled(schedule: list[tuple[str, str]]) -> MarketConfig:
     """The small market with a calendar."""
     config = small_market()
@@ -649,10 +699,6 @@ def test_the_calendar_drives_the_trading_day_from_the_sequencer_clock():
     x = Exchange(config)
     x.apply(StartOfDay("2026-11-24"))
 
-    def at(hhmm: str) -> int:  # Asia/Shanghai is UTC+8
-        hours, minutes = map(int, hhmm.split(":"))
-        return (1_795_478_400 + (hours - 8) * 3600 + minutes * 60) * 1_000_000_000
-
     first = x.apply(NewOrder("a", 1, "CEA25", BUY, 10_000, 5), at("09:20"))
     assert [e.phase for e in of(first, PhaseChanged)] == [Phase.CALL]
     assert of(first, Accepted)
@@ -669,10 +715,6 @@ def test_with_a_calendar_block_trades_are_reported_in_block_hours_only():
     x = Exchange(scheduled(MARKET_HOURS))
     x.apply(StartOfDay("2026-11-24"))
 
-    def at(hhmm: str) -> int:  # Asia/Shanghai is UTC+8
-        hours, minutes = map(int, hhmm.split(":"))
-        return (1_795_478_400 + (hours - 8) * 3600 + minutes * 60) * 1_000_000_000
-
     morning = x.apply(BlockTrade("b1", "CEA25", 1, 2, 10_000, 100_000), at("10:00"))
     reject = morning[-1]
     assert reject.code == RejectCode.UNSUPPORTED_IN_PHASE and "13:00-15:00" in reject.text
@@ -686,10 +728,6 @@ def test_an_operator_halt_lasts_until_the_operator_lifts_it_not_until_the_lunch_
     x = Exchange(scheduled(MARKET_HOURS))
     x.apply(StartOfDay("2026-11-24"))
 
-    def at(hhmm: str) -> int:  # Asia/Shanghai is UTC+8
-        hours, minutes = map(int, hhmm.split(":"))
-        return (1_795_478_400 + (hours - 8) * 3600 + minutes * 60) * 1_000_000_000
-
     x.apply(NewOrder("a", 1, "CEA25", BUY, 10_000, 5), at("09:40"))
     x.apply(Halt("CEA25"), at("10:00"))
     after_lunch = x.apply(NewOrder("b", 1, "CEA25", BUY, 10_000, 5), at("13:05"))
@@ -698,6 +736,10 @@ def test_an_operator_halt_lasts_until_the_operator_lifts_it_not_until_the_lunch_
     x.apply(OpenCall("CEA25"), at("13:10"))  # the operator lifts the halt through a call
     x.apply(Uncross("CEA25"), at("13:15"))
     assert x.markets["CEA25"].phase == Phase.CONTINUOUS
+    x.apply(Halt("CEA25"), at("13:20"))  # or resumes: the schedule goes on from there
+    x.apply(Resume("CEA25"), at("13:25"))
+    closing = x.apply(NewOrder("c", 1, "CEA25", BUY, 10_000, 5), at("14:58"))
+    assert [e.phase for e in of(closing, PhaseChanged)] == [Phase.CLOSING_CALL]
     lunch = Exchange(scheduled(MARKET_HOURS))  # the lunch break's halt ends on schedule
     lunch.apply(StartOfDay("2026-11-24"))
     lunch.apply(NewOrder("a", 1, "CEA25", BUY, 10_000, 5), at("11:40"))

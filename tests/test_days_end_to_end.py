@@ -44,6 +44,7 @@ from engine.protocol import (
     OneWayAuctionOpen,
     OpenCall,
     PickOrder,
+    Resume,
     SetReference,
     StartOfDay,
     Trade,
@@ -127,10 +128,9 @@ def random_command(rng: random.Random, x: Exchange, members: list[int], n: int):
                 OneWayAuctionClose(code),
             ]
         )
+    phases = [Halt(code), Resume(code), OpenCall(code), Uncross(code), CloseCall(code)]
     new_reference = SetReference(code, reference + tick * rng.randint(-99, 99))
-    return rng.choice(
-        [Halt(code), OpenCall(code), Uncross(code), CloseCall(code), Close(code), new_reference]
-    )
+    return rng.choice([*phases, Close(code), new_reference])
 
 
 def assert_ledger_holds_the_accounts(ledger: Ledger, x: Exchange, members: list[int]) -> None:
