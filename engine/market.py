@@ -76,7 +76,6 @@ class Market:
         self.set_reference(instrument.reference_price)
         self.one_way: OneWayAuction | None = None
         self.operator_halt = False  # halted by the operator: the schedule does not re-open it
-        self.halted_from = Phase.CONTINUOUS  # the phase the latest halt interrupted
         self.touched: list[tuple[int, int]] = []  # (side, price) levels the command changed
         self.published_indicative: tuple = (0, 0, 0)
         self.new_day()
@@ -169,7 +168,6 @@ class Market:
             self.code,
             int(self.phase),
             self.operator_halt,
-            int(self.halted_from),
             self.reference,
             list(self.band),
             self.trades,

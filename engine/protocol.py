@@ -152,7 +152,7 @@ class StartOfDay(_Message, tag=20):
 
 
 class OpenCall(_Message, tag=21):
-    """CLOSED -> CALL (opening call) or HALTED -> CALL (re-opening call)."""
+    """CLOSED -> CALL (opening call) or HALTED -> CALL (re-opening call, as Resume)."""
 
     instrument: InstrumentCode
 
@@ -170,8 +170,8 @@ class Halt(_Message, tag=23):
 
 
 class Resume(_Message, tag=28):
-    """HALTED -> the phase the halt interrupted (CONTINUOUS or CALL), without an auction.
-    (OpenCall re-opens a halted market through a call instead.)"""
+    """HALTED -> CALL: 复牌, a halted market resumes through a re-opening call (Uncross then
+    opens continuous trading). OpenCall on a halted market does the same."""
 
     instrument: InstrumentCode
 

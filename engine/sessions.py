@@ -1,16 +1,15 @@
 """Session commands of the exchange core: the trading day, phases, call auctions, calendar.
 
 A mixin of `engine.core.Exchange` (it uses the core's validation and event helpers). Phase
-transitions: CLOSED -> CALL -> (uncross) -> CONTINUOUS <-> HALTED -> CALL ...; HALTED ->
-(resume) the phase the halt interrupted; CONTINUOUS -> CLOSING_CALL -> (uncross) -> CLOSED.
+transitions: CLOSED -> CALL -> (uncross) -> CONTINUOUS <-> HALTED -> (resume, or OpenCall)
+CALL ...; CONTINUOUS -> CLOSING_CALL -> (uncross) -> CLOSED.
 EndOfDay needs every market closed: it expires the day orders, fixes each close
 (Market.close_price) as the next reference and publishes DayClosed.
 The calendar replays the config's schedule from the commands' timestamps: the same actions,
 in order, once per trading day; a market the operator halted stays halted through the
 schedule's re-opening call until the operator opens a call or resumes it (or the day's
-close). Resume returns a halted market to the phase the halt interrupted: continuous
-trading (the book cannot have crossed, only cancels were accepted) or the call it was
-collecting. Trading days only move forward and each ends before the next starts:
+close). A halted market resumes through a re-opening call, whatever the halt interrupted.
+Trading days only move forward and each ends before the next starts:
 StartOfDay needs a real calendar date (YYYY-MM-DD) that the config's trading week and
 holidays leave open, the sequencer's own date when the command is stamped (a mistyped day
 cannot shut the days before it), after the last day started, and that day ended by EndOfDay
@@ -110,8 +109,17 @@ class SessionCommands:
         market = self._transition(cmd.instrument, (Phase.CLOSED, Phase.HALTED), "open a call")
         if not self.date:
             raise Reject(RejectCode.MARKET_CLOSED, "no trading day: StartOfDay first")
+        return self._start_call(market)
+
+    @typed
+    def _resume(self, cmd: Resume) -> set[str]:
+        """复牌: a halted market resumes through a re-opening call (DESIGN.md), whether the
+        halt interrupted continuous trading or a call."""
+        return self._start_call(self._transition(cmd.instrument, (Phase.HALTED,), "resume"))
+
+    def _start_call(self, market: Market) -> set[str]:
         market.operator_halt = False
-        market.published_indicative = (0, 0, 0)
+        market.published_indicative = (0, 0, 0)  # the indicative is published afresh
         self._phase(market, Phase.CALL)
         return {market.code}
 
@@ -134,17 +142,7 @@ class SessionCommands:
     def _halt(self, cmd: Halt) -> set[str]:
         market = self._transition(cmd.instrument, (Phase.CONTINUOUS, Phase.CALL), "halt")
         market.operator_halt = True  # the calendar clears this for its own halts
-        market.halted_from = market.phase
         self._phase(market, Phase.HALTED)
-        return {market.code}
-
-    @typed
-    def _resume(self, cmd: Resume) -> set[str]:
-        market = self._transition(cmd.instrument, (Phase.HALTED,), "resume")
-        market.operator_halt = False
-        if market.halted_from == Phase.CALL:  # its book may cross: back to collecting
-            market.published_indicative = (0, 0, 0)
-        self._phase(market, market.halted_from)
         return {market.code}
 
     @typed

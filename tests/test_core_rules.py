@@ -430,23 +430,26 @@ def test_a_halt_reopens_through_a_call():
 
 
 @pytest.mark.parametrize("book_factory", [Book, ReferenceBook])
-def test_resume_returns_a_halted_market_to_continuous_trading_without_a_call(book_factory):
-    """Resume lifts a halt straight back into continuous trading (a short technical halt);
-    the book was closed to everything but cancels, so it cannot have crossed meanwhile."""
+def test_resume_reopens_a_halted_market_through_a_call(book_factory):
+    """复牌 (DESIGN.md: resume through a call): orders are collected without matching until
+    the re-opening uncross, which then hands the book to continuous trading."""
     s = Session(book_factory=book_factory)
     s.order(2, SELL, 10_000, 10)
     s.send(Halt(s.code))
     assert only_reject(s.order(1, BUY, 10_000, 10)).code == RejectCode.MARKET_HALTED
     events = s.send(Resume(s.code))
-    assert [(type(e), e.phase) for e in events] == [(PhaseChanged, Phase.CONTINUOUS)]
-    (trade,) = of(s.order(1, BUY, 10_000, 10), Trade)
-    assert (trade.price, trade.qty, trade.seller) == (10_000, 10, 2)
+    assert [(type(e), e.phase) for e in events] == [(PhaseChanged, Phase.CALL)]
+    assert not of(s.order(1, BUY, 10_100, 10), Trade)  # collected, not matched
+    reopening = s.send(Uncross(s.code))
+    (trade,) = of(reopening, Trade)
+    assert (trade.price, trade.qty, trade.venue) == (10_000, 10, "call")
+    assert of(reopening, PhaseChanged)[-1].phase == Phase.CONTINUOUS
 
 
 @pytest.mark.parametrize("book_factory", [Book, ReferenceBook])
 def test_resume_of_a_halted_call_returns_to_the_call_and_publishes_its_indicative(book_factory):
-    """A halt can interrupt a call, whose book may cross: resuming into continuous trading
-    would match it without an auction, so Resume goes back to the call."""
+    """A halt can interrupt a call; resuming goes back to a call, which publishes its
+    indicative afresh."""
     s = Session(continuous=False, book_factory=book_factory)
     s.send(OpenCall(s.code))
     s.order(1, BUY, 10_100, 10)
@@ -736,8 +739,9 @@ def test_an_operator_halt_lasts_until_the_operator_lifts_it_not_until_the_lunch_
     x.apply(OpenCall("CEA25"), at("13:10"))  # the operator lifts the halt through a call
     x.apply(Uncross("CEA25"), at("13:15"))
     assert x.markets["CEA25"].phase == Phase.CONTINUOUS
-    x.apply(Halt("CEA25"), at("13:20"))  # or resumes: the schedule goes on from there
+    x.apply(Halt("CEA25"), at("13:20"))  # or resumes through a call: the schedule goes on
     x.apply(Resume("CEA25"), at("13:25"))
+    x.apply(Uncross("CEA25"), at("13:30"))
     closing = x.apply(NewOrder("c", 1, "CEA25", BUY, 10_000, 5), at("14:58"))
     assert [e.phase for e in of(closing, PhaseChanged)] == [Phase.CLOSING_CALL]
     lunch = Exchange(scheduled(MARKET_HOURS))  # the lunch break's halt ends on schedule
