@@ -26,7 +26,6 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from engine.book import Book, EventKind
-from engine.book.auction import equilibrium
 from engine.compiled import CompiledOrders
 from engine.config import MarketConfig
 from engine.market import Market
@@ -534,9 +533,7 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
             self.out.append(DepthUpdate(self.seq, market.code, side, price, qty, orders))
         market.touched.clear()
         if market.in_call:
-            found = equilibrium(
-                *market.book.depth(1 << 30), market.reference, market.instrument.tick
-            )
+            found = market.book.equilibrium(market.reference)
             indicative = (found.price or 0, found.volume, found.imbalance)
             if indicative != market.published_indicative:
                 market.published_indicative = indicative

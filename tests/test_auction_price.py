@@ -1,20 +1,24 @@
-"""The call-auction price: `equilibrium` against MARKET.md's rules applied tick by tick.
+"""The call-auction price: `equilibrium` and the compiled book's `Book.equilibrium` against
+MARKET.md's rules applied tick by tick.
 
 `by_every_tick` is the rule text as code: every price on tick between the best ask and the
 best bid is a candidate; keep those of maximum executable volume, then minimum unmatched
 volume; with a buy surplus throughout take the highest, with a sell surplus throughout the
 lowest, else the one nearest the reference (the higher of two equally near). `equilibrium`
-must choose the same price and report the same volumes on any book, whatever the band's
-width. It used to be that loop itself: with a bid at the top of a 10% band and an ask at its
-bottom, at 62 CNY a call-phase order cost 1.7 ms (the indicative is recomputed on every
-change), and 30 ms at 1,000 CNY.
+(over depth levels, for the reference book) must choose the same price and report the same
+volumes on any book, whatever the band's width, and so must the compiled book's search over
+its ladder. `equilibrium` once was that loop in Python, for both books: with a bid at the top
+of a 10% band and an ask at its bottom, a call-phase order cost 1.7 ms at 62 CNY (the
+indicative is recomputed on every change), and 30 ms at 1,000 CNY.
 """
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.book import Book, ReferenceBook
 from engine.book.auction import Equilibrium, equilibrium
 
 
@@ -71,3 +75,53 @@ def test_the_widest_cross_a_book_holds_is_priced_from_its_levels():
     bids = [(4_000_000, 10, 1), (2_000_001, 5, 1)]
     asks = [(1, 10, 1), (1_999_999, 7, 1)]
     assert equilibrium(bids, asks, 2_000_000, 1) == Equilibrium(1_999_999, 15, 15, 17)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([1, 5, 100]),
+    st.lists(
+        st.tuples(st.sampled_from([0, 1]), st.integers(0, 60), st.integers(1, 50)), max_size=40
+    ),
+    st.integers(-10, 70),
+    st.booleans(),
+)
+def test_both_books_price_their_call_as_the_rules_do(tick, orders, reference_ticks, half):
+    """Orders collected in a call (several per level, both sides, often crossed), the
+    reference inside, at or beyond the crossed range, now and then half a tick off it."""
+    reference = (1_000 + reference_ticks) * tick + (tick // 2 if half else 0)
+    books = [Book(tick=tick), ReferenceBook(tick=tick)]
+    for book in books:
+        book.set_collecting(True)
+        for order_id, (side, ticks, qty) in enumerate(orders, 1):
+            book.add(order_id, order_id % 4, side, (1_000 + ticks) * tick, qty)
+    expected = by_every_tick(*books[1].depth(1 << 30), reference, tick)
+    assert [book.equilibrium(reference) for book in books] == [expected, expected]
+
+
+def call_book(factory, bids, asks):
+    book = factory(tick=2)
+    book.set_collecting(True)
+    orders = [(0, price, qty) for price, qty in bids] + [(1, price, qty) for price, qty in asks]
+    for order_id, (side, price, qty) in enumerate(orders, 1):
+        book.add(order_id, order_id, side, price, qty)
+    return book
+
+
+TIES = [
+    # one run, 200-210, nothing unmatched: 205 lies halfway between 204 and 206
+    ([(210, 10)], [(200, 10)], 205, Equilibrium(206, 10, 10, 10)),
+    # two runs, 200-206 (2 t of buys left) and 208-212 (2 t of sells left): 207 lies halfway
+    ([(212, 10), (206, 2)], [(200, 10), (208, 2)], 207, Equilibrium(208, 10, 10, 12)),
+]
+
+
+@pytest.mark.parametrize(("bids", "asks", "reference", "expected"), TIES)
+def test_of_two_prices_equally_near_the_reference_the_higher_one_is_taken(
+    bids, asks, reference, expected
+):
+    """The last rule's tie: a reference half a tick off (random books rarely land there)."""
+    books = [call_book(factory, bids, asks) for factory in (Book, ReferenceBook)]
+    depth = books[1].depth(1 << 30)
+    assert by_every_tick(*depth, reference, 2) == expected
+    assert [book.equilibrium(reference) for book in books] == [expected, expected]

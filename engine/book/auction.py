@@ -1,7 +1,9 @@
 """Auction price formation: the call-auction uncrossing price and the one-way auction allocation.
 
-Pure functions over depth levels and bid lists, shared by the compiled and the reference book
-(the books then execute the chosen price with `uncross(price)`).
+Pure functions over depth levels and bid lists. `equilibrium` is the specification of the
+call price: the reference book prices its call with it, the compiled book with the same rules
+over its ladder (engine.book.callprice, held to this by tests); `run_uncross` asks either book
+for its price, then has it execute there with `uncross(price)`.
 
 Uncrossing price (MARKET.md): among the prices on tick between the best ask and the best bid,
 (1) maximise the executable volume min(B(p), S(p)), where B(p) is the bid quantity at p or
@@ -10,8 +12,7 @@ higher and S(p) the ask quantity at p or lower; (2) minimise the unmatched volum
 one has a sell surplus the lowest; (4) otherwise the candidate nearest the reference price
 (previous close), the higher one when two are equally near.
 Both quantities change only at level prices, so the search runs over the runs of prices
-between them: O(levels in the crossed range), however many ticks it spans (it once walked
-every tick, and a band-wide cross made each call-phase command cost milliseconds).
+between them: O(levels in the crossed range), however many ticks it spans.
 
 One-way auction (单向竞价): valid bids are ranked by price (highest first) then entry order;
 they fill up to the offered quantity (the last winner partially); uniform pricing charges every
@@ -170,8 +171,7 @@ def run_uncross(book, reference: int) -> tuple[list, list[UncrossRound]]:
     Works on either book (compiled or reference)."""
     events, rounds = [], []
     while True:
-        bids, asks = book.depth(1 << 30)
-        found = equilibrium(bids, asks, reference, book.tick)
+        found = book.equilibrium(reference)
         if found.price is None:
             break
         book.uncross(found.price)

@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from engine.book.auction import NO_CROSS, Equilibrium
+from engine.book.callprice import call_price
 from engine.book.entry import entry_point
 from engine.book.events import BookEvent
 from engine.book.kernel import (
@@ -276,6 +278,13 @@ class Book:
         out = np.zeros((levels, 3), dtype=np.int64)
         n = depth_levels(st.lad, st.bm, st.meta, side, levels, out)
         return [tuple(row) for row in out[:n].tolist()]
+
+    def equilibrium(self, reference: int) -> Equilibrium:
+        """The call-auction price and volumes of the book as it stands: the rules of
+        `engine.book.auction.equilibrium`, over the ladder in one compiled call."""
+        st = self.state
+        price, volume, buy, sell = call_price(st.lad, st.bm, st.meta, reference)
+        return NO_CROSS if price < 0 else Equilibrium(price, volume, buy, sell)
 
     def next_to_trade(self, side: int) -> int | None:
         """Id of the order first in line on `side` (oldest at the best price), or None."""

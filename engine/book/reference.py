@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from sortedcontainers import SortedDict
 
+from engine.book.auction import Equilibrium, equilibrium
 from engine.book.events import BookEvent, EventKind
 from engine.book.layout import (
     MAX_ORDER_ID,
@@ -427,6 +428,11 @@ class ReferenceBook:
 
     def depth(self, levels: int = 5) -> tuple[list[Level], list[Level]]:
         return self.side_depth(0, levels), self.side_depth(1, levels)
+
+    def equilibrium(self, reference: int) -> Equilibrium:
+        """The call-auction price and volumes of the book as it stands (the rules of
+        `engine.book.auction.equilibrium`, over the whole depth)."""
+        return equilibrium(*self.depth(1 << 30), reference, self.tick)
 
     def level(self, side: int, price: int) -> tuple[int, int]:
         """(total qty, orders) resting at `price` on `side`; (0, 0) when none."""
