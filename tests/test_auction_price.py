@@ -67,7 +67,7 @@ def test_the_auction_price_is_the_rules_applied_at_every_tick(book):
     assert equilibrium(*book) == by_every_tick(*book)
 
 
-def test_the_widest_cross_a_book_holds_is_priced_from_its_levels():
+def test_the_widest_cross_a_book_holds_takes_the_lowest_price_under_sell_pressure():
     """A bid at the top and an ask at the bottom of a four-million-tick range (the most a book
     holds), two levels between: 15 t execute from 19,999.99 to 20,000.01 with 2 t of sells
     left over, so market pressure takes the lowest of them. (bench `call_phase` measures what
