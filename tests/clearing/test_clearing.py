@@ -46,7 +46,7 @@ from engine.journal import CommandLog
 from engine.protocol import DayClosed, StartOfDay, Trade, trades_digest
 
 DATE = "2026-11-24"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def trade(tid, code, buyer, seller, price, qty, date=DATE):
@@ -379,7 +379,7 @@ def test_a_crash_mid_settlement_leaves_the_ledger_as_it_was(tmp_path):
         """
         from engine.clearing import settlement
         from engine.clearing.capture import TradeStore
-        from tests.test_clearing import market
+        from tests.clearing.test_clearing import market
         ledger = settlement.Ledger(sys.argv[1])
         ledger.db = PausingConnection(ledger.db, "INSERT INTO postings", 2)
         ledger.settle("2026-11-24", TradeStore(sys.argv[2]), market("CEA25", "CCER"))

@@ -12,7 +12,7 @@ import pytest
 from engine.book import Book, ReferenceBook
 from engine.book.book import apply_row
 from engine.book.integrity import check_integrity
-from tests.commands import random_commands
+from tests.support.commands import random_commands
 
 CASES = [
     pytest.param(1, 1, (90, 110), False, id="tick1-band"),

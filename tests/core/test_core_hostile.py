@@ -31,7 +31,7 @@ from engine.protocol import (
     encode,
 )
 from engine.types import Side
-from tests.exchange import small_market
+from tests.support.exchange import small_market
 
 INTEGERS = [0, 1, 2, 3, 5, -1, 10_000, 9_000, 11_000, 10_001, 99_999, 100_000]
 INTEGERS += [2**31, 2**40, 2**62, 2**63 - 1, -(2**63)]

@@ -13,7 +13,7 @@ import pytest
 
 from engine.replay.lobster import LobsterReplay, classify_exceptions, load_day
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lobster"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "lobster"
 MESSAGES = DATA / "AAPL_2012-06-21_first999_message_10.csv"
 BOOK = DATA / "AAPL_2012-06-21_first999_orderbook_10.csv"
 

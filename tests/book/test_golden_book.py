@@ -1,4 +1,4 @@
-"""Golden scenarios (tests/golden/*.book) pin the documented book behaviour on both books."""
+"""Golden scenarios (tests/golden/book/*.book) pin the documented book behaviour on both books."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from engine.book import Book
 from engine.book.integrity import check_integrity
-from tests.golden import parse, run_step, scenario_files
+from tests.support.golden import parse, run_step, scenario_files
 
 
 @pytest.mark.parametrize("path", scenario_files(), ids=lambda p: p.stem)

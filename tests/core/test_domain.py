@@ -228,7 +228,7 @@ def test_a_demo_day_skips_the_holidays_and_refuses_a_closed_day():
 
 def test_the_example_market_file_loads_and_runs_a_clean_demo_day():
     """docs/market.example.toml shows every field an operator can set; it must stay valid."""
-    market = load_market(Path(__file__).resolve().parent.parent / "docs" / "market.example.toml")
+    market = load_market(Path(__file__).resolve().parents[2] / "docs" / "market.example.toml")
     assert [i.code for i in market.instruments] == ["CEA25", "CCER"]
     assert market.holidays == default_market().holidays  # left out: the default list
     assert "rejected commands: none" in render(run_demo(market, steps=100))

@@ -25,7 +25,7 @@ from engine.book.events import BookEvent, EventKind
 from engine.protocol import RejectCode
 from engine.types import CancelReason, OrderType, StpMode, TimeInForce
 
-GOLDEN_DIR = Path(__file__).parent / "golden"
+GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden" / "book"
 SIDES = {"buy": 0, "sell": 1}
 SIDE_NAMES = {v: k for k, v in SIDES.items()}
 

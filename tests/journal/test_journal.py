@@ -28,9 +28,9 @@ from engine.protocol import (
     encode,
 )
 from engine.types import Side
-from tests.exchange import small_market
+from tests.support.exchange import small_market
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def session_commands(seed: int, n: int) -> list:
@@ -177,8 +177,8 @@ import sys, time
 from engine.core import Exchange
 from engine.framing import frame
 from engine.journal import CommandLog, RecordingExchange, _encoder
-from tests.exchange import small_market
-from tests.test_journal import session_commands
+from tests.support.exchange import small_market
+from tests.journal.test_journal import session_commands
 
 acknowledged = int(sys.argv[2])
 commands = session_commands(11, 3000)

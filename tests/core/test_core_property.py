@@ -47,7 +47,7 @@ from engine.protocol import (
 )
 from engine.risk import freeze_for
 from engine.types import Side
-from tests.exchange import small_market
+from tests.support.exchange import small_market
 
 CODE = "CEA25"
 SIDES = st.sampled_from([Side.BUY, Side.SELL])

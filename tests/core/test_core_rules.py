@@ -44,7 +44,7 @@ from engine.protocol import (
     trades_digest,
 )
 from engine.types import CancelReason, OrderType, Phase, Side, StpMode, TimeInForce
-from tests.exchange import CASH, STOCK, Session, of, only_reject, small_market
+from tests.support.exchange import CASH, STOCK, Session, of, only_reject, small_market
 
 BUY, SELL = Side.BUY, Side.SELL
 
