@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from engine.book import Book, EventKind
+from engine.book import Book, EventKind, ReferenceBook
 from engine.compiled import CompiledOrders
 from engine.config import MarketConfig
 from engine.market import Market
@@ -571,3 +571,11 @@ class Exchange(SessionCommands, OffBookCommands, CompiledOrders):
 
     def encoded(self, events: list[Event]) -> bytes:
         return b"".join(encode(e) for e in events)
+
+
+class ReferenceExchange(Exchange):
+    """The executable specification: the same rules over the reference book, by the plain
+    handlers only. Tests hold `Exchange` to it; nothing in production uses it."""
+
+    def __init__(self, config: MarketConfig) -> None:
+        super().__init__(config, book_factory=ReferenceBook)

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from engine.book import Book, ReferenceBook
+from engine.core import Exchange, ReferenceExchange
 
 settings.register_profile(
     "ci",
@@ -26,3 +27,13 @@ BOOKS = {"compiled": Book, "reference": ReferenceBook}
 def make_book(request):
     """A factory for the book under test: make_book(tick=1, band=None)."""
     return BOOKS[request.param]
+
+
+EXCHANGES = {"compiled": Exchange, "reference": ReferenceExchange}
+
+
+@pytest.fixture(params=sorted(EXCHANGES))
+def make_exchange(request):
+    """The exchange under test: make_exchange(config). The production exchange (compiled
+    book) and the reference exchange (the executable specification) run the same tests."""
+    return EXCHANGES[request.param]
