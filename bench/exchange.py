@@ -11,6 +11,10 @@ call_phase sends orders to an opening call whose book crosses from one end of th
 other (a bid at the band's top, an ask at its bottom, as brokers send to be sure of the
 open), so every order moves the indicative price the exchange publishes; both exchanges must
 end with the same state hash and the same indicatives.
+exchange_rejects floods the exchange with orders it must refuse (off tick, outside the band,
+an unknown member, more than the member's cash) and times them against the same number of
+valid orders that rest without trading, on fresh exchanges in the same run: every refusal
+must be answered with its code and leave the state hash unchanged.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import gc
 import time
 
+import msgspec
 import numpy as np
 
 from bench.book import WrongResult
@@ -26,13 +31,15 @@ from engine.book import Book, ReferenceBook
 from engine.book.auction import run_uncross
 from engine.book.layout import CMD_ADD
 from engine.config import MarketConfig, Member
-from engine.core import Exchange
+from engine.core import Exchange, ReferenceExchange
 from engine.instruments import Instrument
 from engine.protocol import (
+    Accepted,
     CancelOrder,
     Indicative,
     NewOrder,
     OpenCall,
+    RejectCode,
     StartOfDay,
     Trade,
     Uncross,
@@ -65,8 +72,8 @@ def as_commands(cmds: np.ndarray) -> list:
     return out
 
 
-def run_exchange(commands: list, book_factory) -> tuple[float, Exchange, int]:
-    exchange = Exchange(bench_market(), book_factory=book_factory)
+def run_exchange(commands: list, exchange_class: type[Exchange]) -> tuple[float, Exchange, int]:
+    exchange = exchange_class(bench_market())
     for command in (StartOfDay("2026-11-24"), OpenCall(CODE), Uncross(CODE)):
         exchange.apply(command)
     apply = exchange.apply
@@ -89,11 +96,11 @@ def exchange_benchmark(messages: int, rounds: int = 3) -> dict:
     """Median of `rounds` runs, each on a fresh Exchange (as the book benchmarks do); the
     reference exchange, ten times slower, runs once."""
     commands = as_commands(mixed_workload(messages, seed=2))
-    run_exchange(commands[:2000], Book)  # compile and warm up outside the timer
-    ref_rate, reference, ref_trades = run_exchange(commands, ReferenceBook)
+    run_exchange(commands[:2000], Exchange)  # compile and warm up outside the timer
+    ref_rate, reference, ref_trades = run_exchange(commands, ReferenceExchange)
     rates = []
     for _ in range(rounds):
-        rate, exchange, trades = run_exchange(commands, Book)
+        rate, exchange, trades = run_exchange(commands, Exchange)
         if exchange.state_hash() != reference.state_hash() or trades != ref_trades:
             raise WrongResult("exchange_apply: compiled and reference exchanges disagree")
         rates.append(rate)
@@ -175,8 +182,8 @@ def call_orders(orders: int, seed: int = 5) -> list[NewOrder]:
     return out
 
 
-def time_call_phase(commands: list, book_factory) -> tuple[float, Exchange, list]:
-    exchange = Exchange(bench_market(), book_factory=book_factory)
+def time_call_phase(commands: list, exchange_class: type[Exchange]) -> tuple[float, Exchange, list]:
+    exchange = exchange_class(bench_market())
     for command in (StartOfDay("2026-11-24"), OpenCall(CODE)):
         exchange.apply(command)
     indicatives = []
@@ -188,9 +195,9 @@ def time_call_phase(commands: list, book_factory) -> tuple[float, Exchange, list
 
 def call_phase_benchmark(orders: int) -> dict:
     commands = call_orders(orders)
-    time_call_phase(commands[:500], Book)  # compile and warm up outside the timer
-    rate, exchange, indicatives = time_call_phase(commands, Book)
-    ref_rate, reference, ref_indicatives = time_call_phase(commands, ReferenceBook)
+    time_call_phase(commands[:500], Exchange)  # compile and warm up outside the timer
+    rate, exchange, indicatives = time_call_phase(commands, Exchange)
+    ref_rate, reference, ref_indicatives = time_call_phase(commands, ReferenceExchange)
     if exchange.state_hash() != reference.state_hash() or indicatives != ref_indicatives:
         raise WrongResult("call_phase: compiled and reference exchanges disagree")
     low, high = exchange.markets[CODE].band
@@ -203,4 +210,102 @@ def call_phase_benchmark(orders: int) -> dict:
         "band_ticks": (high - low) // exchange.markets[CODE].instrument.tick,
         "indicatives": len(indicatives),
         "last_indicative": [indicatives[-1].price, indicatives[-1].volume],
+    }
+
+
+def reject_flood(orders: int, seed: int = 6) -> tuple[list[NewOrder], list[NewOrder]]:
+    """`orders` commands each refused for one reason, in turn, and as many valid ones that
+    rest without trading (bids below the mid, asks above it)."""
+    high = rejects_market().instruments[0].band(DEFAULT_MID)[1]
+    rng = np.random.default_rng(seed)
+    bad, good = [], []
+    for i, (side, offset, qty, member) in enumerate(
+        zip(
+            rng.integers(0, 2, orders).tolist(),
+            rng.integers(1, 50, orders).tolist(),
+            rng.integers(1, 200, orders).tolist(),
+            rng.integers(0, MEMBERS - 1, orders).tolist(),
+            strict=True,
+        )
+    ):
+        price = DEFAULT_MID - 2 * offset if side == 0 else DEFAULT_MID + 2 * offset
+        good.append(NewOrder(f"g{i}", member, CODE, Side(side), price, qty))
+        reason = i % 4
+        if reason == 0:  # a price between ticks
+            bad.append(NewOrder(f"b{i}", member, CODE, Side(side), price + 1, qty))
+        elif reason == 1:  # beyond the band
+            bad.append(NewOrder(f"b{i}", member, CODE, Side(side), high + 2 * offset, qty))
+        elif reason == 2:  # nobody
+            bad.append(NewOrder(f"b{i}", 10_000 + member, CODE, Side(side), price, qty))
+        else:  # the poor member buys more than its cash
+            bad.append(NewOrder(f"b{i}", MEMBERS - 1, CODE, Side.BUY, price, 99_000))
+    return bad, good
+
+
+REJECT_CODES = [RejectCode.PRICE_OFF_TICK, RejectCode.PRICE_OUTSIDE_BAND]
+REJECT_CODES += [RejectCode.UNKNOWN_MEMBER, RejectCode.INSUFFICIENT_FUNDS]
+
+
+def rejects_market() -> MarketConfig:
+    """The bench market with a tick of 2 fen (so odd prices are off tick) and a last member
+    with too little cash for a large buy."""
+    config = bench_market()
+    instrument = config.instruments[0]
+    tick = Instrument(**{**msgspec.structs.asdict(instrument), "tick": 2})
+    members = [*config.members[:-1], Member(id=MEMBERS - 1, name="poor", cash=100_000)]
+    return MarketConfig(name="rejects", instruments=[tick], members=members)
+
+
+def time_orders(
+    commands: list[NewOrder], exchange_class: type[Exchange]
+) -> tuple[float, list, Exchange]:
+    """Orders per second through a fresh exchange in continuous trading, with the answers."""
+    exchange = exchange_class(rejects_market())
+    for command in (StartOfDay("2026-11-24"), OpenCall(CODE), Uncross(CODE)):
+        exchange.apply(command)
+    apply = exchange.apply
+    answers = []
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        for command in commands:
+            answers.append(apply(command)[0])
+        elapsed = time.perf_counter() - start
+    finally:
+        gc.enable()
+    return len(commands) / elapsed, answers, exchange
+
+
+def rejects_benchmark(orders: int, rounds: int = 3) -> dict:
+    bad, good = reject_flood(orders)
+    time_orders(bad[:2000] + good[:2000], Exchange)  # compile and warm up outside the timer
+    fresh_hash = Exchange(rejects_market())
+    for command in (StartOfDay("2026-11-24"), OpenCall(CODE), Uncross(CODE)):
+        fresh_hash.apply(command)
+    ref_rate, ref_answers, _ = time_orders(bad, ReferenceExchange)
+    reject_rates, accept_rates = [], []
+    for _ in range(rounds):
+        rate, answers, exchange = time_orders(bad, Exchange)
+        codes = [getattr(a, "code", None) for a in answers]
+        expected = [REJECT_CODES[i % 4] for i in range(len(bad))]
+        if answers != ref_answers or codes != expected:
+            raise WrongResult("exchange_rejects: a refusal differs from the reference's")
+        if exchange.state_hash() != fresh_hash.state_hash():
+            raise WrongResult("exchange_rejects: a refused order changed the state")
+        reject_rates.append(rate)
+        rate, answers, _ = time_orders(good, Exchange)
+        if any(type(a) is not Accepted for a in answers):
+            raise WrongResult("exchange_rejects: a valid order was refused")
+        accept_rates.append(rate)
+    rejects, accepted = float(np.median(reject_rates)), float(np.median(accept_rates))
+    return {
+        "bench": "exchange_rejects",
+        "value": rejects,
+        "unit": "cmd/s",
+        "reference": ref_rate,
+        "accepted_resting": accepted,
+        "rejects_vs_accepted": rejects / accepted,
+        "orders": len(bad),
+        "rounds": [round(r) for r in reject_rates],
     }

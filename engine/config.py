@@ -24,9 +24,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from engine.book.layout import MAX_QTY
 from engine.instruments import MAX_VALUE, Instrument, ccer, cea
-from engine.types import is_trading_date
+from engine.types import MAX_QTY, is_trading_date
 
 MAX_CASH = MAX_VALUE  # fen, all members together: cash only moves between them
 

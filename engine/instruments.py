@@ -15,7 +15,7 @@ from typing import Annotated
 
 import msgspec
 
-from engine.book.layout import MAX_TICKS
+from engine.types import MAX_TICKS
 
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]

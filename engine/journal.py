@@ -23,8 +23,9 @@ from pathlib import Path
 import msgspec
 
 from engine.core import Exchange
+from engine.core.events import rejected
+from engine.core.validation import reject_text
 from engine.framing import CorruptLog, FramedWriter, read_records
-from engine.orders import reject_text, rejected
 from engine.protocol import (
     Command,
     Event,

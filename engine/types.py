@@ -79,6 +79,8 @@ def format_price(fen: int, grouped: bool = False) -> str:
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_TICKS = 1 << 22  # the highest price a book holds, in ticks (price / tick)
+MAX_QTY = 1 << 40  # the largest quantity a book holds, tonnes
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 

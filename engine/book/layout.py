@@ -23,6 +23,9 @@ Batch commands are `cmds[i, C_*]` int64 (one row per command).
 
 from __future__ import annotations
 
+from engine.types import MAX_QTY as MAX_QTY  # the limits the book enforces, defined with the units
+from engine.types import MAX_TICKS as MAX_TICKS
+
 # pool fields
 P_PRICE, P_QTY, P_ID, P_OWNER, P_FLAGS, P_NEXT, P_PREV, P_SEQ = range(8)
 POOL_FIELDS = 8
@@ -76,8 +79,6 @@ CMD_ADD, CMD_CANCEL, CMD_AMEND, CMD_PICK, CMD_UNCROSS = 1, 2, 3, 4, 5
 NEED_POOL, NEED_HASH, NEED_LADDER, NEED_EVENTS = -1, -2, -3, -4
 
 # limits shared with the reference book
-MAX_TICKS = 1 << 22  # highest price in ticks (price / tick)
-MAX_QTY = 1 << 40
 MAX_ORDER_ID = 1 << 62
 MAX_OWNER = 1 << 31
 PICK_LEVELS = 5

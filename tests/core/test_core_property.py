@@ -18,9 +18,9 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.book import ReferenceBook
 from engine.config import MARKET_HOURS, MarketConfig
-from engine.core import Exchange
+from engine.core import Exchange, ReferenceExchange
+from engine.core.risk import freeze_for
 from engine.protocol import (
     AmendOrder,
     AuctionBid,
@@ -45,7 +45,6 @@ from engine.protocol import (
     Uncross,
     encode,
 )
-from engine.risk import freeze_for
 from engine.types import Side
 from tests.support.exchange import small_market
 
@@ -234,7 +233,7 @@ def test_same_commands_same_bytes_on_either_book(data):
     runs = [
         Exchange(small_market()),
         Exchange(small_market()),
-        Exchange(small_market(), book_factory=ReferenceBook),
+        ReferenceExchange(small_market()),
     ]
     streams = [b"".join(encode(e) for c in commands for e in x.apply(c)) for x in runs]
     assert streams[0] == streams[1] == streams[2]
@@ -252,7 +251,7 @@ def test_a_day_run_by_the_calendar_keeps_every_invariant_on_either_book(data):
     config = MarketConfig(
         name="t", instruments=base.instruments, members=base.members, schedule=MARKET_HOURS
     )
-    runs = [Exchange(config), Exchange(config, book_factory=ReferenceBook)]
+    runs = [Exchange(config), ReferenceExchange(config)]
     cash0, qty0 = runs[0].accounts.total_cash(), runs[0].accounts.total_qty(CODE)
     for x in runs:
         x.apply(StartOfDay("2026-11-24"))
@@ -260,13 +259,13 @@ def test_a_day_run_by_the_calendar_keeps_every_invariant_on_either_book(data):
     for n in range(1, data.draw(st.integers(20, 120))):
         ts += data.draw(st.integers(0, 8 * 60)) * 1_000_000_000
         command = draw_command(data, runs[0], n)
-        before, calendar = runs[0].state_hash(), runs[0].calendar_done
+        before, calendar = runs[0].state_hash(), runs[0].state.calendar_done
         events = [x.apply(command, ts) for x in runs]
         assert b"".join(map(encode, events[0])) == b"".join(map(encode, events[1])), command
         # a reject changes nothing; the clock may still have moved the calendar on, even
         # silently (a scheduled halt of a market the operator had halted already)
         if len(events[0]) == 1 and isinstance(events[0][0], Rejected):
-            assert runs[0].state_hash() == before or runs[0].calendar_done > calendar
+            assert runs[0].state_hash() == before or runs[0].state.calendar_done > calendar
         check_accounts(runs[0], cash0, qty0)
         check_band_holds_the_book(runs[0])
         check_auction_results(events[0])
@@ -289,7 +288,7 @@ def test_instrument_parameters_give_the_same_bytes_on_either_book(data, variant)
     """The compiled order path reads tick, unit, size limits, band, fee rate and the resale
     rule from its parameter array, the plain path from the Instrument: both must agree."""
     config = small_market(**variant)
-    runs = [Exchange(config), Exchange(config, book_factory=ReferenceBook)]
+    runs = [Exchange(config), ReferenceExchange(config)]
     cash0, qty0 = runs[0].accounts.total_cash(), runs[0].accounts.total_qty(CODE)
     for x in runs:
         for command in START:
@@ -329,7 +328,7 @@ def test_days_at_the_edges_of_an_instruments_range_keep_every_invariant(config, 
     sizes, so closes climb towards the highest price and order values towards 2**62 fen.
     This found an EndOfDay that raised out of apply (the band around a close did not fit a
     book) and fees that overflowed int64 in the compiled path."""
-    runs = [Exchange(config), Exchange(config, book_factory=ReferenceBook)]
+    runs = [Exchange(config), ReferenceExchange(config)]
     inst = config.instruments[0]
     cash0, qty0 = runs[0].accounts.total_cash(), runs[0].accounts.total_qty(CODE)
     day, n = "2026-11-23", 0

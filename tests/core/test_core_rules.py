@@ -5,12 +5,11 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from engine.book import Book, ReferenceBook
 from engine.book.layout import MAX_TICKS
 from engine.config import MARKET_HOURS, MarketConfig, Member, default_market
-from engine.core import Exchange
+from engine.core import Exchange, ReferenceExchange
+from engine.core.market import FOLD_EVERY
 from engine.instruments import Instrument
-from engine.market import FOLD_EVERY
 from engine.protocol import (
     Accepted,
     Amended,
@@ -99,12 +98,12 @@ def test_duplicate_clordid_is_per_member_and_day():
     assert of(s.send(NewOrder("same", 2, s.code, BUY, 9_000, 1)), Accepted)
 
 
-@pytest.mark.parametrize("book", [Book, ReferenceBook])
-def test_cancel_and_amend_requests_need_a_fresh_clordid_too(book):
+@pytest.mark.parametrize("exchange", [Exchange, ReferenceExchange])
+def test_cancel_and_amend_requests_need_a_fresh_clordid_too(exchange):
     """An amend states the new remaining quantity, so a broker's resend of one after a fill
     would put the filled quantity back on the book; it was applied twice. A request's
     ClOrdID is spent only when the request is accepted."""
-    s = Session(book_factory=book)
+    s = Session(exchange=exchange)
     (accepted,) = of(s.send(NewOrder("o1", 1, s.code, BUY, 9_000, 100)), Accepted)
     oid = accepted.order_id
     assert of(s.send(AmendOrder("a1", 1, s.code, oid, 9_000, 80)), Amended)
@@ -125,12 +124,12 @@ def test_cancel_and_amend_requests_need_a_fresh_clordid_too(book):
     )
 
 
-@pytest.mark.parametrize("book", [Book, ReferenceBook])
+@pytest.mark.parametrize("exchange", [Exchange, ReferenceExchange])
 @pytest.mark.parametrize(
     "field", [{"side": 5}, {"side": -1}, {"order_type": 9}, {"tif": 7}, {"stp": 3}]
 )
-def test_enum_fields_outside_their_enums_are_refused(book, field):
-    s = Session(book_factory=book)
+def test_enum_fields_outside_their_enums_are_refused(exchange, field):
+    s = Session(exchange=exchange)
     before = s.x.state_hash()
     fields = {"side": BUY, "price": 10_000, "qty": 10} | field
     reject = only_reject(s.send(NewOrder("x", 1, s.code, **fields)))
@@ -332,14 +331,14 @@ def test_a_reference_above_the_highest_price_is_refused(max_qty, price, reason):
     assert s.x.state_hash() == before
 
 
-@pytest.mark.parametrize("book", [Book, ReferenceBook])
-def test_a_band_stops_at_the_highest_price_and_a_close_there_ends_the_day(book):
+@pytest.mark.parametrize("exchange", [Exchange, ReferenceExchange])
+def test_a_band_stops_at_the_highest_price_and_a_close_there_ends_the_day(exchange):
     """A close near the top of the book's range (4,194,304 ticks) once made EndOfDay raise a
     ValueError out of Exchange.apply, after it had expired the day's orders: the band around
     that close did not fit a book. The band is now cut at the highest price, so any close a
     day can print is a reference the next day can use."""
     top = MAX_TICKS  # tick 1 fen
-    s = Session(small_market(reference_price=3_800_000), book_factory=book)
+    s = Session(small_market(reference_price=3_800_000), exchange=exchange)
     assert s.x.markets[s.code].band == (3_420_000, 4_180_000)
     s.order(1, BUY, 4_180_000, 1)
     s.order(2, SELL, 4_180_000, 1)
@@ -356,12 +355,12 @@ def test_a_band_stops_at_the_highest_price_and_a_close_there_ends_the_day(book):
     assert only_reject(s.order(1, BUY, top + 1, 1)).code == RejectCode.PRICE_OUTSIDE_BAND
 
 
-@pytest.mark.parametrize("book", [Book, ReferenceBook])
-def test_a_reference_is_refused_while_live_orders_lie_outside_its_band(book):
+@pytest.mark.parametrize("exchange", [Exchange, ReferenceExchange])
+def test_a_reference_is_refused_while_live_orders_lie_outside_its_band(exchange):
     """After a Close, day orders rest until EndOfDay. A new reference whose band left one
     outside was once taken, and re-opening the same day then printed at 109.00 in a band
     of 81.00-99.00."""
-    s = Session(book_factory=book)
+    s = Session(exchange=exchange)
     s.order(1, BUY, 10_900, 20)
     s.send(Close(s.code))
     before = s.x.state_hash()
@@ -386,14 +385,14 @@ def test_opening_call_publishes_indicative_prices_and_uncrosses():
     assert {t.venue for t in of(events, Trade)} == {"call"}
 
 
-@pytest.mark.parametrize("book_factory", [Book, ReferenceBook])
-def test_an_auction_result_reports_what_traded_at_each_price(book_factory):
+@pytest.mark.parametrize("exchange", [Exchange, ReferenceExchange])
+def test_an_auction_result_reports_what_traded_at_each_price(exchange):
     """Self-trade prevention in the uncross can leave the rest of the book crossed; it is then
     uncrossed again at its own price. The result once gave the last round's price with the
     sum of every round's expected volume: here 'price 100.00, 20 t' for 10 t traded (the
     first round, at 99.99, only cancelled member 1's own ask). In the demo, opening auctions
     were reported up to 47% above the tonnes that traded."""
-    s = Session(continuous=False, book_factory=book_factory)
+    s = Session(continuous=False, exchange=exchange)
     s.send(OpenCall(s.code))
     s.order(1, BUY, 10_100, 10)
     s.order(1, SELL, 9_900, 10)
@@ -429,11 +428,11 @@ def test_a_halt_reopens_through_a_call():
     assert sum(t.qty for t in of(events, Trade)) == 5
 
 
-@pytest.mark.parametrize("book_factory", [Book, ReferenceBook])
-def test_resume_reopens_a_halted_market_through_a_call(book_factory):
+@pytest.mark.parametrize("exchange", [Exchange, ReferenceExchange])
+def test_resume_reopens_a_halted_market_through_a_call(exchange):
     """复牌 (DESIGN.md: resume through a call): orders are collected without matching until
     the re-opening uncross, which then hands the book to continuous trading."""
-    s = Session(book_factory=book_factory)
+    s = Session(exchange=exchange)
     s.order(2, SELL, 10_000, 10)
     s.send(Halt(s.code))
     assert only_reject(s.order(1, BUY, 10_000, 10)).code == RejectCode.MARKET_HALTED
@@ -446,11 +445,11 @@ def test_resume_reopens_a_halted_market_through_a_call(book_factory):
     assert of(reopening, PhaseChanged)[-1].phase == Phase.CONTINUOUS
 
 
-@pytest.mark.parametrize("book_factory", [Book, ReferenceBook])
-def test_resume_of_a_halted_call_returns_to_the_call_and_publishes_its_indicative(book_factory):
+@pytest.mark.parametrize("exchange", [Exchange, ReferenceExchange])
+def test_resume_of_a_halted_call_returns_to_the_call_and_publishes_its_indicative(exchange):
     """A halt can interrupt a call; resuming goes back to a call, which publishes its
     indicative afresh."""
-    s = Session(continuous=False, book_factory=book_factory)
+    s = Session(continuous=False, exchange=exchange)
     s.send(OpenCall(s.code))
     s.order(1, BUY, 10_100, 10)
     s.order(2, SELL, 9_900, 10)

@@ -23,11 +23,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from engine.book import Book, ReferenceBook
 from engine.clearing.capture import TradeLogWriter, TradeStore, capture_file
 from engine.clearing.settlement import CASH, EXCHANGE, Ledger
 from engine.config import MARKET_HOURS, MarketConfig, default_market
-from engine.core import Exchange
+from engine.core import Exchange, ReferenceExchange
 from engine.demo import day_start_ns
 from engine.journal import CommandLog, RecordingExchange, replay
 from engine.protocol import (
@@ -191,8 +190,8 @@ def test_days_run_by_the_calendar_settle_to_the_engines_accounts_and_replay_from
             assert not report.failures and not report.already_settled
             assert_ledger_holds_the_accounts(ledger, x, members)
     assert trades > 200, trades
-    for book in (Book, ReferenceBook):
-        fresh = Exchange(config, book_factory=book)
+    for exchange in (Exchange, ReferenceExchange):
+        fresh = exchange(config)
         replayed = [
             b"".join(map(encode, out)) for _, out in replay(tmp_path / "commands.log", fresh)
         ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from engine.book import Book
 from engine.config import MarketConfig, Member
 from engine.core import Exchange
 from engine.instruments import Instrument
@@ -33,9 +32,12 @@ class Session:
     """An exchange with a trading day started and CEA25 in continuous trading."""
 
     def __init__(
-        self, config: MarketConfig | None = None, continuous: bool = True, book_factory=Book
+        self,
+        config: MarketConfig | None = None,
+        continuous: bool = True,
+        exchange: type[Exchange] = Exchange,
     ) -> None:
-        self.x = Exchange(config or small_market(), book_factory=book_factory)
+        self.x = exchange(config or small_market())
         self.code = next(iter(self.x.markets))
         self.n = 0
         self.x.apply(StartOfDay("2026-11-24"))

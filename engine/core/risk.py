@@ -13,7 +13,7 @@ Spot market, no credit. Invariants (property-tested):
 Allowances bought today are `locked` (not sellable) unless the instrument allows same-day
 resale; `start_day` unlocks them. Sale proceeds are available at once.
 
-Layout: one int64 array `acct` (the compiled order path, engine.book.orderpath, reads and
+Layout: one int64 array `acct` (the compiled pipeline, engine.core.pipeline, reads and
 writes it in place), one row per member in ascending id order, then one row for the
 exchange, whose available cash is the fees collected. Two views name its columns:
 - `cash[row, CASH_AVAILABLE | CASH_FROZEN]` fen;
@@ -29,17 +29,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.book.orderpath import (
-    ACCT_CASH,
-    ACCT_FROZEN,
-    ACCT_HELD,
-    HELD_AVAILABLE,
-    HELD_FROZEN,
-    HELD_LOCKED,
-)
 from engine.config import Member
 from engine.instruments import Instrument
 
+# The accounts array's columns (the compiled pipeline, engine.core.pipeline, uses them too):
+ACCT_CASH, ACCT_FROZEN, ACCT_HELD = 0, 1, 2  # available cash, frozen cash, first holding
+HELD_AVAILABLE, HELD_FROZEN, HELD_LOCKED = 0, 1, 2  # per instrument, from ACCT_HELD + 3 * i
 CASH_AVAILABLE, CASH_FROZEN = ACCT_CASH, ACCT_FROZEN
 
 

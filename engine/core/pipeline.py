@@ -1,7 +1,8 @@
-"""The compiled order path: the exchange core's order handling around the matching kernel.
+"""The compiled order pipeline: the exchange core's order handling around the matching kernel.
 
-One compiled call per new order, cancel or amend does what `engine.core.Exchange` does for
-them in Python (its plain path, which the reference book runs and which stays the oracle):
+One compiled call per new order, cancel or amend does what the reference exchange
+(engine.core.reference, the executable specification over the reference book) does for them
+in Python:
 phase, quantity and price checks in the core's order, the funds or allowances check, the
 freeze, the book command, settlement of every fill into the accounts (fees to the exchange
 row), the release of whatever an order gives up, and the market-data levels it changed.
@@ -9,10 +10,12 @@ row), the release of whatever an order gives up, and the market-data levels it c
 Arrays (besides the book's six, see layout.py):
 - `acct[row, ACCT_*]` int64: per member row (member ids ascending, then the exchange's row)
   available and frozen cash, then per instrument available, frozen and locked tonnes at
-  ACCT_HELD + 3 * instrument. `engine.risk.Accounts` views the same memory.
+  ACCT_HELD + 3 * instrument (layout owned by engine.core.risk, whose `Accounts` views the
+  same memory).
 - `ids[row]` int64: the member id of each row, ascending, so a row is a binary search away.
 - `mk[MK_*]` int64: the market's phase, order-size limits, band, tick, fee and instrument
-  index, written by `engine.market.Market` whenever they change.
+  index (layout owned by engine.core.market, whose `Market` writes them whenever they
+  change).
 
 Output rows at ev[0:rows]: the book's event rows in the order it wrote them, RESTED rows
 dropped (they make no protocol event) and FILL rows turned buy side first (E_OID, E_LEAVES,
@@ -26,7 +29,7 @@ read; cancel returns its whole answer in the tuple (see `cancel`).
 rows < 0 is a NEED_* status (nothing changed: grow and call again) or REJECT_BASE - code
 (nothing changed).
 
-Risk arithmetic (identical to engine.risk, and exact for any value below MAX_VALUE: fee_of):
+Risk arithmetic (identical to engine.core.risk, and exact for any value below MAX_VALUE: fee_of):
 a buy holds freeze_for(limit, leaves) = value plus the fee on it rounded up; a fill spends
 value plus the fee rounded down and the buy keeps freeze_for(limit, leaves after), the rest
 returns to available; a sell holds its leaves.
@@ -76,28 +79,32 @@ from engine.book.layout import (
     P_PRICE,
     P_QTY,
 )
+from engine.core.market import (
+    MK_BAND_HI,
+    MK_BAND_LO,
+    MK_FEE_PPM,
+    MK_INSTRUMENT,
+    MK_MAX_QTY,
+    MK_MIN_QTY,
+    MK_PHASE,
+    MK_RESALE,
+    MK_TICK,
+    MK_UNIT,
+)
+from engine.core.risk import (
+    ACCT_CASH,
+    ACCT_FROZEN,
+    ACCT_HELD,
+    HELD_AVAILABLE,
+    HELD_FROZEN,
+    HELD_LOCKED,
+)
 from engine.instruments import fee_of
 from engine.protocol import RejectCode
 from engine.types import Phase
 
 K_LEVEL = 6  # a market-data row: this level's new total and order count
 
-ACCT_CASH, ACCT_FROZEN, ACCT_HELD = 0, 1, 2
-HELD_AVAILABLE, HELD_FROZEN, HELD_LOCKED = 0, 1, 2
-
-(
-    MK_PHASE,
-    MK_UNIT,
-    MK_MIN_QTY,
-    MK_MAX_QTY,
-    MK_BAND_LO,
-    MK_BAND_HI,
-    MK_TICK,
-    MK_FEE_PPM,
-    MK_RESALE,  # 1: allowances bought today are available at once
-    MK_INSTRUMENT,
-) = range(10)
-MK_LEN = 10
 
 REJECT_BASE = -1000
 

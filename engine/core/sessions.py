@@ -1,6 +1,6 @@
 """Session commands of the exchange core: the trading day, phases, call auctions, calendar.
 
-A mixin of `engine.core.Exchange` (it uses the core's validation and event helpers). Phase
+A part of `engine.core.Exchange` over the core's declared state (engine.core.state). Phase
 transitions: CLOSED -> CALL -> (uncross) -> CONTINUOUS <-> HALTED -> (resume, or OpenCall)
 CALL ...; CONTINUOUS -> CLOSING_CALL -> (uncross) -> CLOSED.
 EndOfDay needs every market closed: it expires the day orders, fixes each close
@@ -20,20 +20,21 @@ SetReference is refused while one would fall outside.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from engine.book.auction import run_uncross
-from engine.market import Market
-from engine.orders import Reject, typed
+from engine.core import validation as check
+from engine.core.events import EventWriter
+from engine.core.market import Market
+from engine.core.state import CoreState
+from engine.core.trading import Trading
+from engine.core.validation import Reject, typed
 from engine.protocol import (
-    AuctionResult,
     Close,
     CloseCall,
-    DayClosed,
     EndOfDay,
     Halt,
     OpenCall,
-    PhaseChanged,
     RejectCode,
     Resume,
     SetReference,
@@ -53,15 +54,35 @@ CALENDAR_ACTIONS = {
 NEVER = 2**63 - 1  # a timestamp no command reaches
 
 
-class SessionCommands:
+class Sessions:
+    """The trading day, phases, call auctions and the calendar."""
+
+    def __init__(self, state: CoreState, emit: EventWriter, trading: Trading) -> None:
+        self.state = state
+        self.emit = emit
+        self.trading = trading
+        self._calendar_key: tuple[str, int] | None = None  # see _calendar_due
+        self._calendar_due_ns = 0
+        self.handlers = {
+            StartOfDay: self.start_of_day,
+            OpenCall: self.open_call,
+            Uncross: self.uncross,
+            Halt: self.halt,
+            Resume: self.resume,
+            CloseCall: self.close_call,
+            Close: self.close,
+            SetReference: self.set_reference,
+            EndOfDay: self.end_of_day,
+        }
+
     # -- sessions -----------------------------------------------------------------------------
 
     def _phase(self, market: Market, phase: Phase) -> None:
         market.set_phase(phase)
-        self.out.append(PhaseChanged(self.seq, market.code, phase, market.reference, *market.band))
+        self.emit.phase_changed(market)
 
     def _transition(self, code: str, allowed: tuple[Phase, ...], action: str) -> Market:
-        market = self._market(code)
+        market = check.market(self.state, code)
         if market.phase not in allowed:
             raise Reject(
                 RejectCode.UNSUPPORTED_IN_PHASE, f"cannot {action} {code} in {market.phase.name}"
@@ -69,50 +90,51 @@ class SessionCommands:
         return market
 
     @typed
-    def _start_of_day(self, cmd: StartOfDay) -> set[str]:
+    def start_of_day(self, cmd: StartOfDay) -> set[str]:
+        state = self.state
         if not is_trading_date(cmd.date):
             raise Reject(RejectCode.INVALID_FIELD, f"date {cmd.date!r} is not a YYYY-MM-DD day")
-        closed = self.config.closed_because(cmd.date)
+        closed = state.config.closed_because(cmd.date)
         if closed:
             raise Reject(
                 RejectCode.MARKET_CLOSED, f"{cmd.date} is {closed}: not a trading day here"
             )
-        if self.ts_ns:  # stamped by the sequencer (0: no clock, as in-process tests)
-            today = self._local_time().strftime("%Y-%m-%d")
+        if state.ts_ns:  # stamped by the sequencer (0: no clock, as in-process tests)
+            today = state.local_time().strftime("%Y-%m-%d")
             if cmd.date != today:
                 raise Reject(
                     RejectCode.INVALID_FIELD,
                     f"trading day {cmd.date} is not the sequencer's date, {today} "
-                    f"({self.config.timezone}): a day starts on its own date",
+                    f"({state.config.timezone}): a day starts on its own date",
                 )
-        if cmd.date <= self.last_date:  # ISO dates order as strings; "" before any
+        if cmd.date <= state.last_date:  # ISO dates order as strings; "" before any
             raise Reject(
                 RejectCode.INVALID_FIELD,
-                f"trading day {cmd.date} does not come after the last one, {self.last_date}",
+                f"trading day {cmd.date} does not come after the last one, {state.last_date}",
             )
-        if self.date:  # EndOfDay needs every market closed and leaves no order live
+        if state.date:  # EndOfDay needs every market closed and leaves no order live
             raise Reject(
                 RejectCode.UNSUPPORTED_IN_PHASE,
-                f"trading day {self.date} has not ended: close its markets, then EndOfDay",
+                f"trading day {state.date} has not ended: close its markets, then EndOfDay",
             )
-        self.date = self.last_date = cmd.date
-        for seen in self.cl_ord_ids.values():
+        state.date = state.last_date = cmd.date
+        for seen in state.cl_ord_ids.values():
             seen.clear()
-        self.calendar_done = 0
-        self.accounts.start_day()
-        for market in self.markets.values():
+        state.calendar_done = 0
+        state.accounts.start_day()
+        for market in state.markets.values():
             market.new_day()
         return set()
 
     @typed
-    def _open_call(self, cmd: OpenCall) -> set[str]:
+    def open_call(self, cmd: OpenCall) -> set[str]:
         market = self._transition(cmd.instrument, (Phase.CLOSED, Phase.HALTED), "open a call")
-        if not self.date:
+        if not self.state.date:
             raise Reject(RejectCode.MARKET_CLOSED, "no trading day: StartOfDay first")
         return self._start_call(market)
 
     @typed
-    def _resume(self, cmd: Resume) -> set[str]:
+    def resume(self, cmd: Resume) -> set[str]:
         """复牌: a halted market resumes through a re-opening call (DESIGN.md), whether the
         halt interrupted continuous trading or a call."""
         return self._start_call(self._transition(cmd.instrument, (Phase.HALTED,), "resume"))
@@ -126,33 +148,33 @@ class SessionCommands:
     def _run_auction(self, market: Market, label: str) -> None:
         limits = {order[0]: order[2] for order in market.book.orders()}
         events, rounds = run_uncross(market.book, market.reference)
-        self._book_events(market, "call", events, limits=limits)
+        self.trading.book_events(market, "call", events, limits=limits)
         traded = [(r.equilibrium.price, r.executed) for r in rounds if r.executed]
         for price, volume in traded or [(0, 0)]:
-            self.out.append(AuctionResult(self.seq, market.code, label, price, volume))
+            self.emit.auction_result(market.code, label, price, volume)
 
     @typed
-    def _uncross(self, cmd: Uncross) -> set[str]:
+    def uncross(self, cmd: Uncross) -> set[str]:
         market = self._transition(cmd.instrument, (Phase.CALL,), "uncross")
         self._run_auction(market, "call")
         self._phase(market, Phase.CONTINUOUS)
         return {market.code}
 
     @typed
-    def _halt(self, cmd: Halt) -> set[str]:
+    def halt(self, cmd: Halt) -> set[str]:
         market = self._transition(cmd.instrument, (Phase.CONTINUOUS, Phase.CALL), "halt")
         market.operator_halt = True  # the calendar clears this for its own halts
         self._phase(market, Phase.HALTED)
         return {market.code}
 
     @typed
-    def _close_call(self, cmd: CloseCall) -> set[str]:
+    def close_call(self, cmd: CloseCall) -> set[str]:
         market = self._transition(cmd.instrument, (Phase.CONTINUOUS,), "start a closing call")
         self._phase(market, Phase.CLOSING_CALL)
         return {market.code}
 
     @typed
-    def _close(self, cmd: Close) -> set[str]:
+    def close(self, cmd: Close) -> set[str]:
         market = self._transition(
             cmd.instrument,
             (Phase.CONTINUOUS, Phase.CLOSING_CALL, Phase.HALTED, Phase.CALL),
@@ -166,7 +188,7 @@ class SessionCommands:
         return {market.code}
 
     @typed
-    def _set_reference(self, cmd: SetReference) -> set[str]:
+    def set_reference(self, cmd: SetReference) -> set[str]:
         market = self._transition(cmd.instrument, (Phase.CLOSED,), "set the reference of")
         tick = market.instrument.tick
         if cmd.price <= 0 or cmd.price % tick:
@@ -183,96 +205,83 @@ class SessionCommands:
                 "this reference: cancel them first",
             )
         market.set_reference(cmd.price)
-        self.out.append(
-            PhaseChanged(self.seq, market.code, market.phase, market.reference, *market.band)
-        )
+        self.emit.phase_changed(market)
         return set()
 
     @typed
-    def _end_of_day(self, cmd: EndOfDay) -> set[str]:
-        open_markets = [m.code for m in self.markets.values() if m.phase != Phase.CLOSED]
+    def end_of_day(self, cmd: EndOfDay) -> set[str]:
+        state = self.state
+        open_markets = [m.code for m in state.markets.values() if m.phase != Phase.CLOSED]
         if open_markets:
             raise Reject(
                 RejectCode.UNSUPPORTED_IN_PHASE,
                 f"markets still open: {', '.join(open_markets)} (close them first)",
             )
-        auctions = [m.code for m in self.markets.values() if m.one_way]
+        auctions = [m.code for m in state.markets.values() if m.one_way]
         if auctions:
             raise Reject(
                 RejectCode.UNSUPPORTED_IN_PHASE,
                 f"a one-way auction is still open on {', '.join(auctions)}: close it first",
             )
-        if not self.date:
+        if not state.date:
             raise Reject(RejectCode.MARKET_CLOSED, "no trading day to end")
-        for order_id, order in self.live_orders().items():
+        for order_id, order in self.trading.live_orders().items():
             if order.venue == "book":
-                self.markets[order.code].book.cancel(order_id)
-                self.markets[order.code].touched.append((order.side, order.limit))
-            self._end(order, CancelReason.EXPIRED)
-        for code in sorted(self.markets):  # the expiries' levels belong to the day they end
-            self._publish(self.markets[code])
-        for code in sorted(self.markets):
-            market = self.markets[code]
+                state.markets[order.code].book.cancel(order_id)
+                state.markets[order.code].touched.append((order.side, order.limit))
+            self.trading.end(order, CancelReason.EXPIRED)
+        for code in sorted(state.markets):  # the expiries' levels belong to the day they end
+            self.trading.publish(state.markets[code])
+        for code in sorted(state.markets):
+            market = state.markets[code]
             close = market.close_price()
-            self.out.append(
-                DayClosed(
-                    self.seq,
-                    self.date,
-                    code,
-                    market.trades,
-                    market.volume,
-                    close,
-                    market.digest.hexdigest(),
-                    *market.open_high_low(),
-                )
-            )
+            self.emit.day_closed(market)
             market.set_reference(close)
-        self.date = ""
+        state.date = ""
         return set()
 
     # -- calendar -------------------------------------------------------------------------------
 
-    def _run_calendar(self) -> None:
-        if not self.schedule or not self.date or self.ts_ns < self._calendar_due():
+    def run_calendar(self) -> None:
+        """Fire the schedule's entries that are due at the command's timestamp."""
+        state = self.state
+        if not state.schedule or not state.date or state.ts_ns < self._calendar_due():
             return
-        local = self._local_time()
-        if local.strftime("%Y-%m-%d") != self.date:
+        local = state.local_time()
+        if local.strftime("%Y-%m-%d") != state.date:
             return
         now = local.strftime("%H:%M")
-        while (
-            self.calendar_done < len(self.schedule) and self.schedule[self.calendar_done][0] <= now
-        ):
-            action = self.schedule[self.calendar_done][1]
+        while state.calendar_done < len(state.schedule):
+            when, action = state.schedule[state.calendar_done]
+            if when > now:
+                break
             command = CALENDAR_ACTIONS[action]
-            self.calendar_done += 1
-            for code in sorted(self.markets):
-                market = self.markets[code]
+            state.calendar_done += 1
+            for code in sorted(state.markets):
+                market = state.markets[code]
                 if action == "open_call" and market.operator_halt:
                     continue  # an operator's halt lasts until the operator lifts it
                 try:
-                    touched = self._handlers[command](command(code))
+                    touched = self.handlers[command](command(code))
                 except Reject:
                     continue  # a market not in the phase the action starts from stays as it is
                 if action == "halt":
                     market.operator_halt = False  # the schedule's halt ends on schedule
                 for touched_code in sorted(touched or ()):
-                    self._publish(self.markets[touched_code])
-
-    def _local_time(self) -> datetime:
-        """The command's timestamp in the market's time zone."""
-        return datetime.fromtimestamp(self.ts_ns // 1_000_000_000, UTC).astimezone(self.zone)
+                    self.trading.publish(state.markets[touched_code])
 
     def _calendar_due(self) -> int:
         """The earliest timestamp (ns) at which the next schedule entry can fire today, so
         commands before it skip the local-time conversion. A cache of (date, entries fired):
         derived state, not hashed."""
-        key = (self.date, self.calendar_done)
+        state = self.state
+        key = (state.date, state.calendar_done)
         if self._calendar_key != key:
             self._calendar_key = key
-            if self.calendar_done >= len(self.schedule):
+            if state.calendar_done >= len(state.schedule):
                 self._calendar_due_ns = NEVER
             else:
-                when = self.schedule[self.calendar_done][0]
-                local = datetime.strptime(f"{self.date} {when}", "%Y-%m-%d %H:%M")
-                self._calendar_due_ns = int(local.replace(tzinfo=self.zone).timestamp()) * 10**9
+                when = state.schedule[state.calendar_done][0]
+                local = datetime.strptime(f"{state.date} {when}", "%Y-%m-%d %H:%M")
+                self._calendar_due_ns = int(local.replace(tzinfo=state.zone).timestamp()) * 10**9
         return self._calendar_due_ns

@@ -2,8 +2,8 @@
 
 Invariants: the band always derives from the reference price (`Instrument.band`, rounded
 inward to the tick) and is pushed into the book, which refuses prices outside it; the book
-collects without matching exactly in the call phases; `params` (engine.book.orderpath MK_*)
-always holds the phase, band and instrument limits the compiled order path checks; the day's
+collects without matching exactly in the call phases; `params` (MK_* below)
+always holds the phase, band and instrument limits the compiled pipeline checks; the day's
 trades feed a SHA-256 (`trades_digest` of the same trades, folded in batches of FOLD_EVERY
 and whenever the day's figures are read, so recording a trade is mostly one append) and the
 close is the VWAP of the day's call, continuous and pick trades, rounded half up to the tick
@@ -21,22 +21,24 @@ import numpy as np
 
 from engine.book import Book
 from engine.book.auction import AuctionBid
-from engine.book.orderpath import (
-    MK_BAND_HI,
-    MK_BAND_LO,
-    MK_FEE_PPM,
-    MK_INSTRUMENT,
-    MK_LEN,
-    MK_MAX_QTY,
-    MK_MIN_QTY,
-    MK_PHASE,
-    MK_RESALE,
-    MK_TICK,
-    MK_UNIT,
-)
 from engine.instruments import Instrument
 from engine.protocol import Trade, encode_trades
 from engine.types import Phase
+
+# `Market.params`: what the compiled pipeline (engine.core.pipeline) checks an order against.
+(
+    MK_PHASE,
+    MK_UNIT,
+    MK_MIN_QTY,
+    MK_MAX_QTY,
+    MK_BAND_LO,
+    MK_BAND_HI,
+    MK_TICK,
+    MK_FEE_PPM,
+    MK_RESALE,  # 1: allowances bought today are available at once
+    MK_INSTRUMENT,
+) = range(10)
+MK_LEN = 10
 
 LISTED_VENUES = frozenset({"continuous", "call", "pick"})  # count towards the close
 CALL_PHASES = frozenset({Phase.CALL, Phase.CLOSING_CALL})
@@ -57,7 +59,7 @@ class OneWayAuction:
 
 
 class Market:
-    def __init__(self, instrument: Instrument, book_factory=Book, index: int = 0) -> None:
+    def __init__(self, instrument: Instrument, book_factory: type = Book, index: int = 0) -> None:
         self.instrument = instrument
         self.code = instrument.code
         self.book = book_factory(tick=instrument.tick)

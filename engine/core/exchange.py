@@ -1,0 +1,154 @@
+"""Exchange: the deterministic state machine. apply(command, ts_ns) -> events.
+
+Invariants:
+- `apply` is the only mutator. It reads no clock, socket, environment or random source: time
+  arrives as `ts_ns` (the sequencer's stamp) and every id (order, trade, sequence) derives
+  from state, so the same commands give byte-identical encoded events on any machine.
+- Validation runs before any change: a rejected command produces one `Rejected` event (code
+  and text) and leaves `state_hash()` unchanged (the sequence number is not state).
+- The exchange is composed of parts over one declared state (engine.core.state.CoreState):
+  `Trading` (what every order path shares), `Sessions` (the day, phases, auctions, the
+  calendar), `OffBook` (one-way auctions, block trades) and the order path (`CompiledOrders`
+  here; the reference exchange, engine.core.reference, puts its plain handlers there). Each
+  command type has exactly one handler; events are built by the one `EventWriter`.
+- Each trade is one `Trade` event (public print and clearing record) plus a `Filled` for
+  each side; `DayClosed` carries the day's trade count and `trades_digest` per instrument.
+
+Operator commands (sessions, auctions, block trades) are applied as they come; a calendar in
+the config can issue the same transitions from the commands' timestamps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+import msgspec
+
+from engine.book import Book
+from engine.config import MarketConfig
+from engine.core.events import EventWriter
+from engine.core.market import Market
+from engine.core.offbook import OffBook
+from engine.core.orders import CompiledOrders
+from engine.core.risk import Accounts
+from engine.core.sessions import Sessions
+from engine.core.state import CoreState, LiveOrder
+from engine.core.trading import Trading
+from engine.core.validation import Reject
+from engine.protocol import Command, Event, PickOrder, RejectCode, encode
+
+
+class Exchange:
+    """The production exchange: compiled books, the compiled order pipeline."""
+
+    book_factory: type = Book
+    orders_factory: type = CompiledOrders
+
+    def __init__(self, config: MarketConfig) -> None:
+        markets = {
+            i.code: Market(i, self.book_factory, index)
+            for index, i in enumerate(config.instruments)
+        }
+        self.config = config
+        self.state = state = CoreState.of(config, markets)
+        self.emit = emit = EventWriter(state)
+        self.trading = trading = Trading(state, emit)
+        self.sessions = Sessions(state, emit, trading)
+        self.offbook = OffBook(state, emit, trading)
+        self.orders = self.orders_factory(state, emit, trading, self.offbook)
+        self._handlers: dict[type, Callable] = {
+            **self.orders.handlers,
+            PickOrder: trading.pick,
+            **self.sessions.handlers,
+            **self.offbook.handlers,
+        }
+
+    # -- the one entry point -----------------------------------------------------------------------
+
+    def apply(self, command: Command, ts_ns: int = 0) -> list[Event]:
+        state = self.state
+        state.seq += 1
+        state.ts_ns = ts_ns
+        out = self.emit.begin()
+        if state.schedule:
+            self.sessions.run_calendar()
+        try:
+            handler = self._handlers.get(type(command))
+            if handler is None:
+                raise Reject(RejectCode.MALFORMED, f"not a command: {type(command).__name__}")
+            touched = handler(command)
+        except Reject as reject:
+            touched = None
+            for market in state.markets.values():  # nothing a refused command touched is shown
+                market.touched.clear()
+            self.emit.rejected(command, reject.code, reject.text)
+        if touched:
+            for code in sorted(touched):
+                self.trading.publish(state.markets[code])
+        return out
+
+    # -- views -------------------------------------------------------------------------------------
+
+    @property
+    def seq(self) -> int:
+        """The sequence number of the last command applied."""
+        return self.state.seq
+
+    @property
+    def date(self) -> str:
+        """The open trading day ("" between EndOfDay and StartOfDay)."""
+        return self.state.date
+
+    @property
+    def next_order_id(self) -> int:
+        return self.state.next_order_id
+
+    @property
+    def next_trade_id(self) -> int:
+        return self.state.next_trade_id
+
+    @property
+    def accounts(self) -> Accounts:
+        return self.state.accounts
+
+    @property
+    def markets(self) -> dict[str, Market]:
+        return self.state.markets
+
+    def live_orders(self) -> dict[int, LiveOrder]:
+        """Every order that can still trade (book and off-book), by id."""
+        return self.trading.live_orders()
+
+    def state_hash(self) -> str:
+        """SHA-256 over everything that decides future behaviour (not the sequence number)."""
+        state = self.state
+        payload = [
+            state.date,
+            state.last_date,
+            state.next_order_id,
+            state.next_trade_id,
+            state.calendar_done,
+            sorted((member, sorted(seen)) for member, seen in state.cl_ord_ids.items()),
+            [
+                (
+                    o.order_id,
+                    o.member,
+                    o.cl_ord_id,
+                    o.code,
+                    o.side,
+                    o.limit,
+                    o.leaves,
+                    o.frozen,
+                    o.venue,
+                )
+                for o in sorted(state.orders.values(), key=lambda o: o.order_id)  # off-book
+            ],
+            [state.markets[code].snapshot() for code in sorted(state.markets)],
+            state.accounts.snapshot(),
+        ]
+        return hashlib.sha256(msgspec.msgpack.encode(payload)).hexdigest()
+
+    @staticmethod
+    def encoded(events: list[Event]) -> bytes:
+        return b"".join(encode(e) for e in events)
