@@ -113,9 +113,10 @@ class DemoDay:
 
     def send(self, command, phase: str = "") -> list:
         self.clock += 50_000_000  # the sequencer's clock: 50 ms per command
+        seq = self.exchange.seq + 1  # the sequencer's number: the core checks it follows
         if self.command_log is not None:
-            self.command_log.append(self.exchange.seq + 1, self.clock, command)
-        events = self.exchange.apply(command, self.clock)
+            self.command_log.append(seq, self.clock, command)
+        events = self.exchange.apply_stamped(seq, self.clock, command)
         if self.trade_log is not None:
             self.trade_log.record(events)
         for event in events:

@@ -78,12 +78,13 @@ class RecordingExchange:
         self.log = log
 
     def apply(self, command: Command, ts_ns: int = 0) -> list[Event]:
+        seq = self.exchange.seq + 1  # the sequencer's number: the core checks it follows
         try:
-            self.log.append(self.exchange.seq + 1, ts_ns, command)
+            self.log.append(seq, ts_ns, command)
         except MalformedMessage as exc:
             text = reject_text(RejectCode.MALFORMED, str(exc))
             return [rejected(0, command, RejectCode.MALFORMED, text)]
-        return self.exchange.apply(command, ts_ns)
+        return self.exchange.apply_stamped(seq, ts_ns, command)
 
 
 def replay(path: str | Path, exchange: Exchange) -> Iterator[tuple[LogRecord, list[Event]]]:
@@ -91,4 +92,4 @@ def replay(path: str | Path, exchange: Exchange) -> Iterator[tuple[LogRecord, li
     for record in read_log(path):
         if record.seq != exchange.seq + 1:
             raise CorruptLog(f"{path}: expected seq {exchange.seq + 1}, found {record.seq}")
-        yield record, exchange.apply(record.command, record.ts_ns)
+        yield record, exchange.apply_stamped(record.seq, record.ts_ns, record.command)

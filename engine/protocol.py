@@ -199,6 +199,11 @@ class EndOfDay(_Message, tag=27):
     """Every market must be CLOSED: expire day orders, fix the closes, publish day records."""
 
 
+class Clock(_Message, tag=29):
+    """The sequencer's clock: a command that does nothing but carry its timestamp, so the
+    calendar opens, breaks and closes an idle market on time."""
+
+
 class OneWayAuctionOpen(_Message, tag=30):
     """单向竞价: a seller offers `qty` of a CEA vintage; its allowances are frozen now."""
 
@@ -246,6 +251,7 @@ Command = (
     | Close
     | SetReference
     | EndOfDay
+    | Clock
     | OneWayAuctionOpen
     | AuctionBid
     | OneWayAuctionClose

@@ -1,6 +1,6 @@
 """The exchange core: `Exchange` (production) and `ReferenceExchange` (the specification)."""
 
-from engine.core.exchange import Exchange
+from engine.core.exchange import Exchange, StampRefused
 from engine.core.reference import ReferenceExchange
 
-__all__ = ["Exchange", "ReferenceExchange"]
+__all__ = ["Exchange", "ReferenceExchange", "StampRefused"]

@@ -1,9 +1,15 @@
-"""Exchange: the deterministic state machine. apply(command, ts_ns) -> events.
+"""Exchange: the deterministic state machine. apply_stamped(seq, ts_ns, command) -> events.
 
 Invariants:
-- `apply` is the only mutator. It reads no clock, socket, environment or random source: time
-  arrives as `ts_ns` (the sequencer's stamp) and every id (order, trade, sequence) derives
-  from state, so the same commands give byte-identical encoded events on any machine.
+- `apply_stamped` is the only mutator. It applies a command stamped by a sequencer (the
+  demo, the journal's recorder, replay, the service): a sequence number that must follow the
+  last one applied, and a timestamp (int64 nanoseconds, UTC); a stamp that does not is
+  refused (`StampRefused`) before anything changes. `apply(command, ts_ns)` is the in-process
+  sequencer for tests and research: it stamps the next number itself.
+- The core reads no clock, socket, environment or random source: time arrives as the stamp
+  and every id (order, trade) derives from state, so the same stamped commands give
+  byte-identical encoded events on any machine. A `Clock` command carries only its stamp:
+  the calendar acts on it as on any command.
 - Validation runs before any change: a rejected command produces one `Rejected` event (code
   and text) and leaves `state_hash()` unchanged (the sequence number is not state).
 - The exchange is composed of parts over one declared state (engine.core.state.CoreState):
@@ -36,7 +42,16 @@ from engine.core.sessions import Sessions
 from engine.core.state import CoreState, LiveOrder
 from engine.core.trading import Trading
 from engine.core.validation import Reject
-from engine.protocol import Command, Event, PickOrder, RejectCode, encode
+from engine.protocol import Clock, Command, Event, PickOrder, RejectCode, encode
+from engine.types import INT64_MAX
+
+
+class StampRefused(ValueError):
+    """A stamp that does not follow (sequence) or is not an int64 timestamp: nothing changed."""
+
+
+def _noop(command: Clock) -> None:
+    """A Clock command: the calendar has already run at its timestamp."""
 
 
 class Exchange:
@@ -60,6 +75,7 @@ class Exchange:
         self._handlers: dict[type, Callable] = {
             **self.orders.handlers,
             PickOrder: trading.pick,
+            Clock: _noop,
             **self.sessions.handlers,
             **self.offbook.handlers,
         }
@@ -67,8 +83,17 @@ class Exchange:
     # -- the one entry point -----------------------------------------------------------------------
 
     def apply(self, command: Command, ts_ns: int = 0) -> list[Event]:
+        """Stamp `command` with the next sequence number and apply it (in-process use)."""
+        return self.apply_stamped(self.state.seq + 1, ts_ns, command)
+
+    def apply_stamped(self, seq: int, ts_ns: int, command: Command) -> list[Event]:
+        """Apply a sequenced command; its events, in order, all carrying `seq`."""
         state = self.state
-        state.seq += 1
+        if type(seq) is not int or seq != state.seq + 1:
+            raise StampRefused(f"sequence {seq!r} does not follow {state.seq}")
+        if type(ts_ns) is not int or not 0 <= ts_ns <= INT64_MAX:
+            raise StampRefused(f"timestamp {ts_ns!r} is not int64 nanoseconds since 1970")
+        state.seq = seq
         state.ts_ns = ts_ns
         out = self.emit.begin()
         if state.schedule:
