@@ -13,8 +13,8 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
-from enum import IntEnum
-from typing import Annotated
+from enum import IntEnum, IntFlag
+from typing import Annotated, ClassVar
 
 import msgspec
 
@@ -94,6 +94,17 @@ REJECT_TEXT: dict[RejectCode, str] = {
     RejectCode.INSUFFICIENT_ALLOWANCES: "not enough available allowances to sell",
     RejectCode.SELF_TRADE: "the order would trade with an order of the same member",
 }
+
+
+class Audience(IntFlag):
+    """Who an event is for; each audience's stream numbers its events gap-free from 1
+    (`stream_seq`): PRIVATE per member (the member's gateways: acknowledgements, rejects,
+    executions), PUBLIC (market data: no member ids) and CLEARING (trade records with both
+    members and fees, end-of-day control totals)."""
+
+    PRIVATE = 1
+    PUBLIC = 2
+    CLEARING = 4
 
 
 class _Message(msgspec.Struct, frozen=True, array_like=True, tag_field="t", gc=False):
@@ -263,6 +274,7 @@ Command = (
 
 
 class Accepted(_Message, tag=101):
+    audience: ClassVar[Audience] = Audience.PRIVATE
     seq: int
     cl_ord_id: str
     member: int
@@ -271,19 +283,23 @@ class Accepted(_Message, tag=101):
     side: Side
     price: int
     qty: int
+    stream_seq: int = 0  # gap-free per audience stream (see Audience)
 
 
 class Rejected(_Message, tag=102):
+    audience: ClassVar[Audience] = Audience.PRIVATE
     seq: int
     cl_ord_id: str
     member: int
     code: RejectCode
     text: str
+    stream_seq: int = 0  # gap-free per audience stream (see Audience)
 
 
 class Filled(_Message, tag=103):
     """One side of a trade, sent to the owner of `order_id`."""
 
+    audience: ClassVar[Audience] = Audience.PRIVATE
     seq: int
     trade_id: int
     member: int
@@ -294,18 +310,22 @@ class Filled(_Message, tag=103):
     qty: int
     leaves: int
     aggressor: bool
+    stream_seq: int = 0  # gap-free per audience stream (see Audience)
 
 
 class Cancelled(_Message, tag=104):
+    audience: ClassVar[Audience] = Audience.PRIVATE
     seq: int
     member: int
     instrument: str
     order_id: int
     leaves: int
     reason: CancelReason
+    stream_seq: int = 0  # gap-free per audience stream (see Audience)
 
 
 class Amended(_Message, tag=105):
+    audience: ClassVar[Audience] = Audience.PRIVATE
     seq: int
     member: int
     instrument: str
@@ -313,14 +333,17 @@ class Amended(_Message, tag=105):
     price: int
     qty: int
     kept_priority: bool
+    stream_seq: int = 0  # gap-free per audience stream (see Audience)
 
 
 class Trade(_Message, tag=106):
-    """A trade: public print and the clearing record (the one definition of a trade).
+    """A trade's clearing record: both members, both orders and each side's fee (the public
+    sees `TradePrint`, which names no member).
 
     `aggressor` is the side of the incoming order, or -1 for auctions and block trades;
     `venue` is how it printed: "continuous", "call", "pick", "one_way" or "block"."""
 
+    audience: ClassVar[Audience] = Audience.CLEARING
     seq: int
     trade_id: int
     ts_ns: int
@@ -334,6 +357,9 @@ class Trade(_Message, tag=106):
     sell_order_id: int
     aggressor: int
     venue: str
+    buyer_fee: int = 0  # fen, each side pays the fee on the trade's value
+    seller_fee: int = 0
+    stream_seq: int = 0  # gap-free per audience stream (see Audience)
 
 
 def trades_digest(trades: list[Trade]) -> str:
@@ -347,22 +373,26 @@ def encode_trades(trades: list[Trade]) -> bytes:
 
 
 class PhaseChanged(_Message, tag=107):
+    audience: ClassVar[Audience] = Audience.PUBLIC
     seq: int
     instrument: str
     phase: Phase
     reference: int  # previous close, fen
     band_low: int
     band_high: int
+    stream_seq: int = 0  # gap-free per audience stream (see Audience)
 
 
 class Indicative(_Message, tag=108):
     """Indicative uncross during a call (published whenever it changes); price 0: no cross."""
 
+    audience: ClassVar[Audience] = Audience.PUBLIC
     seq: int
     instrument: str
     price: int
     volume: int
     imbalance: int
+    stream_seq: int = 0  # gap-free per audience stream (see Audience)
 
 
 class AuctionResult(_Message, tag=109):
@@ -371,11 +401,13 @@ class AuctionResult(_Message, tag=109):
     is uncrossed at its own price and gets its own result. A one-way auction gives one.
     Price 0 and volume 0: nothing traded."""
 
+    audience: ClassVar[Audience] = Audience.PUBLIC
     seq: int
     instrument: str
     auction: str  # "call", "closing_call", "one_way"
     price: int  # call: the price; one-way: the uniform price, or the last (lowest) paid
     volume: int  # tonnes traded at that price (one-way: in all)
+    stream_seq: int = 0  # gap-free per audience stream (see Audience)
 
 
 class DepthUpdate(_Message, tag=110):
@@ -384,17 +416,20 @@ class DepthUpdate(_Message, tag=110):
     One per level a command changed, in the order the command first touched them, so a
     subscriber that applies them in sequence holds the full book by price (market by price)."""
 
+    audience: ClassVar[Audience] = Audience.PUBLIC
     seq: int
     instrument: str
     side: Side
     price: int
     qty: int
     orders: int
+    stream_seq: int = 0  # gap-free per audience stream (see Audience)
 
 
 class DayClosed(_Message, tag=111):
     """End-of-day record per instrument; clearing checks its trades against it."""
 
+    audience: ClassVar[Audience] = Audience.CLEARING
     seq: int
     date: str
     instrument: str
@@ -408,6 +443,39 @@ class DayClosed(_Message, tag=111):
     open: int = 0
     high: int = 0
     low: int = 0
+    stream_seq: int = 0  # gap-free per audience stream (see Audience)
+
+
+class TradePrint(_Message, tag=112):
+    """A trade as market data sees it: no member, no order id."""
+
+    audience: ClassVar[Audience] = Audience.PUBLIC
+    seq: int
+    trade_id: int
+    ts_ns: int
+    instrument: str
+    price: int
+    qty: int
+    aggressor: int  # the incoming order's side; -1 for auctions and block trades
+    venue: str
+    stream_seq: int = 0
+
+
+class DaySummary(_Message, tag=113):
+    """A day's figures per instrument as market data sees them: the listed trades' open,
+    high, low and close (the close is the next day's reference), volume and trade count."""
+
+    audience: ClassVar[Audience] = Audience.PUBLIC
+    seq: int
+    date: str
+    instrument: str
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int
+    trades: int
+    stream_seq: int = 0
 
 
 Event = (
@@ -422,6 +490,8 @@ Event = (
     | AuctionResult
     | DepthUpdate
     | DayClosed
+    | TradePrint
+    | DaySummary
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -141,12 +141,25 @@ class Exchange:
     def markets(self) -> dict[str, Market]:
         return self.state.markets
 
+    def stream_positions(self) -> dict[str, object]:
+        """The last sequence number of the commands and of each event stream."""
+        state = self.state
+        return {
+            "seq": state.seq,
+            "public": state.public_seq,
+            "clearing": state.clearing_seq,
+            "private": dict(sorted(state.private_seq.items())),
+        }
+
     def live_orders(self) -> dict[int, LiveOrder]:
         """Every order that can still trade (book and off-book), by id."""
         return self.trading.live_orders()
 
     def state_hash(self) -> str:
-        """SHA-256 over everything that decides future behaviour (not the sequence number)."""
+        """SHA-256 over everything that decides the market's future behaviour. The positions
+        of the command sequence and of the event streams (`stream_positions`) are not in it:
+        they number what happened, and a refused command moves them (a snapshot carries
+        them beside the state)."""
         state = self.state
         payload = [
             state.date,

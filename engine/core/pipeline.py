@@ -19,7 +19,8 @@ Arrays (besides the book's six, see layout.py):
 
 Output rows at ev[0:rows]: the book's event rows in the order it wrote them, RESTED rows
 dropped (they make no protocol event) and FILL rows turned buy side first (E_OID, E_LEAVES,
-E_OWNER are the buy order's, the *2 columns the sell's, E_SIDE stays the taker's side); then
+E_OWNER are the buy order's, the *2 columns the sell's, E_SIDE stays the taker's side, E_CODE
+holds the fee each side paid); then
 one K_LEVEL row per price level the command changed, first touch first: side at E_SIDE, price
 at E_PRICE, new total at E_QTY, orders at E_LEAVES.
 
@@ -55,6 +56,7 @@ from engine.book.layout import (
     CMD_ADD,
     CMD_AMEND,
     CMD_CANCEL,
+    E_CODE,
     E_KIND,
     E_LEAVES,
     E_LEAVES2,
@@ -242,6 +244,7 @@ def _settle_fill(acct, ids, mk, ev, i, taker_row, taker_limit):
     acct[seller, _held(mk, HELD_FROZEN)] -= qty
     acct[seller, ACCT_CASH] += value - fee
     acct[acct.shape[0] - 1, ACCT_CASH] += 2 * fee
+    ev[i, E_CODE] = fee  # the caller's trade record names each side's fee
 
 
 @njit(cache=True, _nrt=False)

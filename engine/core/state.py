@@ -9,6 +9,9 @@ Invariants:
   lives only in its book, and `LiveOrder` views of it are built on demand.
 - `cl_ord_ids[member]` holds the ClOrdIDs the member used on the open trading day.
 - `next_order_id` and `next_trade_id` are the ids the next order and trade will get.
+- `public_seq`, `clearing_seq` and `private_seq[member]` are the last stream sequence numbers
+  given to an event of each audience (engine.protocol.Audience): gap-free from 1, so they
+  are state (a restart from a snapshot continues them).
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ class CoreState:
     next_order_id: int = 1
     calendar_done: int = 0  # schedule entries fired on the open day
     orders: dict[int, LiveOrder] = field(default_factory=dict)
+    public_seq: int = 0
+    clearing_seq: int = 0
+    private_seq: dict[int, int] = field(default_factory=dict)  # member (-1: no member) -> last
 
     @classmethod
     def of(cls, config: MarketConfig, markets: dict[str, Market]) -> CoreState:

@@ -96,6 +96,7 @@ class Trading:
         cost, _ = self.state.accounts.settle_trade(
             market.instrument, buy.member, sell.member, price, qty
         )
+        fee = cost - price * qty  # each side's
         buy.frozen -= cost
         buy.leaves -= qty
         sell.leaves -= qty
@@ -104,6 +105,7 @@ class Trading:
             market,
             price,
             qty,
+            fee,
             (buy.member, buy.order_id, buy.leaves),
             (sell.member, sell.order_id, sell.leaves),
             int(taker.side) if aggressor else -1,

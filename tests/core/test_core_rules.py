@@ -22,6 +22,7 @@ from engine.protocol import (
     Close,
     CloseCall,
     DayClosed,
+    DaySummary,
     DepthUpdate,
     EndOfDay,
     Filled,
@@ -285,16 +286,17 @@ def test_pick_trades_with_the_named_order_at_its_price():
 
 def test_depth_updates_name_each_changed_level_once_with_its_new_total():
     s = Session()
-    assert of(s.order(2, SELL, 10_000, 10), DepthUpdate) == [
-        DepthUpdate(s.x.seq, s.code, SELL, 10_000, 10, 1)
-    ]
+    first = of(s.order(2, SELL, 10_000, 10), DepthUpdate)
+    assert first == [DepthUpdate(s.x.seq, s.code, SELL, 10_000, 10, 1, first[0].stream_seq)]
     s.order(3, SELL, 10_000, 5)
     resting = of(s.order(3, SELL, 10_100, 7), Accepted)[0].order_id
     events = s.order(1, BUY, 10_100, 20, tif=TimeInForce.IOC)
     seq = s.x.seq
-    assert of(events, DepthUpdate) == [
-        DepthUpdate(seq, s.code, SELL, 10_000, 0, 0),
-        DepthUpdate(seq, s.code, SELL, 10_100, 2, 1),
+    assert [
+        (e.seq, e.instrument, e.side, e.price, e.qty, e.orders) for e in of(events, DepthUpdate)
+    ] == [
+        (seq, s.code, SELL, 10_000, 0, 0),
+        (seq, s.code, SELL, 10_100, 2, 1),
     ]  # the IOC remainder never rested, so the bid side did not change
     events = s.amend(3, resting, 10_200, 2)
     assert [(e.price, e.qty, e.orders) for e in of(events, DepthUpdate)] == [
@@ -506,7 +508,7 @@ def test_end_of_day_expires_day_orders_fixes_the_vwap_close_and_checksums_trades
     assert (expired.order_id, expired.leaves, expired.reason) == (resting, 7, CancelReason.EXPIRED)
     (day,) = of(events, DayClosed)
     # the expired order's level empties before the day closes (once published after it)
-    assert [type(e) for e in events] == [Cancelled, DepthUpdate, DayClosed]
+    assert [type(e) for e in events] == [Cancelled, DepthUpdate, DayClosed, DaySummary]
     assert (events[1].price, events[1].qty, events[1].orders) == (9_000, 0, 0)
     # VWAP of the listed trades only: (10 x 10,000 + 30 x 10,300) / 40 = 10,225
     assert (day.trades, day.volume, day.close) == (3, 100_040, 10_225)
