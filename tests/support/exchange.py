@@ -30,12 +30,23 @@ def small_market(**instrument_fields) -> MarketConfig:
 
 
 class Session:
-    """An exchange with a trading day started and CEA25 in continuous trading."""
+    """An exchange with a trading day started and CEA25 in continuous trading.
+
+    `make_exchange` (the fixture's class, called with the config) builds the exchange under
+    test; without it, an `Exchange` over `book_factory`'s books."""
 
     def __init__(
-        self, config: MarketConfig | None = None, continuous: bool = True, book_factory=Book
+        self,
+        config: MarketConfig | None = None,
+        continuous: bool = True,
+        book_factory=Book,
+        make_exchange=None,
     ) -> None:
-        self.x = Exchange(config or small_market(), book_factory=book_factory)
+        config = config or small_market()
+        if make_exchange is None:
+            self.x = Exchange(config, book_factory=book_factory)
+        else:
+            self.x = make_exchange(config)
         self.code = next(iter(self.x.markets))
         self.n = 0
         self.x.apply(StartOfDay("2026-11-24"))
