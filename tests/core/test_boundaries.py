@@ -12,7 +12,6 @@ from __future__ import annotations
 import pytest
 
 from engine.config import MarketConfig, Member
-from engine.instruments import Instrument
 from engine.protocol import (
     Accepted,
     Amended,
@@ -28,17 +27,17 @@ from engine.types import OrderType, Side
 from tests.support.exchange import CASH, STOCK, Session, of, only_reject, small_market
 
 BUY, SELL = Side.BUY, Side.SELL
-CODE = "CEA25"
+INSTRUMENT = small_market().instruments[0]
+CODE = INSTRUMENT.code
 
 
-def one_member_short(cash: int, stock: int, **instrument_fields) -> MarketConfig:
-    """Member 1 holds exactly `cash` fen and `stock` t; members 2 and 3 plenty of both."""
-    fields = {"code": CODE, "name": "CEA 2025", "product": "CEA", "reference_price": 10_000}
-    instrument = Instrument(**(fields | instrument_fields))
+def member_one_holding(cash: int, stock: int) -> MarketConfig:
+    """The small market (band 9,000-11,000 fen) where member 1 holds exactly `cash` fen and
+    `stock` t, members 2 and 3 plenty of both."""
     members = [Member(id=1, name="M1", cash=cash, holdings={CODE: stock})] + [
         Member(id=m, name=f"M{m}", cash=CASH, holdings={CODE: STOCK}) for m in (2, 3)
     ]
-    return MarketConfig(name="boundaries", instruments=[instrument], members=members)
+    return MarketConfig(name="boundaries", instruments=[INSTRUMENT], members=members)
 
 
 def accepted(events) -> Accepted:
@@ -60,9 +59,8 @@ def refused(code: RejectCode, send, *args, **kwargs) -> None:
 
 @pytest.mark.parametrize(("price", "qty"), [(10_000, 100), (9_001, 7), (10_999, 333)])
 def test_a_buy_needing_exactly_the_available_cash_is_accepted(make_exchange, price, qty):
-    instrument = small_market().instruments[0]
-    need = freeze_for(instrument, price, qty)
-    s = Session(one_member_short(need, 0), make_exchange=make_exchange)
+    need = freeze_for(INSTRUMENT, price, qty)
+    s = Session(member_one_holding(need, 0), make_exchange=make_exchange)
     accepted(s.order(1, BUY, price, qty))
     account = s.x.accounts.get(1)
     assert (account.cash, account.cash_frozen) == (0, need)
@@ -70,18 +68,16 @@ def test_a_buy_needing_exactly_the_available_cash_is_accepted(make_exchange, pri
 
 @pytest.mark.parametrize(("price", "qty"), [(10_000, 100), (9_001, 7), (10_999, 333)])
 def test_a_buy_one_fen_short_is_refused(make_exchange, price, qty):
-    instrument = small_market().instruments[0]
-    need = freeze_for(instrument, price, qty)
-    s = Session(one_member_short(need - 1, 0), make_exchange=make_exchange)
+    need = freeze_for(INSTRUMENT, price, qty)
+    s = Session(member_one_holding(need - 1, 0), make_exchange=make_exchange)
     refused(RejectCode.INSUFFICIENT_FUNDS, s.order, 1, BUY, price, qty)
 
 
 @pytest.mark.parametrize("short", [0, 1])
 def test_a_market_buy_freezes_at_the_band_top_to_the_fen(make_exchange, short):
     """A market buy freezes as a limit buy at the band's top edge (11,000 fen here)."""
-    instrument = small_market().instruments[0]
-    need = freeze_for(instrument, 11_000, 50)
-    s = Session(one_member_short(need - short, 0), make_exchange=make_exchange)
+    need = freeze_for(INSTRUMENT, 11_000, 50)
+    s = Session(member_one_holding(need - short, 0), make_exchange=make_exchange)
     s.order(2, SELL, 10_500, 50)
     if short:
         refused(RejectCode.INSUFFICIENT_FUNDS, s.order, 1, BUY, 0, 50, order_type=OrderType.MARKET)
@@ -90,16 +86,16 @@ def test_a_market_buy_freezes_at_the_band_top_to_the_fen(make_exchange, short):
     accepted(events)
     assert [t.qty for t in of(events, Trade)] == [50]
     account = s.x.accounts.get(1)
-    assert (account.cash, account.cash_frozen) == (need - freeze_for(instrument, 10_500, 50), 0)
+    cost = 525_000 + INSTRUMENT.fee(525_000)  # 50 t at 105.00, the fee rounded down
+    assert (account.cash, account.cash_frozen) == (need - cost, 0)
 
 
 @pytest.mark.parametrize("short", [0, 1])
 @pytest.mark.parametrize(("new_price", "new_qty"), [(10_001, 100), (10_000, 101), (11_000, 150)])
 def test_an_amend_up_needing_exactly_the_available_cash(make_exchange, short, new_price, new_qty):
     """The extra an amend freezes is the new order's freeze less the old one's, to the fen."""
-    instrument = small_market().instruments[0]
-    old, new = freeze_for(instrument, 10_000, 100), freeze_for(instrument, new_price, new_qty)
-    s = Session(one_member_short(new - short, 0), make_exchange=make_exchange)
+    old, new = freeze_for(INSTRUMENT, 10_000, 100), freeze_for(INSTRUMENT, new_price, new_qty)
+    s = Session(member_one_holding(new - short, 0), make_exchange=make_exchange)
     oid = accepted(s.order(1, BUY, 10_000, 100)).order_id
     assert s.x.accounts.get(1).cash == new - old - short
     if short:
@@ -115,7 +111,7 @@ def test_an_amend_up_needing_exactly_the_available_cash(make_exchange, short, ne
 
 @pytest.mark.parametrize("qty", [1, 100, 99_999])
 def test_a_sell_of_exactly_the_available_allowances_is_accepted(make_exchange, qty):
-    s = Session(one_member_short(0, qty), make_exchange=make_exchange)
+    s = Session(member_one_holding(0, qty), make_exchange=make_exchange)
     accepted(s.order(1, SELL, 10_000, qty))
     holding = s.x.accounts.get(1).holding(CODE)
     assert (holding.available, holding.frozen) == (0, qty)
@@ -123,12 +119,12 @@ def test_a_sell_of_exactly_the_available_allowances_is_accepted(make_exchange, q
 
 @pytest.mark.parametrize("qty", [1, 100, 99_999])
 def test_a_sell_of_one_tonne_more_than_available_is_refused(make_exchange, qty):
-    s = Session(one_member_short(0, qty - 1), make_exchange=make_exchange)
+    s = Session(member_one_holding(0, qty - 1), make_exchange=make_exchange)
     refused(RejectCode.INSUFFICIENT_ALLOWANCES, s.order, 1, SELL, 10_000, qty)
 
 
 def test_an_amend_of_a_sell_up_to_exactly_the_holdings(make_exchange):
-    s = Session(one_member_short(0, 100), make_exchange=make_exchange)
+    s = Session(member_one_holding(0, 100), make_exchange=make_exchange)
     oid = accepted(s.order(1, SELL, 10_000, 60)).order_id
     refused(RejectCode.INSUFFICIENT_ALLOWANCES, s.amend, 1, oid, 10_000, 101)
     assert of(s.amend(1, oid, 10_000, 100), Amended)
@@ -281,12 +277,12 @@ def test_a_block_trade_one_step_beyond_its_limits_is_refused(make_exchange):
 def test_a_block_trade_needing_exactly_the_buyers_cash_and_the_sellers_allowances(
     make_exchange, buyer_short, seller_short, code
 ):
-    need = freeze_for(small_market().instruments[0], 10_000, 100_000)
+    need = freeze_for(INSTRUMENT, 10_000, 100_000)
     members = [
         Member(id=1, name="M1", cash=need - buyer_short),
         Member(id=2, name="M2", holdings={CODE: 100_000 - seller_short}),
     ]
-    config = MarketConfig(name="block", instruments=small_market().instruments, members=members)
+    config = MarketConfig(name="block", instruments=[INSTRUMENT], members=members)
     s = Session(config, make_exchange=make_exchange)
     block = BlockTrade("b", CODE, 1, 2, 10_000, 100_000)
     if code is not None:
@@ -315,8 +311,8 @@ def test_a_one_way_bid_at_the_floor_and_the_cap_is_accepted_and_one_tick_beyond_
 
 @pytest.mark.parametrize("short", [0, 1])
 def test_a_one_way_bid_needing_exactly_the_available_cash(make_exchange, short):
-    need = freeze_for(small_market().instruments[0], 10_500, 1_000)
-    s = Session(one_member_short(need - short, 0), make_exchange=make_exchange)
+    need = freeze_for(INSTRUMENT, 10_500, 1_000)
+    s = Session(member_one_holding(need - short, 0), make_exchange=make_exchange)
     s.send(OneWayAuctionOpen(CODE, 2, 100_000))
     if short:
         refused(RejectCode.INSUFFICIENT_FUNDS, s.send, AuctionBid("bid", 1, CODE, 10_500, 1_000))
@@ -327,7 +323,7 @@ def test_a_one_way_bid_needing_exactly_the_available_cash(make_exchange, short):
 
 @pytest.mark.parametrize("short", [0, 1])
 def test_a_one_way_offer_of_exactly_the_sellers_allowances(make_exchange, short):
-    s = Session(one_member_short(0, 100_000 - short), make_exchange=make_exchange)
+    s = Session(member_one_holding(0, 100_000 - short), make_exchange=make_exchange)
     if short:
         refused(RejectCode.INSUFFICIENT_ALLOWANCES, s.send, OneWayAuctionOpen(CODE, 1, 100_000))
         return
