@@ -13,6 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from engine.book import Book, ReferenceBook
 from engine.book.auction import run_uncross
 from engine.book.integrity import check_integrity
+from tests.support.commands import BAND_PRICES
 
 OWNERS = st.integers(0, 3)
 SIDES = st.sampled_from([0, 1])
@@ -34,12 +35,14 @@ class BooksAgree(RuleBasedStateMachine):
         self.next_id = 1
 
     def _prices(self, side: int = 0):
-        """Mostly passive prices (a deep book), some marketable ones, some invalid."""
+        """Mostly passive prices (a deep book), some marketable ones, some invalid, and each
+        edge of the 90..110 tick band and one tick beyond it."""
         t = self.tick
         sign = -1 if side == 0 else 1
         near = st.integers(-2, 9).map(lambda k: (100 + sign * k) * t)
-        odd = st.sampled_from([0, -t, t + 1 if t > 1 else 0, 10_000 * t, t, 2**23 * t, 89 * t])
-        return st.one_of(near, near, near, odd)
+        odd = st.sampled_from([0, -t, t + 1 if t > 1 else 0, 10_000 * t, t, 2**23 * t])
+        edges = st.sampled_from(BAND_PRICES).map(lambda k: k * t)
+        return st.one_of(near, near, near, odd, edges)
 
     def _both(self, method: str, *args) -> None:
         got = getattr(self.compiled, method)(*args)

@@ -3,7 +3,10 @@
 `random_commands` returns an (n, 10) int64 array in the batch layout (engine.book.layout C_*),
 drawn with a seeded numpy generator; `engine.book.book.apply_row` sends a row to either book.
 Prices are mostly passive (a deep book) with marketable, off-tick, out-of-band and far-away
-prices mixed in; ids are mostly fresh, sometimes live (duplicates), sometimes invalid.
+prices mixed in; ids are mostly fresh, sometimes live (duplicates), sometimes invalid. Prices
+centre on 100 ticks, and the streams are run with a band of 90..110 ticks: both edges and one
+tick beyond each (`BAND_PRICES`) are sent, as adds and amends of both sides, so a band check
+that moves by one tick makes the books disagree.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from engine.book.layout import CMD_ADD, CMD_AMEND, CMD_CANCEL, CMD_PICK, COMMAND_ROWS
+
+BAND_PRICES = (89, 90, 110, 111)  # ticks: one beyond the low edge, both edges, one beyond the high
 
 
 def random_commands(n: int, seed: int, tick: int = 1, far: bool = False) -> np.ndarray:
@@ -24,8 +29,10 @@ def random_commands(n: int, seed: int, tick: int = 1, far: bool = False) -> np.n
         price = (100 + sign * int(rng.integers(-2, 10))) * tick
         r = rng.random()
         if r < 0.03:
-            price = int(rng.choice([0, -tick, tick + 1, 2**23 * tick, 89 * tick]))
-        elif far and r < 0.06:
+            price = int(rng.choice([0, -tick, tick + 1, 2**23 * tick]))
+        elif r < 0.07:
+            price = int(rng.choice(BAND_PRICES)) * tick
+        elif far and r < 0.10:
             price = int(rng.integers(1, 50_000)) * tick
         qty = int(rng.integers(1, 30)) if rng.random() > 0.03 else int(rng.choice([0, -1, 2**41]))
         owner = int(rng.integers(0, 4))

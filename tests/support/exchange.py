@@ -29,7 +29,10 @@ def small_market(**instrument_fields) -> MarketConfig:
 
 
 class Session:
-    """An exchange with a trading day started and CEA25 in continuous trading."""
+    """An exchange with a trading day started and CEA25 in continuous trading.
+
+    `make_exchange` (the fixture's class, called with the config) builds the exchange under
+    test; without it, an `Exchange` over `book_factory`'s books."""
 
     def __init__(
         self,
