@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from engine.config import MARKET_HOURS
 from engine.core import StampRefused
 from engine.protocol import Clock, NewOrder, OpenCall, PhaseChanged, StartOfDay, Uncross
 from engine.types import Phase, Side
-from tests.core.test_core_rules import MARKET_HOURS, at, scheduled
+from tests.core.test_rules_calendar import at, scheduled
 from tests.support.exchange import of, small_market
 
 
