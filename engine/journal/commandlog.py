@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import msgspec
 
@@ -140,6 +140,12 @@ def read_log(path: str | Path, buffer_size: int = BUFFER_SIZE) -> CommandLogRead
     return CommandLogReader(path, buffer_size)
 
 
+class Appender(Protocol):
+    """A command log file or a journal directory."""
+
+    def append(self, seq: int, ts_ns: int, command: Command) -> None: ...
+
+
 class RecordingExchange:
     """An Exchange whose every command is logged (before it is applied) with its stamp.
 
@@ -148,7 +154,7 @@ class RecordingExchange:
     A bad stamp is the caller's error, not the command's: BadStamp is raised.
     """
 
-    def __init__(self, exchange: Exchange, log: CommandLog) -> None:
+    def __init__(self, exchange: Exchange, log: Appender) -> None:
         self.exchange = exchange
         self.log = log
 

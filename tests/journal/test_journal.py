@@ -34,9 +34,9 @@ from tests.support.exchange import small_market
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def session_commands(seed: int, n: int) -> list:
+def session_commands(seed: int, n: int, date: str = "2026-11-24") -> list:
     rng = random.Random(seed)
-    cmds = [StartOfDay("2026-11-24"), OpenCall("CEA25")]
+    cmds = [StartOfDay(date), OpenCall("CEA25")]
     for i in range(n):
         if i == n // 4:
             cmds.append(Uncross("CEA25"))
