@@ -46,7 +46,11 @@ _WHAT_TO_DO = (
 
 
 class CorruptLog(ValueError):
-    pass
+    """The message names the file, the byte offset and what to do; `damage` (what is wrong,
+    without the advice) and `offset` are set when the framing found it."""
+
+    damage: str = ""
+    offset: int = -1
 
 
 class WriterFailed(OSError):
@@ -60,7 +64,9 @@ def frame(payload: bytes) -> bytes:
 
 def _corrupt(path: Path, offset: int, what: str) -> CorruptLog:
     todo = _WHAT_TO_DO.format(offset=offset, path=path)
-    return CorruptLog(f"{path}: {what} at byte {offset}: {todo}")
+    error = CorruptLog(f"{path}: {what} at byte {offset}: {todo}")
+    error.damage, error.offset = what, offset
+    return error
 
 
 class FrameReader:

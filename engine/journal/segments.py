@@ -22,8 +22,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
-from engine.core import Exchange
 from engine.framing import BUFFER_SIZE, CorruptLog
 from engine.journal.commandlog import (
     CommandLog,
@@ -34,7 +34,7 @@ from engine.journal.commandlog import (
     read_log,
     wire_message,
 )
-from engine.protocol import Command, Event, StartOfDay
+from engine.protocol import Command, StartOfDay
 
 SEGMENT = re.compile(r"commands-(\d{16})(?:-(\d{4}-\d{2}-\d{2}))?\.log")
 MAX_SEGMENT_BYTES = 256 << 20
@@ -196,10 +196,21 @@ def read_commands(
             yield record
 
 
-def replay(source: str | Path, exchange: Exchange) -> Iterator[tuple[LogRecord, list[Event]]]:
+class State(Protocol):
+    """What a journal is replayed into: an Exchange, or any state machine of commands whose
+    `seq` counts the commands applied."""
+
+    seq: int
+
+    def state_hash(self) -> str: ...
+
+    def apply(self, command: Command, ts_ns: int = 0) -> Any: ...
+
+
+def replay(source: str | Path, exchange: State) -> Iterator[tuple[LogRecord, Any]]:
     """Apply the records after `exchange.seq` of a log file or a journal directory (to a fresh
     exchange of the same config: all of them; to one restored from a snapshot: those after
-    it), yielding each record with its events."""
+    it), yielding each record with what `apply` returned (an Exchange's events)."""
     for record in read_commands(source, exchange.seq):
         check_follows(source, record, exchange.seq + 1)
         yield record, exchange.apply(record.command, record.ts_ns)
