@@ -22,11 +22,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Protocol
+from typing import TYPE_CHECKING, Annotated, Protocol
 
 import msgspec
 
-from engine.core import Exchange
 from engine.framing import BUFFER_SIZE, CorruptLog, FramedWriter, FrameReader, decode_records
 from engine.orders import reject_text, rejected
 from engine.protocol import (
@@ -45,6 +44,9 @@ _record_decoder = msgspec.msgpack.Decoder(tuple[Seq, Nanoseconds, Command])
 _seq_decoder = msgspec.msgpack.Decoder(tuple[Seq, Nanoseconds, msgspec.Raw])
 _encoder = msgspec.msgpack.Encoder()
 WHAT = "a command log record"
+
+if TYPE_CHECKING:  # engine.core compiles the kernel on import: a log writer needs none of it
+    from engine.core import Exchange
 
 
 class BadStamp(ValueError):
