@@ -221,11 +221,16 @@ class FramedWriter:
             raise
 
     def close(self) -> None:
+        """Sync and close; after a failure only close (the failure was raised already)."""
         try:
             if self._failed is None:
                 self.sync()
         finally:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:
+                if self._failed is None:
+                    raise
 
     def __enter__(self):
         return self

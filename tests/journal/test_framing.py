@@ -5,13 +5,15 @@ byte offset and what to do, and changes nothing."""
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 
 import pytest
 
 from engine.framing import read_frames
 from engine.journal import CommandLog, CorruptLog, read_log
 from tests.cli.test_cli import cxe
-from tests.journal.test_journal import session_commands
+from tests.journal.test_journal import ROOT, session_commands
 
 
 def write_log(path, n: int = 40) -> bytes:
@@ -74,3 +76,50 @@ def test_a_damaged_record_before_the_last_is_corruption_however_it_is_damaged(tm
         with pytest.raises(CorruptLog, match=rf"byte {offset}\b"):
             CommandLog(path)
         assert path.read_bytes() == bytes(damaged)
+
+
+FULL_DISK = """
+import resource, signal, sys
+from engine.framing import FramedWriter, WriterFailed
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+writer = FramedWriter(sys.argv[1])
+written = 0
+try:
+    while True:
+        writer.write(b"r" * 1_000)
+        written += 1
+        if written % 7 == 0:
+            writer.sync()
+except OSError as exc:
+    print("failed", type(exc).__name__, exc.errno, flush=True)
+for later in (lambda: writer.write(b"x"), writer.sync):
+    try:
+        later()
+        print("accepted", flush=True)
+    except WriterFailed as exc:
+        print("refused", exc, flush=True)
+writer.close()
+print("closed", flush=True)
+"""
+
+
+def test_a_writer_refuses_everything_after_a_failed_write(tmp_path):
+    """After a failed write the bytes on disk are unknown (a partial frame may be there): a
+    retry that succeeded could acknowledge a record that was lost, so the writer refuses."""
+    path = tmp_path / "full.log"
+    result = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, result.stderr
+    assert lines[0].startswith("failed OSError 27")  # EFBIG
+    assert lines[1].startswith("refused") and "an earlier write or sync failed" in lines[1]
+    assert lines[2].startswith("refused") and lines[3] == "closed"
+    records = list(read_frames(path))
+    assert records and all(payload == b"r" * 1_000 for _, payload in records)
