@@ -1,7 +1,7 @@
 """The journal as a directory of command log segments, read back as one stream.
 
 A segment is a command log file (engine.journal.commandlog) named
-`commands-<first seq, 16 digits>[-<trading day>].log`. Invariants:
+`commands-<first seq, 16 digits>[-<trading day, YYYY-MM-DD>].log`. Invariants:
 - the writer starts a new segment at every StartOfDay (so each trading day's commands sit in
   files of their own and old days can be archived) and when the current one has passed
   `max_segment_bytes`; the old segment is synced and closed first, and the directory is
@@ -36,7 +36,8 @@ from engine.journal.commandlog import (
 )
 from engine.protocol import Command, StartOfDay
 
-SEGMENT = re.compile(r"commands-(\d{16})(?:-(\d{4}-\d{2}-\d{2}))?\.log")
+DAY = r"\d{4}-\d{2}-\d{2}"
+SEGMENT = re.compile(rf"commands-(\d{{16}})(?:-({DAY}))?\.log", re.ASCII)
 MAX_SEGMENT_BYTES = 256 << 20
 
 
@@ -48,7 +49,10 @@ class Segment:
 
 
 def segment_name(first_seq: int, day: str | None) -> str:
-    return f"commands-{first_seq:016d}" + (f"-{day}" if day else "") + ".log"
+    """The file name; a day that is not YYYY-MM-DD is left out of it (a name readers would
+    not recognise would hide the segment's records)."""
+    named = day is not None and re.fullmatch(DAY, day, re.ASCII)
+    return f"commands-{first_seq:016d}" + (f"-{day}" if named else "") + ".log"
 
 
 def list_segments(directory: str | Path) -> list[Segment]:

@@ -198,3 +198,18 @@ def test_a_segment_torn_at_its_first_record_is_reused_for_the_next_day(tmp_path)
     assert not torn.exists()
     assert (journal / segment_name(first_day + 1, DAYS[1])).exists()
     assert [r.command for r in read_journal(journal)] == commands
+
+
+def test_a_day_that_cannot_be_part_of_a_file_name_still_rolls_and_is_read(tmp_path):
+    """The wire decoder lets a date with a trailing newline through; in a segment's name it
+    would have hidden the segment from every reader."""
+    commands = [*session_commands(1, 20, "2026-11-24"), StartOfDay("2026-11-25\n")]
+    commands += session_commands(2, 20, "2026-11-26")
+    write_journal(tmp_path / "journal", commands, max_segment_bytes=1 << 20)
+    with Journal(tmp_path / "journal") as journal:
+        journal.append_encoded(len(commands) + 1, 1, encode(OpenCall("CEA25")), day="../x")
+    assert [s.day for s in list_segments(tmp_path / "journal")] == [DAYS[0], None, DAYS[2], None]
+    assert sorted(p.name for p in (tmp_path / "journal").iterdir()) == [
+        s.path.name for s in list_segments(tmp_path / "journal")
+    ]
+    assert len(list(read_journal(tmp_path / "journal"))) == len(commands) + 1
