@@ -155,7 +155,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     source = Path(args.source)
     if not source.exists():
         raise ValueError(f"no such file: {source}")
-    if source.suffix == ".log":
+    if source.suffix == ".log" or source.is_dir():
         return _replay_command_log(source, args)
     if "_message_" not in source.name:
         return _replay_command_file(source, args)
@@ -254,8 +254,15 @@ def _replay_command_file(source: Path, args: argparse.Namespace) -> int:
 def _replay_command_log(source: Path, args: argparse.Namespace) -> int:
     from engine.core import Exchange
     from engine.journal import replay
+    from engine.journal.segments import list_segments
     from engine.protocol import Rejected, StartOfDay, Trade
 
+    last_file = source
+    if source.is_dir():
+        segments = list_segments(source)
+        if not segments:
+            raise ValueError(f"no command log segments (commands-*.log) in {source}")
+        last_file = segments[-1].path
     exchange = Exchange(_market(args.market))
     trades = commands = rejected = 0
     for record, events in replay(source, exchange):
@@ -273,7 +280,7 @@ def _replay_command_log(source: Path, args: argparse.Namespace) -> int:
         f"{source.name}: {commands:,} commands replayed, {trades:,} trades, {rejected:,} "
         f"rejected, state hash {exchange.state_hash()}"
     )
-    _note_torn_tail(source)
+    _note_torn_tail(last_file)
     return 0
 
 
@@ -376,12 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Replay a LOBSTER message file through the book, checking every row of "
         "its order book file, then again at kernel speed; write trades, top of book and "
         "per-interval analytics (CSV) and, with --plot, PNG plots. An engine command log "
-        "(.log) is replayed into the exchange core and its state hash printed.",
+        "(.log) or journal directory is replayed into the exchange core and its state hash "
+        "printed.",
     )
     replay.add_argument(
         "source",
         help="LOBSTER *_message_*.csv, a command file (.csv or "
-        ".parquet, schema in docs/REPLAY.md), or an engine commands.log",
+        ".parquet, schema in docs/REPLAY.md), an engine commands.log or a journal directory",
     )
     replay.add_argument("--orderbook", help="the matching *_orderbook_*.csv (default: beside)")
     replay.add_argument("--out", default="replay-out", help="output directory")

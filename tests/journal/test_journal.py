@@ -14,7 +14,8 @@ import pytest
 
 from engine.core import Exchange
 from engine.framing import read_frames
-from engine.journal import CommandLog, CorruptLog, RecordingExchange, read_log, replay
+from engine.journal import BadStamp, CommandLog, CorruptLog, RecordingExchange, read_log, replay
+from engine.journal.commandlog import encode_record
 from engine.protocol import (
     AmendOrder,
     CancelOrder,
@@ -33,9 +34,9 @@ from tests.support.exchange import small_market
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def session_commands(seed: int, n: int) -> list:
+def session_commands(seed: int, n: int, date: str = "2026-11-24") -> list:
     rng = random.Random(seed)
-    cmds = [StartOfDay("2026-11-24"), OpenCall("CEA25")]
+    cmds = [StartOfDay(date), OpenCall("CEA25")]
     for i in range(n):
         if i == n // 4:
             cmds.append(Uncross("CEA25"))
@@ -95,11 +96,14 @@ def test_a_torn_final_record_is_ignored_and_a_corrupt_one_is_reported(tmp_path):
         list(read_log(path))
 
 
-def test_replay_refuses_a_log_with_a_gap(tmp_path):
+def test_a_gap_is_refused_by_the_writer_and_by_replay(tmp_path):
     path = tmp_path / "gap.log"
     with CommandLog(path) as log:
         log.append(1, 0, StartOfDay("2026-11-24"))
-        log.append(3, 0, OpenCall("CEA25"))
+        for seq in (1, 3):
+            with pytest.raises(BadStamp, match=f"sequence number {seq} does not follow .* 1"):
+                log.append(seq, 0, OpenCall("CEA25"))
+        log.write(encode_record(3, 0, encode(OpenCall("CEA25"))))  # as another writer might
     with pytest.raises(CorruptLog, match="expected seq 2"):
         list(replay(path, Exchange(small_market())))
 
@@ -176,7 +180,9 @@ RECORDER = """
 import sys, time
 from engine.core import Exchange
 from engine.framing import frame
-from engine.journal import CommandLog, RecordingExchange, _encoder
+from engine.journal import CommandLog, RecordingExchange
+from engine.journal.commandlog import encode_record
+from engine.protocol import encode
 from tests.support.exchange import small_market
 from tests.journal.test_journal import session_commands
 
@@ -188,9 +194,9 @@ with CommandLog(sys.argv[1]) as log:
         recorder.apply(command, ts_ns=i)
         log.sync()  # durable: now it may be acknowledged
     # the next write tears: half a frame reaches the file, then the process dies
-    whole = frame(_encoder.encode((acknowledged + 1, acknowledged, commands[acknowledged])))
-    log._file.write(whole[: len(whole) // 2])
-    log._file.flush()
+    whole = frame(encode_record(acknowledged + 1, acknowledged, encode(commands[acknowledged])))
+    with open(sys.argv[1], "ab") as raw:
+        raw.write(whole[: len(whole) // 2])
     print("torn", flush=True)
     time.sleep(60)
 """
@@ -226,3 +232,20 @@ def test_killed_mid_write_the_log_recovers_every_acknowledged_command_and_goes_o
     fresh = Exchange(small_market())
     assert [events for _, events in replay(path, fresh)] == expected
     assert fresh.state_hash() == recovered.state_hash() == uninterrupted.state_hash()
+
+
+@pytest.mark.parametrize("ts_ns", [1.5, "1764000000000000000", None, 2**63, 2**64 - 1, -1, True])
+def test_a_stamp_that_cannot_be_read_back_is_refused_before_anything_is_written(tmp_path, ts_ns):
+    """A float, string, None or beyond-int64 timestamp was once written as it was, and then
+    the record (and so everything after it) could not be read back."""
+    path = tmp_path / "day.log"
+    with CommandLog(path) as log:
+        log.append(1, 10, StartOfDay("2026-11-24"))
+        log.sync()
+        size = path.stat().st_size
+        with pytest.raises(ValueError, match=r"timestamp .* int64 nanoseconds"):
+            log.append(2, ts_ns, OpenCall("CEA25"))
+        log.sync()
+        assert path.stat().st_size == size
+        log.append(2, 20, OpenCall("CEA25"))
+    assert [(r.seq, r.ts_ns) for r in read_log(path)] == [(1, 10), (2, 20)]

@@ -1,0 +1,220 @@
+"""The journal as a directory of command log segments, read back as one stream.
+
+A segment is a command log file (engine.journal.commandlog) named
+`commands-<first seq, 16 digits>[-<trading day, YYYY-MM-DD>].log`. Invariants:
+- the writer starts a new segment at every StartOfDay (so each trading day's commands sit in
+  files of their own and old days can be archived) and when the current one has passed
+  `max_segment_bytes`; the old segment is synced and closed first, and the directory is
+  fsynced once the new file exists, so a synced record is never in a file the directory
+  has lost;
+- the first record of a segment has the sequence number its name carries, and the segments
+  in name order continue each other without a gap; only the last may end in a torn tail (a
+  crash mid-write; it is cut when the journal is reopened for writing, reading skips it);
+- reading "after N" skips whole segments that end before N + 1 (they may be archived away)
+  and refuses a directory whose segments do not reach back to N + 1.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from engine.framing import BUFFER_SIZE, CorruptLog
+from engine.journal.commandlog import (
+    CommandLog,
+    LogRecord,
+    check_follows,
+    check_next,
+    check_stamp,
+    read_log,
+    wire_message,
+)
+from engine.protocol import Command, StartOfDay
+
+DAY = r"\d{4}-\d{2}-\d{2}"
+SEGMENT = re.compile(rf"commands-(\d{{16}})(?:-({DAY}))?\.log", re.ASCII)
+MAX_SEGMENT_BYTES = 256 << 20
+
+
+@dataclass(frozen=True)
+class Segment:
+    path: Path
+    first_seq: int
+    day: str | None
+
+
+def segment_name(first_seq: int, day: str | None) -> str:
+    """The file name; a day that is not YYYY-MM-DD is left out of it (a name readers would
+    not recognise would hide the segment's records)."""
+    named = day is not None and re.fullmatch(DAY, day, re.ASCII)
+    return f"commands-{first_seq:016d}" + (f"-{day}" if named else "") + ".log"
+
+
+def list_segments(directory: str | Path) -> list[Segment]:
+    """The segments of `directory` in sequence order (none if it does not exist)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in directory.iterdir():
+        match = SEGMENT.fullmatch(path.name)
+        if match:
+            found.append(Segment(path, int(match[1]), match[2]))
+    found.sort(key=lambda s: s.first_seq)
+    for before, after in itertools.pairwise(found):
+        if before.first_seq == after.first_seq:
+            raise CorruptLog(
+                f"{directory}: {before.path.name} and {after.path.name} both begin at "
+                f"seq {after.first_seq}: remove the one that is not the journal's"
+            )
+    return found
+
+
+def fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Journal:
+    """Append-only writer of a segmented command log in `directory` (created if need be);
+    `last_seq` is the last record's sequence number (0 for an empty journal)."""
+
+    def __init__(self, directory: str | Path, max_segment_bytes: int = MAX_SEGMENT_BYTES):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.max_segment_bytes = max_segment_bytes
+        self.segment: CommandLog | None = None
+        self.day: str | None = None
+        self.last_seq = 0
+        segments = list_segments(self.directory)
+        if segments:
+            last = segments[-1]
+            self.segment, self.day = CommandLog(last.path), last.day
+            self.last_seq = self.segment.last_seq or last.first_seq - 1
+
+    @property
+    def discarded(self) -> int:
+        """Bytes of a torn tail cut from the last segment when the journal was opened."""
+        return 0 if self.segment is None else self.segment.discarded
+
+    def append(self, seq: int, ts_ns: int, command: Command) -> None:
+        """Append one record (refusals as CommandLog.append); a StartOfDay starts a segment."""
+        day = command.date if isinstance(command, StartOfDay) else None
+        self.append_encoded(seq, ts_ns, wire_message(command), day)
+
+    def append_encoded(self, seq: int, ts_ns: int, message: bytes, day: str | None = None) -> None:
+        """Append a command in its wire encoding as received (decoded once by the caller);
+        `day` is the date of a StartOfDay, which starts a segment."""
+        check_stamp(seq, ts_ns)
+        check_next(self.directory, self.last_seq, seq)
+        if day is not None or self.segment is None:
+            self._roll(seq, day or self.day)
+        elif self.segment.size >= self.max_segment_bytes:
+            self._roll(seq, self.day)
+        assert self.segment is not None
+        self.segment.append_encoded(seq, ts_ns, message)
+        self.last_seq = seq
+
+    def _roll(self, seq: int, day: str | None) -> None:
+        """Close the current segment and begin one at `seq` (an empty current segment begins
+        at `seq` already: it is renamed for `day`)."""
+        fresh = self.directory / segment_name(seq, day)
+        if self.segment is not None:
+            self.segment.close()
+            if self.segment.last_seq == 0:
+                os.replace(self.segment.path, fresh)
+        self.segment, self.day = CommandLog(fresh), day
+        fsync_directory(self.directory)
+
+    def sync(self) -> None:
+        if self.segment is not None:
+            self.segment.sync()
+
+    def close(self) -> None:
+        if self.segment is not None:
+            self.segment.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_journal(
+    directory: str | Path, after: int = 0, buffer_size: int = BUFFER_SIZE
+) -> Iterator[LogRecord]:
+    """The records of every segment with seq > `after`, in order, as one stream; CorruptLog
+    for a gap between segments, a segment that does not begin where its name says, a torn
+    tail anywhere but at the end of the last segment, or any damage."""
+    segments = list_segments(directory)
+    start = 0
+    while start + 1 < len(segments) and segments[start + 1].first_seq <= after + 1:
+        start += 1
+    segments = segments[start:]
+    if segments and segments[0].first_seq > after + 1:
+        raise CorruptLog(
+            f"{directory}: the journal begins at seq {segments[0].first_seq} "
+            f"({segments[0].path.name}), records {after + 1}..{segments[0].first_seq - 1} "
+            "are missing: restore their segments (archived?) into the directory"
+        )
+    expected = segments[0].first_seq if segments else after + 1
+    for index, segment in enumerate(segments):
+        if segment.first_seq != expected:
+            raise CorruptLog(
+                f"{segment.path}: begins at seq {segment.first_seq} by its name, but the "
+                f"journal's next record is seq {expected}: a segment is missing or misnamed; "
+                "restore it"
+            )
+        reader = read_log(segment.path, buffer_size)
+        for record in reader:
+            check_follows(segment.path, record, expected)
+            expected += 1
+            if record.seq > after:
+                yield record
+        if reader.frames.torn and index + 1 < len(segments):
+            raise CorruptLog(
+                f"{segment.path}: ends in an incomplete record at byte {reader.frames.end}, "
+                "but later segments follow it: the journal is damaged there; restore the "
+                "segment from a replica or a backup"
+            )
+
+
+def read_commands(
+    source: str | Path, after: int = 0, buffer_size: int = BUFFER_SIZE
+) -> Iterator[LogRecord]:
+    """Records with seq > `after` of a journal directory or of a single command log file."""
+    if Path(source).is_dir():
+        yield from read_journal(source, after, buffer_size)
+        return
+    for record in read_log(source, buffer_size):
+        if record.seq > after:
+            yield record
+
+
+class State(Protocol):
+    """What a journal is replayed into: an Exchange, or any state machine of commands whose
+    `seq` counts the commands applied."""
+
+    seq: int
+
+    def state_hash(self) -> str: ...
+
+    def apply_stamped(self, seq: int, ts_ns: int, command: Command) -> Any: ...
+
+
+def replay(source: str | Path, exchange: State) -> Iterator[tuple[LogRecord, Any]]:
+    """Apply the records after `exchange.seq` of a log file or a journal directory (to a fresh
+    exchange of the same config: all of them; to one restored from a snapshot: those after
+    it), yielding each record with what `apply` returned (an Exchange's events)."""
+    for record in read_commands(source, exchange.seq):
+        check_follows(source, record, exchange.seq + 1)
+        yield record, exchange.apply_stamped(record.seq, record.ts_ns, record.command)

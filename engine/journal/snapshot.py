@@ -1,0 +1,108 @@
+"""Snapshot files: a state, the sequence number it covers and its state hash, written atomically.
+
+A snapshot is `snapshot-<seq, 16 digits>.snap` in its directory: two frames (engine.framing),
+a msgpack header [format, seq, state_hash, ts_ns] and the state payload (opaque bytes, made
+and read by the owner of the state). Invariants:
+- a snapshot file is whole or absent: it is written to a temporary name, fsynced, renamed
+  into place and the directory fsynced before `write_snapshot` returns; a crash leaves at
+  most a `*.tmp` file, which is never read and is removed by the next write;
+- a file under a snapshot name that is not exactly those two intact frames, or whose header
+  disagrees with its name, raises CorruptLog naming it (it is never skipped silently: an
+  operator removes it to fall back to the snapshot before it);
+- the latest snapshot is the one with the highest seq.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from engine.framing import CorruptLog, FrameReader, frame
+from engine.journal.commandlog import Nanoseconds, Seq, check_stamp
+from engine.journal.segments import fsync_directory
+
+FORMAT = 1
+SNAPSHOT = re.compile(r"snapshot-(\d{16})\.snap")
+_header_decoder = msgspec.msgpack.Decoder(tuple[int, Seq, str, Nanoseconds])
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    path: Path
+    seq: int
+    state_hash: str
+    ts_ns: int
+    state: bytes
+
+
+def snapshot_name(seq: int) -> str:
+    return f"snapshot-{seq:016d}.snap"
+
+
+def write_snapshot(
+    directory: str | Path, seq: int, state_hash: str, state: bytes, ts_ns: int = 0
+) -> Path:
+    """Write the snapshot of a state after command `seq` atomically; returns its path."""
+    check_stamp(seq, ts_ns)
+    if not isinstance(state_hash, str) or not isinstance(state, bytes):
+        raise TypeError("a snapshot takes the state hash as str and the state as bytes")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("snapshot-*.snap.tmp"):
+        stale.unlink()
+    final = directory / snapshot_name(seq)
+    temporary = final.with_name(final.name + ".tmp")
+    header = msgspec.msgpack.encode((FORMAT, seq, state_hash, ts_ns))
+    with open(temporary, "wb") as file:
+        file.write(frame(header))
+        file.write(frame(state))
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, final)
+    fsync_directory(directory)
+    return final
+
+
+def read_snapshot(path: str | Path) -> Snapshot:
+    path = Path(path)
+    what_to_do = (
+        "restore it from a replica or a backup, or remove it to recover from the snapshot "
+        "before it (the journal must then reach back to that one)"
+    )
+    reader = FrameReader(path)
+    try:
+        frames = [payload for _, payload in reader]
+    except CorruptLog as exc:
+        raise CorruptLog(f"{path}: {exc.damage} at byte {exc.offset}: {what_to_do}") from None
+    if reader.torn or len(frames) != 2:
+        raise CorruptLog(f"{path}: not a whole snapshot (header and state): {what_to_do}")
+    try:
+        fmt, seq, state_hash, ts_ns = _header_decoder.decode(frames[0])
+    except msgspec.DecodeError as exc:
+        raise CorruptLog(
+            f"{path}: the snapshot header is not valid ({exc}): {what_to_do}"
+        ) from None
+    match = SNAPSHOT.fullmatch(path.name)
+    if fmt != FORMAT or match is None or int(match[1]) != seq:
+        raise CorruptLog(
+            f"{path}: snapshot format {fmt} for seq {seq} (this engine reads format {FORMAT}, "
+            f"and the name must carry the seq): {what_to_do}"
+        )
+    return Snapshot(path, seq, state_hash, ts_ns, frames[1])
+
+
+def latest_snapshot(directory: str | Path) -> Snapshot | None:
+    """The snapshot with the highest seq in `directory` (None if there is none)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    found = [
+        (int(match[1]), path)
+        for path in directory.iterdir()
+        if (match := SNAPSHOT.fullmatch(path.name))
+    ]
+    return read_snapshot(max(found)[1]) if found else None
