@@ -191,6 +191,8 @@ def test_surrender_refuses_more_than_five_percent_ccer(tmp_path):
         ledger,
         "--member",
         "5",
+        "--period",
+        "2025",
         "--obligation",
         "10000",
         "--cea",
@@ -205,6 +207,8 @@ def test_surrender_refuses_more_than_five_percent_ccer(tmp_path):
         ledger,
         "--member",
         "5",
+        "--period",
+        "2025",
         "--obligation",
         "10000",
         "--cea",
@@ -220,7 +224,17 @@ def test_surrender_refuses_more_than_five_percent_ccer(tmp_path):
     assert Ledger(ledger).balance(5, "CEA25") == 2_000_000 - 9_000
     assert "surrendered 10,000 t" in done.stdout
     missing = tmp_path / "missing.db"  # once created empty, and the surrender "recorded"
-    result = cxe("surrender", "--ledger", str(missing), "--member", "5", "--obligation", "10")
+    result = cxe(
+        "surrender",
+        "--ledger",
+        str(missing),
+        "--member",
+        "5",
+        "--period",
+        "2025",
+        "--obligation",
+        "10",
+    )
     assert result.returncode == 2 and "no ledger at" in result.stderr and not missing.exists()
 
 
