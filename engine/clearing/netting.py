@@ -119,7 +119,8 @@ def trade_values(trades: TradeArrays) -> np.ndarray:
         return trades.price * trades.qty
     if int(trades.qty.min()) <= 0 or int(trades.price.min()) <= 0:
         raise NettingOverflow("netting takes positive prices and quantities only")
-    too_big = np.flatnonzero(trades.price >= -(-MAX_VALUE // trades.qty))
+    fits = int(trades.price.max()) * int(trades.qty.max()) < MAX_VALUE  # the usual day
+    too_big = np.zeros(0) if fits else np.flatnonzero(trades.price >= -(-MAX_VALUE // trades.qty))
     if too_big.size:
         i = int(too_big[0])
         raise NettingOverflow(
