@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.clearing.capture import TradeStore
+from engine.clearing.capture import TradeStore, capture_file
+from engine.clearing.compliance import Surrender, surrender
 from engine.clearing.settlement import Ledger, SettlementRefused
 from engine.config import default_market
 from engine.demo import run_demo
@@ -55,8 +56,6 @@ def test_a_ledger_opened_from_an_opening_file_refuses_that_day_and_the_days_befo
     config = default_market()
     run_demo(config, seed=5, steps=200, out=str(tmp_path))
     store = TradeStore(tmp_path / "c.db")
-    from engine.clearing.capture import capture_file
-
     capture_file(store, tmp_path / "trades.log")
     first = Ledger(tmp_path / "first.db")
     first.load_opening(config.members)
@@ -81,8 +80,6 @@ def test_the_balances_after_a_day_come_back_after_later_days_and_surrenders(tmp_
     config = market("CEA25", "CCER")
     ledger.settle(DATE, store, config)
     after_day1 = ledger.balances()
-    from engine.clearing.compliance import Surrender, surrender
-
     surrender(ledger, Surrender(1, "2025", 1_000, {"CEA25": 900}, 50), config, "")
     after_surrender = ledger.balances()
     ledger.settle(DAY2, store, config)

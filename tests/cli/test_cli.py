@@ -14,10 +14,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def cxe(*args: str, **kwargs) -> subprocess.CompletedProcess:
+def cxe_command() -> list[str]:
+    """The installed `cxe` beside this Python, or the module if it is not installed."""
     exe = shutil.which("cxe", path=str(Path(sys.executable).parent))
-    command = [exe] if exe else [sys.executable, "-m", "engine.cli"]
-    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=300, **kwargs)
+    return [exe] if exe else [sys.executable, "-m", "engine.cli"]
+
+
+def cxe(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*cxe_command(), *args], capture_output=True, text=True, timeout=300, **kwargs
+    )
 
 
 def test_help_lists_every_command():

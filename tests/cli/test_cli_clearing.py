@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli import cxe
+from engine.clearing.settlement import Ledger
+from engine.config import default_market
+from tests.cli.test_cli import cxe, cxe_command
 
 DAY1, DAY2 = "2026-11-24", "2026-11-25"
 
@@ -115,9 +117,6 @@ def test_two_concurrent_clears_of_one_ledger_settle_the_day_once(tmp_path, demo_
     """Both once read 'not settled', waited on the lock, and the second ended in an sqlite3
     IntegrityError traceback. The test holds the (opened) ledger's write lock while both
     start, so both are inside clear when it lets go."""
-    from engine.clearing.settlement import Ledger
-    from engine.config import default_market
-
     ledger = tmp_path / "l.db"
     Ledger(ledger).load_opening(default_market().members)
     holder = sqlite3.connect(ledger, isolation_level=None)
@@ -143,13 +142,6 @@ def test_two_concurrent_clears_of_one_ledger_settle_the_day_once(tmp_path, demo_
     assert settlements(ledger) == [DAY1]
     for n in (1, 2):
         assert (tmp_path / f"out{n}" / f"opening-after-{DAY1}.json").is_file()
-
-
-def cxe_command() -> list[str]:
-    import sys
-
-    exe = shutil.which("cxe", path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, "-m", "engine.cli"]
 
 
 @pytest.mark.parametrize("role", ["store", "ledger"])
