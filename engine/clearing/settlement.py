@@ -12,11 +12,12 @@ Ledger schema (a real database file):
     surrenders(id, member, period, obligation, asset, qty, recorded, after_date)  compliance;
                                          after_date: the last settled day when it was made
 Invariants:
-- every trade of a day is checked against the market before anything else (`check_trades`):
-  a listed instrument, a known venue, positive quantity at most MAX_QTY, a positive price on
-  tick inside the widest band of the day (around the previous close), two different members
-  of the market, a value below MAX_VALUE; the first bad field refuses the day, naming the
-  trade;
+- every field of every trade of a day is checked before anything else (`check_trades`): a
+  listed instrument, a known venue, positive quantity at most MAX_QTY, a positive price on
+  tick inside the widest band of the day (around the previous close), a value below
+  MAX_VALUE, two different members of the market, a positive seq, a time from 0, two order
+  ids, the aggressor its venue prints (trade_id and date are capture's and the query's); the
+  first bad field refuses the day, naming the trade;
 - a day settles only after the captured trades match the exchange's end-of-day records
   (count and trades_digest per instrument) and netting passes its conservation check;
 - days settle in order: a date after the opening day, after the last settled day, and with no
@@ -71,7 +72,16 @@ _ADDED_COLUMNS = (
     ("surrenders", "period", "TEXT NOT NULL DEFAULT ''"),
     ("surrenders", "after_date", "TEXT NOT NULL DEFAULT ''"),
 )
-VENUES = frozenset({"continuous", "call", "pick", "one_way", "block"})
+# how a trade printed -> its aggressor: the incoming order's side (0 buy, 1 sell) in the book,
+# -1 for auctions and block trades
+AGGRESSORS = {
+    "continuous": frozenset({0, 1}),
+    "pick": frozenset({0, 1}),
+    "call": frozenset({-1}),
+    "one_way": frozenset({-1}),
+    "block": frozenset({-1}),
+}
+VENUES = frozenset(AGGRESSORS)
 
 
 class SettlementRefused(RuntimeError):
@@ -141,6 +151,16 @@ def _trade_problem(
             return f"{side} {member} is not a member of the market"
     if t.buyer == t.seller:
         return f"seller {t.seller} is also the buyer"
+    if t.seq < 1 or t.ts_ns < 0:
+        return f"seq {t.seq} or ts_ns {t.ts_ns} is not a command's (seq from 1, time from 0)"
+    if t.buy_order_id < 1 or t.sell_order_id < 1 or t.buy_order_id == t.sell_order_id:
+        return (
+            f"buy_order_id {t.buy_order_id} and sell_order_id {t.sell_order_id} are not two "
+            "order ids"
+        )
+    sides = AGGRESSORS[t.venue]
+    if t.aggressor not in sides:
+        return f"aggressor {t.aggressor} is not one of {sorted(sides)} for venue {t.venue!r}"
     return None
 
 

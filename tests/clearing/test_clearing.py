@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def trade(tid, code, buyer, seller, price, qty, date=DATE):
     return Trade(
-        tid, tid, tid, date, code, price, qty, buyer, seller, 100 + tid, 200 + tid, -1, "continuous"
+        tid, tid, tid, date, code, price, qty, buyer, seller, 100 + tid, 200 + tid, -1, "call"
     )
 
 

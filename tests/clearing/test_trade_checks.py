@@ -51,6 +51,13 @@ def bad_trade(**fields) -> object:
         ({"instrument": "CEA99"}, "instrument 'CEA99' is not listed"),
         ({"buyer": 77}, "buyer 77 is not a member"),
         ({"seller": -1}, "seller -1 is not a member"),
+        ({"seq": 0}, "seq 0 or ts_ns 2 is not a command's"),
+        ({"ts_ns": -1}, "seq 2 or ts_ns -1 is not a command's"),
+        ({"buy_order_id": 0}, "buy_order_id 0 and sell_order_id 202 are not two order ids"),
+        ({"sell_order_id": 102}, "buy_order_id 102 and sell_order_id 102 are not two"),
+        ({"aggressor": 0}, r"aggressor 0 is not one of \[-1\] for venue 'call'"),
+        ({"venue": "continuous"}, r"aggressor -1 is not one of \[0, 1\] for venue 'contin"),
+        ({"aggressor": 5, "venue": "pick"}, "aggressor 5 is not one of"),
     ],
 )
 def test_a_trade_record_the_exchange_could_not_print_refuses_the_day(tmp_path, fields, message):
