@@ -119,21 +119,23 @@ def trade_values(trades: TradeArrays) -> np.ndarray:
         return trades.price * trades.qty
     if int(trades.qty.min()) <= 0 or int(trades.price.min()) <= 0:
         raise NettingOverflow("netting takes positive prices and quantities only")
-    fits = int(trades.price.max()) * int(trades.qty.max()) < MAX_VALUE  # the usual day
-    too_big = np.zeros(0) if fits else np.flatnonzero(trades.price >= -(-MAX_VALUE // trades.qty))
-    if too_big.size:
-        i = int(too_big[0])
-        raise NettingOverflow(
-            f"trade at index {i}: {int(trades.price[i])} fen x {int(trades.qty[i])} t is not "
-            f"below {MAX_VALUE:,} fen"
-        )
+    largest = int(trades.price.max()) * int(trades.qty.max())  # bounds every value
+    if largest >= MAX_VALUE:
+        too_big = np.flatnonzero(trades.price >= -(-MAX_VALUE // trades.qty))
+        if too_big.size:
+            i = int(too_big[0])
+            raise NettingOverflow(
+                f"trade at index {i}: {int(trades.price[i])} fen x {int(trades.qty[i])} t is "
+                f"not below {MAX_VALUE:,} fen"
+            )
     value = trades.price * trades.qty
-    total = float(value.sum(dtype=np.float64))
-    if total >= DAY_VALUE_LIMIT:
-        raise NettingOverflow(
-            f"the day's traded value, about {total:.4g} fen, is not below {DAY_VALUE_LIMIT:,} "
-            "fen: too large to net exactly"
-        )
+    if largest * len(trades) >= DAY_VALUE_LIMIT:  # else the total is below it for sure
+        total = float(value.sum(dtype=np.float64))
+        if total >= DAY_VALUE_LIMIT:
+            raise NettingOverflow(
+                f"the day's traded value, about {total:.4g} fen, is not below "
+                f"{DAY_VALUE_LIMIT:,} fen: too large to net exactly"
+            )
     return value
 
 
