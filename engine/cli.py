@@ -164,9 +164,19 @@ def _write_clearing_outputs(
     return [*written, opening]
 
 
+def _existing_ledger(path: str) -> Ledger:
+    """The ledger at `path`; OSError if there is none (it is not created empty)."""
+    from engine.clearing.settlement import Ledger
+
+    if not Path(path).is_file():
+        raise OSError(
+            f"no ledger at {path}: settle a day first (cxe clear), or name the ledger with --ledger"
+        )
+    return Ledger(path)
+
+
 def cmd_surrender(args: argparse.Namespace) -> int:
     from engine.clearing.compliance import Surrender, SurrenderRefused, surrender
-    from engine.clearing.settlement import Ledger
 
     allowances: dict[str, int] = {}
     for item in args.cea:
@@ -178,14 +188,10 @@ def cmd_surrender(args: argparse.Namespace) -> int:
                 f"(e.g. CEA25=9500), not {item!r}"
             )
         allowances[code] = allowances.get(code, 0) + int(qty)
-    if not Path(args.ledger).is_file():
-        raise OSError(
-            f"no ledger at {args.ledger}: settle a day first (cxe clear), or name the ledger "
-            "with --ledger"
-        )
     request = Surrender(args.member, args.period, args.obligation, allowances, args.ccer)
+    ledger = _existing_ledger(args.ledger)
     try:
-        done = surrender(Ledger(args.ledger), request, _market(args.market), args.recorded)
+        done = surrender(ledger, request, _market(args.market), args.recorded)
     except SurrenderRefused as exc:
         print(f"cxe surrender: refused, nothing recorded: {exc}", file=sys.stderr)
         return 3
@@ -202,14 +208,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     import json
 
     from engine.clearing.report import ledger_view, render_ledger
-    from engine.clearing.settlement import Ledger
 
-    if not Path(args.ledger).is_file():
-        raise OSError(
-            f"no ledger at {args.ledger}: settle a day first (cxe clear), or name the ledger "
-            "with --ledger"
-        )
-    view = ledger_view(Ledger(args.ledger), args.member)
+    view = ledger_view(_existing_ledger(args.ledger), args.member)
     print(json.dumps(view, indent=2) if args.json else render_ledger(view))
     return 0
 
