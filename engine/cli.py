@@ -397,9 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
         "clear",
         help="capture a trade log, net the day and settle it into the ledger (DVP)",
         description="Capture the exchange's trade log into the clearing store (gap-free, "
-        "exactly once), check it against the end-of-day records, net per member and "
-        "instrument, settle delivery versus payment into the SQLite ledger (once per date), "
-        "and write statements, a day summary and the next day's opening balances.",
+        "exactly once), check every trade record and the day against the end-of-day records, "
+        "net per member and instrument, settle delivery versus payment into the SQLite ledger "
+        "(once per date, days in order), and write statements, a day summary and the next "
+        "day's opening balances. Run again for a settled day, it rewrites those files and "
+        "leaves the ledger as it is.",
+        epilog="example: cxe clear --date 2026-11-24 --trades day1/trades.log --out day1/clearing",
     )
     clear.add_argument("--date", type=trading_date, required=True, help="trading day, YYYY-MM-DD")
     clear.add_argument("--trades", required=True, metavar="LOG", help="trade log to capture")
