@@ -9,12 +9,17 @@ detail. Invariants of the store (SQLite, WAL):
   id is a duplicate: ignored if identical, an error if it differs;
 - each capture call is one transaction: stopped at any moment (even kill -9) it leaves either
   all of its records or none, so capturing again neither loses nor doubles a trade.
+Every clearing database (store and ledger) opens through `connect`, and every write goes
+through `write_transaction`: a file that is not an SQLite database, or one another process
+holds longer than BUSY_TIMEOUT_S, is an OSError naming the file and what to do, never a
+sqlite3 traceback.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,19 +99,54 @@ def read_trade_log(path: str | Path) -> Iterator[Trade | DayClosed]:
     return read_records(path, _stream_decoder, "a trade log record (Trade or DayClosed)")
 
 
+BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's transaction
+
+
+class DatabaseBusy(OSError):
+    """Another process held the database for longer than BUSY_TIMEOUT_S."""
+
+
 def connect(path: str | Path) -> sqlite3.Connection:
-    """The database at `path` (created if need be); OSError naming it if it cannot be opened."""
+    """The database at `path` (created if need be); OSError naming it if it cannot be opened
+    or is not an SQLite database."""
     try:
-        db = sqlite3.connect(path, isolation_level=None)
-    except sqlite3.OperationalError as exc:
+        db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+    except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc) or "malformed" in str(exc):
+            raise OSError(
+                f"{path} is not an SQLite database ({exc}): name the clearing store or "
+                "ledger file, or a new file to create"
+            ) from None
         raise OSError(f"cannot open the database {path}: {exc}") from None
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
     return db
+
+
+@contextmanager
+def write_transaction(db: sqlite3.Connection, path: str | Path) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception; DatabaseBusy when another
+    process keeps the database locked past the busy timeout."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise DatabaseBusy(
+                f"{path} is in use by another process (a cxe clear, capture or surrender) "
+                f"and stayed locked for {BUSY_TIMEOUT_S:.0f} s: try again when it has finished"
+            ) from None
+        raise
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 class TradeStore:
     def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
         self.db = connect(path)
         self.db.executescript(SCHEMA)
         present = {row[1] for row in self.db.execute("PRAGMA table_info(day_records)")}
@@ -116,13 +156,24 @@ class TradeStore:
                     f"ALTER TABLE day_records ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
                 )
 
-    def last_trade_id(self) -> int:
-        return self.db.execute("SELECT COALESCE(MAX(trade_id), 0) FROM trades").fetchone()[0]
+    def last_trade_id(self, through: str | None = None) -> int:
+        """The last captured trade id (of the days up to `through`, YYYY-MM-DD, if given)."""
+        if through is None:
+            return self.db.execute("SELECT COALESCE(MAX(trade_id), 0) FROM trades").fetchone()[0]
+        return self.db.execute(
+            "SELECT COALESCE(MAX(trade_id), 0) FROM trades WHERE date <= ?", (through,)
+        ).fetchone()[0]
+
+    def days(self) -> list[str]:
+        """Every trading day the store holds trades or end-of-day records of, in order."""
+        rows = self.db.execute(
+            "SELECT date FROM day_records UNION SELECT date FROM trades ORDER BY date"
+        )
+        return [row[0] for row in rows]
 
     def capture(self, records: Iterable[Trade | DayClosed]) -> CaptureResult:
         stored = duplicates = day_records = 0
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(self.db, self.path):
             last = self.last_trade_id()
             for record in records:
                 if isinstance(record, DayClosed):
@@ -136,10 +187,6 @@ class TradeStore:
                     stored += 1
                 else:
                     raise TradeGap(last + 1, record.trade_id)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return CaptureResult(stored, duplicates, day_records, last)
 
     def _insert(self, t: Trade) -> None:

@@ -8,6 +8,9 @@ Conservation is checked, not assumed (`check_conservation`): each instrument's n
 sum to zero; net cash sums to minus the total fees; every trade appears once on each side
 (total bought = total sold = traded quantity). Netting efficiency compares the cash and
 allowance legs of gross (trade-by-trade) settlement with the net obligations.
+Overflow is refused, never wrapped: every trade's price and quantity must be positive with a
+value below MAX_VALUE, and the day's traded value below DAY_VALUE_LIMIT, so every sum,
+difference and fee above stays inside int64 (`NettingOverflow` otherwise).
 Complexity O(trades): members map to rows through a lookup table (a sort only for ids outside
 [0, LOOKUP_IDS)), then bincount over (member, instrument) keys; sums are exact integers.
 """
@@ -18,7 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.instruments import fee_of
+from engine.instruments import MAX_VALUE, fee_of
+
+# A day's traded value, fen: with it below this, buy and sell values, fees (at most the
+# value, on each side) and their differences all stay below 2**62, far inside int64.
+DAY_VALUE_LIMIT = MAX_VALUE // 4
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,10 @@ class ConservationError(AssertionError):
     pass
 
 
+class NettingOverflow(ValueError):
+    """A trade or day whose values int64 netting cannot hold exactly."""
+
+
 LOOKUP_IDS = 1 << 22  # member ids below this are mapped to rows by a table, not a sort
 
 
@@ -101,12 +112,39 @@ def member_rows(buyer: np.ndarray, seller: np.ndarray) -> tuple[np.ndarray, ...]
     return members.astype(np.int64), row[buyer], row[seller]
 
 
+def trade_values(trades: TradeArrays) -> np.ndarray:
+    """price x qty of every trade, exact: NettingOverflow for a non-positive price or
+    quantity, a value of MAX_VALUE or more, or a day's total of DAY_VALUE_LIMIT or more."""
+    if not len(trades):
+        return trades.price * trades.qty
+    if int(trades.qty.min()) <= 0 or int(trades.price.min()) <= 0:
+        raise NettingOverflow("netting takes positive prices and quantities only")
+    largest = int(trades.price.max()) * int(trades.qty.max())  # bounds every value
+    if largest >= MAX_VALUE:
+        too_big = np.flatnonzero(trades.price >= -(-MAX_VALUE // trades.qty))
+        if too_big.size:
+            i = int(too_big[0])
+            raise NettingOverflow(
+                f"trade at index {i}: {int(trades.price[i])} fen x {int(trades.qty[i])} t is "
+                f"not below {MAX_VALUE:,} fen"
+            )
+    value = trades.price * trades.qty
+    if largest * len(trades) >= DAY_VALUE_LIMIT:  # else the total is below it for sure
+        total = float(value.sum(dtype=np.float64))
+        if total >= DAY_VALUE_LIMIT:
+            raise NettingOverflow(
+                f"the day's traded value, about {total:.4g} fen, is not below "
+                f"{DAY_VALUE_LIMIT:,} fen: too large to net exactly"
+            )
+    return value
+
+
 def net(trades: TradeArrays, fee_ppm: np.ndarray) -> Netting:
     """`fee_ppm[i]`: the fee rate of instrument i in parts per million."""
     members, buy_row, sell_row = member_rows(trades.buyer, trades.seller)
     n_inst = len(trades.codes)
     size = len(members) * n_inst
-    value = trades.price * trades.qty
+    value = trade_values(trades)
     fee = fee_of(value, fee_ppm[trades.instrument])
     buy_key = buy_row * n_inst + trades.instrument
     sell_key = sell_row * n_inst + trades.instrument

@@ -1,19 +1,24 @@
-"""Statements and day summaries of a settlement: CSV (and Parquet with pyarrow), or JSON.
+"""Statements and day summaries of a settlement: CSV (and Parquet with pyarrow), or JSON;
+and the ledger's contents (balances, settlements, obligations, surrenders) for people.
 
 Invariants: rows come in a stable order (member, then instrument; instruments in market
 order) and amounts are integers (fen, tonnes), so the same day gives byte-identical files.
 The summary's prices (fen per tonne) are the exchange's end-of-day record: open, high and
 low of the listed trades and the close; a record written before the exchange kept open,
-high and low leaves those empty.
+high and low leaves those empty. Each file is written beside its place and renamed over it, so
+a reader (or a failure) never sees half a file. The ledger view reads the ledger only; amounts
+stay integers in JSON and show as CNY with two decimals (and tonnes) in the table.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
-from engine.clearing.settlement import SettlementReport
+from engine.clearing.compliance import standing
+from engine.clearing.settlement import CASH, EXCHANGE, Ledger, SettlementReport
 
 STATEMENT_FIELDS = [
     "date",
@@ -120,10 +125,12 @@ def write_files(report: SettlementReport, out: str | Path) -> list[Path]:
         tables.append((per_member / f"member-{member}.csv", STATEMENT_FIELDS, mine))
     written = []
     for path, fields, rows in tables:
-        with path.open("w", newline="") as f:
+        partial = _partial(path)
+        with partial.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
+        os.replace(partial, path)
         written.append(path)
         try:
             import pyarrow as pa
@@ -131,6 +138,175 @@ def write_files(report: SettlementReport, out: str | Path) -> list[Path]:
         except ImportError:
             continue
         parquet = path.with_suffix(".parquet")
-        pq.write_table(pa.Table.from_pylist(rows), parquet)
+        pq.write_table(pa.Table.from_pylist(rows), _partial(parquet))
+        os.replace(_partial(parquet), parquet)
         written.append(parquet)
     return written
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """`data` into `path`, through a file beside it renamed over it."""
+    _partial(path).write_bytes(data)
+    os.replace(_partial(path), path)
+
+
+def _partial(path: Path) -> Path:
+    return path.with_name(path.name + ".partial")
+
+
+# -- the ledger, for people ---------------------------------------------------------------------
+
+
+def ledger_view(ledger: Ledger, member: int | None = None) -> dict:
+    """Everything the ledger holds (of one member, if given), as plain integers."""
+    where, args = ("WHERE member = ?", (member,)) if member is not None else ("", ())
+    db = ledger.db
+    balances = [
+        {"member": m, "asset": a, "amount": v}
+        for m, a, v in db.execute(
+            f"SELECT member, asset, amount FROM balances {where} "
+            "ORDER BY member, asset != 'CASH', asset",
+            args,
+        )
+    ]
+    settlement_fields = ("date", "mode", "trades", "traded_qty", "traded_value", "fees")
+    settlements = [
+        dict(zip((*settlement_fields, "postings"), row, strict=True))
+        for row in db.execute(
+            f"SELECT {', '.join(settlement_fields)}, postings FROM settlements ORDER BY date"
+        )
+    ]
+    obligations = []
+    for m, period in db.execute(
+        f"SELECT member, period FROM obligations {where} ORDER BY member, period", args
+    ).fetchall():
+        now = standing(ledger, m, period)
+        if now is not None:
+            obligations.append(
+                {
+                    "member": m,
+                    "period": period,
+                    "obligation": now.obligation,
+                    "allowances": now.allowances,
+                    "ccer": now.ccer,
+                    "shortfall": now.shortfall,
+                }
+            )
+    surrender_fields = ("id", "member", "period", "asset", "qty", "recorded", "after_date")
+    surrenders = [
+        dict(zip(surrender_fields, row, strict=True))
+        for row in db.execute(
+            f"SELECT {', '.join(surrender_fields)} FROM surrenders {where} ORDER BY id", args
+        )
+    ]
+    return {
+        "ledger": str(ledger.path),
+        "opening_day": ledger.opening_day(),
+        "last_settled": ledger.last_settled(),
+        "balances": balances,
+        "settlements": settlements,
+        "obligations": obligations,
+        "surrenders": surrenders,
+    }
+
+
+def cny(fen: int) -> str:
+    """Fen as CNY with two decimals and thousands separators: -123456 -> '-1,234.56'."""
+    sign = "-" if fen < 0 else ""
+    yuan, cents = divmod(abs(fen), 100)
+    return f"{sign}{yuan:,}.{cents:02d}"
+
+
+def render_ledger(view: dict) -> str:
+    """The ledger view as text tables: cash in CNY, allowances and credits in tonnes."""
+    lines = [
+        f"ledger {view['ledger']}: opening balances after {view['opening_day'] or '(not given)'}"
+        f", last settled day {view['last_settled'] or '(none)'}",
+        "",
+        "balances",
+        _table(
+            ("member", "asset", "amount"),
+            [
+                (
+                    "exchange" if b["member"] == EXCHANGE else b["member"],
+                    b["asset"],
+                    f"{cny(b['amount'])} CNY" if b["asset"] == CASH else f"{b['amount']:,} t",
+                )
+                for b in view["balances"]
+            ],
+        ),
+        "",
+        "settlements",
+        _table(
+            ("date", "mode", "trades", "traded t", "value CNY", "fees CNY", "postings"),
+            [
+                (
+                    s["date"],
+                    s["mode"],
+                    f"{s['trades']:,}",
+                    f"{s['traded_qty']:,}",
+                    cny(s["traded_value"]),
+                    cny(s["fees"]),
+                    f"{s['postings']:,}",
+                )
+                for s in view["settlements"]
+            ],
+        ),
+        "",
+        "compliance obligations (tonnes)",
+        _table(
+            ("member", "period", "obligation", "allowances", "CCER", "shortfall"),
+            [
+                (
+                    o["member"],
+                    o["period"],
+                    f"{o['obligation']:,}",
+                    f"{o['allowances']:,}",
+                    f"{o['ccer']:,}",
+                    f"{o['shortfall']:,}",
+                )
+                for o in view["obligations"]
+            ],
+        ),
+        "",
+        "surrenders",
+        _table(
+            ("id", "member", "period", "asset", "tonnes", "after day", "note"),
+            [
+                (
+                    s["id"],
+                    s["member"],
+                    s["period"] or "-",
+                    s["asset"],
+                    f"{s['qty']:,}",
+                    s["after_date"] or "-",
+                    s["recorded"],
+                )
+                for s in view["surrenders"]
+            ],
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
+    """Columns padded to their widest cell; numbers (and their header) right-aligned."""
+    if not rows:
+        return "  (none)"
+    cells = [tuple(str(c) for c in header)] + [tuple(str(c) for c in row) for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    numeric = [
+        all(
+            isinstance(row[i], int) or str(row[i])[:1].isdigit() or str(row[i])[:1] == "-"
+            for row in rows
+        )
+        for i in range(len(header))
+    ]
+    return "\n".join(
+        "  "
+        + "  ".join(
+            cell.rjust(width) if right else cell.ljust(width)
+            for cell, width, right in zip(row, widths, numeric, strict=True)
+        ).rstrip()
+        for row in cells
+    )

@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def trade(tid, code, buyer, seller, price, qty, date=DATE):
     return Trade(
-        tid, tid, tid, date, code, price, qty, buyer, seller, 100 + tid, 200 + tid, -1, "continuous"
+        tid, tid, tid, date, code, price, qty, buyer, seller, 100 + tid, 200 + tid, -1, "call"
     )
 
 
@@ -61,7 +61,14 @@ def closed(trades, code, date=DATE):
 
 
 def market(*codes: str, cash: int = 10**12, stock: int = 10**6) -> MarketConfig:
-    instruments = [Instrument(code=c, name=c, product="CEA", reference_price=6000) for c in codes]
+    """Members 1, 2 and 3 holding `cash` and `stock` of each code; CCER is a credit at 8000
+    fen, the others allowances at 6000 fen (GOLDEN's prices are inside their bands)."""
+    instruments = [
+        Instrument(code=c, name=c, product="CCER", reference_price=8000)
+        if c == "CCER"
+        else Instrument(code=c, name=c, product="CEA", reference_price=6000)
+        for c in codes
+    ]
     members = [
         Member(id=m, name=f"M{m}", cash=cash, holdings=dict.fromkeys(codes, stock))
         for m in (1, 2, 3)
@@ -222,7 +229,7 @@ trade_sets = st.lists(
         st.sampled_from(["A", "B", "C"]),
         st.integers(1, 6),
         st.integers(1, 6),
-        st.integers(1, 20_000),
+        st.integers(7_000, 13_000),  # inside the widest band (+-30%) of the reference 10,000
         st.integers(1, 5_000),
     ),
     min_size=1,
@@ -233,7 +240,7 @@ trade_sets = st.lists(
 @settings(max_examples=60, deadline=None)
 @given(trade_sets)
 def test_random_days_conserve_and_net_equals_gross(tmp_path_factory, rows):
-    rows = [r for r in rows if r[1] != r[2]] or [("A", 1, 2, 100, 1)]
+    rows = [r for r in rows if r[1] != r[2]] or [("A", 1, 2, 10_000, 1)]
     trades = [trade(i, c, b, s, p, q) for i, (c, b, s, p, q) in enumerate(rows, 1)]
     codes = ["A", "B", "C"]
     arrays = TradeArrays(
@@ -252,7 +259,11 @@ def test_random_days_conserve_and_net_equals_gross(tmp_path_factory, rows):
         name="t",
         instruments=[
             Instrument(
-                code=c, name=c, product="CEA", reference_price=100, fee_ppm=0 if c == "C" else 6_000
+                code=c,
+                name=c,
+                product="CEA",
+                reference_price=10_000,
+                fee_ppm=0 if c == "C" else 6_000,
             )
             for c in codes
         ],
@@ -314,13 +325,16 @@ def test_the_loop_engine_to_clearing_to_engine_closes(tmp_path):
 def test_surrender_enforces_the_ccer_cap_and_holdings(tmp_path):
     ledger = Ledger(tmp_path / "l.db")
     ledger.load_opening([Member(id=1, name="A", holdings={"CEA25": 9_000, "CCER": 1_000})])
+    config = market("CEA25", "CCER")
     with pytest.raises(SurrenderRefused, match="at most 5%"):
-        surrender(ledger, Surrender(1, 10_000, {"CEA25": 9_000}, 501), "")
-    with pytest.raises(SurrenderRefused, match="holds 9000 t of CEA25"):
-        surrender(ledger, Surrender(1, 10_000, {"CEA25": 9_600}, 400), "")
+        surrender(ledger, Surrender(1, "2025", 10_000, {"CEA25": 9_000}, 501), config, "")
+    with pytest.raises(SurrenderRefused, match="holds 9,000 t of CEA25"):
+        surrender(ledger, Surrender(1, "2025", 10_000, {"CEA25": 9_600}, 400), config, "")
     with pytest.raises(SurrenderRefused, match="against an obligation"):
-        surrender(ledger, Surrender(1, 9_000, {"CEA25": 9_000}, 400), "")
-    done = surrender(ledger, Surrender(1, 10_000, {"CEA25": 9_000}, 500), "2025 emissions")
+        surrender(ledger, Surrender(1, "2025", 9_000, {"CEA25": 9_000}, 400), config, "")
+    done = surrender(
+        ledger, Surrender(1, "2025", 10_000, {"CEA25": 9_000}, 500), config, "2025 emissions"
+    )
     assert done.shortfall == 500
     assert ledger.balance(1, "CEA25") == 0 and ledger.balance(1, "CCER") == 500
     rows = ledger.db.execute("SELECT asset, qty FROM surrenders ORDER BY asset").fetchall()
@@ -332,7 +346,7 @@ def test_a_member_without_an_account_cannot_surrender(tmp_path):
     ledger = Ledger(tmp_path / "l.db")
     ledger.load_opening([Member(id=1, name="A", holdings={"CEA25": 9_000})])
     with pytest.raises(SurrenderRefused, match=r"member 2 has no account in .*l\.db"):
-        surrender(ledger, Surrender(2, 10_000, {}, 0), "")
+        surrender(ledger, Surrender(2, "2025", 10_000, {}, 0), market("CEA25"), "")
 
 
 PAUSING_CONNECTION = textwrap.dedent("""

@@ -14,10 +14,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def cxe(*args: str, **kwargs) -> subprocess.CompletedProcess:
+def cxe_command() -> list[str]:
+    """The installed `cxe` beside this Python, or the module if it is not installed."""
     exe = shutil.which("cxe", path=str(Path(sys.executable).parent))
-    command = [exe] if exe else [sys.executable, "-m", "engine.cli"]
-    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=300, **kwargs)
+    return [exe] if exe else [sys.executable, "-m", "engine.cli"]
+
+
+def cxe(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*cxe_command(), *args], capture_output=True, text=True, timeout=300, **kwargs
+    )
 
 
 def test_help_lists_every_command():
@@ -191,6 +197,8 @@ def test_surrender_refuses_more_than_five_percent_ccer(tmp_path):
         ledger,
         "--member",
         "5",
+        "--period",
+        "2025",
         "--obligation",
         "10000",
         "--cea",
@@ -205,6 +213,8 @@ def test_surrender_refuses_more_than_five_percent_ccer(tmp_path):
         ledger,
         "--member",
         "5",
+        "--period",
+        "2025",
         "--obligation",
         "10000",
         "--cea",
@@ -220,7 +230,17 @@ def test_surrender_refuses_more_than_five_percent_ccer(tmp_path):
     assert Ledger(ledger).balance(5, "CEA25") == 2_000_000 - 9_000
     assert "surrendered 10,000 t" in done.stdout
     missing = tmp_path / "missing.db"  # once created empty, and the surrender "recorded"
-    result = cxe("surrender", "--ledger", str(missing), "--member", "5", "--obligation", "10")
+    result = cxe(
+        "surrender",
+        "--ledger",
+        str(missing),
+        "--member",
+        "5",
+        "--period",
+        "2025",
+        "--obligation",
+        "10",
+    )
     assert result.returncode == 2 and "no ledger at" in result.stderr and not missing.exists()
 
 
