@@ -30,6 +30,13 @@ def expected_frame(seq: int) -> bytes:
     return frame(encode_record(seq, ts_for(seq), encode(command_for(seq))))
 
 
+def complete_lines(output: str | bytes) -> list:
+    """The lines a killed child printed in full: SIGKILL can cut its last line short, and a
+    line cut short was never an acknowledgement."""
+    end = output.rfind("\n" if isinstance(output, str) else b"\n") + 1
+    return output[:end].splitlines()
+
+
 def run_and_kill(directory, seed: int, rng: random.Random) -> int:
     """Start a journal writer, kill it with SIGKILL after a random wait; the last seq it
     acknowledged."""
@@ -45,7 +52,7 @@ def run_and_kill(directory, seed: int, rng: random.Random) -> int:
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=30)
-    return max(int(n) for n in (first + child.stdout.read()).split())
+    return max(int(n) for n in complete_lines(first + child.stdout.read()))
 
 
 def kill_while_writing(path, writes: int, delay_s: float) -> int:
@@ -70,7 +77,7 @@ def kill_while_writing(path, writes: int, delay_s: float) -> int:
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=30)
-    for line in child.stdout.read().splitlines():
+    for line in complete_lines(child.stdout.read()):
         word, n = line.split()
         if word == "ack":
             acknowledged = int(n)

@@ -28,6 +28,7 @@ from engine.journal.snapshot import (
     write_snapshot,
 )
 from engine.protocol import Command, EndOfDay, encode
+from tests.journal.test_crash import complete_lines
 from tests.journal.test_journal import ROOT, session_commands
 from tests.journal.test_segments import DAYS, three_days
 from tests.support.exchange import small_market
@@ -208,7 +209,7 @@ def test_a_snapshot_writer_killed_at_random_moments_leaves_only_whole_snapshots(
         child.stdout.readline()  # one snapshot is done; kill it during a later one
         subprocess.run(["sleep", str(rng.uniform(0, 0.05))], check=True)
         os.kill(child.pid, signal.SIGKILL)
-        saved = [int(line) for line in child.stdout.read().split()]
+        saved = [int(line) for line in complete_lines(child.stdout.read())]
         child.wait(timeout=30)
         snapshot = latest_snapshot(directory)
         assert snapshot.seq >= max(saved, default=1)
