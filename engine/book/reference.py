@@ -15,10 +15,11 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+from msgspec.structs import astuple
 from sortedcontainers import SortedDict
 
 from engine.book.auction import Equilibrium, equilibrium
-from engine.book.events import BookEvent, EventKind
+from engine.book.events import EVENT_DTYPE, BookEvent, EventKind
 from engine.book.layout import (
     MAX_ORDER_ID,
     MAX_OWNER,
@@ -415,6 +416,10 @@ class ReferenceBook:
 
     def events(self) -> list[BookEvent]:
         return list(self._events)
+
+    def event_rows(self) -> np.ndarray:
+        """The last command's events as a structured array (a copy, `EVENT_DTYPE`)."""
+        return np.array([astuple(e) for e in self._events], dtype=EVENT_DTYPE)
 
     def side_depth(self, side: int, levels: int) -> list[Level]:
         check_side(side)
