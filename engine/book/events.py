@@ -3,7 +3,7 @@
 An event is a flat 11-field record: the columns of the kernel's event buffer (`layout.E_*`), in
 `FIELDS` order. Fields a kind does not use are 0. Meanings per kind:
 
-- REJECTED:  oid, code (a RejectCode), side.
+- REJECTED:  oid, code (a BookReject), side.
 - RESTED:    oid, price, qty (resting), side, owner.
 - FILL:      oid (taker), oid2 (maker), price (the maker's), qty, leaves (taker after),
              leaves2 (maker after), side (taker's), owner (taker), owner2 (maker).
@@ -33,6 +33,27 @@ class EventKind(IntEnum):
     FILL = 3
     CANCELLED = 4
     AMENDED = 5
+
+
+class BookReject(IntEnum):
+    """Why the book refused a command. The book knows nothing of the wire: each value equals
+    the `engine.protocol.RejectCode` of the same name (a test holds them together), so the core
+    passes a book reject on unchanged."""
+
+    INVALID_FIELD = 101
+    INVALID_ORDER_ID = 102
+    UNSUPPORTED_IN_PHASE = 212
+    PRICE_OFF_TICK = 300
+    PRICE_OUTSIDE_BAND = 301
+    PRICE_OUT_OF_RANGE = 302
+    QTY_INVALID = 310
+    DUPLICATE_ORDER_ID = 401
+    UNKNOWN_ORDER = 402
+    NOT_OWNER = 403
+    PICK_WRONG_SIDE = 410
+    PICK_NOT_IN_TOP_LEVELS = 411
+    PICK_QTY_EXCEEDS_ORDER = 412
+    SELF_TRADE = 600
 
 
 class BookEvent(msgspec.Struct, frozen=True, gc=False):

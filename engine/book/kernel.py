@@ -30,7 +30,7 @@ import numpy as np
 from numba import njit
 from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
 
-from engine.book.events import EventKind
+from engine.book.events import BookReject, EventKind
 from engine.book.layout import (
     CMD_ADD,
     CMD_AMEND,
@@ -94,7 +94,6 @@ from engine.book.layout import (
     P_SEQ,
     PICK_LEVELS,
 )
-from engine.protocol import RejectCode
 from engine.types import CancelReason, OrderType, StpMode, TimeInForce
 
 K_REJECTED = int(EventKind.REJECTED)
@@ -103,20 +102,20 @@ K_FILL = int(EventKind.FILL)
 K_CANCELLED = int(EventKind.CANCELLED)
 K_AMENDED = int(EventKind.AMENDED)
 
-R_INVALID_FIELD = int(RejectCode.INVALID_FIELD)
-R_INVALID_ORDER_ID = int(RejectCode.INVALID_ORDER_ID)
-R_PRICE_OFF_TICK = int(RejectCode.PRICE_OFF_TICK)
-R_PRICE_OUTSIDE_BAND = int(RejectCode.PRICE_OUTSIDE_BAND)
-R_PRICE_OUT_OF_RANGE = int(RejectCode.PRICE_OUT_OF_RANGE)
-R_QTY_INVALID = int(RejectCode.QTY_INVALID)
-R_DUPLICATE_ORDER_ID = int(RejectCode.DUPLICATE_ORDER_ID)
-R_UNKNOWN_ORDER = int(RejectCode.UNKNOWN_ORDER)
-R_NOT_OWNER = int(RejectCode.NOT_OWNER)
-R_PICK_WRONG_SIDE = int(RejectCode.PICK_WRONG_SIDE)
-R_PICK_NOT_IN_TOP = int(RejectCode.PICK_NOT_IN_TOP_LEVELS)
-R_PICK_QTY = int(RejectCode.PICK_QTY_EXCEEDS_ORDER)
-R_SELF_TRADE = int(RejectCode.SELF_TRADE)
-R_UNSUPPORTED_IN_PHASE = int(RejectCode.UNSUPPORTED_IN_PHASE)
+R_INVALID_FIELD = int(BookReject.INVALID_FIELD)
+R_INVALID_ORDER_ID = int(BookReject.INVALID_ORDER_ID)
+R_PRICE_OFF_TICK = int(BookReject.PRICE_OFF_TICK)
+R_PRICE_OUTSIDE_BAND = int(BookReject.PRICE_OUTSIDE_BAND)
+R_PRICE_OUT_OF_RANGE = int(BookReject.PRICE_OUT_OF_RANGE)
+R_QTY_INVALID = int(BookReject.QTY_INVALID)
+R_DUPLICATE_ORDER_ID = int(BookReject.DUPLICATE_ORDER_ID)
+R_UNKNOWN_ORDER = int(BookReject.UNKNOWN_ORDER)
+R_NOT_OWNER = int(BookReject.NOT_OWNER)
+R_PICK_WRONG_SIDE = int(BookReject.PICK_WRONG_SIDE)
+R_PICK_NOT_IN_TOP = int(BookReject.PICK_NOT_IN_TOP_LEVELS)
+R_PICK_QTY = int(BookReject.PICK_QTY_EXCEEDS_ORDER)
+R_SELF_TRADE = int(BookReject.SELF_TRADE)
+R_UNSUPPORTED_IN_PHASE = int(BookReject.UNSUPPORTED_IN_PHASE)
 
 C_USER = int(CancelReason.USER)
 C_REMAINDER = int(CancelReason.UNFILLED_REMAINDER)
@@ -397,7 +396,7 @@ def _release(pool, ht, meta, slot):
 
 @njit(cache=True, _nrt=False)
 def _price_code(meta, price):
-    """0 if `price` may rest in this book, else the RejectCode."""
+    """0 if `price` may rest in this book, else the BookReject."""
     tick = meta[M_TICK]
     if price <= 0 or price > MAX_TICKS * tick:
         return R_PRICE_OUT_OF_RANGE
