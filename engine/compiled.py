@@ -24,7 +24,7 @@ from functools import partial
 
 from engine.book import Book
 from engine.book.entry import entry_point
-from engine.book.kernel import K_AMENDED, K_CANCELLED, K_FILL
+from engine.book.eventrows import K_AMENDED, K_CANCELLED, K_FILL
 from engine.book.orderpath import K_LEVEL, REJECT_BASE, amend, cancel, new_order
 from engine.market import Market
 from engine.orders import Reject, order_reject_detail, reject_text

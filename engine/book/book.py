@@ -27,17 +27,7 @@ from engine.book.auction import NO_CROSS, Equilibrium
 from engine.book.callprice import call_price
 from engine.book.entry import entry_point
 from engine.book.events import EVENT_DTYPE, BookEvent
-from engine.book.kernel import (
-    add_one,
-    apply_batch,
-    apply_one,
-    best_head,
-    cancel_one,
-    depth_levels,
-    ht_find,
-    level_of,
-    refresh_top,
-)
+from engine.book.idhash import ht_find
 from engine.book.layout import (
     CMD_ADD,
     CMD_AMEND,
@@ -70,7 +60,9 @@ from engine.book.layout import (
     P_SEQ,
     check_side,
 )
+from engine.book.matching import add_one, apply_batch, apply_one, cancel_one
 from engine.book.state import BookState
+from engine.book.views import best_head, depth_levels, level_of, refresh_top
 from engine.types import OrderType, StpMode, TimeInForce, as_ints
 
 # plain ints: numba types an IntEnum argument on a slow path, so defaults must not be enums
@@ -221,7 +213,7 @@ class Book:
         self.state.meta[M_COLLECT] = int(bool(collecting))
 
     def uncross(self, price: int) -> int:
-        """Execute the call auction at `price` (see kernel._uncross); returns the event count."""
+        """Execute the call auction at `price` (engine/book/uncross.py); returns the event count."""
         (price,) = as_ints("price", (price,))
         return self._run(CMD_UNCROSS, 0, -1, 0, price, 0, 0, 0, 0, 0)
 

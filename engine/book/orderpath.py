@@ -36,18 +36,8 @@ from __future__ import annotations
 
 from numba import njit
 
-from engine.book.kernel import (
-    K_CANCELLED,
-    K_FILL,
-    K_REJECTED,
-    K_RESTED,
-    MARKET,
-    MIN_FREE_EVENTS,
-    _apply,
-    events_needed,
-    ht_find,
-    order_fields_valid,
-)
+from engine.book.eventrows import K_CANCELLED, K_FILL, K_REJECTED, K_RESTED, MIN_FREE_EVENTS
+from engine.book.idhash import ht_find
 from engine.book.layout import (
     CMD_ADD,
     CMD_AMEND,
@@ -76,6 +66,8 @@ from engine.book.layout import (
     P_PRICE,
     P_QTY,
 )
+from engine.book.matching import MARKET, events_needed, order_fields_valid
+from engine.book.matching import apply_command as _apply
 from engine.instruments import fee_of
 from engine.protocol import RejectCode
 from engine.types import Phase
