@@ -54,6 +54,7 @@ def test_rows_and_objects_name_the_same_fill(make_book):
 
 def test_rows_hold_only_the_last_commands_events(make_book):
     book = make_book(tick=1)
+    assert book.events() == [] and len(book.event_rows()) == 0  # no command yet
     book.add(1, 7, Side.SELL, 100, 5)
     book.add(2, 7, Side.SELL, 101, 5)
     assert book.add(3, 8, Side.BUY, 101, 7) == 2
