@@ -11,7 +11,7 @@ import itertools
 
 import pytest
 
-from engine.book import Book, ReferenceBook
+from engine.book import Book, EventKind, ReferenceBook
 
 BOOKS = {"compiled": Book, "reference": ReferenceBook}
 
@@ -55,4 +55,24 @@ def test_marketable_order_and_replenish(benchmark, kind):
 
     take_and_replenish()
     benchmark(take_and_replenish)
+    assert book.depth(10) == before
+
+
+@pytest.mark.parametrize("kind", sorted(BOOKS))
+def test_take_read_the_fill_and_replenish(benchmark, kind):
+    book = resting_book(kind)
+    ids = itertools.count(1_000_000)
+    before = book.depth(10)
+    best = book.best_ask()
+
+    def take_read_and_replenish():
+        taker, maker = next(ids), next(ids)
+        book.add(taker, 99, 0, best, 10, 1, 1)  # IOC buy fills the head order
+        (fill,) = book.events()
+        book.add(maker, fill.owner2, 1, fill.price, fill.qty)  # its maker comes back
+        return fill
+
+    fill = take_read_and_replenish()
+    assert (fill.kind, fill.price, fill.qty, fill.leaves2) == (EventKind.FILL, best, 10, 0)
+    benchmark(take_read_and_replenish)
     assert book.depth(10) == before

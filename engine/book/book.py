@@ -2,9 +2,12 @@
 
 Invariants: one price-time priority book for one instrument; every method either applies the
 command completely or rejects it (a REJECTED event) leaving the book unchanged. Methods return
-the number of events the command produced and build no Python object per fill: `events()`
-materialises them only when the caller asks. The same semantics, event for event, are
-implemented by `engine.book.reference.ReferenceBook` (the oracle the tests compare against).
+the number of events the command produced and build no Python object per fill; the caller
+reads them after the call, until the next command overwrites them: `events()` as light
+`BookEvent` objects (unpacked from the event buffer through a memoryview, untracked by the
+garbage collector), or `event_rows()` as a read-only numpy structured view of the buffer (no
+object at all). The same semantics, event for event, are implemented by
+`engine.book.reference.ReferenceBook` (the oracle the tests compare against).
 
 Prices are integers in the book's price unit (fen for the exchange) and must be multiples of
 `tick`; quantities are positive integers; order ids are unique among live orders (the caller
@@ -13,6 +16,7 @@ assigns them); `owner` is the member id used for self-trade prevention.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
@@ -22,18 +26,8 @@ import numpy as np
 from engine.book.auction import NO_CROSS, Equilibrium
 from engine.book.callprice import call_price
 from engine.book.entry import entry_point
-from engine.book.events import BookEvent
-from engine.book.kernel import (
-    add_one,
-    apply_batch,
-    apply_one,
-    best_head,
-    cancel_one,
-    depth_levels,
-    ht_find,
-    level_of,
-    refresh_top,
-)
+from engine.book.events import EVENT_DTYPE, BookEvent
+from engine.book.idhash import ht_find
 from engine.book.layout import (
     CMD_ADD,
     CMD_AMEND,
@@ -66,7 +60,9 @@ from engine.book.layout import (
     P_SEQ,
     check_side,
 )
+from engine.book.matching import add_one, apply_batch, apply_one, cancel_one
 from engine.book.state import BookState
+from engine.book.views import best_head, depth_levels, level_of, refresh_top
 from engine.types import OrderType, StpMode, TimeInForce, as_ints
 
 # plain ints: numba types an IntEnum argument on a slow path, so defaults must not be enums
@@ -74,6 +70,8 @@ LIMIT = int(OrderType.LIMIT)
 DAY = int(TimeInForce.DAY)
 CANCEL_INCOMING = int(StpMode.CANCEL_INCOMING)
 _ADD_FIELDS = "order_id owner side price qty order_type tif stp"
+_EVENT_ROW = struct.Struct(f"{EVENT_ROWS}q")  # one event row as native int64s
+_ROW_BYTES = _EVENT_ROW.size
 
 Level = tuple[int, int, int]  # price, total quantity, order count
 
@@ -117,6 +115,13 @@ class Book:
         self._add = partial(entry_point(add_one, arrays, 8), *arrays)
         self._cancel = partial(entry_point(cancel_one, arrays, 2), *arrays)
         self._apply = partial(entry_point(apply_one, arrays, 10), *arrays)
+        # Python-int views of the buffers that events() reads (a numpy index would box each
+        # value as a numpy scalar)
+        self._meta_ints = memoryview(self.state.meta)
+        self._ev_bytes = memoryview(self.state.ev).cast("B")
+        rows = self.state.ev.view(EVENT_DTYPE).reshape(-1)
+        rows.flags.writeable = False
+        self._ev_rows = rows
         for callback in self._rebound:
             callback()
 
@@ -208,7 +213,7 @@ class Book:
         self.state.meta[M_COLLECT] = int(bool(collecting))
 
     def uncross(self, price: int) -> int:
-        """Execute the call auction at `price` (see kernel._uncross); returns the event count."""
+        """Execute the call auction at `price` (engine/book/uncross.py); returns the event count."""
         (price,) = as_ints("price", (price,))
         return self._run(CMD_UNCROSS, 0, -1, 0, price, 0, 0, 0, 0, 0)
 
@@ -229,12 +234,17 @@ class Book:
         cmds = np.ascontiguousarray(cmds, dtype=np.int64)
         if cmds.ndim != 2 or cmds.shape[1] != COMMAND_ROWS:
             raise ValueError(f"commands must be an (n, {COMMAND_ROWS}) int64 array")
+        if out is not None and not (
+            out.dtype == np.int64
+            and out.ndim == 2
+            and out.shape[1] == EVENT_ROWS
+            and out.flags.c_contiguous
+        ):
+            raise ValueError(f"out must be a C-contiguous (m, {EVENT_ROWS}) int64 array")
         fills0, qty0, rej0 = (int(st.meta[i]) for i in (M_FILLS, M_FILL_QTY, M_REJECTS))
         st.meta[M_EV_MODE] = mode
         st.meta[M_NEV] = 0
         if out is not None:
-            if out.dtype != np.int64 or out.ndim != 2 or out.shape[1] != EVENT_ROWS:
-                raise ValueError(f"out must be an (m, {EVENT_ROWS}) int64 array")
             st.ev = out
         st.reserve_events({EV_ALL: 2 * len(cmds), EV_FILLS: len(cmds), EV_NONE: 0}[mode])
         self._bind()
@@ -263,9 +273,17 @@ class Book:
     # -- reading ----------------------------------------------------------------------------------
 
     def events(self) -> list[BookEvent]:
-        """The events of the last per-command call."""
-        rows = self.state.ev[: self.state.meta[M_NEV]].tolist()
-        return [BookEvent(*row) for row in rows]
+        """The events of the last per-command call, one `BookEvent` each."""
+        n, unpack, buffer = self._meta_ints[M_NEV], _EVENT_ROW.unpack_from, self._ev_bytes
+        if n == 1:  # the commonest answer; a comprehension would cost more than the event
+            return [BookEvent(*unpack(buffer, 0))]
+        return [BookEvent(*unpack(buffer, at)) for at in range(0, n * _ROW_BYTES, _ROW_BYTES)]
+
+    def event_rows(self) -> np.ndarray:
+        """The events of the last per-command call as a read-only structured array view of
+        the event buffer (dtype `EVENT_DTYPE`: kind, oid, oid2, price, ...): no copy, valid
+        until the next command."""
+        return self._ev_rows[: self._meta_ints[M_NEV]]
 
     def depth(self, levels: int = 5) -> tuple[list[Level], list[Level]]:
         """(bids best first, asks best first), each [(price, qty, orders), ...]."""

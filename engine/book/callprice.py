@@ -9,7 +9,7 @@ surplus at every remaining candidate the highest, with a sell surplus at every o
 
 Data layout (engine.book.layout): `lad[idx, side * 4 + L_TOTAL]` is the quantity resting at
 price `meta[M_BASE] + idx * meta[M_TICK]` on a side (0 buy, 1 sell); the occupancy bitmap
-`bm` finds occupied levels (kernel.find_ge); `meta[M_BEST_BID]` and `meta[M_BEST_ASK]` are
+`bm` finds occupied levels (bitmap.find_ge); `meta[M_BEST_BID]` and `meta[M_BEST_ASK]` are
 ladder indices (-1 when the side is empty), and the book crosses when the best bid's index is
 at or above the best ask's.
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from engine.book.kernel import find_ge
+from engine.book.bitmap import find_ge
 from engine.book.layout import L_TOTAL, M_BASE, M_BEST_ASK, M_BEST_BID, M_TICK
 
 BID_TOTAL = L_TOTAL  # side 0's block of a ladder row

@@ -1,9 +1,10 @@
 """check_integrity(): prove the compiled book's arrays are self-consistent.
 
-Checks every invariant listed in `engine.book.kernel`: FIFO links both ways, level totals and
-counts, bitmap bits (both levels), best indices, the book not crossed, the hash holding exactly
-the resting orders, and every other slot on the free list. O(pool + ladder): a test tool, not
-something the hot path calls. Raises AssertionError naming the first broken invariant.
+Checks the invariants that bitmap.py, idhash.py, levels.py and matching.py state: FIFO links
+both ways, level totals and counts, bitmap bits (both levels), best indices, the book not
+crossed, the hash holding exactly the resting orders, and every other slot on the free list.
+O(pool + ladder): a test tool, not something the hot path calls. Raises AssertionError naming
+the first broken invariant.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.book.book import Book
-from engine.book.kernel import ht_find
+from engine.book.idhash import ht_find
 from engine.book.layout import (
     L_COUNT,
     L_HEAD,

@@ -15,10 +15,11 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+from msgspec.structs import astuple
 from sortedcontainers import SortedDict
 
 from engine.book.auction import Equilibrium, equilibrium
-from engine.book.events import BookEvent, EventKind
+from engine.book.events import EVENT_DTYPE, BookEvent, BookReject, EventKind
 from engine.book.layout import (
     MAX_ORDER_ID,
     MAX_OWNER,
@@ -28,7 +29,6 @@ from engine.book.layout import (
     check_band,
     check_side,
 )
-from engine.protocol import RejectCode
 from engine.types import CancelReason, OrderType, Side, StpMode, TimeInForce, as_ints
 
 Level = tuple[int, int, int]
@@ -76,17 +76,17 @@ class ReferenceBook:
     def _emit(self, kind: EventKind, oid: int, **fields: int) -> None:
         self._events.append(BookEvent(int(kind), oid, **fields))
 
-    def _reject(self, oid: int, code: RejectCode, side: int = 0) -> int:
+    def _reject(self, oid: int, code: BookReject, side: int = 0) -> int:
         self._emit(EventKind.REJECTED, oid, code=int(code), side=side)
         return len(self._events)
 
-    def _price_error(self, price: int) -> RejectCode | None:
+    def _price_error(self, price: int) -> BookReject | None:
         if price <= 0 or price > MAX_TICKS * self.tick:
-            return RejectCode.PRICE_OUT_OF_RANGE
+            return BookReject.PRICE_OUT_OF_RANGE
         if price % self.tick:
-            return RejectCode.PRICE_OFF_TICK
+            return BookReject.PRICE_OFF_TICK
         if self.band is not None and not self.band[0] <= price <= self.band[1]:
-            return RejectCode.PRICE_OUTSIDE_BAND
+            return BookReject.PRICE_OUTSIDE_BAND
         return None
 
     def _best_price(self, side: int) -> int | None:
@@ -227,7 +227,7 @@ class ReferenceBook:
         )
         self._events = []
         if not 0 <= order_id < MAX_ORDER_ID:
-            return self._reject(order_id, RejectCode.INVALID_ORDER_ID, side)
+            return self._reject(order_id, BookReject.INVALID_ORDER_ID, side)
         if (
             not 0 <= owner < MAX_OWNER
             or side not in (0, 1)
@@ -235,11 +235,11 @@ class ReferenceBook:
             or tif not in (0, 1, 2)
             or stp not in (0, 1, 2)
         ):
-            return self._reject(order_id, RejectCode.INVALID_FIELD, side)
+            return self._reject(order_id, BookReject.INVALID_FIELD, side)
         if self.collecting and (order_type != OrderType.LIMIT or tif != TimeInForce.DAY):
-            return self._reject(order_id, RejectCode.UNSUPPORTED_IN_PHASE, side)
+            return self._reject(order_id, BookReject.UNSUPPORTED_IN_PHASE, side)
         if not 0 < qty <= MAX_QTY:
-            return self._reject(order_id, RejectCode.QTY_INVALID, side)
+            return self._reject(order_id, BookReject.QTY_INVALID, side)
         if order_type == OrderType.LIMIT:
             error = self._price_error(price)
             if error is not None:
@@ -253,7 +253,7 @@ class ReferenceBook:
             else:
                 limit = self.band[0] if self.band else 0
         if order_id in self.live:
-            return self._reject(order_id, RejectCode.DUPLICATE_ORDER_ID, side)
+            return self._reject(order_id, BookReject.DUPLICATE_ORDER_ID, side)
         if tif == TimeInForce.FOK and not self._fok_can_fill(owner, side, limit, qty, stp):
             self._emit(
                 EventKind.CANCELLED,
@@ -274,14 +274,14 @@ class ReferenceBook:
 
     def _find_owned(self, order_id: int, owner: int) -> _Order | None:
         if not 0 <= order_id < MAX_ORDER_ID:
-            self._reject(order_id, RejectCode.INVALID_ORDER_ID)
+            self._reject(order_id, BookReject.INVALID_ORDER_ID)
             return None
         order = self.live.get(order_id)
         if order is None:
-            self._reject(order_id, RejectCode.UNKNOWN_ORDER)
+            self._reject(order_id, BookReject.UNKNOWN_ORDER)
             return None
         if owner >= 0 and order.owner != owner:
-            self._reject(order_id, RejectCode.NOT_OWNER, order.side)
+            self._reject(order_id, BookReject.NOT_OWNER, order.side)
             return None
         return order
 
@@ -311,7 +311,7 @@ class ReferenceBook:
         if order is None:
             return len(self._events)
         if not 0 < qty <= MAX_QTY:
-            return self._reject(order_id, RejectCode.QTY_INVALID, order.side)
+            return self._reject(order_id, BookReject.QTY_INVALID, order.side)
         error = self._price_error(price)
         if error is not None:
             return self._reject(order_id, error, order.side)
@@ -344,27 +344,27 @@ class ReferenceBook:
         )
         self._events = []
         if not 0 <= order_id < MAX_ORDER_ID:
-            return self._reject(order_id, RejectCode.INVALID_ORDER_ID, side)
+            return self._reject(order_id, BookReject.INVALID_ORDER_ID, side)
         if not 0 <= owner < MAX_OWNER or side not in (0, 1):
-            return self._reject(order_id, RejectCode.INVALID_FIELD, side)
+            return self._reject(order_id, BookReject.INVALID_FIELD, side)
         if self.collecting:
-            return self._reject(order_id, RejectCode.UNSUPPORTED_IN_PHASE, side)
+            return self._reject(order_id, BookReject.UNSUPPORTED_IN_PHASE, side)
         if not 0 < qty <= MAX_QTY:
-            return self._reject(order_id, RejectCode.QTY_INVALID, side)
+            return self._reject(order_id, BookReject.QTY_INVALID, side)
         if order_id in self.live:
-            return self._reject(order_id, RejectCode.DUPLICATE_ORDER_ID, side)
+            return self._reject(order_id, BookReject.DUPLICATE_ORDER_ID, side)
         target = self.live.get(target_id)
         if target is None:
-            return self._reject(order_id, RejectCode.UNKNOWN_ORDER, side)
+            return self._reject(order_id, BookReject.UNKNOWN_ORDER, side)
         if target.side == side:
-            return self._reject(order_id, RejectCode.PICK_WRONG_SIDE, side)
+            return self._reject(order_id, BookReject.PICK_WRONG_SIDE, side)
         if target.owner == owner:
-            return self._reject(order_id, RejectCode.SELF_TRADE, side)
+            return self._reject(order_id, BookReject.SELF_TRADE, side)
         better = list(self._prices_best_first(target.side)).index(target.price)
         if better >= PICK_LEVELS:
-            return self._reject(order_id, RejectCode.PICK_NOT_IN_TOP_LEVELS, side)
+            return self._reject(order_id, BookReject.PICK_NOT_IN_TOP_LEVELS, side)
         if qty > target.qty:
-            return self._reject(order_id, RejectCode.PICK_QTY_EXCEEDS_ORDER, side)
+            return self._reject(order_id, BookReject.PICK_QTY_EXCEEDS_ORDER, side)
         self._fill(order_id, owner, side, qty, target)
         return len(self._events)
 
@@ -415,6 +415,10 @@ class ReferenceBook:
 
     def events(self) -> list[BookEvent]:
         return list(self._events)
+
+    def event_rows(self) -> np.ndarray:
+        """The last command's events as a structured array (a copy, `EVENT_DTYPE`)."""
+        return np.array([astuple(e) for e in self._events], dtype=EVENT_DTYPE)
 
     def side_depth(self, side: int, levels: int) -> list[Level]:
         check_side(side)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.book.kernel import find_ge, find_le, ht_rebuild, rebuild_bitmap
+from engine.book.bitmap import find_ge, find_le, rebuild_bitmap
+from engine.book.idhash import ht_rebuild
 from engine.book.layout import (
     EV_ALL,
     EVENT_ROWS,

@@ -15,7 +15,7 @@ Invariants:
 
 from __future__ import annotations
 
-from engine.book.kernel import K_AMENDED, K_CANCELLED, K_FILL
+from engine.book.eventrows import K_AMENDED, K_CANCELLED, K_FILL
 from engine.core.market import Market
 from engine.core.pipeline import K_LEVEL
 from engine.core.state import CoreState

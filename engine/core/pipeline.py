@@ -40,18 +40,8 @@ from __future__ import annotations
 
 from numba import njit
 
-from engine.book.kernel import (
-    K_CANCELLED,
-    K_FILL,
-    K_REJECTED,
-    K_RESTED,
-    MARKET,
-    MIN_FREE_EVENTS,
-    _apply,
-    events_needed,
-    ht_find,
-    order_fields_valid,
-)
+from engine.book.eventrows import K_CANCELLED, K_FILL, K_REJECTED, K_RESTED, MIN_FREE_EVENTS
+from engine.book.idhash import ht_find
 from engine.book.layout import (
     CMD_ADD,
     CMD_AMEND,
@@ -81,6 +71,7 @@ from engine.book.layout import (
     P_PRICE,
     P_QTY,
 )
+from engine.book.matching import MARKET, apply_command, events_needed, order_fields_valid
 from engine.core.market import (
     MK_BAND_HI,
     MK_BAND_LO,
@@ -320,7 +311,7 @@ def _book(
     if status != 0:
         return status
     meta[M_NEV] = 0
-    status = _apply(
+    status = apply_command(
         pool, lad, bm, ht, meta, ev, kind, oid, member, side, price, qty, otype, tif, stp, 0
     )
     if status < 0:

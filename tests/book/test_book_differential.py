@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from msgspec.structs import astuple
 
 from engine.book import Book, ReferenceBook
 from engine.book.book import apply_row
@@ -31,6 +32,7 @@ def test_books_agree_on_long_streams(seed, tick, band, far):
     for step, row in enumerate(cmds):
         assert apply_row(compiled, row) == apply_row(reference, row)
         assert compiled.events() == reference.events(), f"step {step}: {row.tolist()}"
+        assert np.array_equal(compiled.event_rows(), reference.event_rows()), f"step {step}"
         assert compiled.depth(3) == reference.depth(3), f"step {step}"
         if step % 500 == 0:
             assert compiled.depth(100_000) == reference.depth(100_000)
@@ -53,7 +55,7 @@ def test_batch_matches_per_command(record):
     rows = [tuple(r) for r in result.events.tolist()]
     if record == "fills":
         expected = [e for e in expected if e.kind == 3]
-    assert rows == [tuple(e) for e in expected]
+    assert rows == [astuple(e) for e in expected]
     assert result.fills == per_command.fills and result.traded_qty == per_command.traded_qty
     assert result.rejects == sum(1 for e in expected if e.kind == 1) or record == "fills"
     assert batch.depth(100_000) == per_command.depth(100_000)

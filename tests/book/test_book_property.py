@@ -7,6 +7,7 @@ plus check_integrity() on the compiled book. Shrunk failures live in test_book_r
 
 from __future__ import annotations
 
+import numpy as np
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -48,6 +49,7 @@ class BooksAgree(RuleBasedStateMachine):
         got = getattr(self.compiled, method)(*args)
         want = getattr(self.reference, method)(*args)
         assert self.compiled.events() == self.reference.events(), (method, args)
+        assert np.array_equal(self.compiled.event_rows(), self.reference.event_rows())
         assert got == want == len(self.reference.events())
 
     def _live(self) -> list[int]:
