@@ -22,7 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from engine.book import BatchResult, Book
-from engine.replay.lobster import EXECUTE, LobsterDay, LobsterReplay, ReplayStats, load_day
+from engine.replay.formats import is_zip
+from engine.replay.lobster import (
+    EXECUTE,
+    LobsterDay,
+    LobsterReplay,
+    ReplayStats,
+    load_day,
+    load_zip,
+)
 
 HIDDEN_EXECUTE = 5
 NS = 1_000_000_000
@@ -30,6 +38,7 @@ NS = 1_000_000_000
 
 @dataclass
 class ReplayResult:
+    name: str  # the message file's name
     day: LobsterDay
     stats: ReplayStats
     commands: np.ndarray  # (n, 10) book commands in the batch layout
@@ -173,11 +182,14 @@ class ReplayResult:
         return written
 
 
-def write_table(table: np.ndarray, path: Path) -> Path:
+def write_table(table: np.ndarray, path: Path, parquet: bool = True) -> Path:
+    """`table` as CSV at `path`, and (pyarrow installed, `parquet`) as Parquet beside it."""
     with path.open("w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(table.dtype.names)
         writer.writerows(table.tolist())
+    if not parquet:
+        return path
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -245,16 +257,27 @@ def replay_lobster(
     tick: int = 100,
     progress: Callable[[int, int], None] | None = None,
 ) -> ReplayResult:
-    """Faithful replay of a LOBSTER message file (the order book file is found beside it)."""
+    """Faithful replay of a LOBSTER message file (the order book file is found beside it:
+    the name with _message_ turned into _orderbook_) or of a LOBSTER zip as it ships."""
     message_path = Path(message_path)
-    if orderbook_path is None:
-        orderbook_path = message_path.with_name(
-            message_path.name.replace("_message_", "_orderbook_")
-        )
-    day = load_day(message_path, orderbook_path)
+    if is_zip(message_path):
+        name, day = load_zip(message_path)
+    else:
+        if orderbook_path is None:
+            if "_message_" not in message_path.name:
+                raise ValueError(
+                    f"{message_path}: give the order book file with --orderbook (it is "
+                    "found beside a file named *_message_* only)"
+                )
+            orderbook_path = message_path.with_name(
+                message_path.name.replace("_message_", "_orderbook_")
+            )
+        name, day = message_path.name, load_day(message_path, orderbook_path)
     replay = LobsterReplay(day.levels, tick=tick)
     stats = replay.run(day, progress)
-    return ReplayResult(day, stats, replay.book.commands(), replay.depth, tick, replay.book.book)
+    return ReplayResult(
+        name, day, stats, replay.book.commands(), replay.depth, tick, replay.book.book
+    )
 
 
 def batch_replay(
