@@ -47,7 +47,9 @@ class ReplayResult:
     book: Book  # the book after the last message
 
     def trades(self) -> np.ndarray:
-        """Executions (visible and hidden) as a structured array."""
+        """Executions (visible and hidden) as a structured array: time, price, size, the side
+        of the resting order (0 buy, 1 sell), hidden or not, and the index of the message
+        (0 = the file's first row)."""
         day = self.day
         mask = (day.kind == EXECUTE) | (day.kind == HIDDEN_EXECUTE)
         out = np.zeros(
@@ -58,6 +60,7 @@ class ReplayResult:
                 ("qty", "i8"),
                 ("resting_side", "i8"),
                 ("hidden", "?"),
+                ("message", "i8"),
             ],
         )
         out["time_ns"], out["price"], out["qty"] = (
@@ -67,6 +70,7 @@ class ReplayResult:
         )
         out["resting_side"] = np.where(day.direction[mask] == 1, 0, 1)
         out["hidden"] = day.kind[mask] == HIDDEN_EXECUTE
+        out["message"] = np.flatnonzero(mask)
         return out
 
     def top(self) -> np.ndarray:
