@@ -248,12 +248,12 @@ def _counterfactuals(result, out: Path) -> None:
 
     outcomes = compare(result.commands, result.tick)
     print(
-        f"{'scenario':<24} {'fills':>7} {'volume':>10} {'VWAP':>12} {'rejects':>8} "
+        f"{'scenario':<24} {'fills':>7} {'matched':>10} {'VWAP':>12} {'rejects':>8} "
         f"{'best bid':>10} {'best ask':>10}"
     )
     for o in outcomes:
         print(
-            f"{o.scenario:<24} {o.fills:>7,} {o.volume:>10,} {o.vwap:>12,.1f} "
+            f"{o.scenario:<24} {o.fills:>7,} {o.matched_volume:>10,} {o.vwap:>12,.1f} "
             f"{o.rejects:>8,} {o.best_bid:>10,} {o.best_ask:>10,}"
         )
     names = [f.name for f in dataclasses.fields(outcomes[0])]
@@ -289,7 +289,7 @@ def _report_rejects(bad_rows: list, out: Path) -> None:
 def _replay_command_file(source: Path, args: argparse.Namespace) -> int:
     import numpy as np
 
-    from engine.replay.flow import FILL_COLUMNS, run_flow
+    from engine.replay.flow import FILL_COLUMNS, FILL_UNITS, run_flow
     from engine.replay.formats import is_parquet
     from engine.replay.runner import write_table
     from engine.replay.sources import Scale, read_commands
@@ -325,7 +325,7 @@ def _replay_command_file(source: Path, args: argparse.Namespace) -> int:
             f"rejected by the book; best bid {bid}, best ask {ask}"
         )
     table = np.concatenate(fills) if fills else np.zeros(0, dtype=FILL_COLUMNS)
-    print(f"wrote {write_table(table, out / 'fills.csv')}")
+    print(f"wrote {write_table(table, out / 'fills.csv', units=FILL_UNITS)}")
     rejects.sort(key=lambda row: row.line)
     _report_rejects(rejects, out)
     return 1 if args.strict and rejects else 0

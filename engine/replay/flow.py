@@ -119,6 +119,15 @@ FILL_COLUMNS = [
 ]
 
 
+FILL_UNITS = {
+    "time_ns": "ns, the command file's clock (its time_ns)",
+    "line": "line of the command file behind the fill (header = 1)",
+    "price": "book units: the file's price x --price-scale, a multiple of --tick",
+    "qty": "book units: the file's qty x --qty-scale",
+    "aggressor_side": "side of the incoming order: 0 buy, 1 sell",
+}
+
+
 def run_flow(instrument: str, flow: Flow, source: CommandFile) -> FlowResult:
     """The instrument's commands through a fresh bare book with the file's tick."""
     book = Book(tick=source.scale.tick)

@@ -14,6 +14,7 @@ report formats them.
 from __future__ import annotations
 
 import csv
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,7 +100,8 @@ class ReplayResult:
 
     def intervals(self, seconds: int = 60) -> np.ndarray:
         """Per interval: last mid, mean spread, mean top-of-book sizes, order-flow
-        imbalance, volume and VWAP (0 where nothing traded). Two-sided rows only."""
+        imbalance (two-sided rows only); the volume of all executions, visible and hidden,
+        the hidden part, and their VWAP (0 where nothing traded)."""
         if seconds < 1:
             raise ValueError(f"an interval is at least 1 second, got {seconds}")
         t = self.day.time_ns
@@ -128,6 +130,7 @@ class ReplayResult:
         trades = self.trades()
         trade_bucket = (trades["time_ns"] - t[0]) // (seconds * NS)
         volume = np.bincount(trade_bucket, weights=trades["qty"], minlength=n)
+        hidden = np.bincount(trade_bucket, weights=trades["qty"] * trades["hidden"], minlength=n)
         value = np.bincount(trade_bucket, weights=trades["qty"] * trades["price"], minlength=n)
         out = np.zeros(
             n,
@@ -138,8 +141,9 @@ class ReplayResult:
                 ("bid_size", "f8"),
                 ("ask_size", "f8"),
                 ("ofi", "f8"),
-                ("volume", "i8"),
-                ("vwap", "f8"),
+                ("volume_all", "i8"),
+                ("volume_hidden", "i8"),
+                ("vwap_all", "f8"),
             ],
         )
         out["start_ns"] = t[0] + np.arange(n) * seconds * NS
@@ -148,8 +152,9 @@ class ReplayResult:
         out["bid_size"] = mean(bid_size.astype(np.float64))
         out["ask_size"] = mean(ask_size.astype(np.float64))
         out["ofi"] = np.bincount(bucket, weights=ofi, minlength=n)
-        out["volume"] = volume.astype(np.int64)
-        out["vwap"] = np.divide(value, volume, out=np.zeros(n), where=volume > 0)
+        out["volume_all"] = volume.astype(np.int64)
+        out["volume_hidden"] = hidden.astype(np.int64)
+        out["vwap_all"] = np.divide(value, volume, out=np.zeros(n), where=volume > 0)
         return out
 
     def frames(self) -> dict:
@@ -180,14 +185,33 @@ class ReplayResult:
             ("top", self.top()),
             ("intervals", self.intervals(seconds)),
         ):
-            written.append(write_table(table, out / f"{name}.csv"))
+            units = {column: lobster_units(column) for column in table.dtype.names}
+            written.append(write_table(table, out / f"{name}.csv", units=units))
         if plot:
             written += plot_day(self, out, seconds)
         return written
 
 
-def write_table(table: np.ndarray, path: Path, parquet: bool = True) -> Path:
-    """`table` as CSV at `path`, and (pyarrow installed, `parquet`) as Parquet beside it."""
+def lobster_units(name: str) -> str:
+    """The unit of a LOBSTER output column (docs/REPLAY.md lists them)."""
+    if name.endswith("_ns"):
+        return "ns after midnight (exchange time, New York)"
+    if any(word in name for word in ("size", "qty", "volume", "ofi")):
+        return "shares"
+    if name in ("price", "mid", "spread", "vwap_all") or name[:3] in ("bid", "ask"):
+        return "USD x 10,000"
+    return {
+        "resting_side": "0 buy, 1 sell",
+        "hidden": "true for a hidden execution (type 5)",
+        "message": "row of the message file, from 0",
+    }.get(name, "")
+
+
+def write_table(
+    table: np.ndarray, path: Path, parquet: bool = True, units: dict[str, str] | None = None
+) -> Path:
+    """`table` as CSV at `path`, and (pyarrow installed, `parquet`) as Parquet beside it with
+    `units` (column -> unit) as JSON under the schema metadata key "units"."""
     with path.open("w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(table.dtype.names)
@@ -199,7 +223,10 @@ def write_table(table: np.ndarray, path: Path, parquet: bool = True) -> Path:
         import pyarrow.parquet as pq
     except ImportError:
         return path
-    pq.write_table(pa.table({n: table[n] for n in table.dtype.names}), path.with_suffix(".parquet"))
+    arrow = pa.table({n: table[n] for n in table.dtype.names})
+    if units:
+        arrow = arrow.replace_schema_metadata({"units": json.dumps(units)})
+    pq.write_table(arrow, path.with_suffix(".parquet"))
     return path
 
 
@@ -233,8 +260,8 @@ def plot_day(result: ReplayResult, out: Path, seconds: int) -> list[Path]:
     ax.legend()
     files.append(_save(fig, out / "depth.png"))
     fig, ax = plt.subplots(figsize=(10, 4))
-    ax.bar(hours, table["volume"], width=seconds / 3600, color="tab:gray")
-    ax.set_ylabel("shares traded")
+    ax.bar(hours, table["volume_all"], width=seconds / 3600, color="tab:gray")
+    ax.set_ylabel("shares executed (visible and hidden)")
     ax.set_xlabel("time of day (hours)")
     ax.set_title(f"Volume per {seconds} seconds")
     files.append(_save(fig, out / "volume.png"))

@@ -73,8 +73,9 @@ def test_mid_spread_sizes_volume_and_vwap_per_interval_by_hand():
     assert intervals["spread"].tolist() == pytest.approx([5 / 3, 2.0])  # (2 + 2 + 1) / 3
     assert intervals["bid_size"].tolist() == pytest.approx([5.0, 2.0])  # (5 + 8 + 2) / 3
     assert intervals["ask_size"].tolist() == pytest.approx([6.0, 6.0])  # (7 + 7 + 4) / 3
-    assert intervals["volume"].tolist() == [3, 2]  # the hidden execution counts
-    assert intervals["vwap"].tolist() == [102.0, 101.0]
+    assert intervals["volume_all"].tolist() == [3, 2]  # the hidden execution counts
+    assert intervals["volume_hidden"].tolist() == [0, 2]
+    assert intervals["vwap_all"].tolist() == [102.0, 101.0]
 
 
 def test_a_coarser_tick_moves_prices_passively_bids_down_asks_up():

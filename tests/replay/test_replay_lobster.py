@@ -6,6 +6,7 @@ Uses the 999-message AAPL fixture in shared/data/lobster (skipped if the samples
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def test_the_replay_runs_again_at_kernel_speed_and_writes_analytics_and_plots(tm
     assert book.depth(1 << 30) == result.book.depth(1 << 30)
     assert batch.fills == result.stats.executions_matched
     intervals = result.intervals(seconds=10)
-    assert intervals["volume"].sum() == result.trades()["qty"].sum() > 0
+    assert intervals["volume_all"].sum() == result.trades()["qty"].sum() > 0
     with pytest.raises(ValueError, match="at least 1 second"):
         result.intervals(seconds=0)
     assert (intervals["spread"][intervals["spread"] > 0] >= 100).all()  # at least a cent
@@ -120,10 +121,13 @@ def test_the_replay_runs_again_at_kernel_speed_and_writes_analytics_and_plots(tm
     } <= names
     assert (tmp_path / "mid-spread.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     header = (tmp_path / "intervals.csv").read_text().splitlines()[0]
-    assert header == "start_ns,mid,spread,bid_size,ask_size,ofi,volume,vwap"
+    assert header == "start_ns,mid,spread,bid_size,ask_size,ofi,volume_all,volume_hidden,vwap_all"
     pq = pytest.importorskip("pyarrow.parquet")
     table = pq.read_table(tmp_path / "top.parquet")
     assert table.num_rows == 999 and table.column("bid1").to_pylist() == top["bid1"].tolist()
+    units = json.loads(table.schema.metadata[b"units"])
+    assert units["bid1"] == "USD x 10,000" and units["bid_size1"] == "shares"
+    assert units["time_ns"].startswith("ns after midnight")
     frames = result.frames()
     assert len(frames["trades"]) == len(result.trades())
 
@@ -135,12 +139,12 @@ def test_counterfactual_rules_change_the_outcome_visibly():
     result = replay_lobster(MESSAGES, BOOK)
     base = actual(result.commands, result.tick)
     _, batch = batch_replay(result.commands, result.tick)
-    assert (base.fills, base.volume) == (batch.fills, batch.traded_qty)
+    assert (base.fills, base.matched_volume) == (batch.fills, batch.traded_qty)
     coarse = coarser_tick(result.commands, result.tick, 5)
     assert coarse.best_bid % 500 == 0 and coarse.best_ask % 500 == 0
-    assert coarse.volume != base.volume
+    assert coarse.matched_volume != base.matched_volume
     narrow = price_band(result.commands, result.tick, 0)
-    assert narrow.rejects > 0 and narrow.volume < base.volume
+    assert narrow.rejects > 0 and narrow.matched_volume < base.matched_volume
     picked = largest_pick(result.commands, result.tick)
     assert picked.fills > 0 and picked.vwap != base.vwap
 
