@@ -154,17 +154,20 @@ def cmd_surrender(args: argparse.Namespace) -> int:
 
 
 # the options each source takes (anything else given is refused, not ignored)
+SOURCE_NAMES = {"lobster": "LOBSTER file", "commands": "command file", "log": "command log"}
 REPLAY_OPTIONS = {
     "lobster": {"orderbook", "out", "interval", "plot", "counterfactual", "strict"},
     "commands": {"out", "tick", "price_scale", "qty_scale", "strict"},
     "log": {"market", "out", "strict"},
 }
-WHY_NOT = {
-    "commands": "a command file runs through the bare book (no band, no phases, no risk); "
-    "running it through the exchange core with --market is not supported yet",
-    "log": "a command log replays into the exchange core and prints its figures",
-    "lobster": "LOBSTER prices are dollars x 10,000 on a one-cent tick, quantities shares",
+NOT_YET = {
+    ("commands", "market"): "a command file runs through the bare book (no band, no phases, "
+    "no risk checks); running it through the exchange core with --market is not supported yet",
 }
+
+
+def _flags(names) -> str:
+    return ", ".join("--" + name.replace("_", "-") for name in sorted(names))
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -180,7 +183,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if refused := [name for name in given if name not in REPLAY_OPTIONS[kind]]:
         flags = " and ".join("--" + name.replace("_", "-") for name in refused)
         verb = "does" if len(refused) == 1 else "do"
-        raise ValueError(f"{flags} {verb} not apply to {source} ({kind}): {WHY_NOT[kind]}")
+        why = [NOT_YET[kind, name] for name in refused if (kind, name) in NOT_YET]
+        raise ValueError(
+            f"{flags} {verb} not apply to {source}, a {SOURCE_NAMES[kind]}: "
+            + (why[0] if why else f"it takes {_flags(REPLAY_OPTIONS[kind])}")
+        )
     if kind == "log":
         return _replay_command_log(source, args)
     if kind == "commands":
