@@ -3,6 +3,7 @@ row is reported with its line and reason; scales, limits and the schema's order 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from engine.book.layout import MAX_QTY, MAX_TICKS
@@ -234,3 +235,23 @@ def test_a_parquet_command_file_loads_like_the_csv(tmp_path):
     for code, flow in from_csv.flows.items():
         assert flow.rows == from_parquet.flows[code].rows
         assert flow.lines == from_parquet.flows[code].lines
+
+
+def test_the_traced_run_is_the_kernels_batch_run_with_each_event_tied_to_its_command():
+    """engine.replay.flow runs the kernel's own command function with a count after each
+    command: the events must be exactly those of Book.apply_batch, and each event belongs to
+    the command it names (the taker of a fill, the order of a reject or a rest)."""
+    from bench.workload import mixed_workload
+    from engine.book import Book, EventKind
+    from engine.book.layout import C_OID, E_KIND, E_OID
+    from engine.replay.flow import apply_traced
+
+    cmds = mixed_workload(20_000, seed=3)
+    expected = Book(tick=1).apply_batch(cmds, record="all").events
+    events, origin = apply_traced(Book(tick=1), cmds)
+    assert (events == expected).all()
+    assert (np.diff(origin) >= 0).all() and origin[-1] == len(cmds) - 1
+    named = np.isin(events[:, E_KIND], [EventKind.FILL, EventKind.REJECTED, EventKind.RESTED])
+    assert (events[named, E_OID] == cmds[origin[named], C_OID]).all()
+    kinds = events[:, E_KIND]
+    assert (kinds == EventKind.FILL).sum() > 1000 and (kinds == EventKind.REJECTED).sum() > 0
