@@ -160,6 +160,7 @@ REPLAY_OPTIONS = {
     "commands": {"out", "tick", "price_scale", "qty_scale", "strict"},
     "log": {"market", "out", "strict"},
 }
+OPTION_NAMES = set().union(*REPLAY_OPTIONS.values())
 NOT_YET = {
     ("commands", "market"): "a command file runs through the bare book (no band, no phases, "
     "no risk checks); running it through the exchange core with --market is not supported yet",
@@ -193,20 +194,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if kind == "commands":
         return _replay_command_file(source, args)
     return _replay_lobster(source, args)
-
-
-OPTION_NAMES = (
-    "orderbook",
-    "out",
-    "interval",
-    "plot",
-    "counterfactual",
-    "market",
-    "tick",
-    "price_scale",
-    "qty_scale",
-    "strict",
-)
 
 
 def _replay_lobster(source: Path, args: argparse.Namespace) -> int:
@@ -396,7 +383,7 @@ def cmd_log_dump(args: argparse.Namespace) -> int:
             for record in dump(path, kind):
                 sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         except BrokenPipeError:  # `cxe log dump ... | head`: the reader has what it wanted
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (Python flushes it at exit)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # as Python's docs
             return 0
     _note_torn_tail(path)
     return 0
