@@ -157,14 +157,10 @@ def cmd_surrender(args: argparse.Namespace) -> int:
 SOURCE_NAMES = {"lobster": "LOBSTER file", "commands": "command file", "log": "command log"}
 REPLAY_OPTIONS = {
     "lobster": {"orderbook", "out", "interval", "plot", "counterfactual", "strict"},
-    "commands": {"out", "tick", "price_scale", "qty_scale", "strict"},
+    "commands": {"out", "tick", "price_scale", "qty_scale", "strict", "market"},
     "log": {"market", "out", "strict"},
 }
 OPTION_NAMES = set().union(*REPLAY_OPTIONS.values())
-NOT_YET = {
-    ("commands", "market"): "a command file runs through the bare book (no band, no phases, "
-    "no risk checks); running it through the exchange core with --market is not supported yet",
-}
 
 
 def _flags(names) -> str:
@@ -184,10 +180,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if refused := [name for name in given if name not in REPLAY_OPTIONS[kind]]:
         flags = " and ".join("--" + name.replace("_", "-") for name in refused)
         verb = "does" if len(refused) == 1 else "do"
-        why = [NOT_YET[kind, name] for name in refused if (kind, name) in NOT_YET]
         raise ValueError(
-            f"{flags} {verb} not apply to {source}, a {SOURCE_NAMES[kind]}: "
-            + (why[0] if why else f"it takes {_flags(REPLAY_OPTIONS[kind])}")
+            f"{flags} {verb} not apply to {source}, a {SOURCE_NAMES[kind]}: it takes "
+            f"{_flags(REPLAY_OPTIONS[kind])}"
         )
     if kind == "log":
         return _replay_command_log(source, args)
@@ -275,37 +270,59 @@ def _report_rejects(bad_rows: list, out: Path) -> None:
     path = write_table(table, out / "rejects.csv", parquet=False)
     if bad_rows:
         by_reason = ", ".join(f"{reason} {n:,}" for reason, n in sorted(counts.items()))
-        print(f"rejected {len(bad_rows):,} rows: {by_reason}; every one in {path}", file=sys.stderr)
+        rows = f"{len(bad_rows):,} row{'' if len(bad_rows) == 1 else 's'}"
+        print(f"rejected {rows}: {by_reason}; every one in {path}", file=sys.stderr)
     else:
         print(f"no rows rejected (wrote an empty {path})")
 
 
 def _replay_command_file(source: Path, args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from engine.replay.flow import FILL_COLUMNS, FILL_UNITS, run_flow
+    from engine.replay.flow import FILL_UNITS
     from engine.replay.formats import is_parquet
     from engine.replay.runner import write_table
     from engine.replay.sources import Scale, read_commands
 
+    if args.market and args.tick:
+        raise ValueError("--tick does not apply with --market: each instrument has its own tick")
     scale = Scale(args.tick or 1, args.price_scale or 1, args.qty_scale or 1)
     loaded = read_commands(source, scale, parquet=is_parquet(source))
+    if args.market and "owner" in loaded.columns:
+        raise ValueError(
+            f"{source} has an owner column, which the exchange core does not take: there "
+            "the member is the self-trade prevention owner (leave --market out to replay "
+            "through the bare book with owners)"
+        )
     out = Path(args.out or "replay-out")
     out.mkdir(parents=True, exist_ok=True)
-    print(
-        f"{source.name}: {loaded.rows:,} rows through the bare book (no price band, no "
-        f"phases, no risk checks); tick {scale.tick}, price x{scale.price_scale}, "
-        f"qty x{scale.qty_scale}; {scale.limits()}"
-    )
     beyond = [row for row in loaded.bad_rows if row.reason == "beyond_limits"]
     if beyond:
         _report_rejects(loaded.bad_rows, out)
         raise ValueError(
-            f"{len(beyond):,} rows hold values beyond the book's limits, so nothing was "
-            f"replayed (line {beyond[0].line}: {beyond[0].detail})"
+            f"{len(beyond):,} rows hold values beyond the book's limits ({scale.limits()}), "
+            f"so nothing was replayed (line {beyond[0].line}: {beyond[0].detail})"
         )
-    fills = []
-    rejects = list(loaded.bad_rows)
+    if args.market:
+        fills, rejects = _command_file_in_core(loaded, args.market)
+    else:
+        fills, rejects = _command_file_in_book(loaded)
+    print(f"wrote {write_table(fills, out / 'fills.csv', units=FILL_UNITS)}")
+    rejects = sorted(loaded.bad_rows + rejects, key=lambda row: row.line)
+    _report_rejects(rejects, out)
+    return 1 if args.strict and rejects else 0
+
+
+def _command_file_in_book(loaded) -> tuple:
+    import numpy as np
+
+    from engine.replay.flow import FILL_COLUMNS, run_flow
+
+    scale = loaded.scale
+    print(
+        f"{loaded.path.name}: {loaded.rows:,} rows through the bare book (no price band, no "
+        f"phases, no risk checks); tick {scale.tick}, price x{scale.price_scale}, "
+        f"qty x{scale.qty_scale}; {scale.limits()}"
+    )
+    fills, rejects = [], []
     for code, flow in sorted(loaded.flows.items()):
         started = time.perf_counter()
         result = run_flow(code, flow, loaded)
@@ -318,11 +335,22 @@ def _replay_command_file(source: Path, args: argparse.Namespace) -> int:
             f"fills, {int(result.fills['qty'].sum()):,} traded, {len(result.rejects):,} "
             f"rejected by the book; best bid {bid}, best ask {ask}"
         )
-    table = np.concatenate(fills) if fills else np.zeros(0, dtype=FILL_COLUMNS)
-    print(f"wrote {write_table(table, out / 'fills.csv', units=FILL_UNITS)}")
-    rejects.sort(key=lambda row: row.line)
-    _report_rejects(rejects, out)
-    return 1 if args.strict and rejects else 0
+    return (np.concatenate(fills) if fills else np.zeros(0, dtype=FILL_COLUMNS)), rejects
+
+
+def _command_file_in_core(loaded, market_path: str) -> tuple:
+    from engine.replay.core_flow import run_in_core
+
+    result = run_in_core(loaded, _market(market_path))
+    print(
+        f"{loaded.path.name}: {loaded.rows:,} rows through the exchange core of {market_path} "
+        f"(validation, price band, phases, pre-trade risk), trading day {result.date}; "
+        f"{result.commands:,} commands, {len(result.fills):,} trades, "
+        f"{int(result.fills['qty'].sum()):,} traded, {len(result.rejects):,} rejected by "
+        "the exchange"
+    )
+    print(f"state hash {result.exchange.state_hash()}")
+    return result.fills, result.rejects
 
 
 def _replay_command_log(source: Path, args: argparse.Namespace) -> int:

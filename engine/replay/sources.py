@@ -118,6 +118,7 @@ class CommandFile:
     bad_rows: list[BadRow]
     texts: dict[int, str]  # line -> the row as written (for reports)
     rows: int  # data rows read, good and bad
+    columns: list[str]  # the header's column names
 
 
 def _integer(text: str, name: str) -> int:
@@ -302,4 +303,4 @@ def read_commands(path: str | Path, scale: Scale = Scale(), parquet: bool = Fals
         flow.lines.append(line)
         flow.members.append(member)
         flow.rows.append(row)
-    return CommandFile(path, scale, flows, bad, texts, len(records))
+    return CommandFile(path, scale, flows, bad, texts, len(records), names)

@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from tests.cli.test_cli import LOBSTER, cxe
+from tests.cli.test_cli import LOBSTER, ROOT, cxe
 
 BOOK = LOBSTER.with_name(LOBSTER.name.replace("_message_", "_orderbook_"))
 needs_lobster = pytest.mark.skipif(not LOBSTER.exists(), reason="LOBSTER samples not present")
@@ -87,7 +87,6 @@ def test_a_lobster_zip_replays_as_it_ships(tmp_path):
     [
         ("commands", ["--plot"], "--plot does not apply"),
         ("commands", ["--interval", "5", "--counterfactual"], "--interval and --counterfactual"),
-        ("commands", ["--market", "m.toml"], "exchange core with --market is not supported"),
         ("commands", ["--orderbook", "b.csv"], "--orderbook does not apply"),
         ("lobster", ["--market", "m.toml"], "--market does not apply"),
         ("lobster", ["--tick", "5"], "--tick does not apply"),
@@ -146,7 +145,8 @@ def test_a_value_beyond_the_books_limits_is_an_error_naming_the_limit(tmp_path):
     flow.write_text(HEADER + "1,BTC,1,add,sell,4000000.00,1,1,\n2,BTC,1,add,buy,78000.12,1,2,\n")
     result = cxe("replay", str(flow), "--price-scale", "100", "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "2 rows hold values beyond the book's limits, so nothing was replayed" in result.stderr
+    assert "2 rows hold values beyond the book's limits (" in result.stderr
+    assert "so nothing was replayed" in result.stderr
     assert "prices up to 4,194,304 book units" in result.stderr
     assert "give a coarser --tick" in result.stderr
     coarser = cxe(
@@ -154,6 +154,28 @@ def test_a_value_beyond_the_books_limits_is_an_error_naming_the_limit(tmp_path):
     )
     assert coarser.returncode == 0, coarser.stderr
     assert "BTC: 2 commands" in coarser.stdout and "best ask 400000000" in coarser.stdout
+
+
+def test_a_command_file_through_the_exchange_core_with_market(tmp_path):
+    flow = tmp_path / "flow.csv"
+    flow.write_text(
+        HEADER + "1,CEA25,1,add,sell,6200,5,1,\n2,CEA25,2,add,buy,6200,5,2,\n"
+        "3,CEA25,2,add,buy,9000,5,3,\n"
+    )
+    market = ROOT / "docs" / "market.example.toml"
+    result = cxe("replay", str(flow), "--market", str(market), "--out", str(tmp_path / "o"))
+    assert result.returncode == 0, result.stderr
+    assert "through the exchange core of" in result.stdout and "state hash " in result.stdout
+    assert "rejected 1 row: price_outside_band 1" in result.stderr
+    assert [f["line"] for f in rows(tmp_path / "o" / "fills.csv")] == ["3"]
+    tick = cxe("replay", str(flow), "--market", str(market), "--tick", "5")
+    assert tick.returncode == 2 and "--tick does not apply with --market" in tick.stderr
+    owned = tmp_path / "owned.csv"
+    owned.write_text(
+        "time_ns,instrument,owner,action,side,price,qty,order_id\n1,CEA25,1,add,sell,1,1,1\n"
+    )
+    result = cxe("replay", str(owned), "--market", str(market))
+    assert result.returncode == 2 and "has an owner column" in result.stderr
 
 
 def test_instrument_codes_of_any_length_stay_whole_in_fills(tmp_path):
