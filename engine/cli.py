@@ -156,7 +156,16 @@ def cmd_surrender(args: argparse.Namespace) -> int:
 # the options each source takes (anything else given is refused, not ignored)
 SOURCE_NAMES = {"lobster": "LOBSTER file", "commands": "command file", "log": "command log"}
 REPLAY_OPTIONS = {
-    "lobster": {"orderbook", "out", "interval", "plot", "counterfactual", "strict"},
+    "lobster": {
+        "orderbook",
+        "out",
+        "interval",
+        "plot",
+        "counterfactual",
+        "strict",
+        "date",
+        "log_depth",
+    },
     "commands": {"out", "tick", "price_scale", "qty_scale", "strict", "market"},
     "log": {"market", "out", "strict"},
 }
@@ -199,6 +208,8 @@ def _replay_lobster(source: Path, args: argparse.Namespace) -> int:
     out = Path(args.out or "replay-out")
     if is_zip(source) and args.orderbook:
         raise ValueError(f"--orderbook does not apply to {source}: the zip holds the order book")
+    if args.log_depth and not args.plot:
+        raise ValueError("--log-depth sets the depth plot's axis: give --plot too")
     started = time.perf_counter()
     try:
         result = replay_lobster(source, args.orderbook, progress=text_progress)
@@ -220,14 +231,14 @@ def _replay_lobster(source: Path, args: argparse.Namespace) -> int:
         f"{time.perf_counter() - started:.3f} s, {batch.fills:,} fills; final book "
         f"{'identical' if book.depth(1 << 30) == result.book.depth(1 << 30) else 'DIFFERENT'}"
     )
-    for path in result.write(out, args.interval or 60, args.plot):
+    for path in result.write(out, args.interval or 60, args.plot, args.date, args.log_depth):
         print(f"wrote {path}")
     if args.counterfactual:
-        _counterfactuals(result, out)
+        _counterfactuals(result, out, args.plot, args.date)
     return 0 if stats.rows_mismatched == 0 else 1
 
 
-def _counterfactuals(result, out: Path) -> None:
+def _counterfactuals(result, out: Path, plot: bool, date: str | None) -> None:
     import dataclasses
 
     import numpy as np
@@ -251,6 +262,12 @@ def _counterfactuals(result, out: Path) -> None:
         dtype=[(n, {"scenario": "U32", "vwap": "f8"}.get(n, "i8")) for n in names],
     )
     print(f"wrote {write_table(table, out / 'counterfactuals.csv')}")
+    if plot:
+        from engine.replay.plots import counterfactual_figure, day_label, save
+
+        figure = counterfactual_figure(outcomes, day_label(result.name, result.day.levels, date))
+        for path in save({"counterfactuals.png": figure}, out):
+            print(f"wrote {path}")
 
 
 def _report_rejects(bad_rows: list, out: Path) -> None:
@@ -540,6 +557,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval", type=positive_int, help="LOBSTER: seconds per interval (default 60)"
     )
     replay.add_argument("--plot", action="store_true", help="LOBSTER: PNG plots (matplotlib)")
+    replay.add_argument(
+        "--date",
+        type=trading_date,
+        help="LOBSTER: the day's date for the plots' clock (default: from the file name)",
+    )
+    replay.add_argument(
+        "--log-depth", action="store_true", help="LOBSTER: a log scale on the depth plot"
+    )
     replay.add_argument("--market", metavar="FILE", help="command log: the market it ran with")
     replay.add_argument(
         "--counterfactual",

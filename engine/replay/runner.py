@@ -5,8 +5,9 @@ the order book file, and returns a `ReplayResult` with numpy arrays (notebook-fr
 `.frames()` gives pandas DataFrames when pandas is installed). The command stream the replay
 produced runs again straight through the compiled kernel with `batch_replay`, in a fraction
 of the time, to the same final book. `write` produces CSV files (Parquet too with pyarrow)
-and, with matplotlib, PNG plots. Analytics per interval: mid and spread, top-of-book depth,
-order-flow imbalance (Cont, Kukanov and Stoikov), traded volume and VWAP.
+and, with matplotlib, PNG plots (engine.replay.plots). Analytics per interval: mid and
+spread, top-of-book depth, order-flow imbalance (Cont, Kukanov and Stoikov), executed volume
+(visible and hidden) and VWAP.
 Prices stay in the source's integer units (LOBSTER: dollars x 10,000) until a plot or a
 report formats them.
 """
@@ -32,6 +33,7 @@ from engine.replay.lobster import (
     load_day,
     load_zip,
 )
+from engine.replay.plots import day_figures, day_label, save
 
 HIDDEN_EXECUTE = 5
 NS = 1_000_000_000
@@ -176,7 +178,16 @@ class ReplayResult:
         except ImportError:
             return tables
 
-    def write(self, out: str | Path, seconds: int = 60, plot: bool = False) -> list[Path]:
+    def write(
+        self,
+        out: str | Path,
+        seconds: int = 60,
+        plot: bool = False,
+        date: str | None = None,
+        log_depth: bool = False,
+    ) -> list[Path]:
+        """trades, top and intervals as CSV (and Parquet); with `plot`, PNG plots on the
+        day's clock (`date` when the file name does not carry it; a log depth axis)."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         written = []
@@ -188,7 +199,8 @@ class ReplayResult:
             units = {column: lobster_units(column) for column in table.dtype.names}
             written.append(write_table(table, out / f"{name}.csv", units=units))
         if plot:
-            written += plot_day(self, out, seconds)
+            label = day_label(self.name, self.day.levels, date)
+            written += save(day_figures(self, seconds, label, log_depth), out)
         return written
 
 
@@ -227,51 +239,6 @@ def write_table(
     if units:
         arrow = arrow.replace_schema_metadata({"units": json.dumps(units)})
     pq.write_table(arrow, path.with_suffix(".parquet"))
-    return path
-
-
-def plot_day(result: ReplayResult, out: Path, seconds: int) -> list[Path]:
-    """mid-spread.png, depth.png and volume.png, readable by a person."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise RuntimeError("plots need matplotlib: pip install matplotlib") from exc
-    table = result.intervals(seconds)
-    hours = 9.5 + (table["start_ns"] - table["start_ns"][0]) / NS / 3600
-    scale = 10_000  # LOBSTER prices are dollars x 10,000
-    files = []
-    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(10, 6))
-    top.plot(hours, table["mid"] / scale, color="tab:blue")
-    top.set_ylabel("mid price ($)")
-    top.set_title(f"Mid and spread ({seconds}-second intervals)")
-    bottom.plot(hours, table["spread"] / scale * 100, color="tab:orange")
-    bottom.set_ylabel("mean spread (cents)")
-    bottom.set_xlabel("time of day (hours)")
-    files.append(_save(fig, out / "mid-spread.png"))
-    fig, ax = plt.subplots(figsize=(10, 4))
-    ax.plot(hours, table["bid_size"], label="best bid size", color="tab:green")
-    ax.plot(hours, table["ask_size"], label="best ask size", color="tab:red")
-    ax.set_ylabel("shares (mean)")
-    ax.set_xlabel("time of day (hours)")
-    ax.set_title("Top-of-book depth")
-    ax.legend()
-    files.append(_save(fig, out / "depth.png"))
-    fig, ax = plt.subplots(figsize=(10, 4))
-    ax.bar(hours, table["volume_all"], width=seconds / 3600, color="tab:gray")
-    ax.set_ylabel("shares executed (visible and hidden)")
-    ax.set_xlabel("time of day (hours)")
-    ax.set_title(f"Volume per {seconds} seconds")
-    files.append(_save(fig, out / "volume.png"))
-    plt.close("all")
-    return files
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
     return path
 
 

@@ -80,6 +80,9 @@ def test_a_lobster_zip_replays_as_it_ships(tmp_path):
     assert result.stdout.startswith(f"{LOBSTER.name}: 999 messages, 0 of 999 book rows differ")
     trades = rows(tmp_path / "o" / "trades.csv")
     assert trades[0].keys() >= {"time_ns", "message"} and int(trades[0]["message"]) >= 0
+    plotted = cxe("replay", str(archive), "--out", str(tmp_path / "p"), "--plot", "--log-depth")
+    assert plotted.returncode == 0, plotted.stderr
+    assert (tmp_path / "p" / "depth.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize(
@@ -92,6 +95,8 @@ def test_a_lobster_zip_replays_as_it_ships(tmp_path):
         ("lobster", ["--tick", "5"], "--tick does not apply"),
         ("log", ["--price-scale", "100"], "--price-scale does not apply"),
         ("log", ["--plot"], "--plot does not apply"),
+        ("commands", ["--date", "2012-06-21"], "--date does not apply"),
+        ("lobster", ["--log-depth"], "--log-depth sets the depth plot's axis: give --plot"),
     ],
 )
 def test_options_that_do_not_apply_to_the_source_are_refused(
