@@ -534,9 +534,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--format): a LOBSTER message file or zip goes through the book with every row of its "
         "order book file checked, then again at kernel speed, and trades, top of book and "
         "per-interval analytics are written (plots with --plot); a command file (CSV or "
-        "Parquet, docs/REPLAY.md) goes through the bare book and its fills and rejects are "
-        "written; an engine command log is replayed into the exchange core, checked against "
-        "the trade log beside it, and its state hash printed. Options that do not apply to "
+        "Parquet, docs/REPLAY.md) goes through the bare book, or with --market the exchange "
+        "core, and its fills and rejects are written; an engine command log is replayed into "
+        "the exchange core, checked against the trade log beside it, and its state hash "
+        "printed. Options that do not apply to "
         "the source are refused.",
     )
     replay.add_argument(
@@ -565,7 +566,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--log-depth", action="store_true", help="LOBSTER: a log scale on the depth plot"
     )
-    replay.add_argument("--market", metavar="FILE", help="command log: the market it ran with")
+    replay.add_argument(
+        "--market",
+        metavar="FILE",
+        help="command log: the market it ran with; command file: replay it through this "
+        "market's exchange core instead of the bare book",
+    )
     replay.add_argument(
         "--counterfactual",
         action="store_true",

@@ -77,15 +77,20 @@ def read_text(path: str | Path) -> str:
         raise ValueError(f"{path}: not a text file (byte {exc.start} is not UTF-8)") from None
 
 
-def _table(name: str, text: str, what: str, columns: int | None) -> np.ndarray:
-    """The whole-number columns of a LOBSTER file (a message file's time column as text is
-    checked by `_bad_rows`); BadFile listing every bad row when a value is not a whole
-    number or a row has the wrong number of columns."""
+def _lines(name: str, text: str, what: str) -> list[str]:
+    """The file's lines, trailing blank lines dropped; ValueError when there are none."""
     lines = text.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:
         raise ValueError(f"{name}: the LOBSTER {what} file is empty")
+    return lines
+
+
+def _table(name: str, lines: list[str], what: str, columns: int | None) -> np.ndarray:
+    """The whole-number columns of a LOBSTER file (a message file's time column is read by
+    `_checked_messages`); BadFile listing every bad row when a value is not a whole number
+    or a row has the wrong number of columns."""
     width = lines[0].count(",") + 1
     if columns is not None and width != columns:
         raise ValueError(
@@ -151,26 +156,40 @@ def _bad_file(name: str, what: str, bad: list[BadRow]) -> BadFile:
 
 def _checked_messages(name: str, text: str) -> tuple[np.ndarray, np.ndarray]:
     """(time_ns, the five integer columns) of a message file; BadFile listing every row with
-    a bad time (not a finite number, negative, or before the row above), type, order id,
-    size or direction."""
-    ints = _table(name, text, "message", 6)
-    lines = text.splitlines()
-    times = np.array([line.split(",", 1)[0].strip() for line in lines if line.strip()])
-    syntax = [
-        BadRow(n, "", "not_a_number", f"time must be a number of seconds, got {t!r}", lines[n - 1])
-        for n, t in enumerate(times.tolist(), 1)
-        if not DECIMAL.fullmatch(t)
-    ]
-    if syntax:
-        raise _bad_file(name, "message", syntax)
-    seconds = times.astype(np.float64)
+    a bad time (not a number, not finite, negative, or before the row above), type, order
+    id, size or direction."""
+    lines = _lines(name, text, "message")
+    ints = _table(name, lines, "message", 6)
+    try:  # numpy's float parser takes nan and inf, refused below; not 1_000 or full width
+        seconds = np.loadtxt(lines, delimiter=",", dtype=np.float64, ndmin=1, usecols=0)
+    except ValueError:
+        syntax = [
+            BadRow(n, "", "not_a_number", f"time must be a number of seconds, got {t!r}", line)
+            for n, line in enumerate(lines, 1)
+            if not DECIMAL.fullmatch(t := line.split(",", 1)[0].strip())
+        ]
+        raise (
+            _bad_file(name, "message", syntax)
+            if syntax
+            else ValueError(
+                f"{name}: not a LOBSTER message file (its time column does not read as numbers)"
+            )
+        ) from None
     kind, oid, size, _, direction = ints.T
+    with np.errstate(invalid="ignore"):  # nan compares False
+        valid = np.isfinite(seconds) & (seconds >= 0)
+    # a time goes back when it is before the last valid time above it (a bad time is
+    # reported once, as bad_time, not again for the rows around it)
+    last_valid = np.maximum.accumulate(np.where(valid, np.arange(len(seconds)), -1))
+    before = np.r_[-1, last_valid[:-1]]
+    later = valid & (before >= 0) & (seconds < seconds[np.maximum(before, 0)])
     problems = [
+        (~valid, "bad_time", "time must be seconds after midnight"),
         ((kind < 1) | (kind > 7), "bad_type", "type must be 1 to 7"),
         (oid < 0, "bad_order_id", "order id must not be negative"),
         ((size <= 0) & (kind <= 5), "bad_size", "size must be positive"),
         ((direction != 1) & (direction != -1), "bad_direction", "direction must be 1 or -1"),
-        (np.r_[False, seconds[1:] < seconds[:-1]], "time_goes_back", "time goes back"),
+        (later, "time_goes_back", "time goes back"),
     ]
     bad = sorted(
         (
@@ -200,7 +219,8 @@ def load_day(
     if orderbook_text is None:
         orderbook_text = read_text(orderbook_path)
     time_ns, ints = _checked_messages(str(message_path), message_text)
-    rows = _table(str(orderbook_path), orderbook_text, "order book", None)
+    book_name = str(orderbook_path)
+    rows = _table(book_name, _lines(book_name, orderbook_text, "order book"), "order book", None)
     if len(ints) != len(rows):
         raise ValueError(
             f"{message_path} has {len(ints)} messages but {orderbook_path} "
