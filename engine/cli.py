@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from engine.config import default_market, load_market
+from engine.replay.formats import FORMATS
 
 
 def positive_int(text: str) -> int:
@@ -547,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument(
         "--format",
-        choices=("lobster", "commands", "log"),
+        choices=FORMATS,
         help="the source's format (default: told from its content)",
     )
     replay.add_argument(

@@ -21,7 +21,7 @@ FORMATS = ("lobster", "commands", "log")
 ZIP_MAGIC = b"PK\x03\x04"
 PARQUET_MAGIC = b"PAR1"
 NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
-_command_record = msgspec.msgpack.Decoder()
+_any_msgpack = msgspec.msgpack.Decoder()
 
 
 def is_zip(path: Path) -> bool:
@@ -43,7 +43,7 @@ def framed_kind(head: bytes) -> str | None:
     if length > MAX_RECORD or len(payload) != length or zlib.crc32(payload) != crc:
         return None
     try:
-        record = _command_record.decode(payload)
+        record = _any_msgpack.decode(payload)
     except msgspec.DecodeError:
         return None
     if isinstance(record, list) and len(record) == 3:  # [seq, ts_ns, command]
