@@ -182,7 +182,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     source = Path(args.source)
     if not source.is_file():
-        raise ValueError(f"no such file: {source}")
+        what = "a directory: give one file in it" if source.is_dir() else "no such file"
+        raise ValueError(f"{source}: {what}")
     kind = args.format or detect(source)
     if kind == "trades":
         raise ValueError(f"{source} is a trade log: nothing to replay (cxe log dump reads it)")
@@ -245,7 +246,7 @@ def _counterfactuals(result, out: Path, plot: bool, date: str | None) -> None:
     import numpy as np
 
     from engine.replay.counterfactual import compare
-    from engine.replay.runner import write_table
+    from engine.replay.runner import lobster_units, write_table
 
     outcomes = compare(result.commands, result.tick)
     print(
@@ -262,13 +263,18 @@ def _counterfactuals(result, out: Path, plot: bool, date: str | None) -> None:
         [dataclasses.astuple(o) for o in outcomes],
         dtype=[(n, {"scenario": "U32", "vwap": "f8"}.get(n, "i8")) for n in names],
     )
-    print(f"wrote {write_table(table, out / 'counterfactuals.csv')}")
+    units = {name: lobster_units(name) for name in names}
+    print(f"wrote {write_table(table, out / 'counterfactuals.csv', units=units)}")
     if plot:
         from engine.replay.plots import counterfactual_figure, day_label, save
 
         figure = counterfactual_figure(outcomes, day_label(result.name, result.day.levels, date))
         for path in save({"counterfactuals.png": figure}, out):
             print(f"wrote {path}")
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row{'' if n == 1 else 's'}"
 
 
 def _report_rejects(bad_rows: list, out: Path) -> None:
@@ -288,8 +294,7 @@ def _report_rejects(bad_rows: list, out: Path) -> None:
     path = write_table(table, out / "rejects.csv", parquet=False)
     if bad_rows:
         by_reason = ", ".join(f"{reason} {n:,}" for reason, n in sorted(counts.items()))
-        rows = f"{len(bad_rows):,} row{'' if len(bad_rows) == 1 else 's'}"
-        print(f"rejected {rows}: {by_reason}; every one in {path}", file=sys.stderr)
+        print(f"rejected {_rows(len(bad_rows))}: {by_reason}; every one in {path}", file=sys.stderr)
     else:
         print(f"no rows rejected (wrote an empty {path})")
 
@@ -336,8 +341,8 @@ def _command_file_in_book(loaded) -> tuple:
 
     scale = loaded.scale
     print(
-        f"{loaded.path.name}: {loaded.rows:,} rows through the bare book (no price band, no "
-        f"phases, no risk checks); tick {scale.tick}, price x{scale.price_scale}, "
+        f"{loaded.path.name}: {_rows(loaded.rows)} through the bare book (no price band, "
+        f"no phases, no risk checks); tick {scale.tick}, price x{scale.price_scale}, "
         f"qty x{scale.qty_scale}; {scale.limits()}"
     )
     fills, rejects = [], []
@@ -361,7 +366,7 @@ def _command_file_in_core(loaded, market_path: str) -> tuple:
 
     result = run_in_core(loaded, _market(market_path))
     print(
-        f"{loaded.path.name}: {loaded.rows:,} rows through the exchange core of {market_path} "
+        f"{loaded.path.name}: {_rows(loaded.rows)} through the exchange core of {market_path} "
         f"(validation, price band, phases, pre-trade risk), trading day {result.date}; "
         f"{result.commands:,} commands, {len(result.fills):,} trades, "
         f"{int(result.fills['qty'].sum()):,} traded, {len(result.rejects):,} rejected by "

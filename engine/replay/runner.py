@@ -210,9 +210,13 @@ def lobster_units(name: str) -> str:
         return "ns after midnight (exchange time, New York)"
     if any(word in name for word in ("size", "qty", "volume", "ofi")):
         return "shares"
-    if name in ("price", "mid", "spread", "vwap_all") or name[:3] in ("bid", "ask"):
+    if name in ("price", "mid", "spread", "vwap", "vwap_all") or name[:3] in ("bid", "ask"):
         return "USD x 10,000"
+    if name in ("best_bid", "best_ask"):
+        return "USD x 10,000 (0: an empty side)"
     return {
+        "fills": "count",
+        "rejects": "count",
         "resting_side": "0 buy, 1 sell",
         "hidden": "true for a hidden execution (type 5)",
         "message": "row of the message file, from 0",
