@@ -125,7 +125,11 @@ def run_in_core(source: CommandFile, market: MarketConfig) -> CoreResult:
         (line, code, time_ns, member, row)
         for code, flow in source.flows.items()
         for line, time_ns, member, row in zip(
-            flow.lines, flow.times, flow.members, flow.rows, strict=True
+            flow.lines.tolist(),
+            flow.times.tolist(),
+            flow.members.tolist(),
+            flow.commands.tolist(),
+            strict=True,
         )
     )
     orders = _Orders()

@@ -131,30 +131,30 @@ FILL_UNITS = {
 def run_flow(instrument: str, flow: Flow, source: CommandFile) -> FlowResult:
     """The instrument's commands through a fresh bare book with the file's tick."""
     book = Book(tick=source.scale.tick)
-    cmds = flow.commands()
+    cmds = flow.commands
     events, origin = apply_traced(book, cmds)
     kinds = events[:, E_KIND]
     fill_rows = np.flatnonzero(kinds == EventKind.FILL)
     fills = np.zeros(len(fill_rows), dtype=FILL_COLUMNS)
     fills["instrument"] = instrument
     fill_cmd = origin[fill_rows]
-    fills["time_ns"] = np.asarray(flow.times, dtype=np.int64)[fill_cmd]
-    fills["line"] = np.asarray(flow.lines, dtype=np.int64)[fill_cmd]
+    fills["time_ns"] = flow.times[fill_cmd]
+    fills["line"] = flow.lines[fill_cmd]
     fills["taker_order"] = events[fill_rows, E_OID]
     fills["maker_order"] = events[fill_rows, E_OID2]
     fills["price"] = events[fill_rows, E_PRICE]
     fills["qty"] = events[fill_rows, E_QTY]
     fills["aggressor_side"] = events[fill_rows, E_SIDE]
-    members = np.asarray(flow.members, dtype=np.int64)
+    members = flow.members
     fills["taker_member"] = members[fill_cmd]
     fills["maker_member"] = _maker_members(cmds, members, fill_cmd, fills["maker_order"])
     rejects = [
         BadRow(
-            flow.lines[i],
+            int(flow.lines[i]),
             instrument,
             RejectCode(int(code)).name.lower(),
             f"the book rejected the command: {RejectCode(int(code)).name}",
-            source.texts[flow.lines[i]],
+            source.texts[int(flow.lines[i])],
         )
         for i, code in zip(
             origin[kinds == EventKind.REJECTED].tolist(),

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -96,18 +96,15 @@ class RowError(ValueError):
         self.reason = reason
 
 
-@dataclass
+@dataclass(frozen=True)
 class Flow:
     """One instrument's commands: book rows (layout C_*), their time and file line, and the
-    member each command reports in fills."""
+    member each command reports in fills; one entry per command, in file order."""
 
-    times: list[int] = field(default_factory=list)
-    lines: list[int] = field(default_factory=list)
-    members: list[int] = field(default_factory=list)
-    rows: list[tuple[int, ...]] = field(default_factory=list)
-
-    def commands(self) -> np.ndarray:
-        return np.array(self.rows, dtype=np.int64).reshape(-1, COMMAND_ROWS)
+    times: np.ndarray  # int64
+    lines: np.ndarray  # int64
+    members: np.ndarray  # int64
+    commands: np.ndarray  # (n, COMMAND_ROWS) int64
 
 
 @dataclass
@@ -279,7 +276,7 @@ def read_commands(path: str | Path, scale: Scale = Scale(), parquet: bool = Fals
     if not records:
         raise ValueError(f"{path}: the command file has a header but no rows")
     parser = _Parser(scale, "owner" in names)
-    flows: dict[str, Flow] = {}
+    kept: dict[str, tuple[list, list, list, list]] = {}
     bad: list[BadRow] = []
     texts: dict[int, str] = {}
     for line, fields, text in records:
@@ -298,9 +295,18 @@ def read_commands(path: str | Path, scale: Scale = Scale(), parquet: bool = Fals
         except RowError as exc:
             bad.append(BadRow(line, instrument, exc.reason, str(exc), text))
             continue
-        flow = flows.setdefault(instrument, Flow())
-        flow.times.append(time_ns)
-        flow.lines.append(line)
-        flow.members.append(member)
-        flow.rows.append(row)
+        times, lines, members, rows = kept.setdefault(instrument, ([], [], [], []))
+        times.append(time_ns)
+        lines.append(line)
+        members.append(member)
+        rows.append(row)
+    flows = {
+        code: Flow(
+            np.array(times, dtype=np.int64),
+            np.array(lines, dtype=np.int64),
+            np.array(members, dtype=np.int64),
+            np.array(rows, dtype=np.int64).reshape(-1, COMMAND_ROWS),
+        )
+        for code, (times, lines, members, rows) in kept.items()
+    }
     return CommandFile(path, scale, flows, bad, texts, len(records), names)
