@@ -22,6 +22,8 @@ price_scale 100 is 7800012 book units) and must come out whole; without a scale 
 point is refused. Book prices are multiples of `Scale.tick`, at most MAX_TICKS ticks; a
 quantity is at most MAX_QTY.
 
+A clean CSV file is read at column speed by engine.replay.fastcsv, which gives the same
+answer; any other file is read here row by row.
 Invariants: reading never stops at the first bad row: every bad row becomes a `BadRow` (line,
 reason key, what is wrong, its text) and is left out; the rows kept keep file order; a line
 number is the CSV line (the header is line 1; for Parquet, the row number + 1 as if written
@@ -228,15 +230,18 @@ class _Parser:
         return qty
 
 
-def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str], str]]]:
-    """Header and (line, fields, text) of every non-empty data line; UTF-8 with or without
-    a byte order mark."""
+def _text(path: Path) -> str:
+    """The file as text, UTF-8 with or without a byte order mark."""
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ValueError(
             f"{path}: not UTF-8 text (byte {exc.start}): save the command file as UTF-8 CSV"
         ) from None
+
+
+def _csv_rows(path: Path, text: str) -> tuple[list[str], list[tuple[int, list[str], str]]]:
+    """Header and (line, fields, text) of every non-empty data line."""
     lines = text.splitlines()
     records = [
         (number, fields, lines[number - 1])
@@ -250,6 +255,7 @@ def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str], str]]]:
 
 
 def _parquet_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str], str]]]:
+    """Header and (line, fields, text) of every row, as if written as CSV."""
     try:
         import pyarrow.parquet as pq
     except ImportError as exc:
@@ -263,11 +269,22 @@ def _parquet_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str], str
     return table.column_names, [(n + 2, row, ",".join(row)) for n, row in enumerate(rows)]
 
 
-def read_commands(path: str | Path, scale: Scale = Scale(), parquet: bool = False) -> CommandFile:
+def read_commands(
+    path: str | Path, scale: Scale = Scale(), parquet: bool = False, row_by_row: bool = False
+) -> CommandFile:
     """Every row of a command file, good rows per instrument in file order; ValueError for
-    a file that cannot be read as one at all (not UTF-8, empty, header only, wrong columns)."""
+    a file that cannot be read as one at all (not UTF-8, empty, header only, wrong columns).
+    `row_by_row` skips the column-speed reader (tests compare the two)."""
     path = Path(path)
-    header, records = (_parquet_rows if parquet else _csv_rows)(path)
+    if parquet:
+        header, records = _parquet_rows(path)
+    else:
+        from engine.replay.fastcsv import read_clean  # it builds on this module
+
+        text = _text(path)
+        if not row_by_row and (clean := read_clean(path, text, scale)) is not None:
+            return clean
+        header, records = _csv_rows(path, text)
     names = [name.strip().lower() for name in header]
     if missing := [c for c in REQUIRED if c not in names]:
         raise ValueError(f"{path}: missing columns {missing}; the header must name {REQUIRED}")

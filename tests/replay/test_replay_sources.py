@@ -255,3 +255,82 @@ def test_the_traced_run_is_the_kernels_batch_run_with_each_event_tied_to_its_com
     assert (events[named, E_OID] == cmds[origin[named], C_OID]).all()
     kinds = events[:, E_KIND]
     assert (kinds == EventKind.FILL).sum() > 1000 and (kinds == EventKind.REJECTED).sum() > 0
+
+
+def same(a, b) -> bool:
+    return (
+        sorted(a.flows) == sorted(b.flows)
+        and all(
+            (getattr(a.flows[c], f) == getattr(b.flows[c], f)).all()
+            for c in a.flows
+            for f in ("times", "lines", "members", "commands")
+        )
+        and (a.bad_rows, a.texts, a.rows, a.columns) == (b.bad_rows, b.texts, b.rows, b.columns)
+    )
+
+
+CLEAN = [
+    GOOD,
+    "\ufeff" + GOOD.replace("\n", "\r\n"),
+    "time_ns,instrument,member,owner,action,type,side,price,qty,order_id,tif\n"
+    "1,A,7,1,add,limit,buy,100,10,1,\n2,B,7,1,add,,sell,101,5,2,FOK\n"
+    "3,A,8,2,add,MARKET,sell,,4,3,ioc\n4,A,7,1,reduce,,,,3,1,\n5,B,8,2,amend,,,102,2,2,\n"
+    "5,A, 9 ,3,cancel,,,,,1,\n",
+    "order_id,action,time_ns,instrument,side,qty,price\n1,add,1,X,buy,5,100\n2,add,2,Y,sell,5,9\n",
+]
+
+
+@pytest.mark.parametrize("text", CLEAN)
+def test_the_column_reader_answers_as_the_row_reader_on_clean_files(tmp_path, text):
+    pytest.importorskip("pyarrow")
+    from engine.replay.fastcsv import read_clean
+
+    path = tmp_path / "flow.csv"
+    path.write_bytes(text.encode())
+    assert read_clean(path, text.removeprefix("\ufeff"), WHOLE_UNITS) is not None
+    assert same(read_commands(path), read_commands(path, row_by_row=True))
+
+
+def test_the_column_reader_agrees_on_a_day_of_the_mixed_workload(tmp_path):
+    pytest.importorskip("pyarrow")
+    from bench.workload import mixed_workload
+    from engine.replay.fastcsv import read_clean
+
+    words = {1: "add", 2: "cancel", 3: "amend"}
+    rows = [
+        f"{i},{'AB'[i % 2]},{r[2]},{words[r[0]]},{'buy' if r[3] == 0 else 'sell'},"
+        f"{r[4] if r[0] != 2 else ''},{r[5] if r[0] != 2 else ''},{r[1]},"
+        f"{['day', 'ioc', 'fok'][r[7]] if r[0] == 1 else ''}"
+        for i, r in enumerate(mixed_workload(5_000, seed=4).tolist())
+    ]
+    path = tmp_path / "flow.csv"
+    path.write_text(HEADER + "\n".join(rows) + "\n")
+    assert read_clean(path, path.read_text(), WHOLE_UNITS) is not None
+    assert same(read_commands(path), read_commands(path, row_by_row=True))
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        "1,CEA25,3,add,buy,+6200,1,2,",  # the row reader takes +6200, pyarrow does not
+        "1,CEA25,3,add,buy,62.00,1,2,",
+        "1,CEA25,3,add,buy,6200,1,2,gtc",
+        "0,CEA25,3,add,buy,6200,1,2,",
+        '1,"CEA25",3,add,buy,6200,1,2,',
+        "1,CEA25,3,reduce,,,0,2,",
+        f"1,CEA25,3,add,buy,{MAX_TICKS + 1},1,2,",
+        "1,CEA25,3,cancel,,abc,,2,",  # ignored on a cancel by the row reader
+        "\n1,CEA25,3,cancel,,,,9,",  # a blank line: pyarrow would skip it, shifting lines
+        "   \n1,CEA25,3,cancel,,,,9,",
+        "1,CEA25,3,cancel,,,,9,\x0c",  # a line break to Python, not to pyarrow
+    ],
+)
+def test_anything_unusual_goes_to_the_row_reader(tmp_path, row):
+    pytest.importorskip("pyarrow")
+    from engine.replay.fastcsv import read_clean
+
+    text = HEADER + "1,CEA25,3,add,buy,6200,1,9,\n" + row + "\n"
+    path = tmp_path / "flow.csv"
+    path.write_text(text)
+    assert read_clean(path, text, WHOLE_UNITS) is None
+    assert same(read_commands(path), read_commands(path, row_by_row=True))
