@@ -163,7 +163,6 @@ REPLAY_OPTIONS = {
         "interval",
         "plot",
         "counterfactual",
-        "strict",
         "date",
         "log_depth",
     },

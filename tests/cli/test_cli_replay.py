@@ -93,6 +93,7 @@ def test_a_lobster_zip_replays_as_it_ships(tmp_path):
         ("commands", ["--orderbook", "b.csv"], "--orderbook does not apply"),
         ("lobster", ["--market", "m.toml"], "--market does not apply"),
         ("lobster", ["--tick", "5"], "--tick does not apply"),
+        ("lobster", ["--strict"], "--strict does not apply"),
         ("log", ["--price-scale", "100"], "--price-scale does not apply"),
         ("log", ["--plot"], "--plot does not apply"),
         ("commands", ["--date", "2012-06-21"], "--date does not apply"),
