@@ -6,12 +6,14 @@ Commands grow with the project (serve, gateway, admin, replay, clear come with t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.config import default_market, load_market
+from engine.replay.formats import FORMATS
 
 if TYPE_CHECKING:
     from engine.clearing.capture import TradeStore
@@ -61,6 +63,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     day = run_demo(market, seed=args.seed, steps=args.steps, out=args.out, date=args.date)
     print(render(day))
+    print(f"state hash {day.exchange.state_hash()} (cxe replay of the command log prints it too)")
     if args.out:
         print(f"wrote {args.out}/commands.log and {args.out}/trades.log")
     print(f"simulated in {time.perf_counter() - started:.2f} s")
@@ -214,22 +217,79 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     return 0
 
 
+# the options each source takes (anything else given is refused, not ignored)
+SOURCE_NAMES = {"lobster": "LOBSTER file", "commands": "command file", "log": "command log"}
+REPLAY_OPTIONS = {
+    "lobster": {
+        "orderbook",
+        "out",
+        "interval",
+        "plot",
+        "counterfactual",
+        "date",
+        "log_depth",
+    },
+    "commands": {"out", "tick", "price_scale", "qty_scale", "strict", "market"},
+    "log": {"market", "out", "strict"},
+}
+OPTION_NAMES = set().union(*REPLAY_OPTIONS.values())
+
+
+def _flags(names) -> str:
+    return ", ".join("--" + name.replace("_", "-") for name in sorted(names))
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
+    from engine.journal.segments import list_segments
+    from engine.replay.formats import detect
+
     source = Path(args.source)
-    if not source.exists():
-        raise ValueError(f"no such file: {source}")
-    if source.suffix == ".log" or source.is_dir():
+    if source.is_dir() and list_segments(source):
+        kind = "log"  # a journal directory: its segments are one command log
+    elif not source.is_file():
+        what = "no such file"
+        if source.is_dir():
+            what = "a directory with no command log segments (commands-*.log): give one file"
+        raise ValueError(f"{source}: {what}")
+    else:
+        kind = args.format or detect(source)
+    if kind == "trades":
+        raise ValueError(f"{source} is a trade log: nothing to replay (cxe log dump reads it)")
+    given = [name for name, value in vars(args).items() if name in OPTION_NAMES and value]
+    if refused := [name for name in given if name not in REPLAY_OPTIONS[kind]]:
+        flags = " and ".join("--" + name.replace("_", "-") for name in refused)
+        verb = "does" if len(refused) == 1 else "do"
+        raise ValueError(
+            f"{flags} {verb} not apply to {source}, a {SOURCE_NAMES[kind]}: it takes "
+            f"{_flags(REPLAY_OPTIONS[kind])}"
+        )
+    if kind == "log":
         return _replay_command_log(source, args)
-    if "_message_" not in source.name:
+    if kind == "commands":
         return _replay_command_file(source, args)
+    return _replay_lobster(source, args)
+
+
+def _replay_lobster(source: Path, args: argparse.Namespace) -> int:
+    from engine.replay.formats import is_zip
+    from engine.replay.lobster import BadFile
     from engine.replay.runner import batch_replay, replay_lobster, text_progress
 
+    out = Path(args.out or "replay-out")
+    if is_zip(source) and args.orderbook:
+        raise ValueError(f"--orderbook does not apply to {source}: the zip holds the order book")
+    if args.log_depth and not args.plot:
+        raise ValueError("--log-depth sets the depth plot's axis: give --plot too")
     started = time.perf_counter()
-    result = replay_lobster(source, args.orderbook, progress=text_progress)
+    try:
+        result = replay_lobster(source, args.orderbook, progress=text_progress)
+    except BadFile as exc:
+        _report_rejects(exc.bad_rows, out)
+        raise
     faithful = time.perf_counter() - started
     stats = result.stats
     print(
-        f"{source.name}: {stats.messages:,} messages, {stats.rows_mismatched:,} of "
+        f"{result.name}: {stats.messages:,} messages, {stats.rows_mismatched:,} of "
         f"{stats.rows_checked:,} book rows differ from the order book file; "
         f"{stats.executions_matched:,} of {stats.executions_known_queue:,} executions with a "
         f"known queue hit the named order ({stats.match_rate:.3%}); {faithful:.2f} s"
@@ -241,29 +301,29 @@ def cmd_replay(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - started:.3f} s, {batch.fills:,} fills; final book "
         f"{'identical' if book.depth(1 << 30) == result.book.depth(1 << 30) else 'DIFFERENT'}"
     )
-    for path in result.write(args.out, args.interval, args.plot):
+    for path in result.write(out, args.interval or 60, args.plot, args.date, args.log_depth):
         print(f"wrote {path}")
     if args.counterfactual:
-        _counterfactuals(result, Path(args.out))
+        _counterfactuals(result, out, args.plot, args.date)
     return 0 if stats.rows_mismatched == 0 else 1
 
 
-def _counterfactuals(result, out: Path) -> None:
+def _counterfactuals(result, out: Path, plot: bool, date: str | None) -> None:
     import dataclasses
 
     import numpy as np
 
     from engine.replay.counterfactual import compare
-    from engine.replay.runner import write_table
+    from engine.replay.runner import lobster_units, write_table
 
     outcomes = compare(result.commands, result.tick)
     print(
-        f"{'scenario':<24} {'fills':>7} {'volume':>10} {'VWAP':>12} {'rejects':>8} "
+        f"{'scenario':<24} {'fills':>7} {'matched':>10} {'VWAP':>12} {'rejects':>8} "
         f"{'best bid':>10} {'best ask':>10}"
     )
     for o in outcomes:
         print(
-            f"{o.scenario:<24} {o.fills:>7,} {o.volume:>10,} {o.vwap:>12,.1f} "
+            f"{o.scenario:<24} {o.fills:>7,} {o.matched_volume:>10,} {o.vwap:>12,.1f} "
             f"{o.rejects:>8,} {o.best_bid:>10,} {o.best_ask:>10,}"
         )
     names = [f.name for f in dataclasses.fields(outcomes[0])]
@@ -271,79 +331,182 @@ def _counterfactuals(result, out: Path) -> None:
         [dataclasses.astuple(o) for o in outcomes],
         dtype=[(n, {"scenario": "U32", "vwap": "f8"}.get(n, "i8")) for n in names],
     )
-    print(f"wrote {write_table(table, out / 'counterfactuals.csv')}")
+    units = {name: lobster_units(name) for name in names}
+    print(f"wrote {write_table(table, out / 'counterfactuals.csv', units=units)}")
+    if plot:
+        from engine.replay.plots import counterfactual_figure, day_label, save
+
+        figure = counterfactual_figure(outcomes, day_label(result.name, result.day.levels, date))
+        for path in save({"counterfactuals.png": figure}, out):
+            print(f"wrote {path}")
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row{'' if n == 1 else 's'}"
+
+
+def _report_rejects(bad_rows: list, out: Path) -> None:
+    """Count by reason on stderr, every row into out/rejects.csv (line, reason, text)."""
+    import numpy as np
+
+    from engine.replay.runner import write_table
+
+    out.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, int] = {}
+    for row in bad_rows:
+        counts[row.reason] = counts.get(row.reason, 0) + 1
+    table = np.array(
+        [(r.line, r.instrument, r.reason, r.detail, r.text) for r in bad_rows],
+        dtype=[("line", "i8")] + [(n, "O") for n in ("instrument", "reason", "detail", "text")],
+    )
+    path = write_table(table, out / "rejects.csv", parquet=False)
+    if bad_rows:
+        by_reason = ", ".join(f"{reason} {n:,}" for reason, n in sorted(counts.items()))
+        print(f"rejected {_rows(len(bad_rows))}: {by_reason}; every one in {path}", file=sys.stderr)
+    else:
+        print(f"no rows rejected (wrote an empty {path})")
 
 
 def _replay_command_file(source: Path, args: argparse.Namespace) -> int:
+    from engine.replay.flow import FILL_UNITS
+    from engine.replay.formats import is_parquet
+    from engine.replay.runner import write_table
+    from engine.replay.sources import Scale, read_commands
+
+    if args.market and args.tick:
+        raise ValueError("--tick does not apply with --market: each instrument has its own tick")
+    scale = Scale(args.tick or 1, args.price_scale or 1, args.qty_scale or 1)
+    loaded = read_commands(source, scale, parquet=is_parquet(source))
+    if args.market and "owner" in loaded.columns:
+        raise ValueError(
+            f"{source} has an owner column, which the exchange core does not take: there "
+            "the member is the self-trade prevention owner (leave --market out to replay "
+            "through the bare book with owners)"
+        )
+    out = Path(args.out or "replay-out")
+    out.mkdir(parents=True, exist_ok=True)
+    beyond = [row for row in loaded.bad_rows if row.reason == "beyond_limits"]
+    if beyond:
+        _report_rejects(loaded.bad_rows, out)
+        raise ValueError(
+            f"{len(beyond):,} rows hold values beyond the book's limits ({scale.limits()}), "
+            f"so nothing was replayed (line {beyond[0].line}: {beyond[0].detail})"
+        )
+    if args.market:
+        fills, rejects = _command_file_in_core(loaded, args.market)
+    else:
+        fills, rejects = _command_file_in_book(loaded)
+    print(f"wrote {write_table(fills, out / 'fills.csv', units=FILL_UNITS)}")
+    rejects = sorted(loaded.bad_rows + rejects, key=lambda row: row.line)
+    _report_rejects(rejects, out)
+    return 1 if args.strict and rejects else 0
+
+
+def _command_file_in_book(loaded) -> tuple:
     import numpy as np
 
-    from engine.book import Book
-    from engine.replay.runner import write_table
-    from engine.replay.sources import read_commands
+    from engine.replay.flow import FILL_COLUMNS, run_flow
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    fills = []
-    for code, (_, cmds) in sorted(read_commands(source).items()):
-        book = Book(tick=1)
-        started = time.perf_counter()
-        result = book.apply_batch(cmds, record="all")
-        elapsed = time.perf_counter() - started
-        ev = result.events
-        taken = ev[ev[:, 0] == 3]
-        fills += [(code, *row) for row in taken[:, [1, 2, 3, 4, 9, 10]].tolist()]
-        bid, ask = book.best_bid(), book.best_ask()
-        print(
-            f"{code}: {len(cmds):,} commands in {elapsed:.3f} s, {result.fills:,} fills, "
-            f"{result.traded_qty:,} traded, {result.rejects:,} rejected; best bid {bid}, "
-            f"best ask {ask}"
-        )
-    table = np.array(
-        fills,
-        dtype=[
-            ("instrument", "U16"),
-            ("taker", "i8"),
-            ("maker", "i8"),
-            ("price", "i8"),
-            ("qty", "i8"),
-            ("taker_member", "i8"),
-            ("maker_member", "i8"),
-        ],
+    scale = loaded.scale
+    print(
+        f"{loaded.path.name}: {_rows(loaded.rows)} through the bare book (no price band, "
+        f"no phases, no risk checks); tick {scale.tick}, price x{scale.price_scale}, "
+        f"qty x{scale.qty_scale}; {scale.limits()}"
     )
-    print(f"wrote {write_table(table, out / 'fills.csv')}")
-    return 0
+    fills, rejects = [], []
+    for code, flow in sorted(loaded.flows.items()):
+        started = time.perf_counter()
+        result = run_flow(code, flow, loaded)
+        elapsed = time.perf_counter() - started
+        fills.append(result.fills)
+        rejects += result.rejects
+        bid, ask = result.book.best_bid(), result.book.best_ask()
+        print(
+            f"{code}: {result.commands:,} commands in {elapsed:.3f} s, {len(result.fills):,} "
+            f"fills, {int(result.fills['qty'].sum()):,} traded, {len(result.rejects):,} "
+            f"rejected by the book; best bid {bid}, best ask {ask}"
+        )
+    return (np.concatenate(fills) if fills else np.zeros(0, dtype=FILL_COLUMNS)), rejects
+
+
+def _command_file_in_core(loaded, market_path: str) -> tuple:
+    from engine.replay.core_flow import run_in_core
+
+    result = run_in_core(loaded, _market(market_path))
+    print(
+        f"{loaded.path.name}: {_rows(loaded.rows)} through the exchange core of {market_path} "
+        f"(validation, price band, phases, pre-trade risk), trading day {result.date}; "
+        f"{result.commands:,} commands, {len(result.fills):,} trades, "
+        f"{int(result.fills['qty'].sum()):,} traded, {len(result.rejects):,} rejected by "
+        "the exchange"
+    )
+    print(f"state hash {result.exchange.state_hash()}")
+    return result.fills, result.rejects
 
 
 def _replay_command_log(source: Path, args: argparse.Namespace) -> int:
-    from engine.core import Exchange
-    from engine.journal import replay
     from engine.journal.segments import list_segments
-    from engine.protocol import Rejected, StartOfDay, Trade
+    from engine.replay.logs import replay_log
 
-    last_file = source
-    if source.is_dir():
-        segments = list_segments(source)
-        if not segments:
-            raise ValueError(f"no command log segments (commands-*.log) in {source}")
-        last_file = segments[-1].path
-    exchange = Exchange(_market(args.market))
-    trades = commands = rejected = 0
-    for record, events in replay(source, exchange):
-        commands += 1
-        trades += sum(1 for e in events if isinstance(e, Trade))
-        refusals = [e for e in events if isinstance(e, Rejected)]
-        rejected += len(refusals)
-        if refusals and isinstance(record.command, StartOfDay):
-            print(
-                f"note: the log's StartOfDay {record.command.date} was refused "
-                f"({refusals[0].text}): is --market the config this log's day ran with?",
-                file=sys.stderr,
-            )
+    last_file = list_segments(source)[-1].path if source.is_dir() else source
+    result = replay_log(source, _market(args.market))
+    by_reason = ", ".join(f"{name.lower()} {n:,}" for name, n in sorted(result.rejects.items()))
     print(
-        f"{source.name}: {commands:,} commands replayed, {trades:,} trades, {rejected:,} "
-        f"rejected, state hash {exchange.state_hash()}"
+        f"{source.name}: {result.commands:,} commands replayed into the exchange core, "
+        f"{result.trades:,} trades, {sum(result.rejects.values()):,} rejected"
+        f"{f' ({by_reason})' if by_reason else ''}"
     )
+    print(f"state hash {result.state_hash}")
     _note_torn_tail(last_file)
+    if args.out:
+        _report_log_rejects(result.rejected, Path(args.out))
+    if result.mismatch:
+        print(f"cxe replay: NOT the recorded day: {result.mismatch}", file=sys.stderr)
+        return 3
+    if result.checked_against is None:
+        print(
+            "note: no trades.log beside the log to check the replay against: compare the "
+            "state hash with the one the day printed (cxe demo prints it)",
+            file=sys.stderr,
+        )
+    else:
+        print(f"trades and day-end records identical to {result.checked_against}")
+    return 1 if args.strict and result.rejected else 0
+
+
+def _report_log_rejects(rejected: list[tuple[int, str, str]], out: Path) -> None:
+    import numpy as np
+
+    from engine.replay.runner import write_table
+
+    out.mkdir(parents=True, exist_ok=True)
+    table = np.array(rejected, dtype=[("seq", "i8"), ("reason", "O"), ("text", "O")])
+    print(f"wrote {write_table(table, out / 'rejects.csv', parquet=False)}")
+
+
+def cmd_log_dump(args: argparse.Namespace) -> int:
+    import json
+
+    from engine.replay.formats import framed_kind
+    from engine.replay.logs import dump, summary
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    with path.open("rb") as f:
+        kind = framed_kind(f.read(1 << 16))
+    if kind is None:
+        raise ValueError(f"{path} is not an engine command log or trade log (framed records)")
+    if args.summary:
+        print(json.dumps(summary(path, kind), indent=2))
+    else:
+        try:
+            for record in dump(path, kind):
+                sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        except BrokenPipeError:  # `cxe log dump ... | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # as Python's docs
+            return 0
+    _note_torn_tail(path)
     return 0
 
 
@@ -474,32 +637,94 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay = commands.add_parser(
         "replay",
-        help="replay historical order flow (LOBSTER files or an engine command log)",
-        description="Replay a LOBSTER message file through the book, checking every row of "
-        "its order book file, then again at kernel speed; write trades, top of book and "
-        "per-interval analytics (CSV) and, with --plot, PNG plots. An engine command log "
-        "(.log) or journal directory is replayed into the exchange core and its state hash "
-        "printed.",
+        help="replay historical order flow (LOBSTER, a command file or an engine command log)",
+        description="Replay order flow. The source's format is told from its content (or "
+        "--format): a LOBSTER message file or zip goes through the book with every row of its "
+        "order book file checked, then again at kernel speed, and trades, top of book and "
+        "per-interval analytics are written (plots with --plot); a command file (CSV or "
+        "Parquet, docs/REPLAY.md) goes through the bare book, or with --market the exchange "
+        "core, and its fills and rejects are written; an engine command log is replayed into "
+        "the exchange core, checked against the trade log beside it, and its state hash "
+        "printed. Options that do not apply to "
+        "the source are refused.",
     )
     replay.add_argument(
         "source",
-        help="LOBSTER *_message_*.csv, a command file (.csv or "
-        ".parquet, schema in docs/REPLAY.md), an engine commands.log or a journal directory",
+        help="a LOBSTER message file or zip, a command file (.csv or .parquet), an engine "
+        "command log, or a journal directory",
     )
-    replay.add_argument("--orderbook", help="the matching *_orderbook_*.csv (default: beside)")
-    replay.add_argument("--out", default="replay-out", help="output directory")
     replay.add_argument(
-        "--interval", type=positive_int, default=60, help="seconds per interval (default 60)"
+        "--format",
+        choices=FORMATS,
+        help="the source's format (default: told from its content)",
     )
-    replay.add_argument("--plot", action="store_true", help="write PNG plots (matplotlib)")
-    replay.add_argument("--market", metavar="FILE", help="market config for a command log")
+    replay.add_argument(
+        "--orderbook", help="LOBSTER: the matching order book file (default: beside it)"
+    )
+    replay.add_argument("--out", help="output directory (default replay-out)")
+    replay.add_argument(
+        "--interval", type=positive_int, help="LOBSTER: seconds per interval (default 60)"
+    )
+    replay.add_argument("--plot", action="store_true", help="LOBSTER: PNG plots (matplotlib)")
+    replay.add_argument(
+        "--date",
+        type=trading_date,
+        help="LOBSTER: the day's date for the plots' clock (default: from the file name)",
+    )
+    replay.add_argument(
+        "--log-depth", action="store_true", help="LOBSTER: a log scale on the depth plot"
+    )
+    replay.add_argument(
+        "--market",
+        metavar="FILE",
+        help="command log: the market it ran with; command file: replay it through this "
+        "market's exchange core instead of the bare book",
+    )
     replay.add_argument(
         "--counterfactual",
         action="store_true",
-        help="also run the flow under other rules (coarser tick, band, opening "
+        help="LOBSTER: also run the flow under other rules (coarser tick, band, opening "
         "call, pick) and compare",
     )
+    replay.add_argument(
+        "--tick",
+        type=positive_int,
+        help="command file: the price increment in book units (default 1)",
+    )
+    replay.add_argument(
+        "--price-scale",
+        type=positive_int,
+        help="command file: book units per file price unit, e.g. 100 for prices in dollars "
+        "booked in cents (default 1: prices are whole book units)",
+    )
+    replay.add_argument(
+        "--qty-scale",
+        type=positive_int,
+        help="command file: book units per file quantity unit, e.g. 100000000 for BTC "
+        "booked in satoshi (default 1)",
+    )
+    replay.add_argument(
+        "--strict", action="store_true", help="exit 1 when any row or command was rejected"
+    )
     replay.set_defaults(run=cmd_replay)
+
+    log = commands.add_parser(
+        "log",
+        help="read an engine command log or trade log",
+        description="Read the engine's framed logs (commands.log, trades.log).",
+    )
+    log_commands = log.add_subparsers(dest="log_command", metavar="ACTION", required=True)
+    dump = log_commands.add_parser(
+        "dump",
+        help="print a command log or trade log as JSON lines",
+        description="Print every record of a command log or trade log as one JSON object per "
+        "line (a command record: seq, ts_ns, type and the command's fields); with --summary, "
+        "one JSON object: records by type, seq and time range, trades and volume per "
+        "instrument.",
+    )
+    dump.add_argument("file", help="a commands.log or trades.log")
+    dump.add_argument("--summary", action="store_true", help="counts instead of the records")
+    dump.set_defaults(run=cmd_log_dump)
     return parser
 
 

@@ -62,6 +62,20 @@ def frame(payload: bytes) -> bytes:
     return head + struct.pack("<I", zlib.crc32(head)) + payload
 
 
+def first_payload(head: bytes) -> bytes | None:
+    """The payload of the record `head` starts with, when `head` holds it whole and sound;
+    None otherwise (for telling a framed log by its first bytes)."""
+    if len(head) < HEADER.size:
+        return None
+    magic, length, payload_crc, header_crc = HEADER.unpack_from(head)
+    if magic != MAGIC or zlib.crc32(head[:12]) != header_crc or length > MAX_RECORD:
+        return None
+    payload = head[HEADER.size : HEADER.size + length]
+    if len(payload) != length or zlib.crc32(payload) != payload_crc:
+        return None
+    return payload
+
+
 def _corrupt(path: Path, offset: int, what: str) -> CorruptLog:
     todo = _WHAT_TO_DO.format(offset=offset, path=path)
     error = CorruptLog(f"{path}: {what} at byte {offset}: {todo}")

@@ -41,7 +41,7 @@ from engine.book.layout import (
 class Outcome:
     scenario: str
     fills: int
-    volume: int
+    matched_volume: int  # what the engine matched: not hidden executions, not exceptions
     vwap: float
     rejects: int
     best_bid: int

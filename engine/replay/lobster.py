@@ -21,7 +21,8 @@ Invariants checked on every row: the book's levels in view equal the row's level
 
 from __future__ import annotations
 
-import warnings
+import re
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +31,16 @@ import numpy as np
 
 from engine.book import Book, EventKind
 from engine.book.layout import CMD_ADD, CMD_AMEND, CMD_CANCEL, COMMAND_ROWS
+from engine.replay.sources import INTEGER, BadRow
+from engine.types import INT64_MAX, INT64_MIN
 
 EMPTY = 9_999_999_999
 DEPTH_RECORDED = 5  # levels per side kept after every message
 SUBMIT, PARTIAL_CANCEL, DELETE, EXECUTE = 1, 2, 3, 4
 SEED_OWNER, RESTING_OWNER, TAKER_OWNER = 0, 1, 2
 IOC = 1
+MESSAGE_COLUMNS = ["time", "type", "order id", "size", "price", "direction"]
+DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")  # seconds after midnight, as LOBSTER writes them
 
 
 @dataclass(frozen=True)
@@ -55,43 +60,174 @@ class LobsterDay:
         return len(self.kind)
 
 
-def _load(path: str | Path, dtype: type, what: str) -> np.ndarray:
-    """A comma-separated file as a 2-D array; ValueError naming the file when it is empty,
-    ragged or not numbers."""
+class BadFile(ValueError):
+    """A file that cannot be replayed, carrying every bad row found (BadRow records)."""
+
+    def __init__(self, message: str, bad_rows: list[BadRow]) -> None:
+        super().__init__(message)
+        self.bad_rows = bad_rows
+
+
+def read_text(path: str | Path) -> str:
+    """A file's text, UTF-8 with or without a byte order mark; ValueError naming it if it is
+    not text."""
     try:
-        with warnings.catch_warnings():  # "input contained no data": reported below
-            warnings.simplefilter("ignore", UserWarning)
-            table = np.loadtxt(path, delimiter=",", dtype=dtype, ndmin=2)
-    except ValueError as exc:
-        raise ValueError(f"{path}: not a LOBSTER {what} file: {exc}") from None
-    if table.size == 0:
-        raise ValueError(f"{path}: the LOBSTER {what} file is empty")
-    return table
+        return Path(path).read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a text file (byte {exc.start} is not UTF-8)") from None
 
 
-def load_day(message_path: str | Path, orderbook_path: str | Path) -> LobsterDay:
-    """Both files of a day; ValueError naming the file for anything that is not LOBSTER's
-    layout (6 message columns; 4 order book columns per level; one row per message)."""
-    messages = _load(message_path, np.float64, "message")
-    rows = _load(orderbook_path, np.int64, "order book")
-    if messages.shape[1] != 6:
+def _lines(name: str, text: str, what: str) -> list[str]:
+    """The file's lines, trailing blank lines dropped; ValueError when there are none."""
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise ValueError(f"{name}: the LOBSTER {what} file is empty")
+    return lines
+
+
+def _table(name: str, lines: list[str], what: str, columns: int | None) -> np.ndarray:
+    """The whole-number columns of a LOBSTER file (a message file's time column is read by
+    `_checked_messages`); BadFile listing every bad row when a value is not a whole number
+    or a row has the wrong number of columns."""
+    width = lines[0].count(",") + 1
+    if columns is not None and width != columns:
         raise ValueError(
-            f"{message_path}: a LOBSTER message row has 6 columns (time, type, order id, "
-            f"size, price, direction), found {messages.shape[1]}"
+            f"{name}: a LOBSTER message row has 6 columns (time, type, order id, size, price, "
+            f"direction), found {width}"
         )
-    if rows.shape[1] % 4:
+    if columns is None and width % 4:
         raise ValueError(
-            f"{orderbook_path}: a LOBSTER order book row has 4 columns per level (ask price, "
-            f"ask size, bid price, bid size), found {rows.shape[1]}"
+            f"{name}: a LOBSTER order book row has 4 columns per level (ask price, ask size, "
+            f"bid price, bid size), found {width}"
         )
-    if len(messages) != len(rows):
+    first = 1 if columns is not None else 0
+    if all(line.strip() for line in lines):  # np.loadtxt skips blank lines: rows would shift
+        try:
+            return np.loadtxt(
+                lines, delimiter=",", dtype=np.int64, ndmin=2, usecols=range(first, width)
+            )
+        except ValueError:
+            pass
+    bad = _bad_rows(lines, width, first, what)
+    if not bad:  # np.loadtxt refused something the row check let through
+        raise ValueError(f"{name}: not a LOBSTER {what} file")
+    raise _bad_file(name, what, bad)
+
+
+def _bad_rows(lines: list[str], width: int, first: int, what: str) -> list[BadRow]:
+    """Every row with the wrong number of columns or a value that is not a whole number
+    (ASCII digits: no NaN, 1e20, 100.7, 1_000 or full-width digits); columns before `first`
+    may be decimals."""
+    bad = []
+    for number, line in enumerate(lines, 1):
+        fields = [f.strip() for f in line.split(",")]
+        if not line.strip():
+            bad.append(BadRow(number, "", "empty_row", "an empty row", line))
+        elif len(fields) != width:
+            detail = f"{len(fields)} columns, not {width}"
+            bad.append(BadRow(number, "", "wrong_column_count", detail, line))
+        elif problem := _first_bad_value(fields, first, what):
+            bad.append(BadRow(number, "", "not_a_number", problem, line))
+    return bad
+
+
+def _first_bad_value(fields: list[str], first: int, what: str) -> str:
+    names = MESSAGE_COLUMNS if what == "message" else None
+    for k, text in enumerate(fields):
+        name = names[k] if names else f"column {k + 1}"
+        if k < first:
+            if not DECIMAL.fullmatch(text):
+                return f"{name} must be a number of seconds, got {text!r}"
+        elif not INTEGER.fullmatch(text) or not INT64_MIN <= int(text) <= INT64_MAX:
+            return f"{name} must be a whole number (int64), got {text!r}"
+    return ""
+
+
+def _bad_file(name: str, what: str, bad: list[BadRow]) -> BadFile:
+    first = bad[0]
+    return BadFile(
+        f"{name}: {len(bad):,} bad row{'s' if len(bad) > 1 else ''} in the LOBSTER {what} file "
+        f"(line {first.line}: {first.detail}); nothing was replayed",
+        bad,
+    )
+
+
+def _checked_messages(name: str, text: str) -> tuple[np.ndarray, np.ndarray]:
+    """(time_ns, the five integer columns) of a message file; BadFile listing every row with
+    a bad time (not a number, not finite, negative, or before the row above), type, order
+    id, size or direction."""
+    lines = _lines(name, text, "message")
+    ints = _table(name, lines, "message", 6)
+    try:  # numpy's float parser takes nan and inf, refused below; not 1_000 or full width
+        seconds = np.loadtxt(lines, delimiter=",", dtype=np.float64, ndmin=1, usecols=0)
+    except ValueError:
+        syntax = [
+            BadRow(n, "", "not_a_number", f"time must be a number of seconds, got {t!r}", line)
+            for n, line in enumerate(lines, 1)
+            if not DECIMAL.fullmatch(t := line.split(",", 1)[0].strip())
+        ]
+        raise (
+            _bad_file(name, "message", syntax)
+            if syntax
+            else ValueError(
+                f"{name}: not a LOBSTER message file (its time column does not read as numbers)"
+            )
+        ) from None
+    kind, oid, size, _, direction = ints.T
+    with np.errstate(invalid="ignore"):  # nan compares False
+        valid = np.isfinite(seconds) & (seconds >= 0)
+    # a time goes back when it is before the last valid time above it (a bad time is
+    # reported once, as bad_time, not again for the rows around it)
+    last_valid = np.maximum.accumulate(np.where(valid, np.arange(len(seconds)), -1))
+    before = np.r_[-1, last_valid[:-1]]
+    later = valid & (before >= 0) & (seconds < seconds[np.maximum(before, 0)])
+    problems = [
+        (~valid, "bad_time", "time must be seconds after midnight"),
+        ((kind < 1) | (kind > 7), "bad_type", "type must be 1 to 7"),
+        (oid < 0, "bad_order_id", "order id must not be negative"),
+        ((size <= 0) & (kind <= 5), "bad_size", "size must be positive"),
+        ((direction != 1) & (direction != -1), "bad_direction", "direction must be 1 or -1"),
+        (later, "time_goes_back", "time goes back"),
+    ]
+    bad = sorted(
+        (
+            BadRow(n + 1, "", reason, detail, lines[n])
+            for mask, reason, detail in problems
+            for n in np.flatnonzero(mask).tolist()
+        ),
+        key=lambda row: row.line,
+    )
+    if bad:
+        raise _bad_file(name, "message", bad)
+    return np.rint(seconds * 1e9).astype(np.int64), ints
+
+
+def load_day(
+    message_path: str | Path,
+    orderbook_path: str | Path,
+    message_text: str | None = None,
+    orderbook_text: str | None = None,
+) -> LobsterDay:
+    """Both files of a day (their text read from the paths unless given, as from a zip);
+    ValueError naming the file for anything that is not LOBSTER's layout (6 message
+    columns; 4 order book columns per level; one row per message), BadFile with every bad
+    row for values that are not what LOBSTER writes."""
+    if message_text is None:
+        message_text = read_text(message_path)
+    if orderbook_text is None:
+        orderbook_text = read_text(orderbook_path)
+    time_ns, ints = _checked_messages(str(message_path), message_text)
+    book_name = str(orderbook_path)
+    rows = _table(book_name, _lines(book_name, orderbook_text, "order book"), "order book", None)
+    if len(ints) != len(rows):
         raise ValueError(
-            f"{message_path} has {len(messages)} messages but {orderbook_path} "
+            f"{message_path} has {len(ints)} messages but {orderbook_path} "
             f"has {len(rows)} rows: they must pair one to one"
         )
-    ints = messages[:, 1:].astype(np.int64)
     return LobsterDay(
-        np.rint(messages[:, 0] * 1e9).astype(np.int64),
+        time_ns,
         ints[:, 0],
         ints[:, 1],
         ints[:, 2],
@@ -100,6 +236,33 @@ def load_day(message_path: str | Path, orderbook_path: str | Path) -> LobsterDay
         rows,
         rows.shape[1] // 4,
     )
+
+
+def load_zip(path: str | Path) -> tuple[str, LobsterDay]:
+    """A LOBSTER zip as it ships (a message file, its order book file and a read-me):
+    (the message file's name, the day)."""
+    path = Path(path)
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        messages = [n for n in names if "_message_" in Path(n).name and n.endswith(".csv")]
+        if len(messages) != 1:
+            raise ValueError(
+                f"{path}: a LOBSTER zip holds one *_message_*.csv and its *_orderbook_*.csv; "
+                f"found {len(messages)} message files among {names}"
+            )
+        message = messages[0]
+        orderbook = message.replace("_message_", "_orderbook_")
+        if orderbook not in names:
+            raise ValueError(f"{path}: {orderbook}, the order book file of {message}, is missing")
+
+        def text(member: str) -> str:
+            try:
+                return archive.read(member).decode("utf-8-sig")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path}: {member} is not text (byte {exc.start})") from None
+
+        day = load_day(f"{path}:{message}", f"{path}:{orderbook}", text(message), text(orderbook))
+    return Path(message).name, day
 
 
 Levels = list[tuple[int, int]]

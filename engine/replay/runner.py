@@ -5,8 +5,9 @@ the order book file, and returns a `ReplayResult` with numpy arrays (notebook-fr
 `.frames()` gives pandas DataFrames when pandas is installed). The command stream the replay
 produced runs again straight through the compiled kernel with `batch_replay`, in a fraction
 of the time, to the same final book. `write` produces CSV files (Parquet too with pyarrow)
-and, with matplotlib, PNG plots. Analytics per interval: mid and spread, top-of-book depth,
-order-flow imbalance (Cont, Kukanov and Stoikov), traded volume and VWAP.
+and, with matplotlib, PNG plots (engine.replay.plots). Analytics per interval: mid and
+spread, top-of-book depth, order-flow imbalance (Cont, Kukanov and Stoikov), executed volume
+(visible and hidden) and VWAP.
 Prices stay in the source's integer units (LOBSTER: dollars x 10,000) until a plot or a
 report formats them.
 """
@@ -14,6 +15,7 @@ report formats them.
 from __future__ import annotations
 
 import csv
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +24,16 @@ from pathlib import Path
 import numpy as np
 
 from engine.book import BatchResult, Book
-from engine.replay.lobster import EXECUTE, LobsterDay, LobsterReplay, ReplayStats, load_day
+from engine.replay.formats import is_zip
+from engine.replay.lobster import (
+    EXECUTE,
+    LobsterDay,
+    LobsterReplay,
+    ReplayStats,
+    load_day,
+    load_zip,
+)
+from engine.replay.plots import day_figures, day_label, save
 
 HIDDEN_EXECUTE = 5
 NS = 1_000_000_000
@@ -30,6 +41,7 @@ NS = 1_000_000_000
 
 @dataclass
 class ReplayResult:
+    name: str  # the message file's name
     day: LobsterDay
     stats: ReplayStats
     commands: np.ndarray  # (n, 10) book commands in the batch layout
@@ -38,7 +50,9 @@ class ReplayResult:
     book: Book  # the book after the last message
 
     def trades(self) -> np.ndarray:
-        """Executions (visible and hidden) as a structured array."""
+        """Executions (visible and hidden) as a structured array: time, price, size, the side
+        of the resting order (0 buy, 1 sell), hidden or not, and the index of the message
+        (0 = the file's first row)."""
         day = self.day
         mask = (day.kind == EXECUTE) | (day.kind == HIDDEN_EXECUTE)
         out = np.zeros(
@@ -49,6 +63,7 @@ class ReplayResult:
                 ("qty", "i8"),
                 ("resting_side", "i8"),
                 ("hidden", "?"),
+                ("message", "i8"),
             ],
         )
         out["time_ns"], out["price"], out["qty"] = (
@@ -58,6 +73,7 @@ class ReplayResult:
         )
         out["resting_side"] = np.where(day.direction[mask] == 1, 0, 1)
         out["hidden"] = day.kind[mask] == HIDDEN_EXECUTE
+        out["message"] = np.flatnonzero(mask)
         return out
 
     def top(self) -> np.ndarray:
@@ -86,7 +102,8 @@ class ReplayResult:
 
     def intervals(self, seconds: int = 60) -> np.ndarray:
         """Per interval: last mid, mean spread, mean top-of-book sizes, order-flow
-        imbalance, volume and VWAP (0 where nothing traded). Two-sided rows only."""
+        imbalance (two-sided rows only); the volume of all executions, visible and hidden,
+        the hidden part, and their VWAP (0 where nothing traded)."""
         if seconds < 1:
             raise ValueError(f"an interval is at least 1 second, got {seconds}")
         t = self.day.time_ns
@@ -115,6 +132,7 @@ class ReplayResult:
         trades = self.trades()
         trade_bucket = (trades["time_ns"] - t[0]) // (seconds * NS)
         volume = np.bincount(trade_bucket, weights=trades["qty"], minlength=n)
+        hidden = np.bincount(trade_bucket, weights=trades["qty"] * trades["hidden"], minlength=n)
         value = np.bincount(trade_bucket, weights=trades["qty"] * trades["price"], minlength=n)
         out = np.zeros(
             n,
@@ -125,8 +143,9 @@ class ReplayResult:
                 ("bid_size", "f8"),
                 ("ask_size", "f8"),
                 ("ofi", "f8"),
-                ("volume", "i8"),
-                ("vwap", "f8"),
+                ("volume_all", "i8"),
+                ("volume_hidden", "i8"),
+                ("vwap_all", "f8"),
             ],
         )
         out["start_ns"] = t[0] + np.arange(n) * seconds * NS
@@ -135,8 +154,9 @@ class ReplayResult:
         out["bid_size"] = mean(bid_size.astype(np.float64))
         out["ask_size"] = mean(ask_size.astype(np.float64))
         out["ofi"] = np.bincount(bucket, weights=ofi, minlength=n)
-        out["volume"] = volume.astype(np.int64)
-        out["vwap"] = np.divide(value, volume, out=np.zeros(n), where=volume > 0)
+        out["volume_all"] = volume.astype(np.int64)
+        out["volume_hidden"] = hidden.astype(np.int64)
+        out["vwap_all"] = np.divide(value, volume, out=np.zeros(n), where=volume > 0)
         return out
 
     def frames(self) -> dict:
@@ -158,7 +178,16 @@ class ReplayResult:
         except ImportError:
             return tables
 
-    def write(self, out: str | Path, seconds: int = 60, plot: bool = False) -> list[Path]:
+    def write(
+        self,
+        out: str | Path,
+        seconds: int = 60,
+        plot: bool = False,
+        date: str | None = None,
+        log_depth: bool = False,
+    ) -> list[Path]:
+        """trades, top and intervals as CSV (and Parquet); with `plot`, PNG plots on the
+        day's clock (`date` when the file name does not carry it; a log depth axis)."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         written = []
@@ -167,68 +196,53 @@ class ReplayResult:
             ("top", self.top()),
             ("intervals", self.intervals(seconds)),
         ):
-            written.append(write_table(table, out / f"{name}.csv"))
+            units = {column: lobster_units(column) for column in table.dtype.names}
+            written.append(write_table(table, out / f"{name}.csv", units=units))
         if plot:
-            written += plot_day(self, out, seconds)
+            label = day_label(self.name, self.day.levels, date)
+            written += save(day_figures(self, seconds, label, log_depth), out)
         return written
 
 
-def write_table(table: np.ndarray, path: Path) -> Path:
+def lobster_units(name: str) -> str:
+    """The unit of a LOBSTER output column (docs/REPLAY.md lists them)."""
+    if name.endswith("_ns"):
+        return "ns after midnight (exchange time, New York)"
+    if any(word in name for word in ("size", "qty", "volume", "ofi")):
+        return "shares"
+    if name in ("price", "mid", "spread", "vwap", "vwap_all") or name[:3] in ("bid", "ask"):
+        return "USD x 10,000"
+    if name in ("best_bid", "best_ask"):
+        return "USD x 10,000 (0: an empty side)"
+    return {
+        "fills": "count",
+        "rejects": "count",
+        "resting_side": "0 buy, 1 sell",
+        "hidden": "true for a hidden execution (type 5)",
+        "message": "row of the message file, from 0",
+    }.get(name, "")
+
+
+def write_table(
+    table: np.ndarray, path: Path, parquet: bool = True, units: dict[str, str] | None = None
+) -> Path:
+    """`table` as CSV at `path`, and (pyarrow installed, `parquet`) as Parquet beside it with
+    `units` (column -> unit) as JSON under the schema metadata key "units"."""
     with path.open("w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(table.dtype.names)
         writer.writerows(table.tolist())
+    if not parquet:
+        return path
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         return path
-    pq.write_table(pa.table({n: table[n] for n in table.dtype.names}), path.with_suffix(".parquet"))
-    return path
-
-
-def plot_day(result: ReplayResult, out: Path, seconds: int) -> list[Path]:
-    """mid-spread.png, depth.png and volume.png, readable by a person."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise RuntimeError("plots need matplotlib: pip install matplotlib") from exc
-    table = result.intervals(seconds)
-    hours = 9.5 + (table["start_ns"] - table["start_ns"][0]) / NS / 3600
-    scale = 10_000  # LOBSTER prices are dollars x 10,000
-    files = []
-    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(10, 6))
-    top.plot(hours, table["mid"] / scale, color="tab:blue")
-    top.set_ylabel("mid price ($)")
-    top.set_title(f"Mid and spread ({seconds}-second intervals)")
-    bottom.plot(hours, table["spread"] / scale * 100, color="tab:orange")
-    bottom.set_ylabel("mean spread (cents)")
-    bottom.set_xlabel("time of day (hours)")
-    files.append(_save(fig, out / "mid-spread.png"))
-    fig, ax = plt.subplots(figsize=(10, 4))
-    ax.plot(hours, table["bid_size"], label="best bid size", color="tab:green")
-    ax.plot(hours, table["ask_size"], label="best ask size", color="tab:red")
-    ax.set_ylabel("shares (mean)")
-    ax.set_xlabel("time of day (hours)")
-    ax.set_title("Top-of-book depth")
-    ax.legend()
-    files.append(_save(fig, out / "depth.png"))
-    fig, ax = plt.subplots(figsize=(10, 4))
-    ax.bar(hours, table["volume"], width=seconds / 3600, color="tab:gray")
-    ax.set_ylabel("shares traded")
-    ax.set_xlabel("time of day (hours)")
-    ax.set_title(f"Volume per {seconds} seconds")
-    files.append(_save(fig, out / "volume.png"))
-    plt.close("all")
-    return files
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    arrow = pa.table({n: table[n] for n in table.dtype.names})
+    if units:
+        arrow = arrow.replace_schema_metadata({"units": json.dumps(units)})
+    pq.write_table(arrow, path.with_suffix(".parquet"))
     return path
 
 
@@ -245,16 +259,27 @@ def replay_lobster(
     tick: int = 100,
     progress: Callable[[int, int], None] | None = None,
 ) -> ReplayResult:
-    """Faithful replay of a LOBSTER message file (the order book file is found beside it)."""
+    """Faithful replay of a LOBSTER message file (the order book file is found beside it:
+    the name with _message_ turned into _orderbook_) or of a LOBSTER zip as it ships."""
     message_path = Path(message_path)
-    if orderbook_path is None:
-        orderbook_path = message_path.with_name(
-            message_path.name.replace("_message_", "_orderbook_")
-        )
-    day = load_day(message_path, orderbook_path)
+    if is_zip(message_path):
+        name, day = load_zip(message_path)
+    else:
+        if orderbook_path is None:
+            if "_message_" not in message_path.name:
+                raise ValueError(
+                    f"{message_path}: give the order book file with --orderbook (it is "
+                    "found beside a file named *_message_* only)"
+                )
+            orderbook_path = message_path.with_name(
+                message_path.name.replace("_message_", "_orderbook_")
+            )
+        name, day = message_path.name, load_day(message_path, orderbook_path)
     replay = LobsterReplay(day.levels, tick=tick)
     stats = replay.run(day, progress)
-    return ReplayResult(day, stats, replay.book.commands(), replay.depth, tick, replay.book.book)
+    return ReplayResult(
+        name, day, stats, replay.book.commands(), replay.depth, tick, replay.book.book
+    )
 
 
 def batch_replay(

@@ -290,7 +290,7 @@ def test_replay_with_the_wrong_market_says_the_log_was_refused(tmp_path):
     result = cxe(
         "replay", str(tmp_path / "day" / "commands.log"), "--market", str(tmp_path / "after.json")
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # refused: not the day the log recorded
     assert "rejected" in result.stdout
     assert "StartOfDay 2026-11-24 was refused" in result.stderr and "--market" in result.stderr
 

@@ -1,0 +1,128 @@
+"""Engine logs for researchers and operators: a command log replayed into the exchange core
+and checked against what the day printed, and either log dumped as JSON.
+
+A command log reproduces its day only with the market it ran with (the same opening
+balances, the same first trade id). Two checks say when it does not: the log's StartOfDay
+refused, and the replay's trades and day-end records differing from the trade log written
+beside the command log (`trades.log`, as `cxe demo --out` writes them). Invariant:
+`LogReplay.mismatch` is empty only when neither check failed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from engine.clearing.capture import read_trade_log
+from engine.config import MarketConfig
+from engine.core import Exchange
+from engine.journal import read_log, replay
+from engine.protocol import DayClosed, RejectCode, Rejected, StartOfDay, Trade
+
+
+@dataclass
+class LogReplay:
+    commands: int = 0
+    trades: int = 0
+    rejects: Counter = field(default_factory=Counter)  # RejectCode name -> count
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)  # seq, reason, text
+    checked_against: Path | None = None  # the trade log compared with, if any
+    mismatch: str = ""  # why the replay is not the day the log recorded
+    state_hash: str = ""
+
+
+def replay_log(path: str | Path, market: MarketConfig) -> LogReplay:
+    """Replay the command log into a fresh exchange of `market` and check it (see above)."""
+    path = Path(path)
+    exchange = Exchange(market)
+    out = LogReplay()
+    printed: list[Trade | DayClosed] = []
+    for record, events in replay(path, exchange):
+        out.commands += 1
+        printed += [e for e in events if isinstance(e, Trade | DayClosed)]
+        for event in events:
+            if isinstance(event, Rejected):
+                reason = RejectCode(event.code).name
+                out.rejects[reason] += 1
+                out.rejected.append((record.seq, reason.lower(), event.text))
+                if isinstance(record.command, StartOfDay) and not out.mismatch:
+                    out.mismatch = (
+                        f"the log's StartOfDay {record.command.date} was refused "
+                        f"({event.text}): --market is not the config this day ran with"
+                    )
+    out.trades = sum(isinstance(e, Trade) for e in printed)
+    out.state_hash = exchange.state_hash()
+    trade_log = path.with_name("trades.log")
+    if trade_log.exists() and trade_log != path:
+        out.checked_against = trade_log
+        if not out.mismatch:
+            out.mismatch = _compare(printed, list(read_trade_log(trade_log)), trade_log)
+    return out
+
+
+def _compare(replayed: list, recorded: list, trade_log: Path) -> str:
+    """'' when the replay printed what the trade log holds, else where they part."""
+    for k, (mine, theirs) in enumerate(zip(replayed, recorded, strict=False)):
+        if mine != theirs:
+            return (
+                f"record {k + 1} of {trade_log} differs from the replay's (replayed "
+                f"{_brief(mine)}, recorded {_brief(theirs)}): --market is not the config "
+                "this day ran with (a later day needs the opening file it ran with)"
+            )
+    if len(replayed) != len(recorded):
+        return (
+            f"the replay printed {len(replayed):,} trades and day-end records, {trade_log} "
+            f"holds {len(recorded):,}: --market is not the config this day ran with"
+        )
+    return ""
+
+
+def _brief(record: Trade | DayClosed) -> str:
+    if isinstance(record, Trade):
+        return f"trade {record.trade_id} {record.instrument} {record.qty} at {record.price}"
+    return f"day close of {record.instrument}"
+
+
+def as_dict(message: msgspec.Struct) -> dict:
+    """A protocol message as {"type": its class, field: value, ...} (JSON-ready)."""
+    fields = {name: getattr(message, name) for name in message.__struct_fields__}
+    return {"type": type(message).__name__, **msgspec.to_builtins(fields)}
+
+
+def dump(path: str | Path, kind: str) -> Iterator[dict]:
+    """Every record of a command log ("log") or trade log ("trades") as a dict."""
+    if kind == "log":
+        for record in read_log(path):
+            yield {"seq": record.seq, "ts_ns": record.ts_ns, **as_dict(record.command)}
+    else:
+        for message in read_trade_log(path):
+            yield as_dict(message)
+
+
+def summary(path: str | Path, kind: str) -> dict:
+    """Records by type, the seq and time range, and per instrument trades and volume."""
+    types: Counter = Counter()
+    volume: Counter = Counter()
+    trades: Counter = Counter()
+    ranges: dict[str, list[int]] = {}  # seq, ts_ns -> [first, last]
+    for record in dump(path, kind):
+        types[record["type"]] += 1
+        for key in ("seq", "ts_ns"):
+            if key in record:
+                ranges.setdefault(key, [record[key], record[key]])[1] = record[key]
+        if record["type"] == "Trade":
+            trades[record["instrument"]] += 1
+            volume[record["instrument"]] += record["qty"]
+    out: dict = {"file": str(path), "kind": "command log" if kind == "log" else "trade log"}
+    out["records"] = sum(types.values())
+    out["by_type"] = dict(sorted(types.items()))
+    for key, (first, last) in ranges.items():
+        out[f"first_{key}"], out[f"last_{key}"] = first, last
+    if trades:
+        out["trades_by_instrument"] = dict(sorted(trades.items()))
+        out["volume_by_instrument"] = dict(sorted(volume.items()))
+    return out
