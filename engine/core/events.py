@@ -61,14 +61,12 @@ def _sender(command) -> tuple[str, int]:
 
 
 class EventWriter:
+    """Appends to `out`, the events of the command being applied (Exchange.apply_stamped
+    gives it a new list for each command)."""
+
     def __init__(self, state: CoreState) -> None:
         self.state = state
         self.out: list[Event] = []
-
-    def begin(self) -> list[Event]:
-        """A new command: a fresh list of events."""
-        self.out = []
-        return self.out
 
     # -- stream numbers -----------------------------------------------------------------------
 
@@ -91,12 +89,12 @@ class EventWriter:
     def accepted(
         self, cl_ord_id: str, member: int, code: str, order_id: int, side: int, price: int, qty: int
     ) -> None:
+        seqs = self.state.private_seq  # _private, inlined: an order's commonest event
+        n = seqs.get(member, 0) + 1
+        seqs[member] = n
         self.out.append(
-            Accepted(
-                self.state.seq, cl_ord_id, member, code, order_id, side, price, qty,
-                self._private(member),
-            )
-        )  # fmt: skip
+            Accepted(self.state.seq, cl_ord_id, member, code, order_id, side, price, qty, n)
+        )
 
     def rejected(self, command, code: RejectCode, text: str) -> None:
         cl_ord_id, member = _sender(command)
@@ -122,7 +120,9 @@ class EventWriter:
     # -- public -----------------------------------------------------------------------------------
 
     def depth(self, code: str, side: int, price: int, qty: int, orders: int) -> None:
-        self.out.append(DepthUpdate(self.state.seq, code, side, price, qty, orders, self._public()))
+        state = self.state  # _public, inlined: a command's commonest event
+        state.public_seq += 1
+        self.out.append(DepthUpdate(state.seq, code, side, price, qty, orders, state.public_seq))
 
     def indicative(self, code: str, price: int, volume: int, imbalance: int) -> None:
         self.out.append(Indicative(self.state.seq, code, price, volume, imbalance, self._public()))

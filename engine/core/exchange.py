@@ -95,7 +95,7 @@ class Exchange:
             raise StampRefused(f"timestamp {ts_ns!r} is not int64 nanoseconds since 1970")
         state.seq = seq
         state.ts_ns = ts_ns
-        out = self.emit.begin()
+        self.emit.out = out = []
         if state.schedule:
             self.sessions.run_calendar()
         try:

@@ -80,18 +80,13 @@ class OrderPath:
             for fn in (new_order, cancel, amend)
         )
 
-    def call(self, entry: str, *args: int) -> tuple:
-        """Call an entry point, growing the arrays while it asks for room: the answer, or a
-        refusal (status REJECT_BASE - code)."""
-        result = getattr(self, entry)(*args)
+    def retry(self, entry: str, args: tuple, result: tuple) -> tuple:
+        """After a negative status: grow the arrays while the status asks for room and call
+        again; the answer, or a refusal (status REJECT_BASE - code)."""
         while REJECT_BASE < result[0] < 0:
             self.book.grow(result[0])
             result = getattr(self, entry)(*args)  # bound to the grown arrays
         return result
-
-    def answer(self) -> Collection[str] | None:
-        """What the core publishes after the command: the market's indicative in a call."""
-        return self.touched if self.market.in_call else None
 
 
 class CompiledOrders:
@@ -118,22 +113,17 @@ class CompiledOrders:
     def _refuse(self, cmd, code: RejectCode, detail: str = "") -> None:
         self.emit.rejected(cmd, code, reject_text(code, detail))
 
-    def _entry(self, cmd) -> tuple[OrderPath, set[str]] | None:
-        """The path and the member's ClOrdIDs of the day for a command whose fields are of
-        their kinds; None when it was refused (unknown member or instrument, a ClOrdID used
-        today). Ints beyond int64 are refused first, as the specification does."""
-        seen = self.state.cl_ord_ids.get(cmd.member)
-        path = self.paths.get(cmd.instrument)
-        if seen is None or path is None or cmd.cl_ord_id in seen:
-            check_types(cmd)  # an int beyond int64 is refused before anything else
-            if seen is None:
-                self._refuse(cmd, _UNKNOWN_MEMBER, str(cmd.member))
-            elif path is None:
-                self._refuse(cmd, _UNKNOWN_INSTRUMENT, cmd.instrument)
-            else:
-                self._refuse(cmd, _DUPLICATE_CLORDID, cmd.cl_ord_id)
-            return None
-        return path, seen
+    def _refused_entry(self, cmd, seen: set[str] | None, path: OrderPath | None) -> None:
+        """Refuse a command (its fields of their kinds) for an unknown member or instrument
+        or a ClOrdID used today; an int beyond int64 is refused first, as the specification
+        does."""
+        check_types(cmd)
+        if seen is None:
+            self._refuse(cmd, _UNKNOWN_MEMBER, str(cmd.member))
+        elif path is None:
+            self._refuse(cmd, _UNKNOWN_INSTRUMENT, cmd.instrument)
+        else:
+            self._refuse(cmd, _DUPLICATE_CLORDID, cmd.cl_ord_id)
 
     def _pipeline_refused(self, cmd, path: OrderPath, status: int) -> None:
         """Word a refusal of the pipeline from its code (and, for funds, what was needed)."""
@@ -170,25 +160,34 @@ class CompiledOrders:
             check_types(cmd)  # refuses what is not of its kind; an IntEnum of another enum
             side, order_type, tif, stp = int(side), int(order_type), int(tif), int(stp)
             price, qty = int(price), int(qty)
-        entry = self._entry(cmd)
-        if entry is None:
-            return None
-        path, seen = entry
-        oid = self.state.next_order_id
+        state = self.state
+        seen = state.cl_ord_ids.get(member)
+        path = self.paths.get(cmd.instrument)
+        if seen is None or path is None or cmd.cl_ord_id in seen:
+            return self._refused_entry(cmd, seen, path)
+        oid = state.next_order_id
         try:
-            result = path.call("new_order", oid, member, side, price, qty, order_type, tif, stp)
+            result = path.new_order(oid, member, side, price, qty, order_type, tif, stp)
         except OverflowError:  # beyond int64: only built in process (the wire bounds ints)
             check_types(cmd)
             raise
         if result[0] < 0:
-            return self._pipeline_refused(cmd, path, result[0])
-        self.state.next_order_id = oid + 1
+            args = (oid, member, side, price, qty, order_type, tif, stp)
+            result = path.retry("new_order", args, result)
+            if result[0] < 0:
+                return self._pipeline_refused(cmd, path, result[0])
+        state.next_order_id = oid + 1
         seen.add(cmd.cl_ord_id)
         self.emit.accepted(
             cmd.cl_ord_id, member, path.code, oid, side, 0 if order_type == _MARKET else price,
             qty,
         )  # fmt: skip
-        return self._events(path, result)
+        rows, level_side, level_price, level_qty, level_orders = result
+        if level_price:  # a lone level change comes in the tuple (rows is 0)
+            self.emit.depth(path.code, level_side, level_price, level_qty, level_orders)
+        elif rows:
+            self.emit.pipeline_rows(path.market, path.ev[:rows].tolist())
+        return path.touched if path.market.in_call else None
 
     def _kinds_of_order_request(self, cmd: CancelOrder | AmendOrder) -> None:
         if (
@@ -201,48 +200,58 @@ class CompiledOrders:
 
     def cancel(self, cmd: CancelOrder) -> Collection[str] | None:
         self._kinds_of_order_request(cmd)
-        entry = self._entry(cmd)
-        if entry is None:
-            return None
-        path, seen = entry
         order_id, member = cmd.order_id, cmd.member
-        if order_id in self.state.orders:  # off the book: a one-way auction's order
+        state = self.state
+        seen = state.cl_ord_ids.get(member)
+        path = self.paths.get(cmd.instrument)
+        if seen is None or path is None or cmd.cl_ord_id in seen:
+            return self._refused_entry(cmd, seen, path)
+        if order_id in state.orders:  # off the book: a one-way auction's order
             order = self.trading.owned(member, order_id, path.market)
             return self.offbook.cancel(cmd, path.market, order)
         try:
-            result = path.call("cancel", order_id, member)
+            result = path.cancel(order_id, member)
         except OverflowError:
             check_types(cmd)
             raise
         if result[0] < 0:
-            return self._pipeline_refused(cmd, path, result[0])
+            result = path.retry("cancel", (order_id, member), result)
+            if result[0] < 0:
+                return self._pipeline_refused(cmd, path, result[0])
         seen.add(cmd.cl_ord_id)
         _, side, price, level_qty, level_orders, cancelled = result
         self.emit.cancelled(member, path.code, order_id, cancelled, _USER)
         self.emit.depth(path.code, side, price, level_qty, level_orders)
-        return path.answer()
+        return path.touched if path.market.in_call else None
 
     def amend(self, cmd: AmendOrder) -> Collection[str] | None:
         self._kinds_of_order_request(cmd)
         if type(cmd.price) is not int or type(cmd.qty) is not int:
             check_types(cmd)
-        entry = self._entry(cmd)
-        if entry is None:
-            return None
-        path, seen = entry
         order_id, member, price, qty = cmd.order_id, cmd.member, int(cmd.price), int(cmd.qty)
+        seen = self.state.cl_ord_ids.get(member)
+        path = self.paths.get(cmd.instrument)
+        if seen is None or path is None or cmd.cl_ord_id in seen:
+            return self._refused_entry(cmd, seen, path)
         if order_id in self.state.orders:  # off the book: a one-way auction's order
             self.trading.owned(member, order_id, path.market)
             raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, "only orders in the book are amended")
         try:
-            result = path.call("amend", order_id, member, price, qty)
+            result = path.amend(order_id, member, price, qty)
         except OverflowError:
             check_types(cmd)
             raise
         if result[0] < 0:
-            return self._pipeline_refused(cmd, path, result[0])
+            result = path.retry("amend", (order_id, member, price, qty), result)
+            if result[0] < 0:
+                return self._pipeline_refused(cmd, path, result[0])
         seen.add(cmd.cl_ord_id)
-        return self._events(path, result)
+        rows, level_side, level_price, level_qty, level_orders = result
+        if level_price:  # a lone level change comes in the tuple (rows is 0)
+            self.emit.depth(path.code, level_side, level_price, level_qty, level_orders)
+        elif rows:
+            self.emit.pipeline_rows(path.market, path.ev[:rows].tolist())
+        return path.touched if path.market.in_call else None
 
     @staticmethod
     def _new_order_need(path: OrderPath, cmd: NewOrder) -> int:
@@ -263,13 +272,3 @@ class CompiledOrders:
         return freeze_for(instrument, cmd.price, cmd.qty) - freeze_for(
             instrument, old_price, old_qty
         )
-
-    def _events(self, path: OrderPath, result: tuple) -> Collection[str] | None:
-        """Protocol events from the pipeline's answer: a lone level change from the tuple,
-        anything else from the output rows."""
-        rows, level_side, level_price, level_qty, level_orders = result
-        if level_price:  # a lone level change comes in the tuple (rows is 0)
-            self.emit.depth(path.code, level_side, level_price, level_qty, level_orders)
-        elif rows:
-            self.emit.pipeline_rows(path.market, path.ev[:rows].tolist())
-        return path.answer()
