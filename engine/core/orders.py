@@ -182,12 +182,7 @@ class CompiledOrders:
             cmd.cl_ord_id, member, path.code, oid, side, 0 if order_type == _MARKET else price,
             qty,
         )  # fmt: skip
-        rows, level_side, level_price, level_qty, level_orders = result
-        if level_price:  # a lone level change comes in the tuple (rows is 0)
-            self.emit.depth(path.code, level_side, level_price, level_qty, level_orders)
-        elif rows:
-            self.emit.pipeline_rows(path.market, path.ev[:rows].tolist())
-        return path.touched if path.market.in_call else None
+        return self._events(path, result)
 
     def _kinds_of_order_request(self, cmd: CancelOrder | AmendOrder) -> None:
         if (
@@ -246,12 +241,7 @@ class CompiledOrders:
             if result[0] < 0:
                 return self._pipeline_refused(cmd, path, result[0])
         seen.add(cmd.cl_ord_id)
-        rows, level_side, level_price, level_qty, level_orders = result
-        if level_price:  # a lone level change comes in the tuple (rows is 0)
-            self.emit.depth(path.code, level_side, level_price, level_qty, level_orders)
-        elif rows:
-            self.emit.pipeline_rows(path.market, path.ev[:rows].tolist())
-        return path.touched if path.market.in_call else None
+        return self._events(path, result)
 
     @staticmethod
     def _new_order_need(path: OrderPath, cmd: NewOrder) -> int:
@@ -272,3 +262,13 @@ class CompiledOrders:
         return freeze_for(instrument, cmd.price, cmd.qty) - freeze_for(
             instrument, old_price, old_qty
         )
+
+    def _events(self, path: OrderPath, result: tuple) -> Collection[str] | None:
+        """Events from the pipeline's answer (a lone level change comes in the tuple, anything
+        else in the output rows); what the core publishes after it: the indicative in a call."""
+        rows, level_side, level_price, level_qty, level_orders = result
+        if level_price:
+            self.emit.depth(path.code, level_side, level_price, level_qty, level_orders)
+        elif rows:
+            self.emit.pipeline_rows(path.market, path.ev[:rows].tolist())
+        return path.touched if path.market.in_call else None
