@@ -97,7 +97,10 @@ class EventWriter:
         )
 
     def rejected(self, command, code: RejectCode, text: str) -> None:
-        cl_ord_id, member = _sender(command)
+        self.refused(*_sender(command), code, text)
+
+    def refused(self, cl_ord_id: str, member: int, code: RejectCode, text: str) -> None:
+        """A refusal of a command whose ClOrdID and member are known to be of their kinds."""
         self.out.append(
             Rejected(self.state.seq, cl_ord_id, member, code, text, self._private(member))
         )

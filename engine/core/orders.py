@@ -32,6 +32,7 @@ from engine.core.state import CoreState
 from engine.core.trading import Trading
 from engine.core.validation import (
     Reject,
+    check_int64,
     check_types,
     market_detail,
     reject_text,
@@ -111,13 +112,16 @@ class CompiledOrders:
     # -- refusals ----------------------------------------------------------------------------------
 
     def _refuse(self, cmd, code: RejectCode, detail: str = "") -> None:
-        self.emit.rejected(cmd, code, reject_text(code, detail))
+        """Refuse a command whose fields are of their kinds (checked on the way in); a member
+        given as an enum is echoed as -1, as `events.rejected` does."""
+        member = cmd.member if type(cmd.member) is int else -1
+        self.emit.refused(cmd.cl_ord_id, member, code, reject_text(code, detail))
 
     def _refused_entry(self, cmd, seen: set[str] | None, path: OrderPath | None) -> None:
         """Refuse a command (its fields of their kinds) for an unknown member or instrument
         or a ClOrdID used today; an int beyond int64 is refused first, as the specification
         does."""
-        check_types(cmd)
+        check_int64(cmd)
         if seen is None:
             self._refuse(cmd, _UNKNOWN_MEMBER, str(cmd.member))
         elif path is None:

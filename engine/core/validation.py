@@ -109,6 +109,20 @@ def check_types(command) -> None:
             raise Reject(RejectCode.INVALID_FIELD, f"{name} must be {kind.__name__}: {value!r}")
 
 
+@functools.cache
+def _int_fields(kind: type) -> tuple[str, ...]:
+    return tuple(name for name, field_kind in _field_kinds(kind) if field_kind is int)
+
+
+def check_int64(command) -> None:
+    """`check_types` for a command whose fields are known to be of their kinds: an int
+    beyond int64 is refused, naming the field (cheaper: only the ints are looked at)."""
+    for name in _int_fields(type(command)):
+        value = getattr(command, name)
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise Reject(RejectCode.INVALID_FIELD, f"{name} must fit in int64: {value}")
+
+
 def typed(handler):
     """Decorator for the core's command handlers: `check_types` before anything else."""
 
