@@ -159,7 +159,7 @@ class PickOrder(_Message, tag=4):
 class StartOfDay(_Message, tag=20):
     """Begin a trading day: ClOrdIDs, day statistics and trade checksums start afresh."""
 
-    date: Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+    date: Annotated[str, msgspec.Meta(pattern=r"\A\d{4}-\d{2}-\d{2}\Z")]  # \Z: no newline after
 
 
 class OpenCall(_Message, tag=21):

@@ -43,16 +43,19 @@ _REASONS = {int(reason): reason for reason in CancelReason}
 
 def rejected(seq: int, command, code: RejectCode, text: str, stream_seq: int = 0) -> Rejected:
     """The Rejected event answering `command` (seq 0: a command never sequenced). Its ClOrdID
-    and member are echoed only when they are of their kinds (a str; an int within 64 bits), so
-    the event always goes over the wire and back: a command built in process may hold anything
-    there."""
+    and member (`_sender`) are echoed only when they are of their kinds (a str; an int within
+    64 bits), so the event always goes over the wire and back: a command built in process may
+    hold anything there."""
     cl_ord_id, member = _sender(command)
     return Rejected(seq, cl_ord_id, member, code, text, stream_seq)
 
 
 def _sender(command) -> tuple[str, int]:
+    """The ClOrdID and the member a refusal answers: the command's member; for a block trade
+    the buyer (whose ClOrdID it is), for a one-way auction's offer the seller; -1 for an
+    operator command."""
     cl_ord_id = getattr(command, "cl_ord_id", "")
-    member = getattr(command, "member", -1)
+    member = getattr(command, "member", getattr(command, "buyer", getattr(command, "seller", -1)))
     if type(cl_ord_id) is not str:
         cl_ord_id = ""
     if type(member) is not int or not INT64_MIN <= member <= INT64_MAX:

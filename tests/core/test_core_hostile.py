@@ -16,10 +16,12 @@ import pytest
 from engine.core import Exchange, ReferenceExchange
 from engine.protocol import (
     AmendOrder,
+    BlockTrade,
     CancelOrder,
     Command,
     MalformedMessage,
     NewOrder,
+    OneWayAuctionOpen,
     OpenCall,
     RejectCode,
     Rejected,
@@ -110,3 +112,24 @@ def test_values_beyond_int64_are_refused_on_both_books_and_by_the_wire_decoder()
     for command in commands:
         with pytest.raises(MalformedMessage):
             decode_command(encode(command))
+
+
+def test_the_wire_refuses_a_trading_day_with_anything_after_it():
+    """The date pattern ended in `$`, which matches before a final newline: StartOfDay
+    ("2026-11-25\n") decoded, and a journal would have named a segment file after it."""
+    for date in ("2026-11-25\n", "2026-11-25 ", " 2026-11-25", "2026-11-25T00"):
+        with pytest.raises(MalformedMessage, match="matching regex"):
+            decode_command(encode(StartOfDay(date)))
+    assert decode_command(encode(StartOfDay("2026-11-25"))) == StartOfDay("2026-11-25")
+
+
+def test_a_refused_block_trade_or_auction_offer_answers_the_member_who_sent_it(make_exchange):
+    """They name no `member`: a refusal went to member -1 (nobody's stream). A block trade's
+    ClOrdID is its buyer's, and a one-way auction's offer is its seller's."""
+    x = make_exchange(small_market())
+    x.apply(StartOfDay("2026-11-24"))
+    (block,) = x.apply(BlockTrade("k1", "CEA25", 3, 4, 10_000, 100_000))
+    (offer,) = x.apply(OneWayAuctionOpen("CEA25", 2, 1))
+    assert (block.code, block.member, block.cl_ord_id) == (RejectCode.MARKET_CLOSED, 3, "k1")
+    assert (offer.code, offer.member) == (RejectCode.QTY_BELOW_MIN, 2)
+    assert isinstance(block, Rejected) and isinstance(offer, Rejected)
