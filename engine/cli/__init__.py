@@ -1,0 +1,87 @@
+"""`cxe`: the command line. Every command has --help; errors say what to do next.
+
+Commands grow with the project: clearing's in engine.cli.clearing, replay's and the logs' in
+engine.cli.replay, shared argument types in engine.cli.common (serve, gateway and admin come
+with their issues).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from engine.cli import clearing, replay
+from engine.cli.common import market_of, positive_int, trading_date
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.demo import render, run_demo
+
+    market = market_of(args.market)
+    started = time.perf_counter()
+    day = run_demo(market, seed=args.seed, steps=args.steps, out=args.out, date=args.date)
+    print(render(day))
+    print(f"state hash {day.exchange.state_hash()} (cxe replay of the command log prints it too)")
+    if args.out:
+        print(f"wrote {args.out}/commands.log and {args.out}/trades.log")
+    print(f"simulated in {time.perf_counter() - started:.2f} s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cxe",
+        description="Exchange for China's carbon markets: CEA allowances and CCER credits.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    demo = commands.add_parser(
+        "demo",
+        help="simulate a full trading day of the embedded market and print its figures",
+        description="Run a seeded, simulated trading day of every instrument through the "
+        "exchange core (validation and pre-trade risk on): opening calls, continuous trading "
+        "by market makers, brokers and compliance entities, a halt with a re-opening call, a "
+        "one-way auction, a block trade, closing calls and the close. Prints each phase's "
+        "figures and the end-of-day records.",
+    )
+    demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    demo.add_argument(
+        "--steps",
+        type=positive_int,
+        default=3_000,
+        help="continuous-trading steps per instrument (default 3000)",
+    )
+    demo.add_argument(
+        "--market",
+        metavar="FILE",
+        help="market config, TOML or clearing's JSON (default: the embedded market)",
+    )
+    demo.add_argument(
+        "--date",
+        type=trading_date,
+        help="trading day, a weekday that is not one of the market's holidays (default "
+        "2026-11-24, or the trading day after the day a clearing opening file follows)",
+    )
+    demo.add_argument(
+        "--out",
+        metavar="DIR",
+        help="also write the day's command log (commands.log) and trade log (trades.log) into DIR",
+    )
+    demo.set_defaults(run=cmd_demo)
+
+    clearing.add_commands(commands)
+    replay.add_commands(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, OSError) as exc:
+        print(f"cxe {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""`cxe clear`, `cxe surrender` and `cxe ledger`: clearing from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.clearing.capture import TradeStore
+    from engine.clearing.settlement import Ledger, SettlementReport
+    from engine.config import MarketConfig
+from engine.cli.common import market_of, member_id, note_torn_tail, trading_date
+
+
+def cmd_clear(args: argparse.Namespace) -> int:
+    from engine.clearing.capture import ConflictingDuplicate, TradeGap
+    from engine.clearing.netting import ConservationError, NettingOverflow
+    from engine.clearing.settlement import SettlementRefused
+
+    try:
+        return _clear(args)
+    except (
+        TradeGap,
+        ConflictingDuplicate,
+        SettlementRefused,
+        ConservationError,
+        NettingOverflow,
+    ) as exc:
+        print(f"cxe clear: {exc}", file=sys.stderr)
+        return 3
+
+
+def _clear(args: argparse.Namespace) -> int:
+    from engine.clearing.capture import TradeStore, capture_file
+    from engine.clearing.report import as_json
+    from engine.clearing.settlement import Ledger
+
+    market = market_of(args.market)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # an unusable --out fails before anything settles
+    store = TradeStore(args.store)
+    captured = capture_file(store, args.trades)
+    note_torn_tail(Path(args.trades))
+    ledger = Ledger(args.ledger)
+    notes = [
+        f"captured {captured.stored:,} new trades ({captured.duplicates:,} already held, "
+        f"last trade id {captured.last_trade_id:,}) into {args.store}"
+    ]
+    if ledger.open_if_empty(market.members, market.last_trading_day):
+        notes.append(f"{args.ledger} was empty: opening balances loaded from the market config")
+    report = ledger.settle(args.date, store, market, gross=args.gross)
+    if args.json:
+        print(as_json(report))
+    else:
+        print("\n".join(notes))
+        eff = report.netting.efficiency()
+        print(
+            f"{args.date}: {report.netting.trades:,} trades, {report.netting.traded_qty:,} t, "
+            f"fees {report.netting.total_fees:,} fen; netting removes {eff['cash']:.1%} of "
+            f"the gross cash legs and {eff['qty']:.1%} of the allowance legs"
+        )
+    if report.failures:
+        print(
+            "settlement failure, nothing was written:\n  " + "\n  ".join(report.failures),
+            file=sys.stderr,
+        )
+        return 3
+    if report.already_settled:
+        print(
+            f"{args.date} is already settled in {args.ledger}: the ledger is unchanged; "
+            "rewriting its statements and opening file",
+            file=sys.stderr,
+        )
+    elif not args.json:
+        print(
+            f"settled {args.date} ({report.mode}, {report.postings:,} postings) into {args.ledger}"
+        )
+    try:
+        written = _write_clearing_outputs(report, store, ledger, market, out)
+    except OSError as exc:
+        print(
+            f"cxe clear: {args.date} is settled in {args.ledger}, but writing its outputs into "
+            f"{out} failed: {exc}. Fix that and run the same cxe clear again: for a settled "
+            "day it rewrites the statements, summary and opening file without settling twice",
+            file=sys.stderr,
+        )
+        return 2
+    if not args.json:
+        for path in written:
+            print(f"wrote {path}")
+        print(f"(opening balances for the next day: cxe ... --market {written[-1]})")
+    return 0
+
+
+def _write_clearing_outputs(
+    report: SettlementReport, store: TradeStore, ledger: Ledger, market: MarketConfig, out: Path
+) -> list[Path]:
+    """Statements, summary and the opening-after file of a settled day (the last path)."""
+    import msgspec
+
+    from engine.clearing.report import write_atomically, write_files
+
+    written = write_files(report, out)
+    opening = out / f"opening-after-{report.date}.json"
+    closes = {code: r.close for code, r in report.records.items()}
+    first_trade_id = store.last_trade_id(through=report.date) + 1
+    opening_market = ledger.opening_market(market, closes, first_trade_id, report.date)
+    write_atomically(opening, msgspec.json.encode(opening_market))
+    return [*written, opening]
+
+
+def _existing_ledger(path: str) -> Ledger:
+    """The ledger at `path`; OSError if there is none (it is not created empty)."""
+    from engine.clearing.settlement import Ledger
+
+    if not Path(path).is_file():
+        raise OSError(
+            f"no ledger at {path}: settle a day first (cxe clear), or name the ledger with --ledger"
+        )
+    return Ledger(path)
+
+
+def cmd_surrender(args: argparse.Namespace) -> int:
+    from engine.clearing.compliance import Surrender, SurrenderRefused, surrender
+
+    allowances: dict[str, int] = {}
+    for item in args.cea:
+        code, _, qty = item.rpartition("=")
+        code = code or args.vintage
+        if not qty.isdigit() or not code:
+            raise ValueError(
+                f"--cea takes TONNES with --vintage, or VINTAGE=TONNES "
+                f"(e.g. CEA25=9500), not {item!r}"
+            )
+        allowances[code] = allowances.get(code, 0) + int(qty)
+    request = Surrender(args.member, args.period, args.obligation, allowances, args.ccer)
+    ledger = _existing_ledger(args.ledger)
+    try:
+        done = surrender(ledger, request, market_of(args.market), args.recorded)
+    except SurrenderRefused as exc:
+        print(f"cxe surrender: refused, nothing recorded: {exc}", file=sys.stderr)
+        return 3
+    print(
+        f"member {done.member} surrendered {request.total:,} t for {done.period} "
+        f"({sum(request.allowances.values()):,} t allowances, {request.ccer:,} t CCER); in all "
+        f"{done.total:,} t of its {done.obligation:,} t obligation ({done.ccer:,} t CCER), "
+        f"shortfall {done.shortfall:,} t"
+    )
+    return 0
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    import json
+
+    from engine.clearing.report import ledger_view, render_ledger
+
+    view = ledger_view(_existing_ledger(args.ledger), args.member)
+    print(json.dumps(view, indent=2) if args.json else render_ledger(view))
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """The clear, surrender and ledger commands and their options."""
+    clear = commands.add_parser(
+        "clear",
+        help="capture a trade log, net the day and settle it into the ledger (DVP)",
+        description="Capture the exchange's trade log into the clearing store (gap-free, "
+        "exactly once), check every trade record and the day against the end-of-day records, "
+        "net per member and instrument, settle delivery versus payment into the SQLite ledger "
+        "(once per date, days in order), and write statements, a day summary and the next "
+        "day's opening balances. Run again for a settled day, it rewrites those files and "
+        "leaves the ledger as it is.",
+        epilog="example: cxe clear --date 2026-11-24 --trades day1/trades.log --out day1/clearing",
+    )
+    clear.add_argument("--date", type=trading_date, required=True, help="trading day, YYYY-MM-DD")
+    clear.add_argument("--trades", required=True, metavar="LOG", help="trade log to capture")
+    clear.add_argument("--store", default="clearing.db", help="trade store (default clearing.db)")
+    clear.add_argument("--ledger", default="ledger.db", help="settled ledger (default ledger.db)")
+    clear.add_argument("--market", metavar="FILE", help="market config (default: embedded)")
+    clear.add_argument("--gross", action="store_true", help="settle trade by trade, not net")
+    clear.add_argument("--out", default="clearing-out", help="where statements go")
+    clear.add_argument("--json", action="store_true", help="print the report as JSON")
+    clear.set_defaults(run=cmd_clear)
+
+    give = commands.add_parser(
+        "surrender",
+        help="surrender allowances and CCER against a verified emissions obligation",
+        description="Debit a member's settled allowances (CEA instruments) and CCER against "
+        "its verified obligation for a compliance period, and record it. The obligation is "
+        "recorded by the period's first surrender; every later one counts against the same "
+        "figure, and the caps (CCER at most 5% of the obligation, no more than the obligation "
+        "in all) apply to everything surrendered for the period.",
+        epilog="example: cxe surrender --ledger ledger.db --member 5 --period 2025 "
+        "--obligation 10000 --cea CEA25=9500 --ccer 500",
+    )
+    give.add_argument("--ledger", default="ledger.db", help="settled ledger (default ledger.db)")
+    give.add_argument("--member", type=member_id, required=True)
+    give.add_argument(
+        "--period", required=True, help="compliance period: a year (2025) or a span (2021-2022)"
+    )
+    give.add_argument(
+        "--obligation",
+        type=int,
+        default=0,
+        help="verified emissions for the period, t (needed on its first surrender)",
+    )
+    give.add_argument(
+        "--cea",
+        action="append",
+        default=[],
+        metavar="[VINTAGE=]TONNES",
+        help="allowances to surrender, e.g. --cea CEA25=9500 (repeatable), or --cea 9500 "
+        "with --vintage",
+    )
+    give.add_argument("--vintage", help="the CEA vintage of a --cea given as plain tonnes")
+    give.add_argument("--ccer", type=int, default=0, help="CCER tonnes (at most 5%%)")
+    give.add_argument("--market", metavar="FILE", help="market config (default: embedded)")
+    give.add_argument("--recorded", default="", help="a note kept with the record")
+    give.set_defaults(run=cmd_surrender)
+
+    show = commands.add_parser(
+        "ledger",
+        help="show the settled ledger: balances, settlements, obligations, surrenders",
+        description="Print what the clearing ledger holds, without opening SQLite: every "
+        "member's settled balances (cash in CNY, allowances and credits in tonnes; member "
+        "'exchange' holds the fees), each settled day, each compliance obligation with what "
+        "was surrendered against it, and each surrender. --json gives the same as integers "
+        "(fen, tonnes).",
+        epilog="example: cxe ledger --ledger ledger.db --member 5",
+    )
+    show.add_argument("--ledger", default="ledger.db", help="settled ledger (default ledger.db)")
+    show.add_argument("--member", type=member_id, help="only this member's balances and surrenders")
+    show.add_argument("--json", action="store_true", help="print it as JSON (fen and tonnes)")
+    show.set_defaults(run=cmd_ledger)

@@ -1,0 +1,63 @@
+"""Shared pieces of the `cxe` commands: argument types, the market a command runs, notes
+on logs. Nothing here prints except `note_torn_tail` (to stderr)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine.config import default_market, load_market
+
+if TYPE_CHECKING:
+    from engine.config import MarketConfig
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def member_id(text: str) -> int:
+    """argparse type: a member id, a whole number from 0 below 2**31."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value < 2**31:
+        raise argparse.ArgumentTypeError(f"a member id is from 0 below 2**31, not {value}")
+    return value
+
+
+def trading_date(text: str) -> str:
+    """argparse type: a calendar date written YYYY-MM-DD."""
+    from engine.types import is_trading_date
+
+    if not is_trading_date(text):
+        raise argparse.ArgumentTypeError(f"not a calendar date YYYY-MM-DD: {text!r}")
+    return text
+
+
+def market_of(path: str | None) -> MarketConfig:
+    """The market file at `path`, or the embedded default market."""
+    return default_market() if path is None else load_market(path)
+
+
+def note_torn_tail(path: Path) -> None:
+    """Say on stderr when a log ends in a torn record (read past it, as a crash leaves it)."""
+    from engine.framing import torn_tail
+
+    end, torn = torn_tail(path)
+    if torn:
+        print(
+            f"note: {path} ends in an incomplete record ({torn:,} bytes after byte {end:,}): "
+            "a write cut short by a crash; everything before it was read",
+            file=sys.stderr,
+        )
