@@ -129,7 +129,7 @@ class Exchange:
             state.next_order_id,
             state.next_trade_id,
             state.calendar_done,
-            sorted((member, sorted(seen)) for member, seen in state.cl_ord_ids.items()),
+            state.cl_ord_ids.snapshot(),
             [
                 (
                     o.order_id,

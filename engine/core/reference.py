@@ -80,7 +80,7 @@ class PlainOrders:
             return self.offbook.cancel(cmd, market, order)
         market.book.cancel(cmd.order_id, cmd.member)
         self.trading.book_events(market, "continuous")
-        state.cl_ord_ids[cmd.member].add(cmd.cl_ord_id)
+        state.cl_ord_ids.add(cmd.member, cmd.cl_ord_id)
         return {market.code}
 
     @typed
@@ -121,7 +121,7 @@ class PlainOrders:
         order.leaves = cmd.qty
         market.book.amend(cmd.order_id, cmd.price, cmd.qty, cmd.member)
         self.trading.book_events(market, "continuous", taker=order)
-        state.cl_ord_ids[cmd.member].add(cmd.cl_ord_id)
+        state.cl_ord_ids.add(cmd.member, cmd.cl_ord_id)
         return {market.code}
 
 
