@@ -76,7 +76,7 @@ def batch_market(schedule: bool = True) -> MarketConfig:
         ),
     ]
     members = [
-        Member(id=i, name=f"M{i}", cash=10**10, holdings={"CEA25": 10_000, "CCER": 10_000})
+        Member(id=i, name=f"M{i}", cash=10**10, holdings={"CEA25": 200_000, "CCER": 10_000})
         for i in (1, 2, 3)
     ]
     members.append(Member(id=4, name="poor", cash=2_000_000, holdings={"CEA25": 50}))
@@ -120,7 +120,7 @@ OPERATOR = st.sampled_from(
         OpenCall("CCER"),
         Uncross("CCER"),
         CloseCall("CEA25"),
-        OneWayAuctionOpen("CEA25", 1, 100),
+        OneWayAuctionOpen("CEA25", 1, 100_000),
         AuctionBid("bid", 2, "CEA25", 10_000, 10),
     ]
 )
@@ -327,3 +327,24 @@ def test_a_batch_out_of_sequence_or_of_other_kinds_is_refused_and_changes_nothin
     with pytest.raises(ValueError, match="kind 4 is not"):
         x.apply_batch(records)
     assert x.state_hash() == before and x.seq == seq
+
+
+def test_cancels_and_amends_of_off_book_orders_in_a_batch_go_one_by_one():
+    """A one-way auction's bid lives off the book: a batch hands its cancel (and an amend,
+    refused) to the per-command path, which knows it."""
+    runs = []
+    for batched in (True, False):
+        x = start(Exchange)
+        x.apply(OneWayAuctionOpen("CEA25", 1, 100_000), local_ns("09:20"))
+        bid = x.apply(AuctionBid("bid", 2, "CEA25", 10_000, 10), local_ns("09:20"))
+        order_id = bid[0].order_id
+        rows = [
+            (REC_AMEND, 2, 0, 0, 0, 0, 0, 10_100, 10, order_id, "amend"),
+            (REC_CANCEL, 2, 0, 0, 0, 0, 0, 0, 0, order_id, "cancel"),
+        ]
+        steps = [("records", rows, [local_ns("09:21")] * 2)]
+        runs.append((run_flow(x, steps, batched), x.state_hash()))
+    (events, state), expected = runs
+    assert (events, state) == expected
+    assert [type(e).__name__ for e in events] == ["Rejected", "Cancelled"]
+    assert events[0].code == RejectCode.UNSUPPORTED_IN_PHASE
