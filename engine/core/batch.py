@@ -158,6 +158,7 @@ DONE = 0
 PER_COMMAND = -100  # apply the record the run stopped at with Exchange.apply
 NEED_OUT = -101  # `out` must hold SC_NEED more rows
 NEVER = 2**63 - 1
+ROWS_PER_RECORD = 4  # rows `out` is sized for up front (it grows when a run needs more)
 
 _CALL, _CLOSING_CALL = int(Phase.CALL), int(Phase.CLOSING_CALL)
 _R = {code.name: int(code) for code in RejectCode}
@@ -584,6 +585,9 @@ class BatchPath:
     def apply(self, records: np.ndarray) -> bytes:
         """Apply a run of records; the bytes of their events' rows."""
         words = words_of(records, self.state.seq)
+        self.state.cl_ord_ids.reserve(len(words))
+        if self.out.shape[0] < ROWS_PER_RECORD * len(words):
+            self._grow_out(ROWS_PER_RECORD * len(words))
         self.sc[SC_ROWS] = 0
         self._load()
         arrays = self._arrays()

@@ -163,6 +163,13 @@ class ClOrdIds:
     def grow(self) -> None:
         self._resize(2 * self.table.shape[0])
 
+    def reserve(self, more: int) -> None:
+        """Room for `more` keys beyond those held, in at most one resize (a batch asks before
+        it runs, so its compiled loop is not stopped again and again to grow)."""
+        need, size = 2 * (int(self.meta[CM_COUNT]) + more), self.table.shape[0]
+        if need > size:
+            self._resize(1 << (need - 1).bit_length())
+
     def __len__(self) -> int:
         return int(self.meta[CM_COUNT]) + len(self.long)
 

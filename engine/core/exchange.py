@@ -1,9 +1,11 @@
 """Exchange: the deterministic state machine. apply(command, ts_ns) -> events.
 
 Invariants:
-- `apply` is the only mutator. It reads no clock, socket, environment or random source: time
-  arrives as `ts_ns` (the sequencer's stamp) and every id (order, trade, sequence) derives
-  from state, so the same commands give byte-identical encoded events on any machine.
+- `apply` is the only mutator (`apply_batch` applies a run of order-command records with the
+  same result as `apply` on each: engine.core.batch). It reads no clock, socket,
+  environment or random source: time arrives as `ts_ns` (the sequencer's stamp) and every
+  id (order, trade, sequence) derives from state, so the same commands give byte-identical
+  encoded events on any machine.
 - Validation runs before any change: a rejected command produces one `Rejected` event (code
   and text) and leaves `state_hash()` unchanged (the sequence number is not state).
 - The exchange is composed of parts over one declared state (engine.core.state.CoreState):

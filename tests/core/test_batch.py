@@ -297,6 +297,12 @@ def test_the_clordid_store_tells_members_and_keys_apart_and_grows():
     assert store.snapshot() == sorted((1, k.encode()) for k in keys)
     store.clear()
     assert len(store) == 0 and not store.used(1, "k1") and not store.used(1, "ü" * 40)
+    store.reserve(5000)
+    table = store.table
+    assert table.shape[0] >= 10_000
+    for i in range(5000):
+        store.add(2, str(i))
+    assert store.table is table and len(store) == 5000  # no resize after the reservation
 
 
 def test_a_clordid_used_by_the_batch_is_refused_one_by_one_and_back():
