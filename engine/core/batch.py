@@ -25,7 +25,8 @@ Invariants:
   record is then applied by the per-command path (`Exchange.apply`, whose events are encoded
   by engine.codec.encode_events) or the arrays grow, and the run resumes after it.
 - A batch's records are checked before anything changes: their sequence numbers follow the
-  exchange's, their kinds are order commands (ValueError otherwise).
+  exchange's, their kinds are order commands, their ClOrdIDs are UTF-8 (ValueError
+  otherwise: such a record is no message, as a frame the decoder refuses).
 - Trades count in their market's day figures and digest in the order they happened: the
   compiled run's trades are encoded as msgpack (byte for byte what msgspec writes for the
   Trade event, `trade_bytes`) and folded in before any per-command command runs.
@@ -378,6 +379,45 @@ def run(words, start, pools, lads, bms, hts, metas, evs, mks, acct, ids, ck, cm,
     return DONE, words.shape[0]
 
 
+@njit(cache=True, _nrt=False)
+def _key_byte(words, i, k):
+    return (words[i, W_KEY + k // 8] >> (8 * (k % 8))) & 0xFF
+
+
+@njit(cache=True, _nrt=False)
+def first_bad_key(words):
+    """Index of the first record whose ClOrdID bytes are not UTF-8 (surrogates allowed, as
+    the codec's 'surrogatepass' writes them), or -1: such a key is no message's ClOrdID."""
+    for i in range(words.shape[0]):
+        n = _key_length(words, i)
+        k = 0
+        while k < n:
+            lead = _key_byte(words, i, k)
+            if lead < 0x80:
+                k += 1
+                continue
+            if 0xC2 <= lead <= 0xDF:
+                size, low, high = 2, 0x80, 0xBF
+            elif 0xE0 <= lead <= 0xEF:
+                size, low, high = 3, 0xA0 if lead == 0xE0 else 0x80, 0xBF
+            elif 0xF0 <= lead <= 0xF4:
+                size = 4
+                low = 0x90 if lead == 0xF0 else 0x80
+                high = 0x8F if lead == 0xF4 else 0xBF
+            else:
+                return i
+            if k + size > n:
+                return i
+            second = _key_byte(words, i, k + 1)
+            if not low <= second <= high:
+                return i
+            for c in range(k + 2, k + size):
+                if not 0x80 <= _key_byte(words, i, c) <= 0xBF:
+                    return i
+            k += size
+    return -1
+
+
 # -- trades into the day's figures ----------------------------------------------------------------
 
 
@@ -524,7 +564,13 @@ def words_of(records: np.ndarray, last_seq: int) -> np.ndarray:
             f"record {i}: kind {int(kinds[i])} is not NewOrder (1), CancelOrder (2) or "
             "AmendOrder (3)"
         )
-    return np.ascontiguousarray(records).view(np.int64).reshape(len(records), RECORD_WORDS)
+    words = np.ascontiguousarray(records).view(np.int64).reshape(len(records), RECORD_WORDS)
+    bad_key = first_bad_key(words)
+    if bad_key >= 0:
+        raise ValueError(
+            f"record {bad_key}: ClOrdID {bytes(records['cl_ord_id'][bad_key])!r} is not UTF-8"
+        )
+    return words
 
 
 def apply_one_by_one(exchange, records: np.ndarray) -> bytes:

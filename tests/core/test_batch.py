@@ -32,7 +32,7 @@ from engine.codec import (
 )
 from engine.config import MARKET_HOURS, MarketConfig, Member
 from engine.core import Exchange, ReferenceExchange
-from engine.core.batch import _put_int, decode
+from engine.core.batch import _put_int, decode, first_bad_key
 from engine.core.clordid import MIN_CAPACITY, ClOrdIds
 from engine.instruments import Instrument
 from engine.protocol import (
@@ -50,7 +50,7 @@ from engine.protocol import (
     StartOfDay,
     Uncross,
 )
-from engine.types import OrderType, Side, TimeInForce
+from engine.types import OrderType, Phase, Side, TimeInForce
 
 DAY = "2026-11-24"
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -332,7 +332,24 @@ def test_a_batch_out_of_sequence_or_of_other_kinds_is_refused_and_changes_nothin
     records["kind"][1] = 4
     with pytest.raises(ValueError, match="kind 4 is not"):
         x.apply_batch(records)
+    records = records_of([order, order], CODES, x.seq + 1, [0, 0])
+    records["cl_ord_id"][1] = b"ok\xff"
+    with pytest.raises(ValueError, match="record 1: ClOrdID b'ok\\\\xff' is not UTF-8"):
+        x.apply_batch(records)
     assert x.state_hash() == before and x.seq == seq
+
+
+@given(st.binary(min_size=1, max_size=32).filter(lambda b: not b.endswith(b"\0")))
+def test_a_record_key_is_utf8_exactly_when_python_decodes_it(key):
+    records = np.zeros(1, dtype=COMMAND_DTYPE)
+    records["cl_ord_id"] = key
+    words = records.view(np.int64).reshape(1, -1)
+    try:
+        key.decode("utf-8", "surrogatepass")
+        valid = True
+    except UnicodeDecodeError:
+        valid = False
+    assert (first_bad_key(words) == -1) == valid
 
 
 def test_cancels_and_amends_of_off_book_orders_in_a_batch_go_one_by_one():
@@ -341,16 +358,17 @@ def test_cancels_and_amends_of_off_book_orders_in_a_batch_go_one_by_one():
     runs = []
     for batched in (True, False):
         x = start(Exchange)
-        x.apply(OneWayAuctionOpen("CEA25", 1, 100_000), local_ns("09:20"))
-        bid = x.apply(AuctionBid("bid", 2, "CEA25", 10_000, 10), local_ns("09:20"))
+        x.apply(OneWayAuctionOpen("CEA25", 1, 100_000), local_ns("09:31"))  # continuous
+        bid = x.apply(AuctionBid("bid", 2, "CEA25", 10_000, 10), local_ns("09:31"))
         order_id = bid[0].order_id
         rows = [
             (REC_AMEND, 2, 0, 0, 0, 0, 0, 10_100, 10, order_id, "amend"),
             (REC_CANCEL, 2, 0, 0, 0, 0, 0, 0, 0, order_id, "cancel"),
         ]
-        steps = [("records", rows, [local_ns("09:21")] * 2)]
+        steps = [("records", rows, [local_ns("09:32")] * 2)]
         runs.append((run_flow(x, steps, batched), x.state_hash()))
     (events, state), expected = runs
     assert (events, state) == expected
     assert [type(e).__name__ for e in events] == ["Rejected", "Cancelled"]
     assert events[0].code == RejectCode.UNSUPPORTED_IN_PHASE
+    assert x.markets["CEA25"].phase == Phase.CONTINUOUS  # so the batch's own run saw them
