@@ -339,7 +339,17 @@ def test_a_batch_out_of_sequence_or_of_other_kinds_is_refused_and_changes_nothin
     assert x.state_hash() == before and x.seq == seq
 
 
-@given(st.binary(min_size=1, max_size=32).filter(lambda b: not b.endswith(b"\0")))
+TEXT = st.text(max_size=6).map(lambda t: t.encode("utf-8", "surrogatepass"))
+EDGES = st.sampled_from(
+    [b"\xc0\x80", b"\xc1\xbf", b"\xc2\x80", b"\xdf\xbf", b"\xe0\x80\x80", b"\xe0\xa0\x80",
+     b"\xed\xa0\x80", b"\xef\xbf\xbf", b"\xf0\x8f\xbf\xbf", b"\xf0\x90\x80\x80",
+     b"\xf4\x8f\xbf\xbf", b"\xf4\x90\x80\x80", b"\xf5\x80\x80\x80", b"\x80", b"\xe2\x82",
+     b"\xe2\x82\x41", b"\xf0\x9f\x98"]
+)  # fmt: skip
+KEYS = st.builds(lambda a, b, c: a + b + c, TEXT, EDGES, TEXT) | st.binary(max_size=32)
+
+
+@given(KEYS.filter(lambda b: 0 < len(b) <= 32 and not b.endswith(b"\0")))
 def test_a_record_key_is_utf8_exactly_when_python_decodes_it(key):
     records = np.zeros(1, dtype=COMMAND_DTYPE)
     records["cl_ord_id"] = key
