@@ -135,7 +135,10 @@ def _rehash(old, new, meta):
 
 def key_of(cl_ord_id: str) -> bytes:
     """A ClOrdID's key bytes (a lone surrogate, possible in process, is kept, not refused)."""
-    return cl_ord_id.encode("utf-8", "surrogatepass")
+    try:
+        return cl_ord_id.encode()
+    except UnicodeEncodeError:
+        return cl_ord_id.encode("utf-8", "surrogatepass")
 
 
 class ClOrdIds:

@@ -118,6 +118,8 @@ class CompiledOrders:
             code: OrderPath(market, state.accounts, state.cl_ord_ids)
             for code, market in state.markets.items()
         }
+        self._rows = state.accounts.row_of  # member id -> accounts row: who is known
+        self._long_keys = state.cl_ord_ids.long  # the day's ClOrdIDs the pipeline cannot hold
         self.handlers = {
             NewOrder: self.new_order,
             CancelOrder: self.cancel,
@@ -134,10 +136,10 @@ class CompiledOrders:
         when it was refused (unknown member or instrument; a long ClOrdID used today: the
         pipeline checks the others). Ints beyond int64 are refused first, as the
         specification does."""
-        known = cmd.member in self.state.accounts.row_of
+        known = cmd.member in self._rows
         path = self.paths.get(cmd.instrument)
         key = key_of(cmd.cl_ord_id)
-        used_long = len(key) > KEY_BYTES and (cmd.member, key) in self.state.cl_ord_ids.long
+        used_long = len(key) > KEY_BYTES and (cmd.member, key) in self._long_keys
         if not known or path is None or used_long:
             check_types(cmd)  # an int beyond int64 is refused before anything else
             if not known:
@@ -150,9 +152,8 @@ class CompiledOrders:
         return path, key
 
     def _record_long(self, member: int, key: bytes) -> None:
-        """An accepted command's ClOrdID, when too long for the pipeline to record it."""
-        if len(key) > KEY_BYTES:
-            self.state.cl_ord_ids.add_key(member, key)
+        """An accepted command's ClOrdID, too long for the pipeline to record it."""
+        self.state.cl_ord_ids.add_key(member, key)
 
     def _pipeline_refused(self, cmd, path: OrderPath, status: int) -> None:
         """Word a refusal of the pipeline from its code (and, for funds, what was needed)."""
@@ -206,7 +207,8 @@ class CompiledOrders:
         if result[0] < 0:
             return self._pipeline_refused(cmd, path, result[0])
         self.state.next_order_id = oid + 1
-        self._record_long(member, key)
+        if len(key) > KEY_BYTES:
+            self._record_long(member, key)
         self.emit.accepted(
             cmd.cl_ord_id, member, path.code, oid, side, 0 if order_type == _MARKET else price,
             qty,
@@ -240,7 +242,8 @@ class CompiledOrders:
             raise
         if result[0] < 0:
             return self._pipeline_refused(cmd, path, result[0])
-        self._record_long(member, key)
+        if len(key) > KEY_BYTES:
+            self._record_long(member, key)
         _, side, price, level_qty, level_orders, cancelled = result
         self.emit.cancelled(member, path.code, order_id, cancelled, _USER)
         self.emit.depth(path.code, side, price, level_qty, level_orders)
@@ -266,7 +269,8 @@ class CompiledOrders:
             raise
         if result[0] < 0:
             return self._pipeline_refused(cmd, path, result[0])
-        self._record_long(member, key)
+        if len(key) > KEY_BYTES:
+            self._record_long(member, key)
         return self._events(path, result)
 
     @staticmethod
