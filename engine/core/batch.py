@@ -42,6 +42,7 @@ import msgspec
 import numpy as np
 from numba import njit
 
+from engine.book.entry import entry_point
 from engine.book.kernel import (
     DAY,
     K_AMENDED,
@@ -601,6 +602,17 @@ class BatchPath:
             "venue": _packed("continuous"),
         }
         self._code_strs = [_packed(code) for code in self.codes]
+        self._runners: dict[bool, object] = {}  # `run` compiled for these argument types
+
+    def _runner(self, words: np.ndarray, arrays: tuple):
+        """`run`'s compiled wrapper for these arguments' types, taken once (they never change:
+        growth replaces an array by one of the same type), so no call types its arguments."""
+        writeable = bool(words.flags.writeable)  # records from a read-only frame are typed apart
+        runner = self._runners.get(writeable)
+        if runner is None:
+            runner = entry_point(run, (words,), 1, (*arrays, self.out, self.sc))
+            self._runners[writeable] = runner
+        return runner
 
     def _arrays(self) -> tuple:
         books = [m.book.state for m in self.markets]
@@ -639,7 +651,7 @@ class BatchPath:
         arrays = self._arrays()
         start, flushed = 0, 0
         while start < len(words):
-            status, index = run(words, start, *arrays[:7], *arrays[7:], self.out, self.sc)
+            status, index = self._runner(words, arrays)(words, start, *arrays, self.out, self.sc)
             start = int(index)
             if status == DONE:
                 break

@@ -382,3 +382,20 @@ def test_cancels_and_amends_of_off_book_orders_in_a_batch_go_one_by_one():
     assert [type(e).__name__ for e in events] == ["Rejected", "Cancelled"]
     assert events[0].code == RejectCode.UNSUPPORTED_IN_PHASE
     assert x.markets["CEA25"].phase == Phase.CONTINUOUS  # so the batch's own run saw them
+
+
+def test_records_read_from_a_frame_apply_as_records_built_in_process():
+    """A gateway reads records from a frame with np.frombuffer: a read-only array."""
+    orders = [NewOrder(f"o{i}", 1 + i % 3, "CEA25", Side(i % 2), 10_000, 10) for i in range(6)]
+    answers = []
+    for frame in (True, False):
+        x = start(Exchange)
+        x.apply(OpenCall("CEA25"), local_ns("09:20"))
+        x.apply(Uncross("CEA25"), local_ns("09:31"))
+        records = records_of(orders, CODES, x.seq + 1, [local_ns("09:40")] * len(orders))
+        if frame:
+            records = np.frombuffer(records.tobytes(), dtype=COMMAND_DTYPE)
+            assert not records.flags.writeable
+        answers.append((decode(x.apply_batch(records), INSTRUMENTS), x.state_hash()))
+    assert answers[0] == answers[1]
+    assert sum(type(e).__name__ == "Trade" for e in answers[0][0]) == 3
