@@ -105,7 +105,7 @@ def _row_dtype(*fields: tuple[str, str]) -> np.dtype:
 ROW_DTYPES = {
     ROW_ACCEPTED: _row_dtype(("member", "<i8"), ("order_id", "<i8"), ("price", "<i8"),
                              ("qty", "<i8"), _CLID),
-    # detail_a, detail_b: what the reject's text is worded from (engine.core.batch)
+    # detail_a, detail_b: what the reject's text is worded from (engine.core.rows)
     ROW_REJECTED: _row_dtype(("member", "<i8"), ("detail_a", "<i8"), ("detail_b", "<i8"),
                              _CLID),
     ROW_REJECTED_TEXT: _row_dtype(("member", "<i8"), ("text_bytes", "<i8"), _CLID),
@@ -317,7 +317,7 @@ RejectWording = Callable[[RejectCode, int, int, int, str, int], str]
 
 def decode_events(data: bytes, codes: Sequence[str], word: RejectWording) -> list[Event]:
     """The protocol events of event rows (tests and consumers; not the hot path). `word`
-    words a ROW_REJECTED from its code and details (engine.core.batch.reject_wording)."""
+    words a ROW_REJECTED from its code and details (engine.core.rows.reject_wording)."""
     rows = np.frombuffer(data, dtype=EVENT_DTYPE)
     events: list[Event] = []
     i = 0

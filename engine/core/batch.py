@@ -29,14 +29,12 @@ Invariants:
   otherwise: such a record is no message, as a frame the decoder refuses).
 - Trades count in their market's day figures and digest in the order they happened: the
   compiled run's trades are encoded as msgpack (byte for byte what msgspec writes for the
-  Trade event, `trade_bytes`) and folded in before any per-command command runs.
+  Trade event, engine.core.rows.trade_bytes) and folded in before any per-command command runs.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from types import SimpleNamespace
 
 import msgspec
 import numpy as np
@@ -85,7 +83,6 @@ from engine.codec import (
     M_ORDER_ID,
     M_PRICE,
     M_QTY,
-    ORDER_FIELDS,
     R_DETAIL_A,
     R_DETAIL_B,
     R_MEMBER,
@@ -122,7 +119,6 @@ from engine.codec import (
     X_ORDER_ID,
     command_of,
     date_number,
-    decode_events,
     encode_events,
 )
 from engine.core.clordid import NEED_CLORDIDS
@@ -141,14 +137,8 @@ from engine.core.pipeline import (
     _new_order,
     freeze_for,
 )
-from engine.core.validation import (
-    band_detail,
-    market_detail,
-    reject_text,
-    shortfall_detail,
-)
-from engine.instruments import Instrument
-from engine.protocol import Event, RejectCode, Trade
+from engine.core.rows import TRADE_PROBE, packed, trade_bytes
+from engine.protocol import RejectCode
 from engine.types import Phase
 
 # the run's scalars
@@ -165,8 +155,6 @@ ROWS_PER_RECORD = 4  # rows `out` is sized for up front (it grows when a run nee
 _CALL, _CLOSING_CALL = int(Phase.CALL), int(Phase.CLOSING_CALL)
 _R = {code.name: int(code) for code in RejectCode}
 R_UNKNOWN_MEMBER, R_UNKNOWN_INSTRUMENT = _R["UNKNOWN_MEMBER"], _R["UNKNOWN_INSTRUMENT"]
-_SHORTFALL = frozenset({RejectCode.INSUFFICIENT_FUNDS, RejectCode.INSUFFICIENT_ALLOWANCES})
-_ORDER_LOOKUP = frozenset({RejectCode.UNKNOWN_ORDER, RejectCode.NOT_OWNER})
 
 
 # -- the compiled run ------------------------------------------------------------------------------
@@ -419,128 +407,6 @@ def first_bad_key(words):
     return -1
 
 
-# -- trades into the day's figures ----------------------------------------------------------------
-
-
-@njit(cache=True, _nrt=False)
-def _put_int(buf, p, v):
-    """msgpack's shortest encoding of the int64 v (what msgspec writes) at buf[p]; the end."""
-    if 0 <= v < 128 or -32 <= v < 0:
-        buf[p] = v & 0xFF
-        return p + 1
-    if v >= 0:
-        if v < 1 << 8:
-            marker, size = 0xCC, 1
-        elif v < 1 << 16:
-            marker, size = 0xCD, 2
-        elif v < 1 << 32:
-            marker, size = 0xCE, 4
-        else:
-            marker, size = 0xCF, 8
-    elif v >= -(1 << 7):
-        marker, size = 0xD0, 1
-    elif v >= -(1 << 15):
-        marker, size = 0xD1, 2
-    elif v >= -(1 << 31):
-        marker, size = 0xD2, 4
-    else:
-        marker, size = 0xD3, 8
-    buf[p] = marker
-    for k in range(size):
-        buf[p + 1 + k] = (v >> (8 * (size - 1 - k))) & 0xFF
-    return p + 1 + size
-
-
-@njit(cache=True, _nrt=False)
-def _put_bytes(buf, p, src):
-    for k in range(src.shape[0]):
-        buf[p + k] = src[k]
-    return p + src.shape[0]
-
-
-MAX_TRADE_BYTES = 16 * 9 + 64  # fourteen ints at most nine bytes each, and the three strs
-
-
-@njit(cache=True, _nrt=False)
-def trade_bytes(out, lo, hi, instrument, head, date, code, venue, buf, figures):
-    """Encode the trades of `instrument` among out[lo:hi] into buf as msgspec encodes each
-    Trade (`head`: array header and tag; `date`, `code`, `venue`: the strs' encodings) and
-    add them to figures (count, volume, listed value, open, high, low, as Market.fold);
-    returns the bytes written, or -(bytes needed) when buf is too small."""
-    trades = 0
-    for r in range(lo, hi):
-        if (out[r, 0] & 0xFF) == ROW_TRADE and (out[r, 0] >> 32) == instrument:
-            trades += 1
-    if trades * MAX_TRADE_BYTES > buf.shape[0]:
-        return -trades * MAX_TRADE_BYTES
-    p = 0
-    for r in range(lo, hi):
-        if (out[r, 0] & 0xFF) != ROW_TRADE or (out[r, 0] >> 32) != instrument:
-            continue
-        price, qty = out[r, T_PRICE], out[r, T_QTY]
-        p = _put_bytes(buf, p, head)
-        p = _put_int(buf, p, out[r, 1])
-        p = _put_int(buf, p, out[r, T_TRADE_ID])
-        p = _put_int(buf, p, out[r, T_TS])
-        p = _put_bytes(buf, p, date)
-        p = _put_bytes(buf, p, code)
-        p = _put_int(buf, p, price)
-        p = _put_int(buf, p, qty)
-        p = _put_int(buf, p, out[r, T_MEMBERS] & 0xFFFFFFFF)
-        p = _put_int(buf, p, out[r, T_MEMBERS] >> 32)
-        p = _put_int(buf, p, out[r, T_BUY_OID])
-        p = _put_int(buf, p, out[r, T_SELL_OID])
-        p = _put_int(buf, p, ((out[r, 0] >> 8) & 0xFF ^ 0x80) - 0x80)
-        p = _put_bytes(buf, p, venue)
-        figures[0] += 1
-        figures[1] += qty
-        figures[2] += qty * price
-        if figures[3] == 0:
-            figures[3] = figures[4] = figures[5] = price
-        elif price > figures[4]:
-            figures[4] = price
-        elif price < figures[5]:
-            figures[5] = price
-    return p
-
-
-# -- reject texts ----------------------------------------------------------------------------------
-
-
-def reject_wording(instruments: Sequence[Instrument], bands: Sequence[tuple[int, int]] = ()):
-    """The wording of ROW_REJECTED rows (engine.codec.decode_events' `word`) for a market of
-    these instruments: the same text the per-command path gives (engine.core.validation)."""
-
-    def word(code: RejectCode, index: int, a: int, b: int, cl_ord_id: str, member: int) -> str:
-        if code == RejectCode.UNKNOWN_MEMBER:
-            detail = str(member)
-        elif code == RejectCode.UNKNOWN_INSTRUMENT:
-            detail = f"#{a}"
-        elif code == RejectCode.DUPLICATE_CLORDID:
-            detail = cl_ord_id
-        elif code == RejectCode.INVALID_FIELD:
-            detail = f"{ORDER_FIELDS[a]} {b!r}"
-        elif code in _SHORTFALL:
-            detail = shortfall_detail(code, a, bool(b))
-        elif code in _ORDER_LOOKUP:
-            detail = str(a)
-        elif code == RejectCode.PRICE_OUTSIDE_BAND:
-            detail = band_detail(a, b)
-        else:
-            instrument = instruments[index]
-            figures = SimpleNamespace(instrument=instrument, code=instrument.code, band=None)
-            detail = market_detail(code, figures)
-        return reject_text(code, detail)
-
-    return word
-
-
-def decode(data: bytes, instruments: Sequence[Instrument]) -> list[Event]:
-    """The protocol events of a batch's bytes."""
-    codes = [i.code for i in instruments]
-    return decode_events(data, codes, reject_wording(instruments))
-
-
 # -- the batch path ---
 
 
@@ -598,10 +464,10 @@ class BatchPath:
         self.sc = np.zeros(SC_LEN, dtype=np.int64)
         self.trade_buf = np.zeros(1 << 16, dtype=np.uint8)
         self._strs = {
-            "head": np.frombuffer(msgspec.msgpack.encode(_TRADE_PROBE)[:2], dtype=np.uint8),
-            "venue": _packed("continuous"),
+            "head": np.frombuffer(msgspec.msgpack.encode(TRADE_PROBE)[:2], dtype=np.uint8),
+            "venue": packed("continuous"),
         }
-        self._code_strs = [_packed(code) for code in self.codes]
+        self._code_strs = [packed(code) for code in self.codes]
         self._runners: dict[bool, object] = {}  # `run` compiled for these argument types
 
     def _runner(self, words: np.ndarray, arrays: tuple):
@@ -703,7 +569,7 @@ class BatchPath:
         hi = int(self.sc[SC_ROWS])
         if hi == lo:
             return hi
-        date = _packed(self.state.date)
+        date = packed(self.state.date)
         for index, market in enumerate(self.markets):
             market.fold()
             figures = np.array([0, 0, 0, market.open, market.high, market.low], dtype=np.int64)
@@ -718,10 +584,3 @@ class BatchPath:
             if figures[0]:
                 market.add_trades(bytes(self.trade_buf[:size]), *figures.tolist())
         return hi
-
-
-_TRADE_PROBE = Trade(0, 0, 0, "", "", 0, 0, 0, 0, 0, 0, 0, "")
-
-
-def _packed(text: str) -> np.ndarray:
-    return np.frombuffer(msgspec.msgpack.encode(text), dtype=np.uint8)
