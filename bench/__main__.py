@@ -17,6 +17,7 @@ import sys
 from bench.book import book_benchmarks, memory_benchmark
 from bench.clearing import netting_benchmark
 from bench.exchange import (
+    batch_benchmark,
     call_phase_benchmark,
     exchange_benchmark,
     rejects_benchmark,
@@ -44,6 +45,7 @@ NAMES = (
     "reference_book",
     "book_memory",
     "exchange_apply",
+    "exchange_batch",
     "exchange_rejects",
     "uncross",
     "call_phase",
@@ -63,6 +65,8 @@ def run(names: set[str] | None, quick: bool):
         yield memory_benchmark(orders=1_000_000, reference_orders=100_000 if quick else 1_000_000)
     if wanted("exchange_apply"):
         yield exchange_benchmark(messages=200_000 if quick else 1_000_000)
+    if wanted("exchange_batch"):
+        yield batch_benchmark(messages=200_000 if quick else 1_000_000)
     if wanted("exchange_rejects"):
         yield rejects_benchmark(orders=100_000 if quick else 400_000)
     if wanted("uncross"):

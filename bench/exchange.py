@@ -11,6 +11,10 @@ call_phase sends orders to an opening call whose book crosses from one end of th
 other (a bid at the band's top, an ask at its bottom, as brokers send to be sure of the
 open), so every order moves the indicative price the exchange publishes; both exchanges must
 end with the same state hash and the same indicatives.
+exchange_batch replays the same workload as order-command records (engine.codec, built before
+the timer) through Exchange.apply_batch in runs of BATCH records, from records in to encoded
+event bytes out; exchange_apply (per command) and the reference exchange run in the same
+benchmark, and every batched run must end with the per-command run's state hash and trades.
 exchange_rejects floods the exchange with orders it must refuse (off tick, outside the band,
 an unknown member, more than the member's cash) and times them against the same number of
 valid orders that rest without trading, on fresh exchanges in the same run: every refusal
@@ -30,6 +34,7 @@ from bench.workload import DEFAULT_MID, MEMBERS, mixed_workload
 from engine.book import Book, ReferenceBook
 from engine.book.auction import run_uncross
 from engine.book.layout import CMD_ADD
+from engine.codec import EVENT_DTYPE, ROW_TRADE, records_of
 from engine.config import MarketConfig, Member
 from engine.core import Exchange, ReferenceExchange
 from engine.instruments import Instrument
@@ -114,6 +119,68 @@ def exchange_benchmark(messages: int, rounds: int = 3) -> dict:
         "trades": trades,
         "state_hash": exchange.state_hash()[:16],
         "target": 1_000_000,
+    }
+
+
+BATCH = 8192  # records per apply_batch call: what a service drains per fsync, say
+
+
+def run_batches(records: np.ndarray) -> tuple[float, Exchange, int]:
+    """Records per second through apply_batch on a fresh exchange, and the trades printed."""
+    exchange = Exchange(bench_market())
+    for command in (StartOfDay("2026-11-24"), OpenCall(CODE), Uncross(CODE)):
+        exchange.apply(command)
+    first = exchange.seq + 1
+    records = records.copy()
+    records["seq"] = np.arange(first, first + len(records))
+    apply_batch = exchange.apply_batch
+    out = []
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        for i in range(0, len(records), BATCH):
+            out.append(apply_batch(records[i : i + BATCH]))
+        elapsed = time.perf_counter() - start
+    finally:
+        gc.enable()
+    trades = sum(
+        int(np.count_nonzero(np.frombuffer(data, EVENT_DTYPE)["kind"] == ROW_TRADE)) for data in out
+    )
+    return len(records) / elapsed, exchange, trades
+
+
+def batch_benchmark(messages: int, rounds: int = 3) -> dict:
+    """apply_batch against Exchange.apply and the reference exchange, in the same run."""
+    commands = as_commands(mixed_workload(messages, seed=2))
+    records = records_of(commands, [CODE], 0, [0] * len(commands))
+    run_batches(records[:2000])  # compile and warm up outside the timer
+    run_exchange(commands[:2000], Exchange)
+    ref_rate, reference, ref_trades = run_exchange(commands, ReferenceExchange)
+    apply_rates, batch_rates = [], []
+    for _ in range(rounds):
+        rate, single, trades = run_exchange(commands, Exchange)
+        apply_rates.append(rate)
+        rate, batched, batch_trades = run_batches(records)
+        batch_rates.append(rate)
+        if not batched.state_hash() == single.state_hash() == reference.state_hash():
+            raise WrongResult("exchange_batch: batched and per-command states differ")
+        if not batch_trades == trades == ref_trades:
+            raise WrongResult("exchange_batch: batched and per-command trades differ")
+    value, per_command = float(np.median(batch_rates)), float(np.median(apply_rates))
+    return {
+        "bench": "exchange_batch",
+        "value": value,
+        "unit": "cmd/s",
+        "reference": ref_rate,
+        "exchange_apply": per_command,
+        "ratio_exchange_apply": value / per_command,
+        "rounds": [round(r) for r in batch_rates],
+        "batch": BATCH,
+        "messages": messages,
+        "trades": batch_trades,
+        "state_hash": batched.state_hash()[:16],
+        "target": 3_000_000,
     }
 
 

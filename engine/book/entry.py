@@ -18,9 +18,11 @@ from numba import typeof
 _ENTRIES: dict = {}
 
 
-def entry_point(function, arrays: tuple, integers: int):
-    """The compiled wrapper of `function` for `arrays` followed by `integers` int64s."""
+def entry_point(function, arrays: tuple, integers: int, trailing: tuple = ()):
+    """The compiled wrapper of `function` for `arrays` followed by `integers` int64s, then
+    arguments of the types of the examples in `trailing`."""
     signature = tuple(typeof(a) for a in arrays) + (typeof(0),) * integers
+    signature += tuple(typeof(x) for x in trailing)
     key = (function, signature)
     if key not in _ENTRIES:
         _ENTRIES[key] = function.compile(signature)

@@ -134,6 +134,20 @@ class Market:
         self.digest.update(encode_trades(trades))
         trades.clear()
 
+    def add_trades(
+        self, encoded: bytes, trades: int, volume: int, value: int, first: int, high: int, low: int
+    ) -> None:
+        """Continuous trades recorded elsewhere (the compiled batch, engine.core.batch), after
+        those recorded here: their encodings (as encode_trades writes them), count, volume,
+        value, and the open, high and low the day's listed trades now have."""
+        self.fold()
+        self.trades += trades
+        self.volume += volume
+        self.listed_volume += volume
+        self.listed_value += value
+        self.open, self.high, self.low = first, high, low
+        self.digest.update(encoded)
+
     def open_high_low(self) -> tuple[int, int, int]:
         """The day's first, highest and lowest listed trade price; the reference for each
         when there was none (MARKET.md's open price rule)."""

@@ -56,7 +56,7 @@ class OffBook:
         auction = market.one_way
         auction.bids = [b for b in auction.bids if b.order_id != order.order_id]
         self.trading.end(order, CancelReason.USER)
-        self.state.cl_ord_ids[cmd.member].add(cmd.cl_ord_id)
+        self.state.cl_ord_ids.add(cmd.member, cmd.cl_ord_id)
         return set()
 
     # -- one-way auction and block trades ------------------------------------------------------
@@ -196,7 +196,7 @@ class OffBook:
             venue="block",
         )
         self.state.next_order_id += 2
-        self.state.cl_ord_ids[cmd.buyer].add(cmd.cl_ord_id)
+        self.state.cl_ord_ids.add(cmd.buyer, cmd.cl_ord_id)
         self.trading.trade(market, buy, sell, cmd.price, cmd.qty, "block", aggressor=False)
         return set()
 

@@ -5,9 +5,11 @@ Invariants:
 - This is the only production implementation of these commands. It yields exactly the events
   and state the reference exchange's plain handlers (engine.core.reference, the executable
   specification) yield for the same command; the core test suite runs on both exchanges.
-- Checks run in the specification's order: kinds (and int64 range), member, instrument, fresh
-  ClOrdID in Python; field values, phase, quantity, price and funds in the pipeline, which
-  changes nothing when it refuses and answers with the code alone.
+- Checks run in the specification's order: kinds (and int64 range), member, instrument in
+  Python; fresh ClOrdID (in the day's compiled ClOrdID table, engine.core.clordid, which the
+  batch uses too), field values, phase, quantity, price and funds in the pipeline, which
+  changes nothing when it refuses and answers with the code alone. A ClOrdID too long for the
+  table is checked and recorded here.
 - A reject is worded here from its code and the market's figures (engine.core.validation),
   never by running another handler; the commonest rejects are emitted without raising.
 - Growth of the book's arrays happens between calls: a NEED_* status changed nothing.
@@ -23,6 +25,7 @@ from functools import partial
 from engine.book import Book
 from engine.book.entry import entry_point
 from engine.core import validation as check
+from engine.core.clordid import KEY_BYTES, NEED_CLORDIDS, ClOrdIds, key_of
 from engine.core.events import EventWriter
 from engine.core.market import Market
 from engine.core.offbook import OffBook
@@ -42,6 +45,7 @@ from engine.protocol import AmendOrder, CancelOrder, NewOrder, RejectCode
 from engine.types import OrderType, Side, StpMode, TimeInForce
 
 _SCALARS = {new_order: 8, cancel: 2, amend: 4}  # integer arguments after the arrays
+_KEY = (b"",)  # then the ClOrdID's key bytes
 _MARKET = int(OrderType.MARKET)
 # kinds the compiled wrapper takes as they are (it would truncate a float)
 _INTEGERS = frozenset({int, Side, OrderType, TimeInForce, StpMode})
@@ -60,32 +64,39 @@ _DUPLICATE_CLORDID = RejectCode.DUPLICATE_CLORDID
 class OrderPath:
     """One market's compiled entry points, bound to its book's and the accounts' arrays."""
 
-    def __init__(self, market: Market, accounts: Accounts) -> None:
+    def __init__(self, market: Market, accounts: Accounts, cl_ord_ids: ClOrdIds) -> None:
         self.market = market
         self.code = market.code
         self.touched = (market.code,)  # what the core publishes after a call-phase command
         self.book: Book = market.book
         self.accounts = accounts
         self.params = market.params
+        self.cl_ord_ids = cl_ord_ids
         self.bind()
         self.book.on_rebind(self.bind)
+        cl_ord_ids.on_rebind(self.bind)
 
     def bind(self) -> None:
-        """(Re)bind after the book's arrays were replaced by growth."""
+        """(Re)bind after the book's arrays or the ClOrdID table were replaced by growth."""
         st = self.book.state
         arrays = (st.pool, st.lad, st.bm, st.ht, st.meta, st.ev)
         arrays += (self.accounts.acct, self.accounts.ids, self.params)
+        arrays += (self.cl_ord_ids.table, self.cl_ord_ids.meta)
         self.ev = st.ev
         self.new_order, self.cancel, self.amend = (
-            partial(entry_point(fn, arrays, _SCALARS[fn]), *arrays)
+            partial(entry_point(fn, arrays, _SCALARS[fn], _KEY), *arrays)
             for fn in (new_order, cancel, amend)
         )
 
-    def retry(self, entry: str, args: tuple, result: tuple) -> tuple:
-        """After a negative status: grow the arrays while the status asks for room and call
-        again; the answer, or a refusal (status REJECT_BASE - code)."""
+    def call(self, entry: str, *args) -> tuple:
+        """Call an entry point, growing the arrays while it asks for room: the answer, or a
+        refusal (status REJECT_BASE - code)."""
+        result = getattr(self, entry)(*args)
         while REJECT_BASE < result[0] < 0:
-            self.book.grow(result[0])
+            if result[0] == NEED_CLORDIDS:
+                self.cl_ord_ids.grow()
+            else:
+                self.book.grow(result[0])
             result = getattr(self, entry)(*args)  # bound to the grown arrays
         return result
 
@@ -101,8 +112,11 @@ class CompiledOrders:
         self.trading = trading
         self.offbook = offbook
         self.paths = {
-            code: OrderPath(market, state.accounts) for code, market in state.markets.items()
+            code: OrderPath(market, state.accounts, state.cl_ord_ids)
+            for code, market in state.markets.items()
         }
+        self._rows = state.accounts.row_of  # member id -> accounts row: who is known
+        self._long_keys = state.cl_ord_ids.long  # the day's ClOrdIDs the pipeline cannot hold
         self.handlers = {
             NewOrder: self.new_order,
             CancelOrder: self.cancel,
@@ -117,17 +131,29 @@ class CompiledOrders:
         member = cmd.member if type(cmd.member) is int else -1
         self.emit.refused(cmd.cl_ord_id, member, code, reject_text(code, detail))
 
-    def _refused_entry(self, cmd, seen: set[str] | None, path: OrderPath | None) -> None:
-        """Refuse a command (its fields of their kinds) for an unknown member or instrument
-        or a ClOrdID used today; an int beyond int64 is refused first, as the specification
-        does."""
-        check_int64(cmd)
-        if seen is None:
-            self._refuse(cmd, _UNKNOWN_MEMBER, str(cmd.member))
-        elif path is None:
-            self._refuse(cmd, _UNKNOWN_INSTRUMENT, cmd.instrument)
-        else:
-            self._refuse(cmd, _DUPLICATE_CLORDID, cmd.cl_ord_id)
+    def _entry(self, cmd) -> tuple[OrderPath, bytes] | None:
+        """The path and the ClOrdID's key for a command whose fields are of their kinds; None
+        when it was refused (unknown member or instrument; a long ClOrdID used today: the
+        pipeline checks the others). Ints beyond int64 are refused first, as the
+        specification does."""
+        known = cmd.member in self._rows
+        path = self.paths.get(cmd.instrument)
+        key = key_of(cmd.cl_ord_id)
+        used_long = len(key) > KEY_BYTES and (cmd.member, key) in self._long_keys
+        if not known or path is None or used_long:
+            check_int64(cmd)  # an int beyond int64 is refused before anything else
+            if not known:
+                self._refuse(cmd, _UNKNOWN_MEMBER, str(cmd.member))
+            elif path is None:
+                self._refuse(cmd, _UNKNOWN_INSTRUMENT, cmd.instrument)
+            else:
+                self._refuse(cmd, _DUPLICATE_CLORDID, cmd.cl_ord_id)
+            return None
+        return path, key
+
+    def _record_long(self, member: int, key: bytes) -> None:
+        """An accepted command's ClOrdID, too long for the pipeline to record it."""
+        self.state.cl_ord_ids.add_key(member, key)
 
     def _pipeline_refused(self, cmd, path: OrderPath, status: int) -> None:
         """Word a refusal of the pipeline from its code (and, for funds, what was needed)."""
@@ -136,7 +162,9 @@ class CompiledOrders:
         code = _CODE_OF_STATUS[status]
         if code is _INVALID_FIELD:
             check.order_fields(cmd)  # raises the worded reject
-        if code in _SHORTFALL:
+        if code is _DUPLICATE_CLORDID:
+            self._refuse(cmd, code, cmd.cl_ord_id)
+        elif code in _SHORTFALL:
             amend = type(cmd) is AmendOrder
             need = self._amend_need(path, cmd, code) if amend else self._new_order_need(path, cmd)
             self._refuse(cmd, code, shortfall_detail(code, need, amend))
@@ -164,24 +192,23 @@ class CompiledOrders:
             check_types(cmd)  # refuses what is not of its kind; an IntEnum of another enum
             side, order_type, tif, stp = int(side), int(order_type), int(tif), int(stp)
             price, qty = int(price), int(qty)
-        state = self.state
-        seen = state.cl_ord_ids.get(member)
-        path = self.paths.get(cmd.instrument)
-        if seen is None or path is None or cmd.cl_ord_id in seen:
-            return self._refused_entry(cmd, seen, path)
-        oid = state.next_order_id
+        entry = self._entry(cmd)
+        if entry is None:
+            return None
+        path, key = entry
+        oid = self.state.next_order_id
         try:
-            result = path.new_order(oid, member, side, price, qty, order_type, tif, stp)
+            result = path.call(
+                "new_order", oid, member, side, price, qty, order_type, tif, stp, key
+            )
         except OverflowError:  # beyond int64: only built in process (the wire bounds ints)
             check_types(cmd)
             raise
         if result[0] < 0:
-            args = (oid, member, side, price, qty, order_type, tif, stp)
-            result = path.retry("new_order", args, result)
-            if result[0] < 0:
-                return self._pipeline_refused(cmd, path, result[0])
-        state.next_order_id = oid + 1
-        seen.add(cmd.cl_ord_id)
+            return self._pipeline_refused(cmd, path, result[0])
+        self.state.next_order_id = oid + 1
+        if len(key) > KEY_BYTES:
+            self._record_long(member, key)
         self.emit.accepted(
             cmd.cl_ord_id, member, path.code, oid, side, 0 if order_type == _MARKET else price,
             qty,
@@ -199,25 +226,24 @@ class CompiledOrders:
 
     def cancel(self, cmd: CancelOrder) -> Collection[str] | None:
         self._kinds_of_order_request(cmd)
+        entry = self._entry(cmd)
+        if entry is None:
+            return None
+        path, key = entry
         order_id, member = cmd.order_id, cmd.member
-        state = self.state
-        seen = state.cl_ord_ids.get(member)
-        path = self.paths.get(cmd.instrument)
-        if seen is None or path is None or cmd.cl_ord_id in seen:
-            return self._refused_entry(cmd, seen, path)
-        if order_id in state.orders:  # off the book: a one-way auction's order
+        if order_id in self.state.orders:  # off the book: a one-way auction's order
+            check.fresh_cl_ord_id(self.state, member, cmd.cl_ord_id)
             order = self.trading.owned(member, order_id, path.market)
             return self.offbook.cancel(cmd, path.market, order)
         try:
-            result = path.cancel(order_id, member)
+            result = path.call("cancel", order_id, member, key)
         except OverflowError:
             check_types(cmd)
             raise
         if result[0] < 0:
-            result = path.retry("cancel", (order_id, member), result)
-            if result[0] < 0:
-                return self._pipeline_refused(cmd, path, result[0])
-        seen.add(cmd.cl_ord_id)
+            return self._pipeline_refused(cmd, path, result[0])
+        if len(key) > KEY_BYTES:
+            self._record_long(member, key)
         _, side, price, level_qty, level_orders, cancelled = result
         self.emit.cancelled(member, path.code, order_id, cancelled, _USER)
         self.emit.depth(path.code, side, price, level_qty, level_orders)
@@ -227,24 +253,24 @@ class CompiledOrders:
         self._kinds_of_order_request(cmd)
         if type(cmd.price) is not int or type(cmd.qty) is not int:
             check_types(cmd)
+        entry = self._entry(cmd)
+        if entry is None:
+            return None
+        path, key = entry
         order_id, member, price, qty = cmd.order_id, cmd.member, int(cmd.price), int(cmd.qty)
-        seen = self.state.cl_ord_ids.get(member)
-        path = self.paths.get(cmd.instrument)
-        if seen is None or path is None or cmd.cl_ord_id in seen:
-            return self._refused_entry(cmd, seen, path)
         if order_id in self.state.orders:  # off the book: a one-way auction's order
+            check.fresh_cl_ord_id(self.state, member, cmd.cl_ord_id)
             self.trading.owned(member, order_id, path.market)
             raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, "only orders in the book are amended")
         try:
-            result = path.amend(order_id, member, price, qty)
+            result = path.call("amend", order_id, member, price, qty, key)
         except OverflowError:
             check_types(cmd)
             raise
         if result[0] < 0:
-            result = path.retry("amend", (order_id, member, price, qty), result)
-            if result[0] < 0:
-                return self._pipeline_refused(cmd, path, result[0])
-        seen.add(cmd.cl_ord_id)
+            return self._pipeline_refused(cmd, path, result[0])
+        if len(key) > KEY_BYTES:
+            self._record_long(member, key)
         return self._events(path, result)
 
     @staticmethod

@@ -16,6 +16,11 @@ Arrays (besides the book's six, see layout.py):
 - `mk[MK_*]` int64: the market's phase, order-size limits, band, tick, fee and instrument
   index (layout owned by engine.core.market, whose `Market` writes them whenever they
   change).
+- `ck`, `cm`: the day's ClOrdID table and its meta (engine.core.clordid). A command's
+  ClOrdID arrives as its key bytes (the per-command entry points) or as its length and four
+  words (`_new_order`, `_cancel`, `_amend`, which the batch calls too); it is checked first
+  and recorded only when the command is accepted. A key too long for the table is the
+  caller's to check and record.
 
 Output rows at ev[0:rows]: the book's event rows in the order it wrote them, RESTED rows
 dropped (they make no protocol event) and FILL rows turned buy side first (E_OID, E_LEAVES,
@@ -27,8 +32,8 @@ at E_PRICE, new total at E_QTY, orders at E_LEAVES.
 new_order and amend return (rows, side, price, qty, orders): when the only row would be a
 level row it comes in the tuple instead (price > 0, rows 0), sparing the caller the buffer
 read; cancel returns its whole answer in the tuple (see `cancel`).
-rows < 0 is a NEED_* status (nothing changed: grow and call again) or REJECT_BASE - code
-(nothing changed).
+rows < 0 is a NEED_* status (nothing changed: grow and call again; NEED_CLORDIDS: the ClOrdID
+table) or REJECT_BASE - code (nothing changed).
 
 Risk arithmetic (identical to engine.core.risk, and exact for any value below MAX_VALUE: fee_of):
 a buy holds freeze_for(limit, leaves) = value plus the fee on it rounded up; a fill spends
@@ -72,6 +77,7 @@ from engine.book.layout import (
     P_QTY,
 )
 from engine.book.matching import MARKET, apply_command, events_needed, order_fields_valid
+from engine.core.clordid import clid_insert, clid_room, clid_used, key_words
 from engine.core.market import (
     MK_BAND_HI,
     MK_BAND_LO,
@@ -109,6 +115,7 @@ _CLOSED, _HALTED, _CALL, _CLOSING_CALL = (
 )
 _R = {code.name: int(code) for code in RejectCode}
 R_INVALID_FIELD = _R["INVALID_FIELD"]
+R_DUPLICATE_CLORDID = _R["DUPLICATE_CLORDID"]
 R_MARKET_CLOSED = _R["MARKET_CLOSED"]
 R_MARKET_HALTED = _R["MARKET_HALTED"]
 R_UNSUPPORTED_IN_PHASE = _R["UNSUPPORTED_IN_PHASE"]
@@ -343,21 +350,27 @@ def _result(meta, ev, n):
 
 @njit(cache=True, _nrt=False)
 def new_order(
-    pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, side, price, qty, otype, tif, stp
-):
+    pool, lad, bm, ht, meta, ev, acct, ids, mk, ck, cm, oid, member, side, price, qty, otype,
+    tif, stp, key,
+):  # fmt: skip
     """NewOrder; returns _result's tuple."""
-    n = _new_order(
-        pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, side, price, qty, otype, tif, stp
-    )
-    return _result(meta, ev, n)
+    n, k0, k1, k2, k3 = key_words(key)
+    rows = _new_order(
+        pool, lad, bm, ht, meta, ev, acct, ids, mk, ck, cm, oid, member, side, price, qty, otype,
+        tif, stp, n, k0, k1, k2, k3,
+    )  # fmt: skip
+    return _result(meta, ev, rows)
 
 
 @njit(cache=True, _nrt=False)
-def cancel(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member):
+def cancel(pool, lad, bm, ht, meta, ev, acct, ids, mk, ck, cm, oid, member, key):
     """CancelOrder; returns (status, side, price, level qty, level orders, cancelled qty): a
     cancel that succeeds (status 0) always removes one order from one level, so its two
     events come whole in the tuple and the buffer is not read."""
-    status = _cancel(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member)
+    n, k0, k1, k2, k3 = key_words(key)
+    status = _cancel(
+        pool, lad, bm, ht, meta, ev, acct, ids, mk, ck, cm, oid, member, n, k0, k1, k2, k3
+    )
     meta[M_NEV] = 0  # ev now holds this path's rows, not book events
     if status < 0:
         return status, 0, 0, 0, 0, 0
@@ -366,14 +379,42 @@ def cancel(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member):
 
 
 @njit(cache=True, _nrt=False)
-def amend(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, price, qty):
+def amend(pool, lad, bm, ht, meta, ev, acct, ids, mk, ck, cm, oid, member, price, qty, key):
     """AmendOrder; returns _result's tuple."""
-    n = _amend(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, price, qty)
-    return _result(meta, ev, n)
+    n, k0, k1, k2, k3 = key_words(key)
+    rows = _amend(
+        pool, lad, bm, ht, meta, ev, acct, ids, mk, ck, cm, oid, member, price, qty, n, k0, k1,
+        k2, k3,
+    )  # fmt: skip
+    return _result(meta, ev, rows)
+
+
+@njit(cache=True, _nrt=False)
+def _fresh(ck, cm, member, n, k0, k1, k2, k3):
+    """0 when the ClOrdID is fresh and the table has room to record it, else a status."""
+    if clid_used(ck, cm, member, n, k0, k1, k2, k3):
+        return REJECT_BASE - R_DUPLICATE_CLORDID
+    return clid_room(ck, cm)
 
 
 @njit(cache=True, _nrt=False)
 def _new_order(
+    pool, lad, bm, ht, meta, ev, acct, ids, mk, ck, cm, oid, member, side, price, qty, otype,
+    tif, stp, n, k0, k1, k2, k3,
+):  # fmt: skip
+    status = _fresh(ck, cm, member, n, k0, k1, k2, k3)
+    if status != 0:
+        return status
+    rows = _new_order_checked(
+        pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, side, price, qty, otype, tif, stp
+    )
+    if rows >= 0:
+        clid_insert(ck, cm, member, n, k0, k1, k2, k3)
+    return rows
+
+
+@njit(cache=True, _nrt=False)
+def _new_order_checked(
     pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, side, price, qty, otype, tif, stp
 ):
     if not order_fields_valid(side, otype, tif, stp):
@@ -415,7 +456,18 @@ def _owned_slot(pool, ht, meta, oid, member):
 
 
 @njit(cache=True, _nrt=False)
-def _cancel(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member):
+def _cancel(pool, lad, bm, ht, meta, ev, acct, ids, mk, ck, cm, oid, member, n, k0, k1, k2, k3):
+    status = _fresh(ck, cm, member, n, k0, k1, k2, k3)
+    if status != 0:
+        return status
+    rows = _cancel_checked(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member)
+    if rows >= 0:
+        clid_insert(ck, cm, member, n, k0, k1, k2, k3)
+    return rows
+
+
+@njit(cache=True, _nrt=False)
+def _cancel_checked(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member):
     slot = _owned_slot(pool, ht, meta, oid, member)
     if slot < 0:
         return slot
@@ -428,7 +480,21 @@ def _cancel(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member):
 
 
 @njit(cache=True, _nrt=False)
-def _amend(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, price, qty):
+def _amend(
+    pool, lad, bm, ht, meta, ev, acct, ids, mk, ck, cm, oid, member, price, qty, n, k0, k1, k2,
+    k3,
+):  # fmt: skip
+    status = _fresh(ck, cm, member, n, k0, k1, k2, k3)
+    if status != 0:
+        return status
+    rows = _amend_checked(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, price, qty)
+    if rows >= 0:
+        clid_insert(ck, cm, member, n, k0, k1, k2, k3)
+    return rows
+
+
+@njit(cache=True, _nrt=False)
+def _amend_checked(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, price, qty):
     slot = _owned_slot(pool, ht, meta, oid, member)
     if slot < 0:
         return slot

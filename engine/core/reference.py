@@ -14,8 +14,11 @@ both exchanges share; the reference book checks it against its own oracle semant
 
 from __future__ import annotations
 
+import numpy as np
+
 from engine.book import ReferenceBook
 from engine.core import validation as check
+from engine.core.batch import apply_one_by_one
 from engine.core.events import EventWriter
 from engine.core.exchange import Exchange
 from engine.core.offbook import OffBook
@@ -80,7 +83,7 @@ class PlainOrders:
             return self.offbook.cancel(cmd, market, order)
         market.book.cancel(cmd.order_id, cmd.member)
         self.trading.book_events(market, "continuous")
-        state.cl_ord_ids[cmd.member].add(cmd.cl_ord_id)
+        state.cl_ord_ids.add(cmd.member, cmd.cl_ord_id)
         return {market.code}
 
     @typed
@@ -121,7 +124,7 @@ class PlainOrders:
         order.leaves = cmd.qty
         market.book.amend(cmd.order_id, cmd.price, cmd.qty, cmd.member)
         self.trading.book_events(market, "continuous", taker=order)
-        state.cl_ord_ids[cmd.member].add(cmd.cl_ord_id)
+        state.cl_ord_ids.add(cmd.member, cmd.cl_ord_id)
         return {market.code}
 
 
@@ -130,3 +133,7 @@ class ReferenceExchange(Exchange):
 
     book_factory = ReferenceBook
     orders_factory = PlainOrders
+
+    def apply_batch(self, records: np.ndarray) -> bytes:
+        """The records one by one through the plain handlers (the batch's specification)."""
+        return apply_one_by_one(self, records)

@@ -118,8 +118,7 @@ class Sessions:
                 f"trading day {state.date} has not ended: close its markets, then EndOfDay",
             )
         state.date = state.last_date = cmd.date
-        for seen in state.cl_ord_ids.values():
-            seen.clear()
+        state.cl_ord_ids.clear()
         state.calendar_done = 0
         state.accounts.start_day()
         for market in state.markets.values():

@@ -7,7 +7,8 @@ Invariants:
   `ts_ns` its timestamp; neither is read from a clock.
 - `orders` holds only off-book orders (one-way auction offers and bids); an order in a book
   lives only in its book, and `LiveOrder` views of it are built on demand.
-- `cl_ord_ids[member]` holds the ClOrdIDs the member used on the open trading day.
+- `cl_ord_ids` holds the ClOrdIDs each member used on the open trading day (one compiled
+  store, engine.core.clordid, that every order path checks and fills).
 - `next_order_id` and `next_trade_id` are the ids the next order and trade will get.
 - `public_seq`, `clearing_seq` and `private_seq[member]` are the last stream sequence numbers
   given to an event of each audience (engine.protocol.Audience): gap-free from 1, so they
@@ -21,6 +22,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from engine.config import MarketConfig
+from engine.core.clordid import ClOrdIds
 from engine.core.market import Market
 from engine.core.risk import Accounts
 
@@ -50,7 +52,7 @@ class CoreState:
     schedule: list[tuple[str, str]]
     last_date: str  # the latest trading day started: the next must come after it
     next_trade_id: int
-    cl_ord_ids: dict[int, set[str]]
+    cl_ord_ids: ClOrdIds
     seq: int = 0
     ts_ns: int = 0
     date: str = ""  # the open trading day; "" between EndOfDay and StartOfDay
@@ -71,7 +73,7 @@ class CoreState:
             schedule=sorted(config.schedule),
             last_date=config.last_trading_day,
             next_trade_id=config.first_trade_id,
-            cl_ord_ids={m.id: set() for m in config.members},
+            cl_ord_ids=ClOrdIds(),
         )
 
     def local_time(self) -> datetime:

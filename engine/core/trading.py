@@ -68,7 +68,7 @@ class Trading:
         state.next_order_id += 1
         if order.venue != "book":
             state.orders[order.order_id] = order
-        state.cl_ord_ids[order.member].add(order.cl_ord_id)
+        state.cl_ord_ids.add(order.member, order.cl_ord_id)
         self.emit.accepted(
             order.cl_ord_id, order.member, order.code, order.order_id, order.side, price,
             order.leaves,

@@ -160,7 +160,7 @@ def market(state: CoreState, code: str) -> Market:
 
 
 def fresh_cl_ord_id(state: CoreState, member_id: int, cl_ord_id: str) -> None:
-    if cl_ord_id in state.cl_ord_ids[member_id]:
+    if state.cl_ord_ids.used(member_id, cl_ord_id):
         raise Reject(RejectCode.DUPLICATE_CLORDID, cl_ord_id)
 
 

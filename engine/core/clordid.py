@@ -1,0 +1,210 @@
+"""The ClOrdIDs each member used on the open trading day: one compiled store for every path.
+
+A key is (member, the ClOrdID's UTF-8 bytes). Keys of up to KEY_BYTES bytes (every ClOrdID
+the wire or a batch record can carry) live in an open-addressing hash table that compiled
+code probes and fills in place, so neither the per-command pipeline (engine.core.pipeline)
+nor the batch (engine.core.batch) builds a Python object to check one. A longer key (only a
+command built in process, or non-ASCII text, can be longer) lives in a Python set beside it;
+the compiled code leaves such keys to the Python caller (`is_long`).
+
+Invariants:
+- `table[h]` is (member, length, w0, w1, w2, w3): the key's bytes little-endian in four
+  int64 words, zero-padded; member -1 marks an empty entry. Linear probing, capacity a power
+  of two, load at most one half; nothing is ever deleted except by `clear` (a new day).
+- `meta[CM_COUNT]` counts the keys in the table, `meta[CM_SHIFT]` is 64 - log2(capacity).
+- A compiled insert that would pass the load limit returns NEED_CLORDIDS before changing
+  anything; the caller grows the table (`ClOrdIds.grow`) and calls again.
+- The store's content (`snapshot`) is independent of insertion order and capacity, so the
+  state hash is the same whichever path, and in whichever batches, applied the commands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from numba import njit
+
+KEY_BYTES = 32
+KEY_WORDS = 4
+K_MEMBER, K_LEN, K_WORD = 0, 1, 2  # table columns: member, length, then the four words
+TABLE_COLUMNS = K_WORD + KEY_WORDS
+CM_COUNT, CM_SHIFT = 0, 1
+NEED_CLORDIDS = -5  # a resource status beside the book's NEED_* (engine.book.layout)
+MIN_CAPACITY = 1024
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX_SHIFT = np.uint64(29)
+
+
+@njit(cache=True, _nrt=False)
+def _home(meta, member, n, w0, w1, w2, w3):
+    h = np.uint64(member) * _GOLDEN
+    for w in (n, w0, w1, w2, w3):
+        h = (h ^ np.uint64(w)) * _GOLDEN
+        h ^= h >> _MIX_SHIFT
+    return np.int64(h >> np.uint64(meta[CM_SHIFT]))
+
+
+@njit(cache=True, _nrt=False)
+def _probe(table, meta, member, n, w0, w1, w2, w3):
+    """Index of the key's entry, or of the empty entry where it would go."""
+    mask = table.shape[0] - 1
+    i = _home(meta, member, n, w0, w1, w2, w3)
+    while True:
+        m = table[i, K_MEMBER]
+        if m == -1:
+            return i
+        if (
+            m == member
+            and table[i, K_LEN] == n
+            and table[i, K_WORD] == w0
+            and table[i, K_WORD + 1] == w1
+            and table[i, K_WORD + 2] == w2
+            and table[i, K_WORD + 3] == w3
+        ):
+            return i
+        i = (i + 1) & mask
+
+
+@njit(cache=True, _nrt=False)
+def is_long(n):
+    """A key too long for the table: the Python caller checks and records it."""
+    return n > KEY_BYTES
+
+
+@njit(cache=True, _nrt=False)
+def clid_used(table, meta, member, n, w0, w1, w2, w3):
+    """True when the member used this key today (False for a long key: see is_long)."""
+    if is_long(n):
+        return False
+    return table[_probe(table, meta, member, n, w0, w1, w2, w3), K_MEMBER] != -1
+
+
+@njit(cache=True, _nrt=False)
+def clid_room(table, meta):
+    """0, or NEED_CLORDIDS when one more key would pass the load limit."""
+    if 2 * (meta[CM_COUNT] + 1) > table.shape[0]:
+        return NEED_CLORDIDS
+    return 0
+
+
+@njit(cache=True, _nrt=False)
+def clid_insert(table, meta, member, n, w0, w1, w2, w3):
+    """Record a fresh key (room checked by clid_room; a long key is left to the caller)."""
+    if is_long(n):
+        return
+    i = _probe(table, meta, member, n, w0, w1, w2, w3)
+    if table[i, K_MEMBER] == -1:
+        table[i, K_MEMBER] = member
+        table[i, K_LEN] = n
+        table[i, K_WORD] = w0
+        table[i, K_WORD + 1] = w1
+        table[i, K_WORD + 2] = w2
+        table[i, K_WORD + 3] = w3
+        meta[CM_COUNT] += 1
+
+
+@njit(cache=True, _nrt=False)
+def key_words(key):
+    """(length, w0, w1, w2, w3) of a key's bytes: the first KEY_BYTES, little-endian."""
+    n = len(key)
+    w0 = w1 = w2 = w3 = np.int64(0)
+    for i in range(min(n, KEY_BYTES)):
+        byte = np.int64(key[i]) << np.int64(8 * (i % 8))
+        if i < 8:
+            w0 |= byte
+        elif i < 16:
+            w1 |= byte
+        elif i < 24:
+            w2 |= byte
+        else:
+            w3 |= byte
+    return n, w0, w1, w2, w3
+
+
+@njit(cache=True, _nrt=False)
+def _rehash(old, new, meta):
+    meta[CM_COUNT] = 0
+    for i in range(old.shape[0]):
+        if old[i, K_MEMBER] != -1:
+            clid_insert(
+                new, meta, old[i, K_MEMBER], old[i, K_LEN], old[i, K_WORD], old[i, K_WORD + 1],
+                old[i, K_WORD + 2], old[i, K_WORD + 3],
+            )  # fmt: skip
+
+
+def key_of(cl_ord_id: str) -> bytes:
+    """A ClOrdID's key bytes (a lone surrogate, possible in process, is kept, not refused)."""
+    try:
+        return cl_ord_id.encode()
+    except UnicodeEncodeError:
+        return cl_ord_id.encode("utf-8", "surrogatepass")
+
+
+class ClOrdIds:
+    """The day's used ClOrdIDs per member: the compiled table plus the rare long keys."""
+
+    def __init__(self, capacity: int = MIN_CAPACITY) -> None:
+        self.meta = np.zeros(2, dtype=np.int64)
+        self.table = np.empty((0, TABLE_COLUMNS), dtype=np.int64)
+        self.long: set[tuple[int, bytes]] = set()
+        self._rebind: list[Callable[[], None]] = []
+        self._resize(capacity)
+
+    def on_rebind(self, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever the table is replaced (growth), to rebind its array."""
+        self._rebind.append(callback)
+
+    def _resize(self, capacity: int) -> None:
+        table = np.full((capacity, TABLE_COLUMNS), -1, dtype=np.int64)
+        self.meta[CM_SHIFT] = 64 - (capacity.bit_length() - 1)
+        _rehash(self.table, table, self.meta)
+        self.table = table
+        for callback in self._rebind:
+            callback()
+
+    def grow(self) -> None:
+        self._resize(2 * self.table.shape[0])
+
+    def reserve(self, more: int) -> None:
+        """Room for `more` keys beyond those held, in at most one resize (a batch asks before
+        it runs, so its compiled loop is not stopped again and again to grow)."""
+        need, size = 2 * (int(self.meta[CM_COUNT]) + more), self.table.shape[0]
+        if need > size:
+            self._resize(1 << (need - 1).bit_length())
+
+    def __len__(self) -> int:
+        return int(self.meta[CM_COUNT]) + len(self.long)
+
+    def used(self, member: int, cl_ord_id: str) -> bool:
+        key = key_of(cl_ord_id)
+        if len(key) > KEY_BYTES:
+            return (member, key) in self.long
+        return bool(clid_used(self.table, self.meta, member, *key_words(key)))
+
+    def add(self, member: int, cl_ord_id: str) -> None:
+        self.add_key(member, key_of(cl_ord_id))
+
+    def add_key(self, member: int, key: bytes) -> None:
+        if len(key) > KEY_BYTES:
+            self.long.add((member, key))
+            return
+        if clid_room(self.table, self.meta):
+            self.grow()
+        clid_insert(self.table, self.meta, member, *key_words(key))
+
+    def clear(self) -> None:
+        """A new trading day: every ClOrdID may be used again (the capacity stays)."""
+        self.table[:, K_MEMBER] = -1
+        self.meta[CM_COUNT] = 0
+        self.long.clear()
+
+    def snapshot(self) -> list[tuple[int, bytes]]:
+        """Every (member, key), sorted: what the state hash covers."""
+        used = self.table[self.table[:, K_MEMBER] != -1]
+        words = np.ascontiguousarray(used[:, K_WORD:]).astype("<i8").tobytes()
+        keys = [
+            (int(member), words[KEY_BYTES * i : KEY_BYTES * i + int(n)])
+            for i, (member, n) in enumerate(used[:, :K_WORD].tolist())
+        ]
+        return sorted(keys + list(self.long))

@@ -1,0 +1,226 @@
+"""Event rows after the compiled run: the day's digest of its trades, and reading rows back.
+
+- `trade_bytes` writes each trade row of a run as msgpack, byte for byte what msgspec writes
+  for the `Trade` event (`engine.protocol.encode_trades`), so the batch folds its trades
+  into the market's digest (`Market.add_trades`) without a Trade object; `_put_int` is
+  msgpack's shortest int encoding, property-tested against msgspec.
+- `reject_wording` words a ROW_REJECTED from its code and details with the per-command
+  path's own words (engine.core.validation); `decode` gives back the protocol events of a
+  batch's bytes (tests and consumers, not the hot path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import SimpleNamespace
+
+import msgspec
+import numpy as np
+from numba import njit
+
+from engine.codec import (
+    ORDER_FIELDS,
+    ROW_TRADE,
+    T_BUY_OID,
+    T_MEMBERS,
+    T_PRICE,
+    T_QTY,
+    T_SELL_OID,
+    T_TRADE_ID,
+    T_TS,
+    decode_events,
+)
+from engine.core.pipeline import fee_on
+from engine.core.validation import band_detail, market_detail, reject_text, shortfall_detail
+from engine.instruments import Instrument
+from engine.protocol import Audience, Event, RejectCode, Trade, TradePrint
+
+_SHORTFALL = frozenset({RejectCode.INSUFFICIENT_FUNDS, RejectCode.INSUFFICIENT_ALLOWANCES})
+_ORDER_LOOKUP = frozenset({RejectCode.UNKNOWN_ORDER, RejectCode.NOT_OWNER})
+
+
+# -- trades into the day's figures ----------------------------------------------------------------
+
+
+@njit(cache=True, _nrt=False)
+def _put_int(buf, p, v):
+    """msgpack's shortest encoding of the int64 v (what msgspec writes) at buf[p]; the end."""
+    if 0 <= v < 128 or -32 <= v < 0:
+        buf[p] = v & 0xFF
+        return p + 1
+    if v >= 0:
+        if v < 1 << 8:
+            marker, size = 0xCC, 1
+        elif v < 1 << 16:
+            marker, size = 0xCD, 2
+        elif v < 1 << 32:
+            marker, size = 0xCE, 4
+        else:
+            marker, size = 0xCF, 8
+    elif v >= -(1 << 7):
+        marker, size = 0xD0, 1
+    elif v >= -(1 << 15):
+        marker, size = 0xD1, 2
+    elif v >= -(1 << 31):
+        marker, size = 0xD2, 4
+    else:
+        marker, size = 0xD3, 8
+    buf[p] = marker
+    for k in range(size):
+        buf[p + 1 + k] = (v >> (8 * (size - 1 - k))) & 0xFF
+    return p + 1 + size
+
+
+@njit(cache=True, _nrt=False)
+def _put_bytes(buf, p, src):
+    for k in range(src.shape[0]):
+        buf[p + k] = src[k]
+    return p + src.shape[0]
+
+
+MAX_TRADE_BYTES = 20 * 9 + 64  # seventeen ints at most nine bytes each, and the three strs
+
+
+@njit(cache=True, _nrt=False)
+def trade_bytes(out, lo, hi, instrument, head, date, code, venue, buf, figures, fee_ppm, cseq):
+    """Encode the trades of `instrument` among out[lo:hi] into buf as msgspec encodes each
+    Trade (`head`: array header and tag; `date`, `code`, `venue`: the strs' encodings; each
+    side's fee at `fee_ppm`; the clearing stream number: `cseq` plus the trade's place among
+    every instrument's trades in out[lo:hi]) and add them to figures (count, volume, listed
+    value, open, high, low, as Market.fold); returns the bytes written, or -(bytes needed)
+    when buf is too small."""
+    trades = 0
+    for r in range(lo, hi):
+        if (out[r, 0] & 0xFF) == ROW_TRADE and (out[r, 0] >> 32) == instrument:
+            trades += 1
+    if trades * MAX_TRADE_BYTES > buf.shape[0]:
+        return -trades * MAX_TRADE_BYTES
+    p = 0
+    for r in range(lo, hi):
+        if (out[r, 0] & 0xFF) != ROW_TRADE:
+            continue
+        cseq += 1
+        if (out[r, 0] >> 32) != instrument:
+            continue
+        price, qty = out[r, T_PRICE], out[r, T_QTY]
+        fee = fee_on(price * qty, fee_ppm, False)
+        p = _put_bytes(buf, p, head)
+        p = _put_int(buf, p, out[r, 1])
+        p = _put_int(buf, p, out[r, T_TRADE_ID])
+        p = _put_int(buf, p, out[r, T_TS])
+        p = _put_bytes(buf, p, date)
+        p = _put_bytes(buf, p, code)
+        p = _put_int(buf, p, price)
+        p = _put_int(buf, p, qty)
+        p = _put_int(buf, p, out[r, T_MEMBERS] & 0xFFFFFFFF)
+        p = _put_int(buf, p, out[r, T_MEMBERS] >> 32)
+        p = _put_int(buf, p, out[r, T_BUY_OID])
+        p = _put_int(buf, p, out[r, T_SELL_OID])
+        p = _put_int(buf, p, ((out[r, 0] >> 8) & 0xFF ^ 0x80) - 0x80)
+        p = _put_bytes(buf, p, venue)
+        p = _put_int(buf, p, fee)
+        p = _put_int(buf, p, fee)
+        p = _put_int(buf, p, cseq)
+        figures[0] += 1
+        figures[1] += qty
+        figures[2] += qty * price
+        if figures[3] == 0:
+            figures[3] = figures[4] = figures[5] = price
+        elif price > figures[4]:
+            figures[4] = price
+        elif price < figures[5]:
+            figures[5] = price
+    return p
+
+
+# -- reject texts ----------------------------------------------------------------------------------
+
+
+def reject_wording(instruments: Sequence[Instrument]):
+    """The wording of ROW_REJECTED rows (engine.codec.decode_events' `word`) for a market of
+    these instruments: the same text the per-command path gives (engine.core.validation)."""
+
+    def word(code: RejectCode, index: int, a: int, b: int, cl_ord_id: str, member: int) -> str:
+        if code == RejectCode.UNKNOWN_MEMBER:
+            detail = str(member)
+        elif code == RejectCode.UNKNOWN_INSTRUMENT:
+            detail = f"#{a}"
+        elif code == RejectCode.DUPLICATE_CLORDID:
+            detail = cl_ord_id
+        elif code == RejectCode.INVALID_FIELD:
+            detail = f"{ORDER_FIELDS[a]} {b!r}"
+        elif code in _SHORTFALL:
+            detail = shortfall_detail(code, a, bool(b))
+        elif code in _ORDER_LOOKUP:
+            detail = str(a)
+        elif code == RejectCode.PRICE_OUTSIDE_BAND:
+            detail = band_detail(a, b)
+        else:
+            instrument = instruments[index]
+            figures = SimpleNamespace(instrument=instrument, code=instrument.code, band=None)
+            detail = market_detail(code, figures)
+        return reject_text(code, detail)
+
+    return word
+
+
+def decode(
+    data: bytes, instruments: Sequence[Instrument], positions: dict[str, object]
+) -> list[Event]:
+    """The protocol events of a batch's bytes, as the per-command path gives them: each
+    trade row is the clearing Trade (with each side's fee), the public TradePrint and the two
+    Filled, and every event carries the next number of its audience's stream, counted from
+    `positions` (Exchange.stream_positions() before the batch)."""
+    codes = [i.code for i in instruments]
+    fees = {i.code: i for i in instruments}
+    events = []
+    for event in decode_events(data, codes, reject_wording(instruments)):
+        if type(event) is Trade:
+            fee = fees[event.instrument].fee(event.price * event.qty)
+            event = msgspec.structs.replace(event, buyer_fee=fee, seller_fee=fee)
+            events.append(event)
+            events.append(print_of(event))
+        else:
+            events.append(event)
+    return number_streams(events, positions)
+
+
+def print_of(trade: Trade) -> TradePrint:
+    """The public print of a clearing trade record (no member, no order)."""
+    return TradePrint(
+        trade.seq, trade.trade_id, trade.ts_ns, trade.instrument, trade.price, trade.qty,
+        trade.aggressor, trade.venue,
+    )  # fmt: skip
+
+
+def number_streams(events: list[Event], positions: dict[str, object]) -> list[Event]:
+    """The events with their stream numbers, counted on from `positions`."""
+    public, clearing = int(positions["public"]), int(positions["clearing"])
+    private = dict(positions["private"])
+    numbered = []
+    for event in events:
+        audience = type(event).audience
+        if audience == Audience.PUBLIC:
+            public += 1
+            n = public
+        elif audience == Audience.CLEARING:
+            clearing += 1
+            n = clearing
+        else:
+            n = private[event.member] = private.get(event.member, 0) + 1
+        numbered.append(msgspec.structs.replace(event, stream_seq=n))
+    return numbered
+
+
+TRADE_PROBE = Trade(0, 0, 0, "", "", 0, 0, 0, 0, 0, 0, 0, "")
+
+
+def trade_head() -> np.ndarray:
+    """What msgspec writes before a Trade's first field: the array header and the tag."""
+    encoded = msgspec.msgpack.encode(TRADE_PROBE)
+    header = 1 if encoded[0] & 0xF0 == 0x90 else 3  # fixarray, or array16 (16+ fields)
+    return np.frombuffer(encoded[: header + 1], dtype=np.uint8)  # the tag: one fixint
+
+
+def packed(text: str) -> np.ndarray:
+    return np.frombuffer(msgspec.msgpack.encode(text), dtype=np.uint8)
