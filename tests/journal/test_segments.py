@@ -12,7 +12,7 @@ from engine.framing import FramedWriter, FrameReader, frame, read_frames
 from engine.journal import CommandLog, CorruptLog, Journal, RecordingExchange, read_log, replay
 from engine.journal.commandlog import encode_record
 from engine.journal.segments import list_segments, read_journal, segment_name
-from engine.protocol import OpenCall, StartOfDay, encode
+from engine.protocol import MalformedMessage, OpenCall, StartOfDay, encode
 from tests.cli.test_cli import cxe
 from tests.journal.test_journal import session_commands
 from tests.support.exchange import small_market
@@ -200,15 +200,18 @@ def test_a_segment_torn_at_its_first_record_is_reused_for_the_next_day(tmp_path)
     assert [r.command for r in read_journal(journal)] == commands
 
 
-def test_a_day_that_cannot_be_part_of_a_file_name_still_rolls_and_is_read(tmp_path):
-    """The wire decoder lets a date with a trailing newline through; in a segment's name it
-    would have hidden the segment from every reader."""
-    commands = [*session_commands(1, 20, "2026-11-24"), StartOfDay("2026-11-25\n")]
-    commands += session_commands(2, 20, "2026-11-26")
+def test_a_day_that_cannot_be_part_of_a_file_name_is_refused_or_left_out_of_it(tmp_path):
+    """A StartOfDay date with a trailing newline once passed the wire decoder; in a segment's
+    name it would have hidden the segment from every reader. The decoder now refuses it, so
+    the journal writes nothing for it; a day handed with raw bytes that is not a date is left
+    out of the segment's name."""
+    commands = session_commands(1, 20, "2026-11-24")
     write_journal(tmp_path / "journal", commands, max_segment_bytes=1 << 20)
     with Journal(tmp_path / "journal") as journal:
+        with pytest.raises(MalformedMessage, match="matching regex"):
+            journal.append(len(commands) + 1, 1, StartOfDay("2026-11-25\n"))
         journal.append_encoded(len(commands) + 1, 1, encode(OpenCall("CEA25")), day="../x")
-    assert [s.day for s in list_segments(tmp_path / "journal")] == [DAYS[0], None, DAYS[2], None]
+    assert [s.day for s in list_segments(tmp_path / "journal")] == [DAYS[0], None]
     assert sorted(p.name for p in (tmp_path / "journal").iterdir()) == [
         s.path.name for s in list_segments(tmp_path / "journal")
     ]
