@@ -63,6 +63,15 @@ def _sender(command) -> tuple[str, int]:
     return cl_ord_id, member
 
 
+def print_of(trade: Trade, stream_seq: int = 0) -> TradePrint:
+    """The public print of a clearing trade record (no member, no order), numbered
+    `stream_seq` in the public stream."""
+    return TradePrint(
+        trade.seq, trade.trade_id, trade.ts_ns, trade.instrument, trade.price, trade.qty,
+        trade.aggressor, trade.venue, stream_seq,
+    )  # fmt: skip
+
+
 class EventWriter:
     """Appends to `out`, the events of the command being applied (Exchange.apply_stamped
     gives it a new list for each command)."""
@@ -204,9 +213,7 @@ class EventWriter:
         private[seller] = seller_n
         self.out += (
             trade,
-            TradePrint(
-                seq, trade_id, ts_ns, code, price, qty, aggressor, venue, state.public_seq
-            ),
+            print_of(trade, state.public_seq),
             Filled(
                 seq, trade_id, buyer, code, buy_id, 0, price, qty, buy_leaves, aggressor == 0,
                 buyer_n,

@@ -30,10 +30,11 @@ from engine.codec import (
     T_TS,
     decode_events,
 )
+from engine.core.events import print_of
 from engine.core.pipeline import fee_on
 from engine.core.validation import band_detail, market_detail, reject_text, shortfall_detail
 from engine.instruments import Instrument
-from engine.protocol import Audience, Event, RejectCode, Trade, TradePrint
+from engine.protocol import Audience, Event, RejectCode, Trade
 
 _SHORTFALL = frozenset({RejectCode.INSUFFICIENT_FUNDS, RejectCode.INSUFFICIENT_ALLOWANCES})
 _ORDER_LOOKUP = frozenset({RejectCode.UNKNOWN_ORDER, RejectCode.NOT_OWNER})
@@ -183,14 +184,6 @@ def decode(
         else:
             events.append(event)
     return number_streams(events, positions)
-
-
-def print_of(trade: Trade) -> TradePrint:
-    """The public print of a clearing trade record (no member, no order)."""
-    return TradePrint(
-        trade.seq, trade.trade_id, trade.ts_ns, trade.instrument, trade.price, trade.qty,
-        trade.aggressor, trade.venue,
-    )  # fmt: skip
 
 
 def number_streams(events: list[Event], positions: dict[str, object]) -> list[Event]:

@@ -410,3 +410,43 @@ def test_records_read_from_a_frame_apply_as_records_built_in_process():
         answers.append((applied(x, records), x.state_hash()))
     assert answers[0] == answers[1]
     assert sum(type(e).__name__ == "Trade" for e in answers[0][0]) == 3
+
+
+def test_records_with_hostile_fields_get_the_answers_of_one_by_one():
+    """Records a gateway could hand over with any field out of range (sides, types, time in
+    force and STP modes beyond their enums, members and instruments nobody has, zero,
+    negative and huge prices and quantities, unknown order ids, a reused ClOrdID): every
+    batch gives the per-command path's answers, and the exchanges end alike."""
+    rng = np.random.default_rng(5)
+    batched, single = start(Exchange), start(Exchange)
+    for exchange in (batched, single):
+        exchange.apply(OpenCall("CEA25"), local_ns("09:20"))
+        exchange.apply(Uncross("CEA25"), local_ns("09:31"))
+    ts = local_ns("09:40")
+    for b in range(60):
+        n = int(rng.integers(1, 40))
+        records = np.zeros(n, COMMAND_DTYPE)
+        records["seq"] = np.arange(batched.seq + 1, batched.seq + 1 + n)
+        records["ts_ns"] = ts
+        records["kind"] = rng.integers(1, 4, n)
+        records["side"] = rng.choice([0, 1, 1, 0, 2, 255], n)
+        records["order_type"] = rng.choice([0, 1, 0, 7], n)
+        records["tif"] = rng.choice([0, 1, 2, 9], n)
+        records["stp"] = rng.choice([0, 1, 2, 3, 200], n)
+        records["member"] = rng.choice([1, 2, 3, 4, 0, -5, 2**31 - 1], n)
+        records["instrument"] = rng.choice([0, 0, 1, -1, 5], n)
+        prices = [10_000, 9_000, 11_000, 8_999, 11_001, 0, -1, 2**62, 10_001, 3_000]
+        records["price"] = rng.choice(prices, n)
+        records["qty"] = rng.choice([1, 10, 100, 0, -3, 99_999, 100_000, 2**40], n)
+        records["order_id"] = rng.integers(-2, 60, n)
+        records["cl_ord_id"] = [
+            f"h{b}-{i}".encode() if rng.random() < 0.9 else b"again" for i in range(n)
+        ]
+        events = applied(batched, records)
+        expected = []
+        for record in records:
+            command = command_of(record, CODES)
+            expected += single.apply_stamped(int(record["seq"]), ts, command)
+        assert events == expected, b
+    assert batched.state_hash() == single.state_hash()
+    assert batched.stream_positions() == single.stream_positions()
