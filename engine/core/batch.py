@@ -22,11 +22,11 @@ Invariants:
   record's timestamp reaches the calendar's next entry; its market is in a call (its
   indicative is computed in Python); it cancels or amends while off-book orders exist; an
   array must grow (NEED_*, the ClOrdID table's included); `out` might not hold its rows. The
-  record is then applied by the per-command path (`Exchange.apply`, whose events are encoded
+  record is then applied by the per-command path (`Exchange.apply_stamped`, whose events are encoded
   by engine.codec.encode_events) or the arrays grow, and the run resumes after it.
-- A batch's records are checked before anything changes: their sequence numbers follow the
-  exchange's, their kinds are order commands, their ClOrdIDs are UTF-8 (ValueError
-  otherwise: such a record is no message, as a frame the decoder refuses).
+- A batch's records are checked before anything changes (engine.core.records): their
+  sequence numbers follow the exchange's, their kinds are order commands, their ClOrdIDs are
+  UTF-8 (ValueError otherwise: such a record is no message, as a frame the decoder refuses).
 - Trades count in their market's day figures and digest in the order they happened: the
   compiled run's trades are encoded as msgpack (byte for byte what msgspec writes for the
   Trade event, engine.core.rows.trade_bytes) and folded in before any per-command command runs.
@@ -64,7 +64,6 @@ from engine.codec import (
     A_ORDER_ID,
     A_PRICE,
     A_QTY,
-    COMMAND_DTYPE,
     D_ORDERS,
     D_PRICE,
     D_QTY,
@@ -80,7 +79,6 @@ from engine.codec import (
     REC_AMEND,
     REC_CANCEL,
     REC_NEW_ORDER,
-    RECORD_WORDS,
     ROW_ACCEPTED,
     ROW_AMENDED,
     ROW_CANCELLED,
@@ -128,6 +126,7 @@ from engine.core.pipeline import (
     _new_order,
     freeze_for,
 )
+from engine.core.records import key_length, words_of
 from engine.core.rows import packed, trade_bytes, trade_head
 from engine.protocol import RejectCode
 from engine.types import Phase
@@ -166,19 +165,6 @@ def _find_row(ids, member):
         else:
             hi = mid
     return lo if lo < ids.shape[0] and ids[lo] == member else -1
-
-
-@njit(cache=True, _nrt=False)
-def _key_length(words, i):
-    """Bytes of the record's ClOrdID: its 32 bytes less the trailing NULs."""
-    for w in range(3, -1, -1):
-        word = np.uint64(words[i, W_KEY + w])
-        if word != 0:
-            n = 8
-            while (word >> np.uint64(8 * (n - 1))) == 0:
-                n -= 1
-            return 8 * w + n
-    return 0
 
 
 @njit(cache=True, _nrt=False)
@@ -320,7 +306,7 @@ def run(words, start, pools, lads, bms, hts, metas, evs, mks, acct, ids, ck, cm,
             pools[instrument], lads[instrument], bms[instrument], hts[instrument],
             metas[instrument],
         )  # fmt: skip
-        n = _key_length(words, i)
+        n = key_length(words, i)
         k0, k1, k2, k3 = (
             words[i, W_KEY], words[i, W_KEY + 1], words[i, W_KEY + 2], words[i, W_KEY + 3]
         )  # fmt: skip
@@ -361,78 +347,6 @@ def run(words, start, pools, lads, bms, hts, metas, evs, mks, acct, ids, ck, cm,
         _rows(out, sc, ev, rows, instrument, seq)
         meta[M_NEV] = 0
     return DONE, words.shape[0]
-
-
-@njit(cache=True, _nrt=False)
-def _key_byte(words, i, k):
-    return (words[i, W_KEY + k // 8] >> (8 * (k % 8))) & 0xFF
-
-
-@njit(cache=True, _nrt=False)
-def first_bad_key(words):
-    """Index of the first record whose ClOrdID bytes are not UTF-8 (surrogates allowed, as
-    the codec's 'surrogatepass' writes them), or -1: such a key is no message's ClOrdID."""
-    for i in range(words.shape[0]):
-        n = _key_length(words, i)
-        k = 0
-        while k < n:
-            lead = _key_byte(words, i, k)
-            if lead < 0x80:
-                k += 1
-                continue
-            if 0xC2 <= lead <= 0xDF:
-                size, low, high = 2, 0x80, 0xBF
-            elif 0xE0 <= lead <= 0xEF:
-                size, low, high = 3, 0xA0 if lead == 0xE0 else 0x80, 0xBF
-            elif 0xF0 <= lead <= 0xF4:
-                size = 4
-                low = 0x90 if lead == 0xF0 else 0x80
-                high = 0x8F if lead == 0xF4 else 0xBF
-            else:
-                return i
-            if k + size > n:
-                return i
-            second = _key_byte(words, i, k + 1)
-            if not low <= second <= high:
-                return i
-            for c in range(k + 2, k + size):
-                if not 0x80 <= _key_byte(words, i, c) <= 0xBF:
-                    return i
-            k += size
-    return -1
-
-
-# -- the batch path ---
-
-
-def words_of(records: np.ndarray, last_seq: int) -> np.ndarray:
-    """The records as int64 words, once they are known to be a run of order commands that
-    follows sequence number `last_seq`; ValueError (nothing changed) otherwise."""
-    if records.dtype != COMMAND_DTYPE:
-        raise ValueError(f"records must be of engine.codec.COMMAND_DTYPE, not {records.dtype}")
-    expected = np.arange(last_seq + 1, last_seq + 1 + len(records))
-    wrong = np.flatnonzero(records["seq"] != expected)
-    if wrong.size:
-        i = int(wrong[0])
-        raise ValueError(
-            f"record {i}: sequence {int(records['seq'][i])} does not follow "
-            f"{int(expected[i]) - 1}: records must continue the exchange's sequence"
-        )
-    kinds = records["kind"]
-    bad = np.flatnonzero((kinds < REC_NEW_ORDER) | (kinds > REC_AMEND))
-    if bad.size:
-        i = int(bad[0])
-        raise ValueError(
-            f"record {i}: kind {int(kinds[i])} is not NewOrder (1), CancelOrder (2) or "
-            "AmendOrder (3)"
-        )
-    words = np.ascontiguousarray(records).view(np.int64).reshape(len(records), RECORD_WORDS)
-    bad_key = first_bad_key(words)
-    if bad_key >= 0:
-        raise ValueError(
-            f"record {bad_key}: ClOrdID {bytes(records['cl_ord_id'][bad_key])!r} is not UTF-8"
-        )
-    return words
 
 
 def apply_one_by_one(exchange, records: np.ndarray) -> bytes:

@@ -32,8 +32,8 @@ from engine.codec import (
 )
 from engine.config import MARKET_HOURS, MarketConfig, Member
 from engine.core import Exchange, ReferenceExchange
-from engine.core.batch import first_bad_key
 from engine.core.clordid import MIN_CAPACITY, ClOrdIds
+from engine.core.records import first_bad_key
 from engine.core.rows import _put_int, decode
 from engine.instruments import Instrument
 from engine.protocol import (
