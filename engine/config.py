@@ -8,7 +8,9 @@ calendar first fires or an account overflows):
 - the time zone is a known IANA name, and every session bound, block-trading bound and
   schedule time a valid local HH:MM;
 - the trading week is a non-empty set of ISO weekdays and every holiday a calendar date, so
-  every date has an answer to "is it a trading day?" and a next trading day exists.
+  every date has an answer to "is it a trading day?" and a next trading day exists;
+- gateway ids are unique and every member a gateway lists is a member of the market (the
+  engine service lets a gateway act only for the members it lists).
 
 The embedded market needs no file: CEA vintages 2021-2025 and CCER with MARKET.md's
 parameters and illustrative previous closes, and a handful of members.
@@ -61,6 +63,15 @@ class Member(msgspec.Struct, frozen=True, kw_only=True):
     holdings: dict[str, Annotated[int, msgspec.Meta(ge=0, le=MAX_QTY)]] = {}  # code -> tonnes
 
 
+class Gateway(msgspec.Struct, frozen=True, kw_only=True):
+    """A broker gateway allowed to connect to the engine service, and the members it may act
+    for (a member listed by several gateways gets its events on each: drop copy)."""
+
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"\A[\w.-]+\Z")]
+    members: list[int]
+    cancel_on_disconnect: bool = False  # the default when the gateway's logon does not say
+
+
 class MarketConfig(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     timezone: str = "Asia/Shanghai"
@@ -69,6 +80,7 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True):
     )
     instruments: list[Instrument]
     members: list[Member] = []
+    gateways: list[Gateway] = []
     # (local HH:MM, action) run from the sequencer's clock; empty: the operator drives phases.
     # Actions: open_call, uncross, halt, close_call, close.
     schedule: list[tuple[str, str]] = []
@@ -95,6 +107,13 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True):
         ids = [m.id for m in self.members]
         if len(set(ids)) != len(ids):
             raise ValueError(f"duplicate member ids in {ids}")
+        gateway_ids = [g.id for g in self.gateways]
+        if len(set(gateway_ids)) != len(gateway_ids):
+            raise ValueError(f"duplicate gateway ids in {gateway_ids}")
+        for gateway in self.gateways:
+            unknown = sorted(set(gateway.members) - set(ids))
+            if unknown:
+                raise ValueError(f"gateway {gateway.id!r} lists unknown members {unknown}")
         if sum(m.cash for m in self.members) > MAX_CASH:  # any one account holds at most this
             raise ValueError(f"the members' cash adds up to more than {MAX_CASH:,} fen")
         try:
@@ -142,6 +161,12 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True):
             day += timedelta(days=1)
             if self.closed_because(day.isoformat()) is None:
                 return day.isoformat()
+
+    def gateway(self, gateway_id: str) -> Gateway | None:
+        for gateway in self.gateways:
+            if gateway.id == gateway_id:
+                return gateway
+        return None
 
     def instrument(self, code: str) -> Instrument:
         for instrument in self.instruments:
@@ -191,7 +216,17 @@ def default_market() -> MarketConfig:
             start=1,
         )
     ]
-    return MarketConfig(name="Embedded CEA/CCER market", instruments=instruments, members=members)
+    gateways = [  # the market makers', the brokers' and the compliance entities' gateways
+        Gateway(id="mm", members=[1, 2]),
+        Gateway(id="brokers", members=[3, 4]),
+        Gateway(id="entities", members=[5, 6]),
+    ]
+    return MarketConfig(
+        name="Embedded CEA/CCER market",
+        instruments=instruments,
+        members=members,
+        gateways=gateways,
+    )
 
 
 def load_market(path: str | Path) -> MarketConfig:

@@ -153,6 +153,16 @@ class PickOrder(_Message, tag=4):
     qty: Quantity
 
 
+class MassCancel(_Message, tag=5):
+    """Cancel every resting book order of `member` (of one instrument when `instrument` is
+    given). One-way auction bids and block trades are not touched. The ClOrdID is echoed in
+    the answer (MassCancelled) and not registered: a mass cancel may be repeated."""
+
+    cl_ord_id: ClOrdId
+    member: MemberId
+    instrument: str = ""  # "" for every instrument
+
+
 # -- operator commands (the admin channel authenticates them; the core only applies them) ----
 
 
@@ -253,6 +263,7 @@ Command = (
     | CancelOrder
     | AmendOrder
     | PickOrder
+    | MassCancel
     | StartOfDay
     | OpenCall
     | Uncross
@@ -461,6 +472,18 @@ class TradePrint(_Message, tag=112):
     stream_seq: int = 0
 
 
+class MassCancelled(_Message, tag=114):
+    """The answer to a MassCancel, after the Cancelled event of each order it cancelled."""
+
+    audience: ClassVar[Audience] = Audience.PRIVATE
+    seq: int
+    cl_ord_id: str
+    member: int
+    instrument: str
+    cancelled: int
+    stream_seq: int = 0
+
+
 class DaySummary(_Message, tag=113):
     """A day's figures per instrument as market data sees them: the listed trades' open,
     high, low and close (the close is the next day's reference), volume and trade count."""
@@ -492,6 +515,7 @@ Event = (
     | DayClosed
     | TradePrint
     | DaySummary
+    | MassCancelled
 )
 
 _encoder = msgspec.msgpack.Encoder()
@@ -508,7 +532,8 @@ class MalformedMessage(ValueError):
 
 
 _COMMAND_TYPES = {
-    cls.__struct_config__.tag: cls for cls in (NewOrder, CancelOrder, AmendOrder, PickOrder)
+    cls.__struct_config__.tag: cls
+    for cls in (NewOrder, CancelOrder, AmendOrder, PickOrder, MassCancel)
 }
 
 

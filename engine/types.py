@@ -49,6 +49,7 @@ class CancelReason(IntEnum):
     STP_RESTING = 5  # self-trade prevention removed the resting order
     EXPIRED = 6  # day order at the end of the day
     OPERATOR = 7  # cancelled by the market operator
+    MASS_CANCEL = 8  # a MassCancel of the member (or its gateway's cancel-on-disconnect)
 
 
 class Phase(IntEnum):

@@ -30,6 +30,7 @@ from engine.protocol import (
     Event,
     Filled,
     Indicative,
+    MassCancelled,
     PhaseChanged,
     RejectCode,
     Rejected,
@@ -115,6 +116,11 @@ class EventWriter:
         """A refusal of a command whose ClOrdID and member are known to be of their kinds."""
         self.out.append(
             Rejected(self.state.seq, cl_ord_id, member, code, text, self._private(member))
+        )
+
+    def mass_cancelled(self, cl_ord_id: str, member: int, code: str, cancelled: int) -> None:
+        self.out.append(
+            MassCancelled(self.state.seq, cl_ord_id, member, code, cancelled, self._private(member))
         )
 
     def cancelled(self, member: int, code: str, order_id: int, leaves: int, reason: int) -> None:

@@ -16,9 +16,10 @@ Invariants:
   and text) and leaves `state_hash()` unchanged (the sequence number is not state).
 - The exchange is composed of parts over one declared state (engine.core.state.CoreState):
   `Trading` (what every order path shares), `Sessions` (the day, phases, auctions, the
-  calendar), `OffBook` (one-way auctions, block trades) and the order path (`CompiledOrders`
-  here; the reference exchange, engine.core.reference, puts its plain handlers there). Each
-  command type has exactly one handler; events are built by the one `EventWriter`.
+  calendar), `OffBook` (one-way auctions, block trades), `MassCancels` and the order path
+  (`CompiledOrders` here; the reference exchange, engine.core.reference, puts its plain
+  handlers there). Each command type has exactly one handler; events are built by the one
+  `EventWriter`.
 - Each trade is one `Trade` event (public print and clearing record) plus a `Filled` for
   each side; `DayClosed` carries the day's trade count and `trades_digest` per instrument.
 
@@ -39,6 +40,7 @@ from engine.config import MarketConfig
 from engine.core.batch import BatchPath
 from engine.core.events import EventWriter
 from engine.core.market import Market
+from engine.core.masscancel import MassCancels
 from engine.core.offbook import OffBook
 from engine.core.orders import CompiledOrders
 from engine.core.risk import Accounts
@@ -83,6 +85,7 @@ class Exchange:
             Clock: _noop,
             **self.sessions.handlers,
             **self.offbook.handlers,
+            **MassCancels(state, emit, trading).handlers,
         }
 
     # -- the one entry point -----------------------------------------------------------------------
