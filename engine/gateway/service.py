@@ -1,0 +1,570 @@
+"""The engine service: the one process that owns the sockets, the journal and the exchange.
+
+One thread runs `EngineService.run`: each turn it polls, drains up to `batch_limit` inbound
+messages (order entry and admin), and for everything that reaches the core it stamps
+(sequence, time from the service's clock), journals the wire bytes it received, applies
+(`Exchange.apply_stamped` for a message, `Exchange.apply_batch` for a frame of records),
+fsyncs once, and only then sends what the turn produced (group commit). Invariants:
+- nothing the core caused is sent before the journal holds the command durably (with
+  `fsync` on); a failed write or fsync stops the service (exit status 3) without sending;
+- a client's frame can never stop the loop: what cannot be decoded, is not permitted, or is
+  too large is answered to its sender (or counted where there is no one to answer) and nothing
+  is sequenced for it; a message is only sequenced once it has decoded as a command;
+- a gateway acts only for the members its config lists; its private events go to each
+  session of each gateway listing the member (drop copy); a send that fails is kept for the
+  gateway (engine.gateway.sessions);
+- the core is a pure function of the journal: restart = latest snapshot + journal after it,
+  and the state hash equals an uninterrupted run's;
+- the service's clock never goes backwards across a restart (stamps are max(now, last)).
+Sockets: orders (ROUTER, ROUTER_MANDATORY, non-blocking sends), admin (ROUTER). Market
+data and the trade stream attach to the same loop (engine.gateway.marketdata).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from engine.config import MarketConfig
+from engine.core import Exchange
+from engine.core.events import rejected
+from engine.core.records import words_of
+from engine.core.rows import decode as decode_rows
+from engine.core.validation import reject_text
+from engine.gateway import wire
+from engine.gateway.sessions import Session, Sessions
+from engine.gateway.status import OrderStatusTable
+from engine.journal.segments import Journal, replay
+from engine.protocol import (
+    AmendOrder,
+    AuctionBid,
+    CancelOrder,
+    Clock,
+    Command,
+    DayClosed,
+    EndOfDay,
+    MalformedMessage,
+    MassCancel,
+    NewOrder,
+    PhaseChanged,
+    PickOrder,
+    RejectCode,
+    StartOfDay,
+    encode,
+)
+from engine.types import Phase
+
+MEMBER_COMMANDS = (NewOrder, CancelOrder, AmendOrder, PickOrder, MassCancel, AuctionBid)
+EXIT_JOURNAL_FAILED = 3
+
+
+@dataclass
+class Options:
+    data_dir: Path
+    orders: str = "tcp://127.0.0.1:5555"
+    admin: str = "tcp://127.0.0.1:5556"
+    fsync: bool = True
+    batch_limit: int = 1024  # inbound messages drained per turn
+    clock_ms: int = 1000  # a Clock command after this long without a command (if scheduled)
+    sndhwm: int = 10_000
+    quiet: bool = False
+    clock_start_ns: int | None = None  # run the clock from this instant (a rehearsal, tests)
+
+
+@dataclass
+class Item:
+    """One thing to sequence: a decoded command (`wire_bytes` as received) or a records
+    frame; `origin` is the routing id of the session (or admin peer) that sent it."""
+
+    origin: bytes | None
+    admin: bool
+    command: Command | None = None
+    wire_bytes: bytes = b""
+    records: np.ndarray | None = None
+    resend: bool = False
+
+
+class JournalFailed(RuntimeError):
+    pass
+
+
+class EngineService:
+    def __init__(
+        self, config: MarketConfig, options: Options, log: Callable[[str], None] | None = None
+    ) -> None:
+        self.config = config
+        self.options = options
+        self.log = log or (lambda line: print(line, flush=True))
+        self.data_dir = Path(options.data_dir)
+        self.sessions = Sessions(config)
+        self.status = OrderStatusTable()
+        self.counters = dict.fromkeys(
+            ("turns", "sequenced", "fsyncs", "malformed_frames", "unknown_peers"), 0
+        )
+        self.stopping = False
+        self.exchange: Exchange | None = None
+        self.journal: Journal | None = None
+        self.context: zmq.Context | None = None
+        self.endpoints: dict[str, str] = {}
+        self.last_ts = 0
+        self.last_command_ns = self._started_ns = time.monotonic_ns()
+        self._snapshot_wanted = False
+
+    # -- start and stop ----------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Recover the state, warm the compiled code, then bind (in that order: nothing is
+        accepted before the engine can answer at speed)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        self.exchange = self._recover()
+        self.log(
+            f"recovered seq {self.exchange.seq} in {time.perf_counter() - started:.2f} s, "
+            f"state hash {self.exchange.state_hash()}"
+        )
+        warm(self.config)
+        self.journal = Journal(self.data_dir / "journal")
+        if self.journal.discarded:
+            self.log(f"journal: cut a torn tail of {self.journal.discarded} bytes (a crash)")
+        self._bind()
+
+    def _recover(self) -> Exchange:
+        exchange = Exchange(self.config)
+        journal = self.data_dir / "journal"
+        if journal.exists():
+            for record, events in replay(journal, exchange):
+                self._observe(record.command, events, replaying=True)
+        self.last_ts = exchange.state.ts_ns
+        return exchange
+
+    def _bind(self) -> None:
+        options = self.options
+        self.context = context = zmq.Context()
+        self.orders = context.socket(zmq.ROUTER)
+        self.orders.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.orders.setsockopt(zmq.SNDHWM, options.sndhwm)
+        self.orders.setsockopt(zmq.LINGER, 0)
+        self.orders.bind(options.orders)
+        self.admin = context.socket(zmq.ROUTER)
+        self.admin.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.admin.setsockopt(zmq.LINGER, 0)
+        self.admin.bind(options.admin)
+        self.endpoints = {
+            "orders": self.orders.getsockopt_string(zmq.LAST_ENDPOINT),
+            "admin": self.admin.getsockopt_string(zmq.LAST_ENDPOINT),
+        }
+        self.poller = zmq.Poller()
+        self.poller.register(self.orders, zmq.POLLIN)
+        self.poller.register(self.admin, zmq.POLLIN)
+        path = self.data_dir / "endpoints.json"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({**self.endpoints, "pid": os.getpid()}))
+        os.replace(temporary, path)
+        self.log(f"orders on {self.endpoints['orders']}, admin on {self.endpoints['admin']}")
+
+    def close(self) -> None:
+        if self.journal is not None:
+            self.journal.sync()
+            self.journal.close()
+        if self.context is not None:
+            self.orders.close(0)
+            self.admin.close(0)
+            self.context.term()
+            self.context = None
+
+    def stop(self, *_args) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        """Serve until stopped (SIGINT/SIGTERM finish the turn in hand); the exit status."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self.stop)
+            signal.signal(signal.SIGTERM, self.stop)
+        try:
+            while not self.stopping:
+                self.turn(100)
+        except JournalFailed as exc:
+            self.log(f"journal failed, stopping without acknowledging: {exc}")
+            return EXIT_JOURNAL_FAILED
+        finally:
+            self.close()
+        self.log(f"stopped at seq {self.exchange.seq}, state hash {self.exchange.state_hash()}")
+        return 0
+
+    # -- one turn ----------------------------------------------------------------------------------
+
+    def turn(self, timeout_ms: int) -> None:
+        ready = dict(self.poller.poll(timeout_ms))
+        self.counters["turns"] += 1
+        self.outbox: dict[bytes, list[bytes]] = defaultdict(list)
+        self.admin_outbox: dict[bytes, list[bytes]] = defaultdict(list)
+        items: list[Item] = []
+        limit = self.options.batch_limit
+        for socket, admin in ((self.orders, False), (self.admin, True)):
+            if socket not in ready:
+                continue
+            for _ in range(limit):
+                try:
+                    frames = socket.recv_multipart(zmq.NOBLOCK, copy=True)
+                except zmq.Again:
+                    break
+                self._take(frames, admin, items)
+        now = time.monotonic_ns()
+        self._expire_sessions(now, items)
+        if not items and self._clock_due(now):
+            items.append(Item(None, True, Clock(), encode(Clock())))
+        if items:
+            self.last_command_ns = now
+            self._sequence(items)
+        self._send()
+        if self._snapshot_wanted:
+            self._snapshot_wanted = False
+            self._snapshot()
+
+    def _clock_due(self, now: int) -> bool:
+        exchange = self.exchange
+        return bool(
+            self.config.schedule
+            and exchange.date
+            and now - self.last_command_ns >= self.options.clock_ms * 1_000_000
+        )
+
+    def _stamp(self) -> int:
+        """The time of a turn's commands: now (or the rehearsal clock), never before the
+        last stamp (a restart, a clock stepped back)."""
+        start = self.options.clock_start_ns
+        elapsed = time.monotonic_ns() - self._started_ns
+        now = time.time_ns() if start is None else start + elapsed
+        self.last_ts = max(now, self.last_ts)
+        return self.last_ts
+
+    # -- inbound -----------------------------------------------------------------------------------
+
+    def _take(self, frames: list[bytes], admin: bool, items: list[Item]) -> None:
+        """Read one inbound message: queue what is to be sequenced, answer the rest."""
+        if len(frames) != 3 or frames[1] not in wire.KINDS:
+            self.counters["malformed_frames"] += 1
+            if frames:
+                kinds = b", ".join(wire.KINDS).decode()
+                self._refuse(frames[0], admin, f"expected two frames, a kind ({kinds}) and a body")
+            return
+        rid, kind, body = frames
+        session = None if admin else self.sessions.by_routing_id.get(rid)
+        try:
+            if kind == wire.RECORDS:
+                if session is None:
+                    raise wire.FrameRefused("log on first (Logon), then send records")
+                records = wire.records_of(body)
+                self._permit_records(session, records)
+                items.append(Item(rid, False, records=records, wire_bytes=body))
+                self.sessions.count(session.gateway.id, "records", len(records))
+                return
+            messages = wire.split_messages(body)
+        except wire.FrameRefused as exc:
+            self.counters["malformed_frames"] += 1
+            if session is not None:
+                self.sessions.count(session.gateway.id, "malformed")
+            self._refuse(rid, admin, str(exc))
+            return
+        for raw in messages:
+            self._take_message(rid, admin, session, bytes(raw), kind == wire.RESEND, items)
+            if session is None and not admin:
+                session = self.sessions.by_routing_id.get(rid)  # a Logon just now
+
+    def _take_message(
+        self,
+        rid: bytes,
+        admin: bool,
+        session: Session | None,
+        raw: bytes,
+        resend: bool,
+        items: list[Item],
+    ) -> None:
+        try:
+            message = wire.decode_message(raw)
+        except MalformedMessage as exc:
+            self.counters["malformed_frames"] += 1
+            if session is not None:
+                self.sessions.count(session.gateway.id, "malformed")
+            reply = rejected(
+                0, None, RejectCode.MALFORMED, reject_text(RejectCode.MALFORMED, str(exc))
+            )
+            self._reply(rid, admin, [encode(reply)])
+            return
+        if session is not None:
+            session.last_heard_ns = time.monotonic_ns()
+        if isinstance(message, wire.Logon):
+            self._log_on(rid, admin, message)
+            return
+        if isinstance(message, wire.Heartbeat):
+            self._reply(rid, admin, [wire.encode_message(wire.Heartbeat())])
+            return
+        if isinstance(message, wire.Logout):
+            if session is not None:
+                self._end_session(rid, "logged out", items)
+            return
+        if admin:
+            self._take_operator(rid, message, raw, items)
+            return
+        if session is None:
+            self._refuse(rid, False, "log on first (Logon)", RejectCode.UNAUTHORISED)
+            return
+        if not isinstance(message, MEMBER_COMMANDS):
+            name = type(message).__name__
+            self.sessions.count(session.gateway.id, "rejects")
+            text = f"{name} is an operator command: send it to the admin endpoint"
+            self._refuse(rid, False, text, RejectCode.UNAUTHORISED)
+            return
+        if message.member not in session.gateway.members:
+            self.sessions.count(session.gateway.id, "rejects")
+            text = reject_text(
+                RejectCode.UNAUTHORISED,
+                f"gateway {session.gateway.id!r} may act for members "
+                f"{session.gateway.members}, not {message.member}",
+            )
+            self._reply(rid, False, [encode(rejected(0, message, RejectCode.UNAUTHORISED, text))])
+            return
+        self.sessions.count(session.gateway.id, "commands")
+        items.append(Item(rid, False, message, raw, resend=resend))
+
+    def _take_operator(self, rid: bytes, message, raw: bytes, items: list[Item]) -> None:
+        if isinstance(message, wire.Status):
+            self._reply(rid, True, [wire.encode_message(self._status_report())])
+        elif isinstance(message, wire.SnapshotNow):
+            self._snapshot_wanted = True
+            self._reply(rid, True, [wire.encode_message(wire.Heartbeat())])
+        elif isinstance(message, MEMBER_COMMANDS):
+            name = type(message).__name__
+            self._refuse(rid, True, f"{name} is a member's command: gateways send it",
+                         RejectCode.UNAUTHORISED)  # fmt: skip
+        else:
+            items.append(Item(rid, True, message, raw))
+
+    def _permit_records(self, session: Session, records: np.ndarray) -> None:
+        allowed = np.asarray(session.gateway.members, dtype=np.int32)
+        bad = np.flatnonzero(~np.isin(records["member"], allowed))
+        if bad.size:
+            i = int(bad[0])
+            raise wire.FrameRefused(
+                f"UNAUTHORISED: record {i}: gateway {session.gateway.id!r} may act for members "
+                f"{session.gateway.members}, not {int(records['member'][i])}; nothing in the "
+                "frame was taken"
+            )
+
+    def _log_on(self, rid: bytes, admin: bool, logon: wire.Logon) -> None:
+        gateway = self.config.gateway(logon.gateway)
+        if admin or gateway is None:
+            self._refuse(rid, admin, f"unknown gateway {logon.gateway!r}", RejectCode.UNAUTHORISED)
+            return
+        cancel = gateway.cancel_on_disconnect
+        if logon.cancel_on_disconnect is not None:
+            cancel = logon.cancel_on_disconnect
+        heartbeat_ms = min(max(logon.heartbeat_ms, 100), 60_000)
+        now = time.monotonic_ns()
+        self.sessions.log_on(Session(rid, gateway, cancel, heartbeat_ms * 1_000_000, now))
+        private = self.exchange.state.private_seq
+        kept = self.sessions.kept.pop(gateway.id, ())
+        accepted = wire.LogonAccepted(
+            gateway.id, list(gateway.members), heartbeat_ms, cancel,
+            {m: private.get(m, 0) for m in gateway.members}, len(kept),
+        )  # fmt: skip
+        self.outbox[rid].append(wire.encode_message(accepted))
+        self._flush_session(rid)
+        for body in kept:
+            self._send_body(rid, body)
+        self.log(f"gateway {gateway.id} logged on ({len(kept)} kept frames sent)")
+
+    def _expire_sessions(self, now: int, items: list[Item]) -> None:
+        for rid, session in list(self.sessions.by_routing_id.items()):
+            if now - session.last_heard_ns > 3 * session.heartbeat_ns:
+                self._end_session(rid, "silent for three heartbeats", items)
+
+    def _end_session(self, rid: bytes, why: str, items: list[Item]) -> None:
+        session = self.sessions.log_off(rid)
+        if session is None:
+            return
+        self.log(f"gateway {session.gateway.id} session ended: {why}")
+        if session.cancel_on_disconnect:
+            for member in session.gateway.members:
+                command = MassCancel(f"cancel-on-disconnect-{self.exchange.seq}", member)
+                items.append(Item(None, False, command, encode(command)))
+
+    # -- sequence, journal, apply ------------------------------------------------------------------
+
+    def _sequence(self, items: list[Item]) -> None:
+        exchange, journal = self.exchange, self.journal
+        ts = self._stamp()
+        try:
+            for item in items:
+                if item.records is not None:
+                    self._sequence_records(item, ts)
+                    continue
+                command = item.command
+                if item.resend and isinstance(command, NewOrder):
+                    known = self.status.status(exchange, command)
+                    if known is not None:
+                        self._reply(item.origin, False, [wire.encode_message(known)])
+                        continue
+                seq = exchange.seq + 1
+                day = command.date if isinstance(command, StartOfDay) else None
+                journal.append_encoded(seq, ts, item.wire_bytes, day)
+                events = exchange.apply_stamped(seq, ts, command)
+                self.counters["sequenced"] += 1
+                self._observe(command, events)
+                self._route(item, events)
+            if self.options.fsync:
+                journal.sync()
+                self.counters["fsyncs"] += 1
+            else:
+                journal.segment.flush()
+        except OSError as exc:
+            raise JournalFailed(str(exc)) from exc
+
+    def _sequence_records(self, item: Item, ts: int) -> None:
+        exchange = self.exchange
+        records = item.records
+        first = exchange.seq + 1
+        records["seq"] = np.arange(first, first + len(records))
+        records["ts_ns"] = ts
+        try:
+            words_of(records, exchange.seq)
+        except ValueError as exc:
+            session = self.sessions.by_routing_id.get(item.origin)
+            if session is not None:
+                self.sessions.count(session.gateway.id, "malformed")
+            self._refuse(item.origin, False, f"{exc}; nothing in the frame was taken")
+            return
+        positions = exchange.stream_positions()
+        self.journal.append_batch(first, ts, item.wire_bytes)
+        rows = exchange.apply_batch(records)
+        self.counters["sequenced"] += len(records)
+        events = decode_rows(rows, self.config.instruments, positions)
+        self._observe(None, events)
+        self._route(item, events)
+
+    def _observe(self, command, events: list, replaying: bool = False) -> None:
+        """What the service keeps from each command's events: the order status table, the
+        phase log, the end-of-day snapshot."""
+        if isinstance(command, StartOfDay):
+            self.status.clear()
+        self.status.record(events)
+        if replaying:
+            return
+        for event in events:
+            kind = type(event)
+            if kind is PhaseChanged and not self.options.quiet:
+                self.log(f"{event.instrument} {Phase(event.phase).name}")
+            elif kind is DayClosed:
+                self._snapshot_wanted = True
+        if isinstance(command, EndOfDay) and not self.options.quiet:
+            self.log(f"end of day at seq {self.exchange.seq}")
+
+    # -- outbound ----------------------------------------------------------------------------------
+
+    def _route(self, item: Item, events: list) -> None:
+        """Queue each event for its audience: private events to every session of the
+        member's gateways; the admin who sent a command gets all its events."""
+        outbox, routes = self.outbox, self.sessions.routes
+        encoded = [encode(e) for e in events]
+        for event, data in zip(events, encoded, strict=True):
+            member = getattr(event, "member", None)
+            if member is not None and type(event).audience == 1:
+                for rid in routes(member):
+                    outbox[rid].append(data)
+        if item.admin and item.origin is not None:
+            self.admin_outbox[item.origin].extend(encoded)
+
+    def _reply(self, rid: bytes, admin: bool, encoded: list[bytes]) -> None:
+        (self.admin_outbox if admin else self.outbox)[rid].extend(encoded)
+
+    def _refuse(
+        self, rid: bytes, admin: bool, text: str, code: RejectCode = RejectCode.MALFORMED
+    ) -> None:
+        self._reply(rid, admin, [wire.encode_message(wire.SessionRejected(int(code), text))])
+
+    def _flush_session(self, rid: bytes) -> None:
+        messages = self.outbox.pop(rid, None)
+        if messages:
+            self._send_body(rid, wire.pack(messages))
+
+    def _send(self) -> None:
+        for rid in list(self.outbox):
+            self._flush_session(rid)
+        for rid, messages in self.admin_outbox.items():
+            try:
+                self.admin.send_multipart([rid, wire.MESSAGES, wire.pack(messages)], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                self.counters["unknown_peers"] += 1  # an operator tool that has gone away
+        self.admin_outbox.clear()
+
+    def _send_body(self, rid: bytes, body: bytes) -> None:
+        try:
+            self.orders.send_multipart([rid, wire.MESSAGES, body], zmq.NOBLOCK)
+        except zmq.ZMQError:  # EAGAIN at the high-water mark, EHOSTUNREACH once gone
+            session = self.sessions.by_routing_id.get(rid)
+            if session is None:
+                self.counters["unknown_peers"] += 1
+                return
+            self.sessions.keep(session.gateway.id, body)
+
+    # -- operator's views --------------------------------------------------------------------------
+
+    def _status_report(self) -> wire.StatusReport:
+        gateways = {
+            gateway_id: {**counters, "sessions": len(self.sessions.of_gateway(gateway_id))}
+            for gateway_id, counters in self.sessions.counters.items()
+        }
+        return wire.StatusReport(
+            self.exchange.seq, self.exchange.state_hash(), dict(self.counters), gateways
+        )
+
+    def _snapshot(self) -> None:
+        from engine.core import snapshot as snapshots  # written with the journal's recovery
+
+        path = snapshots.save(self.exchange, self.data_dir / "snapshots", self.last_ts)
+        self.log(f"snapshot at seq {self.exchange.seq}: {path}")
+
+
+def warm(config: MarketConfig) -> None:
+    """Compile (or load from the cache) every path an order can take, on a scratch exchange."""
+    from engine.codec import records_of
+    from engine.protocol import OpenCall, Uncross
+
+    scratch = Exchange(config)
+    day = config.next_trading_day(config.last_trading_day or "2026-01-01")
+    scratch.apply(StartOfDay(day))
+    code = config.instruments[0].code
+    scratch.apply(OpenCall(code))
+    scratch.apply(Uncross(code))
+    members = [m.id for m in config.members] or [0]
+    price = scratch.markets[code].reference
+    size = config.instruments[0].min_qty
+    orders = [
+        NewOrder(f"w{i}", members[i % len(members)], code, i % 2, price, size) for i in range(4)
+    ]
+    for order in orders[:2]:
+        scratch.apply(order)
+    codes = [i.code for i in config.instruments]
+    scratch.apply_batch(records_of(orders[2:], codes, scratch.seq + 1, [0, 0]))
+
+
+def serve(config: MarketConfig, options: Options) -> int:
+    service = EngineService(config, options)
+    try:
+        service.open()
+    except (OSError, ValueError, zmq.ZMQError) as exc:
+        print(f"cxe serve: {exc}", file=sys.stderr)
+        service.close()
+        return 2
+    return service.run()
