@@ -10,9 +10,9 @@ fsyncs once, and only then sends what the turn produced (group commit). Invarian
 - a client's frame can never stop the loop: what cannot be decoded, is not permitted, or is
   too large is answered to its sender (or counted where there is no one to answer) and nothing
   is sequenced for it; a message is only sequenced once it has decoded as a command;
-- a gateway acts only for the members its config lists; its private events go to each
-  session of each gateway listing the member (drop copy); a send that fails is kept for the
-  gateway (engine.gateway.sessions);
+- a gateway acts only for the members its config lists; a member's private events go to each
+  session of each gateway listing the member (drop copy); a send that fails, and what is for
+  a gateway with no session, is kept for the gateway (engine.gateway.sessions);
 - the core is a pure function of the journal: restart = latest snapshot + journal after it,
   and the state hash equals an uninterrupted run's;
 - the service's clock never goes backwards across a restart (stamps are max(now, last)).
@@ -49,6 +49,7 @@ from engine.journal.segments import Journal, replay
 from engine.protocol import (
     AmendOrder,
     AuctionBid,
+    Audience,
     CancelOrder,
     Clock,
     Command,
@@ -209,6 +210,7 @@ class EngineService:
         self.counters["turns"] += 1
         self.outbox: dict[bytes, list[bytes]] = defaultdict(list)
         self.admin_outbox: dict[bytes, list[bytes]] = defaultdict(list)
+        self.absent_outbox: dict[str, list[bytes]] = defaultdict(list)
         items: list[Item] = []
         limit = self.options.batch_limit
         for socket, admin in ((self.orders, False), (self.admin, True)):
@@ -372,6 +374,7 @@ class EngineService:
             cancel = logon.cancel_on_disconnect
         heartbeat_ms = min(max(logon.heartbeat_ms, 100), 60_000)
         now = time.monotonic_ns()
+        self.sessions.log_off(rid)  # a second logon on one connection: its backlog is kept
         self.sessions.log_on(Session(rid, gateway, cancel, heartbeat_ms * 1_000_000, now))
         private = self.exchange.state.private_seq
         kept = self.sessions.kept.pop(gateway.id, ())
@@ -381,8 +384,9 @@ class EngineService:
         )  # fmt: skip
         self.outbox[rid].append(wire.encode_message(accepted))
         self._flush_session(rid)
-        for body in kept:
-            self._send_body(rid, body)
+        session = self.sessions.by_routing_id[rid]
+        session.backlog.extend(kept)
+        self._drain_backlog(session)
         self.log(f"gateway {gateway.id} logged on ({len(kept)} kept frames sent)")
 
     def _expire_sessions(self, now: int, items: list[Item]) -> None:
@@ -475,13 +479,16 @@ class EngineService:
     def _route(self, item: Item, events: list) -> None:
         """Queue each event for its audience: private events to every session of the
         member's gateways; the admin who sent a command gets all its events."""
-        outbox, routes = self.outbox, self.sessions.routes
+        outbox, absent, routes = self.outbox, self.absent_outbox, self.sessions.routes
         encoded = [encode(e) for e in events]
         for event, data in zip(events, encoded, strict=True):
-            member = getattr(event, "member", None)
-            if member is not None and type(event).audience == 1:
-                for rid in routes(member):
-                    outbox[rid].append(data)
+            if type(event).audience is not Audience.PRIVATE:
+                continue
+            rids, gateways = routes(event.member)
+            for rid in rids:
+                outbox[rid].append(data)
+            for gateway in gateways:
+                absent[gateway].append(data)
         if item.admin and item.origin is not None:
             self.admin_outbox[item.origin].extend(encoded)
 
@@ -499,8 +506,13 @@ class EngineService:
             self._send_body(rid, wire.pack(messages))
 
     def _send(self) -> None:
+        for session in self.sessions.by_routing_id.values():
+            if session.backlog:
+                self._drain_backlog(session)
         for rid in list(self.outbox):
             self._flush_session(rid)
+        for gateway, messages in self.absent_outbox.items():
+            self.sessions.keep(gateway, wire.pack(messages))
         for rid, messages in self.admin_outbox.items():
             try:
                 self.admin.send_multipart([rid, wire.MESSAGES, wire.pack(messages)], zmq.NOBLOCK)
@@ -508,15 +520,29 @@ class EngineService:
                 self.counters["unknown_peers"] += 1  # an operator tool that has gone away
         self.admin_outbox.clear()
 
+    def _drain_backlog(self, session: Session) -> None:
+        backlog = session.backlog
+        while backlog:
+            try:
+                self.orders.send_multipart(
+                    [session.routing_id, wire.MESSAGES, backlog[0]], zmq.NOBLOCK
+                )
+            except zmq.ZMQError:
+                return
+            backlog.popleft()
+
     def _send_body(self, rid: bytes, body: bytes) -> None:
+        session = self.sessions.by_routing_id.get(rid)
+        if session is not None and session.backlog:
+            self.sessions.defer(session, body)  # behind what is waiting: order is kept
+            return
         try:
             self.orders.send_multipart([rid, wire.MESSAGES, body], zmq.NOBLOCK)
         except zmq.ZMQError:  # EAGAIN at the high-water mark, EHOSTUNREACH once gone
-            session = self.sessions.by_routing_id.get(rid)
             if session is None:
                 self.counters["unknown_peers"] += 1
                 return
-            self.sessions.keep(session.gateway.id, body)
+            self.sessions.defer(session, body)
 
     # -- operator's views --------------------------------------------------------------------------
 

@@ -5,10 +5,12 @@ the market config. Invariants:
 - a routing id belongs to at most one session; a gateway may have several sessions (each
   gets the private events of every member the gateway lists: the drop copy);
 - a private event of member m goes to every session of every gateway listing m;
-- a frame that cannot be sent (the peer is gone, or its queue is at the high-water mark) is
-  kept, in order, for its gateway and sent when the gateway next logs on: nothing addressed to
-  a gateway is dropped (a cap, `max_kept_frames`, bounds the memory: beyond it the oldest are
-  counted as lost and the gateway is told how many at logon);
+- a frame that cannot be sent (the peer's queue is at the high-water mark, or the peer is
+  gone) goes to the session's backlog, and every later frame behind it, so order is kept; the
+  service retries the backlog each turn; when a session ends its backlog is kept for its
+  gateway and sent, first, to the gateway's next logon: nothing addressed to a gateway is
+  dropped (a cap, `max_kept_frames`, bounds the memory: beyond it the oldest are counted as
+  lost, and the logon says how many frames follow);
 - counters per gateway (commands, rejects, malformed, undeliverable, lost) only grow.
 """
 
@@ -29,6 +31,7 @@ class Session:
     cancel_on_disconnect: bool
     heartbeat_ns: int
     last_heard_ns: int
+    backlog: deque[bytes] = field(default_factory=deque)
 
 
 @dataclass
@@ -55,30 +58,46 @@ class Sessions:
         self._routes.clear()
 
     def log_off(self, routing_id: bytes) -> Session | None:
+        """End a session; its backlog is kept for the gateway's next logon."""
         session = self.by_routing_id.pop(routing_id, None)
         self._routes.clear()
+        if session is not None and session.backlog:
+            kept = self.kept[session.gateway.id]
+            kept.extend(session.backlog)
+            while len(kept) > self.max_kept_frames:
+                kept.popleft()
+                self.count(session.gateway.id, "lost")
         return session
 
     def of_gateway(self, gateway_id: str) -> list[Session]:
         return [s for s in self.by_routing_id.values() if s.gateway.id == gateway_id]
 
-    def routes(self, member: int) -> tuple[bytes, ...]:
-        """The routing ids of every session that gets `member`'s private events."""
+    def routes(self, member: int) -> tuple[tuple[bytes, ...], tuple[str, ...]]:
+        """Where `member`'s private events go: the routing ids of every session of the
+        member's gateways, and the gateways with no session (their frames are kept)."""
         found = self._routes.get(member)
         if found is None:
             gateways = self._members.get(member, ())
-            found = tuple(rid for rid, s in self.by_routing_id.items() if s.gateway.id in gateways)
-            self._routes[member] = found
+            sessions = [(rid, s.gateway.id) for rid, s in self.by_routing_id.items()]
+            rids = tuple(rid for rid, gateway in sessions if gateway in gateways)
+            present = {gateway for _, gateway in sessions}
+            absent = tuple(gateway for gateway in gateways if gateway not in present)
+            found = self._routes[member] = (rids, absent)
         return found
 
-    def gateways_of(self, member: int) -> list[str]:
-        return self._members.get(member, [])
-
     def keep(self, gateway_id: str, body: bytes) -> None:
-        """Keep a frame the gateway did not get, for its next logon."""
+        """A frame for a gateway with no session: kept for its next logon."""
         kept = self.kept[gateway_id]
         kept.append(body)
         self.count(gateway_id, "undeliverable")
         if len(kept) > self.max_kept_frames:
             kept.popleft()
             self.count(gateway_id, "lost")
+
+    def defer(self, session: Session, body: bytes) -> None:
+        """A frame the session could not take now: behind the rest of its backlog."""
+        session.backlog.append(body)
+        self.count(session.gateway.id, "undeliverable")
+        if len(session.backlog) > self.max_kept_frames:
+            session.backlog.popleft()
+            self.count(session.gateway.id, "lost")

@@ -1,0 +1,195 @@
+"""The engine service end to end: a real `cxe serve` process, real clients over loopback TCP.
+
+Acknowledgements, fills, drop copies, resend, mass cancel, cancel-on-disconnect, rejects of
+every kind of bad input, frames kept for an absent gateway, a clean stop and a restart that
+recovers the same state.
+"""
+
+from __future__ import annotations
+
+import pytest
+import zmq
+
+from engine.codec import records_of
+from engine.config import default_market
+from engine.gateway import wire
+from engine.gateway.client import GatewayClient, LogonRefused
+from engine.protocol import (
+    Accepted,
+    Cancelled,
+    Filled,
+    MassCancelled,
+    NewOrder,
+    OpenCall,
+    RejectCode,
+    Rejected,
+)
+from engine.types import CancelReason, Side
+from tests.support.engine import EngineProcess
+
+pytestmark = pytest.mark.slow
+MARKET = default_market()
+CODES = [i.code for i in MARKET.instruments]
+BUY, SELL = Side.BUY, Side.SELL
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    with EngineProcess(tmp_path_factory.mktemp("engine") / "data") as process:
+        process.open_market(*CODES)
+        yield process
+
+
+def client(engine, gateway, **kwargs) -> GatewayClient:
+    return GatewayClient(engine.endpoints["orders"], gateway, **kwargs)
+
+
+def is_(kind, **fields):
+    return lambda r: isinstance(r, kind) and all(getattr(r, k) == v for k, v in fields.items())
+
+
+def test_acks_fills_and_drop_copies_reach_every_session_of_the_member(engine):
+    code = CODES[0]
+    price = MARKET.instruments[0].reference_price
+    with (
+        client(engine, "mm") as maker,
+        client(engine, "mm", heartbeat_ms=60_000) as copy,
+        client(engine, "brokers") as taker,
+    ):
+        maker.submit("e2e-s1", 1, code, SELL, price, 300)
+        (ack,) = maker.wait_for(is_(Accepted, cl_ord_id="e2e-s1"))[-1:]
+        taker.submit("e2e-b1", 3, code, BUY, price, 100)
+        taker_replies = taker.wait_for(is_(Filled, member=3))
+        assert any(is_(Accepted, cl_ord_id="e2e-b1")(r) for r in taker_replies)
+        fill = maker.wait_for(is_(Filled, order_id=ack.order_id))[-1]
+        assert (fill.qty, fill.leaves, fill.price) == (100, 200, price)
+        copied = copy.wait_for(is_(Filled, order_id=ack.order_id))
+        assert [type(r) for r in copied] == [Accepted, Filled]  # the drop copy, in order
+        assert [r.stream_seq for r in copied] == [ack.stream_seq, fill.stream_seq]
+        assert not [r for r in taker.replies(200) if getattr(r, "member", 3) != 3]
+
+
+def test_bad_input_is_answered_and_changes_nothing(engine):
+    before = engine.status()
+    with client(engine, "brokers") as gateway:
+        code = CODES[1]
+        gateway.submit("e2e-x1", 1, code, BUY, 6_000, 100)  # member 1 is not a broker's
+        reject = gateway.wait_for(is_(Rejected))[-1]
+        assert reject.code == RejectCode.UNAUTHORISED and "not 1" in reject.text
+        gateway.socket.send_multipart([wire.MESSAGES, b"\xc1 not msgpack"])
+        refused = gateway.wait_for(is_(wire.SessionRejected))[-1]
+        assert refused.code == RejectCode.MALFORMED and "msgpack" in refused.text
+        gateway.socket.send_multipart([wire.MESSAGES, wire.pack([b"\x93\x01\x02\x03"])])
+        assert "length" in gateway.wait_for(is_(Rejected))[-1].text
+        gateway.socket.send_multipart([b"?", b""])
+        assert "kind" in gateway.wait_for(is_(wire.SessionRejected))[-1].text
+        gateway.socket.send_multipart([wire.RECORDS, b"x" * 87])
+        assert "88-byte" in gateway.wait_for(is_(wire.SessionRejected))[-1].text
+        gateway.send([OpenCall(code)])  # an operator command on the order socket
+        assert "admin" in gateway.wait_for(is_(wire.SessionRejected))[-1].text
+        big = wire.MAX_FRAME_BYTES + 1
+        gateway.socket.send_multipart([wire.MESSAGES, b"\x90" + b"\0" * big])
+        assert "limit" in gateway.wait_for(is_(wire.SessionRejected))[-1].text
+        records = records_of([NewOrder("e2e-r1", 5, code, BUY, 6_000, 100)], CODES, 0, [0])
+        gateway.send_records(records)  # member 5 is an entity's
+        assert "UNAUTHORISED" in gateway.wait_for(is_(wire.SessionRejected))[-1].text
+    after = engine.status()
+    assert (after.seq, after.state_hash) == (before.seq, before.state_hash)
+    assert after.gateways["brokers"]["malformed"] >= before.gateways["brokers"]["malformed"] + 4
+    with pytest.raises(LogonRefused, match="unknown gateway"):
+        client(engine, "nobody")
+    stranger = zmq.Context.instance().socket(zmq.DEALER)
+    stranger.setsockopt(zmq.LINGER, 0)
+    stranger.connect(engine.endpoints["orders"])
+    stranger.send_multipart(wire.messages_frame([NewOrder("s", 3, code, BUY, 6_000, 100)]))
+    assert stranger.poll(10_000)
+    (answer,) = wire.unpack(stranger.recv_multipart()[1])
+    assert answer.code == RejectCode.UNAUTHORISED and "log on" in answer.text
+    stranger.close()
+
+
+def test_records_frames_are_sequenced_as_one_batch(engine):
+    code = CODES[2]
+    price = MARKET.instruments[2].reference_price
+    before = engine.status().seq
+    orders = [NewOrder(f"e2e-rec{i}", 3 + i % 2, code, i % 2, price, 100) for i in range(6)]
+    with client(engine, "brokers") as gateway:
+        gateway.send_records(records_of(orders, CODES, 0, [0] * len(orders)))
+        replies = gateway.wait_for(is_(Accepted, cl_ord_id="e2e-rec5"))
+        replies += gateway.replies(500)
+    accepted = [r.cl_ord_id for r in replies if isinstance(r, Accepted)]
+    assert accepted == [o.cl_ord_id for o in orders]
+    assert len([r for r in replies if isinstance(r, Filled)]) == 6  # three trades, both sides
+    assert engine.status().seq == before + 6
+
+
+def test_resend_answers_the_order_state_and_never_makes_a_second_order(engine):
+    code = CODES[3]
+    price = MARKET.instruments[3].reference_price
+    with client(engine, "entities") as gateway:
+        order = gateway.submit("e2e-r1", 5, code, BUY, price - 10, 200)
+        ack = gateway.wait_for(is_(Accepted, cl_ord_id="e2e-r1"))[-1]
+        seq = engine.status().seq
+        gateway.resend([order, NewOrder("e2e-r2", 5, code, BUY, price - 20, 100)])
+        status = gateway.wait_for(is_(wire.OrderStatus))[-1]
+        assert (status.state, status.order_id, status.leaves) == ("live", ack.order_id, 200)
+        assert gateway.wait_for(is_(Accepted))[-1].cl_ord_id == "e2e-r2"  # new: taken
+        assert engine.status().seq == seq + 1
+        gateway.send([order])  # not marked as a resend: the core's duplicate check answers
+        assert gateway.wait_for(is_(Rejected))[-1].code == RejectCode.DUPLICATE_CLORDID
+        gateway.mass_cancel("e2e-mc", 5, code)
+        done = gateway.wait_for(is_(MassCancelled))
+        assert done[-1].cancelled == 2
+        assert {r.order_id for r in done if isinstance(r, Cancelled)} >= {ack.order_id}
+        gateway.resend([order])
+        status = gateway.wait_for(is_(wire.OrderStatus))[-1]
+        assert (status.state, status.leaves) == ("done", 0)
+
+
+def test_cancel_on_disconnect(engine):
+    code = CODES[4]
+    price = MARKET.instruments[4].reference_price
+    with client(engine, "entities", heartbeat_ms=60_000) as watcher:
+        quitter = client(engine, "entities", cancel_on_disconnect=True, heartbeat_ms=200)
+        quitter.submit("e2e-cod1", 6, code, SELL, price + 10, 100)
+        ack = quitter.wait_for(is_(Accepted, cl_ord_id="e2e-cod1"))[-1]
+        quitter.close(logout=False)  # gone without a word: three heartbeats later, orders go
+        cancelled = watcher.wait_for(is_(Cancelled, order_id=ack.order_id))[-1]
+        assert cancelled.reason == CancelReason.MASS_CANCEL
+
+
+def test_what_a_gateway_misses_while_away_is_kept_and_sent_at_its_next_logon(engine):
+    code = CODES[5]
+    price = MARKET.instruments[5].reference_price
+    with client(engine, "entities", heartbeat_ms=200) as resting:
+        resting.submit("e2e-k1", 5, code, SELL, price, 300)
+        ack = resting.wait_for(is_(Accepted, cl_ord_id="e2e-k1"))[-1]
+    with client(engine, "mm") as maker:  # the entities gateway has no session now
+        for i in range(3):
+            maker.submit(f"e2e-k{i}", 2, code, BUY, price, 100)
+            maker.wait_for(is_(Filled, member=2))
+    back = client(engine, "entities")
+    assert back.logon.undelivered >= 3
+    fills = back.wait_for(lambda r: isinstance(r, Filled) and r.leaves == 0)
+    fills = [r for r in fills if isinstance(r, Filled)]
+    assert [f.order_id for f in fills] == [ack.order_id] * 3
+    assert [f.leaves for f in fills] == [200, 100, 0]
+    seqs = [f.stream_seq for f in fills]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    back.close()
+
+
+def test_sigterm_stops_cleanly_and_a_restart_recovers_the_same_state(tmp_path):
+    with EngineProcess(tmp_path / "data") as process:
+        process.open_market(CODES[0])
+        price = MARKET.instruments[0].reference_price
+        with client(process, "mm") as gateway:
+            for i in range(20):
+                gateway.submit(f"o{i}", 1 + i % 2, CODES[0], i % 2, price + (i % 5), 100)
+            gateway.wait_for(lambda r: isinstance(r, Accepted) and r.cl_ord_id == "o19")
+        before = process.status()
+        assert process.stop() == 0
+        assert "stopped at seq" in process.output()
+        process.start()
+        after = process.status()
+        assert (after.seq, after.state_hash) == (before.seq, before.state_hash)

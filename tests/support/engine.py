@@ -1,0 +1,98 @@
+"""A real `cxe serve` process for end-to-end tests: start, talk to, stop, kill -9, restart.
+
+The engine runs on loopback with ports it picks (`*`), its endpoints read from the data
+directory's endpoints.json; the clock is a rehearsal clock on a fixed trading day so tests do
+not depend on today's date.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import zmq
+
+from engine.gateway import wire
+from tests.cli.test_cli import cxe_command
+
+DAY = "2026-11-24"
+CLOCK = f"{DAY}T09:10+08:00"
+
+
+class EngineProcess:
+    def __init__(self, data: Path, *extra: str, fsync: bool = True) -> None:
+        self.data = Path(data)
+        self.extra = list(extra) + ([] if fsync else ["--no-fsync"])
+        self.process: subprocess.Popen | None = None
+        self.endpoints: dict[str, str] = {}
+        self.log = self.data.parent / f"{self.data.name}.log"
+
+    def start(self, timeout: float = 240) -> EngineProcess:
+        endpoints = self.data / "endpoints.json"
+        endpoints.unlink(missing_ok=True)
+        command = [*cxe_command(), "serve", "--data", str(self.data), "--clock", CLOCK,
+                   "--orders", "tcp://127.0.0.1:*", "--admin", "tcp://127.0.0.1:*", *self.extra]  # fmt: skip
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"cxe serve exited {self.process.returncode}: {self.output()}")
+            try:
+                found = json.loads(endpoints.read_text())
+            except (OSError, ValueError):
+                time.sleep(0.05)
+                continue
+            if found.get("pid") == self.process.pid:
+                self.endpoints = found
+                return self
+        raise TimeoutError(f"cxe serve did not start: {self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def stop(self, timeout: float = 30) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(30)
+
+    def admin(self, *commands) -> list:
+        """Send operator commands; the engine's answer."""
+        socket = zmq.Context.instance().socket(zmq.DEALER)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.connect(self.endpoints["admin"])
+        try:
+            socket.send_multipart(wire.messages_frame(list(commands)))
+            if not socket.poll(30_000, zmq.POLLIN):
+                raise TimeoutError("no answer from the admin endpoint")
+            return wire.unpack(socket.recv_multipart()[1])
+        finally:
+            socket.close()
+
+    def status(self) -> wire.StatusReport:
+        (report,) = self.admin(wire.Status())
+        return report
+
+    def open_market(self, *codes: str) -> None:
+        from engine.protocol import OpenCall, StartOfDay, Uncross
+
+        commands = [StartOfDay(DAY)]
+        for code in codes:
+            commands += [OpenCall(code), Uncross(code)]
+        answers = self.admin(*commands)
+        assert not [a for a in answers if type(a).__name__ == "Rejected"], answers
+
+    def __enter__(self) -> EngineProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
