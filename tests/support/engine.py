@@ -34,8 +34,17 @@ class EngineProcess:
     def start(self, timeout: float = 240) -> EngineProcess:
         endpoints = self.data / "endpoints.json"
         endpoints.unlink(missing_ok=True)
-        command = [*cxe_command(), "serve", "--data", str(self.data), "--clock", CLOCK,
-                   "--orders", "tcp://127.0.0.1:*", "--admin", "tcp://127.0.0.1:*", *self.extra]  # fmt: skip
+        loopback = ["--orders", "tcp://127.0.0.1:*", "--admin", "tcp://127.0.0.1:*"]
+        command = [
+            *cxe_command(),
+            "serve",
+            "--data",
+            str(self.data),
+            "--clock",
+            CLOCK,
+            *loopback,
+            *self.extra,
+        ]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
