@@ -57,9 +57,13 @@ class WriterFailed(OSError):
     """A write or sync failed earlier: what reached the disk is unknown."""
 
 
+def frame_header(length: int, payload_crc: int) -> bytes:
+    head = struct.pack("<4sII", MAGIC, length, payload_crc)
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
 def frame(payload: bytes) -> bytes:
-    head = struct.pack("<4sII", MAGIC, len(payload), zlib.crc32(payload))
-    return head + struct.pack("<I", zlib.crc32(head)) + payload
+    return frame_header(len(payload), zlib.crc32(payload)) + payload
 
 
 def first_payload(head: bytes) -> bytes | None:
@@ -212,11 +216,26 @@ class FramedWriter:
         self._failed: OSError | None = None
 
     def write(self, payload: bytes) -> None:
-        if len(payload) > MAX_RECORD:
-            raise ValueError(f"a record of {len(payload):,} bytes exceeds {MAX_RECORD:,}")
-        data = frame(payload)
-        self._guarded(self._file.write, data)
-        self.size += len(data)
+        self.write_parts(payload)
+
+    def write_parts(self, *parts: bytes | memoryview) -> None:
+        """One record whose payload is `parts` (bytes, or memoryviews of bytes) one after the
+        other, written without joining them (a batch's records are not copied)."""
+        length = sum(len(part) for part in parts)
+        if length > MAX_RECORD:
+            raise ValueError(f"a record of {length:,} bytes exceeds {MAX_RECORD:,}")
+        crc = 0
+        for part in parts:
+            crc = zlib.crc32(part, crc)
+        self._guarded(self._file.write, frame_header(length, crc))
+        for part in parts:
+            self._guarded(self._file.write, part)
+        self.size += HEADER.size + length
+
+    def flush(self) -> None:
+        """Hand what is written to the operating system (no fsync: a crash of the machine
+        may still lose it, a crash of the process does not)."""
+        self._guarded(self._file.flush)
 
     def sync(self) -> None:
         self._guarded(self._file.flush)

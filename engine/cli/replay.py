@@ -294,11 +294,12 @@ def cmd_log_dump(args: argparse.Namespace) -> int:
         kind = framed_kind(f.read(1 << 16))
     if kind is None:
         raise ValueError(f"{path} is not an engine command log or trade log (framed records)")
+    codes = [i.code for i in market_of(args.market).instruments]
     if args.summary:
-        print(json.dumps(summary(path, kind), indent=2))
+        print(json.dumps(summary(path, kind, codes), indent=2))
     else:
         try:
-            for record in dump(path, kind):
+            for record in dump(path, kind, codes):
                 sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         except BrokenPipeError:  # `cxe log dump ... | head`: the reader has what it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # as Python's docs
@@ -392,10 +393,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "dump",
         help="print a command log or trade log as JSON lines",
         description="Print every record of a command log or trade log as one JSON object per "
-        "line (a command record: seq, ts_ns, type and the command's fields); with --summary, "
+        "line (a command record: seq, ts_ns, type and the command's fields; a batch record: "
+        "one line per order command in it); with --summary, "
         "one JSON object: records by type, seq and time range, trades and volume per "
         "instrument.",
     )
     dump.add_argument("file", help="a commands.log or trades.log")
     dump.add_argument("--summary", action="store_true", help="counts instead of the records")
+    dump.add_argument(
+        "--market",
+        metavar="FILE",
+        help="the market the log ran with, which names the instruments of batch records "
+        "(they carry an index; default: the embedded market)",
+    )
     dump.set_defaults(run=cmd_log_dump)

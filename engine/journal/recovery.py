@@ -5,9 +5,10 @@ the Exchange has (engine.journal.segments.State); turning it into snapshot bytes
 given by the caller (`dump`, `restore`), so this module knows no state's layout. Invariants:
 - a restored state must have the snapshot's seq and state hash before a single record is
   applied to it (SnapshotMismatch otherwise: the state's serialisation is not faithful);
-- after recovery the state has applied every journal record up to the last whole one, each
-  exactly once, in order, with no gap (CorruptLog otherwise), so its state hash is the one
-  an uninterrupted run would have at the same seq.
+- after recovery the state has applied every journal command up to the last whole record,
+  each exactly once, in order, with no gap (CorruptLog otherwise), so its state hash is the
+  one an uninterrupted run would have at the same seq (consecutive batch records are applied
+  in runs: engine.journal.segments.catch_up).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from engine.journal.segments import State, replay
+from engine.journal.segments import State, catch_up
 from engine.journal.snapshot import Snapshot, latest_snapshot, write_snapshot
 
 S = TypeVar("S", bound=State)
@@ -31,7 +32,7 @@ class SnapshotMismatch(RuntimeError):
 class Recovered(Generic[S]):
     state: S
     snapshot: Snapshot | None
-    replayed: int  # journal records applied after the snapshot
+    replayed: int  # journal commands applied after the snapshot
 
 
 def save_snapshot(
@@ -60,5 +61,4 @@ def recover(
                 f", but the snapshot covers seq {snapshot.seq}, state hash "
                 f"{snapshot.state_hash}: the state's serialisation is not faithful"
             )
-    replayed = sum(1 for _ in replay(journal, state))
-    return Recovered(state, snapshot, replayed)
+    return Recovered(state, snapshot, catch_up(journal, state))

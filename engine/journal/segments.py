@@ -10,8 +10,11 @@ A segment is a command log file (engine.journal.commandlog) named
 - the first record of a segment has the sequence number its name carries, and the segments
   in name order continue each other without a gap; only the last may end in a torn tail (a
   crash mid-write; it is cut when the journal is reopened for writing, reading skips it);
+- a batch record (engine.journal.commandlog) never starts a day (StartOfDay is a message);
+  a segment may begin with one when the previous one passed its size;
 - reading "after N" skips whole segments that end before N + 1 (they may be archived away)
-  and refuses a directory whose segments do not reach back to N + 1.
+  and refuses a directory whose segments do not reach back to N + 1; a batch record that
+  holds N is given less its commands up to N, so a reader sees every command after N once.
 """
 
 from __future__ import annotations
@@ -22,23 +25,34 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.framing import BUFFER_SIZE, CorruptLog
 from engine.journal.commandlog import (
+    RECORD_BYTES,
+    BatchBytes,
+    BatchRecord,
     CommandLog,
     LogRecord,
+    Record,
+    check_batch,
     check_follows,
     check_next,
     check_stamp,
     read_log,
+    stamped_records,
     wire_message,
 )
 from engine.protocol import Command, StartOfDay
 
+if TYPE_CHECKING:  # engine.core compiles the kernel on import: a journal writer needs none of it
+    from engine.core import Exchange
+    from engine.protocol import Event
+
 DAY = r"\d{4}-\d{2}-\d{2}"
 SEGMENT = re.compile(rf"commands-(\d{{16}})(?:-({DAY}))?\.log", re.ASCII)
 MAX_SEGMENT_BYTES = 256 << 20
+RUN = 1 << 16  # commands of consecutive batch records `catch_up` applies in one call
 
 
 @dataclass(frozen=True)
@@ -115,13 +129,26 @@ class Journal:
         `day` is the date of a StartOfDay, which starts a segment."""
         check_stamp(seq, ts_ns)
         check_next(self.directory, self.last_seq, seq)
+        self._segment_for(seq, day).append_encoded(seq, ts_ns, message)
+        self.last_seq = seq
+
+    def append_batch(self, first_seq: int, ts_ns: int, data: BatchBytes) -> None:
+        """Append a batch record (refusals as CommandLog.append_batch); it never starts a
+        day, only a segment when the current one is full."""
+        view = check_batch(first_seq, ts_ns, data)
+        check_next(self.directory, self.last_seq, first_seq)
+        self._segment_for(first_seq, None).append_batch(first_seq, ts_ns, view)
+        self.last_seq = first_seq + view.nbytes // RECORD_BYTES - 1
+
+    def _segment_for(self, seq: int, day: str | None) -> CommandLog:
+        """The segment the record beginning at `seq` goes in: a new one for a new day
+        (`day`), for the journal's first record, and once the current one is full."""
         if day is not None or self.segment is None:
             self._roll(seq, day or self.day)
         elif self.segment.size >= self.max_segment_bytes:
             self._roll(seq, self.day)
         assert self.segment is not None
-        self.segment.append_encoded(seq, ts_ns, message)
-        self.last_seq = seq
+        return self.segment
 
     def _roll(self, seq: int, day: str | None) -> None:
         """Close the current segment and begin one at `seq` (an empty current segment begins
@@ -133,6 +160,11 @@ class Journal:
                 os.replace(self.segment.path, fresh)
         self.segment, self.day = CommandLog(fresh), day
         fsync_directory(self.directory)
+
+    def flush(self) -> None:
+        """Hand what is written to the operating system, without fsync (engine.framing)."""
+        if self.segment is not None:
+            self.segment.flush()
 
     def sync(self) -> None:
         if self.segment is not None:
@@ -151,10 +183,11 @@ class Journal:
 
 def read_journal(
     directory: str | Path, after: int = 0, buffer_size: int = BUFFER_SIZE
-) -> Iterator[LogRecord]:
-    """The records of every segment with seq > `after`, in order, as one stream; CorruptLog
-    for a gap between segments, a segment that does not begin where its name says, a torn
-    tail anywhere but at the end of the last segment, or any damage."""
+) -> Iterator[Record]:
+    """The commands of every segment with seq > `after`, in order, as one stream of records
+    (a batch that holds `after` comes less its commands up to it); CorruptLog for a gap
+    between segments, a segment that does not begin where its name says, a torn tail
+    anywhere but at the end of the last segment, or any damage."""
     segments = list_segments(directory)
     start = 0
     while start + 1 < len(segments) and segments[start + 1].first_seq <= after + 1:
@@ -177,9 +210,9 @@ def read_journal(
         reader = read_log(segment.path, buffer_size)
         for record in reader:
             check_follows(segment.path, record, expected)
-            expected += 1
-            if record.seq > after:
-                yield record
+            expected += record.count
+            if record.last_seq > after:
+                yield record.after(after) if type(record) is BatchRecord else record
         if reader.frames.torn and index + 1 < len(segments):
             raise CorruptLog(
                 f"{segment.path}: ends in an incomplete record at byte {reader.frames.end}, "
@@ -190,14 +223,15 @@ def read_journal(
 
 def read_commands(
     source: str | Path, after: int = 0, buffer_size: int = BUFFER_SIZE
-) -> Iterator[LogRecord]:
-    """Records with seq > `after` of a journal directory or of a single command log file."""
+) -> Iterator[Record]:
+    """Records with commands after `after` of a journal directory or of a single command log
+    file (as read_journal gives them)."""
     if Path(source).is_dir():
         yield from read_journal(source, after, buffer_size)
         return
     for record in read_log(source, buffer_size):
-        if record.seq > after:
-            yield record
+        if record.last_seq > after:
+            yield record.after(after) if type(record) is BatchRecord else record
 
 
 class State(Protocol):
@@ -210,11 +244,79 @@ class State(Protocol):
 
     def apply_stamped(self, seq: int, ts_ns: int, command: Command) -> Any: ...
 
+    def apply_batch(self, records: Any) -> Any: ...
 
-def replay(source: str | Path, exchange: State) -> Iterator[tuple[LogRecord, Any]]:
+
+def apply_record(source: str | Path, record: Record, exchange: State) -> Any:
+    """Apply one record that must follow `exchange.seq`: a message with apply_stamped (its
+    events), a batch with apply_batch (its event rows, engine.codec)."""
+    check_follows(source, record, exchange.seq + 1)
+    if type(record) is LogRecord:
+        return exchange.apply_stamped(record.seq, record.ts_ns, record.command)
+    return apply_batches(source, [record], exchange)
+
+
+def apply_batches(source: str | Path, batches: list[BatchRecord], exchange: State) -> Any:
+    """Apply consecutive batches following `exchange.seq` in one apply_batch call. A batch
+    the exchange refuses (engine.core.records: no writer that checks what it journals makes
+    one) is CorruptLog, and nothing of it was applied."""
+    records = stamped_records(batches)
+    try:
+        return exchange.apply_batch(records)
+    except ValueError as exc:
+        raise CorruptLog(
+            f"{source}: the batch of seq {batches[0].first_seq}..{batches[-1].last_seq} is "
+            f"not one the exchange takes ({exc}): the journal was written without checking "
+            "it; restore it from a replica or a backup"
+        ) from None
+
+
+def catch_up(source: str | Path, exchange: State, run: int = RUN) -> int:
+    """Apply every record after `exchange.seq`, as `replay` does but without handing back
+    what each returns: consecutive batch records go to apply_batch together, up to `run`
+    commands a call (the same state as batch by batch: engine.core.batch), so recovery pays
+    apply_batch's cost per call once per run of batches, not per record. Returns the number
+    of commands applied."""
+    start = exchange.seq
+    pending: list[BatchRecord] = []
+    held = 0
+    for record in read_commands(source, exchange.seq):
+        check_follows(source, record, exchange.seq + held + 1)
+        if type(record) is LogRecord:
+            if pending:
+                apply_batches(source, pending, exchange)
+                pending, held = [], 0
+            exchange.apply_stamped(record.seq, record.ts_ns, record.command)
+            continue
+        pending.append(record)
+        held += record.count
+        if held >= run:
+            apply_batches(source, pending, exchange)
+            pending, held = [], 0
+    if pending:
+        apply_batches(source, pending, exchange)
+    return exchange.seq - start
+
+
+def replay(source: str | Path, exchange: State) -> Iterator[tuple[Record, Any]]:
     """Apply the records after `exchange.seq` of a log file or a journal directory (to a fresh
     exchange of the same config: all of them; to one restored from a snapshot: those after
-    it), yielding each record with what `apply` returned (an Exchange's events)."""
+    it), yielding each record with what applying it returned: a message's events, a batch's
+    event rows (engine.codec; `replay_events` gives them as events)."""
     for record in read_commands(source, exchange.seq):
-        check_follows(source, record, exchange.seq + 1)
-        yield record, exchange.apply_stamped(record.seq, record.ts_ns, record.command)
+        yield record, apply_record(source, record, exchange)
+
+
+def replay_events(source: str | Path, exchange: Exchange) -> Iterator[tuple[Record, list[Event]]]:
+    """As `replay`, with a batch's event rows decoded into the protocol events applying its
+    commands one by one gives (stream numbers counted on from the positions before it), for
+    readers of events (`cxe replay`); a Python object per event: slower than `replay`."""
+    from engine.core.rows import decode
+
+    instruments = exchange.config.instruments
+    for record in read_commands(source, exchange.seq):
+        if type(record) is LogRecord:
+            yield record, apply_record(source, record, exchange)
+        else:
+            positions = exchange.stream_positions()
+            yield record, decode(apply_record(source, record, exchange), instruments, positions)

@@ -11,16 +11,17 @@ beside the command log (`trades.log`, as `cxe demo --out` writes them). Invarian
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 
 from engine.clearing.capture import read_trade_log
+from engine.codec import command_of
 from engine.config import MarketConfig
 from engine.core import Exchange
-from engine.journal import read_log, replay
+from engine.journal import BatchRecord, LogRecord, read_log, replay_events
 from engine.protocol import DayClosed, RejectCode, Rejected, StartOfDay, Trade
 
 
@@ -41,15 +42,16 @@ def replay_log(path: str | Path, market: MarketConfig) -> LogReplay:
     exchange = Exchange(market)
     out = LogReplay()
     printed: list[Trade | DayClosed] = []
-    for record, events in replay(path, exchange):
-        out.commands += 1
+    for record, events in replay_events(path, exchange):
+        out.commands += record.count
         printed += [e for e in events if isinstance(e, Trade | DayClosed)]
+        day = type(record) is LogRecord and isinstance(record.command, StartOfDay)
         for event in events:
             if isinstance(event, Rejected):
                 reason = RejectCode(event.code).name
                 out.rejects[reason] += 1
-                out.rejected.append((record.seq, reason.lower(), event.text))
-                if isinstance(record.command, StartOfDay) and not out.mismatch:
+                out.rejected.append((event.seq, reason.lower(), event.text))
+                if day and not out.mismatch:
                     out.mismatch = (
                         f"the log's StartOfDay {record.command.date} was refused "
                         f"({event.text}): --market is not the config this day ran with"
@@ -93,23 +95,30 @@ def as_dict(message: msgspec.Struct) -> dict:
     return {"type": type(message).__name__, **msgspec.to_builtins(fields)}
 
 
-def dump(path: str | Path, kind: str) -> Iterator[dict]:
-    """Every record of a command log ("log") or trade log ("trades") as a dict."""
+def dump(path: str | Path, kind: str, codes: Sequence[str] = ()) -> Iterator[dict]:
+    """Every record of a command log ("log") or trade log ("trades") as a dict; each command
+    of a batch record as one, its instrument named from `codes` (the market's instrument
+    codes in order; an index beyond them is "#index")."""
     if kind == "log":
         for record in read_log(path):
-            yield {"seq": record.seq, "ts_ns": record.ts_ns, **as_dict(record.command)}
+            if type(record) is BatchRecord:
+                for r in record.records():
+                    command = as_dict(command_of(r, codes))
+                    yield {"seq": int(r["seq"]), "ts_ns": record.ts_ns, **command}
+            else:
+                yield {"seq": record.seq, "ts_ns": record.ts_ns, **as_dict(record.command)}
     else:
         for message in read_trade_log(path):
             yield as_dict(message)
 
 
-def summary(path: str | Path, kind: str) -> dict:
+def summary(path: str | Path, kind: str, codes: Sequence[str] = ()) -> dict:
     """Records by type, the seq and time range, and per instrument trades and volume."""
     types: Counter = Counter()
     volume: Counter = Counter()
     trades: Counter = Counter()
     ranges: dict[str, list[int]] = {}  # seq, ts_ns -> [first, last]
-    for record in dump(path, kind):
+    for record in dump(path, kind, codes):
         types[record["type"]] += 1
         for key in ("seq", "ts_ns"):
             if key in record:
