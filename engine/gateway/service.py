@@ -94,6 +94,7 @@ class Item:
     wire_bytes: bytes = b""
     records: np.ndarray | None = None
     resend: bool = False
+    replies: list[bytes] | None = None  # an answer that needs no sequencing, kept in order
 
 
 class JournalFailed(RuntimeError):
@@ -121,6 +122,7 @@ class EngineService:
         self.last_ts = 0
         self.last_command_ns = self._started_ns = time.monotonic_ns()
         self._snapshot_wanted = False
+        self.items: list[Item] | None = None
 
     # -- start and stop ----------------------------------------------------------------------------
 
@@ -211,7 +213,7 @@ class EngineService:
         self.outbox: dict[bytes, list[bytes]] = defaultdict(list)
         self.admin_outbox: dict[bytes, list[bytes]] = defaultdict(list)
         self.absent_outbox: dict[str, list[bytes]] = defaultdict(list)
-        items: list[Item] = []
+        self.items = items = []  # in arrival order: answers keep their place among events
         limit = self.options.batch_limit
         for socket, admin in ((self.orders, False), (self.admin, True)):
             if socket not in ready:
@@ -224,10 +226,10 @@ class EngineService:
                 self._take(frames, admin, items)
         now = time.monotonic_ns()
         self._expire_sessions(now, items)
-        if not items and self._clock_due(now):
+        if self._clock_due(now):
             items.append(Item(None, True, Clock(), encode(Clock())))
+        self.items = None
         if items:
-            self.last_command_ns = now
             self._sequence(items)
         self._send()
         if self._snapshot_wanted:
@@ -409,8 +411,12 @@ class EngineService:
     def _sequence(self, items: list[Item]) -> None:
         exchange, journal = self.exchange, self.journal
         ts = self._stamp()
+        first = exchange.seq
         try:
             for item in items:
+                if item.replies is not None:
+                    self._reply(item.origin, item.admin, item.replies)
+                    continue
                 if item.records is not None:
                     self._sequence_records(item, ts)
                     continue
@@ -427,11 +433,14 @@ class EngineService:
                 self.counters["sequenced"] += 1
                 self._observe(command, events)
                 self._route(item, events)
+            if exchange.seq == first:
+                return
+            self.last_command_ns = time.monotonic_ns()
             if self.options.fsync:
                 journal.sync()
                 self.counters["fsyncs"] += 1
             else:
-                journal.segment.flush()
+                journal.flush()
         except OSError as exc:
             raise JournalFailed(str(exc)) from exc
 
@@ -493,7 +502,12 @@ class EngineService:
             self.admin_outbox[item.origin].extend(encoded)
 
     def _reply(self, rid: bytes, admin: bool, encoded: list[bytes]) -> None:
-        (self.admin_outbox if admin else self.outbox)[rid].extend(encoded)
+        """Answer `rid`: after what it sent before in this turn (while the turn's messages are
+        being read), or at once (while they are being applied)."""
+        if self.items is not None:
+            self.items.append(Item(rid, admin, replies=encoded))
+        else:
+            (self.admin_outbox if admin else self.outbox)[rid].extend(encoded)
 
     def _refuse(
         self, rid: bytes, admin: bool, text: str, code: RejectCode = RejectCode.MALFORMED
