@@ -53,6 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         admin=args.admin,
         fsync=not args.no_fsync,
         batch_limit=args.batch,
+        sndhwm=args.sndhwm,
         clock_start_ns=args.clock,
     )
     return serve(market, options)
@@ -152,7 +153,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         type=positive_int,
         default=1024,
         metavar="N",
-        help="inbound messages drained per turn (default 1024)",
+        help="commands (messages and records) read per turn, across gateways (default 1024)",
+    )
+    serve.add_argument(
+        "--sndhwm",
+        type=positive_int,
+        default=10_000,
+        metavar="N",
+        help="frames queued per gateway connection before the engine keeps them itself for "
+        "the gateway (default 10000)",
     )
     serve.add_argument(
         "--clock",

@@ -76,7 +76,10 @@ class Options:
     orders: str = "tcp://127.0.0.1:5555"
     admin: str = "tcp://127.0.0.1:5556"
     fsync: bool = True
-    batch_limit: int = 1024  # inbound messages drained per turn
+    # commands (messages and records) read per turn at most, across gateways: ZeroMQ's fair
+    # queueing takes one frame from each gateway in turn, so a flood of big frames waits
+    # behind the others' frames of the next turn
+    batch_limit: int = 1024
     clock_ms: int = 1000  # a Clock command after this long without a command (if scheduled)
     sndhwm: int = 10_000
     quiet: bool = False
@@ -123,6 +126,7 @@ class EngineService:
         self.last_command_ns = self._started_ns = time.monotonic_ns()
         self._snapshot_wanted = False
         self.items: list[Item] | None = None
+        self.taken = 0
 
     # -- start and stop ----------------------------------------------------------------------------
 
@@ -214,15 +218,16 @@ class EngineService:
         self.admin_outbox: dict[bytes, list[bytes]] = defaultdict(list)
         self.absent_outbox: dict[str, list[bytes]] = defaultdict(list)
         self.items = items = []  # in arrival order: answers keep their place among events
-        limit = self.options.batch_limit
         for socket, admin in ((self.orders, False), (self.admin, True)):
             if socket not in ready:
                 continue
-            for _ in range(limit):
+            self.taken = 0  # commands and records read this turn: the turn's budget
+            while self.taken < self.options.batch_limit:
                 try:
                     frames = socket.recv_multipart(zmq.NOBLOCK, copy=True)
                 except zmq.Again:
                     break
+                self.taken += 1
                 self._take(frames, admin, items)
         now = time.monotonic_ns()
         self._expire_sessions(now, items)
@@ -272,6 +277,7 @@ class EngineService:
                 records = wire.records_of(body)
                 self._permit_records(session, records)
                 items.append(Item(rid, False, records=records, wire_bytes=body))
+                self.taken += len(records)
                 self.sessions.count(session.gateway.id, "records", len(records))
                 return
             messages = wire.split_messages(body)
@@ -281,6 +287,7 @@ class EngineService:
                 self.sessions.count(session.gateway.id, "malformed")
             self._refuse(rid, admin, str(exc))
             return
+        self.taken += len(messages)
         for raw in messages:
             self._take_message(rid, admin, session, bytes(raw), kind == wire.RESEND, items)
             if session is None and not admin:
