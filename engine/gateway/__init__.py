@@ -1,0 +1,1 @@
+"""The engine service and what it owns: sockets, market data."""

@@ -1,0 +1,639 @@
+"""Market data: the public event stream on a PUB socket, its snapshot service (the zguide
+Clone pattern) and `MarketDataClient`, which keeps a local book per instrument from both.
+
+The feed (docs/MARKETDATA.md has the byte layouts):
+
+- Every message on the PUB socket is three frames: [topic, header, payload].
+  The topic is the instrument code and a full stop (b"CEA25."): a subscription to b"CEA2."
+  never matches CEA25 (codes are [A-Z0-9_]+, so the stop cannot occur inside one). Public
+  events that name no instrument go on b"*.", and heartbeats on b"*HB"; a subscriber taking
+  some instruments also subscribes to b"*", which gives both.
+  The header is HEADER (>QQI, 20 bytes): the public stream number (`stream_seq`) of the
+  message's first event, the topic's own number of that event, and the event count n.
+  The payload is one msgpack array of the n protocol events, as `engine.protocol` encodes
+  them; their public stream numbers are first .. first+n-1 and their topic numbers
+  t .. t+n-1 (one number per event in each sequence, no gap, no reuse).
+- Why two numbers: the public stream numbers every public event of the market gap-free, so a
+  subscriber taking everything checks that each message starts one after the last. One
+  taking some instruments sees only part of that stream (the numbers jump by design), so
+  each topic also numbers its own events gap-free from 1; such a subscriber checks the topic
+  numbers of its topics instead. Topic numbers are the publisher's (they start at 1 when it
+  starts); public stream numbers are the engine's and survive a restart.
+- A heartbeat (`MarketDataPublisher.heartbeat`) says where the stream is: its header holds
+  the public stream position (topic number and count 0) and its payload maps every topic to
+  its position, so a subscriber notices the loss of a stream's last messages while the
+  market is quiet.
+- Snapshots (ROUTER, the Clone pattern): a client sends [b"SNAP?", token, codes] (token 1-32
+  bytes of its choosing, codes a msgpack array of instrument codes, empty for all); the
+  reply is one [b"INST", token, InstrumentState] per instrument, in code order, then
+  [b"DONE", token, SnapshotEnd]: the public stream position and each topic's position the
+  states are as of. A request that is not of this form gets [b"ERR", token or b"", text].
+
+Invariants:
+- Only public events (`Audience.PUBLIC`) leave the publisher; events of one message are
+  consecutive in the public stream and share a topic, and messages go out in stream order,
+  so a subscriber sees every topic's events in order.
+- The publisher never blocks the service loop: the PUB socket drops a message for a
+  subscriber whose queue is at its high-water mark (ZeroMQ's rule; the subscriber's gap
+  check covers it) and every send is non-blocking; a send ZeroMQ refuses is counted
+  (`send_failures`, `snapshot_failures`), never raised.
+- A snapshot is answered only when the publisher has published every public event the
+  exchange has emitted (`exchange.state.public_seq`): its depth, phase and indicative come
+  from the exchange, its last trade from the stream, and both are as of the same position.
+  A request that arrives earlier waits for the next `publish` that catches up.
+- `handle` never raises on what a peer sends: a malformed request is answered ERR and
+  counted (`bad_requests`); frames beyond MAX_REQUEST_BYTES disconnect the peer (ZeroMQ's
+  MAXMSGSIZE).
+- The client applies an event at most once and only in stream order: after a snapshot as of
+  S it drops events numbered S or below; on a gap (a number that does not follow, or a
+  heartbeat ahead of it) it asks for a fresh snapshot by itself (`resyncs` counts them) and
+  keeps what arrives meanwhile to replay after it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import struct
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import msgspec
+import zmq
+from sortedcontainers import SortedDict
+
+from engine.instruments import Instrument
+from engine.protocol import (
+    AuctionResult,
+    Audience,
+    DaySummary,
+    DepthUpdate,
+    Event,
+    Indicative,
+    PhaseChanged,
+    TradePrint,
+)
+from engine.types import Phase, Side
+
+HEADER = struct.Struct(">QQI")  # first public stream number, first topic number, event count
+TOPIC_END = b"."
+MARKET_TOPIC = b"*."  # public events that name no instrument
+HEARTBEAT_TOPIC = b"*HB"
+MARKET_WIDE = b"*"  # the prefix of both: what a subscriber to some instruments adds
+
+SNAP_REQUEST = b"SNAP?"
+SNAP_STATE = b"INST"
+SNAP_END = b"DONE"
+SNAP_ERROR = b"ERR"
+
+MAX_BATCH = 256  # events per message at most
+MAX_REQUESTS_PER_CALL = 16  # snapshot requests one `handle` call answers (the loop goes on)
+MAX_REQUEST_BYTES = 64 * 1024
+MAX_TOKEN = 32
+DEFAULT_SNDHWM = 10_000  # messages queued per subscriber before the PUB drops
+CALL_PHASES = frozenset({Phase.CALL, Phase.CLOSING_CALL})
+
+
+def topic_of(code: str) -> bytes:
+    """The topic of an instrument's events: its code and a full stop."""
+    return code.encode() + TOPIC_END
+
+
+class InstrumentState(msgspec.Struct, frozen=True):
+    """One instrument as a snapshot gives it (and as the client's book compares):
+    depth levels (price, qty, orders) best first; `indicative` (price, volume, imbalance) in
+    call phases only, None otherwise; `last_trade` None when none was printed since the
+    publisher started."""
+
+    instrument: Instrument
+    phase: Phase
+    reference: int
+    band_low: int
+    band_high: int
+    bids: list[tuple[int, int, int]]
+    asks: list[tuple[int, int, int]]
+    indicative: tuple[int, int, int] | None
+    last_trade: TradePrint | None
+
+
+class SnapshotEnd(msgspec.Struct, frozen=True):
+    """The end marker: the states are as of public stream number `seq`, and each topic
+    (by name: "CEA25.", "*.") had published up to its number in `topics`."""
+
+    seq: int
+    topics: dict[str, int]
+
+
+class Heartbeat(msgspec.Struct, frozen=True):
+    topics: dict[str, int]
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_events = msgspec.msgpack.Decoder(list[Event])
+_codes = msgspec.msgpack.Decoder(list[str])
+_state = msgspec.msgpack.Decoder(InstrumentState)
+_end = msgspec.msgpack.Decoder(SnapshotEnd)
+_heartbeat = msgspec.msgpack.Decoder(Heartbeat)
+
+
+def _topic_name(topic: bytes) -> str:
+    return topic.decode()
+
+
+class MarketDataPublisher:
+    """The service's market data: call `publish(events)` with the events of what it applied
+    (once per loop turn with all of them: a message carries a run of one topic's events, so
+    fewer calls mean fewer, larger messages), poll `sockets` for input and pass a readable
+    one to `handle`; `heartbeat()` when the loop is idle."""
+
+    def __init__(
+        self,
+        context: zmq.Context,
+        pub_endpoint: str,
+        snapshot_endpoint: str,
+        exchange,
+        *,
+        sndhwm: int = DEFAULT_SNDHWM,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self.exchange = exchange
+        self.max_batch = max_batch
+        self.pub = context.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.setsockopt(zmq.SNDHWM, sndhwm)
+        self.pub.bind(pub_endpoint)
+        self.router = context.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unsendable reply raises: counted
+        self.router.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+        self.router.bind(snapshot_endpoint)
+        self.pub_endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.snapshot_endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.sequence = exchange.state.public_seq  # the last public stream number published
+        self._topics = {code: topic_of(code) for code in sorted(exchange.markets)}
+        self._topic_seq = {topic: 0 for topic in (*self._topics.values(), MARKET_TOPIC)}
+        self._last_trade: dict[str, TradePrint] = {}
+        self._waiting: list[tuple[bytes, bytes, list[str]]] = []  # snapshot requests
+        self.messages_sent = 0
+        self.events_sent = 0
+        self.send_failures = 0  # messages ZeroMQ refused (PUB drops at the HWM are silent)
+        self.stream_breaks = 0  # public events that did not follow the last one published
+        self.snapshots_sent = 0
+        self.snapshot_failures = 0  # replies ZeroMQ refused (peer gone, its queue full)
+        self.bad_requests = 0
+
+    @property
+    def sockets(self) -> tuple[zmq.Socket, ...]:
+        """What the service loop polls for input (the PUB socket only sends)."""
+        return (self.router,)
+
+    def close(self) -> None:
+        self.pub.close(0)
+        self.router.close(0)
+
+    # -- the stream ----------------------------------------------------------------------------
+
+    def publish(self, events: Iterable[Event]) -> None:
+        """Send the public ones among `events` (in order, the exchange's output)."""
+        run: list[Event] = []
+        run_topic = b""
+        topics = self._topics
+        last_trade = self._last_trade
+        for event in events:
+            if event.audience is not Audience.PUBLIC:
+                continue
+            seq = event.stream_seq
+            if seq != self.sequence + 1:
+                self.stream_breaks += 1
+                self._send(run_topic, run)
+                run = []
+            self.sequence = seq
+            code = getattr(event, "instrument", None)
+            topic = (topics.get(code) or topic_of(code)) if code else MARKET_TOPIC
+            if type(event) is TradePrint:
+                last_trade[code] = event
+            if topic != run_topic or len(run) >= self.max_batch:
+                self._send(run_topic, run)
+                run = []
+                run_topic = topic
+            run.append(event)
+        self._send(run_topic, run)
+        if self._waiting and self._caught_up():
+            self._answer_waiting()
+
+    def _send(self, topic: bytes, run: list[Event]) -> None:
+        if not run:
+            return
+        seqs = self._topic_seq
+        first = seqs.get(topic, 0) + 1
+        seqs[topic] = first + len(run) - 1
+        header = HEADER.pack(run[0].stream_seq, first, len(run))
+        try:
+            self.pub.send_multipart((topic, header, _encode(run)), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.send_failures += 1
+            return
+        self.messages_sent += 1
+        self.events_sent += len(run)
+
+    def heartbeat(self) -> None:
+        """Tell subscribers where every topic is (call it when the loop is idle)."""
+        header = HEADER.pack(self.sequence, 0, 0)
+        body = _encode(Heartbeat({_topic_name(t): n for t, n in self._topic_seq.items()}))
+        try:
+            self.pub.send_multipart((HEARTBEAT_TOPIC, header, body), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.send_failures += 1
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def handle(self, socket: zmq.Socket) -> None:
+        """Read the snapshot requests waiting on `socket` (at most MAX_REQUESTS_PER_CALL) and
+        answer them; a malformed one is answered ERR and counted."""
+        if socket is not self.router:
+            raise ValueError("MarketDataPublisher.handle takes one of its own `sockets`")
+        for _ in range(MAX_REQUESTS_PER_CALL):
+            try:
+                frames = socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self._request(frames)
+        if self._waiting and self._caught_up():
+            self._answer_waiting()
+
+    def _request(self, frames: list[bytes]) -> None:
+        peer, parts = frames[0], frames[1:]
+        token = parts[1] if len(parts) > 1 and 0 < len(parts[1]) <= MAX_TOKEN else b""
+        problem = None
+        codes: list[str] = []
+        if len(parts) != 3 or parts[0] != SNAP_REQUEST:
+            problem = "expected three frames: SNAP?, a token of 1-32 bytes, a msgpack list"
+        elif not token:
+            problem = f"the token must be 1-{MAX_TOKEN} bytes"
+        else:
+            try:
+                codes = _codes.decode(parts[2])
+            except msgspec.MsgspecError:
+                problem = "the third frame must be a msgpack array of instrument codes"
+            else:
+                unknown = sorted(set(codes) - set(self._topics))
+                if unknown:
+                    problem = f"no such instrument: {', '.join(unknown)}"
+        if problem is not None:
+            self.bad_requests += 1
+            self._reply(peer, (SNAP_ERROR, token, problem.encode()))
+            return
+        self._waiting.append((peer, token, sorted(set(codes)) or list(self._topics)))
+
+    def _caught_up(self) -> bool:
+        return self.sequence == self.exchange.state.public_seq
+
+    def _answer_waiting(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for peer, token, codes in waiting:
+            states = [(SNAP_STATE, token, _encode(self.instrument_state(c))) for c in codes]
+            topics = {_topic_name(self._topics[c]): self._topic_seq[self._topics[c]] for c in codes}
+            topics[_topic_name(MARKET_TOPIC)] = self._topic_seq[MARKET_TOPIC]
+            end = (SNAP_END, token, _encode(SnapshotEnd(self.sequence, topics)))
+            if all(self._reply(peer, frames) for frames in (*states, end)):
+                self.snapshots_sent += 1
+
+    def _reply(self, peer: bytes, frames: tuple[bytes, ...]) -> bool:
+        try:
+            self.router.send_multipart((peer, *frames), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.snapshot_failures += 1
+            return False
+        return True
+
+    def instrument_state(self, code: str) -> InstrumentState:
+        """The instrument as of the last event published: the exchange's own views."""
+        market = self.exchange.markets[code]
+        book = market.book
+        bids, asks = book.order_counts()
+        return InstrumentState(
+            market.instrument,
+            market.phase,
+            market.reference,
+            *market.band,
+            book.side_depth(Side.BUY, bids),
+            book.side_depth(Side.SELL, asks),
+            market.published_indicative if market.phase in CALL_PHASES else None,
+            self._last_trade.get(code),
+        )
+
+
+# -- the client -------------------------------------------------------------------------------
+
+
+@dataclass
+class LocalBook:
+    """One instrument as the client holds it: depth by price both sides (price -> (qty,
+    orders)), phase, reference and band, indicative in call phases, last trade, last auction
+    result and the day's summary."""
+
+    instrument: Instrument
+    phase: Phase
+    reference: int
+    band: tuple[int, int]
+    bids: SortedDict
+    asks: SortedDict
+    indicative: tuple[int, int, int] | None
+    last_trade: TradePrint | None
+    last_auction: AuctionResult | None = None
+    day: DaySummary | None = None
+
+    @classmethod
+    def of(cls, state: InstrumentState) -> LocalBook:
+        return cls(
+            state.instrument,
+            state.phase,
+            state.reference,
+            (state.band_low, state.band_high),
+            SortedDict({p: (q, n) for p, q, n in state.bids}),
+            SortedDict({p: (q, n) for p, q, n in state.asks}),
+            state.indicative,
+            state.last_trade,
+        )
+
+    def depth(self, side: Side, levels: int | None = None) -> list[tuple[int, int, int]]:
+        """(price, qty, orders) best first."""
+        book = self.bids if side == Side.BUY else self.asks
+        prices = reversed(book.keys()) if side == Side.BUY else iter(book.keys())
+        return [(p, *book[p]) for p in itertools.islice(prices, levels)]
+
+    def state(self) -> InstrumentState:
+        """The same record a snapshot gives, to compare with the engine's."""
+        return InstrumentState(
+            self.instrument,
+            self.phase,
+            self.reference,
+            *self.band,
+            self.depth(Side.BUY),
+            self.depth(Side.SELL),
+            self.indicative,
+            self.last_trade,
+        )
+
+    def apply(self, event: Event) -> None:
+        kind = type(event)
+        if kind is DepthUpdate:
+            book = self.bids if event.side == Side.BUY else self.asks
+            if event.qty:
+                book[event.price] = (event.qty, event.orders)
+            else:
+                book.pop(event.price, None)
+        elif kind is TradePrint:
+            self.last_trade = event
+        elif kind is Indicative:
+            self.indicative = (event.price, event.volume, event.imbalance)
+        elif kind is PhaseChanged:
+            self.phase = event.phase
+            self.reference = event.reference
+            self.band = (event.band_low, event.band_high)
+            # a call starts with no indicative (0, 0, 0) until one is published
+            self.indicative = (0, 0, 0) if event.phase in CALL_PHASES else None
+        elif kind is AuctionResult:
+            self.last_auction = event
+        elif kind is DaySummary:
+            # EndOfDay makes the close the next reference; the band follows from it
+            self.day = event
+            self.reference = event.close
+            self.band = self.instrument.band(event.close)
+
+
+class SnapshotRefused(RuntimeError):
+    """The snapshot service refused the client's request (its text says why, e.g. an
+    instrument that is not listed)."""
+
+
+@dataclass(frozen=True)
+class Synced:
+    """An update that replaced the local books from a snapshot as of public stream `seq`."""
+
+    seq: int
+    resync: bool  # False for the first snapshot, True when a gap caused it
+
+
+Update = Event | Synced
+
+
+@dataclass
+class _Sync:
+    token: bytes
+    deadline: float
+    states: dict[str, InstrumentState] = field(default_factory=dict)
+
+
+class MarketDataClient:
+    """Subscribes, takes a snapshot, then keeps `books` (code -> LocalBook) up to date.
+
+    `next_update(timeout)` gives the next thing applied (a public event, or `Synced` when the
+    books were replaced from a snapshot) or None at the timeout; iterating gives updates
+    until `close()`. Nothing runs in the background: the client reads its sockets only
+    inside these calls, so one that does not call them for a while falls behind (and, past
+    the high-water marks, loses messages, notices and resynchronises)."""
+
+    def __init__(
+        self,
+        sub_endpoint: str,
+        snapshot_endpoint: str,
+        instruments: Iterable[str] | None = None,
+        *,
+        context: zmq.Context | None = None,
+        rcvhwm: int = 100_000,
+        rcvbuf: int | None = None,
+        snapshot_timeout: float = 2.0,
+        buffer_limit: int = 1_000_000,
+    ) -> None:
+        self._own_context = context is None
+        self.context = context or zmq.Context()
+        self.instruments = None if instruments is None else sorted(set(instruments))
+        self.sub = self.context.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.RCVHWM, rcvhwm)
+        if rcvbuf is not None:
+            self.sub.setsockopt(zmq.RCVBUF, rcvbuf)
+        for prefix in (
+            [b""] if self.instruments is None else [*map(topic_of, self.instruments), MARKET_WIDE]
+        ):
+            self.sub.setsockopt(zmq.SUBSCRIBE, prefix)
+        self.sub.connect(sub_endpoint)
+        self.dealer = self.context.socket(zmq.DEALER)
+        self.dealer.setsockopt(zmq.LINGER, 0)
+        self.dealer.connect(snapshot_endpoint)
+        self.poller = zmq.Poller()
+        self.poller.register(self.sub, zmq.POLLIN)
+        self.poller.register(self.dealer, zmq.POLLIN)
+        self.snapshot_timeout = snapshot_timeout
+        self.books: dict[str, LocalBook] = {}
+        self.seq = 0  # public stream number of the last event applied (or the snapshot's)
+        self._topic_seq: dict[bytes, int] = {}
+        self._ready: deque[Update] = deque()
+        self._held: deque[list[bytes]] = deque(maxlen=buffer_limit)  # while syncing
+        self._sync: _Sync | None = None
+        self.synced = False
+        self.resyncs = 0
+        self.snapshot_retries = 0
+        self.messages = 0
+        self.undecodable = 0  # messages whose payload was not a list of events
+        self._request_snapshot()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def next_update(self, timeout: float | None = None) -> Update | None:
+        """The next update applied, waiting at most `timeout` seconds (None: no limit)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._ready:
+            now = time.monotonic()
+            wait = None if deadline is None else max(0.0, deadline - now)
+            if self._sync is not None:
+                left = max(0.0, self._sync.deadline - now)
+                wait = left if wait is None else min(wait, left)
+            ready = dict(self.poller.poll(None if wait is None else int(wait * 1000) + 1))
+            if self.dealer in ready:
+                self._read_snapshot()
+            if self.sub in ready:
+                self._read_stream()
+            if self._sync is not None and time.monotonic() >= self._sync.deadline:
+                self.snapshot_retries += 1
+                self._request_snapshot()
+            if not self._ready and deadline is not None and time.monotonic() >= deadline:
+                return None
+        return self._ready.popleft()
+
+    def poll(self, timeout: float = 0.0) -> list[Update]:
+        """Every update available now, waiting at most `timeout` seconds for the first."""
+        first = self.next_update(timeout)
+        if first is None:
+            return []
+        out = [first]
+        while (update := self.next_update(0)) is not None:
+            out.append(update)
+        return out
+
+    def __iter__(self) -> Iterator[Update]:
+        while not self.sub.closed:
+            update = self.next_update(None)
+            if update is not None:
+                yield update
+
+    def close(self) -> None:
+        self.sub.close(0)
+        self.dealer.close(0)
+        if self._own_context:
+            self.context.term()
+
+    # -- snapshot ----------------------------------------------------------------------------
+
+    def _request_snapshot(self) -> None:
+        token = os.urandom(8)
+        self._sync = _Sync(token, time.monotonic() + self.snapshot_timeout)
+        self.synced = False
+        body = _encode(self.instruments or [])
+        self.dealer.send_multipart((SNAP_REQUEST, token, body))
+
+    def _resync(self) -> None:
+        self.resyncs += 1
+        self._held.clear()
+        self._request_snapshot()
+
+    def _read_snapshot(self) -> None:
+        while True:
+            try:
+                frames = self.dealer.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            sync = self._sync
+            if len(frames) != 3 or sync is None or frames[1] != sync.token:
+                continue  # an answer to a request given up
+            kind, _, body = frames
+            if kind == SNAP_STATE:
+                state = _state.decode(body)
+                sync.states[state.instrument.code] = state
+            elif kind == SNAP_END:
+                self._install(_end.decode(body), sync.states)
+            elif kind == SNAP_ERROR:
+                self._sync = None
+                raise SnapshotRefused(body.decode(errors="replace"))
+
+    def _install(self, end: SnapshotEnd, states: dict[str, InstrumentState]) -> None:
+        self.books = {code: LocalBook.of(state) for code, state in states.items()}
+        self.seq = end.seq
+        self._topic_seq = {name.encode(): n for name, n in end.topics.items()}
+        self._sync = None
+        self.synced = True
+        self._ready.append(Synced(end.seq, self.resyncs > 0))
+        held, self._held = self._held, deque(maxlen=self._held.maxlen)
+        for frames in held:  # after a gap among them, the rest is held for the next snapshot
+            self._message(frames)
+
+    # -- the stream --------------------------------------------------------------------------
+
+    def _read_stream(self) -> None:
+        """While syncing, hold everything waiting; otherwise apply one message."""
+        while True:
+            try:
+                frames = self.sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.messages += 1
+            if self._sync is not None:
+                self._held.append(frames)
+                continue
+            self._message(frames)
+            if self._ready:
+                return
+
+    def _message(self, frames: list[bytes]) -> None:
+        if self._sync is not None:
+            self._held.append(frames)
+            return
+        if len(frames) != 3 or len(frames[1]) != HEADER.size:
+            return  # not of this feed
+        topic, header, payload = frames
+        first, topic_first, n = HEADER.unpack(header)
+        if topic == HEARTBEAT_TOPIC:
+            self._heartbeat(first, payload)
+            return
+        last = first + n - 1
+        if last <= self.seq:
+            return  # already in the snapshot
+        skip = max(0, self.seq + 1 - first)
+        if self.instruments is None:
+            gap = first + skip != self.seq + 1
+        else:
+            known = self._topic_seq.get(topic)
+            gap = known is None or topic_first + skip != known + 1
+        if gap:
+            self._resync()
+            return
+        try:
+            events = _events.decode(payload)
+        except msgspec.MsgspecError:
+            self.undecodable += 1
+            self._resync()
+            return
+        for event in events[skip:]:
+            code = getattr(event, "instrument", None)
+            book = self.books.get(code) if code else None
+            if book is not None:
+                book.apply(event)
+            self._ready.append(event)
+        self.seq = last
+        self._topic_seq[topic] = topic_first + n - 1
+
+    def _heartbeat(self, position: int, payload: bytes) -> None:
+        if position < self.seq:
+            return  # sent before the snapshot was taken
+        topics = _heartbeat.decode(payload).topics
+        if self.instruments is None:
+            behind = position != self.seq
+        else:
+            behind = any(
+                topics.get(_topic_name(topic), 0) != n for topic, n in self._topic_seq.items()
+            )
+        if behind:
+            self._resync()
