@@ -139,15 +139,14 @@ class ServiceStandIn(threading.Thread):
         *,
         record: bool = False,
         publishing: bool = True,
-        sndhwm: int | None = None,
         heartbeat_every: float = 0.2,
+        **publisher_options: int,
     ) -> None:
         super().__init__(daemon=True, name="service-stand-in")
         self.context = zmq.Context()
         self.exchange = Exchange(config or md_market())
-        options = {} if sndhwm is None else {"sndhwm": sndhwm}
         self.publisher = MarketDataPublisher(
-            self.context, LOOPBACK, LOOPBACK, self.exchange, **options
+            self.context, LOOPBACK, LOOPBACK, self.exchange, **publisher_options
         )
         self.record = record
         self.publishing = publishing
@@ -159,6 +158,8 @@ class ServiceStandIn(threading.Thread):
         self._orders = _Orders()
         self._halt = threading.Event()
         self.failure: BaseException | None = None
+        if record:
+            self._keep(self.exchange.markets)
 
     @property
     def endpoints(self) -> tuple[str, str]:
@@ -227,14 +228,16 @@ class ServiceStandIn(threading.Thread):
                 self._orders.accepted(item, events)
             if self.record:
                 self.publisher.publish(events)
-                self._keep(events)
+                self._keep_after(events)
             elif self.publishing:
                 out += events
         if out:
             self.publisher.publish(out)
 
-    def _keep(self, events: list) -> None:
-        codes = {e.instrument for e in events if e.audience is Audience.PUBLIC}
+    def _keep_after(self, events: list) -> None:
+        self._keep({e.instrument for e in events if e.audience is Audience.PUBLIC})
+
+    def _keep(self, codes) -> None:
         seq = self.exchange.state.public_seq
         for code in sorted(codes):
             self.records.append((seq, code, self.publisher.instrument_state(code)))

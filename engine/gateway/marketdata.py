@@ -156,6 +156,7 @@ class MarketDataPublisher:
         exchange,
         *,
         sndhwm: int = DEFAULT_SNDHWM,
+        sndbuf: int | None = None,
         max_batch: int = MAX_BATCH,
     ) -> None:
         self.exchange = exchange
@@ -163,6 +164,8 @@ class MarketDataPublisher:
         self.pub = context.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.setsockopt(zmq.SNDHWM, sndhwm)
+        if sndbuf is not None:  # the kernel's send buffer per connection (bytes)
+            self.pub.setsockopt(zmq.SNDBUF, sndbuf)
         self.pub.bind(pub_endpoint)
         self.router = context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
@@ -469,9 +472,10 @@ class MarketDataClient:
         self.poller.register(self.dealer, zmq.POLLIN)
         self.snapshot_timeout = snapshot_timeout
         self.books: dict[str, LocalBook] = {}
-        self.seq = 0  # public stream number of the last event applied (or the snapshot's)
+        self.seq = 0  # public stream number of the last update applied (or the snapshot's)
+        self._received = 0  # ... of the last event received (applied when it is returned)
         self._topic_seq: dict[bytes, int] = {}
-        self._ready: deque[Update] = deque()
+        self._ready: deque[tuple] = deque()  # (event, its book) or (Synced, the new books)
         self._held: deque[list[bytes]] = deque(maxlen=buffer_limit)  # while syncing
         self._sync: _Sync | None = None
         self.synced = False
@@ -502,7 +506,15 @@ class MarketDataClient:
                 self._request_snapshot()
             if not self._ready and deadline is not None and time.monotonic() >= deadline:
                 return None
-        return self._ready.popleft()
+        update, target = self._ready.popleft()
+        if type(update) is Synced:
+            self.books = target
+            self.seq = update.seq
+        else:
+            if target is not None:
+                target.apply(update)
+            self.seq = update.stream_seq
+        return update
 
     def poll(self, timeout: float = 0.0) -> list[Update]:
         """Every update available now, waiting at most `timeout` seconds for the first."""
@@ -560,12 +572,12 @@ class MarketDataClient:
                 raise SnapshotRefused(body.decode(errors="replace"))
 
     def _install(self, end: SnapshotEnd, states: dict[str, InstrumentState]) -> None:
-        self.books = {code: LocalBook.of(state) for code, state in states.items()}
-        self.seq = end.seq
+        books = {code: LocalBook.of(state) for code, state in states.items()}
+        self._received = end.seq
         self._topic_seq = {name.encode(): n for name, n in end.topics.items()}
         self._sync = None
         self.synced = True
-        self._ready.append(Synced(end.seq, self.resyncs > 0))
+        self._ready.append((Synced(end.seq, self.resyncs > 0), books))
         held, self._held = self._held, deque(maxlen=self._held.maxlen)
         for frames in held:  # after a gap among them, the rest is held for the next snapshot
             self._message(frames)
@@ -599,11 +611,11 @@ class MarketDataClient:
             self._heartbeat(first, payload)
             return
         last = first + n - 1
-        if last <= self.seq:
+        if last <= self._received:
             return  # already in the snapshot
-        skip = max(0, self.seq + 1 - first)
+        skip = max(0, self._received + 1 - first)
         if self.instruments is None:
-            gap = first + skip != self.seq + 1
+            gap = first + skip != self._received + 1
         else:
             known = self._topic_seq.get(topic)
             gap = known is None or topic_first + skip != known + 1
@@ -616,21 +628,27 @@ class MarketDataClient:
             self.undecodable += 1
             self._resync()
             return
+        books = self._books_ahead()
         for event in events[skip:]:
             code = getattr(event, "instrument", None)
-            book = self.books.get(code) if code else None
-            if book is not None:
-                book.apply(event)
-            self._ready.append(event)
-        self.seq = last
+            self._ready.append((event, books.get(code) if code else None))
+        self._received = last
         self._topic_seq[topic] = topic_first + n - 1
 
+    def _books_ahead(self) -> dict[str, LocalBook]:
+        """The books the events now received apply to: those of the last snapshot queued,
+        if one is still waiting to be returned, else the current ones."""
+        for update, target in reversed(self._ready):
+            if type(update) is Synced:
+                return target
+        return self.books
+
     def _heartbeat(self, position: int, payload: bytes) -> None:
-        if position < self.seq:
+        if position < self._received:
             return  # sent before the snapshot was taken
         topics = _heartbeat.decode(payload).topics
         if self.instruments is None:
-            behind = position != self.seq
+            behind = position != self._received
         else:
             behind = any(
                 topics.get(_topic_name(topic), 0) != n for topic, n in self._topic_seq.items()
