@@ -152,7 +152,7 @@ def test_late_joiner_holds_the_engine_books_after_every_update(service_factory, 
     service.submit(flow[1000:])
     service.drain()
     history = EngineHistory(service)
-    updates, compared = check_every_update(client, history)
+    _, compared = check_every_update(client, history)
     final = service.exchange.state.public_seq
     assert client.seq == final and client.resyncs == 0
     assert client_now(client) == engine_now(service)
