@@ -52,6 +52,7 @@ MEMBERS = 50
 DAY = "2026-11-24"
 LOOPBACK = "tcp://127.0.0.1:*"
 TURN = 256  # commands a turn applies before it publishes and looks at its sockets
+HEARTBEAT = "heartbeat"  # an inbox item: send one now
 
 
 def md_market(codes: tuple[str, ...] = CODES) -> MarketConfig:
@@ -170,6 +171,10 @@ class ServiceStandIn(threading.Thread):
         for start in range(0, len(items), TURN):
             self.inbox.put(items[start : start + TURN])
 
+    def beat(self) -> None:
+        """Queue a heartbeat (sent in turn, after what was submitted before)."""
+        self.inbox.put(HEARTBEAT)
+
     def drain(self, timeout: float = 60.0) -> None:
         """Wait until everything submitted has been applied and published."""
         deadline = time.monotonic() + timeout
@@ -203,7 +208,10 @@ class ServiceStandIn(threading.Thread):
                 items = self.inbox.get(timeout=0 if self.inbox.qsize() else 0.002)
             except queue.Empty:
                 items = None
-            if items is not None:
+            if items is HEARTBEAT:
+                self.publisher.heartbeat()
+                self.inbox.task_done()
+            elif items is not None:
                 start = time.perf_counter()
                 self._apply(items)
                 self.busy_seconds += time.perf_counter() - start

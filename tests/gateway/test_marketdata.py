@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import time
+from contextlib import contextmanager
 
 import msgspec
 import pytest
@@ -196,6 +197,44 @@ def test_slow_subscriber_detects_the_gap_and_resyncs_by_itself(
         read_all(client, idle=0.05)
     read_all(client, idle=0.5)
     assert client.resyncs == resyncs
+    assert client_now(client) == engine_now(service, codes)
+
+
+@contextmanager
+def deaf(client: MarketDataClient):
+    """Messages published inside are lost to `client` (it unsubscribes, then subscribes
+    again), as a PUB socket loses them at the high-water mark."""
+    prefixes = [b""] if client.instruments is None else [b"CEA25.", b"*"]
+    for prefix in prefixes:
+        client.sub.setsockopt(zmq.UNSUBSCRIBE, prefix)
+    time.sleep(0.3)  # the publisher has seen the change
+    yield
+    for prefix in prefixes:
+        client.sub.setsockopt(zmq.SUBSCRIBE, prefix)
+    time.sleep(0.3)
+
+
+@pytest.mark.parametrize("instruments", [None, ["CEA25"]], ids=["all", "one"])
+@pytest.mark.parametrize("revealed_by", ["next message", "heartbeat"])
+def test_a_loss_is_seen_by_the_next_message_or_the_heartbeat(
+    service_factory, clients, instruments, revealed_by
+):
+    service = service_factory(heartbeat_every=1e9)  # heartbeats only when asked
+    service.submit(opening())
+    service.drain()
+    client = clients(service, instruments=instruments)
+    assert isinstance(client.next_update(5.0), Synced)
+    with deaf(client):
+        service.submit(order_flow(200, seed=11))
+        service.drain()
+    if revealed_by == "heartbeat":
+        service.beat()
+    else:
+        service.submit(order_flow(200, seed=12))
+    service.drain()
+    updates = read_all(client, idle=0.5)
+    assert client.resyncs == 1 and [u for u in updates if isinstance(u, Synced)]
+    codes = instruments or CODES
     assert client_now(client) == engine_now(service, codes)
 
 
