@@ -11,14 +11,18 @@ The feed (docs/MARKETDATA.md has the byte layouts):
   The header is HEADER (>QQI, 20 bytes): the public stream number (`stream_seq`) of the
   message's first event, the topic's own number of that event, and the event count n.
   The payload is one msgpack array of the n protocol events, as `engine.protocol` encodes
-  them; their public stream numbers are first .. first+n-1 and their topic numbers
-  t .. t+n-1 (one number per event in each sequence, no gap, no reuse).
-- Why two numbers: the public stream numbers every public event of the market gap-free, so a
-  subscriber taking everything checks that each message starts one after the last. One
-  taking some instruments sees only part of that stream (the numbers jump by design), so
-  each topic also numbers its own events gap-free from 1; such a subscriber checks the topic
-  numbers of its topics instead. Topic numbers are the publisher's (they start at 1 when it
-  starts); public stream numbers are the engine's and survive a restart.
+  them, each with its own public stream number (increasing within the message); their
+  topic numbers are t .. t+n-1.
+- Two sequences: the public stream numbers every public event of the market gap-free (the
+  engine's `stream_seq`; they survive a restart). Each topic also numbers its own events
+  gap-free from 1 (the publisher's; they restart with it). A subscriber checks the topic
+  numbers of the topics it takes: it sees all of them, whatever else it filters out, so a
+  missing message shows as a topic number that does not follow. The public stream number
+  places each event and the snapshot in the market's one order.
+- One `publish` call (a turn of the service loop) sends one message per topic (split past
+  `max_batch` events), the topics in the order of their last event: fewer, larger messages
+  than one per run of a topic, and the turn's last message ends at its last public event.
+  Within a topic events keep their order; across topics only turn by turn.
 - A heartbeat (`MarketDataPublisher.heartbeat`) says where the stream is: its header holds
   the public stream position (topic number and count 0) and its payload maps every topic to
   its position, so a subscriber notices the loss of a stream's last messages while the
@@ -30,24 +34,26 @@ The feed (docs/MARKETDATA.md has the byte layouts):
   states are as of. A request that is not of this form gets [b"ERR", token or b"", text].
 
 Invariants:
-- Only public events (`Audience.PUBLIC`) leave the publisher; events of one message are
-  consecutive in the public stream and share a topic, and messages go out in stream order,
-  so a subscriber sees every topic's events in order.
+- Only public events (`Audience.PUBLIC`) leave the publisher; every public event goes out
+  once, in one message, with its public stream number and its topic number.
 - The publisher never blocks the service loop: the PUB socket drops a message for a
   subscriber whose queue is at its high-water mark (ZeroMQ's rule; the subscriber's gap
   check covers it) and every send is non-blocking; a send ZeroMQ refuses is counted
   (`send_failures`, `snapshot_failures`), never raised.
 - A snapshot is answered only when the publisher has published every public event the
   exchange has emitted (`exchange.state.public_seq`): its depth, phase and indicative come
-  from the exchange, its last trade from the stream, and both are as of the same position.
-  A request that arrives earlier waits for the next `publish` that catches up.
+  from the exchange, its last trade from the stream, and both are as of the same position,
+  which is a turn's end. A request that arrives earlier waits for the `publish` that
+  catches up.
 - `handle` never raises on what a peer sends: a malformed request is answered ERR and
   counted (`bad_requests`); frames beyond MAX_REQUEST_BYTES disconnect the peer (ZeroMQ's
   MAXMSGSIZE).
-- The client applies an event at most once and only in stream order: after a snapshot as of
-  S it drops events numbered S or below; on a gap (a number that does not follow, or a
-  heartbeat ahead of it) it asks for a fresh snapshot by itself (`resyncs` counts them) and
-  keeps what arrives meanwhile to replay after it.
+- The client applies each event at most once, in its topic's order, and only when it
+  returns it from `next_update` (so its books are exactly the updates returned so far):
+  after a snapshot it drops events its topics' positions in the snapshot cover; on a gap
+  (a topic number that does not follow, or a heartbeat whose positions differ from its
+  own) it asks for a fresh snapshot by itself (`resyncs` counts them) and keeps what
+  arrives meanwhile to replay after it.
 """
 
 from __future__ import annotations
@@ -199,9 +205,9 @@ class MarketDataPublisher:
     # -- the stream ----------------------------------------------------------------------------
 
     def publish(self, events: Iterable[Event]) -> None:
-        """Send the public ones among `events` (in order, the exchange's output)."""
-        run: list[Event] = []
-        run_topic = b""
+        """Send the public ones among `events` (the exchange's output, in order): one message
+        per topic (of at most `max_batch` events), topics in the order of their last event."""
+        runs: dict[bytes, list[Event]] = {}
         topics = self._topics
         last_trade = self._last_trade
         for event in events:
@@ -210,25 +216,23 @@ class MarketDataPublisher:
             seq = event.stream_seq
             if seq != self.sequence + 1:
                 self.stream_breaks += 1
-                self._send(run_topic, run)
-                run = []
             self.sequence = seq
             code = getattr(event, "instrument", None)
             topic = (topics.get(code) or topic_of(code)) if code else MARKET_TOPIC
             if type(event) is TradePrint:
                 last_trade[code] = event
-            if topic != run_topic or len(run) >= self.max_batch:
-                self._send(run_topic, run)
-                run = []
-                run_topic = topic
-            run.append(event)
-        self._send(run_topic, run)
+            run = runs.get(topic)
+            if run is None:
+                runs[topic] = [event]
+            else:
+                run.append(event)
+        for topic, run in sorted(runs.items(), key=lambda item: item[1][-1].stream_seq):
+            for start in range(0, len(run), self.max_batch):
+                self._send(topic, run[start : start + self.max_batch])
         if self._waiting and self._caught_up():
             self._answer_waiting()
 
     def _send(self, topic: bytes, run: list[Event]) -> None:
-        if not run:
-            return
         seqs = self._topic_seq
         first = seqs.get(topic, 0) + 1
         seqs[topic] = first + len(run) - 1
@@ -473,7 +477,7 @@ class MarketDataClient:
         self.snapshot_timeout = snapshot_timeout
         self.books: dict[str, LocalBook] = {}
         self.seq = 0  # public stream number of the last update applied (or the snapshot's)
-        self._received = 0  # ... of the last event received (applied when it is returned)
+        self._position = 0  # the highest public stream number received (or heartbeat's)
         self._topic_seq: dict[bytes, int] = {}
         self._ready: deque[tuple] = deque()  # (event, its book) or (Synced, the new books)
         self._held: deque[list[bytes]] = deque(maxlen=buffer_limit)  # while syncing
@@ -573,7 +577,7 @@ class MarketDataClient:
 
     def _install(self, end: SnapshotEnd, states: dict[str, InstrumentState]) -> None:
         books = {code: LocalBook.of(state) for code, state in states.items()}
-        self._received = end.seq
+        self._position = end.seq
         self._topic_seq = {name.encode(): n for name, n in end.topics.items()}
         self._sync = None
         self.synced = True
@@ -606,20 +610,17 @@ class MarketDataClient:
         if len(frames) != 3 or len(frames[1]) != HEADER.size:
             return  # not of this feed
         topic, header, payload = frames
-        first, topic_first, n = HEADER.unpack(header)
+        position, topic_first, n = HEADER.unpack(header)
         if topic == HEARTBEAT_TOPIC:
-            self._heartbeat(first, payload)
+            self._heartbeat(position, payload)
             return
-        last = first + n - 1
-        if last <= self._received:
+        known = self._topic_seq.get(topic)
+        if known is None:  # a topic the snapshot did not name: it is not ours to judge
+            return
+        if topic_first + n - 1 <= known:
             return  # already in the snapshot
-        skip = max(0, self._received + 1 - first)
-        if self.instruments is None:
-            gap = first + skip != self._received + 1
-        else:
-            known = self._topic_seq.get(topic)
-            gap = known is None or topic_first + skip != known + 1
-        if gap:
+        skip = max(0, known + 1 - topic_first)
+        if topic_first + skip != known + 1:
             self._resync()
             return
         try:
@@ -632,8 +633,8 @@ class MarketDataClient:
         for event in events[skip:]:
             code = getattr(event, "instrument", None)
             self._ready.append((event, books.get(code) if code else None))
-        self._received = last
         self._topic_seq[topic] = topic_first + n - 1
+        self._position = max(self._position, events[-1].stream_seq)
 
     def _books_ahead(self) -> dict[str, LocalBook]:
         """The books the events now received apply to: those of the last snapshot queued,
@@ -644,14 +645,9 @@ class MarketDataClient:
         return self.books
 
     def _heartbeat(self, position: int, payload: bytes) -> None:
-        if position < self._received:
+        if position < self._position:
             return  # sent before the snapshot was taken
+        self._position = position
         topics = _heartbeat.decode(payload).topics
-        if self.instruments is None:
-            behind = position != self._received
-        else:
-            behind = any(
-                topics.get(_topic_name(topic), 0) != n for topic, n in self._topic_seq.items()
-            )
-        if behind:
+        if any(topics.get(_topic_name(topic), 0) != n for topic, n in self._topic_seq.items()):
             self._resync()

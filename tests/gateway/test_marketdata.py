@@ -176,7 +176,8 @@ def test_slow_subscriber_detects_the_gap_and_resyncs_by_itself(
     client = clients(service, instruments=instruments, rcvhwm=20, rcvbuf=4096)
     first = client.next_update(5.0)
     assert isinstance(first, Synced) and not first.resync
-    service.submit(order_flow(6000, seed=5))  # a burst while the client reads nothing
+    # a burst while the client reads nothing: a message or more for every command
+    service.submit(order_flow(6000, seed=5), turn=1)
     service.drain()
     time.sleep(0.3)
     updates = read_all(client)
@@ -456,5 +457,29 @@ def test_messages_carry_topic_and_both_sequence_numbers(publisher):
         first, topic_first, n = HEADER.unpack(header)
         assert topic == b"CEA2." and topic_first == 1 and n == len(mine) == 3
         assert first == mine[0].stream_seq and payload == msgspec.msgpack.encode(mine)
+    finally:
+        sub.close()
+
+
+def test_a_turn_sends_one_message_per_topic_and_ends_at_its_last_event(publisher):
+    exchange = publisher.exchange
+    for command in opening():
+        publisher.publish(exchange.apply(command))
+    sub = publisher.pub.context.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(publisher.pub_endpoint)
+    time.sleep(0.3)
+    try:
+        events = []
+        for n, code in enumerate(("CEA2", "CEA25", "CEA2")):  # CEA2 first and last
+            events += exchange.apply(NewOrder(f"t{n}", 1, code, Side.BUY, 5900 + n, 10))
+        publisher.publish(events)
+        messages = [sub.recv_multipart() for _ in range(2)]
+        assert not sub.poll(100)
+        assert [m[0] for m in messages] == [b"CEA25.", b"CEA2."]
+        last = msgspec.msgpack.decode(messages[-1][2])[-1]
+        assert last[-1] == exchange.state.public_seq  # the turn's final position comes last
+        assert [HEADER.unpack(m[1])[2] for m in messages] == [1, 2]
     finally:
         sub.close()
