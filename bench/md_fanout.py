@@ -272,12 +272,18 @@ def fanout_run(flow: list[FlowRow], subscribers: int, publishing: bool = True) -
     service.drain()
     sub, snap = service.endpoints
     procs = [
-        subprocess.Popen([*SUBSCRIBER, sub, snap], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [*SUBSCRIBER, sub, snap],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(subscribers)
     ]
     for proc in procs:  # each says "ready" once it holds its snapshot
         if proc.stdout.readline().strip() != "ready":
-            raise WrongResult("a subscriber did not start")
+            raise WrongResult(f"a subscriber did not start: {proc.communicate()[1]}")
     busy, commands = service.busy_seconds, service.commands
     service.submit(flow)
     service.drain(timeout=900)
@@ -285,7 +291,12 @@ def fanout_run(flow: list[FlowRow], subscribers: int, publishing: bool = True) -
     commands = service.commands - commands
     final = service.exchange.state.public_seq
     depth = {c: _levels(service.publisher.instrument_state(c)) for c in service.exchange.markets}
-    results = [json.loads(proc.communicate(timeout=900)[0].splitlines()[-1]) for proc in procs]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(f"{final}\n", timeout=900)
+        if proc.returncode:
+            raise WrongResult(f"a subscriber failed: {err}")
+        results.append(json.loads(out))
     service.stop()
     for result in results:
         if result["seq"] != final or result["depth"] != depth:

@@ -1,19 +1,22 @@
 """One md_fanout subscriber process: python -m bench.md_subscriber SUB_ENDPOINT SNAPSHOT_ENDPOINT.
 
-Prints "ready" once its first snapshot is applied, then applies updates until none comes for
-IDLE seconds, and prints one JSON line: events applied, the monotonic times of the first and
-the last, resyncs, the public stream position reached and every instrument's depth."""
+Prints "ready" once its first snapshot is applied, then applies updates until it has applied
+the public stream position the parent writes on its stdin once the flow is through (the
+turn's last message carries it), and prints one JSON line: events applied, the monotonic
+times of the first and the last, resyncs, the position reached and every instrument's depth.
+"""
 
 from __future__ import annotations
 
 import json
+import select
 import sys
 import time
 
 from engine.gateway.marketdata import MarketDataClient, Synced
 from engine.types import Side
 
-IDLE = 2.0
+WAIT = 0.2  # seconds between looks at stdin while no update comes
 
 
 def main(sub: str, snapshot: str) -> None:
@@ -21,14 +24,21 @@ def main(sub: str, snapshot: str) -> None:
     while not isinstance(client.next_update(30.0), Synced):
         pass
     print("ready", flush=True)
-    events, first, last = 0, 0.0, 0.0
-    while (update := client.next_update(IDLE)) is not None:
+    events, first, last, reached, target = 0, 0.0, 0.0, client.seq, None
+    while target is None or reached < target:
+        update = client.next_update(WAIT)
+        if update is None:
+            if target is None and select.select([sys.stdin], [], [], 0)[0]:
+                target = int(sys.stdin.readline())
+            continue
         if isinstance(update, Synced):
+            reached = max(reached, update.seq)
             continue
         last = time.monotonic()
         if not events:
             first = last
         events += 1
+        reached = max(reached, update.stream_seq)
     depth = {
         code: [[list(level) for level in book.depth(side)] for side in (Side.BUY, Side.SELL)]
         for code, book in client.books.items()
@@ -38,7 +48,7 @@ def main(sub: str, snapshot: str) -> None:
         "first": first,
         "last": last,
         "resyncs": client.resyncs,
-        "seq": client.seq,
+        "seq": reached,
         "depth": depth,
     }
     client.close()

@@ -62,6 +62,7 @@ import itertools
 import os
 import struct
 import time
+import typing
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -100,6 +101,7 @@ MAX_REQUEST_BYTES = 64 * 1024
 MAX_TOKEN = 32
 DEFAULT_SNDHWM = 10_000  # messages queued per subscriber before the PUB drops
 CALL_PHASES = frozenset({Phase.CALL, Phase.CLOSING_CALL})
+PUBLIC_TYPES = frozenset(t for t in typing.get_args(Event) if t.audience is Audience.PUBLIC)
 
 
 def topic_of(code: str) -> bytes:
@@ -208,17 +210,19 @@ class MarketDataPublisher:
         """Send the public ones among `events` (the exchange's output, in order): one message
         per topic (of at most `max_batch` events), topics in the order of their last event."""
         runs: dict[bytes, list[Event]] = {}
-        topics = self._topics
+        public = PUBLIC_TYPES
+        topic_for = self._topics.get
         last_trade = self._last_trade
+        sequence = self.sequence
         for event in events:
-            if event.audience is not Audience.PUBLIC:
+            if type(event) not in public:
                 continue
-            seq = event.stream_seq
-            if seq != self.sequence + 1:
+            sequence += 1
+            if event.stream_seq != sequence:
                 self.stream_breaks += 1
-            self.sequence = seq
+                sequence = event.stream_seq
             code = getattr(event, "instrument", None)
-            topic = (topics.get(code) or topic_of(code)) if code else MARKET_TOPIC
+            topic = (topic_for(code) or topic_of(code)) if code else MARKET_TOPIC
             if type(event) is TradePrint:
                 last_trade[code] = event
             run = runs.get(topic)
@@ -226,6 +230,7 @@ class MarketDataPublisher:
                 runs[topic] = [event]
             else:
                 run.append(event)
+        self.sequence = sequence
         for topic, run in sorted(runs.items(), key=lambda item: item[1][-1].stream_seq):
             for start in range(0, len(run), self.max_batch):
                 self._send(topic, run[start : start + self.max_batch])
