@@ -10,14 +10,17 @@ requests between turns; it is the only user of its sockets.
 the stand-in gives its cancels and amends the exchange's order ids (from each order's
 Accepted), so the flow runs on any exchange state.
 
-md_fanout: the flow through the stand-in with 0, 1, 10 and 50 subscriber processes
+md_fanout: the flow through the stand-in with 1, 10 and 50 subscriber processes
 (bench/md_subscriber.py, each a `MarketDataClient` over every instrument), the engine's
-commands per second in each run and the updates per second each subscriber applied;
-every subscriber must end with the engine's books (its final depth is checked).
+commands per second in each run and the updates per second the subscribers applied;
+every subscriber must end at the engine's public position with its books (its final depth
+is checked). Beside them, the publisher's own cost: the turns in one thread with and
+without publishing.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import queue
 import subprocess
@@ -179,12 +182,15 @@ class ServiceStandIn(threading.Thread):
     def drain(self, timeout: float = 60.0) -> None:
         """Wait until everything submitted has been applied and published."""
         deadline = time.monotonic() + timeout
-        while self.inbox.unfinished_tasks:
-            if self.failure is not None:
-                raise RuntimeError("the stand-in failed") from self.failure
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.inbox.unfinished_tasks} turns still queued")
-            time.sleep(0.002)
+        done = self.inbox.all_tasks_done
+        with done:
+            while self.inbox.unfinished_tasks:
+                if self.failure is not None:
+                    raise RuntimeError("the stand-in failed") from self.failure
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{self.inbox.unfinished_tasks} turns still queued")
+                done.wait(min(left, 0.5))
 
     def stop(self) -> None:
         self._halt.set()
@@ -255,7 +261,7 @@ class ServiceStandIn(threading.Thread):
 # -- md_fanout --------------------------------------------------------------------------------
 
 SUBSCRIBER = [sys.executable, "-m", "bench.md_subscriber"]
-SUBSCRIBER_COUNTS = (0, 1, 10, 50)
+SUBSCRIBER_COUNTS = (1, 10, 50)
 
 
 def _levels(state: InstrumentState) -> list:
@@ -316,14 +322,38 @@ def fanout_run(flow: list[FlowRow], subscribers: int, publishing: bool = True) -
     }
 
 
-def fanout_benchmark(commands: int, counts: tuple[int, ...] = SUBSCRIBER_COUNTS) -> dict:
+def loop_rate(flow: list[FlowRow], publishing: bool) -> int:
+    """Commands per second through the stand-in's turns in this thread, with or without
+    publishing (no subscriber, no other thread running Python: the publisher's own cost)."""
+    service = ServiceStandIn(publishing=publishing)
+    try:
+        service._apply(opening())
+        gc.collect()
+        start = time.perf_counter()
+        for at in range(0, len(flow), TURN):
+            service._apply(flow[at : at + TURN])
+        elapsed = time.perf_counter() - start
+        return round((service.commands - len(opening())) / elapsed)
+    finally:
+        service.publisher.close()
+        service.context.term()
+
+
+def fanout_benchmark(
+    commands: int, counts: tuple[int, ...] = SUBSCRIBER_COUNTS, rounds: int = 3
+) -> dict:
     """md_fanout: updates/s applied by 1, 10 and 50 subscriber processes together, and the
-    engine's commands per second in each run beside one without a publisher (no reference
-    implementation: `reference` is None)."""
+    engine's commands per second in each run (the stand-in's thread, sharing the cores with
+    the subscribers). The publisher's own cost: the best of `rounds` runs of the turns in
+    one thread without and with publishing, alternately (the machine is shared). No
+    reference implementation: `reference` is None."""
     flow = order_flow(commands, seed=7)
     fanout_run(flow[:2000], 1)  # compile, warm up and start a subscriber outside the timer
-    bare = fanout_run(flow, 0, publishing=False)
-    runs = {n: fanout_run(flow, n) for n in counts}
+    bare, alone = [], []
+    for _ in range(rounds):
+        bare.append(loop_rate(flow, publishing=False))
+        alone.append(loop_rate(flow, publishing=True))
+    runs = {n: fanout_run(flow, n) for n in counts if n}
     top = runs[max(counts)]
     return {
         "bench": "md_fanout",
@@ -331,10 +361,11 @@ def fanout_benchmark(commands: int, counts: tuple[int, ...] = SUBSCRIBER_COUNTS)
         "unit": "updates/s",
         "reference": None,
         "subscribers": max(counts),
-        "updates_per_s_all": {n: run["updates_per_s_all"] for n, run in runs.items() if n},
-        "engine_cmd_per_s": {"no publisher": bare["cmd_per_s"]}
-        | {n: run["cmd_per_s"] for n, run in runs.items()},
-        "resyncs": {n: run["resyncs"] for n, run in runs.items() if n},
+        "updates_per_s_all": {n: run["updates_per_s_all"] for n, run in runs.items()},
+        "loop_cmd_per_s": {"no publisher": max(bare), "publisher": max(alone)},
+        "engine_cmd_per_s": {n: run["cmd_per_s"] for n, run in runs.items()},
+        "publisher_cost": round(1 - max(alone) / max(bare), 3),
+        "resyncs": {n: run["resyncs"] for n, run in runs.items()},
         "public_events": top["public_events"],
         "messages": top["messages_sent"],
         "commands": commands,

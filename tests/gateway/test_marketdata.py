@@ -483,3 +483,67 @@ def test_a_turn_sends_one_message_per_topic_and_ends_at_its_last_event(publisher
         assert [HEADER.unpack(m[1])[2] for m in messages] == [1, 2]
     finally:
         sub.close()
+
+
+def test_an_unanswered_snapshot_is_asked_again_and_stale_replies_ignored(publisher):
+    exchange = publisher.exchange
+    for command in opening():
+        publisher.publish(exchange.apply(command))
+    client = MarketDataClient(
+        publisher.pub_endpoint, publisher.snapshot_endpoint, snapshot_timeout=0.2
+    )
+    try:
+        assert client.next_update(0.5) is None  # nobody answered yet
+        assert client.snapshot_retries >= 1
+        serve(publisher)  # now every request is answered, the given-up ones too
+        assert publisher.snapshots_sent == client.snapshot_retries + 1
+        assert client.next_update(1.0) == Synced(exchange.state.public_seq, False)
+        assert client.next_update(0.3) is None  # one snapshot installed, not one per reply
+        assert client.books["CEA25"].phase == Phase.CONTINUOUS
+    finally:
+        client.close()
+
+
+def test_events_the_service_did_not_publish_are_counted_as_a_stream_break(publisher):
+    exchange = publisher.exchange
+    publisher.publish(exchange.apply(StartOfDay("2026-11-24")))
+    publisher.publish(exchange.apply(OpenCall("CEA25")))
+    exchange.apply(OpenCall("CEA2"))  # never published
+    assert publisher.stream_breaks == 0
+    publisher.publish(exchange.apply(OpenCall("CCER")))
+    assert publisher.stream_breaks == 1
+    assert publisher.sequence == exchange.state.public_seq
+
+
+def test_a_reply_to_a_request_given_up_is_not_installed(publisher):
+    exchange = publisher.exchange
+    closed = publisher.instrument_state("CEA25")
+    for command in opening():
+        publisher.publish(exchange.apply(command))
+    trading = publisher.instrument_state("CEA25")
+    service = publisher.router.context.socket(zmq.ROUTER)  # answers as the test says
+    service.setsockopt(zmq.LINGER, 0)
+    port = service.bind_to_random_port("tcp://127.0.0.1")
+    client = MarketDataClient(
+        publisher.pub_endpoint,
+        f"tcp://127.0.0.1:{port}",
+        instruments=["CEA25"],
+        snapshot_timeout=0.2,
+    )
+    try:
+        assert client.next_update(0.5) is None and client.snapshot_retries >= 1
+        # the client acts only inside its calls: it has sent exactly this many requests
+        requests = [service.recv_multipart() for _ in range(client.snapshot_retries + 1)]
+        assert not service.poll(100)
+        assert len({token for _, _, token, _ in requests}) == len(requests)  # fresh tokens
+        for n, (peer, _, token, _) in enumerate(requests):  # the stale ones first
+            current = n == len(requests) - 1
+            state, seq = (trading, exchange.state.public_seq) if current else (closed, 0)
+            service.send_multipart((peer, SNAP_STATE, token, msgspec.msgpack.encode(state)))
+            end = SnapshotEnd(seq, {"CEA25.": 0, "*.": 0})
+            service.send_multipart((peer, SNAP_END, token, msgspec.msgpack.encode(end)))
+        assert client.next_update(1.0) == Synced(exchange.state.public_seq, False)
+        assert client.books["CEA25"].state() == trading != closed
+    finally:
+        client.close()
+        service.close()
