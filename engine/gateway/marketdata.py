@@ -460,9 +460,11 @@ class MarketDataClient:
         snapshot_timeout: float = 2.0,
         buffer_limit: int = 1_000_000,
     ) -> None:
+        self.instruments = None if instruments is None else sorted(set(instruments))
+        if self.instruments == []:
+            raise ValueError("instruments: name at least one code, or pass None for all")
         self._own_context = context is None
         self.context = context or zmq.Context()
-        self.instruments = None if instruments is None else sorted(set(instruments))
         self.sub = self.context.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.RCVHWM, rcvhwm)
@@ -487,7 +489,7 @@ class MarketDataClient:
         self._ready: deque[tuple] = deque()  # (event, its book) or (Synced, the new books)
         self._held: deque[list[bytes]] = deque(maxlen=buffer_limit)  # while syncing
         self._sync: _Sync | None = None
-        self.synced = False
+        self.synced = False  # False while a snapshot is awaited
         self.resyncs = 0
         self.snapshot_retries = 0
         self.messages = 0
@@ -594,7 +596,8 @@ class MarketDataClient:
     # -- the stream --------------------------------------------------------------------------
 
     def _read_stream(self) -> None:
-        """While syncing, hold everything waiting; otherwise apply one message."""
+        """While syncing, hold everything waiting; otherwise take messages until one gives
+        updates to return."""
         while True:
             try:
                 frames = self.sub.recv_multipart(zmq.NOBLOCK)

@@ -147,6 +147,7 @@ def test_late_joiner_holds_the_engine_books_after_every_update(service_factory, 
     service.submit(opening())
     service.submit(order_flow(1500, seed=3))
     service.drain()
+    before = service.exchange.state.public_seq
     flow = order_flow(3000, seed=4)
     service.submit(flow[:1000])
     client = clients(service)  # joins while the flow runs
@@ -157,8 +158,8 @@ def test_late_joiner_holds_the_engine_books_after_every_update(service_factory, 
     final = service.exchange.state.public_seq
     assert client.seq == final and client.resyncs == 0
     assert client_now(client) == engine_now(service)
-    # it joined during the flow
-    assert compared[0] < final and len(compared) > 1000
+    # it joined late, its snapshot taken in the middle of the market's day
+    assert before < compared[0] < final and len(compared) > 1000
     books = client.books
     assert all(books[c].bids and books[c].asks and books[c].last_trade for c in CODES)
 
@@ -547,3 +548,8 @@ def test_a_reply_to_a_request_given_up_is_not_installed(publisher):
     finally:
         client.close()
         service.close()
+
+
+def test_a_client_for_no_instrument_is_refused_before_it_connects():
+    with pytest.raises(ValueError, match="name at least one code"):
+        MarketDataClient("tcp://127.0.0.1:1", "tcp://127.0.0.1:1", instruments=[])
