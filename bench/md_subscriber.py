@@ -13,7 +13,7 @@ import select
 import sys
 import time
 
-from engine.gateway.marketdata import MarketDataClient, Synced
+from engine.gateway.marketdata_client import MarketDataClient, Synced
 from engine.types import Side
 
 WAIT = 0.2  # seconds between looks at stdin while no update comes

@@ -22,12 +22,10 @@ from engine.gateway.marketdata import (
     SNAP_ERROR,
     SNAP_REQUEST,
     SNAP_STATE,
-    MarketDataClient,
     MarketDataPublisher,
     SnapshotEnd,
-    SnapshotRefused,
-    Synced,
 )
+from engine.gateway.marketdata_client import MarketDataClient, SnapshotRefused, Synced
 from engine.protocol import (
     AuctionResult,
     Audience,
