@@ -23,6 +23,7 @@ from bench.exchange import (
     rejects_benchmark,
     uncross_benchmark,
 )
+from bench.md_fanout import fanout_benchmark
 from bench.replay import lobster_benchmark, synthetic_benchmark
 
 
@@ -50,6 +51,7 @@ NAMES = (
     "uncross",
     "call_phase",
     "netting",
+    "md_fanout",
     "replay_lobster",
     "replay_synthetic",
 )
@@ -75,6 +77,8 @@ def run(names: set[str] | None, quick: bool):
         yield call_phase_benchmark(orders=20_000)
     if wanted("netting"):
         yield netting_benchmark(trades=10_000_000)
+    if wanted("md_fanout"):
+        yield fanout_benchmark(commands=20_000 if quick else 100_000)
     if wanted("replay_lobster"):
         result = lobster_benchmark()
         if result is not None:

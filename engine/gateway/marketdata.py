@@ -1,0 +1,318 @@
+"""Market data: the public event stream on a PUB socket and its snapshot service (the zguide
+Clone pattern); `engine.gateway.marketdata_client.MarketDataClient` is the other end, which
+keeps a local book per instrument from both.
+
+The feed (docs/MARKETDATA.md has the byte layouts):
+
+- Every message on the PUB socket is three frames: [topic, header, payload].
+  The topic is the instrument code and a full stop (b"CEA25."): a subscription to b"CEA2."
+  never matches CEA25 (codes are [A-Z0-9_]+, so the stop cannot occur inside one). Public
+  events that name no instrument go on b"*.", and heartbeats on b"*HB"; a subscriber taking
+  some instruments also subscribes to b"*", which gives both.
+  The header is HEADER (>QQI, 20 bytes): the public stream number (`stream_seq`) of the
+  message's first event, the topic's own number of that event, and the event count n.
+  The payload is one msgpack array of the n protocol events, as `engine.protocol` encodes
+  them, each with its own public stream number (increasing within the message); their
+  topic numbers are t .. t+n-1.
+- Two sequences: the public stream numbers every public event of the market gap-free (the
+  engine's `stream_seq`; they survive a restart). Each topic also numbers its own events
+  gap-free from 1 (the publisher's; they restart with it). A subscriber checks the topic
+  numbers of the topics it takes: it sees all of them, whatever else it filters out, so a
+  missing message shows as a topic number that does not follow. The public stream number
+  places each event and the snapshot in the market's one order.
+- One `publish` call (a turn of the service loop) sends one message per topic (split past
+  `max_batch` events), the topics in the order of their last event: fewer, larger messages
+  than one per run of a topic, and the turn's last message ends at its last public event.
+  Within a topic events keep their order; across topics only turn by turn.
+- A heartbeat (`MarketDataPublisher.heartbeat`) says where the stream is: its header holds
+  the public stream position (topic number and count 0) and its payload maps every topic to
+  its position, so a subscriber notices the loss of a stream's last messages while the
+  market is quiet.
+- Snapshots (ROUTER, the Clone pattern): a client sends [b"SNAP?", token, codes] (token 1-32
+  bytes of its choosing, codes a msgpack array of instrument codes, empty for all); the
+  reply is one [b"INST", token, InstrumentState] per instrument, in code order, then
+  [b"DONE", token, SnapshotEnd]: the public stream position and each topic's position the
+  states are as of. A request that is not of this form gets [b"ERR", token or b"", text].
+
+Invariants:
+- Only public events (`Audience.PUBLIC`) leave the publisher; every public event goes out
+  once, in one message, with its public stream number and its topic number.
+- The publisher never blocks the service loop: the PUB socket drops a message for a
+  subscriber whose queue is at its high-water mark (ZeroMQ's rule; the subscriber's gap
+  check covers it) and every send is non-blocking; a send ZeroMQ refuses is counted
+  (`send_failures`, `snapshot_failures`), never raised.
+- A snapshot is answered only when the publisher has published every public event the
+  exchange has emitted (`exchange.state.public_seq`): its depth, phase and indicative come
+  from the exchange, its last trade from the stream, and both are as of the same position,
+  which is a turn's end. A request that arrives earlier waits for the `publish` that
+  catches up.
+- `handle` never raises on what a peer sends: a malformed request is answered ERR and
+  counted (`bad_requests`); frames beyond MAX_REQUEST_BYTES disconnect the peer (ZeroMQ's
+  MAXMSGSIZE).
+"""
+
+from __future__ import annotations
+
+import struct
+import typing
+from collections.abc import Iterable
+
+import msgspec
+import zmq
+
+from engine.instruments import Instrument
+from engine.protocol import (
+    Audience,
+    Event,
+    TradePrint,
+)
+from engine.types import Phase, Side
+
+HEADER = struct.Struct(">QQI")  # first public stream number, first topic number, event count
+TOPIC_END = b"."
+MARKET_TOPIC = b"*."  # public events that name no instrument
+HEARTBEAT_TOPIC = b"*HB"
+MARKET_WIDE = b"*"  # the prefix of both: what a subscriber to some instruments adds
+
+SNAP_REQUEST = b"SNAP?"
+SNAP_STATE = b"INST"
+SNAP_END = b"DONE"
+SNAP_ERROR = b"ERR"
+
+MAX_BATCH = 256  # events per message at most
+MAX_REQUESTS_PER_CALL = 16  # snapshot requests one `handle` call answers (the loop goes on)
+MAX_REQUEST_BYTES = 64 * 1024
+MAX_TOKEN = 32
+DEFAULT_SNDHWM = 10_000  # messages queued per subscriber before the PUB drops
+CALL_PHASES = frozenset({Phase.CALL, Phase.CLOSING_CALL})
+PUBLIC_TYPES = frozenset(t for t in typing.get_args(Event) if t.audience is Audience.PUBLIC)
+
+
+def topic_of(code: str) -> bytes:
+    """The topic of an instrument's events: its code and a full stop."""
+    return code.encode() + TOPIC_END
+
+
+class InstrumentState(msgspec.Struct, frozen=True):
+    """One instrument as a snapshot gives it (and as the client's book compares):
+    depth levels (price, qty, orders) best first; `indicative` (price, volume, imbalance) in
+    call phases only, None otherwise; `last_trade` None when none was printed since the
+    publisher started."""
+
+    instrument: Instrument
+    phase: Phase
+    reference: int
+    band_low: int
+    band_high: int
+    bids: list[tuple[int, int, int]]
+    asks: list[tuple[int, int, int]]
+    indicative: tuple[int, int, int] | None
+    last_trade: TradePrint | None
+
+
+class SnapshotEnd(msgspec.Struct, frozen=True):
+    """The end marker: the states are as of public stream number `seq`, and each topic
+    (by name: "CEA25.", "*.") had published up to its number in `topics`."""
+
+    seq: int
+    topics: dict[str, int]
+
+
+class Heartbeat(msgspec.Struct, frozen=True):
+    topics: dict[str, int]
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_codes = msgspec.msgpack.Decoder(list[str])
+
+
+def topic_name(topic: bytes) -> str:
+    """A topic as the snapshot's end marker and heartbeats name it (text)."""
+    return topic.decode()
+
+
+class MarketDataPublisher:
+    """The service's market data: call `publish(events)` with the events of what it applied
+    (once per loop turn with all of them: a message carries a run of one topic's events, so
+    fewer calls mean fewer, larger messages), poll `sockets` for input and pass a readable
+    one to `handle`; `heartbeat()` when the loop is idle."""
+
+    def __init__(
+        self,
+        context: zmq.Context,
+        pub_endpoint: str,
+        snapshot_endpoint: str,
+        exchange,
+        *,
+        sndhwm: int = DEFAULT_SNDHWM,
+        sndbuf: int | None = None,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self.exchange = exchange
+        self.max_batch = max_batch
+        self.pub = context.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.setsockopt(zmq.SNDHWM, sndhwm)
+        if sndbuf is not None:  # the kernel's send buffer per connection (bytes)
+            self.pub.setsockopt(zmq.SNDBUF, sndbuf)
+        self.pub.bind(pub_endpoint)
+        self.router = context.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unsendable reply raises: counted
+        self.router.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+        self.router.bind(snapshot_endpoint)
+        self.pub_endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.snapshot_endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.sequence = exchange.state.public_seq  # the last public stream number published
+        self._topics = {code: topic_of(code) for code in sorted(exchange.markets)}
+        self._topic_seq = {topic: 0 for topic in (*self._topics.values(), MARKET_TOPIC)}
+        self._last_trade: dict[str, TradePrint] = {}
+        self._waiting: list[tuple[bytes, bytes, list[str]]] = []  # snapshot requests
+        self.messages_sent = 0
+        self.events_sent = 0
+        self.send_failures = 0  # messages ZeroMQ refused (PUB drops at the HWM are silent)
+        self.stream_breaks = 0  # public events that did not follow the last one published
+        self.snapshots_sent = 0
+        self.snapshot_failures = 0  # replies ZeroMQ refused (peer gone, its queue full)
+        self.bad_requests = 0
+
+    @property
+    def sockets(self) -> tuple[zmq.Socket, ...]:
+        """What the service loop polls for input (the PUB socket only sends)."""
+        return (self.router,)
+
+    def close(self) -> None:
+        self.pub.close(0)
+        self.router.close(0)
+
+    # -- the stream ----------------------------------------------------------------------------
+
+    def publish(self, events: Iterable[Event]) -> None:
+        """Send the public ones among `events` (the exchange's output, in order): one message
+        per topic (of at most `max_batch` events), topics in the order of their last event."""
+        runs: dict[bytes, list[Event]] = {}
+        public = PUBLIC_TYPES
+        topic_for = self._topics.get
+        last_trade = self._last_trade
+        sequence = self.sequence
+        for event in events:
+            if type(event) not in public:
+                continue
+            sequence += 1
+            if event.stream_seq != sequence:
+                self.stream_breaks += 1
+                sequence = event.stream_seq
+            code = getattr(event, "instrument", None)
+            topic = (topic_for(code) or topic_of(code)) if code else MARKET_TOPIC
+            if type(event) is TradePrint:
+                last_trade[code] = event
+            run = runs.get(topic)
+            if run is None:
+                runs[topic] = [event]
+            else:
+                run.append(event)
+        self.sequence = sequence
+        for topic, run in sorted(runs.items(), key=lambda item: item[1][-1].stream_seq):
+            for start in range(0, len(run), self.max_batch):
+                self._send(topic, run[start : start + self.max_batch])
+        if self._waiting and self._caught_up():
+            self._answer_waiting()
+
+    def _send(self, topic: bytes, run: list[Event]) -> None:
+        seqs = self._topic_seq
+        first = seqs.get(topic, 0) + 1
+        seqs[topic] = first + len(run) - 1
+        header = HEADER.pack(run[0].stream_seq, first, len(run))
+        try:
+            self.pub.send_multipart((topic, header, _encode(run)), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.send_failures += 1
+            return
+        self.messages_sent += 1
+        self.events_sent += len(run)
+
+    def heartbeat(self) -> None:
+        """Tell subscribers where every topic is (call it when the loop is idle)."""
+        header = HEADER.pack(self.sequence, 0, 0)
+        body = _encode(Heartbeat({topic_name(t): n for t, n in self._topic_seq.items()}))
+        try:
+            self.pub.send_multipart((HEARTBEAT_TOPIC, header, body), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.send_failures += 1
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def handle(self, socket: zmq.Socket) -> None:
+        """Read the snapshot requests waiting on `socket` (at most MAX_REQUESTS_PER_CALL) and
+        answer them; a malformed one is answered ERR and counted."""
+        if socket is not self.router:
+            raise ValueError("MarketDataPublisher.handle takes one of its own `sockets`")
+        for _ in range(MAX_REQUESTS_PER_CALL):
+            try:
+                frames = socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self._request(frames)
+        if self._waiting and self._caught_up():
+            self._answer_waiting()
+
+    def _request(self, frames: list[bytes]) -> None:
+        peer, parts = frames[0], frames[1:]
+        token = parts[1] if len(parts) > 1 and 0 < len(parts[1]) <= MAX_TOKEN else b""
+        problem = None
+        codes: list[str] = []
+        if len(parts) != 3 or parts[0] != SNAP_REQUEST:
+            problem = "expected three frames: SNAP?, a token of 1-32 bytes, a msgpack list"
+        elif not token:
+            problem = f"the token must be 1-{MAX_TOKEN} bytes"
+        else:
+            try:
+                codes = _codes.decode(parts[2])
+            except msgspec.MsgspecError:
+                problem = "the third frame must be a msgpack array of instrument codes"
+            else:
+                unknown = sorted(set(codes) - set(self._topics))
+                if unknown:
+                    problem = f"no such instrument: {', '.join(unknown)}"
+        if problem is not None:
+            self.bad_requests += 1
+            self._reply(peer, (SNAP_ERROR, token, problem.encode()))
+            return
+        self._waiting.append((peer, token, sorted(set(codes)) or list(self._topics)))
+
+    def _caught_up(self) -> bool:
+        return self.sequence == self.exchange.state.public_seq
+
+    def _answer_waiting(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for peer, token, codes in waiting:
+            states = [(SNAP_STATE, token, _encode(self.instrument_state(c))) for c in codes]
+            topics = {topic_name(self._topics[c]): self._topic_seq[self._topics[c]] for c in codes}
+            topics[topic_name(MARKET_TOPIC)] = self._topic_seq[MARKET_TOPIC]
+            end = (SNAP_END, token, _encode(SnapshotEnd(self.sequence, topics)))
+            if all(self._reply(peer, frames) for frames in (*states, end)):
+                self.snapshots_sent += 1
+
+    def _reply(self, peer: bytes, frames: tuple[bytes, ...]) -> bool:
+        try:
+            self.router.send_multipart((peer, *frames), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.snapshot_failures += 1
+            return False
+        return True
+
+    def instrument_state(self, code: str) -> InstrumentState:
+        """The instrument as of the last event published: the exchange's own views."""
+        market = self.exchange.markets[code]
+        book = market.book
+        bids, asks = book.order_counts()
+        return InstrumentState(
+            market.instrument,
+            market.phase,
+            market.reference,
+            *market.band,
+            book.side_depth(Side.BUY, bids),
+            book.side_depth(Side.SELL, asks),
+            market.published_indicative if market.phase in CALL_PHASES else None,
+            self._last_trade.get(code),
+        )

@@ -1,0 +1,381 @@
+"""MarketDataClient: the subscriber's end of the market data feed (engine.gateway.marketdata
+has the feed's layout, docs/MARKETDATA.md the procedure): subscribe, take a snapshot, keep a
+local book per instrument, notice a gap and resynchronise by itself.
+
+Invariants:
+- The client applies each event at most once, in its topic's order, and only when it
+  returns it from `next_update` (so its books are exactly the updates returned so far).
+- After a snapshot it drops the events its topics' positions in the snapshot cover; on a
+  gap (a topic number that does not follow, or a heartbeat whose positions differ from its
+  own) it asks for a fresh snapshot by itself (`resyncs` counts them) and keeps what
+  arrives meanwhile to replay after it.
+- Only the reply to its current request (its token) is installed; replies to requests it
+  gave up after `snapshot_timeout` are ignored.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import msgspec
+import zmq
+from sortedcontainers import SortedDict
+
+from engine.gateway.marketdata import (
+    CALL_PHASES,
+    HEADER,
+    HEARTBEAT_TOPIC,
+    MARKET_WIDE,
+    SNAP_END,
+    SNAP_ERROR,
+    SNAP_REQUEST,
+    SNAP_STATE,
+    Heartbeat,
+    InstrumentState,
+    SnapshotEnd,
+    topic_name,
+    topic_of,
+)
+from engine.instruments import Instrument
+from engine.protocol import (
+    AuctionResult,
+    DaySummary,
+    DepthUpdate,
+    Event,
+    Indicative,
+    PhaseChanged,
+    TradePrint,
+)
+from engine.types import Phase, Side
+
+_encode = msgspec.msgpack.Encoder().encode
+_events = msgspec.msgpack.Decoder(list[Event])
+_state = msgspec.msgpack.Decoder(InstrumentState)
+_end = msgspec.msgpack.Decoder(SnapshotEnd)
+_heartbeat = msgspec.msgpack.Decoder(Heartbeat)
+
+
+@dataclass
+class LocalBook:
+    """One instrument as the client holds it: depth by price both sides (price -> (qty,
+    orders)), phase, reference and band, indicative in call phases, last trade, last auction
+    result and the day's summary."""
+
+    instrument: Instrument
+    phase: Phase
+    reference: int
+    band: tuple[int, int]
+    bids: SortedDict
+    asks: SortedDict
+    indicative: tuple[int, int, int] | None
+    last_trade: TradePrint | None
+    last_auction: AuctionResult | None = None
+    day: DaySummary | None = None
+
+    @classmethod
+    def of(cls, state: InstrumentState) -> LocalBook:
+        return cls(
+            state.instrument,
+            state.phase,
+            state.reference,
+            (state.band_low, state.band_high),
+            SortedDict({p: (q, n) for p, q, n in state.bids}),
+            SortedDict({p: (q, n) for p, q, n in state.asks}),
+            state.indicative,
+            state.last_trade,
+        )
+
+    def depth(self, side: Side, levels: int | None = None) -> list[tuple[int, int, int]]:
+        """(price, qty, orders) best first."""
+        book = self.bids if side == Side.BUY else self.asks
+        prices = reversed(book.keys()) if side == Side.BUY else iter(book.keys())
+        return [(p, *book[p]) for p in itertools.islice(prices, levels)]
+
+    def state(self) -> InstrumentState:
+        """The same record a snapshot gives, to compare with the engine's."""
+        return InstrumentState(
+            self.instrument,
+            self.phase,
+            self.reference,
+            *self.band,
+            self.depth(Side.BUY),
+            self.depth(Side.SELL),
+            self.indicative,
+            self.last_trade,
+        )
+
+    def apply(self, event: Event) -> None:
+        kind = type(event)
+        if kind is DepthUpdate:
+            book = self.bids if event.side == Side.BUY else self.asks
+            if event.qty:
+                book[event.price] = (event.qty, event.orders)
+            else:
+                book.pop(event.price, None)
+        elif kind is TradePrint:
+            self.last_trade = event
+        elif kind is Indicative:
+            self.indicative = (event.price, event.volume, event.imbalance)
+        elif kind is PhaseChanged:
+            self.phase = event.phase
+            self.reference = event.reference
+            self.band = (event.band_low, event.band_high)
+            # a call starts with no indicative (0, 0, 0) until one is published
+            self.indicative = (0, 0, 0) if event.phase in CALL_PHASES else None
+        elif kind is AuctionResult:
+            self.last_auction = event
+        elif kind is DaySummary:
+            # EndOfDay makes the close the next reference; the band follows from it
+            self.day = event
+            self.reference = event.close
+            self.band = self.instrument.band(event.close)
+
+
+class SnapshotRefused(RuntimeError):
+    """The snapshot service refused the client's request (its text says why, e.g. an
+    instrument that is not listed)."""
+
+
+@dataclass(frozen=True)
+class Synced:
+    """An update that replaced the local books from a snapshot as of public stream `seq`."""
+
+    seq: int
+    resync: bool  # False for the first snapshot, True when a gap caused it
+
+
+Update = Event | Synced
+
+
+@dataclass
+class _Sync:
+    token: bytes
+    deadline: float
+    states: dict[str, InstrumentState] = field(default_factory=dict)
+
+
+class MarketDataClient:
+    """Subscribes, takes a snapshot, then keeps `books` (code -> LocalBook) up to date.
+
+    `next_update(timeout)` gives the next thing applied (a public event, or `Synced` when the
+    books were replaced from a snapshot) or None at the timeout; iterating gives updates
+    until `close()`. Nothing runs in the background: the client reads its sockets only
+    inside these calls, so one that does not call them for a while falls behind (and, past
+    the high-water marks, loses messages, notices and resynchronises)."""
+
+    def __init__(
+        self,
+        sub_endpoint: str,
+        snapshot_endpoint: str,
+        instruments: Iterable[str] | None = None,
+        *,
+        context: zmq.Context | None = None,
+        rcvhwm: int = 100_000,
+        rcvbuf: int | None = None,
+        snapshot_timeout: float = 2.0,
+        buffer_limit: int = 1_000_000,
+    ) -> None:
+        self.instruments = None if instruments is None else sorted(set(instruments))
+        if self.instruments == []:
+            raise ValueError("instruments: name at least one code, or pass None for all")
+        self._own_context = context is None
+        self.context = context or zmq.Context()
+        self.sub = self.context.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.RCVHWM, rcvhwm)
+        if rcvbuf is not None:
+            self.sub.setsockopt(zmq.RCVBUF, rcvbuf)
+        for prefix in (
+            [b""] if self.instruments is None else [*map(topic_of, self.instruments), MARKET_WIDE]
+        ):
+            self.sub.setsockopt(zmq.SUBSCRIBE, prefix)
+        self.sub.connect(sub_endpoint)
+        self.dealer = self.context.socket(zmq.DEALER)
+        self.dealer.setsockopt(zmq.LINGER, 0)
+        self.dealer.connect(snapshot_endpoint)
+        self.poller = zmq.Poller()
+        self.poller.register(self.sub, zmq.POLLIN)
+        self.poller.register(self.dealer, zmq.POLLIN)
+        self.snapshot_timeout = snapshot_timeout
+        self.books: dict[str, LocalBook] = {}
+        self.seq = 0  # public stream number of the last update applied (or the snapshot's)
+        self._position = 0  # the highest public stream number received (or heartbeat's)
+        self._topic_seq: dict[bytes, int] = {}
+        self._ready: deque[tuple] = deque()  # (event, its book) or (Synced, the new books)
+        self._held: deque[list[bytes]] = deque(maxlen=buffer_limit)  # while syncing
+        self._sync: _Sync | None = None
+        self.synced = False  # False while a snapshot is awaited
+        self.resyncs = 0
+        self.snapshot_retries = 0
+        self.messages = 0
+        self.undecodable = 0  # messages whose payload was not a list of events
+        self._request_snapshot()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def next_update(self, timeout: float | None = None) -> Update | None:
+        """The next update applied, waiting at most `timeout` seconds (None: no limit)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._ready:
+            now = time.monotonic()
+            wait = None if deadline is None else max(0.0, deadline - now)
+            if self._sync is not None:
+                left = max(0.0, self._sync.deadline - now)
+                wait = left if wait is None else min(wait, left)
+            ready = dict(self.poller.poll(None if wait is None else int(wait * 1000) + 1))
+            if self.dealer in ready:
+                self._read_snapshot()
+            if self.sub in ready:
+                self._read_stream()
+            if self._sync is not None and time.monotonic() >= self._sync.deadline:
+                self.snapshot_retries += 1
+                self._request_snapshot()
+            if not self._ready and deadline is not None and time.monotonic() >= deadline:
+                return None
+        update, target = self._ready.popleft()
+        if type(update) is Synced:
+            self.books = target
+            self.seq = update.seq
+        else:
+            if target is not None:
+                target.apply(update)
+            self.seq = update.stream_seq
+        return update
+
+    def poll(self, timeout: float = 0.0) -> list[Update]:
+        """Every update available now, waiting at most `timeout` seconds for the first."""
+        first = self.next_update(timeout)
+        if first is None:
+            return []
+        out = [first]
+        while (update := self.next_update(0)) is not None:
+            out.append(update)
+        return out
+
+    def __iter__(self) -> Iterator[Update]:
+        while not self.sub.closed:
+            update = self.next_update(None)
+            if update is not None:
+                yield update
+
+    def close(self) -> None:
+        self.sub.close(0)
+        self.dealer.close(0)
+        if self._own_context:
+            self.context.term()
+
+    # -- snapshot ----------------------------------------------------------------------------
+
+    def _request_snapshot(self) -> None:
+        token = os.urandom(8)
+        self._sync = _Sync(token, time.monotonic() + self.snapshot_timeout)
+        self.synced = False
+        body = _encode(self.instruments or [])
+        self.dealer.send_multipart((SNAP_REQUEST, token, body))
+
+    def _resync(self) -> None:
+        self.resyncs += 1
+        self._held.clear()
+        self._request_snapshot()
+
+    def _read_snapshot(self) -> None:
+        while True:
+            try:
+                frames = self.dealer.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            sync = self._sync
+            if len(frames) != 3 or sync is None or frames[1] != sync.token:
+                continue  # an answer to a request given up
+            kind, _, body = frames
+            if kind == SNAP_STATE:
+                state = _state.decode(body)
+                sync.states[state.instrument.code] = state
+            elif kind == SNAP_END:
+                self._install(_end.decode(body), sync.states)
+            elif kind == SNAP_ERROR:
+                self._sync = None
+                raise SnapshotRefused(body.decode(errors="replace"))
+
+    def _install(self, end: SnapshotEnd, states: dict[str, InstrumentState]) -> None:
+        books = {code: LocalBook.of(state) for code, state in states.items()}
+        self._position = end.seq
+        self._topic_seq = {name.encode(): n for name, n in end.topics.items()}
+        self._sync = None
+        self.synced = True
+        self._ready.append((Synced(end.seq, self.resyncs > 0), books))
+        held, self._held = self._held, deque(maxlen=self._held.maxlen)
+        for frames in held:  # after a gap among them, the rest is held for the next snapshot
+            self._message(frames)
+
+    # -- the stream --------------------------------------------------------------------------
+
+    def _read_stream(self) -> None:
+        """While syncing, hold everything waiting; otherwise take messages until one gives
+        updates to return."""
+        while True:
+            try:
+                frames = self.sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.messages += 1
+            if self._sync is not None:
+                self._held.append(frames)
+                continue
+            self._message(frames)
+            if self._ready:
+                return
+
+    def _message(self, frames: list[bytes]) -> None:
+        if self._sync is not None:
+            self._held.append(frames)
+            return
+        if len(frames) != 3 or len(frames[1]) != HEADER.size:
+            return  # not of this feed
+        topic, header, payload = frames
+        position, topic_first, n = HEADER.unpack(header)
+        if topic == HEARTBEAT_TOPIC:
+            self._heartbeat(position, payload)
+            return
+        known = self._topic_seq.get(topic)
+        if known is None:  # a topic the snapshot did not name: it is not ours to judge
+            return
+        if topic_first + n - 1 <= known:
+            return  # already in the snapshot
+        skip = max(0, known + 1 - topic_first)
+        if topic_first + skip != known + 1:
+            self._resync()
+            return
+        try:
+            events = _events.decode(payload)
+        except msgspec.MsgspecError:
+            self.undecodable += 1
+            self._resync()
+            return
+        books = self._books_ahead()
+        for event in events[skip:]:
+            code = getattr(event, "instrument", None)
+            self._ready.append((event, books.get(code) if code else None))
+        self._topic_seq[topic] = topic_first + n - 1
+        self._position = max(self._position, events[-1].stream_seq)
+
+    def _books_ahead(self) -> dict[str, LocalBook]:
+        """The books the events now received apply to: those of the last snapshot queued,
+        if one is still waiting to be returned, else the current ones."""
+        for update, target in reversed(self._ready):
+            if type(update) is Synced:
+                return target
+        return self.books
+
+    def _heartbeat(self, position: int, payload: bytes) -> None:
+        if position < self._position:
+            return  # sent before the snapshot was taken
+        self._position = position
+        topics = _heartbeat.decode(payload).topics
+        if any(topics.get(topic_name(topic), 0) != n for topic, n in self._topic_seq.items()):
+            self._resync()

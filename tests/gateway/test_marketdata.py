@@ -1,0 +1,553 @@
+"""Market data over real ZeroMQ sockets on loopback: a service stand-in (bench.md_fanout: an
+Exchange and its MarketDataPublisher in one thread) driven by seeded order flow, and
+MarketDataClients that must hold the engine's own books (the exchange's depth views, phase,
+band, indicative, last trade) after every command, however they joined or fell behind."""
+
+from __future__ import annotations
+
+import bisect
+import time
+from contextlib import contextmanager
+
+import msgspec
+import pytest
+import zmq
+
+from bench.md_fanout import CODES, ServiceStandIn, md_market, opening, order_flow
+from engine.core import Exchange
+from engine.gateway.marketdata import (
+    HEADER,
+    MAX_REQUEST_BYTES,
+    SNAP_END,
+    SNAP_ERROR,
+    SNAP_REQUEST,
+    SNAP_STATE,
+    MarketDataPublisher,
+    SnapshotEnd,
+)
+from engine.gateway.marketdata_client import MarketDataClient, SnapshotRefused, Synced
+from engine.protocol import (
+    AuctionResult,
+    Audience,
+    Close,
+    CloseCall,
+    DaySummary,
+    EndOfDay,
+    Indicative,
+    NewOrder,
+    OpenCall,
+    PhaseChanged,
+    StartOfDay,
+    TradePrint,
+    Uncross,
+)
+from engine.types import Phase, Side
+
+LOOPBACK = "tcp://127.0.0.1:*"
+
+
+@pytest.fixture
+def service_factory():
+    started: list[ServiceStandIn] = []
+
+    def make(**options) -> ServiceStandIn:
+        service = ServiceStandIn(**options)
+        service.start()
+        started.append(service)
+        return service
+
+    yield make
+    for service in started:
+        failure = service.failure
+        service.stop()
+        assert failure is None, f"the stand-in's loop raised {failure!r}"
+
+
+@pytest.fixture
+def clients():
+    made: list[MarketDataClient] = []
+
+    def make(service: ServiceStandIn, **options) -> MarketDataClient:
+        client = MarketDataClient(*service.endpoints, **options)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+def read_all(client: MarketDataClient, idle: float = 1.0) -> list:
+    updates = []
+    while (update := client.next_update(idle)) is not None:
+        updates.append(update)
+    return updates
+
+
+class EngineHistory:
+    """The engine's state of every instrument after each command (the stand-in's records),
+    looked up by public stream position."""
+
+    def __init__(self, service: ServiceStandIn) -> None:
+        self.records = service.records
+        self.positions = [seq for seq, _, _ in self.records]
+
+    def boundaries(self) -> set[int]:
+        return set(self.positions)
+
+    def at(self, seq: int) -> dict:
+        state = {}
+        for _, code, record in self.records[: bisect.bisect_right(self.positions, seq)]:
+            state[code] = record
+        return state
+
+
+def engine_now(service: ServiceStandIn, codes=CODES) -> dict:
+    return {code: service.publisher.instrument_state(code) for code in codes}
+
+
+def client_now(client: MarketDataClient) -> dict:
+    return {code: book.state() for code, book in client.books.items()}
+
+
+def check_every_update(
+    client: MarketDataClient, history: EngineHistory, synced: Synced | None = None
+) -> tuple[list, list]:
+    """Read a client that has just joined until idle; after its snapshot and after every
+    update that ends a command the client's books must be the engine's at that point.
+    Returns the updates and the public positions compared. `synced`: the client's first
+    update, when the caller has read it (and nothing after it)."""
+    boundaries = history.boundaries()
+    updates, compared = [], []
+    if synced is not None:
+        updates.append(synced)
+        expected = history.at(synced.seq)
+        assert client_now(client) == {c: expected[c] for c in client.books}
+        compared.append(synced.seq)
+    while (update := client.next_update(1.0)) is not None:
+        updates.append(update)
+        if isinstance(update, Synced) or client.seq in boundaries:
+            expected = history.at(client.seq)
+            assert client_now(client) == {c: expected[c] for c in client.books}, client.seq
+            compared.append(client.seq)
+    synced = updates[0]
+    assert isinstance(synced, Synced) and client.resyncs == 0
+    # the snapshot, then every command after it, was a point of comparison
+    assert compared == [synced.seq, *sorted(p for p in boundaries if p > synced.seq)]
+    return updates, compared
+
+
+# -- (a) a late joiner ------------------------------------------------------------------------
+
+
+def test_late_joiner_holds_the_engine_books_after_every_update(service_factory, clients):
+    service = service_factory(record=True)
+    service.submit(opening())
+    service.submit(order_flow(1500, seed=3))
+    service.drain()
+    before = service.exchange.state.public_seq
+    flow = order_flow(3000, seed=4)
+    service.submit(flow[:1000])
+    client = clients(service)  # joins while the flow runs
+    service.submit(flow[1000:])
+    service.drain()
+    history = EngineHistory(service)
+    _, compared = check_every_update(client, history)
+    final = service.exchange.state.public_seq
+    assert client.seq == final and client.resyncs == 0
+    assert client_now(client) == engine_now(service)
+    # it joined late, its snapshot taken in the middle of the market's day
+    assert before < compared[0] < final and len(compared) > 1000
+    books = client.books
+    assert all(books[c].bids and books[c].asks and books[c].last_trade for c in CODES)
+
+
+# -- (b) a slow subscriber --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("instruments", [None, ["CEA25"]], ids=["all", "one"])
+def test_slow_subscriber_detects_the_gap_and_resyncs_by_itself(
+    service_factory, clients, instruments
+):
+    service = service_factory(sndhwm=20, sndbuf=4096)
+    service.submit(opening())
+    service.drain()
+    client = clients(service, instruments=instruments, rcvhwm=20, rcvbuf=4096)
+    first = client.next_update(5.0)
+    assert isinstance(first, Synced) and not first.resync
+    # a burst while the client reads nothing: a message or more for every command
+    service.submit(order_flow(6000, seed=5), turn=1)
+    service.drain()
+    time.sleep(0.3)
+    updates = read_all(client)
+    assert client.resyncs >= 1
+    assert any(isinstance(u, Synced) and u.resync for u in updates)
+    codes = instruments or CODES
+    assert set(client.books) == set(codes)
+    assert client_now(client) == engine_now(service, codes)
+    if instruments is None:
+        assert client.seq == service.exchange.state.public_seq
+    # it goes on from there with no further loss while it keeps up (a pace its queues of 20
+    # messages hold)
+    resyncs = client.resyncs
+    flow = order_flow(300, seed=6)
+    for start in range(0, len(flow), 10):
+        service.submit(flow[start : start + 10])
+        service.drain()
+        read_all(client, idle=0.05)
+    read_all(client, idle=0.5)
+    assert client.resyncs == resyncs
+    assert client_now(client) == engine_now(service, codes)
+
+
+@contextmanager
+def deaf(client: MarketDataClient):
+    """Messages published inside are lost to `client` (it unsubscribes, then subscribes
+    again), as a PUB socket loses them at the high-water mark."""
+    prefixes = [b""] if client.instruments is None else [b"CEA25.", b"*"]
+    for prefix in prefixes:
+        client.sub.setsockopt(zmq.UNSUBSCRIBE, prefix)
+    time.sleep(0.3)  # the publisher has seen the change
+    yield
+    for prefix in prefixes:
+        client.sub.setsockopt(zmq.SUBSCRIBE, prefix)
+    time.sleep(0.3)
+
+
+@pytest.mark.parametrize("instruments", [None, ["CEA25"]], ids=["all", "one"])
+@pytest.mark.parametrize("revealed_by", ["next message", "heartbeat"])
+def test_a_loss_is_seen_by_the_next_message_or_the_heartbeat(
+    service_factory, clients, instruments, revealed_by
+):
+    service = service_factory(heartbeat_every=1e9)  # heartbeats only when asked
+    service.submit(opening())
+    service.drain()
+    client = clients(service, instruments=instruments)
+    assert isinstance(client.next_update(5.0), Synced)
+    with deaf(client):
+        service.submit(order_flow(200, seed=11))
+        service.drain()
+    if revealed_by == "heartbeat":
+        service.beat()
+    else:
+        service.submit(order_flow(200, seed=12))
+    service.drain()
+    updates = read_all(client, idle=0.5)
+    assert client.resyncs == 1 and [u for u in updates if isinstance(u, Synced)]
+    codes = instruments or CODES
+    assert client_now(client) == engine_now(service, codes)
+
+
+# -- (c) one instrument -----------------------------------------------------------------------
+
+
+def test_one_instrument_subscription_takes_its_topic_only(service_factory, clients):
+    service = service_factory()
+    service.submit(opening())
+    service.drain()
+    every = clients(service)
+    one = clients(service, instruments=["CEA2"])  # a prefix of CEA25's code
+    for client in (every, one):
+        assert isinstance(client.next_update(5.0), Synced)
+    service.submit(order_flow(2000, seed=8))
+    service.drain()
+    all_events = [u for u in read_all(every) if not isinstance(u, Synced)]
+    mine = [u for u in read_all(one) if not isinstance(u, Synced)]
+    assert {e.instrument for e in all_events} == set(CODES)
+    assert mine == [e for e in all_events if e.instrument == "CEA2"] and mine
+    assert list(one.books) == ["CEA2"] and one.resyncs == 0
+    assert one.books["CEA2"].state() == service.publisher.instrument_state("CEA2")
+
+
+def test_an_unlisted_instrument_is_refused_with_its_name(service_factory):
+    service = service_factory()
+    client = MarketDataClient(*service.endpoints, instruments=["CEA9"])
+    try:
+        with pytest.raises(SnapshotRefused, match="no such instrument: CEA9"):
+            client.next_update(5.0)
+    finally:
+        client.close()
+
+
+# -- (d) the day's public events --------------------------------------------------------------
+
+
+def test_phases_indicative_auctions_and_day_summary_reach_the_client(service_factory, clients):
+    service = service_factory(record=True)
+    client = clients(service)
+    synced = client.next_update(5.0)  # before the day starts
+    assert isinstance(synced, Synced)
+    code = "CEA25"
+    service.submit([StartOfDay("2026-11-24"), OpenCall(code)])
+    service.submit(
+        [
+            NewOrder("b1", 1, code, Side.BUY, 6010, 10),
+            NewOrder("s1", 2, code, Side.SELL, 5990, 6),
+            NewOrder("s2", 3, code, Side.SELL, 6000, 8),
+        ]
+    )
+    service.drain()
+    late = clients(service)  # joins during the call: the snapshot carries the indicative
+    assert isinstance(late.next_update(5.0), Synced)
+    assert late.books[code].indicative == (6000, 10, -4)  # 10 t bid, 14 t offered at 6000
+    assert late.books[code].phase == Phase.CALL
+    service.submit(
+        [
+            Uncross(code),
+            CloseCall(code),
+            NewOrder("b2", 1, code, Side.BUY, 6050, 5),
+            NewOrder("s3", 2, code, Side.SELL, 6040, 5),
+            Close(code),
+            *(Close(c) for c in CODES if c != code),
+            EndOfDay(),
+        ]
+    )
+    service.drain()
+    history = EngineHistory(service)
+    updates, compared = check_every_update(client, history, synced)
+    assert len(compared) > 10  # opening and closing, order by order
+    kinds = {type(e) for e in [*updates, *read_all(late, 0.3)]}
+    assert {PhaseChanged, Indicative, AuctionResult, TradePrint, DaySummary} <= kinds
+    book = client.books[code]
+    auctions = [u for u in updates if type(u) is AuctionResult and u.instrument == code]
+    assert [(a.auction, a.price, a.volume) for a in auctions] == [
+        ("call", 6000, 10),
+        ("closing_call", 6040, 5),
+    ]
+    indicatives = [u for u in updates if type(u) is Indicative and u.instrument == code]
+    assert indicatives and indicatives[-1].price == 6040
+    assert book.last_auction.auction == "closing_call" and book.last_auction.volume == 5
+    assert book.phase == Phase.CLOSED and book.indicative is None
+    market = service.exchange.markets[code]
+    assert book.day.close == market.reference == book.reference
+    assert book.band == market.band and book.day.volume == 15
+    assert client_now(client) == client_now(late) == engine_now(service)
+
+
+# -- (e) bad snapshot requests ----------------------------------------------------------------
+
+
+def ask(socket: zmq.Socket, *frames: bytes) -> list[bytes]:
+    socket.send_multipart(frames)
+    assert socket.poll(5000), f"no answer to {frames!r}"
+    return socket.recv_multipart()
+
+
+def test_bad_snapshot_requests_are_answered_and_counted(service_factory):
+    service = service_factory()
+    service.submit(opening())
+    service.drain()
+    context = zmq.Context.instance()
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(service.endpoints[1])
+    codes = msgspec.msgpack.encode(["CEA25"])
+    bad = [
+        (b"garbage",),
+        (SNAP_REQUEST,),
+        (SNAP_REQUEST, b"t1"),
+        (SNAP_REQUEST, b"", codes),
+        (SNAP_REQUEST, b"x" * 33, codes),
+        (SNAP_REQUEST, b"t2", b"\xc1"),  # never valid msgpack
+        (SNAP_REQUEST, b"t3", msgspec.msgpack.encode([1, 2])),
+        (SNAP_REQUEST, b"t4", msgspec.msgpack.encode({"a": 1})),
+        (SNAP_REQUEST, b"t5", msgspec.msgpack.encode(["NOPE"])),
+        (SNAP_REQUEST, b"t6", codes, b"extra"),
+        (b"\x00" * 1000, b"\xff" * 3, b""),
+    ]
+    try:
+        for frames in bad:
+            reply = ask(dealer, *frames)
+            assert reply[0] == SNAP_ERROR and reply[2], frames
+            if len(frames) == 3 and 0 < len(frames[1]) <= 32:
+                assert reply[1] == frames[1]
+        assert service.publisher.bad_requests == len(bad)
+        oversize = context.socket(zmq.DEALER)
+        oversize.setsockopt(zmq.LINGER, 0)
+        oversize.connect(service.endpoints[1])
+        oversize.send_multipart((SNAP_REQUEST, b"big", b"\x90" * (MAX_REQUEST_BYTES + 1)))
+        assert not oversize.poll(300)  # dropped with its connection, not answered
+        oversize.close()
+        # the service goes on answering proper requests
+        reply = ask(dealer, SNAP_REQUEST, b"ok", codes)
+        assert reply[0] == SNAP_STATE and reply[1] == b"ok"
+        end = dealer.recv_multipart()
+        assert end[0] == SNAP_END
+        assert msgspec.msgpack.decode(end[2], type=SnapshotEnd).seq == (
+            service.exchange.state.public_seq
+        )
+        assert service.publisher.bad_requests == len(bad)
+    finally:
+        dealer.close()
+    assert service.failure is None
+
+
+# -- the publisher on its own (in this thread) ------------------------------------------------
+
+
+@pytest.fixture
+def publisher():
+    context = zmq.Context()
+    exchange = Exchange(md_market())
+    pub = MarketDataPublisher(context, LOOPBACK, LOOPBACK, exchange)
+    yield pub
+    pub.close()
+    context.term()
+
+
+def dealer_for(publisher: MarketDataPublisher) -> zmq.Socket:
+    socket = publisher.router.context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.connect(publisher.snapshot_endpoint)
+    return socket
+
+
+def serve(publisher: MarketDataPublisher, rounds: int = 20) -> None:
+    for _ in range(rounds):
+        if publisher.router.poll(20):
+            publisher.handle(publisher.router)
+
+
+def test_a_snapshot_waits_until_the_published_stream_catches_up(publisher):
+    exchange = publisher.exchange
+    publisher.publish(exchange.apply(StartOfDay("2026-11-24")))
+    events = exchange.apply(OpenCall("CEA25"))  # applied, not yet published
+    dealer = dealer_for(publisher)
+    try:
+        dealer.send_multipart((SNAP_REQUEST, b"w", msgspec.msgpack.encode([])))
+        serve(publisher)
+        assert not dealer.poll(100)  # its last trade and topic numbers would be behind
+        publisher.publish(events)
+        frames = [dealer.recv_multipart() for _ in range(len(CODES) + 1)]
+        assert [f[0] for f in frames] == [SNAP_STATE] * len(CODES) + [SNAP_END]
+        end = msgspec.msgpack.decode(frames[-1][2], type=SnapshotEnd)
+        assert end.seq == exchange.state.public_seq == events[-1].stream_seq
+        assert end.topics["CEA25."] == 1 and end.topics["CEA2."] == 0
+    finally:
+        dealer.close()
+
+
+def test_a_reply_to_a_peer_gone_is_counted_not_raised(publisher):
+    dealer = dealer_for(publisher)
+    dealer.setsockopt(zmq.LINGER, 1000)
+    dealer.send_multipart((SNAP_REQUEST, b"gone", msgspec.msgpack.encode([])))
+    dealer.close()
+    time.sleep(0.3)
+    serve(publisher, rounds=5)
+    assert publisher.snapshot_failures == 1 and publisher.snapshots_sent == 0
+
+
+def test_messages_carry_topic_and_both_sequence_numbers(publisher):
+    exchange = publisher.exchange
+    sub = publisher.pub.context.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"CEA2.")
+    sub.connect(publisher.pub_endpoint)
+    time.sleep(0.3)  # the subscription reaches the publisher
+    try:
+        events = []
+        for command in opening():
+            events += exchange.apply(command)
+        publisher.publish(events)
+        public = [e for e in events if e.audience is Audience.PUBLIC]
+        mine = [e for e in public if e.instrument == "CEA2"]
+        topic, header, payload = sub.recv_multipart()
+        assert not sub.poll(100)  # one message: CEA2's events are consecutive, no other topic
+        first, topic_first, n = HEADER.unpack(header)
+        assert topic == b"CEA2." and topic_first == 1 and n == len(mine) == 3
+        assert first == mine[0].stream_seq and payload == msgspec.msgpack.encode(mine)
+    finally:
+        sub.close()
+
+
+def test_a_turn_sends_one_message_per_topic_and_ends_at_its_last_event(publisher):
+    exchange = publisher.exchange
+    for command in opening():
+        publisher.publish(exchange.apply(command))
+    sub = publisher.pub.context.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(publisher.pub_endpoint)
+    time.sleep(0.3)
+    try:
+        events = []
+        for n, code in enumerate(("CEA2", "CEA25", "CEA2")):  # CEA2 first and last
+            events += exchange.apply(NewOrder(f"t{n}", 1, code, Side.BUY, 5900 + n, 10))
+        publisher.publish(events)
+        messages = [sub.recv_multipart() for _ in range(2)]
+        assert not sub.poll(100)
+        assert [m[0] for m in messages] == [b"CEA25.", b"CEA2."]
+        last = msgspec.msgpack.decode(messages[-1][2])[-1]
+        assert last[-1] == exchange.state.public_seq  # the turn's final position comes last
+        assert [HEADER.unpack(m[1])[2] for m in messages] == [1, 2]
+    finally:
+        sub.close()
+
+
+def test_an_unanswered_snapshot_is_asked_again_and_stale_replies_ignored(publisher):
+    exchange = publisher.exchange
+    for command in opening():
+        publisher.publish(exchange.apply(command))
+    client = MarketDataClient(
+        publisher.pub_endpoint, publisher.snapshot_endpoint, snapshot_timeout=0.2
+    )
+    try:
+        assert client.next_update(0.5) is None  # nobody answered yet
+        assert client.snapshot_retries >= 1
+        serve(publisher)  # now every request is answered, the given-up ones too
+        assert publisher.snapshots_sent == client.snapshot_retries + 1
+        assert client.next_update(1.0) == Synced(exchange.state.public_seq, False)
+        assert client.next_update(0.3) is None  # one snapshot installed, not one per reply
+        assert client.books["CEA25"].phase == Phase.CONTINUOUS
+    finally:
+        client.close()
+
+
+def test_events_the_service_did_not_publish_are_counted_as_a_stream_break(publisher):
+    exchange = publisher.exchange
+    publisher.publish(exchange.apply(StartOfDay("2026-11-24")))
+    publisher.publish(exchange.apply(OpenCall("CEA25")))
+    exchange.apply(OpenCall("CEA2"))  # never published
+    assert publisher.stream_breaks == 0
+    publisher.publish(exchange.apply(OpenCall("CCER")))
+    assert publisher.stream_breaks == 1
+    assert publisher.sequence == exchange.state.public_seq
+
+
+def test_a_reply_to_a_request_given_up_is_not_installed(publisher):
+    exchange = publisher.exchange
+    closed = publisher.instrument_state("CEA25")
+    for command in opening():
+        publisher.publish(exchange.apply(command))
+    trading = publisher.instrument_state("CEA25")
+    service = publisher.router.context.socket(zmq.ROUTER)  # answers as the test says
+    service.setsockopt(zmq.LINGER, 0)
+    port = service.bind_to_random_port("tcp://127.0.0.1")
+    client = MarketDataClient(
+        publisher.pub_endpoint,
+        f"tcp://127.0.0.1:{port}",
+        instruments=["CEA25"],
+        snapshot_timeout=0.2,
+    )
+    try:
+        assert client.next_update(0.5) is None and client.snapshot_retries >= 1
+        # the client acts only inside its calls: it has sent exactly this many requests
+        requests = [service.recv_multipart() for _ in range(client.snapshot_retries + 1)]
+        assert not service.poll(100)
+        assert len({token for _, _, token, _ in requests}) == len(requests)  # fresh tokens
+        for n, (peer, _, token, _) in enumerate(requests):  # the stale ones first
+            current = n == len(requests) - 1
+            state, seq = (trading, exchange.state.public_seq) if current else (closed, 0)
+            service.send_multipart((peer, SNAP_STATE, token, msgspec.msgpack.encode(state)))
+            end = SnapshotEnd(seq, {"CEA25.": 0, "*.": 0})
+            service.send_multipart((peer, SNAP_END, token, msgspec.msgpack.encode(end)))
+        assert client.next_update(1.0) == Synced(exchange.state.public_seq, False)
+        assert client.books["CEA25"].state() == trading != closed
+    finally:
+        client.close()
+        service.close()
+
+
+def test_a_client_for_no_instrument_is_refused_before_it_connects():
+    with pytest.raises(ValueError, match="name at least one code"):
+        MarketDataClient("tcp://127.0.0.1:1", "tcp://127.0.0.1:1", instruments=[])
