@@ -51,6 +51,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         data_dir=data,
         orders=args.orders,
         admin=args.admin,
+        market_data=args.market_data,
+        snapshots=args.snapshots,
         fsync=not args.no_fsync,
         batch_limit=args.batch,
         sndhwm=args.sndhwm,
@@ -142,6 +144,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         default="tcp://127.0.0.1:5556",
         metavar="ENDPOINT",
         help="operator endpoint (default tcp://127.0.0.1:5556)",
+    )
+    serve.add_argument(
+        "--market-data",
+        default="tcp://127.0.0.1:5557",
+        metavar="ENDPOINT",
+        help="market data PUB endpoint (default tcp://127.0.0.1:5557; docs/MARKETDATA.md)",
+    )
+    serve.add_argument(
+        "--snapshots",
+        default="tcp://127.0.0.1:5558",
+        metavar="ENDPOINT",
+        help="market data snapshot endpoint (default tcp://127.0.0.1:5558)",
     )
     serve.add_argument(
         "--no-fsync",

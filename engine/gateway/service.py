@@ -16,8 +16,9 @@ fsyncs once, and only then sends what the turn produced (group commit). Invarian
 - the core is a pure function of the journal: restart = latest snapshot + journal after it,
   and the state hash equals an uninterrupted run's;
 - the service's clock never goes backwards across a restart (stamps are max(now, last)).
-Sockets: orders (ROUTER, ROUTER_MANDATORY, non-blocking sends), admin (ROUTER). Market
-data and the trade stream attach to the same loop (engine.gateway.marketdata).
+Sockets: orders (ROUTER, ROUTER_MANDATORY, non-blocking sends), admin (ROUTER), market data
+(PUB and its snapshot ROUTER, engine.gateway.marketdata): public events are published after
+the turn's fsync, like every other output.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from engine.core.records import words_of
 from engine.core.rows import decode as decode_rows
 from engine.core.validation import reject_text
 from engine.gateway import wire
+from engine.gateway.marketdata import MarketDataPublisher
 from engine.gateway.sessions import Session, Sessions
 from engine.gateway.status import OrderStatusTable
 from engine.journal.segments import Journal, replay
@@ -68,6 +70,7 @@ from engine.types import Phase
 
 MEMBER_COMMANDS = (NewOrder, CancelOrder, AmendOrder, PickOrder, MassCancel, AuctionBid)
 EXIT_JOURNAL_FAILED = 3
+HEARTBEAT_NS = 1_000_000_000  # market data says where it is after a second without events
 
 
 @dataclass
@@ -75,6 +78,8 @@ class Options:
     data_dir: Path
     orders: str = "tcp://127.0.0.1:5555"
     admin: str = "tcp://127.0.0.1:5556"
+    market_data: str = "tcp://127.0.0.1:5557"  # PUB: the public events
+    snapshots: str = "tcp://127.0.0.1:5558"  # ROUTER: the book and state as of a position
     fsync: bool = True
     # commands (messages and records) read per turn at most, across gateways: ZeroMQ's fair
     # queueing takes one frame from each gateway in turn, so a flood of big frames waits
@@ -124,6 +129,7 @@ class EngineService:
         self.endpoints: dict[str, str] = {}
         self.last_ts = 0
         self.last_command_ns = self._started_ns = time.monotonic_ns()
+        self.last_published_ns = self._started_ns
         self._snapshot_wanted = False
         self.items: list[Item] | None = None
         self.taken = 0
@@ -167,18 +173,24 @@ class EngineService:
         self.admin.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.admin.setsockopt(zmq.LINGER, 0)
         self.admin.bind(options.admin)
+        self.market_data = MarketDataPublisher(
+            context, options.market_data, options.snapshots, self.exchange
+        )
         self.endpoints = {
             "orders": self.orders.getsockopt_string(zmq.LAST_ENDPOINT),
             "admin": self.admin.getsockopt_string(zmq.LAST_ENDPOINT),
+            "market_data": self.market_data.pub_endpoint,
+            "snapshots": self.market_data.snapshot_endpoint,
         }
         self.poller = zmq.Poller()
-        self.poller.register(self.orders, zmq.POLLIN)
-        self.poller.register(self.admin, zmq.POLLIN)
+        for socket in (self.orders, self.admin, *self.market_data.sockets):
+            self.poller.register(socket, zmq.POLLIN)
         path = self.data_dir / "endpoints.json"
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps({**self.endpoints, "pid": os.getpid()}))
         os.replace(temporary, path)
-        self.log(f"orders on {self.endpoints['orders']}, admin on {self.endpoints['admin']}")
+        for name, endpoint in self.endpoints.items():
+            self.log(f"{name.replace('_', ' ')} on {endpoint}")
 
     def close(self) -> None:
         if self.journal is not None:
@@ -187,6 +199,7 @@ class EngineService:
         if self.context is not None:
             self.orders.close(0)
             self.admin.close(0)
+            self.market_data.close()
             self.context.term()
             self.context = None
 
@@ -217,6 +230,7 @@ class EngineService:
         self.outbox: dict[bytes, list[bytes]] = defaultdict(list)
         self.admin_outbox: dict[bytes, list[bytes]] = defaultdict(list)
         self.absent_outbox: dict[str, list[bytes]] = defaultdict(list)
+        self.public: list = []
         self.items = items = []  # in arrival order: answers keep their place among events
         for socket, admin in ((self.orders, False), (self.admin, True)):
             if socket not in ready:
@@ -237,6 +251,9 @@ class EngineService:
         if items:
             self._sequence(items)
         self._send()
+        for socket in self.market_data.sockets:
+            if socket in ready:
+                self.market_data.handle(socket)
         if self._snapshot_wanted:
             self._snapshot_wanted = False
             self._snapshot()
@@ -497,6 +514,7 @@ class EngineService:
         member's gateways; the admin who sent a command gets all its events."""
         outbox, absent, routes = self.outbox, self.absent_outbox, self.sessions.routes
         encoded = [encode(e) for e in events]
+        self.public.extend(events)  # the publisher takes the public ones
         for event, data in zip(events, encoded, strict=True):
             if type(event).audience is not Audience.PRIVATE:
                 continue
@@ -527,6 +545,12 @@ class EngineService:
             self._send_body(rid, wire.pack(messages))
 
     def _send(self) -> None:
+        if self.public:
+            self.market_data.publish(self.public)
+            self.last_published_ns = time.monotonic_ns()
+        elif time.monotonic_ns() - self.last_published_ns > HEARTBEAT_NS:
+            self.market_data.heartbeat()
+            self.last_published_ns = time.monotonic_ns()
         for session in self.sessions.by_routing_id.values():
             if session.backlog:
                 self._drain_backlog(session)

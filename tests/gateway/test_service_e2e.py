@@ -193,3 +193,34 @@ def test_sigterm_stops_cleanly_and_a_restart_recovers_the_same_state(tmp_path):
         process.start()
         after = process.status()
         assert (after.seq, after.state_hash) == (before.seq, before.state_hash)
+
+
+def test_market_data_from_the_live_engine_matches_a_late_joiners_snapshot(engine):
+    from engine.gateway.marketdata_client import MarketDataClient
+    from engine.protocol import TradePrint
+
+    code = CODES[1]
+    price = MARKET.instruments[1].reference_price
+    early = MarketDataClient(engine.endpoints["market_data"], engine.endpoints["snapshots"])
+    while early.next_update(5.0) is not None and not early.synced:
+        pass
+    assert early.synced
+    with client(engine, "mm") as maker, client(engine, "brokers") as taker:
+        for i in range(5):
+            maker.submit(f"md-s{i}", 1, code, SELL, price + i, 200)
+            maker.submit(f"md-b{i}", 2, code, BUY, price - 1 - i, 200)
+        maker.wait_for(is_(Accepted, cl_ord_id="md-b4"))
+        taker.submit("md-t1", 3, code, BUY, price + 1, 300)
+        taker.wait_for(is_(Filled, member=3, leaves=0))
+    prints = []
+    while (update := early.next_update(1.0)) is not None:
+        if isinstance(update, TradePrint) and update.instrument == code:
+            prints.append(update)
+    assert [(p.price, p.qty) for p in prints] == [(price, 200), (price + 1, 100)]
+    late = MarketDataClient(engine.endpoints["market_data"], engine.endpoints["snapshots"])
+    while not late.synced:
+        assert late.next_update(10.0) is not None
+    assert late.books[code].state() == early.books[code].state()
+    assert early.books[code].depth(SELL, 1) == [(price + 1, 100, 1)]
+    early.close()
+    late.close()

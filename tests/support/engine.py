@@ -35,6 +35,7 @@ class EngineProcess:
         endpoints = self.data / "endpoints.json"
         endpoints.unlink(missing_ok=True)
         loopback = ["--orders", "tcp://127.0.0.1:*", "--admin", "tcp://127.0.0.1:*"]
+        loopback += ["--market-data", "tcp://127.0.0.1:*", "--snapshots", "tcp://127.0.0.1:*"]
         command = [
             *cxe_command(),
             "serve",
