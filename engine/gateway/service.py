@@ -192,10 +192,14 @@ class EngineService:
         for name, endpoint in self.endpoints.items():
             self.log(f"{name.replace('_', ' ')} on {endpoint}")
 
-    def close(self) -> None:
+    def close(self, sync: bool = True) -> None:
+        """Close the sockets and the journal (synced first unless it has failed: then
+        nothing more is written, recovery takes it from its last whole record)."""
         if self.journal is not None:
-            self.journal.sync()
-            self.journal.close()
+            if sync:
+                self.journal.sync()
+                self.journal.close()
+            self.journal = None
         if self.context is not None:
             self.orders.close(0)
             self.admin.close(0)
@@ -216,9 +220,9 @@ class EngineService:
                 self.turn(100)
         except JournalFailed as exc:
             self.log(f"journal failed, stopping without acknowledging: {exc}")
+            self.close(sync=False)
             return EXIT_JOURNAL_FAILED
-        finally:
-            self.close()
+        self.close()
         self.log(f"stopped at seq {self.exchange.seq}, state hash {self.exchange.state_hash()}")
         return 0
 

@@ -224,3 +224,29 @@ def test_market_data_from_the_live_engine_matches_a_late_joiners_snapshot(engine
     assert early.books[code].depth(SELL, 1) == [(price + 1, 100, 1)]
     early.close()
     late.close()
+
+
+def test_a_journal_that_cannot_be_written_stops_the_engine_before_it_acknowledges(tmp_path):
+    """The journal's disk refuses a write (here: the process may not write files past 256 KiB,
+    as a full disk refuses): the engine exits 3 and everything it acknowledged is in the
+    journal a restart recovers."""
+    process = EngineProcess(tmp_path / "data", max_file_bytes=256 << 10)
+    with process:
+        process.open_market(CODES[0])
+        price = MARKET.instruments[0].reference_price
+        acked = []
+        with client(process, "mm", timeout_ms=5_000) as gateway:
+            try:
+                for i in range(100_000):
+                    gateway.submit(f"full-{i}", 1, CODES[0], BUY, price - 1 - i % 50, 100)
+                    if i % 50 == 49:
+                        replies = gateway.wait_for(is_(Accepted, cl_ord_id=f"full-{i}"))
+                        acked += [r.seq for r in replies if isinstance(r, Accepted)]
+            except TimeoutError:
+                pass
+        assert process.process.wait(30) == 3
+        assert "journal failed" in process.output()
+    assert acked
+    restarted = EngineProcess(tmp_path / "data")
+    with restarted:
+        assert restarted.status().seq >= max(acked)

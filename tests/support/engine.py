@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -24,8 +25,11 @@ CLOCK = f"{DAY}T09:10+08:00"
 
 
 class EngineProcess:
-    def __init__(self, data: Path, *extra: str, fsync: bool = True) -> None:
+    def __init__(
+        self, data: Path, *extra: str, fsync: bool = True, max_file_bytes: int | None = None
+    ) -> None:
         self.data = Path(data)
+        self.max_file_bytes = max_file_bytes  # RLIMIT_FSIZE: a write past it fails (EFBIG)
         self.extra = list(extra) + ([] if fsync else ["--no-fsync"])
         self.process: subprocess.Popen | None = None
         self.endpoints: dict[str, str] = {}
@@ -47,7 +51,9 @@ class EngineProcess:
             *self.extra,
         ]
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=self._limits
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -61,6 +67,11 @@ class EngineProcess:
                 self.endpoints = found
                 return self
         raise TimeoutError(f"cxe serve did not start: {self.output()}")
+
+    def _limits(self) -> None:
+        if self.max_file_bytes is not None:
+            limit = self.max_file_bytes
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     def output(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
