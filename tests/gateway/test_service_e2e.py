@@ -7,6 +7,8 @@ recovers the same state.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import zmq
 
@@ -14,15 +16,18 @@ from engine.codec import records_of
 from engine.config import default_market
 from engine.gateway import wire
 from engine.gateway.client import GatewayClient, LogonRefused
+from engine.journal import read_journal
 from engine.protocol import (
     Accepted,
     Cancelled,
+    Clock,
     Filled,
     MassCancelled,
     NewOrder,
     OpenCall,
     RejectCode,
     Rejected,
+    StartOfDay,
 )
 from engine.types import CancelReason, Side
 from tests.support.engine import EngineProcess
@@ -250,3 +255,24 @@ def test_a_journal_that_cannot_be_written_stops_the_engine_before_it_acknowledge
     restarted = EngineProcess(tmp_path / "data")
     with restarted:
         assert restarted.status().seq >= max(acked)
+
+
+def test_the_sequencer_clock_runs_the_calendar_on_an_idle_market(tmp_path):
+    import msgspec
+
+    from engine.config import MARKET_HOURS
+
+    market = msgspec.structs.replace(MARKET, schedule=MARKET_HOURS)
+    path = tmp_path / "market.json"  # as clearing exports a market
+    path.write_bytes(msgspec.json.encode(market))
+    process = EngineProcess(tmp_path / "data", "--config", str(path))
+    process.extra += ["--clock", "2026-11-24T09:14:58+08:00"]  # two seconds before the call
+    with process:
+        process.admin(StartOfDay("2026-11-24"))
+        deadline = time.monotonic() + 60
+        while "CEA21 CALL" not in process.output():
+            assert time.monotonic() < deadline, process.output()
+            time.sleep(0.2)
+        assert process.status().seq >= 2  # the day, then a Clock command that opened the call
+    commands = [r.command for r in read_journal(tmp_path / "data" / "journal")]
+    assert isinstance(commands[0], StartOfDay) and isinstance(commands[-1], Clock)
