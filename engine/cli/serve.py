@@ -74,16 +74,24 @@ def admin_endpoint(args: argparse.Namespace) -> str:
         ) from None
 
 
-def operator_commands(args: argparse.Namespace, codes: list[str]) -> list:
+def today(timezone: str) -> str:
+    """Today's date in the market's time zone (the day the engine's clock is in, unless it
+    runs a rehearsal clock)."""
+    from zoneinfo import ZoneInfo
+
+    return datetime.now(ZoneInfo(timezone)).strftime("%Y-%m-%d")
+
+
+def operator_commands(args: argparse.Namespace, market) -> list:
     from engine import protocol
     from engine.gateway import wire
 
     action = args.action
     if action in INSTRUMENT_ACTIONS:
         kind = getattr(protocol, INSTRUMENT_ACTIONS[action])
-        return [kind(code) for code in (args.instrument or codes)]
+        return [kind(code) for code in (args.instrument or [i.code for i in market.instruments])]
     if action == "start-of-day":
-        return [protocol.StartOfDay(args.date)]
+        return [protocol.StartOfDay(args.date or today(market.timezone))]
     if action == "end-of-day":
         return [protocol.EndOfDay()]
     if action == "set-reference":
@@ -99,8 +107,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
     from engine.gateway import wire
 
     endpoint = admin_endpoint(args)
-    codes = [i.code for i in market_of(args.config).instruments]
-    commands = operator_commands(args, codes)
+    commands = operator_commands(args, market_of(args.config))
     context = zmq.Context.instance()
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
@@ -110,9 +117,12 @@ def cmd_admin(args: argparse.Namespace) -> int:
         print(f"cxe admin: no answer from {endpoint} within {args.timeout} s")
         return 1
     refused = False
-    for reply in wire.unpack(socket.recv_multipart()[1]):
+    replies = wire.unpack(socket.recv_multipart()[1])
+    for reply in replies:
         print(reply)
         refused |= type(reply).__name__ in ("Rejected", "SessionRejected")
+    if not replies:
+        print("done (the command caused no event)")
     socket.close()
     return 1 if refused else 0
 
@@ -195,7 +205,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     actions = admin.add_subparsers(dest="action", metavar="ACTION", required=True)
     start = actions.add_parser("start-of-day", help="begin a trading day")
-    start.add_argument("date", type=trading_date, help="the day, YYYY-MM-DD")
+    start.add_argument(
+        "date",
+        nargs="?",
+        type=trading_date,
+        help="the day, YYYY-MM-DD (default: today in the market's time zone)",
+    )
     for action in INSTRUMENT_ACTIONS:
         sub = actions.add_parser(action, help=f"{action.replace('-', ' ')} instruments")
         sub.add_argument("instrument", nargs="*", help="instrument codes (default: all)")

@@ -201,10 +201,7 @@ class EngineService:
                 self.journal.close()
             self.journal = None
         if self.context is not None:
-            self.orders.close(0)
-            self.admin.close(0)
-            self.market_data.close()
-            self.context.term()
+            self.context.destroy(linger=0)  # every socket bound so far, whichever they are
             self.context = None
 
     def stop(self, *_args) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from engine.config import Gateway, MarketConfig
 
-COUNTERS = ("commands", "records", "rejects", "malformed", "undeliverable", "lost", "throttled")
+COUNTERS = ("commands", "records", "rejects", "malformed", "undeliverable", "lost")
 
 
 @dataclass

@@ -1,0 +1,37 @@
+"""`cxe serve` and `cxe admin` run as an operator runs them (real processes)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cli.test_cli import cxe
+from tests.support.engine import DAY, EngineProcess
+
+pytestmark = pytest.mark.slow
+
+
+def test_admin_drives_the_day_and_reports_status(tmp_path):
+    data = tmp_path / "data"
+    with EngineProcess(data):
+        started = cxe("admin", "start-of-day", DAY, "--data", str(data))
+        assert started.returncode == 0, started.stderr
+        assert "done" in started.stdout
+        opened = cxe("admin", "open-call", "CEA25", "--data", str(data))
+        assert "phase=<Phase.CALL: 1>" in opened.stdout
+        status = cxe("admin", "status", "--data", str(data))
+        assert "StatusReport(seq=2" in status.stdout
+        refused = cxe("admin", "uncross", "NOPE", "--data", str(data))
+        assert refused.returncode == 1 and "UNKNOWN_INSTRUMENT" in refused.stdout
+
+
+def test_admin_without_an_engine_says_what_to_do(tmp_path):
+    result = cxe("admin", "status", "--data", str(tmp_path))
+    assert result.returncode == 2
+    assert "no running engine found" in result.stderr and "cxe serve" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_an_endpoint_it_cannot_bind_without_a_traceback(tmp_path):
+    result = cxe("serve", "--data", str(tmp_path / "d"), "--orders", "bogus://x")
+    assert result.returncode == 2
+    assert "cxe serve:" in result.stderr and "Traceback" not in result.stderr
