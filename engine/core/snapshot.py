@@ -39,7 +39,7 @@ from engine.core.market import Market, OneWayAuction
 from engine.core.state import LiveOrder
 from engine.digest import DayDigest
 from engine.journal.recovery import Recovered, recover, save_snapshot
-from engine.types import Phase
+from engine.types import Phase, Side
 
 KIND = "cxe-exchange"
 FORMAT = 1
@@ -53,7 +53,7 @@ class SnapshotRefused(ValueError):
 class OffBookImage(msgspec.Struct, array_like=True, frozen=True):
     order_id: int
     member: int
-    cl_ord_id: bytes  # UTF-8, a lone surrogate kept (as the ClOrdID store keys it)
+    cl_ord_id: str
     code: str
     side: int
     limit: int
@@ -200,7 +200,7 @@ def dump(exchange: Exchange) -> bytes:
             OffBookImage(
                 o.order_id,
                 o.member,
-                o.cl_ord_id.encode("utf-8", "surrogatepass"),
+                o.cl_ord_id,
                 o.code,
                 int(o.side),
                 o.limit,
@@ -293,9 +293,9 @@ def restore(config: MarketConfig, data: bytes) -> Exchange:
             state.orders[o.order_id] = LiveOrder(
                 o.order_id,
                 o.member,
-                o.cl_ord_id.decode("utf-8", "surrogatepass"),
+                o.cl_ord_id,
                 o.code,
-                o.side,
+                Side(o.side),
                 o.limit,
                 o.leaves,
                 o.frozen,
