@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import hashlib
 
-PIECE = 4096  # bytes per chained piece: the most a snapshot holds unhashed per instrument
+PIECE = 16_384  # bytes per chained piece (the most a snapshot holds unhashed per instrument):
+# large enough that starting a piece costs next to nothing beside hashing it
 _CHAIN = 32
 
 
@@ -33,17 +34,21 @@ class DayDigest:
 
     def update(self, data: bytes) -> None:
         tail = self._tail
-        tail += data
-        if len(tail) < PIECE:
+        need = PIECE - len(tail)
+        if len(data) < need:
+            tail += data
             return
-        whole = len(tail) - len(tail) % PIECE
-        chain = self._chain
-        with memoryview(tail) as view:
-            for at in range(0, whole, PIECE):
+        with memoryview(data) as view:
+            piece = hashlib.sha256(self._chain)
+            piece.update(tail)
+            piece.update(view[:need])
+            chain, at = piece.digest(), need
+            while len(view) - at >= PIECE:
                 piece = hashlib.sha256(chain)
                 piece.update(view[at : at + PIECE])
-                chain = piece.digest()
-        del tail[:whole]
+                chain, at = piece.digest(), at + PIECE
+            tail.clear()
+            tail += view[at:]
         self._chain = chain
 
     def hexdigest(self) -> str:

@@ -30,7 +30,7 @@ from engine.core import Exchange
 from engine.core.clordid import ClOrdIds
 from engine.core.snapshot import FORMAT, KIND, SnapshotRefused, dump, restore
 from engine.core.state import CoreState
-from engine.digest import DayDigest
+from engine.digest import PIECE, DayDigest
 from engine.protocol import (
     AmendOrder,
     AuctionBid,
@@ -49,7 +49,9 @@ from engine.protocol import (
     Resume,
     SetReference,
     StartOfDay,
+    Trade,
     Uncross,
+    encode_trades,
 )
 from engine.types import Side, StpMode
 from tests.core.test_batch import as_records, flows, start
@@ -159,11 +161,9 @@ def scripted_run() -> list:
         Resume(CODE),
         Uncross(CODE),
     ]
-    for i in range(60):  # over 4 KiB of trade encodings: the digest chains a piece
-        script += [
-            NewOrder(f"s{i}", 2 + i % 2, CODE, sell, 10_000 + 10 * (i % 3), 1),
-            NewOrder(f"t{i}", 1, CODE, buy, 10_100, 1),
-        ]
+    script += [NewOrder(f"s{i}", 2 + i % 2, CODE, sell, 10_000 + 10 * i, 150) for i in range(3)]
+    # one trade each, for more than a digest piece of trade encodings in the day
+    script += [NewOrder(f"t{i}", 1 + i % 2 * 3, CODE, buy, 10_100, 1) for i in range(400)]
     script += [
         NewOrder("r1", 3, CODE, buy, 9_900, 7),
         CloseCall(CODE),
@@ -187,15 +187,19 @@ def test_a_snapshot_after_every_command_continues_as_the_uninterrupted_exchange(
     original = Exchange(small_market())
     twin = restored(original)
     kinds = set()
-    days = []
+    days, day_trades = [], [0]
     for command in scripted_run():
         events = same_answers(original, twin, command)
         kinds |= {type(e).__name__ for e in events}
         days += [e for e in events if isinstance(e, DayClosed)]
+        day_trades[-1] += len(encode_trades([e for e in events if isinstance(e, Trade)]))
+        if days and len(day_trades) == len(days):
+            day_trades.append(0)
         twin = restored(twin)  # the twin runs every command from a fresh restore
     # the script reached what it is there for
     assert {"Trade", "AuctionResult", "Amended", "Indicative", "Cancelled"} <= kinds
     assert [d.trades > 0 for d in days] == [True, True]
+    assert day_trades[0] > PIECE  # the first day's digest chained a piece
 
 
 @pytest.mark.parametrize("stp", list(StpMode))
