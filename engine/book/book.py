@@ -12,6 +12,10 @@ object at all). The same semantics, event for event, are implemented by
 Prices are integers in the book's price unit (fen for the exchange) and must be multiples of
 `tick`; quantities are positive integers; order ids are unique among live orders (the caller
 assigns them); `owner` is the member id used for self-trade prevention.
+
+`image()` gives the book's content without its array layout (resting orders in time priority
+with every field the book keeps, counters, phase flag, band); `restore(image)` rebuilds it in
+an empty book through the compiled add, so a snapshot never depends on the kernel's arrays.
 """
 
 from __future__ import annotations
