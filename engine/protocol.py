@@ -12,12 +12,12 @@ Invariants:
 
 from __future__ import annotations
 
-import hashlib
 from enum import IntEnum, IntFlag
 from typing import Annotated, ClassVar
 
 import msgspec
 
+from engine.digest import digest_of
 from engine.types import CancelReason, OrderType, Phase, Side, StpMode, TimeInForce
 
 OrderId = Annotated[int, msgspec.Meta(ge=0, lt=2**62)]
@@ -374,8 +374,9 @@ class Trade(_Message, tag=106):
 
 
 def trades_digest(trades: list[Trade]) -> str:
-    """SHA-256 over the trades' encodings, in order: the end-of-day checksum."""
-    return hashlib.sha256(encode_trades(trades)).hexdigest()
+    """The end-of-day checksum: the SHA-256 chain of engine.digest over the trades'
+    encodings, in order."""
+    return digest_of(encode_trades(trades))
 
 
 def encode_trades(trades: list[Trade]) -> bytes:

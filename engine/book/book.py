@@ -12,6 +12,10 @@ object at all). The same semantics, event for event, are implemented by
 Prices are integers in the book's price unit (fen for the exchange) and must be multiples of
 `tick`; quantities are positive integers; order ids are unique among live orders (the caller
 assigns them); `owner` is the member id used for self-trade prevention.
+
+`image()` gives the book's content without its array layout (resting orders in time priority
+with every field the book keeps, counters, phase flag, band); `restore(image)` rebuilds it in
+an empty book through the compiled add, so a snapshot never depends on the kernel's arrays.
 """
 
 from __future__ import annotations
@@ -29,6 +33,15 @@ from engine.book.entry import entry_point
 from engine.book.events import EVENT_DTYPE, BookEvent
 from engine.book.idhash import ht_find
 from engine.book.layout import (
+    C_KIND,
+    C_OID,
+    C_OWNER,
+    C_PRICE,
+    C_QTY,
+    C_SIDE,
+    C_STP,
+    C_TIF,
+    C_TYPE,
     CMD_ADD,
     CMD_AMEND,
     CMD_CANCEL,
@@ -39,6 +52,8 @@ from engine.book.layout import (
     EV_FILLS,
     EV_NONE,
     EVENT_ROWS,
+    M_BAND_HI,
+    M_BAND_LO,
     M_BASE,
     M_BEST_ASK,
     M_BEST_BID,
@@ -51,6 +66,7 @@ from engine.book.layout import (
     M_LIVE,
     M_NEV,
     M_REJECTS,
+    M_SEQ,
     M_TICK,
     P_FLAGS,
     P_ID,
@@ -74,6 +90,26 @@ _EVENT_ROW = struct.Struct(f"{EVENT_ROWS}q")  # one event row as native int64s
 _ROW_BYTES = _EVENT_ROW.size
 
 Level = tuple[int, int, int]  # price, total quantity, order count
+
+
+# the columns of `BookImage.resting`
+R_ID, R_SIDE, R_PRICE, R_QTY, R_OWNER, R_STP, R_ENTRY = range(7)
+RESTING_COLUMNS = 7
+
+
+class BookImage(NamedTuple):
+    """Everything a book keeps, apart from how its arrays lay it out: `resting` is one int64
+    row (R_* columns) per resting order in time priority (ascending entry stamp, so each
+    level's queue is in order), then the next entry stamp, the running counters, the call
+    phase flag and the band ((0, 0): none)."""
+
+    resting: np.ndarray
+    next_entry: int
+    fills: int
+    traded_qty: int
+    rejects: int
+    collecting: bool
+    band: tuple[int, int]
 
 
 class BatchResult(NamedTuple):
@@ -359,6 +395,62 @@ class Book:
 
     def __len__(self) -> int:
         return int(self.state.meta[M_LIVE])
+
+    # -- image (snapshots) ------------------------------------------------------------------------
+
+    def image(self) -> BookImage:
+        """The book's content as plain rows and numbers (see BookImage)."""
+        st = self.state
+        pool, meta = st.pool, st.meta
+        live = pool[pool[:, P_ID] >= 0]
+        live = live[np.argsort(live[:, P_SEQ], kind="stable")]
+        flags = live[:, P_FLAGS]
+        resting = np.column_stack(
+            (live[:, P_ID], flags & 1, live[:, P_PRICE], live[:, P_QTY], live[:, P_OWNER],
+             (flags >> 1) & 3, live[:, P_SEQ]),
+        ).reshape(-1, RESTING_COLUMNS)  # fmt: skip
+        return BookImage(
+            resting, int(meta[M_SEQ]), int(meta[M_FILLS]), int(meta[M_FILL_QTY]),
+            int(meta[M_REJECTS]), self.collecting, (int(meta[M_BAND_LO]), int(meta[M_BAND_HI])),
+        )  # fmt: skip
+
+    def restore(self, image: BookImage) -> None:
+        """Make this empty book the one `image` was taken of: its orders re-enter in time
+        priority through the compiled add while collecting without a band (so none trades or
+        is refused), then take back their entry stamps; then the counters, phase flag and
+        band. ValueError if the image cannot be a book's (this book is then to be dropped)."""
+        if len(self):
+            raise ValueError("a book image is restored into an empty book only")
+        resting = np.asarray(image.resting, dtype=np.int64).reshape(-1, RESTING_COLUMNS)
+        entries = resting[:, R_ENTRY]
+        if len(resting) and (np.any(np.diff(entries) <= 0) or entries[-1] >= image.next_entry):
+            raise ValueError("a book image's orders must be in entry order, before next_entry")
+        cmds = np.zeros((len(resting), COMMAND_ROWS), dtype=np.int64)
+        cmds[:, C_KIND] = CMD_ADD
+        cmds[:, [C_OID, C_OWNER, C_SIDE, C_PRICE, C_QTY, C_STP]] = resting[
+            :, [R_ID, R_OWNER, R_SIDE, R_PRICE, R_QTY, R_STP]
+        ]
+        cmds[:, C_TYPE], cmds[:, C_TIF] = LIMIT, DAY
+        self.clear_band()
+        self.set_collecting(True)
+        result = self.apply_batch(cmds, record="none")
+        pool, meta = self.state.pool, self.state.meta
+        if result.rejects:
+            raise ValueError(f"{result.rejects} order(s) of a book image cannot rest in a book")
+        slots = np.flatnonzero(pool[:, P_ID] >= 0)
+        by_id = np.argsort(resting[:, R_ID])
+        found = np.searchsorted(resting[by_id, R_ID], pool[slots, P_ID])
+        pool[slots, P_SEQ] = entries[by_id[found]]
+        for slot, value in (
+            (M_SEQ, image.next_entry),
+            (M_FILLS, image.fills),
+            (M_FILL_QTY, image.traded_qty),
+            (M_REJECTS, image.rejects),
+        ):
+            meta[slot] = value
+        self.set_collecting(image.collecting)
+        if image.band[0]:
+            self.set_band(*image.band)
 
     def order_counts(self) -> tuple[int, int]:
         return int(self.state.meta[M_COUNT_BID]), int(self.state.meta[M_COUNT_ASK])

@@ -199,9 +199,30 @@ class ClOrdIds:
         self.meta[CM_COUNT] = 0
         self.long.clear()
 
+    def rows(self) -> np.ndarray:
+        """The table's used entries, (n, TABLE_COLUMNS) int64, in table order (a snapshot's
+        form: `restore` takes them back, into a table of any capacity)."""
+        return self.table[self.table[:, K_MEMBER] != -1]
+
+    def restore(self, rows: np.ndarray, long: list[tuple[int, bytes]]) -> None:
+        """Hold exactly the keys of `rows` (as `rows()` gives them) and the long keys."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1, TABLE_COLUMNS)
+        if np.any(rows[:, K_MEMBER] < 0) or np.any(
+            (rows[:, K_LEN] < 0) | (rows[:, K_LEN] > KEY_BYTES)
+        ):
+            raise ValueError("ClOrdID rows need a member and a key of at most 32 bytes")
+        if any(len(key) <= KEY_BYTES for _, key in long):
+            raise ValueError("a ClOrdID of at most 32 bytes belongs in the table")
+        self.clear()
+        self.reserve(len(rows))
+        _rehash(rows, self.table, self.meta)
+        if int(self.meta[CM_COUNT]) != len(rows):
+            raise ValueError("ClOrdID rows repeat a key")
+        self.long.update(long)
+
     def snapshot(self) -> list[tuple[int, bytes]]:
         """Every (member, key), sorted: what the state hash covers."""
-        used = self.table[self.table[:, K_MEMBER] != -1]
+        used = self.rows()
         words = np.ascontiguousarray(used[:, K_WORD:]).astype("<i8").tobytes()
         keys = [
             (int(member), words[KEY_BYTES * i : KEY_BYTES * i + int(n)])

@@ -4,8 +4,9 @@ Invariants: the band always derives from the reference price (`Instrument.band`,
 inward to the tick) and is pushed into the book, which refuses prices outside it; the book
 collects without matching exactly in the call phases; `params` (MK_* below)
 always holds the phase, band and instrument limits the compiled pipeline checks; the day's
-trades feed a SHA-256 (`trades_digest` of the same trades, folded in batches of FOLD_EVERY
-and whenever the day's figures are read, so recording a trade is mostly one append) and the
+trades feed the day's digest (engine.digest, resumable from a snapshot: `trades_digest` of
+the same trades, folded in batches of FOLD_EVERY and whenever the day's figures are read, so
+recording a trade is mostly one append) and the
 close is the VWAP of the day's call, continuous and pick trades, rounded half up to the tick
 (block and one-way auction trades excluded), or the reference when there were none; the
 open, high and low are those trades' first, highest and lowest price, with the same
@@ -14,13 +15,13 @@ fallback. Only the exchange core mutates a Market.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from engine.book import Book
 from engine.book.auction import AuctionBid
+from engine.digest import DayDigest
 from engine.instruments import Instrument
 from engine.protocol import Trade, encode_trades
 from engine.types import Phase
@@ -88,7 +89,7 @@ class Market:
         self.listed_volume = 0
         self.listed_value = 0
         self.open = self.high = self.low = 0  # of the listed trades; 0: none yet
-        self.digest = hashlib.sha256()
+        self.digest = DayDigest()
         self.unfolded: list[Trade] = []  # recorded, not yet in the figures above
 
     def set_phase(self, phase: Phase) -> None:

@@ -188,6 +188,13 @@ class Accounts:
     def total_qty(self, code: str) -> int:
         return int(self.held[:, self.index_of[code]].sum())
 
+    def load(self, acct: np.ndarray) -> None:
+        """Take every balance from `acct` (a copy of `acct` of the same members and
+        instruments), in place: the views and the compiled path's bindings stay valid."""
+        if acct.shape != self.acct.shape:
+            raise ValueError(f"accounts of shape {acct.shape}, not {self.acct.shape}")
+        self.acct[...] = acct
+
     def snapshot(self) -> list:
         """Plain data for the state hash (rows in member id order, then the exchange's)."""
         return [self.ids.tolist(), self.acct.tolist()]

@@ -13,6 +13,9 @@ Invariants:
 - `public_seq`, `clearing_seq` and `private_seq[member]` are the last stream sequence numbers
   given to an event of each audience (engine.protocol.Audience): gap-free from 1, so they
   are state (a restart from a snapshot continues them).
+- Every field is either in an exchange snapshot (engine.core.snapshot) or derived from the
+  config (`config`, `zone`, `schedule`); a field added here goes into the snapshot too
+  (tests/core/test_snapshot.py compares the state trees of dumped and restored exchanges).
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +43,16 @@ from engine.core import Exchange
 from engine.core.events import rejected
 from engine.core.records import words_of
 from engine.core.rows import decode as decode_rows
+from engine.core.snapshot import restore, snapshot_exchange
 from engine.core.validation import reject_text
 from engine.gateway import wire
 from engine.gateway.marketdata import MarketDataPublisher
 from engine.gateway.sessions import Session, Sessions
 from engine.gateway.status import OrderStatusTable
+from engine.journal.commandlog import BatchRecord
+from engine.journal.recovery import restore_latest
 from engine.journal.segments import Journal, replay
+from engine.journal.snapshot import write_atomically
 from engine.protocol import (
     AmendOrder,
     AuctionBid,
@@ -105,6 +110,11 @@ class Item:
     replies: list[bytes] | None = None  # an answer that needs no sequencing, kept in order
 
 
+def status_path(snapshots: Path, seq: int) -> Path:
+    """The order status table written beside the snapshot at `seq`."""
+    return snapshots / f"orders-{seq:016d}.msgpack"
+
+
 class JournalFailed(RuntimeError):
     pass
 
@@ -153,11 +163,24 @@ class EngineService:
         self._bind()
 
     def _recover(self) -> Exchange:
-        exchange = Exchange(self.config)
-        journal = self.data_dir / "journal"
-        if journal.exists():
-            for record, events in replay(journal, exchange):
-                self._observe(record.command, events, replaying=True)
+        """The latest snapshot (and the order status table written beside it), then the
+        journal after it, whose events the status table takes in."""
+        journal, snapshots = self.data_dir / "journal", self.data_dir / "snapshots"
+        journal.mkdir(exist_ok=True)
+        exchange, snapshot = restore_latest(
+            snapshots, partial(Exchange, self.config), partial(restore, self.config)
+        )
+        if snapshot is not None:
+            self.log(f"snapshot {snapshot.path.name} (seq {snapshot.seq})")
+            table = status_path(snapshots, snapshot.seq)
+            if table.exists():
+                self.status.load(table.read_bytes())
+        codes = [i.code for i in self.config.instruments]
+        for record, result in replay(journal, exchange):
+            if type(record) is BatchRecord:
+                self.status.record_rows(result, codes)
+            else:
+                self._observe(record.command, result, replaying=True)
         self.last_ts = exchange.state.ts_ns
         return exchange
 
@@ -602,9 +625,10 @@ class EngineService:
         )
 
     def _snapshot(self) -> None:
-        from engine.core import snapshot as snapshots  # written with the journal's recovery
-
-        path = snapshots.save(self.exchange, self.data_dir / "snapshots", self.last_ts)
+        """A snapshot of the state after the turn's fsync (end of day, or asked for)."""
+        snapshots = self.data_dir / "snapshots"
+        path = snapshot_exchange(self.exchange, snapshots)
+        write_atomically(status_path(snapshots, self.exchange.seq), self.status.dump())
         self.log(f"snapshot at seq {self.exchange.seq}: {path}")
 
 

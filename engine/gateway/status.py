@@ -5,22 +5,68 @@ did. Invariants:
 - a key (member, ClOrdID) maps to the order id its NewOrder was accepted with, or to the text
   of the refusal, whichever came first (a later reuse of the ClOrdID is refused by the core
   and does not change the entry);
-- cleared at each StartOfDay, as the core's ClOrdID store is; recovery rebuilds it by feeding
-  it the replayed events (a restart from a snapshot knows the keys after the snapshot; a key
-  the core has seen but this table has not is answered as "done" with a text that says so).
+- cleared at each StartOfDay, as the core's ClOrdID store is; it is written beside each
+  snapshot (`dump`, `load`) and recovery feeds it the journal tail's events (or a batch's
+  event rows: `record_rows`, accepted orders only), so after a restart it is what it was;
+- a key the core's store has seen but this table has not (a snapshot without its table)
+  is answered "done" with a text that says so.
 """
 
 from __future__ import annotations
 
+import msgspec
+import numpy as np
+
+from engine.codec import (
+    EVENT_BYTES,
+    EVENT_DTYPE,
+    ROW_ACCEPTED,
+    ROW_DTYPES,
+    ROW_REJECTED_TEXT,
+)
 from engine.core import Exchange
 from engine.gateway.wire import OrderStatus
 from engine.protocol import Accepted, NewOrder, Rejected
+
+_TEXT_ROW = ROW_DTYPES[ROW_REJECTED_TEXT]
+_ACCEPTED_ROW = ROW_DTYPES[ROW_ACCEPTED]
 
 
 class OrderStatusTable:
     def __init__(self) -> None:
         self.orders: dict[tuple[int, str], int | str] = {}
         self.instruments: dict[int, str] = {}
+
+    def dump(self) -> bytes:
+        return msgspec.msgpack.encode((list(self.orders.items()), list(self.instruments.items())))
+
+    def load(self, data: bytes) -> None:
+        orders, instruments = msgspec.msgpack.decode(data)
+        self.orders = {(member, key): value for (member, key), value in orders}
+        self.instruments = dict(instruments)
+
+    def record_rows(self, data: bytes, codes: list[str]) -> None:
+        """The accepted orders among a batch's event rows (engine.codec), without decoding
+        the rest; the batch path's refusals are not kept (a resend is then taken as new
+        and refused again the same way)."""
+        rows = np.frombuffer(data, dtype=EVENT_DTYPE)
+        kinds = rows["kind"]
+        skip = np.zeros(len(rows), dtype=bool)  # a worded refusal's text rows
+        for i in np.flatnonzero(kinds == ROW_REJECTED_TEXT):
+            if not skip[i]:
+                size = int(rows[i : i + 1].view(_TEXT_ROW)["text_bytes"][0])
+                skip[i + 1 : i + 1 + -(-size // EVENT_BYTES)] = True
+        accepted = rows[(kinds == ROW_ACCEPTED) & ~skip].view(_ACCEPTED_ROW)
+        orders, instruments = self.orders, self.instruments
+        for member, order_id, key, index in zip(
+            accepted["member"].tolist(),
+            accepted["order_id"].tolist(),
+            accepted["cl_ord_id"].tolist(),
+            accepted["instrument"].tolist(),
+            strict=True,
+        ):
+            orders.setdefault((member, key.decode("utf-8")), order_id)
+            instruments[order_id] = codes[index]
 
     def clear(self) -> None:
         self.orders.clear()
@@ -43,7 +89,7 @@ class OrderStatusTable:
         if known is None:
             if not exchange.state.cl_ord_ids.used(member, cl_ord_id):
                 return None
-            text = "used today before the engine's last restart from a snapshot: no detail kept"
+            text = "seen today; its state was not kept across the engine's last restart"
             return OrderStatus(member, cl_ord_id, "done", text=text)
         if isinstance(known, str):
             return OrderStatus(member, cl_ord_id, "rejected", text=known)

@@ -54,16 +54,19 @@ def write_snapshot(
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("snapshot-*.snap.tmp"):
         stale.unlink()
-    final = directory / snapshot_name(seq)
-    temporary = final.with_name(final.name + ".tmp")
     header = msgspec.msgpack.encode((FORMAT, seq, state_hash, ts_ns))
+    return write_atomically(directory / snapshot_name(seq), frame(header) + frame(state))
+
+
+def write_atomically(final: Path, data: bytes) -> Path:
+    """`data` in `final`, all or nothing: a temporary file, fsync, rename, directory fsync."""
+    temporary = final.with_name(final.name + ".tmp")
     with open(temporary, "wb") as file:
-        file.write(frame(header))
-        file.write(frame(state))
+        file.write(data)
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, final)
-    fsync_directory(directory)
+    fsync_directory(final.parent)
     return final
 
 

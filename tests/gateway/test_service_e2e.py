@@ -276,3 +276,34 @@ def test_the_sequencer_clock_runs_the_calendar_on_an_idle_market(tmp_path):
         assert process.status().seq >= 2  # the day, then a Clock command that opened the call
     commands = [r.command for r in read_journal(tmp_path / "data" / "journal")]
     assert isinstance(commands[0], StartOfDay) and isinstance(commands[-1], Clock)
+
+
+def test_snapshots_on_request_and_at_end_of_day_and_a_restart_from_them(tmp_path):
+    from engine.protocol import Close, EndOfDay
+
+    with EngineProcess(tmp_path / "data") as process:
+        process.open_market(CODES[0])
+        price = MARKET.instruments[0].reference_price
+        with client(process, "mm") as gateway:
+            order = gateway.submit("snap-1", 1, CODES[0], BUY, price - 5, 100)
+            ack = gateway.wait_for(is_(Accepted, cl_ord_id="snap-1"))[-1]
+        process.admin(wire.SnapshotNow())
+        before = process.status()
+        process.kill()  # the snapshot, then nothing after it in the journal
+        process.start()
+        assert f"(seq {before.seq})" in process.output()
+        after = process.status()
+        assert (after.seq, after.state_hash) == (before.seq, before.state_hash)
+        with client(process, "mm") as gateway:  # a resend after the restart: the live order
+            gateway.resend([order])
+            status = gateway.wait_for(is_(wire.OrderStatus))[-1]
+            assert (status.state, status.order_id, status.leaves) == ("live", ack.order_id, 100)
+        closed = process.admin(Close(CODES[0]), EndOfDay())
+        assert not [e for e in closed if isinstance(e, Rejected)], closed
+        day_end = process.status()
+        assert process.stop() == 0
+        snapshots = sorted((tmp_path / "data" / "snapshots").glob("snapshot-*.snap"))
+        assert len(snapshots) == 2
+        process.start()
+        assert f"(seq {day_end.seq})" in process.output()
+        assert process.status().state_hash == day_end.state_hash

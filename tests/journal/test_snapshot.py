@@ -1,9 +1,8 @@
 """Snapshots (atomic, carrying seq and state hash) and recovery: the latest snapshot, then the
 journal after it, reaches the state hash of an uninterrupted run.
 
-The Exchange cannot serialise its state yet (the core must provide that), so the state here
-is `Tally`, a state machine of the journal's own data; the Exchange is checked through the
-same recovery path with its command history standing in for its serialised state."""
+The state here is `Tally`, a state machine of the journal's own data, so these tests know no
+exchange; the exchange's own snapshot through this path: tests/journal/test_exchange_recovery.py."""
 
 from __future__ import annotations
 
@@ -17,8 +16,7 @@ import sys
 import msgspec
 import pytest
 
-from engine.core import Exchange
-from engine.journal import CorruptLog, Journal, RecordingExchange
+from engine.journal import CorruptLog, Journal
 from engine.journal.recovery import SnapshotMismatch, recover, save_snapshot
 from engine.journal.segments import list_segments
 from engine.journal.snapshot import (
@@ -29,9 +27,8 @@ from engine.journal.snapshot import (
 )
 from engine.protocol import Command, EndOfDay, encode
 from tests.journal.test_crash import complete_lines
-from tests.journal.test_journal import ROOT, session_commands
+from tests.journal.test_journal import ROOT
 from tests.journal.test_segments import DAYS, three_days
-from tests.support.exchange import small_market
 
 
 class Tally:
@@ -109,38 +106,6 @@ def test_days_before_the_latest_snapshot_can_be_archived(tmp_path):
         later.unlink()  # back to the first day's snapshot: the second day is archived
     with pytest.raises(CorruptLog, match="are missing: restore their segments"):
         recover(tmp_path / "journal", tmp_path / "snapshots", Tally, Tally.restore)
-
-
-def test_the_exchange_recovers_to_its_state_hash_through_the_same_path(tmp_path):
-    """The snapshot payload is the command history (replayed on restore), a stand-in until
-    the core can serialise an Exchange; what is checked is the recovery path around it."""
-    commands = [c for i, day in enumerate(DAYS[:2]) for c in session_commands(i, 300, day)]
-    history: list[tuple[int, bytes]] = []
-
-    def dump(exchange: Exchange) -> bytes:
-        return msgspec.msgpack.encode(history[: exchange.seq])
-
-    def restore(data: bytes) -> Exchange:
-        exchange = Exchange(small_market())
-        for ts_ns, message in msgspec.msgpack.decode(data, type=list[tuple[int, bytes]]):
-            exchange.apply(msgspec.msgpack.decode(message, type=Command), ts_ns)
-        return exchange
-
-    original = Exchange(small_market())
-    with Journal(tmp_path / "journal", max_segment_bytes=4_096) as journal:
-        recorder = RecordingExchange(original, journal)
-        for i, command in enumerate(commands):
-            recorder.apply(command, ts_ns=i)
-            history.append((i, encode(command)))
-            if isinstance(command, EndOfDay) and original.seq < len(commands):
-                journal.sync()
-                save_snapshot(tmp_path / "snapshots", original, dump)
-    recovered = recover(
-        tmp_path / "journal", tmp_path / "snapshots", lambda: Exchange(small_market()), restore
-    )
-    assert recovered.snapshot is not None and 0 < recovered.replayed < len(commands)
-    assert recovered.state.state_hash() == original.state_hash()
-    assert recovered.state.seq == original.seq == len(commands)
 
 
 def test_a_restore_that_does_not_reproduce_the_snapshot_is_refused(tmp_path):
