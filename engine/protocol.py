@@ -160,7 +160,7 @@ class MassCancel(_Message, tag=5):
 
     cl_ord_id: ClOrdId
     member: MemberId
-    instrument: str = ""  # "" for every instrument
+    instrument: Annotated[str, msgspec.Meta(max_length=16)] = ""  # "" for every instrument
 
 
 # -- operator commands (the admin channel authenticates them; the core only applies them) ----

@@ -75,6 +75,7 @@ from engine.types import Phase
 
 MEMBER_COMMANDS = (NewOrder, CancelOrder, AmendOrder, PickOrder, MassCancel, AuctionBid)
 EXIT_JOURNAL_FAILED = 3
+HEARTBEAT_BODY = wire.pack([wire.encode_message(wire.Heartbeat())])
 HEARTBEAT_NS = 1_000_000_000  # market data says where it is after a second without events
 
 
@@ -311,6 +312,8 @@ class EngineService:
             return
         rid, kind, body = frames
         session = None if admin else self.sessions.by_routing_id.get(rid)
+        if session is not None:
+            session.last_heard_ns = time.monotonic_ns()  # any frame: a records flow too
         try:
             if kind == wire.RECORDS:
                 if session is None:
@@ -326,7 +329,7 @@ class EngineService:
             self.counters["malformed_frames"] += 1
             if session is not None:
                 self.sessions.count(session.gateway.id, "malformed")
-            self._refuse(rid, admin, str(exc))
+            self._refuse(rid, admin, str(exc), exc.code)
             return
         self.taken += len(messages)
         for raw in messages:
@@ -354,8 +357,6 @@ class EngineService:
             )
             self._reply(rid, admin, [encode(reply)])
             return
-        if session is not None:
-            session.last_heard_ns = time.monotonic_ns()
         if isinstance(message, wire.Logon):
             self._log_on(rid, admin, message)
             return
@@ -409,9 +410,10 @@ class EngineService:
         if bad.size:
             i = int(bad[0])
             raise wire.FrameRefused(
-                f"UNAUTHORISED: record {i}: gateway {session.gateway.id!r} may act for members "
+                f"record {i}: gateway {session.gateway.id!r} may act for members "
                 f"{session.gateway.members}, not {int(records['member'][i])}; nothing in the "
-                "frame was taken"
+                "frame was taken",
+                RejectCode.UNAUTHORISED,
             )
 
     def _log_on(self, rid: bytes, admin: bool, logon: wire.Logon) -> None:
@@ -431,6 +433,7 @@ class EngineService:
         accepted = wire.LogonAccepted(
             gateway.id, list(gateway.members), heartbeat_ms, cancel,
             {m: private.get(m, 0) for m in gateway.members}, len(kept),
+            [i.code for i in self.config.instruments], self.exchange.date,
         )  # fmt: skip
         self.outbox[rid].append(wire.encode_message(accepted))
         self._flush_session(rid)
@@ -580,6 +583,10 @@ class EngineService:
                 self._drain_backlog(session)
         for rid in list(self.outbox):
             self._flush_session(rid)
+        now = time.monotonic_ns()
+        for session in self.sessions.by_routing_id.values():
+            if now - session.last_sent_ns >= session.heartbeat_ns and not session.backlog:
+                self._send_body(session.routing_id, HEARTBEAT_BODY)
         for gateway, messages in self.absent_outbox.items():
             self.sessions.keep(gateway, wire.pack(messages))
         for rid, messages in self.admin_outbox.items():
@@ -612,6 +619,9 @@ class EngineService:
                 self.counters["unknown_peers"] += 1
                 return
             self.sessions.defer(session, body)
+            return
+        if session is not None:
+            session.last_sent_ns = time.monotonic_ns()
 
     # -- operator's views --------------------------------------------------------------------------
 

@@ -8,7 +8,8 @@ the market config. Invariants:
 - a frame that cannot be sent (the peer's queue is at the high-water mark, or the peer is
   gone) goes to the session's backlog, and every later frame behind it, so order is kept; the
   service retries the backlog each turn; when a session ends its backlog is kept for its
-  gateway and sent, first, to the gateway's next logon: nothing addressed to a gateway is
+  gateway (unless another session of the gateway is still on: it has the same events) and
+  sent, first, to the gateway's next logon: nothing addressed to a gateway is
   dropped (a cap, `max_kept_frames`, bounds the memory: beyond it the oldest are counted as
   lost, and the logon says how many frames follow);
 - counters per gateway (commands, rejects, malformed, undeliverable, lost) only grow.
@@ -31,6 +32,7 @@ class Session:
     cancel_on_disconnect: bool
     heartbeat_ns: int
     last_heard_ns: int
+    last_sent_ns: int = 0
     backlog: deque[bytes] = field(default_factory=deque)
 
 
@@ -61,6 +63,8 @@ class Sessions:
         """End a session; its backlog is kept for the gateway's next logon."""
         session = self.by_routing_id.pop(routing_id, None)
         self._routes.clear()
+        if session is not None and self.of_gateway(session.gateway.id):
+            session.backlog.clear()  # its gateway's other sessions have the same events
         if session is not None and session.backlog:
             kept = self.kept[session.gateway.id]
             kept.extend(session.backlog)

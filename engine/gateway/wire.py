@@ -27,7 +27,14 @@ import msgspec
 import numpy as np
 
 from engine.codec import COMMAND_DTYPE
-from engine.protocol import Command, Event, MalformedMessage, decode_command, encode
+from engine.protocol import (
+    Command,
+    Event,
+    MalformedMessage,
+    RejectCode,
+    decode_command,
+    encode,
+)
 
 MESSAGES, RECORDS, RESEND = b"M", b"R", b"P"
 KINDS = (MESSAGES, RECORDS, RESEND)
@@ -42,8 +49,9 @@ class _Session(msgspec.Struct, frozen=True, array_like=True, tag_field="t", gc=F
 class Logon(_Session, tag=200):
     """First message of a connection: who the gateway is. `cancel_on_disconnect` None takes
     the market config's setting for the gateway; `heartbeat_ms` is how often each side sends
-    a Heartbeat when it has nothing else to send (the engine ends a session silent for three
-    intervals)."""
+    something (a Heartbeat when it has nothing else to send): the engine ends a session it
+    has not heard from for three intervals, and a gateway may take an engine it has not
+    heard from for three intervals as gone."""
 
     gateway: str
     cancel_on_disconnect: bool | None = None
@@ -60,6 +68,8 @@ class LogonAccepted(_Session, tag=201):
     cancel_on_disconnect: bool
     private_seq: dict[int, int]
     undelivered: int  # frames kept for this gateway while it was away, sent right after
+    instruments: list[str]  # the market's codes, in order: a record's `instrument` indexes it
+    date: str  # the open trading day, "" between days
 
 
 class Heartbeat(_Session, tag=202):
@@ -118,7 +128,12 @@ SESSION_TAGS = range(200, 230)
 
 
 class FrameRefused(ValueError):
-    """A whole frame that cannot be read (kind, size, body): nothing in it was taken."""
+    """A whole frame that cannot be taken (kind, size, body, permission): nothing in it was.
+    `code` is the RejectCode the SessionRejected answer carries."""
+
+    def __init__(self, text: str, code: int = RejectCode.MALFORMED) -> None:
+        super().__init__(text)
+        self.code = int(code)
 
 
 def split_messages(body: bytes) -> list[msgspec.Raw]:

@@ -97,7 +97,8 @@ def test_bad_input_is_answered_and_changes_nothing(engine):
         assert "limit" in gateway.wait_for(is_(wire.SessionRejected))[-1].text
         records = records_of([NewOrder("e2e-r1", 5, code, BUY, 6_000, 100)], CODES, 0, [0])
         gateway.send_records(records)  # member 5 is an entity's
-        assert "UNAUTHORISED" in gateway.wait_for(is_(wire.SessionRejected))[-1].text
+        refused = gateway.wait_for(is_(wire.SessionRejected))[-1]
+        assert refused.code == RejectCode.UNAUTHORISED and "not 5" in refused.text
     after = engine.status()
     assert (after.seq, after.state_hash) == (before.seq, before.state_hash)
     assert after.gateways["brokers"]["malformed"] >= before.gateways["brokers"]["malformed"] + 4
@@ -307,3 +308,32 @@ def test_snapshots_on_request_and_at_end_of_day_and_a_restart_from_them(tmp_path
         process.start()
         assert f"(seq {day_end.seq})" in process.output()
         assert process.status().state_hash == day_end.state_hash
+
+
+def test_a_records_only_gateway_keeps_its_session_and_the_engine_heartbeats(engine):
+    """RECORDS frames count as heard (the session is not ended, its orders not cancelled by
+    cancel-on-disconnect), and the engine sends a Heartbeat to a session it has nothing for."""
+    code = CODES[3]
+    price = MARKET.instruments[3].reference_price
+    socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.connect(engine.endpoints["orders"])
+    logon = wire.Logon("brokers", cancel_on_disconnect=True, heartbeat_ms=200)
+    socket.send_multipart(wire.messages_frame([logon]))
+    assert socket.poll(30_000)
+    assert isinstance(wire.unpack(socket.recv_multipart()[1])[0], wire.LogonAccepted)
+    heard = []
+    for i in range(12):  # 1.2 s: four heartbeat intervals, records only
+        order = NewOrder(f"ro-{i}", 3, code, BUY, price - 30 - i, 100)
+        socket.send_multipart([wire.RECORDS, records_of([order], CODES, 0, [0]).tobytes()])
+        while socket.poll(100):
+            heard += wire.unpack(socket.recv_multipart()[1])
+    accepted = [r for r in heard if isinstance(r, Accepted)]
+    assert len(accepted) == 12 and not [r for r in heard if isinstance(r, Cancelled)]
+    time.sleep(0.5)  # silence from us: the engine's heartbeats still come
+    beats = []
+    while socket.poll(100):
+        beats += wire.unpack(socket.recv_multipart()[1])
+    assert any(isinstance(r, wire.Heartbeat) for r in beats)
+    socket.send_multipart(wire.messages_frame([wire.Logout()]))
+    socket.close()
