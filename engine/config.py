@@ -10,7 +10,9 @@ calendar first fires or an account overflows):
 - the trading week is a non-empty set of ISO weekdays and every holiday a calendar date, so
   every date has an answer to "is it a trading day?" and a next trading day exists;
 - gateway ids are unique and every member a gateway lists is a member of the market (the
-  engine service lets a gateway act only for the members it lists).
+  engine service lets a gateway act only for the members it lists);
+- a key the config does not know is refused with its path (a typo must not leave a field
+  at its default), and no price band is wider than 100%.
 
 The embedded market needs no file: CEA vintages 2021-2025 and CCER with MARKET.md's
 parameters and illustrative previous closes, and a handful of members.
@@ -55,7 +57,7 @@ CN_HOLIDAYS_2026 = tuple(
 )
 
 
-class Member(msgspec.Struct, frozen=True, kw_only=True):
+class Member(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     id: Annotated[int, msgspec.Meta(ge=0, lt=2**31)]
     name: str
     kind: str = "broker"  # broker, market_maker, compliance_entity, ...
@@ -63,7 +65,7 @@ class Member(msgspec.Struct, frozen=True, kw_only=True):
     holdings: dict[str, Annotated[int, msgspec.Meta(ge=0, le=MAX_QTY)]] = {}  # code -> tonnes
 
 
-class Gateway(msgspec.Struct, frozen=True, kw_only=True):
+class Gateway(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A broker gateway allowed to connect to the engine service, and the members it may act
     for (a member listed by several gateways gets its events on each: drop copy)."""
 
@@ -72,7 +74,7 @@ class Gateway(msgspec.Struct, frozen=True, kw_only=True):
     cancel_on_disconnect: bool = False  # the default when the gateway's logon does not say
 
 
-class MarketConfig(msgspec.Struct, frozen=True, kw_only=True):
+class MarketConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: str
     timezone: str = "Asia/Shanghai"
     sessions: list[tuple[str, str]] = msgspec.field(

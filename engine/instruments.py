@@ -23,7 +23,7 @@ PPM = 1_000_000
 MAX_VALUE = 2**62  # fen: any amount the core adds up stays below int64's limit
 
 
-class Instrument(msgspec.Struct, frozen=True, kw_only=True):
+class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     code: Annotated[str, msgspec.Meta(min_length=1, max_length=16, pattern=r"^[A-Z0-9_]+$")]
     name: str
     product: Annotated[str, msgspec.Meta(pattern=r"^(CEA|CCER)$")]
@@ -32,13 +32,13 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
     unit: Positive = 1  # tonnes per trading unit
     min_qty: Positive = 1
     max_qty: Positive = 99_999  # orders of 100,000 t and more go to block trading
-    band_ppm: NonNegative = 100_000  # +-10%
+    band_ppm: Annotated[int, msgspec.Meta(ge=0, le=PPM)] = 100_000  # +-10%, at most 100%
     fee_ppm: Annotated[int, msgspec.Meta(ge=0, le=PPM)] = 6_000  # 6 per mille, each side
     block_min_qty: Positive = 100_000
-    block_band_ppm: NonNegative = 300_000  # +-30%
+    block_band_ppm: Annotated[int, msgspec.Meta(ge=0, le=PPM)] = 300_000  # +-30%
     # One-way auction (单向竞价): floor the previous close or that minus this, cap the close
     # plus this (MARKET.md: 10%), whatever the listed band
-    one_way_band_ppm: NonNegative = 100_000
+    one_way_band_ppm: Annotated[int, msgspec.Meta(ge=0, le=PPM)] = 100_000
     same_day_resale: bool = False  # may allowances bought today be sold today?
 
     def __post_init__(self) -> None:

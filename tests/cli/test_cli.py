@@ -327,3 +327,8 @@ def test_an_unknown_benchmark_name_is_a_usage_error():
     )
     assert result.returncode == 2 and "invalid choice: 'nonsense'" in result.stderr
     assert "exchange_apply" in result.stderr
+
+
+def test_version():
+    result = cxe("--version")
+    assert result.returncode == 0 and result.stdout.startswith("cxe 0.")

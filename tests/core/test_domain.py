@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import msgspec
@@ -22,6 +23,8 @@ from engine.protocol import (
     encode,
 )
 from engine.types import Side, TimeInForce, as_ints, format_price, parse_price
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_prices_convert_exactly_between_text_and_fen():
@@ -232,3 +235,22 @@ def test_the_example_market_file_loads_and_runs_a_clean_demo_day():
     assert [i.code for i in market.instruments] == ["CEA25", "CCER"]
     assert market.holidays == default_market().holidays  # left out: the default list
     assert "rejected commands: none" in render(run_demo(market, steps=100))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "said"),
+    [
+        ("cash =", "cahs =", "unknown field `cahs` - at `$.members[0]`"),
+        ("band_ppm = 100_000 ", "band_ppm = 1_500_000 ", "band_ppm"),
+        ("block_band_ppm = 300_000", "block_band_ppm = 1_000_001", "block_band_ppm"),
+        ("one_way_band_ppm = 100_000", "one_way_band_ppm = 2_000_000", "one_way_band_ppm"),
+    ],
+)
+def test_a_market_file_with_a_typo_or_a_band_past_100_percent_is_refused(tmp_path, old, new, said):
+    text = (ROOT / "docs" / "market.example.toml").read_text()
+    assert old in text
+    path = tmp_path / "market.toml"
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(ValueError, match=re.escape(said)):
+        load_market(path)
+    load_market(ROOT / "docs" / "market.example.toml")  # the example itself loads
