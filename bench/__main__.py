@@ -23,6 +23,7 @@ from bench.exchange import (
     rejects_benchmark,
     uncross_benchmark,
 )
+from bench.recovery import recovery_benchmark
 from bench.replay import lobster_benchmark, synthetic_benchmark
 
 
@@ -52,6 +53,7 @@ NAMES = (
     "netting",
     "replay_lobster",
     "replay_synthetic",
+    "recovery",
 )
 
 
@@ -81,6 +83,8 @@ def run(names: set[str] | None, quick: bool):
             yield result
     if wanted("replay_synthetic"):
         yield synthetic_benchmark(messages=2_000_000 if quick else 10_000_000)
+    if wanted("recovery"):
+        yield recovery_benchmark(commands=1_000_000, rounds=3 if quick else 5)
 
 
 def main(argv: list[str] | None = None) -> int:
