@@ -70,9 +70,8 @@ class BadBatch(ValueError):
     """Bytes that are not a batch of order-command records; nothing was written."""
 
 
-@dataclass(frozen=True)
-class LogRecord:
-    """One command, in a message record."""
+class LogRecord(msgspec.Struct, frozen=True):
+    """One command, in a message record (a Struct: one is made per command read)."""
 
     seq: int
     ts_ns: int

@@ -210,9 +210,14 @@ def read_journal(
         reader = read_log(segment.path, buffer_size)
         for record in reader:
             check_follows(segment.path, record, expected)
+            if type(record) is LogRecord:  # attributes, not properties: one per command
+                expected += 1
+                if record.seq > after:
+                    yield record
+                continue
             expected += record.count
             if record.last_seq > after:
-                yield record.after(after) if type(record) is BatchRecord else record
+                yield record.after(after)
         if reader.frames.torn and index + 1 < len(segments):
             raise CorruptLog(
                 f"{segment.path}: ends in an incomplete record at byte {reader.frames.end}, "
