@@ -43,11 +43,10 @@ from engine.journal.commandlog import (
     stamped_records,
     wire_message,
 )
-from engine.protocol import Command, StartOfDay
+from engine.protocol import Command, Event, StartOfDay
 
 if TYPE_CHECKING:  # engine.core compiles the kernel on import: a journal writer needs none of it
     from engine.core import Exchange
-    from engine.protocol import Event
 
 DAY = r"\d{4}-\d{2}-\d{2}"
 SEGMENT = re.compile(rf"commands-(\d{{16}})(?:-({DAY}))?\.log", re.ASCII)
