@@ -24,6 +24,7 @@ from bench.exchange import (
     uncross_benchmark,
 )
 from bench.md_fanout import fanout_benchmark
+from bench.recovery import recovery_benchmark
 from bench.replay import lobster_benchmark, synthetic_benchmark
 
 
@@ -54,6 +55,7 @@ NAMES = (
     "md_fanout",
     "replay_lobster",
     "replay_synthetic",
+    "recovery",
 )
 
 
@@ -85,6 +87,8 @@ def run(names: set[str] | None, quick: bool):
             yield result
     if wanted("replay_synthetic"):
         yield synthetic_benchmark(messages=2_000_000 if quick else 10_000_000)
+    if wanted("recovery"):
+        yield recovery_benchmark(commands=1_000_000, rounds=3 if quick else 5)
 
 
 def main(argv: list[str] | None = None) -> int:

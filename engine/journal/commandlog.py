@@ -56,7 +56,7 @@ BatchBytes = bytes | bytearray | memoryview
 _record_decoder = msgspec.msgpack.Decoder(tuple[Seq, Nanoseconds, Command | bytes])
 _span_decoder = msgspec.msgpack.Decoder(tuple[Seq, Nanoseconds, msgspec.Raw])
 _encoder = msgspec.msgpack.Encoder()
-BIN_HEADER_BYTES = {0xC4: 2, 0xC5: 3, 0xC6: 5}  # msgpack bin 8, 16, 32: type byte + length
+BIN_TYPES = (0xC4, 0xC5, 0xC6)  # msgpack bin 8, 16, 32: a header of 2 to 5 bytes
 
 if TYPE_CHECKING:  # engine.core compiles the kernel on import: a log writer needs none of it
     from engine.core import Exchange
@@ -70,9 +70,8 @@ class BadBatch(ValueError):
     """Bytes that are not a batch of order-command records; nothing was written."""
 
 
-@dataclass(frozen=True)
-class LogRecord:
-    """One command, in a message record."""
+class LogRecord(msgspec.Struct, frozen=True):
+    """One command, in a message record (a Struct: one is made per command read)."""
 
     seq: int
     ts_ns: int
@@ -203,10 +202,9 @@ def record_span(payload: bytes) -> tuple[int, int]:
     """(first seq, last seq) of a record's payload, without decoding its command(s)."""
     seq, _, third = _span_decoder.decode(payload)
     raw = memoryview(third)
-    header = BIN_HEADER_BYTES.get(raw[0]) if raw.nbytes else None
-    if header is None:
+    if raw[0] not in BIN_TYPES:
         return seq, seq
-    return seq, seq + (raw.nbytes - header) // RECORD_BYTES - 1
+    return seq, seq + raw.nbytes // RECORD_BYTES - 1  # the bin's header is under a record
 
 
 class CommandLog(FramedWriter):

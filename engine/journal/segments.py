@@ -43,11 +43,10 @@ from engine.journal.commandlog import (
     stamped_records,
     wire_message,
 )
-from engine.protocol import Command, StartOfDay
+from engine.protocol import Command, Event, StartOfDay
 
 if TYPE_CHECKING:  # engine.core compiles the kernel on import: a journal writer needs none of it
     from engine.core import Exchange
-    from engine.protocol import Event
 
 DAY = r"\d{4}-\d{2}-\d{2}"
 SEGMENT = re.compile(rf"commands-(\d{{16}})(?:-({DAY}))?\.log", re.ASCII)
@@ -210,9 +209,14 @@ def read_journal(
         reader = read_log(segment.path, buffer_size)
         for record in reader:
             check_follows(segment.path, record, expected)
+            if type(record) is LogRecord:  # attributes, not properties: one per command
+                expected += 1
+                if record.seq > after:
+                    yield record
+                continue
             expected += record.count
             if record.last_seq > after:
-                yield record.after(after) if type(record) is BatchRecord else record
+                yield record.after(after)
         if reader.frames.torn and index + 1 < len(segments):
             raise CorruptLog(
                 f"{segment.path}: ends in an incomplete record at byte {reader.frames.end}, "

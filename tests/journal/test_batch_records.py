@@ -4,6 +4,7 @@ torn, corrupt and refused batches."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from pathlib import Path
@@ -246,9 +247,10 @@ def test_a_batch_never_starts_a_day_and_segments_still_roll_over_by_size(tmp_pat
     segments = list_segments(tmp_path / "j")
     assert len(segments) > 5
     assert {s.day for s in segments} == {"2026-11-24"}
-    for segment in segments:
+    for before, segment in itertools.pairwise(segments):
         first = next(iter(read_log(segment.path)))
         assert first.first_seq == segment.first_seq
+        assert before.path.stat().st_size >= 4_000  # rolled over by size only
     assert any(type(next(iter(read_log(s.path)))) is BatchRecord for s in segments)
     fresh = Exchange(market)
     for _ in replay(tmp_path / "j", fresh):
