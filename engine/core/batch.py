@@ -127,15 +127,11 @@ from engine.core.pipeline import (
     freeze_for,
 )
 from engine.core.records import key_length, words_of
-from engine.core.rows import packed, trade_bytes, trade_head
+from engine.core.rows import packed, tally, trade_bytes, trade_head
 from engine.protocol import RejectCode
 from engine.types import Phase
 
 # the run's scalars
-# rows of private events the compiled run writes, all with the member at word 2
-PRIVATE_ROWS = np.array([ROW_ACCEPTED, ROW_REJECTED, ROW_CANCELLED, ROW_AMENDED])
-PRIVATE_MEMBER_WORD = A_MEMBER
-assert A_MEMBER == R_MEMBER == X_MEMBER == M_MEMBER
 SC_NEXT_OID, SC_NEXT_TRADE, SC_DATE, SC_DUE_NS, SC_OFFBOOK, SC_ROWS = range(6)
 SC_SEQ, SC_TS, SC_INSTRUMENT, SC_NEED = 6, 7, 8, 9
 SC_LEN = 10
@@ -497,25 +493,21 @@ class BatchPath:
                 self.trade_buf = np.zeros(2 * -size, dtype=np.uint8)
             if figures[0]:
                 market.add_trades(bytes(self.trade_buf[:size]), *figures.tolist())
-        self._count_streams(self.out[lo:hi])
+        self._count_streams(lo, hi)
         return hi
 
-    def _count_streams(self, rows: np.ndarray) -> None:
-        """Move the stream positions past the compiled run's rows (per batch, with numpy: the
-        rows carry no numbers, a decoder counts them as EventWriter would have)."""
-        state = self.state
-        kinds = rows[:, 0] & 0xFF
-        trades = kinds == ROW_TRADE
-        state.public_seq += int(np.count_nonzero(trades | (kinds == ROW_DEPTH)))
-        state.clearing_seq += int(np.count_nonzero(trades))
-        private = np.isin(kinds, PRIVATE_ROWS)
-        members = np.concatenate(
-            [
-                rows[private, PRIVATE_MEMBER_WORD],
-                (rows[trades, T_MEMBERS] << 32) >> 32,  # the buyer: the low half, signed
-                rows[trades, T_MEMBERS] >> 32,  # the seller
-            ]
-        )
+    def _count_streams(self, lo: int, hi: int) -> None:
+        """Move the stream positions past the compiled run's rows out[lo:hi] (the rows carry
+        no numbers, a decoder counts them as EventWriter would have: rows.tally)."""
+        state, ids = self.state, self.state.accounts.ids
+        counts = np.zeros(len(ids), dtype=np.int64)
+        strangers = np.empty(2 * (hi - lo), dtype=np.int64)
+        public, clearing, n = tally(self.out, lo, hi, ids, counts, strangers)
+        state.public_seq += public
+        state.clearing_seq += clearing
         seqs = state.private_seq
-        for member, n in zip(*np.unique(members, return_counts=True), strict=True):
-            seqs[int(member)] = seqs.get(int(member), 0) + int(n)
+        for row in np.flatnonzero(counts).tolist():
+            member = int(ids[row])
+            seqs[member] = seqs.get(member, 0) + int(counts[row])
+        for member in strangers[:n].tolist():
+            seqs[member] = seqs.get(member, 0) + 1

@@ -19,7 +19,15 @@ import numpy as np
 from numba import njit
 
 from engine.codec import (
+    A_MEMBER,
+    M_MEMBER,
     ORDER_FIELDS,
+    R_MEMBER,
+    ROW_ACCEPTED,
+    ROW_AMENDED,
+    ROW_CANCELLED,
+    ROW_DEPTH,
+    ROW_REJECTED,
     ROW_TRADE,
     T_BUY_OID,
     T_MEMBERS,
@@ -28,6 +36,7 @@ from engine.codec import (
     T_SELL_OID,
     T_TRADE_ID,
     T_TS,
+    X_MEMBER,
     decode_events,
 )
 from engine.core.events import print_of
@@ -132,6 +141,52 @@ def trade_bytes(out, lo, hi, instrument, head, date, code, venue, buf, figures, 
         elif price < figures[5]:
             figures[5] = price
     return p
+
+
+# -- stream positions ------------------------------------------------------------------------------
+
+PRIVATE_MEMBER_WORD = A_MEMBER  # the member of every private row the compiled run writes
+assert A_MEMBER == R_MEMBER == X_MEMBER == M_MEMBER
+
+
+@njit(cache=True, _nrt=False)
+def _count_member(ids, counts, strangers, n_strangers, member):
+    """Count one private event of `member` at its accounts row; a member with no row (a
+    refused unknown member) goes to strangers. Returns the strangers' count."""
+    lo, hi = 0, ids.shape[0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ids[mid] < member:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < ids.shape[0] and ids[lo] == member:
+        counts[lo] += 1
+        return n_strangers
+    strangers[n_strangers] = member
+    return n_strangers + 1
+
+
+@njit(cache=True, _nrt=False)
+def tally(out, lo, hi, ids, counts, strangers):
+    """Count the events of the rows out[lo:hi] (written by the compiled run) by stream, as
+    EventWriter numbers them: private events per accounts row into counts (members with no row
+    into strangers[:n]), each trade's clearing record, the public prints and depth updates.
+    Returns (public, clearing, n)."""
+    public = clearing = n = 0
+    for r in range(lo, hi):
+        kind = out[r, 0] & 0xFF
+        if kind == ROW_TRADE:
+            public += 1
+            clearing += 1
+            members = out[r, T_MEMBERS]
+            n = _count_member(ids, counts, strangers, n, (members << 32) >> 32)  # the buyer
+            n = _count_member(ids, counts, strangers, n, members >> 32)
+        elif kind == ROW_DEPTH:
+            public += 1
+        elif kind in (ROW_ACCEPTED, ROW_REJECTED, ROW_CANCELLED, ROW_AMENDED):
+            n = _count_member(ids, counts, strangers, n, out[r, PRIVATE_MEMBER_WORD])
+    return public, clearing, n
 
 
 # -- reject texts ----------------------------------------------------------------------------------
