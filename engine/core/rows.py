@@ -40,7 +40,7 @@ from engine.codec import (
     decode_events,
 )
 from engine.core.events import print_of
-from engine.core.pipeline import fee_on
+from engine.core.pipeline import fee_on, find_row
 from engine.core.validation import band_detail, market_detail, reject_text, shortfall_detail
 from engine.instruments import Instrument
 from engine.protocol import Audience, Event, RejectCode, Trade
@@ -153,15 +153,9 @@ assert A_MEMBER == R_MEMBER == X_MEMBER == M_MEMBER
 def _count_member(ids, counts, strangers, n_strangers, member):
     """Count one private event of `member` at its accounts row; a member with no row (a
     refused unknown member) goes to strangers. Returns the strangers' count."""
-    lo, hi = 0, ids.shape[0]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ids[mid] < member:
-            lo = mid + 1
-        else:
-            hi = mid
-    if lo < ids.shape[0] and ids[lo] == member:
-        counts[lo] += 1
+    row = find_row(ids, member)
+    if row >= 0:
+        counts[row] += 1
         return n_strangers
     strangers[n_strangers] = member
     return n_strangers + 1
