@@ -30,6 +30,10 @@ Invariants:
 - Trades count in their market's day figures and digest in the order they happened: the
   compiled run's trades are encoded as msgpack (byte for byte what msgspec writes for the
   Trade event, engine.core.rows.trade_bytes) and folded in before any per-command command runs.
+- The stream positions move past the compiled run's rows in the same flush (rows.tally), so
+  a per-command command after it numbers its events from the right place.
+- The run prefetches the ClOrdID table row of the record PREFETCH_AHEAD ahead: a cache hint
+  that changes no value, only when the probe's memory arrives.
 """
 
 from __future__ import annotations

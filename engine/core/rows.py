@@ -4,6 +4,8 @@
   for the `Trade` event (`engine.protocol.encode_trades`), so the batch folds its trades
   into the market's digest (`Market.add_trades`) without a Trade object; `_put_int` is
   msgpack's shortest int encoding, property-tested against msgspec.
+- `tally` counts a run's rows by event stream (private per member, public, clearing) as
+  EventWriter numbers them, so the batch moves the stream positions without numbering rows.
 - `reject_wording` words a ROW_REJECTED from its code and details with the per-command
   path's own words (engine.core.validation); `decode` gives back the protocol events of a
   batch's bytes (tests and consumers, not the hot path).
