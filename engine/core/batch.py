@@ -41,7 +41,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from llvmlite import ir
+from llvmlite import binding, ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -150,6 +150,8 @@ NEED_OUT = -101  # `out` must hold SC_NEED more rows
 NEVER = 2**63 - 1
 ROWS_PER_RECORD = 4  # rows `out` is sized for up front (it grows when a run needs more)
 PREFETCH_AHEAD = 3  # records ahead whose ClOrdID table row is fetched into the cache
+# the prefetch intrinsic's name: mangled by its pointer type, opaque from LLVM 15 on
+_PREFETCH = "llvm.prefetch.p0" if binding.llvm_version_info >= (15,) else "llvm.prefetch.p0i8"
 
 _CALL, _CLOSING_CALL = int(Phase.CALL), int(Phase.CLOSING_CALL)
 _R = {code.name: int(code) for code in RejectCode}
@@ -174,7 +176,7 @@ def _prefetch_row(typingctx, table, row):
         byte_pointer, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
         prefetch = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32]),
-            "llvm.prefetch.p0",
+            _PREFETCH,
         )  # fmt: skip
         # read, high temporal locality, data cache
         builder.call(prefetch, [builder.bitcast(pointer, byte_pointer), i32(0), i32(3), i32(1)])
