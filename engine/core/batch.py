@@ -30,6 +30,10 @@ Invariants:
 - Trades count in their market's day figures and digest in the order they happened: the
   compiled run's trades are encoded as msgpack (byte for byte what msgspec writes for the
   Trade event, engine.core.rows.trade_bytes) and folded in before any per-command command runs.
+- The stream positions move past the compiled run's rows in the same flush (rows.tally), so
+  a per-command command after it numbers its events from the right place.
+- The run prefetches the ClOrdID table row of the record PREFETCH_AHEAD ahead: a cache hint
+  that changes no value, only when the probe's memory arrives.
 """
 
 from __future__ import annotations
@@ -37,7 +41,10 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from numba import njit
+from llvmlite import binding, ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from engine.book.entry import entry_point
 from engine.book.eventrows import K_AMENDED, K_CANCELLED, K_FILL
@@ -110,7 +117,7 @@ from engine.codec import (
     date_number,
     encode_events,
 )
-from engine.core.clordid import NEED_CLORDIDS
+from engine.core.clordid import NEED_CLORDIDS, clid_home
 from engine.core.market import MK_BAND_HI, MK_BAND_LO, MK_PHASE, Market
 from engine.core.pipeline import (
     K_LEVEL,
@@ -124,18 +131,15 @@ from engine.core.pipeline import (
     _amend,
     _cancel,
     _new_order,
+    find_row,
     freeze_for,
 )
 from engine.core.records import key_length, words_of
-from engine.core.rows import packed, trade_bytes, trade_head
+from engine.core.rows import packed, tally, trade_bytes, trade_head
 from engine.protocol import RejectCode
 from engine.types import Phase
 
 # the run's scalars
-# rows of private events the compiled run writes, all with the member at word 2
-PRIVATE_ROWS = np.array([ROW_ACCEPTED, ROW_REJECTED, ROW_CANCELLED, ROW_AMENDED])
-PRIVATE_MEMBER_WORD = A_MEMBER
-assert A_MEMBER == R_MEMBER == X_MEMBER == M_MEMBER
 SC_NEXT_OID, SC_NEXT_TRADE, SC_DATE, SC_DUE_NS, SC_OFFBOOK, SC_ROWS = range(6)
 SC_SEQ, SC_TS, SC_INSTRUMENT, SC_NEED = 6, 7, 8, 9
 SC_LEN = 10
@@ -145,6 +149,9 @@ PER_COMMAND = -100  # apply the record the run stopped at with Exchange.apply
 NEED_OUT = -101  # `out` must hold SC_NEED more rows
 NEVER = 2**63 - 1
 ROWS_PER_RECORD = 4  # rows `out` is sized for up front (it grows when a run needs more)
+PREFETCH_AHEAD = 3  # records ahead whose ClOrdID table row is fetched into the cache
+# the prefetch intrinsic's name: mangled by its pointer type, opaque from LLVM 15 on
+_PREFETCH = "llvm.prefetch.p0" if binding.llvm_version_info >= (15,) else "llvm.prefetch.p0i8"
 
 _CALL, _CLOSING_CALL = int(Phase.CALL), int(Phase.CLOSING_CALL)
 _R = {code.name: int(code) for code in RejectCode}
@@ -154,17 +161,41 @@ R_UNKNOWN_MEMBER, R_UNKNOWN_INSTRUMENT = _R["UNKNOWN_MEMBER"], _R["UNKNOWN_INSTR
 # -- the compiled run ------------------------------------------------------------------------------
 
 
+@intrinsic
+def _prefetch_row(typingctx, table, row):
+    """Ask the CPU to bring table[row, 0] into the cache (a hint: no effect on any value)."""
+
+    def codegen(context, builder, signature, args):
+        table_type = signature.args[0]
+        array = context.make_array(table_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer2(
+            context, builder, array.data, cgutils.unpack_tuple(builder, array.shape),
+            cgutils.unpack_tuple(builder, array.strides), table_type.layout,
+            [args[1], context.get_constant(types.intp, 0)], wraparound=False, boundscheck=False,
+        )  # fmt: skip
+        byte_pointer, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32]),
+            _PREFETCH,
+        )  # fmt: skip
+        # read, high temporal locality, data cache
+        builder.call(prefetch, [builder.bitcast(pointer, byte_pointer), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(table, row), codegen
+
+
 @njit(cache=True, _nrt=False)
-def _find_row(ids, member):
-    """Row of `member` in the accounts, or -1."""
-    lo, hi = 0, ids.shape[0]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ids[mid] < member:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo if lo < ids.shape[0] and ids[lo] == member else -1
+def _prefetch_key(words, i, ck, cm):
+    """Prefetch the ClOrdID table row where record i's key is probed, if there is a record i:
+    the table is large and probed at random, so a probe would otherwise wait for memory."""
+    if i < words.shape[0]:
+        member = ((words[i, W_IDS] & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000
+        home = clid_home(
+            cm, member, key_length(words, i), words[i, W_KEY], words[i, W_KEY + 1],
+            words[i, W_KEY + 2], words[i, W_KEY + 3],
+        )  # fmt: skip
+        _prefetch_row(ck, home)
 
 
 @njit(cache=True, _nrt=False)
@@ -273,7 +304,10 @@ def _rows(out, sc, ev, rows, instrument, seq):
 @njit(cache=True, _nrt=False)
 def run(words, start, pools, lads, bms, hts, metas, evs, mks, acct, ids, ck, cm, out, sc):
     """Apply records words[start:] until one needs Python; returns (status, record index)."""
+    for i in range(start, min(start + PREFETCH_AHEAD, words.shape[0])):
+        _prefetch_key(words, i, ck, cm)
     for i in range(start, words.shape[0]):
+        _prefetch_key(words, i + PREFETCH_AHEAD, ck, cm)
         seq, ts = words[i, W_SEQ], words[i, W_TS]
         if ts >= sc[SC_DUE_NS]:
             return PER_COMMAND, i
@@ -286,7 +320,7 @@ def run(words, start, pools, lads, bms, hts, metas, evs, mks, acct, ids, ck, cm,
         if out.shape[0] - sc[SC_ROWS] < 1:
             sc[SC_NEED] = 1
             return NEED_OUT, i
-        if _find_row(ids, member) < 0:
+        if find_row(ids, member) < 0:
             _reject(out, sc, words, i, 0, member, R_UNKNOWN_MEMBER, member, 0)
             sc[SC_SEQ], sc[SC_TS] = seq, ts
             continue
@@ -497,25 +531,21 @@ class BatchPath:
                 self.trade_buf = np.zeros(2 * -size, dtype=np.uint8)
             if figures[0]:
                 market.add_trades(bytes(self.trade_buf[:size]), *figures.tolist())
-        self._count_streams(self.out[lo:hi])
+        self._count_streams(lo, hi)
         return hi
 
-    def _count_streams(self, rows: np.ndarray) -> None:
-        """Move the stream positions past the compiled run's rows (per batch, with numpy: the
-        rows carry no numbers, a decoder counts them as EventWriter would have)."""
-        state = self.state
-        kinds = rows[:, 0] & 0xFF
-        trades = kinds == ROW_TRADE
-        state.public_seq += int(np.count_nonzero(trades | (kinds == ROW_DEPTH)))
-        state.clearing_seq += int(np.count_nonzero(trades))
-        private = np.isin(kinds, PRIVATE_ROWS)
-        members = np.concatenate(
-            [
-                rows[private, PRIVATE_MEMBER_WORD],
-                (rows[trades, T_MEMBERS] << 32) >> 32,  # the buyer: the low half, signed
-                rows[trades, T_MEMBERS] >> 32,  # the seller
-            ]
-        )
+    def _count_streams(self, lo: int, hi: int) -> None:
+        """Move the stream positions past the compiled run's rows out[lo:hi] (the rows carry
+        no numbers, a decoder counts them as EventWriter would have: rows.tally)."""
+        state, ids = self.state, self.state.accounts.ids
+        counts = np.zeros(len(ids), dtype=np.int64)
+        strangers = np.empty(2 * (hi - lo), dtype=np.int64)
+        public, clearing, n = tally(self.out, lo, hi, ids, counts, strangers)
+        state.public_seq += public
+        state.clearing_seq += clearing
         seqs = state.private_seq
-        for member, n in zip(*np.unique(members, return_counts=True), strict=True):
-            seqs[int(member)] = seqs.get(int(member), 0) + int(n)
+        for row in np.flatnonzero(counts).tolist():
+            member = int(ids[row])
+            seqs[member] = seqs.get(member, 0) + int(counts[row])
+        for member in strangers[:n].tolist():
+            seqs[member] = seqs.get(member, 0) + 1

@@ -67,6 +67,12 @@ def _probe(table, meta, member, n, w0, w1, w2, w3):
 
 
 @njit(cache=True, _nrt=False)
+def clid_home(meta, member, n, w0, w1, w2, w3):
+    """The table row where the key's probe starts (a batch prefetches it ahead of use)."""
+    return _home(meta, member, n, w0, w1, w2, w3)
+
+
+@njit(cache=True, _nrt=False)
 def is_long(n):
     """A key too long for the table: the Python caller checks and records it."""
     return n > KEY_BYTES

@@ -88,10 +88,10 @@ class OrderPath:
             for fn in (new_order, cancel, amend)
         )
 
-    def call(self, entry: str, *args) -> tuple:
-        """Call an entry point, growing the arrays while it asks for room: the answer, or a
-        refusal (status REJECT_BASE - code)."""
-        result = getattr(self, entry)(*args)
+    def grown(self, entry: str, result: tuple, *args) -> tuple:
+        """The answer of entry point `entry` called with `args` once it had room: `result` is
+        its first answer; while that asks for room (a NEED_* status, nothing changed) the
+        arrays grow and it is called again. A refusal is status REJECT_BASE - code."""
         while REJECT_BASE < result[0] < 0:
             if result[0] == NEED_CLORDIDS:
                 self.cl_ord_ids.grow()
@@ -198,9 +198,11 @@ class CompiledOrders:
         path, key = entry
         oid = self.state.next_order_id
         try:
-            result = path.call(
-                "new_order", oid, member, side, price, qty, order_type, tif, stp, key
-            )
+            result = path.new_order(oid, member, side, price, qty, order_type, tif, stp, key)
+            if REJECT_BASE < result[0] < 0:
+                result = path.grown(
+                    "new_order", result, oid, member, side, price, qty, order_type, tif, stp, key
+                )
         except OverflowError:  # beyond int64: only built in process (the wire bounds ints)
             check_types(cmd)
             raise
@@ -236,7 +238,9 @@ class CompiledOrders:
             order = self.trading.owned(member, order_id, path.market)
             return self.offbook.cancel(cmd, path.market, order)
         try:
-            result = path.call("cancel", order_id, member, key)
+            result = path.cancel(order_id, member, key)
+            if REJECT_BASE < result[0] < 0:
+                result = path.grown("cancel", result, order_id, member, key)
         except OverflowError:
             check_types(cmd)
             raise
@@ -263,7 +267,9 @@ class CompiledOrders:
             self.trading.owned(member, order_id, path.market)
             raise Reject(RejectCode.UNSUPPORTED_IN_PHASE, "only orders in the book are amended")
         try:
-            result = path.call("amend", order_id, member, price, qty, key)
+            result = path.amend(order_id, member, price, qty, key)
+            if REJECT_BASE < result[0] < 0:
+                result = path.grown("amend", result, order_id, member, price, qty, key)
         except OverflowError:
             check_types(cmd)
             raise

@@ -141,16 +141,23 @@ def freeze_for(mk, price, qty):
 
 
 @njit(cache=True, _nrt=False)
-def _row(ids, member):
-    """Row of `member` (present: the core checked it), by binary search over ascending ids."""
-    lo, hi = 0, ids.shape[0] - 1
+def find_row(ids, member):
+    """Row of `member` in the accounts (`ids` ascending), or -1. Members numbered without
+    gaps from the first (the usual case) are found at once, any other by binary search."""
+    n = ids.shape[0]
+    if n == 0:
+        return -1
+    guess = member - ids[0]
+    if 0 <= guess < n and ids[guess] == member:
+        return guess
+    lo, hi = 0, n
     while lo < hi:
         mid = (lo + hi) // 2
         if ids[mid] < member:
             lo = mid + 1
         else:
             hi = mid
-    return lo
+    return lo if lo < n and ids[lo] == member else -1
 
 
 @njit(cache=True, _nrt=False)
@@ -224,7 +231,7 @@ def _settle_fill(acct, ids, mk, ev, i, taker_row, taker_limit):
     price (it rests there)."""
     price = ev[i, E_PRICE]
     qty = ev[i, E_QTY]
-    maker_row = _row(ids, ev[i, E_OWNER2])
+    maker_row = find_row(ids, ev[i, E_OWNER2])
     if ev[i, E_SIDE] == 0:
         buyer, seller = taker_row, maker_row
         limit, leaves_after = taker_limit, ev[i, E_LEAVES]
@@ -283,7 +290,7 @@ def _settle_and_publish(lad, meta, ev, acct, ids, mk, oid, taker_row, side, limi
             if ev[i, E_OID] == oid:
                 _release(acct, mk, taker_row, side, limit, ev[i, E_QTY])
             else:
-                row = _row(ids, ev[i, E_OWNER])
+                row = find_row(ids, ev[i, E_OWNER])
                 _release(acct, mk, row, ev[i, E_SIDE], ev[i, E_PRICE], ev[i, E_QTY])
                 n = _touch(ev, n_book, n, ev[i, E_SIDE], ev[i, E_PRICE])
         elif kind == K_RESTED:
@@ -428,7 +435,7 @@ def _new_order_checked(
     if code != 0:
         return REJECT_BASE - code
     limit = mk[MK_BAND_HI] if market_order else price
-    row = _row(ids, member)
+    row = find_row(ids, member)
     need = freeze_for(mk, limit, qty) if side == 0 else 0
     code = _short_of(acct, mk, row, side, need, qty)
     if code != 0:
@@ -508,7 +515,7 @@ def _amend_checked(pool, lad, bm, ht, meta, ev, acct, ids, mk, oid, member, pric
     flags = pool[slot, P_FLAGS]
     side = flags & 1
     old_price, old_qty = pool[slot, P_PRICE], pool[slot, P_QTY]
-    row = _row(ids, member)
+    row = find_row(ids, member)
     extra_cash = freeze_for(mk, price, qty) - freeze_for(mk, old_price, old_qty)
     code = _short_of(acct, mk, row, side, extra_cash, qty - old_qty)
     if code != 0:

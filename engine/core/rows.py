@@ -4,6 +4,8 @@
   for the `Trade` event (`engine.protocol.encode_trades`), so the batch folds its trades
   into the market's digest (`Market.add_trades`) without a Trade object; `_put_int` is
   msgpack's shortest int encoding, property-tested against msgspec.
+- `tally` counts a run's rows by event stream (private per member, public, clearing) as
+  EventWriter numbers them, so the batch moves the stream positions without numbering rows.
 - `reject_wording` words a ROW_REJECTED from its code and details with the per-command
   path's own words (engine.core.validation); `decode` gives back the protocol events of a
   batch's bytes (tests and consumers, not the hot path).
@@ -19,7 +21,15 @@ import numpy as np
 from numba import njit
 
 from engine.codec import (
+    A_MEMBER,
+    M_MEMBER,
     ORDER_FIELDS,
+    R_MEMBER,
+    ROW_ACCEPTED,
+    ROW_AMENDED,
+    ROW_CANCELLED,
+    ROW_DEPTH,
+    ROW_REJECTED,
     ROW_TRADE,
     T_BUY_OID,
     T_MEMBERS,
@@ -28,10 +38,11 @@ from engine.codec import (
     T_SELL_OID,
     T_TRADE_ID,
     T_TS,
+    X_MEMBER,
     decode_events,
 )
 from engine.core.events import print_of
-from engine.core.pipeline import fee_on
+from engine.core.pipeline import fee_on, find_row
 from engine.core.validation import band_detail, market_detail, reject_text, shortfall_detail
 from engine.instruments import Instrument
 from engine.protocol import Audience, Event, RejectCode, Trade
@@ -132,6 +143,46 @@ def trade_bytes(out, lo, hi, instrument, head, date, code, venue, buf, figures, 
         elif price < figures[5]:
             figures[5] = price
     return p
+
+
+# -- stream positions ------------------------------------------------------------------------------
+
+PRIVATE_MEMBER_WORD = A_MEMBER  # the member of every private row the compiled run writes
+assert A_MEMBER == R_MEMBER == X_MEMBER == M_MEMBER
+
+
+@njit(cache=True, _nrt=False)
+def _count_member(ids, counts, strangers, n_strangers, member):
+    """Count one private event of `member` at its accounts row; a member with no row (a
+    refused unknown member) goes to strangers. Returns the strangers' count."""
+    row = find_row(ids, member)
+    if row >= 0:
+        counts[row] += 1
+        return n_strangers
+    strangers[n_strangers] = member
+    return n_strangers + 1
+
+
+@njit(cache=True, _nrt=False)
+def tally(out, lo, hi, ids, counts, strangers):
+    """Count the events of the rows out[lo:hi] (written by the compiled run) by stream, as
+    EventWriter numbers them: private events per accounts row into counts (members with no row
+    into strangers[:n]), each trade's clearing record, the public prints and depth updates.
+    Returns (public, clearing, n)."""
+    public = clearing = n = 0
+    for r in range(lo, hi):
+        kind = out[r, 0] & 0xFF
+        if kind == ROW_TRADE:
+            public += 1
+            clearing += 1
+            members = out[r, T_MEMBERS]
+            n = _count_member(ids, counts, strangers, n, (members << 32) >> 32)  # the buyer
+            n = _count_member(ids, counts, strangers, n, members >> 32)
+        elif kind == ROW_DEPTH:
+            public += 1
+        elif kind in (ROW_ACCEPTED, ROW_REJECTED, ROW_CANCELLED, ROW_AMENDED):
+            n = _count_member(ids, counts, strangers, n, out[r, PRIVATE_MEMBER_WORD])
+    return public, clearing, n
 
 
 # -- reject texts ----------------------------------------------------------------------------------
