@@ -337,3 +337,32 @@ def test_a_records_only_gateway_keeps_its_session_and_the_engine_heartbeats(engi
     assert any(isinstance(r, wire.Heartbeat) for r in beats)
     socket.send_multipart(wire.messages_frame([wire.Logout()]))
     socket.close()
+
+
+def test_the_asyncio_client_submits_reads_and_mass_cancels(engine):
+    import asyncio
+
+    from engine.gateway.client import AsyncGatewayClient
+
+    code = CODES[5]
+    price = MARKET.instruments[5].reference_price
+
+    async def session() -> list:
+        gateway = await AsyncGatewayClient.open(engine.endpoints["orders"], "entities")
+        try:
+            await gateway.submit("async-1", 6, code, BUY, price - 40, 100)
+            await gateway.mass_cancel("async-mc", 6, code)
+            replies = []
+            while not any(isinstance(r, MassCancelled) for r in replies):
+                more = await gateway.next_replies(10_000)
+                assert more, f"no answer; got {replies}"
+                replies += more
+            return replies
+        finally:
+            gateway.close()
+
+    replies = asyncio.run(session())
+    accepted = [r for r in replies if isinstance(r, Accepted)]
+    cancelled = [r for r in replies if isinstance(r, Cancelled)]
+    assert [a.cl_ord_id for a in accepted] == ["async-1"]
+    assert accepted[0].order_id in {c.order_id for c in cancelled}
