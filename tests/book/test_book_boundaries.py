@@ -55,7 +55,8 @@ ENGINE_DIR = BOOK_DIR.parent
 # clearing or the service), and instruments and config take nothing from the book
 LOWER_LAYERS = {
     "types.py": (),
-    "protocol.py": ("engine.types",),
+    "digest.py": (),  # the day's trades checksum: hashlib only
+    "protocol.py": ("engine.types", "engine.digest"),
     "instruments.py": ("engine.types",),
     "config.py": ("engine.types", "engine.instruments"),
 }
