@@ -261,3 +261,18 @@ def test_help_of_watch_describes_every_option():
     for option in ("--once", "--interval", "--trades", "--timeout", "--config"):
         assert option in text
     assert "best five" in text
+
+
+def test_the_tape_takes_a_snapshots_last_trade_once_and_only_when_newer():
+    from engine.gateway.marketdata_client import Synced
+
+    def trade(trade_id: int) -> TradePrint:
+        return TradePrint(trade_id, trade_id, 0, "CEA25", REF, trade_id, 0, "continuous")
+
+    tape = Tape(keep=5)
+    tape.add(trade(2))
+    tape.take(Synced(9, resync=True), {"CEA25": book(Phase.CONTINUOUS, [], [], None, trade(2))})
+    tape.take(trade(1), {})  # older than what the tape holds (replayed after a resync)
+    assert [t.trade_id for t in tape.trades["CEA25"]] == [2]
+    tape.take(Synced(12, resync=True), {"CEA25": book(Phase.CONTINUOUS, [], [], None, trade(4))})
+    assert [t.trade_id for t in tape.trades["CEA25"]] == [4, 2]  # trade 3 fell in the gap
