@@ -11,7 +11,9 @@ Invariants:
 - the counters shown are those of the latest StatusReport; at most one Status request is
   outstanding, and one unanswered past its timeout is dropped with its socket, so an answer
   always belongs to the request it is taken for;
-- prices are shown in yuan (engine.types.format_price, exact), quantities in tonnes.
+- prices are shown in yuan (engine.types.format_price, exact), quantities in tonnes; an
+  indicative's imbalance (buy minus sell quantity at its price) as its size and the side in
+  surplus.
 """
 
 from __future__ import annotations
@@ -193,10 +195,11 @@ def instrument_panel(
     if book.phase in CALL_PHASES:
         price, volume, imbalance = book.indicative or (0, 0, 0)
         if price:
+            surplus = " (buy)" if imbalance > 0 else " (sell)" if imbalance < 0 else ""
             lines.append(
                 Text(
                     f"indicative {format_price(price)}  volume {volume:,} t  "
-                    f"imbalance {imbalance:,} t"
+                    f"imbalance {abs(imbalance):,} t{surplus}"
                 )
             )
         else:

@@ -79,7 +79,9 @@ def test_render_shows_the_best_five_levels_each_side_with_quantities_and_orders(
 def test_render_shows_the_indicative_in_a_call_and_says_when_nothing_crosses():
     crossing = book(Phase.CALL, [(REF + 2, 300, 1)], [(REF - 1, 200, 1)], (REF + 1, 200, 100))
     text = text_of(render({"CEA25": crossing}, {}, None))
-    assert "CALL" in text and "indicative 62.01  volume 200 t  imbalance 100 t" in text
+    assert "CALL" in text and "indicative 62.01  volume 200 t  imbalance 100 t (buy)" in text
+    selling = book(Phase.CALL, [(REF + 2, 200, 1)], [(REF - 1, 260, 2)], (REF + 1, 200, -60))
+    assert "imbalance 60 t (sell)" in text_of(render({"CEA25": selling}, {}, None))
     apart = book(Phase.CLOSING_CALL, [(REF - 2, 300, 1)], [], (0, 0, 0))
     assert "indicative: no cross" in text_of(render({"CEA25": apart}, {}, None))
 
@@ -165,7 +167,7 @@ def test_watch_once_renders_the_live_engine_books_trade_call_and_counters(engine
     price, volume, imbalance = md.books["CEA24"].indicative
     md.close()
     assert (volume, imbalance) == (200, 100) and price
-    assert f"indicative {format_price(price)}  volume 200 t  imbalance 100 t" in text
+    assert f"indicative {format_price(price)}  volume 200 t  imbalance 100 t (buy)" in text
     status = engine.status()
     header = row_of(text, "gateway")
     brokers = dict(zip(header, row_of(text, "brokers"), strict=True))
@@ -184,6 +186,21 @@ def test_watch_once_shows_only_the_instruments_named(engine):
     refused = watch("--once", "--data", str(engine.data), "--instrument", "NOPE")
     assert refused.returncode == 2 and "cxe watch:" in refused.stderr
     assert "NOPE" in refused.stderr and "Traceback" not in refused.stderr
+
+
+@pytest.mark.slow
+def test_watch_once_with_an_admin_that_does_not_answer_shows_the_books_and_says_so(engine):
+    nowhere = "tcp://127.0.0.1:1"
+    result = watch(
+        "--once", "--timeout", "1", "--admin", nowhere,
+        "--market-data", engine.endpoints["market_data"],
+        "--snapshots", engine.endpoints["snapshots"],
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"engine status: no answer from admin {nowhere} within 1 s" in result.stdout
+    assert re.search(r"1\s+50\s+61\.99\s+62\.01\s+70\s+2", result.stdout), result.stdout
+    assert f"cxe watch: no answer from admin {nowhere}" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.slow
