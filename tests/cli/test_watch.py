@@ -213,11 +213,11 @@ def test_watch_live_follows_the_feed_until_interrupted(engine):
         env=WIDE,
     )
     try:
-        time.sleep(3)  # synchronised and refreshing
+        time.sleep(6)  # started (imports, on a loaded machine), synchronised and refreshing
         with GatewayClient(engine.endpoints["orders"], "entities") as gateway:
             gateway.submit("live1", 5, "CEA25", Side.BUY, REF, 777)
             wait_for(gateway, Accepted, cl_ord_id="live1")
-        time.sleep(1.5)
+        time.sleep(2)  # several refreshes and Status polls later
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
     finally:
