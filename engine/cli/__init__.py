@@ -1,8 +1,8 @@
 """`cxe`: the command line. Every command has --help; errors say what to do next.
 
 Commands grow with the project: clearing's in engine.cli.clearing, replay's and the logs' in
-engine.cli.replay, the engine service's (serve, admin) in engine.cli.serve, shared argument
-types in engine.cli.common.
+engine.cli.replay, the engine service's (serve, admin) in engine.cli.serve, the live view
+(watch) in engine.cli.watch, shared argument types in engine.cli.common.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 
-from engine.cli import clearing, replay, serve
+from engine.cli import clearing, replay, serve, watch
 from engine.cli.common import market_of, positive_int, trading_date
 
 
@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=cmd_demo)
 
     serve.add_commands(commands)
+    watch.add_commands(commands)
     clearing.add_commands(commands)
     replay.add_commands(commands)
     return parser

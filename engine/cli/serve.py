@@ -2,18 +2,23 @@
 
 `cxe serve` recovers its state from the data directory (snapshot + journal), warms the
 compiled code, binds, prints where it listens and writes the bound endpoints to
-DATA/endpoints.json, which `cxe admin` and tests read. `cxe admin` sends one operator command
-(for every instrument when none is named) and prints the engine's answer, one line each.
+DATA/endpoints.json, which `cxe admin`, `cxe watch` and tests read. `cxe admin` sends one
+operator command (for every instrument when none is named) and prints the engine's answer, one
+line per event (`describe`: enums by name, amounts in fen also in yuan); it exits 1 when the
+engine refused anything, 2 when no engine answers where the data directory says.
 """
 
 from __future__ import annotations
 
 import argparse
+import enum
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 
-from engine.cli.common import market_of, positive_int, trading_date
+from engine.cli.common import market_of, member_id, positive_int, trading_date
+from engine.types import format_price
 
 DEFAULT_DATA = "cxe-data"
 INSTRUMENT_ACTIONS = {
@@ -24,6 +29,28 @@ INSTRUMENT_ACTIONS = {
     "close-call": "CloseCall",
     "close": "Close",
 }
+# fields holding an amount in fen (a price, or money): printed in yuan beside the fen
+FEN_FIELDS = frozenset(
+    [
+        "price",
+        "reference",
+        "band_low",
+        "band_high",
+        "open",
+        "high",
+        "low",
+        "close",
+        "buyer_fee",
+        "seller_fee",
+    ]
+)
+
+
+def cl_ord_id(text: str) -> str:
+    """argparse type: a client order id, 1 to 32 characters."""
+    if not 1 <= len(text) <= 32:
+        raise argparse.ArgumentTypeError(f"a ClOrdID has 1 to 32 characters, not {len(text)}")
+    return text
 
 
 def clock_start(text: str) -> int:
@@ -61,17 +88,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(market, options)
 
 
+def engine_endpoints(data: str, alternative: str) -> dict[str, str]:
+    """The endpoints a running engine wrote to DATA/endpoints.json; ValueError saying what to
+    do (start the engine, or give `alternative`) when there is none or its process is gone."""
+    path = Path(data) / "endpoints.json"
+    advice = f"start `cxe serve --data {data}` or give {alternative}"
+    try:
+        found = json.loads(path.read_text())
+        endpoints = {name: found[name] for name in ("admin", "market_data", "snapshots")}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"no running engine found at {path}: {advice}") from None
+    pid = found.get("pid")
+    if isinstance(pid, int) and pid > 0:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            raise ValueError(
+                f"no running engine found at {path}: its process {pid} has stopped; {advice}"
+            ) from None
+        except PermissionError:
+            pass  # running, as another user
+    return endpoints
+
+
 def admin_endpoint(args: argparse.Namespace) -> str:
     if args.endpoint:
         return args.endpoint
-    path = Path(args.data) / "endpoints.json"
-    try:
-        return json.loads(path.read_text())["admin"]
-    except (OSError, ValueError, KeyError):
-        raise ValueError(
-            f"no running engine found at {path}: start `cxe serve --data {args.data}` or "
-            "give --endpoint"
-        ) from None
+    return engine_endpoints(args.data, "--endpoint")["admin"]
 
 
 def today(timezone: str) -> str:
@@ -96,9 +139,53 @@ def operator_commands(args: argparse.Namespace, market) -> list:
         return [protocol.EndOfDay()]
     if action == "set-reference":
         return [protocol.SetReference(args.instrument, args.price)]
+    if action == "one-way-auction-open":
+        return [
+            protocol.OneWayAuctionOpen(
+                args.instrument,
+                args.seller,
+                args.qty,
+                floor_minus_10pct=args.floor_minus_10pct,
+                uniform=not args.pay_as_bid,
+            )
+        ]
+    if action == "one-way-auction-close":
+        return [protocol.OneWayAuctionClose(args.instrument)]
+    if action == "block-trade":
+        return [
+            protocol.BlockTrade(
+                args.cl_ord_id, args.instrument, args.buyer, args.seller, args.price, args.qty
+            )
+        ]
     if action == "snapshot":
         return [wire.SnapshotNow()]
     return [wire.Status()]
+
+
+def _value(name: str, value: object) -> str:
+    from engine.protocol import RejectCode
+
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int) and name in FEN_FIELDS:
+        return f"{format_price(value)} ({value} fen)"
+    if isinstance(value, int) and name == "code" and value in RejectCode._value2member_map_:
+        return RejectCode(value).name
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_value(str(k), v)}" for k, v in value.items()) + "}"
+    if isinstance(value, str) and (not value or any(c.isspace() for c in value)):
+        return repr(value)
+    return str(value)
+
+
+def describe(reply) -> str:
+    """One line for an answer of the engine: its type, then name=value for every field."""
+    fields = " ".join(
+        f"{name}={_value(name, getattr(reply, name))}" for name in reply.__struct_fields__
+    )
+    return f"{type(reply).__name__} {fields}".rstrip()
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
@@ -119,7 +206,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
     refused = False
     replies = wire.unpack(socket.recv_multipart()[1])
     for reply in replies:
-        print(reply)
+        print(describe(reply))
         refused |= type(reply).__name__ in ("Rejected", "SessionRejected")
     if not replies:
         print("done (the command caused no event)")
@@ -201,7 +288,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="send an operator command to a running engine and print its answer",
         description="Operator commands: start-of-day DATE, open-call / uncross / halt / resume "
         "/ close-call / close [INSTRUMENT...] (all instruments when none is named), "
-        "set-reference INSTRUMENT PRICE, end-of-day, snapshot, status.",
+        "set-reference INSTRUMENT PRICE, one-way-auction-open INSTRUMENT SELLER QTY, "
+        "one-way-auction-close INSTRUMENT, block-trade INSTRUMENT BUYER SELLER PRICE QTY "
+        "--cl-ord-id ID, end-of-day, snapshot, status. Prices are in fen (6200 is 62.00 "
+        "yuan), quantities in tonnes. Each event of the answer is printed on one line.",
     )
     actions = admin.add_subparsers(dest="action", metavar="ACTION", required=True)
     start = actions.add_parser("start-of-day", help="begin a trading day")
@@ -217,6 +307,48 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     reference = actions.add_parser("set-reference", help="set an instrument's reference price")
     reference.add_argument("instrument", help="instrument code")
     reference.add_argument("price", type=positive_int, help="price in fen")
+    one_way = actions.add_parser(
+        "one-way-auction-open",
+        help="open a one-way auction (单向竞价) of a CEA vintage for a seller",
+        description="A seller offers QTY tonnes of a CEA vintage (at least the block minimum); "
+        "its allowances are frozen now, members bid (AuctionBid) until one-way-auction-close.",
+    )
+    one_way.add_argument("instrument", help="instrument code, a CEA vintage (e.g. CEA25)")
+    one_way.add_argument("seller", type=member_id, help="the selling member's id")
+    one_way.add_argument("qty", type=positive_int, help="tonnes offered")
+    one_way.add_argument(
+        "--floor-minus-10pct",
+        action="store_true",
+        help="floor price 10%% below the reference (default: the reference)",
+    )
+    one_way.add_argument(
+        "--pay-as-bid",
+        action="store_true",
+        help="each winning bid pays its own price (default: all pay the lowest winning bid)",
+    )
+    one_way_close = actions.add_parser(
+        "one-way-auction-close",
+        help="close an instrument's one-way auction and allocate the offer to the bids",
+    )
+    one_way_close.add_argument("instrument", help="instrument code")
+    block = actions.add_parser(
+        "block-trade",
+        help="enter a negotiated block trade (大宗协议) between two members",
+        description="Report a two-sided block trade: printed without touching the book, "
+        "within the block price band and from the block minimum quantity.",
+    )
+    block.add_argument("instrument", help="instrument code")
+    block.add_argument("buyer", type=member_id, help="the buying member's id")
+    block.add_argument("seller", type=member_id, help="the selling member's id")
+    block.add_argument("price", type=positive_int, help="price in fen per tonne")
+    block.add_argument("qty", type=positive_int, help="tonnes")
+    block.add_argument(
+        "--cl-ord-id",
+        required=True,
+        type=cl_ord_id,
+        metavar="ID",
+        help="the trade's client order id (1-32 characters, new today for the buyer)",
+    )
     actions.add_parser("end-of-day", help="end the trading day (day records, snapshot)")
     actions.add_parser("snapshot", help="write a snapshot of the state now")
     actions.add_parser("status", help="the engine's sequence, state hash and counters")

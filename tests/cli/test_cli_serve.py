@@ -17,9 +17,9 @@ def test_admin_drives_the_day_and_reports_status(tmp_path):
         assert started.returncode == 0, started.stderr
         assert "done" in started.stdout
         opened = cxe("admin", "open-call", "CEA25", "--data", str(data))
-        assert "phase=<Phase.CALL: 1>" in opened.stdout
+        assert "PhaseChanged seq=2 instrument=CEA25 phase=CALL" in opened.stdout
         status = cxe("admin", "status", "--data", str(data))
-        assert "StatusReport(seq=2" in status.stdout
+        assert "StatusReport seq=2 " in status.stdout
         refused = cxe("admin", "uncross", "NOPE", "--data", str(data))
         assert refused.returncode == 1 and "UNKNOWN_INSTRUMENT" in refused.stdout
 

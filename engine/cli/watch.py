@@ -1,0 +1,427 @@
+"""`cxe watch`: a terminal view of a running engine, fed from its market data (through
+engine.gateway.marketdata_client.MarketDataClient) and its admin socket (Status).
+
+`render` is a pure function from what the view knows (books, last trades, the latest
+StatusReport) to a rich renderable; `cmd_watch` only feeds it, live or once (`--once`).
+
+Invariants:
+- the books shown are exactly the MarketDataClient's (the public updates applied so far);
+- the last trades of an instrument are the TradePrints received since the view started (and
+  a snapshot's last trade, when newer than any of them), newest first, at most `keep` each;
+- the counters shown are those of the latest StatusReport; at most one Status request is
+  outstanding, and one unanswered past its timeout is dropped with its socket, so an answer
+  always belongs to the request it is taken for;
+- prices are shown in yuan (engine.types.format_price, exact), quantities in tonnes; an
+  indicative's imbalance (buy minus sell quantity at its price) as its size and the side in
+  surplus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, tzinfo
+from typing import TYPE_CHECKING
+
+from engine.cli.common import market_of, positive_int
+from engine.cli.serve import DEFAULT_DATA, engine_endpoints
+from engine.types import Phase, Side, format_price
+
+if TYPE_CHECKING:
+    import zmq
+    from rich.console import RenderableType
+
+    from engine.gateway.marketdata_client import LocalBook, Update
+    from engine.gateway.wire import StatusReport
+    from engine.protocol import TradePrint
+
+LEVELS = 5
+CALL_PHASES = (Phase.CALL, Phase.CLOSING_CALL)
+AGGRESSOR = {Side.BUY: "buy", Side.SELL: "sell"}
+
+
+# -- what the view keeps ------------------------------------------------------------------------
+
+
+class Tape:
+    """The last `keep` TradePrints per instrument, newest first."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.trades: dict[str, deque[TradePrint]] = {}
+
+    def add(self, trade: TradePrint) -> None:
+        tape = self.trades.setdefault(trade.instrument, deque(maxlen=self.keep))
+        if not tape or trade.trade_id > tape[0].trade_id:
+            tape.appendleft(trade)
+
+    def take(self, update: Update, books: Mapping[str, LocalBook]) -> None:
+        """Note an update the client applied: a trade print, or a snapshot installed (whose
+        last trades are newer than the tape's when the view missed them in a gap)."""
+        from engine.gateway.marketdata_client import Synced
+        from engine.protocol import TradePrint
+
+        if type(update) is TradePrint:
+            self.add(update)
+        elif type(update) is Synced:
+            for book in books.values():
+                if book.last_trade is not None:
+                    self.add(book.last_trade)
+
+
+class StatusPoller:
+    """Asks the admin socket for the engine's Status, without blocking the view."""
+
+    def __init__(self, endpoint: str, context: zmq.Context, timeout: float) -> None:
+        self.endpoint = endpoint
+        self.context = context
+        self.timeout = timeout
+        self.report: StatusReport | None = None
+        self.error = ""
+        self.sent_at: float | None = None
+        self.socket = self._connect()
+
+    def _connect(self) -> zmq.Socket:
+        import zmq
+
+        socket = self.context.socket(zmq.DEALER)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.connect(self.endpoint)
+        return socket
+
+    def request(self) -> None:
+        """Send a Status request, unless one is outstanding."""
+        from engine.gateway import wire
+
+        if self.sent_at is None:
+            self.socket.send_multipart(wire.messages_frame([wire.Status()]))
+            self.sent_at = time.monotonic()
+
+    def collect(self, wait: float = 0.0) -> None:
+        """Take the answer if it came within `wait` seconds; give the request up past the
+        timeout."""
+        import zmq
+
+        from engine.gateway import wire
+
+        if self.sent_at is None:
+            return
+        if self.socket.poll(int(wait * 1000), zmq.POLLIN):
+            self.sent_at = None
+            frames = self.socket.recv_multipart()
+            replies = wire.unpack(frames[1]) if len(frames) == 2 else []
+            reports = [r for r in replies if type(r) is wire.StatusReport]
+            if reports:
+                self.report, self.error = reports[-1], ""
+            else:
+                texts = [getattr(r, "text", type(r).__name__) for r in replies]
+                self.error = f"admin {self.endpoint} answered {'; '.join(texts) or 'nothing'}"
+        elif time.monotonic() - self.sent_at >= self.timeout:
+            self.sent_at = None
+            self.error = f"no answer from admin {self.endpoint} within {self.timeout:g} s"
+            self.socket.close(0)
+            self.socket = self._connect()
+
+    def fetch(self) -> None:
+        """Request and wait for the answer (or the timeout)."""
+        self.request()
+        self.collect(self.timeout)
+
+    def close(self) -> None:
+        self.socket.close(0)
+
+
+# -- rendering (pure) ---------------------------------------------------------------------------
+
+
+def _depth_table(book: LocalBook, levels: int):
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, expand=False)
+    for header in ("orders", "bid qty", "bid"):
+        table.add_column(header, justify="right")
+    for header in ("ask", "ask qty", "orders"):
+        table.add_column(header, justify="right")
+    bids, asks = book.depth(Side.BUY, levels), book.depth(Side.SELL, levels)
+    for i in range(max(len(bids), len(asks))):
+        row: list[str] = []
+        if i < len(bids):
+            price, qty, orders = bids[i]
+            row += [str(orders), f"{qty:,}", format_price(price)]
+        else:
+            row += ["", "", ""]
+        if i < len(asks):
+            price, qty, orders = asks[i]
+            row += [format_price(price), f"{qty:,}", str(orders)]
+        else:
+            row += ["", "", ""]
+        table.add_row(*row)
+    return table
+
+
+def _trades_table(trades: Sequence[TradePrint], tz: tzinfo):
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, title="last trades", title_justify="left")
+    for header, justify in (("time", "left"), ("price", "right"), ("qty", "right")):
+        table.add_column(header, justify=justify)
+    table.add_column("aggressor")
+    for trade in trades:
+        moment = datetime.fromtimestamp(trade.ts_ns // 1_000_000_000, tz).strftime("%H:%M:%S")
+        aggressor = AGGRESSOR.get(trade.aggressor, "none")
+        table.add_row(moment, format_price(trade.price), f"{trade.qty:,}", aggressor)
+    return table
+
+
+def instrument_panel(
+    book: LocalBook, trades: Sequence[TradePrint], tz: tzinfo, levels: int = LEVELS
+):
+    """One instrument: phase, reference and band, indicative in call phases, the best
+    `levels` of each side, the last trades and the last auction."""
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.text import Text
+
+    low, high = book.band
+    lines: list = [
+        Text(
+            f"{book.phase.name}  reference {format_price(book.reference)}  "
+            f"band {format_price(low)} - {format_price(high)}"
+        )
+    ]
+    if book.phase in CALL_PHASES:
+        price, volume, imbalance = book.indicative or (0, 0, 0)
+        if price:
+            surplus = " (buy)" if imbalance > 0 else " (sell)" if imbalance < 0 else ""
+            lines.append(
+                Text(
+                    f"indicative {format_price(price)}  volume {volume:,} t  "
+                    f"imbalance {abs(imbalance):,} t{surplus}"
+                )
+            )
+        else:
+            lines.append(Text("indicative: no cross"))
+    if book.bids or book.asks:
+        lines.append(_depth_table(book, levels))
+    else:
+        lines.append(Text("book empty"))
+    if trades:
+        lines.append(_trades_table(trades, tz))
+    if book.last_auction is not None:
+        auction = book.last_auction
+        lines.append(
+            Text(
+                f"last auction ({auction.auction}): {format_price(auction.price)} "
+                f"x {auction.volume:,} t"
+            )
+        )
+    return Panel(Group(*lines), title=book.instrument.code, title_align="left", expand=False)
+
+
+def gateway_table(status: StatusReport | None, error: str = ""):
+    """Per-gateway counters of the latest StatusReport, with the engine's sequence, state
+    hash prefix and service counters in the caption."""
+    from rich.table import Table
+    from rich.text import Text
+
+    if status is None:
+        return Text(f"engine status: {error or 'not yet known'}")
+    names = list(dict.fromkeys(n for counters in status.gateways.values() for n in counters))
+    engine = "  ".join(f"{name} {value:,}" for name, value in status.counters.items())
+    caption = f"engine seq {status.seq:,}  state {status.state_hash[:12]}  {engine}"
+    if error:
+        caption += f"\n(stale: {error})"
+    table = Table(title="gateways", title_justify="left", caption=caption, caption_justify="left")
+    table.add_column("gateway")
+    for name in names:
+        table.add_column(name, justify="right")
+    for gateway, counters in sorted(status.gateways.items()):
+        table.add_row(gateway, *(f"{counters.get(name, 0):,}" for name in names))
+    return table
+
+
+def render(
+    books: Mapping[str, LocalBook],
+    trades: Mapping[str, Iterable[TradePrint]],
+    status: StatusReport | None,
+    *,
+    error: str = "",
+    footer: str = "",
+    tz: tzinfo = UTC,
+    levels: int = LEVELS,
+) -> RenderableType:
+    """The whole view: a panel per instrument (in code order), then the gateways' counters."""
+    from rich.columns import Columns
+    from rich.console import Group
+    from rich.text import Text
+
+    panels = [
+        instrument_panel(books[code], list(trades.get(code, ())), tz, levels)
+        for code in sorted(books)
+    ]
+    parts: list = [Columns(panels) if panels else Text("no instruments")]
+    parts.append(gateway_table(status, error))
+    if footer:
+        parts.append(Text(footer))
+    return Group(*parts)
+
+
+# -- the command --------------------------------------------------------------------------------
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+def watch_endpoints(args: argparse.Namespace) -> tuple[str, str, str]:
+    """(market data, snapshots, admin): all three given, or read from the data directory."""
+    given = (args.market_data, args.snapshots, args.admin)
+    if all(given):
+        return given
+    if any(given):
+        raise ValueError(
+            "give all three of --market-data, --snapshots and --admin, or none (then --data "
+            "names the engine's data directory)"
+        )
+    found = engine_endpoints(args.data, "--market-data, --snapshots and --admin")
+    return found["market_data"], found["snapshots"], found["admin"]
+
+
+def _footer(seq: int, resyncs: int, tz: tzinfo) -> str:
+    now = datetime.now(tz).strftime("%H:%M:%S")
+    return f"market data seq {seq:,}  resyncs {resyncs}  at {now}  (Ctrl-C to leave)"
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from zoneinfo import ZoneInfo
+
+    import zmq
+    from rich.console import Console
+    from rich.live import Live
+
+    from engine.gateway.marketdata_client import MarketDataClient, SnapshotRefused
+
+    market_data, snapshots, admin = watch_endpoints(args)
+    tz = ZoneInfo(market_of(args.config).timezone)
+    context = zmq.Context()
+    client = MarketDataClient(market_data, snapshots, args.instrument, context=context)
+    poller = StatusPoller(admin, context, args.timeout)
+    tape = Tape(args.trades)
+
+    def frame(footer: str = "") -> RenderableType:
+        return render(
+            client.books, tape.trades, poller.report, error=poller.error, footer=footer, tz=tz
+        )
+
+    try:
+        deadline = time.monotonic() + args.timeout
+        while not client.synced:
+            update = client.next_update(max(0.0, deadline - time.monotonic()))
+            if update is None:
+                raise ValueError(
+                    f"no market data snapshot from {snapshots} within {args.timeout:g} s: is "
+                    "the engine running there? (`cxe serve`; or give --data / the endpoints)"
+                )
+            tape.take(update, client.books)
+        for update in client.poll(0):
+            tape.take(update, client.books)
+        poller.fetch()
+        if args.once:
+            Console(color_system=None, highlight=False, soft_wrap=False).print(frame())
+            if poller.error:
+                print(f"cxe watch: {poller.error}", file=sys.stderr)
+                return 1
+            return 0
+        console = Console(highlight=False)
+        next_status = time.monotonic() + args.interval
+        shown = frame()
+        try:
+            with Live(shown, console=console, auto_refresh=False, screen=True) as live:
+                while True:
+                    for update in client.poll(min(args.interval, 0.25)):
+                        tape.take(update, client.books)
+                    if time.monotonic() >= next_status:
+                        poller.request()
+                        next_status = time.monotonic() + args.interval
+                    poller.collect()
+                    shown = frame(_footer(client.seq, client.resyncs, tz))
+                    live.update(shown, refresh=True)
+        except KeyboardInterrupt:
+            console.print(shown)  # the full screen is gone: the last view stays in sight
+            return 0
+    except SnapshotRefused as exc:
+        raise ValueError(f"the engine's snapshot service refused: {exc}") from None
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        poller.close()
+        client.close()
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    watch = commands.add_parser(
+        "watch",
+        help="live terminal view of a running engine: books, trades, phases, gateway counters",
+        description="Watch a running engine: per instrument its phase, reference and band, "
+        "the best five bid and ask levels (quantity and order count), the last trades and, in "
+        "call phases, the indicative price, volume and imbalance; and per gateway the "
+        "engine's counters (commands, rejects, undeliverable replies...), polled from the "
+        "admin socket. Prices in yuan, quantities in tonnes. Ctrl-C leaves.",
+    )
+    watch.add_argument(
+        "--data",
+        default=DEFAULT_DATA,
+        metavar="DIR",
+        help=f"the engine's data directory, to find its endpoints (default ./{DEFAULT_DATA})",
+    )
+    watch.add_argument(
+        "--market-data",
+        metavar="ENDPOINT",
+        help="the market data PUB endpoint (with --snapshots and --admin, instead of --data)",
+    )
+    watch.add_argument("--snapshots", metavar="ENDPOINT", help="the market data snapshot endpoint")
+    watch.add_argument("--admin", metavar="ENDPOINT", help="the admin endpoint (for Status)")
+    watch.add_argument(
+        "--instrument",
+        nargs="+",
+        metavar="CODE",
+        help="show only these instruments (default: every listed instrument)",
+    )
+    watch.add_argument(
+        "--once",
+        action="store_true",
+        help="print one plain frame after synchronising and exit (no live refresh)",
+    )
+    watch.add_argument(
+        "--interval",
+        type=positive_seconds,
+        default=1.0,
+        metavar="S",
+        help="seconds between Status polls of the admin socket (default 1)",
+    )
+    watch.add_argument(
+        "--trades",
+        type=positive_int,
+        default=5,
+        metavar="N",
+        help="last trades shown per instrument (default 5)",
+    )
+    watch.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=5.0,
+        metavar="S",
+        help="seconds to wait for the snapshot and for each Status answer (default 5)",
+    )
+    watch.add_argument("--config", metavar="FILE", help="market TOML (for its time zone)")
+    watch.set_defaults(run=cmd_watch)

@@ -1,0 +1,119 @@
+"""`cxe admin`'s off-book operator commands (one-way auction open and close, block trade
+entry) against a real engine, and how it prints answers: one line per event, enums by name,
+prices in yuan beside fen."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.gateway.client import GatewayClient
+from engine.protocol import Accepted, AuctionBid
+from engine.types import Side
+from tests.cli.test_cli import cxe
+from tests.support.engine import EngineProcess
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    data = tmp_path_factory.mktemp("admin") / "data"
+    with EngineProcess(data) as process:
+        process.open_market("CEA25", "CEA24")
+        yield process
+
+
+def admin(engine: EngineProcess, *args: str):
+    return cxe("admin", *args, "--data", str(engine.data))
+
+
+def lines_of(stdout: str, kind: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith(f"{kind} ")]
+
+
+@pytest.mark.slow
+def test_block_trade_entry_prints_the_trade_one_line_per_event(engine):
+    result = admin(engine, "block-trade", "CEA25", "3", "4", "6150", "100000", "--cl-ord-id", "b1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (trade,) = lines_of(result.stdout, "Trade")
+    assert "instrument=CEA25 price=61.50 (6150 fen) qty=100000 buyer=3 seller=4" in trade
+    assert "venue=block" in trade
+    (printed,) = lines_of(result.stdout, "TradePrint")
+    assert "price=61.50 (6150 fen) qty=100000 aggressor=-1 venue=block" in printed
+    kinds = {line.split(" ", 1)[0] for line in result.stdout.splitlines()}
+    assert kinds <= {"Trade", "TradePrint", "Filled", "Accepted"}, result.stdout
+    again = admin(engine, "block-trade", "CEA25", "3", "4", "6150", "100000", "--cl-ord-id", "b1")
+    assert again.returncode == 1
+    assert "Rejected" in again.stdout and "code=DUPLICATE_CLORDID" in again.stdout
+    itself = admin(engine, "block-trade", "CEA25", "3", "3", "6150", "100000", "--cl-ord-id", "b2")
+    assert itself.returncode == 1 and "code=SELF_TRADE" in itself.stdout
+
+
+@pytest.mark.slow
+def test_one_way_auction_open_bid_and_close(engine):
+    opened = admin(engine, "one-way-auction-open", "CEA25", "1", "100000")
+    assert opened.returncode == 0, opened.stdout + opened.stderr
+    (offer,) = lines_of(opened.stdout, "Accepted")
+    assert "member=1 instrument=CEA25" in offer and "side=SELL price=62.00 (6200 fen)" in offer
+    with GatewayClient(engine.endpoints["orders"], "brokers") as gateway:
+        gateway.send([AuctionBid("ow1", 3, "CEA25", 6250, 60000)])
+        gateway.send([AuctionBid("ow2", 4, "CEA25", 6300, 40000)])
+        gateway.wait_for(lambda r: type(r) is Accepted and r.cl_ord_id == "ow2")
+    closed = admin(engine, "one-way-auction-close", "CEA25")
+    assert closed.returncode == 0, closed.stdout
+    (result,) = lines_of(closed.stdout, "AuctionResult")
+    # uniform price: every winner pays the lowest winning bid
+    assert "auction=one_way price=62.50 (6250 fen) volume=100000" in result
+    assert len(lines_of(closed.stdout, "TradePrint")) == 2
+    again = admin(engine, "one-way-auction-close", "CEA25")
+    assert again.returncode == 1 and "code=UNSUPPORTED_IN_PHASE" in again.stdout
+
+
+@pytest.mark.slow
+def test_one_way_auction_options_and_refusals(engine):
+    lower = admin(engine, "one-way-auction-open", "CEA24", "2", "100000", "--floor-minus-10pct")
+    assert lower.returncode == 0, lower.stdout + lower.stderr
+    assert "price=56.16 (5616 fen)" in lines_of(lower.stdout, "Accepted")[0]  # 62.40 - 10%
+    ccer = admin(engine, "one-way-auction-open", "CCER", "1", "100000")
+    assert ccer.returncode == 1 and "code=INVALID_FIELD" in ccer.stdout
+    assert "one-way auctions are for CEA vintages" in ccer.stdout
+
+
+def test_admin_refuses_bad_off_book_arguments_before_sending(tmp_path):
+    data = ("--data", str(tmp_path))
+    long_id = cxe("admin", "block-trade", "CEA25", "3", "4", "6200", "1", "--cl-ord-id", "x" * 33)
+    assert long_id.returncode == 2 and "1 to 32 characters" in long_id.stderr
+    missing = cxe("admin", "block-trade", "CEA25", "3", "4", "6200", "1", *data)
+    assert missing.returncode == 2 and "--cl-ord-id" in missing.stderr
+    seller = cxe("admin", "one-way-auction-open", "CEA25", "someone", "100", *data)
+    assert seller.returncode == 2 and "not a whole number: 'someone'" in seller.stderr
+    for result in (long_id, missing, seller):
+        assert "Traceback" not in result.stderr
+
+
+def test_admin_help_names_every_operator_command():
+    text = cxe("admin", "--help").stdout
+    for action in ("open-call", "uncross", "halt", "resume", "close-call", "close"):
+        assert action in text
+    for action in ("set-reference", "one-way-auction-open", "one-way-auction-close"):
+        assert action in text
+    for action in ("block-trade", "snapshot", "end-of-day", "status", "start-of-day"):
+        assert action in text
+    block = cxe("admin", "block-trade", "--help").stdout
+    assert "price in fen" in block and "--cl-ord-id" in block
+    auction = cxe("admin", "one-way-auction-open", "--help").stdout
+    assert "--floor-minus-10pct" in auction and "--pay-as-bid" in auction
+
+
+def test_describe_prints_enums_by_name_and_fen_in_yuan():
+    from engine.cli.serve import describe
+    from engine.gateway.wire import SessionRejected, StatusReport
+
+    accepted = Accepted(7, "c 1", 3, "CEA25", 11, Side.BUY, 6205, 100)
+    assert describe(accepted) == (
+        "Accepted seq=7 cl_ord_id='c 1' member=3 instrument=CEA25 order_id=11 side=BUY "
+        "price=62.05 (6205 fen) qty=100 stream_seq=0"
+    )
+    assert "code=UNAUTHORISED text='not yours'" in describe(SessionRejected(202, "not yours"))
+    report = StatusReport(2, "abc", {"turns": 3}, {"mm": {"commands": 1}})
+    assert describe(report) == (
+        "StatusReport seq=2 state_hash=abc counters={turns: 3} gateways={mm: {commands: 1}}"
+    )
