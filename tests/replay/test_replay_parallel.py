@@ -20,8 +20,22 @@ DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "lobster"
 FIXTURE = DATA / "AAPL_2012-06-21_first999_message_10.csv"
 SAMPLES = ["AMZN_2012-06-21_1", "GOOG_2012-06-21_1", "AAPL_2012-06-21_1"]
 ROWS = 1500
+LONG = 20_000  # a longer day, so that the shorter days after it finish first
 
 pytestmark = pytest.mark.skipif(not FIXTURE.exists(), reason="LOBSTER samples not present")
+
+
+def cut(sample: str, rows: int, zipped: Path) -> Path:
+    """The first `rows` messages of a shipped sample, with their order book rows, zipped."""
+    with (
+        zipfile.ZipFile(DATA / f"LOBSTER_SampleFile_{sample}.zip") as shipped,
+        zipfile.ZipFile(zipped, "w") as out,
+    ):
+        for name in shipped.namelist():
+            if name.endswith(".csv"):
+                lines = shipped.read(name).split(b"\n")[:rows]
+                out.writestr(name, b"\n".join(lines) + b"\n")
+    return zipped
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +44,7 @@ def days(tmp_path_factory) -> Path:
     message file with its order book file, and a read-me that is no source."""
     folder = tmp_path_factory.mktemp("days")
     for sample in SAMPLES:
-        with (
-            zipfile.ZipFile(DATA / f"LOBSTER_SampleFile_{sample}.zip") as shipped,
-            zipfile.ZipFile(folder / f"{sample}_first{ROWS}.zip", "w") as cut,
-        ):
-            for name in shipped.namelist():
-                if name.endswith(".csv"):
-                    lines = shipped.read(name).split(b"\n")[:ROWS]
-                    cut.writestr(name, b"\n".join(lines) + b"\n")
+        cut(sample, ROWS, folder / f"{sample}_first{ROWS}.zip")
     for path in (FIXTURE, Path(str(FIXTURE).replace("_message_", "_orderbook_"))):
         (folder / path.name).write_bytes(path.read_bytes())
     (folder / "README.txt").write_text("four days of NASDAQ order flow\n")
@@ -53,10 +60,11 @@ def test_a_directory_names_its_days_and_leaves_out_the_rest(days):
         expand([str(days / "*.parquet")])
 
 
-def test_days_on_a_local_cluster_equal_the_days_run_one_after_another(days):
+def test_days_on_a_local_cluster_equal_the_days_run_one_after_another(days, tmp_path):
+    """The runs come back in the order of the sources, not the order they finish in."""
     psutil = pytest.importorskip("psutil")
     pytest.importorskip("distributed")
-    sources = expand([str(days)])
+    sources = [cut(SAMPLES[0], LONG, tmp_path / "long.zip"), *expand([str(days)])]
     parallel = run_sources(lobster_day, sources, (60, True), workers=2, progress=None)
     # the cluster's processes have ended (multiprocessing's resource tracker, started once
     # per process for spawned children, stays until this process exits)
@@ -84,7 +92,7 @@ def test_days_on_a_local_cluster_equal_the_days_run_one_after_another(days):
                 assert np.array_equal(table[name], want.tables[kind][name], equal_nan=nan)
     combined = combine(parallel)
     top = combined["top"]
-    assert len(top) == 3 * ROWS + 999
+    assert len(top) == LONG + 3 * ROWS + 999
     sizes = [len(run.tables["top"]) for run in serial]
     expected = [run.source for run, n in zip(serial, sizes, strict=True) for _ in range(n)]
     assert list(top["source"]) == expected
