@@ -23,7 +23,7 @@ from bench.exchange import (
     rejects_benchmark,
     uncross_benchmark,
 )
-from bench.replay import lobster_benchmark, synthetic_benchmark
+from bench.replay import lobster_benchmark, parallel_benchmark, synthetic_benchmark
 
 
 def machine() -> str:
@@ -51,6 +51,7 @@ NAMES = (
     "call_phase",
     "netting",
     "replay_lobster",
+    "replay_parallel",
     "replay_synthetic",
 )
 
@@ -79,6 +80,8 @@ def run(names: set[str] | None, quick: bool):
         result = lobster_benchmark()
         if result is not None:
             yield result
+    if wanted("replay_parallel") and (result := parallel_benchmark()) is not None:
+        yield result
     if wanted("replay_synthetic"):
         yield synthetic_benchmark(messages=2_000_000 if quick else 10_000_000)
 

@@ -34,7 +34,13 @@ OPTION_NAMES = set().union(*REPLAY_OPTIONS.values())
 
 def nonnegative_int(text: str) -> int:
     """argparse type: a whole number of at least 0."""
-    return 0 if text.strip() == "0" else positive_int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def _flags(names) -> str:
