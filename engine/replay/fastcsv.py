@@ -251,9 +251,9 @@ def read_lobster(data: bytes, width: int, seconds_first: bool) -> tuple | None:
         import pyarrow as pa
     except ImportError:
         return None
-    body = _body(data)
-    if bytes(body).translate(None, LOBSTER_BYTES):
+    if data.translate(None, LOBSTER_BYTES) != (BOM if data.startswith(BOM) else b""):
         return None
+    body = _body(data)
     names = [f"c{k}" for k in range(width)]
     types = {name: pa.int64() for name in names}
     if seconds_first:

@@ -81,7 +81,9 @@ def _decoded(name: str, data: bytes) -> str:
 def _fast(data: bytes, columns: int | None) -> tuple | None:
     """The file's columns read at column speed (engine.replay.fastcsv.read_lobster) when its
     first line has the width LOBSTER's layout wants; None for the reference to read."""
-    first = data.removeprefix(BOM).split(b"\n", 1)[0]
+    start = len(BOM) if data.startswith(BOM) else 0
+    end = data.find(b"\n", start)
+    first = data[start : end if end >= 0 else len(data)]
     width = first.count(b",") + 1
     if not first.strip() or (width != columns if columns is not None else width % 4):
         return None
