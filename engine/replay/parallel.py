@@ -159,20 +159,29 @@ def run_sources(
 def _cores() -> int:
     import os
 
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
-def _gather(client, as_completed, task, names, arguments, progress) -> list[SourceRun]:
+def _gather(
+    client,
+    as_completed: Callable,
+    task: Callable[..., SourceRun],
+    names: list[str],
+    arguments: tuple,
+    progress: Callable[[int, int, str], None] | None,
+) -> list[SourceRun]:
     """Submit one task per source, report each as it finishes, return them in source order."""
     futures = [client.submit(task, name, *arguments, pure=False) for name in names]
     where = {future.key: k for k, future in enumerate(futures)}
-    runs: list[SourceRun | None] = [None] * len(names)
+    runs: dict[int, SourceRun] = {}
     for done, future in enumerate(as_completed(futures), 1):
         k = where[future.key]
         runs[k] = future.result()
         if progress:
             progress(done, len(names), names[k])
-    return runs  # type: ignore[return-value]
+    return [runs[k] for k in range(len(names))]
 
 
 def with_source(table: np.ndarray, source: str) -> np.ndarray:
