@@ -123,6 +123,31 @@ def test_the_command_combines_the_days_with_a_source_column(days, tmp_path):
         assert mine == read(tmp_path / "one" / f"{kind}.csv")
 
 
+def test_the_days_run_on_an_existing_cluster_given_its_scheduler(days, tmp_path):
+    """A cluster started apart from the command (here on loopback, closed after the test)."""
+    distributed = pytest.importorskip("distributed")
+    import logging
+
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    ) as cluster:
+        result = cxe(
+            "replay",
+            str(days),
+            "--out",
+            str(tmp_path / "o"),
+            "--scheduler",
+            cluster.scheduler_address,
+        )
+    assert result.returncode == 0, result.stderr
+    assert f"on the cluster at {cluster.scheduler_address}" in result.stdout
+    assert len(read(tmp_path / "o" / "top.csv")) == 3 * ROWS + 999
+
+
 def test_a_bad_day_is_reported_and_the_others_still_combined(days, tmp_path):
     bad = tmp_path / "X_message_10.csv"
     lines = FIXTURE.read_text().splitlines()
