@@ -143,7 +143,9 @@ def test_the_days_run_on_an_existing_cluster_given_its_scheduler(days, tmp_path)
             "--scheduler",
             cluster.scheduler_address,
         )
+        ran_here = dict(cluster.scheduler.task_prefixes["lobster_day"].all_durations)
     assert result.returncode == 0, result.stderr
+    assert ran_here["compute"] > 0  # the days were computed by this cluster's workers
     assert f"on the cluster at {cluster.scheduler_address}" in result.stdout
     assert len(read(tmp_path / "o" / "top.csv")) == 3 * ROWS + 999
 
