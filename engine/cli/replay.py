@@ -118,10 +118,12 @@ def _replay_many(args: argparse.Namespace) -> int:
     if refused := [name for name in given if name in MANY_REFUSED]:
         reasons = "; ".join(f"--{n.replace('_', '-')}: {MANY_REFUSED[n]}" for n in refused)
         raise ValueError(f"{_flags(refused)} not with several sources ({reasons})")
-    workers = args.workers
-    if workers != 0 and not args.scheduler and not _have_dask():
-        from engine.replay.parallel import INSTALL
+    from engine.replay.parallel import INSTALL
 
+    workers = args.workers
+    if args.scheduler and not _have_dask():
+        raise ValueError(f"--scheduler needs Dask, which is not installed: {INSTALL}")
+    if workers != 0 and not args.scheduler and not _have_dask():
         print(
             f"note: Dask is not installed, so the {len(sources)} sources run one after "
             f"another in this process; to run them in parallel: {INSTALL}",
@@ -146,7 +148,8 @@ def _replay_many(args: argparse.Namespace) -> int:
     )
     for run in runs:
         if run.error:
-            print(f"cxe replay: {run.source}: {run.error}", file=sys.stderr)
+            named = run.error if run.source in run.error else f"{run.source}: {run.error}"
+            print(f"cxe replay: {named}", file=sys.stderr)
         else:
             print(run.summary)
     out = Path(args.out or "replay-out")
@@ -156,10 +159,10 @@ def _replay_many(args: argparse.Namespace) -> int:
         units["source"] = "the source file, as named on the command line"
         print(f"wrote {write_table(table, out / f'{kind}.csv', units=units)}")
     failed = sum(1 for run in runs if run.error)
+    unreplayed = f"; {failed} could not be (said above; bad rows in rejects.csv)" if failed else ""
     print(
         f"{len(runs) - failed} of {len(runs)} sources replayed in "
-        f"{time.perf_counter() - started:.1f} s"
-        + (f"; {failed} could not be (their bad rows in rejects.csv)" if failed else "")
+        f"{time.perf_counter() - started:.1f} s{unreplayed}"
     )
     return max(run.code for run in runs)
 

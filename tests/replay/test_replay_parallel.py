@@ -161,7 +161,9 @@ def test_a_bad_day_is_reported_and_the_others_still_combined(days, tmp_path):
     zips = sorted(days.glob("*.zip"))[:2]
     result = cxe("replay", str(bad), *map(str, zips), "--out", str(tmp_path / "o"))
     assert result.returncode == 2
-    assert f"{bad}: 1 bad row in the LOBSTER message file (line 5: type" in result.stderr
+    assert (
+        f"cxe replay: {bad}: 1 bad row in the LOBSTER message file (line 5: type" in result.stderr
+    )
     assert "2 of 3 sources replayed" in result.stdout
     rejects = read(tmp_path / "o" / "rejects.csv")
     assert [(r["source"], r["line"], r["reason"]) for r in rejects] == [(str(bad), "5", "bad_type")]
@@ -201,3 +203,7 @@ def test_without_dask_the_days_run_one_after_another_saying_so(days, tmp_path):
     assert "Dask is not installed, so the 4 sources run one after another" in result.stderr
     assert "pip install 'cxe[parallel]'" in result.stderr
     assert len(read(tmp_path / "o" / "top.csv")) == 3 * ROWS + 999
+    code = code.replace("'replay', ", "'replay', '--scheduler', 'tcp://127.0.0.1:1', ")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert "--scheduler needs Dask, which is not installed: pip install" in result.stderr
