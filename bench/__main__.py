@@ -25,7 +25,7 @@ from bench.exchange import (
 )
 from bench.md_fanout import fanout_benchmark
 from bench.recovery import recovery_benchmark
-from bench.replay import lobster_benchmark, synthetic_benchmark
+from bench.replay import lobster_benchmark, parallel_benchmark, synthetic_benchmark
 
 
 def machine() -> str:
@@ -54,6 +54,7 @@ NAMES = (
     "netting",
     "md_fanout",
     "replay_lobster",
+    "replay_parallel",
     "replay_synthetic",
     "recovery",
 )
@@ -85,6 +86,8 @@ def run(names: set[str] | None, quick: bool):
         result = lobster_benchmark()
         if result is not None:
             yield result
+    if wanted("replay_parallel") and (result := parallel_benchmark()) is not None:
+        yield result
     if wanted("replay_synthetic"):
         yield synthetic_benchmark(messages=2_000_000 if quick else 10_000_000)
     if wanted("recovery"):

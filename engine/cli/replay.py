@@ -32,6 +32,17 @@ REPLAY_OPTIONS = {
 OPTION_NAMES = set().union(*REPLAY_OPTIONS.values())
 
 
+def nonnegative_int(text: str) -> int:
+    """argparse type: a whole number of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _flags(names) -> str:
     return ", ".join("--" + name.replace("_", "-") for name in sorted(names))
 
@@ -40,16 +51,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from engine.journal.segments import list_segments
     from engine.replay.formats import detect
 
-    source = Path(args.source)
-    if source.is_dir() and list_segments(source):
-        kind = "log"  # a journal directory: its segments are one command log
-    elif not source.is_file():
-        what = "no such file"
-        if source.is_dir():
-            what = "a directory with no command log segments (commands-*.log): give one file"
-        raise ValueError(f"{source}: {what}")
-    else:
-        kind = args.format or detect(source)
+    if len(args.sources) > 1 or not _one_source(Path(args.sources[0])):
+        return _replay_many(args)
+    if args.workers is not None or args.scheduler:
+        raise ValueError(
+            "--workers and --scheduler apply to several sources (files, a directory or a "
+            "pattern): one source replays in this process"
+        )
+    source = Path(args.sources[0])
+    # a journal directory: its segments are one command log
+    kind = "log" if source.is_dir() and list_segments(source) else args.format or detect(source)
     if kind == "trades":
         raise ValueError(f"{source} is a trade log: nothing to replay (cxe log dump reads it)")
     given = [name for name, value in vars(args).items() if name in OPTION_NAMES and value]
@@ -65,6 +76,103 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if kind == "commands":
         return _replay_command_file(source, args)
     return _replay_lobster(source, args)
+
+
+def _one_source(path: Path) -> bool:
+    """A file, or a journal directory (its segments are one command log)."""
+    from engine.journal.segments import list_segments
+
+    return path.is_file() or (path.is_dir() and bool(list_segments(path)))
+
+
+MANY_REFUSED = {
+    "orderbook": "each day's order book file is found beside it",
+    "plot": "plots draw one day: replay a source alone to plot it",
+    "date": "each day's date comes from its file name",
+    "log_depth": "plots draw one day",
+}
+
+
+def _replay_many(args: argparse.Namespace) -> int:
+    """Several sources (files, directories, patterns) replayed in parallel; one table per
+    output kind with a source column."""
+    from engine.replay.formats import detect
+    from engine.replay.parallel import combine, expand, lobster_day, run_sources
+    from engine.replay.runner import lobster_units, write_table
+
+    sources = expand(args.sources)
+    if not sources:
+        raise ValueError(
+            f"{' '.join(args.sources)}: no LOBSTER day or command file, and no command log "
+            "segments (commands-*.log) of a journal"
+        )
+    kinds = {source: args.format or detect(source) for source in sources}
+    if others := [f"{s} ({SOURCE_NAMES.get(k, k)})" for s, k in kinds.items() if k != "lobster"]:
+        raise ValueError(
+            "several sources replay together when they are LOBSTER days (zips or message "
+            f"files); replay these one at a time: {', '.join(others[:5])}"
+        )
+    given = [name for name, value in vars(args).items() if name in OPTION_NAMES and value]
+    if refused := [name for name in given if name not in REPLAY_OPTIONS["lobster"]]:
+        raise ValueError(f"{_flags(refused)}: not for LOBSTER days")
+    if refused := [name for name in given if name in MANY_REFUSED]:
+        reasons = "; ".join(f"--{n.replace('_', '-')}: {MANY_REFUSED[n]}" for n in refused)
+        raise ValueError(f"{_flags(refused)} not with several sources ({reasons})")
+    from engine.replay.parallel import INSTALL
+
+    workers = args.workers
+    if args.scheduler and not _have_dask():
+        raise ValueError(f"--scheduler needs Dask, which is not installed: {INSTALL}")
+    if workers != 0 and not args.scheduler and not _have_dask():
+        print(
+            f"note: Dask is not installed, so the {len(sources)} sources run one after "
+            f"another in this process; to run them in parallel: {INSTALL}",
+            file=sys.stderr,
+        )
+        workers = 0
+    where = (
+        f"the cluster at {args.scheduler}"
+        if args.scheduler
+        else "this process"
+        if workers == 0
+        else "a local Dask cluster"
+    )
+    print(f"replaying {len(sources)} LOBSTER days on {where}")
+    started = time.perf_counter()
+    runs = run_sources(
+        lobster_day,
+        sources,
+        (args.interval or 60, args.counterfactual),
+        workers=workers,
+        scheduler=args.scheduler,
+    )
+    for run in runs:
+        if run.error:
+            named = run.error if run.source in run.error else f"{run.source}: {run.error}"
+            print(f"cxe replay: {named}", file=sys.stderr)
+        else:
+            print(run.summary)
+    out = Path(args.out or "replay-out")
+    out.mkdir(parents=True, exist_ok=True)
+    for kind, table in combine(runs).items():
+        units = {name: lobster_units(name) for name in table.dtype.names}
+        units["source"] = "the source file, as named on the command line"
+        print(f"wrote {write_table(table, out / f'{kind}.csv', units=units)}")
+    failed = sum(1 for run in runs if run.error)
+    unreplayed = f"; {failed} could not be (said above; bad rows in rejects.csv)" if failed else ""
+    print(
+        f"{len(runs) - failed} of {len(runs)} sources replayed in "
+        f"{time.perf_counter() - started:.1f} s{unreplayed}"
+    )
+    return max(run.code for run in runs)
+
+
+def _have_dask() -> bool:
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _replay_lobster(source: Path, args: argparse.Namespace) -> int:
@@ -106,11 +214,7 @@ def _replay_lobster(source: Path, args: argparse.Namespace) -> int:
 
 
 def _counterfactuals(result, out: Path, plot: bool, date: str | None) -> None:
-    import dataclasses
-
-    import numpy as np
-
-    from engine.replay.counterfactual import compare
+    from engine.replay.counterfactual import compare, outcome_table
     from engine.replay.runner import lobster_units, write_table
 
     outcomes = compare(result.commands, result.tick)
@@ -123,12 +227,8 @@ def _counterfactuals(result, out: Path, plot: bool, date: str | None) -> None:
             f"{o.scenario:<24} {o.fills:>7,} {o.matched_volume:>10,} {o.vwap:>12,.1f} "
             f"{o.rejects:>8,} {o.best_bid:>10,} {o.best_ask:>10,}"
         )
-    names = [f.name for f in dataclasses.fields(outcomes[0])]
-    table = np.array(
-        [dataclasses.astuple(o) for o in outcomes],
-        dtype=[(n, {"scenario": "U32", "vwap": "f8"}.get(n, "i8")) for n in names],
-    )
-    units = {name: lobster_units(name) for name in names}
+    table = outcome_table(outcomes)
+    units = {name: lobster_units(name) for name in table.dtype.names}
     print(f"wrote {write_table(table, out / 'counterfactuals.csv', units=units)}")
     if plot:
         from engine.replay.plots import counterfactual_figure, day_label, save
@@ -144,19 +244,13 @@ def _rows(n: int) -> str:
 
 def _report_rejects(bad_rows: list, out: Path) -> None:
     """Count by reason on stderr, every row into out/rejects.csv (line, reason, text)."""
-    import numpy as np
-
-    from engine.replay.runner import write_table
+    from engine.replay.runner import rejects_table, write_table
 
     out.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     for row in bad_rows:
         counts[row.reason] = counts.get(row.reason, 0) + 1
-    table = np.array(
-        [(r.line, r.instrument, r.reason, r.detail, r.text) for r in bad_rows],
-        dtype=[("line", "i8")] + [(n, "O") for n in ("instrument", "reason", "detail", "text")],
-    )
-    path = write_table(table, out / "rejects.csv", parquet=False)
+    path = write_table(rejects_table(bad_rows), out / "rejects.csv", parquet=False)
     if bad_rows:
         by_reason = ", ".join(f"{reason} {n:,}" for reason, n in sorted(counts.items()))
         print(f"rejected {_rows(len(bad_rows))}: {by_reason}; every one in {path}", file=sys.stderr)
@@ -320,13 +414,31 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "Parquet, docs/REPLAY.md) goes through the bare book, or with --market the exchange "
         "core, and its fills and rejects are written; an engine command log is replayed into "
         "the exchange core, checked against the trade log beside it, and its state hash "
-        "printed. Options that do not apply to "
-        "the source are refused.",
+        "printed. Several LOBSTER days (files, directories or patterns) replay in parallel on a "
+        "local Dask cluster, or on an existing one with --scheduler, and each output is one "
+        "table with a source column. Options that do not apply to the source are refused.",
     )
     replay.add_argument(
-        "source",
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
         help="a LOBSTER message file or zip, a command file (.csv or .parquet), an engine "
-        "command log, or a journal directory",
+        "command log, or a journal directory; several LOBSTER days (files, directories of "
+        "them, or patterns such as 'data/*.zip') replay in parallel, their outputs combined",
+    )
+    replay.add_argument(
+        "--workers",
+        type=nonnegative_int,
+        metavar="N",
+        help="several sources: local Dask worker processes (default: one per core, at most "
+        "one per source; 0: one after another in this process)",
+    )
+    replay.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="several sources: run them on the Dask cluster whose scheduler is at ADDRESS "
+        "(e.g. tcp://10.0.0.5:8786); its workers must have cxe installed and see the "
+        "files at the same paths",
     )
     replay.add_argument(
         "--format",

@@ -17,6 +17,7 @@ Scenarios:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -154,3 +155,12 @@ def compare(cmds: np.ndarray, tick: int, pick: bool = True) -> list[Outcome]:
     if pick:
         outcomes.append(largest_pick(cmds, tick))
     return outcomes
+
+
+def outcome_table(outcomes: list[Outcome]) -> np.ndarray:
+    """The outcomes as a structured array, one row per scenario (counterfactuals.csv)."""
+    names = [f.name for f in dataclasses.fields(Outcome)]
+    return np.array(
+        [dataclasses.astuple(o) for o in outcomes],
+        dtype=[(n, {"scenario": "U32", "vwap": "f8"}.get(n, "i8")) for n in names],
+    )

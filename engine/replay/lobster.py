@@ -31,6 +31,7 @@ import numpy as np
 
 from engine.book import Book, EventKind
 from engine.book.layout import CMD_ADD, CMD_AMEND, CMD_CANCEL, COMMAND_ROWS
+from engine.replay.fastcsv import BOM, read_lobster
 from engine.replay.sources import INTEGER, BadRow
 from engine.types import INT64_MAX, INT64_MIN
 
@@ -68,13 +69,25 @@ class BadFile(ValueError):
         self.bad_rows = bad_rows
 
 
-def read_text(path: str | Path) -> str:
+def _decoded(name: str, data: bytes) -> str:
     """A file's text, UTF-8 with or without a byte order mark; ValueError naming it if it is
     not text."""
     try:
-        return Path(path).read_bytes().decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not a text file (byte {exc.start} is not UTF-8)") from None
+        raise ValueError(f"{name}: not a text file (byte {exc.start} is not UTF-8)") from None
+
+
+def _fast(data: bytes, columns: int | None) -> tuple | None:
+    """The file's columns read at column speed (engine.replay.fastcsv.read_lobster) when its
+    first line has the width LOBSTER's layout wants; None for the reference to read."""
+    start = len(BOM) if data.startswith(BOM) else 0
+    end = data.find(b"\n", start)
+    first = data[start : end if end >= 0 else len(data)]
+    width = first.count(b",") + 1
+    if not first.strip() or (width != columns if columns is not None else width % 4):
+        return None
+    return read_lobster(data, width, seconds_first=columns is not None)
 
 
 def _lines(name: str, text: str, what: str) -> list[str]:
@@ -154,11 +167,9 @@ def _bad_file(name: str, what: str, bad: list[BadRow]) -> BadFile:
     )
 
 
-def _checked_messages(name: str, text: str) -> tuple[np.ndarray, np.ndarray]:
-    """(time_ns, the five integer columns) of a message file; BadFile listing every row with
-    a bad time (not a number, not finite, negative, or before the row above), type, order
-    id, size or direction."""
-    lines = _lines(name, text, "message")
+def _reference_messages(name: str, lines: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(seconds, the five integer columns) of a message file read row by row; BadFile listing
+    every row whose values do not parse."""
     ints = _table(name, lines, "message", 6)
     try:  # numpy's float parser takes nan and inf, refused below; not 1_000 or full width
         seconds = np.loadtxt(lines, delimiter=",", dtype=np.float64, ndmin=1, usecols=0)
@@ -175,6 +186,18 @@ def _checked_messages(name: str, text: str) -> tuple[np.ndarray, np.ndarray]:
                 f"{name}: not a LOBSTER message file (its time column does not read as numbers)"
             )
         ) from None
+    return seconds, ints
+
+
+def _checked_messages(name: str, data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(time_ns, the five integer columns) of a message file; BadFile listing every row with
+    a bad time (not a number, not finite, negative, or before the row above), type, order
+    id, size or direction."""
+    fast = _fast(data, 6)
+    if fast is not None:
+        seconds, ints = fast
+    else:
+        seconds, ints = _reference_messages(name, _lines(name, _decoded(name, data), "message"))
     kind, oid, size, _, direction = ints.T
     with np.errstate(invalid="ignore"):  # nan compares False
         valid = np.isfinite(seconds) & (seconds >= 0)
@@ -191,6 +214,9 @@ def _checked_messages(name: str, text: str) -> tuple[np.ndarray, np.ndarray]:
         ((direction != 1) & (direction != -1), "bad_direction", "direction must be 1 or -1"),
         (later, "time_goes_back", "time goes back"),
     ]
+    if not any(mask.any() for mask, _, _ in problems):
+        return np.rint(seconds * 1e9).astype(np.int64), ints
+    lines = _lines(name, _decoded(name, data), "message")
     bad = sorted(
         (
             BadRow(n + 1, "", reason, detail, lines[n])
@@ -199,28 +225,31 @@ def _checked_messages(name: str, text: str) -> tuple[np.ndarray, np.ndarray]:
         ),
         key=lambda row: row.line,
     )
-    if bad:
-        raise _bad_file(name, "message", bad)
-    return np.rint(seconds * 1e9).astype(np.int64), ints
+    raise _bad_file(name, "message", bad)
 
 
 def load_day(
     message_path: str | Path,
     orderbook_path: str | Path,
-    message_text: str | None = None,
-    orderbook_text: str | None = None,
+    message_data: bytes | None = None,
+    orderbook_data: bytes | None = None,
 ) -> LobsterDay:
-    """Both files of a day (their text read from the paths unless given, as from a zip);
+    """Both files of a day (their bytes read from the paths unless given, as from a zip);
     ValueError naming the file for anything that is not LOBSTER's layout (6 message
     columns; 4 order book columns per level; one row per message), BadFile with every bad
     row for values that are not what LOBSTER writes."""
-    if message_text is None:
-        message_text = read_text(message_path)
-    if orderbook_text is None:
-        orderbook_text = read_text(orderbook_path)
-    time_ns, ints = _checked_messages(str(message_path), message_text)
+    if message_data is None:
+        message_data = Path(message_path).read_bytes()
+    if orderbook_data is None:
+        orderbook_data = Path(orderbook_path).read_bytes()
+    time_ns, ints = _checked_messages(str(message_path), message_data)
     book_name = str(orderbook_path)
-    rows = _table(book_name, _lines(book_name, orderbook_text, "order book"), "order book", None)
+    fast = _fast(orderbook_data, None)
+    if fast is not None:
+        rows = fast[1]
+    else:
+        lines = _lines(book_name, _decoded(book_name, orderbook_data), "order book")
+        rows = _table(book_name, lines, "order book", None)
     if len(ints) != len(rows):
         raise ValueError(
             f"{message_path} has {len(ints)} messages but {orderbook_path} "
@@ -255,13 +284,12 @@ def load_zip(path: str | Path) -> tuple[str, LobsterDay]:
         if orderbook not in names:
             raise ValueError(f"{path}: {orderbook}, the order book file of {message}, is missing")
 
-        def text(member: str) -> str:
-            try:
-                return archive.read(member).decode("utf-8-sig")
-            except UnicodeDecodeError as exc:
-                raise ValueError(f"{path}: {member} is not text (byte {exc.start})") from None
-
-        day = load_day(f"{path}:{message}", f"{path}:{orderbook}", text(message), text(orderbook))
+        day = load_day(
+            f"{path}:{message}",
+            f"{path}:{orderbook}",
+            archive.read(message),
+            archive.read(orderbook),
+        )
     return Path(message).name, day
 
 

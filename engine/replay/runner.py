@@ -34,6 +34,7 @@ from engine.replay.lobster import (
     load_zip,
 )
 from engine.replay.plots import day_figures, day_label, save
+from engine.replay.sources import BadRow
 
 HIDDEN_EXECUTE = 5
 NS = 1_000_000_000
@@ -178,6 +179,10 @@ class ReplayResult:
         except ImportError:
             return tables
 
+    def tables(self, seconds: int = 60) -> dict[str, np.ndarray]:
+        """The day's output tables by name: trades, top and intervals of `seconds`."""
+        return {"trades": self.trades(), "top": self.top(), "intervals": self.intervals(seconds)}
+
     def write(
         self,
         out: str | Path,
@@ -191,11 +196,7 @@ class ReplayResult:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         written = []
-        for name, table in (
-            ("trades", self.trades()),
-            ("top", self.top()),
-            ("intervals", self.intervals(seconds)),
-        ):
+        for name, table in self.tables(seconds).items():
             units = {column: lobster_units(column) for column in table.dtype.names}
             written.append(write_table(table, out / f"{name}.csv", units=units))
         if plot:
@@ -244,6 +245,14 @@ def write_table(
         arrow = arrow.replace_schema_metadata({"units": json.dumps(units)})
     pq.write_table(arrow, path.with_suffix(".parquet"))
     return path
+
+
+def rejects_table(bad_rows: list[BadRow]) -> np.ndarray:
+    """Bad rows as rejects.csv lists them: line, instrument, reason, detail, text."""
+    return np.array(
+        [(r.line, r.instrument, r.reason, r.detail, r.text) for r in bad_rows],
+        dtype=[("line", "i8")] + [(n, "O") for n in ("instrument", "reason", "detail", "text")],
+    )
 
 
 def text_progress(done: int, total: int) -> None:

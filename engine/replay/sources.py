@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,7 +116,7 @@ class CommandFile:
     scale: Scale
     flows: dict[str, Flow]
     bad_rows: list[BadRow]
-    texts: dict[int, str]  # line -> the row as written (for reports)
+    texts: Mapping[int, str]  # line -> the row as written (for reports)
     rows: int  # data rows read, good and bad
     columns: list[str]  # the header's column names
 
@@ -230,10 +231,10 @@ class _Parser:
         return qty
 
 
-def _text(path: Path) -> str:
-    """The file as text, UTF-8 with or without a byte order mark."""
+def _text(path: Path, data: bytes) -> str:
+    """The file's bytes as text, UTF-8 with or without a byte order mark."""
     try:
-        return path.read_bytes().decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ValueError(
             f"{path}: not UTF-8 text (byte {exc.start}): save the command file as UTF-8 CSV"
@@ -281,10 +282,10 @@ def read_commands(
     else:
         from engine.replay.fastcsv import read_clean  # it builds on this module
 
-        text = _text(path)
-        if not row_by_row and (clean := read_clean(path, text, scale)) is not None:
+        data = path.read_bytes()
+        if not row_by_row and (clean := read_clean(path, data, scale)) is not None:
             return clean
-        header, records = _csv_rows(path, text)
+        header, records = _csv_rows(path, _text(path, data))
     names = [name.strip().lower() for name in header]
     if missing := [c for c in REQUIRED if c not in names]:
         raise ValueError(f"{path}: missing columns {missing}; the header must name {REQUIRED}")

@@ -253,3 +253,30 @@ def test_a_shipped_lobster_zip_loads_whole():
     name, day = load_zip(archive)
     assert name == "GOOG_2012-06-21_34200000_57600000_message_1.csv"
     assert len(day) > 40_000 and day.levels == 1
+
+
+def test_the_column_reader_reads_the_fixture_as_numpy_does():
+    pytest.importorskip("pyarrow")
+    import numpy as np
+
+    from engine.replay.fastcsv import read_lobster
+
+    seconds, ints = read_lobster(MESSAGES.read_bytes(), 6, seconds_first=True)
+    lines = MESSAGES.read_text().splitlines()
+    assert (seconds == np.loadtxt(lines, delimiter=",", usecols=0)).all()
+    assert (ints == np.loadtxt(lines, delimiter=",", dtype=np.int64, usecols=range(1, 6))).all()
+    _, rows = read_lobster(BOOK.read_bytes(), 40, seconds_first=False)
+    assert (rows == np.loadtxt(BOOK.read_text().splitlines(), delimiter=",", dtype=np.int64)).all()
+
+
+@pytest.mark.parametrize(
+    "row", ["34200.2,1,0x10,100,5853300,1", "34200.2,1,6,+100,5853300,1", "1e4,1,6,100,1,1", ""]
+)
+def test_the_column_reader_leaves_anything_unusual_to_the_reference(row):
+    """pyarrow reads 0x10 as 16, +100 and 1e4 as numbers the reference may word otherwise,
+    and a blank line as a row of nulls: the row-by-row reader decides those."""
+    pytest.importorskip("pyarrow")
+    from engine.replay.fastcsv import read_lobster
+
+    data = f"{ROW}\n{row}\n{ROW.replace('34200.1', '34200.3')}\n".encode()
+    assert read_lobster(data, 6, seconds_first=True) is None
