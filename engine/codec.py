@@ -23,6 +23,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -242,7 +243,7 @@ def encode_events(events: Sequence[Event], codes: Sequence[str]) -> bytes:
     answers inside a batch). A Trade takes its public print and the two Filled events after
     it with it (a decoder gives them back from the one row); every refusal is written with
     its text. Stream numbers are not written: a decoder counts them on from the positions
-    before the batch (engine.core.rows.number_streams)."""
+    before the batch (engine.core.rows.StreamNumbers)."""
     index = {code: i for i, code in enumerate(codes)}
     out: list[bytes] = []
     i = 0
@@ -319,63 +320,113 @@ RejectWording = Callable[[RejectCode, int, int, int, str, int], str]
 """(code, instrument index, detail_a, detail_b, cl_ord_id, member) -> the reject's text."""
 
 
-def decode_events(data: bytes, codes: Sequence[str], word: RejectWording) -> list[Event]:
-    """The protocol events of event rows (tests and consumers; not the hot path). `word`
-    words a ROW_REJECTED from its code and details (engine.core.rows.reject_wording)."""
-    rows = np.frombuffer(data, dtype=EVENT_DTYPE)
+class Streams(Protocol):
+    """Gives each decoded event its stream number (engine.core.rows numbers them on from
+    the exchange's positions), and each trade its fees and public print."""
+
+    def private(self, member: int) -> int: ...
+    def public(self) -> int: ...
+    def clearing(self) -> int: ...
+    def fee(self, code: str, price: int, qty: int) -> int: ...
+    def print_of(self, trade: Trade) -> Event | None: ...
+
+
+class Unnumbered:
+    """Stream numbers 0, no fees and no print: the rows' own content."""
+
+    def private(self, member: int) -> int:
+        return 0
+
+    def public(self) -> int:
+        return 0
+
+    def clearing(self) -> int:
+        return 0
+
+    def fee(self, code: str, price: int, qty: int) -> int:
+        return 0
+
+    def print_of(self, trade: Trade) -> None:
+        return None
+
+
+_SIDES = {int(side): side for side in Side}
+_REJECTS = {int(code): code for code in RejectCode}
+_REASONS = {int(reason): reason for reason in CancelReason}
+_PHASES = {int(phase): phase for phase in Phase}
+
+
+def decode_events(
+    data: bytes, codes: Sequence[str], word: RejectWording, streams: Streams | None = None
+) -> list[Event]:
+    """The protocol events of event rows. `word` words a ROW_REJECTED from its code and
+    details (engine.core.rows.reject_wording); `streams`, when given, numbers every event,
+    puts each side's fee on a Trade and adds its public print after it (engine.core.rows
+    .decode); without it the events carry what the rows carry. The rows are read as lists of
+    int64 words, once: no numpy scalar per field."""
+    words = np.frombuffer(data, dtype=np.int64).reshape(-1, EVENT_WORDS)
+    head = words[:, 0]
+    kinds = (head & 0xFF).tolist()
+    flags = ((head >> 8) & 0xFF).astype(np.uint8).view(np.int8).tolist()
+    row_codes = ((head >> 16) & 0xFFFF).tolist()
+    instruments = ((head >> 32) & 0xFFFFFFFF).tolist()
+    rows = words.tolist()
+    numbers = streams or Unnumbered()
+    private, public = numbers.private, numbers.public
     events: list[Event] = []
-    i = 0
-    while i < len(rows):
-        kind = int(rows[i]["kind"])
-        row = rows[i : i + 1].view(ROW_DTYPES[kind])[0]
-        seq, instrument = int(row["seq"]), int(row["instrument"])
-        code = codes[instrument] if instrument < len(codes) else f"#{instrument}"
+    append = events.append
+    i, n = 0, len(rows)
+    while i < n:
+        kind, w, index, flag, row_code = kinds[i], rows[i], instruments[i], flags[i], row_codes[i]
+        seq = w[1]
+        code = codes[index] if index < len(codes) else f"#{index}"
+        key = data[i * EVENT_BYTES + 64 : (i + 1) * EVENT_BYTES]
         i += 1
         if kind == ROW_ACCEPTED:
+            member = w[A_MEMBER]
             accepted = Accepted(
-                seq, _text(row["cl_ord_id"]), int(row["member"]), code, int(row["order_id"]),
-                Side(int(row["flag"])), int(row["price"]), int(row["qty"]),
+                seq, _text(key.rstrip(b"\0")), member, code, w[A_ORDER_ID], _SIDES[flag],
+                w[A_PRICE], w[A_QTY], private(member),
             )  # fmt: skip
-            events.append(accepted)
+            append(accepted)
         elif kind in (ROW_REJECTED, ROW_REJECTED_TEXT):
-            reject = RejectCode(int(row["code"]))
-            cl_ord_id, member = _text(row["cl_ord_id"]), int(row["member"])
+            reject = _REJECTS[row_code]
+            member = w[R_MEMBER]
+            cl_ord_id = _text(key.rstrip(b"\0"))
             if kind == ROW_REJECTED:
-                a, b = int(row["detail_a"]), int(row["detail_b"])
-                text = word(reject, instrument, a, b, cl_ord_id, member)
+                text = word(reject, index, w[R_DETAIL_A], w[R_DETAIL_B], cl_ord_id, member)
             else:
-                size = int(row["text_bytes"])
-                span = -(-size // EVENT_BYTES)
-                text = _text(rows[i : i + span].tobytes()[:size])
-                i += span
-            events.append(Rejected(seq, cl_ord_id, member, reject, text))
+                size = w[R_DETAIL_A]  # text_bytes
+                text = _text(data[i * EVENT_BYTES : i * EVENT_BYTES + size])
+                i += -(-size // EVENT_BYTES)
+            append(Rejected(seq, cl_ord_id, member, reject, text, private(member)))
         elif kind == ROW_TRADE:
-            events += _trade_events(row, seq, code)
+            _trade_events(w, seq, code, flag, row_code, numbers, append)
         elif kind == ROW_CANCELLED:
-            reason = CancelReason(int(row["code"]))
-            member, order_id, leaves = int(row["member"]), int(row["order_id"]), int(row["leaves"])
-            events.append(Cancelled(seq, member, code, order_id, leaves, reason))
+            member = w[X_MEMBER]
+            cancelled = Cancelled(
+                seq, member, code, w[X_ORDER_ID], w[X_LEAVES], _REASONS[row_code],
+                private(member),
+            )  # fmt: skip
+            append(cancelled)
         elif kind == ROW_AMENDED:
+            member = w[M_MEMBER]
             amended = Amended(
-                seq, int(row["member"]), code, int(row["order_id"]), int(row["price"]),
-                int(row["qty"]), bool(row["flag"]),
+                seq, member, code, w[M_ORDER_ID], w[M_PRICE], w[M_QTY], bool(flag),
+                private(member),
             )  # fmt: skip
-            events.append(amended)
+            append(amended)
         elif kind == ROW_DEPTH:
-            side, price = Side(int(row["flag"])), int(row["price"])
-            events.append(DepthUpdate(seq, code, side, price, int(row["qty"]), int(row["orders"])))
+            depth = DepthUpdate(
+                seq, code, _SIDES[flag], w[D_PRICE], w[D_QTY], w[D_ORDERS], public()
+            )
+            append(depth)
         elif kind == ROW_PHASE:
-            phase = PhaseChanged(
-                seq, code, Phase(int(row["code"])), int(row["reference"]), int(row["band_low"]),
-                int(row["band_high"]),
-            )  # fmt: skip
-            events.append(phase)
+            append(PhaseChanged(seq, code, _PHASES[row_code], w[2], w[3], w[4], public()))
         elif kind == ROW_INDICATIVE:
-            price, volume = int(row["price"]), int(row["volume"])
-            events.append(Indicative(seq, code, price, volume, int(row["imbalance"])))
+            append(Indicative(seq, code, w[2], w[3], w[4], public()))
         elif kind == ROW_AUCTION:
-            auction = AUCTIONS[int(row["code"])]
-            events.append(AuctionResult(seq, code, auction, int(row["price"]), int(row["volume"])))
+            append(AuctionResult(seq, code, AUCTIONS[row_code], w[2], w[3], public()))
         else:
             raise ValueError(f"event row {i - 1}: unknown kind {kind}")
     return events
@@ -385,19 +436,33 @@ def _text(raw: bytes) -> str:
     return bytes(raw).decode("utf-8", "surrogatepass")
 
 
-def _trade_events(row: np.void, seq: int, code: str) -> tuple[Trade, Filled, Filled]:
-    trade_id, price, qty = int(row["trade_id"]), int(row["price"]), int(row["qty"])
-    buyer, seller = int(row["buyer"]), int(row["seller"])
-    buy_oid, sell_oid = int(row["buy_order_id"]), int(row["sell_order_id"])
-    aggressor = int(row["flag"])
+def _trade_events(
+    w: list[int], seq: int, code: str, aggressor: int, venue: int, numbers: Streams, append
+) -> None:
+    """A trade row: the clearing Trade (with each side's fee), its public print when the
+    numbering gives one, then the buy and the sell Filled, as EventWriter emits them."""
+    trade_id, price, qty = w[T_TRADE_ID], w[T_PRICE], w[T_QTY]
+    members = w[T_MEMBERS]
+    buyer = members & 0xFFFFFFFF
+    buyer = buyer - (1 << 32) if buyer >= 1 << 31 else buyer
+    seller = members >> 32
+    buy_oid, sell_oid = w[T_BUY_OID], w[T_SELL_OID]
+    fee = numbers.fee(code, price, qty)
     trade = Trade(
-        seq, trade_id, int(row["ts_ns"]), date_text(int(row["date"])), code, price, qty,
-        buyer, seller, buy_oid, sell_oid, aggressor, VENUES[int(row["code"])],
+        seq, trade_id, w[T_TS], date_text(w[T_DATE]), code, price, qty, buyer, seller,
+        buy_oid, sell_oid, aggressor, VENUES[venue], fee, fee, numbers.clearing(),
     )  # fmt: skip
-    return (
-        trade,
-        Filled(seq, trade_id, buyer, code, buy_oid, Side.BUY, price, qty,
-               int(row["buy_leaves"]), aggressor == 0),
-        Filled(seq, trade_id, seller, code, sell_oid, Side.SELL, price, qty,
-               int(row["sell_leaves"]), aggressor == 1),
+    append(trade)
+    printed = numbers.print_of(trade)
+    if printed is not None:
+        append(printed)
+    buy = Filled(
+        seq, trade_id, buyer, code, buy_oid, Side.BUY, price, qty, w[T_BUY_LEAVES],
+        aggressor == 0, numbers.private(buyer),
     )  # fmt: skip
+    sell = Filled(
+        seq, trade_id, seller, code, sell_oid, Side.SELL, price, qty, w[T_SELL_LEAVES],
+        aggressor == 1, numbers.private(seller),
+    )  # fmt: skip
+    append(buy)
+    append(sell)

@@ -45,7 +45,7 @@ from engine.core.events import print_of
 from engine.core.pipeline import fee_on, find_row
 from engine.core.validation import band_detail, market_detail, reject_text, shortfall_detail
 from engine.instruments import Instrument
-from engine.protocol import Audience, Event, RejectCode, Trade
+from engine.protocol import Event, RejectCode, Trade
 
 _SHORTFALL = frozenset({RejectCode.INSUFFICIENT_FUNDS, RejectCode.INSUFFICIENT_ALLOWANCES})
 _ORDER_LOOKUP = frozenset({RejectCode.UNKNOWN_ORDER, RejectCode.NOT_OWNER})
@@ -224,36 +224,38 @@ def decode(
     Filled, and every event carries the next number of its audience's stream, counted from
     `positions` (Exchange.stream_positions() before the batch)."""
     codes = [i.code for i in instruments]
-    fees = {i.code: i for i in instruments}
-    events = []
-    for event in decode_events(data, codes, reject_wording(instruments)):
-        if type(event) is Trade:
-            fee = fees[event.instrument].fee(event.price * event.qty)
-            event = msgspec.structs.replace(event, buyer_fee=fee, seller_fee=fee)
-            events.append(event)
-            events.append(print_of(event))
-        else:
-            events.append(event)
-    return number_streams(events, positions)
+    return decode_events(
+        data, codes, reject_wording(instruments), StreamNumbers(instruments, positions)
+    )
 
 
-def number_streams(events: list[Event], positions: dict[str, object]) -> list[Event]:
-    """The events with their stream numbers, counted on from `positions`."""
-    public, clearing = int(positions["public"]), int(positions["clearing"])
-    private = dict(positions["private"])
-    numbered = []
-    for event in events:
-        audience = type(event).audience
-        if audience == Audience.PUBLIC:
-            public += 1
-            n = public
-        elif audience == Audience.CLEARING:
-            clearing += 1
-            n = clearing
-        else:
-            n = private[event.member] = private.get(event.member, 0) + 1
-        numbered.append(msgspec.structs.replace(event, stream_seq=n))
-    return numbered
+class StreamNumbers:
+    """engine.codec.Streams for a batch: numbers counted on from the exchange's positions,
+    the instruments' fees, the print of engine.core.events."""
+
+    def __init__(self, instruments: Sequence[Instrument], positions: dict[str, object]) -> None:
+        self._public = int(positions["public"])
+        self._clearing = int(positions["clearing"])
+        self._private = dict(positions["private"])
+        self._fees = {i.code: i.fee for i in instruments}
+
+    def private(self, member: int) -> int:
+        n = self._private[member] = self._private.get(member, 0) + 1
+        return n
+
+    def public(self) -> int:
+        self._public += 1
+        return self._public
+
+    def clearing(self) -> int:
+        self._clearing += 1
+        return self._clearing
+
+    def fee(self, code: str, price: int, qty: int) -> int:
+        return self._fees[code](price * qty)
+
+    def print_of(self, trade: Trade) -> Event:
+        return print_of(trade, self.public())
 
 
 TRADE_PROBE = Trade(0, 0, 0, "", "", 0, 0, 0, 0, 0, 0, 0, "")
