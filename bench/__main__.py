@@ -16,6 +16,7 @@ import sys
 
 from bench.book import book_benchmarks, memory_benchmark
 from bench.clearing import netting_benchmark
+from bench.e2e import e2e_latency, e2e_throughput
 from bench.exchange import (
     batch_benchmark,
     call_phase_benchmark,
@@ -52,6 +53,8 @@ NAMES = (
     "netting",
     "replay_lobster",
     "replay_synthetic",
+    "e2e_throughput",
+    "e2e_latency",
 )
 
 
@@ -81,6 +84,10 @@ def run(names: set[str] | None, quick: bool):
             yield result
     if wanted("replay_synthetic"):
         yield synthetic_benchmark(messages=2_000_000 if quick else 10_000_000)
+    if wanted("e2e_throughput"):
+        yield e2e_throughput(orders=60_000 if quick else 400_000)
+    if wanted("e2e_latency"):
+        yield e2e_latency(seconds=1.5 if quick else 5.0, warmup=0.5 if quick else 1.0)
 
 
 def main(argv: list[str] | None = None) -> int:
