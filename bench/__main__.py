@@ -85,9 +85,9 @@ def run(names: set[str] | None, quick: bool):
     if wanted("replay_synthetic"):
         yield synthetic_benchmark(messages=2_000_000 if quick else 10_000_000)
     if wanted("e2e_throughput"):
-        yield e2e_throughput(orders=60_000 if quick else 400_000)
+        yield e2e_throughput(orders=40_000 if quick else 400_000)
     if wanted("e2e_latency"):
-        yield e2e_latency(seconds=1.5 if quick else 5.0, warmup=0.5 if quick else 1.0)
+        yield e2e_latency(seconds=0.75 if quick else 5.0, warmup=0.25 if quick else 1.0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,9 +10,14 @@ counted from the first send of any gateway to the last answer of any: RECORDS fr
 fsync on and off, and MESSAGES frames (msgpack NewOrder/CancelOrder) with fsync on.
 e2e_latency: one gateway sends single-order frames on a fixed schedule (RATE orders/s); the
 latency of an order is the receive time of its answer minus its intended send time (no
-coordinated omission: a late send counts against the engine's figure), after a warm-up, with
-fsync off and on; the raw fdatasync latency of the same disk (100 bytes + os.fdatasync) is
-measured in the same run.
+coordinated omission: a late send counts against the engine's figure), after a warm-up:
+one-record RECORDS frames with fsync off and on, one-message MESSAGES frames with fsync off;
+the raw fdatasync latency of the same disk (100 bytes + os.fdatasync) is measured in the same
+run. Each run also reports the engine process's CPU time per order, the figure that does not
+depend on what else shares the machine.
+`python -m bench.e2e profile ORDERS GATEWAYS on|off [gateway options]` runs the service in
+this process under cProfile (the engine code is not touched) and prints the time per order of
+each part of a turn.
 
 Invariants (else WrongResult): every command sent is answered exactly once (Accepted or
 Rejected, a requested Cancelled), the engine's seq equals the commands sent plus the opening
@@ -419,9 +424,19 @@ def fdatasync_latency(directory: Path, seconds: float) -> dict:
     }
 
 
-def latency(root: Path, name: str, fsync: bool, seconds: float, warmup: float) -> dict:
-    orders = int(RATE * (seconds + warmup))
-    options = ("--rate", str(RATE), "--warmup", str(warmup))
+def latency(
+    root: Path,
+    name: str,
+    fsync: bool,
+    seconds: float,
+    warmup: float,
+    messages: bool = False,
+    rate: int = RATE,
+) -> dict:
+    """One open-loop gateway on a fresh engine: single-order RECORDS frames (one 88-byte
+    record each), or with `messages` single-NewOrder/CancelOrder MESSAGES frames."""
+    orders = int(rate * (seconds + warmup))
+    options = ("--rate", str(rate), "--warmup", str(warmup)) + (("--messages",) if messages else ())
     results, engine = engine_run(
         root, name, fsync, lambda endpoint: run_gateways(endpoint, orders, 1, *options)
     )
@@ -435,6 +450,7 @@ def e2e_latency(seconds: float, warmup: float = 1.0) -> dict:
         off = latency(root, "off", False, seconds, warmup)
         disk = fdatasync_latency(root, 2.0)
         on = latency(root, "on", True, seconds, warmup)
+        messages = latency(root, "msg", False, seconds, warmup, messages=True)
     return {
         "bench": "e2e_latency",
         "value": on["p99_us"],
@@ -443,6 +459,7 @@ def e2e_latency(seconds: float, warmup: float = 1.0) -> dict:
         "fsync_off": off,
         "fsync_on": on,
         "fdatasync": disk,
+        "messages_fsync_off": messages,
         "rate": RATE,
         "seconds": seconds,
         "warmup_s": warmup,
