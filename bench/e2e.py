@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import zmq
@@ -54,7 +55,9 @@ from engine.gateway.client import GatewayClient
 from engine.journal.segments import catch_up
 from engine.protocol import Accepted, Cancelled, CancelOrder, Rejected
 from engine.types import CancelReason
-from tests.support.engine import EngineProcess
+
+if TYPE_CHECKING:
+    from tests.support.engine import EngineProcess
 
 MARKET = default_market()
 CODE = MARKET.instruments[0].code  # CEA21
@@ -340,6 +343,8 @@ def engine_run(root: Path, name: str, fsync: bool, drive) -> tuple[list[dict], d
     """A fresh engine with an open CEA21 market, driven by `drive(endpoint)`, then checked;
     the engine's CPU time while driven (the machine may be shared: CPU per order is the
     figure that does not depend on what else runs)."""
+    from tests.support.engine import EngineProcess  # the tests' way of running cxe serve
+
     engine = EngineProcess(root / name, fsync=fsync)
     with engine:
         engine.open_market(CODE)
@@ -522,7 +527,7 @@ def profile_service(orders: int, gateways: int, fsync: bool, *options: str) -> N
 
     from engine.cli.serve import clock_start
     from engine.gateway.service import EngineService, Options
-    from tests.support.engine import CLOCK
+    from tests.support.engine import CLOCK, EngineProcess
 
     with tempfile.TemporaryDirectory(prefix="cxe-e2e-") as temporary:
         data = Path(temporary) / "data"
@@ -563,9 +568,68 @@ def profile_service(orders: int, gateways: int, fsync: bool, *options: str) -> N
     stats.sort_stats("tottime").print_stats(25)
 
 
+def frame_steps(frame: int, orders: int) -> dict[str, float]:
+    """`python -m bench.e2e steps FRAME ORDERS`: CPU time (this thread's) per order of each
+    step the service takes for a RECORDS frame of `frame` records, called directly on the
+    bench market's mixed workload (bench.exchange, bench.recovery), no sockets: what each
+    step would cost on a core of its own."""
+    from bench.exchange import CODE as BENCH_CODE
+    from bench.exchange import bench_market
+    from engine.core.records import words_of
+    from engine.core.rows import decode
+    from engine.gateway.status import OrderStatusTable
+    from engine.protocol import Audience, OpenCall, StartOfDay, Uncross, encode
+
+    market = bench_market()
+    records = workload_records(orders, 2)
+    exchanges = []
+    for _ in range(2):
+        exchange = Exchange(market)
+        for command in (StartOfDay("2026-11-24"), OpenCall(BENCH_CODE), Uncross(BENCH_CODE)):
+            exchange.apply(command)
+        exchanges.append(exchange)
+    warm, exchange = exchanges
+    head = records[:512].copy()
+    head["seq"] = np.arange(warm.seq + 1, warm.seq + 513)
+    decode(warm.apply_batch(head), market.instruments, warm.stream_positions())
+    status = OrderStatusTable()
+    steps = dict.fromkeys(
+        ("records_of", "words_of", "stream_positions", "apply_batch", "rows.decode",
+         "status.record", "encode", "wire.pack"), 0.0,
+    )  # fmt: skip
+    clock = time.thread_time
+    for start in range(0, orders, frame):
+        t0 = clock()
+        batch = wire.records_of(records[start : start + frame].tobytes())
+        first = exchange.seq + 1
+        batch["seq"] = np.arange(first, first + len(batch))
+        t1 = clock()
+        words_of(batch, exchange.seq)
+        t2 = clock()
+        positions = exchange.stream_positions()
+        t3 = clock()
+        rows = exchange.apply_batch(batch)
+        t4 = clock()
+        events = decode(rows, market.instruments, positions)
+        t5 = clock()
+        status.record(events)
+        t6 = clock()
+        encoded = [encode(e) for e in events if type(e).audience is Audience.PRIVATE]
+        t7 = clock()
+        wire.pack(encoded)
+        t8 = clock()
+        for name, spent in zip(steps, np.diff([t0, t1, t2, t3, t4, t5, t6, t7, t8]), strict=True):
+            steps[name] += spent
+    return {name: round(spent * 1e6 / orders, 2) for name, spent in steps.items()}
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["gateway"]:
         sys.exit(gateway_main(sys.argv[2:]))
     if sys.argv[1:2] == ["profile"]:
         orders, gateways, fsync, *rest = sys.argv[2:]
         profile_service(int(orders), int(gateways), fsync == "on", *rest)
+    if sys.argv[1:2] == ["steps"]:
+        frame, orders = sys.argv[2:4]
+        steps = frame_steps(int(frame), int(orders))
+        print(json.dumps({**steps, "total": round(sum(steps.values()), 2)}))
