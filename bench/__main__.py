@@ -16,6 +16,7 @@ import sys
 
 from bench.book import book_benchmarks, memory_benchmark
 from bench.clearing import netting_benchmark
+from bench.e2e import e2e_latency, e2e_throughput
 from bench.exchange import (
     batch_benchmark,
     call_phase_benchmark,
@@ -57,6 +58,8 @@ NAMES = (
     "replay_parallel",
     "replay_synthetic",
     "recovery",
+    "e2e_throughput",
+    "e2e_latency",
 )
 
 
@@ -92,6 +95,10 @@ def run(names: set[str] | None, quick: bool):
         yield synthetic_benchmark(messages=2_000_000 if quick else 10_000_000)
     if wanted("recovery"):
         yield recovery_benchmark(commands=1_000_000, rounds=3 if quick else 5)
+    if wanted("e2e_throughput"):
+        yield e2e_throughput(orders=40_000 if quick else 400_000)
+    if wanted("e2e_latency"):
+        yield e2e_latency(seconds=0.75 if quick else 5.0, warmup=0.25 if quick else 1.0)
 
 
 def main(argv: list[str] | None = None) -> int:
