@@ -62,15 +62,38 @@ def test_demo_with_a_missing_market_file_says_so():
     assert "market.toml" in result.stderr and "Traceback" not in result.stderr
 
 
+def readme_python(containing: str) -> str:
+    """The README's Python example that contains `containing`."""
+    blocks = [
+        b.split("```", 1)[0] for b in (ROOT / "README.md").read_text().split("```python\n")[1:]
+    ]
+    (code,) = [block for block in blocks if containing in block]
+    return code
+
+
 def test_readme_python_example_prints_what_it_says():
-    readme = (ROOT / "README.md").read_text()
-    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    code = readme_python("from engine.book import Book")
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
     )
     assert result.returncode == 0, result.stderr
     assert "kind=3, oid=2, oid2=1, price=6200, qty=300" in result.stdout
     assert result.stdout.rstrip().endswith("([], [(6200, 200, 1)])")
+
+
+@pytest.mark.slow
+def test_readme_gateway_example_gets_its_order_accepted(tmp_path):
+    from tests.support.engine import EngineProcess
+
+    code = readme_python("GatewayClient")
+    with EngineProcess(tmp_path / "data") as engine:
+        engine.open_market("CEA25")
+        code = code.replace("tcp://127.0.0.1:5555", engine.endpoints["orders"])
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+        )
+    assert result.returncode == 0, result.stderr
+    assert "Accepted(" in result.stdout and "cl_ord_id='order-1'" in result.stdout
 
 
 def _as_nobody(script: str, home: Path, install: Path) -> subprocess.CompletedProcess:
