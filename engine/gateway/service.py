@@ -142,6 +142,7 @@ class EngineService:
         self.last_command_ns = self._started_ns = time.monotonic_ns()
         self.last_published_ns = self._started_ns
         self._snapshot_wanted = False
+        self.staged: list[np.ndarray] = []  # records frames journaled, not yet applied
         self.items: list[Item] | None = None
         self.taken = 0
 
@@ -463,13 +464,15 @@ class EngineService:
         exchange, journal = self.exchange, self.journal
         ts = self._stamp()
         first = exchange.seq
+        self.staged: list[np.ndarray] = []
         try:
             for item in items:
+                if item.records is not None:
+                    self._stage_records(item, ts)
+                    continue
+                self._apply_staged()  # what follows comes after the records' events
                 if item.replies is not None:
                     self._reply(item.origin, item.admin, item.replies)
-                    continue
-                if item.records is not None:
-                    self._sequence_records(item, ts)
                     continue
                 command = item.command
                 if item.resend and isinstance(command, NewOrder):
@@ -484,6 +487,7 @@ class EngineService:
                 self.counters["sequenced"] += 1
                 self._observe(command, events)
                 self._route(item, events)
+            self._apply_staged()
             if exchange.seq == first:
                 return
             self.last_command_ns = time.monotonic_ns()
@@ -495,27 +499,37 @@ class EngineService:
         except OSError as exc:
             raise JournalFailed(str(exc)) from exc
 
-    def _sequence_records(self, item: Item, ts: int) -> None:
-        exchange = self.exchange
+    def _stage_records(self, item: Item, ts: int) -> None:
+        """Stamp, check and journal a records frame (one journal record, its bytes as
+        received); consecutive frames of a turn are then applied in one compiled call
+        (`_apply_staged`), as recovery applies consecutive batch records."""
         records = item.records
-        first = exchange.seq + 1
-        records["seq"] = np.arange(first, first + len(records))
+        last = self.exchange.seq + sum(len(r) for r in self.staged)
+        records["seq"] = np.arange(last + 1, last + 1 + len(records))
         records["ts_ns"] = ts
         try:
-            words_of(records, exchange.seq)
+            words_of(records, last)
         except ValueError as exc:
             session = self.sessions.by_routing_id.get(item.origin)
             if session is not None:
                 self.sessions.count(session.gateway.id, "malformed")
             self._refuse(item.origin, False, f"{exc}; nothing in the frame was taken")
             return
+        self.journal.append_batch(last + 1, ts, item.wire_bytes)
+        self.staged.append(records)
+
+    def _apply_staged(self) -> None:
+        if not self.staged:
+            return
+        exchange = self.exchange
+        records = self.staged[0] if len(self.staged) == 1 else np.concatenate(self.staged)
+        self.staged = []
         positions = exchange.stream_positions()
-        self.journal.append_batch(first, ts, item.wire_bytes)
         rows = exchange.apply_batch(records)
         self.counters["sequenced"] += len(records)
         events = decode_rows(rows, self.config.instruments, positions)
         self._observe(None, events)
-        self._route(item, events)
+        self._route(None, events)
 
     def _observe(self, command, events: list, replaying: bool = False) -> None:
         """What the service keeps from each command's events: the order status table, the
@@ -536,7 +550,7 @@ class EngineService:
 
     # -- outbound ----------------------------------------------------------------------------------
 
-    def _route(self, item: Item, events: list) -> None:
+    def _route(self, item: Item | None, events: list) -> None:
         """Queue each event for its audience: private events to every session of the
         member's gateways; the admin who sent a command gets all its events."""
         outbox, absent, routes = self.outbox, self.absent_outbox, self.sessions.routes
@@ -550,7 +564,7 @@ class EngineService:
                 outbox[rid].append(data)
             for gateway in gateways:
                 absent[gateway].append(data)
-        if item.admin and item.origin is not None:
+        if item is not None and item.admin and item.origin is not None:
             self.admin_outbox[item.origin].extend(encoded)
 
     def _reply(self, rid: bytes, admin: bool, encoded: list[bytes]) -> None:

@@ -67,14 +67,13 @@ def test_a_flooding_gateway_does_not_starve_another(tmp_path):
     with EngineProcess(tmp_path / "data") as engine:
         engine.open_market(CODES[0])
         flood = logged_on(engine, "mm", rcvhwm=0)
-        for frame in range(FRAMES):
-            flood.send_multipart([wire.RECORDS, refused_orders(1, frame).tobytes()])
-        first = engine.status().seq
+        frames = [refused_orders(1, frame).tobytes() for frame in range(FRAMES)]
         with GatewayClient(engine.endpoints["orders"], "brokers") as broker:
+            for frame in frames:  # all at once: the engine has a backlog of them
+                flood.send_multipart([wire.RECORDS, frame])
             price = MARKET.instruments[0].reference_price
-            broker.submit("fair-1", 3, CODES[0], Side.BUY, price, 100)
+            broker.submit("fair-1", 3, CODES[0], Side.BUY, price, 100)  # behind the flood
             ack = broker.wait_for(lambda r: isinstance(r, Accepted))[-1]
         last = 3 + FRAMES * PER_FRAME + 1
-        assert first < last - PER_FRAME  # the flood was still being taken in
-        assert ack.seq < last - PER_FRAME  # and the broker's order did not wait for all of it
+        assert ack.seq < last - 10 * PER_FRAME  # taken in while most of the flood waited
         flood.close()
