@@ -16,11 +16,13 @@ from pathlib import Path
 
 from engine.config import default_market
 from engine.core import Exchange
+from engine.gateway import wire
 from engine.journal import read_journal
 from engine.protocol import Accepted, NewOrder
 from tests.support.engine import EngineProcess
 
 GATEWAYS = (("mm", 1), ("brokers", 3), ("entities", 5))
+SNAPSHOT_EVERY = 10  # cycles: restarts then replay the journal after the latest snapshot
 
 
 @dataclass
@@ -30,40 +32,63 @@ class CrashReport:
     journaled: int = 0
 
 
-def acknowledged(logs: list[Path]) -> list[tuple[int, int, str]]:
-    """(seq, member, ClOrdID) of every Accepted the load generators were told of."""
-    found = []
-    for log in logs:
-        for line in log.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 4 and parts[3] == "Accepted":
-                found.append((int(parts[0]), int(parts[1]), parts[2]))
-    return found
+class Acknowledgements:
+    """(seq, member, ClOrdID) of every Accepted the load generators were told of, read on
+    from where the last call stopped (the logs only grow)."""
+
+    def __init__(self, logs: list[Path]) -> None:
+        self.logs = logs
+        self.offsets = dict.fromkeys(logs, 0)
+        self.count = 0
+
+    def new(self) -> list[tuple[int, int, str]]:
+        found = []
+        for log in self.logs:
+            with open(log, "rb") as file:
+                file.seek(self.offsets[log])
+                data = file.read()
+            whole = data[: data.rfind(b"\n") + 1]  # a line being written waits for the next call
+            self.offsets[log] += len(whole)
+            for line in whole.decode().splitlines():
+                parts = line.split()
+                if len(parts) == 4 and parts[3] == "Accepted":
+                    found.append((int(parts[0]), int(parts[1]), parts[2]))
+        self.count += len(found)
+        return found
 
 
-def check_journal(
-    data: Path, acks: list[tuple[int, int, str]], engine_seq: int, engine_hash: str
-) -> int:
-    """Every acknowledged order is in the journal at its seq; a fresh replay up to the seq the
-    engine reported gives the engine's state hash there and accepts no (member, ClOrdID)
-    twice. The number of records replayed. (The engine runs on meanwhile: the journal may
-    hold more, and end in a record being written.)"""
-    exchange = Exchange(default_market())
-    accepted = Counter()
-    commands = {}
-    for record in read_journal(data / "journal"):
-        if record.seq > engine_seq:
-            break
-        commands[record.seq] = record.command
-        events = exchange.apply_stamped(record.seq, record.ts_ns, record.command)
-        accepted.update((e.member, e.cl_ord_id) for e in events if type(e) is Accepted)
-    for seq, member, cl_ord_id in acks:
-        command = commands.get(seq)
-        assert isinstance(command, NewOrder), f"acknowledged seq {seq} is not in the journal"
-        assert (command.member, command.cl_ord_id) == (member, cl_ord_id), (seq, command)
-    assert not [key for key, n in accepted.items() if n > 1], "an order was applied twice"
-    assert exchange.state_hash() == engine_hash, "the restarted engine is not the journal's"
-    return len(commands)
+class JournalCheck:
+    """A replay of the engine's journal kept beside it (an Exchange of its own, from the
+    first record, taken further at each check: the same as a fresh replay, without redoing
+    the records already checked), and every order it accepted."""
+
+    def __init__(self, data: Path) -> None:
+        self.journal = data / "journal"
+        self.exchange = Exchange(default_market())
+        self.accepted: Counter = Counter()
+        self.commands: dict[int, NewOrder] = {}
+
+    def check(self, acks: list[tuple[int, int, str]], engine_seq: int, engine_hash: str) -> int:
+        """Every acknowledged order is in the journal at its seq; the replay up to the seq the
+        engine reported has the engine's state hash there and accepted no (member, ClOrdID)
+        twice. The number of records replayed. (The engine runs on meanwhile: the journal
+        may hold more, and end in a record being written.)"""
+        exchange = self.exchange
+        for record in read_journal(self.journal, exchange.seq):
+            if record.seq > engine_seq:
+                break
+            if isinstance(record.command, NewOrder):
+                self.commands[record.seq] = record.command
+            events = exchange.apply_stamped(record.seq, record.ts_ns, record.command)
+            self.accepted.update((e.member, e.cl_ord_id) for e in events if type(e) is Accepted)
+        for seq, member, cl_ord_id in acks:
+            command = self.commands.get(seq)
+            assert command is not None, f"acknowledged seq {seq} is not a NewOrder of the journal"
+            assert (command.member, command.cl_ord_id) == (member, cl_ord_id), (seq, command)
+        assert max(self.accepted.values(), default=0) <= 1, "an order was applied twice"
+        assert exchange.seq == engine_seq, f"the journal ends at {exchange.seq}, not {engine_seq}"
+        assert exchange.state_hash() == engine_hash, "the restarted engine is not the journal's"
+        return exchange.seq
 
 
 def crash_cycles(work: Path, cycles: int, seed: int = 1, progress=None) -> CrashReport:
@@ -73,7 +98,11 @@ def crash_cycles(work: Path, cycles: int, seed: int = 1, progress=None) -> Crash
     engine = EngineProcess(data, "--orders", orders, "--admin", f"ipc://{work}/admin")
     rng = random.Random(seed)
     report = CrashReport()
+    journal = JournalCheck(data)
     logs = [work / f"acks-{gateway}.log" for gateway, _ in GATEWAYS]
+    for log in logs:
+        log.touch()
+    acknowledgements = Acknowledgements(logs)
     engine.start()
     codes = [i.code for i in market.instruments]
     engine.open_market(codes[0])
@@ -99,12 +128,14 @@ def crash_cycles(work: Path, cycles: int, seed: int = 1, progress=None) -> Crash
             time.sleep(rng.uniform(0.05, 0.6))
             engine.kill()
             engine.start()
-            acks = acknowledged(logs)  # before the status: every ack read is covered by it
+            acks = acknowledgements.new()  # before the status: every ack read is covered by it
             status = engine.status()
             assert not acks or max(seq for seq, _, _ in acks) <= status.seq
-            report.journaled = check_journal(data, acks, status.seq, status.state_hash)
+            report.journaled = journal.check(acks, status.seq, status.state_hash)
+            if cycle % SNAPSHOT_EVERY == SNAPSHOT_EVERY - 1:  # as an operator would
+                engine.admin(wire.SnapshotNow())
             report.cycles = cycle + 1
-            report.acknowledged = len(acks)
+            report.acknowledged = acknowledgements.count
             if progress:
                 progress(report)
     finally:
