@@ -1,7 +1,8 @@
 """`cxe`: the command line. Every command has --help; errors say what to do next.
 
 Commands grow with the project: clearing's in engine.cli.clearing, replay's and the logs' in
-engine.cli.replay, the engine service's (serve, admin) in engine.cli.serve, shared argument
+engine.cli.replay, the engine service's (serve, admin) in engine.cli.serve, key pairs
+(keys) in engine.cli.keys, shared argument
 types in engine.cli.common.
 """
 
@@ -11,7 +12,7 @@ import argparse
 import sys
 import time
 
-from engine.cli import clearing, replay, serve
+from engine.cli import clearing, keys, replay, serve
 from engine.cli.common import market_of, positive_int, trading_date
 
 
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_commands(commands)
     clearing.add_commands(commands)
     replay.add_commands(commands)
+    keys.add_commands(commands)
     return parser
 
 
