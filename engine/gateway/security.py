@@ -29,8 +29,8 @@ from pathlib import Path
 
 import zmq
 import zmq.auth
-from zmq.utils import z85
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 
 from engine.config import Security
 
@@ -208,3 +208,20 @@ def client_keys(key_file: str | None, server_key: str | None) -> tuple[KeyPair, 
 def user_id(frame: zmq.Frame) -> str:
     """The identity of the connection a received frame came over ("" on a plain socket)."""
     return frame.get("User-Id") or ""
+
+
+PLAIN_WARNING = (
+    "PLAIN LOOPBACK MODE: no authentication, no encryption: any local process may connect "
+    "as any gateway or operator (give the config a [security] section for CURVE)"
+)
+LOCAL_HOSTS = ("127.", "localhost", "[::1]")
+
+
+def off_loopback(endpoints: list[str]) -> list[str]:
+    """The endpoints another machine could reach (tcp not on a loopback address); ipc and
+    inproc are local."""
+    return [
+        endpoint
+        for endpoint in endpoints
+        if endpoint.startswith("tcp://") and not endpoint[6:].startswith(LOCAL_HOSTS)
+    ]
