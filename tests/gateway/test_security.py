@@ -269,10 +269,11 @@ def test_a_revoked_key_is_refused_after_reload_and_its_session_ends(keyed):
         assert done.returncode == 0, done.stdout + done.stderr
         assert "revoked=['gateway:mm']" in done.stdout
         assert handshake(orders, as_(keys, "mm")) == FAILED_AUTH  # a new connection
-        old.submit("rev-1", 1, CODES[0], Side.BUY, 6150, 1)  # the open one
+        assert "session ended: key of gateway:mm revoked" in process.output()
+        old.send([wire.Logon("mm", None, 1000)])  # the open connection tries again
         refused = old.wait_for(lambda r: isinstance(r, wire.SessionRejected))[-1]
         assert "was revoked" in refused.text
-        assert "session ended: key of gateway:mm revoked" in process.output()
+        assert not [r for r in old.replies() if isinstance(r, wire.LogonAccepted)]
         old.close(logout=False)
         with GatewayClient(orders, "mm", curve_keys=as_(keys, "mm2")) as new:
             assert new.logon.members == [1, 2]
