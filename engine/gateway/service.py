@@ -162,6 +162,7 @@ class EngineService:
     def open(self) -> None:
         """Recover the state, warm the compiled code, then bind (in that order: nothing is
         accepted before the engine can answer at speed)."""
+        self._check_mode()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         self.exchange = self._recover()
@@ -174,6 +175,21 @@ class EngineService:
         if self.journal.discarded:
             self.log(f"journal: cut a torn tail of {self.journal.discarded} bytes (a crash)")
         self._bind()
+
+    def _check_mode(self) -> None:
+        """Without [security]: say so loudly, and bind to loopback only unless insecure."""
+        options = self.options
+        if self.config.security is not None:
+            return
+        self.log(curve.PLAIN_WARNING)
+        exposed = curve.off_loopback(
+            [options.orders, options.admin, options.market_data, options.snapshots]
+        )
+        if exposed and not options.insecure:
+            raise ValueError(
+                f"plain mode binds to loopback only, not {exposed}: give the config a "
+                "[security] section (docs/SECURITY.md), or --insecure to accept the risk"
+            )
 
     def _recover(self) -> Exchange:
         """The latest snapshot (and the order status table written beside it), then the
@@ -211,15 +227,6 @@ class EngineService:
             self.server_keys = curve.server_keys(security)
             self.authenticator = curve.start_authenticator(context, security)
             self.log(f"CURVE on every socket: {len(self.authenticator.table)} keys admitted")
-        else:
-            self.log(curve.PLAIN_WARNING)
-            exposed = curve.off_loopback([options.orders, options.admin, options.market_data,
-                                          options.snapshots])  # fmt: skip
-            if exposed and not options.insecure:
-                raise ValueError(
-                    f"plain mode binds to loopback only, not {exposed}: give the config a "
-                    "[security] section (docs/SECURITY.md), or --insecure to accept the risk"
-                )
         self.orders = context.socket(zmq.ROUTER)
         self._secure(self.orders, "orders")
         self.orders.setsockopt(zmq.ROUTER_MANDATORY, 1)
