@@ -159,13 +159,15 @@ class Authenticator:
     def _user_id(self, client_public_key: bytes) -> str:
         return self.table.get(z85.encode(client_public_key), "")
 
-    def reload(self) -> set[str]:
-        """Reread the key files; the identities whose key was removed or replaced. A file
-        that cannot be read leaves the table as it was (the error says why)."""
-        table = key_table(self.security)
+    def reload(self, security: Security | None = None) -> set[str]:
+        """Reread the key files (of `security`, a fresh config's, or the one in force); the
+        identities whose key was removed or replaced. A key that cannot be read leaves
+        everything as it was (the error says why)."""
+        security = security or self.security
+        table = key_table(security)
         now = {identity: key for key, identity in table.items()}
         revoked = {identity for key, identity in self.table.items() if now.get(identity) != key}
-        self.table = table
+        self.security, self.table = security, table
         return revoked
 
     def stop(self) -> None:

@@ -379,12 +379,12 @@ class EngineService:
         try:
             if self.authenticator is None:
                 raise ValueError("the engine runs in plain mode (no [security]): no keys")
+            fresh = None
             if self.options.config_path is not None:
                 fresh = load_market(self.options.config_path).security
                 if fresh is None:
                     raise ValueError(f"{self.options.config_path} has no [security] section now")
-                self.authenticator.security = fresh
-            revoked = self.authenticator.reload()
+            revoked = self.authenticator.reload(fresh)
         except ValueError as exc:
             self.log(f"keys not reloaded: {exc}")
             if rid is not None:
