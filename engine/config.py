@@ -12,7 +12,9 @@ calendar first fires or an account overflows):
 - gateway ids are unique and every member a gateway lists is a member of the market (the
   engine service lets a gateway act only for the members it lists);
 - a key the config does not know is refused with its path (a typo must not leave a field
-  at its default), and no price band is wider than 100%.
+  at its default), and no price band is wider than 100%;
+- with a security section, every key it names is read at load (a missing file, a malformed
+  or shared key is refused then) and only configured gateways may have a key.
 
 The embedded market needs no file: CEA vintages 2021-2025 and CCER with MARKET.md's
 parameters and illustrative previous closes, and a handful of members.
@@ -74,6 +76,38 @@ class Gateway(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     cancel_on_disconnect: bool = False  # the default when the gateway's logon does not say
 
 
+_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"\A[\w.-]+\Z")]
+
+
+class Security(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """CURVE keys (engine.gateway.security; docs/SECURITY.md): the engine's key pair file
+    and, per identity, a public key file (ending .key) or a Z85 public key. Relative paths are
+    taken from the config file's directory."""
+
+    server_key: str  # the engine's NAME.key_secret
+    gateways: dict[_Name, str] = {}  # gateway id -> its key
+    operators: dict[_Name, str] = {}  # operator name -> key (the admin endpoint)
+    market_data: dict[_Name, str] = {}  # market data reader -> key
+
+    def resolved(self, base: Path) -> Security:
+        """Key file paths made absolute from `base`."""
+
+        def at(text: str) -> str:
+            if not text.endswith((".key", ".key_secret")):
+                return text  # a Z85 key
+            return str(base / Path(text).expanduser())
+
+        def each(keys: dict[str, str]) -> dict[str, str]:
+            return {name: at(text) for name, text in keys.items()}
+
+        return Security(
+            server_key=at(self.server_key),
+            gateways=each(self.gateways),
+            operators=each(self.operators),
+            market_data=each(self.market_data),
+        )
+
+
 class MarketConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: str
     timezone: str = "Asia/Shanghai"
@@ -101,6 +135,8 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # any other day. A weekend made a working day (调休) stays closed, as at the exchanges.
     trading_weekdays: list[int] = msgspec.field(default_factory=lambda: [1, 2, 3, 4, 5])
     holidays: list[str] = msgspec.field(default_factory=lambda: list(CN_HOLIDAYS_2026))
+    # CURVE keys for every socket; None: plain loopback mode, no authentication
+    security: Security | None = None
 
     def __post_init__(self) -> None:
         codes = [i.code for i in self.instruments]
@@ -116,6 +152,13 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             unknown = sorted(set(gateway.members) - set(ids))
             if unknown:
                 raise ValueError(f"gateway {gateway.id!r} lists unknown members {unknown}")
+        if self.security is not None:
+            unknown = sorted(set(self.security.gateways) - set(gateway_ids))
+            if unknown:
+                raise ValueError(
+                    f"security.gateways: keys for unknown gateways {unknown}; the market's "
+                    f"gateways are {gateway_ids}"
+                )
         if sum(m.cash for m in self.members) > MAX_CASH:  # any one account holds at most this
             raise ValueError(f"the members' cash adds up to more than {MAX_CASH:,} fen")
         try:
@@ -236,6 +279,13 @@ def load_market(path: str | Path) -> MarketConfig:
     file and the bad field."""
     decode = msgspec.json.decode if str(path).endswith(".json") else msgspec.toml.decode
     try:
-        return decode(Path(path).read_bytes(), type=MarketConfig)
+        market = decode(Path(path).read_bytes(), type=MarketConfig)
+        if market.security is not None:
+            from engine.gateway.security import check
+
+            security = market.security.resolved(Path(path).resolve().parent)
+            check(security)  # every key file there and readable, every key well formed
+            market = msgspec.structs.replace(market, security=security)
+        return market
     except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from exc

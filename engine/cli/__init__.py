@@ -2,7 +2,8 @@
 
 Commands grow with the project: clearing's in engine.cli.clearing, replay's and the logs' in
 engine.cli.replay, the engine service's (serve, admin) in engine.cli.serve, the live view
-(watch) in engine.cli.watch, shared argument types in engine.cli.common.
+(watch) in engine.cli.watch, key pairs (keys) in engine.cli.keys, shared argument types in
+engine.cli.common.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import sys
 import time
 
-from engine.cli import clearing, replay, serve, watch
+from engine.cli import clearing, keys, replay, serve, watch
 from engine.cli.common import market_of, positive_int, trading_date
 
 
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_commands(commands)
     clearing.add_commands(commands)
     replay.add_commands(commands)
+    keys.add_commands(commands)
     return parser
 
 

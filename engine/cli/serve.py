@@ -84,6 +84,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         batch_limit=args.batch,
         sndhwm=args.sndhwm,
         clock_start_ns=args.clock,
+        config_path=Path(args.config) if args.config else None,
+        insecure=args.insecure,
     )
     return serve(market, options)
 
@@ -159,6 +161,8 @@ def operator_commands(args: argparse.Namespace, market) -> list:
         ]
     if action == "snapshot":
         return [wire.SnapshotNow()]
+    if action == "reload-keys":
+        return [wire.ReloadKeys()]
     return [wire.Status()]
 
 
@@ -192,16 +196,21 @@ def cmd_admin(args: argparse.Namespace) -> int:
     import zmq
 
     from engine.gateway import wire
+    from engine.gateway.security import client_keys, secure_client
 
     endpoint = admin_endpoint(args)
     commands = operator_commands(args, market_of(args.config))
+    keys = client_keys(args.key, args.server_key)
     context = zmq.Context.instance()
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
+    if keys is not None:
+        secure_client(socket, *keys)
     socket.connect(endpoint)
     socket.send_multipart(wire.messages_frame(commands))
     if not socket.poll(args.timeout * 1000, zmq.POLLIN):
-        print(f"cxe admin: no answer from {endpoint} within {args.timeout} s")
+        print(f"cxe admin: no answer from {endpoint} within {args.timeout} s (a CURVE engine "
+              "ignores a connection without an operator's --key and its --server-key)")  # fmt: skip
         return 1
     refused = False
     replies = wire.unpack(socket.recv_multipart()[1])
@@ -281,6 +290,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="run the service's clock from this instant (e.g. "
         "2026-11-24T09:10+08:00) instead of now: a rehearsal of a given day",
     )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="without a [security] config, bind beyond loopback anyway (no authentication)",
+    )
     serve.set_defaults(run=cmd_serve)
 
     admin = commands.add_parser(
@@ -290,7 +304,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "/ close-call / close [INSTRUMENT...] (all instruments when none is named), "
         "set-reference INSTRUMENT PRICE, one-way-auction-open INSTRUMENT SELLER QTY, "
         "one-way-auction-close INSTRUMENT, block-trade INSTRUMENT BUYER SELLER PRICE QTY "
-        "--cl-ord-id ID, end-of-day, snapshot, status. Prices are in fen (6200 is 62.00 "
+        "--cl-ord-id ID, end-of-day, snapshot, status, reload-keys (against an engine with CURVE "
+        "keys give --key and --server-key). Prices are in fen (6200 is 62.00 "
         "yuan), quantities in tonnes. Each event of the answer is printed on one line.",
     )
     actions = admin.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -352,6 +367,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     actions.add_parser("end-of-day", help="end the trading day (day records, snapshot)")
     actions.add_parser("snapshot", help="write a snapshot of the state now")
     actions.add_parser("status", help="the engine's sequence, state hash and counters")
+    actions.add_parser(
+        "reload-keys", help="reread the config's [security] keys; end revoked keys' sessions"
+    )
     for sub in actions.choices.values():
         sub.add_argument(
             "--data",
@@ -361,6 +379,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         )
         sub.add_argument("--endpoint", metavar="ENDPOINT", help="the admin endpoint instead")
         sub.add_argument("--config", metavar="FILE", help="market TOML (for instrument codes)")
+        sub.add_argument("--key", metavar="FILE", help="your operator NAME.key_secret (CURVE)")
+        sub.add_argument("--server-key", metavar="FILE", help="the engine's public key file")
         sub.add_argument(
             "--timeout",
             type=positive_int,

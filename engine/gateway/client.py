@@ -24,6 +24,7 @@ import zmq
 import zmq.asyncio
 
 from engine.gateway import wire
+from engine.gateway.security import KeyPair, secure_client
 from engine.protocol import (
     Accepted,
     AmendOrder,
@@ -48,8 +49,10 @@ class _Session:
         gateway: str,
         cancel_on_disconnect: bool | None = None,
         heartbeat_ms: int = 1000,
+        curve_keys: tuple[KeyPair, bytes] | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.curve_keys = curve_keys  # (this gateway's key pair, the engine's public key)
         self.gateway = gateway
         self.cancel_on_disconnect = cancel_on_disconnect
         self.heartbeat_ms = heartbeat_ms
@@ -86,8 +89,9 @@ class _Session:
             if isinstance(reply, wire.SessionRejected):
                 raise LogonRefused(f"logon as {self.gateway!r} refused: {reply.text}")
 
-    @staticmethod
-    def _socket_options(socket: zmq.Socket) -> None:
+    def _socket_options(self, socket: zmq.Socket) -> None:
+        if self.curve_keys is not None:
+            secure_client(socket, *self.curve_keys)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.RCVHWM, 0)  # keep everything the engine sends us
         socket.setsockopt(zmq.SNDHWM, 100_000)

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import struct
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import msgspec
 import zmq
@@ -147,6 +147,7 @@ class MarketDataPublisher:
         sndhwm: int = DEFAULT_SNDHWM,
         sndbuf: int | None = None,
         max_batch: int = MAX_BATCH,
+        secure: Callable[[zmq.Socket], None] | None = None,  # server hardening, before bind
     ) -> None:
         self.exchange = exchange
         self.max_batch = max_batch
@@ -155,11 +156,15 @@ class MarketDataPublisher:
         self.pub.setsockopt(zmq.SNDHWM, sndhwm)
         if sndbuf is not None:  # the kernel's send buffer per connection (bytes)
             self.pub.setsockopt(zmq.SNDBUF, sndbuf)
+        if secure is not None:
+            secure(self.pub)
         self.pub.bind(pub_endpoint)
         self.router = context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unsendable reply raises: counted
         self.router.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+        if secure is not None:
+            secure(self.router)
         self.router.bind(snapshot_endpoint)
         self.pub_endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self.snapshot_endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)

@@ -41,6 +41,7 @@ from engine.gateway.marketdata import (
     topic_name,
     topic_of,
 )
+from engine.gateway.security import KeyPair, secure_client
 from engine.instruments import Instrument
 from engine.protocol import (
     AuctionResult,
@@ -179,6 +180,7 @@ class MarketDataClient:
         rcvbuf: int | None = None,
         snapshot_timeout: float = 2.0,
         buffer_limit: int = 1_000_000,
+        curve_keys: tuple[KeyPair, bytes] | None = None,  # (own key pair, engine's public key)
     ) -> None:
         self.instruments = None if instruments is None else sorted(set(instruments))
         if self.instruments == []:
@@ -186,6 +188,10 @@ class MarketDataClient:
         self._own_context = context is None
         self.context = context or zmq.Context()
         self.sub = self.context.socket(zmq.SUB)
+        self.dealer = self.context.socket(zmq.DEALER)
+        if curve_keys is not None:
+            secure_client(self.sub, *curve_keys)
+            secure_client(self.dealer, *curve_keys)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.RCVHWM, rcvhwm)
         if rcvbuf is not None:
@@ -195,7 +201,6 @@ class MarketDataClient:
         ):
             self.sub.setsockopt(zmq.SUBSCRIBE, prefix)
         self.sub.connect(sub_endpoint)
-        self.dealer = self.context.socket(zmq.DEALER)
         self.dealer.setsockopt(zmq.LINGER, 0)
         self.dealer.connect(snapshot_endpoint)
         self.poller = zmq.Poller()

@@ -15,7 +15,12 @@ fsyncs once, and only then sends what the turn produced (group commit). Invarian
   a gateway with no session, is kept for the gateway (engine.gateway.sessions);
 - the core is a pure function of the journal: restart = latest snapshot + journal after it,
   and the state hash equals an uninterrupted run's;
-- the service's clock never goes backwards across a restart (stamps are max(now, last)).
+- the service's clock never goes backwards across a restart (stamps are max(now, last));
+- with a [security] config every socket is a CURVE server failing closed (`_secure`,
+  engine.gateway.security); a frame is read only if its connection's key (ZMQ User-Id) is
+  a gateway's on orders or an operator's on admin and not revoked since it connected, and a
+  Logon must name the key's own gateway; without it the service says so loudly and binds to
+  loopback only (unless `insecure`).
 Sockets: orders (ROUTER, ROUTER_MANDATORY, non-blocking sends), admin (ROUTER), market data
 (PUB and its snapshot ROUTER, engine.gateway.marketdata): public events are published after
 the turn's fsync, like every other output.
@@ -38,13 +43,14 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from engine.config import MarketConfig
+from engine.config import MarketConfig, load_market
 from engine.core import Exchange
 from engine.core.events import rejected
 from engine.core.records import words_of
 from engine.core.rows import decode as decode_rows
 from engine.core.snapshot import restore, snapshot_exchange
 from engine.core.validation import reject_text
+from engine.gateway import security as curve
 from engine.gateway import wire
 from engine.gateway.marketdata import MarketDataPublisher
 from engine.gateway.sessions import Session, Sessions
@@ -95,6 +101,8 @@ class Options:
     sndhwm: int = 10_000
     quiet: bool = False
     clock_start_ns: int | None = None  # run the clock from this instant (a rehearsal, tests)
+    config_path: Path | None = None  # reread for its [security] keys on SIGHUP / ReloadKeys
+    insecure: bool = False  # plain mode may bind beyond loopback (never do this in production)
 
 
 @dataclass
@@ -145,12 +153,18 @@ class EngineService:
         self.staged: list[np.ndarray] = []  # records frames journaled, not yet applied
         self.items: list[Item] | None = None
         self.taken = 0
+        self.authenticator: curve.Authenticator | None = None
+        self.peer = ""  # the User-Id of the frame being read ("" in plain mode)
+        self.peers: dict[bytes, str] = {}  # routing id -> User-Id, to end revoked keys' peers
+        self.revoked_peers: set[bytes] = set()
+        self._reload_wanted = False
 
     # -- start and stop ----------------------------------------------------------------------------
 
     def open(self) -> None:
         """Recover the state, warm the compiled code, then bind (in that order: nothing is
         accepted before the engine can answer at speed)."""
+        self._check_mode()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         self.exchange = self._recover()
@@ -163,6 +177,21 @@ class EngineService:
         if self.journal.discarded:
             self.log(f"journal: cut a torn tail of {self.journal.discarded} bytes (a crash)")
         self._bind()
+
+    def _check_mode(self) -> None:
+        """Without [security]: say so loudly, and bind to loopback only unless insecure."""
+        options = self.options
+        if self.config.security is not None:
+            return
+        self.log(curve.PLAIN_WARNING)
+        exposed = curve.off_loopback(
+            [options.orders, options.admin, options.market_data, options.snapshots]
+        )
+        if exposed and not options.insecure:
+            raise ValueError(
+                f"plain mode binds to loopback only, not {exposed}: give the config a "
+                "[security] section (docs/SECURITY.md), or --insecure to accept the risk"
+            )
 
     def _recover(self) -> Exchange:
         """The latest snapshot (and the order status table written beside it), then the
@@ -186,21 +215,35 @@ class EngineService:
         self.last_ts = exchange.state.ts_ns
         return exchange
 
+    def _secure(self, socket: zmq.Socket, domain: str) -> None:
+        """Harden a server socket before it binds: a CURVE server in ZAP `domain`
+        (security.DOMAINS), failing closed; nothing in plain mode."""
+        if self.authenticator is not None:
+            curve.secure_server(socket, self.server_keys, domain)
+
     def _bind(self) -> None:
         options = self.options
         self.context = context = zmq.Context()
+        security = self.config.security
+        if security is not None:
+            self.server_keys = curve.server_keys(security)
+            self.authenticator = curve.start_authenticator(context, security)
+            self.log(f"CURVE on every socket: {len(self.authenticator.table)} keys admitted")
         self.orders = context.socket(zmq.ROUTER)
+        self._secure(self.orders, "orders")
         self.orders.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.orders.setsockopt(zmq.SNDHWM, options.sndhwm)
         self.orders.setsockopt(zmq.LINGER, 0)
         self.orders.bind(options.orders)
         self.admin = context.socket(zmq.ROUTER)
+        self._secure(self.admin, "admin")
         self.admin.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.admin.setsockopt(zmq.LINGER, 0)
         self.admin.bind(options.admin)
         self.market_data = MarketDataPublisher(
-            context, options.market_data, options.snapshots, self.exchange
-        )
+            context, options.market_data, options.snapshots, self.exchange,
+            secure=partial(self._secure, domain="market_data"),
+        )  # fmt: skip
         self.endpoints = {
             "orders": self.orders.getsockopt_string(zmq.LAST_ENDPOINT),
             "admin": self.admin.getsockopt_string(zmq.LAST_ENDPOINT),
@@ -225,6 +268,9 @@ class EngineService:
                 self.journal.sync()
                 self.journal.close()
             self.journal = None
+        if self.authenticator is not None:
+            self.authenticator.stop()
+            self.authenticator = None
         if self.context is not None:
             self.context.destroy(linger=0)  # every socket bound so far, whichever they are
             self.context = None
@@ -232,11 +278,15 @@ class EngineService:
     def stop(self, *_args) -> None:
         self.stopping = True
 
+    def _want_reload(self, *_args) -> None:
+        self._reload_wanted = True
+
     def run(self) -> int:
         """Serve until stopped (SIGINT/SIGTERM finish the turn in hand); the exit status."""
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self.stop)
             signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGHUP, self._want_reload)
         try:
             while not self.stopping:
                 self.turn(100)
@@ -258,16 +308,25 @@ class EngineService:
         self.absent_outbox: dict[str, list[bytes]] = defaultdict(list)
         self.public: list = []
         self.items = items = []  # in arrival order: answers keep their place among events
+        if self._reload_wanted:  # SIGHUP
+            self._reload_wanted = False
+            self._reload_keys(items)
         for socket, admin in ((self.orders, False), (self.admin, True)):
             if socket not in ready:
                 continue
             self.taken = 0  # commands and records read this turn: the turn's budget
+            secured = self.authenticator is not None
             while self.taken < self.options.batch_limit:
                 try:
-                    frames = socket.recv_multipart(zmq.NOBLOCK, copy=True)
+                    frames = socket.recv_multipart(zmq.NOBLOCK, copy=not secured)
                 except zmq.Again:
                     break
                 self.taken += 1
+                if secured:
+                    self.peer = curve.user_id(frames[-1])  # once per frame
+                    frames = [frame.bytes for frame in frames]
+                    if not self._admitted(frames[0], admin):
+                        continue
                 self._take(frames, admin, items)
         now = time.monotonic_ns()
         self._expire_sessions(now, items)
@@ -302,6 +361,45 @@ class EngineService:
         return self.last_ts
 
     # -- inbound -----------------------------------------------------------------------------------
+
+    def _admitted(self, rid: bytes, admin: bool) -> bool:
+        """Whether the frame's key (self.peer) may use this socket: its kind of identity,
+        and not revoked since it connected. A refused frame is answered and not read."""
+        prefix = "operator:" if admin else "gateway:"
+        self.peers[rid] = self.peer
+        if self.peer.startswith(prefix) and rid not in self.revoked_peers:
+            return True
+        why = "was revoked" if rid in self.revoked_peers else f"is {self.peer or 'unknown'!r}"
+        endpoint = "admin" if admin else "orders"
+        text = f"this connection's key {why}: the {endpoint} endpoint takes {prefix[:-1]} keys"
+        self._refuse(rid, admin, text, RejectCode.UNAUTHORISED)
+        return False
+
+    def _reload_keys(self, items: list[Item], rid: bytes | None = None) -> None:
+        """Reread the [security] keys (the config file's, if the service was started from
+        one): revoked keys are refused from now on and their open sessions end."""
+        try:
+            if self.authenticator is None:
+                raise ValueError("the engine runs in plain mode (no [security]): no keys")
+            fresh = None
+            if self.options.config_path is not None:
+                fresh = load_market(self.options.config_path).security
+                if fresh is None:
+                    raise ValueError(f"{self.options.config_path} has no [security] section now")
+            revoked = self.authenticator.reload(fresh)
+        except ValueError as exc:
+            self.log(f"keys not reloaded: {exc}")
+            if rid is not None:
+                self._refuse(rid, True, f"keys not reloaded: {exc}")
+            return
+        for peer, identity in list(self.peers.items()):
+            if identity in revoked:
+                self.revoked_peers.add(peer)
+                self._end_session(peer, f"key of {identity} revoked", items)
+        admitted = len(self.authenticator.table)
+        self.log(f"keys reloaded: {admitted} admitted, revoked {sorted(revoked)}")
+        if rid is not None:
+            self._reply(rid, True, [wire.encode_message(wire.KeysReloaded(sorted(revoked)))])
 
     def _take(self, frames: list[bytes], admin: bool, items: list[Item]) -> None:
         """Read one inbound message: queue what is to be sequenced, answer the rest."""
@@ -393,7 +491,9 @@ class EngineService:
         items.append(Item(rid, False, message, raw, resend=resend))
 
     def _take_operator(self, rid: bytes, message, raw: bytes, items: list[Item]) -> None:
-        if isinstance(message, wire.Status):
+        if isinstance(message, wire.ReloadKeys):
+            self._reload_keys(items, rid)
+        elif isinstance(message, wire.Status):
             self._reply(rid, True, [wire.encode_message(self._status_report())])
         elif isinstance(message, wire.SnapshotNow):
             self._snapshot_wanted = True
@@ -421,6 +521,10 @@ class EngineService:
         gateway = self.config.gateway(logon.gateway)
         if admin or gateway is None:
             self._refuse(rid, admin, f"unknown gateway {logon.gateway!r}", RejectCode.UNAUTHORISED)
+            return
+        if self.authenticator is not None and self.peer != f"gateway:{gateway.id}":
+            text = f"this connection's key is {self.peer!r}: it may not log on as {gateway.id!r}"
+            self._refuse(rid, admin, text, RejectCode.UNAUTHORISED)
             return
         cancel = gateway.cancel_on_disconnect
         if logon.cancel_on_disconnect is not None:

@@ -117,11 +117,21 @@ class StatusReport(_Session, tag=212):
     gateways: dict[str, dict[str, int]]
 
 
-SessionMessage = Logon | Heartbeat | Logout | SnapshotNow | Status
-OPERATOR_MESSAGES = (SnapshotNow, Status)
+class ReloadKeys(_Session, tag=213):
+    """Operator: reread the config's [security] keys; revoked keys' sessions are ended."""
+
+
+class KeysReloaded(_Session, tag=214):
+    revoked: list[str]
+
+
+SessionMessage = Logon | Heartbeat | Logout | SnapshotNow | Status | ReloadKeys
+OPERATOR_MESSAGES = (SnapshotNow, Status, ReloadKeys)
 _inbound = msgspec.msgpack.Decoder(list[msgspec.Raw])
 _session = msgspec.msgpack.Decoder(SessionMessage)
-Reply = Event | LogonAccepted | Heartbeat | SessionRejected | OrderStatus | StatusReport
+Reply = (
+    Event | LogonAccepted | Heartbeat | SessionRejected | OrderStatus | StatusReport | KeysReloaded
+)
 _outbound = msgspec.msgpack.Decoder(list[Reply])
 _encoder = msgspec.msgpack.Encoder()
 SESSION_TAGS = range(200, 230)

@@ -18,6 +18,7 @@ from pathlib import Path
 import zmq
 
 from engine.gateway import wire
+from engine.gateway.security import KeyPair, secure_client
 from tests.cli.test_cli import cxe_command
 
 DAY = "2026-11-24"
@@ -26,9 +27,15 @@ CLOCK = f"{DAY}T09:10+08:00"
 
 class EngineProcess:
     def __init__(
-        self, data: Path, *extra: str, fsync: bool = True, max_file_bytes: int | None = None
+        self,
+        data: Path,
+        *extra: str,
+        fsync: bool = True,
+        max_file_bytes: int | None = None,
+        admin_keys: tuple[KeyPair, bytes] | None = None,  # an operator's, for a CURVE engine
     ) -> None:
         self.data = Path(data)
+        self.admin_keys = admin_keys
         self.max_file_bytes = max_file_bytes  # RLIMIT_FSIZE: a write past it fails (EFBIG)
         self.extra = list(extra) + ([] if fsync else ["--no-fsync"])
         self.process: subprocess.Popen | None = None
@@ -88,6 +95,8 @@ class EngineProcess:
         """Send operator commands; the engine's answer."""
         socket = zmq.Context.instance().socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 0)
+        if self.admin_keys is not None:
+            secure_client(socket, *self.admin_keys)
         socket.connect(self.endpoints["admin"])
         try:
             socket.send_multipart(wire.messages_frame(list(commands)))

@@ -1,0 +1,229 @@
+"""CURVE security for the engine's sockets: key pairs, the key table, the ZAP authenticator.
+
+When the market config has a `[security]` section (engine.config.Security), every socket the
+engine binds is a CURVE server (`secure_server`) and pyzmq's ZAP authenticator, a thread
+owning its own ZAP socket (`start_authenticator`), decides who may connect. Invariants:
+- fail closed: every server socket sets a ZAP domain and ZMQ_ZAP_ENFORCE_DOMAIN, so with no
+  ZAP handler running (the thread not started, or dead) libzmq refuses every handshake instead
+  of accepting any key (its behaviour without the option);
+- a key is admitted only if the key table lists it for an identity its socket's domain
+  admits (`DOMAINS`: orders take gateways, admin operators, market data all three); the
+  connection's ZMQ User-Id is then that identity: "gateway:<id>", "operator:<name>" or
+  "md:<name>", which the service checks again on every frame (a revoked key's connection
+  stays open until the service ends it);
+- each identity has one key; a key maps to one identity (a key listed twice is refused at
+  load, so a User-Id never depends on which listing won);
+- `Authenticator.reload` rereads the key files and swaps the table in one assignment (the
+  authenticator thread reads it per handshake): a key removed or replaced is refused for every
+  new connection from then on; it returns the identities whose key was revoked so the service
+  can end their open sessions;
+- key files are written by `create_key_pair` (zmq.auth.create_certificates) with the secret
+  file readable by its owner only (0600), never over an existing file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
+
+from engine.config import Security
+
+IDENTITY_KINDS = {"gateways": "gateway", "operators": "operator", "market_data": "md"}
+# the ZAP domain of each kind of server socket, and the kinds of identity it admits
+DOMAINS = {
+    "orders": ("gateway:",),
+    "admin": ("operator:",),
+    "market_data": ("md:", "operator:", "gateway:"),
+}
+Z85_KEY_LENGTH = 40  # a 32-byte CURVE key in Z85
+KEY_FILE_SUFFIXES = (".key", ".key_secret")
+
+
+class KeyFileError(ValueError):
+    """A key that cannot be read: the message names the file or identity and what is wrong."""
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    public: bytes  # Z85
+    secret: bytes | None  # Z85; None for a public key only
+
+
+def create_key_pair(directory: Path, name: str) -> tuple[Path, Path]:
+    """Write NAME.key (public) and NAME.key_secret (both keys, 0600) into `directory`;
+    refuses to overwrite either. Returns (public file, secret file)."""
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"key name {name!r}: give a plain name such as 'mm' or 'engine'")
+    directory = Path(directory)
+    public, secret = directory / f"{name}.key", directory / f"{name}.key_secret"
+    for path in (public, secret):
+        if path.exists():
+            raise ValueError(f"{path} exists: keys are never overwritten (remove it first)")
+    directory.mkdir(parents=True, exist_ok=True)
+    old_mask = os.umask(0o077)  # the secret file is never readable by others, even briefly
+    try:
+        zmq.auth.create_certificates(directory, name)
+    finally:
+        os.umask(old_mask)
+    os.chmod(secret, 0o600)
+    os.chmod(public, 0o644)
+    return public, secret
+
+
+def read_key(text: str, where: str) -> KeyPair:
+    """A key as the config gives it: the path of a key file (ending in .key or .key_secret,
+    as `cxe keys` writes them) or a 40-character Z85 public key; `where` names it in errors."""
+    if not text.endswith(KEY_FILE_SUFFIXES):
+        return KeyPair(_z85_key(text.encode("ascii", "replace"), where), None)
+    path = Path(text)
+    if not path.is_file():
+        raise KeyFileError(f"{where}: no key file {path}: make one with `cxe keys NAME --dir DIR`")
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise KeyFileError(f"{where}: {path} is not a ZeroMQ key file: {exc}") from None
+    _z85_key(public, where)
+    if secret is not None:
+        _z85_key(secret, where)
+    return KeyPair(public, secret)
+
+
+def _z85_key(key: bytes | None, where: str) -> bytes:
+    try:
+        if key is None or len(z85.decode(key)) != 32:
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise KeyFileError(
+            f"{where}: {key!r} is not a {Z85_KEY_LENGTH}-character Z85 key (nor a key file "
+            "path ending in .key or .key_secret)"
+        ) from None
+    return key
+
+
+def server_keys(security: Security) -> KeyPair:
+    keys = read_key(security.server_key, "security.server_key")
+    if keys.secret is None:
+        raise KeyFileError(
+            f"security.server_key: {security.server_key} holds no secret key: give the "
+            "engine's NAME.key_secret file"
+        )
+    return keys
+
+
+def key_table(security: Security) -> dict[bytes, str]:
+    """Z85 public key -> User-Id ("gateway:mm", ...), read from the files now."""
+    table: dict[bytes, str] = {}
+    for field, kind in IDENTITY_KINDS.items():
+        for name, text in getattr(security, field).items():
+            identity = f"{kind}:{name}"
+            public = read_key(text, f"security.{field}.{name}").public
+            if public in table:
+                raise KeyFileError(
+                    f"security.{field}.{name}: the same key as {table[public]!r}: give each "
+                    "identity its own key pair"
+                )
+            table[public] = identity
+    return table
+
+
+def check(security: Security) -> None:
+    """Validate at load: every file exists and holds a key, no key is shared."""
+    server_keys(security)
+    key_table(security)
+
+
+class Authenticator:
+    """pyzmq's ThreadAuthenticator with a CURVE callback over the key table; the User-Id of
+    an admitted connection is its identity."""
+
+    def __init__(self, context: zmq.Context, security: Security) -> None:
+        self.security = security
+        self.table = key_table(security)
+        self.thread = ThreadAuthenticator(context)
+        self.thread.curve_user_id = self._user_id  # the identity, not the raw key
+        self.thread.start()
+        for domain in DOMAINS:
+            self.thread.configure_curve_callback(domain, self)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """ZAP's question for a CURVE handshake (auth thread): is this Z85 key listed, for
+        an identity this domain admits?"""
+        return self.table.get(key, "").startswith(DOMAINS.get(domain, ()))
+
+    def _user_id(self, client_public_key: bytes) -> str:
+        return self.table.get(z85.encode(client_public_key), "")
+
+    def reload(self, security: Security | None = None) -> set[str]:
+        """Reread the key files (of `security`, a fresh config's, or the one in force); the
+        identities whose key was removed or replaced. A key that cannot be read leaves
+        everything as it was (the error says why)."""
+        security = security or self.security
+        table = key_table(security)
+        now = {identity: key for key, identity in table.items()}
+        revoked = {identity for key, identity in self.table.items() if now.get(identity) != key}
+        self.security, self.table = security, table
+        return revoked
+
+    def stop(self) -> None:
+        self.thread.stop()
+
+
+def start_authenticator(context: zmq.Context, security: Security) -> Authenticator:
+    """Start the ZAP handler for `context` (before any secured socket accepts peers)."""
+    return Authenticator(context, security)
+
+
+def secure_server(socket: zmq.Socket, keys: KeyPair, domain: str) -> None:
+    """Make `socket` a CURVE server in ZAP `domain`, failing closed; call before bind."""
+    socket.curve_server = True
+    socket.curve_publickey = keys.public
+    socket.curve_secretkey = keys.secret
+    socket.zap_domain = domain.encode()
+    socket.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+
+
+def secure_client(socket: zmq.Socket, client: KeyPair, server_public: bytes) -> None:
+    """Make `socket` a CURVE client with its key pair, trusting `server_public`; call before
+    connect."""
+    if client.secret is None:
+        raise KeyFileError("a client needs its secret key file (NAME.key_secret)")
+    socket.curve_serverkey = server_public
+    socket.curve_publickey = client.public
+    socket.curve_secretkey = client.secret
+
+
+def client_keys(key_file: str | None, server_key: str | None) -> tuple[KeyPair, bytes] | None:
+    """The CLI's and clients' --key/--server-key options: None for a plain connection."""
+    if key_file is None and server_key is None:
+        return None
+    if key_file is None or server_key is None:
+        raise ValueError("give both --key (your NAME.key_secret) and --server-key (engine.key)")
+    return read_key(key_file, "--key"), read_key(server_key, "--server-key").public
+
+
+def user_id(frame: zmq.Frame) -> str:
+    """The identity of the connection a received frame came over ("" on a plain socket)."""
+    return frame.get("User-Id") or ""
+
+
+PLAIN_WARNING = (
+    "PLAIN LOOPBACK MODE: no authentication, no encryption: any local process may connect "
+    "as any gateway or operator (give the config a [security] section for CURVE)"
+)
+LOCAL_HOSTS = ("127.", "localhost", "[::1]")
+
+
+def off_loopback(endpoints: list[str]) -> list[str]:
+    """The endpoints another machine could reach (tcp not on a loopback address); ipc and
+    inproc are local."""
+    return [
+        endpoint
+        for endpoint in endpoints
+        if endpoint.startswith("tcp://") and not endpoint[6:].startswith(LOCAL_HOSTS)
+    ]

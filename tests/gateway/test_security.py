@@ -1,0 +1,301 @@
+"""CURVE security end to end: keys made by `cxe keys`, a real `cxe serve --config` with a
+[security] section, real clients over loopback TCP.
+
+Who gets in is read from the client side with a socket monitor (a handshake the engine's
+ZAP handler refuses shows as HANDSHAKE_FAILED_AUTH), what a connected key may do from the
+engine's answers. Fail-closed is shown on a bare CURVE server with no ZAP handler at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from engine.config import Security, default_market
+from engine.gateway import wire
+from engine.gateway.client import GatewayClient, LogonRefused
+from engine.gateway.marketdata_client import MarketDataClient
+from engine.gateway.security import (
+    KeyPair,
+    read_key,
+    secure_client,
+    secure_server,
+    start_authenticator,
+)
+from engine.protocol import Accepted, OpenCall, RejectCode, Rejected
+from engine.types import Side
+from tests.cli.test_cli import cxe_command
+from tests.support.engine import EngineProcess
+
+pytestmark = pytest.mark.slow
+MARKET = default_market()
+CODES = [i.code for i in MARKET.instruments]
+NAMES = ("engine", "mm", "brokers", "alice", "feed", "stranger", "mm2")
+SUCCEEDED, FAILED_AUTH = zmq.EVENT_HANDSHAKE_SUCCEEDED, zmq.EVENT_HANDSHAKE_FAILED_AUTH
+HANDSHAKE_EVENTS = (
+    SUCCEEDED
+    | FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+
+
+def cxe(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*cxe_command(), *args], capture_output=True, text=True, timeout=300)
+
+
+def make_keys(directory: Path) -> dict[str, KeyPair]:
+    for name in NAMES:
+        done = cxe("keys", name, "--dir", str(directory))
+        assert done.returncode == 0, done.stderr
+    return {name: read_key(str(directory / f"{name}.key_secret"), name) for name in NAMES}
+
+
+def write_config(path: Path, keys: dict[str, KeyPair], gateways: dict[str, str]) -> Path:
+    """The embedded market with a [security] section (JSON, as clearing exports a market):
+    key files relative to the config, the market data reader's key given inline in Z85."""
+    market = msgspec.to_builtins(MARKET)
+    market["security"] = {
+        "server_key": "keys/engine.key_secret",
+        "gateways": gateways,
+        "operators": {"alice": "keys/alice.key"},
+        "market_data": {"feed": keys["feed"].public.decode()},
+    }
+    path.write_text(json.dumps(market))
+    return path
+
+
+GATEWAY_KEYS = {"mm": "keys/mm.key", "brokers": "keys/brokers.key"}
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory) -> tuple[Path, dict[str, KeyPair]]:
+    """A directory with keys/ made by `cxe keys`, for configs written beside it."""
+    tmp = tmp_path_factory.mktemp("secure")
+    return tmp, make_keys(tmp / "keys")
+
+
+def secured_engine(tmp: Path, keys: dict[str, KeyPair], name: str) -> EngineProcess:
+    config = write_config(tmp / f"{name}.json", keys, GATEWAY_KEYS)
+    operator = (keys["alice"], keys["engine"].public)
+    return EngineProcess(tmp / name, "--config", str(config), admin_keys=operator)
+
+
+@pytest.fixture(scope="module")
+def engine(keyed):
+    tmp, keys = keyed
+    with secured_engine(tmp, keys, "engine") as process:
+        process.open_market(*CODES)
+        yield process, keys
+
+
+def as_(keys: dict[str, KeyPair], name: str) -> tuple[KeyPair, bytes]:
+    return keys[name], keys["engine"].public
+
+
+def handshake(endpoint: str, curve: tuple[KeyPair, bytes] | None, kind: int = zmq.DEALER) -> int:
+    """The first handshake event a client socket with these keys sees (0: none in 10 s)."""
+    socket = zmq.Context.instance().socket(kind)
+    socket.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        secure_client(socket, *curve)
+    monitor = socket.get_monitor_socket(HANDSHAKE_EVENTS)
+    try:
+        socket.connect(endpoint)
+        if not monitor.poll(10_000):
+            return 0
+        return recv_monitor_message(monitor)["event"]
+    finally:
+        socket.disable_monitor()
+        monitor.close(0)
+        socket.close(0)
+
+
+def answer(endpoint: str, curve: tuple[KeyPair, bytes] | None, messages: list) -> list | None:
+    """Send one MESSAGES frame on a fresh connection; the engine's answer, None if none."""
+    socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        secure_client(socket, *curve)
+    socket.connect(endpoint)
+    try:
+        try:
+            socket.send_multipart(wire.messages_frame(messages), zmq.NOBLOCK)
+        except zmq.Again:  # no connection took it (a refused handshake)
+            return None
+        if not socket.poll(3_000):
+            return None
+        return wire.unpack(socket.recv_multipart()[1])
+    finally:
+        socket.close(0)
+
+
+def test_cxe_keys_writes_a_secret_only_its_owner_reads_and_never_overwrites(tmp_path):
+    done = cxe("keys", "gw", "--dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(os.stat(tmp_path / "gw.key_secret").st_mode) == 0o600
+    public = read_key(str(tmp_path / "gw.key"), "gw")
+    pair = read_key(str(tmp_path / "gw.key_secret"), "gw")
+    assert public.secret is None and pair.public == public.public and pair.secret
+    before = (tmp_path / "gw.key_secret").read_bytes()
+    again = cxe("keys", "gw", "--dir", str(tmp_path))
+    assert again.returncode == 2 and "never overwritten" in again.stderr
+    assert "Traceback" not in again.stderr
+    assert (tmp_path / "gw.key_secret").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("gateways", "expected"),
+    [
+        ({"nosuch": "keys/mm.key"}, "keys for unknown gateways ['nosuch']"),
+        ({"mm": "keys/missing.key"}, "security.gateways.mm: no key file"),
+        ({"mm": "not-a-key"}, "security.gateways.mm: b'not-a-key' is not a 40-character Z85"),
+        ({"mm": "keys/mm.key", "brokers": "keys/mm.key"}, "the same key as 'gateway:mm'"),
+    ],
+)
+def test_a_bad_security_section_is_refused_at_load_with_a_clear_error(keyed, gateways, expected):
+    tmp, keys = keyed
+    config = write_config(tmp / "bad.json", keys, gateways)
+    done = cxe("serve", "--config", str(config), "--data", str(tmp / "never"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert expected in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp / "never").exists()
+
+
+def test_a_curve_server_fails_closed_without_a_zap_handler(keyed):
+    """With no ZAP handler, libzmq lets any CURVE key in unless the socket enforces its ZAP
+    domain: secure_server must refuse every key until the authenticator runs (mutation:
+    without ZMQ_ZAP_ENFORCE_DOMAIN the stranger's message arrives)."""
+    tmp, keys = keyed
+    context = zmq.Context()
+    server = context.socket(zmq.ROUTER)
+    server.setsockopt(zmq.LINGER, 0)
+    secure_server(server, keys["engine"], "orders")
+    port = server.bind_to_random_port("tcp://127.0.0.1")
+    endpoint = f"tcp://127.0.0.1:{port}"
+    try:
+        assert handshake(endpoint, as_(keys, "stranger")) != SUCCEEDED
+        assert answer(endpoint, as_(keys, "stranger"), [wire.Heartbeat()]) is None
+        assert not server.poll(500), "a frame got through a CURVE server with no ZAP handler"
+        config = msgspec.convert(
+            {"server_key": str(tmp / "keys" / "engine.key_secret"),
+             "gateways": {"mm": str(tmp / "keys" / "mm.key")}},
+            Security,
+        )  # fmt: skip
+        authenticator = start_authenticator(context, config)
+        try:  # the positive control: with the handler, the listed key gets in
+            assert handshake(endpoint, as_(keys, "mm")) == SUCCEEDED
+            assert handshake(endpoint, as_(keys, "stranger")) == FAILED_AUTH
+        finally:
+            authenticator.stop()
+    finally:
+        context.destroy(0)
+
+
+def test_an_unknown_key_cannot_connect_to_any_socket(engine):
+    process, keys = engine
+    endpoints = process.endpoints
+    sockets = [("orders", zmq.DEALER), ("admin", zmq.DEALER), ("market_data", zmq.SUB),
+               ("snapshots", zmq.DEALER)]  # fmt: skip
+    for name, kind in sockets:
+        assert handshake(endpoints[name], as_(keys, "stranger"), kind) == FAILED_AUTH, name
+    # the same sockets let a listed key in (the check above can fail)
+    assert handshake(endpoints["orders"], as_(keys, "mm")) == SUCCEEDED
+    assert handshake(endpoints["admin"], as_(keys, "alice")) == SUCCEEDED
+    for name, kind in sockets[2:]:
+        assert handshake(endpoints[name], as_(keys, "feed"), kind) == SUCCEEDED, name
+    # a client with no keys at all is not answered, even a Status on the admin endpoint
+    assert answer(endpoints["admin"], None, [wire.Status()]) is None
+    assert answer(endpoints["admin"], as_(keys, "alice"), [wire.Status()]) is not None
+
+
+def test_a_gateway_key_acts_only_for_its_members_and_sends_no_operator_commands(engine):
+    process, keys = engine
+    orders = process.endpoints["orders"]
+    with GatewayClient(orders, "mm", curve_keys=as_(keys, "mm")) as mm:
+        mm.submit("sec-1", 1, CODES[0], Side.BUY, 6150, 1)
+        assert mm.wait_for(lambda r: isinstance(r, Accepted))[-1].member == 1
+        mm.submit("sec-2", 3, CODES[0], Side.BUY, 6150, 1)  # member 3 is the brokers'
+        refused = mm.wait_for(lambda r: isinstance(r, Rejected))[-1]
+        assert refused.code == RejectCode.UNAUTHORISED and refused.member == 3
+        mm.send([OpenCall(CODES[0])])
+        session = mm.wait_for(lambda r: isinstance(r, wire.SessionRejected))[-1]
+        assert "operator command" in session.text
+    with pytest.raises(LogonRefused, match="may not log on as 'brokers'"):
+        GatewayClient(orders, "brokers", curve_keys=as_(keys, "mm"))
+    assert handshake(process.endpoints["admin"], as_(keys, "mm")) == FAILED_AUTH
+
+
+def test_a_market_data_key_reads_the_feed_but_cannot_send_orders(engine):
+    process, keys = engine
+    assert handshake(process.endpoints["orders"], as_(keys, "feed")) == FAILED_AUTH
+    logon = wire.Logon("mm", None, 1000)
+    assert answer(process.endpoints["orders"], as_(keys, "feed"), [logon]) is None
+    assert answer(process.endpoints["orders"], as_(keys, "mm"), [logon]) is not None
+    reader = MarketDataClient(process.endpoints["market_data"], process.endpoints["snapshots"],
+                              curve_keys=as_(keys, "feed"))  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not reader.synced:
+            assert time.monotonic() < deadline, "the market data reader never synced"
+            reader.poll(0.2)
+        assert set(reader.books) == set(CODES)
+    finally:
+        reader.close()
+
+
+def test_a_revoked_key_is_refused_after_reload_and_its_session_ends(keyed):
+    tmp, keys = keyed
+    process = secured_engine(tmp, keys, "revoke")
+    config = tmp / "revoke.json"
+    with process:
+        process.open_market(CODES[0])
+        orders = process.endpoints["orders"]
+        old = GatewayClient(orders, "mm", curve_keys=as_(keys, "mm"))
+        write_config(config, keys, {"mm": "keys/mm2.key", "brokers": "keys/brokers.key"})
+        operator = ["--key", str(tmp / "keys" / "alice.key_secret"), "--server-key",
+                    str(tmp / "keys" / "engine.key"), "--config", str(config)]  # fmt: skip
+        done = cxe("admin", "reload-keys", "--data", str(process.data), *operator)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "revoked=['gateway:mm']" in done.stdout
+        assert handshake(orders, as_(keys, "mm")) == FAILED_AUTH  # a new connection
+        assert "session ended: key of gateway:mm revoked" in process.output()
+        old.send([wire.Logon("mm", None, 1000)])  # the open connection tries again
+        refused = old.wait_for(lambda r: isinstance(r, wire.SessionRejected))[-1]
+        assert "was revoked" in refused.text
+        assert not [r for r in old.replies() if isinstance(r, wire.LogonAccepted)]
+        old.close(logout=False)
+        with GatewayClient(orders, "mm", curve_keys=as_(keys, "mm2")) as new:
+            assert new.logon.members == [1, 2]
+        # SIGHUP rereads the config too: the brokers' gateway loses its key
+        write_config(config, keys, {"mm": "keys/mm2.key"})
+        process.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "revoked ['gateway:brokers']" not in process.output():
+            assert time.monotonic() < deadline, process.output()
+            time.sleep(0.1)
+        assert handshake(orders, as_(keys, "brokers")) == FAILED_AUTH
+        # a reload that cannot read its keys changes nothing and says why
+        write_config(config, keys, {"mm": "keys/gone.key"})
+        done = cxe("admin", "reload-keys", "--data", str(process.data), *operator[:4])
+        assert done.returncode == 1 and "keys not reloaded" in done.stdout
+        assert handshake(orders, as_(keys, "mm2")) == SUCCEEDED
+
+
+def test_plain_mode_says_so_and_binds_to_loopback_only(tmp_path):
+    with EngineProcess(tmp_path / "data") as process:
+        assert "PLAIN LOOPBACK MODE: no authentication" in process.output()
+    done = cxe("serve", "--data", str(tmp_path / "open"), "--orders", "tcp://0.0.0.0:*")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "plain mode binds to loopback only, not ['tcp://0.0.0.0:*']" in done.stderr
+    assert "--insecure" in done.stderr and "Traceback" not in done.stderr
