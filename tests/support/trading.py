@@ -1,6 +1,6 @@
 """Trades through a live engine for the trade stream's tests and bench: gateway "mm" (members 1
-and 2) crosses its own orders at the reference price, in records frames, so each pair of
-orders prints one trade (and its clearing record)."""
+and 2) crosses its own orders at the reference price, so each pair of orders prints one trade
+(and its clearing record)."""
 
 from __future__ import annotations
 
@@ -27,13 +27,18 @@ def crossing_orders(prefix: str, trades: int, code: str = CODES[0]) -> list[NewO
     return orders
 
 
-def trade(client: GatewayClient, prefix: str, trades: int, frame: int = 200) -> None:
-    """Print `trades` trades in frames of `frame` orders; returns once the last is answered
-    (every order accepted: a rejection fails the caller's test)."""
+def trade(
+    client: GatewayClient, prefix: str, trades: int, frame: int = 200, records: bool = False
+) -> None:
+    """Print `trades` trades in frames of `frame` orders (records frames, or messages frames);
+    returns once the last is answered (a rejection fails the caller's test)."""
     orders = crossing_orders(prefix, trades)
     for start in range(0, len(orders), frame):
         chunk = orders[start : start + frame]
-        client.send_records(records_of(chunk, CODES, 0, [0] * len(chunk)))
+        if records:
+            client.send_records(records_of(chunk, CODES, 0, [0] * len(chunk)))
+        else:
+            client.send(chunk)
     last = orders[-1].cl_ord_id
     replies = client.wait_for(lambda r: getattr(r, "cl_ord_id", "") == last, timeout_ms=60_000)
     refused = [r for r in replies if isinstance(r, Rejected | wire.SessionRejected)]
