@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from engine.clearing.capture import TradeStore, read_trade_log
+from engine.clearing.capture import ConflictingDuplicate, StreamGap, TradeStore, read_trade_log
 from engine.config import default_market
 from engine.core import Exchange
 from engine.journal.segments import replay_events
@@ -114,6 +114,7 @@ def test_capture_survives_kill_nine_of_itself_and_the_engine_and_settles_as_the_
         time.sleep(0.5)  # trades go on without it
         captures.append(Capture(data, store))
         wait_for_position(store, killed_at + 300, captures[-1])
+        assert f"from stream number {killed_at + 1}" in captures[-1].output()
         trader.stop()
         assert trader.rounds >= 10
         gateway = mm_client(engine)
@@ -165,8 +166,9 @@ def test_capture_survives_kill_nine_of_itself_and_the_engine_and_settles_as_the_
         cleared = cxe("clear", "--date", DAY, *extra, "--ledger", str(ledger), "--out", str(out),
                       "--json")  # fmt: skip
         assert cleared.returncode == 0, cleared.stderr
-        files = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
-        ledgers[name] = (cleared.stdout, files, cxe("ledger", "--ledger", str(ledger)).stdout)
+        files = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        shown = cxe("ledger", "--ledger", str(ledger)).stdout.replace(str(ledger), "LEDGER")
+        ledgers[name] = (cleared.stdout, files, shown)
     assert ledgers["live"] == ledgers["log"]
     assert "CEA21" in ledgers["live"][0]
 
@@ -187,3 +189,27 @@ def test_capture_refuses_bad_input_with_a_message(tmp_path):
     (old_engine / "endpoints.json").write_text('{"orders": "tcp://127.0.0.1:9"}')
     no_stream = cxe("capture", "--data", str(old_engine), "--store", str(tmp_path / "s.db"))
     assert no_stream.returncode == 2 and "serves no trade stream" in no_stream.stderr
+
+
+def stream_trade(n: int, qty: int = 100) -> Trade:
+    """Trade n with clearing stream number n."""
+    return Trade(n, n, n, DAY, CODES[0], 6_000, qty, 1, 2, 2 * n, 2 * n + 1, 0, "continuous",
+                 stream_seq=n)  # fmt: skip
+
+
+def test_the_store_takes_stream_numbers_in_order_once_with_its_position(tmp_path):
+    store = TradeStore(tmp_path / "store.db")
+    try:
+        assert store.stream_position() == 0
+        store.capture_stream([stream_trade(n) for n in range(1, 6)])
+        assert store.stream_position() == 5
+        again = store.capture_stream([stream_trade(n) for n in range(3, 8)])  # 3..5 held
+        assert (again.stored, store.stream_position()) == (2, 7)
+        with pytest.raises(StreamGap, match="expected event 8, got 9"):
+            store.capture_stream([stream_trade(9)])
+        with pytest.raises(ConflictingDuplicate):
+            store.capture_stream([stream_trade(4, qty=200), stream_trade(8)])
+        assert store.stream_position() == 7  # neither changed anything
+        assert [t.trade_id for t in store.trades_of(DAY)] == list(range(1, 8))
+    finally:
+        store.close()
