@@ -14,25 +14,35 @@ from engine.protocol import Accepted, NewOrder, Rejected
 from engine.types import Side
 
 MARKET = default_market()
-CODES = [i.code for i in MARKET.instruments]
+CODES = tuple(i.code for i in MARKET.instruments)
 
 
-def crossing_orders(prefix: str, trades: int, code: str = CODES[0]) -> list[NewOrder]:
-    """2 x `trades` orders: member 1 sells 100 t at the reference, member 2 buys it."""
-    price = MARKET.instrument(code).reference_price
+def crossing_orders(prefix: str, trades: int, codes: tuple[str, ...] = CODES[:1]) -> list:
+    """2 x `trades` orders: one of members 1 and 2 sells 100 t at the reference and the other
+    buys it, the roles swapped each trade and the instruments taken in turn (what a member
+    sells is gone for the day, what it buys arrives at settlement: each member may sell a
+    market's 2,000,000 t allowance once, 20,000 trades per member and instrument)."""
     orders = []
     for i in range(trades):
-        orders.append(NewOrder(f"{prefix}-s{i}", 1, code, Side.SELL, price, 100))
-        orders.append(NewOrder(f"{prefix}-b{i}", 2, code, Side.BUY, price, 100))
+        code = codes[i % len(codes)]
+        price = MARKET.instrument(code).reference_price
+        seller = 1 + i // len(codes) % 2
+        orders.append(NewOrder(f"{prefix}-s{i}", seller, code, Side.SELL, price, 100))
+        orders.append(NewOrder(f"{prefix}-b{i}", 3 - seller, code, Side.BUY, price, 100))
     return orders
 
 
 def trade(
-    client: GatewayClient, prefix: str, trades: int, frame: int = 200, records: bool = False
+    client: GatewayClient,
+    prefix: str,
+    trades: int,
+    frame: int = 200,
+    records: bool = False,
+    codes: tuple[str, ...] = CODES[:1],
 ) -> None:
     """Print `trades` trades in frames of `frame` orders (records frames, or messages frames);
     returns once the last is answered (a rejection fails the caller's test)."""
-    orders = crossing_orders(prefix, trades)
+    orders = crossing_orders(prefix, trades, codes)
     for start in range(0, len(orders), frame):
         chunk = orders[start : start + frame]
         if records:
