@@ -146,13 +146,13 @@ def test_the_trade_log_is_rebuilt_from_the_journal_byte_for_byte(tmp_path):
         ),
     }
     try:
-        for case, damage in cases.items():
+        for n, (case, damage) in enumerate(cases.items()):
             damage()
-            stream = TradeStream(context, "inproc://level", day.data, day.exchange)
+            stream = TradeStream(context, f"inproc://level{n}", day.data, day.exchange)
             stream.close()
             assert path.read_bytes() == expected, case
             assert stream.regenerated > 0, case
-        stream = TradeStream(context, "inproc://level", day.data, day.exchange)
+        stream = TradeStream(context, "inproc://level-again", day.data, day.exchange)
         stream.close()
         assert stream.regenerated == 0  # a level file is taken as it is
     finally:
