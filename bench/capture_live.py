@@ -57,16 +57,21 @@ def capture_benchmark(trades: int = 20_000) -> dict:
                 stderr=subprocess.STDOUT,
                 text=True,
             )
-            capture.stdout.readline()  # "capturing from ...": it is up
-            gateway = mm_client(engine)
-            started = time.perf_counter()
-            trade(gateway, "bench", trades, frame=2_000, records=True, codes=CODES)
-            printed = time.perf_counter() - started
-            engine.admin(*[Close(code) for code in CODES], EndOfDay())
-            if capture.wait(600) != 0:
-                raise RuntimeError(f"cxe capture failed: {capture.stdout.read()}")
-            live = time.perf_counter() - started
-            capture.stdout.close()
+            try:
+                capture.stdout.readline()  # "capturing from ...": it is up
+                gateway = mm_client(engine)
+                started = time.perf_counter()
+                trade(gateway, "bench", trades, frame=2_000, records=True, codes=CODES)
+                printed = time.perf_counter() - started
+                engine.admin(*[Close(code) for code in CODES], EndOfDay())
+                if capture.wait(600) != 0:
+                    raise RuntimeError(f"cxe capture failed: {capture.stdout.read()}")
+                live = time.perf_counter() - started
+            finally:
+                if capture.poll() is None:  # the run failed: leave nothing running
+                    capture.kill()
+                    capture.wait(30)
+                capture.stdout.close()
             catch_up = _capture(data, root / "catch-up.db")
             gateway.close()
             engine.stop()
