@@ -15,6 +15,7 @@ import platform
 import sys
 
 from bench.book import book_benchmarks, memory_benchmark
+from bench.capture_live import capture_benchmark
 from bench.clearing import netting_benchmark
 from bench.e2e import e2e_latency, e2e_throughput
 from bench.exchange import (
@@ -54,6 +55,7 @@ NAMES = (
     "call_phase",
     "netting",
     "md_fanout",
+    "capture_live",
     "replay_lobster",
     "replay_parallel",
     "replay_synthetic",
@@ -85,6 +87,8 @@ def run(names: set[str] | None, quick: bool):
         yield netting_benchmark(trades=10_000_000)
     if wanted("md_fanout"):
         yield fanout_benchmark(commands=20_000 if quick else 100_000)
+    if wanted("capture_live"):
+        yield capture_benchmark(trades=20_000 if quick else 100_000)
     if wanted("replay_lobster"):
         result = lobster_benchmark()
         if result is not None:

@@ -533,7 +533,8 @@ def profile_service(orders: int, gateways: int, fsync: bool, *options: str) -> N
         data = Path(temporary) / "data"
         service = EngineService(
             MARKET,
-            Options(data, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", fsync=fsync, quiet=True,
+            Options(data, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*",
+                    "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", fsync=fsync, quiet=True,
                     clock_start_ns=clock_start(CLOCK)),
             log=lambda line: None,
         )  # fmt: skip

@@ -8,7 +8,12 @@ detail. Invariants of the store (SQLite, WAL):
   capture (`TradeGap` names the missing range, to re-request); one at or below the last stored
   id is a duplicate: ignored if identical, an error if it differs;
 - each capture call is one transaction: stopped at any moment (even kill -9) it leaves either
-  all of its records or none, so capturing again neither loses nor doubles a trade.
+  all of its records or none, so capturing again neither loses nor doubles a trade;
+- captured from the engine's trade stream (`capture_stream`, engine.clearing.live), the store
+  also holds the stream number of the last clearing event it took (`stream_position`),
+  written in the same transaction as the events: a consumer resumes from it + 1 exactly.
+  Stream numbers must follow it gap-free (StreamGap otherwise); events at or below it are
+  duplicates, and a Trade among them must equal the stored one (ConflictingDuplicate).
 Every clearing database (store and ledger) opens through `connect`, and every write goes
 through `write_transaction`: a file that is not an SQLite database, or one another process
 holds longer than BUSY_TIMEOUT_S, is an OSError naming the file and what to do, never a
@@ -48,6 +53,10 @@ CREATE TABLE IF NOT EXISTS trades (
     record BLOB NOT NULL            -- the exact encoded Trade, for checksums
 );
 CREATE INDEX IF NOT EXISTS trades_by_day ON trades (date, instrument, trade_id);
+CREATE TABLE IF NOT EXISTS stream_position (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    clearing_seq INTEGER NOT NULL   -- the last clearing stream number captured
+);
 CREATE TABLE IF NOT EXISTS day_records (
     date TEXT NOT NULL,
     instrument TEXT NOT NULL,
@@ -76,6 +85,15 @@ class TradeGap(RuntimeError):
 
 class ConflictingDuplicate(RuntimeError):
     pass
+
+
+class StreamGap(RuntimeError):
+    def __init__(self, expected: int, got: int) -> None:
+        super().__init__(
+            f"clearing stream gap: expected event {expected}, got {got}; ask the engine "
+            f"from {expected}"
+        )
+        self.expected, self.got = expected, got
 
 
 @dataclass(frozen=True)
@@ -172,22 +190,57 @@ class TradeStore:
         return [row[0] for row in rows]
 
     def capture(self, records: Iterable[Trade | DayClosed]) -> CaptureResult:
-        stored = duplicates = day_records = 0
         with write_transaction(self.db, self.path):
-            last = self.last_trade_id()
-            for record in records:
-                if isinstance(record, DayClosed):
-                    day_records += self._day_record(record)
-                elif record.trade_id <= last:
-                    self._check_duplicate(record)
-                    duplicates += 1
-                elif record.trade_id == last + 1:
-                    self._insert(record)
-                    last += 1
-                    stored += 1
-                else:
-                    raise TradeGap(last + 1, record.trade_id)
+            return self._capture(records)
+
+    def _capture(self, records: Iterable[Trade | DayClosed]) -> CaptureResult:
+        stored = duplicates = day_records = 0
+        last = self.last_trade_id()
+        for record in records:
+            if isinstance(record, DayClosed):
+                day_records += self._day_record(record)
+            elif record.trade_id <= last:
+                self._check_duplicate(record)
+                duplicates += 1
+            elif record.trade_id == last + 1:
+                self._insert(record)
+                last += 1
+                stored += 1
+            else:
+                raise TradeGap(last + 1, record.trade_id)
         return CaptureResult(stored, duplicates, day_records, last)
+
+    def stream_position(self) -> int:
+        """The stream number of the last clearing event captured from the engine (0: none)."""
+        row = self.db.execute("SELECT clearing_seq FROM stream_position").fetchone()
+        return 0 if row is None else row[0]
+
+    def day_closed(self) -> bool:
+        """The store's latest day (of trades and day records) has its end-of-day records."""
+        days = self.days()
+        return bool(days) and bool(self.day_records(days[-1]))
+
+    def capture_stream(self, events: list[Trade | DayClosed]) -> CaptureResult:
+        """Capture clearing events as the trade stream numbers them, in one transaction with
+        the new stream position (see the module's invariants)."""
+        with write_transaction(self.db, self.path):
+            position = self.stream_position()
+            fresh = []
+            for event in events:
+                if event.stream_seq <= position:
+                    if isinstance(event, Trade):
+                        self._check_duplicate(event)
+                    continue
+                if event.stream_seq != position + 1:
+                    raise StreamGap(position + 1, event.stream_seq)
+                position += 1
+                fresh.append(event)
+            result = self._capture(fresh)
+            self.db.execute(
+                "INSERT OR REPLACE INTO stream_position (id, clearing_seq) VALUES (1, ?)",
+                (position,),
+            )
+        return result
 
     def _insert(self, t: Trade) -> None:
         self.db.execute(

@@ -1,4 +1,5 @@
-"""`cxe clear`, `cxe surrender` and `cxe ledger`: clearing from the command line."""
+"""`cxe clear`, `cxe capture`, `cxe surrender` and `cxe ledger`: clearing from the command
+line."""
 
 from __future__ import annotations
 
@@ -41,13 +42,16 @@ def _clear(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)  # an unusable --out fails before anything settles
     store = TradeStore(args.store)
-    captured = capture_file(store, args.trades)
-    note_torn_tail(Path(args.trades))
+    if args.trades is None:
+        notes = [f"settling from {args.store} as captured (cxe capture): no trade log read"]
+    else:
+        captured = capture_file(store, args.trades)
+        note_torn_tail(Path(args.trades))
+        notes = [
+            f"captured {captured.stored:,} new trades ({captured.duplicates:,} already held, "
+            f"last trade id {captured.last_trade_id:,}) into {args.store}"
+        ]
     ledger = Ledger(args.ledger)
-    notes = [
-        f"captured {captured.stored:,} new trades ({captured.duplicates:,} already held, "
-        f"last trade id {captured.last_trade_id:,}) into {args.store}"
-    ]
     if ledger.open_if_empty(market.members, market.last_trading_day):
         notes.append(f"{args.ledger} was empty: opening balances loaded from the market config")
     report = ledger.settle(args.date, store, market, gross=args.gross)
@@ -92,6 +96,56 @@ def _clear(args: argparse.Namespace) -> int:
             print(f"wrote {path}")
         print(f"(opening balances for the next day: cxe ... --market {written[-1]})")
     return 0
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+    from engine.clearing.capture import ConflictingDuplicate, TradeGap, TradeStore
+    from engine.clearing.live import LiveCapture, StreamRefused, endpoint_of
+
+    if args.data is not None and not Path(args.data).is_dir():
+        raise ValueError(f"no engine data directory at {args.data}: give cxe serve's --data")
+    store = TradeStore(args.store)
+    resolve = (lambda: args.endpoint) if args.endpoint else (lambda: endpoint_of(args.data))
+    live = LiveCapture(store, resolve)
+    stopping = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.append(True))
+    progress = live.progress
+    source = args.endpoint or f"the engine of {args.data}"
+    print(f"capturing from {source} into {args.store}, from stream number {progress.position + 1}")
+    shown = (progress.position, progress.reconnects)
+    last_line = time.monotonic()
+    try:
+        while not stopping:
+            live.step()
+            now = time.monotonic()
+            if (progress.position, progress.reconnects) != shown and now - last_line >= 1:
+                _show(progress, live.endpoint)
+                shown, last_line = (progress.position, progress.reconnects), now
+            if args.until_day_closed and progress.day_closed and live.level:
+                print("the day is closed and every event of it is stored")
+                break
+    except (StreamRefused, TradeGap, ConflictingDuplicate) as exc:
+        print(f"cxe capture: {exc}; the store holds everything before it", file=sys.stderr)
+        return 3
+    finally:
+        live.close()
+        store.close()
+    _show(progress, live.endpoint)
+    return 0
+
+
+def _show(progress, endpoint: str | None) -> None:
+    print(
+        f"stream number {progress.position:,} of {progress.held:,}: {progress.trades:,} trades "
+        f"stored by this run ({progress.duplicates:,} held already), {progress.day_records:,} "
+        f"day records, last trade id {progress.last_trade_id:,}; connected to {endpoint} "
+        f"({progress.reconnects:,} reconnects)",
+        flush=True,
+    )
 
 
 def _write_clearing_outputs(
@@ -175,7 +229,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         epilog="example: cxe clear --date 2026-11-24 --trades day1/trades.log --out day1/clearing",
     )
     clear.add_argument("--date", type=trading_date, required=True, help="trading day, YYYY-MM-DD")
-    clear.add_argument("--trades", required=True, metavar="LOG", help="trade log to capture")
+    clear.add_argument(
+        "--trades",
+        metavar="LOG",
+        help="trade log to capture first (leave it out to settle what cxe capture stored)",
+    )
     clear.add_argument("--store", default="clearing.db", help="trade store (default clearing.db)")
     clear.add_argument("--ledger", default="ledger.db", help="settled ledger (default ledger.db)")
     clear.add_argument("--market", metavar="FILE", help="market config (default: embedded)")
@@ -183,6 +241,28 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     clear.add_argument("--out", default="clearing-out", help="where statements go")
     clear.add_argument("--json", action="store_true", help="print the report as JSON")
     clear.set_defaults(run=cmd_clear)
+
+    capture = commands.add_parser(
+        "capture",
+        help="capture a live engine's trades into the clearing store as they happen",
+        description="Follow a running engine's trade stream (cxe serve --trades) into the "
+        "clearing store: every trade and end-of-day record, exactly once, each message in "
+        "one transaction with the stream position, so a restart after any stop (kill -9 "
+        "included) resumes after the last one stored. When the engine restarts it reconnects "
+        "by itself (with --data it reads the new endpoint from endpoints.json). SIGINT or "
+        "SIGTERM stops it cleanly; `cxe clear` without --trades settles from the store.",
+        epilog="example: cxe capture --data cxe-data --store clearing.db --until-day-closed",
+    )
+    where = capture.add_mutually_exclusive_group(required=True)
+    where.add_argument("--endpoint", metavar="ENDPOINT", help="the engine's trade stream endpoint")
+    where.add_argument("--data", metavar="DIR", help="the engine's data directory (endpoints.json)")
+    capture.add_argument("--store", default="clearing.db", help="trade store (default clearing.db)")
+    capture.add_argument(
+        "--until-day-closed",
+        action="store_true",
+        help="stop once the day's end-of-day records are stored and nothing follows them",
+    )
+    capture.set_defaults(run=cmd_capture)
 
     give = commands.add_parser(
         "surrender",

@@ -71,7 +71,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     market = market_of(args.config)
     data = Path(args.data).resolve()
-    print(f"market: {market.name}; data directory {data} (journal, snapshots, endpoints.json)")
+    print(
+        f"market: {market.name}; data directory {data} (journal, trades.log, snapshots, "
+        "endpoints.json)"
+    )
     if args.no_fsync:
         print("WARNING: --no-fsync: acknowledged commands can be lost in a machine crash")
     options = Options(
@@ -80,6 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         admin=args.admin,
         market_data=args.market_data,
         snapshots=args.snapshots,
+        trades=args.trades,
         fsync=not args.no_fsync,
         batch_limit=args.batch,
         sndhwm=args.sndhwm,
@@ -262,6 +266,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         default="tcp://127.0.0.1:5558",
         metavar="ENDPOINT",
         help="market data snapshot endpoint (default tcp://127.0.0.1:5558)",
+    )
+    serve.add_argument(
+        "--trades",
+        default="tcp://127.0.0.1:5559",
+        metavar="ENDPOINT",
+        help="trade stream endpoint: clearing's events from a stream number, for cxe capture "
+        "(default tcp://127.0.0.1:5559; docs/TRADESTREAM.md)",
     )
     serve.add_argument(
         "--no-fsync",

@@ -23,7 +23,9 @@ fsyncs once, and only then sends what the turn produced (group commit). Invarian
   loopback only (unless `insecure`).
 Sockets: orders (ROUTER, ROUTER_MANDATORY, non-blocking sends), admin (ROUTER), market data
 (PUB and its snapshot ROUTER, engine.gateway.marketdata): public events are published after
-the turn's fsync, like every other output.
+the turn's fsync, like every other output; the trade stream (ROUTER,
+engine.gateway.tradestream): clearing events into DATA/trades.log after the fsync, and from
+it to clearing's consumers.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from engine.gateway import wire
 from engine.gateway.marketdata import MarketDataPublisher
 from engine.gateway.sessions import Session, Sessions
 from engine.gateway.status import OrderStatusTable
+from engine.gateway.tradestream import TradeStream
 from engine.journal.commandlog import BatchRecord
 from engine.journal.recovery import restore_latest
 from engine.journal.segments import Journal, replay
@@ -92,6 +95,7 @@ class Options:
     admin: str = "tcp://127.0.0.1:5556"
     market_data: str = "tcp://127.0.0.1:5557"  # PUB: the public events
     snapshots: str = "tcp://127.0.0.1:5558"  # ROUTER: the book and state as of a position
+    trades: str = "tcp://127.0.0.1:5559"  # ROUTER: clearing's events from a stream number
     fsync: bool = True
     # commands (messages and records) read per turn at most, across gateways: ZeroMQ's fair
     # queueing takes one frame from each gateway in turn, so a flood of big frames waits
@@ -145,6 +149,7 @@ class EngineService:
         self.exchange: Exchange | None = None
         self.journal: Journal | None = None
         self.context: zmq.Context | None = None
+        self.trade_stream: TradeStream | None = None
         self.endpoints: dict[str, str] = {}
         self.last_ts = 0
         self.last_command_ns = self._started_ns = time.monotonic_ns()
@@ -244,14 +249,20 @@ class EngineService:
             context, options.market_data, options.snapshots, self.exchange,
             secure=partial(self._secure, domain="market_data"),
         )  # fmt: skip
+        self.trade_stream = TradeStream(
+            context, options.trades, self.data_dir, self.exchange,
+            secure=partial(self._secure, domain="admin"),  # clearing records: operators only
+        )  # fmt: skip
         self.endpoints = {
             "orders": self.orders.getsockopt_string(zmq.LAST_ENDPOINT),
             "admin": self.admin.getsockopt_string(zmq.LAST_ENDPOINT),
             "market_data": self.market_data.pub_endpoint,
             "snapshots": self.market_data.snapshot_endpoint,
+            "trades": self.trade_stream.endpoint,
         }
         self.poller = zmq.Poller()
-        for socket in (self.orders, self.admin, *self.market_data.sockets):
+        components = (self.market_data, self.trade_stream)
+        for socket in (self.orders, self.admin, *(s for c in components for s in c.sockets)):
             self.poller.register(socket, zmq.POLLIN)
         path = self.data_dir / "endpoints.json"
         temporary = path.with_suffix(".tmp")
@@ -272,6 +283,8 @@ class EngineService:
             self.authenticator.stop()
             self.authenticator = None
         if self.context is not None:
+            if self.trade_stream is not None:
+                self.trade_stream.close()
             self.context.destroy(linger=0)  # every socket bound so far, whichever they are
             self.context = None
 
@@ -336,9 +349,10 @@ class EngineService:
         if items:
             self._sequence(items)
         self._send()
-        for socket in self.market_data.sockets:
-            if socket in ready:
-                self.market_data.handle(socket)
+        for component in (self.market_data, self.trade_stream):
+            for socket in component.sockets:
+                if socket in ready:
+                    component.handle(socket)
         if self._snapshot_wanted:
             self._snapshot_wanted = False
             self._snapshot()
@@ -690,6 +704,7 @@ class EngineService:
             self._send_body(rid, wire.pack(messages))
 
     def _send(self) -> None:
+        self.trade_stream.publish(self.public)  # clearing events into trades.log, then sent
         if self.public:
             self.market_data.publish(self.public)
             self.last_published_ns = time.monotonic_ns()

@@ -22,6 +22,7 @@ CODE = MARKET.instruments[0].code
 def test_a_turn_takes_at_most_its_budget_of_records_whatever_the_frames(tmp_path):
     options = Options(tmp_path, orders="tcp://127.0.0.1:*", admin="tcp://127.0.0.1:*",
                       market_data="tcp://127.0.0.1:*", snapshots="tcp://127.0.0.1:*",
+                      trades="tcp://127.0.0.1:*",
                       clock_start_ns=clock_start(CLOCK), quiet=True)  # fmt: skip
     service = EngineService(MARKET, options, log=lambda line: None)
     service.open()

@@ -47,6 +47,7 @@ class EngineProcess:
         endpoints.unlink(missing_ok=True)
         loopback = ["--orders", "tcp://127.0.0.1:*", "--admin", "tcp://127.0.0.1:*"]
         loopback += ["--market-data", "tcp://127.0.0.1:*", "--snapshots", "tcp://127.0.0.1:*"]
+        loopback += ["--trades", "tcp://127.0.0.1:*"]
         command = [
             *cxe_command(),
             "serve",

@@ -1,0 +1,163 @@
+"""Live capture: clearing's consumer of the engine's trade stream (engine.gateway.tradestream)
+into the trade store, as `cxe capture` runs it.
+
+Invariants:
+- the consumer asks the engine from the store's stream position + 1 (`TradeStore.
+  stream_position`) and stores each message's events and the new position in one
+  transaction (`TradeStore.capture_stream`): killed at any moment (kill -9 included), a
+  restart resumes exactly after the last event stored, so no trade is missed or doubled;
+- events at or below the position (a message that crossed a re-request) are dropped by
+  stream number, and a Trade among them must equal the stored one; a message that skips a
+  stream number is never stored: the consumer asks again from the position;
+- when the engine is silent for `silence_s` (it sends a heartbeat each second to a consumer
+  that is level), the consumer opens a new connection, looking the endpoint up again in the
+  engine's endpoints.json when it follows a data directory (a restarted engine may listen on
+  another port), and asks from the position again; so it rides out the engine's restarts;
+- an engine that holds fewer events than the store (the wrong engine, or one whose journal
+  lost what the store took) is refused (`StreamRefused`), never captured from.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import zmq
+
+from engine.clearing.capture import StreamGap, TradeStore
+from engine.gateway.tradestream import ERROR, EVENTS, HEADER, HEARTBEAT, POSITION, REQUEST
+from engine.protocol import DayClosed, Trade
+
+SILENCE_S = 3.0  # without a message for this long the engine is taken to have gone
+_events = msgspec.msgpack.Decoder(list[Trade | DayClosed])
+
+
+class StreamRefused(RuntimeError):
+    """The engine refused the request (its text says why); nothing was captured from it."""
+
+
+class EngineNotFound(OSError):
+    pass
+
+
+def endpoint_of(data_dir: str | Path) -> str | None:
+    """The trade stream endpoint a running engine wrote into DATA/endpoints.json; None while
+    there is none (the engine is starting or down)."""
+    path = Path(data_dir) / "endpoints.json"
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if "trades" not in found:
+        raise EngineNotFound(
+            f"the engine at {data_dir} serves no trade stream: run a cxe serve that has "
+            "--trades (this version of cxe)"
+        )
+    return found["trades"]
+
+
+@dataclass
+class Progress:
+    position: int  # the last stream number stored
+    held: int  # the last stream number the engine said it holds
+    trades: int  # trades stored by this run
+    duplicates: int  # trades that were held already (by trade id)
+    day_records: int
+    last_trade_id: int
+    day_closed: bool  # the last event stored is a DayClosed: the day is closed, none since
+    reconnects: int
+
+
+class LiveCapture:
+    """Follows the engine's trade stream into `store`. `resolve()` gives the endpoint (None:
+    not known yet); call `step()` repeatedly, or `run()`."""
+
+    def __init__(
+        self,
+        store: TradeStore,
+        resolve: Callable[[], str | None],
+        *,
+        context: zmq.Context | None = None,
+        silence_s: float = SILENCE_S,
+    ) -> None:
+        self.store = store
+        self.resolve = resolve
+        self.context = context or zmq.Context.instance()
+        self.silence_s = silence_s
+        self.socket: zmq.Socket | None = None
+        self.endpoint: str | None = None
+        self.heard = time.monotonic()
+        position = store.stream_position()
+        self.answered = False  # the engine has answered since the last connection
+        closed = store.day_closed()
+        self.progress = Progress(position, position, 0, 0, 0, store.last_trade_id(), closed, -1)
+
+    def _connect(self) -> None:
+        """A fresh connection (nothing queued on the old one is read) and a new request."""
+        if self.socket is not None:
+            self.socket.close(0)
+            self.socket = None
+        self.heard = time.monotonic()
+        self.answered = False
+        self.endpoint = self.resolve()
+        if self.endpoint is None:
+            return
+        self.socket = self.context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.connect(self.endpoint)
+        self.socket.send_multipart((REQUEST, POSITION.pack(self.progress.position + 1)))
+        self.progress.reconnects += 1
+
+    def step(self, timeout_ms: int = 200) -> bool:
+        """Wait up to `timeout_ms` for a message and take it; True if events were stored."""
+        if self.socket is None or time.monotonic() - self.heard > self.silence_s:
+            self._connect()
+            if self.socket is None:
+                time.sleep(timeout_ms / 1000)
+                return False
+        if not self.socket.poll(timeout_ms, zmq.POLLIN):
+            return False
+        frames = self.socket.recv_multipart()
+        self.heard = time.monotonic()
+        self.answered = True
+        kind = frames[0]
+        if kind == HEARTBEAT and len(frames) == 2:
+            (self.progress.held,) = POSITION.unpack(frames[1])
+            return False
+        if kind == ERROR:
+            raise StreamRefused(f"the engine at {self.endpoint} refused: {frames[-1].decode()}")
+        if kind != EVENTS or len(frames) != 3:
+            raise StreamRefused(f"the engine at {self.endpoint} sent an unknown message {kind!r}")
+        first, count, held = HEADER.unpack(frames[1])
+        events = _events.decode(frames[2])
+        if len(events) != count or (events and events[0].stream_seq != first):
+            raise StreamRefused(f"a message from {self.endpoint} does not match its header")
+        self.progress.held = held
+        try:
+            result = self.store.capture_stream(events)
+        except StreamGap:
+            self._connect()  # ask again from the position: nothing of the message was stored
+            return False
+        progress = self.progress
+        progress.position = self.store.stream_position()
+        progress.trades += result.stored
+        progress.duplicates += result.duplicates
+        progress.day_records += result.day_records
+        progress.last_trade_id = result.last_trade_id
+        if events:
+            progress.day_closed = type(events[-1]) is DayClosed
+        return True
+
+    @property
+    def level(self) -> bool:
+        """The store holds every event the engine said it holds since the connection."""
+        return self.answered and self.progress.position >= self.progress.held
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close(0)
+            self.socket = None

@@ -1,0 +1,215 @@
+"""`cxe capture` against a real `cxe serve`: trades captured into the store while both are
+killed with SIGKILL mid-flow and restarted; the store ends with every trade once, equal to the
+trade log a replay of the journal checks, and `cxe clear` settles it exactly as from that log.
+Bad input is refused with a message."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from engine.clearing.capture import ConflictingDuplicate, StreamGap, TradeStore, read_trade_log
+from engine.config import default_market
+from engine.core import Exchange
+from engine.journal.segments import replay_events
+from engine.protocol import Audience, Close, EndOfDay, Trade
+from tests.cli.test_cli import cxe, cxe_command
+from tests.support.engine import DAY, EngineProcess
+from tests.support.trading import CODES, mm_client, trade
+
+MARKET = default_market()
+
+
+class Capture:
+    """A `cxe capture --data DATA --store STORE` process, its output in a file."""
+
+    def __init__(self, data: Path, store: Path, *extra: str) -> None:
+        self.log = store.with_suffix(".capture.log")
+        command = [*cxe_command(), "capture", "--data", str(data), "--store", str(store), *extra]
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def kill(self) -> None:
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(30)
+
+
+def stored_position(store: Path) -> int:
+    if not store.exists():
+        return 0
+    trades = TradeStore(store)
+    try:
+        return trades.stream_position()
+    finally:
+        trades.close()
+
+
+def wait_for_position(store: Path, position: int, capture: Capture, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while stored_position(store) < position:
+        assert capture.process.poll() is None, capture.output()
+        assert time.monotonic() < deadline, capture.output()
+        time.sleep(0.1)
+
+
+def all_trades(store: Path) -> list[Trade]:
+    trades = TradeStore(store)
+    try:
+        return [t for day in trades.days() for t in trades.trades_of(day)]
+    finally:
+        trades.close()
+
+
+class Trader(threading.Thread):
+    """Trades through gateway "mm" in rounds of 50 until stopped (its own connection)."""
+
+    def __init__(self, engine: EngineProcess) -> None:
+        super().__init__(daemon=True)
+        self.engine = engine
+        self.halt = threading.Event()
+        self.rounds = 0
+
+    def run(self) -> None:
+        gateway = mm_client(self.engine, zmq.Context.instance())
+        while not self.halt.is_set():
+            trade(gateway, f"t{self.rounds}", 50)
+            self.rounds += 1
+        gateway.close()
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(120)
+
+
+def engine_holds(data: Path) -> int:
+    """The clearing events in the engine's trade log now."""
+    return sum(1 for _ in read_trade_log(data / "trades.log"))
+
+
+@pytest.mark.slow
+def test_capture_survives_kill_nine_of_itself_and_the_engine_and_settles_as_the_trade_log(
+    tmp_path,
+):
+    data, store = tmp_path / "data", tmp_path / "captured.db"
+    engine = EngineProcess(data).start()
+    captures: list[Capture] = []
+    try:
+        engine.open_market(*CODES)
+        captures.append(Capture(data, store))
+        trader = Trader(engine)
+        trader.start()
+        wait_for_position(store, 200, captures[-1])
+        captures[-1].kill()  # while trades flow
+        killed_at = stored_position(store)
+        time.sleep(0.5)  # trades go on without it
+        captures.append(Capture(data, store))
+        wait_for_position(store, killed_at + 300, captures[-1])
+        assert f"from stream number {killed_at + 1}" in captures[-1].output()
+        trader.stop()
+        assert trader.rounds >= 10
+        gateway = mm_client(engine)
+        trade(gateway, "burst", 400)
+        gateway.close(logout=False)
+        engine.kill()  # while the capture takes the burst
+        engine.start()
+        gateway = mm_client(engine)
+        trade(gateway, "e", 400)
+        captures[-1].kill()
+        captures.append(Capture(data, store, "--until-day-closed"))
+        trade(gateway, "f", 400)
+        wait_for_position(store, engine_holds(data), captures[-1])
+        answers = engine.admin(*[Close(code) for code in CODES], EndOfDay())
+        assert not [a for a in answers if type(a).__name__ == "Rejected"], answers
+        assert captures[-1].process.wait(120) == 0, captures[-1].output()
+        assert "the day is closed" in captures[-1].output()
+        gateway.close()
+        assert engine.stop() == 0, engine.output()[-3000:]
+    finally:
+        for capture in captures:
+            if capture.process.poll() is None:
+                capture.process.kill()
+                capture.process.wait(30)
+        if engine.process.poll() is None:
+            engine.process.kill()
+            engine.process.wait(30)
+
+    replayed = cxe("replay", str(data / "journal"))
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"identical to {data / 'trades.log'}" in replayed.stdout
+    exchange = Exchange(MARKET)
+    from_journal = []
+    for _, events in replay_events(data / "journal", exchange):
+        from_journal += [e for e in events if type(e).audience is Audience.CLEARING]
+    assert list(read_trade_log(data / "trades.log")) == from_journal
+    trades = [e for e in from_journal if isinstance(e, Trade)]
+    assert len(trades) == 50 * trader.rounds + 1_200
+    assert all_trades(store) == trades  # each once, in order, as the engine printed it
+    assert stored_position(store) == len(from_journal)
+
+    ledgers = {}
+    for name, extra in (
+        ("log", ["--trades", str(data / "trades.log"), "--store", str(tmp_path / "log.db")]),
+        ("live", ["--store", str(store)]),
+    ):
+        out = tmp_path / f"out-{name}"
+        ledger = tmp_path / f"ledger-{name}.db"
+        cleared = cxe("clear", "--date", DAY, *extra, "--ledger", str(ledger), "--out", str(out),
+                      "--json")  # fmt: skip
+        assert cleared.returncode == 0, cleared.stderr
+        files = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        shown = cxe("ledger", "--ledger", str(ledger)).stdout.replace(str(ledger), "LEDGER")
+        ledgers[name] = (cleared.stdout, files, shown)
+    assert ledgers["live"] == ledgers["log"]
+    assert "CEA21" in ledgers["live"][0]
+
+
+def test_capture_refuses_bad_input_with_a_message(tmp_path):
+    missing = cxe("capture", "--data", str(tmp_path / "nowhere"), "--store", str(tmp_path / "s"))
+    assert missing.returncode == 2
+    assert "no engine data directory" in missing.stderr and "Traceback" not in missing.stderr
+    neither = cxe("capture", "--store", str(tmp_path / "s.db"))
+    assert neither.returncode == 2 and "--endpoint" in neither.stderr
+    not_sqlite = tmp_path / "notes.txt"
+    not_sqlite.write_text("not a database " * 100)
+    bad_store = cxe("capture", "--endpoint", "tcp://127.0.0.1:9", "--store", str(not_sqlite))
+    assert bad_store.returncode == 2 and "not an SQLite database" in bad_store.stderr
+    assert "Traceback" not in bad_store.stderr
+    old_engine = tmp_path / "old"
+    old_engine.mkdir()
+    (old_engine / "endpoints.json").write_text('{"orders": "tcp://127.0.0.1:9"}')
+    no_stream = cxe("capture", "--data", str(old_engine), "--store", str(tmp_path / "s.db"))
+    assert no_stream.returncode == 2 and "serves no trade stream" in no_stream.stderr
+
+
+def stream_trade(n: int, qty: int = 100) -> Trade:
+    """Trade n with clearing stream number n."""
+    return Trade(n, n, n, DAY, CODES[0], 6_000, qty, 1, 2, 2 * n, 2 * n + 1, 0, "continuous",
+                 stream_seq=n)  # fmt: skip
+
+
+def test_the_store_takes_stream_numbers_in_order_once_with_its_position(tmp_path):
+    store = TradeStore(tmp_path / "store.db")
+    try:
+        assert store.stream_position() == 0
+        store.capture_stream([stream_trade(n) for n in range(1, 6)])
+        assert store.stream_position() == 5
+        again = store.capture_stream([stream_trade(n) for n in range(3, 8)])  # 3..5 held
+        assert (again.stored, store.stream_position()) == (2, 7)
+        with pytest.raises(StreamGap, match="expected event 8, got 9"):
+            store.capture_stream([stream_trade(9)])
+        with pytest.raises(ConflictingDuplicate):
+            store.capture_stream([stream_trade(4, qty=200), stream_trade(8)])
+        assert store.stream_position() == 7  # neither changed anything
+        assert [t.trade_id for t in store.trades_of(DAY)] == list(range(1, 8))
+    finally:
+        store.close()

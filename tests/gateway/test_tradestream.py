@@ -1,0 +1,289 @@
+"""The trade stream (engine.gateway.tradestream): its trade log levelled with the journal, its
+consumers served from a stream number without ever blocking, and a real `cxe serve` that
+serves exactly the events from N across a kill -9 and a restart."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+import zmq
+
+from engine.clearing.capture import TradeLogWriter, read_trade_log
+from engine.cli.serve import clock_start
+from engine.config import default_market
+from engine.core import Exchange
+from engine.gateway.tradestream import (
+    ERROR,
+    EVENTS,
+    HEADER,
+    HEARTBEAT,
+    POSITION,
+    REQUEST,
+    TRADES_FILE,
+    TradeStream,
+)
+from engine.journal.segments import Journal, replay_events
+from engine.protocol import (
+    Audience,
+    DayClosed,
+    NewOrder,
+    OpenCall,
+    StartOfDay,
+    Trade,
+    Uncross,
+)
+from engine.types import Side
+from tests.support.engine import CLOCK, DAY, EngineProcess
+from tests.support.trading import CODES, mm_client, trade
+
+MARKET = default_market()
+TS = clock_start(CLOCK)  # the trading day's 09:10
+_events = msgspec.msgpack.Decoder(list[Trade | DayClosed])
+
+
+def clearing(events) -> list:
+    return [e for e in events if type(e).audience is Audience.CLEARING]
+
+
+class JournaledExchange:
+    """An exchange whose every command is journaled in DATA/journal, as the service does."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.exchange = Exchange(MARKET)
+        self.journal = Journal(data / "journal")
+        self.clearing: list = []
+
+    def apply(self, *commands) -> list:
+        events = []
+        for command in commands:
+            seq = self.exchange.seq + 1
+            self.journal.append(seq, TS + seq, command)
+            events += self.exchange.apply_stamped(seq, TS + seq, command)
+        self.journal.flush()  # for the scratch replay that reads it (no power loss here)
+        self.clearing += clearing(events)
+        return events
+
+    def day_with_trades(self, trades: int) -> list:
+        code = CODES[0]
+        events = self.apply(StartOfDay(DAY), OpenCall(code), Uncross(code))
+        price = MARKET.instrument(code).reference_price
+        for i in range(trades):
+            events += self.apply(
+                NewOrder(f"s{i}", 1, code, Side.SELL, price, 100),
+                NewOrder(f"b{i}", 2, code, Side.BUY, price, 100),
+            )
+        return events
+
+
+def trade_log_bytes(events: list, path: Path) -> bytes:
+    with TradeLogWriter(path) as writer:
+        writer.record(events)
+    return path.read_bytes()
+
+
+def consume(socket: zmq.Socket, until: int, pump=None, timeout_s: float = 30) -> list:
+    """Events received on `socket` until stream number `until` (calling `pump` between
+    polls, for an in-process stream)."""
+    got: list = []
+    deadline = time.monotonic() + timeout_s
+    while (not got or got[-1].stream_seq < until) and time.monotonic() < deadline:
+        if pump is not None:
+            pump()
+        if not socket.poll(10 if pump else 1000):
+            continue
+        frames = socket.recv_multipart()
+        assert frames[0] in (EVENTS, HEARTBEAT), frames
+        if frames[0] == EVENTS:
+            first, count, _held = HEADER.unpack(frames[1])
+            events = _events.decode(frames[2])
+            assert [e.stream_seq for e in events] == list(range(first, first + count))
+            got += events
+    return got
+
+
+def arrived(socket: zmq.Socket) -> list:
+    """The events that have arrived on `socket` (without waiting)."""
+    got: list = []
+    while True:
+        try:
+            frames = socket.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return got
+        if frames[0] == EVENTS:
+            got += _events.decode(frames[2])
+
+
+def dealer(context: zmq.Context, endpoint: str, first: int | None = None, **options):
+    socket = context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    for option, value in options.items():
+        socket.setsockopt(getattr(zmq, option), value)
+    socket.connect(endpoint)
+    if first is not None:
+        socket.send_multipart([REQUEST, POSITION.pack(first)])
+    return socket
+
+
+# -- the trade log, in process --------------------------------------------------------------
+
+
+def test_the_trade_log_is_rebuilt_from_the_journal_byte_for_byte(tmp_path):
+    day = JournaledExchange(tmp_path / "data")
+    day.day_with_trades(40)
+    expected = trade_log_bytes(day.clearing, tmp_path / "expected.log")
+    assert len(day.clearing) == 40
+    path = day.data / TRADES_FILE
+    context = zmq.Context()
+    cases = {
+        "no file": lambda: path.unlink(missing_ok=True),
+        "missing records and a torn tail": lambda: path.write_bytes(expected[:-500]),
+        "zeros after record 10": lambda: path.write_bytes(
+            expected[: len(trade_log_bytes(day.clearing[:10], tmp_path / "ten.log"))] + b"\0" * 300
+        ),
+    }
+    try:
+        for n, (case, damage) in enumerate(cases.items()):
+            damage()
+            stream = TradeStream(context, f"inproc://level{n}", day.data, day.exchange)
+            stream.close()
+            assert path.read_bytes() == expected, case
+            assert stream.regenerated > 0, case
+        stream = TradeStream(context, "inproc://level-again", day.data, day.exchange)
+        stream.close()
+        assert stream.regenerated == 0  # a level file is taken as it is
+    finally:
+        context.destroy(linger=0)
+
+
+def test_records_past_what_the_exchange_recovered_are_cut(tmp_path):
+    day = JournaledExchange(tmp_path / "data")
+    day.day_with_trades(30)
+    path = day.data / TRADES_FILE
+    trade_log_bytes(day.clearing, path)
+    earlier = Exchange(MARKET)  # as if the journal had lost its last commands
+    for _record, _ in replay_events(day.data / "journal", earlier):
+        if earlier.state.clearing_seq == 12:
+            break
+    context = zmq.Context()
+    try:
+        TradeStream(context, "inproc://cut", day.data, earlier).close()
+    finally:
+        context.destroy(linger=0)
+    assert list(read_trade_log(path)) == day.clearing[:12]
+
+
+def test_a_consumer_that_does_not_read_never_blocks_and_resumes_from_its_position(tmp_path):
+    day = JournaledExchange(tmp_path / "data")
+    day.day_with_trades(5)
+    context = zmq.Context()
+    stream = TradeStream(
+        context, "inproc://slow", day.data, day.exchange, max_events=4, sndhwm=2, max_messages=8
+    )
+    try:
+        slow = dealer(context, "inproc://slow", 1, RCVHWM=2)
+        quick = dealer(context, "inproc://slow", 3)
+        while len(stream.consumers) < 2:
+            stream.handle(stream.router)
+        code = CODES[0]
+        price = MARKET.instrument(code).reference_price
+        quick_got = []
+        for i in range(300):  # 300 more trades while `slow` reads nothing
+            events = day.apply(
+                NewOrder(f"ls{i}", 1, code, Side.SELL, price, 100),
+                NewOrder(f"lb{i}", 2, code, Side.BUY, price, 100),
+            )
+            started = time.perf_counter()
+            stream.publish(events)
+            assert time.perf_counter() - started < 0.5
+            quick_got += arrived(quick)
+        assert stream.blocked > 0  # `slow`'s queue filled and the loop went on
+        assert min(c.next_seq for c in stream.consumers.values()) < 300
+        slow_got = consume(slow, 305, pump=lambda: stream.publish([]))
+        quick_got += consume(quick, 305, pump=lambda: stream.publish([]))
+        assert slow_got == day.clearing
+        assert quick_got == day.clearing[2:]
+        slow.close()
+        quick.close()
+    finally:
+        stream.close()
+        context.destroy(linger=0)
+
+
+def test_bad_requests_are_answered_and_forgotten(tmp_path):
+    day = JournaledExchange(tmp_path / "data")
+    day.day_with_trades(3)
+    context = zmq.Context()
+    stream = TradeStream(context, "inproc://bad", day.data, day.exchange)
+    try:
+        peer = dealer(context, "inproc://bad")
+        for frames, expected in [
+            ([REQUEST, POSITION.pack(0)], "not 0"),
+            ([REQUEST, POSITION.pack(5)], "holds clearing events 1..3"),
+            ([REQUEST, b"\x01"], "8 bytes"),
+            ([b"GIVE", POSITION.pack(1)], "expected two frames"),
+        ]:
+            peer.send_multipart(frames)
+            while not peer.poll(10):
+                stream.handle(stream.router)
+            kind, text = peer.recv_multipart()
+            assert kind == ERROR and expected in text.decode(), text
+        assert stream.consumers == {} and stream.bad_requests == 4
+        peer.send_multipart([REQUEST, POSITION.pack(4)])  # level: only a heartbeat
+        while not peer.poll(10):
+            stream.handle(stream.router)
+        assert peer.recv_multipart() == [HEARTBEAT, POSITION.pack(3)]
+        peer.close()
+    finally:
+        stream.close()
+        context.destroy(linger=0)
+
+
+# -- a real engine ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_consumer_from_n_gets_exactly_the_events_from_n_across_a_kill_and_restart(tmp_path):
+    data = tmp_path / "data"
+    context = zmq.Context()
+    engine = EngineProcess(data).start()
+    try:
+        engine.open_market(*CODES)
+        gateway = mm_client(engine, context)
+        trade(gateway, "a", 300)
+        from_one = dealer(context, engine.endpoints["trades"], 1)
+        middle = dealer(context, engine.endpoints["trades"], 150)
+        assert [e.stream_seq for e in consume(from_one, 300)] == list(range(1, 301))
+        trade(gateway, "b", 100)  # live: both are sent the new ones
+        got = consume(middle, 400)
+        assert [e.stream_seq for e in got] == list(range(150, 401))
+        assert consume(from_one, 400)[-1].stream_seq == 400
+        gateway.close(logout=False)
+        engine.kill()
+        log = data / TRADES_FILE  # as if killed between the journal's fsync and the log's write
+        log.write_bytes(log.read_bytes()[:-700])  # the last records gone, one torn
+        engine.start()
+        after = dealer(context, engine.endpoints["trades"], 200)
+        served = consume(after, 400)
+        assert served == got[50:]  # from the file, across the restart, exactly
+        refused = dealer(context, engine.endpoints["trades"], 402)
+        assert refused.poll(10_000)
+        kind, text = refused.recv_multipart()
+        assert kind == ERROR and b"1..400" in text
+        replayed = Exchange(MARKET)
+        regenerated = []
+        for _, events in replay_events(data / "journal", replayed):
+            regenerated += clearing(events)
+        assert list(read_trade_log(data / TRADES_FILE)) == regenerated
+        assert len(regenerated) == 400
+        for socket in (from_one, middle, after, refused):
+            socket.close()
+        assert engine.stop() == 0
+    finally:
+        if engine.process.poll() is None:
+            engine.process.kill()
+            engine.process.wait(30)
+        context.destroy(linger=0)
