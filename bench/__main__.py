@@ -24,6 +24,7 @@ from bench.exchange import (
     uncross_benchmark,
 )
 from bench.replay import lobster_benchmark, synthetic_benchmark
+from bench.wide import wide_benchmark
 
 
 def machine() -> str:
@@ -52,6 +53,7 @@ NAMES = (
     "netting",
     "replay_lobster",
     "replay_synthetic",
+    "replay_wide",
 )
 
 
@@ -81,6 +83,8 @@ def run(names: set[str] | None, quick: bool):
             yield result
     if wanted("replay_synthetic"):
         yield synthetic_benchmark(messages=2_000_000 if quick else 10_000_000)
+    if wanted("replay_wide"):
+        yield wide_benchmark(messages=500_000 if quick else 2_000_000, rounds=3 if quick else 5)
 
 
 def main(argv: list[str] | None = None) -> int:

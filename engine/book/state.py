@@ -282,6 +282,10 @@ class BookState:
                 first = max(0, anchor - length // 2)
         self._relayout(first, length)
 
+    def far_levels(self) -> int:
+        """Levels in the far store (both sides)."""
+        return int(self.meta[M_FAR_LEVELS]) + int(self.meta[M_FAR_LEVELS_ASK])
+
     def nbytes(self) -> int:
         """Bytes held by the book's arrays."""
         return sum(a.nbytes for a in (self.pool, self.lad, self.bm, self.ht, self.meta, self.ev))
