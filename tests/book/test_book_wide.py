@@ -27,6 +27,7 @@ from engine.book.layout import (
     M_BASE,
     M_FAR_LEVELS,
     M_LEN,
+    M_WIN_END,
     MAX_PRICE,
 )
 from engine.book.state import MIN_LADDER
@@ -213,3 +214,19 @@ def test_a_dollar_bid_beside_a_four_million_dollar_ask_costs_no_dense_ladder():
     rows += [add(1_000, 0, 1, 1), add(1_001, 1, 4_000_000, 1)]
     agree(books, *rows)
     assert books[0].state.nbytes() < 1 << 20
+
+
+def test_orders_on_each_side_of_both_window_edges():
+    """One tick inside and outside each edge of the window, both sides: each price lands in
+    its own level (window row or far row), the depth walks across each edge in price order,
+    and sweeps take them in that order."""
+    books = both(tick=3)
+    agree(books, add(1, 0, 3 * 500_000, 1), add(2, 1, 3 * 500_001, 1))
+    meta = books[0].state.meta
+    low, end = int(meta[M_BASE]), int(meta[M_WIN_END])
+    edges = [low - 6, low - 3, low, low + 3, end - 6, end - 3, end, end + 3]
+    agree(books, *[add(10 + i, 0, p, 1 + i) for i, p in enumerate(edges[:4])])
+    agree(books, *[add(20 + i, 1, p, 1 + i) for i, p in enumerate(edges[4:])])
+    assert (int(meta[M_BASE]), int(meta[M_WIN_END])) == (low, end)  # the window stayed
+    assert books[0].state.far_levels() == 4
+    agree(books, add(30, 1, 3, 100, owner=30), add(31, 0, end + 3, 100, owner=31))
