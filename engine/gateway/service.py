@@ -184,13 +184,16 @@ class EngineService:
         self._bind()
 
     def _check_mode(self) -> None:
-        """Without [security]: say so loudly, and bind to loopback only unless insecure."""
+        """With [security]: every key file there and readable, every key well formed and none
+        shared (before anything is recovered or bound). Without: say so loudly, and bind to
+        loopback only unless insecure."""
         options = self.options
         if self.config.security is not None:
+            curve.check(self.config.security)
             return
         self.log(curve.PLAIN_WARNING)
         exposed = curve.off_loopback(
-            [options.orders, options.admin, options.market_data, options.snapshots]
+            [options.orders, options.admin, options.market_data, options.snapshots, options.trades]
         )
         if exposed and not options.insecure:
             raise ValueError(
