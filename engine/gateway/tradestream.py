@@ -46,6 +46,7 @@ import zmq
 from engine.clearing.capture import TradeLogWriter
 from engine.framing import HEADER as FRAME_HEADER
 from engine.framing import CorruptLog, FrameReader
+from engine.gateway.wire import pack
 from engine.protocol import Audience, DayClosed, Event, Trade, encode
 
 TRADES_FILE = "trades.log"
@@ -75,18 +76,6 @@ class StreamBroken(RuntimeError):
 class Consumer:
     next_seq: int  # the stream number to send next
     last_sent_ns: int = 0
-
-
-def msgpack_array(items: list[bytes | memoryview]) -> bytes:
-    """A msgpack array of already-encoded items (its header, then the items as they are)."""
-    n = len(items)
-    if n < 16:
-        head = bytes((0x90 | n,))
-    elif n < 1 << 16:
-        head = b"\xdc" + n.to_bytes(2, "big")
-    else:
-        head = b"\xdd" + n.to_bytes(4, "big")
-    return head + b"".join(items)
 
 
 class TradeStream:
@@ -285,7 +274,7 @@ class TradeStream:
         first = consumer.next_seq
         count = min(self.max_events, self.last - first + 1)
         try:
-            payload = msgpack_array(self._payloads(first, count))
+            payload = pack(self._payloads(first, count))
         except CorruptLog as exc:
             self._refuse(peer, f"{exc}: restart the engine (it rebuilds the file)")
             return False

@@ -211,8 +211,9 @@ def records_of(body: bytes) -> np.ndarray:
     return np.frombuffer(body, COMMAND_DTYPE).copy()
 
 
-def pack(encoded: list[bytes]) -> bytes:
-    """A MESSAGES body from messages already encoded."""
+def pack(encoded: list[bytes | memoryview]) -> bytes:
+    """A msgpack array of items already encoded (a MESSAGES body, a trade stream message):
+    its header, then the items as they are."""
     n = len(encoded)
     if n < 16:
         head = bytes((0x90 | n,))
