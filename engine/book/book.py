@@ -54,6 +54,9 @@ from engine.book.layout import (
     EVENT_ROWS,
     M_BAND_HI,
     M_BAND_LO,
+    M_BASE,
+    M_BEST_ASK,
+    M_BEST_BID,
     M_COLLECT,
     M_COUNT_ASK,
     M_COUNT_BID,
@@ -356,10 +359,12 @@ class Book:
         return refresh_top(st.lad, st.bm, st.meta, top)
 
     def best_bid(self) -> int | None:
-        return self.state.best_prices()[0]
+        idx = int(self.state.meta[M_BEST_BID])
+        return None if idx < 0 else int(self.state.meta[M_BASE]) + idx * self.tick
 
     def best_ask(self) -> int | None:
-        return self.state.best_prices()[1]
+        idx = int(self.state.meta[M_BEST_ASK])
+        return None if idx < 0 else int(self.state.meta[M_BASE]) + idx * self.tick
 
     def order(self, order_id: int) -> tuple[int, int, int, int] | None:
         """(side, price, remaining qty, owner) of a live order, or None."""
