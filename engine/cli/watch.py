@@ -11,6 +11,10 @@ Invariants:
 - the counters shown are those of the latest StatusReport; at most one Status request is
   outstanding, and one unanswered past its timeout is dropped with its socket, so an answer
   always belongs to the request it is taken for;
+- SIGINT and SIGTERM leave (exit status 0, the last view printed if it was live) wherever
+  they come, however the command was started: its handlers are set explicitly, since a Python
+  started with SIGINT ignored (a background job of a non-interactive shell, as a CI runner
+  may start it) never raises KeyboardInterrupt; signals on the way out are ignored;
 - prices are shown in yuan (engine.types.format_price, exact), quantities in tonnes; an
   indicative's imbalance (buy minus sell quantity at its price) as its size and the side in
   surplus.
@@ -19,6 +23,7 @@ Invariants:
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from collections import deque
@@ -302,7 +307,23 @@ def _footer(seq: int, resyncs: int, tz: tzinfo) -> str:
     return f"market data seq {seq:,}  resyncs {resyncs}  at {now}  (Ctrl-C to leave)"
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGINT or SIGTERM: leave the view, once (the way out is not interrupted again)."""
+    for each in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(each, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _interrupt)
+        return _watch(args)
+    except KeyboardInterrupt:  # wherever it came: before the view, or while closing it
+        return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo
 
     import zmq
@@ -361,8 +382,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
             return 0
     except SnapshotRefused as exc:
         raise ValueError(f"the engine's snapshot service refused: {exc}") from None
-    except KeyboardInterrupt:
-        return 0
     finally:
         poller.close()
         client.close()
@@ -376,7 +395,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "the best five bid and ask levels (quantity and order count), the last trades and, in "
         "call phases, the indicative price, volume and imbalance; and per gateway the "
         "engine's counters (commands, rejects, undeliverable replies...), polled from the "
-        "admin socket. Prices in yuan, quantities in tonnes. Ctrl-C leaves.",
+        "admin socket. Prices in yuan, quantities in tonnes. Ctrl-C (SIGINT) or SIGTERM leaves.",
     )
     watch.add_argument(
         "--data",

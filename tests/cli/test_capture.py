@@ -22,6 +22,7 @@ from engine.journal.segments import replay_events
 from engine.protocol import Audience, Close, EndOfDay, Trade
 from tests.cli.test_cli import cxe, cxe_command
 from tests.support.engine import DAY, EngineProcess
+from tests.support.signals import ignore_sigint, wait_until_caught
 from tests.support.trading import CODES, mm_client, trade
 
 MARKET = default_market()
@@ -30,11 +31,14 @@ MARKET = default_market()
 class Capture:
     """A `cxe capture --data DATA --store STORE` process, its output in a file."""
 
-    def __init__(self, data: Path, store: Path, *extra: str) -> None:
+    def __init__(self, data: Path, store: Path, *extra: str, sigint_ignored: bool = False) -> None:
         self.log = store.with_suffix(".capture.log")
         command = [*cxe_command(), "capture", "--data", str(data), "--store", str(store), *extra]
+        preexec = ignore_sigint if sigint_ignored else None
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec
+            )
 
     def output(self) -> str:
         return self.log.read_text()
@@ -189,6 +193,20 @@ def test_capture_refuses_bad_input_with_a_message(tmp_path):
     (old_engine / "endpoints.json").write_text('{"orders": "tcp://127.0.0.1:9"}')
     no_stream = cxe("capture", "--data", str(old_engine), "--store", str(tmp_path / "s.db"))
     assert no_stream.returncode == 2 and "serves no trade stream" in no_stream.stderr
+
+
+@pytest.mark.slow
+def test_capture_started_with_sigint_ignored_still_stops_cleanly_on_sigint(tmp_path):
+    (tmp_path / "data").mkdir()  # an engine that has not started yet: capture waits for it
+    capture = Capture(tmp_path / "data", tmp_path / "store.db", sigint_ignored=True)
+    try:
+        wait_until_caught(capture.process, signal.SIGINT, signal.SIGTERM)
+        capture.process.send_signal(signal.SIGINT)
+        assert capture.process.wait(60) == 0, capture.output()
+    finally:
+        if capture.process.poll() is None:
+            capture.kill()
+    assert "stream number 0 of 0: 0 trades stored by this run" in capture.output()
 
 
 def stream_trade(n: int, qty: int = 100) -> Trade:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from tests.cli.test_cli import cxe
 from tests.support.engine import DAY, EngineProcess
+from tests.support.signals import wait_until_caught
 
 pytestmark = pytest.mark.slow
 
@@ -35,3 +38,11 @@ def test_serve_refuses_an_endpoint_it_cannot_bind_without_a_traceback(tmp_path):
     result = cxe("serve", "--data", str(tmp_path / "d"), "--orders", "bogus://x")
     assert result.returncode == 2
     assert "cxe serve:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_started_with_sigint_ignored_still_stops_cleanly_on_sigint(tmp_path):
+    with EngineProcess(tmp_path / "data", sigint_ignored=True) as engine:
+        wait_until_caught(engine.process, signal.SIGINT, signal.SIGTERM)
+        engine.process.send_signal(signal.SIGINT)
+        assert engine.process.wait(60) == 0, engine.output()
+    assert "stopped at seq 0, state hash" in engine.output()

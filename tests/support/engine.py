@@ -20,6 +20,7 @@ import zmq
 from engine.gateway import wire
 from engine.gateway.security import KeyPair, secure_client
 from tests.cli.test_cli import cxe_command
+from tests.support.signals import ignore_sigint
 
 DAY = "2026-11-24"
 CLOCK = f"{DAY}T09:10+08:00"
@@ -33,10 +34,12 @@ class EngineProcess:
         fsync: bool = True,
         max_file_bytes: int | None = None,
         admin_keys: tuple[KeyPair, bytes] | None = None,  # an operator's, for a CURVE engine
+        sigint_ignored: bool = False,  # started as a background job's children are
     ) -> None:
         self.data = Path(data)
         self.admin_keys = admin_keys
         self.max_file_bytes = max_file_bytes  # RLIMIT_FSIZE: a write past it fails (EFBIG)
+        self.sigint_ignored = sigint_ignored
         self.extra = list(extra) + ([] if fsync else ["--no-fsync"])
         self.process: subprocess.Popen | None = None
         self.endpoints: dict[str, str] = {}
@@ -80,6 +83,8 @@ class EngineProcess:
         if self.max_file_bytes is not None:
             limit = self.max_file_bytes
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        if self.sigint_ignored:
+            ignore_sigint()
 
     def output(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
