@@ -15,6 +15,9 @@ exchange_batch replays the same workload as order-command records (engine.codec,
 the timer) through Exchange.apply_batch in runs of BATCH records, from records in to encoded
 event bytes out; exchange_apply (per command) and the reference exchange run in the same
 benchmark, and every batched run must end with the per-command run's state hash and trades.
+Both report wall-clock rates (`value`, `rounds`) and rates per second of the timing thread's
+CPU time (`cpu`, `cpu_rounds`; time.thread_time): on a machine shared with other work, where
+the wall clock also counts the time other processes held the core, the CPU figures compare.
 exchange_rejects floods the exchange with orders it must refuse (off tick, outside the band,
 an unknown member, more than the member's cash) and times them against the same number of
 valid orders that rest without trading, on fresh exchanges in the same run: every refusal
@@ -77,7 +80,11 @@ def as_commands(cmds: np.ndarray) -> list:
     return out
 
 
-def run_exchange(commands: list, exchange_class: type[Exchange]) -> tuple[float, Exchange, int]:
+def run_exchange(
+    commands: list, exchange_class: type[Exchange]
+) -> tuple[float, Exchange, int, float]:
+    """Commands per second through Exchange.apply on a fresh exchange (wall clock), the
+    exchange, the trades printed, and commands per second of the thread's CPU time."""
     exchange = exchange_class(bench_market())
     for command in (StartOfDay("2026-11-24"), OpenCall(CODE), Uncross(CODE)):
         exchange.apply(command)
@@ -86,15 +93,15 @@ def run_exchange(commands: list, exchange_class: type[Exchange]) -> tuple[float,
     gc.collect()
     gc.disable()
     try:
-        start = time.perf_counter()
+        cpu, start = time.thread_time(), time.perf_counter()
         for command in commands:
             for event in apply(command):
                 if type(event) is Trade:
                     trades += 1
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.thread_time() - cpu
     finally:
         gc.enable()
-    return len(commands) / elapsed, exchange, trades
+    return len(commands) / elapsed, exchange, trades, len(commands) / cpu
 
 
 def exchange_benchmark(messages: int, rounds: int = 3) -> dict:
@@ -102,19 +109,22 @@ def exchange_benchmark(messages: int, rounds: int = 3) -> dict:
     reference exchange, ten times slower, runs once."""
     commands = as_commands(mixed_workload(messages, seed=2))
     run_exchange(commands[:2000], Exchange)  # compile and warm up outside the timer
-    ref_rate, reference, ref_trades = run_exchange(commands, ReferenceExchange)
-    rates = []
+    ref_rate, reference, ref_trades, _ = run_exchange(commands, ReferenceExchange)
+    rates, cpu_rates = [], []
     for _ in range(rounds):
-        rate, exchange, trades = run_exchange(commands, Exchange)
+        rate, exchange, trades, cpu_rate = run_exchange(commands, Exchange)
         if exchange.state_hash() != reference.state_hash() or trades != ref_trades:
             raise WrongResult("exchange_apply: compiled and reference exchanges disagree")
         rates.append(rate)
+        cpu_rates.append(cpu_rate)
     return {
         "bench": "exchange_apply",
         "value": float(np.median(rates)),
         "unit": "cmd/s",
         "reference": ref_rate,
         "rounds": [round(r) for r in rates],
+        "cpu": float(np.median(cpu_rates)),  # per second of the thread's CPU time
+        "cpu_rounds": [round(r) for r in cpu_rates],
         "messages": messages,
         "trades": trades,
         "state_hash": exchange.state_hash()[:16],
@@ -125,8 +135,9 @@ def exchange_benchmark(messages: int, rounds: int = 3) -> dict:
 BATCH = 8192  # records per apply_batch call: what a service drains per fsync, say
 
 
-def run_batches(records: np.ndarray) -> tuple[float, Exchange, int]:
-    """Records per second through apply_batch on a fresh exchange, and the trades printed."""
+def run_batches(records: np.ndarray) -> tuple[float, Exchange, int, float]:
+    """Records per second through apply_batch on a fresh exchange (wall clock), the
+    exchange, the trades printed, and records per second of the thread's CPU time."""
     exchange = Exchange(bench_market())
     for command in (StartOfDay("2026-11-24"), OpenCall(CODE), Uncross(CODE)):
         exchange.apply(command)
@@ -138,16 +149,16 @@ def run_batches(records: np.ndarray) -> tuple[float, Exchange, int]:
     gc.collect()
     gc.disable()
     try:
-        start = time.perf_counter()
+        cpu, start = time.thread_time(), time.perf_counter()
         for i in range(0, len(records), BATCH):
             out.append(apply_batch(records[i : i + BATCH]))
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.thread_time() - cpu
     finally:
         gc.enable()
     trades = sum(
         int(np.count_nonzero(np.frombuffer(data, EVENT_DTYPE)["kind"] == ROW_TRADE)) for data in out
     )
-    return len(records) / elapsed, exchange, trades
+    return len(records) / elapsed, exchange, trades, len(records) / cpu
 
 
 def batch_benchmark(messages: int, rounds: int = 3) -> dict:
@@ -156,13 +167,15 @@ def batch_benchmark(messages: int, rounds: int = 3) -> dict:
     records = records_of(commands, [CODE], 0, [0] * len(commands))
     run_batches(records[:2000])  # compile and warm up outside the timer
     run_exchange(commands[:2000], Exchange)
-    ref_rate, reference, ref_trades = run_exchange(commands, ReferenceExchange)
-    apply_rates, batch_rates = [], []
+    ref_rate, reference, ref_trades, _ = run_exchange(commands, ReferenceExchange)
+    apply_rates, batch_rates, apply_cpu, batch_cpu = [], [], [], []
     for _ in range(rounds):
-        rate, single, trades = run_exchange(commands, Exchange)
+        rate, single, trades, cpu_rate = run_exchange(commands, Exchange)
         apply_rates.append(rate)
-        rate, batched, batch_trades = run_batches(records)
+        apply_cpu.append(cpu_rate)
+        rate, batched, batch_trades, cpu_rate = run_batches(records)
         batch_rates.append(rate)
+        batch_cpu.append(cpu_rate)
         if not batched.state_hash() == single.state_hash() == reference.state_hash():
             raise WrongResult("exchange_batch: batched and per-command states differ")
         if not batch_trades == trades == ref_trades:
@@ -176,6 +189,9 @@ def batch_benchmark(messages: int, rounds: int = 3) -> dict:
         "exchange_apply": per_command,
         "ratio_exchange_apply": value / per_command,
         "rounds": [round(r) for r in batch_rates],
+        "cpu": float(np.median(batch_cpu)),  # per second of the thread's CPU time
+        "cpu_rounds": [round(r) for r in batch_cpu],
+        "exchange_apply_cpu": float(np.median(apply_cpu)),
         "batch": BATCH,
         "messages": messages,
         "trades": batch_trades,

@@ -8,9 +8,12 @@ command built in process, or non-ASCII text, can be longer) lives in a Python se
 the compiled code leaves such keys to the Python caller (`is_long`).
 
 Invariants:
-- `table[h]` is (member, length, w0, w1, w2, w3): the key's bytes little-endian in four
-  int64 words, zero-padded; member -1 marks an empty entry. Linear probing, capacity a power
-  of two, load at most one half; nothing is ever deleted except by `clear` (a new day).
+- `table[h]` is (member, length + 1, w0, w1, w2, w3): the key's bytes little-endian in four
+  int64 words, zero-padded; 0 in the length column marks an empty entry, so a new table is
+  `np.zeros` (pages the kernel hands over zeroed, touched only when a probe reaches them:
+  filling a 25 MB table with a marker cost more than the batch's matching). Linear probing,
+  capacity a power of two, load at most one half; nothing is ever deleted except by `clear`
+  (a new day). `rows()` and `restore` speak the plain form (member, length, w0..w3).
 - `meta[CM_COUNT]` counts the keys in the table, `meta[CM_SHIFT]` is 64 - log2(capacity).
 - A compiled insert that would pass the load limit returns NEED_CLORDIDS before changing
   anything; the caller grows the table (`ClOrdIds.grow`) and calls again.
@@ -27,7 +30,8 @@ from numba import njit
 
 KEY_BYTES = 32
 KEY_WORDS = 4
-K_MEMBER, K_LEN, K_WORD = 0, 1, 2  # table columns: member, length, then the four words
+K_MEMBER, K_LEN, K_WORD = 0, 1, 2  # table columns: member, length + 1, then the four words
+EMPTY = 0  # the length column of an empty entry
 TABLE_COLUMNS = K_WORD + KEY_WORDS
 CM_COUNT, CM_SHIFT = 0, 1
 NEED_CLORDIDS = -5  # a resource status beside the book's NEED_* (engine.book.layout)
@@ -50,13 +54,14 @@ def _probe(table, meta, member, n, w0, w1, w2, w3):
     """Index of the key's entry, or of the empty entry where it would go."""
     mask = table.shape[0] - 1
     i = _home(meta, member, n, w0, w1, w2, w3)
+    stored = n + 1
     while True:
-        m = table[i, K_MEMBER]
-        if m == -1:
+        length = table[i, K_LEN]
+        if length == EMPTY:
             return i
         if (
-            m == member
-            and table[i, K_LEN] == n
+            length == stored
+            and table[i, K_MEMBER] == member
             and table[i, K_WORD] == w0
             and table[i, K_WORD + 1] == w1
             and table[i, K_WORD + 2] == w2
@@ -83,7 +88,7 @@ def clid_used(table, meta, member, n, w0, w1, w2, w3):
     """True when the member used this key today (False for a long key: see is_long)."""
     if is_long(n):
         return False
-    return table[_probe(table, meta, member, n, w0, w1, w2, w3), K_MEMBER] != -1
+    return table[_probe(table, meta, member, n, w0, w1, w2, w3), K_LEN] != EMPTY
 
 
 @njit(cache=True, _nrt=False)
@@ -100,9 +105,9 @@ def clid_insert(table, meta, member, n, w0, w1, w2, w3):
     if is_long(n):
         return
     i = _probe(table, meta, member, n, w0, w1, w2, w3)
-    if table[i, K_MEMBER] == -1:
+    if table[i, K_LEN] == EMPTY:
         table[i, K_MEMBER] = member
-        table[i, K_LEN] = n
+        table[i, K_LEN] = n + 1
         table[i, K_WORD] = w0
         table[i, K_WORD + 1] = w1
         table[i, K_WORD + 2] = w2
@@ -129,13 +134,15 @@ def key_words(key):
 
 
 @njit(cache=True, _nrt=False)
-def _rehash(old, new, meta):
+def _rehash(old, new, meta, stored):
+    """Insert the keys of `old` into `new`: a table's entries (`stored`: lengths + 1, empty
+    entries skipped) or plain rows (every row a key)."""
     meta[CM_COUNT] = 0
     for i in range(old.shape[0]):
-        if old[i, K_MEMBER] != -1:
+        if not stored or old[i, K_LEN] != EMPTY:
             clid_insert(
-                new, meta, old[i, K_MEMBER], old[i, K_LEN], old[i, K_WORD], old[i, K_WORD + 1],
-                old[i, K_WORD + 2], old[i, K_WORD + 3],
+                new, meta, old[i, K_MEMBER], old[i, K_LEN] - stored, old[i, K_WORD],
+                old[i, K_WORD + 1], old[i, K_WORD + 2], old[i, K_WORD + 3],
             )  # fmt: skip
 
 
@@ -162,9 +169,9 @@ class ClOrdIds:
         self._rebind.append(callback)
 
     def _resize(self, capacity: int) -> None:
-        table = np.full((capacity, TABLE_COLUMNS), -1, dtype=np.int64)
+        table = np.zeros((capacity, TABLE_COLUMNS), dtype=np.int64)
         self.meta[CM_SHIFT] = 64 - (capacity.bit_length() - 1)
-        _rehash(self.table, table, self.meta)
+        _rehash(self.table, table, self.meta, 1)
         self.table = table
         for callback in self._rebind:
             callback()
@@ -201,14 +208,16 @@ class ClOrdIds:
 
     def clear(self) -> None:
         """A new trading day: every ClOrdID may be used again (the capacity stays)."""
-        self.table[:, K_MEMBER] = -1
+        self.table[:, K_LEN] = EMPTY
         self.meta[CM_COUNT] = 0
         self.long.clear()
 
     def rows(self) -> np.ndarray:
         """The table's used entries, (n, TABLE_COLUMNS) int64, in table order (a snapshot's
         form: `restore` takes them back, into a table of any capacity)."""
-        return self.table[self.table[:, K_MEMBER] != -1]
+        rows = self.table[self.table[:, K_LEN] != EMPTY]
+        rows[:, K_LEN] -= 1
+        return rows
 
     def restore(self, rows: np.ndarray, long: list[tuple[int, bytes]]) -> None:
         """Hold exactly the keys of `rows` (as `rows()` gives them) and the long keys."""
@@ -221,7 +230,7 @@ class ClOrdIds:
             raise ValueError("a ClOrdID of at most 32 bytes belongs in the table")
         self.clear()
         self.reserve(len(rows))
-        _rehash(rows, self.table, self.meta)
+        _rehash(rows, self.table, self.meta, 0)
         if int(self.meta[CM_COUNT]) != len(rows):
             raise ValueError("ClOrdID rows repeat a key")
         self.long.update(long)

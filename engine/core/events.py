@@ -15,6 +15,8 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from engine.book.eventrows import K_AMENDED, K_CANCELLED, K_FILL
 from engine.core.market import Market
 from engine.core.pipeline import K_LEVEL
@@ -230,7 +232,7 @@ class EventWriter:
             ),
         )  # fmt: skip
 
-    def pipeline_rows(self, market: Market, rows: list[list[int]]) -> None:
+    def pipeline_rows(self, market: Market, rows: Iterable[tuple[int, ...]]) -> None:
         """The events of the compiled pipeline's output rows (engine.core.pipeline): fills
         (buy order first, the fee each side pays in the code column), cancels, amends and
         changed levels, in the pipeline's order."""

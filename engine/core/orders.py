@@ -19,11 +19,13 @@ The compiled functions are called through `engine.book.entry` (no per-call type 
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Collection
 from functools import partial
 
 from engine.book import Book
 from engine.book.entry import entry_point
+from engine.book.layout import EVENT_ROWS
 from engine.core import validation as check
 from engine.core.clordid import KEY_BYTES, NEED_CLORDIDS, ClOrdIds, key_of
 from engine.core.events import EventWriter
@@ -50,6 +52,7 @@ _MARKET = int(OrderType.MARKET)
 # kinds the compiled wrapper takes as they are (it would truncate a float)
 _INTEGERS = frozenset({int, Side, OrderType, TimeInForce, StpMode})
 _USER = 1  # CancelReason.USER
+_ROW = struct.Struct(f"{EVENT_ROWS}q")  # one output row of the pipeline (native int64s)
 # codes by pipeline status, and the few compared against: an enum's attribute or call costs
 # more than the rest of a refusal
 _CODE_OF_STATUS = {REJECT_BASE - int(code): code for code in RejectCode}
@@ -82,7 +85,7 @@ class OrderPath:
         arrays = (st.pool, st.lad, st.bm, st.ht, st.meta, st.ev)
         arrays += (self.accounts.acct, self.accounts.ids, self.params)
         arrays += (self.cl_ord_ids.table, self.cl_ord_ids.meta)
-        self.ev = st.ev
+        self.ev_bytes = memoryview(st.ev).cast("B")  # rows read without a numpy slice
         self.new_order, self.cancel, self.amend = (
             partial(entry_point(fn, arrays, _SCALARS[fn], _KEY), *arrays)
             for fn in (new_order, cancel, amend)
@@ -306,5 +309,7 @@ class CompiledOrders:
         if level_price:
             self.emit.depth(path.code, level_side, level_price, level_qty, level_orders)
         elif rows:
-            self.emit.pipeline_rows(path.market, path.ev[:rows].tolist())
+            self.emit.pipeline_rows(
+                path.market, _ROW.iter_unpack(path.ev_bytes[: rows * _ROW.size])
+            )
         return path.touched if path.market.in_call else None

@@ -1,9 +1,10 @@
 """The records a batch takes (engine.codec.COMMAND_DTYPE), checked before anything runs.
 
 Invariants: `words_of` hands the compiled run only a run of NewOrder, CancelOrder and
-AmendOrder records whose sequence numbers continue the exchange's and whose ClOrdIDs are
-UTF-8 (what a message could carry); anything else is a ValueError naming the first bad record,
-and nothing has changed. A record's ClOrdID is its 32 key bytes less the trailing NULs
+AmendOrder records whose sequence numbers continue the exchange's, whose timestamps are not
+negative (the stamps Exchange.apply_stamped takes) and whose ClOrdIDs are UTF-8 (what a
+message could carry); anything else is a ValueError naming the first bad record, and nothing
+has changed. A record's ClOrdID is its 32 key bytes less the trailing NULs
 (`key_length`).
 """
 
@@ -79,6 +80,12 @@ def words_of(records: np.ndarray, last_seq: int) -> np.ndarray:
         raise ValueError(
             f"record {i}: sequence {int(records['seq'][i])} does not follow "
             f"{int(expected[i]) - 1}: records must continue the exchange's sequence"
+        )
+    early = np.flatnonzero(records["ts_ns"] < 0)
+    if early.size:  # what Exchange.apply_stamped refuses as a stamp
+        i = int(early[0])
+        raise ValueError(
+            f"record {i}: timestamp {int(records['ts_ns'][i])} is not int64 nanoseconds since 1970"
         )
     kinds = records["kind"]
     bad = np.flatnonzero((kinds < REC_NEW_ORDER) | (kinds > REC_AMEND))

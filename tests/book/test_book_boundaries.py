@@ -59,6 +59,8 @@ LOWER_LAYERS = {
     "protocol.py": ("engine.types", "engine.digest"),
     "instruments.py": ("engine.types",),
     "config.py": ("engine.types", "engine.instruments"),
+    "codec.py": ("engine.types", "engine.protocol"),  # the binary layouts beside the messages
+    "framing.py": (),
 }
 
 

@@ -6,8 +6,8 @@
 - The layouts: records carry commands and come back the same; every event row decodes to
   the event it encodes; the compiled msgpack of a trade is msgspec's, byte for byte.
 - The ClOrdID store: duplicates per member and day, long keys, growth, a new day.
-- A batch that does not follow the exchange's sequence, or holds a kind that is not an order
-  command, is refused before anything changes.
+- A batch that does not follow the exchange's sequence, holds a kind that is not an order
+  command or a timestamp apply_stamped refuses, is refused before anything changes.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from engine.codec import (
 from engine.config import MARKET_HOURS, MarketConfig, Member
 from engine.core import Exchange, ReferenceExchange
 from engine.core.clordid import MIN_CAPACITY, ClOrdIds
+from engine.core.exchange import StampRefused
 from engine.core.records import first_bad_key
 from engine.core.rows import _put_int, decode
 from engine.instruments import Instrument
@@ -389,6 +390,18 @@ def test_a_batch_out_of_sequence_or_of_other_kinds_is_refused_and_changes_nothin
     with pytest.raises(ValueError, match="record 1: ClOrdID b'ok\\\\xff' is not UTF-8"):
         x.apply_batch(records)
     assert x.state_hash() == before and x.seq == seq
+
+
+def test_a_batch_record_stamped_before_1970_is_refused_as_apply_stamped_refuses_it():
+    x = start(Exchange)
+    before, seq, ts = x.state_hash(), x.seq, x.state.ts_ns
+    order = NewOrder("a", 1, "CEA25", Side.BUY, 9_900, 5)
+    with pytest.raises(StampRefused):
+        x.apply_stamped(x.seq + 1, -1, order)
+    records = records_of([order, order], CODES, x.seq + 1, [0, -1])
+    with pytest.raises(ValueError, match="record 1: timestamp -1 is not int64 nanoseconds"):
+        x.apply_batch(records)
+    assert x.state_hash() == before and x.seq == seq and x.state.ts_ns == ts
 
 
 TEXT = st.text(max_size=6).map(lambda t: t.encode("utf-8", "surrogatepass"))
