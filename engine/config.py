@@ -104,7 +104,7 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # (local HH:MM, action) run from the sequencer's clock; empty: the operator drives phases.
     # Actions: open_call, uncross, halt, close_call, close.
     schedule: list[tuple[str, str]] = []
-    # Local hours in which block trades may be reported (MARKET.md: 13:00-15:00); applied
+    # Local hours in which block trades may be reported (docs/MARKET.md: 13:00-15:00); applied
     # when a schedule runs the day from the clock.
     block_hours: tuple[str, str] = ("13:00", "15:00")
     # The id of the first trade this exchange prints. Trade ids run on across days and engine
@@ -235,7 +235,7 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         raise KeyError(f"no instrument {code!r}; listed: {[i.code for i in self.instruments]}")
 
 
-# MARKET.md's hours (09:30-11:30, 13:00-15:00 Asia/Shanghai): an opening call from 09:15
+# docs/MARKET.md's hours (09:30-11:30, 13:00-15:00 Asia/Shanghai): an opening call from 09:15
 # uncrossed at 09:30, the lunch break as a halt with a re-opening call uncrossed at 13:00,
 # and a closing call from 14:57.
 MARKET_HOURS = [

@@ -9,6 +9,7 @@ engine.cli.common.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -128,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except BrokenPipeError:  # `cxe ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # as Python's docs say
+        return 0
     except (ValueError, OSError, ModuleNotFoundError, zmq.ZMQError) as exc:
         print(f"cxe {args.command}: {failure(exc)}", file=sys.stderr)
         return 2

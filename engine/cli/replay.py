@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -396,13 +395,9 @@ def cmd_log_dump(args: argparse.Namespace) -> int:
     codes = [i.code for i in market_of(args.market).instruments]
     if args.summary:
         print(json.dumps(summary(path, kind, codes), indent=2))
-    else:
-        try:
-            for record in dump(path, kind, codes):
-                sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-        except BrokenPipeError:  # `cxe log dump ... | head`: the reader has what it wanted
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # as Python's docs
-            return 0
+    else:  # `cxe log dump ... | head`: a closed pipe ends it quietly (engine.cli.main)
+        for record in dump(path, kind, codes):
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
     note_torn_tail(path)
     return 0
 

@@ -29,7 +29,8 @@ INSTRUMENT_ACTIONS = {
     "close-call": "CloseCall",
     "close": "Close",
 }
-# fields holding an amount in fen (a price, or money): printed in yuan beside the fen
+# fields holding an amount in fen (a price, or money): printed in CNY, with the fen the
+# admin commands take beside it; and fields holding tonnes
 FEN_FIELDS = frozenset(
     [
         "price",
@@ -44,6 +45,7 @@ FEN_FIELDS = frozenset(
         "seller_fee",
     ]
 )
+TONNE_FIELDS = frozenset(["qty", "volume", "leaves", "imbalance"])
 
 
 def cl_ord_id(text: str) -> str:
@@ -178,7 +180,9 @@ def _value(name: str, value: object) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, int) and name in FEN_FIELDS:
-        return f"{format_price(value)} ({value} fen)"
+        return f"{format_price(value, grouped=True)} CNY ({value} fen)"
+    if isinstance(value, int) and name in TONNE_FIELDS:
+        return f"{value:,} t"
     if isinstance(value, int) and name == "code" and value in RejectCode._value2member_map_:
         return RejectCode(value).name
     if isinstance(value, dict):

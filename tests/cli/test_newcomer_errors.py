@@ -5,6 +5,7 @@ is wrong (and, where it is not obvious, what to do), exit code 2, and no traceba
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine.cli import build_parser
-from tests.cli.test_cli import ROOT, cxe
+from tests.cli.test_cli import ROOT, cxe, cxe_command
 from tests.cli.test_help import TOP
 
 # {tmp}: the test's directory, holding junk.txt (not a database, log or market), a
@@ -112,3 +113,24 @@ def test_ctrl_c_is_a_message_and_exit_130(monkeypatch, capsys):
     parser._subparsers._group_actions[0].choices["ledger"].set_defaults(run=interrupted)
     assert cli.main(["ledger"]) == 130
     assert capsys.readouterr().err == "cxe ledger: interrupted\n"
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`cxe log dump --summary ... | head` said "[Errno 32] Broken pipe"; every command now
+    stops quietly when its reader has gone."""
+    from engine.clearing.settlement import Ledger
+
+    Ledger(tmp_path / "l.db").db.close()
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        result = subprocess.run(
+            [*cxe_command(), "ledger", "--ledger", str(tmp_path / "l.db")],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
