@@ -14,6 +14,7 @@ import argparse
 import enum
 import json
 import os
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -70,6 +71,7 @@ def clock_start(text: str) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from engine.gateway.service import Options, serve
+    from engine.journal.recovery import SnapshotMismatch, SnapshotUnusable
 
     market = market_of(args.config)
     data = Path(args.data).resolve()
@@ -93,7 +95,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config_path=Path(args.config) if args.config else None,
         insecure=args.insecure,
     )
-    return serve(market, options)
+    try:
+        return serve(market, options)
+    except (SnapshotUnusable, SnapshotMismatch) as exc:  # the message says what to do
+        print(f"cxe serve: cannot recover from {data}: {exc}", file=sys.stderr)
+        return 2
 
 
 def engine_endpoints(data: str, alternative: str) -> dict[str, str]:

@@ -21,9 +21,8 @@ def cxe_command() -> list[str]:
 
 
 def cxe(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*cxe_command(), *args], capture_output=True, text=True, timeout=300, **kwargs
-    )
+    kwargs.setdefault("timeout", 300)
+    return subprocess.run([*cxe_command(), *args], capture_output=True, text=True, **kwargs)
 
 
 def test_help_lists_every_command():

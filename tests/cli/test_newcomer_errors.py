@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,31 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
     finally:
         os.close(write)
     assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+@pytest.mark.slow
+def test_serve_with_another_market_than_its_snapshot_says_what_to_do(tmp_path):
+    """`cxe serve --config NEXT-DAY.json` on the previous day's data directory ended in a
+    SnapshotUnusable traceback."""
+    from engine.config import default_market
+    from engine.gateway import wire
+    from tests.support.engine import EngineProcess
+
+    with EngineProcess(tmp_path / "data") as engine:
+        engine.open_market("CEA25")
+        engine.admin(wire.SnapshotNow())  # written after the answer, in the same turn
+        deadline = time.monotonic() + 60
+        while not list((tmp_path / "data" / "snapshots").glob("snapshot-*.snap")):
+            assert time.monotonic() < deadline, "no snapshot written"
+            time.sleep(0.1)
+    other = tmp_path / "other.toml"
+    other.write_text(
+        (ROOT / "docs" / "market.example.toml").read_text().replace("Example", "Other", 1)
+    )
+    assert default_market().name != "Other CEA/CCER market"
+    free = "tcp://127.0.0.1:*"
+    ports = [f"--{name}={free}" for name in ("orders", "admin", "market-data", "snapshots")]
+    command = ["serve", "--config", str(other), "--data", str(tmp_path / "data"), *ports]
+    result = cxe(*command, f"--trades={free}", timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "cxe serve: cannot recover" in result.stderr and "restore it with" in result.stderr
