@@ -236,7 +236,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "(once per date, days in order), and write statements, a day summary and the next "
         "day's opening balances. Run again for a settled day, it rewrites those files and "
         "leaves the ledger as it is.",
-        epilog="example: cxe clear --date 2026-11-24 --trades day1/trades.log --out day1/clearing",
+        epilog="example: cxe clear --date 2026-11-24 --trades out/day1/trades.log "
+        "(into out/clearing)",
     )
     clear.add_argument("--date", type=trading_date, required=True, help="trading day, YYYY-MM-DD")
     clear.add_argument(

@@ -8,7 +8,6 @@ import csv
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -53,17 +52,9 @@ def test_git_ignores_every_default_output_location():
     assert sorted(result.stdout.split()) == sorted(paths), result.stderr
 
 
-@pytest.fixture(scope="module")
-def day(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("demo")
-    result = cxe("demo", "--steps", "200", "--seed", "2", "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    return out / "trades.log"
-
-
-def test_clear_writes_only_under_its_output_directory(tmp_path, day):
+def test_clear_writes_only_under_its_output_directory(tmp_path, demo_day):
     """The store and ledger were written into the current directory, outside --out."""
-    result = cxe("clear", "--date", DAY, "--trades", str(day), cwd=tmp_path)
+    result = cxe("clear", "--date", DAY, "--trades", str(demo_day), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     written = {p.name for p in (tmp_path / CLEARING_OUT).iterdir()}
@@ -75,8 +66,8 @@ def test_clear_writes_only_under_its_output_directory(tmp_path, day):
     assert again.returncode == 0 and "already settled" in again.stderr
 
 
-def test_money_is_cny_for_people_and_fen_only_in_columns_that_say_so(tmp_path, day):
-    result = cxe("clear", "--date", DAY, "--trades", str(day), "--out", str(tmp_path))
+def test_money_is_cny_for_people_and_fen_only_in_columns_that_say_so(tmp_path, demo_day):
+    result = cxe("clear", "--date", DAY, "--trades", str(demo_day), "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert " fen" not in result.stdout
     assert re.search(r"fees [\d,]+\.\d\d CNY", result.stdout), result.stdout
