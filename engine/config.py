@@ -7,8 +7,10 @@ calendar first fires or an account overflows):
   stays within MAX_CASH, so no account can overflow the compiled path's int64 arithmetic;
 - the time zone is a known IANA name, and every session bound, block-trading bound and
   schedule time a valid local HH:MM;
-- the trading week is a non-empty set of ISO weekdays and every holiday a calendar date, so
-  every date has an answer to "is it a trading day?" and a next trading day exists;
+- the trading week is a non-empty set of ISO weekdays and every holiday a calendar date
+  inside calendar_range, so every date has an answer to "is it a trading day?": a date
+  outside the range is not one (its holidays are not known), and asking for a next trading
+  day past the range is a ValueError, never a guess;
 - gateway ids are unique and every member a gateway lists is a member of the market (the
   engine service lets a gateway act only for the members it lists);
 - a key the config does not know is refused with its path (a typo must not leave a field
@@ -16,7 +18,7 @@ calendar first fires or an account overflows):
 - with a security section, every key it names is read at load (a missing file, a malformed
   or shared key is refused then) and only configured gateways may have a key.
 
-The embedded market needs no file: CEA vintages 2021-2025 and CCER with MARKET.md's
+The embedded market needs no file: CEA vintages 2021-2025 and CCER with docs/MARKET.md's
 parameters and illustrative previous closes, and a handful of members.
 """
 
@@ -30,6 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from engine.calendar_cn import CALENDAR_RANGE, holiday_dates
 from engine.instruments import MAX_VALUE, Instrument, ccer, cea
 from engine.types import MAX_QTY, is_trading_date
 
@@ -38,25 +41,6 @@ MAX_CASH = MAX_VALUE  # fen, all members together: cash only moves between them
 
 ISO_DAYS = frozenset(range(1, 8))
 WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-
-
-def _days(first: str, last: str) -> list[str]:
-    start, end = date.fromisoformat(first), date.fromisoformat(last)
-    return [(start + timedelta(days=n)).isoformat() for n in range((end - start).days + 1)]
-
-
-# The public holidays of 2026 (State Council General Office notice of 4 November 2025, as
-# published by Xinhua): New Year, Spring Festival, Qingming, Labour Day, Dragon Boat,
-# Mid-Autumn, National Day. A market file sets its own list for later years.
-CN_HOLIDAYS_2026 = tuple(
-    _days("2026-01-01", "2026-01-03")
-    + _days("2026-02-15", "2026-02-23")
-    + _days("2026-04-04", "2026-04-06")
-    + _days("2026-05-01", "2026-05-05")
-    + _days("2026-06-19", "2026-06-21")
-    + _days("2026-09-25", "2026-09-27")
-    + _days("2026-10-01", "2026-10-07")
-)
 
 
 class Member(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -120,7 +104,7 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # (local HH:MM, action) run from the sequencer's clock; empty: the operator drives phases.
     # Actions: open_call, uncross, halt, close_call, close.
     schedule: list[tuple[str, str]] = []
-    # Local hours in which block trades may be reported (MARKET.md: 13:00-15:00); applied
+    # Local hours in which block trades may be reported (docs/MARKET.md: 13:00-15:00); applied
     # when a schedule runs the day from the clock.
     block_hours: tuple[str, str] = ("13:00", "15:00")
     # The id of the first trade this exchange prints. Trade ids run on across days and engine
@@ -130,11 +114,16 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # The trading day these balances follow (clearing's opening-after file sets it): the
     # exchange's first StartOfDay must come after it, so a settled day is never traded again.
     last_trading_day: str = ""
-    # Trading days (MARKET.md: Monday to Friday, not on holidays): ISO weekdays (Monday 1 ...
-    # Sunday 7) and the dates the market is shut on one of them. StartOfDay is refused on
-    # any other day. A weekend made a working day (调休) stays closed, as at the exchanges.
+    # Trading days (docs/MARKET.md: Monday to Friday, not on holidays): ISO weekdays (Monday
+    # 1 ... Sunday 7) and the dates the market is shut (China's statutory holidays from
+    # engine.calendar_cn unless the file gives its own list). StartOfDay is refused on any
+    # other day. A weekend made a working day (调休) stays closed, as at the exchanges.
     trading_weekdays: list[int] = msgspec.field(default_factory=lambda: [1, 2, 3, 4, 5])
-    holidays: list[str] = msgspec.field(default_factory=lambda: list(CN_HOLIDAYS_2026))
+    holidays: list[str] = msgspec.field(default_factory=holiday_dates)
+    # The first and last day the holiday list speaks for: a day outside is refused (a list
+    # that stops at 2026 must not open the market on 1 January 2027). A file that lists a
+    # later year's holidays moves the end on.
+    calendar_range: tuple[str, str] = CALENDAR_RANGE
     # CURVE keys for every socket; None: plain loopback mode, no authentication
     security: Security | None = None
 
@@ -182,9 +171,20 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             raise ValueError(
                 f"trading_weekdays {weekdays}: expected distinct ISO weekdays, Monday 1 to Sunday 7"
             )
+        first, last = self.calendar_range
+        if not (is_trading_date(first) and is_trading_date(last) and first <= last):
+            raise ValueError(
+                f"calendar_range ({first!r}, {last!r}): expected two dates YYYY-MM-DD, the "
+                "first and last day its holidays cover"
+            )
         for day in self.holidays:
             if not is_trading_date(day):
                 raise ValueError(f"holidays: {day!r} is not a date YYYY-MM-DD")
+            if not first <= day <= last:
+                raise ValueError(
+                    f"holidays: {day} is outside calendar_range ({first} to {last}): list "
+                    "the whole year's holidays and set calendar_range to cover them"
+                )
         hours = [("session", bounds) for bounds in self.sessions]
         for name, (start, end) in [*hours, ("block_hours", self.block_hours)]:
             if not (_HH_MM.fullmatch(start) and _HH_MM.fullmatch(end) and start < end):
@@ -193,19 +193,34 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
                 )
 
     def closed_because(self, day: str) -> str | None:
-        """Why `day` (YYYY-MM-DD) is not a trading day ("a Saturday", "a holiday"), or None."""
+        """Why `day` (YYYY-MM-DD) is not a trading day ("a Saturday", "a holiday", beyond the
+        calendar), or None."""
+        first, last = self.calendar_range
+        if not first <= day <= last:
+            return (
+                f"outside the market's calendar ({first} to {last}), whose holidays are not "
+                "known: give the market file that year's holidays and a calendar_range "
+                "covering it"
+            )
         if day in self.holidays:
             return "a holiday"
         weekday = date.fromisoformat(day).isoweekday()
         return None if weekday in self.trading_weekdays else f"a {WEEKDAY_NAMES[weekday - 1]}"
 
     def next_trading_day(self, after: str) -> str:
-        """The first trading day after `after` (YYYY-MM-DD)."""
-        day = date.fromisoformat(after)
-        while True:
-            day += timedelta(days=1)
+        """The first trading day after `after` (YYYY-MM-DD); ValueError if the calendar ends
+        first."""
+        first, last = self.calendar_range
+        day = max(date.fromisoformat(after) + timedelta(days=1), date.fromisoformat(first))
+        while day.isoformat() <= last:
             if self.closed_because(day.isoformat()) is None:
                 return day.isoformat()
+            day += timedelta(days=1)
+        raise ValueError(
+            f"no trading day after {after} in the market's calendar, which ends "
+            f"{self.calendar_range[1]}: give the market file the next year's holidays and a "
+            "calendar_range covering it"
+        )
 
     def gateway(self, gateway_id: str) -> Gateway | None:
         for gateway in self.gateways:
@@ -220,7 +235,7 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         raise KeyError(f"no instrument {code!r}; listed: {[i.code for i in self.instruments]}")
 
 
-# MARKET.md's hours (09:30-11:30, 13:00-15:00 Asia/Shanghai): an opening call from 09:15
+# docs/MARKET.md's hours (09:30-11:30, 13:00-15:00 Asia/Shanghai): an opening call from 09:15
 # uncrossed at 09:30, the lunch break as a halt with a re-opening call uncrossed at 13:00,
 # and a closing call from 14:57.
 MARKET_HOURS = [

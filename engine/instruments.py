@@ -3,7 +3,7 @@
 Invariants: all amounts are integers (price tick in fen, quantities in tonnes, fee rates in
 parts per million of trade value); a band rounds inward to the tick, so a price the band
 admits is always on tick, and stops at `max_price`, so no trade or close can leave the range
-the books and the int64 accounts hold. Defaults follow ../shared/MARKET.md: tick 0.01 CNY, unit
+the books and the int64 accounts hold. Defaults follow docs/MARKET.md: tick 0.01 CNY, unit
 1 t, single orders below 100,000 t, band +-10% of the previous close, fees 6 per mille per
 side (a configurable default, rounded down per trade), block trades from 100,000 t within +-30%,
 one-way auction bids within +-10% of the previous close.
@@ -37,7 +37,7 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     block_min_qty: Positive = 100_000
     block_band_ppm: Annotated[int, msgspec.Meta(ge=0, le=PPM)] = 300_000  # +-30%
     # One-way auction (单向竞价): floor the previous close or that minus this, cap the close
-    # plus this (MARKET.md: 10%), whatever the listed band
+    # plus this (docs/MARKET.md: 10%), whatever the listed band
     one_way_band_ppm: Annotated[int, msgspec.Meta(ge=0, le=PPM)] = 100_000
     same_day_resale: bool = False  # may allowances bought today be sold today?
 

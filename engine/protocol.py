@@ -449,7 +449,7 @@ class DayClosed(_Message, tag=111):
     volume: int
     close: int  # VWAP of the day's listed (call, continuous, pick) trades; the reference if none
     checksum: str  # trades_digest() of the day's trades
-    # The day's first, highest and lowest listed trade price (MARKET.md: the open is the first
+    # The day's first, highest and lowest listed trade price (docs/MARKET.md: the open is the first
     # trade; with none, the previous close, and so are the high and low). 0 only in a record
     # written before these fields existed.
     open: int = 0

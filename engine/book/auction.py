@@ -5,7 +5,7 @@ call price: the reference book prices its call with it, the compiled book with t
 over its ladder (engine.book.callprice, held to this by tests); `run_uncross` asks either book
 for its price, then has it execute there with `uncross(price)`.
 
-Uncrossing price (MARKET.md): among the prices on tick between the best ask and the best bid,
+Uncrossing price (docs/MARKET.md): among the prices on tick between the best ask and the best bid,
 (1) maximise the executable volume min(B(p), S(p)), where B(p) is the bid quantity at p or
 higher and S(p) the ask quantity at p or lower; (2) minimise the unmatched volume |B - S|;
 (3) market pressure: if every remaining candidate has a buy surplus take the highest, if every

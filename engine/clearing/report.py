@@ -2,8 +2,10 @@
 and the ledger's contents (balances, settlements, obligations, surrenders) for people.
 
 Invariants: rows come in a stable order (member, then instrument; instruments in market
-order) and amounts are integers (fen, tonnes), so the same day gives byte-identical files.
-The summary's prices (fen per tonne) are the exchange's end-of-day record: open, high and
+order) and amounts are integers, so the same day gives byte-identical files: every column of
+money or price says `_fen` (0.01 CNY; prices per tonne), every quantity `_t` (tonnes), the one
+convention for machine-readable outputs (people read CNY with two decimals). The summary's
+prices are the exchange's end-of-day record: open, high and
 low of the listed trades and the close; a record written before the exchange kept open,
 high and low leaves those empty. Each file is written beside its place and renamed over it, so
 a reader (or a failure) never sees half a file. The ledger view reads the ledger only; amounts
@@ -19,30 +21,31 @@ from pathlib import Path
 
 from engine.clearing.compliance import standing
 from engine.clearing.settlement import CASH, EXCHANGE, Ledger, SettlementReport
+from engine.types import format_price
 
 STATEMENT_FIELDS = [
     "date",
     "member",
     "instrument",
-    "bought",
-    "sold",
-    "net_qty",
-    "buy_value",
-    "sell_value",
-    "fees",
-    "net_cash",
+    "bought_t",
+    "sold_t",
+    "net_t",
+    "buy_value_fen",
+    "sell_value_fen",
+    "fees_fen",
+    "net_cash_fen",
 ]
 SUMMARY_FIELDS = [
     "date",
     "instrument",
-    "volume",
-    "traded_value",
-    "fees",
+    "volume_t",
+    "traded_value_fen",
+    "fees_fen",
     "members",
-    "open",
-    "high",
-    "low",
-    "close",
+    "open_fen",
+    "high_fen",
+    "low_fen",
+    "close_fen",
 ]
 
 
@@ -57,13 +60,13 @@ def statement_rows(report: SettlementReport) -> list[dict]:
                         "date": report.date,
                         "member": member,
                         "instrument": code,
-                        "bought": int(n.bought[r, c]),
-                        "sold": int(n.sold[r, c]),
-                        "net_qty": int(n.net_qty[r, c]),
-                        "buy_value": int(n.buy_value[r, c]),
-                        "sell_value": int(n.sell_value[r, c]),
-                        "fees": int(n.fees[r, c]),
-                        "net_cash": int(n.net_cash[r, c]),
+                        "bought_t": int(n.bought[r, c]),
+                        "sold_t": int(n.sold[r, c]),
+                        "net_t": int(n.net_qty[r, c]),
+                        "buy_value_fen": int(n.buy_value[r, c]),
+                        "sell_value_fen": int(n.sell_value[r, c]),
+                        "fees_fen": int(n.fees[r, c]),
+                        "net_cash_fen": int(n.net_cash[r, c]),
                     }
                 )
     return rows
@@ -78,14 +81,14 @@ def summary_rows(report: SettlementReport) -> list[dict]:
             {
                 "date": report.date,
                 "instrument": code,
-                "volume": int(n.bought[:, c].sum()),
-                "traded_value": int(n.buy_value[:, c].sum()),
-                "fees": int(n.fees[:, c].sum()),
+                "volume_t": int(n.bought[:, c].sum()),
+                "traded_value_fen": int(n.buy_value[:, c].sum()),
+                "fees_fen": int(n.fees[:, c].sum()),
                 "members": int(((n.bought[:, c] + n.sold[:, c]) > 0).sum()),
-                "open": record.open or None,  # 0: not recorded
-                "high": record.high or None,
-                "low": record.low or None,
-                "close": record.close,
+                "open_fen": record.open or None,  # 0: not recorded
+                "high_fen": record.high or None,
+                "low_fen": record.low or None,
+                "close_fen": record.close,
             }
         )
     return rows
@@ -100,7 +103,7 @@ def as_json(report: SettlementReport) -> str:
             "failures": report.failures,
             "postings": report.postings,
             "trades": report.netting.trades,
-            "fees": report.netting.total_fees,
+            "fees_fen": report.netting.total_fees,
             "efficiency": report.netting.efficiency(),
             "statements": statement_rows(report),
             "summary": summary_rows(report),
@@ -210,13 +213,6 @@ def ledger_view(ledger: Ledger, member: int | None = None) -> dict:
     }
 
 
-def cny(fen: int) -> str:
-    """Fen as CNY with two decimals and thousands separators: -123456 -> '-1,234.56'."""
-    sign = "-" if fen < 0 else ""
-    yuan, cents = divmod(abs(fen), 100)
-    return f"{sign}{yuan:,}.{cents:02d}"
-
-
 def render_ledger(view: dict) -> str:
     """The ledger view as text tables: cash in CNY, allowances and credits in tonnes."""
     lines = [
@@ -230,7 +226,9 @@ def render_ledger(view: dict) -> str:
                 (
                     "exchange" if b["member"] == EXCHANGE else b["member"],
                     b["asset"],
-                    f"{cny(b['amount'])} CNY" if b["asset"] == CASH else f"{b['amount']:,} t",
+                    f"{format_price(b['amount'], grouped=True)} CNY"
+                    if b["asset"] == CASH
+                    else f"{b['amount']:,} t",
                 )
                 for b in view["balances"]
             ],
@@ -245,8 +243,8 @@ def render_ledger(view: dict) -> str:
                     s["mode"],
                     f"{s['trades']:,}",
                     f"{s['traded_qty']:,}",
-                    cny(s["traded_value"]),
-                    cny(s["fees"]),
+                    format_price(s["traded_value"], grouped=True),
+                    format_price(s["fees"], grouped=True),
                     f"{s['postings']:,}",
                 )
                 for s in view["settlements"]

@@ -9,6 +9,7 @@ engine.cli.common.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         "by market makers, brokers and compliance entities, a halt with a re-opening call, a "
         "one-way auction, a block trade, closing calls and the close. Prints each phase's "
         "figures and the end-of-day records.",
+        epilog="example: cxe demo --steps 500 --seed 3 --out out/demo",
     )
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     demo.add_argument(
@@ -89,13 +91,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# optional packages (pyproject's extras) a command may need, and how to get them
+EXTRAS = {
+    "matplotlib": "research",
+    "pyarrow": "research",
+    "dask": "parallel",
+    "distributed": "parallel",
+}
+
+
+def failure(exc: BaseException) -> str:
+    """What went wrong, for a person, with what to do where the error does not say it."""
+    import zmq
+
+    if isinstance(exc, ModuleNotFoundError):
+        package = (exc.name or "").partition(".")[0]
+        extra = EXTRAS.get(package)
+        how = (
+            f"pip install 'cxe[{extra}]' (in a checkout: pip install -e '.[{extra}]')"
+            if extra
+            else f"pip install {package}"
+        )
+        return f"this needs the package {package!r}, which is not installed: {how}"
+    if isinstance(exc, zmq.ZMQError):
+        return (
+            f"{exc} (ZeroMQ): give an endpoint such as tcp://127.0.0.1:5555, on a port that "
+            "is free to bind or has an engine to connect to"
+        )
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import zmq
+
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, OSError) as exc:
-        print(f"cxe {args.command}: {exc}", file=sys.stderr)
+    except BrokenPipeError:  # `cxe ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # as Python's docs say
+        return 0
+    except (ValueError, OSError, ModuleNotFoundError, zmq.ZMQError) as exc:
+        print(f"cxe {args.command}: {failure(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"cxe {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -13,6 +13,12 @@ if TYPE_CHECKING:
     from engine.clearing.settlement import Ledger, SettlementReport
     from engine.config import MarketConfig
 from engine.cli.common import market_of, member_id, note_torn_tail, trading_date
+from engine.types import format_price
+
+# Everything clearing writes goes under one directory (ignored by git: .gitignore has /out/):
+# the trade store, the ledger, and per day statements-DATE*, summary-DATE and opening-after-DATE
+CLEARING_OUT = "out/clearing"
+STORE, LEDGER = "clearing.db", "ledger.db"  # file names in it
 
 
 def cmd_clear(args: argparse.Namespace) -> int:
@@ -41,6 +47,8 @@ def _clear(args: argparse.Namespace) -> int:
     market = market_of(args.market)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)  # an unusable --out fails before anything settles
+    args.store = args.store or str(out / STORE)
+    args.ledger = args.ledger or str(out / LEDGER)
     store = TradeStore(args.store)
     if args.trades is None:
         notes = [f"settling from {args.store} as captured (cxe capture): no trade log read"]
@@ -62,8 +70,9 @@ def _clear(args: argparse.Namespace) -> int:
         eff = report.netting.efficiency()
         print(
             f"{args.date}: {report.netting.trades:,} trades, {report.netting.traded_qty:,} t, "
-            f"fees {report.netting.total_fees:,} fen; netting removes {eff['cash']:.1%} of "
-            f"the gross cash legs and {eff['qty']:.1%} of the allowance legs"
+            f"fees {format_price(report.netting.total_fees, grouped=True)} CNY; netting "
+            f"removes {eff['cash']:.1%} of the gross cash legs and {eff['qty']:.1%} of the "
+            "allowance legs"
         )
     if report.failures:
         print(
@@ -107,6 +116,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
     if args.data is not None and not Path(args.data).is_dir():
         raise ValueError(f"no engine data directory at {args.data}: give cxe serve's --data")
+    Path(args.store).parent.mkdir(parents=True, exist_ok=True)
     store = TradeStore(args.store)
     resolve = (lambda: args.endpoint) if args.endpoint else (lambda: endpoint_of(args.data))
     live = LiveCapture(store, resolve)
@@ -226,7 +236,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "(once per date, days in order), and write statements, a day summary and the next "
         "day's opening balances. Run again for a settled day, it rewrites those files and "
         "leaves the ledger as it is.",
-        epilog="example: cxe clear --date 2026-11-24 --trades day1/trades.log --out day1/clearing",
+        epilog="example: cxe clear --date 2026-11-24 --trades out/day1/trades.log "
+        "(into out/clearing)",
     )
     clear.add_argument("--date", type=trading_date, required=True, help="trading day, YYYY-MM-DD")
     clear.add_argument(
@@ -234,11 +245,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         metavar="LOG",
         help="trade log to capture first (leave it out to settle what cxe capture stored)",
     )
-    clear.add_argument("--store", default="clearing.db", help="trade store (default clearing.db)")
-    clear.add_argument("--ledger", default="ledger.db", help="settled ledger (default ledger.db)")
+    clear.add_argument(
+        "--out",
+        metavar="DIR",
+        default=CLEARING_OUT,
+        help=f"where the store, the ledger, statements and opening files go; one directory "
+        f"serves every day (default {CLEARING_OUT})",
+    )
+    clear.add_argument("--store", metavar="FILE", help=f"trade store (default OUT/{STORE})")
+    clear.add_argument("--ledger", metavar="FILE", help=f"settled ledger (default OUT/{LEDGER})")
     clear.add_argument("--market", metavar="FILE", help="market config (default: embedded)")
     clear.add_argument("--gross", action="store_true", help="settle trade by trade, not net")
-    clear.add_argument("--out", default="clearing-out", help="where statements go")
     clear.add_argument("--json", action="store_true", help="print the report as JSON")
     clear.set_defaults(run=cmd_clear)
 
@@ -251,12 +268,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "included) resumes after the last one stored. When the engine restarts it reconnects "
         "by itself (with --data it reads the new endpoint from endpoints.json). SIGINT or "
         "SIGTERM stops it cleanly; `cxe clear` without --trades settles from the store.",
-        epilog="example: cxe capture --data cxe-data --store clearing.db --until-day-closed",
+        epilog=f"example: cxe capture --data cxe-data --until-day-closed (then: cxe clear "
+        f"--date 2026-11-24, which settles from {CLEARING_OUT}/{STORE})",
     )
     where = capture.add_mutually_exclusive_group(required=True)
     where.add_argument("--endpoint", metavar="ENDPOINT", help="the engine's trade stream endpoint")
     where.add_argument("--data", metavar="DIR", help="the engine's data directory (endpoints.json)")
-    capture.add_argument("--store", default="clearing.db", help="trade store (default clearing.db)")
+    capture.add_argument(
+        "--store",
+        metavar="FILE",
+        default=f"{CLEARING_OUT}/{STORE}",
+        help=f"trade store (default {CLEARING_OUT}/{STORE}, where cxe clear looks)",
+    )
     capture.add_argument(
         "--until-day-closed",
         action="store_true",
@@ -272,10 +295,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "recorded by the period's first surrender; every later one counts against the same "
         "figure, and the caps (CCER at most 5% of the obligation, no more than the obligation "
         "in all) apply to everything surrendered for the period.",
-        epilog="example: cxe surrender --ledger ledger.db --member 5 --period 2025 "
+        epilog="example: cxe surrender --member 5 --period 2025 "
         "--obligation 10000 --cea CEA25=9500 --ccer 500",
     )
-    give.add_argument("--ledger", default="ledger.db", help="settled ledger (default ledger.db)")
+    give.add_argument(
+        "--ledger",
+        metavar="FILE",
+        default=f"{CLEARING_OUT}/{LEDGER}",
+        help=f"settled ledger (default {CLEARING_OUT}/{LEDGER}, where cxe clear writes it)",
+    )
     give.add_argument("--member", type=member_id, required=True)
     give.add_argument(
         "--period", required=True, help="compliance period: a year (2025) or a span (2021-2022)"
@@ -308,9 +336,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "'exchange' holds the fees), each settled day, each compliance obligation with what "
         "was surrendered against it, and each surrender. --json gives the same as integers "
         "(fen, tonnes).",
-        epilog="example: cxe ledger --ledger ledger.db --member 5",
+        epilog="example: cxe ledger --member 5",
     )
-    show.add_argument("--ledger", default="ledger.db", help="settled ledger (default ledger.db)")
+    show.add_argument(
+        "--ledger",
+        metavar="FILE",
+        default=f"{CLEARING_OUT}/{LEDGER}",
+        help=f"settled ledger (default {CLEARING_OUT}/{LEDGER}, where cxe clear writes it)",
+    )
     show.add_argument("--member", type=member_id, help="only this member's balances and surrenders")
     show.add_argument("--json", action="store_true", help="print it as JSON (fen and tonnes)")
     show.set_defaults(run=cmd_ledger)

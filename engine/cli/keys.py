@@ -26,7 +26,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="make a CURVE key pair (the engine's, a gateway's, an operator's, a reader's)",
         description="Write NAME.key (public) and NAME.key_secret (secret, mode 0600) into DIR, "
         "refusing to overwrite. List public keys in the market config's [security] section "
-        "(docs/SECURITY.md).",
+        "(docs/SECURITY.md). Secret keys are ignored by git (.gitignore: *.key_secret).",
+        epilog="example: cxe keys engine --dir keys",
     )
     keys.add_argument("name", help="the key pair's name, e.g. engine, mm, alice")
     keys.add_argument("--dir", default=".", metavar="DIR", help="where to write (default .)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ if TYPE_CHECKING:
     pass
 from engine.cli.common import market_of, note_torn_tail, positive_int, trading_date
 
+REPLAY_OUT = "out/replay"  # ignored by git (.gitignore has /out/)
 SOURCE_NAMES = {"lobster": "LOBSTER file", "commands": "command file", "log": "command log"}
 REPLAY_OPTIONS = {
     "lobster": {
@@ -152,7 +152,7 @@ def _replay_many(args: argparse.Namespace) -> int:
             print(f"cxe replay: {named}", file=sys.stderr)
         else:
             print(run.summary)
-    out = Path(args.out or "replay-out")
+    out = Path(args.out or REPLAY_OUT)
     out.mkdir(parents=True, exist_ok=True)
     for kind, table in combine(runs).items():
         units = {name: lobster_units(name) for name in table.dtype.names}
@@ -180,11 +180,15 @@ def _replay_lobster(source: Path, args: argparse.Namespace) -> int:
     from engine.replay.lobster import BadFile
     from engine.replay.runner import batch_replay, replay_lobster, text_progress
 
-    out = Path(args.out or "replay-out")
+    out = Path(args.out or REPLAY_OUT)
     if is_zip(source) and args.orderbook:
         raise ValueError(f"--orderbook does not apply to {source}: the zip holds the order book")
     if args.log_depth and not args.plot:
         raise ValueError("--log-depth sets the depth plot's axis: give --plot too")
+    if args.plot:  # before the replay, not after it
+        from engine.replay.plots import pyplot
+
+        pyplot()
     started = time.perf_counter()
     try:
         result = replay_lobster(source, args.orderbook, progress=text_progress)
@@ -274,7 +278,7 @@ def _replay_command_file(source: Path, args: argparse.Namespace) -> int:
             "the member is the self-trade prevention owner (leave --market out to replay "
             "through the bare book with owners)"
         )
-    out = Path(args.out or "replay-out")
+    out = Path(args.out or REPLAY_OUT)
     out.mkdir(parents=True, exist_ok=True)
     beyond = [row for row in loaded.bad_rows if row.reason == "beyond_limits"]
     if beyond:
@@ -391,13 +395,9 @@ def cmd_log_dump(args: argparse.Namespace) -> int:
     codes = [i.code for i in market_of(args.market).instruments]
     if args.summary:
         print(json.dumps(summary(path, kind, codes), indent=2))
-    else:
-        try:
-            for record in dump(path, kind, codes):
-                sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-        except BrokenPipeError:  # `cxe log dump ... | head`: the reader has what it wanted
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # as Python's docs
-            return 0
+    else:  # `cxe log dump ... | head`: a closed pipe ends it quietly (engine.cli.main)
+        for record in dump(path, kind, codes):
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
     note_torn_tail(path)
     return 0
 
@@ -417,6 +417,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "printed. Several LOBSTER days (files, directories or patterns) replay in parallel on a "
         "local Dask cluster, or on an existing one with --scheduler, and each output is one "
         "table with a source column. Options that do not apply to the source are refused.",
+        epilog="example: cxe replay AAPL_2012-06-21_34200000_57600000_message_10.csv --plot "
+        f"(writes into {REPLAY_OUT}; --plot needs matplotlib: pip install -e '.[research]')",
     )
     replay.add_argument(
         "sources",
@@ -448,7 +450,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     replay.add_argument(
         "--orderbook", help="LOBSTER: the matching order book file (default: beside it)"
     )
-    replay.add_argument("--out", help="output directory (default replay-out)")
+    replay.add_argument("--out", metavar="DIR", help=f"output directory (default {REPLAY_OUT})")
     replay.add_argument(
         "--interval", type=positive_int, help="LOBSTER: seconds per interval (default 60)"
     )
@@ -499,6 +501,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "log",
         help="read an engine command log or trade log",
         description="Read the engine's framed logs (commands.log, trades.log).",
+        epilog="example: cxe log dump cxe-data/trades.log",
     )
     log_commands = log.add_subparsers(dest="log_command", metavar="ACTION", required=True)
     dump = log_commands.add_parser(
@@ -509,6 +512,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "one line per order command in it); with --summary, "
         "one JSON object: records by type, seq and time range, trades and volume per "
         "instrument.",
+        epilog="example: cxe log dump --summary cxe-data/trades.log",
     )
     dump.add_argument("file", help="a commands.log or trades.log")
     dump.add_argument("--summary", action="store_true", help="counts instead of the records")

@@ -14,6 +14,7 @@ import argparse
 import enum
 import json
 import os
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -29,7 +30,8 @@ INSTRUMENT_ACTIONS = {
     "close-call": "CloseCall",
     "close": "Close",
 }
-# fields holding an amount in fen (a price, or money): printed in yuan beside the fen
+# fields holding an amount in fen (a price, or money): printed in CNY, with the fen the
+# admin commands take beside it; and fields holding tonnes
 FEN_FIELDS = frozenset(
     [
         "price",
@@ -44,6 +46,7 @@ FEN_FIELDS = frozenset(
         "seller_fee",
     ]
 )
+TONNE_FIELDS = frozenset(["qty", "volume", "leaves", "imbalance"])
 
 
 def cl_ord_id(text: str) -> str:
@@ -68,6 +71,7 @@ def clock_start(text: str) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from engine.gateway.service import Options, serve
+    from engine.journal.recovery import SnapshotMismatch, SnapshotUnusable
 
     market = market_of(args.config)
     data = Path(args.data).resolve()
@@ -91,7 +95,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config_path=Path(args.config) if args.config else None,
         insecure=args.insecure,
     )
-    return serve(market, options)
+    try:
+        return serve(market, options)
+    except (SnapshotUnusable, SnapshotMismatch) as exc:  # the message says what to do
+        print(f"cxe serve: cannot recover from {data}: {exc}", file=sys.stderr)
+        return 2
 
 
 def engine_endpoints(data: str, alternative: str) -> dict[str, str]:
@@ -178,7 +186,9 @@ def _value(name: str, value: object) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, int) and name in FEN_FIELDS:
-        return f"{format_price(value)} ({value} fen)"
+        return f"{format_price(value, grouped=True)} CNY ({value} fen)"
+    if isinstance(value, int) and name in TONNE_FIELDS:
+        return f"{value:,} t"
     if isinstance(value, int) and name == "code" and value in RejectCode._value2member_map_:
         return RejectCode(value).name
     if isinstance(value, dict):
@@ -227,6 +237,25 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return 1 if refused else 0
 
 
+ADMIN_EXAMPLES = {
+    "start-of-day": "start-of-day 2026-11-24",
+    "open-call": "open-call CEA25 CCER",
+    "uncross": "uncross",
+    "halt": "halt CEA25",
+    "resume": "resume CEA25",
+    "close-call": "close-call",
+    "close": "close",
+    "set-reference": "set-reference CEA25 6200",
+    "one-way-auction-open": "one-way-auction-open CEA25 5 100000 --pay-as-bid",
+    "one-way-auction-close": "one-way-auction-close CEA25",
+    "block-trade": "block-trade CEA25 3 5 6150 100000 --cl-ord-id blk-1",
+    "end-of-day": "end-of-day",
+    "snapshot": "snapshot",
+    "status": "status --data cxe-data",
+    "reload-keys": "reload-keys --key keys/alice.key_secret --server-key keys/engine.key",
+}
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser(
         "serve",
@@ -235,13 +264,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "the journal after it), warm the compiled code, then accept gateways' orders (ROUTER) "
         "and operator commands (admin). Every command is journaled and synced before anything "
         "it causes is sent. SIGINT or SIGTERM finishes the batch in hand and stops cleanly.",
+        epilog="example: cxe serve --data cxe-data (then, from another terminal: cxe admin "
+        "start-of-day 2026-11-24)",
     )
     serve.add_argument("--config", metavar="FILE", help="market TOML (default: embedded market)")
     serve.add_argument(
         "--data",
         default=DEFAULT_DATA,
         metavar="DIR",
-        help=f"data directory, created if need be (default ./{DEFAULT_DATA})",
+        help=f"data directory, created if need be: journal, snapshots, trade log, "
+        f"endpoints.json (default {DEFAULT_DATA})",
     )
     serve.add_argument(
         "--orders",
@@ -318,6 +350,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--cl-ord-id ID, end-of-day, snapshot, status, reload-keys (against an engine with CURVE "
         "keys give --key and --server-key). Prices are in fen (6200 is 62.00 "
         "yuan), quantities in tonnes. Each event of the answer is printed on one line.",
+        epilog="example: cxe admin status (cxe admin ACTION --help: each action's options)",
     )
     actions = admin.add_subparsers(dest="action", metavar="ACTION", required=True)
     start = actions.add_parser("start-of-day", help="begin a trading day")
@@ -386,8 +419,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
             "--data",
             default=DEFAULT_DATA,
             metavar="DIR",
-            help="the engine's data directory, to find its endpoints",
+            help=f"the engine's data directory, to find its endpoints (default {DEFAULT_DATA})",
         )
+        sub.epilog = f"example: cxe admin {ADMIN_EXAMPLES[sub.prog.split()[-1]]}"
         sub.add_argument("--endpoint", metavar="ENDPOINT", help="the admin endpoint instead")
         sub.add_argument("--config", metavar="FILE", help="market TOML (for instrument codes)")
         sub.add_argument("--key", metavar="FILE", help="your operator NAME.key_secret (CURVE)")

@@ -396,12 +396,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "call phases, the indicative price, volume and imbalance; and per gateway the "
         "engine's counters (commands, rejects, undeliverable replies...), polled from the "
         "admin socket. Prices in yuan, quantities in tonnes. Ctrl-C (SIGINT) or SIGTERM leaves.",
+        epilog="example: cxe watch --data cxe-data --instrument CEA25 CCER",
     )
     watch.add_argument(
         "--data",
         default=DEFAULT_DATA,
         metavar="DIR",
-        help=f"the engine's data directory, to find its endpoints (default ./{DEFAULT_DATA})",
+        help=f"the engine's data directory, to find its endpoints (default {DEFAULT_DATA})",
     )
     watch.add_argument(
         "--market-data",

@@ -151,7 +151,7 @@ class Market:
 
     def open_high_low(self) -> tuple[int, int, int]:
         """The day's first, highest and lowest listed trade price; the reference for each
-        when there was none (MARKET.md's open price rule)."""
+        when there was none (docs/MARKET.md's open price rule)."""
         self.fold()
         if not self.listed_volume:
             return self.reference, self.reference, self.reference

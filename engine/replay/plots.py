@@ -45,14 +45,18 @@ def day_label(name: str, levels: int, day: str | None = None) -> DayLabel:
     return DayLabel(instrument, day or (match.group(2) if match else ""), levels)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend; ValueError saying how to install it."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise ValueError("plots need matplotlib: pip install matplotlib") from exc
+        raise ValueError(
+            "--plot needs matplotlib, which is not installed: pip install 'cxe[research]' "
+            "(in a checkout: pip install -e '.[research]')"
+        ) from exc
     return plt
 
 
@@ -90,7 +94,7 @@ def day_figures(
     result, seconds: int, label: DayLabel, log_depth: bool = False
 ) -> dict[str, object]:
     """{file name: matplotlib Figure} for mid and spread, top-of-book depth and volume."""
-    plt = _pyplot()
+    plt = pyplot()
     table = result.intervals(seconds)
     times = clock(label, table["start_ns"])  # bars span their interval from its start
     middles = clock(label, table["start_ns"] + seconds * 500_000_000)  # points at the middle
@@ -146,7 +150,7 @@ def day_figures(
 
 def counterfactual_figure(outcomes: list, label: DayLabel):
     """Matched volume and VWAP per scenario, the actual rules first."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     names = [o.scenario for o in outcomes]
@@ -169,7 +173,7 @@ def counterfactual_figure(outcomes: list, label: DayLabel):
 
 
 def save(figures: dict[str, object], out: Path) -> list[Path]:
-    plt = _pyplot()
+    plt = pyplot()
     files = []
     for name, fig in figures.items():
         fig.tight_layout()

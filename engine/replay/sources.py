@@ -260,7 +260,10 @@ def _parquet_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str], str
     try:
         import pyarrow.parquet as pq
     except ImportError as exc:
-        raise ValueError(f"{path}: reading Parquet needs pyarrow: pip install pyarrow") from exc
+        raise ValueError(
+            f"{path}: reading Parquet needs pyarrow: pip install 'cxe[research]' "
+            "(in a checkout: pip install -e '.[research]')"
+        ) from exc
     table = pq.read_table(path)
     columns = [
         ["" if v is None else str(v) for v in table.column(i).to_pylist()]

@@ -1,5 +1,5 @@
 """The call-auction price: `equilibrium` and the compiled book's `Book.equilibrium` against
-MARKET.md's rules applied tick by tick.
+docs/MARKET.md's rules applied tick by tick.
 
 `by_every_tick` is the rule text as code: every price on tick between the best ask and the
 best bid is a candidate; keep those of maximum executable volume, then minimum unmatched

@@ -56,9 +56,10 @@ ENGINE_DIR = BOOK_DIR.parent
 LOWER_LAYERS = {
     "types.py": (),
     "digest.py": (),  # the day's trades checksum: hashlib only
+    "calendar_cn.py": (),  # China's holidays: data and datetime only
     "protocol.py": ("engine.types", "engine.digest"),
     "instruments.py": ("engine.types",),
-    "config.py": ("engine.types", "engine.instruments"),
+    "config.py": ("engine.types", "engine.instruments", "engine.calendar_cn"),
     "codec.py": ("engine.types", "engine.protocol"),  # the binary layouts beside the messages
     "framing.py": (),
 }

@@ -104,19 +104,19 @@ def test_a_golden_day_nets_to_hand_checked_statements(tmp_path):
         "date": DATE,
         "member": 1,
         "instrument": "CEA25",
-        "bought": 100,
-        "sold": 0,
-        "net_qty": 100,
-        "buy_value": 600_000,
-        "sell_value": 0,
-        "fees": 3_600,
-        "net_cash": -603_600,
+        "bought_t": 100,
+        "sold_t": 0,
+        "net_t": 100,
+        "buy_value_fen": 600_000,
+        "sell_value_fen": 0,
+        "fees_fen": 3_600,
+        "net_cash_fen": -603_600,
     }
-    assert rows[(2, "CEA25")]["net_qty"] == -50
-    assert rows[(2, "CEA25")]["net_cash"] == 600_000 - 300_500 - 3_600 - 1_803
-    assert rows[(3, "CEA25")]["net_cash"] == 300_500 - 1_803
-    assert rows[(1, "CCER")]["net_cash"] == 57_631 - 345
-    assert rows[(3, "CCER")]["net_cash"] == -57_631 - 345
+    assert rows[(2, "CEA25")]["net_t"] == -50
+    assert rows[(2, "CEA25")]["net_cash_fen"] == 600_000 - 300_500 - 3_600 - 1_803
+    assert rows[(3, "CEA25")]["net_cash_fen"] == 300_500 - 1_803
+    assert rows[(1, "CCER")]["net_cash_fen"] == 57_631 - 345
+    assert rows[(3, "CCER")]["net_cash_fen"] == -57_631 - 345
     assert report.netting.total_fees == 2 * (3_600 + 1_803 + 345)
     assert ledger.balance(EXCHANGE, CASH) == 2 * (3_600 + 1_803 + 345)
     assert ledger.balance(1, "CEA25") == 10**6 + 100
@@ -163,7 +163,7 @@ def test_the_day_summary_carries_the_exchanges_open_high_low_and_close(tmp_path)
     write_files(ledger.settle(DATE, store, config), tmp_path / "out")
     with (tmp_path / "out" / f"summary-{DATE}.csv").open() as f:
         rows = {row["instrument"]: row for row in csv.DictReader(f)}
-    prices = ("open", "high", "low", "close")
+    prices = ("open_fen", "high_fen", "low_fen", "close_fen")
     assert [rows["CEA25"][k] for k in prices] == ["6000", "6010", "5990", "6004"]
     assert [rows["CCER"][k] for k in prices] == ["", "", "", "0"]
 

@@ -34,10 +34,10 @@ def test_block_trade_entry_prints_the_trade_one_line_per_event(engine):
     result = admin(engine, "block-trade", "CEA25", "3", "4", "6150", "100000", "--cl-ord-id", "b1")
     assert result.returncode == 0, result.stdout + result.stderr
     (trade,) = lines_of(result.stdout, "Trade")
-    assert "instrument=CEA25 price=61.50 (6150 fen) qty=100000 buyer=3 seller=4" in trade
+    assert "instrument=CEA25 price=61.50 CNY (6150 fen) qty=100,000 t buyer=3 seller=4" in trade
     assert "venue=block" in trade
     (printed,) = lines_of(result.stdout, "TradePrint")
-    assert "price=61.50 (6150 fen) qty=100000 aggressor=-1 venue=block" in printed
+    assert "price=61.50 CNY (6150 fen) qty=100,000 t aggressor=-1 venue=block" in printed
     kinds = {line.split(" ", 1)[0] for line in result.stdout.splitlines()}
     assert kinds <= {"Trade", "TradePrint", "Filled", "Accepted"}, result.stdout
     again = admin(engine, "block-trade", "CEA25", "3", "4", "6150", "100000", "--cl-ord-id", "b1")
@@ -52,7 +52,7 @@ def test_one_way_auction_open_bid_and_close(engine):
     opened = admin(engine, "one-way-auction-open", "CEA25", "1", "100000")
     assert opened.returncode == 0, opened.stdout + opened.stderr
     (offer,) = lines_of(opened.stdout, "Accepted")
-    assert "member=1 instrument=CEA25" in offer and "side=SELL price=62.00 (6200 fen)" in offer
+    assert "member=1 instrument=CEA25" in offer and "side=SELL price=62.00 CNY (6200 fen)" in offer
     with GatewayClient(engine.endpoints["orders"], "brokers") as gateway:
         gateway.send([AuctionBid("ow1", 3, "CEA25", 6250, 60000)])
         gateway.send([AuctionBid("ow2", 4, "CEA25", 6300, 40000)])
@@ -61,7 +61,7 @@ def test_one_way_auction_open_bid_and_close(engine):
     assert closed.returncode == 0, closed.stdout
     (result,) = lines_of(closed.stdout, "AuctionResult")
     # uniform price: every winner pays the lowest winning bid
-    assert "auction=one_way price=62.50 (6250 fen) volume=100000" in result
+    assert "auction=one_way price=62.50 CNY (6250 fen) volume=100,000 t" in result
     assert len(lines_of(closed.stdout, "TradePrint")) == 2
     again = admin(engine, "one-way-auction-close", "CEA25")
     assert again.returncode == 1 and "code=UNSUPPORTED_IN_PHASE" in again.stdout
@@ -71,7 +71,7 @@ def test_one_way_auction_open_bid_and_close(engine):
 def test_one_way_auction_options_and_refusals(engine):
     lower = admin(engine, "one-way-auction-open", "CEA24", "2", "100000", "--floor-minus-10pct")
     assert lower.returncode == 0, lower.stdout + lower.stderr
-    assert "price=56.16 (5616 fen)" in lines_of(lower.stdout, "Accepted")[0]  # 62.40 - 10%
+    assert "price=56.16 CNY (5616 fen)" in lines_of(lower.stdout, "Accepted")[0]  # 62.40 - 10%
     ccer = admin(engine, "one-way-auction-open", "CCER", "1", "100000")
     assert ccer.returncode == 1 and "code=INVALID_FIELD" in ccer.stdout
     assert "one-way auctions are for CEA vintages" in ccer.stdout
@@ -110,7 +110,7 @@ def test_describe_prints_enums_by_name_and_fen_in_yuan():
     accepted = Accepted(7, "c 1", 3, "CEA25", 11, Side.BUY, 6205, 100)
     assert describe(accepted) == (
         "Accepted seq=7 cl_ord_id='c 1' member=3 instrument=CEA25 order_id=11 side=BUY "
-        "price=62.05 (6205 fen) qty=100 stream_seq=0"
+        "price=62.05 CNY (6205 fen) qty=100 t stream_seq=0"
     )
     assert "code=UNAUTHORISED text='not yours'" in describe(SessionRejected(202, "not yours"))
     report = StatusReport(2, "abc", {"turns": 3}, {"mm": {"commands": 1}})

@@ -21,9 +21,8 @@ def cxe_command() -> list[str]:
 
 
 def cxe(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*cxe_command(), *args], capture_output=True, text=True, timeout=300, **kwargs
-    )
+    kwargs.setdefault("timeout", 300)
+    return subprocess.run([*cxe_command(), *args], capture_output=True, text=True, **kwargs)
 
 
 def test_help_lists_every_command():
@@ -198,7 +197,10 @@ def test_clear_settles_a_demo_day_once_and_writes_statements(tmp_path):
     assert first.returncode == 0, first.stderr
     assert "settled 2026-11-24 (net" in first.stdout
     statements = (tmp_path / "out" / "statements-2026-11-24.csv").read_text().splitlines()
-    assert statements[0].startswith("date,member,instrument,bought,sold,net_qty")
+    assert statements[0] == (
+        "date,member,instrument,bought_t,sold_t,net_t,buy_value_fen,sell_value_fen,fees_fen,"
+        "net_cash_fen"
+    )
     assert len(statements) > 10
     second = cxe(*args)
     assert second.returncode == 0

@@ -19,15 +19,6 @@ from tests.cli.test_cli import cxe, cxe_command
 DAY1, DAY2 = "2026-11-24", "2026-11-25"
 
 
-@pytest.fixture(scope="module")
-def demo_day(tmp_path_factory) -> Path:
-    """A demo day's trade log (the embedded market, 2026-11-24)."""
-    out = tmp_path_factory.mktemp("demo")
-    result = cxe("demo", "--steps", "200", "--seed", "2", "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    return out / "trades.log"
-
-
 def clear_args(tmp: Path, trades: Path, date: str = DAY1, **paths: str) -> list[str]:
     names = {"store": "c.db", "ledger": "l.db", "out": "out", **paths}
     args = ["clear", "--date", date, "--trades", str(trades)]

@@ -181,7 +181,7 @@ def test_the_next_calendar_day_starts_once_the_previous_one_is_closed(make_excha
     ],
 )
 def test_a_trading_day_is_a_weekday_that_is_not_a_holiday(make_exchange, day, why):
-    """MARKET.md: Monday to Friday, not on holidays. StartOfDay once opened any date, so a
+    """docs/MARKET.md: Monday to Friday, not on holidays. StartOfDay once opened any date, so a
     Saturday's orders would have traded and gone to clearing."""
     x = make_exchange(default_market())
     before = x.state_hash()

@@ -57,7 +57,7 @@ def test_one_way_auction_uniform_and_pay_as_bid(make_exchange):
 def test_a_one_way_auction_keeps_its_own_ten_percent_whatever_the_listed_band(
     make_exchange, band_ppm
 ):
-    """MARKET.md fixes the one-way auction's floor (the previous close, or that minus 10%)
+    """docs/MARKET.md fixes the one-way auction's floor (the previous close, or that minus 10%)
     and cap (the close plus 10%). They were taken from the listed band, so an instrument
     with a 5% band auctioned from 95% of the close, and one with no band at the close."""
     s = Session(small_market(band_ppm=band_ppm), exchange=make_exchange)

@@ -240,7 +240,7 @@ def test_end_of_day_expires_day_orders_fixes_the_vwap_close_and_checksums_trades
     assert (events[1].price, events[1].qty, events[1].orders) == (9_000, 0, 0)
     # VWAP of the listed trades only: (10 x 10,000 + 30 x 10,300) / 40 = 10,225
     assert (day.trades, day.volume, day.close) == (3, 100_040, 10_225)
-    # MARKET.md: the open is the day's first listed trade; the block print at 90.00 is no
+    # docs/MARKET.md: the open is the day's first listed trade; the block print at 90.00 is no
     # listed trade, so it is neither the low nor the open
     assert (day.open, day.high, day.low) == (10_000, 10_300, 10_000)
     assert s.x.markets[s.code].reference == 10_225

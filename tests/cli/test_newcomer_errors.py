@@ -1,0 +1,165 @@
+"""Every `cxe` command given what a newcomer gets wrong: a missing or wrong file, a directory,
+a mistyped endpoint, a package the install left out. Each ends in one message that says what
+is wrong (and, where it is not obvious, what to do), exit code 2, and no traceback
+(issue 18: a first hour without surprises)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.cli import build_parser
+from tests.cli.test_cli import ROOT, cxe, cxe_command
+from tests.cli.test_help import TOP
+
+# {tmp}: the test's directory, holding junk.txt (not a database, log or market), a
+# directory adir, and nothing else
+PROBES = {
+    "demo": ["demo", "--market", "{tmp}/adir"],
+    "serve": ["serve", "--orders", "no-such-endpoint", "--data", "{tmp}/data"],
+    "admin": ["admin", "status", "--endpoint", "no-such-endpoint"],
+    "watch": ["watch", "--market-data", "x", "--snapshots", "y", "--admin", "z"],
+    "clear": ["clear", "--date", "2026-11-24", "--trades", "{tmp}/junk.txt", "--out", "{tmp}/o"],
+    "capture": ["capture", "--endpoint", "no-such-endpoint", "--store", "{tmp}/c.db"],
+    "surrender": ["surrender", "--ledger", "{tmp}/junk.txt", "--member", "5", "--period", "2025"],
+    "ledger": ["ledger", "--ledger", "{tmp}/junk.txt"],
+    "replay": ["replay", "{tmp}/junk.txt"],
+    "log": ["log", "dump", "{tmp}/junk.txt"],
+    "keys": ["keys", "engine", "--dir", "{tmp}/junk.txt"],
+}
+
+
+def test_every_command_is_probed():
+    assert set(PROBES) == set(TOP)
+
+
+@pytest.fixture
+def junk(tmp_path: Path) -> Path:
+    (tmp_path / "junk.txt").write_text("these are not the droids you are looking for\n")
+    (tmp_path / "adir").mkdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize("command", sorted(PROBES))
+def test_bad_input_gets_a_message_not_a_traceback(command, junk):
+    args = [arg.format(tmp=junk) for arg in PROBES[command]]
+    result = cxe(*args, cwd=junk)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"cxe {command}: "), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_mistyped_endpoint_says_what_an_endpoint_looks_like(junk):
+    """It was a ZMQError traceback (cxe capture, admin and watch)."""
+    result = cxe(*[a.format(tmp=junk) for a in PROBES["capture"]], cwd=junk)
+    assert "tcp://127.0.0.1:" in result.stderr and "no-such-endpoint" in result.stderr
+
+
+def without(packages: list[str], *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`cxe ARGS` in a Python where `packages` cannot be imported (as after `pip install .`,
+    which leaves the extras out)."""
+    script = (
+        "import sys\n"
+        f"for name in {packages!r}:\n"
+        "    sys.modules[name] = None\n"
+        "from engine.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_plot_without_matplotlib_says_which_extra_before_replaying(tmp_path):
+    """The README's replay --plot example ended in a traceback after the README's install; then
+    it replayed the whole day before saying matplotlib was missing."""
+    day = tmp_path / "AAPL_2012-06-21_34200000_57600000_message_1.csv"
+    day.write_text("34200.0,1,1,100,1000000,1\n")  # no order book file: never read
+    result = without(["matplotlib"], "replay", str(day), "--plot", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "cxe[research]" in result.stderr and "matplotlib" in result.stderr
+    assert result.stdout == ""  # refused before the replay started
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_package_anywhere_names_the_extra_to_install(tmp_path):
+    """The catch-all for an optional import that a command reaches without its own check."""
+    from engine.cli import failure
+
+    assert "cxe[research]" in failure(ModuleNotFoundError("no", name="pyarrow.parquet"))
+    assert "cxe[parallel]" in failure(ModuleNotFoundError("no", name="distributed"))
+    assert "pip install foo" in failure(ModuleNotFoundError("no", name="foo"))
+
+
+def test_ctrl_c_is_a_message_and_exit_130(monkeypatch, capsys):
+    from engine import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    parser = build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["ledger"].set_defaults(run=interrupted)
+    assert cli.main(["ledger"]) == 130
+    assert capsys.readouterr().err == "cxe ledger: interrupted\n"
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`cxe log dump --summary ... | head` said "[Errno 32] Broken pipe"; every command now
+    stops quietly when its reader has gone."""
+    from engine.clearing.settlement import Ledger
+
+    Ledger(tmp_path / "l.db").db.close()
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        result = subprocess.run(
+            [*cxe_command(), "ledger", "--ledger", str(tmp_path / "l.db")],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+@pytest.mark.slow
+def test_serve_with_another_market_than_its_snapshot_says_what_to_do(tmp_path):
+    """`cxe serve --config NEXT-DAY.json` on the previous day's data directory ended in a
+    SnapshotUnusable traceback."""
+    from engine.config import default_market
+    from engine.gateway import wire
+    from tests.support.engine import EngineProcess
+
+    with EngineProcess(tmp_path / "data") as engine:
+        engine.open_market("CEA25")
+        engine.admin(wire.SnapshotNow())  # written after the answer, in the same turn
+        deadline = time.monotonic() + 60
+        while not list((tmp_path / "data" / "snapshots").glob("snapshot-*.snap")):
+            assert time.monotonic() < deadline, "no snapshot written"
+            time.sleep(0.1)
+    other = tmp_path / "other.toml"
+    other.write_text(
+        (ROOT / "docs" / "market.example.toml").read_text().replace("Example", "Other", 1)
+    )
+    assert default_market().name != "Other CEA/CCER market"
+    free = "tcp://127.0.0.1:*"
+    ports = [f"--{name}={free}" for name in ("orders", "admin", "market-data", "snapshots")]
+    command = ["serve", "--config", str(other), "--data", str(tmp_path / "data"), *ports]
+    result = cxe(*command, f"--trades={free}", timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "cxe serve: cannot recover" in result.stderr and "restore it with" in result.stderr
