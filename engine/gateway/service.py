@@ -86,6 +86,7 @@ MEMBER_COMMANDS = (NewOrder, CancelOrder, AmendOrder, PickOrder, MassCancel, Auc
 EXIT_JOURNAL_FAILED = 3
 HEARTBEAT_BODY = wire.pack([wire.encode_message(wire.Heartbeat())])
 HEARTBEAT_NS = 1_000_000_000  # market data says where it is after a second without events
+SMALL_FRAME = 8  # records frames up to this size are checked record by record, not with numpy
 
 
 @dataclass
@@ -155,7 +156,8 @@ class EngineService:
         self.last_command_ns = self._started_ns = time.monotonic_ns()
         self.last_published_ns = self._started_ns
         self._snapshot_wanted = False
-        self.staged: list[np.ndarray] = []  # records frames journaled, not yet applied
+        self.staged: list[Item] = []  # records frames of the turn, not yet applied
+        self.turn_ts = 0  # the stamp of the turn's commands
         self.items: list[Item] | None = None
         self.taken = 0
         self.authenticator: curve.Authenticator | None = None
@@ -523,13 +525,21 @@ class EngineService:
             items.append(Item(rid, True, message, raw))
 
     def _permit_records(self, session: Session, records: np.ndarray) -> None:
-        allowed = np.asarray(session.gateway.members, dtype=np.int32)
-        bad = np.flatnonzero(~np.isin(records["member"], allowed))
-        if bad.size:
-            i = int(bad[0])
+        """FrameRefused unless every record's member is one the session's gateway lists (a
+        lookup per record: no set operation on a frame of one or a few records)."""
+        allowed = self.sessions.allowed(session.gateway.id)
+        members = records["member"]
+        table = self.sessions.allowed_table(session.gateway.id)
+        if len(members) <= SMALL_FRAME or table is None:
+            bad = [i for i, m in enumerate(members.tolist()) if m not in allowed]
+        else:
+            inside = (members >= 0) & (members < len(table))
+            bad = np.flatnonzero(~inside | ~table[np.where(inside, members, 0)]).tolist()
+        if bad:
+            i = bad[0]
             raise wire.FrameRefused(
                 f"record {i}: gateway {session.gateway.id!r} may act for members "
-                f"{session.gateway.members}, not {int(records['member'][i])}; nothing in the "
+                f"{session.gateway.members}, not {int(members[i])}; nothing in the "
                 "frame was taken",
                 RejectCode.UNAUTHORISED,
             )
@@ -583,13 +593,13 @@ class EngineService:
 
     def _sequence(self, items: list[Item]) -> None:
         exchange, journal = self.exchange, self.journal
-        ts = self._stamp()
+        self.turn_ts = ts = self._stamp()
         first = exchange.seq
-        self.staged: list[np.ndarray] = []
+        self.staged: list[Item] = []
         try:
             for item in items:
                 if item.records is not None:
-                    self._stage_records(item, ts)
+                    self.staged.append(item)  # checked, journaled and applied with its run
                     continue
                 self._apply_staged()  # what follows comes after the records' events
                 if item.replies is not None:
@@ -620,31 +630,46 @@ class EngineService:
         except OSError as exc:
             raise JournalFailed(str(exc)) from exc
 
-    def _stage_records(self, item: Item, ts: int) -> None:
-        """Stamp, check and journal a records frame (one journal record, its bytes as
-        received); consecutive frames of a turn are then applied in one compiled call
-        (`_apply_staged`), as recovery applies consecutive batch records."""
-        records = item.records
-        last = self.exchange.seq + sum(len(r) for r in self.staged)
-        records["seq"] = np.arange(last + 1, last + 1 + len(records))
-        records["ts_ns"] = ts
+    def _checked_run(self) -> tuple[np.ndarray, list[Item]]:
+        """The staged records frames that pass the record checks (engine.core.records), as
+        one run stamped to follow the exchange's seq with the turn's time. The run is checked
+        as a whole; only when that fails is each frame checked alone, and a frame with a bad
+        record is refused (nothing in it is taken) and left out."""
+        staged, self.staged = self.staged, []
+        seq = self.exchange.seq
+        run = staged[0].records if len(staged) == 1 else np.concatenate([i.records for i in staged])
         try:
-            words_of(records, last)
-        except ValueError as exc:
-            session = self.sessions.by_routing_id.get(item.origin)
-            if session is not None:
-                self.sessions.count(session.gateway.id, "malformed")
-            self._refuse(item.origin, False, f"{exc}; nothing in the frame was taken")
-            return
-        self.journal.append_batch(last + 1, ts, item.wire_bytes)
-        self.staged.append(records)
+            words_of(stamped(run, seq, self.turn_ts), seq)
+        except ValueError:
+            good = []
+            for item in staged:
+                try:
+                    words_of(stamped(item.records, 0, 0), 0)
+                except ValueError as exc:
+                    session = self.sessions.by_routing_id.get(item.origin)
+                    if session is not None:
+                        self.sessions.count(session.gateway.id, "malformed")
+                    self._refuse(item.origin, False, f"{exc}; nothing in the frame was taken")
+                    continue
+                good.append(item)
+            staged = good
+            if not staged:
+                return run[:0], staged
+            run = stamped(np.concatenate([i.records for i in staged]), seq, self.turn_ts)
+        return run, staged
 
     def _apply_staged(self) -> None:
+        """Apply the staged records frames of the turn (consecutive in arrival order) in one
+        compiled call, after journaling them as one batch record: the frames' bodies as
+        received, back to back (recovery applies consecutive batch records as one run)."""
         if not self.staged:
             return
+        records, staged = self._checked_run()
+        if not staged:
+            return
         exchange = self.exchange
-        records = self.staged[0] if len(self.staged) == 1 else np.concatenate(self.staged)
-        self.staged = []
+        body = staged[0].wire_bytes if len(staged) == 1 else b"".join(i.wire_bytes for i in staged)
+        self.journal.append_batch(exchange.seq + 1, self.turn_ts, body)
         positions = exchange.stream_positions()
         rows = exchange.apply_batch(records)
         self.counters["sequenced"] += len(records)
@@ -776,6 +801,13 @@ class EngineService:
         path = snapshot_exchange(self.exchange, snapshots)
         write_atomically(status_path(snapshots, self.exchange.seq), self.status.dump())
         self.log(f"snapshot at seq {self.exchange.seq}: {path}")
+
+
+def stamped(records: np.ndarray, last_seq: int, ts_ns: int) -> np.ndarray:
+    """`records` numbered on from `last_seq` and stamped `ts_ns`, in place."""
+    records["seq"] = np.arange(last_seq + 1, last_seq + 1 + len(records))
+    records["ts_ns"] = ts_ns
+    return records
 
 
 def warm(config: MarketConfig) -> None:

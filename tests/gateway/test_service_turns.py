@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import zmq
 
 from engine.cli.serve import clock_start
+from engine.codec import records_of
 from engine.config import default_market
+from engine.core import Exchange
 from engine.gateway import wire
 from engine.gateway.service import EngineService, Options
-from engine.protocol import NewOrder, OpenCall, StartOfDay, Uncross
+from engine.journal.segments import catch_up
+from engine.protocol import Accepted, NewOrder, OpenCall, StartOfDay, Uncross
 from tests.gateway.test_service_load import PER_FRAME, refused_orders
 from tests.support.engine import CLOCK
 
@@ -50,5 +54,73 @@ def test_a_turn_takes_at_most_its_budget_of_records_whatever_the_frames(tmp_path
         while service.status.orders.get((3, "fair")) is None:
             service.turn(100)
         assert service.exchange.seq - start < 10 * PER_FRAME  # the broker's turn came early
+    finally:
+        service.close()
+
+
+def open_service(tmp_path) -> EngineService:
+    options = Options(tmp_path, orders="tcp://127.0.0.1:*", admin="tcp://127.0.0.1:*",
+                      market_data="tcp://127.0.0.1:*", snapshots="tcp://127.0.0.1:*",
+                      trades="tcp://127.0.0.1:*",
+                      clock_start_ns=clock_start(CLOCK), quiet=True)  # fmt: skip
+    service = EngineService(MARKET, options, log=lambda line: None)
+    service.open()
+    return service
+
+
+def test_a_bad_records_frame_among_good_ones_in_one_turn_is_refused_alone(tmp_path):
+    """A turn checks its records frames as one run; when one frame has a bad record (a
+    ClOrdID that is not UTF-8, a member the gateway may not act for, in a frame small and
+    large) only that frame is refused, with the record named, and the others are numbered
+    without a gap, journaled and applied: a replay of the journal gives the same state."""
+    service = open_service(tmp_path)
+    try:
+        context = zmq.Context.instance()
+        admin = context.socket(zmq.DEALER)
+        admin.connect(service.endpoints["admin"])
+        admin.send_multipart(wire.messages_frame([StartOfDay("2026-11-24"), OpenCall(CODE),
+                                                  Uncross(CODE)]))  # fmt: skip
+        broker = context.socket(zmq.DEALER)
+        broker.connect(service.endpoints["orders"])
+        broker.send_multipart(wire.messages_frame([wire.Logon("brokers", heartbeat_ms=60_000)]))
+        while service.exchange.seq < 3 or not service.sessions.by_routing_id:
+            service.turn(100)
+        while broker.poll(0):
+            broker.recv_multipart()
+        price = MARKET.instruments[0].reference_price
+        codes = [i.code for i in MARKET.instruments]
+
+        def frame(name: str, n: int, member: int = 3) -> np.ndarray:
+            orders = [NewOrder(f"{name}{i}", member, CODE, i % 2, price, 100) for i in range(n)]
+            return records_of(orders, codes, 0, [0] * n)
+
+        bad_key = frame("k", 3)
+        bad_key["cl_ord_id"][1] = b"ok\xff"
+        frames = [frame("a", 2), bad_key, frame("b", 20), frame("m", 2, member=1),
+                  frame("big", 20, member=1), frame("c", 1)]  # fmt: skip
+        for records in frames:
+            broker.send_multipart([wire.RECORDS, records.tobytes()])
+        time.sleep(1.0)  # everything has arrived: one turn takes it all
+        start = service.exchange.seq
+        service.turn(100)
+        assert service.exchange.seq == start + 2 + 20 + 1
+        replies = []
+        while broker.poll(1000):
+            replies += wire.unpack(broker.recv_multipart()[1])
+            if sum(type(r) is Accepted for r in replies) == 23:
+                break
+        refusals = [r.text for r in replies if type(r) is wire.SessionRejected]
+        assert len(refusals) == 3
+        assert "record 1: ClOrdID b'ok\\xff' is not UTF-8" in refusals[0]
+        assert "record 0:" in refusals[1] and "not 1" in refusals[1]
+        assert "record 0:" in refusals[2] and "not 1" in refusals[2]
+        accepted = [r for r in replies if type(r) is Accepted]
+        assert [r.seq for r in accepted] == list(range(start + 1, start + 24))
+        assert [r.cl_ord_id for r in accepted][-1] == "c0"
+        service.journal.flush()
+        replayed = Exchange(MARKET)
+        catch_up(tmp_path / "journal", replayed)
+        assert replayed.seq == service.exchange.seq
+        assert replayed.state_hash() == service.exchange.state_hash()
     finally:
         service.close()
