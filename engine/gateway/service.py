@@ -50,11 +50,13 @@ from engine.core import Exchange
 from engine.core.events import rejected
 from engine.core.records import words_of
 from engine.core.rows import decode as decode_rows
+from engine.core.rows import reject_wording
 from engine.core.snapshot import restore, snapshot_exchange
 from engine.core.validation import reject_text
 from engine.gateway import security as curve
 from engine.gateway import wire
 from engine.gateway.marketdata import MarketDataPublisher
+from engine.gateway.replies import Encoded, Pending, PrivateReplies, surrogate_keys
 from engine.gateway.sessions import Session, Sessions
 from engine.gateway.status import OrderStatusTable
 from engine.gateway.tradestream import TradeStream
@@ -158,6 +160,9 @@ class EngineService:
         self._snapshot_wanted = False
         self.staged: list[Item] = []  # records frames of the turn, not yet applied
         self.turn_ts = 0  # the stamp of the turn's commands
+        self.codes = [i.code for i in config.instruments]
+        self.member_ids = [m.id for m in config.members]
+        self.replies = PrivateReplies(self.codes, reject_wording(config.instruments))
         self.items: list[Item] | None = None
         self.taken = 0
         self.authenticator: curve.Authenticator | None = None
@@ -321,9 +326,9 @@ class EngineService:
     def turn(self, timeout_ms: int) -> None:
         ready = dict(self.poller.poll(timeout_ms))
         self.counters["turns"] += 1
-        self.outbox: dict[bytes, list[bytes]] = defaultdict(list)
+        self.outbox: dict[bytes, Pending] = defaultdict(Pending)
         self.admin_outbox: dict[bytes, list[bytes]] = defaultdict(list)
-        self.absent_outbox: dict[str, list[bytes]] = defaultdict(list)
+        self.absent_outbox: dict[str, Pending] = defaultdict(Pending)
         self.public: list = []
         self.items = items = []  # in arrival order: answers keep their place among events
         if self._reload_wanted:  # SIGHUP
@@ -639,12 +644,12 @@ class EngineService:
         seq = self.exchange.seq
         run = staged[0].records if len(staged) == 1 else np.concatenate([i.records for i in staged])
         try:
-            words_of(stamped(run, seq, self.turn_ts), seq)
+            check_records(stamped(run, seq, self.turn_ts), seq)
         except ValueError:
             good = []
             for item in staged:
                 try:
-                    words_of(stamped(item.records, 0, 0), 0)
+                    check_records(stamped(item.records, 0, 0), 0)
                 except ValueError as exc:
                     session = self.sessions.by_routing_id.get(item.origin)
                     if session is not None:
@@ -667,15 +672,26 @@ class EngineService:
         records, staged = self._checked_run()
         if not staged:
             return
-        exchange = self.exchange
+        exchange, state = self.exchange, self.exchange.state
         body = staged[0].wire_bytes if len(staged) == 1 else b"".join(i.wire_bytes for i in staged)
         self.journal.append_batch(exchange.seq + 1, self.turn_ts, body)
-        positions = exchange.stream_positions()
+        positions = {"public": state.public_seq, "clearing": state.clearing_seq,
+                     "private": dict(state.private_seq)}  # fmt: skip
         rows = exchange.apply_batch(records)
         self.counters["sequenced"] += len(records)
-        events = decode_rows(rows, self.config.instruments, positions)
-        self._observe(None, events)
-        self._route(None, events)
+        encoded = self.replies.encode(rows, positions["private"], self.member_ids)
+        if encoded is None:  # a row the encoder leaves to the decoder
+            events = decode_rows(rows, self.config.instruments, positions)
+            self._observe(None, events)
+            self._route(None, events)
+            return
+        self.status.record_rows(rows, self.codes)
+        positions["private"] = {}  # the private events are encoded: decode the others only
+        public = decode_rows(encoded.public_rows(rows), self.config.instruments, positions)
+        public = [e for e in public if type(e).audience is not Audience.PRIVATE]
+        self._observe(None, public)
+        self.public.extend(public)
+        self._route_encoded(encoded)
 
     def _observe(self, command, events: list, replaying: bool = False) -> None:
         """What the service keeps from each command's events: the order status table, the
@@ -713,6 +729,23 @@ class EngineService:
         if item is not None and item.admin and item.origin is not None:
             self.admin_outbox[item.origin].extend(encoded)
 
+    def _route_encoded(self, encoded: Encoded) -> None:
+        """Queue a batch's encoded private events (engine.gateway.replies) as _route does:
+        to each session of each gateway listing the member, or kept for a gateway with
+        none; one run of events per peer."""
+        sessions: dict[bytes, list[int]] = defaultdict(list)
+        absent: dict[str, list[int]] = defaultdict(list)
+        for member in set(encoded.members[: encoded.count].tolist()):
+            rids, gateways = self.sessions.routes(member)
+            for rid in rids:
+                sessions[rid].append(member)
+            for gateway in gateways:
+                absent[gateway].append(member)
+        for rid, members in sessions.items():
+            self.outbox[rid].add_run(*encoded.select(members))
+        for gateway, members in absent.items():
+            self.absent_outbox[gateway].add_run(*encoded.select(members))
+
     def _reply(self, rid: bytes, admin: bool, encoded: list[bytes]) -> None:
         """Answer `rid`: after what it sent before in this turn (while the turn's messages are
         being read), or at once (while they are being applied)."""
@@ -729,7 +762,7 @@ class EngineService:
     def _flush_session(self, rid: bytes) -> None:
         messages = self.outbox.pop(rid, None)
         if messages:
-            self._send_body(rid, wire.pack(messages))
+            self._send_body(rid, messages.body())
 
     def _send(self) -> None:
         self.trade_stream.publish(self.public)  # clearing events into trades.log, then sent
@@ -749,7 +782,7 @@ class EngineService:
             if now - session.last_sent_ns >= session.heartbeat_ns and not session.backlog:
                 self._send_body(session.routing_id, HEARTBEAT_BODY)
         for gateway, messages in self.absent_outbox.items():
-            self.sessions.keep(gateway, wire.pack(messages))
+            self.sessions.keep(gateway, messages.body())
         for rid, messages in self.admin_outbox.items():
             try:
                 self.admin.send_multipart([rid, wire.MESSAGES, wire.pack(messages)], zmq.NOBLOCK)
@@ -803,6 +836,17 @@ class EngineService:
         self.log(f"snapshot at seq {self.exchange.seq}: {path}")
 
 
+def check_records(records: np.ndarray, last_seq: int) -> None:
+    """ValueError naming the first bad record: the core's checks (engine.core.records), and
+    no ClOrdID holding a surrogate (replies carry ClOrdIDs as msgpack strs)."""
+    words_of(records, last_seq)
+    bad = surrogate_keys(records)
+    if bad.size:
+        i = int(bad[0])
+        key = bytes(records["cl_ord_id"][i])
+        raise ValueError(f"record {i}: ClOrdID {key!r} holds a surrogate: it is not UTF-8")
+
+
 def stamped(records: np.ndarray, last_seq: int, ts_ns: int) -> np.ndarray:
     """`records` numbered on from `last_seq` and stamped `ts_ns`, in place."""
     records["seq"] = np.arange(last_seq + 1, last_seq + 1 + len(records))
@@ -830,7 +874,13 @@ def warm(config: MarketConfig) -> None:
     for order in orders[:2]:
         scratch.apply(order)
     codes = [i.code for i in config.instruments]
-    scratch.apply_batch(records_of(orders[2:], codes, scratch.seq + 1, [0, 0]))
+    private = dict(scratch.state.private_seq)
+    rows = scratch.apply_batch(records_of(orders[2:], codes, scratch.seq + 1, [0, 0]))
+    encoded = PrivateReplies(codes, reject_wording(config.instruments)).encode(
+        rows, private, members
+    )
+    if encoded is not None:
+        encoded.select(members)
 
 
 def serve(config: MarketConfig, options: Options) -> int:

@@ -211,17 +211,19 @@ def records_of(body: bytes) -> np.ndarray:
     return np.frombuffer(body, COMMAND_DTYPE).copy()
 
 
+def array_header(n: int) -> bytes:
+    """msgpack's header of an array of n items."""
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
 def pack(encoded: list[bytes | memoryview]) -> bytes:
     """A msgpack array of items already encoded (a MESSAGES body, a trade stream message):
     its header, then the items as they are."""
-    n = len(encoded)
-    if n < 16:
-        head = bytes((0x90 | n,))
-    elif n < 1 << 16:
-        head = b"\xdc" + n.to_bytes(2, "big")
-    else:
-        head = b"\xdd" + n.to_bytes(4, "big")
-    return head + b"".join(encoded)
+    return array_header(len(encoded)) + b"".join(encoded)
 
 
 def unpack(body: bytes) -> list:
