@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from engine.codec import COMMAND_DTYPE
 from engine.config import MarketConfig, load_market
 from engine.core import Exchange
 from engine.core.events import rejected
@@ -121,7 +122,7 @@ class Item:
     admin: bool
     command: Command | None = None
     wire_bytes: bytes = b""
-    records: np.ndarray | None = None
+    records: int = 0  # a records frame: how many (its body is `wire_bytes`)
     resend: bool = False
     replies: list[bytes] | None = None  # an answer that needs no sequencing, kept in order
 
@@ -441,11 +442,11 @@ class EngineService:
             if kind == wire.RECORDS:
                 if session is None:
                     raise wire.FrameRefused("log on first (Logon), then send records")
-                records = wire.records_of(body)
-                self._permit_records(session, records)
-                items.append(Item(rid, False, records=records, wire_bytes=body))
-                self.taken += len(records)
-                self.sessions.count(session.gateway.id, "records", len(records))
+                n = wire.records_count(body)
+                self._permit_records(session, body, n)
+                items.append(Item(rid, False, records=n, wire_bytes=body))
+                self.taken += n
+                self.sessions.count(session.gateway.id, "records", n)
                 return
             messages = wire.split_messages(body)
         except wire.FrameRefused as exc:
@@ -529,15 +530,16 @@ class EngineService:
         else:
             items.append(Item(rid, True, message, raw))
 
-    def _permit_records(self, session: Session, records: np.ndarray) -> None:
+    def _permit_records(self, session: Session, body: bytes, n: int) -> None:
         """FrameRefused unless every record's member is one the session's gateway lists (a
         lookup per record: no set operation on a frame of one or a few records)."""
         allowed = self.sessions.allowed(session.gateway.id)
-        members = records["member"]
         table = self.sessions.allowed_table(session.gateway.id)
-        if len(members) <= SMALL_FRAME or table is None:
-            bad = [i for i, m in enumerate(members.tolist()) if m not in allowed]
+        if n <= SMALL_FRAME or table is None:
+            members = wire.record_members(body, n)
+            bad = [i for i, m in enumerate(members) if m not in allowed]
         else:
+            members = np.frombuffer(body, COMMAND_DTYPE)["member"]
             inside = (members >= 0) & (members < len(table))
             bad = np.flatnonzero(~inside | ~table[np.where(inside, members, 0)]).tolist()
         if bad:
@@ -603,7 +605,7 @@ class EngineService:
         self.staged: list[Item] = []
         try:
             for item in items:
-                if item.records is not None:
+                if item.records:
                     self.staged.append(item)  # checked, journaled and applied with its run
                     continue
                 self._apply_staged()  # what follows comes after the records' events
@@ -642,14 +644,14 @@ class EngineService:
         record is refused (nothing in it is taken) and left out."""
         staged, self.staged = self.staged, []
         seq = self.exchange.seq
-        run = staged[0].records if len(staged) == 1 else np.concatenate([i.records for i in staged])
+        run = writable_records(bytearray().join(i.wire_bytes for i in staged))
         try:
             check_records(stamped(run, seq, self.turn_ts), seq)
         except ValueError:
             good = []
             for item in staged:
                 try:
-                    check_records(stamped(item.records, 0, 0), 0)
+                    check_records(stamped(writable_records(bytearray(item.wire_bytes)), 0, 0), 0)
                 except ValueError as exc:
                     session = self.sessions.by_routing_id.get(item.origin)
                     if session is not None:
@@ -660,7 +662,8 @@ class EngineService:
             staged = good
             if not staged:
                 return run[:0], staged
-            run = stamped(np.concatenate([i.records for i in staged]), seq, self.turn_ts)
+            joined = bytearray().join(i.wire_bytes for i in staged)
+            run = stamped(writable_records(joined), seq, self.turn_ts)
         return run, staged
 
     def _apply_staged(self) -> None:
@@ -845,6 +848,11 @@ def check_records(records: np.ndarray, last_seq: int) -> None:
         i = int(bad[0])
         key = bytes(records["cl_ord_id"][i])
         raise ValueError(f"record {i}: ClOrdID {key!r} holds a surrogate: it is not UTF-8")
+
+
+def writable_records(data: bytearray) -> np.ndarray:
+    """Records bodies joined, as a writable array of records (no copy)."""
+    return np.frombuffer(data, COMMAND_DTYPE)
 
 
 def stamped(records: np.ndarray, last_seq: int, ts_ns: int) -> np.ndarray:

@@ -70,9 +70,10 @@ def open_service(tmp_path) -> EngineService:
 
 def test_a_bad_records_frame_among_good_ones_in_one_turn_is_refused_alone(tmp_path):
     """A turn checks its records frames as one run; when one frame has a bad record (a
-    ClOrdID that is not UTF-8, a member the gateway may not act for, in a frame small and
-    large) only that frame is refused, with the record named, and the others are numbered
-    without a gap, journaled and applied: a replay of the journal gives the same state."""
+    ClOrdID that is not UTF-8 or holds a surrogate, a member the gateway may not act for, in
+    a frame small and large) only that frame is refused, with the record named, and the
+    others are numbered without a gap, journaled and applied: a replay of the journal gives
+    the same state."""
     service = open_service(tmp_path)
     try:
         context = zmq.Context.instance()
@@ -96,8 +97,10 @@ def test_a_bad_records_frame_among_good_ones_in_one_turn_is_refused_alone(tmp_pa
 
         bad_key = frame("k", 3)
         bad_key["cl_ord_id"][1] = b"ok\xff"
+        surrogate = frame("s", 2)  # UTF-8 to the core's check, but no str: it once crashed
+        surrogate["cl_ord_id"][0] = "s\udc80".encode("utf-8", "surrogatepass")  # the reply
         frames = [frame("a", 2), bad_key, frame("b", 20), frame("m", 2, member=1),
-                  frame("big", 20, member=1), frame("c", 1)]  # fmt: skip
+                  frame("big", 20, member=1), surrogate, frame("c", 1)]  # fmt: skip
         for records in frames:
             broker.send_multipart([wire.RECORDS, records.tobytes()])
         time.sleep(1.0)  # everything has arrived: one turn takes it all
@@ -110,10 +113,11 @@ def test_a_bad_records_frame_among_good_ones_in_one_turn_is_refused_alone(tmp_pa
             if sum(type(r) is Accepted for r in replies) == 23:
                 break
         refusals = [r.text for r in replies if type(r) is wire.SessionRejected]
-        assert len(refusals) == 3
+        assert len(refusals) == 4
         assert "record 1: ClOrdID b'ok\\xff' is not UTF-8" in refusals[0]
         assert "record 0:" in refusals[1] and "not 1" in refusals[1]
         assert "record 0:" in refusals[2] and "not 1" in refusals[2]
+        assert "record 0: ClOrdID b's\\xed\\xb2\\x80' holds a surrogate" in refusals[3]
         accepted = [r for r in replies if type(r) is Accepted]
         assert [r.seq for r in accepted] == list(range(start + 1, start + 24))
         assert [r.cl_ord_id for r in accepted][-1] == "c0"
