@@ -18,7 +18,7 @@ Invariants:
   stream position and no account, or an instrument index outside the market: the caller then
   decodes the rows (engine.core.rows.decode), which handles any row;
 - ClOrdIDs are copied as the rows hold them: they are UTF-8 without surrogates (a records
-  frame with any other ClOrdID is refused before it is applied: `surrogate_keys`).
+  frame with any other ClOrdID is refused before it is applied: `first_surrogate_key`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from engine.codec import (
     A_PRICE,
     A_QTY,
     EVENT_BYTES,
+    EVENT_DTYPE,
     EVENT_WORDS,
     KEY_WORD,
     M_ORDER_ID,
@@ -62,6 +63,7 @@ from engine.codec import (
     T_SELL_LEAVES,
     T_SELL_OID,
     T_TRADE_ID,
+    W_KEY,
     X_LEAVES,
     X_ORDER_ID,
 )
@@ -73,6 +75,8 @@ from engine.protocol import RejectCode
 TAG_ACCEPTED, TAG_REJECTED, TAG_FILLED, TAG_CANCELLED, TAG_AMENDED = 101, 102, 103, 104, 105
 MAX_EVENT_BYTES = 2 * 160  # a row's private events (a trade's two Filled), texts aside
 REFUSED = -1  # encode's status for rows it leaves to the decoder
+_REJECT_CODES = {int(code): code for code in RejectCode}
+_encode = msgspec.msgpack.Encoder().encode
 
 
 @njit(cache=True, _nrt=False)
@@ -117,23 +121,26 @@ def _put_slice(buf, p, src, lo, hi):
 
 
 @njit(cache=True, _nrt=False)
-def scan(words, rejects, public):
+def scan(words, rejects, accepted, public):
     """Mark the rows of public and clearing events in `public` (all False on entry; a
-    ROW_REJECTED_TEXT's text rows are no events) and list the ROW_REJECTED rows in
-    `rejects`; returns how many."""
+    ROW_REJECTED_TEXT's text rows are no events), list the ROW_REJECTED rows in `rejects`
+    and the ROW_ACCEPTED rows in `accepted`; returns how many of each."""
     n = words.shape[0]
-    r = k = 0
+    r = k = a = 0
     while r < n:
         kind = words[r, 0] & 0xFF
         if kind in (ROW_TRADE, ROW_DEPTH, ROW_PHASE, ROW_INDICATIVE, ROW_AUCTION):
             public[r] = True
+        elif kind == ROW_ACCEPTED:
+            accepted[a] = r
+            a += 1
         elif kind == ROW_REJECTED:
             rejects[k] = r
             k += 1
         elif kind == ROW_REJECTED_TEXT:
             r += (words[r, R_DETAIL_A] + EVENT_BYTES - 1) // EVENT_BYTES
         r += 1
-    return k
+    return k, a
 
 
 @njit(cache=True, _nrt=False)
@@ -290,24 +297,37 @@ def gather(buf, offsets, members, n, wanted, out):
     return count, q
 
 
-def surrogate_keys(records: np.ndarray) -> np.ndarray:
-    """Indices of the records whose ClOrdID holds an encoded surrogate (ED A0-BF): UTF-8 to
-    the core's check (engine.core.records), but no str a message can carry."""
-    keys = np.ascontiguousarray(records["cl_ord_id"]).view(np.uint8).reshape(len(records), -1)
-    found = (keys[:, :-1] == 0xED) & (keys[:, 1:] >= 0xA0) & (keys[:, 1:] <= 0xBF)
-    return np.flatnonzero(found.any(axis=1))
+@njit(cache=True, _nrt=False)
+def first_surrogate_key(words):
+    """Index of the first record (COMMAND_DTYPE as int64 words) whose ClOrdID holds an
+    encoded surrogate (ED A0-BF): UTF-8 to the core's check (engine.core.records), but no
+    str a message can carry; -1 if none."""
+    for i in range(words.shape[0]):
+        for k in range(31):
+            lead = (words[i, W_KEY + k // 8] >> (8 * (k % 8))) & 0xFF
+            if lead == 0xED:
+                second = (words[i, W_KEY + (k + 1) // 8] >> (8 * ((k + 1) % 8))) & 0xFF
+                if 0xA0 <= second <= 0xBF:
+                    return i
+    return -1
 
 
 @dataclass
 class Encoded:
     """A batch's private events, encoded (`buf[offsets[e]:offsets[e + 1]]`, of member
-    `members[e]`), and a mask of the rows of its public and clearing events."""
+    `members[e]`), a mask of the rows of its public and clearing events and the indices of
+    its ROW_ACCEPTED rows."""
 
     buf: np.ndarray
     offsets: np.ndarray
     members: np.ndarray
     count: int
     public: np.ndarray
+    accepted: np.ndarray
+
+    def accepted_rows(self, rows: bytes) -> np.ndarray:
+        """The ROW_ACCEPTED rows (EVENT_DTYPE) among `rows`, for the order status table."""
+        return np.frombuffer(rows, dtype=EVENT_DTYPE)[self.accepted]
 
     def select(self, wanted: Sequence[int]) -> tuple[int, bytes]:
         """The events of the members `wanted`, in order: (how many, their bytes)."""
@@ -334,6 +354,7 @@ class PrivateReplies:
         self.codes_off = np.cumsum([0, *map(len, encoded)]).astype(np.int64)
         self.codes = list(codes)
         self.word = word
+        self._no_texts = (np.zeros(1, dtype=np.uint8), np.zeros(1, dtype=np.int64))
 
     def encode(
         self, rows: bytes, private_seq: dict[int, int], known: Sequence[int]
@@ -345,10 +366,14 @@ class PrivateReplies:
         n = words.shape[0]
         public = np.zeros(n, dtype=np.bool_)
         reject_rows = np.empty(n, dtype=np.int64)
-        texts = self._texts(words, reject_rows[: scan(words, reject_rows, public)])
-        texts_buf, texts_off = texts
+        accepted = np.empty(n, dtype=np.int64)
+        rejects, n_accepted = scan(words, reject_rows, accepted, public)
+        texts_buf, texts_off = (
+            self._texts(words, reject_rows[:rejects]) if rejects else self._no_texts
+        )
         ids = np.asarray(sorted({*private_seq, *known}), dtype=np.int64)
-        counts = np.asarray([private_seq.get(m, 0) for m in ids.tolist()], dtype=np.int64)
+        get = private_seq.get
+        counts = np.asarray([get(m, 0) for m in ids.tolist()], dtype=np.int64)
         buf = np.empty(n * MAX_EVENT_BYTES + len(texts_buf) + 8 * n, dtype=np.uint8)
         offsets = np.empty(2 * n + 1, dtype=np.int64)
         members = np.empty(2 * n, dtype=np.int64)
@@ -356,18 +381,28 @@ class PrivateReplies:
                             texts_off, buf, offsets, members)  # fmt: skip
         if count == REFUSED:
             return None
-        return Encoded(buf, offsets, members, count, public)
+        return Encoded(buf, offsets, members, count, public, accepted[:n_accepted])
 
     def _texts(self, words: np.ndarray, rejects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The ROW_REJECTED rows' texts (worded as the per-command path words them), each a
         msgpack str, back to back, and their offsets."""
-        encoded = []
-        for r in rejects.tolist():
-            w = words[r].tolist()
-            key = words[r, KEY_WORD:].tobytes().rstrip(b"\0").decode("utf-8", "surrogatepass")
-            code, index = RejectCode((w[0] >> 16) & 0xFFFF), (w[0] >> 32) & 0xFFFFFFFF
-            text = self.word(code, index, w[R_DETAIL_A], w[R_DETAIL_B], key, w[R_MEMBER])
-            encoded.append(msgspec.msgpack.encode(text))
+        chosen = words[rejects]
+        heads = chosen[:, 0]
+        keys = np.ascontiguousarray(chosen[:, KEY_WORD:]).view("S32").ravel().tolist()
+        columns = zip(
+            ((heads >> 16) & 0xFFFF).tolist(),
+            ((heads >> 32) & 0xFFFFFFFF).tolist(),
+            chosen[:, R_DETAIL_A].tolist(),
+            chosen[:, R_DETAIL_B].tolist(),
+            keys,
+            chosen[:, R_MEMBER].tolist(),
+            strict=True,
+        )
+        word, codes, encode = self.word, _REJECT_CODES, _encode
+        encoded = [
+            encode(word(codes[code], index, a, b, key.decode("utf-8", "surrogatepass"), member))
+            for code, index, a, b, key, member in columns
+        ]
         offsets = np.cumsum([0, *map(len, encoded)]).astype(np.int64)
         return np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8), offsets
 

@@ -57,7 +57,7 @@ from engine.core.validation import reject_text
 from engine.gateway import security as curve
 from engine.gateway import wire
 from engine.gateway.marketdata import MarketDataPublisher
-from engine.gateway.replies import Encoded, Pending, PrivateReplies, surrogate_keys
+from engine.gateway.replies import Encoded, Pending, PrivateReplies, first_surrogate_key
 from engine.gateway.sessions import Session, Sessions
 from engine.gateway.status import OrderStatusTable
 from engine.gateway.tradestream import TradeStream
@@ -688,13 +688,17 @@ class EngineService:
             self._observe(None, events)
             self._route(None, events)
             return
-        self.status.record_rows(rows, self.codes)
+        if encoded.accepted.size:
+            self.status.record_accepted(encoded.accepted_rows(rows), self.codes)
+        self._route_encoded(encoded)
+        public_rows = encoded.public_rows(rows)
+        if not public_rows:
+            return
         positions["private"] = {}  # the private events are encoded: decode the others only
-        public = decode_rows(encoded.public_rows(rows), self.config.instruments, positions)
+        public = decode_rows(public_rows, self.config.instruments, positions)
         public = [e for e in public if type(e).audience is not Audience.PRIVATE]
         self._observe(None, public)
         self.public.extend(public)
-        self._route_encoded(encoded)
 
     def _observe(self, command, events: list, replaying: bool = False) -> None:
         """What the service keeps from each command's events: the order status table, the
@@ -842,10 +846,8 @@ class EngineService:
 def check_records(records: np.ndarray, last_seq: int) -> None:
     """ValueError naming the first bad record: the core's checks (engine.core.records), and
     no ClOrdID holding a surrogate (replies carry ClOrdIDs as msgpack strs)."""
-    words_of(records, last_seq)
-    bad = surrogate_keys(records)
-    if bad.size:
-        i = int(bad[0])
+    i = first_surrogate_key(words_of(records, last_seq))
+    if i >= 0:
         key = bytes(records["cl_ord_id"][i])
         raise ValueError(f"record {i}: ClOrdID {key!r} holds a surrogate: it is not UTF-8")
 

@@ -2,7 +2,8 @@
 random flows through the batch path (trades, refusals worded and with texts, cancels,
 amends, unknown members and instruments, call phases), every private event's bytes are
 exactly what engine.protocol.encode writes for the event engine.core.rows.decode gives, with
-the same stream numbers, and the public and clearing rows decode to the same events."""
+the same stream numbers, the public and clearing rows decode to the same events, and the
+accepted rows found give the order status table recovery builds from the rows."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 
 from engine.core import Exchange
+from engine.core.records import words_of
 from engine.core.rows import decode, reject_wording
 from engine.gateway import wire
-from engine.gateway.replies import Pending, PrivateReplies, surrogate_keys
+from engine.gateway.replies import Pending, PrivateReplies, first_surrogate_key
+from engine.gateway.status import OrderStatusTable
 from engine.protocol import Audience, OpenCall, StartOfDay, Uncross, encode
 from tests.core.test_batch import CODES, INSTRUMENTS, as_records, batch_market, flows, start
 
@@ -44,6 +47,10 @@ def check_batch(exchange, records, known: list[int] = KNOWN) -> bool:
         pending = Pending()
         pending.add_run(count, data)
         assert wire.unpack(pending.body()) == [e for e in mine if e.member in wanted]
+    by_rows, by_scan = OrderStatusTable(), OrderStatusTable()
+    by_rows.record_rows(rows, CODES)
+    by_scan.record_accepted(encoded.accepted_rows(rows), CODES)
+    assert (by_scan.orders, by_scan.instruments) == (by_rows.orders, by_rows.instruments)
     others = [e for e in events if type(e).audience is not Audience.PRIVATE]
     positions["private"] = {}
     public = decode(encoded.public_rows(rows), INSTRUMENTS, positions)
@@ -89,9 +96,12 @@ def test_a_run_with_every_private_event_kind_is_encoded():
 
 def test_a_clordid_holding_a_surrogate_is_found():
     records = as_records([(1, 1, 0, 0, 1, 0, 0, 10_000, 100, 0, "ok")] * 3, [0] * 3, 1)
-    records["cl_ord_id"][1] = "a\udc80".encode("utf-8", "surrogatepass")
     records["cl_ord_id"][2] = "ü\ud7ff".encode()  # the last code point below the surrogates
-    assert surrogate_keys(records).tolist() == [1]
+    assert first_surrogate_key(words_of(records, 0)) == -1
+    records["cl_ord_id"][1] = ("x" * 29 + "\udc80").encode("utf-8", "surrogatepass")  # ends it
+    assert first_surrogate_key(words_of(records, 0)) == 1
+    records["cl_ord_id"][0] = "a\udc80".encode("utf-8", "surrogatepass")
+    assert first_surrogate_key(words_of(records, 0)) == 0
 
 
 def test_batches_of_the_bench_workload_are_encoded():
