@@ -73,6 +73,7 @@ from engine.gateway.wire import array_header
 from engine.protocol import RejectCode
 
 TAG_ACCEPTED, TAG_REJECTED, TAG_FILLED, TAG_CANCELLED, TAG_AMENDED = 101, 102, 103, 104, 105
+assert (T_SELL_OID, T_SELL_LEAVES) == (T_BUY_OID + 1, T_BUY_LEAVES + 1)  # a side indexes
 MAX_EVENT_BYTES = 2 * 160  # a row's private events (a trade's two Filled), texts aside
 REFUSED = -1  # encode's status for rows it leaves to the decoder
 _REJECT_CODES = {int(code): code for code in RejectCode}
@@ -154,18 +155,19 @@ def _stream(ids, counts, member):
 
 
 @njit(cache=True, _nrt=False)
-def _filled(buf, p, w, member, code, codes_buf, lo, hi, oid, side, leaves, aggressor, number):
+def _filled(buf, p, w, member, codes_buf, lo, hi, side, aggressor, number):
+    """The Filled of one side (0 buy, 1 sell) of the trade row w."""
     buf[p] = 0x9C  # a fixarray of twelve: the tag and eleven fields
     buf[p + 1] = TAG_FILLED
     p = _put_int(buf, p + 2, w[1])
     p = _put_int(buf, p, w[T_TRADE_ID])
     p = _put_int(buf, p, member)
     p = _put_slice(buf, p, codes_buf, lo, hi)
-    p = _put_int(buf, p, oid)
+    p = _put_int(buf, p, w[T_BUY_OID + side])
     p = _put_int(buf, p, side)
     p = _put_int(buf, p, w[T_PRICE])
     p = _put_int(buf, p, w[T_QTY])
-    p = _put_int(buf, p, leaves)
+    p = _put_int(buf, p, w[T_BUY_LEAVES + side])
     buf[p] = 0xC3 if aggressor else 0xC2
     return _put_int(buf, p + 1, number)
 
@@ -193,27 +195,17 @@ def encode_rows(words, ids, counts, codes_buf, codes_off, texts_buf, texts_off, 
         if kind not in (ROW_REJECTED, ROW_REJECTED_TEXT) and index >= n_codes:
             return REFUSED
         lo, hi = codes_off[min(index, n_codes - 1)], codes_off[min(index, n_codes - 1) + 1]
-        if kind == ROW_TRADE:
+        if kind == ROW_TRADE:  # the buyer's Filled, then the seller's
             both = w[T_MEMBERS]
-            buyer = (both << 32) >> 32
-            seller = both >> 32
-            aggressor = flag
-            number = _stream(ids, counts, buyer)
-            if number < 0:
-                return REFUSED
-            offsets[e] = p
-            members[e] = buyer
-            p = _filled(buf, p, w, buyer, code, codes_buf, lo, hi, w[T_BUY_OID], 0,
-                        w[T_BUY_LEAVES], aggressor == 0, number)  # fmt: skip
-            e += 1
-            number = _stream(ids, counts, seller)
-            if number < 0:
-                return REFUSED
-            offsets[e] = p
-            members[e] = seller
-            p = _filled(buf, p, w, seller, code, codes_buf, lo, hi, w[T_SELL_OID], 1,
-                        w[T_SELL_LEAVES], aggressor == 1, number)  # fmt: skip
-            e += 1
+            for side in range(2):
+                member = (both << 32) >> 32 if side == 0 else both >> 32
+                number = _stream(ids, counts, member)
+                if number < 0:
+                    return REFUSED
+                offsets[e] = p
+                members[e] = member
+                e += 1
+                p = _filled(buf, p, w, member, codes_buf, lo, hi, side, flag == side, number)
             continue
         member = w[A_MEMBER]  # the member word of every private row (A = R = X = M)
         number = _stream(ids, counts, member)

@@ -3,8 +3,10 @@
 One thread runs `EngineService.run`: each turn it polls, drains up to `batch_limit` inbound
 messages (order entry and admin), and for everything that reaches the core it stamps
 (sequence, time from the service's clock), journals the wire bytes it received, applies
-(`Exchange.apply_stamped` for a message, `Exchange.apply_batch` for a frame of records),
-fsyncs once, and only then sends what the turn produced (group commit). Invariants:
+(`Exchange.apply_stamped` for a message, one `Exchange.apply_batch` for each run of records
+frames: checked as a run, journaled as one batch record of the bodies as received, its
+private replies encoded from the event rows by engine.gateway.replies), fsyncs once, and
+only then sends what the turn produced (group commit). Invariants:
 - nothing the core caused is sent before the journal holds the command durably (with
   `fsync` on); a failed write or fsync stops the service (exit status 3) without sending;
 - a client's frame can never stop the loop: what cannot be decoded, is not permitted, or is

@@ -23,13 +23,18 @@ MARKET = default_market()
 CODE = MARKET.instruments[0].code
 
 
-def test_a_turn_takes_at_most_its_budget_of_records_whatever_the_frames(tmp_path):
+def open_service(tmp_path) -> EngineService:
     options = Options(tmp_path, orders="tcp://127.0.0.1:*", admin="tcp://127.0.0.1:*",
                       market_data="tcp://127.0.0.1:*", snapshots="tcp://127.0.0.1:*",
                       trades="tcp://127.0.0.1:*",
                       clock_start_ns=clock_start(CLOCK), quiet=True)  # fmt: skip
     service = EngineService(MARKET, options, log=lambda line: None)
     service.open()
+    return service
+
+
+def test_a_turn_takes_at_most_its_budget_of_records_whatever_the_frames(tmp_path):
+    service = open_service(tmp_path)
     try:
         context = zmq.Context.instance()
         admin = context.socket(zmq.DEALER)
@@ -56,16 +61,6 @@ def test_a_turn_takes_at_most_its_budget_of_records_whatever_the_frames(tmp_path
         assert service.exchange.seq - start < 10 * PER_FRAME  # the broker's turn came early
     finally:
         service.close()
-
-
-def open_service(tmp_path) -> EngineService:
-    options = Options(tmp_path, orders="tcp://127.0.0.1:*", admin="tcp://127.0.0.1:*",
-                      market_data="tcp://127.0.0.1:*", snapshots="tcp://127.0.0.1:*",
-                      trades="tcp://127.0.0.1:*",
-                      clock_start_ns=clock_start(CLOCK), quiet=True)  # fmt: skip
-    service = EngineService(MARKET, options, log=lambda line: None)
-    service.open()
-    return service
 
 
 def test_a_bad_records_frame_among_good_ones_in_one_turn_is_refused_alone(tmp_path):
