@@ -574,14 +574,16 @@ def frame_steps(frame: int, orders: int) -> dict[str, float]:
     """`python -m bench.e2e steps FRAME ORDERS`: CPU time (this thread's) per order of each
     step the service takes for a turn of one RECORDS frame of `frame` records, called
     directly on the bench market's mixed workload (bench.exchange, bench.recovery), no
-    sockets: what each step would cost on a core of its own."""
+    sockets: what each step would cost on a core of its own; and beside the total, what
+    decoding the rows into events, the status table from them and encoding the private
+    ones costs instead of the encoder's steps (the service's way for small runs)."""
     from bench.exchange import CODE as BENCH_CODE
     from bench.exchange import bench_market
-    from engine.core.rows import StreamNumbers, reject_wording
+    from engine.core.rows import StreamNumbers, decode, reject_wording
     from engine.gateway.replies import PrivateReplies
     from engine.gateway.service import check_records, stamped, writable_records
     from engine.gateway.status import OrderStatusTable
-    from engine.protocol import OpenCall, StartOfDay, Uncross
+    from engine.protocol import Audience, OpenCall, StartOfDay, Uncross, encode
 
     market = bench_market()
     codes = [i.code for i in market.instruments]
@@ -598,7 +600,7 @@ def frame_steps(frame: int, orders: int) -> dict[str, float]:
     warm, exchange = exchanges
     head = stamped(writable_records(bytearray(bodies[0])), warm.seq, 0)
     replies.encode(warm.apply_batch(head), {}, members).select(members)
-    status = OrderStatusTable()
+    status, decoded, instead = OrderStatusTable(), OrderStatusTable(), 0.0
     steps = dict.fromkeys(
         ("join + check_records", "apply_batch", "replies.encode", "select (2 gateways)",
          "public rows decode", "status table"), 0.0,
@@ -625,9 +627,17 @@ def frame_steps(frame: int, orders: int) -> dict[str, float]:
         t5 = clock()
         status.record_accepted(encoded.accepted_rows(rows), codes)
         t6 = clock()
+        positions["private"] = private
+        events = decode(rows, market.instruments, positions)  # the small runs' way instead
+        decoded.record(events)
+        [encode(e) for e in events if type(e).audience is Audience.PRIVATE]
+        t7 = clock()
         for name, spent in zip(steps, np.diff([t0, t1, t2, t3, t4, t5, t6]), strict=True):
             steps[name] += spent
-    return {name: round(spent * 1e6 / orders, 2) for name, spent in steps.items()}
+        instead += t7 - t6
+    out = {name: round(spent * 1e6 / orders, 2) for name, spent in steps.items()}
+    out["total"] = round(sum(out.values()), 2)
+    return {**out, "instead: decode + status + encode": round(instead * 1e6 / orders, 2)}
 
 
 if __name__ == "__main__":
@@ -638,5 +648,4 @@ if __name__ == "__main__":
         profile_service(int(orders), int(gateways), fsync == "on", *rest)
     if sys.argv[1:2] == ["steps"]:
         frame, orders = sys.argv[2:4]
-        steps = frame_steps(int(frame), int(orders))
-        print(json.dumps({**steps, "total": round(sum(steps.values()), 2)}))
+        print(json.dumps(frame_steps(int(frame), int(orders))))

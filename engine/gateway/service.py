@@ -92,6 +92,9 @@ EXIT_JOURNAL_FAILED = 3
 HEARTBEAT_BODY = wire.pack([wire.encode_message(wire.Heartbeat())])
 HEARTBEAT_NS = 1_000_000_000  # market data says where it is after a second without events
 SMALL_FRAME = 8  # records frames up to this size are checked record by record, not with numpy
+# a run of at most this many records is answered by decoding its rows into events (one decode
+# costs less than the encoder's fixed costs plus the public rows' decode: `bench.e2e steps`)
+SMALL_RUN = 32
 
 
 @dataclass
@@ -684,8 +687,10 @@ class EngineService:
                      "private": dict(state.private_seq)}  # fmt: skip
         rows = exchange.apply_batch(records)
         self.counters["sequenced"] += len(records)
-        encoded = self.replies.encode(rows, positions["private"], self.member_ids)
-        if encoded is None:  # a row the encoder leaves to the decoder
+        encoded = None
+        if len(records) > SMALL_RUN:
+            encoded = self.replies.encode(rows, positions["private"], self.member_ids)
+        if encoded is None:  # a small run, or a row the encoder leaves to the decoder
             events = decode_rows(rows, self.config.instruments, positions)
             self._observe(None, events)
             self._route(None, events)
