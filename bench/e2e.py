@@ -490,7 +490,7 @@ PROFILE_PARTS = (
     ("      replies: encode private events", "replies.py", "encode"),
     ("      replies: route (select per peer)", "service.py", "_route_encoded"),
     ("      rows.decode (public and clearing rows)", "rows.py", "decode"),
-    ("      status table from rows", "status.py", "record_rows"),
+    ("      status table from the accepted rows", "status.py", "record_accepted"),
     ("    journal append_encoded (a message)", "commandlog.py", "append_encoded"),
     ("    Exchange.apply_stamped (a message)", "exchange.py", "apply_stamped"),
     ("    _observe (status table, phase log)", "service.py", "_observe"),
