@@ -47,7 +47,7 @@ from bench.book import WrongResult
 from bench.recovery import workload_records
 from bench.workload import DEFAULT_MID, mixed_workload
 from engine.book.layout import C_OID
-from engine.codec import REC_CANCEL, command_of
+from engine.codec import REC_CANCEL, command_of, decode_events
 from engine.config import default_market
 from engine.core import Exchange
 from engine.gateway import wire
@@ -479,19 +479,18 @@ PROFILE_PARTS = (
     ("  zmq poll (waiting included)", "poll.py", "poll"),
     ("  recv_multipart", "socket.py", "recv_multipart"),
     ("  _take: frame checks and decode", "service.py", "_take"),
-    ("    wire.records_of (frombuffer + copy)", "wire.py", "records_of"),
     ("    _permit_records (members allowed)", "service.py", "_permit_records"),
     ("    message decode (msgspec, per message)", "wire.py", "decode_message"),
     ("  _sequence", "service.py", "_sequence"),
-    ("    _sequence_records (a RECORDS frame)", "service.py", "_sequence_records"),
-    ("      words_of (record checks)", "records.py", "words_of"),
-    ("      stream_positions", "exchange.py", "stream_positions"),
+    ("    _apply_staged (the turn's RECORDS frames)", "service.py", "_apply_staged"),
+    ("      _checked_run (join, stamp, check)", "service.py", "_checked_run"),
     ("      journal append_batch", "commandlog.py", "append_batch"),
     ("      Exchange.apply_batch", "exchange.py", "apply_batch"),
     ("        compiled batch run", "~", "<built-in method engine.core.batch.run>"),
-    ("      rows.decode (event rows -> events)", "rows.py", "decode"),
-    ("        codec.decode_events", "codec.py", "decode_events"),
-    ("        number_streams", "rows.py", "number_streams"),
+    ("      replies: encode private events", "replies.py", "encode"),
+    ("      replies: route (select per peer)", "service.py", "_route_encoded"),
+    ("      rows.decode (public and clearing rows)", "rows.py", "decode"),
+    ("      status table from the accepted rows", "status.py", "record_accepted"),
     ("    journal append_encoded (a message)", "commandlog.py", "append_encoded"),
     ("    Exchange.apply_stamped (a message)", "exchange.py", "apply_stamped"),
     ("    _observe (status table, phase log)", "service.py", "_observe"),
@@ -500,6 +499,8 @@ PROFILE_PARTS = (
     ("    journal sync (fsync)", "segments.py", "sync"),
     ("    journal flush (fsync off)", "segments.py", "flush"),
     ("  _send (pack + zmq send)", "service.py", "_send"),
+    ("    trade stream publish", "tradestream.py", "publish"),
+    ("    market data publish", "marketdata.py", "publish"),
     ("    send_multipart", "socket.py", "send_multipart"),
 )
 
@@ -571,18 +572,25 @@ def profile_service(orders: int, gateways: int, fsync: bool, *options: str) -> N
 
 def frame_steps(frame: int, orders: int) -> dict[str, float]:
     """`python -m bench.e2e steps FRAME ORDERS`: CPU time (this thread's) per order of each
-    step the service takes for a RECORDS frame of `frame` records, called directly on the
-    bench market's mixed workload (bench.exchange, bench.recovery), no sockets: what each
-    step would cost on a core of its own."""
+    step the service takes for a turn of one RECORDS frame of `frame` records, called
+    directly on the bench market's mixed workload (bench.exchange, bench.recovery), no
+    sockets: what each step would cost on a core of its own; and beside the total, what
+    decoding the rows into events, the status table from them and encoding the private
+    ones costs instead of the encoder's steps (the service's way for small runs)."""
     from bench.exchange import CODE as BENCH_CODE
     from bench.exchange import bench_market
-    from engine.core.records import words_of
-    from engine.core.rows import decode
+    from engine.core.rows import StreamNumbers, decode, reject_wording
+    from engine.gateway.replies import PrivateReplies
+    from engine.gateway.service import check_records, stamped, writable_records
     from engine.gateway.status import OrderStatusTable
     from engine.protocol import Audience, OpenCall, StartOfDay, Uncross, encode
 
     market = bench_market()
-    records = workload_records(orders, 2)
+    codes = [i.code for i in market.instruments]
+    members = [m.id for m in market.members]
+    halves = (members[: len(members) // 2], members[len(members) // 2 :])  # two gateways
+    replies = PrivateReplies(codes, reject_wording(market.instruments))
+    bodies = [r.tobytes() for r in np.array_split(workload_records(orders, 2), -(-orders // frame))]
     exchanges = []
     for _ in range(2):
         exchange = Exchange(market)
@@ -590,38 +598,46 @@ def frame_steps(frame: int, orders: int) -> dict[str, float]:
             exchange.apply(command)
         exchanges.append(exchange)
     warm, exchange = exchanges
-    head = records[:512].copy()
-    head["seq"] = np.arange(warm.seq + 1, warm.seq + 513)
-    decode(warm.apply_batch(head), market.instruments, warm.stream_positions())
-    status = OrderStatusTable()
+    head = stamped(writable_records(bytearray(bodies[0])), warm.seq, 0)
+    replies.encode(warm.apply_batch(head), {}, members).select(members)
+    status, decoded, instead = OrderStatusTable(), OrderStatusTable(), 0.0
     steps = dict.fromkeys(
-        ("records_of", "words_of", "stream_positions", "apply_batch", "rows.decode",
-         "status.record", "encode", "wire.pack"), 0.0,
+        ("join + check_records", "apply_batch", "replies.encode", "select (2 gateways)",
+         "public rows decode", "status table"), 0.0,
     )  # fmt: skip
     clock = time.thread_time
-    for start in range(0, orders, frame):
+    for body in bodies:
+        state = exchange.state
         t0 = clock()
-        batch = wire.records_of(records[start : start + frame].tobytes())
-        first = exchange.seq + 1
-        batch["seq"] = np.arange(first, first + len(batch))
+        run = stamped(writable_records(bytearray().join([body])), exchange.seq, 0)
+        check_records(run, exchange.seq)
+        private = dict(state.private_seq)
+        positions = {"public": state.public_seq, "clearing": state.clearing_seq, "private": {}}
         t1 = clock()
-        words_of(batch, exchange.seq)
+        rows = exchange.apply_batch(run)
         t2 = clock()
-        positions = exchange.stream_positions()
+        encoded = replies.encode(rows, private, members)
         t3 = clock()
-        rows = exchange.apply_batch(batch)
+        for half in halves:
+            encoded.select(half)
         t4 = clock()
-        events = decode(rows, market.instruments, positions)
+        public_rows = encoded.public_rows(rows)
+        if public_rows:
+            decode_events(public_rows, codes, StreamNumbers(market.instruments, positions))
         t5 = clock()
-        status.record(events)
+        status.record_accepted(encoded.accepted_rows(rows), codes)
         t6 = clock()
-        encoded = [encode(e) for e in events if type(e).audience is Audience.PRIVATE]
+        positions["private"] = private
+        events = decode(rows, market.instruments, positions)  # the small runs' way instead
+        decoded.record(events)
+        [encode(e) for e in events if type(e).audience is Audience.PRIVATE]
         t7 = clock()
-        wire.pack(encoded)
-        t8 = clock()
-        for name, spent in zip(steps, np.diff([t0, t1, t2, t3, t4, t5, t6, t7, t8]), strict=True):
+        for name, spent in zip(steps, np.diff([t0, t1, t2, t3, t4, t5, t6]), strict=True):
             steps[name] += spent
-    return {name: round(spent * 1e6 / orders, 2) for name, spent in steps.items()}
+        instead += t7 - t6
+    out = {name: round(spent * 1e6 / orders, 2) for name, spent in steps.items()}
+    out["total"] = round(sum(out.values()), 2)
+    return {**out, "instead: decode + status + encode": round(instead * 1e6 / orders, 2)}
 
 
 if __name__ == "__main__":
@@ -632,5 +648,4 @@ if __name__ == "__main__":
         profile_service(int(orders), int(gateways), fsync == "on", *rest)
     if sys.argv[1:2] == ["steps"]:
         frame, orders = sys.argv[2:4]
-        steps = frame_steps(int(frame), int(orders))
-        print(json.dumps({**steps, "total": round(sum(steps.values()), 2)}))
+        print(json.dumps(frame_steps(int(frame), int(orders))))

@@ -3,8 +3,10 @@
 One thread runs `EngineService.run`: each turn it polls, drains up to `batch_limit` inbound
 messages (order entry and admin), and for everything that reaches the core it stamps
 (sequence, time from the service's clock), journals the wire bytes it received, applies
-(`Exchange.apply_stamped` for a message, `Exchange.apply_batch` for a frame of records),
-fsyncs once, and only then sends what the turn produced (group commit). Invariants:
+(`Exchange.apply_stamped` for a message, one `Exchange.apply_batch` for each run of records
+frames: checked as a run, journaled as one batch record of the bodies as received, its
+private replies encoded from the event rows by engine.gateway.replies), fsyncs once, and
+only then sends what the turn produced (group commit). Invariants:
 - nothing the core caused is sent before the journal holds the command durably (with
   `fsync` on); a failed write or fsync stops the service (exit status 3) without sending;
 - a client's frame can never stop the loop: what cannot be decoded, is not permitted, or is
@@ -45,16 +47,19 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from engine.codec import COMMAND_DTYPE
 from engine.config import MarketConfig, load_market
 from engine.core import Exchange
 from engine.core.events import rejected
 from engine.core.records import words_of
 from engine.core.rows import decode as decode_rows
+from engine.core.rows import reject_wording
 from engine.core.snapshot import restore, snapshot_exchange
 from engine.core.validation import reject_text
 from engine.gateway import security as curve
 from engine.gateway import wire
 from engine.gateway.marketdata import MarketDataPublisher
+from engine.gateway.replies import Encoded, Pending, PrivateReplies, first_surrogate_key
 from engine.gateway.sessions import Session, Sessions
 from engine.gateway.status import OrderStatusTable
 from engine.gateway.tradestream import TradeStream
@@ -86,6 +91,10 @@ MEMBER_COMMANDS = (NewOrder, CancelOrder, AmendOrder, PickOrder, MassCancel, Auc
 EXIT_JOURNAL_FAILED = 3
 HEARTBEAT_BODY = wire.pack([wire.encode_message(wire.Heartbeat())])
 HEARTBEAT_NS = 1_000_000_000  # market data says where it is after a second without events
+SMALL_FRAME = 8  # records frames up to this size are checked record by record, not with numpy
+# a run of at most this many records is answered by decoding its rows into events (one decode
+# costs less than the encoder's fixed costs plus the public rows' decode: `bench.e2e steps`)
+SMALL_RUN = 32
 
 
 @dataclass
@@ -118,7 +127,7 @@ class Item:
     admin: bool
     command: Command | None = None
     wire_bytes: bytes = b""
-    records: np.ndarray | None = None
+    records: int = 0  # a records frame: how many (its body is `wire_bytes`)
     resend: bool = False
     replies: list[bytes] | None = None  # an answer that needs no sequencing, kept in order
 
@@ -155,7 +164,11 @@ class EngineService:
         self.last_command_ns = self._started_ns = time.monotonic_ns()
         self.last_published_ns = self._started_ns
         self._snapshot_wanted = False
-        self.staged: list[np.ndarray] = []  # records frames journaled, not yet applied
+        self.staged: list[Item] = []  # records frames of the turn, not yet applied
+        self.turn_ts = 0  # the stamp of the turn's commands
+        self.codes = [i.code for i in config.instruments]
+        self.member_ids = [m.id for m in config.members]
+        self.replies = PrivateReplies(self.codes, reject_wording(config.instruments))
         self.items: list[Item] | None = None
         self.taken = 0
         self.authenticator: curve.Authenticator | None = None
@@ -319,9 +332,9 @@ class EngineService:
     def turn(self, timeout_ms: int) -> None:
         ready = dict(self.poller.poll(timeout_ms))
         self.counters["turns"] += 1
-        self.outbox: dict[bytes, list[bytes]] = defaultdict(list)
+        self.outbox: dict[bytes, Pending] = defaultdict(Pending)
         self.admin_outbox: dict[bytes, list[bytes]] = defaultdict(list)
-        self.absent_outbox: dict[str, list[bytes]] = defaultdict(list)
+        self.absent_outbox: dict[str, Pending] = defaultdict(Pending)
         self.public: list = []
         self.items = items = []  # in arrival order: answers keep their place among events
         if self._reload_wanted:  # SIGHUP
@@ -434,11 +447,11 @@ class EngineService:
             if kind == wire.RECORDS:
                 if session is None:
                     raise wire.FrameRefused("log on first (Logon), then send records")
-                records = wire.records_of(body)
-                self._permit_records(session, records)
-                items.append(Item(rid, False, records=records, wire_bytes=body))
-                self.taken += len(records)
-                self.sessions.count(session.gateway.id, "records", len(records))
+                n = wire.records_count(body)
+                self._permit_records(session, body, n)
+                items.append(Item(rid, False, records=n, wire_bytes=body))
+                self.taken += n
+                self.sessions.count(session.gateway.id, "records", n)
                 return
             messages = wire.split_messages(body)
         except wire.FrameRefused as exc:
@@ -522,14 +535,23 @@ class EngineService:
         else:
             items.append(Item(rid, True, message, raw))
 
-    def _permit_records(self, session: Session, records: np.ndarray) -> None:
-        allowed = np.asarray(session.gateway.members, dtype=np.int32)
-        bad = np.flatnonzero(~np.isin(records["member"], allowed))
-        if bad.size:
-            i = int(bad[0])
+    def _permit_records(self, session: Session, body: bytes, n: int) -> None:
+        """FrameRefused unless every record's member is one the session's gateway lists (a
+        lookup per record: no set operation on a frame of one or a few records)."""
+        allowed = self.sessions.allowed(session.gateway.id)
+        table = self.sessions.allowed_table(session.gateway.id)
+        if n <= SMALL_FRAME or table is None:
+            members = wire.record_members(body, n)
+            bad = [i for i, m in enumerate(members) if m not in allowed]
+        else:
+            members = np.frombuffer(body, COMMAND_DTYPE)["member"]
+            inside = (members >= 0) & (members < len(table))
+            bad = np.flatnonzero(~inside | ~table[np.where(inside, members, 0)]).tolist()
+        if bad:
+            i = bad[0]
             raise wire.FrameRefused(
                 f"record {i}: gateway {session.gateway.id!r} may act for members "
-                f"{session.gateway.members}, not {int(records['member'][i])}; nothing in the "
+                f"{session.gateway.members}, not {int(members[i])}; nothing in the "
                 "frame was taken",
                 RejectCode.UNAUTHORISED,
             )
@@ -583,13 +605,13 @@ class EngineService:
 
     def _sequence(self, items: list[Item]) -> None:
         exchange, journal = self.exchange, self.journal
-        ts = self._stamp()
+        self.turn_ts = ts = self._stamp()
         first = exchange.seq
-        self.staged: list[np.ndarray] = []
+        self.staged: list[Item] = []
         try:
             for item in items:
-                if item.records is not None:
-                    self._stage_records(item, ts)
+                if item.records:
+                    self.staged.append(item)  # checked, journaled and applied with its run
                     continue
                 self._apply_staged()  # what follows comes after the records' events
                 if item.replies is not None:
@@ -620,37 +642,70 @@ class EngineService:
         except OSError as exc:
             raise JournalFailed(str(exc)) from exc
 
-    def _stage_records(self, item: Item, ts: int) -> None:
-        """Stamp, check and journal a records frame (one journal record, its bytes as
-        received); consecutive frames of a turn are then applied in one compiled call
-        (`_apply_staged`), as recovery applies consecutive batch records."""
-        records = item.records
-        last = self.exchange.seq + sum(len(r) for r in self.staged)
-        records["seq"] = np.arange(last + 1, last + 1 + len(records))
-        records["ts_ns"] = ts
+    def _checked_run(self) -> tuple[np.ndarray, list[Item]]:
+        """The staged records frames that pass the record checks (engine.core.records), as
+        one run stamped to follow the exchange's seq with the turn's time. The run is checked
+        as a whole; only when that fails is each frame checked alone, and a frame with a bad
+        record is refused (nothing in it is taken) and left out."""
+        staged, self.staged = self.staged, []
+        seq = self.exchange.seq
+        run = writable_records(bytearray().join(i.wire_bytes for i in staged))
         try:
-            words_of(records, last)
-        except ValueError as exc:
-            session = self.sessions.by_routing_id.get(item.origin)
-            if session is not None:
-                self.sessions.count(session.gateway.id, "malformed")
-            self._refuse(item.origin, False, f"{exc}; nothing in the frame was taken")
-            return
-        self.journal.append_batch(last + 1, ts, item.wire_bytes)
-        self.staged.append(records)
+            check_records(stamped(run, seq, self.turn_ts), seq)
+        except ValueError:
+            good = []
+            for item in staged:
+                try:
+                    check_records(stamped(writable_records(bytearray(item.wire_bytes)), 0, 0), 0)
+                except ValueError as exc:
+                    session = self.sessions.by_routing_id.get(item.origin)
+                    if session is not None:
+                        self.sessions.count(session.gateway.id, "malformed")
+                    self._refuse(item.origin, False, f"{exc}; nothing in the frame was taken")
+                    continue
+                good.append(item)
+            staged = good
+            if not staged:
+                return run[:0], staged
+            joined = bytearray().join(i.wire_bytes for i in staged)
+            run = stamped(writable_records(joined), seq, self.turn_ts)
+        return run, staged
 
     def _apply_staged(self) -> None:
+        """Apply the staged records frames of the turn (consecutive in arrival order) in one
+        compiled call, after journaling them as one batch record: the frames' bodies as
+        received, back to back (recovery applies consecutive batch records as one run)."""
         if not self.staged:
             return
-        exchange = self.exchange
-        records = self.staged[0] if len(self.staged) == 1 else np.concatenate(self.staged)
-        self.staged = []
-        positions = exchange.stream_positions()
+        records, staged = self._checked_run()
+        if not staged:
+            return
+        exchange, state = self.exchange, self.exchange.state
+        body = staged[0].wire_bytes if len(staged) == 1 else b"".join(i.wire_bytes for i in staged)
+        self.journal.append_batch(exchange.seq + 1, self.turn_ts, body)
+        positions = {"public": state.public_seq, "clearing": state.clearing_seq,
+                     "private": dict(state.private_seq)}  # fmt: skip
         rows = exchange.apply_batch(records)
         self.counters["sequenced"] += len(records)
-        events = decode_rows(rows, self.config.instruments, positions)
-        self._observe(None, events)
-        self._route(None, events)
+        encoded = None
+        if len(records) > SMALL_RUN:
+            encoded = self.replies.encode(rows, positions["private"], self.member_ids)
+        if encoded is None:  # a small run, or a row the encoder leaves to the decoder
+            events = decode_rows(rows, self.config.instruments, positions)
+            self._observe(None, events)
+            self._route(None, events)
+            return
+        if encoded.accepted.size:
+            self.status.record_accepted(encoded.accepted_rows(rows), self.codes)
+        self._route_encoded(encoded)
+        public_rows = encoded.public_rows(rows)
+        if not public_rows:
+            return
+        positions["private"] = {}  # the private events are encoded: decode the others only
+        public = decode_rows(public_rows, self.config.instruments, positions)
+        public = [e for e in public if type(e).audience is not Audience.PRIVATE]
+        self._observe(None, public)
+        self.public.extend(public)
 
     def _observe(self, command, events: list, replaying: bool = False) -> None:
         """What the service keeps from each command's events: the order status table, the
@@ -688,6 +743,23 @@ class EngineService:
         if item is not None and item.admin and item.origin is not None:
             self.admin_outbox[item.origin].extend(encoded)
 
+    def _route_encoded(self, encoded: Encoded) -> None:
+        """Queue a batch's encoded private events (engine.gateway.replies) as _route does:
+        to each session of each gateway listing the member, or kept for a gateway with
+        none; one run of events per peer."""
+        sessions: dict[bytes, list[int]] = defaultdict(list)
+        absent: dict[str, list[int]] = defaultdict(list)
+        for member in set(encoded.members[: encoded.count].tolist()):
+            rids, gateways = self.sessions.routes(member)
+            for rid in rids:
+                sessions[rid].append(member)
+            for gateway in gateways:
+                absent[gateway].append(member)
+        for rid, members in sessions.items():
+            self.outbox[rid].add_run(*encoded.select(members))
+        for gateway, members in absent.items():
+            self.absent_outbox[gateway].add_run(*encoded.select(members))
+
     def _reply(self, rid: bytes, admin: bool, encoded: list[bytes]) -> None:
         """Answer `rid`: after what it sent before in this turn (while the turn's messages are
         being read), or at once (while they are being applied)."""
@@ -704,7 +776,7 @@ class EngineService:
     def _flush_session(self, rid: bytes) -> None:
         messages = self.outbox.pop(rid, None)
         if messages:
-            self._send_body(rid, wire.pack(messages))
+            self._send_body(rid, messages.body())
 
     def _send(self) -> None:
         self.trade_stream.publish(self.public)  # clearing events into trades.log, then sent
@@ -724,7 +796,7 @@ class EngineService:
             if now - session.last_sent_ns >= session.heartbeat_ns and not session.backlog:
                 self._send_body(session.routing_id, HEARTBEAT_BODY)
         for gateway, messages in self.absent_outbox.items():
-            self.sessions.keep(gateway, wire.pack(messages))
+            self.sessions.keep(gateway, messages.body())
         for rid, messages in self.admin_outbox.items():
             try:
                 self.admin.send_multipart([rid, wire.MESSAGES, wire.pack(messages)], zmq.NOBLOCK)
@@ -778,6 +850,27 @@ class EngineService:
         self.log(f"snapshot at seq {self.exchange.seq}: {path}")
 
 
+def check_records(records: np.ndarray, last_seq: int) -> None:
+    """ValueError naming the first bad record: the core's checks (engine.core.records), and
+    no ClOrdID holding a surrogate (replies carry ClOrdIDs as msgpack strs)."""
+    i = first_surrogate_key(words_of(records, last_seq))
+    if i >= 0:
+        key = bytes(records["cl_ord_id"][i])
+        raise ValueError(f"record {i}: ClOrdID {key!r} holds a surrogate: it is not UTF-8")
+
+
+def writable_records(data: bytearray) -> np.ndarray:
+    """Records bodies joined, as a writable array of records (no copy)."""
+    return np.frombuffer(data, COMMAND_DTYPE)
+
+
+def stamped(records: np.ndarray, last_seq: int, ts_ns: int) -> np.ndarray:
+    """`records` numbered on from `last_seq` and stamped `ts_ns`, in place."""
+    records["seq"] = np.arange(last_seq + 1, last_seq + 1 + len(records))
+    records["ts_ns"] = ts_ns
+    return records
+
+
 def warm(config: MarketConfig) -> None:
     """Compile (or load from the cache) every path an order can take, on a scratch exchange."""
     from engine.codec import records_of
@@ -798,7 +891,13 @@ def warm(config: MarketConfig) -> None:
     for order in orders[:2]:
         scratch.apply(order)
     codes = [i.code for i in config.instruments]
-    scratch.apply_batch(records_of(orders[2:], codes, scratch.seq + 1, [0, 0]))
+    private = dict(scratch.state.private_seq)
+    rows = scratch.apply_batch(records_of(orders[2:], codes, scratch.seq + 1, [0, 0]))
+    encoded = PrivateReplies(codes, reject_wording(config.instruments)).encode(
+        rows, private, members
+    )
+    if encoded is not None:
+        encoded.select(members)
 
 
 def serve(config: MarketConfig, options: Options) -> int:

@@ -20,8 +20,11 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from engine.config import Gateway, MarketConfig
 
+MAX_TABLE_MEMBER = 1 << 20
 COUNTERS = ("commands", "records", "rejects", "malformed", "undeliverable", "lost")
 
 
@@ -51,6 +54,25 @@ class Sessions:
             for member in gateway.members:
                 self._members[member].append(gateway.id)
         self._routes: dict[int, tuple[bytes, ...]] = {}
+        self._allowed = {g.id: frozenset(g.members) for g in self.config.gateways}
+        self._tables: dict[str, np.ndarray] = {}
+
+    def allowed(self, gateway_id: str) -> frozenset[int]:
+        """The members a gateway may act for."""
+        return self._allowed[gateway_id]
+
+    def allowed_table(self, gateway_id: str) -> np.ndarray | None:
+        """A boolean per member id up to the gateway's largest: True for those it may act for
+        (a records frame's members are looked up in it); None when an id is negative or
+        beyond MAX_TABLE_MEMBER (then members are looked up one by one)."""
+        if gateway_id not in self._tables:
+            members = sorted(self._allowed[gateway_id])
+            table = None
+            if all(0 <= m <= MAX_TABLE_MEMBER for m in members):
+                table = np.zeros(max(members, default=-1) + 1, dtype=bool)
+                table[members] = True
+            self._tables[gateway_id] = table
+        return self._tables[gateway_id]
 
     def count(self, gateway_id: str, counter: str, n: int = 1) -> None:
         self.counters[gateway_id][counter] += n

@@ -56,7 +56,11 @@ class OrderStatusTable:
             if not skip[i]:
                 size = int(rows[i : i + 1].view(_TEXT_ROW)["text_bytes"][0])
                 skip[i + 1 : i + 1 + -(-size // EVENT_BYTES)] = True
-        accepted = rows[(kinds == ROW_ACCEPTED) & ~skip].view(_ACCEPTED_ROW)
+        self.record_accepted(rows[(kinds == ROW_ACCEPTED) & ~skip], codes)
+
+    def record_accepted(self, rows: np.ndarray, codes: list[str]) -> None:
+        """ROW_ACCEPTED event rows (EVENT_DTYPE): each order's key, if new, and instrument."""
+        accepted = rows.view(_ACCEPTED_ROW)
         orders, instruments = self.orders, self.instruments
         for member, order_id, key, index in zip(
             accepted["member"].tolist(),

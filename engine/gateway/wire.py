@@ -23,6 +23,8 @@ Invariants:
 
 from __future__ import annotations
 
+import struct
+
 import msgspec
 import numpy as np
 
@@ -40,6 +42,9 @@ MESSAGES, RECORDS, RESEND = b"M", b"R", b"P"
 KINDS = (MESSAGES, RECORDS, RESEND)
 MAX_FRAME_BYTES = 4 << 20  # a body larger than this is refused unread
 MAX_MESSAGES_PER_FRAME = 8192
+assert COMMAND_DTYPE.fields["member"][0] == np.dtype("<i4")
+_MEMBER = struct.Struct("<i")  # a record's member field (int32 at MEMBER_OFFSET)
+MEMBER_OFFSET = COMMAND_DTYPE.fields["member"][1]
 
 
 class _Session(msgspec.Struct, frozen=True, array_like=True, tag_field="t", gc=False):
@@ -197,9 +202,9 @@ def decode_message(raw: bytes) -> Command | _Session:
     return decode_command(bytes(raw))
 
 
-def records_of(body: bytes) -> np.ndarray:
-    """A RECORDS body as a writable array of COMMAND_DTYPE records (a copy: the engine
-    stamps it)."""
+def records_count(body: bytes) -> int:
+    """How many COMMAND_DTYPE records a RECORDS body holds (FrameRefused unless a whole
+    number, at least one, within the size limit)."""
     size = COMMAND_DTYPE.itemsize
     if len(body) > MAX_FRAME_BYTES:
         raise FrameRefused(f"frame of {len(body):,} bytes: the limit is {MAX_FRAME_BYTES:,}")
@@ -208,20 +213,35 @@ def records_of(body: bytes) -> np.ndarray:
             f"a records frame of {len(body)} bytes: it must be a whole number (at least one) "
             f"of {size}-byte engine.codec.COMMAND_DTYPE records"
         )
+    return len(body) // size
+
+
+def record_members(body: bytes, n: int) -> list[int]:
+    """The `member` of each of the n records of a RECORDS body, read in place."""
+    size, unpack = COMMAND_DTYPE.itemsize, _MEMBER.unpack_from
+    return [unpack(body, k * size + MEMBER_OFFSET)[0] for k in range(n)]
+
+
+def records_of(body: bytes) -> np.ndarray:
+    """A RECORDS body as a writable array of COMMAND_DTYPE records (a copy: the engine
+    stamps it)."""
+    records_count(body)
     return np.frombuffer(body, COMMAND_DTYPE).copy()
+
+
+def array_header(n: int) -> bytes:
+    """msgpack's header of an array of n items."""
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
 
 
 def pack(encoded: list[bytes | memoryview]) -> bytes:
     """A msgpack array of items already encoded (a MESSAGES body, a trade stream message):
     its header, then the items as they are."""
-    n = len(encoded)
-    if n < 16:
-        head = bytes((0x90 | n,))
-    elif n < 1 << 16:
-        head = b"\xdc" + n.to_bytes(2, "big")
-    else:
-        head = b"\xdd" + n.to_bytes(4, "big")
-    return head + b"".join(encoded)
+    return array_header(len(encoded)) + b"".join(encoded)
 
 
 def unpack(body: bytes) -> list:

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import time
 
+import msgspec
+import numpy as np
 import zmq
 
 from engine.cli.serve import clock_start
-from engine.config import default_market
+from engine.codec import records_of
+from engine.config import Gateway, MarketConfig, default_market
+from engine.core import Exchange
 from engine.gateway import wire
-from engine.gateway.service import EngineService, Options
-from engine.protocol import NewOrder, OpenCall, StartOfDay, Uncross
+from engine.gateway.service import SMALL_RUN, EngineService, Options
+from engine.journal.segments import catch_up
+from engine.protocol import Accepted, NewOrder, OpenCall, StartOfDay, Uncross
 from tests.gateway.test_service_load import PER_FRAME, refused_orders
 from tests.support.engine import CLOCK
 
@@ -19,13 +24,30 @@ MARKET = default_market()
 CODE = MARKET.instruments[0].code
 
 
-def test_a_turn_takes_at_most_its_budget_of_records_whatever_the_frames(tmp_path):
+def open_service(tmp_path, market: MarketConfig = MARKET) -> EngineService:
     options = Options(tmp_path, orders="tcp://127.0.0.1:*", admin="tcp://127.0.0.1:*",
                       market_data="tcp://127.0.0.1:*", snapshots="tcp://127.0.0.1:*",
                       trades="tcp://127.0.0.1:*",
                       clock_start_ns=clock_start(CLOCK), quiet=True)  # fmt: skip
-    service = EngineService(MARKET, options, log=lambda line: None)
+    service = EngineService(market, options, log=lambda line: None)
     service.open()
+    return service
+
+
+def logged_on(service: EngineService, gateway: str) -> zmq.Socket:
+    """A DEALER logged on as `gateway` (the service turned until it answered)."""
+    socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.connect(service.endpoints["orders"])
+    socket.send_multipart(wire.messages_frame([wire.Logon(gateway, heartbeat_ms=60_000)]))
+    while not socket.poll(0):
+        service.turn(10)
+    assert isinstance(wire.unpack(socket.recv_multipart()[1])[0], wire.LogonAccepted)
+    return socket
+
+
+def test_a_turn_takes_at_most_its_budget_of_records_whatever_the_frames(tmp_path):
+    service = open_service(tmp_path)
     try:
         context = zmq.Context.instance()
         admin = context.socket(zmq.DEALER)
@@ -50,5 +72,114 @@ def test_a_turn_takes_at_most_its_budget_of_records_whatever_the_frames(tmp_path
         while service.status.orders.get((3, "fair")) is None:
             service.turn(100)
         assert service.exchange.seq - start < 10 * PER_FRAME  # the broker's turn came early
+    finally:
+        service.close()
+
+
+def test_a_bad_records_frame_among_good_ones_in_one_turn_is_refused_alone(tmp_path):
+    """A turn checks its records frames as one run; when one frame has a bad record (a
+    ClOrdID that is not UTF-8 or holds a surrogate, a member the gateway may not act for, in
+    a frame small and large) only that frame is refused, with the record named, and the
+    others are numbered without a gap, journaled and applied: a replay of the journal gives
+    the same state."""
+    service = open_service(tmp_path)
+    try:
+        context = zmq.Context.instance()
+        admin = context.socket(zmq.DEALER)
+        admin.connect(service.endpoints["admin"])
+        admin.send_multipart(wire.messages_frame([StartOfDay("2026-11-24"), OpenCall(CODE),
+                                                  Uncross(CODE)]))  # fmt: skip
+        broker = context.socket(zmq.DEALER)
+        broker.connect(service.endpoints["orders"])
+        broker.send_multipart(wire.messages_frame([wire.Logon("brokers", heartbeat_ms=60_000)]))
+        while service.exchange.seq < 3 or not service.sessions.by_routing_id:
+            service.turn(100)
+        while broker.poll(0):
+            broker.recv_multipart()
+        price = MARKET.instruments[0].reference_price
+        codes = [i.code for i in MARKET.instruments]
+
+        def frame(name: str, n: int, member: int = 3) -> np.ndarray:
+            orders = [NewOrder(f"{name}{i}", member, CODE, i % 2, price, 100) for i in range(n)]
+            return records_of(orders, codes, 0, [0] * n)
+
+        bad_key = frame("k", 3)
+        bad_key["cl_ord_id"][1] = b"ok\xff"
+        surrogate = frame("s", 2)  # UTF-8 to the core's check, but no str: it once crashed
+        surrogate["cl_ord_id"][0] = "s\udc80".encode("utf-8", "surrogatepass")  # the reply
+        frames = [frame("a", 2), bad_key, frame("b", 40), frame("m", 2, member=1),
+                  frame("big", 20, member=1), surrogate, frame("c", 1)]  # fmt: skip
+        for records in frames:
+            broker.send_multipart([wire.RECORDS, records.tobytes()])
+        time.sleep(1.0)  # everything has arrived: one turn takes it all
+        start = service.exchange.seq
+        service.turn(100)
+        assert service.exchange.seq == start + 2 + 40 + 1  # a run the encoder answers
+        replies = []
+        while broker.poll(1000):
+            replies += wire.unpack(broker.recv_multipart()[1])
+            if sum(type(r) is Accepted for r in replies) == 43:
+                break
+        refusals = [r.text for r in replies if type(r) is wire.SessionRejected]
+        assert len(refusals) == 4
+        assert "record 1: ClOrdID b'ok\\xff' is not UTF-8" in refusals[0]
+        assert "record 0:" in refusals[1] and "not 1" in refusals[1]
+        assert "record 0:" in refusals[2] and "not 1" in refusals[2]
+        assert "record 0: ClOrdID b's\\xed\\xb2\\x80' holds a surrogate" in refusals[3]
+        accepted = [r for r in replies if type(r) is Accepted]
+        assert [r.seq for r in accepted] == list(range(start + 1, start + 44))
+        assert [r.cl_ord_id for r in accepted][-1] == "c0"
+        service.journal.flush()
+        replayed = Exchange(MARKET)
+        catch_up(tmp_path / "journal", replayed)
+        assert replayed.seq == service.exchange.seq
+        assert replayed.state_hash() == service.exchange.state_hash()
+    finally:
+        service.close()
+
+
+def test_an_encoded_run_goes_to_every_session_and_is_kept_for_an_absent_gateway(tmp_path):
+    """A run of records the encoder answers (more than SMALL_RUN) for member 3, listed by
+    two gateways: both sessions of the sender's gateway get the same events (drop copy), and
+    the other gateway, not connected, gets them when it logs on (kept, not lost)."""
+    gateways = [Gateway(id="brokers", members=[3, 4]), Gateway(id="copy", members=[3])]
+    market = msgspec.structs.replace(MARKET, gateways=gateways)
+    service = open_service(tmp_path, market)
+    try:
+        admin = zmq.Context.instance().socket(zmq.DEALER)
+        admin.connect(service.endpoints["admin"])
+        admin.send_multipart(wire.messages_frame([StartOfDay("2026-11-24"), OpenCall(CODE),
+                                                  Uncross(CODE)]))  # fmt: skip
+        while service.exchange.seq < 3:
+            service.turn(100)
+        first, second = logged_on(service, "brokers"), logged_on(service, "brokers")
+        price = MARKET.instruments[0].reference_price
+        n = SMALL_RUN + 8
+        orders = [NewOrder(f"r{i}", 3, CODE, i % 2, price + 1 - 2 * (i % 2), 100)
+                  for i in range(n)]  # fmt: skip
+        codes = [i.code for i in market.instruments]
+        first.send_multipart([wire.RECORDS, records_of(orders, codes, 0, [0] * n).tobytes()])
+        while service.exchange.seq < 3 + n:
+            service.turn(100)
+        bodies = []
+        for socket in (first, second):
+            assert socket.poll(5000)
+            bodies.append(socket.recv_multipart()[1])
+        assert bodies[0] == bodies[1]
+        events = wire.unpack(bodies[0])
+        assert sum(type(e) is Accepted for e in events) == n
+        assert {e.member for e in events} == {3}
+        assert [e.stream_seq for e in events] == list(range(1, len(events) + 1))
+        copy = zmq.Context.instance().socket(zmq.DEALER)
+        copy.setsockopt(zmq.LINGER, 0)
+        copy.connect(service.endpoints["orders"])
+        copy.send_multipart(wire.messages_frame([wire.Logon("copy", heartbeat_ms=60_000)]))
+        replies = []
+        while len(replies) < 2:
+            service.turn(10)
+            while copy.poll(0):
+                replies.append(copy.recv_multipart()[1])
+        assert wire.unpack(replies[0])[0].undelivered == 1
+        assert replies[1] == bodies[0]
     finally:
         service.close()
