@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.cli.test_cli import cxe
@@ -35,3 +37,30 @@ def test_serve_refuses_an_endpoint_it_cannot_bind_without_a_traceback(tmp_path):
     result = cxe("serve", "--data", str(tmp_path / "d"), "--orders", "bogus://x")
     assert result.returncode == 2
     assert "cxe serve:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_admin_runs_a_day_through_every_session_command(tmp_path):
+    """Each session command as an operator types it, against a real engine: the phase each
+    one leads to is what `cxe admin` prints."""
+    data = tmp_path / "data"
+    steps = [
+        (["set-reference", "CEA25", "6300"], "phase=CLOSED reference=63.00 (6300 fen)"),
+        (["start-of-day", DAY], "done"),
+        (["open-call", "CEA25"], "phase=CALL reference=63.00 (6300 fen)"),
+        (["uncross", "CEA25"], "phase=CONTINUOUS"),
+        (["halt", "CEA25"], "phase=HALTED"),
+        (["snapshot"], "Heartbeat"),  # taken: the snapshot is written after the turn
+        (["resume", "CEA25"], "phase=CALL"),
+        (["uncross", "CEA25"], "phase=CONTINUOUS"),
+        (["close-call", "CEA25"], "phase=CLOSING_CALL"),
+        (["close", "CEA25"], "phase=CLOSED"),
+        (["end-of-day"], "DayClosed"),
+    ]
+    with EngineProcess(data):
+        for args, expected in steps:
+            done = cxe("admin", *args, "--data", str(data))
+            assert done.returncode == 0 and expected in done.stdout, (args, done.stdout)
+        deadline = time.monotonic() + 30
+        while len(list((data / "snapshots").glob("snapshot-*.snap"))) < 2:  # end of day's too
+            assert time.monotonic() < deadline, "the requested snapshot was not written"
+            time.sleep(0.1)
