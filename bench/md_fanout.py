@@ -16,8 +16,9 @@ applied, first to last), all subscribers' updates/s together, and the resyncs th
 The subscribers run at niceness NICE: subscribers stand for other machines, and on a
 machine of few cores fifty busy Python processes at the engine's priority take the cores
 from it (the scheduler gives each runnable process its share), which measures the machine,
-not the feed. `python -m bench.md_fanout ORDERS NICE` runs it at another niceness (0: the
-same priority as the engine).
+not the feed. `python -m bench.md_fanout ORDERS NICE [pin]` runs it at another niceness (0:
+the same priority as the engine), and with `pin` gives the engine CPU 0 and everything else
+of the run the other CPUs (Linux affinity; other programs on the machine still share CPU 0).
 
 Invariants (else WrongResult): every order is answered once, the engine's seq counts them
 and its journal replays to the state hash it reported (bench.e2e.check_engine); every
@@ -75,13 +76,19 @@ def stream_position(endpoints: dict[str, str]) -> int:
         client.close()
 
 
-def drive_with_subscribers(count: int, orders: int, nice: int, seen: dict):
-    """A drive for engine_run: start `count` subscribers at niceness `nice` and wait until
+def drive_with_subscribers(count: int, orders: int, nice: int, pin: bool, seen: dict):
+    """A drive for engine_run: with `pin`, move every thread of the engine to CPU 0 (this
+    process and so its children keep the others); start `count` subscribers at niceness
+    `nice` and wait until
     each holds its snapshot, run the gateways (the engine's CPU time meanwhile into `seen`:
     "cpu_s", "main_thread_cpu_s"), then let every subscriber reach the engine's final
     position and collect what each prints into seen["subscribers"]."""
 
     def drive(endpoints: dict) -> list[dict]:
+        pid = endpoints["pid"]
+        if pin:
+            for thread in os.listdir(f"/proc/{pid}/task"):
+                os.sched_setaffinity(int(thread), {0})
         feed = [endpoints["market_data"], endpoints["snapshots"]]
         processes = [
             subprocess.Popen(
@@ -98,7 +105,6 @@ def drive_with_subscribers(count: int, orders: int, nice: int, seen: dict):
             for process in processes:  # each says "ready" once it holds its snapshot
                 if process.stdout.readline().strip() != "ready":
                     raise WrongResult(f"md_fanout: a subscriber failed: {process.stderr.read()}")
-            pid = endpoints["pid"]
             cpu, main = cpu_seconds(pid), cpu_seconds(pid, pid)
             results = run_gateways(endpoints["orders"], orders, GATEWAYS)
             seen["cpu_s"] = cpu_seconds(pid) - cpu
@@ -119,11 +125,13 @@ def drive_with_subscribers(count: int, orders: int, nice: int, seen: dict):
     return drive
 
 
-def fanout_run(root: Path, name: str, orders: int, count: int, nice: int = NICE) -> dict:
+def fanout_run(
+    root: Path, name: str, orders: int, count: int, nice: int = NICE, pin: bool = False
+) -> dict:
     """One fresh engine loaded by the gateways with `count` subscribers (module docstring)."""
     seen: dict = {"subscribers": []}
     replayed = Exchange(MARKET)
-    drive = drive_with_subscribers(count, orders, nice, seen)
+    drive = drive_with_subscribers(count, orders, nice, pin, seen)
     results, engine = engine_run(root, name, True, drive, replayed)
     subscribers = seen["subscribers"]
     position, depth = replayed.state.public_seq, depth_of(replayed)
@@ -165,13 +173,23 @@ def fanout_run(root: Path, name: str, orders: int, count: int, nice: int = NICE)
     }
 
 
-def fanout_benchmark(orders: int, counts: tuple[int, ...] = COUNTS, nice: int = NICE) -> dict:
+def fanout_benchmark(
+    orders: int, counts: tuple[int, ...] = COUNTS, nice: int = NICE, pin: bool = False
+) -> dict:
     """md_fanout (module docstring): `value` is all 50 subscribers' updates/s together;
     `entry_ratio` each count's order entry rate (and engine CPU per order) over the runs
     without subscribers (their mean). No reference implementation: `reference` is None."""
-    with tempfile.TemporaryDirectory(prefix="cxe-md-") as temporary:
-        root = Path(temporary)
-        runs = [fanout_run(root, f"run{k}-{n}", orders, n, nice) for k, n in enumerate(counts)]
+    cpus = os.sched_getaffinity(0)
+    if pin:  # the engine takes CPU 0, this process and its children the others
+        os.sched_setaffinity(0, cpus - {0})
+    try:
+        with tempfile.TemporaryDirectory(prefix="cxe-md-") as temporary:
+            root = Path(temporary)
+            runs = [
+                fanout_run(root, f"run{k}-{n}", orders, n, nice, pin) for k, n in enumerate(counts)
+            ]
+    finally:
+        os.sched_setaffinity(0, cpus)
     bare = [r for r in runs if not r["subscribers"]]
     base_rate = statistics.mean(r["orders_per_s"] for r in bare)
     base_cpu = statistics.mean(r["main_thread_cpu_us_per_order"] for r in bare)
@@ -195,10 +213,11 @@ def fanout_benchmark(orders: int, counts: tuple[int, ...] = COUNTS, nice: int = 
         "orders": orders,
         "gateways": GATEWAYS,
         "subscriber_nice": nice,
+        "engine_pinned": pin,
         "target": "order entry with subscribers >= 0.9 of without",
     }
 
 
 if __name__ == "__main__":
-    orders, nice = sys.argv[1:3]
-    print(json.dumps(fanout_benchmark(int(orders), nice=int(nice))))
+    orders, nice, *pin = sys.argv[1:4]
+    print(json.dumps(fanout_benchmark(int(orders), nice=int(nice), pin=pin == ["pin"])))
