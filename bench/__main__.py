@@ -86,7 +86,7 @@ def run(names: set[str] | None, quick: bool):
     if wanted("netting"):
         yield netting_benchmark(trades=10_000_000)
     if wanted("md_fanout"):
-        yield fanout_benchmark(commands=20_000 if quick else 100_000)
+        yield fanout_benchmark(orders=100_000 if quick else 400_000)
     if wanted("capture_live"):
         yield capture_benchmark(trades=20_000 if quick else 100_000)
     if wanted("replay_lobster"):

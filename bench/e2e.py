@@ -317,51 +317,70 @@ def run_gateways(endpoint: str, orders: int, gateways: int, *options: str) -> li
                 process.wait()
 
 
-def check_engine(engine: EngineProcess, sent: int) -> dict:
+def check_engine(engine: EngineProcess, sent: int, replayed: Exchange | None = None) -> dict:
     """The engine sequenced exactly what was sent (and the opening); stopped, its journal
-    replays to the state hash it reported."""
+    replays (into `replayed`, a fresh exchange if None) to the state hash it reported."""
     status = engine.status()
     if status.seq != sent + OPENING:
         raise WrongResult(f"e2e: engine seq {status.seq}, expected {sent + OPENING}")
     if engine.stop() != 0:
         raise WrongResult("e2e: cxe serve did not stop cleanly")
-    replayed = Exchange(MARKET)
+    replayed = Exchange(MARKET) if replayed is None else replayed
     catch_up(engine.data / "journal", replayed)
     if replayed.seq != status.seq or replayed.state_hash() != status.state_hash:
         raise WrongResult("e2e: a replay of the journal differs from the engine's state")
     return {"seq": status.seq, "state_hash": status.state_hash[:16], **status.counters}
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as stat:
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User + system CPU time of a process so far, or of one of its threads (Linux /proc)."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    with open(path) as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def engine_run(root: Path, name: str, fsync: bool, drive) -> tuple[list[dict], dict]:
-    """A fresh engine with an open CEA21 market, driven by `drive(endpoint)`, then checked;
-    the engine's CPU time while driven (the machine may be shared: CPU per order is the
+def engine_run(
+    root: Path, name: str, fsync: bool, drive, replayed: Exchange | None = None
+) -> tuple[list[dict], dict]:
+    """A fresh engine with an open CEA21 market, driven by `drive(endpoints)` (the engine's
+    endpoints.json), then checked (its journal replayed into `replayed`: check_engine); the
+    CPU time of the engine process and of its main thread, the service loop's (ZeroMQ's I/O
+    threads are the rest), while driven (the machine may be shared: CPU per order is the
     figure that does not depend on what else runs)."""
     from tests.support.engine import EngineProcess  # the tests' way of running cxe serve
 
     engine = EngineProcess(root / name, fsync=fsync)
     with engine:
         engine.open_market(CODE)
-        cpu = cpu_seconds(engine.process.pid)
-        results = drive(engine.endpoints["orders"])
-        cpu = cpu_seconds(engine.process.pid) - cpu
+        pid = engine.process.pid
+        cpu, main = cpu_seconds(pid), cpu_seconds(pid, pid)
+        results = drive(engine.endpoints)
+        cpu, main = cpu_seconds(pid) - cpu, cpu_seconds(pid, pid) - main
         sent = sum(r["sent"] for r in results)
         if any(r["answered"] != r["sent"] for r in results):
             raise WrongResult("e2e: a command was not answered exactly once")
-        checked = check_engine(engine, sent)
-        return results, {**checked, "cpu_us_per_order": round(cpu * 1e6 / sent, 1)}
+        checked = check_engine(engine, sent, replayed)
+        per_order = {
+            "cpu_us_per_order": round(cpu * 1e6 / sent, 1),
+            "main_thread_cpu_us_per_order": round(main * 1e6 / sent, 1),
+        }
+        return results, {**checked, **per_order}
 
 
 def throughput(root: Path, name: str, orders: int, gateways: int, fsync: bool, *options) -> dict:
     results, engine = engine_run(
-        root, name, fsync, lambda endpoint: run_gateways(endpoint, orders, gateways, *options)
+        root,
+        name,
+        fsync,
+        lambda endpoints: run_gateways(endpoints["orders"], orders, gateways, *options),
     )
+    return throughput_of(results, engine)
+
+
+def throughput_of(results: list[dict], engine: dict) -> dict:
+    """Orders/s of the gateways' results, from the first send of any to the last answer of
+    any, with what they saw and the engine's figures."""
     first = min(r["first_send_ns"] for r in results)
     last = max(r["last_answer_ns"] for r in results)
     sent = sum(r["sent"] for r in results)
@@ -443,7 +462,7 @@ def latency(
     orders = int(rate * (seconds + warmup))
     options = ("--rate", str(rate), "--warmup", str(warmup)) + (("--messages",) if messages else ())
     results, engine = engine_run(
-        root, name, fsync, lambda endpoint: run_gateways(endpoint, orders, 1, *options)
+        root, name, fsync, lambda endpoints: run_gateways(endpoints["orders"], orders, 1, *options)
     )
     (result,) = results
     return {**result, "engine": engine}

@@ -1,381 +1,223 @@
-"""Market data under load: a service stand-in, seeded multi-instrument order flow, md_fanout.
+"""md_fanout: the market data feed of a real `cxe serve` under order-entry load.
 
-`ServiceStandIn` is the engine service's shape in one thread: it owns an `Exchange` and a
-`MarketDataPublisher`, applies what `submit` queues, publishes the events once per turn (or
-after every command with `record=True`, which also keeps the engine's own view of every
-instrument a command touched, for tests to compare with a client's) and answers snapshot
-requests between turns; it is the only user of its sockets.
+For each subscriber count in COUNTS, back to back in one run and in that order (no
+subscribers first and again last, to see the machine's drift): a fresh engine (bench.e2e's
+engine_run: `cxe serve` with fsync on, CEA21 open), `n` subscriber processes
+(bench.md_subscriber: a MarketDataClient over every instrument, each in its own process)
+synced from a snapshot, then GATEWAYS gateway processes send the seeded stream of
+e2e_throughput (bench.e2e: frames of records, replies read and decoded). Measured per run:
+order entry in orders/s (first send of any gateway to last answer of any), the engine's CPU
+per order while the gateways run (process, and its main thread: the service loop, which
+publishes; ZeroMQ's I/O threads do the fan-out) and the share of the run its main thread was
+on a CPU (`main_thread_busy`), each subscriber's updates/s (public events
+applied, first to last), all subscribers' updates/s together, and the resyncs they made
+(each one a gap seen) and snapshots asked again.
 
-`order_flow` interleaves the seeded mixed workload (bench.workload) of several instruments;
-the stand-in gives its cancels and amends the exchange's order ids (from each order's
-Accepted), so the flow runs on any exchange state.
+The subscribers run at niceness NICE: subscribers stand for other machines, and on a
+machine of few cores fifty busy Python processes at the engine's priority take the cores
+from it (the scheduler gives each runnable process its share), which measures the machine,
+not the feed. `python -m bench.md_fanout ORDERS NICE [pin]` runs it at another niceness (0:
+the same priority as the engine), and with `pin` gives the engine CPU 0 and everything else
+of the run the other CPUs (Linux affinity; other programs on the machine still share CPU 0).
 
-md_fanout: the flow through the stand-in with 1, 10 and 50 subscriber processes
-(bench/md_subscriber.py, each a `MarketDataClient` over every instrument), the engine's
-commands per second in each run and the updates per second the subscribers applied;
-every subscriber must end at the engine's public position with its books (its final depth
-is checked). Beside them, the publisher's own cost: the turns in one thread with and
-without publishing.
+Invariants (else WrongResult): every order is answered once, the engine's seq counts them
+and its journal replays to the state hash it reported (bench.e2e.check_engine); every
+subscriber ends at the replayed exchange's public stream position with local books equal to
+the replayed exchange's depth for every instrument. Timings are never asserted.
 """
 
 from __future__ import annotations
 
-import gc
 import json
-import queue
+import os
+import statistics
 import subprocess
 import sys
-import threading
-import time
-from dataclasses import dataclass, field
-
-import numpy as np
-import zmq
+import tempfile
+from functools import partial
+from pathlib import Path
 
 from bench.book import WrongResult
-from bench.workload import DEFAULT_MID, mixed_workload
-from engine.book.layout import CMD_ADD, CMD_AMEND, CMD_CANCEL
-from engine.config import MarketConfig, Member
+from bench.e2e import MARKET, cpu_seconds, engine_run, run_gateways, throughput_of
 from engine.core import Exchange
-from engine.gateway.marketdata import InstrumentState, MarketDataPublisher
-from engine.instruments import Instrument
-from engine.protocol import (
-    Accepted,
-    AmendOrder,
-    Audience,
-    CancelOrder,
-    NewOrder,
-    OpenCall,
-    StartOfDay,
-    Uncross,
-)
+from engine.gateway.marketdata_client import MarketDataClient, Synced
 from engine.types import Side
 
-CODES = ("CEA2", "CEA25", "CCER")  # CEA2 is a prefix of CEA25: topics must tell them apart
-MEMBERS = 50
-DAY = "2026-11-24"
-LOOPBACK = "tcp://127.0.0.1:*"
-TURN = 256  # commands a turn applies before it publishes and looks at its sockets
-HEARTBEAT = "heartbeat"  # an inbox item: send one now
+SUBSCRIBER = [sys.executable, "-m", "bench.md_subscriber"]
+COUNTS = (0, 1, 10, 50, 0)
+GATEWAYS = 2  # as e2e_throughput
+NICE = 19  # the subscribers' niceness (see the module docstring)
+START_TIMEOUT_S = 120.0
 
 
-def md_market(codes: tuple[str, ...] = CODES) -> MarketConfig:
-    instruments = [
-        Instrument(
-            code=code,
-            name=code,
-            product="CCER" if code == "CCER" else "CEA",
-            reference_price=DEFAULT_MID,
-        )
-        for code in codes
-    ]
-    holdings = dict.fromkeys(codes, 10**9)
-    members = [Member(id=m, name=f"m{m}", cash=10**15, holdings=holdings) for m in range(MEMBERS)]
-    return MarketConfig(name="md", instruments=instruments, members=members)
-
-
-def opening(codes: tuple[str, ...] = CODES) -> list:
-    """Start the day and open every market to continuous trading."""
-    out: list = [StartOfDay(DAY)]
-    for code in codes:
-        out += [OpenCall(code), Uncross(code)]
+def depth_of(exchange: Exchange) -> dict[str, list]:
+    """Every instrument's depth levels [price, qty, orders], bids then asks, best first, as
+    the subscriber prints its local books."""
+    out = {}
+    for code, market in exchange.markets.items():
+        counts = market.book.order_counts()
+        out[code] = [
+            [list(level) for level in market.book.side_depth(side, counts[side])]
+            for side in (Side.BUY, Side.SELL)
+        ]
     return out
 
 
-@dataclass(frozen=True)
-class FlowRow:
-    """One workload row (engine.book.layout C_*) for one instrument; its order ids are the
-    workload's own, mapped to the exchange's by the stand-in."""
-
-    code: str
-    row: tuple[int, ...]
-
-
-def order_flow(n: int, seed: int = 1, codes: tuple[str, ...] = CODES) -> list[FlowRow]:
-    """n rows of the mixed workload spread over `codes` in a seeded random interleaving."""
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(codes), n)
-    counts = np.bincount(picks, minlength=len(codes))
-    rows = {
-        code: iter(mixed_workload(int(counts[i]), seed=seed + i, amend=0.1).tolist())
-        for i, code in enumerate(codes)
-    }
-    return [FlowRow(codes[i], tuple(next(rows[codes[i]]))) for i in picks.tolist()]
-
-
-@dataclass
-class _Orders:
-    """The workload's order ids -> (exchange order id, member), per instrument."""
-
-    ids: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
-    count: int = 0
-
-    def command(self, item: FlowRow):
-        kind, oid, member, side, price, qty, _, tif, _, _ = item.row
-        self.count += 1
-        cl = f"f{self.count}"
-        if kind == CMD_ADD:
-            return NewOrder(cl, member, item.code, Side(side), price, qty, tif=tif)
-        known = self.ids.get((item.code, oid))
-        if known is None:
-            return None  # traded away before the flow cancels or amends it
-        order_id, owner = known
-        if kind == CMD_CANCEL:
-            return CancelOrder(cl, owner, item.code, order_id)
-        if kind == CMD_AMEND:
-            return AmendOrder(cl, owner, item.code, order_id, price, qty)
-        return None
-
-    def accepted(self, item: FlowRow, events: list) -> None:
-        if item.row[0] != CMD_ADD:
-            return
-        for event in events:
-            if type(event) is Accepted:
-                self.ids[(item.code, item.row[1])] = (event.order_id, event.member)
-                return
-
-
-class ServiceStandIn(threading.Thread):
-    """One thread owning an exchange and its publisher (see the module docstring)."""
-
-    def __init__(
-        self,
-        config: MarketConfig | None = None,
-        *,
-        record: bool = False,
-        publishing: bool = True,
-        heartbeat_every: float = 0.2,
-        **publisher_options: int,
-    ) -> None:
-        super().__init__(daemon=True, name="service-stand-in")
-        self.context = zmq.Context()
-        self.exchange = Exchange(config or md_market())
-        self.publisher = MarketDataPublisher(
-            self.context, LOOPBACK, LOOPBACK, self.exchange, **publisher_options
-        )
-        self.record = record
-        self.publishing = publishing
-        self.records: list[tuple[int, str, InstrumentState]] = []  # (public seq, code, state)
-        self.heartbeat_every = heartbeat_every
-        self.inbox: queue.Queue = queue.Queue()
-        self.commands = 0  # applied
-        self.busy_seconds = 0.0  # spent applying and publishing
-        self.publish_seconds = 0.0  # of which publishing (turns, not `record`'s per command)
-        self._orders = _Orders()
-        self._halt = threading.Event()
-        self.failure: BaseException | None = None
-        if record:
-            self._keep(self.exchange.markets)
-
-    @property
-    def endpoints(self) -> tuple[str, str]:
-        return self.publisher.pub_endpoint, self.publisher.snapshot_endpoint
-
-    def submit(self, items: list, turn: int = TURN) -> None:
-        """Queue commands or FlowRows, `turn` of them to a turn; they are applied in order."""
-        for start in range(0, len(items), turn):
-            self.inbox.put(items[start : start + turn])
-
-    def beat(self) -> None:
-        """Queue a heartbeat (sent in turn, after what was submitted before)."""
-        self.inbox.put(HEARTBEAT)
-
-    def drain(self, timeout: float = 60.0) -> None:
-        """Wait until everything submitted has been applied and published."""
-        deadline = time.monotonic() + timeout
-        done = self.inbox.all_tasks_done
-        with done:
-            while self.inbox.unfinished_tasks:
-                if self.failure is not None:
-                    raise RuntimeError("the stand-in failed") from self.failure
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"{self.inbox.unfinished_tasks} turns still queued")
-                done.wait(min(left, 0.5))
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(10)
-        self.publisher.close()
-        self.context.term()
-
-    def run(self) -> None:
-        try:
-            self._loop()
-        except BaseException as exc:
-            self.failure = exc
-            raise
-
-    def _loop(self) -> None:
-        poller = zmq.Poller()
-        for socket in self.publisher.sockets:
-            poller.register(socket, zmq.POLLIN)
-        last_beat = time.monotonic()
-        while not self._halt.is_set():
-            try:
-                items = self.inbox.get(timeout=0 if self.inbox.qsize() else 0.002)
-            except queue.Empty:
-                items = None
-            if items is HEARTBEAT:
-                self.publisher.heartbeat()
-                self.inbox.task_done()
-            elif items is not None:
-                start = time.perf_counter()
-                self._apply(items)
-                self.busy_seconds += time.perf_counter() - start
-                self.inbox.task_done()
-            for socket, _ in poller.poll(0):
-                self.publisher.handle(socket)
-            now = time.monotonic()
-            if items is None and now - last_beat >= self.heartbeat_every:
-                self.publisher.heartbeat()
-                last_beat = now
-
-    def _apply(self, items: list) -> None:
-        apply = self.exchange.apply
-        out: list = []
-        for item in items:
-            command = self._orders.command(item) if type(item) is FlowRow else item
-            if command is None:
-                continue
-            events = apply(command)
-            self.commands += 1
-            if type(item) is FlowRow:
-                self._orders.accepted(item, events)
-            if self.record:
-                self.publisher.publish(events)
-                self._keep_after(events)
-            elif self.publishing:
-                out += events
-        if out:
-            start = time.perf_counter()
-            self.publisher.publish(out)
-            self.publish_seconds += time.perf_counter() - start
-
-    def _keep_after(self, events: list) -> None:
-        self._keep({e.instrument for e in events if e.audience is Audience.PUBLIC})
-
-    def _keep(self, codes) -> None:
-        seq = self.exchange.state.public_seq
-        for code in sorted(codes):
-            self.records.append((seq, code, self.publisher.instrument_state(code)))
-
-
-# -- md_fanout --------------------------------------------------------------------------------
-
-SUBSCRIBER = [sys.executable, "-m", "bench.md_subscriber"]
-SUBSCRIBER_COUNTS = (1, 10, 50)
-
-
-def _levels(state: InstrumentState) -> list:
-    return [[list(level) for level in state.bids], [list(level) for level in state.asks]]
-
-
-def fanout_run(flow: list[FlowRow], subscribers: int, publishing: bool = True) -> dict:
-    """The flow through a fresh stand-in with `subscribers` processes: the engine's commands
-    per second (time spent applying and publishing) and each subscriber's updates per
-    second; every subscriber must end at the engine's public position with its depth."""
-    service = ServiceStandIn(publishing=publishing)
-    service.start()
-    service.submit(opening())
-    service.drain()
-    sub, snap = service.endpoints
-    procs = [
-        subprocess.Popen(
-            [*SUBSCRIBER, sub, snap],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(subscribers)
-    ]
-    for proc in procs:  # each says "ready" once it holds its snapshot
-        if proc.stdout.readline().strip() != "ready":
-            raise WrongResult(f"a subscriber did not start: {proc.communicate()[1]}")
-    busy, commands = service.busy_seconds, service.commands
-    service.submit(flow)
-    service.drain(timeout=900)
-    busy = service.busy_seconds - busy
-    commands = service.commands - commands
-    final = service.exchange.state.public_seq
-    depth = {c: _levels(service.publisher.instrument_state(c)) for c in service.exchange.markets}
-    results = []
-    for proc in procs:
-        out, err = proc.communicate(f"{final}\n", timeout=900)
-        if proc.returncode:
-            raise WrongResult(f"a subscriber failed: {err}")
-        results.append(json.loads(out))
-    service.stop()
-    for result in results:
-        if result["seq"] != final or result["depth"] != depth:
-            raise WrongResult(f"a subscriber ended at {result['seq']} without the engine's books")
-    events = sum(r["events"] for r in results)
-    window = max(r["last"] for r in results) - min(r["first"] for r in results) if results else 0.0
-    return {
-        "subscribers": subscribers,
-        "cmd_per_s": round(commands / busy),
-        "public_events": final,
-        "updates_per_s_each": [
-            round(r["events"] / max(r["last"] - r["first"], 1e-9)) for r in results
-        ],
-        "updates_per_s_all": round(events / window) if window else 0,
-        "resyncs": sum(r["resyncs"] for r in results),
-        "messages_sent": service.publisher.messages_sent,
-    }
-
-
-def loop_rate(flow: list[FlowRow], publishing: bool) -> tuple[int, float]:
-    """Commands per second through the stand-in's turns in this thread, with or without
-    publishing (no subscriber, no other thread running Python), and the share of the time
-    spent in `publish`."""
-    service = ServiceStandIn(publishing=publishing)
+def stream_position(endpoints: dict[str, str]) -> int:
+    """The public stream position a fresh snapshot is as of (the engine answers one only when
+    it has published every public event it has emitted)."""
+    client = MarketDataClient(endpoints["market_data"], endpoints["snapshots"])
     try:
-        service._apply(opening())
-        service.publish_seconds = 0.0
-        gc.collect()
-        start = time.perf_counter()
-        for at in range(0, len(flow), TURN):
-            service._apply(flow[at : at + TURN])
-        elapsed = time.perf_counter() - start
-        rate = round((service.commands - len(opening())) / elapsed)
-        return rate, service.publish_seconds / elapsed
+        update = client.next_update(START_TIMEOUT_S)
+        if not isinstance(update, Synced):
+            raise WrongResult(f"md_fanout: no snapshot from the engine ({update!r})")
+        return update.seq
     finally:
-        service.publisher.close()
-        service.context.term()
+        client.close()
+
+
+def drive_with_subscribers(count: int, orders: int, nice: int, pin: bool, seen: dict):
+    """A drive for engine_run: with `pin`, move every thread of the engine to CPU 0 (this
+    process and so its children keep the others); start `count` subscribers at niceness
+    `nice` and wait until
+    each holds its snapshot, run the gateways (the engine's CPU time meanwhile into `seen`:
+    "cpu_s", "main_thread_cpu_s"), then let every subscriber reach the engine's final
+    position and collect what each prints into seen["subscribers"]."""
+
+    def drive(endpoints: dict) -> list[dict]:
+        pid = endpoints["pid"]
+        if pin:
+            for thread in os.listdir(f"/proc/{pid}/task"):
+                os.sched_setaffinity(int(thread), {0})
+        feed = [endpoints["market_data"], endpoints["snapshots"]]
+        processes = [
+            subprocess.Popen(
+                [*SUBSCRIBER, *feed],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                preexec_fn=partial(os.nice, nice),
+            )
+            for _ in range(count)
+        ]
+        try:
+            for process in processes:  # each says "ready" once it holds its snapshot
+                if process.stdout.readline().strip() != "ready":
+                    raise WrongResult(f"md_fanout: a subscriber failed: {process.stderr.read()}")
+            cpu, main = cpu_seconds(pid), cpu_seconds(pid, pid)
+            results = run_gateways(endpoints["orders"], orders, GATEWAYS)
+            seen["cpu_s"] = cpu_seconds(pid) - cpu
+            seen["main_thread_cpu_s"] = cpu_seconds(pid, pid) - main
+            position = stream_position(endpoints)
+            for process in processes:
+                out, err = process.communicate(f"{position}\n", timeout=600)
+                if process.returncode:
+                    raise WrongResult(f"md_fanout: a subscriber failed: {err}")
+                seen["subscribers"].append(json.loads(out))
+            return results
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+
+    return drive
+
+
+def fanout_run(
+    root: Path, name: str, orders: int, count: int, nice: int = NICE, pin: bool = False
+) -> dict:
+    """One fresh engine loaded by the gateways with `count` subscribers (module docstring)."""
+    seen: dict = {"subscribers": []}
+    replayed = Exchange(MARKET)
+    drive = drive_with_subscribers(count, orders, nice, pin, seen)
+    results, engine = engine_run(root, name, True, drive, replayed)
+    subscribers = seen["subscribers"]
+    position, depth = replayed.state.public_seq, depth_of(replayed)
+    for result in subscribers:
+        if result["seq"] != position or result["depth"] != depth:
+            raise WrongResult(
+                f"md_fanout: a subscriber ended at {result['seq']} of {position} "
+                "without the engine's books"
+            )
+    entry = throughput_of(results, engine)
+    each = [r["events"] / max(r["last"] - r["first"], 1e-9) for r in subscribers]
+    window = max((r["last"] for r in subscribers), default=0.0) - min(
+        (r["first"] for r in subscribers), default=0.0
+    )
+    return {
+        "subscribers": count,
+        "orders_per_s": entry["orders_per_s"],
+        "seconds": entry["seconds"],
+        "cpu_us_per_order": round(seen["cpu_s"] * 1e6 / orders, 2),
+        "main_thread_cpu_us_per_order": round(seen["main_thread_cpu_s"] * 1e6 / orders, 2),
+        "main_thread_busy": round(seen["main_thread_cpu_s"] / entry["seconds"], 3),
+        "public_events": position,
+        "updates_per_s_each": {
+            "min": round(min(each)),
+            "median": round(statistics.median(each)),
+            "max": round(max(each)),
+        }
+        if each
+        else None,
+        "updates_per_s_all": round(sum(r["events"] for r in subscribers) / window)
+        if window > 0
+        else 0,
+        "messages_each": round(statistics.median(r["messages"] for r in subscribers))
+        if subscribers
+        else 0,
+        "resyncs": sum(r["resyncs"] for r in subscribers),
+        "snapshot_retries": sum(r["snapshot_retries"] for r in subscribers),
+        "engine_seq": engine["seq"],
+    }
 
 
 def fanout_benchmark(
-    commands: int, counts: tuple[int, ...] = SUBSCRIBER_COUNTS, rounds: int = 5
+    orders: int, counts: tuple[int, ...] = COUNTS, nice: int = NICE, pin: bool = False
 ) -> dict:
-    """md_fanout: updates/s applied by 1, 10 and 50 subscriber processes together, and the
-    engine's commands per second in each run (the stand-in's thread, sharing the cores with
-    the subscribers). The publisher's own cost: the share of the loop's time spent in
-    `publish` (median of `rounds`; measured within each run, so the load of a shared
-    machine moves it less than comparing runs), and the best of `rounds` runs without and
-    with publishing, alternately. No reference implementation: `reference` is None."""
-    flow = order_flow(commands, seed=7)
-    fanout_run(flow[:2000], 1)  # compile, warm up and start a subscriber outside the timer
-    bare, alone, shares = [], [], []
-    for _ in range(rounds):
-        bare.append(loop_rate(flow, publishing=False)[0])
-        rate, share = loop_rate(flow, publishing=True)
-        alone.append(rate)
-        shares.append(share)
-    runs = {n: fanout_run(flow, n) for n in counts if n}
-    top = runs[max(counts)]
+    """md_fanout (module docstring): `value` is all 50 subscribers' updates/s together;
+    `entry_ratio` each count's order entry rate (and engine CPU per order) over the runs
+    without subscribers (their mean). No reference implementation: `reference` is None."""
+    cpus = os.sched_getaffinity(0)
+    if pin:  # the engine takes CPU 0, this process and its children the others
+        os.sched_setaffinity(0, cpus - {0})
+    try:
+        with tempfile.TemporaryDirectory(prefix="cxe-md-") as temporary:
+            root = Path(temporary)
+            runs = [
+                fanout_run(root, f"run{k}-{n}", orders, n, nice, pin) for k, n in enumerate(counts)
+            ]
+    finally:
+        os.sched_setaffinity(0, cpus)
+    bare = [r for r in runs if not r["subscribers"]]
+    base_rate = statistics.mean(r["orders_per_s"] for r in bare)
+    base_cpu = statistics.mean(r["main_thread_cpu_us_per_order"] for r in bare)
+    top = max(runs, key=lambda r: r["subscribers"])
     return {
         "bench": "md_fanout",
         "value": top["updates_per_s_all"],
-        "unit": "updates/s",
+        "unit": f"updates/s to {top['subscribers']} subscribers",
         "reference": None,
-        "subscribers": max(counts),
-        "updates_per_s_all": {n: run["updates_per_s_all"] for n, run in runs.items()},
-        "loop_cmd_per_s": {"no publisher": max(bare), "publisher": max(alone)},
-        "engine_cmd_per_s": {n: run["cmd_per_s"] for n, run in runs.items()},
-        "publish_share": round(float(np.median(shares)), 3),
-        "resyncs": {n: run["resyncs"] for n, run in runs.items()},
-        "public_events": top["public_events"],
-        "messages": top["messages_sent"],
-        "commands": commands,
+        "entry_ratio": {
+            str(r["subscribers"]): round(r["orders_per_s"] / base_rate, 3)
+            for r in runs
+            if r["subscribers"]
+        },
+        "main_thread_cpu_ratio": {
+            str(r["subscribers"]): round(r["main_thread_cpu_us_per_order"] / base_cpu, 3)
+            for r in runs
+            if r["subscribers"]
+        },
+        "runs": runs,
+        "orders": orders,
+        "gateways": GATEWAYS,
+        "subscriber_nice": nice,
+        "engine_pinned": pin,
+        "target": "order entry with subscribers >= 0.9 of without",
     }
+
+
+if __name__ == "__main__":
+    orders, nice, *pin = sys.argv[1:4]
+    print(json.dumps(fanout_benchmark(int(orders), nice=int(nice), pin=pin == ["pin"])))

@@ -1,9 +1,10 @@
 """One md_fanout subscriber process: python -m bench.md_subscriber SUB_ENDPOINT SNAPSHOT_ENDPOINT.
 
 Prints "ready" once its first snapshot is applied, then applies updates until it has applied
-the public stream position the parent writes on its stdin once the flow is through (the
-turn's last message carries it), and prints one JSON line: events applied, the monotonic
-times of the first and the last, resyncs, the position reached and every instrument's depth.
+the public stream position the parent writes on its stdin once the flow is through, and
+prints one JSON line: events applied, the monotonic times of the first and the last,
+resyncs, snapshots asked again, messages read, the position reached and every instrument's
+depth.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def main(sub: str, snapshot: str) -> None:
         "first": first,
         "last": last,
         "resyncs": client.resyncs,
+        "snapshot_retries": client.snapshot_retries,
+        "messages": client.messages,
         "seq": reached,
         "depth": depth,
     }

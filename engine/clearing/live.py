@@ -13,6 +13,8 @@ Invariants:
   that is level), the consumer opens a new connection, looking the endpoint up again in the
   engine's endpoints.json when it follows a data directory (a restarted engine may listen on
   another port), and asks from the position again; so it rides out the engine's restarts;
+- with `curve_keys` (an operator's key pair and the engine's public key) every connection
+  is a CURVE client: a keyed engine serves its trade stream to operator keys only;
 - an engine that holds fewer events than the store (the wrong engine, or one whose journal
   lost what the store took) is refused (`StreamRefused`), never captured from.
 """
@@ -29,6 +31,7 @@ import msgspec
 import zmq
 
 from engine.clearing.capture import StreamGap, TradeStore
+from engine.gateway.security import KeyPair, secure_client
 from engine.gateway.tradestream import ERROR, EVENTS, HEADER, HEARTBEAT, POSITION, REQUEST
 from engine.protocol import DayClosed, Trade
 
@@ -83,8 +86,10 @@ class LiveCapture:
         *,
         context: zmq.Context | None = None,
         silence_s: float = SILENCE_S,
+        curve_keys: tuple[KeyPair, bytes] | None = None,  # an operator's, the engine's public
     ) -> None:
         self.store = store
+        self.curve_keys = curve_keys
         self.resolve = resolve
         self.context = context or zmq.Context.instance()
         self.silence_s = silence_s
@@ -108,6 +113,8 @@ class LiveCapture:
             return
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        if self.curve_keys is not None:
+            secure_client(self.socket, *self.curve_keys)
         self.socket.connect(self.endpoint)
         self.socket.send_multipart((REQUEST, POSITION.pack(self.progress.position + 1)))
         self.progress.reconnects += 1

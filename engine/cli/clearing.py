@@ -113,13 +113,15 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
     from engine.clearing.capture import ConflictingDuplicate, TradeGap, TradeStore
     from engine.clearing.live import LiveCapture, StreamRefused, endpoint_of
+    from engine.gateway.security import client_keys
 
     if args.data is not None and not Path(args.data).is_dir():
         raise ValueError(f"no engine data directory at {args.data}: give cxe serve's --data")
     Path(args.store).parent.mkdir(parents=True, exist_ok=True)
+    keys = client_keys(args.key, args.server_key)
     store = TradeStore(args.store)
     resolve = (lambda: args.endpoint) if args.endpoint else (lambda: endpoint_of(args.data))
-    live = LiveCapture(store, resolve)
+    live = LiveCapture(store, resolve, curve_keys=keys)
     stopping = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.append(True))
@@ -284,6 +286,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--until-day-closed",
         action="store_true",
         help="stop once the day's end-of-day records are stored and nothing follows them",
+    )
+    capture.add_argument(
+        "--key", metavar="FILE", help="your operator NAME.key_secret (CURVE; default: none)"
+    )
+    capture.add_argument(
+        "--server-key", metavar="FILE", help="the engine's public key file (default: none)"
     )
     capture.set_defaults(run=cmd_capture)
 

@@ -60,7 +60,7 @@ HEADER = struct.Struct(">QIQ")  # first stream number, event count, last stream 
 MAX_EVENTS = 1024  # events per message at most
 MAX_MESSAGES = 64  # messages one call sends at most, across consumers
 MAX_REQUESTS_PER_CALL = 16
-MAX_REQUEST_BYTES = 64
+MAX_REQUEST_BYTES = 1024  # a request is 12 bytes; CURVE's handshake commands (HELLO 200) count too
 SNDHWM = 64  # messages queued per consumer before sends to it wait for a later call
 HEARTBEAT_NS = 1_000_000_000
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from engine.gateway.client import GatewayClient
-from engine.protocol import Accepted, AuctionBid
+from engine.gateway.marketdata_client import MarketDataClient, Synced
+from engine.protocol import Accepted, AuctionBid, AuctionResult, TradePrint
 from engine.types import Side
 from tests.cli.test_cli import cxe
 from tests.support.engine import EngineProcess
@@ -57,12 +58,29 @@ def test_one_way_auction_open_bid_and_close(engine):
         gateway.send([AuctionBid("ow1", 3, "CEA25", 6250, 60000)])
         gateway.send([AuctionBid("ow2", 4, "CEA25", 6300, 40000)])
         gateway.wait_for(lambda r: type(r) is Accepted and r.cl_ord_id == "ow2")
+    feed = MarketDataClient(
+        engine.endpoints["market_data"], engine.endpoints["snapshots"], ["CEA25"]
+    )
+    assert isinstance(feed.next_update(30.0), Synced)
     closed = admin(engine, "one-way-auction-close", "CEA25")
     assert closed.returncode == 0, closed.stdout
     (result,) = lines_of(closed.stdout, "AuctionResult")
     # uniform price: every winner pays the lowest winning bid
     assert "auction=one_way price=62.50 CNY (6250 fen) volume=100,000 t" in result
     assert len(lines_of(closed.stdout, "TradePrint")) == 2
+    # the feed carries the result and both prints, no member named (TradePrint has no field)
+    updates = []
+    while (update := feed.next_update(2.0)) is not None:
+        updates.append(update)
+    assert [(u.auction, u.price, u.volume) for u in updates if type(u) is AuctionResult] == [
+        ("one_way", 6250, 100000)
+    ]
+    assert [(p.venue, p.qty) for p in updates if type(p) is TradePrint] == [
+        ("one_way", 40000),  # the highest bid first
+        ("one_way", 60000),
+    ]
+    assert feed.books["CEA25"].last_auction.auction == "one_way" and feed.resyncs == 0
+    feed.close()
     again = admin(engine, "one-way-auction-close", "CEA25")
     assert again.returncode == 1 and "code=UNSUPPORTED_IN_PHASE" in again.stdout
 

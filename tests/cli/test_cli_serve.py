@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 
@@ -46,3 +47,30 @@ def test_serve_started_with_sigint_ignored_still_stops_cleanly_on_sigint(tmp_pat
         engine.process.send_signal(signal.SIGINT)
         assert engine.process.wait(60) == 0, engine.output()
     assert "stopped at seq 0, state hash" in engine.output()
+
+
+def test_admin_runs_a_day_through_every_session_command(tmp_path):
+    """Each session command as an operator types it, against a real engine: the phase each
+    one leads to is what `cxe admin` prints."""
+    data = tmp_path / "data"
+    steps = [
+        (["set-reference", "CEA25", "6300"], "phase=CLOSED reference=63.00 CNY (6300 fen)"),
+        (["start-of-day", DAY], "done"),
+        (["open-call", "CEA25"], "phase=CALL reference=63.00 CNY (6300 fen)"),
+        (["uncross", "CEA25"], "phase=CONTINUOUS"),
+        (["halt", "CEA25"], "phase=HALTED"),
+        (["snapshot"], "Heartbeat"),  # taken: the snapshot is written after the turn
+        (["resume", "CEA25"], "phase=CALL"),
+        (["uncross", "CEA25"], "phase=CONTINUOUS"),
+        (["close-call", "CEA25"], "phase=CLOSING_CALL"),
+        (["close", "CEA25"], "phase=CLOSED"),
+        (["end-of-day"], "DayClosed"),
+    ]
+    with EngineProcess(data):
+        for args, expected in steps:
+            done = cxe("admin", *args, "--data", str(data))
+            assert done.returncode == 0 and expected in done.stdout, (args, done.stdout)
+        deadline = time.monotonic() + 30
+        while len(list((data / "snapshots").glob("snapshot-*.snap"))) < 2:  # end of day's too
+            assert time.monotonic() < deadline, "the requested snapshot was not written"
+            time.sleep(0.1)

@@ -1,4 +1,4 @@
-"""Market data over real ZeroMQ sockets on loopback: a service stand-in (bench.md_fanout: an
+"""Market data over real ZeroMQ sockets on loopback: a service stand-in (bench.md_standin: an
 Exchange and its MarketDataPublisher in one thread) driven by seeded order flow, and
 MarketDataClients that must hold the engine's own books (the exchange's depth views, phase,
 band, indicative, last trade) after every command, however they joined or fell behind."""
@@ -13,7 +13,7 @@ import msgspec
 import pytest
 import zmq
 
-from bench.md_fanout import CODES, ServiceStandIn, md_market, opening, order_flow
+from bench.md_standin import CODES, ServiceStandIn, md_market, opening, order_flow
 from engine.core import Exchange
 from engine.gateway.marketdata import (
     HEADER,

@@ -21,6 +21,7 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from engine.clearing.capture import TradeStore
 from engine.config import Security, default_market
 from engine.gateway import wire
 from engine.gateway.client import GatewayClient, LogonRefused
@@ -32,10 +33,10 @@ from engine.gateway.security import (
     secure_server,
     start_authenticator,
 )
-from engine.protocol import Accepted, OpenCall, RejectCode, Rejected
+from engine.protocol import Accepted, Filled, OpenCall, RejectCode, Rejected
 from engine.types import Side
 from tests.cli.test_cli import cxe_command
-from tests.support.engine import EngineProcess
+from tests.support.engine import DAY, EngineProcess
 
 pytestmark = pytest.mark.slow
 MARKET = default_market()
@@ -217,6 +218,56 @@ def test_an_unknown_key_cannot_connect_to_any_socket(engine):
     # a client with no keys at all is not answered, even a Status on the admin endpoint
     assert answer(endpoints["admin"], None, [wire.Status()]) is None
     assert answer(endpoints["admin"], as_(keys, "alice"), [wire.Status()]) is not None
+
+
+def test_the_trade_stream_admits_operator_keys_only(engine):
+    """Clearing records name both members and their fees: the trade stream is the operators'
+    (ZAP domain "admin"), not a gateway's nor a market data reader's, nor a stranger's."""
+    process, keys = engine
+    trades = process.endpoints["trades"]
+    for name in ("stranger", "mm", "feed"):
+        assert handshake(trades, as_(keys, name)) == FAILED_AUTH, name
+    assert handshake(trades, as_(keys, "alice")) == SUCCEEDED
+
+
+def test_cxe_capture_follows_a_keyed_engine_with_an_operator_key(engine, keyed, tmp_path):
+    """Written when it could not: the trade stream's 64-byte frame limit cut every CURVE
+    handshake (HELLO is 200 bytes) and cxe capture had no key options."""
+    process, keys = engine
+    key_dir = keyed[0] / "keys"
+    with GatewayClient(process.endpoints["orders"], "mm", curve_keys=as_(keys, "mm")) as mm:
+        mm.submit("cap-s", 2, CODES[1], Side.SELL, 6150, 5)
+        mm.submit("cap-b", 1, CODES[1], Side.BUY, 6150, 5)
+        mm.wait_for(lambda r: isinstance(r, Filled) and r.member == 1)
+    store = tmp_path / "capture.db"
+    command = [*cxe_command(), "capture", "--data", str(process.data), "--store", str(store)]
+    half = subprocess.run([*command, "--key", str(key_dir / "alice.key_secret")],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert half.returncode == 2 and "give both --key" in half.stderr, half.stderr
+    assert not store.exists()
+    keyed_command = [*command, "--key", str(key_dir / "alice.key_secret"),
+                     "--server-key", str(key_dir / "engine.key")]  # fmt: skip
+    capture = subprocess.Popen(keyed_command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while stored(store, TradeStore.stream_position) < 1:
+            if capture.poll() is not None or time.monotonic() > deadline:
+                capture.kill()
+                pytest.fail(f"cxe capture stored nothing: {capture.communicate()[1]!r}")
+            time.sleep(0.2)
+    finally:
+        capture.send_signal(signal.SIGTERM)
+    assert capture.wait(30) == 0
+    trades = stored(store, lambda captured: captured.trades_of(DAY))
+    assert [(t.price, t.qty) for t in trades if t.buyer == 1][-1:] == [(6150, 5)]
+
+
+def stored(path: Path, read):
+    store = TradeStore(path)
+    try:
+        return read(store)
+    finally:
+        store.close()
 
 
 def test_a_gateway_key_acts_only_for_its_members_and_sends_no_operator_commands(engine):
