@@ -105,13 +105,16 @@ class FairValues:
 
 class Flow:
     """Simulated members' orders (market makers, brokers, compliance entities) of `members`
-    (all of the market's by default), drawn from one `random.Random`. Subclasses carry the
-    orders: `order` returns the order id the exchange accepted (None when it refused),
-    `cancel` withdraws one, `send_bid` enters a one-way auction bid."""
+    (all of the market's by default), drawn from one `random.Random` (of the seed, and of
+    `stream` when several flows play parts of one day). Subclasses carry the orders: `order`
+    returns the order id the exchange accepted (None when it refused), `cancel` withdraws
+    one, `send_bid` enters a one-way auction bid."""
 
-    def __init__(self, market: MarketConfig, seed: int, members: list[int] | None = None) -> None:
+    def __init__(
+        self, market: MarketConfig, seed: int, members: list[int] | None = None, stream: str = ""
+    ) -> None:
         self.market = market
-        self.rng = random.Random(seed)
+        self.rng = random.Random(f"{seed}:{stream}" if stream else seed)
         self.values = FairValues(market, seed)
         self.codes = [i.code for i in market.instruments]
         mine = set(members) if members is not None else {m.id for m in market.members}
