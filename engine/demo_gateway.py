@@ -13,8 +13,9 @@ Invariants:
 - one command in flight: each order, cancel and bid waits for the engine's answer (Accepted,
   Rejected, Cancelled, or an OrderStatus to a resend) before the next is drawn, so the flow
   sees what the exchange did, as the in-process day does;
-- every Accepted of an order or bid this gateway sent is appended to ACKS_FILE as "seq member cl_ord_id" (flushed at the end of
-  each instruction): the demo checks each one against the journal after the engine's crash;
+- every Accepted of an order or bid this gateway sent is appended to ACKS_FILE as "seq member
+  cl_ord_id" (flushed at the end of each instruction): the demo checks each one against the
+  journal after the engine's crash;
 - an answer that does not come within ANSWER_TIMEOUT_MS is taken as the engine gone: the
   gateway logs on again until the engine is back (RECOVERY_S at most), and GatewayClient
   resends the NewOrder still unanswered, which the engine answers with its state (never a
