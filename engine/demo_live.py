@@ -207,18 +207,23 @@ class Gateway:
         self.process.stdin.flush()
 
     def poll(self, timeout: float) -> bool:
-        """Take one message (progress or done) if one comes within `timeout`; True on done."""
+        """Take the messages (progress, done) that came, waiting up to `timeout` for the
+        first; True when the instruction is done."""
         try:
             message = self.lines.get(timeout=timeout)
+            while True:
+                if message is None:
+                    status = self.process.wait()
+                    raise RuntimeError(
+                        f"gateway {self.name} stopped (status {status}): see its log"
+                    )
+                self.counts = Counter(message["counts"])
+                self.progress = message.get("progress", self.progress)
+                if "done" in message:
+                    return True
+                message = self.lines.get_nowait()
         except queue.Empty:
             return False
-        if message is None:
-            raise RuntimeError(
-                f"gateway {self.name} stopped (status {self.process.wait()}): see its log"
-            )
-        self.counts = Counter(message["counts"])
-        self.progress = message.get("progress", self.progress)
-        return "done" in message
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -360,6 +365,7 @@ def run_live(
 ) -> LiveDay:
     """Run the day; `view(day)` is called whenever something changed (and while waiting)."""
     check_demo_market(market)
+    check_live_market(market)
     if steps < 2:
         raise ValueError(f"the real-system demo needs at least 2 continuous steps, got {steps}")
     day = LiveDay(market, seed, steps, demo_date(market, date), out)
@@ -374,6 +380,24 @@ def run_live(
             process.stop()
         engine.stop()
     return day
+
+
+def check_live_market(market: MarketConfig) -> None:
+    """ValueError unless every member trades through a gateway of the config and the engine
+    runs without CURVE keys (the demo's processes hold none)."""
+    covered = {m for g in market.gateways for m in g.members}
+    missing = sorted(m.id for m in market.members if m.id not in covered)
+    if missing:
+        raise ValueError(
+            f"members {missing} are in no [[gateways]] of the market: the demo sends each "
+            "member's orders through its gateway; list them in a gateway, or run "
+            "cxe demo --in-process"
+        )
+    if market.security is not None:
+        raise ValueError(
+            "the market has a [security] section: the demo's processes hold no CURVE keys; "
+            "run it without that section, or cxe demo --in-process"
+        )
 
 
 def _begin(day: LiveDay, view, name: str, note: str = "") -> Phase:
@@ -494,7 +518,7 @@ def _run(day: LiveDay, engine: Engine, processes: list, market_file, view) -> No
         day,
         view,
         phase,
-        f"killed at seq {day.killed_at_seq:,}, recovered to seq {day.recovered_seq:,} in "
+        f"killed after seq {day.killed_at_seq:,}, recovered to seq {day.recovered_seq:,} in "
         f"{day.restart_s:.1f} s; gateways resent {resent} unanswered order(s)",
     )
     day.checks["local book"] = day.subscriber.matches_snapshot(engine)
@@ -691,7 +715,7 @@ def check_journal(day: LiveDay, ack_files: list[Path]) -> None:
     day.checks["restart lost nothing"] = (
         lost == 0 and twice == 0 and day.killed_at_seq > 0,
         f"{acks:,} acknowledged orders, {lost} missing from the journal, {twice} accepted "
-        f"twice; the engine was killed at seq {day.killed_at_seq:,}",
+        f"twice; the engine was killed after seq {day.killed_at_seq:,}",
     )
     day.written["journal"] = str(journal)
 
@@ -802,8 +826,9 @@ def render_live(day: LiveDay) -> str:
         f"auction bids; rejected: {rejected or 'none'}",
         f"engine: ready in {day.engine_ready_s:.1f} s"
         + (" (first run: compiled the kernel)" if day.compiled else " (kernel from the cache)")
-        + f"; killed with SIGKILL at seq {day.killed_at_seq:,}, restarted from its journal in "
-        f"{day.restart_s:.1f} s; gateways logged on again and resent {counts['resent']} "
+        + f"; killed with SIGKILL after seq {day.killed_at_seq:,}, restarted from its journal "
+        f"at seq {day.recovered_seq:,} in {day.restart_s:.1f} s; gateways logged on again and "
+        f"resent {counts['resent']} "
         f"unanswered order(s) ({_resend_answers(counts)})",
         "",
         "checks:",
@@ -817,6 +842,10 @@ def render_live(day: LiveDay) -> str:
 
 
 def _resend_answers(counts: Counter) -> str:
+    """How the engine answered the resent orders: with their state (an OrderStatus: it had
+    them), or as new orders (it had not)."""
+    if not counts["resent"]:
+        return "none was in flight at the kill"
     answers = [f"{n} {k.split(': ')[1]}" for k, n in counts.items() if k.startswith("resend ")]
     return "answered: " + ", ".join(answers) if answers else "each answered as a new order"
 

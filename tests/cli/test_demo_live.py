@@ -81,7 +81,7 @@ def test_the_demo_checks_fail_when_their_facts_do(demo):
     (printed,) = re.findall(r"^state hash ([0-9a-f]{64})$", stdout, re.M)
     seq = int(re.search(r"day closed at seq ([\d,]+)", stdout).group(1).replace(",", ""))
     killed = int(
-        re.search(r"killed with SIGKILL at seq ([\d,]+)", stdout).group(1).replace(",", "")
+        re.search(r"killed with SIGKILL after seq ([\d,]+)", stdout).group(1).replace(",", "")
     )
     acks = sorted((out / "gateways").glob("acks-*.log"))
     day = LiveDay(default_market(), 3, 60, DAY, out, killed_at_seq=killed)
