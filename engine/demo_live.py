@@ -329,6 +329,7 @@ class LiveDay:
     final_seq: int = 0
     final_hash: str = ""
     day_records: list[DayClosed] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # moments the view shows at once
     checks: dict[str, tuple[bool, str]] = field(default_factory=dict)
     gateway_counts: dict[str, Counter] = field(default_factory=dict)
     trades: list[Trade] = field(default_factory=list)
@@ -508,9 +509,15 @@ def _run(day: LiveDay, engine: Engine, processes: list, market_file, view) -> No
         day.killed_at_seq = admin.status().seq
         engine.kill()
         phase.note = f"engine killed (SIGKILL) after seq {day.killed_at_seq:,}; restarting"
+        day.notices.append(f"killed the engine with SIGKILL after seq {day.killed_at_seq:,}")
         view(day)
         day.restart_s = engine.start(lambda _: None)
         day.recovered_seq = admin.status().seq
+        day.notices.append(
+            f"restarted it from its journal at seq {day.recovered_seq:,} in {day.restart_s:.1f} "
+            "s; the gateways log on again and resend what is unanswered"
+        )
+        view(day)
 
     together({"do": "continuous", "start": half, "end": day.steps}, crash_once)
     resent = sum(g.counts["resent"] for g in gateways)
@@ -864,6 +871,7 @@ class Progress:
         self.live = None
         self.shown: dict[str, tuple[str, str]] = {}
         self.last_line = 0.0
+        self.notices = 0  # of day.notices printed
 
     def __call__(self, day: LiveDay) -> None:
         if self.terminal:
@@ -873,6 +881,9 @@ class Progress:
 
     def _plain(self, day: LiveDay) -> None:
         now = time.monotonic()
+        for notice in day.notices[self.notices :]:
+            print(f"[{now - day.started:6.1f} s] {notice}", flush=True)
+            self.notices += 1
         for phase in day.phases:
             if phase.state == "waiting":
                 continue
@@ -923,7 +934,7 @@ class Progress:
                 format_price(f.low),
             )
         elapsed = f"elapsed {time.monotonic() - day.started:.0f} s; output under {day.out}"
-        return Group(phases, market, elapsed)
+        return Group(phases, market, *day.notices, elapsed)
 
     def close(self) -> None:
         if self.live is not None:

@@ -50,6 +50,10 @@ def cmd_demo_live(args: argparse.Namespace) -> int:
         progress.close()
         print(f"cxe demo: {exc} (the processes' logs are in {out / 'logs'})", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"cxe demo: interrupted; its processes were stopped, files are in {out}")
+        return 130
     finally:
         progress.close()
     summary = render_live(day)
