@@ -125,6 +125,17 @@ def kernel_cached() -> bool:
     return any(next(place.rglob("*.nbi"), None) for place in places if place.is_dir())
 
 
+def stop_process(process: subprocess.Popen, wait_s: float = 60) -> None:
+    """SIGTERM (a clean stop), then SIGKILL if it is still running after `wait_s`."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(30)
+
+
 class Engine:
     """The `cxe serve` subprocess on fixed loopback ports, so a restart listens where the
     gateways, the subscriber and capture already connect."""
@@ -171,13 +182,8 @@ class Engine:
         self.process.wait(30)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(30)
+        if self.process is not None:
+            stop_process(self.process)
 
 
 class Gateway:
@@ -624,13 +630,7 @@ class Capture:
             raise RuntimeError(f"cxe capture failed ({self.process.returncode}): see its log")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(30)
+        stop_process(self.process)
 
 
 def settle(day: LiveDay, market_file: str | None) -> dict:
