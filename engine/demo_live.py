@@ -21,20 +21,14 @@ What it checks (`Checks`), from the files the processes wrote, not from their wo
   netting conserves (check_conservation) and the ledger settled the day.
 
 Phases' figures come from the trades clearing captured (venue and command seq), prices in CNY
-with two decimals, quantities in tonnes.
+with two decimals, quantities in tonnes (engine.demo_report shows them; engine.demo_processes
+runs the processes).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import queue
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -43,7 +37,6 @@ from pathlib import Path
 
 from engine.config import MarketConfig
 from engine.demo import (
-    Figures,
     block_trade_line,
     block_trade_of,
     check_demo_market,
@@ -51,6 +44,16 @@ from engine.demo import (
     one_way_line,
     one_way_offer,
 )
+from engine.demo_processes import (
+    Capture,
+    Engine,
+    Gateway,
+    Subscriber,
+    cxe_command,
+    kernel_cached,
+    snapshot_states,
+)
+from engine.demo_report import plots
 from engine.protocol import (
     AuctionResult,
     Close,
@@ -75,10 +78,6 @@ CALL_ORDERS = {"opening": 60, "re-opening": 30, "closing": 20}  # per instrument
 BIDS = 12
 
 
-def cxe_command() -> list[str]:
-    return [sys.executable, "-m", "engine.cli"]
-
-
 def prepare_out(out: Path) -> None:
     """OUT ready for a fresh day: created, or a previous demo's outputs removed; refused if it
     holds anything else (nothing is deleted that a demo did not write)."""
@@ -97,214 +96,6 @@ def prepare_out(out: Path) -> None:
     for name in ("engine", "logs", "gateways", "clearing"):
         (out / name).mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("written by cxe demo; a later cxe demo replaces this directory\n")
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free on loopback now (the engine binds them; a restart binds the same)."""
-    sockets = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def kernel_cached() -> bool:
-    """Numba's cache holds compiled kernels of this install (else the engine compiles them
-    at its start: a first run)."""
-    import engine
-
-    package = Path(engine.__file__).parent
-    places = [package]
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        places.append(Path(os.environ["NUMBA_CACHE_DIR"]))
-    places.append(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "numba")
-    return any(next(place.rglob("*.nbi"), None) for place in places if place.is_dir())
-
-
-def stop_process(process: subprocess.Popen, wait_s: float = 60) -> None:
-    """SIGTERM (a clean stop), then SIGKILL if it is still running after `wait_s`."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(wait_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(30)
-
-
-class Engine:
-    """The `cxe serve` subprocess on fixed loopback ports, so a restart listens where the
-    gateways, the subscriber and capture already connect."""
-
-    def __init__(self, data: Path, log: Path, date: str, market_file: str | None) -> None:
-        self.data, self.log = data, log
-        ports = free_ports(5)
-        names = ("orders", "admin", "market-data", "snapshots", "trades")
-        self.endpoints = {n: f"tcp://127.0.0.1:{p}" for n, p in zip(names, ports, strict=True)}
-        clock = f"{date}T09:10+08:00"  # a rehearsal clock on the day: any day can be shown
-        self.command = [*cxe_command(), "serve", "--data", str(data), "--clock", clock]
-        for name, endpoint in self.endpoints.items():
-            self.command += [f"--{name}", endpoint]
-        if market_file:
-            self.command += ["--config", market_file]
-        self.process: subprocess.Popen | None = None
-
-    def start(self, waiting: Callable[[float], None], timeout: float = 900) -> float:
-        """Start and wait until it listens; the seconds that took."""
-        started = time.monotonic()
-        (self.data / "endpoints.json").unlink(missing_ok=True)
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        while time.monotonic() - started < timeout:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"cxe serve exited with status {self.process.returncode}; its output is in "
-                    f"{self.log}"
-                )
-            try:
-                found = json.loads((self.data / "endpoints.json").read_text())
-            except (OSError, ValueError):
-                found = {}
-            if found.get("pid") == self.process.pid:
-                return time.monotonic() - started
-            waiting(time.monotonic() - started)
-            time.sleep(0.1)
-        raise TimeoutError(f"cxe serve did not start within {timeout:.0f} s: see {self.log}")
-
-    def kill(self) -> None:
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(30)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process)
-
-
-class Gateway:
-    """A broker gateway process (engine.demo_gateway) and its answers."""
-
-    def __init__(self, name: str, engine: Engine, seed: int, out: Path, market: str | None):
-        self.name = name
-        self.acks = out / "gateways" / f"acks-{name}.log"
-        command = [sys.executable, "-m", "engine.demo_gateway", engine.endpoints["orders"]]
-        command += [name, str(seed), str(self.acks), *([market] if market else [])]
-        with (out / "logs" / f"gateway-{name}.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log
-            )
-        self.lines: queue.Queue = queue.Queue()
-        self.counts: Counter = Counter()
-        self.progress = 0
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.put(json.loads(line))
-        self.lines.put(None)
-
-    def tell(self, **task) -> None:
-        self.process.stdin.write((json.dumps(task) + "\n").encode())
-        self.process.stdin.flush()
-
-    def poll(self, timeout: float) -> bool:
-        """Take the messages (progress, done) that came, waiting up to `timeout` for the
-        first; True when the instruction is done."""
-        try:
-            message = self.lines.get(timeout=timeout)
-            while True:
-                if message is None:
-                    status = self.process.wait()
-                    raise RuntimeError(
-                        f"gateway {self.name} stopped (status {status}): see its log"
-                    )
-                self.counts = Counter(message["counts"])
-                self.progress = message.get("progress", self.progress)
-                if "done" in message:
-                    return True
-                message = self.lines.get_nowait()
-        except queue.Empty:
-            return False
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            try:
-                self.tell(do="stop")
-                self.process.wait(30)
-            except (OSError, subprocess.TimeoutExpired):
-                self.process.kill()
-                self.process.wait(30)
-
-
-class Subscriber:
-    """The market data subscriber: a MarketDataClient read on a thread, keeping its local
-    books, and the public trades per instrument for the live view."""
-
-    def __init__(self, engine: Engine) -> None:
-        from engine.gateway.marketdata_client import MarketDataClient
-
-        self.client = MarketDataClient(
-            engine.endpoints["market-data"], engine.endpoints["snapshots"]
-        )
-        self.lock = threading.Lock()
-        self.trades: dict[str, Figures] = {}
-        self.last: dict[str, int] = {}
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        from engine.protocol import TradePrint
-
-        while not self.stopping.is_set():
-            with self.lock:
-                update = self.client.next_update(0.05)
-            if type(update) is TradePrint:
-                self.trades.setdefault(update.instrument, Figures()).add(update)
-                self.last[update.instrument] = update.price
-            elif update is None:
-                time.sleep(0.01)
-
-    def matches_snapshot(self, engine: Engine, timeout: float = 30) -> tuple[bool, str]:
-        """The local books equal a fresh snapshot's (taken now, while nothing trades)."""
-        from engine.gateway.marketdata_client import MarketDataClient
-
-        fresh = MarketDataClient(engine.endpoints["market-data"], engine.endpoints["snapshots"])
-        try:
-            synced = fresh.next_update(timeout)
-            if synced is None:
-                return False, "no snapshot from the engine"
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                with self.lock:
-                    if self.client.seq >= fresh.seq:
-                        mine = {c: b.state() for c, b in self.client.books.items()}
-                        break
-                time.sleep(0.05)
-            else:
-                return False, "the subscriber did not catch up with the snapshot"
-            theirs = {c: b.state() for c, b in fresh.books.items()}
-            differ = [
-                c
-                for c in theirs
-                if (mine[c].bids, mine[c].asks) != (theirs[c].bids, theirs[c].asks)
-            ]
-            levels = sum(len(s.bids) + len(s.asks) for s in theirs.values())
-            if differ:
-                return False, f"the local book differs on {', '.join(differ)}"
-            return True, f"{levels} price levels of {len(theirs)} instruments equal"
-        finally:
-            fresh.close()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.thread.join(10)
-        self.client.close()
 
 
 @dataclass
@@ -538,7 +329,7 @@ def _run(day: LiveDay, engine: Engine, processes: list, market_file, view) -> No
 
     offer = one_way_offer(market)
     phase = _begin(day, view, "one-way auction")
-    references = {code: state.reference for code, state in _snapshot_states(engine).items()}
+    references = {code: state.reference for code, state in snapshot_states(engine).items()}
     if offer is None:
         _end(day, view, phase, "none: the market lists no CEA vintage")
     else:
@@ -593,44 +384,6 @@ def _steps_note(day: LiveDay, phase: Phase, gateways: list[Gateway], start: int)
         phase.note = f"{prefix}; {text}" if prefix else text
 
     return note
-
-
-def _snapshot_states(engine: Engine) -> dict:
-    from engine.gateway.marketdata_client import MarketDataClient
-
-    client = MarketDataClient(engine.endpoints["market-data"], engine.endpoints["snapshots"])
-    try:
-        if client.next_update(30) is None:
-            raise RuntimeError("no market data snapshot from the engine")
-        return {code: book.state() for code, book in client.books.items()}
-    finally:
-        client.close()
-
-
-class Capture:
-    """`cxe capture` following the engine's trade stream into OUT/clearing/trades.db."""
-
-    def __init__(self, engine: Engine, out: Path) -> None:
-        self.store = out / "clearing" / "trades.db"
-        command = [*cxe_command(), "capture", "--data", str(engine.data)]
-        command += ["--store", str(self.store), "--until-day-closed"]
-        with (out / "logs" / "capture.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-
-    def wait_day_closed(self, waiting: Callable[[], None], timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while self.process.poll() is None and time.monotonic() < deadline:
-            waiting()
-            time.sleep(0.1)
-        if self.process.poll() is None:
-            raise RuntimeError("cxe capture did not store the day's close in time")
-        if self.process.returncode != 0:
-            raise RuntimeError(f"cxe capture failed ({self.process.returncode}): see its log")
-
-    def stop(self) -> None:
-        stop_process(self.process)
 
 
 def settle(day: LiveDay, market_file: str | None) -> dict:
@@ -727,216 +480,5 @@ def check_journal(day: LiveDay, ack_files: list[Path]) -> None:
     day.written["journal"] = str(journal)
 
 
-def plots(day: LiveDay) -> dict[str, str]:
-    """A price chart of the day's trades per instrument, when matplotlib is installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return {"plots": "none (pip install -e '.[research]' adds matplotlib for them)"}
-    path = day.out / "plots" / f"prices-{day.date}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure, axes = plt.subplots(figsize=(10, 5))
-    for code in [i.code for i in day.market.instruments]:
-        mine = [t for t in day.trades if t.instrument == code and t.venue != "block"]
-        axes.plot([t.seq for t in mine], [t.price / 100 for t in mine], ".", ms=2, label=code)
-    axes.set_xlabel("command sequence number")
-    axes.set_ylabel("price, CNY per tonne")
-    axes.set_title(f"{day.market.name}, {day.date}")
-    axes.legend(markerscale=5)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return {"plots": str(path)}
-
-
-def phase_figures(day: LiveDay) -> list[tuple[str, str, Figures]]:
-    """(phase, instrument, figures) from the captured trades, by venue and sequence."""
-    opening = max(day.auction_seqs.get("opening", [0]))
-    reopening = set(day.auction_seqs.get("re-opening", []))
-    rows: dict[tuple[str, str], Figures] = {}
-    for t in day.trades:
-        if t.venue == "call":
-            name = (
-                "opening call"
-                if t.seq <= opening
-                else "re-opening call"
-                if t.seq in reopening
-                else "closing call"
-            )
-        else:
-            name = {"one_way": "one-way auction", "block": "block trade"}.get(t.venue, t.venue)
-        rows.setdefault((name, t.instrument), Figures()).add(t)
-    order = ["opening call", "continuous", "pick", "re-opening call", "one-way auction",
-             "block trade", "closing call"]  # fmt: skip
-    codes = [i.code for i in day.market.instruments]
-    return sorted(
-        ((p, c, f) for (p, c), f in rows.items()),
-        key=lambda r: (order.index(r[0]) if r[0] in order else 99, codes.index(r[1])),
-    )
-
-
-def render_live(day: LiveDay) -> str:
-    """The summary printed at the end (and written to OUT/summary.txt)."""
-    cny = format_price
-    lines = [
-        f"{day.market.name}: trading day {day.date} with the real processes on loopback "
-        f"(seed {day.seed}, {day.steps:,} continuous steps)",
-        "prices in CNY per tonne, quantities in tonnes, money in CNY",
-        "",
-        *day.log,
-        "",
-        f"{'phase':<16} {'instrument':<10} {'trades':>7} {'volume t':>11} {'VWAP':>7} "
-        f"{'high':>7} {'low':>7}",
-    ]
-    for name, code, f in phase_figures(day):
-        lines.append(
-            f"{name:<16} {code:<10} {f.trades:>7,} {f.volume:>11,} {cny(f.vwap):>7} "
-            f"{cny(f.high):>7} {cny(f.low):>7}"
-        )
-    lines += [
-        "",
-        f"{'the close':<10} {'trades':>7} {'volume t':>11} {'open':>7} {'high':>7} {'low':>7} "
-        f"{'close':>7}   (close = VWAP of the day's listed trades)",
-    ]
-    for r in day.day_records:
-        lines.append(
-            f"{r.instrument:<10} {r.trades:>7,} {r.volume:>11,} "
-            + " ".join(f"{cny(p):>7}" for p in (r.open, r.high, r.low, r.close))
-        )
-    if day.settlement:
-        eff = day.settlement["efficiency"]
-        lines += [
-            "",
-            f"settlement (net, delivery versus payment): netting removes {eff['cash']:.1%} of "
-            f"the gross cash legs and {eff['qty']:.1%} of the allowance legs; fees "
-            f"{cny(day.settlement['fees'], grouped=True)} CNY",
-            f"  {'member':<24} {'bought t':>11} {'sold t':>11} {'net cash CNY':>18}",
-        ]
-        for member, name, net_cash, bought, sold in day.settlement["members"]:
-            lines.append(
-                f"  {member:>2} {name:<21} {bought:>11,} {sold:>11,} "
-                f"{cny(net_cash, grouped=True):>18}"
-            )
-    counts = Counter()
-    for c in day.gateway_counts.values():
-        counts.update(c)
-    rejected = ", ".join(
-        f"{n:,} {k.removeprefix('rejected ')}" for k, n in sorted(counts.items())
-        if k.startswith("rejected ")
-    )  # fmt: skip
-    lines += [
-        "",
-        f"gateways ({', '.join(day.gateway_counts)}): {counts['orders']:,} orders, "
-        f"{counts['accepted']:,} acknowledged, {counts['cancels']:,} cancels, {counts['bids']} "
-        f"auction bids; rejected: {rejected or 'none'}",
-        f"engine: ready in {day.engine_ready_s:.1f} s"
-        + (" (first run: compiled the kernel)" if day.compiled else " (kernel from the cache)")
-        + f"; killed with SIGKILL after seq {day.killed_at_seq:,}, restarted from its journal "
-        f"at seq {day.recovered_seq:,} in {day.restart_s:.1f} s; gateways logged on again and "
-        f"resent {counts['resent']} "
-        f"unanswered order(s) ({_resend_answers(counts)})",
-        "",
-        "checks:",
-    ]
-    for name, (ok, text) in day.checks.items():
-        lines.append(f"  {'ok    ' if ok else 'FAILED'} {name}: {text}")
-    lines += ["", f"state hash {day.final_hash}", ""]
-    lines += [f"{name + ':':<13} {path}" for name, path in day.written.items()]
-    lines.append(f"{'logs:':<13} {day.out / 'logs'}")
-    return "\n".join(lines)
-
-
-def _resend_answers(counts: Counter) -> str:
-    """How the engine answered the resent orders: with their state (an OrderStatus: it had
-    them), or as new orders (it had not)."""
-    if not counts["resent"]:
-        return "none was in flight at the kill"
-    answers = [f"{n} {k.split(': ')[1]}" for k, n in counts.items() if k.startswith("resend ")]
-    return "answered: " + ", ".join(answers) if answers else "each answered as a new order"
-
-
 def passed(day: LiveDay) -> bool:
     return bool(day.checks) and all(ok for ok, _ in day.checks.values())
-
-
-class Progress:
-    """What the demo shows while it runs: a live rich view on a terminal (phases with their
-    state and notes, each instrument's public trades so far), else a plain line per change
-    of a phase (and at most one every few seconds while it runs)."""
-
-    def __init__(self, terminal: bool) -> None:
-        self.terminal = terminal
-        self.live = None
-        self.shown: dict[str, tuple[str, str]] = {}
-        self.last_line = 0.0
-        self.notices = 0  # of day.notices printed
-
-    def __call__(self, day: LiveDay) -> None:
-        if self.terminal:
-            self._live(day)
-        else:
-            self._plain(day)
-
-    def _plain(self, day: LiveDay) -> None:
-        now = time.monotonic()
-        for notice in day.notices[self.notices :]:
-            print(f"[{now - day.started:6.1f} s] {notice}", flush=True)
-            self.notices += 1
-        for phase in day.phases:
-            if phase.state == "waiting":
-                continue
-            seen = self.shown.get(phase.name)
-            changed_state = seen is None or seen[0] != phase.state
-            if changed_state or (seen[1] != phase.note and now - self.last_line >= 3):
-                mark = "done" if phase.state == "done" else "..."
-                note = f": {phase.note}" if phase.note else ""
-                print(f"[{now - day.started:6.1f} s] {phase.name} {mark}{note}", flush=True)
-                self.shown[phase.name] = (phase.state, phase.note)
-                self.last_line = now
-
-    def _live(self, day: LiveDay) -> None:
-        from rich.live import Live
-
-        if self.live is None:
-            self.live = Live(self._render(day), refresh_per_second=4, transient=False)
-            self.live.start()
-        self.live.update(self._render(day))
-
-    def _render(self, day: LiveDay):
-        from rich.console import Group
-        from rich.table import Table
-
-        phases = Table(title=f"cxe demo: {day.market.name}, {day.date}", expand=False)
-        phases.add_column("phase")
-        phases.add_column("", width=7)
-        phases.add_column("")
-        for phase in day.phases:
-            state = {"done": "[green]done", "running": "[yellow]running"}.get(phase.state, "")
-            phases.add_row(phase.name, state, phase.note)
-        market = Table(title="public trades (market data subscriber)", expand=False)
-        for name in ("instrument", "trades", "volume t", "last CNY", "high", "low"):
-            market.add_column(name, justify="left" if name == "instrument" else "right")
-        trades = day.subscriber.trades if day.subscriber is not None else {}
-        for code in [i.code for i in day.market.instruments]:
-            f = trades.get(code)
-            if f is None:
-                market.add_row(code, "0", "0", "-", "-", "-")
-                continue
-            last = day.subscriber.last.get(code)
-            market.add_row(
-                code,
-                f"{f.trades:,}",
-                f"{f.volume:,}",
-                format_price(last) if last else "-",
-                format_price(f.high),
-                format_price(f.low),
-            )
-        elapsed = f"elapsed {time.monotonic() - day.started:.0f} s; output under {day.out}"
-        return Group(phases, market, *day.notices, elapsed)
-
-    def close(self) -> None:
-        if self.live is not None:
-            self.live.stop()
-            self.live = None

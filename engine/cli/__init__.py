@@ -38,7 +38,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_demo_live(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from engine.demo_live import DEFAULT_OUT, Progress, passed, render_live, run_live
+    from engine.demo_live import DEFAULT_OUT, passed, run_live
+    from engine.demo_report import Progress, render_live
 
     market = market_of(args.market)
     out = Path(args.out or DEFAULT_OUT)
