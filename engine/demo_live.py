@@ -27,6 +27,7 @@ runs the processes).
 
 from __future__ import annotations
 
+import queue
 import shutil
 import subprocess
 import time
@@ -76,6 +77,7 @@ OWNED = ("engine", "logs", "gateways", "clearing", "plots", "summary.txt")
 KILL_AT = 0.3  # share of the second half of continuous trading done when the engine is killed
 CALL_ORDERS = {"opening": 60, "re-opening": 30, "closing": 20}  # per instrument, in all
 BIDS = 12
+LOCKSTEP = 10  # continuous steps the gateways take between two meetings
 
 
 def prepare_out(out: Path) -> None:
@@ -238,7 +240,8 @@ def _run(day: LiveDay, engine: Engine, processes: list, market_file, view) -> No
     admin = AdminClient(engine.endpoints["admin"])
     capture = Capture(engine, out)
     processes.append(capture)
-    gateways = [Gateway(g.id, engine, day.seed, out, market_file) for g in market.gateways]
+    inbox: queue.Queue = queue.Queue()
+    gateways = [Gateway(g.id, engine, day.seed, out, market_file, inbox) for g in market.gateways]
     processes.extend(gateways)
     day.subscriber = Subscriber(engine)
     processes.append(day.subscriber)
@@ -253,17 +256,30 @@ def _run(day: LiveDay, engine: Engine, processes: list, market_file, view) -> No
         return answer
 
     def together(task: dict, on_progress: Callable[[], None] | None = None) -> None:
+        """Every gateway does `task`; returns when all are done."""
         for gateway in gateways:
             gateway.tell(**task)
-        waiting = list(gateways)
+        waiting, shown = set(gateways), 0.0
         while waiting:
-            for gateway in list(waiting):
-                if gateway.poll(0.05):
-                    waiting.remove(gateway)
+            try:
+                gateway, message = inbox.get(timeout=0.1)
+                if gateway.take(message):
+                    waiting.discard(gateway)
+            except queue.Empty:
+                pass
             if on_progress is not None:
                 on_progress()
-            view(day)
+            if time.monotonic() - shown > 0.1:
+                view(day)
+                shown = time.monotonic()
         day.gateway_counts = {g.name: g.counts for g in gateways}
+
+    def trade(start: int, end: int, on_progress: Callable[[], None]) -> None:
+        """Continuous steps [start, end), the gateways in step LOCKSTEP steps at a time (so
+        each trades against the others' orders of the same moment)."""
+        for first in range(start, end, LOCKSTEP):
+            last = min(end, first + LOCKSTEP)
+            together({"do": "continuous", "start": first, "end": last}, on_progress)
 
     def auctions(label: str, answer: list) -> None:
         results = [e for e in answer if type(e) is AuctionResult]
@@ -284,7 +300,7 @@ def _run(day: LiveDay, engine: Engine, processes: list, market_file, view) -> No
 
     half = day.steps // 2
     phase = _begin(day, view, "continuous trading, first half")
-    together({"do": "continuous", "start": 0, "end": half}, _steps_note(day, phase, gateways, 0))
+    trade(0, half, _steps_note(day, phase, gateways, 0))
     _end(day, view, phase)
 
     halt_code = codes[-2] if len(codes) > 1 else codes[0]
@@ -316,7 +332,7 @@ def _run(day: LiveDay, engine: Engine, processes: list, market_file, view) -> No
         )
         view(day)
 
-    together({"do": "continuous", "start": half, "end": day.steps}, crash_once)
+    trade(half, day.steps, crash_once)
     resent = sum(g.counts["resent"] for g in gateways)
     _end(
         day,

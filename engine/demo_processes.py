@@ -4,7 +4,8 @@
   restart after SIGKILL listens where the gateways, the subscriber and capture connect;
   `start` returns only when the new process has written its endpoints.json;
 - `Gateway`: a broker gateway process (engine.demo_gateway), told what to do one JSON line
-  at a time, its answers read on a thread (a process that stops is an error, never a hang);
+  at a time, its answers read on a thread into a queue shared by the gateways (a process
+  that stops is an error, never a hang);
 - `Capture`: `cxe capture --until-day-closed` into the demo's trade store;
 - `Subscriber`: a MarketDataClient read on a thread under a lock, keeping the local books
   (compared with a fresh snapshot by `matches_snapshot`) and each instrument's public trades;
@@ -121,9 +122,13 @@ class Engine:
 
 
 class Gateway:
-    """A broker gateway process (engine.demo_gateway) and its answers."""
+    """A broker gateway process (engine.demo_gateway). Its answers go, with the gateway, into
+    `inbox` (shared by the demo's gateways; None for a gateway whose output ended)."""
 
-    def __init__(self, name: str, engine: Engine, seed: int, out: Path, market: str | None):
+    def __init__(
+        self, name: str, engine: Engine, seed: int, out: Path, market: str | None,
+        inbox: queue.Queue,
+    ) -> None:  # fmt: skip
         self.name = name
         self.acks = out / "gateways" / f"acks-{name}.log"
         command = [sys.executable, "-m", "engine.demo_gateway", engine.endpoints["orders"]]
@@ -132,38 +137,27 @@ class Gateway:
             self.process = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log
             )
-        self.lines: queue.Queue = queue.Queue()
         self.counts: Counter = Counter()
         self.progress = 0
-        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._read, args=(inbox,), daemon=True).start()
 
-    def _read(self) -> None:
+    def _read(self, inbox: queue.Queue) -> None:
         for line in self.process.stdout:
-            self.lines.put(json.loads(line))
-        self.lines.put(None)
+            inbox.put((self, json.loads(line)))
+        inbox.put((self, None))
 
     def tell(self, **task) -> None:
         self.process.stdin.write((json.dumps(task) + "\n").encode())
         self.process.stdin.flush()
 
-    def poll(self, timeout: float) -> bool:
-        """Take the messages (progress, done) that came, waiting up to `timeout` for the
-        first; True when the instruction is done."""
-        try:
-            message = self.lines.get(timeout=timeout)
-            while True:
-                if message is None:
-                    status = self.process.wait()
-                    raise RuntimeError(
-                        f"gateway {self.name} stopped (status {status}): see its log"
-                    )
-                self.counts = Counter(message["counts"])
-                self.progress = message.get("progress", self.progress)
-                if "done" in message:
-                    return True
-                message = self.lines.get_nowait()
-        except queue.Empty:
-            return False
+    def take(self, message: dict | None) -> bool:
+        """Take one of its messages (progress, done); True when the instruction is done."""
+        if message is None:
+            status = self.process.wait()
+            raise RuntimeError(f"gateway {self.name} stopped (status {status}): see its log")
+        self.counts = Counter(message["counts"])
+        self.progress = message.get("progress", self.progress)
+        return "done" in message
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -31,14 +31,21 @@ def plots(day: LiveDay) -> dict[str, str]:
         return {"plots": "none (pip install -e '.[research]' adds matplotlib for them)"}
     path = day.out / "plots" / f"prices-{day.date}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure, axes = plt.subplots(figsize=(10, 5))
-    for code in [i.code for i in day.market.instruments]:
+    codes = [i.code for i in day.market.instruments]
+    columns = min(3, len(codes))
+    rows = -(-len(codes) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
+    for n, code in enumerate(codes):
+        axis = axes[n // columns][n % columns]
         mine = [t for t in day.trades if t.instrument == code and t.venue != "block"]
-        axes.plot([t.seq for t in mine], [t.price / 100 for t in mine], ".", ms=2, label=code)
-    axes.set_xlabel("command sequence number")
-    axes.set_ylabel("price, CNY per tonne")
-    axes.set_title(f"{day.market.name}, {day.date}")
-    axes.legend(markerscale=5)
+        axis.plot([t.seq for t in mine], [t.price / 100 for t in mine], ".", ms=2)
+        axis.set_title(code)
+        axis.set_xlabel("command sequence number", fontsize=8)
+        axis.set_ylabel("CNY per tonne", fontsize=8)
+    for n in range(len(codes), rows * columns):
+        axes[n // columns][n % columns].set_visible(False)
+    figure.suptitle(f"{day.market.name}, {day.date}: trade prices (block trade left out)")
+    figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return {"plots": str(path)}
