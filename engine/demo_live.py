@@ -6,14 +6,15 @@ a subprocess), a broker gateway process per gateway of the market config (engine
 each plays its members' part of the seeded flow over ZeroMQ) and a market data subscriber
 (MarketDataClient, on a thread here, keeping a local book). It runs the day over the admin
 socket: start of day, opening calls, continuous trading, a halt and re-opening call, a
-one-way auction, a block trade, closing calls, the close and end of day. Halfway through the
-second half of continuous trading it kills the engine with SIGKILL and restarts it from its
+one-way auction, a block trade, closing calls, the close and end of day. The gateways take
+continuous trading in step (LOCKSTEP steps at a time). When every gateway is KILL_AT of the
+way through the second half it kills the engine with SIGKILL and restarts it from its
 journal on the same ports; the gateways log on again and resend what was unanswered. After
 the close clearing settles the day (`cxe clear`, a subprocess) from what capture stored.
 
-What it checks (`Checks`), from the files the processes wrote, not from their word:
-- every order a gateway was told was accepted (Accepted: seq, member, ClOrdID) is that
-  NewOrder at that seq of the journal, and no (member, ClOrdID) was accepted twice;
+What it checks (`LiveDay.checks`), from the files the processes wrote, not their word:
+- every order or bid a gateway was told was accepted (Accepted: seq, member, ClOrdID) is
+  that command at that seq of the journal, and no (member, ClOrdID) was accepted twice;
 - a fresh replay of the journal ends at the engine's last sequence number with its state
   hash (the engine's StatusReport after the end of day);
 - the subscriber's local book equals a fresh snapshot's at the end of continuous trading;
