@@ -160,10 +160,12 @@ class Gateway:
         return "done" in message
 
     def stop(self) -> None:
+        """Ask it to stop; kill it if it does not within seconds (stuck logging on again to
+        an engine that is gone, it reads no instruction)."""
         if self.process.poll() is None:
             try:
                 self.tell(do="stop")
-                self.process.wait(30)
+                self.process.wait(5)
             except (OSError, subprocess.TimeoutExpired):
                 self.process.kill()
                 self.process.wait(30)
