@@ -9,12 +9,18 @@ The day: opening call and uncross for every instrument; continuous trading (mark
 quoting around a drifting value, brokers near the touch, compliance entities taking size);
 a halt of one instrument with a re-opening call; a one-way auction of a CEA vintage; a block
 trade; closing calls; the close and the end-of-day records.
+
+The members' behaviour is `Flow`, apart from how its orders travel: `DemoDay` applies them
+to an in-process exchange (`cxe demo --in-process`), engine.demo_gateway sends them over
+ZeroMQ from a broker gateway process (`cxe demo`, engine.demo_live). The value the members
+trade around is `FairValues`: a seeded walk per instrument and step, the same in every
+process that plays part of the day.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -76,36 +82,177 @@ class Figures:
         return None if not self.volume else (2 * self.value + self.volume) // (2 * self.volume)
 
 
-@dataclass
-class DemoDay:
-    market: MarketConfig
-    seed: int
-    steps: int
-    date: str = DATE
-    exchange: Exchange = field(init=False)
-    log: list[str] = field(default_factory=list)
-    command_log: CommandLog | None = None
-    trade_log: TradeLogWriter | None = None
+class FairValues:
+    """The value each instrument trades around at each continuous step: a seeded walk (a tick
+    up or down with probability 0.05 a step), the same for every process given the seed."""
 
-    def __post_init__(self) -> None:
-        self.exchange = Exchange(self.market)
-        self.rng = random.Random(self.seed)
-        self.clock = day_start_ns(self.date)
-        self.n = 0
-        self.codes = [i.code for i in self.market.instruments]
-        self.fair = {i.code: i.reference_price for i in self.market.instruments}
-        kinds = {m.id: m.kind for m in self.market.members}
-        self.makers = [m for m, k in kinds.items() if k == "market_maker"]
-        self.brokers = [m for m, k in kinds.items() if k == "broker"]
-        self.entities = [m for m, k in kinds.items() if k == "compliance_entity"]
-        if not (self.makers and self.brokers and len(self.entities) >= 2):
-            raise ValueError(
-                "a demo day needs at least one market_maker, one broker and two "
-                f"compliance_entity members; this market has {len(self.makers)}, "
-                f"{len(self.brokers)} and {len(self.entities)}"
-            )
+    def __init__(self, market: MarketConfig, seed: int) -> None:
+        self.market = market
+        self.seed = seed
+        self.walks: dict[str, list[int]] = {}
+        self.rngs: dict[str, random.Random] = {}
+
+    def at(self, code: str, step: int) -> int:
+        walk = self.walks.get(code)
+        if walk is None:
+            walk = self.walks[code] = [self.market.instrument(code).reference_price]
+            self.rngs[code] = random.Random(f"{self.seed}:{code}")
+        rng, tick = self.rngs[code], self.market.instrument(code).tick
+        while len(walk) <= step:
+            walk.append(walk[-1] + (rng.choice((-1, 1)) * tick if rng.random() < 0.05 else 0))
+        return walk[step]
+
+
+class Flow:
+    """Simulated members' orders (market makers, brokers, compliance entities) of `members`
+    (all of the market's by default), drawn from one `random.Random` (of the seed, and of
+    `stream` when several flows play parts of one day). Subclasses carry the orders: `order`
+    returns the order id the exchange accepted (None when it refused), `cancel` withdraws
+    one, `send_bid` enters a one-way auction bid."""
+
+    def __init__(
+        self, market: MarketConfig, seed: int, members: list[int] | None = None, stream: str = ""
+    ) -> None:
+        self.market = market
+        self.rng = random.Random(f"{seed}:{stream}" if stream else seed)
+        self.values = FairValues(market, seed)
+        self.codes = [i.code for i in market.instruments]
+        mine = set(members) if members is not None else {m.id for m in market.members}
+        self.makers, self.brokers, self.entities = members_by_kind(market, mine)
         self.quotes: dict[tuple[int, str], list[int]] = {}
         self.resting: dict[str, list[tuple[int, int]]] = {c: [] for c in self.codes}
+
+    def order(self, member: int, code: str, side: int, price: int, qty: int, phase: str,
+              tif: int = TimeInForce.DAY) -> int | None:  # fmt: skip
+        raise NotImplementedError
+
+    def cancel(self, member: int, code: str, order_id: int, phase: str) -> None:
+        raise NotImplementedError
+
+    def send_bid(self, member: int, code: str, price: int, qty: int) -> None:
+        raise NotImplementedError
+
+    def call_orders(self, code: str, count: int, step: int = 0) -> None:
+        members = self.brokers + self.entities + self.makers
+        for _ in range(count if members else 0):
+            member = self.rng.choice(members)
+            side = self.rng.choice((Side.BUY, Side.SELL))
+            sign = 1 if side == Side.BUY else -1
+            price = self.values.at(code, step) + sign * self.rng.randint(-15, 5)
+            self.order(member, code, side, price, self.rng.randint(1, 40) * 10, "call")
+
+    def continuous_step(self, code: str, step: int) -> None:
+        """One step of one instrument: a maker requotes (35%), a broker joins near the touch
+        (45%) or a compliance entity takes size (20%): the share of a kind this flow has no
+        member of passes."""
+        roll = self.rng.random()
+        fair = self.values.at(code, step)
+        if roll < 0.35:
+            if self.makers:
+                self.requote(code, fair)
+        elif roll < 0.80:
+            if self.brokers:
+                self.broker_order(code, fair)
+        elif self.entities:
+            self.entity_order(code, fair)
+
+    def requote(self, code: str, fair: int) -> None:
+        rng = self.rng
+        maker = rng.choice(self.makers)
+        for order_id in self.quotes.pop((maker, code), []):
+            self.cancel(maker, code, order_id, "continuous")
+        spread, size = rng.randint(1, 3), rng.randint(1, 20) * 100
+        ids = [
+            self.order(maker, code, Side.BUY, fair - spread, size, "continuous"),
+            self.order(maker, code, Side.SELL, fair + spread, size, "continuous"),
+        ]
+        self.quotes[(maker, code)] = [i for i in ids if i is not None]
+
+    def broker_order(self, code: str, fair: int) -> None:
+        rng = self.rng
+        broker = rng.choice(self.brokers)
+        side = rng.choice((Side.BUY, Side.SELL))
+        sign = 1 if side == Side.BUY else -1
+        price = fair + sign * rng.randint(-6, 1)
+        order_id = self.order(broker, code, side, price, rng.randint(1, 50) * 10, "continuous")
+        if order_id is not None:
+            self.resting[code].append((broker, order_id))
+        if len(self.resting[code]) > 150:
+            member, stale = self.resting[code].pop(rng.randrange(len(self.resting[code])))
+            self.cancel(member, code, stale, "continuous")
+
+    def entity_order(self, code: str, fair: int) -> None:
+        rng = self.rng
+        entity = rng.choice(self.entities)
+        side = Side.BUY if rng.random() < 0.7 else Side.SELL
+        sign = 1 if side == Side.BUY else -1
+        tif = TimeInForce.IOC if rng.random() < 0.5 else TimeInForce.DAY
+        qty = rng.randint(1, 30) * 100
+        self.order(entity, code, side, fair + sign * 4, qty, "continuous", tif)
+
+    def auction_bids(self, code: str, reference: int, seller: int, count: int) -> None:
+        """`count` bids for a one-way auction of `code` (floor `reference`) by this flow's
+        members other than the seller."""
+        bidders = [m for m in self.brokers + self.makers + self.entities if m != seller]
+        tick = self.market.instrument(code).tick
+        for i in range(count if bidders else 0):
+            price = reference + self.rng.randint(0, 40) * tick
+            self.send_bid(bidders[i % len(bidders)], code, price, self.rng.randint(5, 40) * 1_000)
+
+
+def members_by_kind(
+    market: MarketConfig, members: set[int] | None = None
+) -> tuple[list[int], list[int], list[int]]:
+    """The market makers, brokers and compliance entities of the market (among `members`)."""
+    kinds = {m.id: m.kind for m in market.members if members is None or m.id in members}
+    return tuple(  # type: ignore[return-value]
+        [m for m, k in kinds.items() if k == kind]
+        for kind in ("market_maker", "broker", "compliance_entity")
+    )
+
+
+def check_demo_market(market: MarketConfig) -> None:
+    """ValueError unless the market has the members a demo day needs."""
+    makers, brokers, entities = members_by_kind(market)
+    if not (makers and brokers and len(entities) >= 2):
+        raise ValueError(
+            "a demo day needs at least one market_maker, one broker and two "
+            f"compliance_entity members; this market has {len(makers)}, "
+            f"{len(brokers)} and {len(entities)}"
+        )
+
+
+def one_way_offer(market: MarketConfig) -> OneWayAuctionOpen | None:
+    """The day's one-way auction: the first compliance entity offers 200,000 t of the first
+    CEA vintage, uniform price, floor = previous close (None: the market lists no CEA)."""
+    code = next((i.code for i in market.instruments if i.product == "CEA"), None)
+    if code is None:
+        return None
+    seller = members_by_kind(market)[2][0]
+    return OneWayAuctionOpen(code, seller, 200_000, uniform=True)
+
+
+def block_trade_of(market: MarketConfig, reference: int) -> BlockTrade:
+    """The day's block trade: the second compliance entity buys 150,000 t of the first
+    instrument from the first market maker at 1.20 CNY over `reference`, its previous close."""
+    makers, _, entities = members_by_kind(market)
+    code = market.instruments[0].code
+    return BlockTrade("block-1", code, entities[1], makers[0], reference + 120, 150_000)
+
+
+class DemoDay(Flow):
+    """The day through an in-process exchange, one command at a time."""
+
+    def __init__(self, market: MarketConfig, seed: int, steps: int, date: str = DATE) -> None:
+        check_demo_market(market)
+        super().__init__(market, seed)
+        self.seed, self.steps, self.date = seed, steps, date
+        self.exchange = Exchange(market)
+        self.log: list[str] = []
+        self.command_log: CommandLog | None = None
+        self.trade_log: TradeLogWriter | None = None
+        self.clock = day_start_ns(date)
+        self.n = 0
         self.figures: dict[str, Figures] = {}
         self.rejects_by_code: dict[str, int] = {}
 
@@ -128,21 +275,10 @@ class DemoDay:
                 )
         return events
 
-    def order(
-        self,
-        member: int,
-        code: str,
-        side: int,
-        price: int,
-        qty: int,
-        phase: str,
-        tif: int = TimeInForce.DAY,
-    ) -> int | None:
+    def order(self, member: int, code: str, side: int, price: int, qty: int, phase: str,
+              tif: int = TimeInForce.DAY) -> int | None:  # fmt: skip
         self.n += 1
-        tick = self.market.instrument(code).tick
-        price = price // tick * tick
-        low, high = self.exchange.markets[code].band
-        price = min(max(price, low), high)
+        price = clamp_price(self.market, code, price, self.exchange.markets[code].band)
         events = self.send(NewOrder(f"d{self.n}", member, code, side, price, qty, tif=tif), phase)
         self.figures.setdefault(f"{phase}:{code}", Figures()).orders += 1
         accepted = [e for e in events if isinstance(e, Accepted)]
@@ -153,57 +289,9 @@ class DemoDay:
             self.n += 1
             self.send(CancelOrder(f"d{self.n}", member, code, order_id), phase)
 
-    # -- member behaviour -----------------------------------------------------------------------
-
-    def call_orders(self, code: str, count: int) -> None:
-        for _ in range(count):
-            member = self.rng.choice(self.brokers + self.entities + self.makers)
-            side = self.rng.choice((Side.BUY, Side.SELL))
-            sign = 1 if side == Side.BUY else -1
-            price = self.fair[code] + sign * self.rng.randint(-15, 5)
-            self.order(member, code, side, price, self.rng.randint(1, 40) * 10, "call")
-
-    def continuous_step(self, code: str) -> None:
-        rng = self.rng
-        if rng.random() < 0.05:
-            self.fair[code] += rng.choice((-1, 1)) * self.market.instrument(code).tick
-        roll = rng.random()
-        fair = self.fair[code]
-        if roll < 0.35:
-            maker = rng.choice(self.makers)
-            for order_id in self.quotes.pop((maker, code), []):
-                self.cancel(maker, code, order_id, "continuous")
-            spread, size = rng.randint(1, 3), rng.randint(1, 20) * 100
-            ids = [
-                self.order(maker, code, Side.BUY, fair - spread, size, "continuous"),
-                self.order(maker, code, Side.SELL, fair + spread, size, "continuous"),
-            ]
-            self.quotes[(maker, code)] = [i for i in ids if i is not None]
-        elif roll < 0.80:
-            broker = rng.choice(self.brokers)
-            side = rng.choice((Side.BUY, Side.SELL))
-            sign = 1 if side == Side.BUY else -1
-            order_id = self.order(
-                broker,
-                code,
-                side,
-                fair + sign * rng.randint(-6, 1),
-                rng.randint(1, 50) * 10,
-                "continuous",
-            )
-            if order_id is not None:
-                self.resting[code].append((broker, order_id))
-            if len(self.resting[code]) > 150:
-                member, stale = self.resting[code].pop(rng.randrange(len(self.resting[code])))
-                self.cancel(member, code, stale, "continuous")
-        else:
-            entity = rng.choice(self.entities)
-            side = Side.BUY if rng.random() < 0.7 else Side.SELL
-            sign = 1 if side == Side.BUY else -1
-            tif = TimeInForce.IOC if rng.random() < 0.5 else TimeInForce.DAY
-            self.order(
-                entity, code, side, fair + sign * 4, rng.randint(1, 30) * 100, "continuous", tif
-            )
+    def send_bid(self, member: int, code: str, price: int, qty: int) -> None:
+        self.n += 1
+        self.send(AuctionBid(f"d{self.n}", member, code, price, qty), "one_way")
 
     # -- the day --------------------------------------------------------------------------------
 
@@ -230,14 +318,14 @@ class DemoDay:
         halt_code = self.codes[-2] if len(self.codes) > 1 else self.codes[0]
         for step in range(self.steps):
             for code in self.codes:
-                self.continuous_step(code)
+                self.continuous_step(code, step)
             if step == self.steps // 2:
                 x(Halt(halt_code))
                 self.log.append(
                     f"  halt                   {halt_code} (cancels only), then a re-opening call"
                 )
                 x(OpenCall(halt_code))
-                self.call_orders(halt_code, 30)
+                self.call_orders(halt_code, 30, step)
                 self.auction_line(x(Uncross(halt_code), "call"), halt_code, "re-opening auction")
         self.end_of_continuous = {c: self.exchange.markets[c].book.depth(5) for c in self.codes}
         self.one_way_auction()
@@ -245,51 +333,46 @@ class DemoDay:
         self.log.append("Closing calls and the close")
         for code in self.codes:
             x(CloseCall(code))
-            self.call_orders(code, 20)
+            self.call_orders(code, 20, self.steps)
             self.auction_line(x(Close(code), "call"), code, "closing auction")
         self.day_records = [e for e in x(EndOfDay()) if isinstance(e, DayClosed)]
 
     def one_way_auction(self) -> None:
-        code = next((c for c in self.codes if self.market.instrument(c).product == "CEA"), None)
-        if code is None:
+        offer = one_way_offer(self.market)
+        if offer is None:
             self.log.append("One-way auction (单向竞价): none, the market lists no CEA vintage")
             return
-        seller = self.entities[0]
-        self.log.append(
-            f"One-way auction (单向竞价): member {seller} offers 200,000 t of {code}, "
-            "uniform price, floor = previous close"
-        )
-        self.send(OneWayAuctionOpen(code, seller, 200_000, uniform=True))
-        reference = self.exchange.markets[code].reference
-        bidders = self.brokers + self.makers + self.entities[1:]
-        for i in range(12):
-            price = reference + self.rng.randint(0, 40) * self.market.instrument(code).tick
-            self.n += 1
-            self.send(
-                AuctionBid(
-                    f"d{self.n}",
-                    bidders[i % len(bidders)],
-                    code,
-                    price,
-                    self.rng.randint(5, 40) * 1_000,
-                ),
-                "one_way",
-            )
-        self.auction_line(self.send(OneWayAuctionClose(code), "one_way"), code, "one-way auction")
+        self.log.append(one_way_line(offer))
+        self.send(offer)
+        reference = self.exchange.markets[offer.instrument].reference
+        self.auction_bids(offer.instrument, reference, offer.seller, 12)
+        events = self.send(OneWayAuctionClose(offer.instrument), "one_way")
+        self.auction_line(events, offer.instrument, "one-way auction")
 
     def block_trade(self) -> None:
-        code = self.codes[0]
-        price = self.exchange.markets[code].reference + 120
-        events = self.send(
-            BlockTrade("block-1", code, self.entities[1], self.makers[0], price, 150_000), "block"
-        )
-        printed = [e for e in events if isinstance(e, Trade)]
-        if printed:
-            self.log.append(
-                f"Block trade (大宗协议): {code} 150,000 t at "
-                f"{format_price(price)}, member {self.entities[1]} buys from "
-                f"member {self.makers[0]}"
-            )
+        trade = block_trade_of(self.market, self.exchange.markets[self.codes[0]].reference)
+        if any(isinstance(e, Trade) for e in self.send(trade, "block")):
+            self.log.append(block_trade_line(trade))
+
+
+def clamp_price(market: MarketConfig, code: str, price: int, band: tuple[int, int]) -> int:
+    """`price` down to the instrument's tick and into the price band."""
+    tick = market.instrument(code).tick
+    return min(max(price // tick * tick, band[0]), band[1])
+
+
+def one_way_line(offer: OneWayAuctionOpen) -> str:
+    return (
+        f"One-way auction (单向竞价): member {offer.seller} offers {offer.qty:,} t of "
+        f"{offer.instrument}, uniform price, floor = previous close"
+    )
+
+
+def block_trade_line(trade: BlockTrade) -> str:
+    return (
+        f"Block trade (大宗协议): {trade.instrument} {trade.qty:,} t at "
+        f"{format_price(trade.price)} CNY, member {trade.buyer} buys from member {trade.seller}"
+    )
 
 
 def render(day: DemoDay) -> str:

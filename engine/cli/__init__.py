@@ -16,19 +16,54 @@ import time
 from engine.cli import clearing, keys, replay, serve, watch
 from engine.cli.common import market_of, positive_int, trading_date
 
+LIVE_STEPS = 1_000  # continuous steps of `cxe demo` with the real processes (engine.demo_live)
+
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if not args.in_process:
+        return cmd_demo_live(args)
     from engine.demo import render, run_demo
 
     market = market_of(args.market)
     started = time.perf_counter()
-    day = run_demo(market, seed=args.seed, steps=args.steps, out=args.out, date=args.date)
+    steps = args.steps or 3_000
+    day = run_demo(market, seed=args.seed, steps=steps, out=args.out, date=args.date)
     print(render(day))
     print(f"state hash {day.exchange.state_hash()} (cxe replay of the command log prints it too)")
     if args.out:
         print(f"wrote {args.out}/commands.log and {args.out}/trades.log")
     print(f"simulated in {time.perf_counter() - started:.2f} s")
     return 0
+
+
+def cmd_demo_live(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from engine.demo_live import DEFAULT_OUT, passed, run_live
+    from engine.demo_report import Progress, render_live
+
+    market = market_of(args.market)
+    out = Path(args.out or DEFAULT_OUT)
+    progress = Progress(sys.stdout.isatty())
+    try:
+        steps = args.steps or LIVE_STEPS
+        day = run_live(market, args.seed, steps, out, args.date, args.market, progress)
+    except (RuntimeError, TimeoutError) as exc:
+        progress.close()
+        print(f"cxe demo: {exc} (the processes' logs are in {out / 'logs'})", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"cxe demo: interrupted; its processes were stopped, files are in {out}")
+        return 130
+    finally:
+        progress.close()
+    summary = render_live(day)
+    (out / "summary.txt").write_text(summary + "\n")
+    print(summary)
+    print(f"summary:      {out / 'summary.txt'}")
+    print(f"the day took {time.monotonic() - day.started:.0f} s")
+    return 0 if passed(day) else 1
 
 
 def version() -> str:
@@ -50,20 +85,29 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     demo = commands.add_parser(
         "demo",
-        help="simulate a full trading day of the embedded market and print its figures",
-        description="Run a seeded, simulated trading day of every instrument through the "
-        "exchange core (validation and pre-trade risk on): opening calls, continuous trading "
-        "by market makers, brokers and compliance entities, a halt with a re-opening call, a "
-        "one-way auction, a block trade, closing calls and the close. Prints each phase's "
-        "figures and the end-of-day records.",
-        epilog="example: cxe demo --steps 500 --seed 3 --out out/demo",
+        help="run a full trading day of the embedded market with the real processes",
+        description="Run a complete, seeded trading day with the real system on loopback: "
+        "the engine service (cxe serve), a broker gateway process per gateway of the market "
+        "sending its members' orders (market makers, brokers, compliance entities) over "
+        "ZeroMQ, a market data subscriber keeping a local book, clearing capturing the trade "
+        "stream live (cxe capture), and the operator over the admin socket: opening calls, "
+        "continuous trading, a halt with a re-opening call, a one-way auction, a block trade, "
+        "closing calls and the close. Midway it kills the engine with SIGKILL and restarts it "
+        "from its journal; the gateways resend what was unanswered. Then clearing settles the "
+        "day (cxe clear) and the demo checks that nothing acknowledged was lost and that a "
+        "replay of the journal gives the engine's state hash. The first run compiles the "
+        "kernel (1-2 minutes, once). Exit status 1 if a check failed. With --in-process the "
+        "day runs through the exchange core in this process instead (no sockets, faster, "
+        "deterministic output).",
+        epilog="examples: cxe demo; cxe demo --steps 200 --out out/demo1; "
+        "cxe demo --in-process --steps 5000 --out out/day1 (writes commands.log and trades.log)",
     )
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     demo.add_argument(
         "--steps",
         type=positive_int,
-        default=3_000,
-        help="continuous-trading steps per instrument (default 3000)",
+        help="continuous-trading steps per instrument: fewer make a shorter day (default "
+        f"{LIVE_STEPS} with the real processes, 3000 with --in-process)",
     )
     demo.add_argument(
         "--market",
@@ -79,7 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--out",
         metavar="DIR",
-        help="also write the day's command log (commands.log) and trade log (trades.log) into DIR",
+        help="where the day's files go: the engine's journal, the logs, the trade store, ledger "
+        "and statements, plots and summary.txt (default out/demo, replaced by each run; "
+        "with --in-process: only when given, its commands.log and trades.log)",
+    )
+    demo.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the day through the exchange core in this process (no engine service, no "
+        "sockets, no crash); prints the same figures for the same seed every time",
     )
     demo.set_defaults(run=cmd_demo)
 

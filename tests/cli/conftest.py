@@ -13,6 +13,6 @@ from tests.cli.test_cli import cxe
 def demo_day(tmp_path_factory) -> Path:
     """A demo day's trade log (the embedded market, 2026-11-24)."""
     out = tmp_path_factory.mktemp("demo")
-    result = cxe("demo", "--steps", "200", "--seed", "2", "--out", str(out))
+    result = cxe("demo", "--in-process", "--steps", "200", "--seed", "2", "--out", str(out))
     assert result.returncode == 0, result.stderr
     return out / "trades.log"

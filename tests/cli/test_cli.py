@@ -33,8 +33,8 @@ def test_help_lists_every_command():
 
 
 def test_demo_runs_a_deterministic_full_day_of_every_instrument():
-    first = cxe("demo", "--steps", "400", "--seed", "3")
-    second = cxe("demo", "--steps", "400", "--seed", "3")
+    first = cxe("demo", "--in-process", "--steps", "400", "--seed", "3")
+    second = cxe("demo", "--in-process", "--steps", "400", "--seed", "3")
     assert first.returncode == 0, first.stderr
     body = [line for line in first.stdout.splitlines() if not line.startswith("simulated in")]
     assert body == [
@@ -178,7 +178,7 @@ def test_without_any_writable_cache_home_it_falls_back_to_a_temp_dir(read_only_i
 
 
 def test_clear_settles_a_demo_day_once_and_writes_statements(tmp_path):
-    demo = cxe("demo", "--steps", "200", "--seed", "2", "--out", str(tmp_path))
+    demo = cxe("demo", "--in-process", "--steps", "200", "--seed", "2", "--out", str(tmp_path))
     assert demo.returncode == 0, demo.stderr
     args = [
         "clear",
@@ -206,7 +206,7 @@ def test_clear_settles_a_demo_day_once_and_writes_statements(tmp_path):
     assert second.returncode == 0
     assert "already settled" in second.stderr
     opening = tmp_path / "out" / "opening-after-2026-11-24.json"
-    again = cxe("demo", "--steps", "50", "--market", str(opening))
+    again = cxe("demo", "--in-process", "--steps", "50", "--market", str(opening))
     assert again.returncode == 0, again.stderr
 
 
@@ -295,7 +295,7 @@ def test_replay_of_a_command_log_reproduces_the_state_hash(tmp_path):
     assert result.returncode == 0 and "ends in an incomplete record" in result.stderr
     # a second demo into the same directory once appended another day 1 to both logs
     logs = (tmp_path / "day" / "commands.log").read_bytes()
-    again = cxe("demo", "--steps", "20", "--out", str(tmp_path / "day"))
+    again = cxe("demo", "--in-process", "--steps", "20", "--out", str(tmp_path / "day"))
     assert again.returncode == 2 and "commands.log exists" in again.stderr
     assert (tmp_path / "day" / "commands.log").read_bytes() == logs
 

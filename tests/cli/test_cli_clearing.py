@@ -93,7 +93,9 @@ def test_days_settle_in_order_and_a_rerun_writes_the_day_as_it_was(tmp_path, dem
     assert settlements(tmp_path / "fresh.db") == []
 
     day2 = tmp_path / "day2"
-    demo = cxe("demo", "--steps", "100", "--market", str(opening), "--out", str(day2))
+    demo = cxe(
+        "demo", "--in-process", "--steps", "100", "--market", str(opening), "--out", str(day2)
+    )
     assert demo.returncode == 0, demo.stderr
     next_day = cxe(*clear_args(tmp_path, day2 / "trades.log", DAY2), "--market", str(opening))
     assert next_day.returncode == 0, next_day.stderr

@@ -25,7 +25,7 @@ def rows(path) -> list[dict]:
 def day(tmp_path_factory):
     """A short demo day with its logs, and the state hash the demo printed."""
     out = tmp_path_factory.mktemp("demo") / "day"
-    result = cxe("demo", "--steps", "40", "--seed", "5", "--out", str(out))
+    result = cxe("demo", "--in-process", "--steps", "40", "--seed", "5", "--out", str(out))
     assert result.returncode == 0, result.stderr
     printed = [line for line in result.stdout.splitlines() if line.startswith("state hash ")]
     assert len(printed) == 1
@@ -257,7 +257,8 @@ def test_a_log_replayed_with_the_wrong_market_is_refused(tmp_path):
     """A later day's log replayed without the opening file it ran with once exited 0 with
     a different state hash."""
     first = tmp_path / "day1"
-    assert cxe("demo", "--steps", "40", "--seed", "2", "--out", str(first)).returncode == 0
+    day1 = cxe("demo", "--in-process", "--steps", "40", "--seed", "2", "--out", str(first))
+    assert day1.returncode == 0, day1.stderr
     settled = cxe(
         "clear",
         "--date",
@@ -274,7 +275,9 @@ def test_a_log_replayed_with_the_wrong_market_is_refused(tmp_path):
     assert settled.returncode == 0, settled.stderr
     opening = tmp_path / "clearing" / "opening-after-2026-11-24.json"
     second = tmp_path / "day2"
-    day2 = cxe("demo", "--steps", "40", "--market", str(opening), "--out", str(second))
+    day2 = cxe(
+        "demo", "--in-process", "--steps", "40", "--market", str(opening), "--out", str(second)
+    )
     assert day2.returncode == 0, day2.stderr
     right = cxe("replay", str(second / "commands.log"), "--market", str(opening))
     assert right.returncode == 0, right.stderr

@@ -15,10 +15,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import zmq
-
 from engine.gateway import wire
-from engine.gateway.security import KeyPair, secure_client
+from engine.gateway.admin_client import AdminClient
+from engine.gateway.security import KeyPair
 from tests.cli.test_cli import cxe_command
 from tests.support.signals import ignore_sigint
 
@@ -99,18 +98,8 @@ class EngineProcess:
 
     def admin(self, *commands) -> list:
         """Send operator commands; the engine's answer."""
-        socket = zmq.Context.instance().socket(zmq.DEALER)
-        socket.setsockopt(zmq.LINGER, 0)
-        if self.admin_keys is not None:
-            secure_client(socket, *self.admin_keys)
-        socket.connect(self.endpoints["admin"])
-        try:
-            socket.send_multipart(wire.messages_frame(list(commands)))
-            if not socket.poll(30_000, zmq.POLLIN):
-                raise TimeoutError("no answer from the admin endpoint")
-            return wire.unpack(socket.recv_multipart()[1])
-        finally:
-            socket.close()
+        with AdminClient(self.endpoints["admin"], curve_keys=self.admin_keys) as client:
+            return client.ask(*commands)
 
     def status(self) -> wire.StatusReport:
         (report,) = self.admin(wire.Status())
