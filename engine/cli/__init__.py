@@ -99,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         "kernel (1-2 minutes, once). Exit status 1 if a check failed. With --in-process the "
         "day runs through the exchange core in this process instead (no sockets, faster, "
         "deterministic output).",
-        epilog="examples: cxe demo; cxe demo --steps 200 --out out/demo1; "
-        "cxe demo --in-process --steps 5000 --out out/day1 (writes commands.log and trades.log)",
+        epilog="example: cxe demo --steps 200 --out out/demo1 (and for the day in this "
+        "process, writing commands.log and trades.log: cxe demo --in-process --steps 5000 "
+        "--out out/day1)",
     )
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     demo.add_argument(
