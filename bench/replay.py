@@ -23,6 +23,7 @@ end the same.
 from __future__ import annotations
 
 import os
+import resource
 import tempfile
 import time
 import zipfile
@@ -192,9 +193,12 @@ def parallel_benchmark(workers: int = 2) -> dict | None:
     start, start_cpu = time.perf_counter(), time.process_time()
     serial = run_sources(lobster_day, days, (60, False), workers=0, progress=None)
     one_by_one, serial_cpu = time.perf_counter() - start, time.process_time() - start_cpu
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     parallel = run_sources(lobster_day, days, (60, False), workers=workers, progress=None)
-    on_cluster = time.perf_counter() - start
+    on_cluster, here_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers, ended and waited for
+    workers_cpu = sum(getattr(after, f) - getattr(before, f) for f in ("ru_utime", "ru_stime"))
     for a, b in zip(serial, parallel, strict=True):
         if a.error or a.code or (a.source, a.summary) != (b.source, b.summary):
             raise WrongResult(f"replay_parallel: {a.source} differs or failed: {a.error}")
@@ -212,6 +216,8 @@ def parallel_benchmark(workers: int = 2) -> dict | None:
         "parallel_seconds": on_cluster,
         "serial_seconds": one_by_one,
         "serial_cpu_seconds": serial_cpu,
+        "parallel_cpu_seconds_here": here_cpu,
+        "parallel_cpu_seconds_workers": workers_cpu,
         "load_average": os.getloadavg()[0],
         "note": "faithful replay + kernel pass + tables per day; the cluster's start and "
         "shutdown (worker processes loading the compiled kernels) included; reference = "
