@@ -8,7 +8,7 @@ last for small inputs or one core (a local cluster's start costs more than it sa
 there); `combine` stacks each output kind's tables into one with a `source` column. Before
 a local cluster starts, `warm_kernels` loads (or compiles once) every kernel a day calls,
 so its workers load them from numba's on-disk cache instead of each compiling them; the
-largest days are handed out first.
+largest days are handed out first; local workers run without Dask's sampling profiler.
 
 Invariants: a source's run on a worker is the same function as in this process, so the
 combined tables equal the serial run's whatever the workers; runs come back in the order of
@@ -34,6 +34,9 @@ from engine.replay.formats import detect
 
 INSTALL = "pip install 'cxe[parallel]' (or pip install 'dask[distributed]')"
 GLOB_CHARS = set("*?[")
+# a Dask worker samples its task's stack every 10 ms in a thread of its own, which also takes
+# the GIL: the six LOBSTER samples took about 12% more CPU in the workers with it
+NO_PROFILER = {"distributed.worker.profile.enabled": False}
 PARALLEL_MIN_BYTES = 4_000_000  # of message files, about 100,000 messages (choose_workers)
 
 
@@ -181,9 +184,12 @@ def run_sources(
     if scheduler is not None:
         with Client(scheduler) as client:
             return _gather(client, as_completed, task, names, arguments, progress)
+    import dask
+
     count = min(workers or _cores(), len(names))
     warm_kernels()
     with (
+        dask.config.set(NO_PROFILER),  # the workers are started with this process's config
         LocalCluster(
             n_workers=count,
             threads_per_worker=1,  # the kernel holds the GIL: one task per process

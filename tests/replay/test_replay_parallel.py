@@ -15,6 +15,7 @@ import pytest
 
 from engine.replay import parallel
 from engine.replay.parallel import (
+    SourceRun,
     choose_workers,
     combine,
     expand,
@@ -263,3 +264,17 @@ print(sorted(k for k, v in after.items() if v - before.get(k, set())))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def profiler_setting(source: str) -> SourceRun:
+    import dask
+
+    return SourceRun(source, str(dask.config.get("distributed.worker.profile.enabled")))
+
+
+def test_local_workers_run_without_the_dask_profiler(days):
+    """Its sampling thread cost the replay's workers CPU and the GIL."""
+    pytest.importorskip("distributed")
+    sources = expand([str(days)])[:2]
+    runs = run_sources(profiler_setting, sources, workers=2, progress=None)
+    assert [run.summary for run in runs] == ["False", "False"]
