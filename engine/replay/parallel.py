@@ -23,6 +23,7 @@ from __future__ import annotations
 import glob
 import logging
 import sys
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -190,17 +191,23 @@ def run_sources(
     warm_kernels()
     with (
         dask.config.set(NO_PROFILER),  # the workers are started with this process's config
-        LocalCluster(
-            n_workers=count,
-            threads_per_worker=1,  # the kernel holds the GIL: one task per process
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        Client(cluster) as client,
+        warnings.catch_warnings(),
     ):
-        return _gather(client, as_completed, task, names, arguments, progress)
+        # with no dashboard the scheduler still serves HTTP (health, metrics), on 8787 when it
+        # is free, else on another port, with a warning the user can do nothing about
+        warnings.filterwarnings("ignore", "Port 8787 is already in use", UserWarning)
+        with (
+            LocalCluster(
+                n_workers=count,
+                threads_per_worker=1,  # the kernel holds the GIL: one task per process
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            return _gather(client, as_completed, task, names, arguments, progress)
 
 
 def message_bytes(path: Path) -> int:
