@@ -7,7 +7,9 @@ every value checked) included, the faithful replay's rate, and parsing on its ow
 (best of 3): the day's message and order book files from the zip (parsing_rows_per_s) and
 already unzipped (lobster_parse_rows_per_s), every value checked, and a seeded
 1,000,000-row command file of the mixed workload (commands_parse_rows_per_s: read with
-`read_commands`, every rule checked). The kernel's final book must equal the faithful
+`read_commands`, every rule checked); each also per CPU-second (all threads) and with the
+seconds its threads waited for a core (*_waiting_seconds: on a shared machine, where the
+wall clock goes beyond the CPU time). The kernel's final book must equal the faithful
 replay's. replay_parallel: the six LOBSTER samples replayed (faithful replay, then the
 kernel pass) one after another in this process and on a local Dask cluster of 2 worker
 processes, start and shutdown of the cluster included; value = messages/s over all six days
@@ -20,6 +22,8 @@ end the same.
 
 from __future__ import annotations
 
+import os
+import resource
 import tempfile
 import time
 import zipfile
@@ -50,13 +54,36 @@ def best_times(runs: int, work: Callable[[], object]) -> tuple[float, float]:
     """The shortest wall-clock time and the shortest CPU time (this process, all threads)
     of `runs` runs of `work`, in seconds: on a shared machine the CPU time shows the work
     when the wall clock also counts waiting for a core."""
-    wall = cpu = float("inf")
-    for _ in range(runs):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        work()
-        wall = min(wall, time.perf_counter() - start)
-        cpu = min(cpu, time.process_time() - start_cpu)
+    wall, cpu, _ = timed(runs, work)
     return wall, cpu
+
+
+def run_queue_seconds() -> float:
+    """Seconds this process's threads have spent runnable but waiting for a core (Linux
+    /proc/self/task/*/schedstat, second field); 0.0 where it cannot be read."""
+    waited = 0
+    for task in Path("/proc/self/task").glob("*"):
+        try:
+            waited += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return waited / 1e9
+
+
+def timed(runs: int, work: Callable[[], object]) -> tuple[float, float, float]:
+    """`best_times` and, for the run with the shortest wall-clock time, the seconds its
+    threads waited for a core (summed over threads, so it can exceed the wall clock when
+    several wait at once): wall ~ CPU + waiting, for the main thread."""
+    best = (float("inf"), float("inf"), 0.0)
+    cpu = float("inf")
+    for _ in range(runs):
+        start, start_cpu, start_wait = time.perf_counter(), time.process_time(), run_queue_seconds()
+        work()
+        wall = time.perf_counter() - start
+        cpu = min(cpu, time.process_time() - start_cpu)
+        if wall < best[0]:
+            best = (wall, 0.0, run_queue_seconds() - start_wait)
+    return best[0], cpu, best[2]
 
 
 def command_file(path: Path, rows: int) -> None:
@@ -84,7 +111,7 @@ def parsing_rates(archive: Path) -> dict:
         message_data, orderbook_data = z.read(messages), z.read(orderbook)
     day = load_day(messages, orderbook, message_data, orderbook_data)
     rows = 2 * len(day)
-    unzipped, unzipped_cpu = best_times(
+    unzipped, unzipped_cpu, unzipped_wait = timed(
         3, lambda: load_day(messages, orderbook, message_data, orderbook_data)
     )
     with tempfile.TemporaryDirectory() as folder:
@@ -93,16 +120,21 @@ def parsing_rates(archive: Path) -> dict:
         loaded = read_commands(path)
         if loaded.bad_rows or loaded.rows != COMMAND_ROWS:
             raise WrongResult("replay_lobster: the command file does not read whole")
-        commands, commands_cpu = best_times(3, lambda: read_commands(path))
+        commands, commands_cpu, commands_wait = timed(3, lambda: read_commands(path))
     return {
         "lobster_parse_rows": rows,
         "lobster_parse_seconds": unzipped,
         "lobster_parse_rows_per_s": rows / unzipped,
         "lobster_parse_cpu_seconds": unzipped_cpu,
+        "lobster_parse_rows_per_cpu_s": rows / unzipped_cpu,
+        "lobster_parse_waiting_seconds": unzipped_wait,
         "commands_parse_rows": COMMAND_ROWS,
         "commands_parse_seconds": commands,
         "commands_parse_rows_per_s": COMMAND_ROWS / commands,
         "commands_parse_cpu_seconds": commands_cpu,
+        "commands_parse_rows_per_cpu_s": COMMAND_ROWS / commands_cpu,
+        "commands_parse_waiting_seconds": commands_wait,
+        "load_average": os.getloadavg()[0],
     }
 
 
@@ -158,12 +190,15 @@ def parallel_benchmark(workers: int = 2) -> dict | None:
     if len(days) < 2:
         return None
     batch_replay(replay_lobster(days[0]).commands[:1000], 100)  # the kernel loaded here too
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     serial = run_sources(lobster_day, days, (60, False), workers=0, progress=None)
-    one_by_one = time.perf_counter() - start
-    start = time.perf_counter()
+    one_by_one, serial_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    start, start_cpu = time.perf_counter(), time.process_time()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     parallel = run_sources(lobster_day, days, (60, False), workers=workers, progress=None)
-    on_cluster = time.perf_counter() - start
+    on_cluster, here_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers, ended and waited for
+    workers_cpu = sum(getattr(after, f) - getattr(before, f) for f in ("ru_utime", "ru_stime"))
     for a, b in zip(serial, parallel, strict=True):
         if a.error or a.code or (a.source, a.summary) != (b.source, b.summary):
             raise WrongResult(f"replay_parallel: {a.source} differs or failed: {a.error}")
@@ -180,6 +215,10 @@ def parallel_benchmark(workers: int = 2) -> dict | None:
         "workers": workers,
         "parallel_seconds": on_cluster,
         "serial_seconds": one_by_one,
+        "serial_cpu_seconds": serial_cpu,
+        "parallel_cpu_seconds_here": here_cpu,
+        "parallel_cpu_seconds_workers": workers_cpu,
+        "load_average": os.getloadavg()[0],
         "note": "faithful replay + kernel pass + tables per day; the cluster's start and "
         "shutdown (worker processes loading the compiled kernels) included; reference = "
         "the same days one after another in this process",

@@ -118,9 +118,9 @@ def _replay_many(args: argparse.Namespace) -> int:
     if refused := [name for name in given if name in MANY_REFUSED]:
         reasons = "; ".join(f"--{n.replace('_', '-')}: {MANY_REFUSED[n]}" for n in refused)
         raise ValueError(f"{_flags(refused)} not with several sources ({reasons})")
-    from engine.replay.parallel import INSTALL
+    from engine.replay.parallel import INSTALL, choose_workers
 
-    workers = args.workers
+    workers, why = (args.workers, "") if args.scheduler else choose_workers(sources, args.workers)
     if args.scheduler and not _have_dask():
         raise ValueError(f"--scheduler needs Dask, which is not installed: {INSTALL}")
     if workers != 0 and not args.scheduler and not _have_dask():
@@ -137,7 +137,7 @@ def _replay_many(args: argparse.Namespace) -> int:
         if workers == 0
         else "a local Dask cluster"
     )
-    print(f"replaying {len(sources)} LOBSTER days on {where}")
+    print(f"replaying {len(sources)} LOBSTER days on {where}" + (f" ({why})" if why else ""))
     started = time.perf_counter()
     runs = run_sources(
         lobster_day,
@@ -433,7 +433,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         type=nonnegative_int,
         metavar="N",
         help="several sources: local Dask worker processes (default: one per core, at most "
-        "one per source; 0: one after another in this process)",
+        "one per source, when the days hold 4 MB of messages or more in all and there are "
+        "two cores or more, else one after another in this process, saying why; 0: one "
+        "after another)",
     )
     replay.add_argument(
         "--scheduler",

@@ -253,6 +253,26 @@ def test_a_command_log_replays_to_the_state_hash_the_demo_printed(tmp_path, day)
     assert result.returncode == 0 and "no trades.log beside the log" in result.stderr
 
 
+def test_a_logs_rejected_commands_are_counted_listed_with_their_seq_and_fail_strict(tmp_path, day):
+    """A cancel of an order the exchange never had, appended to the day's log."""
+    from engine.journal import CommandLog
+    from engine.protocol import CancelOrder
+
+    copy = tmp_path / "day"
+    shutil.copytree(day[0], copy)
+    last = json.loads(cxe("log", "dump", str(copy / "commands.log"), "--summary").stdout)
+    with CommandLog(copy / "commands.log") as log:
+        log.append(last["last_seq"] + 1, last["last_ts_ns"] + 1, CancelOrder("x", 2, "CEA23", 99))
+    result = cxe("replay", str(copy / "commands.log"), "--out", str(tmp_path / "o"))
+    assert result.returncode == 0, result.stderr
+    assert "1 rejected (unknown_order 1)" in result.stdout
+    assert [(r["seq"], r["reason"]) for r in rows(tmp_path / "o" / "rejects.csv")] == [
+        (str(last["last_seq"] + 1), "unknown_order")
+    ]
+    strict = cxe("replay", str(copy / "commands.log"), "--strict")
+    assert strict.returncode == 1, strict.stdout + strict.stderr
+
+
 def test_a_log_replayed_with_the_wrong_market_is_refused(tmp_path):
     """A later day's log replayed without the opening file it ran with once exited 0 with
     a different state hash."""

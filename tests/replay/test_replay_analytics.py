@@ -91,3 +91,29 @@ def test_a_coarser_tick_moves_prices_passively_bids_down_asks_up():
     )
     outcome = coarser_tick(cmds, 1, 5)
     assert (outcome.best_bid, outcome.best_ask, outcome.fills) == (6200, 6210, 0)
+
+
+def test_every_output_column_is_documented_with_its_unit():
+    """Each column of every table replay writes is named in docs/REPLAY.md (top.csv's per
+    level columns as `bidk` and so on), and each numeric LOBSTER column has a unit for the
+    Parquet schema metadata."""
+    import re
+    from pathlib import Path
+
+    from engine.replay.counterfactual import compare, outcome_table
+    from engine.replay.flow import FILL_COLUMNS, FILL_UNITS
+    from engine.replay.runner import lobster_units, rejects_table
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "REPLAY.md"
+    documented = set(re.findall(r"`([a-z_]+)`", docs.read_text()))
+    cmds = np.array([(CMD_ADD, 1, 1, 0, 6200, 5, 1, 0, 0, 0)], dtype=np.int64)
+    lobster = {**day_result().tables(60), "counterfactuals": outcome_table(compare(cmds, 1))}
+    for kind, table in lobster.items():
+        for name in table.dtype.names:
+            assert re.sub(r"\d$", "k", name) in documented, (kind, name)
+            if table.dtype[name].kind in "if" and name != "scenario":
+                assert lobster_units(name), (kind, name)
+    fills = [name for name, _ in FILL_COLUMNS]
+    assert set(fills) <= documented and set(FILL_UNITS) <= set(fills)
+    assert set(rejects_table([]).dtype.names) <= documented
+    assert {"seq", "reason", "text"} <= documented  # a command log's rejects.csv

@@ -4,7 +4,9 @@ a missing Dask are reported. Days are the first rows of the shipped samples (rea
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import socket
 import subprocess
 import sys
 import zipfile
@@ -13,7 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.replay.parallel import combine, expand, lobster_day, run_sources
+from engine.replay import parallel
+from engine.replay.parallel import (
+    SourceRun,
+    choose_workers,
+    combine,
+    expand,
+    lobster_day,
+    message_bytes,
+    run_sources,
+)
 from tests.cli.test_cli import cxe
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "lobster"
@@ -106,9 +117,16 @@ def read(path: Path) -> list[dict]:
 
 
 def test_the_command_combines_the_days_with_a_source_column(days, tmp_path):
+    """With port 8787 taken (here, or by anything else on the machine) the scheduler's HTTP
+    server moves elsewhere without Dask's warning reaching the user."""
     pytest.importorskip("distributed")
-    parallel = cxe("replay", str(days), "--out", str(tmp_path / "par"), "--workers", "2")
+    with socket.socket() as taken:
+        with contextlib.suppress(OSError):  # already taken: the case under test anyway
+            taken.bind(("127.0.0.1", 8787))
+            taken.listen()
+        parallel = cxe("replay", str(days), "--out", str(tmp_path / "par"), "--workers", "2")
     assert parallel.returncode == 0, parallel.stderr
+    assert "already in use" not in parallel.stderr, parallel.stderr
     assert "on a local Dask cluster" in parallel.stdout and "4/4 sources" in parallel.stderr
     serial = cxe("replay", str(days), "--out", str(tmp_path / "ser"), "--workers", "0")
     assert serial.returncode == 0, serial.stderr
@@ -165,6 +183,7 @@ def test_a_bad_day_is_reported_and_the_others_still_combined(days, tmp_path):
         f"cxe replay: {bad}: 1 bad row in the LOBSTER message file (line 5: type" in result.stderr
     )
     assert "2 of 3 sources replayed" in result.stdout
+    assert "3 LOBSTER days on this process (0.2 MB of messages in all, under 4 MB" in result.stdout
     rejects = read(tmp_path / "o" / "rejects.csv")
     assert [(r["source"], r["line"], r["reason"]) for r in rejects] == [(str(bad), "5", "bad_type")]
     assert {r["source"] for r in read(tmp_path / "o" / "trades.csv")} == set(map(str, zips))
@@ -193,7 +212,8 @@ def test_without_dask_the_days_run_one_after_another_saying_so(days, tmp_path):
     """Dask made unimportable in the real command's process, as on a machine without it."""
     code = (
         "import sys; sys.modules['distributed'] = None; from engine.cli import main; "
-        f"sys.argv = ['cxe', 'replay', {str(days)!r}, '--out', {str(tmp_path / 'o')!r}]; "
+        f"sys.argv = ['cxe', 'replay', {str(days)!r}, '--out', {str(tmp_path / 'o')!r}, "
+        "'--workers', '2']; "
         "sys.exit(main())"
     )
     result = subprocess.run(
@@ -203,7 +223,67 @@ def test_without_dask_the_days_run_one_after_another_saying_so(days, tmp_path):
     assert "Dask is not installed, so the 4 sources run one after another" in result.stderr
     assert "pip install 'cxe[parallel]'" in result.stderr
     assert len(read(tmp_path / "o" / "top.csv")) == 3 * ROWS + 999
-    code = code.replace("'replay', ", "'replay', '--scheduler', 'tcp://127.0.0.1:1', ")
+    code = code.replace("'--workers', '2'", "'--scheduler', 'tcp://127.0.0.1:1'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
     assert "--scheduler needs Dask, which is not installed: pip install" in result.stderr
+
+
+def test_small_days_run_in_this_process_and_larger_ones_on_a_cluster(days, monkeypatch):
+    """Without --workers, the choice follows the days' message bytes (a zip's uncompressed)
+    and the cores; a number given is kept."""
+    small = expand([str(days)])
+    with zipfile.ZipFile(small[0]) as shipped:
+        inside = sum(i.file_size for i in shipped.infolist() if "_message_" in i.filename)
+    assert message_bytes(small[0]) == inside and message_bytes(FIXTURE) == FIXTURE.stat().st_size
+    workers, why = choose_workers(small, None)
+    assert workers == 0 and "MB of messages in all, under 4 MB" in why
+    assert choose_workers(small, 2) == (2, "")
+    samples = sorted(DATA.glob("LOBSTER_SampleFile_*.zip"))
+    monkeypatch.setattr(parallel, "_cores", lambda: 2)
+    assert choose_workers(samples, None) == (None, "")
+    monkeypatch.setattr(parallel, "_cores", lambda: 1)
+    assert choose_workers(samples, None) == (0, "one core")
+
+
+def test_warming_loads_every_kernel_a_day_calls():
+    """After `warm_kernels`, a day's task (with counterfactuals) loads no compiled kernel
+    the warm-up had not (checked in a fresh process, on every numba function of the book):
+    workers started after the warm-up in the parent load the kernels from the on-disk
+    cache, none compiles its own."""
+    code = f"""
+import sys
+from numba.core.registry import CPUDispatcher
+from engine.replay.parallel import lobster_day, warm_kernels
+import engine.replay.counterfactual, engine.replay.runner
+
+def signatures():
+    return {{
+        (mod.__name__, name): set(obj.signatures)
+        for mod in list(sys.modules.values()) if mod and mod.__name__.startswith("engine")
+        for name, obj in vars(mod).items() if isinstance(obj, CPUDispatcher)
+    }}
+
+warm_kernels()
+before = signatures()
+assert lobster_day({str(FIXTURE)!r}, 60, True).code == 0
+after = signatures()
+print(sorted(k for k, v in after.items() if v - before.get(k, set())))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def profiler_setting(source: str) -> SourceRun:
+    import dask
+
+    return SourceRun(source, str(dask.config.get("distributed.worker.profile.enabled")))
+
+
+def test_local_workers_run_without_the_dask_profiler(days):
+    """Its sampling thread cost the replay's workers CPU and the GIL."""
+    pytest.importorskip("distributed")
+    sources = expand([str(days)])[:2]
+    runs = run_sources(profiler_setting, sources, workers=2, progress=None)
+    assert [run.summary for run in runs] == ["False", "False"]
