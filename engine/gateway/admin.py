@@ -31,7 +31,9 @@ class Admin:
             self._reply(rid, True, [wire.encode_message(self._status_report())])
         elif isinstance(message, wire.SnapshotNow):
             self._snapshot_wanted = True
-            self._reply(rid, True, [wire.encode_message(wire.Heartbeat())])
+            directory = str((self.data_dir / "snapshots").resolve())
+            requested = wire.SnapshotRequested(self.exchange.seq, directory)
+            self._reply(rid, True, [wire.encode_message(requested)])
         elif isinstance(message, MEMBER_COMMANDS):
             name = type(message).__name__
             self._refuse(rid, True, f"{name} is a member's command: gateways send it",
