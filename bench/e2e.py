@@ -497,27 +497,27 @@ PROFILE_PARTS = (
     ("turn (all the loop's work but the poll wait)", "service.py", "turn"),
     ("  zmq poll (waiting included)", "poll.py", "poll"),
     ("  recv_multipart", "socket.py", "recv_multipart"),
-    ("  _take: frame checks and decode", "service.py", "_take"),
-    ("    _permit_records (members allowed)", "service.py", "_permit_records"),
+    ("  _take: frame checks and decode", "intake.py", "_take"),
+    ("    _permit_records (members allowed)", "intake.py", "_permit_records"),
     ("    message decode (msgspec, per message)", "wire.py", "decode_message"),
-    ("  _sequence", "service.py", "_sequence"),
-    ("    _apply_staged (the turn's RECORDS frames)", "service.py", "_apply_staged"),
-    ("      _checked_run (join, stamp, check)", "service.py", "_checked_run"),
+    ("  _sequence", "sequencing.py", "_sequence"),
+    ("    _apply_staged (the turn's RECORDS frames)", "sequencing.py", "_apply_staged"),
+    ("      _checked_run (join, stamp, check)", "sequencing.py", "_checked_run"),
     ("      journal append_batch", "commandlog.py", "append_batch"),
     ("      Exchange.apply_batch", "exchange.py", "apply_batch"),
     ("        compiled batch run", "~", "<built-in method engine.core.batch.run>"),
     ("      replies: encode private events", "replies.py", "encode"),
-    ("      replies: route (select per peer)", "service.py", "_route_encoded"),
+    ("      replies: route (select per peer)", "outbound.py", "_route_encoded"),
     ("      rows.decode (public and clearing rows)", "rows.py", "decode"),
     ("      status table from the accepted rows", "status.py", "record_accepted"),
     ("    journal append_encoded (a message)", "commandlog.py", "append_encoded"),
     ("    Exchange.apply_stamped (a message)", "exchange.py", "apply_stamped"),
-    ("    _observe (status table, phase log)", "service.py", "_observe"),
-    ("    _route (encode events, audiences)", "service.py", "_route"),
+    ("    _observe (status table, phase log)", "sequencing.py", "_observe"),
+    ("    _route (encode events, audiences)", "outbound.py", "_route"),
     ("      protocol.encode", "protocol.py", "encode"),
     ("    journal sync (fsync)", "segments.py", "sync"),
     ("    journal flush (fsync off)", "segments.py", "flush"),
-    ("  _send (pack + zmq send)", "service.py", "_send"),
+    ("  _send (pack + zmq send)", "outbound.py", "_send"),
     ("    trade stream publish", "tradestream.py", "publish"),
     ("    market data publish", "marketdata.py", "publish"),
     ("    send_multipart", "socket.py", "send_multipart"),
@@ -600,7 +600,7 @@ def frame_steps(frame: int, orders: int) -> dict[str, float]:
     from bench.exchange import bench_market
     from engine.core.rows import StreamNumbers, decode, reject_wording
     from engine.gateway.replies import PrivateReplies
-    from engine.gateway.service import check_records, stamped, writable_records
+    from engine.gateway.sequencing import check_records, stamped, writable_records
     from engine.gateway.status import OrderStatusTable
     from engine.protocol import Audience, OpenCall, StartOfDay, Uncross, encode
 

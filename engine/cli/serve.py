@@ -199,7 +199,15 @@ def _value(name: str, value: object) -> str:
 
 
 def describe(reply) -> str:
-    """One line for an answer of the engine: its type, then name=value for every field."""
+    """One line for an answer of the engine: its type, then name=value for every field (what
+    a snapshot request did, in words)."""
+    from engine.gateway import wire
+
+    if isinstance(reply, wire.SnapshotRequested):
+        return (
+            f"snapshot requested at seq {reply.seq}: written to {reply.directory} after this "
+            "turn (snapshot-<seq>.snap, at the seq the turn ends on)"
+        )
     fields = " ".join(
         f"{name}={_value(name, getattr(reply, name))}" for name in reply.__struct_fields__
     )

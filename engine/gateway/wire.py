@@ -130,12 +130,27 @@ class KeysReloaded(_Session, tag=214):
     revoked: list[str]
 
 
+class SnapshotRequested(_Session, tag=215):
+    """The answer to SnapshotNow: taken when the engine had applied up to `seq`; the snapshot
+    is written into `directory` after the turn (at the seq the turn ends on, `seq` or later)."""
+
+    seq: int
+    directory: str
+
+
 SessionMessage = Logon | Heartbeat | Logout | SnapshotNow | Status | ReloadKeys
 OPERATOR_MESSAGES = (SnapshotNow, Status, ReloadKeys)
 _inbound = msgspec.msgpack.Decoder(list[msgspec.Raw])
 _session = msgspec.msgpack.Decoder(SessionMessage)
 Reply = (
-    Event | LogonAccepted | Heartbeat | SessionRejected | OrderStatus | StatusReport | KeysReloaded
+    Event
+    | LogonAccepted
+    | Heartbeat
+    | SessionRejected
+    | OrderStatus
+    | StatusReport
+    | KeysReloaded
+    | SnapshotRequested
 )
 _outbound = msgspec.msgpack.Decoder(list[Reply])
 _encoder = msgspec.msgpack.Encoder()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 
@@ -59,7 +60,7 @@ def test_admin_runs_a_day_through_every_session_command(tmp_path):
         (["open-call", "CEA25"], "phase=CALL reference=63.00 CNY (6300 fen)"),
         (["uncross", "CEA25"], "phase=CONTINUOUS"),
         (["halt", "CEA25"], "phase=HALTED"),
-        (["snapshot"], "Heartbeat"),  # taken: the snapshot is written after the turn
+        (["snapshot"], "snapshot requested at seq "),  # written after the turn
         (["resume", "CEA25"], "phase=CALL"),
         (["uncross", "CEA25"], "phase=CONTINUOUS"),
         (["close-call", "CEA25"], "phase=CLOSING_CALL"),
@@ -70,7 +71,14 @@ def test_admin_runs_a_day_through_every_session_command(tmp_path):
         for args, expected in steps:
             done = cxe("admin", *args, "--data", str(data))
             assert done.returncode == 0 and expected in done.stdout, (args, done.stdout)
+            if args == ["snapshot"]:
+                said = done.stdout
         deadline = time.monotonic() + 30
         while len(list((data / "snapshots").glob("snapshot-*.snap"))) < 2:  # end of day's too
             assert time.monotonic() < deadline, "the requested snapshot was not written"
             time.sleep(0.1)
+    snapshots = (data / "snapshots").resolve()
+    requested = re.search(r"requested at seq (\d+): written to (.+) after this turn", said)
+    assert requested is not None and requested[2] == str(snapshots), said
+    written = sorted(int(p.name[9:25]) for p in snapshots.glob("snapshot-*.snap"))
+    assert written[0] >= int(requested[1])  # the state after the turn: that seq or later

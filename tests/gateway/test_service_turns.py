@@ -14,7 +14,8 @@ from engine.codec import records_of
 from engine.config import Gateway, MarketConfig, default_market
 from engine.core import Exchange
 from engine.gateway import wire
-from engine.gateway.service import SMALL_RUN, EngineService, Options
+from engine.gateway.sequencing import SMALL_RUN
+from engine.gateway.service import EngineService, Options
 from engine.journal.segments import catch_up
 from engine.protocol import Accepted, NewOrder, OpenCall, StartOfDay, Uncross
 from tests.gateway.test_service_load import PER_FRAME, refused_orders

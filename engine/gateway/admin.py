@@ -1,0 +1,84 @@
+"""The admin socket's operator commands in the engine service (engine.gateway.service):
+Status, SnapshotNow, ReloadKeys answered at once; the exchange's operator commands queued to
+be sequenced.
+
+Invariants:
+- members' commands are refused on the admin endpoint (gateways send them);
+- a snapshot asked for is written after the turn's fsync, beside the order status table at
+  the same seq (`_snapshot`), atomically;
+- a key reload that fails leaves the keys in force and says why; one that succeeds refuses
+  revoked keys from then on and ends their sessions.
+"""
+
+from __future__ import annotations
+
+from engine.config import load_market
+from engine.core.snapshot import snapshot_exchange
+from engine.gateway import wire
+from engine.gateway.intake import MEMBER_COMMANDS, Item
+from engine.gateway.startup import status_path
+from engine.journal.snapshot import write_atomically
+from engine.protocol import RejectCode
+
+
+class Admin:
+    """The EngineService's operator commands (a part of it: the state is its own)."""
+
+    def _take_operator(self, rid: bytes, message, raw: bytes, items: list[Item]) -> None:
+        if isinstance(message, wire.ReloadKeys):
+            self._reload_keys(items, rid)
+        elif isinstance(message, wire.Status):
+            self._reply(rid, True, [wire.encode_message(self._status_report())])
+        elif isinstance(message, wire.SnapshotNow):
+            self._snapshot_wanted = True
+            directory = str((self.data_dir / "snapshots").resolve())
+            requested = wire.SnapshotRequested(self.exchange.seq, directory)
+            self._reply(rid, True, [wire.encode_message(requested)])
+        elif isinstance(message, MEMBER_COMMANDS):
+            name = type(message).__name__
+            self._refuse(rid, True, f"{name} is a member's command: gateways send it",
+                         RejectCode.UNAUTHORISED)  # fmt: skip
+        else:
+            items.append(Item(rid, True, message, raw))
+
+    def _reload_keys(self, items: list[Item], rid: bytes | None = None) -> None:
+        """Reread the [security] keys (the config file's, if the service was started from
+        one): revoked keys are refused from now on and their open sessions end."""
+        try:
+            if self.authenticator is None:
+                raise ValueError("the engine runs in plain mode (no [security]): no keys")
+            fresh = None
+            if self.options.config_path is not None:
+                fresh = load_market(self.options.config_path).security
+                if fresh is None:
+                    raise ValueError(f"{self.options.config_path} has no [security] section now")
+            revoked = self.authenticator.reload(fresh)
+        except ValueError as exc:
+            self.log(f"keys not reloaded: {exc}")
+            if rid is not None:
+                self._refuse(rid, True, f"keys not reloaded: {exc}")
+            return
+        for peer, identity in list(self.peers.items()):
+            if identity in revoked:
+                self.revoked_peers.add(peer)
+                self._end_session(peer, f"key of {identity} revoked", items)
+        admitted = len(self.authenticator.table)
+        self.log(f"keys reloaded: {admitted} admitted, revoked {sorted(revoked)}")
+        if rid is not None:
+            self._reply(rid, True, [wire.encode_message(wire.KeysReloaded(sorted(revoked)))])
+
+    def _status_report(self) -> wire.StatusReport:
+        gateways = {
+            gateway_id: {**counters, "sessions": len(self.sessions.of_gateway(gateway_id))}
+            for gateway_id, counters in self.sessions.counters.items()
+        }
+        return wire.StatusReport(
+            self.exchange.seq, self.exchange.state_hash(), dict(self.counters), gateways
+        )
+
+    def _snapshot(self) -> None:
+        """A snapshot of the state after the turn's fsync (end of day, or asked for)."""
+        snapshots = self.data_dir / "snapshots"
+        path = snapshot_exchange(self.exchange, snapshots)
+        write_atomically(status_path(snapshots, self.exchange.seq), self.status.dump())
+        self.log(f"snapshot at seq {self.exchange.seq}: {path}")

@@ -1,0 +1,203 @@
+"""Start-up and shut-down of the engine service (engine.gateway.service): recovery, the
+mode check, the sockets bound, and closing.
+
+Invariants:
+- nothing is bound before the state is recovered and the compiled code warmed (`open`):
+  nothing is accepted before the engine can answer at speed;
+- the core is a pure function of the journal: recovery = latest snapshot (and the order status
+  table written beside it, `status_path`) + the journal after it, and the state hash equals an
+  uninterrupted run's; the service's clock resumes from the last stamp (never backwards);
+- with a [security] config every socket is a CURVE server failing closed (`_secure`,
+  engine.gateway.security) and every key is checked before anything is recovered or bound;
+  without it the service says so loudly and binds to loopback only (unless `insecure`);
+- orders is a ROUTER with ROUTER_MANDATORY and non-blocking sends; admin a ROUTER; market data
+  (engine.gateway.marketdata) and the trade stream (engine.gateway.tradestream) bind their own;
+  the bound endpoints are written to DATA/endpoints.json atomically (temp file, rename);
+- `close` syncs the journal unless it has failed (then nothing more is written).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from functools import partial
+from pathlib import Path
+
+import zmq
+
+from engine.config import MarketConfig
+from engine.core import Exchange
+from engine.core.rows import reject_wording
+from engine.core.snapshot import restore
+from engine.gateway import security as curve
+from engine.gateway.marketdata import MarketDataPublisher
+from engine.gateway.replies import PrivateReplies
+from engine.gateway.tradestream import TradeStream
+from engine.journal.commandlog import BatchRecord
+from engine.journal.recovery import restore_latest
+from engine.journal.segments import Journal, replay
+from engine.protocol import NewOrder, StartOfDay
+
+
+def status_path(snapshots: Path, seq: int) -> Path:
+    """The order status table written beside the snapshot at `seq`."""
+    return snapshots / f"orders-{seq:016d}.msgpack"
+
+
+class Startup:
+    """The EngineService's start-up and shut-down (a part of it: the state is its own)."""
+
+    def open(self) -> None:
+        """Recover the state, warm the compiled code, then bind (in that order: nothing is
+        accepted before the engine can answer at speed)."""
+        self._check_mode()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        self.exchange = self._recover()
+        self.log(
+            f"recovered seq {self.exchange.seq} in {time.perf_counter() - started:.2f} s, "
+            f"state hash {self.exchange.state_hash()}"
+        )
+        warm(self.config)
+        self.journal = Journal(self.data_dir / "journal")
+        if self.journal.discarded:
+            self.log(f"journal: cut a torn tail of {self.journal.discarded} bytes (a crash)")
+        self._bind()
+
+    def _check_mode(self) -> None:
+        """With [security]: every key file there and readable, every key well formed and none
+        shared (before anything is recovered or bound). Without: say so loudly, and bind to
+        loopback only unless insecure."""
+        options = self.options
+        if self.config.security is not None:
+            curve.check(self.config.security)
+            return
+        self.log(curve.PLAIN_WARNING)
+        exposed = curve.off_loopback(
+            [options.orders, options.admin, options.market_data, options.snapshots, options.trades]
+        )
+        if exposed and not options.insecure:
+            raise ValueError(
+                f"plain mode binds to loopback only, not {exposed}: give the config a "
+                "[security] section (docs/SECURITY.md), or --insecure to accept the risk"
+            )
+
+    def _recover(self) -> Exchange:
+        """The latest snapshot (and the order status table written beside it), then the
+        journal after it, whose events the status table takes in."""
+        journal, snapshots = self.data_dir / "journal", self.data_dir / "snapshots"
+        journal.mkdir(exist_ok=True)
+        exchange, snapshot = restore_latest(
+            snapshots, partial(Exchange, self.config), partial(restore, self.config)
+        )
+        if snapshot is not None:
+            self.log(f"snapshot {snapshot.path.name} (seq {snapshot.seq})")
+            table = status_path(snapshots, snapshot.seq)
+            if table.exists():
+                self.status.load(table.read_bytes())
+        codes = [i.code for i in self.config.instruments]
+        for record, result in replay(journal, exchange):
+            if type(record) is BatchRecord:
+                self.status.record_rows(result, codes)
+            else:
+                self._observe(record.command, result, replaying=True)
+        self.last_ts = exchange.state.ts_ns
+        return exchange
+
+    def _secure(self, socket: zmq.Socket, domain: str) -> None:
+        """Harden a server socket before it binds: a CURVE server in ZAP `domain`
+        (security.DOMAINS), failing closed; nothing in plain mode."""
+        if self.authenticator is not None:
+            curve.secure_server(socket, self.server_keys, domain)
+
+    def _bind(self) -> None:
+        options = self.options
+        self.context = context = zmq.Context()
+        security = self.config.security
+        if security is not None:
+            self.server_keys = curve.server_keys(security)
+            self.authenticator = curve.start_authenticator(context, security)
+            self.log(f"CURVE on every socket: {len(self.authenticator.table)} keys admitted")
+        self.orders = context.socket(zmq.ROUTER)
+        self._secure(self.orders, "orders")
+        self.orders.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.orders.setsockopt(zmq.SNDHWM, options.sndhwm)
+        self.orders.setsockopt(zmq.LINGER, 0)
+        self.orders.bind(options.orders)
+        self.admin = context.socket(zmq.ROUTER)
+        self._secure(self.admin, "admin")
+        self.admin.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.admin.setsockopt(zmq.LINGER, 0)
+        self.admin.bind(options.admin)
+        self.market_data = MarketDataPublisher(
+            context, options.market_data, options.snapshots, self.exchange,
+            secure=partial(self._secure, domain="market_data"),
+        )  # fmt: skip
+        self.trade_stream = TradeStream(
+            context, options.trades, self.data_dir, self.exchange,
+            secure=partial(self._secure, domain="admin"),  # clearing records: operators only
+        )  # fmt: skip
+        self.endpoints = {
+            "orders": self.orders.getsockopt_string(zmq.LAST_ENDPOINT),
+            "admin": self.admin.getsockopt_string(zmq.LAST_ENDPOINT),
+            "market_data": self.market_data.pub_endpoint,
+            "snapshots": self.market_data.snapshot_endpoint,
+            "trades": self.trade_stream.endpoint,
+        }
+        self.poller = zmq.Poller()
+        components = (self.market_data, self.trade_stream)
+        for socket in (self.orders, self.admin, *(s for c in components for s in c.sockets)):
+            self.poller.register(socket, zmq.POLLIN)
+        path = self.data_dir / "endpoints.json"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({**self.endpoints, "pid": os.getpid()}))
+        os.replace(temporary, path)
+        for name, endpoint in self.endpoints.items():
+            self.log(f"{name.replace('_', ' ')} on {endpoint}")
+
+    def close(self, sync: bool = True) -> None:
+        """Close the sockets and the journal (synced first unless it has failed: then
+        nothing more is written, recovery takes it from its last whole record)."""
+        if self.journal is not None:
+            if sync:
+                self.journal.sync()
+                self.journal.close()
+            self.journal = None
+        if self.authenticator is not None:
+            self.authenticator.stop()
+            self.authenticator = None
+        if self.context is not None:
+            if self.trade_stream is not None:
+                self.trade_stream.close()
+            self.context.destroy(linger=0)  # every socket bound so far, whichever they are
+            self.context = None
+
+
+def warm(config: MarketConfig) -> None:
+    """Compile (or load from the cache) every path an order can take, on a scratch exchange."""
+    from engine.codec import records_of
+    from engine.protocol import OpenCall, Uncross
+
+    scratch = Exchange(config)
+    day = config.next_trading_day(config.last_trading_day or "2026-01-01")
+    scratch.apply(StartOfDay(day))
+    code = config.instruments[0].code
+    scratch.apply(OpenCall(code))
+    scratch.apply(Uncross(code))
+    members = [m.id for m in config.members] or [0]
+    price = scratch.markets[code].reference
+    size = config.instruments[0].min_qty
+    orders = [
+        NewOrder(f"w{i}", members[i % len(members)], code, i % 2, price, size) for i in range(4)
+    ]
+    for order in orders[:2]:
+        scratch.apply(order)
+    codes = [i.code for i in config.instruments]
+    private = dict(scratch.state.private_seq)
+    rows = scratch.apply_batch(records_of(orders[2:], codes, scratch.seq + 1, [0, 0]))
+    encoded = PrivateReplies(codes, reject_wording(config.instruments)).encode(
+        rows, private, members
+    )
+    if encoded is not None:
+        encoded.select(members)
