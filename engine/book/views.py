@@ -70,6 +70,13 @@ def level_of(lad, meta, side, price):
     """(total qty, orders) at `price` on `side`, (0, 0) with no level there or off the tick."""
     if price % meta[M_TICK] != 0:
         return 0, 0
+    return level_on_tick(lad, meta, side, price)
+
+
+@njit(cache=True, _nrt=False)
+def level_on_tick(lad, meta, side, price):
+    """level_of for a price known to be on the tick (one from the book's own events): (total
+    qty, orders), (0, 0) with no level there."""
     idx = row_of(lad, meta, side, price)
     if idx < 0:
         return 0, 0

@@ -73,7 +73,7 @@ from engine.book.layout import (
     P_QTY,
 )
 from engine.book.matching import MARKET, apply_command, events_needed, order_fields_valid
-from engine.book.views import level_of
+from engine.book.views import level_on_tick
 from engine.core.clordid import clid_insert, clid_room, clid_used, key_words
 from engine.core.market import (
     MK_BAND_HI,
@@ -293,7 +293,7 @@ def _settle_and_publish(lad, meta, ev, acct, ids, mk, oid, taker_row, side, limi
         elif kind == K_RESTED:
             n = _touch(ev, n_book, n, ev[i, E_SIDE], ev[i, E_PRICE])
     for i in range(n_book, n):  # the book finds the level, in its window or far store
-        ev[i, E_QTY], ev[i, E_LEAVES] = level_of(lad, meta, ev[i, E_SIDE], ev[i, E_PRICE])
+        ev[i, E_QTY], ev[i, E_LEAVES] = level_on_tick(lad, meta, ev[i, E_SIDE], ev[i, E_PRICE])
     return n
 
 
