@@ -86,34 +86,37 @@ def far_find(lad, meta, side, price):
 
 
 @njit(cache=True, _nrt=False)
-def _far_bound(lad, meta, side, price, up):
-    """Row of the nearest far level at `price` or beyond it: the lowest at or above it when
-    `up`, else the highest at or below it; -1 when there is none."""
-    toward, back = (F_LEFT, F_RIGHT) if up else (F_RIGHT, F_LEFT)
+def far_ceil(lad, meta, side, price):
+    """Row of the lowest far level at or above `price`, or -1."""
     k = meta[M_FAR_ROOT + side]
     found = -1
     while k >= 0:
         p = _get(lad, meta, side, k, F_PRICE)
         if p == price:
             return meta[M_LEN] + k
-        if (p > price) == up:
+        if p > price:
             found = k
-            k = _get(lad, meta, side, k, toward)
+            k = _get(lad, meta, side, k, F_LEFT)
         else:
-            k = _get(lad, meta, side, k, back)
+            k = _get(lad, meta, side, k, F_RIGHT)
     return _row(meta, found)
-
-
-@njit(cache=True, _nrt=False)
-def far_ceil(lad, meta, side, price):
-    """Row of the lowest far level at or above `price`, or -1."""
-    return _far_bound(lad, meta, side, price, True)
 
 
 @njit(cache=True, _nrt=False)
 def far_floor(lad, meta, side, price):
     """Row of the highest far level at or below `price`, or -1."""
-    return _far_bound(lad, meta, side, price, False)
+    k = meta[M_FAR_ROOT + side]
+    found = -1
+    while k >= 0:
+        p = _get(lad, meta, side, k, F_PRICE)
+        if p == price:
+            return meta[M_LEN] + k
+        if p < price:
+            found = k
+            k = _get(lad, meta, side, k, F_RIGHT)
+        else:
+            k = _get(lad, meta, side, k, F_LEFT)
+    return _row(meta, found)
 
 
 @njit(cache=True, _nrt=False)
