@@ -28,6 +28,7 @@ from bench.exchange import (
 from bench.md_fanout import fanout_benchmark
 from bench.recovery import recovery_benchmark
 from bench.replay import lobster_benchmark, parallel_benchmark, synthetic_benchmark
+from bench.wide import wide_benchmark
 
 
 def machine() -> str:
@@ -62,6 +63,7 @@ NAMES = (
     "recovery",
     "e2e_throughput",
     "e2e_latency",
+    "replay_wide",
 )
 
 
@@ -103,6 +105,8 @@ def run(names: set[str] | None, quick: bool):
         yield e2e_throughput(orders=40_000 if quick else 400_000)
     if wanted("e2e_latency"):
         yield e2e_latency(seconds=0.75 if quick else 5.0, warmup=0.25 if quick else 1.0)
+    if wanted("replay_wide"):
+        yield wide_benchmark(messages=500_000 if quick else 2_000_000, rounds=3 if quick else 5)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,13 +4,13 @@ Data layout: `bm[side, w]` uint64. Words [0, W) hold one bit per ladder level (b
 is level 64 * w + i); words [W, W + W2) hold one summary bit per level-one word (bit j of
 summary word s is set iff word 64 * s + j is non-zero). `meta[M_BM2]` holds W, `meta[M_LEN]`
 the number of levels (a multiple of 64). `meta[M_BEST_BID]` / `meta[M_BEST_ASK]` are the
-ladder indices of the best occupied bid / ask, -1 when that side is empty.
+rows of the best occupied bid / ask (window.py), -1 when that side is empty.
 
 Invariants: a level's bit is set iff the ladder's order count for that side and level is > 0;
 a summary bit is set iff its word is non-zero; the best indices are the highest set bid bit and
-the lowest set ask bit. `bit_set` / `bit_clear` keep both levels in step; the callers keep the
-best indices (levels.py), and `rebuild_bitmap` recomputes everything from the ladder after it
-is re-based.
+the lowest set ask bit when the far store has no better level (window.py). `bit_set` /
+`bit_clear` keep both levels in step; the callers keep the best levels (levels.py,
+relayout.py).
 
 Complexity: the next occupied level after one empties is found with count-leading/trailing
 zeros over at most W / 64 summary words (O(levels / 4096) word reads), never tick by tick.
@@ -23,7 +23,6 @@ from numba import njit
 from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
 
 from engine.book.layout import (
-    L_COUNT,
     M_BEST_ASK,
     M_BEST_BID,
     M_BM2,
@@ -112,29 +111,5 @@ def find_le(bm, meta, side, idx):
 
 
 @njit(cache=True, _nrt=False)
-def next_level(bm, meta, side, idx):
-    """The next worse occupied level after idx (lower for bids, higher for asks), or -1."""
-    if side == 0:
-        return find_le(bm, meta, 0, idx - 1)
-    return find_ge(bm, meta, 1, idx + 1)
-
-
-@njit(cache=True, _nrt=False)
 def best_level(meta, side):
     return meta[M_BEST_BID] if side == 0 else meta[M_BEST_ASK]
-
-
-@njit(cache=True, _nrt=False)
-def rebuild_bitmap(lad, bm, meta):
-    """Recompute both bitmap levels and the best indices from the ladder's counts."""
-    bm[:, :] = 0
-    meta[M_BEST_BID] = -1
-    meta[M_BEST_ASK] = -1
-    for side in range(2):
-        for idx in range(meta[M_LEN]):
-            if lad[idx, side * 4 + L_COUNT] > 0:
-                bit_set(bm, meta, side, idx)
-                if side == 0:
-                    meta[M_BEST_BID] = idx
-                elif meta[M_BEST_ASK] == -1:
-                    meta[M_BEST_ASK] = idx

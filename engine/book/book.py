@@ -54,9 +54,6 @@ from engine.book.layout import (
     EVENT_ROWS,
     M_BAND_HI,
     M_BAND_LO,
-    M_BASE,
-    M_BEST_ASK,
-    M_BEST_BID,
     M_COLLECT,
     M_COUNT_ASK,
     M_COUNT_BID,
@@ -166,10 +163,14 @@ class Book:
         return int(self.state.meta[M_TICK])
 
     def set_band(self, low: int, high: int) -> None:
+        """Allow prices in [low, high] only. The window may move to the band (new ladder
+        arrays), so the entry points are bound again, here and in every holder."""
         self.state.set_band(low, high)
+        self._bind()
 
     def clear_band(self) -> None:
         self.state.clear_band()
+        self._bind()
 
     # -- commands ---------------------------------------------------------------------------------
 
@@ -359,12 +360,10 @@ class Book:
         return refresh_top(st.lad, st.bm, st.meta, top)
 
     def best_bid(self) -> int | None:
-        idx = int(self.state.meta[M_BEST_BID])
-        return None if idx < 0 else int(self.state.meta[M_BASE]) + idx * self.tick
+        return self.state.best_prices()[0]
 
     def best_ask(self) -> int | None:
-        idx = int(self.state.meta[M_BEST_ASK])
-        return None if idx < 0 else int(self.state.meta[M_BASE]) + idx * self.tick
+        return self.state.best_prices()[1]
 
     def order(self, order_id: int) -> tuple[int, int, int, int] | None:
         """(side, price, remaining qty, owner) of a live order, or None."""

@@ -7,14 +7,15 @@ the price or lower; (2) minimum unmatched volume |B - S|; (3) market pressure: w
 surplus at every remaining candidate the highest, with a sell surplus at every one the lowest;
 (4) otherwise the candidate nearest the reference, the higher of two equally near.
 
-Data layout (engine.book.layout): `lad[idx, side * 4 + L_TOTAL]` is the quantity resting at
-price `meta[M_BASE] + idx * meta[M_TICK]` on a side (0 buy, 1 sell); the occupancy bitmap
-`bm` finds occupied levels (bitmap.find_ge); `meta[M_BEST_BID]` and `meta[M_BEST_ASK]` are
-ladder indices (-1 when the side is empty), and the book crosses when the best bid's index is
-at or above the best ask's.
+Data layout (engine.book.layout): levels are rows of the window or the far store, found in
+price order by window.py (`level_ceil`, `row_of`); `lad[row, side * 4 + L_TOTAL]` is the
+quantity resting there on a side (0 buy, 1 sell); `meta[M_BEST_BID_PX]` and
+`meta[M_BEST_ASK_PX]` are the best prices (when the rows `meta[M_BEST_BID]`,
+`meta[M_BEST_ASK]` are >= 0), and the book crosses when the best bid is at or above the best
+ask.
 
 B and S change only at levels, so the crossed range is walked as runs of ticks between them
-(as `auction.crossed_runs` does over depth lists): O(levels in the crossed range) bitmap steps,
+(as `auction.crossed_runs` does over depth lists): O(levels in the crossed range) level steps,
 compiled, nothing allocated. The core recomputes the price after every call-phase command to
 publish the indicative, so this is the call phase's hot path.
 """
@@ -23,24 +24,33 @@ from __future__ import annotations
 
 from numba import njit
 
-from engine.book.bitmap import find_ge
-from engine.book.layout import L_TOTAL, M_BASE, M_BEST_ASK, M_BEST_BID, M_TICK
-
-BID_TOTAL = L_TOTAL  # side 0's block of a ladder row
-ASK_TOTAL = 4 + L_TOTAL  # side 1's block
+from engine.book.layout import L_TOTAL, M_BEST_ASK, M_BEST_ASK_PX, M_BEST_BID, M_BEST_BID_PX, M_TICK
+from engine.book.window import level_ceil, level_price, row_of
 
 
 @njit(cache=True, _nrt=False)
-def _run_end(bm, meta, first, high):
-    """The last index of the run starting at `first`: S grows at the next ask level above it,
+def _total_at(lad, meta, side, price):
+    """Quantity resting at `price` on `side` (0 when no level)."""
+    row = row_of(lad, meta, side, price)
+    return 0 if row < 0 else lad[row, side * 4 + L_TOTAL]
+
+
+@njit(cache=True, _nrt=False)
+def _run_end(lad, bm, meta, first, high):
+    """The last price of the run starting at `first`: S grows at the next ask level above it,
     B falls just after the next bid level at or above it; never beyond `high`."""
+    tick = meta[M_TICK]
     end = high
-    ask = find_ge(bm, meta, 1, first + 1)
-    if 0 <= ask <= end:
-        end = ask - 1
-    bid = find_ge(bm, meta, 0, first)
-    if 0 <= bid < end:
-        end = bid
+    ask = level_ceil(lad, bm, meta, 1, first + tick)
+    if ask >= 0:
+        price = level_price(lad, meta, 1, ask)
+        if price <= end:
+            end = price - tick
+    bid = level_ceil(lad, bm, meta, 0, first)
+    if bid >= 0:
+        price = level_price(lad, meta, 0, bid)
+        if price < end:
+            end = price
     return end
 
 
@@ -62,48 +72,52 @@ def _nearest(first_price, last_price, reference, tick):
 def call_price(lad, bm, meta, reference):
     """(price, volume, buy_qty, sell_qty) of the uncross; price -1 when the book does not
     cross."""
-    low = meta[M_BEST_ASK]
-    high = meta[M_BEST_BID]
-    if low < 0 or high < 0 or high < low:
+    if meta[M_BEST_ASK] < 0 or meta[M_BEST_BID] < 0:
         return -1, 0, 0, 0
-    base, tick = meta[M_BASE], meta[M_TICK]
+    low = meta[M_BEST_ASK_PX]
+    high = meta[M_BEST_BID_PX]
+    if high < low:
+        return -1, 0, 0, 0
+    tick = meta[M_TICK]
     bids_in_range = 0  # no bid lies above the best bid: this is B at the lowest candidate
-    level = find_ge(bm, meta, 0, low)
-    while 0 <= level <= high:
-        bids_in_range += lad[level, BID_TOTAL]
-        level = find_ge(bm, meta, 0, level + 1)
+    level = level_ceil(lad, bm, meta, 0, low)
+    while level >= 0:
+        price = level_price(lad, meta, 0, level)
+        if price > high:
+            break
+        bids_in_range += lad[level, L_TOTAL]
+        level = level_ceil(lad, bm, meta, 0, price + tick)
     # pass 1: the largest volume, then the least unmatched volume at it
     best_volume, least = -1, 0
     first, buy, sell = low, bids_in_range, 0
     while first <= high:
-        sell += lad[first, ASK_TOTAL]  # no ask lies below the best ask
-        end = _run_end(bm, meta, first, high)
+        sell += _total_at(lad, meta, 1, first)  # no ask lies below the best ask
+        end = _run_end(lad, bm, meta, first, high)
         volume, unmatched = min(buy, sell), abs(buy - sell)
         if volume > best_volume or (volume == best_volume and unmatched < least):
             best_volume, least = volume, unmatched
-        buy -= lad[end, BID_TOTAL]  # only the run's last tick can hold a bid level
-        first = end + 1
+        buy -= _total_at(lad, meta, 0, end)  # only the run's last tick can hold a bid level
+        first = end + tick
     # pass 2: the runs left, lowest first: market pressure, or nearest the reference
     all_buy_surplus, all_sell_surplus = True, True
     lowest = highest = nearest = -1
     lowest_qty = highest_qty = nearest_qty = (0, 0)
     first, buy, sell = low, bids_in_range, 0
     while first <= high:
-        sell += lad[first, ASK_TOTAL]
-        end = _run_end(bm, meta, first, high)
+        sell += _total_at(lad, meta, 1, first)
+        end = _run_end(lad, bm, meta, first, high)
         if min(buy, sell) == best_volume and abs(buy - sell) == least:
-            first_price, last_price = base + first * tick, base + end * tick
             all_buy_surplus &= buy > sell
             all_sell_surplus &= buy < sell
             if lowest < 0:
-                lowest, lowest_qty = first_price, (buy, sell)
-            highest, highest_qty = last_price, (buy, sell)
-            price = _nearest(first_price, last_price, reference, tick)
+                lowest, lowest_qty = first, (buy, sell)
+            highest, highest_qty = end, (buy, sell)
+            price = _nearest(first, end, reference, tick)
             # ascending runs: at an equal distance the later, higher price wins
             if nearest < 0 or abs(price - reference) <= abs(nearest - reference):
                 nearest, nearest_qty = price, (buy, sell)
-        buy -= lad[end, BID_TOTAL]
-        first = end + 1
+        buy -= _total_at(lad, meta, 0, end)
+        first = end + tick
     if all_buy_surplus:
         return highest, best_volume, highest_qty[0], highest_qty[1]
     if all_sell_surplus:

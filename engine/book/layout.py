@@ -7,10 +7,15 @@ The book state is six numpy arrays (few arguments keep numba's call overhead low
   next and prev slot in the level's FIFO (-1 ends), and the entry sequence (time priority
   stamp, for views). Free slots are chained through P_NEXT. Rows, not columns: matching and
   cancels touch every field of one order at a random slot, so one cache miss instead of eight.
-- `lad[idx, side * 4 + L_*]` int64, the dense price ladder: per level and side the FIFO head
-  and tail slot, total remaining qty and order count, at price `base + idx * tick`; both
-  sides of a level share one 64-byte row.
-- `bm[side, w]` uint64, two-level occupancy bitmap: words [0, W) hold one bit per ladder level,
+- `lad[row, side * 4 + L_*]` int64, the price levels: per level and side the FIFO head and
+  tail slot, total remaining qty and order count. Rows [0, M_LEN) are the dense window around
+  the touch: row idx is price `base + idx * tick`, both sides of a price share one 64-byte row.
+  Rows from M_LEN on are the far store (far.py): one row per occupied level outside the
+  window, its side's block as in the window and the other block holding its price and its
+  links in the side's search tree (F_*). A "row" names a level either way: the best levels in
+  meta and every kernel function that walks levels use rows.
+- `bm[side, w]` uint64, two-level occupancy bitmap of the window: words [0, W) hold one bit per
+  window level,
   words [W, W + W2) one bit per non-zero level-one word; `meta[M_BM2]` holds W.
 - `ht[h, 0 | 1]` int64 (key, slot) pairs: open-addressing hash of live order id -> slot
   (key -1 = empty), linear probing with backward-shift deletion, capacity a power of two,
@@ -33,6 +38,8 @@ POOL_FIELDS = 8
 # ladder fields within one side's block of four
 L_HEAD, L_TAIL, L_TOTAL, L_COUNT = range(4)
 LADDER_FIELDS = 8
+# a far row's other block: the level's price and its tree links (far-store rows, -1 = none)
+F_PRICE, F_LEFT, F_RIGHT, F_PARENT = range(4)
 
 # meta slots
 (
@@ -58,8 +65,18 @@ LADDER_FIELDS = 8
     M_REJECTS,  # running count of rejects
     M_SEQ,  # entries into a level so far: the next P_SEQ stamp
     M_COLLECT,  # 1 during a call phase: orders rest without matching (the book may cross)
-) = range(22)
-META_LEN = 22
+    M_BEST_BID_PX,  # price of the best bid level (when M_BEST_BID >= 0)
+    M_BEST_ASK_PX,  # price of the best ask level
+    M_WIN_END,  # the first price above the window (saturating at INT64_MAX)
+    M_MID_LO,  # the window's middle half, [M_MID_LO, M_MID_HI): while a best price lies in it
+    M_MID_HI,  # (or either best does), the window stays; else the book asks to re-centre it
+    M_FAR_ROOT,  # far-store tree root per side (M_FAR_ROOT + side), far row or -1
+    M_FAR_ROOT_ASK,
+    M_FAR_LEVELS,  # far levels per side (M_FAR_LEVELS + side)
+    M_FAR_LEVELS_ASK,
+    M_FAR_FREE,  # first free far row, -1 when the far store is full
+) = range(32)
+META_LEN = 32
 
 # event rows
 E_KIND, E_OID, E_OID2, E_PRICE, E_QTY, E_LEAVES, E_LEAVES2, E_CODE, E_SIDE, E_OWNER, E_OWNER2 = (
@@ -80,6 +97,7 @@ NEED_POOL, NEED_HASH, NEED_LADDER, NEED_EVENTS = -1, -2, -3, -4
 
 # limits shared with the reference book
 MAX_ORDER_ID = 1 << 62
+MAX_PRICE = 1 << 62  # the highest price a book holds, in price units, whatever its tick
 MAX_OWNER = 1 << 31
 PICK_LEVELS = 5
 
@@ -92,6 +110,6 @@ def check_side(side: int) -> None:
 
 def check_band(low: int, high: int, tick: int) -> None:
     """ValueError unless [low, high] is a band both books can hold: on tick, 0 < low <= high,
-    high within MAX_TICKS ticks."""
-    if not 0 < low <= high or low % tick or high % tick or high > MAX_TICKS * tick:
+    high at most MAX_PRICE."""
+    if not 0 < low <= high or low % tick or high % tick or high > MAX_PRICE:
         raise ValueError(f"band [{low}, {high}] must be on tick {tick} with 0 < low <= high")

@@ -20,8 +20,10 @@ incref/decref per array argument on every internal call (that bookkeeping cost m
 matching itself). Compiled code is cached on disk: in the package's __pycache__, or numba's
 user-wide cache when the install is read-only (NUMBA_CACHE_DIR overrides both).
 
-Complexity: add/cancel/amend O(1) plus O(fills); finding the next level is the bitmap's
-(bitmap.py), the id hash O(1) expected (idhash.py).
+Complexity: add/cancel/amend O(1) plus O(fills) inside the price window, O(log far levels)
+for a level outside it; finding the next level is the bitmap's or the far store's
+(window.py), the id hash O(1) expected (idhash.py). Adds and amends first check that the
+window still holds the touch (levels.window_holds_touch) and ask to re-centre it if not.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from engine.book.bitmap import best_level, next_level
+from engine.book.bitmap import best_level
 from engine.book.eventrows import (
     C_FOK,
     C_REMAINDER,
@@ -70,7 +72,7 @@ from engine.book.layout import (
     L_TOTAL,
     M_BAND_HI,
     M_BAND_LO,
-    M_BASE,
+    M_BEST_BID_PX,
     M_COLLECT,
     M_COUNT_BID,
     M_EV_MODE,
@@ -84,8 +86,8 @@ from engine.book.layout import (
     M_TICK,
     MAX_ORDER_ID,
     MAX_OWNER,
+    MAX_PRICE,
     MAX_QTY,
-    MAX_TICKS,
     NEED_EVENTS,
     NEED_HASH,
     NEED_LADDER,
@@ -98,8 +100,9 @@ from engine.book.layout import (
     P_QTY,
     PICK_LEVELS,
 )
-from engine.book.levels import ladder_has, push_tail, release, unlink
+from engine.book.levels import level_room, push_tail, release, unlink, window_holds_touch
 from engine.book.uncross import uncross
+from engine.book.window import level_price, next_level, row_of
 from engine.types import OrderType, StpMode, TimeInForce
 
 LIMIT = int(OrderType.LIMIT)
@@ -121,7 +124,7 @@ INT64_MAX = np.iinfo(np.int64).max
 def _price_code(meta, price):
     """0 if `price` may rest in this book, else the BookReject."""
     tick = meta[M_TICK]
-    if price <= 0 or price > MAX_TICKS * tick:
+    if price <= 0 or price > MAX_PRICE:
         return R_PRICE_OUT_OF_RANGE
     if price % tick != 0:
         return R_PRICE_OFF_TICK
@@ -141,7 +144,7 @@ def events_needed(meta, side, limit, qty, stp):
     need = MIN_FREE_EVENTS
     opp = 1 - side
     best = best_level(meta, opp)
-    if best >= 0 and _crosses(side, limit, meta[M_BASE] + best * meta[M_TICK]):
+    if best >= 0 and _crosses(side, limit, meta[M_BEST_BID_PX + opp]):
         count = meta[M_COUNT_BID + opp]
         need += count if stp == STP_RESTING else min(count, qty)
     return need
@@ -216,13 +219,11 @@ def _match(pool, lad, bm, ht, meta, ev, oid, owner, side, limit, qty, stp):
     """
     meta[M_STP_HIT] = 0
     opp = 1 - side
-    base = meta[M_BASE]
-    tick = meta[M_TICK]
     while qty > 0:
         idx = best_level(meta, opp)
         if idx < 0:
             break
-        price = base + idx * tick
+        price = meta[M_BEST_BID_PX + opp]
         if not _crosses(side, limit, price):
             break
         slot = lad[idx, opp * 4 + L_HEAD]
@@ -266,7 +267,7 @@ def _fok_can_fill(pool, lad, bm, meta, owner, side, limit, qty, stp):
     idx = best_level(meta, opp)
     available = 0
     while idx >= 0:
-        price = meta[M_BASE] + idx * meta[M_TICK]
+        price = level_price(lad, meta, opp, idx)
         if not _crosses(side, limit, price):
             return False
         slot = lad[idx, opp * 4 + L_HEAD]
@@ -279,7 +280,7 @@ def _fok_can_fill(pool, lad, bm, meta, owner, side, limit, qty, stp):
                 if available >= qty:
                     return True
             slot = pool[slot, P_NEXT]
-        idx = next_level(bm, meta, opp, idx)
+        idx = next_level(lad, bm, meta, opp, idx)
     return False
 
 
@@ -336,7 +337,7 @@ def _add(pool, lad, bm, ht, meta, ev, oid, owner, side, price, qty, otype, tif, 
             return NEED_POOL
         if (meta[M_LIVE] + 1) * 2 > ht.shape[0]:
             return NEED_HASH
-        if not ladder_has(meta, price):
+        if not level_room(meta, price):
             return NEED_LADDER
     status = _room_for(meta, ev, side, limit, qty, stp)
     if status != 0:
@@ -419,12 +420,12 @@ def _amend(pool, lad, bm, ht, meta, ev, oid, owner, price, qty):
     owner = pool[slot, P_OWNER]
     old_qty = pool[slot, P_QTY]
     if price == pool[slot, P_PRICE] and qty <= old_qty:
-        idx = (price - meta[M_BASE]) // meta[M_TICK]
+        idx = row_of(lad, meta, side, price)
         lad[idx, side * 4 + L_TOTAL] -= old_qty - qty
         pool[slot, P_QTY] = qty
         emit(ev, meta, K_AMENDED, oid, 0, price, qty, 0, 0, 1, side, owner, 0)
         return 0
-    if not ladder_has(meta, price):
+    if not level_room(meta, price):
         return NEED_LADDER
     stp = (flags >> 1) & 3
     status = _room_for(meta, ev, side, price, qty, stp)
@@ -464,14 +465,14 @@ def _pick(pool, lad, bm, ht, meta, ev, oid, owner, side, target, qty):
     if pool[slot, P_OWNER] == owner:
         return reject(ev, meta, oid, R_SELF_TRADE, side)
     price = pool[slot, P_PRICE]
-    idx = (price - meta[M_BASE]) // meta[M_TICK]
+    idx = row_of(lad, meta, opp, price)
     level = best_level(meta, opp)
     better = 0
     while level != idx:
         better += 1
         if better >= PICK_LEVELS:
             return reject(ev, meta, oid, R_PICK_NOT_IN_TOP, side)
-        level = next_level(bm, meta, opp, level)
+        level = next_level(lad, bm, meta, opp, level)
     if qty > pool[slot, P_QTY]:
         return reject(ev, meta, oid, R_PICK_QTY, side)
     _fill(pool, lad, bm, ht, meta, ev, oid, owner, side, qty, slot, price, idx)
@@ -485,6 +486,9 @@ def apply_command(
     if meta[M_EV_MODE] != EV_NONE and ev.shape[0] - meta[M_NEV] < MIN_FREE_EVENTS:
         meta[M_NEED] = meta[M_NEV] + MIN_FREE_EVENTS
         return NEED_EVENTS
+    if kind in (CMD_ADD, CMD_AMEND) and not window_holds_touch(meta):
+        meta[M_NEED] = 0
+        return NEED_LADDER
     if kind == CMD_ADD:
         return _add(pool, lad, bm, ht, meta, ev, oid, owner, side, price, qty, otype, tif, stp)
     if kind == CMD_CANCEL:

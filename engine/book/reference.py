@@ -23,8 +23,8 @@ from engine.book.events import EVENT_DTYPE, BookEvent, BookReject, EventKind
 from engine.book.layout import (
     MAX_ORDER_ID,
     MAX_OWNER,
+    MAX_PRICE,
     MAX_QTY,
-    MAX_TICKS,
     PICK_LEVELS,
     check_band,
     check_side,
@@ -81,7 +81,7 @@ class ReferenceBook:
         return len(self._events)
 
     def _price_error(self, price: int) -> BookReject | None:
-        if price <= 0 or price > MAX_TICKS * self.tick:
+        if price <= 0 or price > MAX_PRICE:
             return BookReject.PRICE_OUT_OF_RANGE
         if price % self.tick:
             return BookReject.PRICE_OFF_TICK

@@ -1,6 +1,7 @@
 """Executing a call auction at one price over the compiled book.
 
-Data layout: the book's arrays (`engine.book.layout`); the price comes from the call price
+Data layout: the book's arrays (`engine.book.layout`); the best levels are rows of the window
+or the far store, with their prices in meta; the price comes from the call price
 search (callprice.py, or `auction.equilibrium` on the reference book).
 
 Invariants: the best bid and the best ask trade, oldest first on both sides, while the bid is
@@ -20,9 +21,10 @@ from engine.book.layout import (
     EV_NONE,
     L_HEAD,
     L_TOTAL,
-    M_BASE,
     M_BEST_ASK,
+    M_BEST_ASK_PX,
     M_BEST_BID,
+    M_BEST_BID_PX,
     M_COUNT_ASK,
     M_COUNT_BID,
     M_EV_MODE,
@@ -30,7 +32,6 @@ from engine.book.layout import (
     M_FILLS,
     M_NEED,
     M_NEV,
-    M_TICK,
     NEED_EVENTS,
     P_FLAGS,
     P_ID,
@@ -54,12 +55,10 @@ def uncross(pool, lad, bm, ht, meta, ev, price):
         if ev.shape[0] - meta[M_NEV] < need:
             meta[M_NEED] = meta[M_NEV] + need
             return NEED_EVENTS
-    base = meta[M_BASE]
-    tick = meta[M_TICK]
     while meta[M_BEST_BID] >= 0 and meta[M_BEST_ASK] >= 0:
         b = meta[M_BEST_BID]
         a = meta[M_BEST_ASK]
-        if base + b * tick < price or base + a * tick > price:
+        if meta[M_BEST_BID_PX] < price or meta[M_BEST_ASK_PX] > price:
             break
         buy = lad[b, L_HEAD]
         sell = lad[a, 4 + L_HEAD]

@@ -63,12 +63,8 @@ from engine.book.layout import (
     E_QTY,
     E_SIDE,
     EVENT_ROWS,
-    L_COUNT,
-    L_TOTAL,
-    M_BASE,
     M_NEED,
     M_NEV,
-    M_TICK,
     MAX_ORDER_ID,
     NEED_EVENTS,
     P_FLAGS,
@@ -77,6 +73,7 @@ from engine.book.layout import (
     P_QTY,
 )
 from engine.book.matching import MARKET, apply_command, events_needed, order_fields_valid
+from engine.book.views import level_on_tick
 from engine.core.clordid import clid_insert, clid_room, clid_used, key_words
 from engine.core.market import (
     MK_BAND_HI,
@@ -295,11 +292,8 @@ def _settle_and_publish(lad, meta, ev, acct, ids, mk, oid, taker_row, side, limi
                 n = _touch(ev, n_book, n, ev[i, E_SIDE], ev[i, E_PRICE])
         elif kind == K_RESTED:
             n = _touch(ev, n_book, n, ev[i, E_SIDE], ev[i, E_PRICE])
-    base, tick = meta[M_BASE], meta[M_TICK]
-    for i in range(n_book, n):
-        idx = (ev[i, E_PRICE] - base) // tick
-        ev[i, E_QTY] = lad[idx, ev[i, E_SIDE] * 4 + L_TOTAL]
-        ev[i, E_LEAVES] = lad[idx, ev[i, E_SIDE] * 4 + L_COUNT]
+    for i in range(n_book, n):  # the book finds the level, in its window or far store
+        ev[i, E_QTY], ev[i, E_LEAVES] = level_on_tick(lad, meta, ev[i, E_SIDE], ev[i, E_PRICE])
     return n
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from engine.book import Book, EventKind
 from engine.book.integrity import check_integrity
-from engine.book.layout import CMD_ADD, CMD_CANCEL, M_LEN, MAX_TICKS
+from engine.book.layout import CMD_ADD, CMD_CANCEL, M_LEN, MAX_PRICE
 from engine.protocol import RejectCode
 from engine.types import OrderType, Side, StpMode, TimeInForce
 
@@ -40,7 +40,7 @@ BAD_COMMANDS = [
     ("add", (9, 1, 0, 1001, 5), RejectCode.PRICE_OFF_TICK),
     ("add", (9, 1, 0, 0, 5), RejectCode.PRICE_OUT_OF_RANGE),
     ("add", (9, 1, 0, -1000, 5), RejectCode.PRICE_OUT_OF_RANGE),
-    ("add", (9, 1, 0, (MAX_TICKS + 1) * 5, 5), RejectCode.PRICE_OUT_OF_RANGE),
+    ("add", (9, 1, 0, (MAX_PRICE // 5 + 1) * 5, 5), RejectCode.PRICE_OUT_OF_RANGE),
     ("add", (9, 1, 0, 1200, 5), RejectCode.PRICE_OUTSIDE_BAND),
     ("add", (1, 3, 1, 1010, 5), RejectCode.DUPLICATE_ORDER_ID),
     ("cancel", (77,), RejectCode.UNKNOWN_ORDER),
@@ -109,16 +109,16 @@ def test_batch_refuses_float_commands():
 
 def test_ladder_grows_for_prices_far_apart(make_book):
     book = make_book(tick=1)
-    prices = [5_000, 1, MAX_TICKS, 2_000_000, 3]
+    prices = [5_000, 1, MAX_PRICE, 2_000_000, 3]
     for oid, price in enumerate(prices, 1):
         book.add(oid, oid, Side.BUY if price < 10_000 else Side.SELL, price, oid)
     bids, asks = book.depth(100)
     assert bids == [(5000, 1, 1), (3, 5, 1), (1, 2, 1)]
-    assert asks == [(2_000_000, 4, 1), (MAX_TICKS, 3, 1)]
-    assert book.add(9, 9, Side.SELL, MAX_TICKS + 1, 1) == 1
+    assert asks == [(2_000_000, 4, 1), (MAX_PRICE, 3, 1)]
+    assert book.add(9, 9, Side.SELL, MAX_PRICE + 1, 1) == 1
     assert book.events()[0].code == RejectCode.PRICE_OUT_OF_RANGE
-    book.add(10, 10, Side.BUY, MAX_TICKS, 10)  # sweeps both asks, rests the rest
-    assert book.depth(1)[0] == [(MAX_TICKS, 3, 1)]
+    book.add(10, 10, Side.BUY, MAX_PRICE, 10)  # sweeps both asks, rests the rest
+    assert book.depth(1)[0] == [(MAX_PRICE, 3, 1)]
     if isinstance(book, Book):
         check_integrity(book)
 
