@@ -40,7 +40,6 @@ from engine.book.layout import (
     COMMAND_ROWS,
     MAX_OWNER,
     MAX_QTY,
-    MAX_TICKS,
 )
 from engine.replay.sources import (
     ACTIONS,
@@ -203,7 +202,7 @@ def read_clean(path: Path, data: bytes, scale: Scale) -> CommandFile | None:
         & (side >= 0)
         & (otype >= 0)
         & (tif >= 0)
-        & (~priced | (has_price & (price <= MAX_TICKS * scale.tick)))
+        & (~priced | (has_price & (price <= scale.max_price)))
         & (~market | ~has_price)
         & (~sized | (has_qty & (qty <= MAX_QTY)))
         & (~reduce | (qty > 0))

@@ -19,7 +19,8 @@ is its own owner, so nothing is prevented.
 Numbers are ASCII digits only (no `1_000`, no full-width digits). Prices and quantities in the
 file are multiplied by `Scale.price_scale` / `Scale.qty_scale` (so `78000.12` with
 price_scale 100 is 7800012 book units) and must come out whole; without a scale a decimal
-point is refused. Book prices are multiples of `Scale.tick`, at most MAX_TICKS ticks; a
+point is refused. Book prices are multiples of `Scale.tick`, at most MAX_PRICE book units (the
+book's own limit: far levels live in its sparse store, so a wide span costs no memory); a
 quantity is at most MAX_QTY.
 
 A clean CSV file is read at column speed by engine.replay.fastcsv, which gives the same
@@ -46,8 +47,8 @@ from engine.book.layout import (
     CMD_CANCEL,
     COMMAND_ROWS,
     MAX_OWNER,
+    MAX_PRICE,
     MAX_QTY,
-    MAX_TICKS,
 )
 from engine.types import INT64_MAX, INT64_MIN, OrderType, TimeInForce
 
@@ -77,10 +78,15 @@ class Scale:
             if type(value) is not int or value < 1:
                 raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
 
+    @property
+    def max_price(self) -> int:
+        """The highest price the book holds on this tick, in book units."""
+        return MAX_PRICE // self.tick * self.tick
+
     def limits(self) -> str:
         return (
-            f"prices up to {MAX_TICKS * self.tick:,} book units ({MAX_TICKS:,} ticks of "
-            f"{self.tick}), quantities up to {MAX_QTY:,} units"
+            f"prices up to {self.max_price:,} book units (on a tick of {self.tick}), "
+            f"quantities up to {MAX_QTY:,} units"
         )
 
 
@@ -210,11 +216,11 @@ class _Parser:
         if not text:
             raise RowError("missing_field", "price is required here")
         price = scaled(text, self.scale.price_scale, "price", "--price-scale")
-        if price > MAX_TICKS * self.scale.tick:
+        if price > self.scale.max_price:
             raise RowError(
                 "beyond_limits",
                 f"price {text} is {price:,} book units, beyond the book's limit "
-                f"({self.scale.limits()}): give a coarser --tick, or prices in a coarser unit",
+                f"({self.scale.limits()}): give prices in a coarser unit",
             )
         return price
 

@@ -147,19 +147,20 @@ def test_every_reject_is_counted_by_reason_and_listed_and_strict_fails(tmp_path)
 
 
 def test_a_value_beyond_the_books_limits_is_an_error_naming_the_limit(tmp_path):
+    """Cent prices from $1 to $4 M on a $78,000 market replay on a one-cent tick (the book
+    keeps far levels sparse); only a price beyond the book's 2^62 units is refused."""
     flow = tmp_path / "flow.csv"
-    flow.write_text(HEADER + "1,BTC,1,add,sell,4000000.00,1,1,\n2,BTC,1,add,buy,78000.12,1,2,\n")
+    wide = "1,BTC,1,add,sell,4000000.00,1,1,\n2,BTC,1,add,buy,78000.12,1,2,\n"
+    flow.write_text(HEADER + wide + "3,BTC,1,add,buy,1.00,1,3,\n")
     result = cxe("replay", str(flow), "--price-scale", "100", "--out", str(tmp_path / "o"))
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "2 rows hold values beyond the book's limits (" in result.stderr
-    assert "so nothing was replayed" in result.stderr
-    assert "prices up to 4,194,304 book units" in result.stderr
-    assert "give a coarser --tick" in result.stderr
-    coarser = cxe(
-        "replay", str(flow), "--price-scale", "100", "--tick", "100", "--out", str(tmp_path / "o")
-    )
-    assert coarser.returncode == 0, coarser.stderr
-    assert "BTC: 2 commands" in coarser.stdout and "best ask 400000000" in coarser.stdout
+    assert result.returncode == 0, result.stderr
+    assert "BTC: 3 commands" in result.stdout and "best ask 400000000" in result.stdout
+    flow.write_text(HEADER + wide + "3,BTC,1,add,buy,50000000000000000.00,1,3,\n")
+    beyond = cxe("replay", str(flow), "--price-scale", "100", "--out", str(tmp_path / "o"))
+    assert beyond.returncode == 2 and "Traceback" not in beyond.stderr
+    assert "1 rows hold values beyond the book's limits (" in beyond.stderr
+    assert "so nothing was replayed" in beyond.stderr
+    assert "prices up to 4,611,686,018,427,387,904 book units" in beyond.stderr
 
 
 def test_a_command_file_through_the_exchange_core_with_market(tmp_path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.book.layout import MAX_QTY, MAX_TICKS
+from engine.book.layout import MAX_PRICE, MAX_QTY
 from engine.replay.flow import run_flow
 from engine.replay.sources import Scale, read_commands
 
@@ -122,18 +122,21 @@ def test_a_file_that_is_not_a_command_file_is_refused_saying_why(tmp_path, conte
 
 
 def test_prices_and_quantities_scale_exactly_to_book_units(tmp_path):
-    """A crypto feed: dollars to the cent, quantities to the satoshi (on a one-cent tick
-    the book holds prices up to $41,943.04)."""
+    """A crypto feed: dollars to the cent, quantities to the satoshi, on a one-cent tick, with
+    a $1 bid and a $4 M ask far from a $78,000 market (the issue's case: once refused beyond
+    2^22 ticks, $41,943.04)."""
     text = HEADER + (
-        "1,ETH,1,add,sell,3000.12,0.5,1,\n"
-        "2,ETH,2,add,buy,3000.12,0.00000001,2,\n"
-        "3,ETH,3,add,buy,41943.04,1.5,3,\n"
+        "1,BTC,1,add,sell,78000.12,0.5,1,\n"
+        "2,BTC,2,add,buy,78000.12,0.00000001,2,\n"
+        "3,BTC,3,add,buy,1.00,1.5,3,\n"
+        "4,BTC,4,add,sell,4000000.00,2,4,\n"
     )
-    result = run(tmp_path, text, Scale(tick=1, price_scale=100, qty_scale=100_000_000))["ETH"]
-    assert result.fills[["price", "qty"]].tolist() == [(300_012, 1), (300_012, 49_999_999)]
-    assert result.book.depth(5) == ([(4_194_304, 100_000_001, 1)], [])
-    beyond = load(tmp_path, text.replace("41943.04", "41943.05"), Scale(1, 100, 100_000_000))
-    assert [(b.line, b.reason) for b in beyond.bad_rows] == [(4, "beyond_limits")]
+    result = run(tmp_path, text, Scale(tick=1, price_scale=100, qty_scale=100_000_000))["BTC"]
+    assert result.fills[["price", "qty"]].tolist() == [(7_800_012, 1)]
+    assert result.book.depth(5) == (
+        [(100, 150_000_000, 1)],
+        [(7_800_012, 49_999_999, 1), (400_000_000, 200_000_000, 1)],
+    )
 
 
 @pytest.mark.parametrize(
@@ -141,10 +144,10 @@ def test_prices_and_quantities_scale_exactly_to_book_units(tmp_path):
     [
         (Scale(price_scale=100), "1,A,1,add,buy,62.001,1,1,", "not_whole", "times --price-scale"),
         (Scale(qty_scale=100), "1,A,1,add,buy,62,0.001,1,", "not_whole", "times --qty-scale 100"),
-        (Scale(), f"1,A,1,add,buy,{MAX_TICKS + 1},1,1,", "beyond_limits", "give a coarser"),
-        (Scale(tick=10), f"1,A,1,add,buy,{MAX_TICKS * 10 + 10},1,1,", "beyond_limits", ""),
+        (Scale(), f"1,A,1,add,buy,{MAX_PRICE + 1},1,1,", "beyond_limits", "a coarser unit"),
+        (Scale(tick=10), f"1,A,1,add,buy,{MAX_PRICE // 10 * 10 + 10},1,1,", "beyond_limits", ""),
         (Scale(), f"1,A,1,add,buy,1,{MAX_QTY + 1},1,", "beyond_limits", "quantities up to"),
-        (Scale(), f"1,A,1,amend,,{MAX_TICKS + 1},1,1,", "beyond_limits", "4,194,304"),
+        (Scale(), f"1,A,1,amend,,{MAX_PRICE + 1},1,1,", "beyond_limits", f"{MAX_PRICE:,}"),
     ],
 )
 def test_values_finer_than_the_scale_or_beyond_the_limits_are_named(
@@ -157,9 +160,10 @@ def test_values_finer_than_the_scale_or_beyond_the_limits_are_named(
 
 
 def test_the_limits_themselves_are_accepted(tmp_path):
-    text = HEADER + f"1,A,1,add,sell,{MAX_TICKS * 10},{MAX_QTY},1,\n"
+    top = MAX_PRICE // 10 * 10
+    text = HEADER + f"1,A,1,add,sell,{top},{MAX_QTY},1,\n2,A,2,add,buy,10,1,2,\n"
     book = run(tmp_path, text, Scale(tick=10))["A"].book
-    assert book.depth(1)[1] == [(MAX_TICKS * 10, MAX_QTY, 1)]
+    assert book.depth(1) == ([(10, 1, 1)], [(top, MAX_QTY, 1)])
 
 
 def test_a_market_order_trades_through_levels_and_never_rests(tmp_path):
@@ -318,7 +322,7 @@ def test_the_column_reader_agrees_on_a_day_of_the_mixed_workload(tmp_path):
         "0,CEA25,3,add,buy,6200,1,2,",
         '1,"CEA25",3,add,buy,6200,1,2,',
         "1,CEA25,3,reduce,,,0,2,",
-        f"1,CEA25,3,add,buy,{MAX_TICKS + 1},1,2,",
+        f"1,CEA25,3,add,buy,{MAX_PRICE + 1},1,2,",
         "1,CEA25,3,cancel,,abc,,2,",  # ignored on a cancel by the row reader
         "\n1,CEA25,3,cancel,,,,9,",  # a blank line: pyarrow would skip it, shifting lines
         "   \n1,CEA25,3,cancel,,,,9,",
