@@ -454,8 +454,8 @@ def demo_date(market: MarketConfig, date: str | None) -> str:
     closed = market.closed_because(date)
     if closed:
         raise ValueError(
-            f"{date} is {closed}: not a trading day of this market (its trading_weekdays and "
-            "holidays); leave the date out to take the next trading day"
+            f"{date} is not a trading day of this market: it is {closed}; leave the date out "
+            "to take the next trading day"
         )
     if date <= last:
         raise ValueError(

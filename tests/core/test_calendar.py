@@ -117,3 +117,4 @@ def test_cxe_demo_on_new_years_day_2027_is_refused_with_a_message():
     result = cxe("demo", "--date", "2027-01-01", "--steps", "10")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "2027-01-01" in result.stderr and "calendar" in result.stderr
+    assert "2027-01-01 is not a trading day of this market: it is outside" in result.stderr
