@@ -23,6 +23,7 @@ sqlite3 traceback.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -129,7 +130,7 @@ def connect(path: str | Path) -> sqlite3.Connection:
     or is not an SQLite database."""
     try:
         db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
-        db.execute("PRAGMA journal_mode=WAL")
+        _enter_wal(db)
         db.execute("PRAGMA synchronous=FULL")
     except sqlite3.DatabaseError as exc:
         if "not a database" in str(exc) or "malformed" in str(exc):
@@ -139,6 +140,21 @@ def connect(path: str | Path) -> sqlite3.Connection:
             ) from None
         raise OSError(f"cannot open the database {path}: {exc}") from None
     return db
+
+
+def _enter_wal(db: sqlite3.Connection) -> None:
+    """Put the database in WAL mode. Two processes creating one database at once (two cxe
+    clear of one store) meet in a lock upgrade that SQLite answers 'database is locked' at
+    once, without its busy timeout: the switch is retried until BUSY_TIMEOUT_S has passed."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 @contextmanager

@@ -3,6 +3,7 @@ errors that name the file and say what to do (no sqlite3 traceback)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 
 import pytest
@@ -57,3 +58,32 @@ def test_a_balance_that_would_pass_what_sqlite_holds_is_a_settlement_failure(tmp
         f"{2**62:,} a balance may hold"
     ]
     assert ledger.balances() == before and not ledger.settled(DATE)
+
+
+def _open_at_once(path: str, barrier, answers) -> None:
+    barrier.wait()
+    try:
+        capture.connect(path).close()
+        answers.put("opened")
+    except OSError as exc:
+        answers.put(str(exc))
+
+
+def test_processes_creating_one_database_at_once_all_open_it(tmp_path):
+    """Two cxe clear of one store once failed in a fresh clone: 'cannot open the database
+    c.db: database is locked'. Processes that create one database at the same moment meet in
+    a lock upgrade SQLite refuses at once, without its busy timeout (half of such rounds
+    failed before the switch to WAL was retried)."""
+    answers = multiprocessing.Queue()
+    for round_ in range(20):
+        barrier = multiprocessing.Barrier(3)
+        path = str(tmp_path / f"store{round_}.db")
+        processes = [
+            multiprocessing.Process(target=_open_at_once, args=(path, barrier, answers))
+            for _ in range(3)
+        ]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(60)
+        assert [answers.get(timeout=5) for _ in processes] == ["opened"] * 3, f"round {round_}"
