@@ -225,7 +225,9 @@ def test_a_demo_day_skips_the_holidays_and_refuses_a_closed_day():
     """After 30 September 2026 the market is shut for National Day until Thursday 8 October."""
     market = msgspec.structs.replace(default_market(), last_trading_day="2026-09-30")
     assert run_demo(market, steps=10).date == "2026-10-08"
-    with pytest.raises(ValueError, match="2026-10-05 is a holiday"):
+    with pytest.raises(
+        ValueError, match="2026-10-05 is not a trading day of this market: it is a holiday"
+    ):
         run_demo(market, steps=10, date="2026-10-05")
 
 
