@@ -414,6 +414,9 @@ class BatchPath:
             "venue": packed("continuous"),
         }
         self._code_strs = [packed(code) for code in self.codes]
+        self._date = ("", packed(""))  # the open day's encoding, kept while the day lasts
+        self._trades = np.zeros(len(self.markets), dtype=np.int64)  # per instrument, a flush's
+        self._counts = np.zeros(0, dtype=np.int64)  # tally's scratch, one per accounts row
         self._runners: dict[bool, object] = {}  # `run` compiled for these argument types
 
     def _runner(self, words: np.ndarray, arrays: tuple):
@@ -511,41 +514,59 @@ class BatchPath:
         self.sc[SC_ROWS] = used + len(rows)
 
     def _flush(self, lo: int) -> int:
-        """Fold the trades of out[lo:rows] (written by the compiled run) into their markets'
-        day figures and digests; returns where the next flush starts."""
+        """Count the streams past out[lo:rows] (written by the compiled run) and fold their
+        trades into their markets' day figures and digests; returns where the next flush
+        starts. Only the markets that traded are visited: a run's fixed cost does not grow
+        with the market's instrument count."""
         hi = int(self.sc[SC_ROWS])
         if hi == lo:
             return hi
-        date = packed(self.state.date)
-        for index, market in enumerate(self.markets):
+        clearing_seq = self.state.clearing_seq  # the run's trades are numbered from here
+        traded = self._count_streams(lo, hi)
+        if not traded:
+            return hi
+        date = self._packed_date()
+        for index in traded:
+            market = self.markets[index]
             market.fold()
             figures = np.array([0, 0, 0, market.open, market.high, market.low], dtype=np.int64)
             while True:
                 size = trade_bytes(
                     self.out, lo, hi, index, self._strs["head"], date, self._code_strs[index],
                     self._strs["venue"], self.trade_buf, figures, market.instrument.fee_ppm,
-                    self.state.clearing_seq,
+                    clearing_seq,
                 )  # fmt: skip
                 if size >= 0:
                     break
                 self.trade_buf = np.zeros(2 * -size, dtype=np.uint8)
-            if figures[0]:
-                market.add_trades(bytes(self.trade_buf[:size]), *figures.tolist())
-        self._count_streams(lo, hi)
+            market.add_trades(bytes(self.trade_buf[:size]), *figures.tolist())
         return hi
 
-    def _count_streams(self, lo: int, hi: int) -> None:
+    def _packed_date(self) -> np.ndarray:
+        date = self.state.date
+        if self._date[0] != date:
+            self._date = (date, packed(date))
+        return self._date[1]
+
+    def _count_streams(self, lo: int, hi: int) -> list[int]:
         """Move the stream positions past the compiled run's rows out[lo:hi] (the rows carry
-        no numbers, a decoder counts them as EventWriter would have: rows.tally)."""
+        no numbers, a decoder counts them as EventWriter would have: rows.tally); the indices
+        of the instruments that traded."""
         state, ids = self.state, self.state.accounts.ids
-        counts = np.zeros(len(ids), dtype=np.int64)
+        if self._counts.shape[0] != ids.shape[0]:  # the accounts grew
+            self._counts = np.zeros(ids.shape[0], dtype=np.int64)
+        touched = np.empty((2 * (hi - lo), 2), dtype=np.int64)
         strangers = np.empty(2 * (hi - lo), dtype=np.int64)
-        public, clearing, n = tally(self.out, lo, hi, ids, counts, strangers)
+        trades = self._trades
+        trades[:] = 0
+        public, clearing, k, n = tally(
+            self.out, lo, hi, ids, self._counts, touched, strangers, trades
+        )
         state.public_seq += public
         state.clearing_seq += clearing
         seqs = state.private_seq
-        for row in np.flatnonzero(counts).tolist():
-            member = int(ids[row])
-            seqs[member] = seqs.get(member, 0) + int(counts[row])
+        for member, count in touched[:k].tolist():
+            seqs[member] = seqs.get(member, 0) + count
         for member in strangers[:n].tolist():
             seqs[member] = seqs.get(member, 0) + 1
+        return np.flatnonzero(trades).tolist() if clearing else []

@@ -152,37 +152,50 @@ assert A_MEMBER == R_MEMBER == X_MEMBER == M_MEMBER
 
 
 @njit(cache=True, _nrt=False)
-def _count_member(ids, counts, strangers, n_strangers, member):
-    """Count one private event of `member` at its accounts row; a member with no row (a
-    refused unknown member) goes to strangers. Returns the strangers' count."""
+def _count_member(ids, counts, touched, n_touched, strangers, n_strangers, member):
+    """Count one private event of `member` at its accounts row (a row counted for the first
+    time goes to touched); a member with no row (a refused unknown member) goes to strangers.
+    Returns the touched rows' and the strangers' counts."""
     row = find_row(ids, member)
     if row >= 0:
+        if counts[row] == 0:
+            touched[n_touched, 0] = row
+            n_touched += 1
         counts[row] += 1
-        return n_strangers
+        return n_touched, n_strangers
     strangers[n_strangers] = member
-    return n_strangers + 1
+    return n_touched, n_strangers + 1
 
 
 @njit(cache=True, _nrt=False)
-def tally(out, lo, hi, ids, counts, strangers):
+def tally(out, lo, hi, ids, counts, touched, strangers, trades):
     """Count the events of the rows out[lo:hi] (written by the compiled run) by stream, as
-    EventWriter numbers them: private events per accounts row into counts (members with no row
-    into strangers[:n]), each trade's clearing record, the public prints and depth updates.
-    Returns (public, clearing, n)."""
-    public = clearing = n = 0
+    EventWriter numbers them: private events per member into touched[:k] as (member, count)
+    in the order the members first appear (members with no accounts row, one entry per event,
+    into strangers[:n]), each trade's clearing record, the public prints and depth updates;
+    and each instrument's trades into trades (by instrument index). `counts` (one per accounts
+    row) is scratch: all zeros before and after. Returns (public, clearing, k, n)."""
+    public = clearing = k = n = 0
     for r in range(lo, hi):
         kind = out[r, 0] & 0xFF
         if kind == ROW_TRADE:
             public += 1
             clearing += 1
+            trades[out[r, 0] >> 32] += 1
             members = out[r, T_MEMBERS]
-            n = _count_member(ids, counts, strangers, n, (members << 32) >> 32)  # the buyer
-            n = _count_member(ids, counts, strangers, n, members >> 32)
+            buyer, seller = (members << 32) >> 32, members >> 32
+            k, n = _count_member(ids, counts, touched, k, strangers, n, buyer)
+            k, n = _count_member(ids, counts, touched, k, strangers, n, seller)
         elif kind == ROW_DEPTH:
             public += 1
         elif kind in (ROW_ACCEPTED, ROW_REJECTED, ROW_CANCELLED, ROW_AMENDED):
-            n = _count_member(ids, counts, strangers, n, out[r, PRIVATE_MEMBER_WORD])
-    return public, clearing, n
+            member = out[r, PRIVATE_MEMBER_WORD]
+            k, n = _count_member(ids, counts, touched, k, strangers, n, member)
+    for i in range(k):
+        row = touched[i, 0]
+        touched[i, 0], touched[i, 1] = ids[row], counts[row]
+        counts[row] = 0
+    return public, clearing, k, n
 
 
 # -- reject texts ----------------------------------------------------------------------------------
