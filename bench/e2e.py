@@ -341,7 +341,7 @@ def cpu_seconds(pid: int, thread: int | None = None) -> float:
 
 
 def engine_run(
-    root: Path, name: str, fsync: bool, drive, replayed: Exchange | None = None
+    root: Path, name: str, fsync: bool, drive, replayed: Exchange | None = None, *extra: str
 ) -> tuple[list[dict], dict]:
     """A fresh engine with an open CEA21 market, driven by `drive(endpoints)` (the engine's
     endpoints.json), then checked (its journal replayed into `replayed`: check_engine); the
@@ -350,7 +350,7 @@ def engine_run(
     figure that does not depend on what else runs)."""
     from tests.support.engine import EngineProcess  # the tests' way of running cxe serve
 
-    engine = EngineProcess(root / name, fsync=fsync)
+    engine = EngineProcess(root / name, *extra, fsync=fsync)
     with engine:
         engine.open_market(CODE)
         pid = engine.process.pid
@@ -456,13 +456,20 @@ def latency(
     warmup: float,
     messages: bool = False,
     rate: int = RATE,
+    busy_poll: bool = False,
 ) -> dict:
     """One open-loop gateway on a fresh engine: single-order RECORDS frames (one 88-byte
-    record each), or with `messages` single-NewOrder/CancelOrder MESSAGES frames."""
+    record each), or with `messages` single-NewOrder/CancelOrder MESSAGES frames; with
+    `busy_poll` the engine polls without sleeping (`cxe serve --busy-poll`)."""
     orders = int(rate * (seconds + warmup))
     options = ("--rate", str(rate), "--warmup", str(warmup)) + (("--messages",) if messages else ())
     results, engine = engine_run(
-        root, name, fsync, lambda endpoints: run_gateways(endpoints["orders"], orders, 1, *options)
+        root,
+        name,
+        fsync,
+        lambda endpoints: run_gateways(endpoints["orders"], orders, 1, *options),
+        None,
+        *(("--busy-poll",) if busy_poll else ()),
     )
     (result,) = results
     return {**result, "engine": engine}
@@ -475,6 +482,8 @@ def e2e_latency(seconds: float, warmup: float = 1.0) -> dict:
         disk = fdatasync_latency(root, 2.0)
         on = latency(root, "on", True, seconds, warmup)
         messages = latency(root, "msg", False, seconds, warmup, messages=True)
+        busy_off = latency(root, "busy-off", False, seconds, warmup, busy_poll=True)
+        busy_on = latency(root, "busy-on", True, seconds, warmup, busy_poll=True)
     return {
         "bench": "e2e_latency",
         "value": on["p99_us"],
@@ -484,6 +493,8 @@ def e2e_latency(seconds: float, warmup: float = 1.0) -> dict:
         "fsync_on": on,
         "fdatasync": disk,
         "messages_fsync_off": messages,
+        "busy_poll_fsync_off": busy_off,  # cxe serve --busy-poll: a core kept for the loop
+        "busy_poll_fsync_on": busy_on,
         "rate": RATE,
         "seconds": seconds,
         "warmup_s": warmup,

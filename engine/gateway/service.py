@@ -15,7 +15,10 @@ routing and sending, backlogs (engine.gateway.outbound). Invariants of the loop:
 - the service's clock never goes backwards across a restart (stamps are max(now, last)); a
   Clock command is sequenced after `clock_ms` without a command, when the market has a
   schedule and a day;
-- a snapshot asked for (end of day, operator) is written after the turn's sending.
+- a snapshot asked for (end of day, operator) is written after the turn's sending;
+- with `busy_poll` the loop polls without sleeping; a turn that finds nothing to read does
+  the idle work (session expiry, the Clock command, heartbeats, backlogs, snapshot requests)
+  at most once per IDLE_WORK_NS, so an idle turn costs a poll and a clock read.
 Sockets: orders (ROUTER, ROUTER_MANDATORY, non-blocking sends), admin (ROUTER), market data
 (PUB and its snapshot ROUTER, engine.gateway.marketdata): public events are published after
 the turn's fsync, like every other output; the trade stream (ROUTER,
@@ -53,6 +56,7 @@ from engine.journal.segments import Journal
 from engine.protocol import Clock, encode
 
 EXIT_JOURNAL_FAILED = 3
+IDLE_WORK_NS = 1_000_000  # busy polling: the idle work of a turn that read nothing, this often
 
 
 @dataclass
@@ -74,6 +78,7 @@ class Options:
     clock_start_ns: int | None = None  # run the clock from this instant (a rehearsal, tests)
     config_path: Path | None = None  # reread for its [security] keys on SIGHUP / ReloadKeys
     insecure: bool = False  # plain mode may bind beyond loopback (never do this in production)
+    busy_poll: bool = False  # poll without sleeping (one CPU kept busy, the lowest latency)
 
 
 class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
@@ -113,6 +118,7 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
         self.peers: dict[bytes, str] = {}  # routing id -> User-Id, to end revoked keys' peers
         self.revoked_peers: set[bytes] = set()
         self._reload_wanted = False
+        self._idle_work_due_ns = 0  # busy polling: when a turn that read nothing works again
 
     def stop(self, *_args) -> None:
         self.stopping = True
@@ -126,9 +132,10 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
             signal.signal(signal.SIGINT, self.stop)
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGHUP, self._want_reload)
+        timeout_ms = 0 if self.options.busy_poll else 100
         try:
             while not self.stopping:
-                self.turn(100)
+                self.turn(timeout_ms)
         except JournalFailed as exc:
             self.log(f"journal failed, stopping without acknowledging: {exc}")
             self.close(sync=False)
@@ -139,6 +146,11 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
 
     def turn(self, timeout_ms: int) -> None:
         ready = dict(self.poller.poll(timeout_ms))
+        if not ready and not self._reload_wanted:
+            now = time.monotonic_ns()
+            if now < self._idle_work_due_ns:
+                return  # busy polling: the idle work was done less than IDLE_WORK_NS ago
+            self._idle_work_due_ns = now + IDLE_WORK_NS
         self.counters["turns"] += 1
         self.outbox: dict[bytes, Pending] = defaultdict(Pending)
         self.admin_outbox: dict[bytes, list[bytes]] = defaultdict(list)

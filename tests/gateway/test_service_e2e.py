@@ -339,6 +339,25 @@ def test_a_records_only_gateway_keeps_its_session_and_the_engine_heartbeats(engi
     socket.close()
 
 
+def test_a_busy_polling_engine_answers_heartbeats_and_stops(tmp_path):
+    """`cxe serve --busy-poll`: orders are answered, an idle session still hears the engine's
+    heartbeats (the idle work runs while the loop spins) and SIGTERM stops it cleanly."""
+    with EngineProcess(tmp_path / "data", "--busy-poll") as process:
+        assert "busy poll" in process.output()
+        process.open_market(CODES[0])
+        with client(process, "brokers", heartbeat_ms=200) as gateway:
+            price = MARKET.instruments[0].reference_price
+            gateway.submit("busy-1", 3, CODES[0], BUY, price - 10, 100)
+            gateway.wait_for(is_(Accepted, cl_ord_id="busy-1"))
+            time.sleep(0.45)  # two heartbeat intervals of silence from this side (three end it)
+            socket = gateway.socket
+            beats = []
+            while socket.poll(100):
+                beats += wire.unpack(socket.recv_multipart()[1])
+            assert any(isinstance(r, wire.Heartbeat) for r in beats)
+        assert process.stop() == 0
+
+
 def test_the_asyncio_client_submits_reads_and_mass_cancels(engine):
     import asyncio
 

@@ -184,3 +184,21 @@ def test_an_encoded_run_goes_to_every_session_and_is_kept_for_an_absent_gateway(
         assert replies[1] == bodies[0]
     finally:
         service.close()
+
+
+def test_a_turn_that_reads_nothing_does_the_idle_work_once_per_interval(tmp_path):
+    """Busy polling: a turn that finds nothing to read right after one that did the idle work
+    returns at once (it is not counted); after IDLE_WORK_NS the idle work runs again."""
+    from engine.gateway.service import IDLE_WORK_NS
+
+    service = open_service(tmp_path)
+    try:
+        service.turn(0)
+        turns = service.counters["turns"]
+        service.turn(0)
+        assert service.counters["turns"] == turns  # within the interval: nothing done
+        time.sleep(2 * IDLE_WORK_NS / 1e9)
+        service.turn(0)
+        assert service.counters["turns"] == turns + 1
+    finally:
+        service.close()
