@@ -13,12 +13,16 @@ on a CPU (`main_thread_busy`), each subscriber's updates/s (public events
 applied, first to last), all subscribers' updates/s together, and the resyncs they made
 (each one a gap seen) and snapshots asked again.
 
-The subscribers run at niceness NICE: subscribers stand for other machines, and on a
-machine of few cores fifty busy Python processes at the engine's priority take the cores
-from it (the scheduler gives each runnable process its share), which measures the machine,
-not the feed. `python -m bench.md_fanout ORDERS NICE [pin]` runs it at another niceness (0:
-the same priority as the engine), and with `pin` gives the engine CPU 0 and everything else
-of the run the other CPUs (Linux affinity; other programs on the machine still share CPU 0).
+The subscribers run at niceness NICE, and the engine's service loop (its main thread) on a
+CPU of its own (`pin`, the default when the machine has two CPUs or more): subscribers stand
+for other machines, and an exchange gives its matching loop a core. On a machine of few cores
+fifty busy Python processes at the engine's priority, on its core, take the core from it
+(the scheduler gives each runnable process its share), which measures the machine, not the
+feed. With `pin`, CPU 0 holds the loop alone; the engine's ZeroMQ I/O threads (which write
+every message to each subscriber's connection: the feed's cost in the engine), the gateways,
+the subscribers and this process share the other CPUs. `python -m bench.md_fanout ORDERS NICE
+[pin]` runs it at another niceness (0: the same priority as the engine) and pinned or not
+(other programs on the machine still share CPU 0).
 
 Invariants (else WrongResult): every order is answered once, the engine's seq counts them
 and its journal replays to the state hash it reported (bench.e2e.check_engine); every
@@ -77,18 +81,18 @@ def stream_position(endpoints: dict[str, str]) -> int:
 
 
 def drive_with_subscribers(count: int, orders: int, nice: int, pin: bool, seen: dict):
-    """A drive for engine_run: with `pin`, move every thread of the engine to CPU 0 (this
-    process and so its children keep the others); start `count` subscribers at niceness
-    `nice` and wait until
-    each holds its snapshot, run the gateways (the engine's CPU time meanwhile into `seen`:
+    """A drive for engine_run: with `pin`, give the engine's main thread (the service loop)
+    CPU 0 and its other threads the others (this process and so its children keep the others
+    too); start `count` subscribers at niceness `nice` and wait until each holds its snapshot, run the gateways (the engine's CPU time meanwhile into `seen`:
     "cpu_s", "main_thread_cpu_s"), then let every subscriber reach the engine's final
     position and collect what each prints into seen["subscribers"]."""
 
     def drive(endpoints: dict) -> list[dict]:
         pid = endpoints["pid"]
         if pin:
+            others = os.sched_getaffinity(0)  # fanout_benchmark left CPU 0 out
             for thread in os.listdir(f"/proc/{pid}/task"):
-                os.sched_setaffinity(int(thread), {0})
+                os.sched_setaffinity(int(thread), {0} if int(thread) == pid else others)
         feed = [endpoints["market_data"], endpoints["snapshots"]]
         processes = [
             subprocess.Popen(
@@ -174,13 +178,15 @@ def fanout_run(
 
 
 def fanout_benchmark(
-    orders: int, counts: tuple[int, ...] = COUNTS, nice: int = NICE, pin: bool = False
+    orders: int, counts: tuple[int, ...] = COUNTS, nice: int = NICE, pin: bool | None = None
 ) -> dict:
     """md_fanout (module docstring): `value` is all 50 subscribers' updates/s together;
     `entry_ratio` each count's order entry rate (and engine CPU per order) over the runs
     without subscribers (their mean). No reference implementation: `reference` is None."""
     cpus = os.sched_getaffinity(0)
-    if pin:  # the engine takes CPU 0, this process and its children the others
+    if pin is None:
+        pin = len(cpus) >= 2 and 0 in cpus
+    if pin:  # the engine's loop takes CPU 0, this process and its children the others
         os.sched_setaffinity(0, cpus - {0})
     try:
         with tempfile.TemporaryDirectory(prefix="cxe-md-") as temporary:
