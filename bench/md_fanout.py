@@ -83,8 +83,9 @@ def stream_position(endpoints: dict[str, str]) -> int:
 def drive_with_subscribers(count: int, orders: int, nice: int, pin: bool, seen: dict):
     """A drive for engine_run: with `pin`, give the engine's main thread (the service loop)
     CPU 0 and its other threads the others (this process and so its children keep the others
-    too); start `count` subscribers at niceness `nice` and wait until each holds its snapshot, run the gateways (the engine's CPU time meanwhile into `seen`:
-    "cpu_s", "main_thread_cpu_s"), then let every subscriber reach the engine's final
+    too); start `count` subscribers at niceness `nice` and wait until each holds its
+    snapshot, run the gateways (the engine's CPU time meanwhile into `seen`: "cpu_s",
+    "main_thread_cpu_s"), then let every subscriber reach the engine's final
     position and collect what each prints into seen["subscribers"]."""
 
     def drive(endpoints: dict) -> list[dict]:

@@ -120,7 +120,5 @@ def _wording(record: np.void, expected_seq: int, reason: int) -> str:
     if reason == BAD_TS:  # what Exchange.apply_stamped refuses as a stamp
         return f"timestamp {int(record['ts_ns'])} is not int64 nanoseconds since 1970"
     if reason == BAD_KIND:
-        return (
-            f"kind {int(record['kind'])} is not NewOrder (1), CancelOrder (2) or AmendOrder (3)"
-        )
+        return f"kind {int(record['kind'])} is not NewOrder (1), CancelOrder (2) or AmendOrder (3)"
     return f"ClOrdID {bytes(record['cl_ord_id'])!r} is not UTF-8"

@@ -72,9 +72,11 @@ class Admin:
             gateway_id: {**counters, "sessions": len(self.sessions.of_gateway(gateway_id))}
             for gateway_id, counters in self.sessions.counters.items()
         }
-        return wire.StatusReport(
-            self.exchange.seq, self.exchange.state_hash(), dict(self.counters), gateways
-        )
+        counters = dict(self.counters)
+        parts = {"market_data": self.market_data, "trade_stream": self.trade_stream}
+        for prefix, part in parts.items():
+            counters |= {f"{prefix}_{name}": value for name, value in part.counters().items()}
+        return wire.StatusReport(self.exchange.seq, self.exchange.state_hash(), counters, gateways)
 
     def _snapshot(self) -> None:
         """A snapshot of the state after the turn's fsync (end of day, or asked for)."""

@@ -181,6 +181,12 @@ class MarketDataPublisher:
         self.snapshot_failures = 0  # replies ZeroMQ refused (peer gone, its queue full)
         self.bad_requests = 0
 
+    def counters(self) -> dict[str, int]:
+        """What the publisher has done and refused, for the engine's status report."""
+        names = ("messages_sent", "events_sent", "send_failures", "stream_breaks",
+                 "snapshots_sent", "snapshot_failures", "bad_requests")  # fmt: skip
+        return {name: getattr(self, name) for name in names}
+
     @property
     def sockets(self) -> tuple[zmq.Socket, ...]:
         """What the service loop polls for input (the PUB socket only sends)."""

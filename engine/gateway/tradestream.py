@@ -117,6 +117,11 @@ class TradeStream:
         self.blocked = 0  # sends refused at a consumer's high-water mark (retried later)
         self.bad_requests = 0
 
+    def counters(self) -> dict[str, int]:
+        """What the stream has done and refused, for the engine's status report."""
+        names = ("messages_sent", "events_sent", "blocked", "bad_requests")
+        return {"consumers": len(self.consumers)} | {name: getattr(self, name) for name in names}
+
     @property
     def last(self) -> int:
         """The last stream number the file holds."""

@@ -339,6 +339,26 @@ def test_a_records_only_gateway_keeps_its_session_and_the_engine_heartbeats(engi
     socket.close()
 
 
+def test_the_status_report_counts_what_market_data_and_the_trade_stream_sent(engine):
+    before = engine.status().counters
+    code = CODES[4]
+    price = MARKET.instruments[4].reference_price
+    with client(engine, "mm") as maker, client(engine, "brokers") as taker:
+        maker.submit("st-s1", 1, code, SELL, price, 100)
+        maker.wait_for(is_(Accepted, cl_ord_id="st-s1"))
+        taker.submit("st-b1", 3, code, BUY, price, 100)
+        taker.wait_for(is_(Filled, member=3))
+    after = engine.status().counters
+    # a depth update for the resting sell, then the trade's print and depth update at least
+    assert after["market_data_events_sent"] >= before["market_data_events_sent"] + 3
+    assert after["market_data_messages_sent"] > before["market_data_messages_sent"]
+    for name in ("send_failures", "stream_breaks", "snapshot_failures", "bad_requests"):
+        assert after[f"market_data_{name}"] == 0
+    assert {"consumers", "messages_sent", "events_sent", "blocked", "bad_requests"} <= {
+        name.removeprefix("trade_stream_") for name in after
+    }
+
+
 def test_a_busy_polling_engine_answers_heartbeats_and_stops(tmp_path):
     """`cxe serve --busy-poll`: orders are answered, an idle session still hears the engine's
     heartbeats (the idle work runs while the loop spins) and SIGTERM stops it cleanly."""
