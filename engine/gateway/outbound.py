@@ -36,7 +36,8 @@ class Outbound:
         member's gateways; the admin who sent a command gets all its events."""
         outbox, absent, routes = self.outbox, self.absent_outbox, self.sessions.routes
         encoded = [encode(e) for e in events]
-        self.public.extend(events)  # the publisher takes the public ones
+        if events:
+            self.public.append(events)  # market data and the trade stream take theirs
         for event, data in zip(events, encoded, strict=True):
             if type(event).audience is not Audience.PRIVATE:
                 continue
@@ -84,9 +85,9 @@ class Outbound:
             self._send_body(rid, messages.body())
 
     def _send(self) -> None:
-        self.trade_stream.publish(self.public)  # clearing events into trades.log, then sent
+        self.trade_stream.publish_parts(self.public)  # into trades.log, then sent
         if self.public:
-            self.market_data.publish(self.public)
+            self.market_data.publish_parts(self.public)
             self.last_published_ns = time.monotonic_ns()
         elif time.monotonic_ns() - self.last_published_ns > HEARTBEAT_NS:
             self.market_data.heartbeat()

@@ -7,8 +7,8 @@ what `engine.protocol.encode` writes for the event `engine.core.rows.decode` giv
 row (property-tested against it), numbered on its member's private stream from
 `private_seq` (the exchange's positions before the batch). `Encoded.select(members)` gathers
 the events of some members, in order, into one run for a MESSAGES body (`Outbox`); the rows
-of public and clearing events are picked out for decoding (`Encoded.public_rows`): market
-data and the trade stream take those events as objects.
+of public and clearing events are picked out (`Encoded.public_rows`) for market data and the
+trade stream (engine.gateway.public encodes them; what it leaves is decoded).
 
 Invariants:
 - the events come in row order, as the decoded events do; a ROW_REJECTED's text is worded
