@@ -77,6 +77,12 @@ def _put_int(buf, p, v):
         marker, size = 0xD2, 4
     else:
         marker, size = 0xD3, 8
+    return put_marked(buf, p, marker, v, size)
+
+
+@njit(cache=True, _nrt=False)
+def put_marked(buf, p, marker, v, size):
+    """A msgpack marker byte, then v big-endian in `size` bytes, at buf[p]; the end."""
     buf[p] = marker
     for k in range(size):
         buf[p + 1 + k] = (v >> (8 * (size - 1 - k))) & 0xFF

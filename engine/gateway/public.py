@@ -45,7 +45,7 @@ from engine.codec import (
     VENUES,
 )
 from engine.core.pipeline import fee_on
-from engine.core.rows import _put_bytes, _put_int, put_trade, trade_head
+from engine.core.rows import _put_bytes, _put_int, put_marked, put_trade, trade_head
 from engine.framing import HEADER as FRAME_HEADER
 from engine.framing import MAGIC, frame
 from engine.instruments import Instrument
@@ -194,14 +194,8 @@ def _put_array_header(buf, p, n):
         buf[p] = 0x90 | n
         return p + 1
     if n < 1 << 16:
-        buf[p] = 0xDC
-        buf[p + 1] = n >> 8
-        buf[p + 2] = n & 0xFF
-        return p + 3
-    buf[p] = 0xDD
-    for k in range(4):
-        buf[p + 1 + k] = (n >> (8 * (3 - k))) & 0xFF
-    return p + 5
+        return put_marked(buf, p, 0xDC, n, 2)
+    return put_marked(buf, p, 0xDD, n, 4)
 
 
 @njit(cache=True, _nrt=False)
@@ -321,20 +315,14 @@ class PublicRows:
 
 def event_run(events: Iterable[Event], topic_index) -> PublicRun:
     """The run of the public ones among `events`; `topic_index(event)` gives its topic."""
-    encoded, topics, seqs, prints = [], [], [], []
-    for event in events:
-        if type(event).audience is not Audience.PUBLIC:
-            continue
-        encoded.append(_encode(event))
-        topics.append(topic_index(event))
-        seqs.append(event.stream_seq)
-        prints.append(type(event) is TradePrint)
+    public = [e for e in events if type(e).audience is Audience.PUBLIC]
+    encoded = list(map(_encode, public))
     return PublicRun(
         np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8),
         np.cumsum([0, *map(len, encoded)], dtype=np.int64),
-        np.asarray(topics, dtype=np.int64),
-        np.asarray(seqs, dtype=np.int64),
-        np.asarray(prints, dtype=np.bool_),
+        np.fromiter(map(topic_index, public), dtype=np.int64, count=len(public)),
+        np.fromiter((e.stream_seq for e in public), dtype=np.int64, count=len(public)),
+        np.fromiter((type(e) is TradePrint for e in public), dtype=np.bool_, count=len(public)),
     )
 
 

@@ -68,7 +68,7 @@ from engine.codec import (
     X_ORDER_ID,
 )
 from engine.core.pipeline import find_row
-from engine.core.rows import _put_int
+from engine.core.rows import _put_int, put_marked
 from engine.gateway.wire import array_header
 from engine.protocol import RejectCode
 
@@ -87,18 +87,10 @@ def _put_str_header(buf, p, n):
         buf[p] = 0xA0 | n
         return p + 1
     if n < 1 << 8:
-        buf[p] = 0xD9
-        buf[p + 1] = n
-        return p + 2
+        return put_marked(buf, p, 0xD9, n, 1)
     if n < 1 << 16:
-        buf[p] = 0xDA
-        buf[p + 1] = n >> 8
-        buf[p + 2] = n & 0xFF
-        return p + 3
-    buf[p] = 0xDB
-    for k in range(4):
-        buf[p + 1 + k] = (n >> (8 * (3 - k))) & 0xFF
-    return p + 5
+        return put_marked(buf, p, 0xDA, n, 2)
+    return put_marked(buf, p, 0xDB, n, 4)
 
 
 @njit(cache=True, _nrt=False)
