@@ -144,13 +144,13 @@ class Sequencing:
             public_rows, positions["public"], positions["clearing"]
         )
         if published is not None:  # depth and trades only: nothing _observe looks at
-            self.public.append(published)
+            self._queue_public(published)
             return
         positions["private"] = {}  # the private events are encoded: decode the others only
         public = decode_rows(public_rows, self.config.instruments, positions)
         public = [e for e in public if type(e).audience is not Audience.PRIVATE]
         self._observe(None, public)
-        self.public.append(public)
+        self._queue_public(public)
 
     def _observe(self, command, events: list, replaying: bool = False) -> None:
         """What the service keeps from each command's events: the order status table, the
