@@ -622,7 +622,10 @@ def frame_steps(frame: int, orders: int) -> dict[str, float]:
         exchanges.append(exchange)
     warm, exchange = exchanges
     head = stamped(writable_records(bytearray(bodies[0])), warm.seq, 0)
-    replies.encode(warm.apply_batch(head), {}, members).select(members)
+    rows = warm.apply_batch(head)
+    encoded = replies.encode(rows, {}, members)
+    encoded.select(members)
+    public.encode(encoded.public_rows(rows), 0, 0).public.messages(len(codes) + 1, MAX_BATCH)
     status, decoded, instead = OrderStatusTable(), OrderStatusTable(), 0.0
     steps = dict.fromkeys(
         ("join + check_records", "apply_batch", "replies.encode", "select (2 gateways)",
