@@ -14,6 +14,7 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,9 +24,9 @@ from engine.core import Exchange
 from engine.core.rows import decode
 from engine.framing import frame
 from engine.gateway.marketdata import HEADER, MARKET_TOPIC, MarketDataPublisher, topic_of
-from engine.gateway.public import _CRC_TABLE, PublicEncoder, _date, crc32
+from engine.gateway.public import _CRC_TABLE, ClearingRun, PublicEncoder, PublicRows, _date, crc32
 from engine.gateway.replies import scan
-from engine.gateway.tradestream import TradeStream
+from engine.gateway.tradestream import StreamBroken, TradeStream
 from engine.protocol import (
     AuctionResult,
     Audience,
@@ -228,3 +229,19 @@ def test_rows_it_leaves_to_the_decoder_give_none():
         row[0, 0] = kind | index << 32
         row[0, T_DATE] = 100_000_000
         assert ENCODER.encode(row.tobytes(), 0, 0) is None
+
+
+def test_a_clearing_run_that_does_not_follow_is_refused_whole(tmp_path):
+    """The trade log's invariant (record k is clearing event k): a run whose numbers do not
+    follow the file's last raises StreamBroken and writes none of it."""
+    exchange = open_exchange()
+    context = zmq.Context.instance()
+    stream = TradeStream(context, LOOPBACK, tmp_path, exchange)
+    try:
+        first = exchange.stream_positions()["clearing"] + 1
+        run = ClearingRun(b"\0" * 32, np.array([0, 16, 32]), np.array([first, first + 2]))
+        with pytest.raises(StreamBroken, match=f"clearing event {first + 2} does not follow"):
+            stream.publish_parts([PublicRows(ENCODER.encode(b"", 0, 0).public, run)])
+        assert stream.last == first - 1 and stream.writer.size == 0
+    finally:
+        stream.close()
