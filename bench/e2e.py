@@ -47,7 +47,7 @@ from bench.book import WrongResult
 from bench.recovery import workload_records
 from bench.workload import DEFAULT_MID, mixed_workload
 from engine.book.layout import C_OID
-from engine.codec import REC_CANCEL, command_of, decode_events
+from engine.codec import REC_CANCEL, command_of
 from engine.config import default_market
 from engine.core import Exchange
 from engine.gateway import wire
@@ -604,12 +604,15 @@ def frame_steps(frame: int, orders: int) -> dict[str, float]:
     """`python -m bench.e2e steps FRAME ORDERS`: CPU time (this thread's) per order of each
     step the service takes for a turn of one RECORDS frame of `frame` records, called
     directly on the bench market's mixed workload (bench.exchange, bench.recovery), no
-    sockets: what each step would cost on a core of its own; and beside the total, what
+    sockets: what each step would cost on a core of its own (the public rows: market data's
+    messages and the trade log's frames, engine.gateway.public); and beside the total, what
     decoding the rows into events, the status table from them and encoding the private
     ones costs instead of the encoder's steps (the service's way for small runs)."""
     from bench.exchange import CODE as BENCH_CODE
     from bench.exchange import bench_market
-    from engine.core.rows import StreamNumbers, decode, reject_wording
+    from engine.core.rows import decode, reject_wording
+    from engine.gateway.marketdata import MAX_BATCH
+    from engine.gateway.public import PublicEncoder
     from engine.gateway.replies import PrivateReplies
     from engine.gateway.sequencing import check_records, stamped, writable_records
     from engine.gateway.status import OrderStatusTable
@@ -620,6 +623,7 @@ def frame_steps(frame: int, orders: int) -> dict[str, float]:
     members = [m.id for m in market.members]
     halves = (members[: len(members) // 2], members[len(members) // 2 :])  # two gateways
     replies = PrivateReplies(codes, reject_wording(market.instruments))
+    public = PublicEncoder(market.instruments)
     bodies = [r.tobytes() for r in np.array_split(workload_records(orders, 2), -(-orders // frame))]
     exchanges = []
     for _ in range(2):
@@ -629,11 +633,14 @@ def frame_steps(frame: int, orders: int) -> dict[str, float]:
         exchanges.append(exchange)
     warm, exchange = exchanges
     head = stamped(writable_records(bytearray(bodies[0])), warm.seq, 0)
-    replies.encode(warm.apply_batch(head), {}, members).select(members)
+    rows = warm.apply_batch(head)
+    encoded = replies.encode(rows, {}, members)
+    encoded.select(members)
+    public.encode(encoded.public_rows(rows), 0, 0).public.messages(len(codes) + 1, MAX_BATCH)
     status, decoded, instead = OrderStatusTable(), OrderStatusTable(), 0.0
     steps = dict.fromkeys(
         ("join + check_records", "apply_batch", "replies.encode", "select (2 gateways)",
-         "public rows decode", "status table"), 0.0,
+         "public rows encode + group", "status table"), 0.0,
     )  # fmt: skip
     clock = time.thread_time
     for body in bodies:
@@ -653,7 +660,8 @@ def frame_steps(frame: int, orders: int) -> dict[str, float]:
         t4 = clock()
         public_rows = encoded.public_rows(rows)
         if public_rows:
-            decode_events(public_rows, codes, StreamNumbers(market.instruments, positions))
+            published = public.encode(public_rows, positions["public"], positions["clearing"])
+            published.public.messages(len(codes) + 1, MAX_BATCH)
         t5 = clock()
         status.record_accepted(encoded.accepted_rows(rows), codes)
         t6 = clock()

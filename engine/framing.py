@@ -232,6 +232,11 @@ class FramedWriter:
             self._guarded(self._file.write, part)
         self.size += HEADER.size + length
 
+    def write_framed(self, frames: bytes) -> None:
+        """Records already framed (`frame`'s bytes, back to back), written as they are."""
+        self._guarded(self._file.write, frames)
+        self.size += len(frames)
+
     def flush(self) -> None:
         """Hand what is written to the operating system (no fsync: a crash of the machine
         may still lose it, a crash of the process does not)."""

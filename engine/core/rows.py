@@ -77,6 +77,12 @@ def _put_int(buf, p, v):
         marker, size = 0xD2, 4
     else:
         marker, size = 0xD3, 8
+    return put_marked(buf, p, marker, v, size)
+
+
+@njit(cache=True, _nrt=False)
+def put_marked(buf, p, marker, v, size):
+    """A msgpack marker byte, then v big-endian in `size` bytes, at buf[p]; the end."""
     buf[p] = marker
     for k in range(size):
         buf[p + 1 + k] = (v >> (8 * (size - 1 - k))) & 0xFF
@@ -88,6 +94,30 @@ def _put_bytes(buf, p, src):
     for k in range(src.shape[0]):
         buf[p + k] = src[k]
     return p + src.shape[0]
+
+
+@njit(cache=True, _nrt=False)
+def put_trade(buf, p, w, head, date, code, venue, fee, cseq):
+    """The Trade of the trade row w at buf[p], as msgspec encodes it (`head`: array header
+    and tag; `date`, `code`, `venue`: the strs' encodings; each side's `fee`; the clearing
+    stream number `cseq`); the end."""
+    p = _put_bytes(buf, p, head)
+    p = _put_int(buf, p, w[1])
+    p = _put_int(buf, p, w[T_TRADE_ID])
+    p = _put_int(buf, p, w[T_TS])
+    p = _put_bytes(buf, p, date)
+    p = _put_bytes(buf, p, code)
+    p = _put_int(buf, p, w[T_PRICE])
+    p = _put_int(buf, p, w[T_QTY])
+    p = _put_int(buf, p, (w[T_MEMBERS] << 32) >> 32)  # the buyer (the low half, signed)
+    p = _put_int(buf, p, w[T_MEMBERS] >> 32)
+    p = _put_int(buf, p, w[T_BUY_OID])
+    p = _put_int(buf, p, w[T_SELL_OID])
+    p = _put_int(buf, p, ((w[0] >> 8) & 0xFF ^ 0x80) - 0x80)
+    p = _put_bytes(buf, p, venue)
+    p = _put_int(buf, p, fee)
+    p = _put_int(buf, p, fee)
+    return _put_int(buf, p, cseq)
 
 
 MAX_TRADE_BYTES = 20 * 9 + 64  # seventeen ints at most nine bytes each, and the three strs
@@ -116,23 +146,7 @@ def trade_bytes(out, lo, hi, instrument, head, date, code, venue, buf, figures, 
             continue
         price, qty = out[r, T_PRICE], out[r, T_QTY]
         fee = fee_on(price * qty, fee_ppm, False)
-        p = _put_bytes(buf, p, head)
-        p = _put_int(buf, p, out[r, 1])
-        p = _put_int(buf, p, out[r, T_TRADE_ID])
-        p = _put_int(buf, p, out[r, T_TS])
-        p = _put_bytes(buf, p, date)
-        p = _put_bytes(buf, p, code)
-        p = _put_int(buf, p, price)
-        p = _put_int(buf, p, qty)
-        p = _put_int(buf, p, out[r, T_MEMBERS] & 0xFFFFFFFF)
-        p = _put_int(buf, p, out[r, T_MEMBERS] >> 32)
-        p = _put_int(buf, p, out[r, T_BUY_OID])
-        p = _put_int(buf, p, out[r, T_SELL_OID])
-        p = _put_int(buf, p, ((out[r, 0] >> 8) & 0xFF ^ 0x80) - 0x80)
-        p = _put_bytes(buf, p, venue)
-        p = _put_int(buf, p, fee)
-        p = _put_int(buf, p, fee)
-        p = _put_int(buf, p, cseq)
+        p = put_trade(buf, p, out[r], head, date, code, venue, fee, cseq)
         figures[0] += 1
         figures[1] += qty
         figures[2] += qty * price

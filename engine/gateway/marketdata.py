@@ -54,15 +54,15 @@ Invariants:
 from __future__ import annotations
 
 import struct
-import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
+import numpy as np
 import zmq
 
+from engine.gateway.public import PublicRows, PublicRun, event_run
 from engine.instruments import Instrument
 from engine.protocol import (
-    Audience,
     Event,
     TradePrint,
 )
@@ -85,7 +85,6 @@ MAX_REQUEST_BYTES = 64 * 1024
 MAX_TOKEN = 32
 DEFAULT_SNDHWM = 10_000  # messages queued per subscriber before the PUB drops
 CALL_PHASES = frozenset({Phase.CALL, Phase.CLOSING_CALL})
-PUBLIC_TYPES = frozenset(t for t in typing.get_args(Event) if t.audience is Audience.PUBLIC)
 
 
 def topic_of(code: str) -> bytes:
@@ -124,6 +123,7 @@ class Heartbeat(msgspec.Struct, frozen=True):
 
 _encode = msgspec.msgpack.Encoder().encode
 _codes = msgspec.msgpack.Decoder(list[str])
+_print = msgspec.msgpack.Decoder(TradePrint)
 
 
 def topic_name(topic: bytes) -> str:
@@ -134,8 +134,9 @@ def topic_name(topic: bytes) -> str:
 class MarketDataPublisher:
     """The service's market data: call `publish(events)` with the events of what it applied
     (once per loop turn with all of them: a message carries a run of one topic's events, so
-    fewer calls mean fewer, larger messages), poll `sockets` for input and pass a readable
-    one to `handle`; `heartbeat()` when the loop is idle."""
+    fewer calls mean fewer, larger messages; `publish_parts` when some come encoded from a
+    batch's rows), poll `sockets` for input and pass a readable one to `handle`;
+    `heartbeat()` when the loop is idle."""
 
     def __init__(
         self,
@@ -171,7 +172,11 @@ class MarketDataPublisher:
         self.sequence = exchange.state.public_seq  # the last public stream number published
         self._topics = {code: topic_of(code) for code in sorted(exchange.markets)}
         self._topic_seq = {topic: 0 for topic in (*self._topics.values(), MARKET_TOPIC)}
-        self._last_trade: dict[str, TradePrint] = {}
+        codes = [i.code for i in exchange.config.instruments]
+        self._topic_list = [*map(topic_of, codes), MARKET_TOPIC]  # topics by index
+        self._topic_index = {code: k for k, code in enumerate(codes)}
+        self._market_index = len(codes)
+        self._last_trade: dict[str, bytes] = {}  # the last TradePrint, encoded
         self._waiting: list[tuple[bytes, bytes, list[str]]] = []  # snapshot requests
         self.messages_sent = 0
         self.events_sent = 0
@@ -201,46 +206,61 @@ class MarketDataPublisher:
     def publish(self, events: Iterable[Event]) -> None:
         """Send the public ones among `events` (the exchange's output, in order): one message
         per topic (of at most `max_batch` events), topics in the order of their last event."""
-        runs: dict[bytes, list[Event]] = {}
-        public = PUBLIC_TYPES
-        topic_for = self._topics.get
-        last_trade = self._last_trade
-        sequence = self.sequence
-        for event in events:
-            if type(event) not in public:
-                continue
-            sequence += 1
-            if event.stream_seq != sequence:
-                self.stream_breaks += 1
-                sequence = event.stream_seq
-            code = getattr(event, "instrument", None)
-            topic = (topic_for(code) or topic_of(code)) if code else MARKET_TOPIC
-            if type(event) is TradePrint:
-                last_trade[code] = event
-            run = runs.get(topic)
-            if run is None:
-                runs[topic] = [event]
-            else:
-                run.append(event)
-        self.sequence = sequence
-        for topic, run in sorted(runs.items(), key=lambda item: item[1][-1].stream_seq):
-            for start in range(0, len(run), self.max_batch):
-                self._send(topic, run[start : start + self.max_batch])
+        self.publish_parts([events])
+
+    def publish_parts(self, parts: Sequence[Iterable[Event] | PublicRows]) -> None:
+        """`publish` for a turn's events in parts, in order: event objects, or a batch's
+        events encoded from its rows (engine.gateway.public)."""
+        runs = [
+            p.public if isinstance(p, PublicRows) else event_run(p, self._topic_of) for p in parts
+        ]
+        run = PublicRun.join(runs)
+        n = len(run)
+        if n:
+            seqs = run.seqs
+            self.stream_breaks += int(seqs[0] != self.sequence + 1)
+            self.stream_breaks += int(np.count_nonzero(seqs[1:] - seqs[:-1] != 1))
+            self.sequence = int(seqs[-1])
+            self._keep_last_trades(run)
+            topics = self._topic_list
+            for index, seq, count, payload in run.messages(len(topics), self.max_batch):
+                self._send(topics[index], seq, count, payload)
         if self._waiting and self._caught_up():
             self._answer_waiting()
 
-    def _send(self, topic: bytes, run: list[Event]) -> None:
+    def _topic_of(self, event: Event) -> int:
+        """The index in `_topic_list` of an event's topic (an unknown code gets one)."""
+        code = getattr(event, "instrument", None)
+        if not code:
+            return self._market_index
+        index = self._topic_index.get(code)
+        if index is None:
+            index = self._topic_index[code] = len(self._topic_list)
+            self._topic_list.append(topic_of(code))
+        return index
+
+    def _keep_last_trades(self, run: PublicRun) -> None:
+        """Each instrument's last TradePrint of the run, kept encoded for snapshots."""
+        prints = np.flatnonzero(run.prints)
+        if not prints.size:
+            return
+        newest_first = prints[::-1]
+        topics, at = np.unique(run.topics[newest_first], return_index=True)
+        for index, event in zip(topics.tolist(), newest_first[at].tolist(), strict=True):
+            self._last_trade[self._topic_list[index][:-1].decode()] = run.event(event)
+
+    def _send(self, topic: bytes, stream_seq: int, count: int, payload: bytes) -> None:
         seqs = self._topic_seq
         first = seqs.get(topic, 0) + 1
-        seqs[topic] = first + len(run) - 1
-        header = HEADER.pack(run[0].stream_seq, first, len(run))
+        seqs[topic] = first + count - 1
+        header = HEADER.pack(stream_seq, first, count)
         try:
-            self.pub.send_multipart((topic, header, _encode(run)), zmq.NOBLOCK)
+            self.pub.send_multipart((topic, header, payload), zmq.NOBLOCK)
         except zmq.ZMQError:
             self.send_failures += 1
             return
         self.messages_sent += 1
-        self.events_sent += len(run)
+        self.events_sent += count
 
     def heartbeat(self) -> None:
         """Tell subscribers where every topic is (call it when the loop is idle)."""
@@ -325,5 +345,5 @@ class MarketDataPublisher:
             book.side_depth(Side.BUY, bids),
             book.side_depth(Side.SELL, asks),
             market.published_indicative if market.phase in CALL_PHASES else None,
-            self._last_trade.get(code),
+            _print.decode(self._last_trade[code]) if code in self._last_trade else None,
         )

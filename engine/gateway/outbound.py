@@ -20,6 +20,7 @@ import zmq
 
 from engine.gateway import wire
 from engine.gateway.intake import Item
+from engine.gateway.public import PublicRows
 from engine.gateway.replies import Encoded
 from engine.gateway.sessions import Session
 from engine.protocol import Audience, RejectCode, encode
@@ -36,7 +37,7 @@ class Outbound:
         member's gateways; the admin who sent a command gets all its events."""
         outbox, absent, routes = self.outbox, self.absent_outbox, self.sessions.routes
         encoded = [encode(e) for e in events]
-        self.public.extend(events)  # the publisher takes the public ones
+        self._queue_public(events)
         for event, data in zip(events, encoded, strict=True):
             if type(event).audience is not Audience.PRIVATE:
                 continue
@@ -47,6 +48,17 @@ class Outbound:
                 absent[gateway].append(data)
         if item is not None and item.admin and item.origin is not None:
             self.admin_outbox[item.origin].extend(encoded)
+
+    def _queue_public(self, part: list | PublicRows) -> None:
+        """Queue events for market data and the trade stream (they take theirs): a turn's
+        parts in order, consecutive event lists as one (each part is a run to them)."""
+        public = self.public
+        if isinstance(part, PublicRows):
+            public.append(part)
+        elif part and public and isinstance(public[-1], list):
+            public[-1].extend(part)
+        elif part:
+            public.append(list(part))
 
     def _route_encoded(self, encoded: Encoded) -> None:
         """Queue a batch's encoded private events (engine.gateway.replies) as _route does:
@@ -84,9 +96,9 @@ class Outbound:
             self._send_body(rid, messages.body())
 
     def _send(self) -> None:
-        self.trade_stream.publish(self.public)  # clearing events into trades.log, then sent
+        self.trade_stream.publish_parts(self.public)  # into trades.log, then sent
         if self.public:
-            self.market_data.publish(self.public)
+            self.market_data.publish_parts(self.public)
             self.last_published_ns = time.monotonic_ns()
         elif time.monotonic_ns() - self.last_published_ns > HEARTBEAT_NS:
             self.market_data.heartbeat()

@@ -7,8 +7,8 @@ what `engine.protocol.encode` writes for the event `engine.core.rows.decode` giv
 row (property-tested against it), numbered on its member's private stream from
 `private_seq` (the exchange's positions before the batch). `Encoded.select(members)` gathers
 the events of some members, in order, into one run for a MESSAGES body (`Outbox`); the rows
-of public and clearing events are picked out for decoding (`Encoded.public_rows`): market
-data and the trade stream take those events as objects.
+of public and clearing events are picked out (`Encoded.public_rows`) for market data and the
+trade stream (engine.gateway.public encodes them; what it leaves is decoded).
 
 Invariants:
 - the events come in row order, as the decoded events do; a ROW_REJECTED's text is worded
@@ -68,7 +68,7 @@ from engine.codec import (
     X_ORDER_ID,
 )
 from engine.core.pipeline import find_row
-from engine.core.rows import _put_int
+from engine.core.rows import _put_int, put_marked
 from engine.gateway.wire import array_header
 from engine.protocol import RejectCode
 
@@ -87,18 +87,10 @@ def _put_str_header(buf, p, n):
         buf[p] = 0xA0 | n
         return p + 1
     if n < 1 << 8:
-        buf[p] = 0xD9
-        buf[p + 1] = n
-        return p + 2
+        return put_marked(buf, p, 0xD9, n, 1)
     if n < 1 << 16:
-        buf[p] = 0xDA
-        buf[p + 1] = n >> 8
-        buf[p + 2] = n & 0xFF
-        return p + 3
-    buf[p] = 0xDB
-    for k in range(4):
-        buf[p + 1 + k] = (n >> (8 * (3 - k))) & 0xFF
-    return p + 5
+        return put_marked(buf, p, 0xDA, n, 2)
+    return put_marked(buf, p, 0xDB, n, 4)
 
 
 @njit(cache=True, _nrt=False)

@@ -4,7 +4,9 @@ Each command that reaches the core is stamped (sequence, the turn's time), journ
 wire bytes received, and applied (`Exchange.apply_stamped` for a message, one
 `Exchange.apply_batch` for each run of records frames: checked as a run, journaled as one
 batch record of the bodies as received, its private replies encoded from the event rows by
-engine.gateway.replies); then one fsync (group commit). Invariants:
+engine.gateway.replies, its market data and trade log records by engine.gateway.public: a run
+of more than SMALL_RUN records, whose public rows are depth and trades only, makes no event
+object); then one fsync (group commit). Invariants:
 - nothing the core caused is sent before the journal holds the command durably (the sending
   is engine.gateway.outbound's, after `_sequence` returns); a failed write or fsync raises
   JournalFailed, and the service stops without sending;
@@ -138,11 +140,17 @@ class Sequencing:
         public_rows = encoded.public_rows(rows)
         if not public_rows:
             return
+        published = self.public_encoder.encode(
+            public_rows, positions["public"], positions["clearing"]
+        )
+        if published is not None:  # depth and trades only: nothing _observe looks at
+            self._queue_public(published)
+            return
         positions["private"] = {}  # the private events are encoded: decode the others only
         public = decode_rows(public_rows, self.config.instruments, positions)
         public = [e for e in public if type(e).audience is not Audience.PRIVATE]
         self._observe(None, public)
-        self.public.extend(public)
+        self._queue_public(public)
 
     def _observe(self, command, events: list, replaying: bool = False) -> None:
         """What the service keeps from each command's events: the order status table, the

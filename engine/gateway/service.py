@@ -46,6 +46,7 @@ from engine.gateway import security as curve
 from engine.gateway.admin import Admin
 from engine.gateway.intake import Intake, Item
 from engine.gateway.outbound import Outbound
+from engine.gateway.public import PublicEncoder
 from engine.gateway.replies import Pending, PrivateReplies
 from engine.gateway.sequencing import JournalFailed, Sequencing
 from engine.gateway.sessions import Sessions
@@ -111,6 +112,7 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
         self.codes = [i.code for i in config.instruments]
         self.member_ids = [m.id for m in config.members]
         self.replies = PrivateReplies(self.codes, reject_wording(config.instruments))
+        self.public_encoder = PublicEncoder(config.instruments)
         self.items: list[Item] | None = None
         self.taken = 0
         self.authenticator: curve.Authenticator | None = None
@@ -155,7 +157,7 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
         self.outbox: dict[bytes, Pending] = defaultdict(Pending)
         self.admin_outbox: dict[bytes, list[bytes]] = defaultdict(list)
         self.absent_outbox: dict[str, Pending] = defaultdict(Pending)
-        self.public: list = []
+        self.public: list = []  # the turn's events in parts (event lists, PublicRows)
         self.items = items = []  # in arrival order: answers keep their place among events
         if self._reload_wanted:  # SIGHUP
             self._reload_wanted = False

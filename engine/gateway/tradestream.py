@@ -36,16 +36,18 @@ import struct
 import time
 import zlib
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
+import numpy as np
 import zmq
 
 from engine.clearing.capture import TradeLogWriter
 from engine.framing import HEADER as FRAME_HEADER
 from engine.framing import CorruptLog, FrameReader
+from engine.gateway.public import ClearingRun, PublicRows, clearing_run
 from engine.gateway.wire import pack
 from engine.protocol import Audience, DayClosed, Event, Trade, encode
 
@@ -80,7 +82,8 @@ class Consumer:
 
 class TradeStream:
     """The service's trade stream: call `publish(events)` once per loop turn with all the
-    turn's events (after the journal's fsync; also with none, it sends what waits), poll
+    turn's events (after the journal's fsync; also with none, it sends what waits;
+    `publish_parts` when some come encoded from a batch's rows), poll
     `sockets` for input and pass a readable one to `handle`; `close()` at the end."""
 
     def __init__(
@@ -186,24 +189,34 @@ class TradeStream:
 
     def publish(self, events: Iterable[Event]) -> None:
         """Append the clearing events among `events` to the file, then send what waits."""
-        writer = self.writer
-        last = self.last
+        self.publish_parts([events])
+
+    def publish_parts(self, parts: Sequence[Iterable[Event] | PublicRows]) -> None:
+        """`publish` for a turn's events in parts, in order: event objects, or a batch's
+        events encoded from its rows (engine.gateway.public)."""
         wrote = False
-        for event in events:
-            if type(event).audience is not Audience.CLEARING:
-                continue
-            last += 1
-            if event.stream_seq != last:
-                raise StreamBroken(
-                    f"clearing event {event.stream_seq} does not follow {last - 1} in "
-                    f"{self.path}: restart the engine (it rebuilds the file from the journal)"
-                )
-            self.offsets.append(writer.size)
-            writer.write(encode(event))
-            wrote = True
+        for part in parts:
+            run = part.clearing if isinstance(part, PublicRows) else clearing_run(part)
+            if len(run.seqs):
+                self._append(run)
+                wrote = True
         if wrote:
-            writer.flush()
+            self.writer.flush()
         self._pump()
+
+    def _append(self, run: ClearingRun) -> None:
+        """Write a run of clearing events that follows the file's last."""
+        last = self.last
+        expected = np.arange(last + 1, last + 1 + len(run.seqs))
+        broken = np.flatnonzero(run.seqs != expected)
+        if broken.size:
+            k = int(broken[0])
+            raise StreamBroken(
+                f"clearing event {run.seqs[k]} does not follow {last + k} in "
+                f"{self.path}: restart the engine (it rebuilds the file from the journal)"
+            )
+        self.offsets.frombytes((run.offsets[:-1] + self.writer.size).tobytes())
+        self.writer.write_framed(run.frames)
 
     def _payloads(self, first: int, count: int) -> list[memoryview]:
         """The encoded events first..first+count-1, read from the file and checked."""
