@@ -18,11 +18,16 @@ from engine.config import default_market
 from engine.core import Exchange
 from engine.gateway import wire
 from engine.journal import read_journal
+from engine.journal.snapshot import SNAPSHOT
 from engine.protocol import Accepted, NewOrder
 from tests.support.engine import EngineProcess
 
 GATEWAYS = (("mm", 1), ("brokers", 3), ("entities", 5))
 SNAPSHOT_EVERY = 10  # cycles: restarts then replay the journal after the latest snapshot
+# of the snapshots asked for, the share waited for before the next kill (as an operator who
+# asks for one sees it written); the others may be torn by the kill, which recovery must bear
+SNAPSHOTS_WAITED = 0.75
+SNAPSHOT_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -91,6 +96,19 @@ class JournalCheck:
         return exchange.seq
 
 
+def written(directory: Path, seq: int) -> None:
+    """Wait until `directory` holds a snapshot at `seq` or later (the engine writes it after
+    the turn that took the request, atomically: the name appears when it is whole)."""
+    deadline = time.monotonic() + SNAPSHOT_TIMEOUT_S
+    while time.monotonic() < deadline:
+        paths = directory.iterdir() if directory.is_dir() else ()
+        names = (SNAPSHOT.fullmatch(path.name) for path in paths)
+        if any(int(match[1]) >= seq for match in names if match):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no snapshot at seq {seq} or later in {directory}")
+
+
 def crash_cycles(work: Path, cycles: int, seed: int = 1, progress=None) -> CrashReport:
     market = default_market()
     data = work / "data"
@@ -133,7 +151,9 @@ def crash_cycles(work: Path, cycles: int, seed: int = 1, progress=None) -> Crash
             assert not acks or max(seq for seq, _, _ in acks) <= status.seq
             report.journaled = journal.check(acks, status.seq, status.state_hash)
             if cycle % SNAPSHOT_EVERY == SNAPSHOT_EVERY - 1:  # as an operator would
-                engine.admin(wire.SnapshotNow())
+                (requested,) = engine.admin(wire.SnapshotNow())
+                if rng.random() < SNAPSHOTS_WAITED:
+                    written(data / "snapshots", requested.seq)
             report.cycles = cycle + 1
             report.acknowledged = acknowledgements.count
             if progress:
