@@ -149,10 +149,12 @@ class MarketDataPublisher:
         sndbuf: int | None = None,
         max_batch: int = MAX_BATCH,
         secure: Callable[[zmq.Socket], None] | None = None,  # server hardening, before bind
+        affinity: int = 0,  # the context's I/O threads the PUB socket's connections use (bits)
     ) -> None:
         self.exchange = exchange
         self.max_batch = max_batch
         self.pub = context.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.AFFINITY, affinity)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.setsockopt(zmq.SNDHWM, sndhwm)
         if sndbuf is not None:  # the kernel's send buffer per connection (bytes)

@@ -12,6 +12,8 @@ Invariants:
   without it the service says so loudly and binds to loopback only (unless `insecure`);
 - orders is a ROUTER with ROUTER_MANDATORY and non-blocking sends; admin a ROUTER; market data
   (engine.gateway.marketdata) and the trade stream (engine.gateway.tradestream) bind their own;
+  order entry's connections and market data's are served by ZeroMQ I/O threads of their own,
+  so the feed's fan-out to many subscribers does not hold up the gateways' replies;
   the bound endpoints are written to DATA/endpoints.json atomically (temp file, rename);
 - `close` syncs the journal unless it has failed (then nothing more is written).
 """
@@ -38,6 +40,10 @@ from engine.journal.commandlog import BatchRecord
 from engine.journal.recovery import restore_latest
 from engine.journal.segments import Journal, replay
 from engine.protocol import NewOrder, StartOfDay
+
+# the context's two I/O threads (AFFINITY bit masks): order entry's connections on one, the
+# market data feed's on the other
+ORDER_ENTRY_IO, MARKET_DATA_IO = 1, 2
 
 
 def status_path(snapshots: Path, seq: int) -> Path:
@@ -113,13 +119,17 @@ class Startup:
 
     def _bind(self) -> None:
         options = self.options
-        self.context = context = zmq.Context()
+        # two I/O threads: the first carries order entry, admin, snapshots and the trade stream,
+        # the second the market data feed, whose writes to every subscriber's connection would
+        # otherwise queue the gateways' replies behind them
+        self.context = context = zmq.Context(io_threads=2)
         security = self.config.security
         if security is not None:
             self.server_keys = curve.server_keys(security)
             self.authenticator = curve.start_authenticator(context, security)
             self.log(f"CURVE on every socket: {len(self.authenticator.table)} keys admitted")
         self.orders = context.socket(zmq.ROUTER)
+        self.orders.setsockopt(zmq.AFFINITY, ORDER_ENTRY_IO)
         self._secure(self.orders, "orders")
         self.orders.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.orders.setsockopt(zmq.SNDHWM, options.sndhwm)
@@ -132,7 +142,7 @@ class Startup:
         self.admin.bind(options.admin)
         self.market_data = MarketDataPublisher(
             context, options.market_data, options.snapshots, self.exchange,
-            secure=partial(self._secure, domain="market_data"),
+            secure=partial(self._secure, domain="market_data"), affinity=MARKET_DATA_IO,
         )  # fmt: skip
         self.trade_stream = TradeStream(
             context, options.trades, self.data_dir, self.exchange,
