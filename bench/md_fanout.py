@@ -13,16 +13,17 @@ on a CPU (`main_thread_busy`), each subscriber's updates/s (public events
 applied, first to last), all subscribers' updates/s together, and the resyncs they made
 (each one a gap seen) and snapshots asked again.
 
-The subscribers run at niceness NICE, and the engine's service loop (its main thread) on a
-CPU of its own (`pin`, the default when the machine has two CPUs or more): subscribers stand
-for other machines, and an exchange gives its matching loop a core. On a machine of few cores
-fifty busy Python processes at the engine's priority, on its core, take the core from it
-(the scheduler gives each runnable process its share), which measures the machine, not the
-feed. With `pin`, CPU 0 holds the loop alone; the engine's ZeroMQ I/O threads (which write
-every message to each subscriber's connection: the feed's cost in the engine), the gateways,
-the subscribers and this process share the other CPUs. `python -m bench.md_fanout ORDERS NICE
-[pin]` runs it at another niceness (0: the same priority as the engine) and pinned or not
-(other programs on the machine still share CPU 0).
+The subscribers run at niceness NICE (at 19 under SCHED_IDLE too: `in_background`), and the
+engine's service loop (its main thread) on a CPU of its own (`pin`, the default when the
+machine has two CPUs or more): subscribers stand for other machines, and an exchange gives
+its matching loop a core. On a machine of few cores fifty busy Python processes at the
+engine's priority take the CPU from it and from the gateways (the scheduler gives each
+runnable process its share), which measures the machine, not the feed. With `pin`, CPU 0
+holds the loop alone; the engine's ZeroMQ I/O threads (which write every message to each
+subscriber's connection: the feed's cost in the engine), the gateways, the subscribers and
+this process share the other CPUs. `python -m bench.md_fanout ORDERS NICE [pin]` runs it at
+another niceness (0: the same priority as the engine) and pinned or not (other programs on
+the machine still share CPU 0).
 
 Invariants (else WrongResult): every order is answered once, the engine's seq counts them
 and its journal replays to the state hash it reported (bench.e2e.check_engine); every
@@ -52,6 +53,15 @@ COUNTS = (0, 1, 10, 50, 0)
 GATEWAYS = 2  # as e2e_throughput
 NICE = 19  # the subscribers' niceness (see the module docstring)
 START_TIMEOUT_S = 120.0
+
+
+def in_background(nice: int) -> None:
+    """A subscriber's priority: niceness `nice`; at the lowest (19), Linux's SCHED_IDLE too,
+    so it runs only on CPU time no other process of the machine wants, as a subscriber on
+    another machine takes none of this one's (it still reads every event, later)."""
+    os.nice(nice)
+    if nice >= 19 and hasattr(os, "SCHED_IDLE"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 def depth_of(exchange: Exchange) -> dict[str, list]:
@@ -102,7 +112,7 @@ def drive_with_subscribers(count: int, orders: int, nice: int, pin: bool, seen: 
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
-                preexec_fn=partial(os.nice, nice),
+                preexec_fn=partial(in_background, nice),
             )
             for _ in range(count)
         ]
