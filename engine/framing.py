@@ -92,9 +92,12 @@ class FrameReader:
     is the end of the last complete record and `torn` the bytes of a torn tail after it.
     Raises CorruptLog for anything but a torn tail."""
 
-    def __init__(self, path: str | Path, buffer_size: int = BUFFER_SIZE) -> None:
+    def __init__(
+        self, path: str | Path, buffer_size: int = BUFFER_SIZE, max_record: int = MAX_RECORD
+    ) -> None:
         self.path = Path(path)
         self.buffer_size = buffer_size
+        self.max_record = max_record  # a longer length is damage (snapshots allow more)
         self.end = 0
         self.torn = 0
 
@@ -116,9 +119,9 @@ class FrameReader:
                     raise self._fault("no record starts")
                 if zlib.crc32(buffer[start : start + 12]) != header_crc:
                     raise self._fault("the record header is damaged (checksum mismatch)")
-                if length > MAX_RECORD:  # no writer makes one
+                if length > self.max_record:  # no writer makes one
                     raise self._fault(
-                        f"the record claims {length:,} bytes (at most {MAX_RECORD:,})"
+                        f"the record claims {length:,} bytes (at most {self.max_record:,})"
                     )
                 stop = start + HEADER.size + length
                 if stop > len(buffer):

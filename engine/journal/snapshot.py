@@ -39,6 +39,11 @@ class Snapshot:
     state: bytes
 
 
+# a snapshot's state is one record: the frame header's 32-bit length is its limit (a
+# command log's records stay under engine.framing.MAX_RECORD: 16 MiB; a state passes that)
+MAX_STATE_BYTES = (1 << 32) - 1
+
+
 def snapshot_name(seq: int) -> str:
     return f"snapshot-{seq:016d}.snap"
 
@@ -50,6 +55,10 @@ def write_snapshot(
     check_stamp(seq, ts_ns)
     if not isinstance(state_hash, str) or not isinstance(state, bytes):
         raise TypeError("a snapshot takes the state hash as str and the state as bytes")
+    if len(state) > MAX_STATE_BYTES:
+        raise ValueError(
+            f"a state of {len(state):,} bytes: a snapshot holds at most {MAX_STATE_BYTES:,}"
+        )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("snapshot-*.snap.tmp"):
@@ -76,7 +85,7 @@ def read_snapshot(path: str | Path) -> Snapshot:
         "restore it from a replica or a backup, or remove it to recover from the snapshot "
         "before it (the journal must then reach back to that one)"
     )
-    reader = FrameReader(path)
+    reader = FrameReader(path, max_record=MAX_STATE_BYTES)
     try:
         frames = [payload for _, payload in reader]
     except CorruptLog as exc:

@@ -16,7 +16,9 @@ import sys
 import msgspec
 import pytest
 
+from engine.framing import MAX_RECORD
 from engine.journal import CorruptLog, Journal
+from engine.journal import snapshot as snapshot_module
 from engine.journal.recovery import SnapshotMismatch, recover, save_snapshot
 from engine.journal.segments import list_segments
 from engine.journal.snapshot import (
@@ -149,6 +151,24 @@ def test_a_bad_stamp_or_state_type_writes_no_snapshot(tmp_path):
         with pytest.raises((ValueError, TypeError)):
             write_snapshot(tmp_path, seq, state_hash, state)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_state_beyond_a_command_logs_record_limit_is_written_and_read_back(tmp_path):
+    """The crash soak found it: after 510 restarts the engine wrote a 17.5 MB state, which the
+    snapshot reader refused as damage (it held snapshots to a command record's 16 MiB), and
+    every restart failed. A state is one record up to what the frame header can say."""
+    state = bytes(range(256)) * ((MAX_RECORD + 4096) // 256)
+    path = write_snapshot(tmp_path, 7, "d" * 64, state)
+    assert read_snapshot(path).state == state
+    assert latest_snapshot(tmp_path).seq == 7
+
+
+def test_a_state_beyond_the_snapshot_limit_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(snapshot_module, "MAX_STATE_BYTES", 100)
+    with pytest.raises(ValueError, match="a snapshot holds at most 100"):
+        write_snapshot(tmp_path, 1, "e" * 64, b"x" * 101)
+    assert list(tmp_path.iterdir()) == []
+    write_snapshot(tmp_path, 1, "e" * 64, b"x" * 100)  # the limit itself is a state
 
 
 SNAPSHOTTER = """
