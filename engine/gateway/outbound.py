@@ -7,6 +7,9 @@ Invariants:
 - a send that fails (the high-water mark, a peer gone) and what is for a gateway with no
   session is kept for the gateway (engine.gateway.sessions), never dropped; a session with a
   backlog gets nothing new before its backlog: order is kept;
+- a turn sends its private replies before its public events and clearing's (a member hears
+  of its own order no later than the market; trades.log is rebuilt from the journal, which
+  already holds the turn);
 - market data says where it is after HEARTBEAT_NS without events; a session hears a
   Heartbeat when it has had nothing for its heartbeat interval.
 """
@@ -96,6 +99,22 @@ class Outbound:
             self._send_body(rid, messages.body())
 
     def _send(self) -> None:
+        """Send the turn's outputs: the private replies first (a member hears of its own
+        order no later than the market, and an acknowledgement waits for nothing it does not
+        need), then the trade stream (DATA/trades.log first) and market data."""
+        for session in self.sessions.by_routing_id.values():
+            if session.backlog:
+                self._drain_backlog(session)
+        for rid in list(self.outbox):
+            self._flush_session(rid)
+        for rid, messages in self.admin_outbox.items():
+            try:
+                self.admin.send_multipart([rid, wire.MESSAGES, wire.pack(messages)], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                self.counters["unknown_peers"] += 1  # an operator tool that has gone away
+        self.admin_outbox.clear()
+        for gateway, messages in self.absent_outbox.items():
+            self.sessions.keep(gateway, messages.body())
         self.trade_stream.publish_parts(self.public)  # into trades.log, then sent
         if self.public:
             self.market_data.publish_parts(self.public)
@@ -103,23 +122,10 @@ class Outbound:
         elif time.monotonic_ns() - self.last_published_ns > HEARTBEAT_NS:
             self.market_data.heartbeat()
             self.last_published_ns = time.monotonic_ns()
-        for session in self.sessions.by_routing_id.values():
-            if session.backlog:
-                self._drain_backlog(session)
-        for rid in list(self.outbox):
-            self._flush_session(rid)
         now = time.monotonic_ns()
         for session in self.sessions.by_routing_id.values():
             if now - session.last_sent_ns >= session.heartbeat_ns and not session.backlog:
                 self._send_body(session.routing_id, HEARTBEAT_BODY)
-        for gateway, messages in self.absent_outbox.items():
-            self.sessions.keep(gateway, messages.body())
-        for rid, messages in self.admin_outbox.items():
-            try:
-                self.admin.send_multipart([rid, wire.MESSAGES, wire.pack(messages)], zmq.NOBLOCK)
-            except zmq.ZMQError:
-                self.counters["unknown_peers"] += 1  # an operator tool that has gone away
-        self.admin_outbox.clear()
 
     def _drain_backlog(self, session: Session) -> None:
         backlog = session.backlog

@@ -17,7 +17,7 @@ from engine.gateway import wire
 from engine.gateway.sequencing import SMALL_RUN
 from engine.gateway.service import EngineService, Options
 from engine.journal.segments import catch_up
-from engine.protocol import Accepted, NewOrder, OpenCall, StartOfDay, Uncross
+from engine.protocol import Accepted, Filled, NewOrder, OpenCall, StartOfDay, Uncross
 from tests.gateway.test_service_load import PER_FRAME, refused_orders
 from tests.support.engine import CLOCK
 
@@ -200,5 +200,48 @@ def test_a_turn_that_reads_nothing_does_the_idle_work_once_per_interval(tmp_path
         time.sleep(2 * IDLE_WORK_NS / 1e9)
         service.turn(0)
         assert service.counters["turns"] == turns + 1
+    finally:
+        service.close()
+
+
+def test_a_turn_answers_the_member_before_it_publishes(tmp_path, monkeypatch):
+    """A member hears of its own order no later than the market: the turn's reply leaves
+    before its market data and before its trade log record (both sockets and the file real,
+    their send and write calls watched in order)."""
+    service = open_service(tmp_path)
+    try:
+        admin = zmq.Context.instance().socket(zmq.DEALER)
+        admin.setsockopt(zmq.LINGER, 0)
+        admin.connect(service.endpoints["admin"])
+        admin.send_multipart(wire.messages_frame([StartOfDay("2026-11-24"), OpenCall(CODE),
+                                                  Uncross(CODE)]))  # fmt: skip
+        while service.exchange.seq < 3:
+            service.turn(100)
+        broker = logged_on(service, "brokers")
+        price = MARKET.instruments[0].reference_price
+        broker.send_multipart(wire.messages_frame([NewOrder("rest", 3, CODE, 0, price, 100)]))
+        while not broker.poll(0):
+            service.turn(10)
+        broker.recv_multipart()
+        sent: list[str] = []
+
+        def watched(name: str, send):
+            def watching(*args, **kwargs):
+                sent.append(name)
+                return send(*args, **kwargs)
+
+            return watching
+
+        watch = ((service.orders, "send_multipart", "reply"),
+                 (service.market_data.pub, "send_multipart", "market data"),
+                 (service.trade_stream.writer, "write_framed", "trade log"))  # fmt: skip
+        for target, method, name in watch:
+            monkeypatch.setattr(target, method, watched(name, getattr(target, method)))
+        broker.send_multipart(wire.messages_frame([NewOrder("take", 4, CODE, 1, price, 100)]))
+        while not broker.poll(0):
+            service.turn(10)
+        assert [e for e in wire.unpack(broker.recv_multipart()[1]) if isinstance(e, Filled)]
+        assert sent.index("reply") < sent.index("market data")
+        assert sent.index("reply") < sent.index("trade log")
     finally:
         service.close()
