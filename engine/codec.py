@@ -363,22 +363,20 @@ def decode_events(
     details (engine.core.rows.reject_wording); `streams`, when given, numbers every event,
     puts each side's fee on a Trade and adds its public print after it (engine.core.rows
     .decode); without it the events carry what the rows carry. The rows are read as lists of
-    int64 words, once: no numpy scalar per field."""
-    words = np.frombuffer(data, dtype=np.int64).reshape(-1, EVENT_WORDS)
-    head = words[:, 0]
-    kinds = (head & 0xFF).tolist()
-    flags = ((head >> 8) & 0xFF).astype(np.uint8).view(np.int8).tolist()
-    row_codes = ((head >> 16) & 0xFFFF).tolist()
-    instruments = ((head >> 32) & 0xFFFFFFFF).tolist()
-    rows = words.tolist()
+    int64 words, once: no numpy scalar per field, no numpy call per batch."""
+    flat = memoryview(data).cast("B").cast("q").tolist()  # no numpy: a turn's few rows
+    rows = [flat[k : k + EVENT_WORDS] for k in range(0, len(flat), EVENT_WORDS)]
     numbers = streams or Unnumbered()
     private, public = numbers.private, numbers.public
     events: list[Event] = []
     append = events.append
     i, n = 0, len(rows)
     while i < n:
-        kind, w, index, flag, row_code = kinds[i], rows[i], instruments[i], flags[i], row_codes[i]
-        seq = w[1]
+        w = rows[i]
+        head, seq = w[0], w[1]
+        kind, flag, row_code = head & 0xFF, (head >> 8) & 0xFF, (head >> 16) & 0xFFFF
+        flag -= (flag & 0x80) << 1  # the byte is signed (a side, -1 for none)
+        index = (head >> 32) & 0xFFFFFFFF
         code = codes[index] if index < len(codes) else f"#{index}"
         key = data[i * EVENT_BYTES + 64 : (i + 1) * EVENT_BYTES]
         i += 1
