@@ -448,6 +448,83 @@ def fdatasync_latency(directory: Path, seconds: float) -> dict:
     }
 
 
+def echo_main() -> int:
+    """`python -m bench.e2e echo`: the floor of the service's transport. A ROUTER on loopback
+    TCP that answers each frame with its last part, read and sent as the service's loop does
+    (poll with a 100 ms timeout, drain without blocking, send without blocking); prints its
+    endpoint, stops at a frame b"stop"."""
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind("tcp://127.0.0.1:*")
+    print(router.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
+    poller = zmq.Poller()
+    poller.register(router, zmq.POLLIN)
+    while True:
+        if not poller.poll(100):
+            continue
+        while True:
+            try:
+                frames = router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if frames[-1] == b"stop":
+                context.destroy(0)
+                return 0
+            router.send_multipart([frames[0], frames[-1]], zmq.NOBLOCK)
+
+
+def echo_floor(rate: int, seconds: float, warmup: float) -> dict:
+    """Latency at `rate` messages/s, open loop (from the intended send time), of one-record
+    frames through an echo process (`echo_main`) instead of the engine: what pyzmq, loopback
+    TCP and two Python processes cost on this machine before the engine does anything. Every
+    message must come back once, in order."""
+    fine_timers()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.e2e", "echo"], stdout=subprocess.PIPE, text=True
+    )
+    context = zmq.Context()
+    try:
+        socket = context.socket(zmq.DEALER)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.connect(server.stdout.readline().strip())
+        total = int(rate * (seconds + warmup))
+        body = bytes(88)  # a record's size
+        socket.send_multipart([wire.RECORDS, b"warm"])
+        if not socket.poll(ANSWER_TIMEOUT_S * 1000):
+            raise WrongResult("echo: the echo process did not answer")
+        socket.recv_multipart()
+        start = time.monotonic_ns() + 10_000_000
+        due = start + (1_000_000_000 // rate) * np.arange(total, dtype=np.int64)
+        due_list, answered_at = due.tolist(), np.zeros(total, dtype=np.int64)
+        fd, sent, answered = socket.getsockopt(zmq.FD), 0, 0
+        while answered < total:  # latency_gateway's loop: sleeps to the microsecond
+            now = time.monotonic_ns()
+            while sent < total and due_list[sent] <= now:
+                socket.send_multipart([wire.RECORDS, sent.to_bytes(8, "little") + body])
+                sent += 1
+            while socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                (reply,) = socket.recv_multipart()
+                if int.from_bytes(reply[:8], "little") != answered:
+                    raise WrongResult(f"echo: message {answered} came back out of order")
+                answered_at[answered] = time.monotonic_ns()
+                answered += 1
+            if sent < total:
+                select.select([fd], [], [], max(0, due_list[sent] - time.monotonic_ns()) / 1e9)
+            elif answered < total and not socket.poll(ANSWER_TIMEOUT_S * 1000):
+                raise WrongResult(f"echo: {total - answered} messages not answered")
+        socket.send_multipart([wire.RECORDS, b"stop"])
+        measured = due >= start + int(warmup * 1e9)
+        return {"sent": total, **percentiles((answered_at - due)[measured] / 1000)}
+    finally:
+        context.destroy(0)
+        try:
+            server.wait(5)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
 def latency(
     root: Path,
     name: str,
@@ -480,6 +557,7 @@ def e2e_latency(seconds: float, warmup: float = 1.0) -> dict:
         root = Path(temporary)
         off = latency(root, "off", False, seconds, warmup)
         disk = fdatasync_latency(root, 2.0)
+        floor = echo_floor(RATE, seconds, warmup)
         on = latency(root, "on", True, seconds, warmup)
         messages = latency(root, "msg", False, seconds, warmup, messages=True)
         busy_off = latency(root, "busy-off", False, seconds, warmup, busy_poll=True)
@@ -492,6 +570,7 @@ def e2e_latency(seconds: float, warmup: float = 1.0) -> dict:
         "fsync_off": off,
         "fsync_on": on,
         "fdatasync": disk,
+        "echo_floor": floor,  # the same load through an echo process: the transport's part
         "messages_fsync_off": messages,
         "busy_poll_fsync_off": busy_off,  # cxe serve --busy-poll: a core kept for the loop
         "busy_poll_fsync_on": busy_on,
@@ -681,6 +760,8 @@ def frame_steps(frame: int, orders: int) -> dict[str, float]:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["gateway"]:
         sys.exit(gateway_main(sys.argv[2:]))
+    if sys.argv[1:2] == ["echo"]:
+        sys.exit(echo_main())
     if sys.argv[1:2] == ["profile"]:
         orders, gateways, fsync, *rest = sys.argv[2:]
         profile_service(int(orders), int(gateways), fsync == "on", *rest)
