@@ -216,9 +216,9 @@ class MarketDataPublisher:
         runs = [
             p.public if isinstance(p, PublicRows) else event_run(p, self._topic_of) for p in parts
         ]
-        run = PublicRun.join(runs)
-        n = len(run)
-        if n:
+        runs = [r for r in runs if len(r)]
+        if runs:
+            run = PublicRun.join(runs)
             seqs = run.seqs
             self.stream_breaks += int(seqs[0] != self.sequence + 1)
             self.stream_breaks += int(np.count_nonzero(seqs[1:] - seqs[:-1] != 1))

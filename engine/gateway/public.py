@@ -313,9 +313,20 @@ class PublicRows:
     clearing: ClearingRun
 
 
+EMPTY_RUN = PublicRun(
+    np.zeros(1, dtype=np.uint8), np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64),
+    np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.bool_),
+)  # no events (shared: read only)
+EMPTY_CLEARING = ClearingRun(b"", np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64))
+for _shared in (*vars(EMPTY_RUN).values(), EMPTY_CLEARING.offsets, EMPTY_CLEARING.seqs):
+    _shared.setflags(write=False)
+
+
 def event_run(events: Iterable[Event], topic_index) -> PublicRun:
     """The run of the public ones among `events`; `topic_index(event)` gives its topic."""
     public = [e for e in events if type(e).audience is Audience.PUBLIC]
+    if not public:
+        return EMPTY_RUN  # most of a quiet turn's parts: no numpy call for them
     encoded = list(map(_encode, public))
     return PublicRun(
         np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8),
@@ -333,6 +344,8 @@ def clearing_run(events: Iterable[Event]) -> ClearingRun:
         if type(event).audience is Audience.CLEARING:
             framed.append(frame(encode(event)))
             seqs.append(event.stream_seq)
+    if not framed:
+        return EMPTY_CLEARING
     offsets = np.cumsum([0, *map(len, framed)], dtype=np.int64)
     return ClearingRun(b"".join(framed), offsets, np.asarray(seqs, dtype=np.int64))
 
