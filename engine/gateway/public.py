@@ -314,8 +314,11 @@ class PublicRows:
 
 
 EMPTY_RUN = PublicRun(
-    np.zeros(1, dtype=np.uint8), np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64),
-    np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.bool_),
+    np.zeros(1, dtype=np.uint8),
+    np.zeros(1, dtype=np.int64),
+    np.zeros(0, dtype=np.int64),
+    np.zeros(0, dtype=np.int64),
+    np.zeros(0, dtype=np.bool_),
 )  # no events (shared: read only)
 EMPTY_CLEARING = ClearingRun(b"", np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64))
 for _shared in (*vars(EMPTY_RUN).values(), EMPTY_CLEARING.offsets, EMPTY_CLEARING.seqs):
