@@ -30,11 +30,14 @@ import zmq
 
 from engine.config import MarketConfig
 from engine.core import Exchange
+from engine.core.rows import decode as decode_rows
 from engine.core.rows import reject_wording
 from engine.core.snapshot import restore
 from engine.gateway import security as curve
-from engine.gateway.marketdata import MarketDataPublisher
+from engine.gateway.marketdata import MAX_BATCH, MarketDataPublisher
+from engine.gateway.public import PublicEncoder, event_run
 from engine.gateway.replies import PrivateReplies
+from engine.gateway.sequencing import check_records
 from engine.gateway.tradestream import TradeStream
 from engine.journal.commandlog import BatchRecord
 from engine.journal.recovery import restore_latest
@@ -211,3 +214,10 @@ def warm(config: MarketConfig) -> None:
     )
     if encoded is not None:
         encoded.select(members)
+        public_rows = encoded.public_rows(rows)
+        published = PublicEncoder(config.instruments).encode(public_rows, 0, 0)
+        if published is not None:
+            published.public.messages(len(codes) + 1, MAX_BATCH)
+    events = decode_rows(rows, config.instruments, {"public": 0, "clearing": 0, "private": {}})
+    event_run(events, lambda event: 0).messages(len(codes) + 1, MAX_BATCH)  # a small run's way
+    check_records(records_of(orders[2:], codes, 1, [0, 0]), 0)

@@ -245,3 +245,56 @@ def test_a_turn_answers_the_member_before_it_publishes(tmp_path, monkeypatch):
         assert sent.index("reply") < sent.index("trade log")
     finally:
         service.close()
+
+
+FIRST_ORDERS_AFTER_WARMING = """
+import json, sys
+import numpy as np
+from numba.core.registry import CPUDispatcher
+from engine.codec import records_of
+from engine.gateway import wire
+from engine.protocol import NewOrder, OpenCall, StartOfDay, Uncross
+from tests.gateway.test_service_turns import CODE, MARKET, SMALL_RUN, logged_on, open_service
+
+def overloads():
+    return {f"{module}.{name}": len(value.overloads)
+            for module, loaded in list(sys.modules.items()) if module.startswith("engine")
+            for name, value in vars(loaded).items() if isinstance(value, CPUDispatcher)}
+
+service = open_service(sys.argv[1])  # recovers, warms, binds
+warmed = overloads()
+admin = logged_on.__globals__["zmq"].Context.instance().socket(logged_on.__globals__["zmq"].DEALER)
+admin.connect(service.endpoints["admin"])
+admin.send_multipart(wire.messages_frame([StartOfDay("2026-11-24"), OpenCall(CODE), Uncross(CODE)]))
+while service.exchange.seq < 3:
+    service.turn(100)
+gateway = logged_on(service, "mm")
+price = MARKET.instruments[0].reference_price
+for size in (1, 4 * SMALL_RUN):  # a small run, then one the encoders take
+    orders = [NewOrder(f"{size}-{i}", 1 + i % 2, CODE, i % 2, price, 10) for i in range(size)]
+    records = records_of(orders, [i.code for i in MARKET.instruments], 0, [0] * size)
+    gateway.send_multipart([wire.RECORDS, records.tobytes()])
+    while not gateway.poll(0):
+        service.turn(10)
+    gateway.recv_multipart()
+service.close()
+print(json.dumps({name: n for name, n in overloads().items() if n > warmed.get(name, 0)}))
+"""
+
+
+def test_warming_compiles_every_kernel_the_first_orders_take(tmp_path):
+    """`cxe serve` compiles (or loads from numba's cache) before it binds: the first orders,
+    a small run and a run the encoders take, trading, load no kernel nor compile one (in a
+    fresh interpreter: nothing compiled by other tests)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_ORDERS_AFTER_WARMING, str(tmp_path)],
+        capture_output=True, text=True, cwd=root, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {}
