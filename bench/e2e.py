@@ -450,12 +450,15 @@ def fdatasync_latency(directory: Path, seconds: float) -> dict:
 
 def echo_main() -> int:
     """`python -m bench.e2e echo`: the floor of the service's transport. A ROUTER on loopback
-    TCP that answers each frame with its last part, read and sent as the service's loop does
-    (poll with a 100 ms timeout, drain without blocking, send without blocking); prints its
-    endpoint, stops at a frame b"stop"."""
+    TCP that answers each frame with its last part as soon as it reads it (poll with a 100 ms
+    timeout, drain without blocking, send without blocking: the service's loop, less
+    everything else it does, so a lower bound); prints its endpoint, stops at a frame
+    b"stop". No reply is dropped: ROUTER_MANDATORY, no high-water mark."""
     context = zmq.Context()
     router = context.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
+    router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    router.setsockopt(zmq.SNDHWM, 0)
     router.bind("tcp://127.0.0.1:*")
     print(router.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
     poller = zmq.Poller()
@@ -471,7 +474,7 @@ def echo_main() -> int:
             if frames[-1] == b"stop":
                 context.destroy(0)
                 return 0
-            router.send_multipart([frames[0], frames[-1]], zmq.NOBLOCK)
+            router.send_multipart([frames[0], frames[-1]])  # no high-water mark: never dropped
 
 
 def echo_floor(rate: int, seconds: float, warmup: float) -> dict:
@@ -486,7 +489,8 @@ def echo_floor(rate: int, seconds: float, warmup: float) -> dict:
     context = zmq.Context()
     try:
         socket = context.socket(zmq.DEALER)
-        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.LINGER, 1000)  # the stop below is delivered
+        socket.setsockopt(zmq.RCVHWM, 0)
         socket.connect(server.stdout.readline().strip())
         total = int(rate * (seconds + warmup))
         body = bytes(88)  # a record's size
@@ -514,15 +518,14 @@ def echo_floor(rate: int, seconds: float, warmup: float) -> dict:
             elif answered < total and not socket.poll(ANSWER_TIMEOUT_S * 1000):
                 raise WrongResult(f"echo: {total - answered} messages not answered")
         socket.send_multipart([wire.RECORDS, b"stop"])
+        server.wait(10)
         measured = due >= start + int(warmup * 1e9)
         return {"sent": total, **percentiles((answered_at - due)[measured] / 1000)}
     finally:
-        context.destroy(0)
-        try:
-            server.wait(5)
-        except subprocess.TimeoutExpired:
+        if server.poll() is None:
             server.kill()
             server.wait()
+        context.destroy(0)
 
 
 def latency(

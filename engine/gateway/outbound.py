@@ -7,9 +7,10 @@ Invariants:
 - a send that fails (the high-water mark, a peer gone) and what is for a gateway with no
   session is kept for the gateway (engine.gateway.sessions), never dropped; a session with a
   backlog gets nothing new before its backlog: order is kept;
-- a turn sends its private replies before its public events and clearing's (a member hears
-  of its own order no later than the market; trades.log is rebuilt from the journal, which
-  already holds the turn);
+- a turn hands its private and operator replies to ZeroMQ before its clearing events
+  (trades.log, rebuilt from the journal, which already holds the turn) and its public ones:
+  an acknowledgement waits for no publishing (a reply deferred to a backlog, or kept for a
+  gateway with no session, goes later);
 - market data says where it is after HEARTBEAT_NS without events; a session hears a
   Heartbeat when it has had nothing for its heartbeat interval.
 """
@@ -99,9 +100,9 @@ class Outbound:
             self._send_body(rid, messages.body())
 
     def _send(self) -> None:
-        """Send the turn's outputs: the private replies first (a member hears of its own
-        order no later than the market, and an acknowledgement waits for nothing it does not
-        need), then the trade stream (DATA/trades.log first) and market data."""
+        """Send the turn's outputs: the private and operator replies first (an
+        acknowledgement waits for no publishing), then the trade stream (DATA/trades.log
+        first) and market data."""
         for session in self.sessions.by_routing_id.values():
             if session.backlog:
                 self._drain_backlog(session)

@@ -7,7 +7,8 @@ checks its replay against it and `cxe clear --trades` reads it. Invariants:
 - record k of the file (from 1) is the clearing event with stream number k (`stream_seq`,
   the exchange's `clearing_seq`), encoded as `engine.protocol.encode` gives it: the file is a
   function of the journal. It holds every clearing event of the exchange's applied commands:
-  `publish` appends a turn's events after the journal's fsync and before anything is sent;
+  `publish` appends a turn's events after the journal's fsync and the turn's private and
+  operator replies, before its market data and anything sent to the stream's consumers;
 - at start it is brought level with the recovered exchange (`clearing_seq` C): records past
   C (a journal that lost its unsynced tail) and any damaged or torn tail (a machine crash:
   the file is flushed to the OS each turn, not fsynced) are cut, and records missing up to C
