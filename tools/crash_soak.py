@@ -1,11 +1,12 @@
 """Soak the engine's crash recovery: kill -9 under load from three gateway processes, restart,
 check (tests/support/crash.py), 1,000 times by default.
 
-    python tools/crash_soak.py [--cycles N] [--seed S] [--dir DIR]
+    python tools/crash_soak.py [--cycles N] [--seed S] [--dir DIR] [--day-every K]
 
-Prints a line per cycle (acknowledged orders so far, journal records); exits non-zero at the
-first cycle that loses an acknowledged order, applies one twice, or restarts to a state that is
-not its journal's.
+Prints a line per cycle (acknowledged orders so far, journal records, the trading day); exits
+non-zero at the first cycle that loses an acknowledged order, applies one twice, or restarts
+to a state that is not its journal's. Every --day-every cycles the operator closes the day and
+opens the next (tests/support/crash.py), so the state stays a day's size over 1,000 cycles.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.crash import CrashReport, crash_cycles
+from tests.support.crash import DAY_EVERY, CrashReport, crash_cycles
 
 
 def main() -> int:
@@ -26,20 +27,24 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dir", help="work directory (default: a temporary one)")
+    parser.add_argument(
+        "--day-every", type=int, default=DAY_EVERY, help="cycles per trading day (%(default)s)"
+    )
     args = parser.parse_args()
     started = time.monotonic()
 
     def progress(report: CrashReport) -> None:
         print(
             f"cycle {report.cycles}/{args.cycles}: {report.acknowledged:,} orders acknowledged, "
-            f"{report.journaled:,} journal records, {time.monotonic() - started:.0f} s",
+            f"{report.journaled:,} journal records, day {report.days}, "
+            f"{time.monotonic() - started:.0f} s",
             flush=True,
         )
 
     with tempfile.TemporaryDirectory(prefix="crash-soak-") as scratch:
         work = Path(args.dir or scratch)
         work.mkdir(parents=True, exist_ok=True)
-        report = crash_cycles(work, args.cycles, args.seed, progress)
+        report = crash_cycles(work, args.cycles, args.seed, progress, args.day_every)
     print(f"passed: {report.cycles} kill -9 restarts, nothing lost or doubled")
     return 0
 

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_twenty_kill_nine_restarts_under_load_lose_and_double_nothing(tmp_path):
-    report = crash_cycles(tmp_path, cycles=20, seed=20)
+    report = crash_cycles(tmp_path, cycles=20, seed=20, day_every=8)
     assert report.cycles == 20
+    assert report.days == 3  # kills fell on both sides of two day ends
     assert report.acknowledged > 100  # the load really ran through the crashes
     assert report.journaled >= report.acknowledged

@@ -1,5 +1,8 @@
 """Kill -9 the engine under load, restart it, and check that nothing acknowledged was lost,
-nothing was applied twice, and the state is exactly a fresh replay of the journal.
+nothing was applied twice, and the state is exactly a fresh replay of the journal. Every
+`day_every` cycles the operator closes the day and opens the next, as a market does: the day's
+orders end (the state stays the size of a day's), the engine snapshots at the day's end, and
+the journal goes on in a new day's segment; kills fall on either side of it.
 
 Used by tests/gateway/test_crash_recovery.py (20 cycles) and tools/crash_soak.py (1,000).
 """
@@ -19,8 +22,8 @@ from engine.core import Exchange
 from engine.gateway import wire
 from engine.journal import read_journal
 from engine.journal.snapshot import SNAPSHOT
-from engine.protocol import Accepted, NewOrder
-from tests.support.engine import EngineProcess
+from engine.protocol import Accepted, Close, EndOfDay, NewOrder, Rejected
+from tests.support.engine import DAY, EngineProcess
 
 GATEWAYS = (("mm", 1), ("brokers", 3), ("entities", 5))
 SNAPSHOT_EVERY = 10  # cycles: restarts then replay the journal after the latest snapshot
@@ -28,6 +31,7 @@ SNAPSHOT_EVERY = 10  # cycles: restarts then replay the journal after the latest
 # asks for one sees it written); the others may be torn by the kill, which recovery must bear
 SNAPSHOTS_WAITED = 0.75
 SNAPSHOT_TIMEOUT_S = 120.0
+DAY_EVERY = 25  # cycles per trading day
 
 
 @dataclass
@@ -35,6 +39,7 @@ class CrashReport:
     cycles: int = 0
     acknowledged: int = 0
     journaled: int = 0
+    days: int = 1
 
 
 class Acknowledgements:
@@ -109,7 +114,23 @@ def written(directory: Path, seq: int) -> None:
     raise AssertionError(f"no snapshot at seq {seq} or later in {directory}")
 
 
-def crash_cycles(work: Path, cycles: int, seed: int = 1, progress=None) -> CrashReport:
+def next_day(engine: EngineProcess, code: str, day: str) -> str:
+    """Close `code` and the day; kill the engine and restart it with its clock on the next
+    trading day's morning (a day starts on its own date); open that day and `code` in it.
+    The new day."""
+    closed = engine.admin(Close(code), EndOfDay())
+    assert not [a for a in closed if isinstance(a, Rejected)], closed
+    day = default_market().next_trading_day(day)
+    engine.clock = f"{day}T09:10+08:00"
+    engine.kill()
+    engine.start()
+    engine.open_market(code, day=day)
+    return day
+
+
+def crash_cycles(
+    work: Path, cycles: int, seed: int = 1, progress=None, day_every: int = DAY_EVERY
+) -> CrashReport:
     market = default_market()
     data = work / "data"
     orders = f"ipc://{work}/orders"
@@ -123,7 +144,8 @@ def crash_cycles(work: Path, cycles: int, seed: int = 1, progress=None) -> Crash
     acknowledgements = Acknowledgements(logs)
     engine.start()
     codes = [i.code for i in market.instruments]
-    engine.open_market(codes[0])
+    engine.open_market(codes[0], day=DAY)
+    day = DAY
     price = market.instruments[0].reference_price
     generators = [
         subprocess.Popen(
@@ -154,6 +176,9 @@ def crash_cycles(work: Path, cycles: int, seed: int = 1, progress=None) -> Crash
                 (requested,) = engine.admin(wire.SnapshotNow())
                 if rng.random() < SNAPSHOTS_WAITED:
                     written(data / "snapshots", requested.seq)
+            if cycle % day_every == day_every - 1:
+                day = next_day(engine, codes[0], day)
+                report.days += 1
             report.cycles = cycle + 1
             report.acknowledged = acknowledgements.count
             if progress:

@@ -43,6 +43,7 @@ class EngineProcess:
         self.process: subprocess.Popen | None = None
         self.endpoints: dict[str, str] = {}
         self.log = self.data.parent / f"{self.data.name}.log"
+        self.clock = CLOCK  # where the service's clock starts (`cxe serve --clock`)
 
     def start(self, timeout: float = 240) -> EngineProcess:
         endpoints = self.data / "endpoints.json"
@@ -56,7 +57,7 @@ class EngineProcess:
             "--data",
             str(self.data),
             "--clock",
-            CLOCK,
+            self.clock,
             *loopback,
             *self.extra,
         ]
@@ -105,10 +106,10 @@ class EngineProcess:
         (report,) = self.admin(wire.Status())
         return report
 
-    def open_market(self, *codes: str) -> None:
+    def open_market(self, *codes: str, day: str = DAY) -> None:
         from engine.protocol import OpenCall, StartOfDay, Uncross
 
-        commands = [StartOfDay(DAY)]
+        commands = [StartOfDay(day)]
         for code in codes:
             commands += [OpenCall(code), Uncross(code)]
         answers = self.admin(*commands)
