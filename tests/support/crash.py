@@ -9,12 +9,14 @@ Used by tests/gateway/test_crash_recovery.py (20 cycles) and tools/crash_soak.py
 
 from __future__ import annotations
 
+import contextlib
 import random
 import subprocess
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 from engine.config import default_market
@@ -114,18 +116,35 @@ def written(directory: Path, seq: int) -> None:
     raise AssertionError(f"no snapshot at seq {seq} or later in {directory}")
 
 
-def next_day(engine: EngineProcess, code: str, day: str) -> str:
-    """Close `code` and the day; kill the engine and restart it with its clock on the next
-    trading day's morning (a day starts on its own date); open that day and `code` in it.
-    The new day."""
-    closed = engine.admin(Close(code), EndOfDay())
-    assert not [a for a in closed if isinstance(a, Rejected)], closed
-    day = default_market().next_trading_day(day)
+def trading_days(cycles: int, day_every: int) -> list[str]:
+    """The trading days of `cycles` cycles: from DAY, or from an earlier day of the market's
+    calendar when it ends before they do; ValueError when it cannot hold them."""
+    market = default_market()
+    days, day = [], (date.fromisoformat(market.calendar_range[0]) - timedelta(1)).isoformat()
+    with contextlib.suppress(ValueError):  # the calendar's end
+        while True:
+            day = market.next_trading_day(day)
+            days.append(day)
+    needed = cycles // day_every + 1
+    if needed > len(days):
+        raise ValueError(
+            f"{cycles} cycles at {day_every} a day need {needed} trading days; the market's "
+            f"calendar holds {len(days)}: give --day-every more cycles"
+        )
+    start = min(days.index(DAY) if DAY in days else 0, len(days) - needed)
+    return days[start : start + needed]
+
+
+def open_day(engine: EngineProcess, code: str, day: str, close: bool) -> None:
+    """(Close `code` and the day, kill the engine,) start it with its clock on `day`'s morning
+    (a day starts on its own date), open the day and `code` in it."""
+    if close:
+        closed = engine.admin(Close(code), EndOfDay())
+        assert not [a for a in closed if isinstance(a, Rejected)], closed
+        engine.kill()
     engine.clock = f"{day}T09:10+08:00"
-    engine.kill()
     engine.start()
     engine.open_market(code, day=day)
-    return day
 
 
 def crash_cycles(
@@ -142,10 +161,9 @@ def crash_cycles(
     for log in logs:
         log.touch()
     acknowledgements = Acknowledgements(logs)
-    engine.start()
     codes = [i.code for i in market.instruments]
-    engine.open_market(codes[0], day=DAY)
-    day = DAY
+    days = trading_days(cycles, day_every)
+    open_day(engine, codes[0], days[0], close=False)
     price = market.instruments[0].reference_price
     generators = [
         subprocess.Popen(
@@ -177,7 +195,7 @@ def crash_cycles(
                 if rng.random() < SNAPSHOTS_WAITED:
                     written(data / "snapshots", requested.seq)
             if cycle % day_every == day_every - 1:
-                day = next_day(engine, codes[0], day)
+                open_day(engine, codes[0], days[report.days], close=True)
                 report.days += 1
             report.cycles = cycle + 1
             report.acknowledged = acknowledgements.count
