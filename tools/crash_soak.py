@@ -22,13 +22,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.crash import DAY_EVERY, CrashReport, crash_cycles
 
 
+def positive(text: str) -> int:
+    """A whole number of at least 1, or argparse's usage error naming it."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cycles", type=int, default=1000)
+    parser.add_argument("--cycles", type=positive, default=1000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dir", help="work directory (default: a temporary one)")
     parser.add_argument(
-        "--day-every", type=int, default=DAY_EVERY, help="cycles per trading day (%(default)s)"
+        "--day-every", type=positive, default=DAY_EVERY, help="cycles per trading day (%(default)s)"
     )
     args = parser.parse_args()
     started = time.monotonic()

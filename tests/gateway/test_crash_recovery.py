@@ -19,3 +19,18 @@ def test_twenty_kill_nine_restarts_under_load_lose_and_double_nothing(tmp_path):
     assert report.days == 3  # kills fell on both sides of two day ends
     assert report.acknowledged > 100  # the load really ran through the crashes
     assert report.journaled >= report.acknowledged
+
+
+@pytest.mark.parametrize("arguments", [["--cycles", "0"], ["--cycles", "-3"], ["--day-every", "0"],
+                                       ["--day-every", "x"]])  # fmt: skip
+def test_the_soak_refuses_counts_below_one_before_it_starts_anything(arguments):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    soak = Path(__file__).resolve().parents[2] / "tools" / "crash_soak.py"
+    done = subprocess.run([sys.executable, str(soak), *arguments], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    assert "is not a whole number of at least 1" in done.stderr
+    assert "Traceback" not in done.stderr
