@@ -1,9 +1,11 @@
 """md_fanout: the market data feed of a real `cxe serve` under order-entry load.
 
-For each subscriber count in COUNTS, back to back in one run and in that order (no
-subscribers first and again last, to see the machine's drift): a fresh engine (bench.e2e's
-engine_run: `cxe serve` with fsync on, CEA21 open), `n` subscriber processes
-(bench.md_subscriber: a MarketDataClient over every instrument, each in its own process)
+For each run of RUNS (a subscriber count, and whether they take the feed from a relay),
+back to back in one run and in that order (no subscribers first and again last, to see the
+machine's drift): a fresh engine (bench.e2e's engine_run: `cxe serve` with fsync on, CEA21
+open), for a relayed run a `cxe relay` of its feed (engine.gateway.relay: the engine then has
+one subscriber, the relay the many), `n` subscriber processes (bench.md_subscriber: a
+MarketDataClient over every instrument, each in its own process, snapshots from the engine)
 synced from a snapshot, then GATEWAYS gateway processes send the seeded stream of
 e2e_throughput (bench.e2e: frames of records, replies read and decoded). Measured per run:
 order entry in orders/s (first send of any gateway to last answer of any), the engine's CPU
@@ -13,17 +15,17 @@ on a CPU (`main_thread_busy`), each subscriber's updates/s (public events
 applied, first to last), all subscribers' updates/s together, and the resyncs they made
 (each one a gap seen) and snapshots asked again.
 
-The subscribers run at niceness NICE (at 19 under SCHED_IDLE too: `in_background`), and the
-engine's service loop (its main thread) on a CPU of its own (`pin`, the default when the
-machine has two CPUs or more): subscribers stand for other machines, and an exchange gives
-its matching loop a core. On a machine of few cores fifty busy Python processes at the
-engine's priority take the CPU from it and from the gateways (the scheduler gives each
-runnable process its share), which measures the machine, not the feed. With `pin`, CPU 0
-holds the loop alone; the engine's ZeroMQ I/O threads (which write every message to each
-subscriber's connection: the feed's cost in the engine), the gateways, the subscribers and
-this process share the other CPUs. `python -m bench.md_fanout ORDERS NICE [pin]` runs it at
-another niceness (0: the same priority as the engine) and pinned or not (other programs on
-the machine still share CPU 0).
+The subscribers and the relay run at niceness NICE (at 19 under SCHED_IDLE too:
+`in_background`): they stand for other machines, the relay for a fan-out tier's. And the
+engine's service loop (its main thread) runs on a CPU of its own (`pin`, the default when
+the machine has two CPUs or more): an exchange gives its matching loop a core. On a machine
+of few cores fifty busy Python processes at the engine's priority take the CPU from it and
+from the gateways (the scheduler gives each runnable process its share), which measures the
+machine, not the feed. With `pin`, CPU 0 holds the loop alone; the engine's ZeroMQ I/O
+threads (which write every message to each subscriber's connection: the feed's cost in the
+engine), the gateways, the relay, the subscribers and this process share the other CPUs.
+`python -m bench.md_fanout ORDERS NICE [pin]` runs it at another niceness (0: the same
+priority as the engine) and pinned or not (other programs on the machine still share CPU 0).
 
 Invariants (else WrongResult): every order is answered once, the engine's seq counts them
 and its journal replays to the state hash it reported (bench.e2e.check_engine); every
@@ -49,7 +51,8 @@ from engine.gateway.marketdata_client import MarketDataClient, Synced
 from engine.types import Side
 
 SUBSCRIBER = [sys.executable, "-m", "bench.md_subscriber"]
-COUNTS = (0, 1, 10, 50, 0)
+RELAY = [sys.executable, "-m", "engine.cli", "relay", "--bind", "tcp://127.0.0.1:*"]
+RUNS = ((0, False), (1, False), (10, False), (50, False), (50, True), (0, False))
 GATEWAYS = 2  # as e2e_throughput
 NICE = 19  # the subscribers' niceness (see the module docstring)
 START_TIMEOUT_S = 120.0
@@ -90,12 +93,32 @@ def stream_position(endpoints: dict[str, str]) -> int:
         client.close()
 
 
-def drive_with_subscribers(count: int, orders: int, nice: int, pin: bool, seen: dict):
+def start_relay(upstream: str, nice: int) -> tuple[subprocess.Popen, str]:
+    """`cxe relay` of the engine's feed at niceness `nice`, and where it says subscribers
+    connect."""
+    relay = subprocess.Popen(
+        [*RELAY, "--upstream", upstream, "--report", "3600"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=partial(in_background, nice),
+    )
+    for line in relay.stdout:
+        if "subscribers connect to " in line:
+            return relay, line.rsplit(" ", 1)[1].strip()
+    relay.wait()
+    raise WrongResult(f"md_fanout: cxe relay did not start: {relay.stderr.read()}")
+
+
+def drive_with_subscribers(
+    count: int, orders: int, nice: int, pin: bool, seen: dict, relayed: bool = False
+):
     """A drive for engine_run: with `pin`, give the engine's main thread (the service loop)
     CPU 0 and its other threads the others (this process and so its children keep the others
-    too); start `count` subscribers at niceness `nice` and wait until each holds its
-    snapshot, run the gateways (the engine's CPU time meanwhile into `seen`: "cpu_s",
-    "main_thread_cpu_s"), then let every subscriber reach the engine's final
+    too); with `relayed`, start a relay of the engine's feed at niceness `nice`; start
+    `count` subscribers at niceness `nice` (on the relay's feed, if any) and wait until each
+    holds its snapshot, run the gateways (the engine's CPU time meanwhile into `seen`:
+    "cpu_s", "main_thread_cpu_s"), then let every subscriber reach the engine's final
     position and collect what each prints into seen["subscribers"]."""
 
     def drive(endpoints: dict) -> list[dict]:
@@ -104,7 +127,10 @@ def drive_with_subscribers(count: int, orders: int, nice: int, pin: bool, seen: 
             others = os.sched_getaffinity(0)  # fanout_benchmark left CPU 0 out
             for thread in os.listdir(f"/proc/{pid}/task"):
                 os.sched_setaffinity(int(thread), {0} if int(thread) == pid else others)
-        feed = [endpoints["market_data"], endpoints["snapshots"]]
+        relay, feed = None, [endpoints["market_data"], endpoints["snapshots"]]
+        if relayed:
+            relay, feed[0] = start_relay(endpoints["market_data"], nice)
+            seen["relay"] = relay
         processes = [
             subprocess.Popen(
                 [*SUBSCRIBER, *feed],
@@ -136,17 +162,27 @@ def drive_with_subscribers(count: int, orders: int, nice: int, pin: bool, seen: 
                 if process.poll() is None:
                     process.kill()
                     process.wait()
+            if relay is not None:
+                relay.terminate()
+                relay.wait(30)
 
     return drive
 
 
 def fanout_run(
-    root: Path, name: str, orders: int, count: int, nice: int = NICE, pin: bool = False
+    root: Path,
+    name: str,
+    orders: int,
+    count: int,
+    nice: int = NICE,
+    pin: bool = False,
+    relayed: bool = False,
 ) -> dict:
-    """One fresh engine loaded by the gateways with `count` subscribers (module docstring)."""
+    """One fresh engine loaded by the gateways with `count` subscribers, behind a relay if
+    `relayed` (module docstring)."""
     seen: dict = {"subscribers": []}
     replayed = Exchange(MARKET)
-    drive = drive_with_subscribers(count, orders, nice, pin, seen)
+    drive = drive_with_subscribers(count, orders, nice, pin, seen, relayed)
     results, engine = engine_run(root, name, True, drive, replayed)
     subscribers = seen["subscribers"]
     position, depth = replayed.state.public_seq, depth_of(replayed)
@@ -163,6 +199,7 @@ def fanout_run(
     )
     return {
         "subscribers": count,
+        "relayed": relayed,
         "orders_per_s": entry["orders_per_s"],
         "seconds": entry["seconds"],
         "cpu_us_per_order": round(seen["cpu_s"] * 1e6 / orders, 2),
@@ -188,12 +225,21 @@ def fanout_run(
     }
 
 
+def run_name(run: dict) -> str:
+    """A run as the ratios name it: "50", or "50 relayed"."""
+    return f"{run['subscribers']}{' relayed' if run['relayed'] else ''}"
+
+
 def fanout_benchmark(
-    orders: int, counts: tuple[int, ...] = COUNTS, nice: int = NICE, pin: bool | None = None
+    orders: int,
+    runs: tuple[tuple[int, bool], ...] = RUNS,
+    nice: int = NICE,
+    pin: bool | None = None,
 ) -> dict:
-    """md_fanout (module docstring): `value` is all 50 subscribers' updates/s together;
-    `entry_ratio` each count's order entry rate (and engine CPU per order) over the runs
-    without subscribers (their mean). No reference implementation: `reference` is None."""
+    """md_fanout (module docstring): `value` is the largest count's subscribers' updates/s
+    together (direct); `entry_ratio` each run's order entry rate (and engine CPU per order)
+    over the runs without subscribers (their mean). No reference implementation:
+    `reference` is None."""
     cpus = os.sched_getaffinity(0)
     if pin is None:
         pin = len(cpus) >= 2 and 0 in cpus
@@ -202,31 +248,32 @@ def fanout_benchmark(
     try:
         with tempfile.TemporaryDirectory(prefix="cxe-md-") as temporary:
             root = Path(temporary)
-            runs = [
-                fanout_run(root, f"run{k}-{n}", orders, n, nice, pin) for k, n in enumerate(counts)
+            results = [
+                fanout_run(root, f"run{k}-{n}", orders, n, nice, pin, relayed)
+                for k, (n, relayed) in enumerate(runs)
             ]
     finally:
         os.sched_setaffinity(0, cpus)
-    bare = [r for r in runs if not r["subscribers"]]
+    bare = [r for r in results if not r["subscribers"]]
     base_rate = statistics.mean(r["orders_per_s"] for r in bare)
     base_cpu = statistics.mean(r["main_thread_cpu_us_per_order"] for r in bare)
-    top = max(runs, key=lambda r: r["subscribers"])
+    top = max(results, key=lambda r: (r["subscribers"], not r["relayed"]))
     return {
         "bench": "md_fanout",
         "value": top["updates_per_s_all"],
         "unit": f"updates/s to {top['subscribers']} subscribers",
         "reference": None,
         "entry_ratio": {
-            str(r["subscribers"]): round(r["orders_per_s"] / base_rate, 3)
-            for r in runs
+            run_name(r): round(r["orders_per_s"] / base_rate, 3)
+            for r in results
             if r["subscribers"]
         },
         "main_thread_cpu_ratio": {
-            str(r["subscribers"]): round(r["main_thread_cpu_us_per_order"] / base_cpu, 3)
-            for r in runs
+            run_name(r): round(r["main_thread_cpu_us_per_order"] / base_cpu, 3)
+            for r in results
             if r["subscribers"]
         },
-        "runs": runs,
+        "runs": results,
         "orders": orders,
         "gateways": GATEWAYS,
         "subscriber_nice": nice,

@@ -2,8 +2,8 @@
 
 Commands grow with the project: clearing's in engine.cli.clearing, replay's and the logs' in
 engine.cli.replay, the engine service's (serve, admin) in engine.cli.serve, the live view
-(watch) in engine.cli.watch, key pairs (keys) in engine.cli.keys, shared argument types in
-engine.cli.common.
+(watch) in engine.cli.watch, the feed's fan-out (relay) in engine.cli.relay, key pairs (keys)
+in engine.cli.keys, shared argument types in engine.cli.common.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from engine.cli import clearing, keys, replay, serve, watch
+from engine.cli import clearing, keys, relay, replay, serve, watch
 from engine.cli.common import market_of, positive_int, trading_date
 
 LIVE_STEPS = 1_000  # continuous steps of `cxe demo` with the real processes (engine.demo_live)
@@ -138,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve.add_commands(commands)
     watch.add_commands(commands)
+    relay.add_commands(commands)
     clearing.add_commands(commands)
     replay.add_commands(commands)
     keys.add_commands(commands)

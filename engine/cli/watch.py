@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING
 
-from engine.cli.common import market_of, positive_int
+from engine.cli.common import market_of, positive_int, positive_seconds
 from engine.cli.serve import DEFAULT_DATA, engine_endpoints
 from engine.types import Phase, Side, format_price
 
@@ -275,17 +275,6 @@ def render(
 
 
 # -- the command --------------------------------------------------------------------------------
-
-
-def positive_seconds(text: str) -> float:
-    """argparse type: a number of seconds above zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
-    return value
 
 
 def watch_endpoints(args: argparse.Namespace) -> tuple[str, str, str]:

@@ -24,6 +24,7 @@ PROBES = {
     "serve": ["serve", "--orders", "no-such-endpoint", "--data", "{tmp}/data"],
     "admin": ["admin", "status", "--endpoint", "no-such-endpoint"],
     "watch": ["watch", "--market-data", "x", "--snapshots", "y", "--admin", "z"],
+    "relay": ["relay", "--upstream", "x", "--bind", "tcp://127.0.0.1:*"],
     "clear": ["clear", "--date", "2026-11-24", "--trades", "{tmp}/junk.txt", "--out", "{tmp}/o"],
     "capture": ["capture", "--endpoint", "no-such-endpoint", "--store", "{tmp}/c.db"],
     "surrender": ["surrender", "--ledger", "{tmp}/junk.txt", "--member", "5", "--period", "2025"],

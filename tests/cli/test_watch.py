@@ -1,5 +1,6 @@
 """`cxe watch`: the pure rendering of books and status, and the real command against a real
-engine driven by real gateways (orders, a trade, a reject, a call phase with an indicative)."""
+engine driven by real gateways (orders, a trade, a reject, a call phase with an indicative),
+directly and through `cxe relay` (the feed's fan-out), whose errors are tested here too."""
 
 from __future__ import annotations
 
@@ -239,19 +240,74 @@ def test_watch_live_follows_the_feed_until_interrupted(engine):
     assert re.search(r"entities\s+│\s+1\s+│", out), out  # its command, from a later Status
 
 
-@pytest.mark.slow
-def test_watch_stops_on_sigterm_without_a_traceback(engine):
-    process = live_watch(engine)
+def stops_on_sigterm(process: subprocess.Popen) -> str:
+    """SIGTERM `process` once it handles it: it must exit 0 without a traceback; what it
+    printed."""
     try:
         wait_until_caught(process, signal.SIGINT, signal.SIGTERM)
         process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=30)
+        out, err = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait(30)
     assert process.returncode == 0, err
     assert "Traceback" not in err
+    return out
+
+
+@pytest.mark.slow
+def test_watch_stops_on_sigterm_without_a_traceback(engine):
+    stops_on_sigterm(live_watch(engine))
+
+
+def start_relay(engine, *args: str) -> tuple[subprocess.Popen, str]:
+    """`cxe relay` of the engine (SIGINT ignored, as in a background job), and the endpoint
+    it says subscribers connect to."""
+    process = subprocess.Popen(
+        [*cxe_command(), "relay", "--data", str(engine.data), "--bind", "tcp://127.0.0.1:*",
+         *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=ignore_sigint,
+    )  # fmt: skip
+    for line in process.stdout:
+        if "subscribers connect to " in line:
+            return process, line.rsplit(" ", 1)[1].strip()
+    raise AssertionError(f"cxe relay said no endpoint: {process.stderr.read()}")
+
+
+@pytest.mark.slow
+def test_watch_through_cxe_relay_shows_the_engine_books_and_relay_stops_on_sigterm(engine):
+    process, endpoint = start_relay(engine, "--report", "0.2")
+    try:
+        result = watch(
+            "--once", "--market-data", endpoint, "--snapshots", engine.endpoints["snapshots"],
+            "--admin", engine.endpoints["admin"],
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert re.search(r"62\.01\s+70\s+2\s", result.stdout), result.stdout  # the best ask
+        md = MarketDataClient(endpoint, engine.endpoints["snapshots"])
+        try:
+            with GatewayClient(engine.endpoints["orders"], "entities") as gateway:
+                while not md.synced:
+                    assert md.next_update(10.0) is not None
+                gateway.submit("relay1", 5, "CEA25", Side.SELL, REF + 10, 321)
+                wait_for(gateway, Accepted, cl_ord_id="relay1")
+            deadline = time.monotonic() + 10
+            while (REF + 10, 321, 1) not in md.books["CEA25"].depth(Side.SELL):
+                assert time.monotonic() < deadline, md.books["CEA25"].depth(Side.SELL)
+                md.poll(0.2)
+            assert md.resyncs == 0
+        finally:
+            md.close()
+    except BaseException:
+        process.kill()
+        process.wait(30)
+        raise
+    out = stops_on_sigterm(process)
+    assert re.search(r"relay: stopped; [1-9][\d,]* messages from the engine", out), out
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -317,3 +373,16 @@ def test_the_tape_takes_a_snapshots_last_trade_once_and_only_when_newer():
     assert [t.trade_id for t in tape.trades["CEA25"]] == [2]
     tape.take(Synced(12, resync=True), {"CEA25": book(Phase.CONTINUOUS, [], [], None, trade(4))})
     assert [t.trade_id for t in tape.trades["CEA25"]] == [4, 2]  # trade 3 fell in the gap
+
+
+def test_relay_errors_say_what_to_do(tmp_path):
+    nothing = cxe("relay", "--data", str(tmp_path))
+    assert nothing.returncode == 2 and "no running engine found" in nothing.stderr
+    assert "--upstream" in nothing.stderr
+    exposed = cxe("relay", "--upstream", "tcp://127.0.0.1:1", "--bind", "tcp://0.0.0.0:*")
+    assert exposed.returncode == 2 and "plain mode binds to loopback only" in exposed.stderr
+    for option, value in (("--report", "0"), ("--report", "inf"), ("--hwm", "0")):
+        bad = cxe("relay", option, value)
+        assert bad.returncode == 2 and option in bad.stderr
+    for result in (nothing, exposed, bad):
+        assert "Traceback" not in result.stderr

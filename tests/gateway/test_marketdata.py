@@ -165,17 +165,12 @@ def test_late_joiner_holds_the_engine_books_after_every_update(service_factory, 
 # -- (b) a slow subscriber --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("instruments", [None, ["CEA25"]], ids=["all", "one"])
-def test_slow_subscriber_detects_the_gap_and_resyncs_by_itself(
-    service_factory, clients, instruments
-):
-    service = service_factory(sndhwm=20, sndbuf=4096)
-    service.submit(opening())
-    service.drain()
-    client = clients(service, instruments=instruments, rcvhwm=20, rcvbuf=4096)
+def a_burst_makes_it_resync(service: ServiceStandIn, client: MarketDataClient, instruments):
+    """A burst while `client` (synced, small queues) reads nothing: a message or more for
+    every command. It must see the gap, resync by itself and end with the engine's books of
+    its instruments, which it returns."""
     first = client.next_update(5.0)
     assert isinstance(first, Synced) and not first.resync
-    # a burst while the client reads nothing: a message or more for every command
     service.submit(order_flow(6000, seed=5), turn=1)
     service.drain()
     time.sleep(0.3)
@@ -185,6 +180,18 @@ def test_slow_subscriber_detects_the_gap_and_resyncs_by_itself(
     codes = instruments or CODES
     assert set(client.books) == set(codes)
     assert client_now(client) == engine_now(service, codes)
+    return codes
+
+
+@pytest.mark.parametrize("instruments", [None, ["CEA25"]], ids=["all", "one"])
+def test_slow_subscriber_detects_the_gap_and_resyncs_by_itself(
+    service_factory, clients, instruments
+):
+    service = service_factory(sndhwm=20, sndbuf=4096)
+    service.submit(opening())
+    service.drain()
+    client = clients(service, instruments=instruments, rcvhwm=20, rcvbuf=4096)
+    codes = a_burst_makes_it_resync(service, client, instruments)
     if instruments is None:
         assert client.seq == service.exchange.state.public_seq
     # it goes on from there with no further loss while it keeps up (a pace its queues of 20

@@ -22,10 +22,11 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from engine.clearing.capture import TradeStore
-from engine.config import Security, default_market
+from engine.config import Security, default_market, load_market
 from engine.gateway import wire
 from engine.gateway.client import GatewayClient, LogonRefused
 from engine.gateway.marketdata_client import MarketDataClient
+from engine.gateway.relay import FeedRelay
 from engine.gateway.security import (
     KeyPair,
     read_key,
@@ -303,6 +304,37 @@ def test_a_market_data_key_reads_the_feed_but_cannot_send_orders(engine):
         assert set(reader.books) == set(CODES)
     finally:
         reader.close()
+
+
+def test_a_relay_serves_the_feed_to_listed_keys_only_and_subscribes_with_its_own(engine, keyed):
+    """`FeedRelay` with the config's [security]: a CURVE client of the engine under a market
+    data identity, a CURVE server to its subscribers with the engine's key pair and key
+    table, so a subscriber connects to it as it would to the engine."""
+    process, keys = engine
+    tmp, _ = keyed
+    security = load_market(write_config(tmp / "relay.json", keys, GATEWAY_KEYS)).security
+    upstream = process.endpoints["market_data"]
+    with FeedRelay(upstream, "tcp://127.0.0.1:*", security=security,
+                   client=as_(keys, "feed")) as relay:  # fmt: skip
+        assert handshake(relay.endpoint, as_(keys, "stranger"), zmq.SUB) == FAILED_AUTH
+        assert handshake(relay.endpoint, None, zmq.SUB) != SUCCEEDED  # no CURVE at all
+        assert handshake(relay.endpoint, as_(keys, "mm"), zmq.SUB) == SUCCEEDED
+        reader = MarketDataClient(relay.endpoint, process.endpoints["snapshots"],
+                                  curve_keys=as_(keys, "feed"))  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while not reader.synced or relay.statistics().received == 0:  # heartbeats pass
+                assert time.monotonic() < deadline, "nothing came through the relay"
+                reader.poll(0.2)
+            assert set(reader.books) == set(CODES)
+        finally:
+            reader.close()
+    # a relay whose own key the engine does not list gets nothing to pass on
+    with FeedRelay(upstream, "tcp://127.0.0.1:*", security=security,
+                   client=as_(keys, "stranger")) as relay:  # fmt: skip
+        time.sleep(2.5)  # two of the engine's idle heartbeats
+        assert relay.statistics().received == 0
+    assert handshake(upstream, as_(keys, "stranger"), zmq.SUB) == FAILED_AUTH
 
 
 def test_a_revoked_key_is_refused_after_reload_and_its_session_ends(keyed):

@@ -1,0 +1,177 @@
+"""A market data relay: one subscriber of the engine's feed that republishes it to many.
+
+The engine's service loop hands each feed message to ZeroMQ once, but its PUB socket then
+writes it into one queue per subscriber, in the loop's own thread, and its I/O thread writes
+it to every subscriber's connection: the loop's cost per message grows with the number of
+subscribers. A relay takes that fan-out off the engine: the engine has one subscriber (the
+relay, or a few), the relay has the many. Exchanges run such fan-out tiers on machines of
+their own; `cxe relay` runs one (engine.cli.relay).
+
+`FeedRelay(upstream, bind)` is a SUB socket connected to the engine's market data endpoint
+and subscribed to everything, a PUB socket bound for subscribers, and libzmq's proxy between
+them (`zmq.proxy_steerable`, C code that holds no GIL) on a thread of its own; `stop()` ends
+it, `statistics()` asks it what it has carried.
+
+Invariants:
+- every message the relay receives goes out unchanged, frames and order kept: topic, header
+  (both sequence numbers) and payload are the engine's, so a subscriber's gap checks,
+  heartbeats and the engine's snapshot service (which subscribers still ask directly: the
+  relay serves no snapshots) work through a relay exactly as they do direct
+  (engine.gateway.marketdata);
+- the relay subscribes upstream to everything once, at start, and forwards no subscription:
+  the engine sends it every message whoever is behind it, so a subscriber's first messages
+  never wait for its subscription to travel to the engine; the relay's PUB socket filters by
+  topic for each subscriber;
+- it drops and never blocks, as the engine's feed does: a subscriber whose queue is at the
+  high-water mark loses messages (its gap check resyncs it from the engine's snapshots); the
+  engine drops for a relay that falls behind in the same way, and each subscriber behind it
+  resyncs;
+- with CURVE (`server` and `client` given) the relay is a client of the engine's market data
+  socket under a market data identity of the config, and a server to its subscribers with the
+  engine's key pair and key table (domain "market_data", failing closed as the engine does),
+  so a subscriber connects to a relay as it would to the engine;
+- its sockets are used only by the proxy thread while it runs: they are made before it starts
+  and closed after it has ended; the caller holds only the other end of the control pair.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from itertools import count
+
+import zmq
+
+from engine.config import Security
+from engine.gateway.marketdata import DEFAULT_SNDHWM
+from engine.gateway.security import (
+    KeyPair,
+    secure_client,
+    secure_server,
+    server_keys,
+    start_authenticator,
+)
+
+FRAMES_PER_MESSAGE = 3  # [topic, header, payload]: every message of the feed
+_controls = count()
+
+
+@dataclass(frozen=True)
+class RelayStatistics:
+    """What the relay has carried since it started: messages and bytes received from the
+    engine, and sent on to the PUB socket (which then delivers each to every subscriber
+    whose subscription matches; a message dropped at a subscriber's high-water mark is not
+    counted apart)."""
+
+    received: int
+    received_bytes: int
+    sent: int
+    sent_bytes: int
+
+
+class FeedRelay:
+    """The relay (module docstring): `start()`, then `stop()`; `endpoint` is where
+    subscribers connect (the bound address, a port chosen by the system when `bind` asks
+    for one)."""
+
+    def __init__(
+        self,
+        upstream: str,
+        bind: str,
+        *,
+        hwm: int = DEFAULT_SNDHWM,
+        sndbuf: int | None = None,  # the kernel's send buffer per subscriber (bytes)
+        security: Security | None = None,
+        client: tuple[KeyPair, bytes] | None = None,  # (relay's key pair, engine's public key)
+    ) -> None:
+        if (security is None) != (client is None):
+            raise ValueError(
+                "CURVE needs both the market config's [security] section (to admit "
+                "subscribers) and the relay's own market data key (to subscribe to the engine)"
+            )
+        self.upstream = upstream
+        self.context = zmq.Context()
+        self.authenticator = None
+        self._thread = threading.Thread(target=self._run, name="cxe-relay", daemon=True)
+        self.failure: zmq.ZMQError | None = None  # why the proxy ended, if not by stop()
+        try:
+            self._open(bind, hwm, sndbuf, security, client)
+        except BaseException:  # a bad endpoint or key: nothing is left open
+            self.stop()
+            raise
+
+    def _open(
+        self,
+        bind: str,
+        hwm: int,
+        sndbuf: int | None,
+        security: Security | None,
+        client: tuple[KeyPair, bytes] | None,
+    ) -> None:
+        context = self.context
+        self.feed = context.socket(zmq.SUB)
+        self.feed.setsockopt(zmq.LINGER, 0)
+        self.feed.setsockopt(zmq.RCVHWM, hwm)
+        if client is not None:
+            secure_client(self.feed, *client)
+        self.feed.setsockopt(zmq.SUBSCRIBE, b"")
+        self.feed.connect(self.upstream)
+        self.pub = context.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.setsockopt(zmq.SNDHWM, hwm)
+        if sndbuf is not None:
+            self.pub.setsockopt(zmq.SNDBUF, sndbuf)
+        if security is not None:
+            secure_server(self.pub, server_keys(security), "market_data")
+            self.authenticator = start_authenticator(context, security)
+        self.pub.bind(bind)
+        self.endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
+        control = f"inproc://relay-control-{next(_controls)}"
+        self._control = context.socket(zmq.PAIR)
+        self._control.bind(control)
+        self._steer = context.socket(zmq.PAIR)
+        self._steer.connect(control)
+
+    def start(self) -> FeedRelay:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            zmq.proxy_steerable(self.feed, self.pub, None, self._control)
+        except zmq.ZMQError as exc:
+            self.failure = exc
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def statistics(self, timeout: float = 5.0) -> RelayStatistics:
+        """What the proxy has carried (it answers between messages; TimeoutError if it does
+        not within `timeout` seconds, RuntimeError if it has ended)."""
+        if not self.running:
+            raise RuntimeError(f"the relay has stopped ({self.failure or 'stop() was called'})")
+        self._steer.send(b"STATISTICS")
+        if not self._steer.poll(timeout * 1000):
+            raise TimeoutError(f"the relay did not answer within {timeout:g} s")
+        figures = [int.from_bytes(frame, "little") for frame in self._steer.recv_multipart()]
+        received, received_bytes, _, _, _, _, sent, sent_bytes = figures
+        return RelayStatistics(
+            received // FRAMES_PER_MESSAGE, received_bytes, sent // FRAMES_PER_MESSAGE, sent_bytes
+        )
+
+    def stop(self) -> None:
+        """End the proxy and close everything (idempotent)."""
+        if self._thread.is_alive():
+            self._steer.send(b"TERMINATE")
+            self._thread.join()
+        if self.authenticator is not None:
+            self.authenticator.stop()
+            self.authenticator = None
+        self.context.destroy(linger=0)
+
+    def __enter__(self) -> FeedRelay:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

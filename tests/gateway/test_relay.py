@@ -1,0 +1,195 @@
+"""The market data relay (engine.gateway.relay) over real ZeroMQ sockets on loopback: between
+the service stand-in's feed (bench.md_standin) and MarketDataClients, which take snapshots
+from the engine directly and must hold the engine's books after every update, fall behind
+and resync, as they do connected to the engine itself (tests/gateway/test_marketdata.py)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import zmq
+
+from bench.md_standin import opening, order_flow
+from engine.gateway.marketdata import HEARTBEAT_TOPIC
+from engine.gateway.marketdata_client import MarketDataClient
+from engine.gateway.relay import FeedRelay
+from tests.gateway.test_marketdata import (
+    LOOPBACK,
+    EngineHistory,
+    a_burst_makes_it_resync,
+    check_every_update,
+    client_now,
+    engine_now,
+    service_factory,  # noqa: F401 (a fixture)
+)
+
+
+@pytest.fixture
+def relay_for():
+    started: list[FeedRelay] = []
+
+    def make(service, **options) -> FeedRelay:
+        relay = FeedRelay(service.endpoints[0], LOOPBACK, **options).start()
+        started.append(relay)
+        connected(relay, service)
+        return relay
+
+    yield make
+    for relay in started:
+        relay.stop()
+
+
+def connected(relay: FeedRelay, service) -> None:
+    """Wait until a heartbeat of the stand-in has come through `relay` (its subscription to
+    the engine is in place: what the engine publishes from now on reaches it)."""
+    probe = zmq.Context.instance().socket(zmq.SUB)
+    probe.setsockopt(zmq.LINGER, 0)
+    probe.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC)
+    probe.connect(relay.endpoint)
+    try:
+        deadline = time.monotonic() + 10
+        while not probe.poll(50):
+            assert time.monotonic() < deadline, "no heartbeat came through the relay"
+            service.beat()
+    finally:
+        probe.close(0)
+
+
+def subscriber(endpoint: str, prefix: bytes = b"") -> zmq.Socket:
+    socket = zmq.Context.instance().socket(zmq.SUB)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.RCVHWM, 0)
+    socket.setsockopt(zmq.SUBSCRIBE, prefix)
+    socket.connect(endpoint)
+    return socket
+
+
+def frames_until_idle(socket: zmq.Socket, idle_ms: int = 500) -> list[list[bytes]]:
+    messages = []
+    while socket.poll(idle_ms):
+        messages.append(socket.recv_multipart())
+    return messages
+
+
+def data(messages: list[list[bytes]]) -> list[list[bytes]]:
+    return [m for m in messages if m[0] != HEARTBEAT_TOPIC]
+
+
+def test_a_client_behind_the_relay_holds_the_engine_books_after_every_update(
+    service_factory,  # noqa: F811
+    relay_for,
+):
+    service = service_factory(record=True)
+    service.submit(opening())
+    service.submit(order_flow(1000, seed=3))
+    service.drain()
+    relay = relay_for(service)
+    flow = order_flow(2000, seed=4)
+    service.submit(flow[:500])
+    client = MarketDataClient(relay.endpoint, service.endpoints[1])  # joins while it runs
+    try:
+        service.submit(flow[500:])
+        service.drain()
+        _, compared = check_every_update(client, EngineHistory(service))
+        assert client.seq == service.exchange.state.public_seq and client.resyncs == 0
+        assert client_now(client) == engine_now(service)
+        assert len(compared) > 500
+    finally:
+        client.close()
+    carried = relay.statistics()
+    assert carried.received == carried.sent > 0 and carried.sent_bytes == carried.received_bytes
+
+
+def test_the_relay_republishes_the_engines_messages_unchanged(service_factory, relay_for):  # noqa: F811
+    service = service_factory(heartbeat_every=1e9)  # heartbeats only when asked: idle is idle
+    service.submit(opening())
+    service.drain()
+    relay = relay_for(service)
+    direct, relayed = subscriber(service.endpoints[0]), subscriber(relay.endpoint)
+    one = subscriber(relay.endpoint, b"CEA25.")
+    try:
+        time.sleep(0.3)  # both subscriptions are in place
+        service.submit(order_flow(1500, seed=8), turn=16)  # many messages
+        service.drain()
+        from_engine = data(frames_until_idle(direct))
+        through_relay = data(frames_until_idle(relayed))
+        assert len(from_engine) > 100
+        assert through_relay == from_engine  # every frame, in order
+        # the relay's own PUB filters by topic for each subscriber
+        assert data(frames_until_idle(one)) == [m for m in from_engine if m[0] == b"CEA25."]
+    finally:
+        for socket in (direct, relayed, one):
+            socket.close(0)
+
+
+def test_subscribers_coming_and_going_never_narrow_what_the_relay_takes(
+    service_factory,  # noqa: F811
+    relay_for,
+):
+    """The relay takes every message the engine publishes whoever is behind it, even when
+    nobody is (a relay that passed its subscribers' subscriptions upstream instead would
+    take only what they ask for, and a newcomer's first messages would wait for its
+    subscription to reach the engine)."""
+    service = service_factory(heartbeat_every=1e9)
+    service.submit(opening())
+    service.drain()
+    relay = relay_for(service)
+    leaving = subscriber(relay.endpoint)
+    try:
+        time.sleep(0.3)
+        leaving.setsockopt(zmq.UNSUBSCRIBE, b"")
+        time.sleep(0.3)  # the relay has seen it
+        before, published = relay.statistics().received, service.publisher.messages_sent
+        service.submit(order_flow(300, seed=9), turn=16)
+        service.drain()
+        published = service.publisher.messages_sent - published
+        deadline = time.monotonic() + 10
+        while relay.statistics().received - before < published:
+            assert time.monotonic() < deadline, "the relay stopped taking the engine's feed"
+            time.sleep(0.05)
+        assert published > 20
+        assert not data(frames_until_idle(leaving, 100))
+    finally:
+        leaving.close(0)
+
+
+@pytest.mark.parametrize("instruments", [None, ["CEA25"]], ids=["all", "one"])
+def test_a_slow_subscriber_behind_the_relay_detects_the_gap_and_resyncs(
+    service_factory,  # noqa: F811
+    relay_for,
+    instruments,
+):
+    service = service_factory()
+    service.submit(opening())
+    service.drain()
+    relay = relay_for(service, hwm=20, sndbuf=4096)
+    client = MarketDataClient(
+        relay.endpoint, service.endpoints[1], instruments, rcvhwm=20, rcvbuf=4096
+    )
+    try:
+        a_burst_makes_it_resync(service, client, instruments)
+    finally:
+        client.close()
+
+
+def test_a_relay_needs_both_halves_of_curve_or_neither():
+    with pytest.raises(ValueError, match="both"):
+        FeedRelay("tcp://127.0.0.1:1", LOOPBACK, security=None, client=(None, b""))
+
+
+def test_a_relay_that_cannot_bind_says_why_and_leaves_nothing_open():
+    taken = zmq.Context.instance().socket(zmq.PUB)
+    endpoint = f"tcp://127.0.0.1:{taken.bind_to_random_port('tcp://127.0.0.1')}"
+    threads = len(os.listdir("/proc/self/task"))
+    try:
+        with pytest.raises(zmq.ZMQError, match="in use"):
+            FeedRelay("tcp://127.0.0.1:1", endpoint)
+        assert len(os.listdir("/proc/self/task")) == threads  # its context's threads ended
+        relay = FeedRelay("tcp://127.0.0.1:1", LOOPBACK).start()
+        relay.stop()
+        relay.stop()  # again: nothing to do
+        assert not relay.running and relay.context.closed
+    finally:
+        taken.close(0)
