@@ -25,6 +25,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+QUEUE_LIMIT = 2**31 - 1  # ZeroMQ's high-water marks are C ints
+
+
+def queue_length(text: str) -> int:
+    """argparse type: a ZeroMQ high-water mark, a whole number from 1 to 2**31 - 1."""
+    value = positive_int(text)
+    if value > QUEUE_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be at most {QUEUE_LIMIT:,}, got {value:,}")
+    return value
+
+
 def positive_seconds(text: str) -> float:
     """argparse type: a number of seconds above zero."""
     try:

@@ -4,9 +4,13 @@ there are.
 
 It finds the feed in the engine's data directory (DATA/endpoints.json) or takes
 `--upstream`; prints where subscribers connect (and that snapshots are still the engine's);
-a status line every `--report` seconds while the feed moves; SIGINT or SIGTERM stops it
-cleanly (exit 0) with its totals. With `--config` naming a [security] section it is CURVE on
-both sides, failing closed; without, plain and loopback only unless `--insecure`, said loudly.
+a status line every `--report` seconds while the feed moves; a warning when nothing has come
+from the engine for SILENCE_S seconds (the engine says something every second), and with
+`--data`, when the engine there publishes on another endpoint (restarted on other ports), a
+move to it; SIGINT or SIGTERM stops it cleanly (exit 0) with its totals. With `--config`
+naming a [security] section it is CURVE on both sides, failing closed (its `--key` must be
+one the config admits to market data), SIGHUP rereads the keys; without, plain and loopback
+only unless `--insecure`, said loudly. Every line is flushed as it is printed.
 """
 
 from __future__ import annotations
@@ -15,72 +19,173 @@ import argparse
 import signal
 import sys
 import threading
+import time
+from pathlib import Path
 
-from engine.cli.common import market_of, positive_int, positive_seconds
+from engine.cli.common import market_of, positive_seconds, queue_length
 from engine.cli.serve import DEFAULT_DATA, engine_endpoints
 
 DEFAULT_BIND = "tcp://127.0.0.1:5560"
 
 
+def report_seconds(text: str) -> float:
+    """argparse type: seconds between status lines, at least one."""
+    value = positive_seconds(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 second, got {text}")
+    return value
+
+
+SILENCE_S = 5.0  # the engine says something every second (heartbeats when idle)
+
+
 def cmd_relay(args: argparse.Namespace) -> int:
-    from engine.gateway import security as curve
     from engine.gateway.relay import FeedRelay
 
-    if args.upstream:
-        upstream, snapshots = args.upstream, "the engine's snapshot endpoint"
-    else:
-        found = engine_endpoints(args.data, "--upstream")
-        upstream, snapshots = found["market_data"], found["snapshots"]
-    market_security = market_of(args.config).security if args.config else None
-    client = None
-    if market_security is not None:
-        if args.key is None:
-            raise ValueError(
-                "the config has a [security] section: give --key, the NAME.key_secret of a "
-                "market data identity it lists (cxe keys NAME), for the relay to subscribe"
-            )
-        curve.check(market_security)
-        client = (
-            curve.read_key(args.key, "--key"),
-            curve.server_keys(market_security).public,
-        )
-    else:
-        print(
-            "PLAIN LOOPBACK MODE: no authentication, no encryption: any local process may "
-            "subscribe (give --config a market with a [security] section for CURVE)"
-        )
-        exposed = curve.off_loopback([args.bind])
-        if exposed and not args.insecure:
-            raise ValueError(
-                f"plain mode binds to loopback only, not {exposed}: give --config a market "
-                "with a [security] section (docs/SECURITY.md), or --insecure to accept the risk"
-            )
-    stop = threading.Event()
+    if args.upstream is not None and not args.upstream:
+        raise ValueError("--upstream is empty: give the engine's market data endpoint")
+    upstream, snapshots = upstream_of(args)
+    security, client, server = relay_keys(args)
+    stop, hangup = threading.Event(), threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: hangup.set())
     relay = FeedRelay(
-        upstream, args.bind, hwm=args.hwm, security=market_security, client=client
+        upstream, args.bind, hwm=args.hwm, security=security, client=client, server=server
     ).start()
     try:
-        print(f"relay: the feed from {upstream}; subscribers connect to {relay.endpoint}")
-        print(f"relay: snapshots are the engine's ({snapshots}); Ctrl-C or SIGTERM stops")
-        reported = relay.statistics()
-        while not stop.wait(args.report) and relay.running:
-            now = relay.statistics()
-            if now != reported:
-                print(f"relay: {_figures(now)}", flush=True)
-                reported = now
+        say(f"the feed from {upstream}; subscribers connect to {relay.endpoint}")
+        say(f"snapshots are the engine's ({snapshots}); Ctrl-C or SIGTERM stops, SIGHUP "
+            "rereads the keys")  # fmt: skip
+        follow(relay, args, stop, hangup)
         if not relay.running:
             print(f"cxe relay: the relay's proxy ended: {relay.failure}", file=sys.stderr)
             return 1
         totals = relay.statistics()
     finally:
         relay.stop()
-    print(f"relay: stopped; {_figures(totals)}")
+    say(f"stopped; {figures(totals)}")
     return 0
 
 
-def _figures(statistics) -> str:
+def upstream_of(args: argparse.Namespace) -> tuple[str, str]:
+    """The engine's market data endpoint, and what to say of its snapshots."""
+    if args.upstream:
+        return args.upstream, "the engine's snapshot endpoint"
+    found = engine_endpoints(args.data, "--upstream")
+    return found["market_data"], found["snapshots"]
+
+
+def relay_keys(args: argparse.Namespace):
+    """(security, the relay's client keys, its server key pair or None) with CURVE, three
+    Nones without (said loudly; loopback only unless --insecure)."""
+    from engine.gateway import security as curve
+
+    security = market_of(args.config).security if args.config else None
+    if security is None:
+        if args.key or args.server_key:
+            raise ValueError(
+                "--key and --server-key are for CURVE: give --config a market with a "
+                "[security] section (docs/SECURITY.md), or leave them out"
+            )
+        say("PLAIN LOOPBACK MODE: no authentication, no encryption: any local process may "
+            "subscribe (give --config a market with a [security] section for CURVE)")  # fmt: skip
+        exposed = curve.off_loopback([args.bind])
+        if exposed and not args.insecure:
+            raise ValueError(
+                f"plain mode binds to loopback only, not {exposed}: give --config a market "
+                "with a [security] section (docs/SECURITY.md), or --insecure to accept the risk"
+            )
+        return None, None, None
+    if args.key is None:
+        raise ValueError(
+            "the config has a [security] section: give --key, the NAME.key_secret of a "
+            "market data identity it lists (cxe keys NAME), for the relay to subscribe"
+        )
+    curve.check(security)
+    own = secret_key(args.key, "--key")
+    identity = curve.key_table(security).get(own.public, "")
+    if not identity.startswith(curve.DOMAINS["market_data"]):
+        raise ValueError(
+            f"--key {args.key}: the config lists no market data reader, operator or gateway "
+            "with this key, so the engine would refuse it: list it under "
+            "[security.market_data] or give a listed reader's key"
+        )
+    server = secret_key(args.server_key, "--server-key") if args.server_key else None
+    return security, (own, curve.server_keys(security).public), server
+
+
+def secret_key(path: str, option: str):
+    """A key pair from a NAME.key_secret file, or ValueError naming the option and file."""
+    from engine.gateway.security import read_key
+
+    if not Path(path).is_file():
+        raise ValueError(f"{option} {path}: no such file (make a pair with cxe keys NAME)")
+    keys = read_key(path, f"{option} {path}")
+    if keys.secret is None:
+        raise ValueError(f"{option} {path} holds no secret key: give the NAME.key_secret file")
+    return keys
+
+
+def follow(relay, args: argparse.Namespace, stop: threading.Event, hangup: threading.Event):
+    """Watch the relay until `stop` or its proxy ends: a status line every --report seconds
+    while the feed moves; a warning when nothing has come from the engine for SILENCE_S
+    seconds, and with --data a move to the engine's new endpoint when it has one; keys
+    reread on SIGHUP."""
+    reported = last = relay.statistics()
+    heard, next_report, warned = time.monotonic(), time.monotonic() + args.report, False
+    while not stop.wait(1.0) and relay.running:
+        now, figures_now = time.monotonic(), relay.statistics()
+        if hangup.is_set():
+            hangup.clear()
+            reload_keys(relay, args)
+        if figures_now.received != last.received:
+            heard, last = now, figures_now
+            if warned:
+                say(f"the feed from {relay.upstream} is back")
+                warned = False
+        elif now - heard >= SILENCE_S and not warned:
+            warned = True
+            say(f"WARNING: nothing from the engine at {relay.upstream} for {now - heard:.0f} s: "
+                "is it running, and does it admit the relay's key?")  # fmt: skip
+        if warned and not args.upstream:
+            moved = moved_engine(args.data, relay.upstream)
+            if moved:
+                say(f"the engine of {args.data} now publishes on {moved}: following it")
+                relay.retarget(moved)
+        if now >= next_report:
+            next_report = now + args.report
+            if figures_now != reported:
+                say(figures(figures_now))
+                reported = figures_now
+
+
+def moved_engine(data: str, upstream: str) -> str | None:
+    """The market data endpoint the data directory's running engine gives now, if another."""
+    try:
+        endpoint = engine_endpoints(data, "--upstream")["market_data"]
+    except ValueError:
+        return None
+    return endpoint if endpoint != upstream else None
+
+
+def reload_keys(relay, args: argparse.Namespace) -> None:
+    if relay.authenticator is None:
+        say("SIGHUP: plain mode, no keys to reread")
+        return
+    try:
+        revoked = relay.reload(market_of(args.config).security)
+    except ValueError as exc:  # the keys as they were stay in force
+        say(f"keys not reloaded: {exc}")
+        return
+    say(f"keys reloaded: {len(relay.authenticator.table)} admitted, revoked {sorted(revoked)}")
+
+
+def say(line: str) -> None:
+    print(f"relay: {line}", flush=True)
+
+
+def figures(statistics) -> str:
     return (
         f"{statistics.received:,} messages from the engine ({statistics.received_bytes:,} "
         f"bytes), {statistics.sent:,} published to subscribers"
@@ -115,7 +220,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     relay.add_argument(
         "--hwm",
-        type=positive_int,
+        type=queue_length,
         default=10_000,
         metavar="N",
         help="messages queued per subscriber before the relay drops for it, and from the engine "
@@ -132,11 +237,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="with --config's [security]: the relay's NAME.key_secret, a market data identity",
     )
     relay.add_argument(
+        "--server-key",
+        metavar="FILE",
+        help="with --config's [security]: a NAME.key_secret of the relay's own for its "
+        "subscribers, who then trust its public key (default: the engine's key pair)",
+    )
+    relay.add_argument(
         "--report",
-        type=positive_seconds,
+        type=report_seconds,
         default=60.0,
         metavar="S",
-        help="seconds between status lines while the feed moves (default 60)",
+        help="seconds between status lines while the feed moves, at least 1 (default 60)",
     )
     relay.add_argument(
         "--insecure",

@@ -18,7 +18,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from engine.cli.common import market_of, member_id, positive_int, trading_date
+from engine.cli.common import market_of, member_id, positive_int, queue_length, trading_date
 from engine.types import format_price
 
 DEFAULT_DATA = "cxe-data"
@@ -331,7 +331,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     serve.add_argument(
         "--sndhwm",
-        type=positive_int,
+        type=queue_length,
         default=10_000,
         metavar="N",
         help="frames queued per gateway connection before the engine keeps them itself for "

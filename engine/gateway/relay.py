@@ -26,12 +26,15 @@ Invariants:
   high-water mark loses messages (its gap check resyncs it from the engine's snapshots); the
   engine drops for a relay that falls behind in the same way, and each subscriber behind it
   resyncs;
-- with CURVE (`server` and `client` given) the relay is a client of the engine's market data
-  socket under a market data identity of the config, and a server to its subscribers with the
-  engine's key pair and key table (domain "market_data", failing closed as the engine does),
-  so a subscriber connects to a relay as it would to the engine;
+- with CURVE (`security` and `client` given) the relay is a client of the engine's market
+  data socket under a market data identity of the config, and a server to its subscribers
+  with the config's key table (domain "market_data", failing closed as the engine does) and
+  a key pair of its own (`server`) or else the engine's; `reload` rereads the key table;
+- a subscriber's frames are subscriptions: one longer than MAX_SUBSCRIPTION_BYTES ends its
+  connection (ZeroMQ's MAXMSGSIZE), so no peer makes the relay hold a large message;
 - its sockets are used only by the proxy thread while it runs: they are made before it starts
-  and closed after it has ended; the caller holds only the other end of the control pair.
+  and touched again (`retarget`, closing) only after it has ended; the caller holds only the
+  other end of the control pair.
 """
 
 from __future__ import annotations
@@ -43,7 +46,6 @@ from itertools import count
 import zmq
 
 from engine.config import Security
-from engine.gateway.marketdata import DEFAULT_SNDHWM
 from engine.gateway.security import (
     KeyPair,
     secure_client,
@@ -53,6 +55,8 @@ from engine.gateway.security import (
 )
 
 FRAMES_PER_MESSAGE = 3  # [topic, header, payload]: every message of the feed
+MAX_SUBSCRIPTION_BYTES = 4096  # a subscription is a byte and a topic prefix; CURVE handshakes fit
+DEFAULT_HWM = 10_000  # messages queued per subscriber, as many as the engine's feed queues
 _controls = count()
 
 
@@ -79,10 +83,11 @@ class FeedRelay:
         upstream: str,
         bind: str,
         *,
-        hwm: int = DEFAULT_SNDHWM,
+        hwm: int = DEFAULT_HWM,
         sndbuf: int | None = None,  # the kernel's send buffer per subscriber (bytes)
         security: Security | None = None,
         client: tuple[KeyPair, bytes] | None = None,  # (relay's key pair, engine's public key)
+        server: KeyPair | None = None,  # the pair subscribers see; default the engine's
     ) -> None:
         if (security is None) != (client is None):
             raise ValueError(
@@ -94,8 +99,9 @@ class FeedRelay:
         self.authenticator = None
         self._thread = threading.Thread(target=self._run, name="cxe-relay", daemon=True)
         self.failure: zmq.ZMQError | None = None  # why the proxy ended, if not by stop()
+        self._carried = RelayStatistics(0, 0, 0, 0)  # what proxies before this one carried
         try:
-            self._open(bind, hwm, sndbuf, security, client)
+            self._open(bind, hwm, sndbuf, security, client, server)
         except BaseException:  # a bad endpoint or key: nothing is left open
             self.stop()
             raise
@@ -107,6 +113,7 @@ class FeedRelay:
         sndbuf: int | None,
         security: Security | None,
         client: tuple[KeyPair, bytes] | None,
+        server: KeyPair | None,
     ) -> None:
         context = self.context
         self.feed = context.socket(zmq.SUB)
@@ -119,10 +126,11 @@ class FeedRelay:
         self.pub = context.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.setsockopt(zmq.SNDHWM, hwm)
+        self.pub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
         if sndbuf is not None:
             self.pub.setsockopt(zmq.SNDBUF, sndbuf)
         if security is not None:
-            secure_server(self.pub, server_keys(security), "market_data")
+            secure_server(self.pub, server or server_keys(security), "market_data")
             self.authenticator = start_authenticator(context, security)
         self.pub.bind(bind)
         self.endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -136,6 +144,26 @@ class FeedRelay:
         self._thread.start()
         return self
 
+    def retarget(self, upstream: str) -> None:
+        """Take the feed from `upstream` instead (an engine restarted on other ports): the
+        proxy is stopped, the feed socket moved and the proxy started again; subscribers stay
+        connected and see a gap, as after any loss."""
+        self._carried = self.statistics()
+        self._halt()
+        self.feed.disconnect(self.upstream)
+        self.feed.connect(upstream)
+        self.upstream = upstream
+        self._thread = threading.Thread(target=self._run, name="cxe-relay", daemon=True)
+        self._thread.start()
+
+    def reload(self, security: Security) -> set[str]:
+        """Reread the key table (engine.gateway.security.Authenticator.reload): the
+        identities revoked. Open subscriptions stay (a PUB socket cannot drop one peer); a
+        revoked key cannot connect again."""
+        if self.authenticator is None:
+            raise ValueError("the relay runs without CURVE: there are no keys to reload")
+        return self.authenticator.reload(security)
+
     def _run(self) -> None:
         try:
             zmq.proxy_steerable(self.feed, self.pub, None, self._control)
@@ -147,8 +175,9 @@ class FeedRelay:
         return self._thread.is_alive()
 
     def statistics(self, timeout: float = 5.0) -> RelayStatistics:
-        """What the proxy has carried (it answers between messages; TimeoutError if it does
-        not within `timeout` seconds, RuntimeError if it has ended)."""
+        """What the relay has carried since it started, across `retarget`s (the proxy answers
+        between messages; TimeoutError if it does not within `timeout` seconds, RuntimeError
+        if it has ended)."""
         if not self.running:
             raise RuntimeError(f"the relay has stopped ({self.failure or 'stop() was called'})")
         self._steer.send(b"STATISTICS")
@@ -156,15 +185,24 @@ class FeedRelay:
             raise TimeoutError(f"the relay did not answer within {timeout:g} s")
         figures = [int.from_bytes(frame, "little") for frame in self._steer.recv_multipart()]
         received, received_bytes, _, _, _, _, sent, sent_bytes = figures
+        carried = self._carried
         return RelayStatistics(
-            received // FRAMES_PER_MESSAGE, received_bytes, sent // FRAMES_PER_MESSAGE, sent_bytes
+            carried.received + received // FRAMES_PER_MESSAGE,
+            carried.received_bytes + received_bytes,
+            carried.sent + sent // FRAMES_PER_MESSAGE,
+            carried.sent_bytes + sent_bytes,
         )
 
-    def stop(self) -> None:
-        """End the proxy and close everything (idempotent)."""
+    def _halt(self) -> None:
         if self._thread.is_alive():
             self._steer.send(b"TERMINATE")
             self._thread.join()
+            while self._steer.poll(0):  # libzmq answers TERMINATE with an empty frame
+                self._steer.recv_multipart()
+
+    def stop(self) -> None:
+        """End the proxy and close everything (idempotent)."""
+        self._halt()
         if self.authenticator is not None:
             self.authenticator.stop()
             self.authenticator = None

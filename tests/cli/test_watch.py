@@ -13,6 +13,7 @@ import subprocess
 import time
 
 import pytest
+import zmq
 from rich.console import Console
 
 from engine.cli.watch import Tape, render
@@ -280,7 +281,7 @@ def start_relay(engine, *args: str) -> tuple[subprocess.Popen, str]:
 
 @pytest.mark.slow
 def test_watch_through_cxe_relay_shows_the_engine_books_and_relay_stops_on_sigterm(engine):
-    process, endpoint = start_relay(engine, "--report", "0.2")
+    process, endpoint = start_relay(engine, "--report", "1")
     try:
         result = watch(
             "--once", "--market-data", endpoint, "--snapshots", engine.endpoints["snapshots"],
@@ -381,8 +382,78 @@ def test_relay_errors_say_what_to_do(tmp_path):
     assert "--upstream" in nothing.stderr
     exposed = cxe("relay", "--upstream", "tcp://127.0.0.1:1", "--bind", "tcp://0.0.0.0:*")
     assert exposed.returncode == 2 and "plain mode binds to loopback only" in exposed.stderr
-    for option, value in (("--report", "0"), ("--report", "inf"), ("--hwm", "0")):
+    for option, value in (("--report", "0"), ("--report", "inf"), ("--report", "0.5"),
+                          ("--hwm", "0"), ("--hwm", str(2**31))):  # fmt: skip
         bad = cxe("relay", option, value)
-        assert bad.returncode == 2 and option in bad.stderr
-    for result in (nothing, exposed, bad):
+        assert bad.returncode == 2 and option in bad.stderr, (option, value, bad.stderr)
+        assert "Traceback" not in bad.stderr
+    empty = cxe("relay", "--upstream", "")
+    assert empty.returncode == 2 and "--upstream is empty" in empty.stderr
+    keyed = cxe("relay", "--upstream", "tcp://127.0.0.1:1", "--key", "feed.key_secret")
+    assert keyed.returncode == 2 and "give --config a market with a [security]" in keyed.stderr
+    for result in (nothing, exposed, empty, keyed):
         assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_high_water_mark_zeromq_cannot_hold(tmp_path):
+    """It was an OverflowError traceback after the warm-up (the HWM is a C int)."""
+    result = cxe("serve", "--sndhwm", str(2**31), "--data", str(tmp_path / "d"))
+    assert result.returncode == 2 and "--sndhwm" in result.stderr
+    assert "at most 2,147,483,647" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_relay_warns_of_silence_follows_the_engine_to_new_ports_and_takes_sighup(tmp_path):
+    """With --data, a relay whose engine went quiet and now publishes elsewhere (restarted on
+    other ports, as endpoints.json says) moves to it; SIGHUP in plain mode is noted, not
+    fatal (it was: exit 129)."""
+    context = zmq.Context.instance()
+    first, second = context.socket(zmq.PUB), context.socket(zmq.PUB)
+    endpoints = tmp_path / "endpoints.json"
+
+    def engine_at(socket: zmq.Socket) -> str:
+        port = socket.bind_to_random_port("tcp://127.0.0.1")
+        at = f"tcp://127.0.0.1:{port}"
+        found = {"admin": "tcp://127.0.0.1:1", "market_data": at,
+                 "snapshots": "tcp://127.0.0.1:1", "pid": os.getpid()}  # fmt: skip
+        endpoints.write_text(json.dumps(found))
+        return at
+
+    engine_at(first)
+    relay = subprocess.Popen(
+        [*cxe_command(), "relay", "--data", str(tmp_path), "--bind", "tcp://127.0.0.1:*"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ignore_sigint,
+    )  # fmt: skip
+    reader = context.socket(zmq.SUB)
+    try:
+        line = relay.stdout.readline()
+        while "subscribers connect to " not in line:
+            assert line, relay.stderr.read()
+            line = relay.stdout.readline()
+        reader.setsockopt(zmq.SUBSCRIBE, b"")
+        reader.connect(line.rsplit(" ", 1)[1].strip())
+
+        def through_relay(publisher: zmq.Socket, body: bytes) -> None:
+            deadline = time.monotonic() + 30
+            while not reader.poll(100):
+                assert time.monotonic() < deadline, f"{body!r} never came through the relay"
+                publisher.send_multipart([b"CEA25.", b"h", body])
+            assert reader.recv_multipart()[2] == body
+            while reader.poll(200):
+                reader.recv_multipart()
+
+        through_relay(first, b"from the first")
+        wait_until_caught(relay, signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        relay.send_signal(signal.SIGHUP)
+        first.close(0)
+        moved = engine_at(second)
+        through_relay(second, b"from the second")
+        out = stops_on_sigterm(relay)
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+            relay.wait(30)
+        reader.close(0)
+        second.close(0)
+    assert "relay: SIGHUP: plain mode, no keys to reread" in out
+    assert "relay: WARNING: nothing from the engine at " in out
+    assert f"now publishes on {moved}: following it" in out

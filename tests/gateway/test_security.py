@@ -329,12 +329,31 @@ def test_a_relay_serves_the_feed_to_listed_keys_only_and_subscribes_with_its_own
             assert set(reader.books) == set(CODES)
         finally:
             reader.close()
+    # a relay with a key pair of its own for its subscribers: they trust its public key
+    with FeedRelay(upstream, "tcp://127.0.0.1:*", security=security, client=as_(keys, "feed"),
+                   server=keys["mm2"]) as relay:  # fmt: skip
+        assert handshake(relay.endpoint, (keys["mm"], keys["mm2"].public), zmq.SUB) == SUCCEEDED
+        assert handshake(relay.endpoint, as_(keys, "mm"), zmq.SUB) != SUCCEEDED
     # a relay whose own key the engine does not list gets nothing to pass on
     with FeedRelay(upstream, "tcp://127.0.0.1:*", security=security,
                    client=as_(keys, "stranger")) as relay:  # fmt: skip
         time.sleep(2.5)  # two of the engine's idle heartbeats
         assert relay.statistics().received == 0
     assert handshake(upstream, as_(keys, "stranger"), zmq.SUB) == FAILED_AUTH
+
+
+def test_cxe_relay_refuses_a_key_the_config_does_not_admit_to_market_data(keyed):
+    tmp, keys = keyed
+    config = str(write_config(tmp / "relay-cli.json", keys, GATEWAY_KEYS))
+    relay = ("relay", "--upstream", "tcp://127.0.0.1:1", "--config", config, "--key")
+    stranger = cxe(*relay, str(tmp / "keys" / "stranger.key_secret"))
+    assert stranger.returncode == 2 and "lists no market data reader" in stranger.stderr
+    public = cxe(*relay, str(tmp / "keys" / "feed.key"))
+    assert public.returncode == 2 and "holds no secret key" in public.stderr
+    missing = cxe(*relay, str(tmp / "keys" / "nobody.key_secret"))
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    for result in (stranger, public, missing):
+        assert "Traceback" not in result.stderr
 
 
 def test_a_revoked_key_is_refused_after_reload_and_its_session_ends(keyed):
