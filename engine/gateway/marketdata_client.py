@@ -11,10 +11,14 @@ Invariants:
   arrives meanwhile to replay after it.
 - Only the reply to its current request (its token) is installed; replies to requests it
   gave up after `snapshot_timeout` are ignored.
+- Nothing blocks beyond the timeout given: a snapshot request with no connection to go on
+  (the engine not up yet, or its key refused) is not sent, and asked again after
+  `snapshot_timeout`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import time
@@ -281,7 +285,10 @@ class MarketDataClient:
         self._sync = _Sync(token, time.monotonic() + self.snapshot_timeout)
         self.synced = False
         body = _encode(self.instruments or [])
-        self.dealer.send_multipart((SNAP_REQUEST, token, body))
+        # no connection to send on (none yet, or its key was refused): asked again when the
+        # request's time is up
+        with contextlib.suppress(zmq.Again):
+            self.dealer.send_multipart((SNAP_REQUEST, token, body), zmq.NOBLOCK)
 
     def _resync(self) -> None:
         self.resyncs += 1

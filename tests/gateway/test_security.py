@@ -13,6 +13,7 @@ import os
 import signal
 import stat
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -340,6 +341,30 @@ def test_a_relay_serves_the_feed_to_listed_keys_only_and_subscribes_with_its_own
         time.sleep(2.5)  # two of the engine's idle heartbeats
         assert relay.statistics().received == 0
     assert handshake(upstream, as_(keys, "stranger"), zmq.SUB) == FAILED_AUTH
+
+
+def test_a_market_data_client_with_a_refused_key_times_out_instead_of_hanging(engine):
+    """Its snapshot request waited forever for a connection the engine had refused."""
+    process, keys = engine
+    outcome: list = []
+
+    def read() -> None:
+        endpoints = process.endpoints
+        client = MarketDataClient(
+            endpoints["market_data"], endpoints["snapshots"],
+            curve_keys=as_(keys, "stranger"), snapshot_timeout=0.5,
+        )  # fmt: skip
+        try:
+            outcome.append(client.next_update(3.0))
+            outcome.append(client.snapshot_retries)
+        finally:
+            client.close()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(30)
+    assert not reader.is_alive(), "next_update(3.0) never returned"
+    assert outcome[0] is None and outcome[1] >= 2  # it kept asking, and nothing came
 
 
 def test_cxe_relay_refuses_a_key_the_config_does_not_admit_to_market_data(keyed):
