@@ -48,7 +48,8 @@ Invariants:
   catches up.
 - `handle` never raises on what a peer sends: a malformed request is answered ERR and
   counted (`bad_requests`); frames beyond MAX_REQUEST_BYTES disconnect the peer (ZeroMQ's
-  MAXMSGSIZE).
+  MAXMSGSIZE), and on the PUB socket, whose peers only subscribe, frames beyond
+  MAX_SUBSCRIPTION_BYTES (engine.gateway.relay's limit, the same feed's peers).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ import numpy as np
 import zmq
 
 from engine.gateway.public import PublicRows, PublicRun, event_run
+from engine.gateway.relay import MAX_SUBSCRIPTION_BYTES
 from engine.instruments import Instrument
 from engine.protocol import (
     Event,
@@ -157,6 +159,7 @@ class MarketDataPublisher:
         self.pub.setsockopt(zmq.AFFINITY, affinity)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.setsockopt(zmq.SNDHWM, sndhwm)
+        self.pub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)  # subscribers only subscribe
         if sndbuf is not None:  # the kernel's send buffer per connection (bytes)
             self.pub.setsockopt(zmq.SNDBUF, sndbuf)
         if secure is not None:

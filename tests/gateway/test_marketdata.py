@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import msgspec
 import pytest
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from bench.md_standin import CODES, ServiceStandIn, md_market, opening, order_flow
 from engine.core import Exchange
@@ -26,6 +27,7 @@ from engine.gateway.marketdata import (
     SnapshotEnd,
 )
 from engine.gateway.marketdata_client import MarketDataClient, SnapshotRefused, Synced
+from engine.gateway.relay import MAX_SUBSCRIPTION_BYTES
 from engine.protocol import (
     AuctionResult,
     Audience,
@@ -567,3 +569,25 @@ def test_a_reply_to_a_request_given_up_is_not_installed(publisher):
 def test_a_client_for_no_instrument_is_refused_before_it_connects():
     with pytest.raises(ValueError, match="name at least one code"):
         MarketDataClient("tcp://127.0.0.1:1", "tcp://127.0.0.1:1", instruments=[])
+
+
+def an_oversized_subscription_disconnects(endpoint: str) -> None:
+    """A peer of a PUB socket at `endpoint` that sends a frame past MAX_SUBSCRIPTION_BYTES
+    loses its connection (without the limit a peer announcing a 1 GiB frame had the socket
+    reserve it)."""
+    peer = zmq.Context.instance().socket(zmq.XSUB)
+    peer.setsockopt(zmq.LINGER, 0)
+    monitor = peer.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+    try:
+        peer.connect(endpoint)
+        assert monitor.poll(5000) and recv_monitor_message(monitor)["event"] == zmq.EVENT_CONNECTED
+        peer.send(b"\x01" + b"A" * MAX_SUBSCRIPTION_BYTES)
+        assert monitor.poll(5000), "the connection was kept"
+        assert recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED
+    finally:
+        peer.disable_monitor()
+        peer.close(0)
+
+
+def test_a_subscriber_sending_an_oversized_frame_is_disconnected(publisher):
+    an_oversized_subscription_disconnects(publisher.pub_endpoint)

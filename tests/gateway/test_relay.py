@@ -10,16 +10,16 @@ import time
 
 import pytest
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from bench.md_standin import opening, order_flow
 from engine.gateway.marketdata import HEARTBEAT_TOPIC
 from engine.gateway.marketdata_client import MarketDataClient
-from engine.gateway.relay import MAX_SUBSCRIPTION_BYTES, FeedRelay
+from engine.gateway.relay import FeedRelay
 from tests.gateway.test_marketdata import (
     LOOPBACK,
     EngineHistory,
     a_burst_makes_it_resync,
+    an_oversized_subscription_disconnects,
     check_every_update,
     client_now,
     engine_now,
@@ -197,21 +197,6 @@ def test_a_relay_that_cannot_bind_says_why_and_leaves_nothing_open():
 
 
 def test_a_subscriber_sending_an_oversized_frame_is_disconnected(service_factory, relay_for):  # noqa: F811
-    """A subscriber's frames are subscriptions, a few bytes each: one past
-    MAX_SUBSCRIPTION_BYTES ends its connection (without the limit a peer announcing a 1 GiB
-    frame had the relay reserve it)."""
-    service = service_factory(heartbeat_every=1e9)
-    relay = relay_for(service)
-    peer = zmq.Context.instance().socket(zmq.XSUB)
-    peer.setsockopt(zmq.LINGER, 0)
-    monitor = peer.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
-    try:
-        peer.connect(relay.endpoint)
-        assert monitor.poll(5000) and recv_monitor_message(monitor)["event"] == zmq.EVENT_CONNECTED
-        peer.send(b"\x01" + b"A" * MAX_SUBSCRIPTION_BYTES)
-        assert monitor.poll(5000), "the relay kept the connection"
-        assert recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED
-    finally:
-        peer.disable_monitor()
-        peer.close(0)
+    relay = relay_for(service_factory(heartbeat_every=1e9))
+    an_oversized_subscription_disconnects(relay.endpoint)
     assert relay.running
