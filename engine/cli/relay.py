@@ -102,7 +102,6 @@ def relay_keys(args: argparse.Namespace):
             "the config has a [security] section: give --key, the NAME.key_secret of a "
             "market data identity it lists (cxe keys NAME), for the relay to subscribe"
         )
-    curve.check(security)
     own = secret_key(args.key, "--key")
     identity = curve.key_table(security).get(own.public, "")
     if not identity.startswith(curve.DOMAINS["market_data"]):
