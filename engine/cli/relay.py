@@ -169,6 +169,8 @@ def moved_engine(data: str, upstream: str) -> str | None:
 
 
 def reload_keys(relay, args: argparse.Namespace) -> None:
+    import zmq
+
     if relay.authenticator is None:
         say("SIGHUP: plain mode, no keys to reread")
         return
@@ -177,7 +179,12 @@ def reload_keys(relay, args: argparse.Namespace) -> None:
     except ValueError as exc:  # the keys as they were stay in force
         say(f"keys not reloaded: {exc}")
         return
+    except zmq.ZMQError as exc:  # the proxy has ended: the caller says so and stops
+        say(f"keys reloaded, but {relay.endpoint} could not be bound again: {exc}")
+        return
     say(f"keys reloaded: {len(relay.authenticator.table)} admitted, revoked {sorted(revoked)}")
+    if revoked:
+        say("every subscriber's connection ended, to be admitted again under the new keys")
 
 
 def say(line: str) -> None:
@@ -186,9 +193,14 @@ def say(line: str) -> None:
 
 def figures(statistics) -> str:
     return (
-        f"{statistics.received:,} messages from the engine ({statistics.received_bytes:,} "
-        f"bytes), {statistics.sent:,} published to subscribers"
+        f"{counted(statistics.received, 'message')} from the engine "
+        f"({counted(statistics.received_bytes, 'byte')}), {statistics.sent:,} published to "
+        "subscribers"
     )
+
+
+def counted(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:

@@ -15,6 +15,10 @@ Invariants:
   they come, however the command was started: its handlers are set explicitly, since a Python
   started with SIGINT ignored (a background job of a non-interactive shell, as a CI runner
   may start it) never raises KeyboardInterrupt; signals on the way out are ignored;
+- against an engine with CURVE (`--key`, `--server-key`: an operator's pair, since the admin
+  socket admits operators only) both sockets are CURVE clients with the same keys; a
+  connection the engine refuses shows as the snapshot's or the Status's timeout, whose
+  message names the keys;
 - prices are shown in yuan (engine.types.format_price, exact), quantities in tonnes; an
   indicative's imbalance (buy minus sell quantity at its price) as its size and the side in
   surplus.
@@ -40,10 +44,15 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from engine.gateway.marketdata_client import LocalBook, Update
+    from engine.gateway.security import KeyPair
     from engine.gateway.wire import StatusReport
     from engine.protocol import TradePrint
 
 LEVELS = 5
+KEYS_HINT = {  # why an engine may not answer, by whether the view has CURVE keys
+    False: " (an engine with CURVE answers only --key and --server-key)",
+    True: " (does the engine's config list --key as an operator, and is --server-key its key?)",
+}
 CALL_PHASES = (Phase.CALL, Phase.CLOSING_CALL)
 AGGRESSOR = {Side.BUY: "buy", Side.SELL: "sell"}
 
@@ -80,10 +89,17 @@ class Tape:
 class StatusPoller:
     """Asks the admin socket for the engine's Status, without blocking the view."""
 
-    def __init__(self, endpoint: str, context: zmq.Context, timeout: float) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        context: zmq.Context,
+        timeout: float,
+        curve_keys: tuple[KeyPair, bytes] | None = None,  # (operator's pair, engine's public)
+    ) -> None:
         self.endpoint = endpoint
         self.context = context
         self.timeout = timeout
+        self.curve_keys = curve_keys
         self.report: StatusReport | None = None
         self.error = ""
         self.sent_at: float | None = None
@@ -92,8 +108,12 @@ class StatusPoller:
     def _connect(self) -> zmq.Socket:
         import zmq
 
+        from engine.gateway.security import secure_client
+
         socket = self.context.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 0)
+        if self.curve_keys is not None:
+            secure_client(socket, *self.curve_keys)
         socket.connect(self.endpoint)
         return socket
 
@@ -127,6 +147,7 @@ class StatusPoller:
         elif time.monotonic() - self.sent_at >= self.timeout:
             self.sent_at = None
             self.error = f"no answer from admin {self.endpoint} within {self.timeout:g} s"
+            self.error += KEYS_HINT[self.curve_keys is not None]
             self.socket.close(0)
             self.socket = self._connect()
 
@@ -320,12 +341,16 @@ def _watch(args: argparse.Namespace) -> int:
     from rich.live import Live
 
     from engine.gateway.marketdata_client import MarketDataClient, SnapshotRefused
+    from engine.gateway.security import client_keys
 
     market_data, snapshots, admin = watch_endpoints(args)
     tz = ZoneInfo(market_of(args.config).timezone)
+    keys = client_keys(args.key, args.server_key)
     context = zmq.Context()
-    client = MarketDataClient(market_data, snapshots, args.instrument, context=context)
-    poller = StatusPoller(admin, context, args.timeout)
+    client = MarketDataClient(
+        market_data, snapshots, args.instrument, context=context, curve_keys=keys
+    )
+    poller = StatusPoller(admin, context, args.timeout, keys)
     tape = Tape(args.trades)
 
     def frame(footer: str = "") -> RenderableType:
@@ -341,6 +366,7 @@ def _watch(args: argparse.Namespace) -> int:
                 raise ValueError(
                     f"no market data snapshot from {snapshots} within {args.timeout:g} s: is "
                     "the engine running there? (`cxe serve`; or give --data / the endpoints)"
+                    + KEYS_HINT[keys is not None]
                 )
             tape.take(update, client.books)
         for update in client.poll(0):
@@ -384,8 +410,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "the best five bid and ask levels (quantity and order count), the last trades and, in "
         "call phases, the indicative price, volume and imbalance; and per gateway the "
         "engine's counters (commands, rejects, undeliverable replies...), polled from the "
-        "admin socket. Prices in yuan, quantities in tonnes. Ctrl-C (SIGINT) or SIGTERM leaves.",
-        epilog="example: cxe watch --data cxe-data --instrument CEA25 CCER",
+        "admin socket. Prices in yuan, quantities in tonnes. Ctrl-C (SIGINT) or SIGTERM leaves. "
+        "An engine with CURVE keys answers an operator's --key with its --server-key.",
+        epilog="example: cxe watch --data cxe-data --instrument CEA25 CCER; with CURVE: "
+        "cxe watch --key keys/alice.key_secret --server-key keys/engine.key",
     )
     watch.add_argument(
         "--data",
@@ -433,4 +461,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="seconds to wait for the snapshot and for each Status answer (default 5)",
     )
     watch.add_argument("--config", metavar="FILE", help="market TOML (for its time zone)")
+    watch.add_argument(
+        "--key",
+        metavar="FILE",
+        help="your operator NAME.key_secret, for an engine with CURVE (default: none)",
+    )
+    watch.add_argument(
+        "--server-key", metavar="FILE", help="the engine's public key file (with --key)"
+    )
     watch.set_defaults(run=cmd_watch)

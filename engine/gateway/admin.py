@@ -7,15 +7,20 @@ Invariants:
 - a snapshot asked for is written after the turn's fsync, beside the order status table at
   the same seq (`_snapshot`), atomically;
 - a key reload that fails leaves the keys in force and says why; one that succeeds refuses
-  revoked keys from then on and ends their sessions.
+  revoked keys from then on and ends their sessions; the sockets that do not check each
+  frame's identity and admit a revoked identity (market data and snapshots: any; the trade
+  stream: operators) have every connection ended, so no revoked key keeps one open.
 """
 
 from __future__ import annotations
+
+import zmq
 
 from engine.config import load_market
 from engine.core.snapshot import snapshot_exchange
 from engine.gateway import wire
 from engine.gateway.intake import MEMBER_COMMANDS, Item
+from engine.gateway.security import DOMAINS
 from engine.gateway.startup import status_path
 from engine.journal.snapshot import write_atomically
 from engine.protocol import RejectCode
@@ -64,8 +69,28 @@ class Admin:
                 self._end_session(peer, f"key of {identity} revoked", items)
         admitted = len(self.authenticator.table)
         self.log(f"keys reloaded: {admitted} admitted, revoked {sorted(revoked)}")
+        self._end_unchecked_connections(revoked)
         if rid is not None:
             self._reply(rid, True, [wire.encode_message(wire.KeysReloaded(sorted(revoked)))])
+
+    def _end_unchecked_connections(self, revoked: set[str]) -> None:
+        """Market data and the trade stream take no identity from their peers' frames (a PUB
+        socket cannot drop one peer): where a revoked identity may be connected, every
+        connection ends and each peer is admitted again, or refused, as it reconnects."""
+        parts = (
+            ("market data and snapshots", "market_data", self.market_data),
+            ("trade stream", "admin", self.trade_stream),
+        )
+        for name, domain, part in parts:
+            if not any(identity.startswith(DOMAINS[domain]) for identity in revoked):
+                continue
+            try:
+                part.end_connections()
+            except zmq.ZMQError as exc:
+                self.log(f"{name}: NOT SERVED after ending its connections ({exc}): restart "
+                         "the engine")  # fmt: skip
+                continue
+            self.log(f"{name}: every connection ended, to be admitted again under the new keys")
 
     def _status_report(self) -> wire.StatusReport:
         gateways = {

@@ -63,6 +63,7 @@ import zmq
 
 from engine.gateway.public import PublicRows, PublicRun, event_run
 from engine.gateway.relay import MAX_SUBSCRIPTION_BYTES
+from engine.gateway.security import reconnect_all
 from engine.instruments import Instrument
 from engine.protocol import (
     Event,
@@ -205,6 +206,14 @@ class MarketDataPublisher:
     def close(self) -> None:
         self.pub.close(0)
         self.router.close(0)
+
+    def end_connections(self) -> None:
+        """End every subscriber's and snapshot client's connection (after a key revocation:
+        each reconnects and is admitted again or refused); the snapshot requests waiting
+        leave with their peers. zmq.ZMQError if an endpoint cannot be bound again."""
+        self._waiting.clear()
+        reconnect_all(self.pub, self.pub_endpoint)
+        reconnect_all(self.router, self.snapshot_endpoint)
 
     # -- the stream ----------------------------------------------------------------------------
 

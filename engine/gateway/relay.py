@@ -29,12 +29,14 @@ Invariants:
 - with CURVE (`security` and `client` given) the relay is a client of the engine's market
   data socket under a market data identity of the config, and a server to its subscribers
   with the config's key table (domain "market_data", failing closed as the engine does) and
-  a key pair of its own (`server`) or else the engine's; `reload` rereads the key table;
+  a key pair of its own (`server`) or else the engine's; `reload` rereads the key table and,
+  if it revoked a key, ends every subscriber's connection (each is admitted again or
+  refused as it reconnects), so no revoked key keeps a subscription;
 - a subscriber's frames are subscriptions: one longer than MAX_SUBSCRIPTION_BYTES ends its
   connection (ZeroMQ's MAXMSGSIZE), so no peer makes the relay hold a large message;
 - its sockets are used only by the proxy thread while it runs: they are made before it starts
-  and touched again (`retarget`, closing) only after it has ended; the caller holds only the
-  other end of the control pair.
+  and touched again (`retarget`, `reload`, closing) only after it has ended; the caller holds
+  only the other end of the control pair.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import zmq
 from engine.config import Security
 from engine.gateway.security import (
     KeyPair,
+    reconnect_all,
     secure_client,
     secure_server,
     server_keys,
@@ -153,16 +156,32 @@ class FeedRelay:
         self.feed.disconnect(self.upstream)
         self.feed.connect(upstream)
         self.upstream = upstream
-        self._thread = threading.Thread(target=self._run, name="cxe-relay", daemon=True)
-        self._thread.start()
+        self._restart()
 
     def reload(self, security: Security) -> set[str]:
         """Reread the key table (engine.gateway.security.Authenticator.reload): the
-        identities revoked. Open subscriptions stay (a PUB socket cannot drop one peer); a
-        revoked key cannot connect again."""
+        identities revoked. If there are any, every subscriber's connection ends (a PUB
+        socket cannot drop one peer): each reconnects and is admitted again or refused, and
+        those admitted resync from the gap. zmq.ZMQError if the endpoint cannot be bound
+        again: the proxy then stays ended (`running` false, `failure` says why)."""
         if self.authenticator is None:
             raise ValueError("the relay runs without CURVE: there are no keys to reload")
-        return self.authenticator.reload(security)
+        revoked = self.authenticator.reload(security)
+        if revoked:
+            self._carried = self.statistics()
+            self._halt()
+            try:
+                reconnect_all(self.pub, self.endpoint)
+            except zmq.ZMQError as exc:
+                self.failure = exc
+                raise
+            self._restart()
+        return revoked
+
+    def _restart(self) -> None:
+        """Run the proxy again on the sockets as they are now."""
+        self._thread = threading.Thread(target=self._run, name="cxe-relay", daemon=True)
+        self._thread.start()
 
     def _run(self) -> None:
         try:

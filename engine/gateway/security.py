@@ -16,7 +16,10 @@ owning its own ZAP socket (`start_authenticator`), decides who may connect. Inva
 - `Authenticator.reload` rereads the key files and swaps the table in one assignment (the
   authenticator thread reads it per handshake): a key removed or replaced is refused for every
   new connection from then on; it returns the identities whose key was revoked so the service
-  can end their open sessions;
+  can end their open sessions. A socket whose frames the service does not check per peer (the
+  market data PUB and snapshot ROUTER, the trade stream, a relay's PUB) has its connections
+  ended by `reconnect_all` after a revocation: every peer reconnects by itself and is admitted
+  or refused under the new table;
 - key files are written by `create_key_pair` (zmq.auth.create_certificates) with the secret
   file readable by its owner only (0600), never over an existing file.
 """
@@ -186,6 +189,31 @@ def secure_server(socket: zmq.Socket, keys: KeyPair, domain: str) -> None:
     socket.curve_secretkey = keys.secret
     socket.zap_domain = domain.encode()
     socket.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+
+
+REBIND_TIMEOUT_S = 5.0  # how long `reconnect_all` waits for the old listener to close
+
+
+def reconnect_all(socket: zmq.Socket, endpoint: str, timeout: float = REBIND_TIMEOUT_S) -> None:
+    """End every connection `socket` accepted on `endpoint` (its LAST_ENDPOINT) and bind it
+    there again: each peer reconnects by itself (ZeroMQ does) and goes through the ZAP
+    handler again. Messages sent meanwhile are lost to every peer (a subscriber sees a gap and
+    resyncs). libzmq ends the connections as the socket is next used (a send, receive or
+    poll processes its commands), which its owner does every turn. The old listener closes in
+    libzmq's I/O thread (and takes an `ipc://*` endpoint's directory with it): the new bind
+    waits for its EVENT_CLOSED. zmq.ZMQError if it does not come within `timeout` s or the
+    bind fails (the socket is then unbound: the caller says so)."""
+    monitor = socket.get_monitor_socket(zmq.EVENT_CLOSED)
+    try:
+        socket.unbind(endpoint)
+        if not monitor.poll(int(timeout * 1000)):
+            raise zmq.ZMQError(zmq.EAGAIN, f"{endpoint}: the old listener did not close")
+    finally:
+        socket.disable_monitor()
+        monitor.close(0)
+    if endpoint.startswith("ipc://"):
+        Path(endpoint[len("ipc://") :]).parent.mkdir(mode=0o700, exist_ok=True)
+    socket.bind(endpoint)
 
 
 def secure_client(socket: zmq.Socket, client: KeyPair, server_public: bytes) -> None:

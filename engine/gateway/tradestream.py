@@ -49,6 +49,7 @@ from engine.clearing.capture import TradeLogWriter
 from engine.framing import HEADER as FRAME_HEADER
 from engine.framing import CorruptLog, FrameReader
 from engine.gateway.public import ClearingRun, PublicRows, clearing_run
+from engine.gateway.security import reconnect_all
 from engine.gateway.wire import pack
 from engine.protocol import Audience, DayClosed, Event, Trade, encode
 
@@ -120,6 +121,13 @@ class TradeStream:
         self.events_sent = 0
         self.blocked = 0  # sends refused at a consumer's high-water mark (retried later)
         self.bad_requests = 0
+
+    def end_connections(self) -> None:
+        """End every consumer's connection (after a key revocation: each reconnects and is
+        admitted again or refused, then asks FROM where it was). zmq.ZMQError if the
+        endpoint cannot be bound again."""
+        self.consumers.clear()
+        reconnect_all(self.router, self.endpoint)
 
     def counters(self) -> dict[str, int]:
         """What the stream has done and refused, for the engine's status report."""

@@ -308,7 +308,7 @@ def test_watch_through_cxe_relay_shows_the_engine_books_and_relay_stops_on_sigte
         process.wait(30)
         raise
     out = stops_on_sigterm(process)
-    assert re.search(r"relay: stopped; [1-9][\d,]* messages from the engine", out), out
+    assert re.search(r"relay: stopped; [1-9][\d,]* messages? from the engine", out), out
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -457,3 +457,12 @@ def test_relay_warns_of_silence_follows_the_engine_to_new_ports_and_takes_sighup
     assert "relay: SIGHUP: plain mode, no keys to reread" in out
     assert "relay: WARNING: nothing from the engine at " in out
     assert f"now publishes on {moved}: following it" in out
+
+
+def test_the_relays_figures_count_one_message_and_many():
+    from engine.cli.relay import figures
+    from engine.gateway.relay import RelayStatistics
+
+    assert figures(RelayStatistics(1, 1, 1, 1)).startswith("1 message from the engine (1 byte),")
+    many = figures(RelayStatistics(1200, 50_000, 1200, 50_000))
+    assert many == "1,200 messages from the engine (50,000 bytes), 1,200 published to subscribers"

@@ -8,6 +8,7 @@ engine's answers. Fail-closed is shown on a bare CURVE server with no ZAP handle
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -31,6 +32,7 @@ from engine.gateway.relay import FeedRelay
 from engine.gateway.security import (
     KeyPair,
     read_key,
+    reconnect_all,
     secure_client,
     secure_server,
     start_authenticator,
@@ -64,15 +66,21 @@ def make_keys(directory: Path) -> dict[str, KeyPair]:
     return {name: read_key(str(directory / f"{name}.key_secret"), name) for name in NAMES}
 
 
-def write_config(path: Path, keys: dict[str, KeyPair], gateways: dict[str, str]) -> Path:
+def write_config(
+    path: Path,
+    keys: dict[str, KeyPair],
+    gateways: dict[str, str],
+    operators: tuple[str, ...] = ("alice",),
+    readers: tuple[str, ...] = ("feed",),
+) -> Path:
     """The embedded market with a [security] section (JSON, as clearing exports a market):
-    key files relative to the config, the market data reader's key given inline in Z85."""
+    key files relative to the config, the market data readers' keys given inline in Z85."""
     market = msgspec.to_builtins(MARKET)
     market["security"] = {
         "server_key": "keys/engine.key_secret",
         "gateways": gateways,
-        "operators": {"alice": "keys/alice.key"},
-        "market_data": {"feed": keys["feed"].public.decode()},
+        "operators": {name: f"keys/{name}.key" for name in operators},
+        "market_data": {name: keys[name].public.decode() for name in readers},
     }
     path.write_text(json.dumps(market))
     return path
@@ -203,6 +211,46 @@ def test_a_curve_server_fails_closed_without_a_zap_handler(keyed):
             authenticator.stop()
     finally:
         context.destroy(0)
+
+
+@pytest.mark.parametrize("where", ["tcp://127.0.0.1:*", "ipc://{tmp}/feed", "ipc://*"])
+def test_reconnect_all_ends_every_connection_and_serves_the_same_endpoint_again(
+    where, tmp_path, monkeypatch
+):
+    """libzmq closes the old listener in its I/O thread, after `unbind` returns: binding at
+    once can find the TCP port still taken, and an `ipc://*` endpoint's file and directory
+    are removed after the new bind has made them."""
+    monkeypatch.chdir(tmp_path)  # where ipc://* makes its directory
+    context = zmq.Context.instance()
+    server = context.socket(zmq.PUB)
+    server.setsockopt(zmq.LINGER, 0)
+    server.bind(where.format(tmp=tmp_path))
+    endpoint = server.getsockopt_string(zmq.LAST_ENDPOINT)
+    reader = context.socket(zmq.SUB)
+    reader.setsockopt(zmq.LINGER, 0)
+    reader.setsockopt(zmq.RECONNECT_IVL, 10)
+    reader.setsockopt(zmq.SUBSCRIBE, b"")
+    monitor = reader.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    reader.connect(endpoint)
+    try:
+        for round_ in range(20):
+            deadline = time.monotonic() + 10
+            while not reader.poll(10):  # until the reader is connected (again)
+                assert time.monotonic() < deadline, f"round {round_}: nothing received"
+                server.send(b"%d" % round_)
+            while reader.poll(0):
+                reader.recv()
+            reconnect_all(server, endpoint)
+            deadline = time.monotonic() + 5
+            while not monitor.poll(10):  # the socket completes the ending as it is used
+                assert time.monotonic() < deadline, f"round {round_}: the connection did not end"
+                server.send(b"lost")
+            recv_monitor_message(monitor)
+    finally:
+        reader.disable_monitor()
+        monitor.close(0)
+        reader.close(0)
+        server.close(0)
 
 
 def test_an_unknown_key_cannot_connect_to_any_socket(engine):
@@ -343,6 +391,67 @@ def test_a_relay_serves_the_feed_to_listed_keys_only_and_subscribes_with_its_own
     assert handshake(upstream, as_(keys, "stranger"), zmq.SUB) == FAILED_AUTH
 
 
+def test_cxe_watch_shows_a_keyed_engine_to_an_operator_key_and_says_why_not_to_others(engine):
+    """Written when it could not: `cxe watch` had no key options, so an engine with CURVE
+    could not be watched at all."""
+    process, _ = engine
+    keys = process.data.parent / "keys"
+    watch = ("watch", "--once", "--data", str(process.data), "--timeout", "2")
+    operator = cxe(*watch, "--key", str(keys / "alice.key_secret"),
+                   "--server-key", str(keys / "engine.key"))  # fmt: skip
+    assert operator.returncode == 0, operator.stdout + operator.stderr
+    for code in CODES:
+        assert code in operator.stdout
+    assert "gateway" in operator.stdout and "mm" in operator.stdout  # the Status counters
+    plain = cxe(*watch)
+    assert plain.returncode == 2 and "no market data snapshot" in plain.stderr
+    assert "an engine with CURVE answers only --key and --server-key" in plain.stderr
+    # a gateway's key reads market data but the admin socket is the operators'
+    gateway = cxe(*watch, "--key", str(keys / "mm.key_secret"),
+                  "--server-key", str(keys / "engine.key"))  # fmt: skip
+    assert gateway.returncode == 1 and CODES[0] in gateway.stdout
+    assert (
+        "no answer from admin" in gateway.stderr and "list --key as an operator" in gateway.stderr
+    )
+    half = cxe(*watch, "--key", str(keys / "alice.key_secret"))
+    assert half.returncode == 2 and "give both --key" in half.stderr
+    public = cxe(*watch, "--key", str(keys / "alice.key"), "--server-key", str(keys / "engine.key"))
+    assert public.returncode == 2 and "secret key" in public.stderr
+    for result in (operator, plain, gateway, half, public):
+        assert "Traceback" not in result.stderr
+
+
+def test_a_relay_ends_a_revoked_keys_subscription_when_it_reloads(engine, keyed):
+    process, keys = engine
+    tmp, _ = keyed
+    config = write_config(tmp / "relay-revoke.json", keys, GATEWAY_KEYS)
+    security = load_market(config).security
+    with FeedRelay(process.endpoints["market_data"], "tcp://127.0.0.1:*", security=security,
+                   client=as_(keys, "feed")) as relay:  # fmt: skip
+        subscribers = {}
+        for name in ("mm", "brokers"):
+            socket = subscribers[name] = zmq.Context.instance().socket(zmq.SUB)
+            socket.setsockopt(zmq.LINGER, 0)
+            secure_client(socket, *as_(keys, name))
+            socket.setsockopt(zmq.SUBSCRIBE, b"")
+            socket.connect(relay.endpoint)
+        try:
+            for name, socket in subscribers.items():  # the engine's heartbeat, each second
+                assert socket.poll(5_000), f"{name} received nothing through the relay"
+            write_config(config, keys, {"brokers": "keys/brokers.key"})
+            assert relay.reload(load_market(config).security) == {"gateway:mm"}
+            time.sleep(0.5)
+            for socket in subscribers.values():
+                while socket.poll(100):
+                    socket.recv_multipart()
+            assert subscribers["brokers"].poll(5_000), "an admitted key lost the feed"
+            assert not subscribers["mm"].poll(3_000), "a revoked key still reads the feed"
+            assert relay.running and relay.statistics().received > 0
+        finally:
+            for socket in subscribers.values():
+                socket.close(0)
+
+
 def test_a_market_data_client_with_a_refused_key_times_out_instead_of_hanging(engine):
     """Its snapshot request waited forever for a connection the engine had refused."""
     process, keys = engine
@@ -417,6 +526,86 @@ def test_a_revoked_key_is_refused_after_reload_and_its_session_ends(keyed):
         done = cxe("admin", "reload-keys", "--data", str(process.data), *operator[:4])
         assert done.returncode == 1 and "keys not reloaded" in done.stdout
         assert handshake(orders, as_(keys, "mm2")) == SUCCEEDED
+
+
+def synced_reader(process: EngineProcess, curve: tuple[KeyPair, bytes]) -> MarketDataClient:
+    reader = MarketDataClient(process.endpoints["market_data"], process.endpoints["snapshots"],
+                              curve_keys=curve, snapshot_timeout=1.0)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not reader.synced:
+        assert time.monotonic() < deadline, "the market data reader never synced"
+        reader.poll(0.2)
+    return reader
+
+
+def wait_for_log(process: EngineProcess, line: str) -> None:
+    deadline = time.monotonic() + 20
+    while line not in process.output():
+        assert time.monotonic() < deadline, process.output()
+        time.sleep(0.1)
+
+
+def test_a_revoked_key_loses_its_open_market_data_and_trade_stream_connections(keyed):
+    """Neither socket takes an identity from its peers' frames, so a reload ends all their
+    connections where a revoked identity may hold one: the readers still admitted reconnect
+    and resync, the revoked reader and operator get nothing more (both kept receiving until
+    they disconnected before)."""
+    tmp, keys = keyed
+    process = secured_engine(tmp, keys, "unsubscribe")
+    config = tmp / "unsubscribe.json"
+    code = CODES[0]
+    with process:
+        process.open_market(code)
+        kept = synced_reader(process, as_(keys, "brokers"))  # a gateway's key reads the feed
+        revoked = synced_reader(process, as_(keys, "feed"))
+        try:
+            write_config(config, keys, GATEWAY_KEYS, readers=())
+            process.process.send_signal(signal.SIGHUP)
+            wait_for_log(process, "revoked ['md:feed']")
+            seq_before = revoked.seq
+            with GatewayClient(process.endpoints["orders"], "mm",
+                               curve_keys=as_(keys, "mm")) as mm:  # fmt: skip
+                mm.submit("after-revoke", 1, code, Side.BUY, 6150, 7)
+                mm.wait_for(lambda r: isinstance(r, Accepted))
+            quiet_until = time.monotonic() + 3
+            while time.monotonic() < quiet_until:
+                revoked.poll(0.2)
+            assert revoked.seq == seq_before, "a revoked reader still reads the feed"
+            assert (6150, 7, 1) not in revoked.books[code].depth(Side.BUY)
+            deadline = time.monotonic() + 30
+            while (6150, 7, 1) not in kept.books[code].depth(Side.BUY):
+                assert time.monotonic() < deadline, "the admitted reader lost the feed"
+                kept.poll(0.2)
+            assert kept.resyncs >= 1  # it reconnected, saw the gap and took a snapshot
+            assert "market data and snapshots: every connection ended" in process.output()
+            assert "trade stream: every connection ended" not in process.output()  # no operator
+        finally:
+            kept.close()
+            revoked.close()
+        # the trade stream: an operator's consumer, then the operator's key revoked
+        consumer = zmq.Context.instance().socket(zmq.DEALER)
+        consumer.setsockopt(zmq.LINGER, 0)
+        secure_client(consumer, *as_(keys, "alice"))
+        consumer.connect(process.endpoints["trades"])
+        try:
+            consumer.send_multipart([b"FROM", (1).to_bytes(8, "big")])
+            assert consumer.poll(5_000), "the trade stream sent nothing to an operator"
+            while consumer.poll(100):
+                consumer.recv_multipart()
+            assert consumer.poll(2_500), "no heartbeat"  # one each second while nothing trades
+            write_config(config, keys, GATEWAY_KEYS, operators=("mm2",), readers=())
+            process.process.send_signal(signal.SIGHUP)
+            wait_for_log(process, "revoked ['operator:alice']")
+            time.sleep(0.5)
+            while consumer.poll(100):
+                consumer.recv_multipart()
+            with contextlib.suppress(zmq.Again):  # no connection to take it: as it should be
+                consumer.send_multipart([b"FROM", (1).to_bytes(8, "big")], zmq.NOBLOCK)
+            assert not consumer.poll(3_000), "a revoked operator still reads the trade stream"
+        finally:
+            consumer.close(0)
+        assert "trade stream: every connection ended" in process.output()
+        assert handshake(process.endpoints["trades"], as_(keys, "alice")) == FAILED_AUTH
 
 
 def test_plain_mode_says_so_and_binds_to_loopback_only(tmp_path):
