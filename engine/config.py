@@ -291,10 +291,14 @@ def default_market() -> MarketConfig:
 
 def load_market(path: str | Path) -> MarketConfig:
     """Read a market from TOML (or JSON, as clearing exports it); raises ValueError naming the
-    file and the bad field."""
+    file and the bad field, or why the file cannot be read."""
     decode = msgspec.json.decode if str(path).endswith(".json") else msgspec.toml.decode
     try:
-        market = decode(Path(path).read_bytes(), type=MarketConfig)
+        text = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
+    try:
+        market = decode(text, type=MarketConfig)
         if market.security is not None:  # its keys are read by the service (engine.gateway)
             security = market.security.resolved(Path(path).resolve().parent)
             market = msgspec.structs.replace(market, security=security)

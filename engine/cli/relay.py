@@ -36,7 +36,7 @@ def report_seconds(text: str) -> float:
     return value
 
 
-SILENCE_S = 5.0  # the engine says something every second (heartbeats when idle)
+SILENCE_S = 5.0  # the engine heartbeats every second
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
@@ -129,10 +129,12 @@ def secret_key(path: str, option: str):
 def follow(relay, args: argparse.Namespace, stop: threading.Event, hangup: threading.Event):
     """Watch the relay until `stop` or its proxy ends: a status line every --report seconds
     while the feed moves; a warning when nothing has come from the engine for SILENCE_S
-    seconds, and with --data a move to the engine's new endpoint when it has one; keys
-    reread on SIGHUP."""
+    seconds, then a fresh connection every SILENCE_S (a key the engine refused and admitted
+    again), and with --data a move to the engine's new endpoint when it has one; keys reread
+    on SIGHUP."""
     reported = last = relay.statistics()
     heard, next_report, warned = time.monotonic(), time.monotonic() + args.report, False
+    next_retry = 0.0
     while not stop.wait(1.0) and relay.running:
         now, figures_now = time.monotonic(), relay.statistics()
         if hangup.is_set():
@@ -144,14 +146,16 @@ def follow(relay, args: argparse.Namespace, stop: threading.Event, hangup: threa
                 say(f"the feed from {relay.upstream} is back")
                 warned = False
         elif now - heard >= SILENCE_S and not warned:
-            warned = True
+            warned, next_retry = True, now
             say(f"WARNING: nothing from the engine at {relay.upstream} for {now - heard:.0f} s: "
                 "is it running, and does it admit the relay's key?")  # fmt: skip
-        if warned and not args.upstream:
-            moved = moved_engine(args.data, relay.upstream)
-            if moved:
-                say(f"the engine of {args.data} now publishes on {moved}: following it")
-                relay.retarget(moved)
+        moved = moved_engine(args.data, relay.upstream) if warned and not args.upstream else None
+        if moved:
+            say(f"the engine of {args.data} now publishes on {moved}: following it")
+            relay.retarget(moved)
+        elif warned and now >= next_retry:  # ZeroMQ never retries a connection it was refused
+            next_retry = now + SILENCE_S
+            relay.retarget(relay.upstream)
         if now >= next_report:
             next_report = now + args.report
             if figures_now != reported:

@@ -27,6 +27,7 @@ Invariants:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import time
@@ -118,11 +119,16 @@ class StatusPoller:
         return socket
 
     def request(self) -> None:
-        """Send a Status request, unless one is outstanding."""
+        """Send a Status request, unless one is outstanding; one that cannot be sent (no
+        connection: a handshake the engine refused is not tried again) is answered by the
+        timeout."""
+        import zmq
+
         from engine.gateway import wire
 
         if self.sent_at is None:
-            self.socket.send_multipart(wire.messages_frame([wire.Status()]))
+            with contextlib.suppress(zmq.Again):  # no connection (refused): the timeout says so
+                self.socket.send_multipart(wire.messages_frame([wire.Status()]), zmq.NOBLOCK)
             self.sent_at = time.monotonic()
 
     def collect(self, wait: float = 0.0) -> None:
@@ -341,15 +347,19 @@ def _watch(args: argparse.Namespace) -> int:
     from rich.live import Live
 
     from engine.gateway.marketdata_client import MarketDataClient, SnapshotRefused
-    from engine.gateway.security import client_keys
+    from engine.gateway.security import client_keys, read_key
 
     market_data, snapshots, admin = watch_endpoints(args)
     tz = ZoneInfo(market_of(args.config).timezone)
     keys = client_keys(args.key, args.server_key)
+    if args.feed_server_key and keys is None:
+        raise ValueError("--feed-server-key is for CURVE: give --key and --server-key too")
+    feed_key = read_key(args.feed_server_key, "--feed-server-key") if args.feed_server_key else None
     context = zmq.Context()
     client = MarketDataClient(
-        market_data, snapshots, args.instrument, context=context, curve_keys=keys
-    )
+        market_data, snapshots, args.instrument, context=context, curve_keys=keys,
+        feed_server_key=None if feed_key is None else feed_key.public,
+    )  # fmt: skip
     poller = StatusPoller(admin, context, args.timeout, keys)
     tape = Tape(args.trades)
 
@@ -468,5 +478,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     watch.add_argument(
         "--server-key", metavar="FILE", help="the engine's public key file (with --key)"
+    )
+    watch.add_argument(
+        "--feed-server-key",
+        metavar="FILE",
+        help="the public key of the relay --market-data names, if it has a pair of its own "
+        "(cxe relay --server-key; default: the engine's)",
     )
     watch.set_defaults(run=cmd_watch)

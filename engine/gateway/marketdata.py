@@ -27,7 +27,8 @@ The feed (docs/MARKETDATA.md has the byte layouts):
 - A heartbeat (`MarketDataPublisher.heartbeat`) says where the stream is: its header holds
   the public stream position (topic number and count 0) and its payload maps every topic to
   its position, so a subscriber notices the loss of a stream's last messages while the
-  market is quiet.
+  market is quiet. The service sends one every second, busy or idle: a subscriber that hears
+  nothing for a few seconds has lost its connection (engine.gateway.marketdata_client).
 - Snapshots (ROUTER, the Clone pattern): a client sends [b"SNAP?", token, codes] (token 1-32
   bytes of its choosing, codes a msgpack array of instrument codes, empty for all); the
   reply is one [b"INST", token, InstrumentState] per instrument, in code order, then
@@ -139,7 +140,7 @@ class MarketDataPublisher:
     (once per loop turn with all of them: a message carries a run of one topic's events, so
     fewer calls mean fewer, larger messages; `publish_parts` when some come encoded from a
     batch's rows), poll `sockets` for input and pass a readable one to `handle`;
-    `heartbeat()` when the loop is idle."""
+    `heartbeat()` every second."""
 
     def __init__(
         self,
@@ -277,7 +278,7 @@ class MarketDataPublisher:
         self.events_sent += count
 
     def heartbeat(self) -> None:
-        """Tell subscribers where every topic is (call it when the loop is idle)."""
+        """Tell subscribers where every topic is (after the turn's `publish`)."""
         header = HEADER.pack(self.sequence, 0, 0)
         body = _encode(Heartbeat({topic_name(t): n for t, n in self._topic_seq.items()}))
         try:

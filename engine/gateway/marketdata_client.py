@@ -14,6 +14,10 @@ Invariants:
 - Nothing blocks beyond the timeout given: a snapshot request with no connection to go on
   (the engine not up yet, or its key refused) is not sent, and asked again after
   `snapshot_timeout`.
+- Silence is loss: the engine heartbeats every second, so when nothing has arrived on the
+  feed for `silence_timeout` seconds the client connects both sockets afresh and resyncs
+  (`reconnects`); ZeroMQ itself never tries again a connection whose key was refused, e.g.
+  one ended by a key reload that revoked it and later admitted it again.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ _events = msgspec.msgpack.Decoder(list[Event])
 _state = msgspec.msgpack.Decoder(InstrumentState)
 _end = msgspec.msgpack.Decoder(SnapshotEnd)
 _heartbeat = msgspec.msgpack.Decoder(Heartbeat)
+SILENCE_S = 5.0  # nothing on the feed this long, where the engine heartbeats each second: gone
 
 
 @dataclass
@@ -185,6 +190,8 @@ class MarketDataClient:
         snapshot_timeout: float = 2.0,
         buffer_limit: int = 1_000_000,
         curve_keys: tuple[KeyPair, bytes] | None = None,  # (own key pair, engine's public key)
+        silence_timeout: float = SILENCE_S,
+        feed_server_key: bytes | None = None,  # a relay's own public key, if the feed is its
     ) -> None:
         self.instruments = None if instruments is None else sorted(set(instruments))
         if self.instruments == []:
@@ -194,8 +201,11 @@ class MarketDataClient:
         self.sub = self.context.socket(zmq.SUB)
         self.dealer = self.context.socket(zmq.DEALER)
         if curve_keys is not None:
-            secure_client(self.sub, *curve_keys)
-            secure_client(self.dealer, *curve_keys)
+            own, engine = curve_keys
+            secure_client(self.sub, own, feed_server_key or engine)
+            secure_client(self.dealer, own, engine)
+        elif feed_server_key is not None:
+            raise ValueError("feed_server_key is for CURVE: give curve_keys too")
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.RCVHWM, rcvhwm)
         if rcvbuf is not None:
@@ -204,6 +214,7 @@ class MarketDataClient:
             [b""] if self.instruments is None else [*map(topic_of, self.instruments), MARKET_WIDE]
         ):
             self.sub.setsockopt(zmq.SUBSCRIBE, prefix)
+        self.endpoints = ((self.sub, sub_endpoint), (self.dealer, snapshot_endpoint))
         self.sub.connect(sub_endpoint)
         self.dealer.setsockopt(zmq.LINGER, 0)
         self.dealer.connect(snapshot_endpoint)
@@ -211,6 +222,8 @@ class MarketDataClient:
         self.poller.register(self.sub, zmq.POLLIN)
         self.poller.register(self.dealer, zmq.POLLIN)
         self.snapshot_timeout = snapshot_timeout
+        self.silence_timeout = silence_timeout
+        self._heard = time.monotonic()  # when the feed last gave anything
         self.books: dict[str, LocalBook] = {}
         self.seq = 0  # public stream number of the last update applied (or the snapshot's)
         self._position = 0  # the highest public stream number received (or heartbeat's)
@@ -221,6 +234,7 @@ class MarketDataClient:
         self.synced = False  # False while a snapshot is awaited
         self.resyncs = 0
         self.snapshot_retries = 0
+        self.reconnects = 0
         self.messages = 0
         self.undecodable = 0  # messages whose payload was not a list of events
         self._request_snapshot()
@@ -232,16 +246,19 @@ class MarketDataClient:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._ready:
             now = time.monotonic()
-            wait = None if deadline is None else max(0.0, deadline - now)
+            wait = max(0.0, self._heard + self.silence_timeout - now)
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - now))
             if self._sync is not None:
-                left = max(0.0, self._sync.deadline - now)
-                wait = left if wait is None else min(wait, left)
-            ready = dict(self.poller.poll(None if wait is None else int(wait * 1000) + 1))
+                wait = min(wait, max(0.0, self._sync.deadline - now))
+            ready = dict(self.poller.poll(int(wait * 1000) + 1))
             if self.dealer in ready:
                 self._read_snapshot()
             if self.sub in ready:
                 self._read_stream()
-            if self._sync is not None and time.monotonic() >= self._sync.deadline:
+            if time.monotonic() - self._heard >= self.silence_timeout:
+                self._reconnect()
+            elif self._sync is not None and time.monotonic() >= self._sync.deadline:
                 self.snapshot_retries += 1
                 self._request_snapshot()
             if not self._ready and deadline is not None and time.monotonic() >= deadline:
@@ -290,6 +307,17 @@ class MarketDataClient:
         with contextlib.suppress(zmq.Again):
             self.dealer.send_multipart((SNAP_REQUEST, token, body), zmq.NOBLOCK)
 
+    def _reconnect(self) -> None:
+        """Connect both sockets afresh (the subscriptions stay on the SUB socket and go out
+        on the new connection) and resync."""
+        for socket, endpoint in self.endpoints:
+            with contextlib.suppress(zmq.ZMQError):  # not connected there any more
+                socket.disconnect(endpoint)
+            socket.connect(endpoint)
+        self.reconnects += 1
+        self._heard = time.monotonic()
+        self._resync()
+
     def _resync(self) -> None:
         self.resyncs += 1
         self._held.clear()
@@ -335,6 +363,7 @@ class MarketDataClient:
                 frames = self.sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            self._heard = time.monotonic()
             self.messages += 1
             if self._sync is not None:
                 self._held.append(frames)

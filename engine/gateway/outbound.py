@@ -11,8 +11,9 @@ Invariants:
   (trades.log, rebuilt from the journal, which already holds the turn) and its public ones:
   an acknowledgement waits for no publishing (a reply deferred to a backlog, or kept for a
   gateway with no session, goes later);
-- market data says where it is after HEARTBEAT_NS without events; a session hears a
-  Heartbeat when it has had nothing for its heartbeat interval.
+- market data says where it is every HEARTBEAT_NS, busy or idle (a subscriber to some
+  instruments hears it while the others trade, so silence always means a lost connection);
+  a session hears a Heartbeat when it has had nothing for its heartbeat interval.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from engine.gateway.sessions import Session
 from engine.protocol import Audience, RejectCode, encode
 
 HEARTBEAT_BODY = wire.pack([wire.encode_message(wire.Heartbeat())])
-HEARTBEAT_NS = 1_000_000_000  # market data says where it is after a second without events
+HEARTBEAT_NS = 1_000_000_000  # market data says where it is every second
 
 
 class Outbound:
@@ -119,11 +120,10 @@ class Outbound:
         self.trade_stream.publish_parts(self.public)  # into trades.log, then sent
         if self.public:
             self.market_data.publish_parts(self.public)
-            self.last_published_ns = time.monotonic_ns()
-        elif time.monotonic_ns() - self.last_published_ns > HEARTBEAT_NS:
-            self.market_data.heartbeat()
-            self.last_published_ns = time.monotonic_ns()
         now = time.monotonic_ns()
+        if now - self.last_heartbeat_ns > HEARTBEAT_NS:  # busy or idle: silence means loss
+            self.market_data.heartbeat()
+            self.last_heartbeat_ns = now
         for session in self.sessions.by_routing_id.values():
             if now - session.last_sent_ns >= session.heartbeat_ns and not session.backlog:
                 self._send_body(session.routing_id, HEARTBEAT_BODY)

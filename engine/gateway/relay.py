@@ -158,7 +158,7 @@ class FeedRelay:
         self.upstream = upstream
         self._restart()
 
-    def reload(self, security: Security) -> set[str]:
+    def reload(self, security: Security | None) -> set[str]:
         """Reread the key table (engine.gateway.security.Authenticator.reload): the
         identities revoked. If there are any, every subscriber's connection ends (a PUB
         socket cannot drop one peer): each reconnects and is admitted again or refused, and
@@ -166,6 +166,8 @@ class FeedRelay:
         again: the proxy then stays ended (`running` false, `failure` says why)."""
         if self.authenticator is None:
             raise ValueError("the relay runs without CURVE: there are no keys to reload")
+        if security is None:
+            raise ValueError("the config has no [security] section now: the keys stay")
         revoked = self.authenticator.reload(security)
         if revoked:
             self._carried = self.statistics()

@@ -201,8 +201,11 @@ def reconnect_all(socket: zmq.Socket, endpoint: str, timeout: float = REBIND_TIM
     resyncs). libzmq ends the connections as the socket is next used (a send, receive or
     poll processes its commands), which its owner does every turn. The old listener closes in
     libzmq's I/O thread (and takes an `ipc://*` endpoint's directory with it): the new bind
-    waits for its EVENT_CLOSED. zmq.ZMQError if it does not come within `timeout` s or the
-    bind fails (the socket is then unbound: the caller says so)."""
+    waits for its EVENT_CLOSED, and makes such a directory again only if it is gone (one found
+    in its place is refused: another local user's). zmq.ZMQError if the close does not come
+    within `timeout` s or the bind fails (the socket is then unbound: the caller says so)."""
+    directory = Path(endpoint[len("ipc://") :]).parent if endpoint.startswith("ipc://") else None
+    before = os.stat(directory) if directory is not None else None
     monitor = socket.get_monitor_socket(zmq.EVENT_CLOSED)
     try:
         socket.unbind(endpoint)
@@ -211,9 +214,23 @@ def reconnect_all(socket: zmq.Socket, endpoint: str, timeout: float = REBIND_TIM
     finally:
         socket.disable_monitor()
         monitor.close(0)
-    if endpoint.startswith("ipc://"):
-        Path(endpoint[len("ipc://") :]).parent.mkdir(mode=0o700, exist_ok=True)
+    if directory is not None and _replaced(directory, before):
+        raise zmq.ZMQError(zmq.EADDRINUSE, f"{directory} was replaced: not bound there again")
     socket.bind(endpoint)
+
+
+def _replaced(directory: Path, before: os.stat_result) -> bool:
+    """Whether an ipc endpoint's directory is another than it was; one that has gone (an
+    `ipc://*` endpoint's, with its listener) is made again, owner-only."""
+    try:
+        now = os.stat(directory)
+    except FileNotFoundError:
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:  # someone made it meanwhile
+            return True
+        return False
+    return (now.st_dev, now.st_ino) != (before.st_dev, before.st_ino)
 
 
 def secure_client(socket: zmq.Socket, client: KeyPair, server_public: bytes) -> None:

@@ -105,7 +105,7 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
         self.endpoints: dict[str, str] = {}
         self.last_ts = 0
         self.last_command_ns = self._started_ns = time.monotonic_ns()
-        self.last_published_ns = self._started_ns
+        self.last_heartbeat_ns = self._started_ns
         self._snapshot_wanted = False
         self.staged: list[Item] = []  # records frames of the turn, not yet applied
         self.turn_ts = 0  # the stamp of the turn's commands

@@ -97,6 +97,9 @@ def test_market_loads_from_toml_and_reports_bad_files(tmp_path):
     bad.write_text('name = "Test"\n[[instruments]]\ncode = "CEA25"\n')
     with pytest.raises(ValueError, match=r"bad\.toml"):
         load_market(bad)
+    for unreadable in (tmp_path / "gone.toml", tmp_path):  # every caller takes ValueError
+        with pytest.raises(ValueError, match=r"cannot read it: (No such file|Is a directory)"):
+            load_market(unreadable)
     with pytest.raises(KeyError, match=r"CEA99"):
         market.instrument("CEA99")
 

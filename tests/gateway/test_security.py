@@ -24,6 +24,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from engine.clearing.capture import TradeStore
+from engine.cli.watch import StatusPoller
 from engine.config import Security, default_market, load_market
 from engine.gateway import wire
 from engine.gateway.client import GatewayClient, LogonRefused
@@ -40,6 +41,7 @@ from engine.gateway.security import (
 from engine.protocol import Accepted, Filled, OpenCall, RejectCode, Rejected
 from engine.types import Side
 from tests.cli.test_cli import cxe_command
+from tests.cli.test_watch import start_relay
 from tests.support.engine import DAY, EngineProcess
 
 pytestmark = pytest.mark.slow
@@ -253,6 +255,34 @@ def test_reconnect_all_ends_every_connection_and_serves_the_same_endpoint_again(
         server.close(0)
 
 
+def test_reconnect_all_refuses_an_ipc_directory_that_is_not_the_one_it_bound_in(tmp_path):
+    """Another local user could make the directory of an `ipc://*` endpoint in the moment
+    between the old listener's removing it and the new bind: here the directory is replaced
+    as the socket unbinds."""
+    context = zmq.Context.instance()
+    server = context.socket(zmq.PUB)
+    server.setsockopt(zmq.LINGER, 0)
+    (tmp_path / "feed").mkdir()
+    server.bind(f"ipc://{tmp_path}/feed/socket")
+    endpoint = server.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    class ReplacedAsItUnbinds:
+        def __getattr__(self, name: str):
+            return getattr(server, name)
+
+        def unbind(self, where: str) -> None:
+            server.unbind(where)
+            (tmp_path / "feed").rename(tmp_path / "moved")
+            (tmp_path / "feed").mkdir()
+
+    try:
+        reconnect_all(server, endpoint)  # the same directory: bound again
+        with pytest.raises(zmq.ZMQError, match="was replaced"):
+            reconnect_all(ReplacedAsItUnbinds(), endpoint)
+    finally:
+        server.close(0)
+
+
 def test_an_unknown_key_cannot_connect_to_any_socket(engine):
     process, keys = engine
     endpoints = process.endpoints
@@ -383,6 +413,18 @@ def test_a_relay_serves_the_feed_to_listed_keys_only_and_subscribes_with_its_own
                    server=keys["mm2"]) as relay:  # fmt: skip
         assert handshake(relay.endpoint, (keys["mm"], keys["mm2"].public), zmq.SUB) == SUCCEEDED
         assert handshake(relay.endpoint, as_(keys, "mm"), zmq.SUB) != SUCCEEDED
+        behind = MarketDataClient(
+            relay.endpoint, process.endpoints["snapshots"], curve_keys=as_(keys, "feed"),
+            feed_server_key=keys["mm2"].public,
+        )  # fmt: skip
+        try:  # the feed under the relay's key, snapshots under the engine's
+            messages_before = behind.messages
+            deadline = time.monotonic() + 30
+            while not behind.synced or behind.messages == messages_before:
+                assert time.monotonic() < deadline, "nothing from a relay with its own key pair"
+                behind.poll(0.2)
+        finally:
+            behind.close()
     # a relay whose own key the engine does not list gets nothing to pass on
     with FeedRelay(upstream, "tcp://127.0.0.1:*", security=security,
                    client=as_(keys, "stranger")) as relay:  # fmt: skip
@@ -394,7 +436,7 @@ def test_a_relay_serves_the_feed_to_listed_keys_only_and_subscribes_with_its_own
 def test_cxe_watch_shows_a_keyed_engine_to_an_operator_key_and_says_why_not_to_others(engine):
     """Written when it could not: `cxe watch` had no key options, so an engine with CURVE
     could not be watched at all."""
-    process, _ = engine
+    process, pairs = engine
     keys = process.data.parent / "keys"
     watch = ("watch", "--once", "--data", str(process.data), "--timeout", "2")
     operator = cxe(*watch, "--key", str(keys / "alice.key_secret"),
@@ -417,8 +459,43 @@ def test_cxe_watch_shows_a_keyed_engine_to_an_operator_key_and_says_why_not_to_o
     assert half.returncode == 2 and "give both --key" in half.stderr
     public = cxe(*watch, "--key", str(keys / "alice.key"), "--server-key", str(keys / "engine.key"))
     assert public.returncode == 2 and "secret key" in public.stderr
-    for result in (operator, plain, gateway, half, public):
+    feed_only = cxe(*watch, "--feed-server-key", str(keys / "mm2.key"))
+    assert feed_only.returncode == 2 and "give --key and --server-key too" in feed_only.stderr
+    for result in (operator, plain, gateway, half, public, feed_only):
         assert "Traceback" not in result.stderr
+    # through a relay with a key pair of its own (cxe relay --server-key)
+    security = load_market(process.data.parent / "engine.json").security
+    endpoints = process.endpoints
+    with FeedRelay(endpoints["market_data"], "tcp://127.0.0.1:*", security=security,
+                   client=as_(pairs, "feed"), server=pairs["mm2"]) as relay:  # fmt: skip
+        relayed = cxe(
+            "watch", "--once", "--timeout", "5", "--market-data", relay.endpoint,
+            "--snapshots", endpoints["snapshots"], "--admin", endpoints["admin"],
+            "--key", str(keys / "alice.key_secret"), "--server-key", str(keys / "engine.key"),
+            "--feed-server-key", str(keys / "mm2.key"),
+        )  # fmt: skip
+    assert relayed.returncode == 0, relayed.stdout + relayed.stderr
+    assert CODES[0] in relayed.stdout
+
+
+def test_the_watch_status_poller_times_out_after_its_handshake_was_refused(engine):
+    """`cxe watch --once` with a key market data admits and admin refuses hung now and then:
+    once the handshake had failed (libzmq does not try a refused one again) the DEALER had no
+    connection and a blocking send waited forever."""
+    process, keys = engine
+    poller = StatusPoller(process.endpoints["admin"], zmq.Context.instance(), 0.5, as_(keys, "mm"))
+    outcome: list[str] = []
+    try:
+        time.sleep(1.0)  # the refusal comes within milliseconds on loopback
+        asking = threading.Thread(target=lambda: (poller.fetch(), outcome.append(poller.error)))
+        asking.daemon = True
+        asking.start()
+        asking.join(10)
+        assert not asking.is_alive(), "the Status request blocked"
+        assert outcome[0].startswith("no answer from admin")
+        assert "list --key as an operator" in outcome[0]
+    finally:
+        poller.close()
 
 
 def test_a_relay_ends_a_revoked_keys_subscription_when_it_reloads(engine, keyed):
@@ -447,6 +524,8 @@ def test_a_relay_ends_a_revoked_keys_subscription_when_it_reloads(engine, keyed)
             assert subscribers["brokers"].poll(5_000), "an admitted key lost the feed"
             assert not subscribers["mm"].poll(3_000), "a revoked key still reads the feed"
             assert relay.running and relay.statistics().received > 0
+            with pytest.raises(ValueError, match=r"no \[security\] section now"):
+                relay.reload(None)  # a config whose section was removed: the old files were read
         finally:
             for socket in subscribers.values():
                 socket.close(0)
@@ -526,11 +605,20 @@ def test_a_revoked_key_is_refused_after_reload_and_its_session_ends(keyed):
         done = cxe("admin", "reload-keys", "--data", str(process.data), *operator[:4])
         assert done.returncode == 1 and "keys not reloaded" in done.stdout
         assert handshake(orders, as_(keys, "mm2")) == SUCCEEDED
+        # nor can a config file that has gone (the engine stopped with exit status 2)
+        config.rename(config.with_suffix(".moved"))
+        done = cxe("admin", "reload-keys", "--data", str(process.data), *operator[:4])
+        assert done.returncode == 1 and "cannot read it" in done.stdout, done.stdout
+        process.process.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert process.process.poll() is None, process.output()
+        assert handshake(orders, as_(keys, "mm2")) == SUCCEEDED
 
 
 def synced_reader(process: EngineProcess, curve: tuple[KeyPair, bytes]) -> MarketDataClient:
-    reader = MarketDataClient(process.endpoints["market_data"], process.endpoints["snapshots"],
-                              curve_keys=curve, snapshot_timeout=1.0)  # fmt: skip
+    endpoints = process.endpoints
+    reader = MarketDataClient(endpoints["market_data"], endpoints["snapshots"], curve_keys=curve,
+                              snapshot_timeout=1.0, silence_timeout=2.0)  # fmt: skip
     deadline = time.monotonic() + 30
     while not reader.synced:
         assert time.monotonic() < deadline, "the market data reader never synced"
@@ -579,6 +667,16 @@ def test_a_revoked_key_loses_its_open_market_data_and_trade_stream_connections(k
             assert kept.resyncs >= 1  # it reconnected, saw the gap and took a snapshot
             assert "market data and snapshots: every connection ended" in process.output()
             assert "trade stream: every connection ended" not in process.output()  # no operator
+            # admitted again: ZeroMQ never retries a refused connection, the client's silence
+            # check does (it stayed "synced" on a dead connection before)
+            write_config(config, keys, GATEWAY_KEYS)
+            process.process.send_signal(signal.SIGHUP)
+            wait_for_log(process, "keys reloaded: 4 admitted, revoked []")
+            deadline = time.monotonic() + 30
+            while (6150, 7, 1) not in revoked.books[code].depth(Side.BUY):
+                assert time.monotonic() < deadline, "the key admitted again never read again"
+                revoked.poll(0.2)
+            assert revoked.reconnects >= 1 and revoked.synced
         finally:
             kept.close()
             revoked.close()
@@ -593,7 +691,7 @@ def test_a_revoked_key_loses_its_open_market_data_and_trade_stream_connections(k
             while consumer.poll(100):
                 consumer.recv_multipart()
             assert consumer.poll(2_500), "no heartbeat"  # one each second while nothing trades
-            write_config(config, keys, GATEWAY_KEYS, operators=("mm2",), readers=())
+            write_config(config, keys, GATEWAY_KEYS, operators=("mm2",))
             process.process.send_signal(signal.SIGHUP)
             wait_for_log(process, "revoked ['operator:alice']")
             time.sleep(0.5)
@@ -606,6 +704,40 @@ def test_a_revoked_key_loses_its_open_market_data_and_trade_stream_connections(k
             consumer.close(0)
         assert "trade stream: every connection ended" in process.output()
         assert handshake(process.endpoints["trades"], as_(keys, "alice")) == FAILED_AUTH
+
+
+def test_cxe_relay_reads_again_when_its_key_is_admitted_again(keyed):
+    """A reload that revokes the relay's own key ends its connection to the engine, and
+    ZeroMQ never retries a refused one: the relay stayed deaf after the key was admitted
+    again. It now connects afresh every SILENCE_S while it hears nothing."""
+    tmp, keys = keyed
+    process = secured_engine(tmp, keys, "relay-readmit")
+    config = tmp / "relay-readmit.json"
+    with process:
+        relay, _ = start_relay(process, "--report", "1", "--config", str(config),
+                               "--key", str(tmp / "keys" / "feed.key_secret"))  # fmt: skip
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(relay.stdout), daemon=True)
+        reader.start()
+
+        def said(text: str, timeout: float = 30) -> None:
+            deadline = time.monotonic() + timeout
+            while not any(text in line for line in lines):
+                assert relay.poll() is None, relay.stderr.read()
+                assert time.monotonic() < deadline, "".join(lines)
+                time.sleep(0.1)
+
+        try:
+            said("messages from the engine")  # heartbeats come through
+            write_config(config, keys, GATEWAY_KEYS, readers=())
+            process.process.send_signal(signal.SIGHUP)
+            said("WARNING: nothing from the engine")
+            write_config(config, keys, GATEWAY_KEYS)
+            process.process.send_signal(signal.SIGHUP)
+            said("is back")
+        finally:
+            relay.terminate()
+            relay.wait(30)
 
 
 def test_plain_mode_says_so_and_binds_to_loopback_only(tmp_path):

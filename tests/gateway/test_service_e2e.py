@@ -232,6 +232,41 @@ def test_market_data_from_the_live_engine_matches_a_late_joiners_snapshot(engine
     late.close()
 
 
+def test_market_data_heartbeats_every_second_while_the_market_is_busy(engine):
+    """Heartbeats were sent only after a second without public events: a subscriber to one
+    instrument heard nothing while others traded, and could not tell that from a dead
+    connection (MarketDataClient reconnects after SILENCE_S without anything)."""
+    context = zmq.Context.instance()
+    readers = {}
+    for topic in (b"*HB", CODES[0].encode() + b"."):
+        reader = readers[topic] = context.socket(zmq.SUB)
+        reader.setsockopt(zmq.LINGER, 0)
+        reader.setsockopt(zmq.SUBSCRIBE, topic)
+        reader.connect(engine.endpoints["market_data"])
+    counts = dict.fromkeys(readers, 0)
+    price = MARKET.instruments[0].reference_price - 50
+    try:
+        time.sleep(0.5)  # the subscriptions reach the engine
+        with client(engine, "mm") as mm:
+            started = time.monotonic()
+            order = 0
+            while time.monotonic() - started < 3.0:
+                mm.submit(f"busy-{order}", 1, CODES[0], BUY, price, 1)
+                order += 1
+                for topic, reader in readers.items():
+                    while reader.poll(0):
+                        reader.recv_multipart()
+                        counts[topic] += 1
+                time.sleep(0.01)
+            mm.mass_cancel("busy-end", 1, CODES[0])  # the other tests' book as it was
+            mm.wait_for(is_(MassCancelled, cl_ord_id="busy-end"))
+    finally:
+        for reader in readers.values():
+            reader.close(0)
+    assert counts[CODES[0].encode() + b"."] >= 100  # the market was busy throughout
+    assert counts[b"*HB"] >= 2
+
+
 def test_a_journal_that_cannot_be_written_stops_the_engine_before_it_acknowledges(tmp_path):
     """The journal's disk refuses a write (here: the process may not write files past 256 KiB,
     as a full disk refuses): the engine exits 3 and everything it acknowledged is in the
