@@ -347,18 +347,20 @@ def _watch(args: argparse.Namespace) -> int:
     from rich.live import Live
 
     from engine.gateway.marketdata_client import MarketDataClient, SnapshotRefused
-    from engine.gateway.security import client_keys, read_key
+    from engine.gateway.security import client_keys, server_public_key
 
     market_data, snapshots, admin = watch_endpoints(args)
     tz = ZoneInfo(market_of(args.config).timezone)
     keys = client_keys(args.key, args.server_key)
     if args.feed_server_key and keys is None:
         raise ValueError("--feed-server-key is for CURVE: give --key and --server-key too")
-    feed_key = read_key(args.feed_server_key, "--feed-server-key") if args.feed_server_key else None
+    feed_key = None  # the engine's, unless a relay with a pair of its own serves the feed
+    if args.feed_server_key:
+        feed_key = server_public_key(args.feed_server_key, "--feed-server-key")
     context = zmq.Context()
     client = MarketDataClient(
         market_data, snapshots, args.instrument, context=context, curve_keys=keys,
-        feed_server_key=None if feed_key is None else feed_key.public,
+        feed_server_key=feed_key,
     )  # fmt: skip
     poller = StatusPoller(admin, context, args.timeout, keys)
     tape = Tape(args.trades)

@@ -249,7 +249,18 @@ def client_keys(key_file: str | None, server_key: str | None) -> tuple[KeyPair, 
         return None
     if key_file is None or server_key is None:
         raise ValueError("give both --key (your NAME.key_secret) and --server-key (engine.key)")
-    return read_key(key_file, "--key"), read_key(server_key, "--server-key").public
+    return read_key(key_file, "--key"), server_public_key(server_key, "--server-key")
+
+
+def server_public_key(text: str, option: str) -> bytes:
+    """A server's public key for a client: a Z85 key or a NAME.key file, never a secret."""
+    keys = read_key(text, option)
+    if keys.secret is not None:
+        raise KeyFileError(
+            f"{option} {text} holds a secret key: give the public key file (NAME.key); a "
+            "client never needs the server's secret, and should not hold it"
+        )
+    return keys.public
 
 
 def user_id(frame: zmq.Frame) -> str:

@@ -459,9 +459,12 @@ def test_cxe_watch_shows_a_keyed_engine_to_an_operator_key_and_says_why_not_to_o
     assert half.returncode == 2 and "give both --key" in half.stderr
     public = cxe(*watch, "--key", str(keys / "alice.key"), "--server-key", str(keys / "engine.key"))
     assert public.returncode == 2 and "secret key" in public.stderr
+    secret = cxe(*watch, "--key", str(keys / "alice.key_secret"),
+                 "--server-key", str(keys / "engine.key_secret"))  # fmt: skip
+    assert secret.returncode == 2 and "holds a secret key" in secret.stderr
     feed_only = cxe(*watch, "--feed-server-key", str(keys / "mm2.key"))
     assert feed_only.returncode == 2 and "give --key and --server-key too" in feed_only.stderr
-    for result in (operator, plain, gateway, half, public, feed_only):
+    for result in (operator, plain, gateway, half, public, secret, feed_only):
         assert "Traceback" not in result.stderr
     # through a relay with a key pair of its own (cxe relay --server-key)
     security = load_market(process.data.parent / "engine.json").security
