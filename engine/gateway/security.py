@@ -26,6 +26,7 @@ owning its own ZAP socket (`start_authenticator`), decides who may connect. Inva
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,6 +192,7 @@ def secure_server(socket: zmq.Socket, keys: KeyPair, domain: str) -> None:
     socket.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
 
 
+_monitors = itertools.count()
 REBIND_TIMEOUT_S = 5.0  # how long `reconnect_all` waits for the old listener to close
 
 
@@ -206,7 +208,8 @@ def reconnect_all(socket: zmq.Socket, endpoint: str, timeout: float = REBIND_TIM
     within `timeout` s or the bind fails (the socket is then unbound: the caller says so)."""
     directory = Path(endpoint[len("ipc://") :]).parent if endpoint.startswith("ipc://") else None
     before = os.stat(directory) if directory is not None else None
-    monitor = socket.get_monitor_socket(zmq.EVENT_CLOSED)
+    # an address of its own: the last call's inproc endpoint may not be released yet
+    monitor = socket.get_monitor_socket(zmq.EVENT_CLOSED, f"inproc://rebind-{next(_monitors)}")
     try:
         socket.unbind(endpoint)
         if not monitor.poll(int(timeout * 1000)):

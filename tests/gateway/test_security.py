@@ -255,6 +255,22 @@ def test_reconnect_all_ends_every_connection_and_serves_the_same_endpoint_again(
         server.close(0)
 
 
+def test_reconnect_all_runs_back_to_back_on_one_socket():
+    """Each call watches the socket for the old listener's close; with pyzmq's default
+    monitor address (one per socket) a call soon after another found it still taken and
+    failed with EADDRINUSE (two revocations in a row; the suite's CI run found it)."""
+    server = zmq.Context.instance().socket(zmq.PUB)
+    server.setsockopt(zmq.LINGER, 0)
+    server.bind("tcp://127.0.0.1:*")
+    endpoint = server.getsockopt_string(zmq.LAST_ENDPOINT)
+    try:
+        for _ in range(500):
+            reconnect_all(server, endpoint)
+        assert server.getsockopt_string(zmq.LAST_ENDPOINT) == endpoint
+    finally:
+        server.close(0)
+
+
 def test_reconnect_all_refuses_an_ipc_directory_that_is_not_the_one_it_bound_in(tmp_path):
     """Another local user could make the directory of an `ipc://*` endpoint in the moment
     between the old listener's removing it and the new bind: here the directory is replaced
