@@ -151,8 +151,10 @@ def follow(relay, args: argparse.Namespace, stop: threading.Event, hangup: threa
                 "is it running, and does it admit the relay's key?")  # fmt: skip
         moved = moved_engine(args.data, relay.upstream) if warned and not args.upstream else None
         if moved:
-            say(f"the engine of {args.data} now publishes on {moved}: following it")
-            relay.retarget(moved)
+            feed, snapshots = moved
+            say(f"the engine of {args.data} now publishes on {feed}: following it (its "
+                f"snapshots are on {snapshots} now: subscribers must ask there)")  # fmt: skip
+            relay.retarget(feed)
         elif warned and now >= next_retry:  # ZeroMQ never retries a connection it was refused
             next_retry = now + SILENCE_S
             relay.retarget(relay.upstream)
@@ -163,13 +165,15 @@ def follow(relay, args: argparse.Namespace, stop: threading.Event, hangup: threa
                 reported = figures_now
 
 
-def moved_engine(data: str, upstream: str) -> str | None:
-    """The market data endpoint the data directory's running engine gives now, if another."""
+def moved_engine(data: str, upstream: str) -> tuple[str, str] | None:
+    """The market data and snapshot endpoints the data directory's running engine gives now,
+    if it publishes elsewhere than `upstream`."""
     try:
-        endpoint = engine_endpoints(data, "--upstream")["market_data"]
+        endpoints = engine_endpoints(data, "--upstream")
     except ValueError:
         return None
-    return endpoint if endpoint != upstream else None
+    feed = endpoints["market_data"]
+    return (feed, endpoints["snapshots"]) if feed != upstream else None
 
 
 def reload_keys(relay, args: argparse.Namespace) -> None:

@@ -8,6 +8,8 @@ Invariants:
 - the books shown are exactly the MarketDataClient's (the public updates applied so far);
 - the last trades of an instrument are the TradePrints received since the view started (and
   a snapshot's last trade, when newer than any of them), newest first, at most `keep` each;
+- the live view's footer says STALE while the client awaits a snapshot (after a gap, or
+  after the feed went silent and it reconnected): the books shown may be behind;
 - the counters shown are those of the latest StatusReport; at most one Status request is
   outstanding, and one unanswered past its timeout is dropped with its socket, so an answer
   always belongs to the request it is taken for;
@@ -44,7 +46,7 @@ if TYPE_CHECKING:
     import zmq
     from rich.console import RenderableType
 
-    from engine.gateway.marketdata_client import LocalBook, Update
+    from engine.gateway.marketdata_client import LocalBook, MarketDataClient, Update
     from engine.gateway.security import KeyPair
     from engine.gateway.wire import StatusReport
     from engine.protocol import TradePrint
@@ -318,9 +320,15 @@ def watch_endpoints(args: argparse.Namespace) -> tuple[str, str, str]:
     return found["market_data"], found["snapshots"], found["admin"]
 
 
-def _footer(seq: int, resyncs: int, tz: tzinfo) -> str:
+def footer(client: MarketDataClient, tz: tzinfo) -> str:
+    """The live view's last line: where the feed is, and loudly when the books shown may be
+    stale (no snapshot since a gap, or since the feed went silent)."""
     now = datetime.now(tz).strftime("%H:%M:%S")
-    return f"market data seq {seq:,}  resyncs {resyncs}  at {now}  (Ctrl-C to leave)"
+    state = "" if client.synced else "  STALE: waiting for the engine's snapshot"
+    return (
+        f"market data seq {client.seq:,}  resyncs {client.resyncs}  reconnects "
+        f"{client.reconnects}{state}  at {now}  (Ctrl-C to leave)"
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -402,7 +410,7 @@ def _watch(args: argparse.Namespace) -> int:
                         poller.request()
                         next_status = time.monotonic() + args.interval
                     poller.collect()
-                    shown = frame(_footer(client.seq, client.resyncs, tz))
+                    shown = frame(footer(client, tz))
                     live.update(shown, refresh=True)
         except KeyboardInterrupt:
             console.print(shown)  # the full screen is gone: the last view stays in sight

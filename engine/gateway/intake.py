@@ -13,7 +13,10 @@ Invariants:
   Logon must name the key's own gateway;
 - answers that need no sequencing keep their place among the turn's items (`Item.replies`);
 - a session silent for three heartbeats, logged out or revoked ends; with cancel-on-disconnect
-  a MassCancel per member is queued to be sequenced like any command.
+  a MassCancel per member is queued to be sequenced like any command. Silence is counted on
+  the engine's running time: a gap between turns past STALL_NS (the process paused or
+  swapped out, when no frame was read, even those already on the wire) is added to every
+  session's last-heard time, so the engine's own stall never ends a session.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from engine.protocol import (
 )
 
 MEMBER_COMMANDS = (NewOrder, CancelOrder, AmendOrder, PickOrder, MassCancel, AuctionBid)
+STALL_NS = 1_000_000_000  # a gap between turns this long is the engine's stall, not silence
 SMALL_FRAME = 8  # records frames up to this size are checked record by record, not with numpy
 
 
@@ -216,6 +220,12 @@ class Intake:
         self.log(f"gateway {gateway.id} logged on ({len(kept)} kept frames sent)")
 
     def _expire_sessions(self, now: int, items: list[Item]) -> None:
+        stalled = now - self.last_turn_ns
+        self.last_turn_ns = now
+        if stalled > STALL_NS and self.sessions.by_routing_id:
+            for session in self.sessions.by_routing_id.values():
+                session.last_heard_ns += stalled
+            self.log(f"the loop stalled for {stalled / 1e9:.1f} s: no session ends for it")
         for rid, session in list(self.sessions.by_routing_id.items()):
             if now - session.last_heard_ns > 3 * session.heartbeat_ns:
                 self._end_session(rid, "silent for three heartbeats", items)

@@ -15,7 +15,8 @@ Invariants:
   (the engine not up yet, or its key refused) is not sent, and asked again after
   `snapshot_timeout`.
 - Silence is loss: the engine heartbeats every second, so when nothing has arrived on the
-  feed for `silence_timeout` seconds the client connects both sockets afresh and resyncs
+  feed for `silence_timeout` seconds (at least MIN_SILENCE_S; math.inf for never) the
+  client connects both sockets afresh and resyncs
   (`reconnects`); ZeroMQ itself never tries again a connection whose key was refused, e.g.
   one ended by a key reload that revoked it and later admitted it again.
 """
@@ -68,6 +69,7 @@ _state = msgspec.msgpack.Decoder(InstrumentState)
 _end = msgspec.msgpack.Decoder(SnapshotEnd)
 _heartbeat = msgspec.msgpack.Decoder(Heartbeat)
 SILENCE_S = 5.0  # nothing on the feed this long, where the engine heartbeats each second: gone
+MIN_SILENCE_S = 2.0  # two heartbeats: any less and a healthy feed would look gone
 
 
 @dataclass
@@ -196,6 +198,11 @@ class MarketDataClient:
         self.instruments = None if instruments is None else sorted(set(instruments))
         if self.instruments == []:
             raise ValueError("instruments: name at least one code, or pass None for all")
+        if not isinstance(silence_timeout, int | float) or not silence_timeout >= MIN_SILENCE_S:
+            raise ValueError(
+                f"silence_timeout: at least {MIN_SILENCE_S:g} s (the engine heartbeats every "
+                f"second), not {silence_timeout!r}; math.inf never reconnects"
+            )
         self._own_context = context is None
         self.context = context or zmq.Context()
         self.sub = self.context.socket(zmq.SUB)

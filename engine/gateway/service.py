@@ -105,7 +105,7 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
         self.endpoints: dict[str, str] = {}
         self.last_ts = 0
         self.last_command_ns = self._started_ns = time.monotonic_ns()
-        self.last_heartbeat_ns = self._started_ns
+        self.last_heartbeat_ns = self.last_turn_ns = self._started_ns
         self._snapshot_wanted = False
         self.staged: list[Item] = []  # records frames of the turn, not yet applied
         self.turn_ts = 0  # the stamp of the turn's commands
@@ -135,6 +135,7 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGHUP, self._want_reload)
         timeout_ms = 0 if self.options.busy_poll else 100
+        self.last_turn_ns = time.monotonic_ns()
         try:
             while not self.stopping:
                 self.turn(timeout_ms)

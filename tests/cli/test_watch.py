@@ -456,7 +456,7 @@ def test_relay_warns_of_silence_follows_the_engine_to_new_ports_and_takes_sighup
         second.close(0)
     assert "relay: SIGHUP: plain mode, no keys to reread" in out
     assert "relay: WARNING: nothing from the engine at " in out
-    assert f"now publishes on {moved}: following it" in out
+    assert f"now publishes on {moved}: following it (its snapshots are on tcp://127.0.0.1:1" in out
 
 
 def test_the_relays_figures_count_one_message_and_many():
@@ -466,3 +466,19 @@ def test_the_relays_figures_count_one_message_and_many():
     assert figures(RelayStatistics(1, 1, 1, 1)).startswith("1 message from the engine (1 byte),")
     many = figures(RelayStatistics(1200, 50_000, 1200, 50_000))
     assert many == "1,200 messages from the engine (50,000 bytes), 1,200 published to subscribers"
+
+
+def test_the_live_footer_says_when_the_books_may_be_stale():
+    """The books stayed on screen looking live while the engine was stopped."""
+    from datetime import UTC
+
+    from engine.cli.watch import footer
+
+    client = MarketDataClient("tcp://127.0.0.1:1", "tcp://127.0.0.1:2")
+    try:
+        assert not client.synced and "STALE" in footer(client, UTC)
+        client.synced, client.seq = True, 1234
+        shown = footer(client, UTC)
+        assert "STALE" not in shown and "seq 1,234" in shown and "reconnects 0" in shown
+    finally:
+        client.close()

@@ -591,3 +591,13 @@ def an_oversized_subscription_disconnects(endpoint: str) -> None:
 
 def test_a_subscriber_sending_an_oversized_frame_is_disconnected(publisher):
     an_oversized_subscription_disconnects(publisher.pub_endpoint)
+
+
+@pytest.mark.parametrize("silence", [0, -1, 0.9, 1.99, None, float("nan"), "5"])
+def test_a_silence_timeout_shorter_than_two_heartbeats_is_refused(silence):
+    """0 reconnected on every pass (870 reconnects/s, a snapshot served for each); under the
+    heartbeat's second a healthy feed looked gone; None failed at the first read."""
+    with pytest.raises(ValueError, match="silence_timeout: at least 2 s"):
+        MarketDataClient("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", silence_timeout=silence)
+    for accepted in (2, 2.0, float("inf")):  # the boundary itself, and never
+        MarketDataClient("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", silence_timeout=accepted).close()

@@ -7,6 +7,7 @@ recovers the same state.
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -265,6 +266,29 @@ def test_market_data_heartbeats_every_second_while_the_market_is_busy(engine):
             reader.close(0)
     assert counts[CODES[0].encode() + b"."] >= 100  # the market was busy throughout
     assert counts[b"*HB"] >= 2
+
+
+def test_a_pause_of_the_engine_itself_ends_no_session(tmp_path):
+    """A VM pause or swapping stops the whole process. Once it resumed, its loop found no
+    frame from a gateway that had sent heartbeats all along (its I/O thread had not handed
+    them over yet) and ended every session: "silent for three heartbeats". Silence is now
+    counted on the engine's running time, so even a gateway that sent nothing while the
+    engine was stopped (here, for a red test every time) keeps its session."""
+    price = MARKET.instruments[0].reference_price
+    with EngineProcess(tmp_path / "data") as engine:
+        engine.open_market(CODES[0])
+        with client(engine, "mm", heartbeat_ms=300) as mm:
+            engine.process.send_signal(signal.SIGSTOP)
+            try:
+                time.sleep(3.0)  # ten of the session's heartbeat intervals
+            finally:
+                engine.process.send_signal(signal.SIGCONT)
+            mm.submit("after-pause", 1, CODES[0], BUY, price, 1)
+            answer = mm.wait_for(lambda r: isinstance(r, (Accepted, wire.SessionRejected)))[-1]
+            assert isinstance(answer, Accepted), (answer, engine.output())
+        output = engine.output()
+    assert "silent for three heartbeats" not in output
+    assert "the loop stalled for" in output
 
 
 def test_a_journal_that_cannot_be_written_stops_the_engine_before_it_acknowledges(tmp_path):
