@@ -432,23 +432,51 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     actions.add_parser(
         "reload-keys", help="reread the config's [security] keys; end revoked keys' sessions"
     )
-    for sub in actions.choices.values():
-        sub.add_argument(
-            "--data",
-            default=DEFAULT_DATA,
-            metavar="DIR",
-            help=f"the engine's data directory, to find its endpoints (default {DEFAULT_DATA})",
-        )
+    add_admin_options(admin, ADMIN_DEFAULTS)
+    for sub in actions.choices.values():  # before the action or after it
         sub.epilog = f"example: cxe admin {ADMIN_EXAMPLES[sub.prog.split()[-1]]}"
-        sub.add_argument("--endpoint", metavar="ENDPOINT", help="the admin endpoint instead")
-        sub.add_argument("--config", metavar="FILE", help="market TOML (for instrument codes)")
-        sub.add_argument("--key", metavar="FILE", help="your operator NAME.key_secret (CURVE)")
-        sub.add_argument("--server-key", metavar="FILE", help="the engine's public key file")
-        sub.add_argument(
-            "--timeout",
-            type=positive_int,
-            default=10,
-            metavar="S",
-            help="seconds to wait for the answer (default 10)",
-        )
+        add_admin_options(sub, {})
     admin.set_defaults(run=cmd_admin)
+
+
+ADMIN_DEFAULTS = {"data": DEFAULT_DATA, "endpoint": None, "config": None, "key": None,
+                  "server_key": None, "timeout": 10}  # fmt: skip
+
+
+def add_admin_options(parser: argparse.ArgumentParser, defaults: dict) -> None:
+    """The connection options of `cxe admin`, on the admin parser (with their defaults) and
+    on each action's (without: an option not given after the action leaves the one given
+    before it, or the default, in place)."""
+
+    def default(name: str):
+        return defaults.get(name, argparse.SUPPRESS)
+
+    parser.add_argument(
+        "--data",
+        default=default("data"),
+        metavar="DIR",
+        help=f"the engine's data directory, to find its endpoints (default {DEFAULT_DATA})",
+    )
+    parser.add_argument(
+        "--endpoint", default=default("endpoint"), metavar="ENDPOINT",
+        help="the admin endpoint instead",
+    )  # fmt: skip
+    parser.add_argument(
+        "--config", default=default("config"), metavar="FILE",
+        help="market TOML (for instrument codes)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--key", default=default("key"), metavar="FILE",
+        help="your operator NAME.key_secret (CURVE)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--server-key", default=default("server_key"), metavar="FILE",
+        help="the engine's public key file",
+    )  # fmt: skip
+    parser.add_argument(
+        "--timeout",
+        type=positive_int,
+        default=default("timeout"),
+        metavar="S",
+        help="seconds to wait for the answer (default 10)",
+    )

@@ -135,3 +135,14 @@ def test_describe_prints_enums_by_name_and_fen_in_yuan():
     assert describe(report) == (
         "StatusReport seq=2 state_hash=abc counters={turns: 3} gateways={mm: {commands: 1}}"
     )
+
+
+@pytest.mark.slow
+def test_admin_takes_its_options_before_the_action_or_after_it(engine, tmp_path):
+    """`cxe admin --data DIR status` was refused ("invalid choice: 'DIR'")."""
+    before = cxe("admin", "--data", str(engine.data), "--timeout", "5", "status")
+    assert before.returncode == 0, before.stdout + before.stderr
+    assert lines_of(before.stdout, "StatusReport"), before.stdout
+    elsewhere = tmp_path / "elsewhere"
+    overridden = cxe("admin", "--data", str(engine.data), "status", "--data", str(elsewhere))
+    assert overridden.returncode == 2 and f"{elsewhere}/endpoints.json" in overridden.stderr
