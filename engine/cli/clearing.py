@@ -12,7 +12,13 @@ if TYPE_CHECKING:
     from engine.clearing.capture import TradeStore
     from engine.clearing.settlement import Ledger, SettlementReport
     from engine.config import MarketConfig
-from engine.cli.common import market_of, member_id, note_torn_tail, trading_date
+from engine.cli.common import (
+    add_key_options,
+    market_of,
+    member_id,
+    note_torn_tail,
+    trading_date,
+)
 from engine.types import format_price
 
 # Everything clearing writes goes under one directory (ignored by git: .gitignore has /out/):
@@ -287,12 +293,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="stop once the day's end-of-day records are stored and nothing follows them",
     )
-    capture.add_argument(
-        "--key", metavar="FILE", help="your operator NAME.key_secret (CURVE; default: none)"
-    )
-    capture.add_argument(
-        "--server-key", metavar="FILE", help="the engine's public key file (default: none)"
-    )
+    add_key_options(capture)
     capture.set_defaults(run=cmd_capture)
 
     give = commands.add_parser(

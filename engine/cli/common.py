@@ -36,6 +36,23 @@ def queue_length(text: str) -> int:
     return value
 
 
+def add_key_options(parser: argparse.ArgumentParser, default: object = None) -> None:
+    """--key and --server-key: an operator's CURVE key pair and the engine's public key, for
+    an engine with a [security] config (engine.gateway.security.client_keys reads them)."""
+    parser.add_argument(
+        "--key",
+        default=default,
+        metavar="FILE",
+        help="your operator NAME.key_secret, for an engine with CURVE (default: none)",
+    )
+    parser.add_argument(
+        "--server-key",
+        default=default,
+        metavar="FILE",
+        help="the engine's public key file, NAME.key (with --key)",
+    )
+
+
 def positive_seconds(text: str) -> float:
     """argparse type: a number of seconds above zero."""
     try:

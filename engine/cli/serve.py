@@ -18,7 +18,14 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from engine.cli.common import market_of, member_id, positive_int, queue_length, trading_date
+from engine.cli.common import (
+    add_key_options,
+    market_of,
+    member_id,
+    positive_int,
+    queue_length,
+    trading_date,
+)
 from engine.types import format_price
 
 DEFAULT_DATA = "cxe-data"
@@ -439,8 +446,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     admin.set_defaults(run=cmd_admin)
 
 
-ADMIN_DEFAULTS = {"data": DEFAULT_DATA, "endpoint": None, "config": None, "key": None,
-                  "server_key": None, "timeout": 10}  # fmt: skip
+ADMIN_DEFAULTS = {"data": DEFAULT_DATA, "endpoint": None, "config": None, "timeout": 10}
 
 
 def add_admin_options(parser: argparse.ArgumentParser, defaults: dict) -> None:
@@ -465,14 +471,7 @@ def add_admin_options(parser: argparse.ArgumentParser, defaults: dict) -> None:
         "--config", default=default("config"), metavar="FILE",
         help="market TOML (for instrument codes)",
     )  # fmt: skip
-    parser.add_argument(
-        "--key", default=default("key"), metavar="FILE",
-        help="your operator NAME.key_secret (CURVE)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--server-key", default=default("server_key"), metavar="FILE",
-        help="the engine's public key file",
-    )  # fmt: skip
+    add_key_options(parser, None if defaults else argparse.SUPPRESS)
     parser.add_argument(
         "--timeout",
         type=positive_int,

@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING
 
-from engine.cli.common import market_of, positive_int, positive_seconds
+from engine.cli.common import add_key_options, market_of, positive_int, positive_seconds
 from engine.cli.serve import DEFAULT_DATA, engine_endpoints
 from engine.types import Phase, Side, format_price
 
@@ -481,14 +481,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="seconds to wait for the snapshot and for each Status answer (default 5)",
     )
     watch.add_argument("--config", metavar="FILE", help="market TOML (for its time zone)")
-    watch.add_argument(
-        "--key",
-        metavar="FILE",
-        help="your operator NAME.key_secret, for an engine with CURVE (default: none)",
-    )
-    watch.add_argument(
-        "--server-key", metavar="FILE", help="the engine's public key file (with --key)"
-    )
+    add_key_options(watch)
     watch.add_argument(
         "--feed-server-key",
         metavar="FILE",
