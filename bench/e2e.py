@@ -719,7 +719,7 @@ def frame_steps(frame: int, orders: int) -> dict[str, float]:
     encoded = replies.encode(rows, {}, members)
     encoded.select(members)
     public.encode(encoded.public_rows(rows), 0, 0).public.messages(len(codes) + 1, MAX_BATCH)
-    status, decoded, instead = OrderStatusTable(), OrderStatusTable(), 0.0
+    status, decoded, instead = OrderStatusTable(codes), OrderStatusTable(codes), 0.0
     steps = dict.fromkeys(
         ("join + check_records", "apply_batch", "replies.encode", "select (2 gateways)",
          "public rows encode + group", "status table"), 0.0,
@@ -745,7 +745,7 @@ def frame_steps(frame: int, orders: int) -> dict[str, float]:
             published = public.encode(public_rows, positions["public"], positions["clearing"])
             published.public.messages(len(codes) + 1, MAX_BATCH)
         t5 = clock()
-        status.record_accepted(encoded.accepted_rows(rows), codes)
+        status.record_accepted(rows, encoded.accepted)
         t6 = clock()
         positions["private"] = private
         events = decode(rows, market.instruments, positions)  # the small runs' way instead

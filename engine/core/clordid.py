@@ -14,6 +14,9 @@ Invariants:
   filling a 25 MB table with a marker cost more than the batch's matching). Linear probing,
   capacity a power of two, load at most one half; nothing is ever deleted except by `clear`
   (a new day). `rows()` and `restore` speak the plain form (member, length, w0..w3).
+  A table made with `values` has that many more columns, the owner's to fill per key (the
+  core's store has none; engine.gateway.status keeps each order's id and instrument there);
+  growth carries them over.
 - `meta[CM_COUNT]` counts the keys in the table, `meta[CM_SHIFT]` is 64 - log2(capacity).
 - A compiled insert that would pass the load limit returns NEED_CLORDIDS before changing
   anything; the caller grows the table (`ClOrdIds.grow`) and calls again.
@@ -50,7 +53,7 @@ def _home(meta, member, n, w0, w1, w2, w3):
 
 
 @njit(cache=True, _nrt=False)
-def _probe(table, meta, member, n, w0, w1, w2, w3):
+def clid_probe(table, meta, member, n, w0, w1, w2, w3):
     """Index of the key's entry, or of the empty entry where it would go."""
     mask = table.shape[0] - 1
     i = _home(meta, member, n, w0, w1, w2, w3)
@@ -88,7 +91,7 @@ def clid_used(table, meta, member, n, w0, w1, w2, w3):
     """True when the member used this key today (False for a long key: see is_long)."""
     if is_long(n):
         return False
-    return table[_probe(table, meta, member, n, w0, w1, w2, w3), K_LEN] != EMPTY
+    return table[clid_probe(table, meta, member, n, w0, w1, w2, w3), K_LEN] != EMPTY
 
 
 @njit(cache=True, _nrt=False)
@@ -101,10 +104,11 @@ def clid_room(table, meta):
 
 @njit(cache=True, _nrt=False)
 def clid_insert(table, meta, member, n, w0, w1, w2, w3):
-    """Record a fresh key (room checked by clid_room; a long key is left to the caller)."""
+    """Record a key unless it is there (room checked by clid_room; a long key is left to the
+    caller: -1); returns its entry's index."""
     if is_long(n):
-        return
-    i = _probe(table, meta, member, n, w0, w1, w2, w3)
+        return -1
+    i = clid_probe(table, meta, member, n, w0, w1, w2, w3)
     if table[i, K_LEN] == EMPTY:
         table[i, K_MEMBER] = member
         table[i, K_LEN] = n + 1
@@ -113,6 +117,7 @@ def clid_insert(table, meta, member, n, w0, w1, w2, w3):
         table[i, K_WORD + 2] = w2
         table[i, K_WORD + 3] = w3
         meta[CM_COUNT] += 1
+    return i
 
 
 @njit(cache=True, _nrt=False)
@@ -136,14 +141,17 @@ def key_words(key):
 @njit(cache=True, _nrt=False)
 def _rehash(old, new, meta, stored):
     """Insert the keys of `old` into `new`: a table's entries (`stored`: lengths + 1, empty
-    entries skipped) or plain rows (every row a key)."""
+    entries skipped) or plain rows (every row a key), with the value columns both have."""
     meta[CM_COUNT] = 0
+    values = min(old.shape[1], new.shape[1])
     for i in range(old.shape[0]):
         if not stored or old[i, K_LEN] != EMPTY:
-            clid_insert(
+            j = clid_insert(
                 new, meta, old[i, K_MEMBER], old[i, K_LEN] - stored, old[i, K_WORD],
                 old[i, K_WORD + 1], old[i, K_WORD + 2], old[i, K_WORD + 3],
             )  # fmt: skip
+            for c in range(TABLE_COLUMNS, values):
+                new[j, c] = old[i, c]
 
 
 def key_of(cl_ord_id: str) -> bytes:
@@ -157,9 +165,9 @@ def key_of(cl_ord_id: str) -> bytes:
 class ClOrdIds:
     """The day's used ClOrdIDs per member: the compiled table plus the rare long keys."""
 
-    def __init__(self, capacity: int = MIN_CAPACITY) -> None:
+    def __init__(self, capacity: int = MIN_CAPACITY, values: int = 0) -> None:
         self.meta = np.zeros(2, dtype=np.int64)
-        self.table = np.empty((0, TABLE_COLUMNS), dtype=np.int64)
+        self.table = np.empty((0, TABLE_COLUMNS + values), dtype=np.int64)
         self.long: set[tuple[int, bytes]] = set()
         self._rebind: list[Callable[[], None]] = []
         self._resize(capacity)
@@ -169,7 +177,7 @@ class ClOrdIds:
         self._rebind.append(callback)
 
     def _resize(self, capacity: int) -> None:
-        table = np.zeros((capacity, TABLE_COLUMNS), dtype=np.int64)
+        table = np.zeros((capacity, self.table.shape[1]), dtype=np.int64)
         self.meta[CM_SHIFT] = 64 - (capacity.bit_length() - 1)
         _rehash(self.table, table, self.meta, 1)
         self.table = table

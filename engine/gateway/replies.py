@@ -36,7 +36,6 @@ from engine.codec import (
     A_PRICE,
     A_QTY,
     EVENT_BYTES,
-    EVENT_DTYPE,
     EVENT_WORDS,
     KEY_WORD,
     M_ORDER_ID,
@@ -308,10 +307,6 @@ class Encoded:
     count: int
     public: np.ndarray
     accepted: np.ndarray
-
-    def accepted_rows(self, rows: bytes) -> np.ndarray:
-        """The ROW_ACCEPTED rows (EVENT_DTYPE) among `rows`, for the order status table."""
-        return np.frombuffer(rows, dtype=EVENT_DTYPE)[self.accepted]
 
     def select(self, wanted: Sequence[int]) -> tuple[int, bytes]:
         """The events of the members `wanted`, in order: (how many, their bytes)."""

@@ -135,7 +135,7 @@ class Sequencing:
             self._route(None, events)
             return
         if encoded.accepted.size:
-            self.status.record_accepted(encoded.accepted_rows(rows), self.codes)
+            self.status.record_accepted(rows, encoded.accepted)
         self._route_encoded(encoded)
         public_rows = encoded.public_rows(rows)
         if not public_rows:

@@ -93,7 +93,6 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
         self.log = log or (lambda line: print(line, flush=True))
         self.data_dir = Path(options.data_dir)
         self.sessions = Sessions(config)
-        self.status = OrderStatusTable()
         self.counters = dict.fromkeys(
             ("turns", "sequenced", "fsyncs", "malformed_frames", "unknown_peers"), 0
         )
@@ -110,6 +109,7 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
         self.staged: list[Item] = []  # records frames of the turn, not yet applied
         self.turn_ts = 0  # the stamp of the turn's commands
         self.codes = [i.code for i in config.instruments]
+        self.status = OrderStatusTable(self.codes)
         self.member_ids = [m.id for m in config.members]
         self.replies = PrivateReplies(self.codes, reject_wording(config.instruments))
         self.public_encoder = PublicEncoder(config.instruments)

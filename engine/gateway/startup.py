@@ -38,6 +38,7 @@ from engine.gateway.marketdata import MAX_BATCH, MarketDataPublisher
 from engine.gateway.public import PublicEncoder, event_run
 from engine.gateway.replies import PrivateReplies
 from engine.gateway.sequencing import check_records
+from engine.gateway.status import OrderStatusTable
 from engine.gateway.tradestream import TradeStream
 from engine.journal.commandlog import BatchRecord
 from engine.journal.recovery import restore_latest
@@ -105,10 +106,9 @@ class Startup:
             table = status_path(snapshots, snapshot.seq)
             if table.exists():
                 self.status.load(table.read_bytes())
-        codes = [i.code for i in self.config.instruments]
         for record, result in replay(journal, exchange):
             if type(record) is BatchRecord:
-                self.status.record_rows(result, codes)
+                self.status.record_rows(result)
             else:
                 self._observe(record.command, result, replaying=True)
         self.last_ts = exchange.state.ts_ns
@@ -214,6 +214,9 @@ def warm(config: MarketConfig) -> None:
     )
     if encoded is not None:
         encoded.select(members)
+        status = OrderStatusTable(codes)
+        status.record_accepted(rows, encoded.accepted)
+        status.lookup(members[0], orders[2].cl_ord_id)  # a resend's question
         public_rows = encoded.public_rows(rows)
         published = PublicEncoder(config.instruments).encode(public_rows, 0, 0)
         if published is not None:

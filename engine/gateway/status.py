@@ -2,9 +2,16 @@
 
 Built from the events the core emits (never from the commands), so it says what the exchange
 did. Invariants:
-- a key (member, ClOrdID) maps to the order id its NewOrder was accepted with, or to the text
-  of the refusal, whichever came first (a later reuse of the ClOrdID is refused by the core
-  and does not change the entry);
+- a key (member, ClOrdID) maps to the order id and instrument its NewOrder was accepted with,
+  or to the text of the refusal, whichever came first (a later reuse of the ClOrdID is
+  refused by the core and does not change the entry);
+- a batch's accepted orders (and a loaded table's, keys of up to KEY_BYTES bytes) live in
+  a compiled hash table, the core's ClOrdID store (engine.core.clordid) with two value
+  columns, order id and instrument index: one compiled pass per batch, no Python object per
+  order. The per-command path's accepted orders and every refusal live in a dict beside it,
+  which `lookup` reads first. A key is accepted at most once a day (the core refuses a used
+  ClOrdID), so only a refusal can be in both: the dict's, recorded first (a refusal is
+  recorded only for a key neither holds);
 - cleared at each StartOfDay, as the core's ClOrdID store is; it is written beside each
   snapshot (`dump`, `load`) and recovery feeds it the journal tail's events (or a batch's
   event rows: `record_rows`, accepted orders only), so after a restart it is what it was;
@@ -14,38 +21,144 @@ did. Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 import numpy as np
+from numba import njit
 
 from engine.codec import (
+    A_MEMBER,
+    A_ORDER_ID,
     EVENT_BYTES,
     EVENT_DTYPE,
+    EVENT_WORDS,
+    KEY_WORD,
     ROW_ACCEPTED,
     ROW_DTYPES,
     ROW_REJECTED_TEXT,
 )
 from engine.core import Exchange
+from engine.core.clordid import (
+    CM_COUNT,
+    EMPTY,
+    K_LEN,
+    K_MEMBER,
+    K_WORD,
+    KEY_BYTES,
+    TABLE_COLUMNS,
+    ClOrdIds,
+    clid_insert,
+    clid_probe,
+    key_of,
+    key_words,
+)
 from engine.gateway.wire import OrderStatus
 from engine.protocol import Accepted, NewOrder, Rejected
 
 _TEXT_ROW = ROW_DTYPES[ROW_REJECTED_TEXT]
-_ACCEPTED_ROW = ROW_DTYPES[ROW_ACCEPTED]
+S_ORDER, S_INSTRUMENT = TABLE_COLUMNS, TABLE_COLUMNS + 1  # the value columns of an entry
+
+
+@njit(cache=True, _nrt=False)
+def _put(table, meta, member, n, w0, w1, w2, w3, order_id, instrument):
+    """Record the key's order unless the key is there (room reserved by the caller)."""
+    keys = meta[CM_COUNT]
+    i = clid_insert(table, meta, member, n, w0, w1, w2, w3)
+    if meta[CM_COUNT] != keys:  # a new entry
+        table[i, S_ORDER] = order_id
+        table[i, S_INSTRUMENT] = instrument
+
+
+@njit(cache=True, _nrt=False)
+def _put_rows(table, meta, words, chosen):
+    """Record the ROW_ACCEPTED rows words[chosen]: each row's key is its 32 key bytes less
+    the trailing NULs (as the row's ClOrdID decodes)."""
+    for r in chosen:
+        n = 0
+        for k in range(KEY_BYTES):
+            if (words[r, KEY_WORD + k // 8] >> (8 * (k % 8))) & 0xFF:
+                n = k + 1
+        _put(
+            table, meta, words[r, A_MEMBER], n, words[r, KEY_WORD], words[r, KEY_WORD + 1],
+            words[r, KEY_WORD + 2], words[r, KEY_WORD + 3], words[r, A_ORDER_ID],
+            (words[r, 0] >> 32) & 0xFFFFFFFF,
+        )  # fmt: skip
+
+
+@njit(cache=True, _nrt=False)
+def _find(table, meta, member, n, w0, w1, w2, w3):
+    """The key's entry, or -1."""
+    i = clid_probe(table, meta, member, n, w0, w1, w2, w3)
+    return -1 if table[i, K_LEN] == EMPTY else i
 
 
 class OrderStatusTable:
-    def __init__(self) -> None:
-        self.orders: dict[tuple[int, str], int | str] = {}
-        self.instruments: dict[int, str] = {}
+    def __init__(self, codes: Sequence[str]) -> None:
+        self.codes = list(codes)
+        self._index = {code: i for i, code in enumerate(self.codes)}
+        self.accepted = ClOrdIds(values=2)
+        self.other: dict[tuple[int, str], tuple[int, str] | str] = {}
+
+    def lookup(self, member: int, cl_ord_id: str) -> tuple[int, str] | str | None:
+        """(order id, instrument) of the key's accepted order, the text of its refusal, or
+        None for a key not seen today."""
+        known = self.other.get((member, cl_ord_id))
+        if known is not None:
+            return known
+        key = key_of(cl_ord_id)
+        if len(key) > KEY_BYTES:
+            return None
+        table = self.accepted.table
+        i = _find(table, self.accepted.meta, member, *key_words(key))
+        if i < 0:
+            return None
+        return int(table[i, S_ORDER]), self._code(int(table[i, S_INSTRUMENT]))
+
+    def _code(self, index: int) -> str:
+        return self.codes[index] if 0 <= index < len(self.codes) else ""
+
+    def entries(self) -> dict[tuple[int, str], tuple[int, str] | str]:
+        """Every key's entry, as `lookup` gives it."""
+        rows = self.accepted.rows()
+        words = np.ascontiguousarray(rows[:, K_WORD:TABLE_COLUMNS]).astype("<i8").tobytes()
+        out: dict[tuple[int, str], tuple[int, str] | str] = {}
+        for i, (member, n, order_id, index) in enumerate(
+            rows[:, [K_MEMBER, K_LEN, S_ORDER, S_INSTRUMENT]].tolist()
+        ):
+            key = words[KEY_BYTES * i : KEY_BYTES * i + n].decode("utf-8", "surrogatepass")
+            out[(member, key)] = (order_id, self._code(index))
+        return out | self.other
 
     def dump(self) -> bytes:
-        return msgspec.msgpack.encode((list(self.orders.items()), list(self.instruments.items())))
+        """The table as msgpack: ([((member, ClOrdID), order id or text)], [(order id,
+        instrument)]), the form every version of the table has written."""
+        orders, instruments = [], []
+        for key, value in self.entries().items():
+            if isinstance(value, str):
+                orders.append((key, value))
+            else:
+                orders.append((key, value[0]))
+                instruments.append(value)
+        return msgspec.msgpack.encode((orders, instruments))
 
     def load(self, data: bytes) -> None:
         orders, instruments = msgspec.msgpack.decode(data)
-        self.orders = {(member, key): value for (member, key), value in orders}
-        self.instruments = dict(instruments)
+        codes = dict(instruments)
+        self.clear()
+        self.accepted.reserve(len(orders))
+        table, meta = self.accepted.table, self.accepted.meta
+        for (member, cl_ord_id), value in orders:
+            key = key_of(cl_ord_id)
+            if isinstance(value, str):
+                self.other[(member, cl_ord_id)] = value
+            elif len(key) > KEY_BYTES:
+                self.other[(member, cl_ord_id)] = (value, codes.get(value, ""))
+            else:
+                index = self._index.get(codes.get(value, ""), -1)
+                _put(table, meta, member, *key_words(key), value, index)
 
-    def record_rows(self, data: bytes, codes: list[str]) -> None:
+    def record_rows(self, data: bytes) -> None:
         """The accepted orders among a batch's event rows (engine.codec), without decoding
         the rest; the batch path's refusals are not kept (a resend is then taken as new
         and refused again the same way)."""
@@ -56,40 +169,36 @@ class OrderStatusTable:
             if not skip[i]:
                 size = int(rows[i : i + 1].view(_TEXT_ROW)["text_bytes"][0])
                 skip[i + 1 : i + 1 + -(-size // EVENT_BYTES)] = True
-        self.record_accepted(rows[(kinds == ROW_ACCEPTED) & ~skip], codes)
+        self.record_accepted(data, np.flatnonzero((kinds == ROW_ACCEPTED) & ~skip))
 
-    def record_accepted(self, rows: np.ndarray, codes: list[str]) -> None:
-        """ROW_ACCEPTED event rows (EVENT_DTYPE): each order's key, if new, and instrument."""
-        accepted = rows.view(_ACCEPTED_ROW)
-        orders, instruments = self.orders, self.instruments
-        for member, order_id, key, index in zip(
-            accepted["member"].tolist(),
-            accepted["order_id"].tolist(),
-            accepted["cl_ord_id"].tolist(),
-            accepted["instrument"].tolist(),
-            strict=True,
-        ):
-            orders.setdefault((member, key.decode("utf-8")), order_id)
-            instruments[order_id] = codes[index]
+    def record_accepted(self, data: bytes, chosen: np.ndarray) -> None:
+        """The ROW_ACCEPTED rows `chosen` (indices) of a batch's event rows `data`. A key the
+        dict holds (refused first, by the per-command path) keeps its refusal: `lookup`
+        looks there first."""
+        words = np.frombuffer(data, dtype=np.int64).reshape(-1, EVENT_WORDS)
+        self.accepted.reserve(len(chosen))
+        _put_rows(self.accepted.table, self.accepted.meta, words, chosen.astype(np.int64))
 
     def clear(self) -> None:
-        self.orders.clear()
-        self.instruments.clear()
+        self.accepted.clear()
+        self.other.clear()
 
     def record(self, events: list) -> None:
-        orders = self.orders
         for event in events:
             kind = type(event)
-            if kind is Accepted:
-                orders.setdefault((event.member, event.cl_ord_id), event.order_id)
-                self.instruments[event.order_id] = event.instrument
+            if kind is Accepted:  # a fresh key: only a refusal can be there
+                self.other.setdefault(
+                    (event.member, event.cl_ord_id), (event.order_id, event.instrument)
+                )
             elif kind is Rejected and event.seq:
-                orders.setdefault((event.member, event.cl_ord_id), event.text)
+                key = (event.member, event.cl_ord_id)
+                if self.lookup(*key) is None:
+                    self.other[key] = event.text
 
     def status(self, exchange: Exchange, command: NewOrder) -> OrderStatus | None:
         """The status of a NewOrder the exchange has seen today, or None for a new one."""
         member, cl_ord_id = command.member, command.cl_ord_id
-        known = self.orders.get((member, cl_ord_id))
+        known = self.lookup(member, cl_ord_id)
         if known is None:
             if not exchange.state.cl_ord_ids.used(member, cl_ord_id):
                 return None
@@ -97,12 +206,12 @@ class OrderStatusTable:
             return OrderStatus(member, cl_ord_id, "done", text=text)
         if isinstance(known, str):
             return OrderStatus(member, cl_ord_id, "rejected", text=known)
-        instrument = self.instruments.get(known, "")
+        order_id, instrument = known
         market = exchange.markets.get(instrument)
-        resting = market.book.order(known) if market is not None else None
-        live = exchange.state.orders.get(known)  # off the book (a one-way auction)
+        resting = market.book.order(order_id) if market is not None else None
+        live = exchange.state.orders.get(order_id)  # off the book (a one-way auction)
         if resting is not None:
-            return OrderStatus(member, cl_ord_id, "live", known, instrument, resting[2])
+            return OrderStatus(member, cl_ord_id, "live", order_id, instrument, resting[2])
         if live is not None:
-            return OrderStatus(member, cl_ord_id, "live", known, instrument, live.leaves)
-        return OrderStatus(member, cl_ord_id, "done", known, instrument, 0)
+            return OrderStatus(member, cl_ord_id, "live", order_id, instrument, live.leaves)
+        return OrderStatus(member, cl_ord_id, "done", order_id, instrument, 0)

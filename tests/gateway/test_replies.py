@@ -16,7 +16,7 @@ from engine.core.rows import decode, reject_wording
 from engine.gateway import wire
 from engine.gateway.replies import Pending, PrivateReplies, first_surrogate_key
 from engine.gateway.status import OrderStatusTable
-from engine.protocol import Audience, OpenCall, StartOfDay, Uncross, encode
+from engine.protocol import Audience, OpenCall, Rejected, StartOfDay, Uncross, encode
 from tests.core.test_batch import CODES, INSTRUMENTS, as_records, batch_market, flows, start
 
 KNOWN = [m.id for m in batch_market().members]
@@ -47,10 +47,11 @@ def check_batch(exchange, records, known: list[int] = KNOWN) -> bool:
         pending = Pending()
         pending.add_run(count, data)
         assert wire.unpack(pending.body()) == [e for e in mine if e.member in wanted]
-    by_rows, by_scan = OrderStatusTable(), OrderStatusTable()
-    by_rows.record_rows(rows, CODES)
-    by_scan.record_accepted(encoded.accepted_rows(rows), CODES)
-    assert (by_scan.orders, by_scan.instruments) == (by_rows.orders, by_rows.instruments)
+    by_rows, by_scan, by_events = (OrderStatusTable(CODES) for _ in range(3))
+    by_rows.record_rows(rows)
+    by_scan.record_accepted(rows, encoded.accepted)
+    by_events.record([e for e in events if type(e) is not Rejected])  # the batch keeps none
+    assert by_scan.entries() == by_rows.entries() == by_events.entries()
     others = [e for e in events if type(e).audience is not Audience.PRIVATE]
     positions["private"] = {}
     public = decode(encoded.public_rows(rows), INSTRUMENTS, positions)

@@ -70,7 +70,7 @@ def test_a_turn_takes_at_most_its_budget_of_records_whatever_the_frames(tmp_path
         service.turn(100)
         taken = service.exchange.seq - start
         assert taken <= service.options.batch_limit + PER_FRAME  # not 20 frames at once
-        while service.status.orders.get((3, "fair")) is None:
+        while service.status.lookup(3, "fair") is None:
             service.turn(100)
         assert service.exchange.seq - start < 10 * PER_FRAME  # the broker's turn came early
     finally:
