@@ -1,0 +1,114 @@
+"""The order status table (engine.gateway.status): a key's first outcome is what a resend
+gets, whichever path (per command or batch) recorded it; the compiled table keeps every
+entry's order id and instrument through growth; `dump` and `load` round trip every entry."""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+
+from engine.codec import EVENT_WORDS, ROW_ACCEPTED, records_of
+from engine.config import default_market
+from engine.core import Exchange
+from engine.core.rows import decode
+from engine.gateway.status import OrderStatusTable
+from engine.protocol import Accepted, NewOrder, OpenCall, RejectCode, Rejected, StartOfDay, Uncross
+
+MARKET = default_market()
+CODES = [i.code for i in MARKET.instruments]
+CODE = CODES[0]
+MEMBER = MARKET.members[0].id
+
+
+def opened() -> Exchange:
+    exchange = Exchange(MARKET)
+    exchange.apply(StartOfDay(MARKET.next_trading_day(MARKET.last_trading_day or "2026-01-01")))
+    exchange.apply(OpenCall(CODE))
+    exchange.apply(Uncross(CODE))
+    return exchange
+
+
+def order(exchange: Exchange, key: str, side: int = 0, ticks: int = 0, member: int = MEMBER):
+    instrument = MARKET.instruments[0]
+    price = exchange.markets[CODE].reference + ticks * instrument.tick
+    return NewOrder(key, member, CODE, side, price, instrument.min_qty)
+
+
+def batch(exchange: Exchange, table: OrderStatusTable, orders: list[NewOrder]) -> list:
+    """Apply `orders` as one batch, record its accepted rows; its decoded events."""
+    positions = exchange.stream_positions()
+    rows = exchange.apply_batch(records_of(orders, CODES, exchange.seq + 1, [0] * len(orders)))
+    kinds = np.frombuffer(rows, dtype=np.int64).reshape(-1, EVENT_WORDS)[:, 0] & 0xFF
+    events = decode(rows, MARKET.instruments, positions)
+    chosen = np.flatnonzero(kinds == ROW_ACCEPTED)  # no refusal with a text among them
+    assert len(chosen) == len([e for e in events if type(e) is Accepted])
+    table.record_accepted(rows, chosen)
+    return events
+
+
+def test_a_refusal_recorded_first_stays_when_the_batch_later_accepts_the_key():
+    exchange, table = opened(), OrderStatusTable(CODES)
+    refused = exchange.apply(order(exchange, "k1", ticks=10_000))  # far outside the band
+    assert [type(e) for e in refused] == [Rejected]
+    table.record(refused)
+    events = batch(exchange, table, [order(exchange, "k1")])
+    assert any(type(e) is Accepted for e in events)  # a refused key may be used again
+    assert table.lookup(MEMBER, "k1") == refused[0].text
+    assert table.status(exchange, order(exchange, "k1")).state == "rejected"
+    again = OrderStatusTable(CODES)
+    again.load(table.dump())
+    assert again.lookup(MEMBER, "k1") == refused[0].text
+
+
+def test_an_accepted_key_keeps_its_order_when_its_reuse_is_refused():
+    exchange, table = opened(), OrderStatusTable(CODES)
+    accepted = [e for e in batch(exchange, table, [order(exchange, "k2")]) if type(e) is Accepted]
+    reused = exchange.apply(order(exchange, "k2"))
+    assert reused[0].code == RejectCode.DUPLICATE_CLORDID
+    table.record(reused)
+    assert table.lookup(MEMBER, "k2") == (accepted[0].order_id, CODE)
+    status = table.status(exchange, order(exchange, "k2"))
+    assert (status.state, status.order_id, status.instrument) == (
+        "live",
+        accepted[0].order_id,
+        CODE,
+    )
+    assert status.leaves == MARKET.instruments[0].min_qty
+
+
+def test_every_entry_keeps_its_order_and_instrument_through_growth():
+    """3,000 keys in batches of 100: the compiled table grows from 1,024 entries twice over."""
+    exchange, by_rows, by_events = opened(), OrderStatusTable(CODES), OrderStatusTable(CODES)
+    for start in range(0, 3000, 100):
+        orders = [
+            order(exchange, f"g{i}", side=i % 2, ticks=i % 7) for i in range(start, start + 100)
+        ]
+        by_events.record(batch(exchange, by_rows, orders))
+    assert len(by_rows.entries()) == 3000
+    assert by_rows.entries() == by_events.entries()
+    assert by_rows.lookup(MEMBER, "g2999") == by_events.lookup(MEMBER, "g2999")
+    assert by_rows.lookup(MEMBER, "g3000") is None
+    assert by_rows.lookup(MEMBER + 1, "g1") is None
+
+
+def test_dump_and_load_round_trip_in_the_form_every_version_wrote():
+    exchange, table = opened(), OrderStatusTable(CODES)
+    long_key = "L" * 40  # beyond the compiled table's 32 bytes: only a command built in process
+    table.record(exchange.apply(order(exchange, long_key)))
+    table.record(exchange.apply(order(exchange, "bad", ticks=10_000)))
+    table.record(exchange.apply(order(exchange, "\u78b3")))  # UTF-8 beyond ASCII
+    batch(exchange, table, [order(exchange, "b1"), order(exchange, "b2", side=1, ticks=5)])
+    entries = table.entries()
+    assert {key for _, key in entries} == {long_key, "bad", "\u78b3", "b1", "b2"}
+    orders, instruments = msgspec.msgpack.decode(table.dump())
+    assert {tuple(key): value for key, value in orders} == {
+        key: value if isinstance(value, str) else value[0] for key, value in entries.items()
+    }
+    assert {order_id: code for order_id, code in instruments} == {
+        value[0]: value[1] for value in entries.values() if not isinstance(value, str)
+    }
+    loaded = OrderStatusTable(CODES)
+    loaded.load(table.dump())
+    assert loaded.entries() == entries
+    loaded.clear()
+    assert loaded.entries() == {} and loaded.lookup(MEMBER, "b1") is None
