@@ -49,8 +49,21 @@ Invariants:
   catches up.
 - `handle` never raises on what a peer sends: a malformed request is answered ERR and
   counted (`bad_requests`); frames beyond MAX_REQUEST_BYTES disconnect the peer (ZeroMQ's
-  MAXMSGSIZE), and on the PUB socket, whose peers only subscribe, frames beyond
+  MAXMSGSIZE), and on the feed socket, whose peers only subscribe, frames beyond
   MAX_SUBSCRIPTION_BYTES (engine.gateway.relay's limit, the same feed's peers).
+- Subscriptions cannot grow the engine's memory without bound. ZeroMQ keeps every distinct
+  subscription of every connection (about 170 bytes each: 300,000 made-up topics from one
+  reader cost the publisher 51 MB, and nothing else limits them). The feed socket is an XPUB
+  that hands each subscription to the loop (`handle`, at most MAX_SUBSCRIPTIONS_PER_CALL a
+  call) with the connection's identity (CURVE's User-Id; "" in plain mode). A subscription
+  that is no prefix of a topic the feed has (an instrument's, b"*.", b"*HB"; b"" is one) is
+  made up: counted (`made_up_subscriptions`), and past MAX_MADE_UP_TOPICS for one identity
+  the identity is refused on the feed and snapshots (`refuse`: the authenticator's, until the
+  keys are reloaded) and every feed connection ends (`feed_resets`): that frees what they
+  held, and every other reader reconnects and resyncs by itself. Plain mode has no identity
+  to refuse: the offender may connect again and is ended again. The notifications queued
+  when the connections end belong to connections that have gone: they are read then and not
+  counted (at most MAX_DISCARDED).
 """
 
 from __future__ import annotations
@@ -64,7 +77,7 @@ import zmq
 
 from engine.gateway.public import PublicRows, PublicRun, event_run
 from engine.gateway.relay import MAX_SUBSCRIPTION_BYTES
-from engine.gateway.security import reconnect_all
+from engine.gateway.security import reconnect_all, user_id
 from engine.instruments import Instrument
 from engine.protocol import (
     Event,
@@ -84,6 +97,10 @@ SNAP_END = b"DONE"
 SNAP_ERROR = b"ERR"
 
 MAX_BATCH = 256  # events per message at most
+MAX_SUBSCRIPTIONS_PER_CALL = 1024  # subscription notifications one `handle` call reads
+MAX_MADE_UP_TOPICS = 100  # subscriptions to topics the feed lacks, per identity, then refused
+MAX_DISCARDED = 100_000  # notifications of ended connections read at once after a reset
+SUBSCRIBE = b"\x01"  # the first byte of a subscription notification (0: an unsubscription)
 MAX_REQUESTS_PER_CALL = 16  # snapshot requests one `handle` call answers (the loop goes on)
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_TOKEN = 32
@@ -154,10 +171,15 @@ class MarketDataPublisher:
         max_batch: int = MAX_BATCH,
         secure: Callable[[zmq.Socket], None] | None = None,  # server hardening, before bind
         affinity: int = 0,  # the context's I/O threads the PUB socket's connections use (bits)
+        refuse: Callable[[str], None] | None = None,  # refuse an identity on the feed
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.exchange = exchange
         self.max_batch = max_batch
-        self.pub = context.socket(zmq.PUB)
+        self.refuse = refuse
+        self.log = log or (lambda line: None)
+        self.pub = context.socket(zmq.XPUB)  # a PUB that tells the loop each subscription
+        self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every one, a topic held already included
         self.pub.setsockopt(zmq.AFFINITY, affinity)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.setsockopt(zmq.SNDHWM, sndhwm)
@@ -183,6 +205,10 @@ class MarketDataPublisher:
         self._topic_list = [*map(topic_of, codes), MARKET_TOPIC]  # topics by index
         self._topic_index = {code: k for k, code in enumerate(codes)}
         self._market_index = len(codes)
+        self._prefixes: set[bytes] = set()  # every prefix of every topic: what one may take
+        for topic in (*self._topic_list, HEARTBEAT_TOPIC):
+            self._add_prefixes(topic)
+        self._made_up: dict[str, int] = {}  # per identity, since the feed's connections began
         self._last_trade: dict[str, bytes] = {}  # the last TradePrint, encoded
         self._waiting: list[tuple[bytes, bytes, list[str]]] = []  # snapshot requests
         self.messages_sent = 0
@@ -192,17 +218,20 @@ class MarketDataPublisher:
         self.snapshots_sent = 0
         self.snapshot_failures = 0  # replies ZeroMQ refused (peer gone, its queue full)
         self.bad_requests = 0
+        self.made_up_subscriptions = 0
+        self.feed_resets = 0  # times every feed connection was ended for made-up topics
 
     def counters(self) -> dict[str, int]:
         """What the publisher has done and refused, for the engine's status report."""
         names = ("messages_sent", "events_sent", "send_failures", "stream_breaks",
-                 "snapshots_sent", "snapshot_failures", "bad_requests")  # fmt: skip
+                 "snapshots_sent", "snapshot_failures", "bad_requests", "made_up_subscriptions",
+                 "feed_resets")  # fmt: skip
         return {name: getattr(self, name) for name in names}
 
     @property
     def sockets(self) -> tuple[zmq.Socket, ...]:
-        """What the service loop polls for input (the PUB socket only sends)."""
-        return (self.router,)
+        """What the service loop polls for input: snapshot requests and subscriptions."""
+        return (self.router, self.pub)
 
     def close(self) -> None:
         self.pub.close(0)
@@ -213,8 +242,17 @@ class MarketDataPublisher:
         each reconnects and is admitted again or refused); the snapshot requests waiting
         leave with their peers. zmq.ZMQError if an endpoint cannot be bound again."""
         self._waiting.clear()
-        reconnect_all(self.pub, self.pub_endpoint)
+        self._reconnect_feed()
         reconnect_all(self.router, self.snapshot_endpoint)
+
+    def _reconnect_feed(self) -> None:
+        reconnect_all(self.pub, self.pub_endpoint)
+        self._made_up.clear()
+        for _ in range(MAX_DISCARDED):  # the ended connections' notifications: not counted
+            try:
+                self.pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
 
     # -- the stream ----------------------------------------------------------------------------
 
@@ -252,7 +290,11 @@ class MarketDataPublisher:
         if index is None:
             index = self._topic_index[code] = len(self._topic_list)
             self._topic_list.append(topic_of(code))
+            self._add_prefixes(self._topic_list[-1])
         return index
+
+    def _add_prefixes(self, topic: bytes) -> None:
+        self._prefixes.update(topic[:k] for k in range(len(topic) + 1))
 
     def _keep_last_trades(self, run: PublicRun) -> None:
         """Each instrument's last TradePrint of the run, kept encoded for snapshots."""
@@ -290,7 +332,10 @@ class MarketDataPublisher:
 
     def handle(self, socket: zmq.Socket) -> None:
         """Read the snapshot requests waiting on `socket` (at most MAX_REQUESTS_PER_CALL) and
-        answer them; a malformed one is answered ERR and counted."""
+        answer them, a malformed one answered ERR and counted; or the feed's subscriptions."""
+        if socket is self.pub:
+            self._take_subscriptions()
+            return
         if socket is not self.router:
             raise ValueError("MarketDataPublisher.handle takes one of its own `sockets`")
         for _ in range(MAX_REQUESTS_PER_CALL):
@@ -301,6 +346,48 @@ class MarketDataPublisher:
             self._request(frames)
         if self._waiting and self._caught_up():
             self._answer_waiting()
+
+    def _take_subscriptions(self) -> None:
+        """Read the feed's subscription notifications waiting (see the module: made-up
+        topics); the first identity past MAX_MADE_UP_TOPICS is refused and the feed's
+        connections end at once."""
+        for _ in range(MAX_SUBSCRIPTIONS_PER_CALL):
+            try:
+                frame = self.pub.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            data = frame.bytes
+            if data[:1] != SUBSCRIBE or data[1:] in self._prefixes:
+                continue
+            self.made_up_subscriptions += 1
+            identity = user_id(frame)
+            count = self._made_up[identity] = self._made_up.get(identity, 0) + 1
+            if count > MAX_MADE_UP_TOPICS:
+                self._end_feed_for(identity)
+                return
+
+    def _end_feed_for(self, identity: str) -> None:
+        refused = self.refuse is not None and identity != ""
+        if refused:
+            self.refuse(identity)
+        try:
+            self._reconnect_feed()
+        except zmq.ZMQError as exc:
+            self.log(f"market data: NOT SERVED after ending its connections ({exc}): restart "
+                     "the engine")  # fmt: skip
+            return
+        self.feed_resets += 1
+        then = (
+            "refused on market data and snapshots until the keys are reloaded"
+            if refused
+            else "may connect again (plain mode has no identity to refuse)"
+        )
+        named = identity or "a plain-mode reader"
+        self.log(
+            f"market data: {named} subscribed to more than {MAX_MADE_UP_TOPICS} topics the "
+            f"feed does not have; every feed connection ended (the others resync) and it "
+            f"{then}"
+        )
 
     def _request(self, frames: list[bytes]) -> None:
         peer, parts = frames[0], frames[1:]

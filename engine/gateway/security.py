@@ -16,10 +16,11 @@ owning its own ZAP socket (`start_authenticator`), decides who may connect. Inva
 - `Authenticator.reload` rereads the key files and swaps the table in one assignment (the
   authenticator thread reads it per handshake): a key removed or replaced is refused for every
   new connection from then on; it returns the identities whose key was revoked so the service
-  can end their open sessions. A socket whose frames the service does not check per peer (the
-  market data PUB and snapshot ROUTER, the trade stream, a relay's PUB) has its connections
-  ended by `reconnect_all` after a revocation: every peer reconnects by itself and is admitted
-  or refused under the new table;
+  can end their open sessions. `refuse` refuses one identity on one domain's sockets until
+  the next reload (market data's answer to a reader that makes up topics). A socket whose
+  frames the service does not check per peer (the market data feed and snapshot ROUTER, the
+  trade stream, a relay's PUB) has its connections ended by `reconnect_all` after a
+  revocation: every peer reconnects by itself and is admitted or refused under the new table;
 - key files are written by `create_key_pair` (zmq.auth.create_certificates) with the secret
   file readable by its owner only (0600), never over an existing file.
 """
@@ -149,6 +150,7 @@ class Authenticator:
     def __init__(self, context: zmq.Context, security: Security) -> None:
         self.security = security
         self.table = key_table(security)
+        self.refused: frozenset[tuple[str, str]] = frozenset()  # (domain, identity)
         self.thread = ThreadAuthenticator(context)
         self.thread.curve_user_id = self._user_id  # the identity, not the raw key
         self.thread.start()
@@ -158,7 +160,15 @@ class Authenticator:
     def callback(self, domain: str, key: bytes) -> bool:
         """ZAP's question for a CURVE handshake (auth thread): is this Z85 key listed, for
         an identity this domain admits?"""
-        return self.table.get(key, "").startswith(DOMAINS.get(domain, ()))
+        identity = self.table.get(key, "")
+        return identity.startswith(DOMAINS.get(domain, ())) and (
+            (domain, identity) not in self.refused
+        )
+
+    def refuse(self, domain: str, identity: str) -> None:
+        """Refuse `identity` on `domain`'s sockets from the next handshake on, until the
+        next reload (its open connections are the caller's to end)."""
+        self.refused = self.refused | {(domain, identity)}  # one assignment: the thread reads it
 
     def _user_id(self, client_public_key: bytes) -> str:
         return self.table.get(z85.encode(client_public_key), "")
@@ -171,7 +181,7 @@ class Authenticator:
         table = key_table(security)
         now = {identity: key for key, identity in table.items()}
         revoked = {identity for key, identity in self.table.items() if now.get(identity) != key}
-        self.security, self.table = security, table
+        self.security, self.table, self.refused = security, table, frozenset()
         return revoked
 
     def stop(self) -> None:
@@ -267,8 +277,12 @@ def server_public_key(text: str, option: str) -> bytes:
 
 
 def user_id(frame: zmq.Frame) -> str:
-    """The identity of the connection a received frame came over ("" on a plain socket)."""
-    return frame.get("User-Id") or ""
+    """The identity of the connection a received frame came over ("" on a plain socket,
+    which has no User-Id: libzmq answers EINVAL)."""
+    try:
+        return frame.get("User-Id") or ""
+    except zmq.ZMQError:
+        return ""
 
 
 PLAIN_WARNING = (

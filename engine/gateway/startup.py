@@ -143,9 +143,13 @@ class Startup:
         self.admin.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.admin.setsockopt(zmq.LINGER, 0)
         self.admin.bind(options.admin)
+        refuse = None  # plain mode: no identity to refuse
+        if self.authenticator is not None:
+            refuse = partial(self.authenticator.refuse, "market_data")
         self.market_data = MarketDataPublisher(
             context, options.market_data, options.snapshots, self.exchange,
             secure=partial(self._secure, domain="market_data"), affinity=MARKET_DATA_IO,
+            refuse=refuse, log=self.log,
         )  # fmt: skip
         self.trade_stream = TradeStream(
             context, options.trades, self.data_dir, self.exchange,

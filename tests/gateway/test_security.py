@@ -28,6 +28,7 @@ from engine.cli.watch import StatusPoller
 from engine.config import Security, default_market, load_market
 from engine.gateway import wire
 from engine.gateway.client import GatewayClient, LogonRefused
+from engine.gateway.marketdata import MAX_MADE_UP_TOPICS
 from engine.gateway.marketdata_client import MarketDataClient
 from engine.gateway.relay import FeedRelay
 from engine.gateway.security import (
@@ -42,6 +43,7 @@ from engine.protocol import Accepted, Filled, OpenCall, RejectCode, Rejected
 from engine.types import Side
 from tests.cli.test_cli import cxe_command
 from tests.cli.test_watch import start_relay
+from tests.gateway.test_subscriptions import Peer, made_up
 from tests.support.engine import DAY, EngineProcess
 
 pytestmark = pytest.mark.slow
@@ -723,6 +725,43 @@ def test_a_revoked_key_loses_its_open_market_data_and_trade_stream_connections(k
             consumer.close(0)
         assert "trade stream: every connection ended" in process.output()
         assert handshake(process.endpoints["trades"], as_(keys, "alice")) == FAILED_AUTH
+
+
+def test_a_key_making_up_topics_is_refused_on_market_data_only_until_the_keys_reload(keyed):
+    """A gateway's key may read the feed; past 100 made-up topics its feed connection ends
+    and the key is refused on market data (its memory freed, not to be filled again), while
+    it still enters orders, another reader keeps reading, and a key reload admits it again.
+    (Plain mode, which has no identity to refuse: test_subscriptions.)"""
+    tmp, keys = keyed
+    process = secured_engine(tmp, keys, "made-up")
+    code = CODES[0]
+    with process:
+        process.open_market(code)
+        endpoints = process.endpoints
+        kept = synced_reader(process, as_(keys, "feed"))
+        offender = Peer(endpoints["market_data"], as_(keys, "brokers"))
+        try:
+            offender.subscribe(made_up(MAX_MADE_UP_TOPICS + 1))
+            assert offender.event(10) == zmq.EVENT_DISCONNECTED
+            wait_for_log(process, "gateway:brokers subscribed to more than 100 topics")
+            assert "refused on market data and snapshots until the keys" in process.output()
+            for endpoint, kind in ((endpoints["market_data"], zmq.SUB),
+                                   (endpoints["snapshots"], zmq.DEALER)):  # fmt: skip
+                assert handshake(endpoint, as_(keys, "brokers"), kind) == FAILED_AUTH
+            assert handshake(endpoints["orders"], as_(keys, "brokers")) == SUCCEEDED
+            with GatewayClient(endpoints["orders"], "mm", curve_keys=as_(keys, "mm")) as mm:
+                mm.submit("after-offence", 1, code, Side.BUY, 6150, 9)
+                mm.wait_for(lambda r: isinstance(r, Accepted))
+            deadline = time.monotonic() + 30
+            while (6150, 9, 1) not in kept.books[code].depth(Side.BUY):
+                assert time.monotonic() < deadline, "the other reader lost the feed"
+                kept.poll(0.2)
+            process.process.send_signal(signal.SIGHUP)
+            wait_for_log(process, "keys reloaded: 4 admitted, revoked []")
+            assert handshake(endpoints["market_data"], as_(keys, "brokers"), zmq.SUB) == SUCCEEDED
+        finally:
+            offender.close()
+            kept.close()
 
 
 def test_cxe_relay_reads_again_when_its_key_is_admitted_again(keyed):
