@@ -53,22 +53,28 @@ Invariants:
   MAX_SUBSCRIPTION_BYTES (engine.gateway.relay's limit, the same feed's peers).
 - Subscriptions cannot grow the engine's memory without bound. ZeroMQ keeps every distinct
   subscription of every connection (about 170 bytes each: 300,000 made-up topics from one
-  reader cost the publisher 51 MB, and nothing else limits them). The feed socket is an XPUB
-  that hands each subscription to the loop (`handle`, at most MAX_SUBSCRIPTIONS_PER_CALL a
-  call) with the connection's identity (CURVE's User-Id; "" in plain mode). A subscription
-  that is no prefix of a topic the feed has (an instrument's, b"*.", b"*HB"; b"" is one) is
-  made up: counted (`made_up_subscriptions`), and past MAX_MADE_UP_TOPICS for one identity
-  the identity is refused on the feed and snapshots (`refuse`: the authenticator's, until the
-  keys are reloaded) and every feed connection ends (`feed_resets`): that frees what they
-  held, and every other reader reconnects and resyncs by itself. Plain mode has no identity
-  to refuse: the offender may connect again and is ended again. The notifications queued
-  when the connections end belong to connections that have gone: they are read then and not
-  counted (at most MAX_DISCARDED).
+  reader cost a PUB socket 51 MB, and nothing else limits them). The feed socket is an XPUB:
+  it hands the loop (`handle`, at most MAX_SUBSCRIPTIONS_PER_CALL a call) each subscription
+  to a topic no connection held before, and every frame that is no subscription at all
+  (which an XPUB queues for the application, with no limit, where a PUB drops it), each with
+  its connection's identity (CURVE's User-Id; "" in plain mode). A subscription to a prefix
+  of a topic the feed has (an instrument's, b"*.", b"*HB"; b"" is one) is free, and so is an
+  unsubscription; anything else is bad (`bad_subscriptions`). Past MAX_BAD_SUBSCRIPTIONS for
+  one identity, the identity is refused on the feed and snapshots (`refuse`: the
+  authenticator's, until the keys are reloaded) and every feed connection ends
+  (`feed_resets`): that frees what they held, and every other reader reconnects and resyncs
+  by itself. Plain mode has no identity to refuse: the offender may connect again and is
+  ended again (logged once per RESET_LOG_INTERVAL_NS, the others counted). A topic some
+  connection holds already is not reported again, so what is not counted is bounded by the
+  topics counted times the connections the process may hold (its file descriptors). The
+  notifications queued when the connections end belong to connections that have gone: they
+  are read then and not counted (at most MAX_DISCARDED).
 """
 
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
@@ -98,9 +104,10 @@ SNAP_ERROR = b"ERR"
 
 MAX_BATCH = 256  # events per message at most
 MAX_SUBSCRIPTIONS_PER_CALL = 1024  # subscription notifications one `handle` call reads
-MAX_MADE_UP_TOPICS = 100  # subscriptions to topics the feed lacks, per identity, then refused
+MAX_BAD_SUBSCRIPTIONS = 100  # frames not subscribing to a feed topic, per identity, then refused
+RESET_LOG_INTERVAL_NS = 10_000_000_000  # at most one line about feed resets per 10 s
 MAX_DISCARDED = 100_000  # notifications of ended connections read at once after a reset
-SUBSCRIBE = b"\x01"  # the first byte of a subscription notification (0: an unsubscription)
+SUBSCRIBE, UNSUBSCRIBE = b"\x01", b"\x00"  # the first byte of a subscription frame
 MAX_REQUESTS_PER_CALL = 16  # snapshot requests one `handle` call answers (the loop goes on)
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_TOKEN = 32
@@ -178,8 +185,7 @@ class MarketDataPublisher:
         self.max_batch = max_batch
         self.refuse = refuse
         self.log = log or (lambda line: None)
-        self.pub = context.socket(zmq.XPUB)  # a PUB that tells the loop each subscription
-        self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every one, a topic held already included
+        self.pub = context.socket(zmq.XPUB)  # a PUB that tells the loop of new subscriptions
         self.pub.setsockopt(zmq.AFFINITY, affinity)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.setsockopt(zmq.SNDHWM, sndhwm)
@@ -208,7 +214,9 @@ class MarketDataPublisher:
         self._prefixes: set[bytes] = set()  # every prefix of every topic: what one may take
         for topic in (*self._topic_list, HEARTBEAT_TOPIC):
             self._add_prefixes(topic)
-        self._made_up: dict[str, int] = {}  # per identity, since the feed's connections began
+        self._bad: dict[str, int] = {}  # per identity, since the feed's connections began
+        self._reset_said_ns: int | None = None  # when a feed reset was last logged
+        self._resets_unsaid = 0  # resets since, not logged
         self._last_trade: dict[str, bytes] = {}  # the last TradePrint, encoded
         self._waiting: list[tuple[bytes, bytes, list[str]]] = []  # snapshot requests
         self.messages_sent = 0
@@ -218,13 +226,13 @@ class MarketDataPublisher:
         self.snapshots_sent = 0
         self.snapshot_failures = 0  # replies ZeroMQ refused (peer gone, its queue full)
         self.bad_requests = 0
-        self.made_up_subscriptions = 0
+        self.bad_subscriptions = 0
         self.feed_resets = 0  # times every feed connection was ended for made-up topics
 
     def counters(self) -> dict[str, int]:
         """What the publisher has done and refused, for the engine's status report."""
         names = ("messages_sent", "events_sent", "send_failures", "stream_breaks",
-                 "snapshots_sent", "snapshot_failures", "bad_requests", "made_up_subscriptions",
+                 "snapshots_sent", "snapshot_failures", "bad_requests", "bad_subscriptions",
                  "feed_resets")  # fmt: skip
         return {name: getattr(self, name) for name in names}
 
@@ -247,7 +255,7 @@ class MarketDataPublisher:
 
     def _reconnect_feed(self) -> None:
         reconnect_all(self.pub, self.pub_endpoint)
-        self._made_up.clear()
+        self._bad.clear()
         for _ in range(MAX_DISCARDED):  # the ended connections' notifications: not counted
             try:
                 self.pub.recv(zmq.NOBLOCK)
@@ -348,21 +356,22 @@ class MarketDataPublisher:
             self._answer_waiting()
 
     def _take_subscriptions(self) -> None:
-        """Read the feed's subscription notifications waiting (see the module: made-up
-        topics); the first identity past MAX_MADE_UP_TOPICS is refused and the feed's
-        connections end at once."""
+        """Read the feed's subscription notifications waiting (see the module: bad
+        subscriptions); the first identity past MAX_BAD_SUBSCRIPTIONS is refused and the
+        feed's connections end at once."""
         for _ in range(MAX_SUBSCRIPTIONS_PER_CALL):
             try:
                 frame = self.pub.recv(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             data = frame.bytes
-            if data[:1] != SUBSCRIBE or data[1:] in self._prefixes:
+            kind = data[:1]
+            if kind == UNSUBSCRIBE or (kind == SUBSCRIBE and data[1:] in self._prefixes):
                 continue
-            self.made_up_subscriptions += 1
+            self.bad_subscriptions += 1
             identity = user_id(frame)
-            count = self._made_up[identity] = self._made_up.get(identity, 0) + 1
-            if count > MAX_MADE_UP_TOPICS:
+            count = self._bad[identity] = self._bad.get(identity, 0) + 1
+            if count > MAX_BAD_SUBSCRIPTIONS:
                 self._end_feed_for(identity)
                 return
 
@@ -377,17 +386,25 @@ class MarketDataPublisher:
                      "the engine")  # fmt: skip
             return
         self.feed_resets += 1
+        now = time.monotonic_ns()
+        if self._reset_said_ns is not None and now - self._reset_said_ns < RESET_LOG_INTERVAL_NS:
+            self._resets_unsaid += 1
+            return
         then = (
-            "refused on market data and snapshots until the keys are reloaded"
+            "is refused on market data and snapshots until the keys are reloaded"
             if refused
             else "may connect again (plain mode has no identity to refuse)"
         )
         named = identity or "a plain-mode reader"
+        since = ""
+        if self._resets_unsaid:
+            since = f" ({self._resets_unsaid} more resets since the last such line)"
         self.log(
-            f"market data: {named} subscribed to more than {MAX_MADE_UP_TOPICS} topics the "
-            f"feed does not have; every feed connection ended (the others resync) and it "
-            f"{then}"
+            f"market data: {named} sent more than {MAX_BAD_SUBSCRIPTIONS} subscriptions to "
+            f"topics the feed does not have (or frames that subscribe to nothing); every feed "
+            f"connection ended (the others resync) and it {then}{since}"
         )
+        self._reset_said_ns, self._resets_unsaid = now, 0
 
     def _request(self, frames: list[bytes]) -> None:
         peer, parts = frames[0], frames[1:]

@@ -28,7 +28,7 @@ from engine.cli.watch import StatusPoller
 from engine.config import Security, default_market, load_market
 from engine.gateway import wire
 from engine.gateway.client import GatewayClient, LogonRefused
-from engine.gateway.marketdata import MAX_MADE_UP_TOPICS
+from engine.gateway.marketdata import MAX_BAD_SUBSCRIPTIONS
 from engine.gateway.marketdata_client import MarketDataClient
 from engine.gateway.relay import FeedRelay
 from engine.gateway.security import (
@@ -741,9 +741,9 @@ def test_a_key_making_up_topics_is_refused_on_market_data_only_until_the_keys_re
         kept = synced_reader(process, as_(keys, "feed"))
         offender = Peer(endpoints["market_data"], as_(keys, "brokers"))
         try:
-            offender.subscribe(made_up(MAX_MADE_UP_TOPICS + 1))
+            offender.subscribe(made_up(MAX_BAD_SUBSCRIPTIONS + 1))
             assert offender.event(10) == zmq.EVENT_DISCONNECTED
-            wait_for_log(process, "gateway:brokers subscribed to more than 100 topics")
+            wait_for_log(process, "gateway:brokers sent more than 100 subscriptions to topics")
             assert "refused on market data and snapshots until the keys" in process.output()
             for endpoint, kind in ((endpoints["market_data"], zmq.SUB),
                                    (endpoints["snapshots"], zmq.DEALER)):  # fmt: skip
