@@ -20,7 +20,7 @@ Invariants:
 - against an engine with CURVE (`--key`, `--server-key`: an operator's pair, since the admin
   socket admits operators only) both sockets are CURVE clients with the same keys; a
   connection the engine refuses shows as the snapshot's or the Status's timeout, whose
-  message names the keys;
+  message names the keys (market data's says the key was refused, which its client sees);
 - prices are shown in yuan (engine.types.format_price, exact), quantities in tonnes; an
   indicative's imbalance (buy minus sell quantity at its price) as its size and the side in
   surplus.
@@ -382,6 +382,12 @@ def _watch(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + args.timeout
         while not client.synced:
             update = client.next_update(max(0.0, deadline - time.monotonic()))
+            if update is None and client.refused:
+                raise ValueError(
+                    f"the engine at {snapshots} refused --key for market data: the key is not "
+                    "listed, was revoked, or was refused for subscribing to topics the feed "
+                    "does not have until the engine's keys are reloaded (its log says which)"
+                )
             if update is None:
                 raise ValueError(
                     f"no market data snapshot from {snapshots} within {args.timeout:g} s: is "

@@ -19,6 +19,10 @@ Invariants:
   client connects both sockets afresh and resyncs
   (`reconnects`); ZeroMQ itself never tries again a connection whose key was refused, e.g.
   one ended by a key reload that revoked it and later admitted it again.
+- With CURVE keys, `refused` says whether the engine's last answer to a handshake of either
+  socket was a refusal of the key (`auth_failures` counts them): a key not listed for market
+  data, revoked, or refused for bad subscriptions (engine.gateway.marketdata); it turns
+  False when a handshake succeeds.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from dataclasses import dataclass, field
 import msgspec
 import zmq
 from sortedcontainers import SortedDict
+from zmq.utils.monitor import recv_monitor_message
 
 from engine.gateway.marketdata import (
     CALL_PHASES,
@@ -50,7 +55,7 @@ from engine.gateway.marketdata import (
     topic_name,
     topic_of,
 )
-from engine.gateway.security import KeyPair, secure_client
+from engine.gateway.security import KeyPair, next_monitor_address, secure_client
 from engine.instruments import Instrument
 from engine.protocol import (
     AuctionResult,
@@ -70,6 +75,7 @@ _end = msgspec.msgpack.Decoder(SnapshotEnd)
 _heartbeat = msgspec.msgpack.Decoder(Heartbeat)
 SILENCE_S = 5.0  # nothing on the feed this long, where the engine heartbeats each second: gone
 MIN_SILENCE_S = 2.0  # two heartbeats: any less and a healthy feed would look gone
+HANDSHAKE_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 
 
 @dataclass
@@ -228,6 +234,14 @@ class MarketDataClient:
         self.poller = zmq.Poller()
         self.poller.register(self.sub, zmq.POLLIN)
         self.poller.register(self.dealer, zmq.POLLIN)
+        self.monitors: list[zmq.Socket] = []  # each socket's handshake outcomes (CURVE only)
+        if curve_keys is not None:
+            for socket in (self.sub, self.dealer):
+                monitor = socket.get_monitor_socket(HANDSHAKE_EVENTS, next_monitor_address())
+                self.monitors.append(monitor)
+                self.poller.register(monitor, zmq.POLLIN)
+        self.refused = False
+        self.auth_failures = 0
         self.snapshot_timeout = snapshot_timeout
         self.silence_timeout = silence_timeout
         self._heard = time.monotonic()  # when the feed last gave anything
@@ -259,6 +273,9 @@ class MarketDataClient:
             if self._sync is not None:
                 wait = min(wait, max(0.0, self._sync.deadline - now))
             ready = dict(self.poller.poll(int(wait * 1000) + 1))
+            for monitor in self.monitors:
+                if monitor in ready:
+                    self._read_monitor(monitor)
             if self.dealer in ready:
                 self._read_snapshot()
             if self.sub in ready:
@@ -297,10 +314,22 @@ class MarketDataClient:
                 yield update
 
     def close(self) -> None:
+        for socket, monitor in zip((self.sub, self.dealer), self.monitors, strict=False):
+            socket.disable_monitor()
+            monitor.close(0)
         self.sub.close(0)
         self.dealer.close(0)
         if self._own_context:
             self.context.term()
+
+    def _read_monitor(self, monitor: zmq.Socket) -> None:
+        while monitor.poll(0):
+            event = recv_monitor_message(monitor)["event"]
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self.refused = True
+                self.auth_failures += 1
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.refused = False
 
     # -- snapshot ----------------------------------------------------------------------------
 

@@ -206,6 +206,12 @@ _monitors = itertools.count()
 REBIND_TIMEOUT_S = 5.0  # how long `reconnect_all` waits for the old listener to close
 
 
+def next_monitor_address() -> str:
+    """An inproc address for a socket monitor that no other monitor of this process has used
+    (pyzmq's default, one per socket, may still be held by a monitor just closed)."""
+    return f"inproc://monitor-{os.getpid()}-{next(_monitors)}"
+
+
 def reconnect_all(socket: zmq.Socket, endpoint: str, timeout: float = REBIND_TIMEOUT_S) -> None:
     """End every connection `socket` accepted on `endpoint` (its LAST_ENDPOINT) and bind it
     there again: each peer reconnects by itself (ZeroMQ does) and goes through the ZAP
@@ -219,7 +225,7 @@ def reconnect_all(socket: zmq.Socket, endpoint: str, timeout: float = REBIND_TIM
     directory = Path(endpoint[len("ipc://") :]).parent if endpoint.startswith("ipc://") else None
     before = os.stat(directory) if directory is not None else None
     # an address of its own: the last call's inproc endpoint may not be released yet
-    monitor = socket.get_monitor_socket(zmq.EVENT_CLOSED, f"inproc://rebind-{next(_monitors)}")
+    monitor = socket.get_monitor_socket(zmq.EVENT_CLOSED, next_monitor_address())
     try:
         socket.unbind(endpoint)
         if not monitor.poll(int(timeout * 1000)):

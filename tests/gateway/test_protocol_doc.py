@@ -23,14 +23,21 @@ from pathlib import Path
 
 import msgspec
 import pytest
+import zmq
 
 from engine import protocol
 from engine.codec import COMMAND_DTYPE
+from engine.config import default_market
+from engine.core import Exchange
 from engine.gateway import wire
+from engine.gateway.marketdata import MarketDataPublisher
+from engine.gateway.service import EngineService, Options
+from engine.gateway.tradestream import TradeStream
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
 HEADING = re.compile(r"^#### (\w+) \(tag (\d+)\)$")
 FIELD_COLUMNS = ["#", "field", "type", "constraints", "default", "unit, meaning"]
+LOOPBACK = "tcp://127.0.0.1:*"
 ENUM_LISTED_UP_TO = 8  # a larger enum (RejectCode) is named, its values are in their own table
 
 
@@ -271,3 +278,28 @@ def test_the_worked_example_bytes_are_the_encoding_of_its_message(doc):
     hex_bytes = [line.split(";")[0] for line in example.group(2).splitlines()]
     shown = bytes.fromhex("".join(hex_bytes))
     assert shown == wire.pack([protocol.encode(message)])
+
+
+def test_the_status_counters_are_the_ones_the_engine_reports(doc, tmp_path):
+    """The Status report's counters row names each counter the service, the market data
+    publisher and the trade stream report (the row lacked the feed's two newest)."""
+    (row,) = [line for line in doc.splitlines() if "service counters (" in line]
+    market = default_market()
+    context = zmq.Context()
+    exchange = Exchange(market)
+    publisher = MarketDataPublisher(context, LOOPBACK, LOOPBACK, exchange)
+    trades = TradeStream(context, LOOPBACK, tmp_path, exchange)
+    try:
+        reported = {
+            r"service counters \(([^)]*)\)": EngineService(market, Options(tmp_path)).counters,
+            r"`market_data_`: ([^)]*)\)": publisher.counters(),
+            r"`trade_stream_`: ([^)]*)\)": trades.counters(),
+        }
+    finally:
+        publisher.close()
+        trades.close()
+        context.term()
+    for pattern, counters in reported.items():
+        listed = re.search(pattern, row)
+        assert listed is not None, pattern
+        assert listed.group(1).split(", ") == list(counters), pattern

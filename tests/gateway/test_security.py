@@ -566,6 +566,7 @@ def test_a_market_data_client_with_a_refused_key_times_out_instead_of_hanging(en
         try:
             outcome.append(client.next_update(3.0))
             outcome.append(client.snapshot_retries)
+            outcome.append(client.refused and client.auth_failures >= 1)
         finally:
             client.close()
 
@@ -574,6 +575,7 @@ def test_a_market_data_client_with_a_refused_key_times_out_instead_of_hanging(en
     reader.join(30)
     assert not reader.is_alive(), "next_update(3.0) never returned"
     assert outcome[0] is None and outcome[1] >= 2  # it kept asking, and nothing came
+    assert outcome[2:] == [True]  # and it knows why: `refused`
 
 
 def test_cxe_relay_refuses_a_key_the_config_does_not_admit_to_market_data(keyed):
@@ -756,9 +758,26 @@ def test_a_key_making_up_topics_is_refused_on_market_data_only_until_the_keys_re
             while (6150, 9, 1) not in kept.books[code].depth(Side.BUY):
                 assert time.monotonic() < deadline, "the other reader lost the feed"
                 kept.poll(0.2)
-            process.process.send_signal(signal.SIGHUP)
-            wait_for_log(process, "keys reloaded: 4 admitted, revoked []")
-            assert handshake(endpoints["market_data"], as_(keys, "brokers"), zmq.SUB) == SUCCEEDED
+            keyfiles = tmp / "keys"
+            watched = cxe("watch", "--once", "--data", str(process.data), "--timeout", "2",
+                          "--key", str(keyfiles / "brokers.key_secret"),
+                          "--server-key", str(keyfiles / "engine.key"))  # fmt: skip
+            assert watched.returncode == 2 and "Traceback" not in watched.stderr
+            assert "refused --key for market data" in watched.stderr, watched.stderr
+            refused = MarketDataClient(endpoints["market_data"], endpoints["snapshots"],
+                                       curve_keys=as_(keys, "brokers"), snapshot_timeout=1.0,
+                                       silence_timeout=2.0)  # fmt: skip
+            try:
+                assert refused.poll(2.0) == [] and refused.refused
+                process.process.send_signal(signal.SIGHUP)
+                wait_for_log(process, "keys reloaded: 4 admitted, revoked []")
+                deadline = time.monotonic() + 30
+                while not refused.synced:  # its silence check connects afresh: admitted
+                    assert time.monotonic() < deadline, "the key admitted again never read"
+                    refused.poll(0.2)
+                assert not refused.refused
+            finally:
+                refused.close()
         finally:
             offender.close()
             kept.close()
