@@ -14,7 +14,8 @@ coordinated omission: a late send counts against the engine's figure), after a w
 one-record RECORDS frames with fsync off and on, one-message MESSAGES frames with fsync off;
 the raw fdatasync latency of the same disk (100 bytes + os.fdatasync) is measured in the same
 run. Each run also reports the engine process's CPU time per order, the figure that does not
-depend on what else shares the machine.
+depend on what else shares the machine. Each engine is sized for the day it runs
+(`--day-orders`, the orders of the run), as an operator sizes it for the busiest day.
 `python -m bench.e2e profile ORDERS GATEWAYS on|off [gateway options]` runs the service in
 this process under cProfile (the engine code is not touched) and prints the time per order of
 each part of a turn.
@@ -368,12 +369,20 @@ def engine_run(
         return results, {**checked, **per_order}
 
 
+def day_of(orders: int) -> tuple[str, ...]:
+    """`cxe serve`'s option sizing it for a day of `orders` (as an operator sizes it for the
+    busiest day: its tables keyed by ClOrdID then never double, a pause, during the run)."""
+    return ("--day-orders", str(orders))
+
+
 def throughput(root: Path, name: str, orders: int, gateways: int, fsync: bool, *options) -> dict:
     results, engine = engine_run(
         root,
         name,
         fsync,
         lambda endpoints: run_gateways(endpoints["orders"], orders, gateways, *options),
+        None,
+        *day_of(orders),
     )
     return throughput_of(results, engine)
 
@@ -550,6 +559,7 @@ def latency(
         lambda endpoints: run_gateways(endpoints["orders"], orders, 1, *options),
         None,
         *(("--busy-poll",) if busy_poll else ()),
+        *day_of(orders),
     )
     (result,) = results
     return {**result, "engine": engine}

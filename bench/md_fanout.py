@@ -45,7 +45,7 @@ from functools import partial
 from pathlib import Path
 
 from bench.book import WrongResult
-from bench.e2e import MARKET, cpu_seconds, engine_run, run_gateways, throughput_of
+from bench.e2e import MARKET, cpu_seconds, day_of, engine_run, run_gateways, throughput_of
 from engine.core import Exchange
 from engine.gateway.marketdata_client import MarketDataClient, Synced
 from engine.types import Side
@@ -183,7 +183,7 @@ def fanout_run(
     seen: dict = {"subscribers": []}
     replayed = Exchange(MARKET)
     drive = drive_with_subscribers(count, orders, nice, pin, seen, relayed)
-    results, engine = engine_run(root, name, True, drive, replayed)
+    results, engine = engine_run(root, name, True, drive, replayed, *day_of(orders))
     subscribers = seen["subscribers"]
     position, depth = replayed.state.public_seq, depth_of(replayed)
     for result in subscribers:

@@ -69,11 +69,21 @@ class Startup:
             f"recovered seq {self.exchange.seq} in {time.perf_counter() - started:.2f} s, "
             f"state hash {self.exchange.state_hash()}"
         )
+        self._size_tables(self.options.day_orders)
         warm(self.config)
         self.journal = Journal(self.data_dir / "journal")
         if self.journal.discarded:
             self.log(f"journal: cut a torn tail of {self.journal.discarded} bytes (a crash)")
         self._bind()
+
+    def _size_tables(self, orders: int) -> None:
+        """Room for a day of `orders` in the tables keyed by ClOrdID (see Options.day_orders):
+        they grow only past it."""
+        ids = self.exchange.state.cl_ord_ids
+        ids.reserve(max(0, orders - len(ids)))
+        self.status.reserve(orders)
+        megabytes = (ids.table.nbytes + self.status.accepted.table.nbytes) / 2**20
+        self.log(f"ClOrdID tables sized for {orders:,} orders a day ({megabytes:.0f} MB)")
 
     def _check_mode(self) -> None:
         """With [security]: every key file there and readable, every key well formed and none

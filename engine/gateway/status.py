@@ -179,6 +179,10 @@ class OrderStatusTable:
         self.accepted.reserve(len(chosen))
         _put_rows(self.accepted.table, self.accepted.meta, words, chosen.astype(np.int64))
 
+    def reserve(self, orders: int) -> None:
+        """Room for `orders` accepted orders in all, grown now at most once."""
+        self.accepted.reserve(max(0, orders - len(self.accepted)))
+
     def clear(self) -> None:
         self.accepted.clear()
         self.other.clear()
