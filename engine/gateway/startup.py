@@ -80,8 +80,14 @@ class Startup:
         """Room for a day of `orders` in the tables keyed by ClOrdID (see Options.day_orders):
         they grow only past it."""
         ids = self.exchange.state.cl_ord_ids
-        ids.reserve(max(0, orders - len(ids)))
-        self.status.reserve(orders)
+        try:
+            ids.reserve(max(0, orders - len(ids)))
+            self.status.reserve(orders)
+        except MemoryError:
+            raise ValueError(
+                f"--day-orders {orders:,}: not enough memory for tables that size (about 0.3 "
+                "KB an order): give the orders of the busiest day"
+            ) from None
         megabytes = (ids.table.nbytes + self.status.accepted.table.nbytes) / 2**20
         self.log(f"ClOrdID tables sized for {orders:,} orders a day ({megabytes:.0f} MB)")
 

@@ -4,9 +4,11 @@ takes in when many frames wait."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import msgspec
 import numpy as np
+import pytest
 import zmq
 
 from engine.cli.serve import clock_start
@@ -250,6 +252,7 @@ def test_a_turn_answers_the_member_before_it_publishes(tmp_path, monkeypatch):
 FIRST_ORDERS_AFTER_WARMING = """
 import json, sys
 import numpy as np
+import pytest
 from numba.core.registry import CPUDispatcher
 from engine.codec import records_of
 from engine.gateway import wire
@@ -322,3 +325,8 @@ def test_the_clordid_tables_are_sized_for_the_day_at_start_and_kept_across_days(
         assert [t.table.shape[0] for t in tables] == [16_384, 16_384]
     finally:
         service.close()
+    absurd = EngineService(MARKET, replace(options, day_orders=10**12), log=lambda line: None)
+    with pytest.raises(ValueError, match="--day-orders 1,000,000,000,000: not enough memory"):
+        absurd.open()  # 96 TiB asked: a message, not numpy's MemoryError traceback
+    absurd.close()
+    assert absurd.endpoints == {}  # nothing was bound
