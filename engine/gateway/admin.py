@@ -20,7 +20,7 @@ from engine.config import load_market
 from engine.core.snapshot import snapshot_exchange
 from engine.gateway import wire
 from engine.gateway.intake import MEMBER_COMMANDS, Item
-from engine.gateway.security import DOMAINS
+from engine.gateway.security import DOMAINS, not_served
 from engine.gateway.startup import status_path
 from engine.journal.snapshot import write_atomically
 from engine.protocol import RejectCode
@@ -87,8 +87,7 @@ class Admin:
             try:
                 part.end_connections()
             except zmq.ZMQError as exc:
-                self.log(f"{name}: NOT SERVED after ending its connections ({exc}): restart "
-                         "the engine")  # fmt: skip
+                self.log(not_served(name, exc))
                 continue
             self.log(f"{name}: every connection ended, to be admitted again under the new keys")
 

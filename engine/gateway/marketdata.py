@@ -83,7 +83,7 @@ import zmq
 
 from engine.gateway.public import PublicRows, PublicRun, event_run
 from engine.gateway.relay import MAX_SUBSCRIPTION_BYTES
-from engine.gateway.security import reconnect_all, user_id
+from engine.gateway.security import not_served, reconnect_all, user_id
 from engine.instruments import Instrument
 from engine.protocol import (
     Event,
@@ -382,8 +382,7 @@ class MarketDataPublisher:
         try:
             self._reconnect_feed()
         except zmq.ZMQError as exc:
-            self.log(f"market data: NOT SERVED after ending its connections ({exc}): restart "
-                     "the engine")  # fmt: skip
+            self.log(not_served("market data", exc))
             return
         self.feed_resets += 1
         now = time.monotonic_ns()

@@ -93,12 +93,19 @@ def _put_str_header(buf, p, n):
 
 
 @njit(cache=True, _nrt=False)
-def _put_key(buf, p, words, r):
-    """The ClOrdID of row r (its key words less the trailing NULs) as a msgpack str."""
+def key_length(words, r):
+    """The length of row r's ClOrdID: its 32 key bytes less the trailing NULs."""
     n = 0
     for k in range(32):
         if (words[r, KEY_WORD + k // 8] >> (8 * (k % 8))) & 0xFF:
             n = k + 1
+    return n
+
+
+@njit(cache=True, _nrt=False)
+def _put_key(buf, p, words, r):
+    """The ClOrdID of row r (its key words less the trailing NULs) as a msgpack str."""
+    n = key_length(words, r)
     p = _put_str_header(buf, p, n)
     for k in range(n):
         buf[p + k] = (words[r, KEY_WORD + k // 8] >> (8 * (k % 8))) & 0xFF

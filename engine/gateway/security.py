@@ -238,6 +238,11 @@ def reconnect_all(socket: zmq.Socket, endpoint: str, timeout: float = REBIND_TIM
     socket.bind(endpoint)
 
 
+def not_served(name: str, exc: zmq.ZMQError) -> str:
+    """The log line for a socket `reconnect_all` could not bind again."""
+    return f"{name}: NOT SERVED after ending its connections ({exc}): restart the engine"
+
+
 def _replaced(directory: Path, before: os.stat_result) -> bool:
     """Whether an ipc endpoint's directory is another than it was; one that has gone (an
     `ipc://*` endpoint's, with its listener) is made again, owner-only."""

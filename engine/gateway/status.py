@@ -53,6 +53,7 @@ from engine.core.clordid import (
     key_of,
     key_words,
 )
+from engine.gateway.replies import key_length
 from engine.gateway.wire import OrderStatus
 from engine.protocol import Accepted, NewOrder, Rejected
 
@@ -75,14 +76,10 @@ def _put_rows(table, meta, words, chosen):
     """Record the ROW_ACCEPTED rows words[chosen]: each row's key is its 32 key bytes less
     the trailing NULs (as the row's ClOrdID decodes)."""
     for r in chosen:
-        n = 0
-        for k in range(KEY_BYTES):
-            if (words[r, KEY_WORD + k // 8] >> (8 * (k % 8))) & 0xFF:
-                n = k + 1
         _put(
-            table, meta, words[r, A_MEMBER], n, words[r, KEY_WORD], words[r, KEY_WORD + 1],
-            words[r, KEY_WORD + 2], words[r, KEY_WORD + 3], words[r, A_ORDER_ID],
-            (words[r, 0] >> 32) & 0xFFFFFFFF,
+            table, meta, words[r, A_MEMBER], key_length(words, r), words[r, KEY_WORD],
+            words[r, KEY_WORD + 1], words[r, KEY_WORD + 2], words[r, KEY_WORD + 3],
+            words[r, A_ORDER_ID], (words[r, 0] >> 32) & 0xFFFFFFFF,
         )  # fmt: skip
 
 
