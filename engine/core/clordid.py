@@ -22,14 +22,21 @@ Invariants:
   anything; the caller grows the table (`ClOrdIds.grow`) and calls again.
 - The store's content (`snapshot`) is independent of insertion order and capacity, so the
   state hash is the same whichever path, and in whichever batches, applied the commands.
+  `canonical` is that content's msgpack, byte for byte what msgspec writes for `snapshot()`,
+  built by a sort of the rows and one compiled pass instead of a Python tuple per key (a
+  snapshot or a state hash of a busy day's 600,000 keys took 2 s in the engine's loop).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
 
+import msgspec
 import numpy as np
 from numba import njit
+
+from engine.core.packing import put_int
 
 KEY_BYTES = 32
 KEY_WORDS = 4
@@ -154,6 +161,36 @@ def _rehash(old, new, meta, stored):
                 new[j, c] = old[i, c]
 
 
+MAX_ENTRY_BYTES = 1 + 9 + 2 + KEY_BYTES  # a key's msgpack: 2-array, member, bin 8 + key
+
+
+@njit(cache=True, _nrt=False)
+def _encode_entries(rows, out, ends):
+    """Each row (plain form) as msgpack [member, key bytes], one after another into `out`
+    (room for MAX_ENTRY_BYTES a row): a 2-array (0x92), the member, then bin 8 (0xC4,
+    length) and the key's bytes; `ends[r]` is where row r's ends."""
+    at = 0
+    for r in range(rows.shape[0]):
+        out[at] = 0x92
+        at = put_int(out, at + 1, rows[r, K_MEMBER])
+        n = rows[r, K_LEN]
+        out[at] = 0xC4
+        out[at + 1] = n
+        at += 2
+        for i in range(n):
+            out[at + i] = (rows[r, K_WORD + i // 8] >> np.int64(8 * (i % 8))) & 0xFF
+        at += n
+        ends[r] = at
+
+
+def _array_header(count: int) -> bytes:
+    if count < 16:
+        return bytes([0x90 | count])
+    if count < 1 << 16:
+        return b"\xdc" + count.to_bytes(2, "big")
+    return b"\xdd" + count.to_bytes(4, "big")
+
+
 def key_of(cl_ord_id: str) -> bytes:
     """A ClOrdID's key bytes (a lone surrogate, possible in process, is kept, not refused)."""
     try:
@@ -228,8 +265,9 @@ class ClOrdIds:
         return rows
 
     def restore(self, rows: np.ndarray, long: list[tuple[int, bytes]]) -> None:
-        """Hold exactly the keys of `rows` (as `rows()` gives them) and the long keys."""
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1, TABLE_COLUMNS)
+        """Hold exactly the keys of `rows` (as `rows()` gives them, value columns included)
+        and the long keys."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1, self.table.shape[1])
         if np.any(rows[:, K_MEMBER] < 0) or np.any(
             (rows[:, K_LEN] < 0) | (rows[:, K_LEN] > KEY_BYTES)
         ):
@@ -252,3 +290,34 @@ class ClOrdIds:
             for i, (member, n) in enumerate(used[:, :K_WORD].tolist())
         ]
         return sorted(keys + list(self.long))
+
+    def canonical(self) -> bytes:
+        """`msgspec.msgpack.encode(self.snapshot())`, byte for byte, without a Python object
+        per key: the rows sorted as Python sorts (member, key bytes) (the key's words read
+        big-endian order it as bytes do; a shorter key first on equal words), encoded in one
+        compiled pass, each long key spliced in where it sorts."""
+        used = self.rows()
+        words = used[:, K_WORD:TABLE_COLUMNS].byteswap().view(np.uint64).T
+        keys = [w for w in words[::-1] if w.any()]  # a word no key reaches sorts nothing
+        ordered = used[np.lexsort((used[:, K_LEN], *keys, used[:, K_MEMBER]))]
+        ends = np.empty(len(ordered), dtype=np.int64)
+        out = np.empty(len(ordered) * MAX_ENTRY_BYTES, dtype=np.uint8)
+        _encode_entries(ordered, out, ends)
+        encoded = out[: ends[-1] if len(ends) else 0].tobytes()
+        parts, start = [_array_header(len(ordered) + len(self.long))], 0
+
+        def sorted_at(i: int) -> tuple[int, bytes]:
+            return int(ordered[i, K_MEMBER]), self._key(ordered[i])
+
+        for member, key in sorted(self.long):
+            i = bisect_left(range(len(ordered)), (member, key), key=sorted_at)
+            stop = int(ends[i - 1]) if i else 0
+            parts += [encoded[start:stop], msgspec.msgpack.encode((member, key))]
+            start = stop
+        parts.append(encoded[start:])
+        return b"".join(parts)
+
+    @staticmethod
+    def _key(row: np.ndarray) -> bytes:
+        """A plain row's key bytes."""
+        return row[K_WORD:TABLE_COLUMNS].astype("<i8").tobytes()[: int(row[K_LEN])]

@@ -183,7 +183,7 @@ class Exchange:
             state.next_order_id,
             state.next_trade_id,
             state.calendar_done,
-            state.cl_ord_ids.snapshot(),
+            msgspec.Raw(state.cl_ord_ids.canonical()),  # its snapshot(), encoded
             [
                 (
                     o.order_id,

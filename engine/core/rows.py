@@ -2,8 +2,8 @@
 
 - `trade_bytes` writes each trade row of a run as msgpack, byte for byte what msgspec writes
   for the `Trade` event (`engine.protocol.encode_trades`), so the batch folds its trades
-  into the market's digest (`Market.add_trades`) without a Trade object; `_put_int` is
-  msgpack's shortest int encoding, property-tested against msgspec.
+  into the market's digest (`Market.add_trades`) without a Trade object (the writers of
+  engine.core.packing).
 - `tally` counts a run's rows by event stream (private per member, public, clearing) as
   EventWriter numbers them, so the batch moves the stream positions without numbering rows.
 - `reject_wording` words a ROW_REJECTED from its code and details with the per-command
@@ -42,6 +42,7 @@ from engine.codec import (
     decode_events,
 )
 from engine.core.events import print_of
+from engine.core.packing import put_bytes, put_int
 from engine.core.pipeline import fee_on, find_row
 from engine.core.validation import band_detail, market_detail, reject_text, shortfall_detail
 from engine.instruments import Instrument
@@ -55,69 +56,27 @@ _ORDER_LOOKUP = frozenset({RejectCode.UNKNOWN_ORDER, RejectCode.NOT_OWNER})
 
 
 @njit(cache=True, _nrt=False)
-def _put_int(buf, p, v):
-    """msgpack's shortest encoding of the int64 v (what msgspec writes) at buf[p]; the end."""
-    if 0 <= v < 128 or -32 <= v < 0:
-        buf[p] = v & 0xFF
-        return p + 1
-    if v >= 0:
-        if v < 1 << 8:
-            marker, size = 0xCC, 1
-        elif v < 1 << 16:
-            marker, size = 0xCD, 2
-        elif v < 1 << 32:
-            marker, size = 0xCE, 4
-        else:
-            marker, size = 0xCF, 8
-    elif v >= -(1 << 7):
-        marker, size = 0xD0, 1
-    elif v >= -(1 << 15):
-        marker, size = 0xD1, 2
-    elif v >= -(1 << 31):
-        marker, size = 0xD2, 4
-    else:
-        marker, size = 0xD3, 8
-    return put_marked(buf, p, marker, v, size)
-
-
-@njit(cache=True, _nrt=False)
-def put_marked(buf, p, marker, v, size):
-    """A msgpack marker byte, then v big-endian in `size` bytes, at buf[p]; the end."""
-    buf[p] = marker
-    for k in range(size):
-        buf[p + 1 + k] = (v >> (8 * (size - 1 - k))) & 0xFF
-    return p + 1 + size
-
-
-@njit(cache=True, _nrt=False)
-def _put_bytes(buf, p, src):
-    for k in range(src.shape[0]):
-        buf[p + k] = src[k]
-    return p + src.shape[0]
-
-
-@njit(cache=True, _nrt=False)
 def put_trade(buf, p, w, head, date, code, venue, fee, cseq):
     """The Trade of the trade row w at buf[p], as msgspec encodes it (`head`: array header
     and tag; `date`, `code`, `venue`: the strs' encodings; each side's `fee`; the clearing
     stream number `cseq`); the end."""
-    p = _put_bytes(buf, p, head)
-    p = _put_int(buf, p, w[1])
-    p = _put_int(buf, p, w[T_TRADE_ID])
-    p = _put_int(buf, p, w[T_TS])
-    p = _put_bytes(buf, p, date)
-    p = _put_bytes(buf, p, code)
-    p = _put_int(buf, p, w[T_PRICE])
-    p = _put_int(buf, p, w[T_QTY])
-    p = _put_int(buf, p, (w[T_MEMBERS] << 32) >> 32)  # the buyer (the low half, signed)
-    p = _put_int(buf, p, w[T_MEMBERS] >> 32)
-    p = _put_int(buf, p, w[T_BUY_OID])
-    p = _put_int(buf, p, w[T_SELL_OID])
-    p = _put_int(buf, p, ((w[0] >> 8) & 0xFF ^ 0x80) - 0x80)
-    p = _put_bytes(buf, p, venue)
-    p = _put_int(buf, p, fee)
-    p = _put_int(buf, p, fee)
-    return _put_int(buf, p, cseq)
+    p = put_bytes(buf, p, head)
+    p = put_int(buf, p, w[1])
+    p = put_int(buf, p, w[T_TRADE_ID])
+    p = put_int(buf, p, w[T_TS])
+    p = put_bytes(buf, p, date)
+    p = put_bytes(buf, p, code)
+    p = put_int(buf, p, w[T_PRICE])
+    p = put_int(buf, p, w[T_QTY])
+    p = put_int(buf, p, (w[T_MEMBERS] << 32) >> 32)  # the buyer (the low half, signed)
+    p = put_int(buf, p, w[T_MEMBERS] >> 32)
+    p = put_int(buf, p, w[T_BUY_OID])
+    p = put_int(buf, p, w[T_SELL_OID])
+    p = put_int(buf, p, ((w[0] >> 8) & 0xFF ^ 0x80) - 0x80)
+    p = put_bytes(buf, p, venue)
+    p = put_int(buf, p, fee)
+    p = put_int(buf, p, fee)
+    return put_int(buf, p, cseq)
 
 
 MAX_TRADE_BYTES = 20 * 9 + 64  # seventeen ints at most nine bytes each, and the three strs

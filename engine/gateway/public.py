@@ -44,8 +44,9 @@ from engine.codec import (
     T_TS,
     VENUES,
 )
+from engine.core.packing import put_bytes, put_int, put_marked
 from engine.core.pipeline import fee_on
-from engine.core.rows import _put_bytes, _put_int, put_marked, put_trade, trade_head
+from engine.core.rows import put_trade, trade_head
 from engine.framing import HEADER as FRAME_HEADER
 from engine.framing import MAGIC, frame
 from engine.instruments import Instrument
@@ -151,13 +152,13 @@ def encode_public(words, codes, venues, fee_ppm, head, positions, table, date, o
             prints[e - 1] = False
             buf[p] = 0x98  # a fixarray of eight: the tag and seven fields
             buf[p + 1] = TAG_DEPTH
-            p = _put_int(buf, p + 2, w[1])
-            p = _put_bytes(buf, p, code)
-            p = _put_int(buf, p, flag)
-            p = _put_int(buf, p, w[D_PRICE])
-            p = _put_int(buf, p, w[D_QTY])
-            p = _put_int(buf, p, w[D_ORDERS])
-            p = _put_int(buf, p, public_seq)
+            p = put_int(buf, p + 2, w[1])
+            p = put_bytes(buf, p, code)
+            p = put_int(buf, p, flag)
+            p = put_int(buf, p, w[D_PRICE])
+            p = put_int(buf, p, w[D_QTY])
+            p = put_int(buf, p, w[D_ORDERS])
+            p = put_int(buf, p, public_seq)
             continue
         size = _date(date, w[T_DATE])
         if venue >= n_venues or size < 0:
@@ -173,15 +174,15 @@ def encode_public(words, codes, venues, fee_ppm, head, positions, table, date, o
         prints[e - 1] = True
         buf[p] = 0x9A  # a fixarray of ten: the tag and nine fields
         buf[p + 1] = TAG_PRINT
-        p = _put_int(buf, p + 2, w[1])
-        p = _put_int(buf, p, w[T_TRADE_ID])
-        p = _put_int(buf, p, w[T_TS])
-        p = _put_bytes(buf, p, code)
-        p = _put_int(buf, p, w[T_PRICE])
-        p = _put_int(buf, p, w[T_QTY])
-        p = _put_int(buf, p, flag)
-        p = _put_bytes(buf, p, venue_str)
-        p = _put_int(buf, p, public_seq)
+        p = put_int(buf, p + 2, w[1])
+        p = put_int(buf, p, w[T_TRADE_ID])
+        p = put_int(buf, p, w[T_TS])
+        p = put_bytes(buf, p, code)
+        p = put_int(buf, p, w[T_PRICE])
+        p = put_int(buf, p, w[T_QTY])
+        p = put_int(buf, p, flag)
+        p = put_bytes(buf, p, venue_str)
+        p = put_int(buf, p, public_seq)
     offsets[e] = p
     frame_offsets[c] = q
     return e, c

@@ -66,8 +66,8 @@ from engine.codec import (
     X_LEAVES,
     X_ORDER_ID,
 )
+from engine.core.packing import put_int, put_marked
 from engine.core.pipeline import find_row
-from engine.core.rows import _put_int, put_marked
 from engine.gateway.wire import array_header
 from engine.protocol import RejectCode
 
@@ -157,17 +157,17 @@ def _filled(buf, p, w, member, codes_buf, lo, hi, side, aggressor, number):
     """The Filled of one side (0 buy, 1 sell) of the trade row w."""
     buf[p] = 0x9C  # a fixarray of twelve: the tag and eleven fields
     buf[p + 1] = TAG_FILLED
-    p = _put_int(buf, p + 2, w[1])
-    p = _put_int(buf, p, w[T_TRADE_ID])
-    p = _put_int(buf, p, member)
+    p = put_int(buf, p + 2, w[1])
+    p = put_int(buf, p, w[T_TRADE_ID])
+    p = put_int(buf, p, member)
     p = _put_slice(buf, p, codes_buf, lo, hi)
-    p = _put_int(buf, p, w[T_BUY_OID + side])
-    p = _put_int(buf, p, side)
-    p = _put_int(buf, p, w[T_PRICE])
-    p = _put_int(buf, p, w[T_QTY])
-    p = _put_int(buf, p, w[T_BUY_LEAVES + side])
+    p = put_int(buf, p, w[T_BUY_OID + side])
+    p = put_int(buf, p, side)
+    p = put_int(buf, p, w[T_PRICE])
+    p = put_int(buf, p, w[T_QTY])
+    p = put_int(buf, p, w[T_BUY_LEAVES + side])
     buf[p] = 0xC3 if aggressor else 0xC2
-    return _put_int(buf, p + 1, number)
+    return put_int(buf, p + 1, number)
 
 
 @njit(cache=True, _nrt=False)
@@ -215,21 +215,21 @@ def encode_rows(words, ids, counts, codes_buf, codes_off, texts_buf, texts_off, 
         if kind == ROW_ACCEPTED:
             buf[p] = 0x9A
             buf[p + 1] = TAG_ACCEPTED
-            p = _put_int(buf, p + 2, w[1])
+            p = put_int(buf, p + 2, w[1])
             p = _put_key(buf, p, words, r - 1)
-            p = _put_int(buf, p, member)
+            p = put_int(buf, p, member)
             p = _put_slice(buf, p, codes_buf, lo, hi)
-            p = _put_int(buf, p, w[A_ORDER_ID])
-            p = _put_int(buf, p, flag)
-            p = _put_int(buf, p, w[A_PRICE])
-            p = _put_int(buf, p, w[A_QTY])
+            p = put_int(buf, p, w[A_ORDER_ID])
+            p = put_int(buf, p, flag)
+            p = put_int(buf, p, w[A_PRICE])
+            p = put_int(buf, p, w[A_QTY])
         elif kind in (ROW_REJECTED, ROW_REJECTED_TEXT):
             buf[p] = 0x97
             buf[p + 1] = TAG_REJECTED
-            p = _put_int(buf, p + 2, w[1])
+            p = put_int(buf, p + 2, w[1])
             p = _put_key(buf, p, words, r - 1)
-            p = _put_int(buf, p, w[R_MEMBER])
-            p = _put_int(buf, p, code)
+            p = put_int(buf, p, w[R_MEMBER])
+            p = put_int(buf, p, code)
             if kind == ROW_REJECTED:
                 p = _put_slice(buf, p, texts_buf, texts_off[k], texts_off[k + 1])
                 k += 1
@@ -245,26 +245,26 @@ def encode_rows(words, ids, counts, codes_buf, codes_off, texts_buf, texts_off, 
         elif kind == ROW_CANCELLED:
             buf[p] = 0x98
             buf[p + 1] = TAG_CANCELLED
-            p = _put_int(buf, p + 2, w[1])
-            p = _put_int(buf, p, member)
+            p = put_int(buf, p + 2, w[1])
+            p = put_int(buf, p, member)
             p = _put_slice(buf, p, codes_buf, lo, hi)
-            p = _put_int(buf, p, w[X_ORDER_ID])
-            p = _put_int(buf, p, w[X_LEAVES])
-            p = _put_int(buf, p, code)
+            p = put_int(buf, p, w[X_ORDER_ID])
+            p = put_int(buf, p, w[X_LEAVES])
+            p = put_int(buf, p, code)
         elif kind == ROW_AMENDED:
             buf[p] = 0x99
             buf[p + 1] = TAG_AMENDED
-            p = _put_int(buf, p + 2, w[1])
-            p = _put_int(buf, p, member)
+            p = put_int(buf, p + 2, w[1])
+            p = put_int(buf, p, member)
             p = _put_slice(buf, p, codes_buf, lo, hi)
-            p = _put_int(buf, p, w[M_ORDER_ID])
-            p = _put_int(buf, p, w[M_PRICE])
-            p = _put_int(buf, p, w[M_QTY])
+            p = put_int(buf, p, w[M_ORDER_ID])
+            p = put_int(buf, p, w[M_PRICE])
+            p = put_int(buf, p, w[M_QTY])
             buf[p] = 0xC3 if flag else 0xC2
             p += 1
         else:
             return REFUSED
-        p = _put_int(buf, p, number)
+        p = put_int(buf, p, number)
     offsets[e] = p
     return e
 

@@ -121,7 +121,14 @@ class Startup:
             self.log(f"snapshot {snapshot.path.name} (seq {snapshot.seq})")
             table = status_path(snapshots, snapshot.seq)
             if table.exists():
-                self.status.load(table.read_bytes())
+                try:
+                    self.status.load(table.read_bytes())
+                except ValueError as exc:
+                    raise ValueError(
+                        f"cannot recover from {self.data_dir}: {table}: {exc}; move it away to "
+                        "start without it (a resent NewOrder from before the snapshot is then "
+                        "answered 'done')"
+                    ) from exc
         for record, result in replay(journal, exchange):
             if type(record) is BatchRecord:
                 self.status.record_rows(result)

@@ -59,6 +59,7 @@ from engine.protocol import Accepted, NewOrder, Rejected
 
 _TEXT_ROW = ROW_DTYPES[ROW_REJECTED_TEXT]
 S_ORDER, S_INSTRUMENT = TABLE_COLUMNS, TABLE_COLUMNS + 1  # the value columns of an entry
+DUMP_KIND, DUMP_FORMAT = "cxe-order-status", 2  # `dump`'s head (versions before wrote none)
 
 
 @njit(cache=True, _nrt=False)
@@ -128,21 +129,55 @@ class OrderStatusTable:
         return out | self.other
 
     def dump(self) -> bytes:
-        """The table as msgpack: ([((member, ClOrdID), order id or text)], [(order id,
-        instrument)]), the form every version of the table has written."""
+        """The table as msgpack: [DUMP_KIND, DUMP_FORMAT, the instrument codes, the compiled
+        table's rows (`ClOrdIds.rows`: member, key length, key words, order id, instrument
+        index, as little-endian int64), then the dict's entries in the form of versions
+        before: [((member, ClOrdID), order id or text)], [(order id, instrument)]]. The rows
+        go as one block: a busy day's 560,000 entries as Python objects took 1.2 s to write
+        and 2.4 s to read, in the loop's thread."""
         orders, instruments = [], []
-        for key, value in self.entries().items():
+        for key, value in self.other.items():
             if isinstance(value, str):
                 orders.append((key, value))
             else:
                 orders.append((key, value[0]))
                 instruments.append(value)
-        return msgspec.msgpack.encode((orders, instruments))
+        rows = self.accepted.rows().astype("<i8").tobytes()
+        return msgspec.msgpack.encode(
+            (DUMP_KIND, DUMP_FORMAT, self.codes, rows, orders, instruments)
+        )
 
     def load(self, data: bytes) -> None:
-        orders, instruments = msgspec.msgpack.decode(data)
-        codes = dict(instruments)
+        """Hold what `dump` wrote (or what versions before wrote: the entries alone); bytes
+        that are neither raise ValueError saying what is wrong, and the table is left empty."""
         self.clear()
+        try:
+            decoded = msgspec.msgpack.decode(data)
+            if isinstance(decoded, list) and decoded[:1] == [DUMP_KIND]:
+                _, form, codes, rows, orders, instruments = decoded
+                if form != DUMP_FORMAT:
+                    raise ValueError(f"format {form!r}, this engine reads {DUMP_FORMAT}")
+                self._load_rows(codes, rows)
+            else:
+                orders, instruments = decoded
+            self._load_entries(orders, instruments)
+        except (ValueError, TypeError) as exc:
+            self.clear()
+            raise ValueError(f"not an order status table this engine can read ({exc})") from exc
+
+    def _load_rows(self, codes: list[str], data: bytes) -> None:
+        width = self.accepted.table.shape[1]
+        if len(data) % (8 * width):
+            raise ValueError(f"{len(data)} bytes of rows are not rows of {width} int64s")
+        rows = np.frombuffer(data, dtype="<i8").reshape(-1, width).astype(np.int64)
+        index = np.array([self._index.get(code, -1) for code in codes] + [-1], dtype=np.int64)
+        stored = rows[:, S_INSTRUMENT]
+        stored[(stored < 0) | (stored >= len(codes))] = len(codes)  # no instrument: ""
+        rows[:, S_INSTRUMENT] = index[stored]
+        self.accepted.restore(rows, [])
+
+    def _load_entries(self, orders: list, instruments: list) -> None:
+        codes = dict(instruments)
         self.accepted.reserve(len(orders))
         table, meta = self.accepted.table, self.accepted.meta
         for (member, cl_ord_id), value in orders:

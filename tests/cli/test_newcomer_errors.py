@@ -138,21 +138,27 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
     assert result.returncode == 0 and result.stderr == "", result.stderr
 
 
+def snapshot_taken(data: Path) -> None:
+    """Run an engine on `data`, open the market, take a snapshot and stop."""
+    from engine.gateway import wire
+    from tests.support.engine import EngineProcess
+
+    with EngineProcess(data) as engine:
+        engine.open_market("CEA25")
+        engine.admin(wire.SnapshotNow())  # written after the answer, in the same turn
+        deadline = time.monotonic() + 60
+        while not list((data / "snapshots").glob("orders-*.msgpack")):
+            assert time.monotonic() < deadline, "no snapshot written"
+            time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_serve_with_another_market_than_its_snapshot_says_what_to_do(tmp_path):
     """`cxe serve --config NEXT-DAY.json` on the previous day's data directory ended in a
     SnapshotUnusable traceback."""
     from engine.config import default_market
-    from engine.gateway import wire
-    from tests.support.engine import EngineProcess
 
-    with EngineProcess(tmp_path / "data") as engine:
-        engine.open_market("CEA25")
-        engine.admin(wire.SnapshotNow())  # written after the answer, in the same turn
-        deadline = time.monotonic() + 60
-        while not list((tmp_path / "data" / "snapshots").glob("snapshot-*.snap")):
-            assert time.monotonic() < deadline, "no snapshot written"
-            time.sleep(0.1)
+    snapshot_taken(tmp_path / "data")
     other = tmp_path / "other.toml"
     other.write_text(
         (ROOT / "docs" / "market.example.toml").read_text().replace("Example", "Other", 1)
@@ -164,3 +170,22 @@ def test_serve_with_another_market_than_its_snapshot_says_what_to_do(tmp_path):
     result = cxe(*command, f"--trades={free}", timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "cxe serve: cannot recover" in result.stderr and "restore it with" in result.stderr
+
+
+@pytest.mark.slow
+def test_serve_with_a_damaged_order_status_table_names_it_and_says_what_to_do(tmp_path):
+    """A damaged table beside the snapshot ended start-up with msgspec's words alone
+    ("MessagePack data is malformed"), naming neither the file nor a way on."""
+    from tests.support.engine import EngineProcess
+
+    snapshot_taken(tmp_path / "data")
+    [table] = (tmp_path / "data" / "snapshots").glob("orders-*.msgpack")
+    table.write_bytes(table.read_bytes()[:-7])
+    free = "tcp://127.0.0.1:*"
+    ports = [f"--{name}={free}" for name in ("orders", "admin", "market-data", "snapshots")]
+    result = cxe("serve", "--data", str(tmp_path / "data"), *ports, f"--trades={free}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert str(table) in result.stderr and "move it away to start without it" in result.stderr
+    table.rename(tmp_path / table.name)
+    with EngineProcess(tmp_path / "data") as engine:
+        assert engine.status().seq > 0  # recovered from the snapshot without the table

@@ -34,8 +34,9 @@ from engine.config import MARKET_HOURS, MarketConfig, Member
 from engine.core import Exchange, ReferenceExchange
 from engine.core.clordid import MIN_CAPACITY, ClOrdIds
 from engine.core.exchange import StampRefused
+from engine.core.packing import put_int
 from engine.core.records import first_bad_key
-from engine.core.rows import _put_int, decode
+from engine.core.rows import decode
 from engine.instruments import Instrument
 from engine.protocol import (
     Accepted,
@@ -330,7 +331,7 @@ def test_every_event_row_decodes_to_its_event():
 @given(st.integers(-(2**63), 2**63 - 1))
 def test_the_compiled_msgpack_int_is_msgspecs(value):
     buf = np.zeros(9, dtype=np.uint8)
-    end = _put_int(buf, 0, value)
+    end = put_int(buf, 0, value)
     assert buf[:end].tobytes() == msgspec.msgpack.encode(value)
 
 
@@ -356,6 +357,35 @@ def test_the_clordid_store_tells_members_and_keys_apart_and_grows():
     for i in range(5000):
         store.add(2, str(i))
     assert store.table is table and len(store) == 5000  # no resize after the reservation
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.integers(0, 300), st.integers(-(2**63), 2**63 - 1)),
+            st.one_of(st.binary(max_size=40), st.sampled_from([b"", b"\x00", b"a\x00", b"a"])),
+        ),
+        max_size=60,
+    )
+)
+def test_the_clordid_stores_canonical_bytes_are_msgspecs_encoding_of_its_snapshot(keys):
+    """The state hash's form of the store, built in compiled code, against msgspec over the
+    sorted Python tuples: members of every msgpack int size, keys of 0 to 40 bytes (long ones
+    spliced in), keys that differ only in trailing NULs or length."""
+    store = ClOrdIds()
+    for member, key in keys:
+        store.add_key(member, key)
+    assert store.canonical() == msgspec.msgpack.encode(store.snapshot())
+
+
+@pytest.mark.parametrize("count", [15, 16, 2**16 - 1, 2**16])
+def test_the_canonical_bytes_count_their_keys_in_each_array_header_size(count):
+    store = ClOrdIds()
+    for i in range(count - 1):
+        store.add_key(i % 7, i.to_bytes(3, "little"))
+    store.add_key(1, b"k" * 33)  # a long key
+    assert store.canonical() == msgspec.msgpack.encode(store.snapshot())
 
 
 def test_a_clordid_used_by_the_batch_is_refused_one_by_one_and_back():

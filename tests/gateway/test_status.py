@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import msgspec
 import numpy as np
+import pytest
 
 from engine.codec import EVENT_WORDS, ROW_ACCEPTED, records_of
 from engine.config import default_market
@@ -18,6 +19,7 @@ MARKET = default_market()
 CODES = [i.code for i in MARKET.instruments]
 CODE = CODES[0]
 MEMBER = MARKET.members[0].id
+LONG_KEY = "L" * 40  # beyond the compiled table's 32 bytes: only a command built in process
 
 
 def opened() -> Exchange:
@@ -91,24 +93,65 @@ def test_every_entry_keeps_its_order_and_instrument_through_growth():
     assert by_rows.lookup(MEMBER + 1, "g1") is None
 
 
-def test_dump_and_load_round_trip_in_the_form_every_version_wrote():
+def filled_table() -> OrderStatusTable:
+    """Entries of every kind: long, refused, non-ASCII (per command) and batch-accepted."""
     exchange, table = opened(), OrderStatusTable(CODES)
-    long_key = "L" * 40  # beyond the compiled table's 32 bytes: only a command built in process
-    table.record(exchange.apply(order(exchange, long_key)))
+    table.record(exchange.apply(order(exchange, LONG_KEY)))
     table.record(exchange.apply(order(exchange, "bad", ticks=10_000)))
     table.record(exchange.apply(order(exchange, "\u78b3")))  # UTF-8 beyond ASCII
     batch(exchange, table, [order(exchange, "b1"), order(exchange, "b2", side=1, ticks=5)])
-    entries = table.entries()
-    assert {key for _, key in entries} == {long_key, "bad", "\u78b3", "b1", "b2"}
-    orders, instruments = msgspec.msgpack.decode(table.dump())
-    assert {tuple(key): value for key, value in orders} == {
-        key: value if isinstance(value, str) else value[0] for key, value in entries.items()
-    }
-    assert {order_id: code for order_id, code in instruments} == {
-        value[0]: value[1] for value in entries.values() if not isinstance(value, str)
-    }
+    assert {key for _, key in table.entries()} == {LONG_KEY, "bad", "\u78b3", "b1", "b2"}
+    return table
+
+
+def test_dump_and_load_round_trip_every_entry():
+    table = filled_table()
     loaded = OrderStatusTable(CODES)
     loaded.load(table.dump())
-    assert loaded.entries() == entries
+    assert loaded.entries() == table.entries()
+    assert loaded.lookup(MEMBER, "b1") == table.lookup(MEMBER, "b1")
     loaded.clear()
     assert loaded.entries() == {} and loaded.lookup(MEMBER, "b1") is None
+
+
+def test_a_table_in_the_form_versions_before_wrote_loads():
+    """Before the compiled table was dumped as rows, every entry went as Python objects:
+    ([((member, ClOrdID), order id or text)], [(order id, instrument)])."""
+    entries = filled_table().entries()
+    orders = [(key, v if isinstance(v, str) else v[0]) for key, v in entries.items()]
+    instruments = [v for v in entries.values() if not isinstance(v, str)]
+    loaded = OrderStatusTable(CODES)
+    loaded.load(msgspec.msgpack.encode((orders, instruments)))
+    assert loaded.entries() == entries
+
+
+def test_a_loaded_table_names_each_orders_instrument_by_its_code():
+    """The rows carry an index into the codes the dump was written under: a table loaded under
+    the codes in another order (or without one of them) still names the right instrument."""
+    table = filled_table()
+    order_id, code = table.lookup(MEMBER, "b1")
+    reordered = OrderStatusTable([*CODES[1:], CODES[0]])
+    reordered.load(table.dump())
+    assert reordered.lookup(MEMBER, "b1") == (order_id, code)
+    without = OrderStatusTable(CODES[1:])
+    without.load(table.dump())
+    assert without.lookup(MEMBER, "b1") == (order_id, "")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"junk",
+        msgspec.msgpack.encode(["cxe-order-status", 3, CODES, b"", [], []]),
+        msgspec.msgpack.encode(["cxe-order-status", 2, CODES, b"\x00" * 63, [], []]),
+        msgspec.msgpack.encode(["cxe-order-status", 2, CODES, b"", []]),
+        msgspec.msgpack.encode(["cxe-order-status", 2, CODES, b"\x00" * 128, [], []]),  # repeats
+        msgspec.msgpack.encode(([1, 2], [])),
+    ],
+    ids=["junk", "format", "torn rows", "short", "repeated key", "entry"],
+)
+def test_bytes_that_are_no_status_table_are_refused_and_leave_it_empty(data):
+    table = filled_table()
+    with pytest.raises(ValueError, match="not an order status table"):
+        table.load(data)
+    assert table.entries() == {}
