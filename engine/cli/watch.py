@@ -130,7 +130,8 @@ class StatusPoller:
 
         if self.sent_at is None:
             with contextlib.suppress(zmq.Again):  # no connection (refused): the timeout says so
-                self.socket.send_multipart(wire.messages_frame([wire.Status()]), zmq.NOBLOCK)
+                poll = wire.Status(with_state_hash=False)  # the hash costs the engine's loop
+                self.socket.send_multipart(wire.messages_frame([poll]), zmq.NOBLOCK)
             self.sent_at = time.monotonic()
 
     def collect(self, wait: float = 0.0) -> None:
@@ -256,8 +257,9 @@ def instrument_panel(
 
 
 def gateway_table(status: StatusReport | None, error: str = ""):
-    """Per-gateway counters of the latest StatusReport, with the engine's sequence, state
-    hash prefix and service counters in the caption."""
+    """Per-gateway counters of the latest StatusReport, with the engine's sequence and
+    service counters in the caption (the state hash is not polled for: it costs the engine's
+    loop time that grows with the day; `cxe admin status` prints it)."""
     from rich.table import Table
     from rich.text import Text
 
@@ -265,7 +267,8 @@ def gateway_table(status: StatusReport | None, error: str = ""):
         return Text(f"engine status: {error or 'not yet known'}")
     names = list(dict.fromkeys(n for counters in status.gateways.values() for n in counters))
     engine = "  ".join(f"{name} {value:,}" for name, value in status.counters.items())
-    caption = f"engine seq {status.seq:,}  state {status.state_hash[:12]}  {engine}"
+    state = f"  state {status.state_hash[:12]}" if status.state_hash else ""
+    caption = f"engine seq {status.seq:,}{state}  {engine}"
     if error:
         caption += f"\n(stale: {error})"
     table = Table(title="gateways", title_justify="left", caption=caption, caption_justify="left")

@@ -33,7 +33,7 @@ class Admin:
         if isinstance(message, wire.ReloadKeys):
             self._reload_keys(items, rid)
         elif isinstance(message, wire.Status):
-            self._reply(rid, True, [wire.encode_message(self._status_report())])
+            self._reply(rid, True, [wire.encode_message(self._status_report(message))])
         elif isinstance(message, wire.SnapshotNow):
             self._snapshot_wanted = True
             directory = str((self.data_dir / "snapshots").resolve())
@@ -91,7 +91,7 @@ class Admin:
                 continue
             self.log(f"{name}: every connection ended, to be admitted again under the new keys")
 
-    def _status_report(self) -> wire.StatusReport:
+    def _status_report(self, asked: wire.Status) -> wire.StatusReport:
         gateways = {
             gateway_id: {**counters, "sessions": len(self.sessions.of_gateway(gateway_id))}
             for gateway_id, counters in self.sessions.counters.items()
@@ -100,7 +100,8 @@ class Admin:
         parts = {"market_data": self.market_data, "trade_stream": self.trade_stream}
         for prefix, part in parts.items():
             counters |= {f"{prefix}_{name}": value for name, value in part.counters().items()}
-        return wire.StatusReport(self.exchange.seq, self.exchange.state_hash(), counters, gateways)
+        state_hash = self.exchange.state_hash() if asked.with_state_hash else ""
+        return wire.StatusReport(self.exchange.seq, state_hash, counters, gateways)
 
     def _snapshot(self) -> None:
         """A snapshot of the state after the turn's fsync (end of day, or asked for)."""

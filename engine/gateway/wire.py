@@ -112,7 +112,12 @@ class SnapshotNow(_Session, tag=210):
 
 
 class Status(_Session, tag=211):
-    """Operator: ask for the service's counters."""
+    """Operator: ask for the service's counters. `with_state_hash` false leaves the report's
+    state hash empty: computing it takes the loop time that grows with the day's orders
+    (about 0.3 s at 600,000 ClOrdIDs on a two-core test machine), so a monitor that polls
+    does not ask for it."""
+
+    with_state_hash: bool = True
 
 
 class StatusReport(_Session, tag=212):
