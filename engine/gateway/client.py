@@ -3,9 +3,11 @@
 Two flavours over one session logic (`_Session`): `GatewayClient` (blocking calls with
 timeouts) and `AsyncGatewayClient` (pyzmq's asyncio sockets). Invariants:
 - every NewOrder sent is remembered until the engine answers it (Accepted, Rejected or an
-  OrderStatus); `reconnect()` logs on again on a fresh connection and resends those as a
-  RESEND frame, which the engine answers with the order's state and never turns into a
-  second order;
+  OrderStatus), with the trading day of the logon it was sent under; `reconnect()` logs on
+  again on a fresh connection and resends those of the engine's current day as a RESEND
+  frame, which the engine answers with the order's state and never turns into a second
+  order. The engine knows the ClOrdIDs of its open day only, so an order sent under another
+  day is not resent (it would be taken as new): it is answered locally with `NotResent`;
 - a Heartbeat goes out whenever nothing was sent for `heartbeat_ms` while the client is
   waiting, so an idle but alive client keeps its session (the engine ends one silent for
   three intervals, and cancels its orders if cancel-on-disconnect is on);
@@ -19,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
+import msgspec
 import numpy as np
 import zmq
 import zmq.asyncio
@@ -40,6 +43,19 @@ class LogonRefused(ConnectionError):
     pass
 
 
+class NotResent(msgspec.Struct, frozen=True):
+    """A NewOrder left unanswered when the connection was lost, not resent at the reconnect
+    because the engine has opened another trading day since it was sent (a resend would be
+    taken as a new order of that day). If the engine took it, it ended with its day (the
+    member's drop copy or the day's trade report tells); if not, it was never entered."""
+
+    member: int
+    cl_ord_id: str
+    order: NewOrder
+    sent_on: str  # the trading day of the logon it was sent under ("" between days)
+    engine_day: str  # the engine's trading day at the reconnect
+
+
 class _Session:
     """What both flavours share: frames out, replies in, the unanswered NewOrders."""
 
@@ -57,6 +73,7 @@ class _Session:
         self.cancel_on_disconnect = cancel_on_disconnect
         self.heartbeat_ms = heartbeat_ms
         self.unanswered: dict[tuple[int, str], NewOrder] = {}
+        self.sent_on: dict[tuple[int, str], str] = {}  # each unanswered order's logon day
         self.received: deque = deque()
         self.logon: wire.LogonAccepted | None = None
         self.last_sent = time.monotonic()
@@ -67,9 +84,12 @@ class _Session:
 
     def _frames(self, commands: Iterable, resend: bool = False) -> list[bytes]:
         commands = list(commands)
+        day = self.logon.date if self.logon is not None else ""
         for command in commands:
             if type(command) is NewOrder:
-                self.unanswered[(command.member, command.cl_ord_id)] = command
+                key = (command.member, command.cl_ord_id)
+                self.unanswered[key] = command
+                self.sent_on.setdefault(key, day)  # a resend keeps the day of the first send
         kind, body = wire.messages_frame(commands)
         return [wire.RESEND if resend else kind, body]
 
@@ -79,7 +99,19 @@ class _Session:
             kind = type(reply)
             if kind is Accepted or kind is Rejected or kind is wire.OrderStatus:
                 self.unanswered.pop((reply.member, reply.cl_ord_id), None)
+                self.sent_on.pop((reply.member, reply.cl_ord_id), None)
         return replies
+
+    def _not_resent(self, day: str) -> list[NotResent]:
+        """The unanswered NewOrders sent under another trading day than `day` (the engine's
+        at a new logon; between days, "", every one may still be resent: the ClOrdIDs of
+        the day that ended are kept until the next opens), taken out of `unanswered`."""
+        if not day:
+            return []
+        stale = [key for key in self.unanswered if self.sent_on.get(key, day) != day]
+        return [
+            NotResent(*key, self.unanswered.pop(key), self.sent_on.pop(key), day) for key in stale
+        ]
 
     def _check_logon(self, replies: list) -> None:
         for reply in replies:
@@ -130,10 +162,12 @@ class GatewayClient(_Session):
         return self.logon
 
     def reconnect(self) -> wire.LogonAccepted:
-        """A fresh connection and logon; NewOrders still unanswered are resent (RESEND)."""
+        """A fresh connection and logon; NewOrders still unanswered are resent (RESEND), those
+        sent under another trading day than the engine's now answered with NotResent."""
         self.socket.close(0)
         self.logon = None
         accepted = self.connect()
+        self.received.extend(self._not_resent(accepted.date))
         if self.unanswered:
             self._send(self._frames(list(self.unanswered.values()), resend=True))
         return accepted

@@ -16,7 +16,7 @@ import zmq
 from engine.codec import records_of
 from engine.config import default_market
 from engine.gateway import wire
-from engine.gateway.client import GatewayClient, LogonRefused
+from engine.gateway.client import GatewayClient, LogonRefused, NotResent, _Session
 from engine.journal import read_journal
 from engine.protocol import (
     Accepted,
@@ -151,6 +151,54 @@ def test_resend_answers_the_order_state_and_never_makes_a_second_order(engine):
         gateway.resend([order])
         status = gateway.wait_for(is_(wire.OrderStatus))[-1]
         assert (status.state, status.leaves) == ("done", 0)
+
+
+@pytest.mark.slow
+def test_an_order_unanswered_when_the_day_changed_is_not_resent_into_the_next_day(tmp_path):
+    """Found by the crash test under load: orders the engine took just before the day closed,
+    whose answers a kill -9 lost, were resent at the gateway's reconnect after the next day
+    opened and taken again as that day's orders (the engine keeps today's ClOrdIDs only)."""
+    from engine.protocol import Close, EndOfDay
+    from tests.support.engine import DAY
+
+    with EngineProcess(tmp_path / "data") as process:
+        process.open_market(CODES[0])
+        price = MARKET.instruments[0].reference_price
+        gateway = client(process, "mm", timeout_ms=2_000)
+        assert gateway.logon.date == DAY
+        process.stop()
+        order = gateway.submit("eod-1", 1, CODES[0], BUY, price - 5, 100)  # nobody to take it
+        assert set(gateway.unanswered) == {(1, "eod-1")}
+        process.start()
+        closed = process.admin(Close(CODES[0]), EndOfDay())
+        assert not [e for e in closed if isinstance(e, Rejected)], closed
+        process.kill()
+        next_day = MARKET.next_trading_day(DAY)
+        process.clock = f"{next_day}T09:10+08:00"
+        process.start()
+        process.open_market(CODES[0], day=next_day)
+        seq = process.status().seq
+        gateway.endpoint = process.endpoints["orders"]
+        assert gateway.reconnect().date == next_day
+        (answer,) = [r for r in gateway.replies(500) if getattr(r, "cl_ord_id", "") == "eod-1"]
+        assert isinstance(answer, NotResent) and answer.order == order
+        assert (answer.sent_on, answer.engine_day) == (DAY, next_day)
+        assert gateway.unanswered == {} and process.status().seq == seq  # nothing was sent
+        gateway.close()
+
+
+def test_resends_keep_the_day_they_were_first_sent_under_and_go_between_days():
+    session = _Session("tcp://127.0.0.1:1", "mm")
+    session.logon = wire.LogonAccepted("mm", [1], 1000, False, {}, 0, CODES, "2026-11-24")
+    order = NewOrder("d-1", 1, CODES[0], BUY, 100, 100)
+    session._frames([order])
+    session.logon = wire.LogonAccepted("mm", [1], 1000, False, {}, 0, CODES, "")
+    session._frames([order], resend=True)
+    assert session.sent_on[(1, "d-1")] == "2026-11-24"
+    assert session._not_resent("") == []  # between days the day's ClOrdIDs are still known
+    assert session._not_resent("2026-11-24") == []
+    (stale,) = session._not_resent("2026-11-25")
+    assert (stale.cl_ord_id, stale.sent_on) == ("d-1", "2026-11-24") and not session.unanswered
 
 
 def test_cancel_on_disconnect(engine):
