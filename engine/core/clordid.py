@@ -29,7 +29,6 @@ Invariants:
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Callable
 
 import msgspec
@@ -168,9 +167,13 @@ MAX_ENTRY_BYTES = 1 + 9 + 2 + KEY_BYTES  # a key's msgpack: 2-array, member, bin
 def _encode_entries(rows, out, ends):
     """Each row (plain form) as msgpack [member, key bytes], one after another into `out`
     (room for MAX_ENTRY_BYTES a row): a 2-array (0x92), the member, then bin 8 (0xC4,
-    length) and the key's bytes; `ends[r]` is where row r's ends."""
+    length) and the key's bytes; `ends[r]` is where row r's ends. A long key's row (length
+    past KEY_BYTES: its first bytes only, a place holder) writes nothing."""
     at = 0
     for r in range(rows.shape[0]):
+        if rows[r, K_LEN] > KEY_BYTES:
+            ends[r] = at
+            continue
         out[at] = 0x92
         at = put_int(out, at + 1, rows[r, K_MEMBER])
         n = rows[r, K_LEN]
@@ -272,6 +275,9 @@ class ClOrdIds:
             (rows[:, K_LEN] < 0) | (rows[:, K_LEN] > KEY_BYTES)
         ):
             raise ValueError("ClOrdID rows need a member and a key of at most 32 bytes")
+        key_bytes = rows[:, K_WORD:TABLE_COLUMNS].astype("<i8").view(np.uint8)
+        if np.any(key_bytes[np.arange(KEY_BYTES) >= rows[:, K_LEN, None]]):
+            raise ValueError("a ClOrdID row has bytes past its key's length")
         if any(len(key) <= KEY_BYTES for _, key in long):
             raise ValueError("a ClOrdID of at most 32 bytes belongs in the table")
         self.clear()
@@ -295,29 +301,31 @@ class ClOrdIds:
         """`msgspec.msgpack.encode(self.snapshot())`, byte for byte, without a Python object
         per key: the rows sorted as Python sorts (member, key bytes) (the key's words read
         big-endian order it as bytes do; a shorter key first on equal words), encoded in one
-        compiled pass, each long key spliced in where it sorts."""
-        used = self.rows()
-        words = used[:, K_WORD:TABLE_COLUMNS].byteswap().view(np.uint64).T
+        compiled pass. A long key sorts among them by its first KEY_BYTES bytes (a table key
+        equal to those is a prefix of it, so first), then by its rank among the long keys,
+        and is encoded by msgspec into its place."""
+        long = sorted(self.long)
+        heads = np.zeros((len(long), TABLE_COLUMNS), dtype=np.int64)
+        if long:
+            heads[:, K_MEMBER] = [member for member, _ in long]
+            heads[:, K_LEN] = KEY_BYTES + 1
+            firsts = b"".join(key[:KEY_BYTES] for _, key in long)
+            heads[:, K_WORD:] = np.frombuffer(firsts, dtype="<i8").reshape(-1, KEY_WORDS)
+        rows = np.concatenate([self.rows()[:, :TABLE_COLUMNS], heads])
+        rank = np.zeros(len(rows), dtype=np.int64)
+        rank[len(rows) - len(long) :] = np.arange(1, len(long) + 1)
+        words = rows[:, K_WORD:TABLE_COLUMNS].byteswap().view(np.uint64).T
         keys = [w for w in words[::-1] if w.any()]  # a word no key reaches sorts nothing
-        ordered = used[np.lexsort((used[:, K_LEN], *keys, used[:, K_MEMBER]))]
+        order = np.lexsort((rank, rows[:, K_LEN], *keys, rows[:, K_MEMBER]))
+        ordered = rows[order]
         ends = np.empty(len(ordered), dtype=np.int64)
         out = np.empty(len(ordered) * MAX_ENTRY_BYTES, dtype=np.uint8)
         _encode_entries(ordered, out, ends)
         encoded = out[: ends[-1] if len(ends) else 0].tobytes()
-        parts, start = [_array_header(len(ordered) + len(self.long))], 0
-
-        def sorted_at(i: int) -> tuple[int, bytes]:
-            return int(ordered[i, K_MEMBER]), self._key(ordered[i])
-
-        for member, key in sorted(self.long):
-            i = bisect_left(range(len(ordered)), (member, key), key=sorted_at)
-            stop = int(ends[i - 1]) if i else 0
-            parts += [encoded[start:stop], msgspec.msgpack.encode((member, key))]
+        parts, start = [_array_header(len(ordered))], 0
+        for at in np.flatnonzero(rank[order]).tolist():
+            stop = int(ends[at])
+            parts += [encoded[start:stop], msgspec.msgpack.encode(long[rank[order[at]] - 1])]
             start = stop
         parts.append(encoded[start:])
         return b"".join(parts)
-
-    @staticmethod
-    def _key(row: np.ndarray) -> bytes:
-        """A plain row's key bytes."""
-        return row[K_WORD:TABLE_COLUMNS].astype("<i8").tobytes()[: int(row[K_LEN])]

@@ -22,6 +22,7 @@ did. Invariants:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated, Literal
 
 import msgspec
 import numpy as np
@@ -60,6 +61,13 @@ from engine.protocol import Accepted, NewOrder, Rejected
 _TEXT_ROW = ROW_DTYPES[ROW_REJECTED_TEXT]
 S_ORDER, S_INSTRUMENT = TABLE_COLUMNS, TABLE_COLUMNS + 1  # the value columns of an entry
 DUMP_KIND, DUMP_FORMAT = "cxe-order-status", 2  # `dump`'s head (versions before wrote none)
+_Id = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # a member or an order id
+_Entries = list[tuple[tuple[_Id, str], _Id | str]]  # ((member, ClOrdID), order id or text)
+_Instruments = list[tuple[_Id, str]]  # (order id, instrument)
+_dump_form = msgspec.msgpack.Decoder(
+    tuple[Literal["cxe-order-status"], int, list[str], bytes, _Entries, _Instruments]
+)
+_entry_form = msgspec.msgpack.Decoder(tuple[_Entries, _Instruments])
 
 
 @njit(cache=True, _nrt=False)
@@ -152,16 +160,16 @@ class OrderStatusTable:
         that are neither raise ValueError saying what is wrong, and the table is left empty."""
         self.clear()
         try:
-            decoded = msgspec.msgpack.decode(data)
-            if isinstance(decoded, list) and decoded[:1] == [DUMP_KIND]:
-                _, form, codes, rows, orders, instruments = decoded
+            try:
+                _, form, codes, rows, orders, instruments = _dump_form.decode(data)
+            except msgspec.ValidationError:
+                orders, instruments = _entry_form.decode(data)  # a version before's table
+            else:
                 if form != DUMP_FORMAT:
                     raise ValueError(f"format {form!r}, this engine reads {DUMP_FORMAT}")
                 self._load_rows(codes, rows)
-            else:
-                orders, instruments = decoded
             self._load_entries(orders, instruments)
-        except (ValueError, TypeError) as exc:
+        except ValueError as exc:  # msgspec's errors are ValueErrors
             self.clear()
             raise ValueError(f"not an order status table this engine can read ({exc})") from exc
 

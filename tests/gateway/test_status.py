@@ -138,6 +138,9 @@ def test_a_loaded_table_names_each_orders_instrument_by_its_code():
     assert without.lookup(MEMBER, "b1") == (order_id, "")
 
 
+STRAY_BYTE_ROW = np.array([[1, 1, 0x6261, 0, 0, 0, 7, 0]]).tobytes()  # key "a", then a "b"
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -147,8 +150,29 @@ def test_a_loaded_table_names_each_orders_instrument_by_its_code():
         msgspec.msgpack.encode(["cxe-order-status", 2, CODES, b"", []]),
         msgspec.msgpack.encode(["cxe-order-status", 2, CODES, b"\x00" * 128, [], []]),  # repeats
         msgspec.msgpack.encode(([1, 2], [])),
+        b"\x91" * 100_000,  # nested arrays: a RecursionError in an untyped decode
+        msgspec.msgpack.encode(([((1, 7), 5)], [])),  # a ClOrdID that is no text
+        msgspec.msgpack.encode(["cxe-order-status", 2, CODES, b"", [(("m", "a"), 5)], []]),
+        msgspec.msgpack.encode(([((-1, "a"), 5)], [])),  # a member below zero
+        msgspec.msgpack.encode(([((1, "a"), 2**64 - 1)], [])),  # an order id past int64
+        msgspec.msgpack.encode(([((1.5, "a"), 5)], [])),
+        msgspec.msgpack.encode(["cxe-order-status", 2, CODES, STRAY_BYTE_ROW, [], []]),
     ],
-    ids=["junk", "format", "torn rows", "short", "repeated key", "entry"],
+    ids=[
+        "junk",
+        "format",
+        "torn rows",
+        "short",
+        "repeated key",
+        "entry",
+        "nested",
+        "clordid int",
+        "member text",
+        "member negative",
+        "order id uint64",
+        "member float",
+        "bytes past the key",
+    ],
 )
 def test_bytes_that_are_no_status_table_are_refused_and_leave_it_empty(data):
     table = filled_table()
