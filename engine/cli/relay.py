@@ -51,15 +51,16 @@ def cmd_relay(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: hangup.set())
     relay = FeedRelay(
-        upstream, args.bind, hwm=args.hwm, security=security, client=client, server=server
-    ).start()
+        upstream, args.bind, hwm=args.hwm, security=security, client=client, server=server,
+        log=say,
+    ).start()  # fmt: skip
     try:
         say(f"the feed from {upstream}; subscribers connect to {relay.endpoint}")
         say(f"snapshots are the engine's ({snapshots}); Ctrl-C or SIGTERM stops, SIGHUP "
             "rereads the keys")  # fmt: skip
         follow(relay, args, stop, hangup)
         if not relay.running:
-            print(f"cxe relay: the relay's proxy ended: {relay.failure}", file=sys.stderr)
+            print(f"cxe relay: the relay's loop ended: {relay.failure}", file=sys.stderr)
             return 1
         totals = relay.statistics()
     finally:
@@ -127,7 +128,7 @@ def secret_key(path: str, option: str):
 
 
 def follow(relay, args: argparse.Namespace, stop: threading.Event, hangup: threading.Event):
-    """Watch the relay until `stop` or its proxy ends: a status line every --report seconds
+    """Watch the relay until `stop` or its loop ends: a status line every --report seconds
     while the feed moves; a warning when nothing has come from the engine for SILENCE_S
     seconds, then a fresh connection every SILENCE_S (a key the engine refused and admitted
     again), and with --data a move to the engine's new endpoint when it has one; keys reread
@@ -187,7 +188,7 @@ def reload_keys(relay, args: argparse.Namespace) -> None:
     except ValueError as exc:  # the keys as they were stay in force
         say(f"keys not reloaded: {exc}")
         return
-    except zmq.ZMQError as exc:  # the proxy has ended: the caller says so and stops
+    except zmq.ZMQError as exc:  # the loop has ended: the caller says so and stops
         say(f"keys reloaded, but {relay.endpoint} could not be bound again: {exc}")
         return
     say(f"keys reloaded: {len(relay.authenticator.table)} admitted, revoked {sorted(revoked)}")
@@ -200,10 +201,17 @@ def say(line: str) -> None:
 
 
 def figures(statistics) -> str:
+    refused = ""
+    if statistics.resets:
+        times = counted(statistics.resets, "time")
+        refused = (
+            f"; {counted(statistics.bad_subscriptions, 'subscription')} to topics the feed "
+            f"does not have ended every subscriber's connection {times}"
+        )
     return (
         f"{counted(statistics.received, 'message')} from the engine "
         f"({counted(statistics.received_bytes, 'byte')}), {statistics.sent:,} published to "
-        "subscribers"
+        f"subscribers{refused}"
     )
 
 

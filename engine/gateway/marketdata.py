@@ -50,31 +50,17 @@ Invariants:
 - `handle` never raises on what a peer sends: a malformed request is answered ERR and
   counted (`bad_requests`); frames beyond MAX_REQUEST_BYTES disconnect the peer (ZeroMQ's
   MAXMSGSIZE), and on the feed socket, whose peers only subscribe, frames beyond
-  MAX_SUBSCRIPTION_BYTES (engine.gateway.relay's limit, the same feed's peers).
-- Subscriptions cannot grow the engine's memory without bound. ZeroMQ keeps every distinct
-  subscription of every connection (about 170 bytes each: 300,000 made-up topics from one
-  reader cost a PUB socket 51 MB, and nothing else limits them). The feed socket is an XPUB:
-  it hands the loop (`handle`, at most MAX_SUBSCRIPTIONS_PER_CALL a call) each subscription
-  to a topic no connection held before, and every frame that is no subscription at all
-  (which an XPUB queues for the application, with no limit, where a PUB drops it), each with
-  its connection's identity (CURVE's User-Id; "" in plain mode). A subscription to a prefix
-  of a topic the feed has (an instrument's, b"*.", b"*HB"; b"" is one) is free, and so is an
-  unsubscription; anything else is bad (`bad_subscriptions`). Past MAX_BAD_SUBSCRIPTIONS for
-  one identity, the identity is refused on the feed and snapshots (`refuse`: the
-  authenticator's, until the keys are reloaded) and every feed connection ends
-  (`feed_resets`): that frees what they held, and every other reader reconnects and resyncs
-  by itself. Plain mode has no identity to refuse: the offender may connect again and is
-  ended again (logged once per RESET_LOG_INTERVAL_NS, the others counted). A topic some
-  connection holds already is not reported again, so what is not counted is bounded by the
-  topics counted times the connections the process may hold (its file descriptors). The
-  notifications queued when the connections end belong to connections that have gone: they
-  are read then and not counted (at most MAX_DISCARDED).
+  MAX_SUBSCRIPTION_BYTES (engine.gateway.subscriptions).
+- Subscriptions cannot grow the engine's memory without bound: the feed socket is an XPUB
+  and the loop (`handle`) holds its subscribers to the feed's topics with a
+  `SubscriptionGuard` (engine.gateway.subscriptions: made-up topics counted per identity,
+  past the limit the identity refused on the feed and snapshots and every feed connection
+  ended, `bad_subscriptions`, `feed_resets`).
 """
 
 from __future__ import annotations
 
 import struct
-import time
 from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
@@ -82,8 +68,8 @@ import numpy as np
 import zmq
 
 from engine.gateway.public import PublicRows, PublicRun, event_run
-from engine.gateway.relay import MAX_SUBSCRIPTION_BYTES
-from engine.gateway.security import not_served, reconnect_all, user_id
+from engine.gateway.security import reconnect_all
+from engine.gateway.subscriptions import MAX_SUBSCRIPTION_BYTES, SubscriptionGuard
 from engine.instruments import Instrument
 from engine.protocol import (
     Event,
@@ -103,11 +89,6 @@ SNAP_END = b"DONE"
 SNAP_ERROR = b"ERR"
 
 MAX_BATCH = 256  # events per message at most
-MAX_SUBSCRIPTIONS_PER_CALL = 1024  # subscription notifications one `handle` call reads
-MAX_BAD_SUBSCRIPTIONS = 100  # frames not subscribing to a feed topic, per identity, then refused
-RESET_LOG_INTERVAL_NS = 10_000_000_000  # at most one line about feed resets per 10 s
-MAX_DISCARDED = 100_000  # notifications of ended connections read at once after a reset
-SUBSCRIBE, UNSUBSCRIBE = b"\x01", b"\x00"  # the first byte of a subscription frame
 MAX_REQUESTS_PER_CALL = 16  # snapshot requests one `handle` call answers (the loop goes on)
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_TOKEN = 32
@@ -183,8 +164,6 @@ class MarketDataPublisher:
     ) -> None:
         self.exchange = exchange
         self.max_batch = max_batch
-        self.refuse = refuse
-        self.log = log or (lambda line: None)
         self.pub = context.socket(zmq.XPUB)  # a PUB that tells the loop of new subscriptions
         self.pub.setsockopt(zmq.AFFINITY, affinity)
         self.pub.setsockopt(zmq.LINGER, 0)
@@ -211,12 +190,12 @@ class MarketDataPublisher:
         self._topic_list = [*map(topic_of, codes), MARKET_TOPIC]  # topics by index
         self._topic_index = {code: k for k, code in enumerate(codes)}
         self._market_index = len(codes)
-        self._prefixes: set[bytes] = set()  # every prefix of every topic: what one may take
+        self.subscriptions = SubscriptionGuard(
+            self.pub, self.pub_endpoint, "market data", refuse=refuse,
+            refused_on="market data and snapshots", log=log,
+        )  # fmt: skip
         for topic in (*self._topic_list, HEARTBEAT_TOPIC):
-            self._add_prefixes(topic)
-        self._bad: dict[str, int] = {}  # per identity, since the feed's connections began
-        self._reset_said_ns: int | None = None  # when a feed reset was last logged
-        self._resets_unsaid = 0  # resets since, not logged
+            self.subscriptions.add_topic(topic)
         self._last_trade: dict[str, bytes] = {}  # the last TradePrint, encoded
         self._waiting: list[tuple[bytes, bytes, list[str]]] = []  # snapshot requests
         self.messages_sent = 0
@@ -226,8 +205,15 @@ class MarketDataPublisher:
         self.snapshots_sent = 0
         self.snapshot_failures = 0  # replies ZeroMQ refused (peer gone, its queue full)
         self.bad_requests = 0
-        self.bad_subscriptions = 0
-        self.feed_resets = 0  # times every feed connection was ended for made-up topics
+
+    @property
+    def bad_subscriptions(self) -> int:
+        return self.subscriptions.bad_subscriptions
+
+    @property
+    def feed_resets(self) -> int:
+        """Times every feed connection was ended for made-up topics."""
+        return self.subscriptions.resets
 
     def counters(self) -> dict[str, int]:
         """What the publisher has done and refused, for the engine's status report."""
@@ -250,17 +236,8 @@ class MarketDataPublisher:
         each reconnects and is admitted again or refused); the snapshot requests waiting
         leave with their peers. zmq.ZMQError if an endpoint cannot be bound again."""
         self._waiting.clear()
-        self._reconnect_feed()
+        self.subscriptions.reconnect()
         reconnect_all(self.router, self.snapshot_endpoint)
-
-    def _reconnect_feed(self) -> None:
-        reconnect_all(self.pub, self.pub_endpoint)
-        self._bad.clear()
-        for _ in range(MAX_DISCARDED):  # the ended connections' notifications: not counted
-            try:
-                self.pub.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
 
     # -- the stream ----------------------------------------------------------------------------
 
@@ -298,11 +275,8 @@ class MarketDataPublisher:
         if index is None:
             index = self._topic_index[code] = len(self._topic_list)
             self._topic_list.append(topic_of(code))
-            self._add_prefixes(self._topic_list[-1])
+            self.subscriptions.add_topic(self._topic_list[-1])
         return index
-
-    def _add_prefixes(self, topic: bytes) -> None:
-        self._prefixes.update(topic[:k] for k in range(len(topic) + 1))
 
     def _keep_last_trades(self, run: PublicRun) -> None:
         """Each instrument's last TradePrint of the run, kept encoded for snapshots."""
@@ -342,7 +316,7 @@ class MarketDataPublisher:
         """Read the snapshot requests waiting on `socket` (at most MAX_REQUESTS_PER_CALL) and
         answer them, a malformed one answered ERR and counted; or the feed's subscriptions."""
         if socket is self.pub:
-            self._take_subscriptions()
+            self.subscriptions.take()
             return
         if socket is not self.router:
             raise ValueError("MarketDataPublisher.handle takes one of its own `sockets`")
@@ -354,56 +328,6 @@ class MarketDataPublisher:
             self._request(frames)
         if self._waiting and self._caught_up():
             self._answer_waiting()
-
-    def _take_subscriptions(self) -> None:
-        """Read the feed's subscription notifications waiting (see the module: bad
-        subscriptions); the first identity past MAX_BAD_SUBSCRIPTIONS is refused and the
-        feed's connections end at once."""
-        for _ in range(MAX_SUBSCRIPTIONS_PER_CALL):
-            try:
-                frame = self.pub.recv(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            data = frame.bytes
-            kind = data[:1]
-            if kind == UNSUBSCRIBE or (kind == SUBSCRIBE and data[1:] in self._prefixes):
-                continue
-            self.bad_subscriptions += 1
-            identity = user_id(frame)
-            count = self._bad[identity] = self._bad.get(identity, 0) + 1
-            if count > MAX_BAD_SUBSCRIPTIONS:
-                self._end_feed_for(identity)
-                return
-
-    def _end_feed_for(self, identity: str) -> None:
-        refused = self.refuse is not None and identity != ""
-        if refused:
-            self.refuse(identity)
-        try:
-            self._reconnect_feed()
-        except zmq.ZMQError as exc:
-            self.log(not_served("market data", exc))
-            return
-        self.feed_resets += 1
-        now = time.monotonic_ns()
-        if self._reset_said_ns is not None and now - self._reset_said_ns < RESET_LOG_INTERVAL_NS:
-            self._resets_unsaid += 1
-            return
-        then = (
-            "is refused on market data and snapshots until the keys are reloaded"
-            if refused
-            else "may connect again (plain mode has no identity to refuse)"
-        )
-        named = identity or "a plain-mode reader"
-        since = ""
-        if self._resets_unsaid:
-            since = f" ({self._resets_unsaid} more resets since the last such line)"
-        self.log(
-            f"market data: {named} sent more than {MAX_BAD_SUBSCRIPTIONS} subscriptions to "
-            f"topics the feed does not have (or frames that subscribe to nothing); every feed "
-            f"connection ended (the others resync) and it {then}{since}"
-        )
-        self._reset_said_ns, self._resets_unsaid = now, 0
 
     def _request(self, frames: list[bytes]) -> None:
         peer, parts = frames[0], frames[1:]

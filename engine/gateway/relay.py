@@ -8,9 +8,8 @@ relay, or a few), the relay has the many. Exchanges run such fan-out tiers on ma
 their own; `cxe relay` runs one (engine.cli.relay).
 
 `FeedRelay(upstream, bind)` is a SUB socket connected to the engine's market data endpoint
-and subscribed to everything, a PUB socket bound for subscribers, and libzmq's proxy between
-them (`zmq.proxy_steerable`, C code that holds no GIL) on a thread of its own; `stop()` ends
-it, `statistics()` asks it what it has carried.
+and subscribed to everything, an XPUB socket bound for subscribers, and a loop between them
+on a thread of its own (`start`); `stop()` ends it, `statistics()` says what it has carried.
 
 Invariants:
 - every message the relay receives goes out unchanged, frames and order kept: topic, header
@@ -20,12 +19,18 @@ Invariants:
   (engine.gateway.marketdata);
 - the relay subscribes upstream to everything once, at start, and forwards no subscription:
   the engine sends it every message whoever is behind it, so a subscriber's first messages
-  never wait for its subscription to travel to the engine; the relay's PUB socket filters by
+  never wait for its subscription to travel to the engine; the relay's socket filters by
   topic for each subscriber;
 - it drops and never blocks, as the engine's feed does: a subscriber whose queue is at the
   high-water mark loses messages (its gap check resyncs it from the engine's snapshots); the
   engine drops for a relay that falls behind in the same way, and each subscriber behind it
   resyncs;
+- its subscribers are held to the feed's topics as the engine's are (a SubscriptionGuard,
+  engine.gateway.subscriptions): made-up topics are counted per identity and past the limit
+  every subscriber's connection ends (and under CURVE the identity is refused on the relay
+  until its keys are reloaded), so no reader grows the relay's memory without bound. The
+  relay learns the topics from the engine's heartbeats (their payload names every topic);
+  subscriptions that come before the first are judged when it comes;
 - with CURVE (`security` and `client` given) the relay is a client of the engine's market
   data socket under a market data identity of the config, and a server to its subscribers
   with the config's key table (domain "market_data", failing closed as the engine does) and
@@ -34,33 +39,38 @@ Invariants:
   refused as it reconnects), so no revoked key keeps a subscription;
 - a subscriber's frames are subscriptions: one longer than MAX_SUBSCRIPTION_BYTES ends its
   connection (ZeroMQ's MAXMSGSIZE), so no peer makes the relay hold a large message;
-- its sockets are used only by the proxy thread while it runs: they are made before it starts
-  and touched again (`retarget`, `reload`, closing) only after it has ended; the caller holds
-  only the other end of the control pair.
+- its sockets are used only by the loop's thread while it runs: they are made before it
+  starts and touched again (`retarget`, `reload`, closing) only after it has ended; the
+  caller holds only the other end of the control pair.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from itertools import count
 
+import msgspec
 import zmq
 
 from engine.config import Security
+from engine.gateway.marketdata import HEARTBEAT_TOPIC, MARKET_TOPIC, Heartbeat
 from engine.gateway.security import (
     KeyPair,
-    reconnect_all,
     secure_client,
     secure_server,
     server_keys,
     start_authenticator,
 )
+from engine.gateway.subscriptions import MAX_SUBSCRIPTION_BYTES, SubscriptionGuard
 
-FRAMES_PER_MESSAGE = 3  # [topic, header, payload]: every message of the feed
-MAX_SUBSCRIPTION_BYTES = 4096  # a subscription is a byte and a topic prefix; CURVE handshakes fit
 DEFAULT_HWM = 10_000  # messages queued per subscriber, as many as the engine's feed queues
+FORWARD_PER_TURN = 1024  # messages the loop forwards before it looks at subscriptions again
+STOP = b"STOP"
 _controls = count()
+_heartbeat = msgspec.msgpack.Decoder(Heartbeat)
 
 
 @dataclass(frozen=True)
@@ -68,12 +78,15 @@ class RelayStatistics:
     """What the relay has carried since it started: messages and bytes received from the
     engine, and sent on to the PUB socket (which then delivers each to every subscriber
     whose subscription matches; a message dropped at a subscriber's high-water mark is not
-    counted apart)."""
+    counted apart); subscriptions to topics the feed does not have, and the times every
+    subscriber's connection was ended for them."""
 
     received: int
     received_bytes: int
     sent: int
     sent_bytes: int
+    bad_subscriptions: int = 0
+    resets: int = 0
 
 
 class FeedRelay:
@@ -91,6 +104,7 @@ class FeedRelay:
         security: Security | None = None,
         client: tuple[KeyPair, bytes] | None = None,  # (relay's key pair, engine's public key)
         server: KeyPair | None = None,  # the pair subscribers see; default the engine's
+        log: Callable[[str], None] | None = None,  # a line when subscribers are ended
     ) -> None:
         if (security is None) != (client is None):
             raise ValueError(
@@ -101,10 +115,11 @@ class FeedRelay:
         self.context = zmq.Context()
         self.authenticator = None
         self._thread = threading.Thread(target=self._run, name="cxe-relay", daemon=True)
-        self.failure: zmq.ZMQError | None = None  # why the proxy ended, if not by stop()
-        self._carried = RelayStatistics(0, 0, 0, 0)  # what proxies before this one carried
+        self.failure: zmq.ZMQError | None = None  # why the loop ended, if not by stop()
+        self.received = self.received_bytes = self.sent = self.sent_bytes = 0
+        self._topics: set[str] = set()  # the feed's topics by name, from its heartbeats
         try:
-            self._open(bind, hwm, sndbuf, security, client, server)
+            self._open(bind, hwm, sndbuf, security, client, server, log)
         except BaseException:  # a bad endpoint or key: nothing is left open
             self.stop()
             raise
@@ -117,6 +132,7 @@ class FeedRelay:
         security: Security | None,
         client: tuple[KeyPair, bytes] | None,
         server: KeyPair | None,
+        log: Callable[[str], None] | None,
     ) -> None:
         context = self.context
         self.feed = context.socket(zmq.SUB)
@@ -126,7 +142,7 @@ class FeedRelay:
             secure_client(self.feed, *client)
         self.feed.setsockopt(zmq.SUBSCRIBE, b"")
         self.feed.connect(self.upstream)
-        self.pub = context.socket(zmq.PUB)
+        self.pub = context.socket(zmq.XPUB)  # a PUB that tells the loop of new subscriptions
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.setsockopt(zmq.SNDHWM, hwm)
         self.pub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
@@ -137,6 +153,15 @@ class FeedRelay:
             self.authenticator = start_authenticator(context, security)
         self.pub.bind(bind)
         self.endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
+        refuse = None
+        if self.authenticator is not None:
+            refuse = partial(self.authenticator.refuse, "market_data")
+        self.subscriptions = SubscriptionGuard(
+            self.pub, self.endpoint, "relay subscribers", refuse=refuse,
+            refused_on="the relay", log=log, topics_known=False,
+        )  # fmt: skip
+        for topic in (HEARTBEAT_TOPIC, MARKET_TOPIC):
+            self.subscriptions.add_topic(topic)
         control = f"inproc://relay-control-{next(_controls)}"
         self._control = context.socket(zmq.PAIR)
         self._control.bind(control)
@@ -149,9 +174,8 @@ class FeedRelay:
 
     def retarget(self, upstream: str) -> None:
         """Take the feed from `upstream` instead (an engine restarted on other ports): the
-        proxy is stopped, the feed socket moved and the proxy started again; subscribers stay
+        loop is stopped, the feed socket moved and the loop started again; subscribers stay
         connected and see a gap, as after any loss."""
-        self._carried = self.statistics()
         self._halt()
         self.feed.disconnect(self.upstream)
         self.feed.connect(upstream)
@@ -163,17 +187,16 @@ class FeedRelay:
         identities revoked. If there are any, every subscriber's connection ends (a PUB
         socket cannot drop one peer): each reconnects and is admitted again or refused, and
         those admitted resync from the gap. zmq.ZMQError if the endpoint cannot be bound
-        again: the proxy then stays ended (`running` false, `failure` says why)."""
+        again: the loop then stays ended (`running` false, `failure` says why)."""
         if self.authenticator is None:
             raise ValueError("the relay runs without CURVE: there are no keys to reload")
         if security is None:
             raise ValueError("the config has no [security] section now: the keys stay")
         revoked = self.authenticator.reload(security)
         if revoked:
-            self._carried = self.statistics()
             self._halt()
             try:
-                reconnect_all(self.pub, self.endpoint)
+                self.subscriptions.reconnect()
             except zmq.ZMQError as exc:
                 self.failure = exc
                 raise
@@ -181,48 +204,75 @@ class FeedRelay:
         return revoked
 
     def _restart(self) -> None:
-        """Run the proxy again on the sockets as they are now."""
+        """Run the loop again on the sockets as they are now."""
         self._thread = threading.Thread(target=self._run, name="cxe-relay", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        poller = zmq.Poller()
+        for socket in (self.feed, self.pub, self._control):
+            poller.register(socket, zmq.POLLIN)
         try:
-            zmq.proxy_steerable(self.feed, self.pub, None, self._control)
+            while True:
+                ready = dict(poller.poll())
+                if self._control in ready:
+                    self._control.recv()  # STOP
+                    return
+                if self.feed in ready:
+                    self._forward()
+                if self.pub in ready:
+                    self.subscriptions.take()
         except zmq.ZMQError as exc:
             self.failure = exc
+
+    def _forward(self) -> None:
+        """Send on the messages waiting from the engine (at most FORWARD_PER_TURN), each
+        unchanged; a heartbeat's topics teach the subscription guard the feed's."""
+        for _ in range(FORWARD_PER_TURN):
+            try:
+                frames = self.feed.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            size = sum(len(frame) for frame in frames)
+            self.received += 1
+            self.received_bytes += size
+            if frames[0].bytes == HEARTBEAT_TOPIC:
+                self._learn(frames[-1].bytes)
+            self.pub.send_multipart(frames, zmq.NOBLOCK, copy=False)  # drops at the HWM
+            self.sent += 1
+            self.sent_bytes += size
+
+    def _learn(self, payload: bytes) -> None:
+        try:
+            names = set(_heartbeat.decode(payload).topics)
+        except msgspec.MsgspecError:
+            return  # not the engine's heartbeat: nothing to learn from it
+        if names - self._topics or not self.subscriptions.topics_known:
+            self._topics |= names
+            self.subscriptions.learned(name.encode() for name in names)
 
     @property
     def running(self) -> bool:
         return self._thread.is_alive()
 
-    def statistics(self, timeout: float = 5.0) -> RelayStatistics:
-        """What the relay has carried since it started, across `retarget`s (the proxy answers
-        between messages; TimeoutError if it does not within `timeout` seconds, RuntimeError
-        if it has ended)."""
+    def statistics(self) -> RelayStatistics:
+        """What the relay has carried since it started, across `retarget`s (RuntimeError if
+        it has ended)."""
         if not self.running:
             raise RuntimeError(f"the relay has stopped ({self.failure or 'stop() was called'})")
-        self._steer.send(b"STATISTICS")
-        if not self._steer.poll(timeout * 1000):
-            raise TimeoutError(f"the relay did not answer within {timeout:g} s")
-        figures = [int.from_bytes(frame, "little") for frame in self._steer.recv_multipart()]
-        received, received_bytes, _, _, _, _, sent, sent_bytes = figures
-        carried = self._carried
+        guard = self.subscriptions
         return RelayStatistics(
-            carried.received + received // FRAMES_PER_MESSAGE,
-            carried.received_bytes + received_bytes,
-            carried.sent + sent // FRAMES_PER_MESSAGE,
-            carried.sent_bytes + sent_bytes,
-        )
+            self.received, self.received_bytes, self.sent, self.sent_bytes,
+            guard.bad_subscriptions, guard.resets,
+        )  # fmt: skip
 
     def _halt(self) -> None:
         if self._thread.is_alive():
-            self._steer.send(b"TERMINATE")
+            self._steer.send(STOP)
             self._thread.join()
-            while self._steer.poll(0):  # libzmq answers TERMINATE with an empty frame
-                self._steer.recv_multipart()
 
     def stop(self) -> None:
-        """End the proxy and close everything (idempotent)."""
+        """End the loop and close everything (idempotent)."""
         self._halt()
         if self.authenticator is not None:
             self.authenticator.stop()

@@ -322,6 +322,39 @@ def test_watch_through_cxe_relay_shows_the_engine_books_and_relay_stops_on_sigte
     assert re.search(r"relay: stopped; [1-9][\d,]* messages? from the engine", out), out
 
 
+@pytest.mark.slow
+def test_a_reader_making_up_topics_costs_cxe_relay_no_memory(engine):
+    """300,000 made-up topics from one connection grew a relay by about 170 bytes each (its
+    PUB socket kept them all); the relay now ends its subscribers after 101 and says so."""
+    from tests.gateway.test_subscriptions import Peer, made_up, rss_mb
+
+    process, endpoint = start_relay(engine)
+    peer = None
+    try:
+        heartbeat = zmq.Context.instance().socket(zmq.SUB)
+        heartbeat.setsockopt(zmq.SUBSCRIBE, b"*HB")
+        heartbeat.connect(endpoint)
+        assert heartbeat.poll(10_000), "no heartbeat came through the relay"
+        heartbeat.close(0)
+        before = rss_mb(process.pid)
+        peer = Peer(endpoint)
+        peer.subscribe(made_up(300_000))
+        assert peer.event(30) == zmq.EVENT_DISCONNECTED
+        time.sleep(1.0)  # the rest of the queue read
+        grown = rss_mb(process.pid) - before
+        assert grown < 25, f"the relay grew {grown:.0f} MB"
+    except BaseException:
+        process.kill()
+        process.wait(30)
+        raise
+    finally:
+        if peer is not None:
+            peer.close()
+    out = stops_on_sigterm(process)
+    assert "relay: relay subscribers: a plain-mode reader sent more than 100 subscriptions" in out
+    assert "101 subscriptions to topics the feed does not have ended every subscriber's" in out
+
+
 # -- errors -------------------------------------------------------------------------------------
 
 
@@ -477,6 +510,11 @@ def test_the_relays_figures_count_one_message_and_many():
     assert figures(RelayStatistics(1, 1, 1, 1)).startswith("1 message from the engine (1 byte),")
     many = figures(RelayStatistics(1200, 50_000, 1200, 50_000))
     assert many == "1,200 messages from the engine (50,000 bytes), 1,200 published to subscribers"
+    reset = figures(RelayStatistics(5, 50, 5, 50, bad_subscriptions=101, resets=1))
+    assert reset.endswith(
+        "; 101 subscriptions to topics the feed does not have ended every subscriber's "
+        "connection 1 time"
+    )
 
 
 def test_the_live_footer_says_when_the_books_may_be_stale():

@@ -27,7 +27,7 @@ from engine.gateway.marketdata import (
     SnapshotEnd,
 )
 from engine.gateway.marketdata_client import MarketDataClient, SnapshotRefused, Synced
-from engine.gateway.relay import MAX_SUBSCRIPTION_BYTES
+from engine.gateway.subscriptions import MAX_SUBSCRIPTION_BYTES
 from engine.protocol import (
     AuctionResult,
     Audience,

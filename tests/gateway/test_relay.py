@@ -12,9 +12,10 @@ import pytest
 import zmq
 
 from bench.md_standin import opening, order_flow
-from engine.gateway.marketdata import HEARTBEAT_TOPIC
+from engine.gateway.marketdata import HEARTBEAT_TOPIC, MARKET_WIDE, topic_of
 from engine.gateway.marketdata_client import MarketDataClient
-from engine.gateway.relay import FeedRelay
+from engine.gateway.relay import FeedRelay, RelayStatistics
+from engine.gateway.subscriptions import MAX_BAD_SUBSCRIPTIONS, MAX_PENDING
 from tests.gateway.test_marketdata import (
     LOOPBACK,
     EngineHistory,
@@ -23,8 +24,10 @@ from tests.gateway.test_marketdata import (
     check_every_update,
     client_now,
     engine_now,
+    read_all,
     service_factory,  # noqa: F401 (a fixture)
 )
+from tests.gateway.test_subscriptions import Peer, made_up
 
 
 @pytest.fixture
@@ -200,3 +203,87 @@ def test_a_subscriber_sending_an_oversized_frame_is_disconnected(service_factory
     relay = relay_for(service_factory(heartbeat_every=1e9))
     an_oversized_subscription_disconnects(relay.endpoint)
     assert relay.running
+
+
+def figures_when(relay: FeedRelay, done, timeout: float = 10.0) -> RelayStatistics:
+    """The relay's statistics once `done(statistics)` holds (AssertionError past `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while not done(figures := relay.statistics()):
+        assert time.monotonic() < deadline, figures
+        time.sleep(0.05)
+    return figures
+
+
+def test_made_up_topics_end_the_relays_subscribers_and_an_honest_one_resyncs(
+    service_factory,  # noqa: F811
+    relay_for,
+):
+    """A reader of a relay made up topics without bound: the relay's PUB kept each (170 bytes
+    a topic), since it ran libzmq's proxy, which never looks at subscriptions."""
+    service = service_factory()
+    service.submit(opening())
+    service.drain()
+    lines: list[str] = []
+    relay = relay_for(service, log=lines.append)  # a heartbeat has come: it knows the topics
+    client = MarketDataClient(relay.endpoint, service.endpoints[1])
+    peer = Peer(relay.endpoint)
+    try:
+        peer.subscribe([b"", b"C", topic_of("CEA25"), MARKET_WIDE, HEARTBEAT_TOPIC])
+        peer.subscribe(made_up(MAX_BAD_SUBSCRIPTIONS))
+        figures_when(relay, lambda f: f.bad_subscriptions == MAX_BAD_SUBSCRIPTIONS)
+        assert peer.event(0.5) == 0  # the limit is allowed
+        peer.subscribe(made_up(1, start=MAX_BAD_SUBSCRIPTIONS))
+        assert peer.event(5) == zmq.EVENT_DISCONNECTED
+        figures = figures_when(relay, lambda f: f.resets == 1)
+        assert figures.bad_subscriptions == MAX_BAD_SUBSCRIPTIONS + 1
+        assert any("relay subscribers: a plain-mode reader sent more than" in line
+                   for line in lines), lines  # fmt: skip
+        service.submit(order_flow(500, seed=11), turn=16)
+        service.drain()
+        read_all(client)
+        assert client.seq == service.exchange.state.public_seq
+        assert client_now(client) == engine_now(service)
+    finally:
+        peer.close()
+        client.close()
+
+
+def test_subscriptions_before_the_first_heartbeat_are_judged_when_it_comes(
+    service_factory,  # noqa: F811
+):
+    """The relay learns the feed's topics from the engine's heartbeats: until the first, it
+    keeps what it cannot judge (an honest topic among them is not counted)."""
+    service = service_factory(heartbeat_every=1e9)  # heartbeats only when asked
+    relay = FeedRelay(service.endpoints[0], LOOPBACK).start()
+    peer = Peer(relay.endpoint)
+    try:
+        peer.subscribe([topic_of("CEA25"), *made_up(MAX_BAD_SUBSCRIPTIONS + 1)])
+        time.sleep(0.5)
+        assert (relay.statistics().bad_subscriptions, peer.event(0.1)) == (0, 0)
+        deadline = time.monotonic() + 10
+        while relay.statistics().received == 0:  # the relay's subscription reaches the engine
+            assert time.monotonic() < deadline, "no heartbeat reached the relay"
+            service.beat()
+            time.sleep(0.05)
+        ended_once(relay, peer)
+    finally:
+        peer.close()
+        relay.stop()
+
+
+def ended_once(relay: FeedRelay, peer: Peer) -> None:
+    """The relay ended its subscribers once, for the peer's 101 made-up topics."""
+    figures = figures_when(relay, lambda f: f.resets == 1)
+    assert figures.bad_subscriptions == MAX_BAD_SUBSCRIPTIONS + 1
+    assert peer.event(5) == zmq.EVENT_DISCONNECTED
+
+
+def test_past_what_it_keeps_before_the_first_heartbeat_made_up_topics_count_at_once():
+    relay = FeedRelay("tcp://127.0.0.1:1", LOOPBACK).start()  # no engine: no heartbeat
+    peer = Peer(relay.endpoint)
+    try:
+        peer.subscribe(made_up(MAX_PENDING + MAX_BAD_SUBSCRIPTIONS + 1))
+        ended_once(relay, peer)
+    finally:
+        peer.close()
+        relay.stop()

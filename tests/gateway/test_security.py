@@ -28,7 +28,6 @@ from engine.cli.watch import StatusPoller
 from engine.config import Security, default_market, load_market
 from engine.gateway import wire
 from engine.gateway.client import GatewayClient, LogonRefused
-from engine.gateway.marketdata import MAX_BAD_SUBSCRIPTIONS
 from engine.gateway.marketdata_client import MarketDataClient
 from engine.gateway.relay import FeedRelay
 from engine.gateway.security import (
@@ -39,6 +38,7 @@ from engine.gateway.security import (
     secure_server,
     start_authenticator,
 )
+from engine.gateway.subscriptions import MAX_BAD_SUBSCRIPTIONS
 from engine.protocol import Accepted, Filled, OpenCall, RejectCode, Rejected
 from engine.types import Side
 from tests.cli.test_cli import cxe_command
@@ -449,6 +449,33 @@ def test_a_relay_serves_the_feed_to_listed_keys_only_and_subscribes_with_its_own
         time.sleep(2.5)  # two of the engine's idle heartbeats
         assert relay.statistics().received == 0
     assert handshake(upstream, as_(keys, "stranger"), zmq.SUB) == FAILED_AUTH
+
+
+def test_a_key_making_up_topics_on_a_relay_is_refused_there_until_its_keys_reload(engine, keyed):
+    """The relay holds its subscribers to the feed's topics as the engine does: past 100
+    made-up topics the key is refused on the relay (not on the engine) until a reload."""
+    process, keys = engine
+    tmp, _ = keyed
+    security = load_market(write_config(tmp / "relay-topics.json", keys, GATEWAY_KEYS)).security
+    upstream = process.endpoints["market_data"]
+    with FeedRelay(upstream, "tcp://127.0.0.1:*", security=security,
+                   client=as_(keys, "feed")) as relay:  # fmt: skip
+        deadline = time.monotonic() + 30
+        while relay.statistics().received == 0:  # a heartbeat: the relay knows the topics
+            assert time.monotonic() < deadline, "nothing came through the relay"
+            time.sleep(0.1)
+        offender = Peer(relay.endpoint, as_(keys, "brokers"))
+        try:
+            offender.subscribe(made_up(MAX_BAD_SUBSCRIPTIONS + 1))
+            assert offender.event(10) == zmq.EVENT_DISCONNECTED
+            assert relay.statistics().resets == 1
+            assert handshake(relay.endpoint, as_(keys, "brokers"), zmq.SUB) == FAILED_AUTH
+            assert handshake(relay.endpoint, as_(keys, "mm"), zmq.SUB) == SUCCEEDED
+            assert handshake(upstream, as_(keys, "brokers"), zmq.SUB) == SUCCEEDED
+            assert relay.reload(security) == set()
+            assert handshake(relay.endpoint, as_(keys, "brokers"), zmq.SUB) == SUCCEEDED
+        finally:
+            offender.close()
 
 
 def test_cxe_watch_shows_a_keyed_engine_to_an_operator_key_and_says_why_not_to_others(engine):

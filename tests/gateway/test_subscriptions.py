@@ -24,13 +24,12 @@ from engine.gateway.marketdata import (
     HEARTBEAT_TOPIC,
     MARKET_TOPIC,
     MARKET_WIDE,
-    MAX_BAD_SUBSCRIPTIONS,
-    RESET_LOG_INTERVAL_NS,
     MarketDataPublisher,
     topic_of,
 )
 from engine.gateway.marketdata_client import MarketDataClient
 from engine.gateway.security import secure_client
+from engine.gateway.subscriptions import MAX_BAD_SUBSCRIPTIONS, RESET_LOG_INTERVAL_NS
 from engine.protocol import Accepted
 from engine.types import Side
 from tests.support.engine import EngineProcess
@@ -205,7 +204,7 @@ def test_feed_resets_are_logged_once_per_interval_with_the_count_between(publish
         offend()
     resets = [line for line in publisher.lines if "every feed connection ended" in line]
     assert publisher.feed_resets == 3 and len(resets) == 1
-    publisher._reset_said_ns -= RESET_LOG_INTERVAL_NS  # the interval has passed
+    publisher.subscriptions._reset_said_ns -= RESET_LOG_INTERVAL_NS  # the interval has passed
     offend()
     resets = [line for line in publisher.lines if "every feed connection ended" in line]
     assert publisher.feed_resets == 4 and len(resets) == 2
