@@ -70,6 +70,13 @@ import zmq
 from engine.gateway.public import PublicRows, PublicRun, event_run
 from engine.gateway.security import reconnect_all
 from engine.gateway.subscriptions import MAX_SUBSCRIPTION_BYTES, SubscriptionGuard
+from engine.gateway.topics import (
+    HEARTBEAT_TOPIC,
+    MARKET_TOPIC,
+    Heartbeat,
+    topic_name,
+    topic_of,
+)
 from engine.instruments import Instrument
 from engine.protocol import (
     Event,
@@ -78,10 +85,6 @@ from engine.protocol import (
 from engine.types import Phase, Side
 
 HEADER = struct.Struct(">QQI")  # first public stream number, first topic number, event count
-TOPIC_END = b"."
-MARKET_TOPIC = b"*."  # public events that name no instrument
-HEARTBEAT_TOPIC = b"*HB"
-MARKET_WIDE = b"*"  # the prefix of both: what a subscriber to some instruments adds
 
 SNAP_REQUEST = b"SNAP?"
 SNAP_STATE = b"INST"
@@ -94,11 +97,6 @@ MAX_REQUEST_BYTES = 64 * 1024
 MAX_TOKEN = 32
 DEFAULT_SNDHWM = 10_000  # messages queued per subscriber before the PUB drops
 CALL_PHASES = frozenset({Phase.CALL, Phase.CLOSING_CALL})
-
-
-def topic_of(code: str) -> bytes:
-    """The topic of an instrument's events: its code and a full stop."""
-    return code.encode() + TOPIC_END
 
 
 class InstrumentState(msgspec.Struct, frozen=True):
@@ -126,18 +124,9 @@ class SnapshotEnd(msgspec.Struct, frozen=True):
     topics: dict[str, int]
 
 
-class Heartbeat(msgspec.Struct, frozen=True):
-    topics: dict[str, int]
-
-
 _encode = msgspec.msgpack.Encoder().encode
 _codes = msgspec.msgpack.Decoder(list[str])
 _print = msgspec.msgpack.Decoder(TradePrint)
-
-
-def topic_name(topic: bytes) -> str:
-    """A topic as the snapshot's end marker and heartbeats name it (text)."""
-    return topic.decode()
 
 
 class MarketDataPublisher:

@@ -44,7 +44,6 @@ from engine.gateway.marketdata import (
     CALL_PHASES,
     HEADER,
     HEARTBEAT_TOPIC,
-    MARKET_WIDE,
     SNAP_END,
     SNAP_ERROR,
     SNAP_REQUEST,
@@ -56,6 +55,7 @@ from engine.gateway.marketdata import (
     topic_of,
 )
 from engine.gateway.security import KeyPair, next_monitor_address, secure_client
+from engine.gateway.topics import MARKET_WIDE
 from engine.instruments import Instrument
 from engine.protocol import (
     AuctionResult,

@@ -56,7 +56,6 @@ import msgspec
 import zmq
 
 from engine.config import Security
-from engine.gateway.marketdata import HEARTBEAT_TOPIC, MARKET_TOPIC, Heartbeat
 from engine.gateway.security import (
     KeyPair,
     secure_client,
@@ -65,6 +64,7 @@ from engine.gateway.security import (
     start_authenticator,
 )
 from engine.gateway.subscriptions import MAX_SUBSCRIPTION_BYTES, SubscriptionGuard
+from engine.gateway.topics import HEARTBEAT_TOPIC, MARKET_TOPIC, Heartbeat
 
 DEFAULT_HWM = 10_000  # messages queued per subscriber, as many as the engine's feed queues
 FORWARD_PER_TURN = 1024  # messages the loop forwards before it looks at subscriptions again

@@ -20,16 +20,11 @@ from bench.md_standin import md_market
 from engine.config import default_market
 from engine.core import Exchange
 from engine.gateway.client import GatewayClient
-from engine.gateway.marketdata import (
-    HEARTBEAT_TOPIC,
-    MARKET_TOPIC,
-    MARKET_WIDE,
-    MarketDataPublisher,
-    topic_of,
-)
+from engine.gateway.marketdata import MarketDataPublisher
 from engine.gateway.marketdata_client import MarketDataClient
 from engine.gateway.security import secure_client
 from engine.gateway.subscriptions import MAX_BAD_SUBSCRIPTIONS, RESET_LOG_INTERVAL_NS
+from engine.gateway.topics import HEARTBEAT_TOPIC, MARKET_TOPIC, MARKET_WIDE, topic_of
 from engine.protocol import Accepted
 from engine.types import Side
 from tests.support.engine import EngineProcess
