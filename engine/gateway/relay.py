@@ -46,6 +46,7 @@ Invariants:
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ FORWARD_PER_TURN = 1024  # messages the loop forwards before it looks at subscri
 STOP = b"STOP"
 _controls = count()
 _heartbeat = msgspec.msgpack.Decoder(Heartbeat)
+TOPIC_NAME = re.compile(r"[A-Z0-9_]{1,16}\.|\*\.")  # an instrument's (its code) or the market's
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ class FeedRelay:
             refuse = partial(self.authenticator.refuse, "market_data")
         self.subscriptions = SubscriptionGuard(
             self.pub, self.endpoint, "relay subscribers", refuse=refuse,
-            refused_on="the relay", log=log, topics_known=False,
+            refused_on="the relay", log=log, topics_known=False, fail_unserved=True,
         )  # fmt: skip
         for topic in (HEARTBEAT_TOPIC, MARKET_TOPIC):
             self.subscriptions.add_topic(topic)
@@ -244,8 +246,8 @@ class FeedRelay:
 
     def _learn(self, payload: bytes) -> None:
         try:
-            names = set(_heartbeat.decode(payload).topics)
-        except msgspec.MsgspecError:
+            names = {n for n in _heartbeat.decode(payload).topics if TOPIC_NAME.fullmatch(n)}
+        except (msgspec.MsgspecError, RecursionError):
             return  # not the engine's heartbeat: nothing to learn from it
         if names - self._topics or not self.subscriptions.topics_known:
             self._topics |= names

@@ -10,7 +10,8 @@ identity (CURVE's User-Id; "" in plain mode). `take` reads them.
 
 Invariants:
 - A subscription to a prefix of a topic the feed has (`add_topic`; b"" is one) is free, and
-  so is an unsubscription; anything else is bad (`bad_subscriptions`). Past
+  so is an unsubscription (the socket reports one for each topic a connection that ends
+  held, made-up ones too); anything else is bad (`bad_subscriptions`). Past
   MAX_BAD_SUBSCRIPTIONS for one identity, the identity is refused (`refuse`: the
   authenticator's, until the keys are reloaded) and every connection of the socket ends
   (`resets`): that frees what they held, and every other reader reconnects and resyncs by
@@ -22,9 +23,13 @@ Invariants:
   have gone: they are read then and not counted (at most MAX_DISCARDED).
 - A guard made with `topics_known=False` (a relay, which learns the feed's topics from the
   engine's heartbeats) keeps the subscriptions it cannot judge yet (at most MAX_PENDING: an
-  honest feed's readers subscribe to a few distinct prefixes) and judges them at `learned`;
-  past MAX_PENDING it counts each one as bad at once, so nobody grows the socket without
-  bound before the topics come.
+  honest feed's readers subscribe to a few distinct prefixes, and a reader that reconnects
+  repeats the same ones, which are kept once) and judges them at `learned`; past MAX_PENDING
+  it counts each one as bad at once, so nobody grows the socket without bound before the
+  topics come.
+- A guard made with `fail_unserved` lets the zmq.ZMQError of a reset whose endpoint cannot
+  be bound again go to its caller (a relay's loop ends and says why); without, it is logged
+  and the owner goes on unserved on that socket (the engine trades on).
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ class SubscriptionGuard:
         refused_on: str = "",  # what the log says a refused identity is refused on
         log: Callable[[str], None] | None = None,
         topics_known: bool = True,
+        fail_unserved: bool = False,
     ) -> None:
         self.socket = socket
         self.endpoint = endpoint
@@ -67,8 +73,9 @@ class SubscriptionGuard:
         self.refuse = refuse
         self.log = log or (lambda line: None)
         self.topics_known = topics_known
+        self.fail_unserved = fail_unserved
         self.prefixes: set[bytes] = set()  # every prefix of every topic: what one may take
-        self._pending: list[tuple[bytes, str]] = []  # (frame, identity) until topics known
+        self._pending: dict[tuple[bytes, str], None] = {}  # (frame, identity), kept once
         self._bad: dict[str, int] = {}  # per identity, since the socket's connections began
         self._reset_said_ns: int | None = None  # when a reset was last logged
         self._resets_unsaid = 0  # resets since, not logged
@@ -84,7 +91,7 @@ class SubscriptionGuard:
         for topic in topics:
             self.add_topic(topic)
         self.topics_known = True
-        pending, self._pending = self._pending, []
+        pending, self._pending = self._pending, {}
         for data, identity in pending:
             if self._judge(data, identity):
                 return
@@ -105,11 +112,15 @@ class SubscriptionGuard:
         """Count a bad frame (keep a subscription that cannot be judged yet); True when it
         ended every connection."""
         kind = data[:1]
-        if kind == UNSUBSCRIBE or (kind == SUBSCRIBE and data[1:] in self.prefixes):
+        if kind == UNSUBSCRIBE:  # also what a connection that ends held, even made-up ones
             return False
-        if kind == SUBSCRIBE and not self.topics_known and len(self._pending) < MAX_PENDING:
-            self._pending.append((data, identity))
-            return False
+        if kind == SUBSCRIBE:
+            if data[1:] in self.prefixes:
+                return False
+            key = (data, identity)
+            if not self.topics_known and (key in self._pending or len(self._pending) < MAX_PENDING):
+                self._pending[key] = None
+                return False
         self.bad_subscriptions += 1
         count = self._bad[identity] = self._bad.get(identity, 0) + 1
         if count > MAX_BAD_SUBSCRIPTIONS:
@@ -135,6 +146,8 @@ class SubscriptionGuard:
         try:
             self.reconnect()
         except zmq.ZMQError as exc:
+            if self.fail_unserved:
+                raise
             self.log(not_served(self.name, exc))
             return
         self.resets += 1

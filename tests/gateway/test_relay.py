@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import msgspec
 import pytest
 import zmq
 
@@ -17,7 +18,7 @@ from bench.md_standin import opening, order_flow
 from engine.gateway.marketdata_client import MarketDataClient
 from engine.gateway.relay import FeedRelay, RelayStatistics
 from engine.gateway.subscriptions import MAX_BAD_SUBSCRIPTIONS, MAX_PENDING
-from engine.gateway.topics import HEARTBEAT_TOPIC, MARKET_WIDE, topic_of
+from engine.gateway.topics import HEARTBEAT_TOPIC, MARKET_WIDE, Heartbeat, topic_of
 from tests.gateway.test_marketdata import (
     LOOPBACK,
     EngineHistory,
@@ -297,3 +298,67 @@ def test_the_relay_runs_without_the_engines_compiled_code():
     probe = "import sys, engine.gateway.relay; print(sorted({'numba', 'numpy'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result
+
+
+def test_an_honest_reader_reconnecting_before_the_first_heartbeat_is_never_counted(
+    service_factory,  # noqa: F811
+):
+    """Found by a probe: the relay's socket reports a topic again each time its only holder
+    reconnects, and each report was kept apart, so readers waiting for a late engine filled
+    the 400 and were then counted and reset."""
+    service = service_factory(heartbeat_every=1e9)
+    relay = FeedRelay(service.endpoints[0], LOOPBACK).start()
+    try:
+        for _ in range(MAX_PENDING + MAX_BAD_SUBSCRIPTIONS + 1):
+            peer = Peer(relay.endpoint)
+            peer.subscribe([topic_of("CEA25"), MARKET_WIDE])
+            peer.close()
+        deadline = time.monotonic() + 10
+        while relay.statistics().received == 0:
+            assert time.monotonic() < deadline, "no heartbeat reached the relay"
+            service.beat()
+            time.sleep(0.05)
+        time.sleep(0.3)
+        figures = relay.statistics()
+        assert (figures.bad_subscriptions, figures.resets) == (0, 0)
+    finally:
+        relay.stop()
+
+
+def test_a_heartbeat_the_relay_cannot_read_teaches_it_nothing_and_ends_nothing():
+    relay = FeedRelay("tcp://127.0.0.1:1", LOOPBACK)
+    try:
+        deep = b"\x82" + msgspec.msgpack.encode("topics") + msgspec.msgpack.encode({"CEA25.": 1})
+        deep += msgspec.msgpack.encode("extra") + b"\x91" * 200_000 + b"\xc0"
+        relay._learn(deep)  # msgspec's RecursionError ended the relay's loop
+        assert not relay.subscriptions.topics_known
+        long = Heartbeat({"A" * 20_000 + ".": 1, "CEA25.": 1})
+        relay._learn(msgspec.msgpack.encode(long))  # every prefix of 20,000 bytes: 200 MB
+        assert relay.subscriptions.topics_known
+        assert len(relay.subscriptions.prefixes) < 20
+    finally:
+        relay.stop()
+
+
+def test_a_relay_that_cannot_bind_again_after_a_reset_ends_and_says_why(monkeypatch):
+    """Found by a probe: another local process took the port while the relay rebound it
+    after a reset; the relay went on, serving no one, with advice to restart the engine.
+    (The lost bind is made here; the race that loses it cannot be staged reliably.)"""
+    import engine.gateway.subscriptions as subscriptions
+
+    def taken(socket, endpoint):
+        raise zmq.ZMQError(zmq.EADDRINUSE)
+
+    relay = FeedRelay("tcp://127.0.0.1:1", LOOPBACK).start()
+    monkeypatch.setattr(subscriptions, "reconnect_all", taken)
+    peer = Peer(relay.endpoint)
+    try:
+        peer.subscribe([b"\x02junk"] * (MAX_BAD_SUBSCRIPTIONS + 1), kind=b"")
+        deadline = time.monotonic() + 10
+        while relay.running:
+            assert time.monotonic() < deadline, "the relay went on unserved"
+            time.sleep(0.05)
+        assert relay.failure is not None and relay.failure.errno == zmq.EADDRINUSE
+    finally:
+        peer.close()
+        relay.stop()
