@@ -35,7 +35,7 @@ import msgspec
 import numpy as np
 from numba import njit
 
-from engine.core.packing import put_int
+from engine.core.packing import put_array_header, put_int
 
 KEY_BYTES = 32
 KEY_WORDS = 4
@@ -161,15 +161,17 @@ def _rehash(old, new, meta, stored):
 
 
 MAX_ENTRY_BYTES = 1 + 9 + 2 + KEY_BYTES  # a key's msgpack: 2-array, member, bin 8 + key
+ARRAY_HEADER_BYTES = 5  # msgpack's largest array header
 
 
 @njit(cache=True, _nrt=False)
 def _encode_entries(rows, out, ends):
-    """Each row (plain form) as msgpack [member, key bytes], one after another into `out`
-    (room for MAX_ENTRY_BYTES a row): a 2-array (0x92), the member, then bin 8 (0xC4,
-    length) and the key's bytes; `ends[r]` is where row r's ends. A long key's row (length
-    past KEY_BYTES: its first bytes only, a place holder) writes nothing."""
-    at = 0
+    """The rows (plain form) as a msgpack array of [member, key bytes] into `out` (room for
+    the header and MAX_ENTRY_BYTES a row): the array's header, then each row as a 2-array
+    (0x92), the member, then bin 8 (0xC4, length) and the key's bytes; `ends[r]` is where
+    row r's ends. A long key's row (length past KEY_BYTES: its first bytes only, a place
+    holder) writes nothing but counts in the header."""
+    at = put_array_header(out, 0, rows.shape[0])
     for r in range(rows.shape[0]):
         if rows[r, K_LEN] > KEY_BYTES:
             ends[r] = at
@@ -184,14 +186,6 @@ def _encode_entries(rows, out, ends):
             out[at + i] = (rows[r, K_WORD + i // 8] >> np.int64(8 * (i % 8))) & 0xFF
         at += n
         ends[r] = at
-
-
-def _array_header(count: int) -> bytes:
-    if count < 16:
-        return bytes([0x90 | count])
-    if count < 1 << 16:
-        return b"\xdc" + count.to_bytes(2, "big")
-    return b"\xdd" + count.to_bytes(4, "big")
 
 
 def key_of(cl_ord_id: str) -> bytes:
@@ -319,10 +313,10 @@ class ClOrdIds:
         order = np.lexsort((rank, rows[:, K_LEN], *keys, rows[:, K_MEMBER]))
         ordered = rows[order]
         ends = np.empty(len(ordered), dtype=np.int64)
-        out = np.empty(len(ordered) * MAX_ENTRY_BYTES, dtype=np.uint8)
+        out = np.empty(ARRAY_HEADER_BYTES + len(ordered) * MAX_ENTRY_BYTES, dtype=np.uint8)
         _encode_entries(ordered, out, ends)
-        encoded = out[: ends[-1] if len(ends) else 0].tobytes()
-        parts, start = [_array_header(len(ordered))], 0
+        encoded = out[: ends[-1] if len(ends) else 1].tobytes()  # no rows: the header 0x90
+        parts, start = [], 0
         for at in np.flatnonzero(rank[order]).tolist():
             stop = int(ends[at])
             parts += [encoded[start:stop], msgspec.msgpack.encode(long[rank[order[at]] - 1])]

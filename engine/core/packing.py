@@ -51,3 +51,14 @@ def put_bytes(buf, p, src):
     for k in range(src.shape[0]):
         buf[p + k] = src[k]
     return p + src.shape[0]
+
+
+@njit(cache=True, _nrt=False)
+def put_array_header(buf, p, n):
+    """msgpack's header of an array of n items (engine.gateway.wire.array_header in Python)."""
+    if n < 16:
+        buf[p] = 0x90 | n
+        return p + 1
+    if n < 1 << 16:
+        return put_marked(buf, p, 0xDC, n, 2)
+    return put_marked(buf, p, 0xDD, n, 4)

@@ -44,7 +44,7 @@ from engine.codec import (
     T_TS,
     VENUES,
 )
-from engine.core.packing import put_bytes, put_int, put_marked
+from engine.core.packing import put_array_header, put_bytes, put_int
 from engine.core.pipeline import fee_on
 from engine.core.rows import put_trade, trade_head
 from engine.framing import HEADER as FRAME_HEADER
@@ -189,17 +189,6 @@ def encode_public(words, codes, venues, fee_ppm, head, positions, table, date, o
 
 
 @njit(cache=True, _nrt=False)
-def _put_array_header(buf, p, n):
-    """msgpack's header of an array of n items (engine.gateway.wire.array_header)."""
-    if n < 16:
-        buf[p] = 0x90 | n
-        return p + 1
-    if n < 1 << 16:
-        return put_marked(buf, p, 0xDC, n, 2)
-    return put_marked(buf, p, 0xDD, n, 4)
-
-
-@njit(cache=True, _nrt=False)
 def group_topics(topics, buf, offsets, max_batch, scratch, order, out, messages):
     """Group the events (event i: buf[offsets[i]:offsets[i + 1]] of topic topics[i]) into
     messages: each topic's events in order, topics in the order of their last event, at most
@@ -229,7 +218,7 @@ def group_topics(topics, buf, offsets, max_batch, scratch, order, out, messages)
             continue
         for lo in range(start[t], start[t] + count[t], max_batch):
             hi = min(lo + max_batch, start[t] + count[t])
-            p = _put_array_header(out, p, hi - lo)
+            p = put_array_header(out, p, hi - lo)
             for k in range(lo, hi):
                 event = order[k]
                 for j in range(offsets[event], offsets[event + 1]):

@@ -46,7 +46,6 @@ Invariants:
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,14 +64,13 @@ from engine.gateway.security import (
     start_authenticator,
 )
 from engine.gateway.subscriptions import MAX_SUBSCRIPTION_BYTES, SubscriptionGuard
-from engine.gateway.topics import HEARTBEAT_TOPIC, MARKET_TOPIC, Heartbeat
+from engine.gateway.topics import HEARTBEAT_TOPIC, MARKET_TOPIC, TOPIC_NAME, Heartbeat
 
 DEFAULT_HWM = 10_000  # messages queued per subscriber, as many as the engine's feed queues
 FORWARD_PER_TURN = 1024  # messages the loop forwards before it looks at subscriptions again
 STOP = b"STOP"
 _controls = count()
 _heartbeat = msgspec.msgpack.Decoder(Heartbeat)
-TOPIC_NAME = re.compile(r"[A-Z0-9_]{1,16}\.|\*\.")  # an instrument's (its code) or the market's
 
 
 @dataclass(frozen=True)
@@ -119,7 +117,6 @@ class FeedRelay:
         self._thread = threading.Thread(target=self._run, name="cxe-relay", daemon=True)
         self.failure: zmq.ZMQError | None = None  # why the loop ended, if not by stop()
         self.received = self.received_bytes = self.sent = self.sent_bytes = 0
-        self._topics: set[str] = set()  # the feed's topics by name, from its heartbeats
         try:
             self._open(bind, hwm, sndbuf, security, client, server, log)
         except BaseException:  # a bad endpoint or key: nothing is left open
@@ -235,11 +232,11 @@ class FeedRelay:
                 frames = self.feed.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            size = sum(len(frame) for frame in frames)
-            self.received += 1
-            self.received_bytes += size
             if frames[0].bytes == HEARTBEAT_TOPIC:
                 self._learn(frames[-1].bytes)
+            size = sum(len(frame) for frame in frames)
+            self.received += 1  # after the heartbeat's lesson: whoever sees it, sees that
+            self.received_bytes += size
             self.pub.send_multipart(frames, zmq.NOBLOCK, copy=False)  # drops at the HWM
             self.sent += 1
             self.sent_bytes += size
@@ -249,9 +246,10 @@ class FeedRelay:
             names = {n for n in _heartbeat.decode(payload).topics if TOPIC_NAME.fullmatch(n)}
         except (msgspec.MsgspecError, RecursionError):
             return  # not the engine's heartbeat: nothing to learn from it
-        if names - self._topics or not self.subscriptions.topics_known:
-            self._topics |= names
-            self.subscriptions.learned(name.encode() for name in names)
+        guard = self.subscriptions
+        new = [topic for topic in map(str.encode, names) if topic not in guard.prefixes]
+        if new or not guard.topics_known:
+            guard.learned(new)
 
     @property
     def running(self) -> bool:

@@ -65,7 +65,7 @@ _Id = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # a member or an order i
 _Entries = list[tuple[tuple[_Id, str], _Id | str]]  # ((member, ClOrdID), order id or text)
 _Instruments = list[tuple[_Id, str]]  # (order id, instrument)
 _dump_form = msgspec.msgpack.Decoder(
-    tuple[Literal["cxe-order-status"], int, list[str], bytes, _Entries, _Instruments]
+    tuple[Literal[DUMP_KIND], int, list[str], bytes, _Entries, _Instruments]
 )
 _entry_form = msgspec.msgpack.Decoder(tuple[_Entries, _Instruments])
 

@@ -52,7 +52,7 @@ SUBSCRIBE, UNSUBSCRIBE = b"\x01", b"\x00"  # the first byte of a subscription fr
 
 class SubscriptionGuard:
     """The subscriptions of `socket` (an XPUB bound at `endpoint`), judged as the module says;
-    `name` is what the log calls the feed ("market data", "relay")."""
+    `name` is what the log calls the feed ("market data", "relay subscribers")."""
 
     def __init__(
         self,

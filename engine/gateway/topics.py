@@ -11,12 +11,16 @@ its position.
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 
 TOPIC_END = b"."
 MARKET_TOPIC = b"*."  # public events that name no instrument
 HEARTBEAT_TOPIC = b"*HB"
 MARKET_WIDE = b"*"  # the prefix of both: what a subscriber to some instruments adds
+TOPIC_NAME = re.compile(r"[A-Z0-9_]{1,16}\.|\*\.")  # a topic's name: a code's (as
+# engine.instruments.Instrument.code allows) or the market's
 
 
 def topic_of(code: str) -> bytes:
