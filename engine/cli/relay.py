@@ -208,6 +208,11 @@ def figures(statistics) -> str:
             f"; {counted(statistics.bad_subscriptions, 'subscription')} to topics the feed "
             f"does not have ended every subscriber's connection {times}"
         )
+    if statistics.readers_cut:
+        refused += (
+            f"; {counted(statistics.readers_cut, 'subscriber connection')} ended for sending "
+            f"more than a reader may"
+        )
     return (
         f"{counted(statistics.received, 'message')} from the engine "
         f"({counted(statistics.received_bytes, 'byte')}), {statistics.sent:,} published to "

@@ -68,6 +68,7 @@ import numpy as np
 import zmq
 
 from engine.gateway.public import PublicRows, PublicRun, event_run
+from engine.gateway.readerlimit import ReaderByteLimit
 from engine.gateway.security import reconnect_all
 from engine.gateway.subscriptions import MAX_SUBSCRIPTION_BYTES, SubscriptionGuard
 from engine.gateway.topics import (
@@ -162,14 +163,19 @@ class MarketDataPublisher:
             self.pub.setsockopt(zmq.SNDBUF, sndbuf)
         if secure is not None:
             secure(self.pub)
-        self.pub.bind(pub_endpoint)
-        self.router = context.socket(zmq.ROUTER)
-        self.router.setsockopt(zmq.LINGER, 0)
-        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unsendable reply raises: counted
-        self.router.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
-        if secure is not None:
-            secure(self.router)
-        self.router.bind(snapshot_endpoint)
+        self.reader_limit = ReaderByteLimit(self.pub, "market data", log)  # before the bind
+        try:
+            self.pub.bind(pub_endpoint)
+            self.router = context.socket(zmq.ROUTER)
+            self.router.setsockopt(zmq.LINGER, 0)
+            self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unsendable reply raises
+            self.router.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+            if secure is not None:
+                secure(self.router)
+            self.router.bind(snapshot_endpoint)
+        except BaseException:  # the caller's context closes the sockets: the thread ends first
+            self.reader_limit.stop()
+            raise
         self.pub_endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self.snapshot_endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         self.sequence = exchange.state.public_seq  # the last public stream number published
@@ -182,6 +188,7 @@ class MarketDataPublisher:
         self.subscriptions = SubscriptionGuard(
             self.pub, self.pub_endpoint, "market data", refuse=refuse,
             refused_on="market data and snapshots", log=log,
+            listener_closed=self.reader_limit.listener_closed,
         )  # fmt: skip
         for topic in (*self._topic_list, HEARTBEAT_TOPIC):
             self.subscriptions.add_topic(topic)
@@ -204,11 +211,16 @@ class MarketDataPublisher:
         """Times every feed connection was ended for made-up topics."""
         return self.subscriptions.resets
 
+    @property
+    def readers_cut(self) -> int:
+        """Subscribers' connections ended for sending more than a reader may."""
+        return self.reader_limit.cut
+
     def counters(self) -> dict[str, int]:
         """What the publisher has done and refused, for the engine's status report."""
         names = ("messages_sent", "events_sent", "send_failures", "stream_breaks",
                  "snapshots_sent", "snapshot_failures", "bad_requests", "bad_subscriptions",
-                 "feed_resets")  # fmt: skip
+                 "feed_resets", "readers_cut")  # fmt: skip
         return {name: getattr(self, name) for name in names}
 
     @property
@@ -217,6 +229,7 @@ class MarketDataPublisher:
         return (self.router, self.pub)
 
     def close(self) -> None:
+        self.reader_limit.stop()
         self.pub.close(0)
         self.router.close(0)
 

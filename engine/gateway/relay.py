@@ -38,7 +38,10 @@ Invariants:
   if it revoked a key, ends every subscriber's connection (each is admitted again or
   refused as it reconnects), so no revoked key keeps a subscription;
 - a subscriber's frames are subscriptions: one longer than MAX_SUBSCRIPTION_BYTES ends its
-  connection (ZeroMQ's MAXMSGSIZE), so no peer makes the relay hold a large message;
+  connection (ZeroMQ's MAXMSGSIZE), so no peer makes the relay hold a large message, and
+  a subscriber's connection that sends more than a reader may is ended from a thread of its
+  own (engine.gateway.readerlimit), so no burst of subscriptions grows the relay before its
+  loop can judge them;
 - its sockets are used only by the loop's thread while it runs: they are made before it
   starts and touched again (`retarget`, `reload`, closing) only after it has ended; the
   caller holds only the other end of the control pair.
@@ -56,6 +59,7 @@ import msgspec
 import zmq
 
 from engine.config import Security
+from engine.gateway.readerlimit import ReaderByteLimit
 from engine.gateway.security import (
     KeyPair,
     secure_client,
@@ -79,7 +83,8 @@ class RelayStatistics:
     engine, and sent on to the PUB socket (which then delivers each to every subscriber
     whose subscription matches; a message dropped at a subscriber's high-water mark is not
     counted apart); subscriptions to topics the feed does not have, and the times every
-    subscriber's connection was ended for them."""
+    subscriber's connection was ended for them; subscribers' connections ended for sending
+    more than a reader may (engine.gateway.readerlimit)."""
 
     received: int
     received_bytes: int
@@ -87,6 +92,7 @@ class RelayStatistics:
     sent_bytes: int
     bad_subscriptions: int = 0
     resets: int = 0
+    readers_cut: int = 0
 
 
 class FeedRelay:
@@ -117,6 +123,7 @@ class FeedRelay:
         self._thread = threading.Thread(target=self._run, name="cxe-relay", daemon=True)
         self.failure: zmq.ZMQError | None = None  # why the loop ended, if not by stop()
         self.received = self.received_bytes = self.sent = self.sent_bytes = 0
+        self.reader_limit: ReaderByteLimit | None = None
         try:
             self._open(bind, hwm, sndbuf, security, client, server, log)
         except BaseException:  # a bad endpoint or key: nothing is left open
@@ -150,6 +157,7 @@ class FeedRelay:
         if security is not None:
             secure_server(self.pub, server or server_keys(security), "market_data")
             self.authenticator = start_authenticator(context, security)
+        self.reader_limit = ReaderByteLimit(self.pub, "relay subscribers", log)  # before the bind
         self.pub.bind(bind)
         self.endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
         refuse = None
@@ -158,6 +166,7 @@ class FeedRelay:
         self.subscriptions = SubscriptionGuard(
             self.pub, self.endpoint, "relay subscribers", refuse=refuse,
             refused_on="the relay", log=log, topics_known=False, fail_unserved=True,
+            listener_closed=self.reader_limit.listener_closed,
         )  # fmt: skip
         for topic in (HEARTBEAT_TOPIC, MARKET_TOPIC):
             self.subscriptions.add_topic(topic)
@@ -263,7 +272,7 @@ class FeedRelay:
         guard = self.subscriptions
         return RelayStatistics(
             self.received, self.received_bytes, self.sent, self.sent_bytes,
-            guard.bad_subscriptions, guard.resets,
+            guard.bad_subscriptions, guard.resets, self.reader_limit.cut,
         )  # fmt: skip
 
     def _halt(self) -> None:
@@ -274,6 +283,8 @@ class FeedRelay:
     def stop(self) -> None:
         """End the loop and close everything (idempotent)."""
         self._halt()
+        if self.reader_limit is not None:
+            self.reader_limit.stop()
         if self.authenticator is not None:
             self.authenticator.stop()
             self.authenticator = None

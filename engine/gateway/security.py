@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,7 +213,12 @@ def next_monitor_address() -> str:
     return f"inproc://monitor-{os.getpid()}-{next(_monitors)}"
 
 
-def reconnect_all(socket: zmq.Socket, endpoint: str, timeout: float = REBIND_TIMEOUT_S) -> None:
+def reconnect_all(
+    socket: zmq.Socket,
+    endpoint: str,
+    timeout: float = REBIND_TIMEOUT_S,
+    listener_closed: threading.Event | None = None,
+) -> None:
     """End every connection `socket` accepted on `endpoint` (its LAST_ENDPOINT) and bind it
     there again: each peer reconnects by itself (ZeroMQ does) and goes through the ZAP
     handler again. Messages sent meanwhile are lost to every peer (a subscriber sees a gap and
@@ -221,18 +227,29 @@ def reconnect_all(socket: zmq.Socket, endpoint: str, timeout: float = REBIND_TIM
     libzmq's I/O thread (and takes an `ipc://*` endpoint's directory with it): the new bind
     waits for its EVENT_CLOSED, and makes such a directory again only if it is gone (one found
     in its place is refused: another local user's). zmq.ZMQError if the close does not come
-    within `timeout` s or the bind fails (the socket is then unbound: the caller says so)."""
+    within `timeout` s or the bind fails (the socket is then unbound: the caller says so).
+    A socket has one monitor: one that has a monitor already (a ReaderByteLimit's,
+    engine.gateway.readerlimit) gives the event that monitor sets, `listener_closed`."""
     directory = Path(endpoint[len("ipc://") :]).parent if endpoint.startswith("ipc://") else None
     before = os.stat(directory) if directory is not None else None
-    # an address of its own: the last call's inproc endpoint may not be released yet
-    monitor = socket.get_monitor_socket(zmq.EVENT_CLOSED, next_monitor_address())
+    monitor = None
+    if listener_closed is None:
+        # an address of its own: the last call's inproc endpoint may not be released yet
+        monitor = socket.get_monitor_socket(zmq.EVENT_CLOSED, next_monitor_address())
+    else:
+        listener_closed.clear()
     try:
         socket.unbind(endpoint)
-        if not monitor.poll(int(timeout * 1000)):
+        if monitor is None:
+            closed = listener_closed.wait(timeout)
+        else:
+            closed = bool(monitor.poll(int(timeout * 1000)))
+        if not closed:
             raise zmq.ZMQError(zmq.EAGAIN, f"{endpoint}: the old listener did not close")
     finally:
-        socket.disable_monitor()
-        monitor.close(0)
+        if monitor is not None:
+            socket.disable_monitor()
+            monitor.close(0)
     if directory is not None and _replaced(directory, before):
         raise zmq.ZMQError(zmq.EADDRINUSE, f"{directory} was replaced: not bound there again")
     socket.bind(endpoint)

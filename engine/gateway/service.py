@@ -45,6 +45,7 @@ from engine.core.rows import reject_wording
 from engine.gateway import security as curve
 from engine.gateway.admin import Admin
 from engine.gateway.intake import Intake, Item
+from engine.gateway.marketdata import MarketDataPublisher
 from engine.gateway.outbound import Outbound
 from engine.gateway.public import PublicEncoder
 from engine.gateway.replies import Pending, PrivateReplies
@@ -104,6 +105,7 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
         self.exchange: Exchange | None = None
         self.journal: Journal | None = None
         self.context: zmq.Context | None = None
+        self.market_data: MarketDataPublisher | None = None
         self.trade_stream: TradeStream | None = None
         self.endpoints: dict[str, str] = {}
         self.last_ts = 0

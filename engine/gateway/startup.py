@@ -208,6 +208,8 @@ class Startup:
             self.authenticator.stop()
             self.authenticator = None
         if self.context is not None:
+            if self.market_data is not None:
+                self.market_data.close()
             if self.trade_stream is not None:
                 self.trade_stream.close()
             self.context.destroy(linger=0)  # every socket bound so far, whichever they are

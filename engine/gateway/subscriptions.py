@@ -34,6 +34,7 @@ Invariants:
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -65,6 +66,7 @@ class SubscriptionGuard:
         log: Callable[[str], None] | None = None,
         topics_known: bool = True,
         fail_unserved: bool = False,
+        listener_closed: threading.Event | None = None,  # the socket's monitor's, if it has one
     ) -> None:
         self.socket = socket
         self.endpoint = endpoint
@@ -74,6 +76,7 @@ class SubscriptionGuard:
         self.log = log or (lambda line: None)
         self.topics_known = topics_known
         self.fail_unserved = fail_unserved
+        self.listener_closed = listener_closed
         self.prefixes: set[bytes] = set()  # every prefix of every topic: what one may take
         self._pending: dict[tuple[bytes, str], None] = {}  # (frame, identity), kept once
         self._bad: dict[str, int] = {}  # per identity, since the socket's connections began
@@ -130,7 +133,7 @@ class SubscriptionGuard:
 
     def reconnect(self) -> None:
         """End every connection; zmq.ZMQError if the endpoint cannot be bound again."""
-        reconnect_all(self.socket, self.endpoint)
+        reconnect_all(self.socket, self.endpoint, listener_closed=self.listener_closed)
         self._bad.clear()
         self._pending.clear()
         for _ in range(MAX_DISCARDED):  # the ended connections' notifications: not counted

@@ -322,11 +322,12 @@ def test_watch_through_cxe_relay_shows_the_engine_books_and_relay_stops_on_sigte
     assert re.search(r"relay: stopped; [1-9][\d,]* messages? from the engine", out), out
 
 
-@pytest.mark.slow
-def test_a_reader_making_up_topics_costs_cxe_relay_no_memory(engine):
-    """300,000 made-up topics from one connection grew a relay by about 170 bytes each (its
-    PUB socket kept them all); the relay now ends its subscribers after 101 and says so."""
-    from tests.gateway.test_subscriptions import Peer, made_up, rss_mb
+def relay_given(engine, topics: list[bytes], field: str) -> tuple[float, str]:
+    """A real `cxe relay` of `engine`, once a heartbeat has come through it, given `topics`
+    by one subscriber that does not reconnect, which it disconnects: how much the relay's
+    memory grew (`field` of its /proc status: VmRSS now, VmHWM its peak), and what it
+    printed when stopped."""
+    from tests.gateway.test_subscriptions import Peer, peak_from_now, rss_mb
 
     process, endpoint = start_relay(engine)
     peer = None
@@ -336,13 +337,12 @@ def test_a_reader_making_up_topics_costs_cxe_relay_no_memory(engine):
         heartbeat.connect(endpoint)
         assert heartbeat.poll(10_000), "no heartbeat came through the relay"
         heartbeat.close(0)
-        before = rss_mb(process.pid)
+        before = peak_from_now(process.pid)
         peer = Peer(endpoint)
-        peer.subscribe(made_up(300_000))
+        peer.subscribe(topics)
         assert peer.event(30) == zmq.EVENT_DISCONNECTED
         time.sleep(1.0)  # the rest of the queue read
-        grown = rss_mb(process.pid) - before
-        assert grown < 25, f"the relay grew {grown:.0f} MB"
+        grown = rss_mb(process.pid, field) - before
     except BaseException:
         process.kill()
         process.wait(30)
@@ -350,9 +350,32 @@ def test_a_reader_making_up_topics_costs_cxe_relay_no_memory(engine):
     finally:
         if peer is not None:
             peer.close()
-    out = stops_on_sigterm(process)
+    return grown, stops_on_sigterm(process)
+
+
+@pytest.mark.slow
+def test_a_reader_making_up_topics_costs_cxe_relay_no_memory(engine):
+    """300,000 made-up topics from one connection grew a relay by about 170 bytes each (its
+    PUB socket kept them all); the relay now ends its subscribers after 101 and says so."""
+    from tests.gateway.test_subscriptions import made_up
+
+    grown, out = relay_given(engine, made_up(300_000), "VmRSS")
+    assert grown < 25, f"the relay grew {grown:.0f} MB"
     assert "relay: relay subscribers: a plain-mode reader sent more than 100 subscriptions" in out
     assert "101 subscriptions to topics the feed does not have ended every subscriber's" in out
+
+
+@pytest.mark.slow
+def test_a_burst_of_long_made_up_topics_is_cut_off_before_it_grows_cxe_relay(engine):
+    """Found by a probe: 6,000 topics of 4 KiB took a relay from 28 MB to 1.9 GB before its
+    loop could judge them (libzmq files each first); the subscriber's connection now ends
+    past what a reader may send, and the relay says so and counts it when it stops."""
+    from tests.gateway.test_readerlimit import long_made_up
+
+    grown, out = relay_given(engine, long_made_up(6_000, 4000), "VmHWM")
+    assert grown < 100, f"the relay grew {grown:.0f} MB at its peak"
+    assert "relay: relay subscribers: a reader at 127.0.0.1:" in out
+    assert "1 subscriber connection ended for sending more than a reader may" in out
 
 
 # -- errors -------------------------------------------------------------------------------------

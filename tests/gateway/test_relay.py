@@ -353,7 +353,7 @@ def test_a_relay_that_cannot_bind_again_after_a_reset_ends_and_says_why(monkeypa
     (The lost bind is made here; the race that loses it cannot be staged reliably.)"""
     import engine.gateway.subscriptions as subscriptions
 
-    def taken(socket, endpoint):
+    def taken(socket, endpoint, **_):
         raise zmq.ZMQError(zmq.EADDRINUSE)
 
     relay = FeedRelay("tcp://127.0.0.1:1", LOOPBACK).start()

@@ -206,10 +206,43 @@ def test_feed_resets_are_logged_once_per_interval_with_the_count_between(publish
     assert resets[1].endswith("(2 more resets since the last such line)")
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
     with open(f"/proc/{pid}/status") as status:
-        line = next(line for line in status if line.startswith("VmRSS"))
+        line = next(line for line in status if line.startswith(field))
     return int(line.split()[1]) / 1024
+
+
+def peak_from_now(pid: int) -> float:
+    """The process's memory now, its peak reset to it (Linux: clear_refs 5): after,
+    `rss_mb(pid, "VmHWM")` is the most it held since."""
+    with open(f"/proc/{pid}/clear_refs", "w") as clear:
+        clear.write("5")
+    return rss_mb(pid)
+
+
+def test_a_burst_of_long_made_up_topics_is_cut_off_before_it_grows_the_engine(tmp_path: Path):
+    """Found by a probe: libzmq files each subscription before the loop can judge it, at
+    about 80 bytes of memory per byte of made-up topic, so 3,000 topics of 4,000 bytes sent
+    without pause grew the engine by some 600 MB before the hundred-and-first was read.
+    The reader's connection now ends past its allowance (engine.gateway.readerlimit)."""
+    from tests.gateway.test_readerlimit import long_made_up
+
+    with EngineProcess(tmp_path / "data") as engine:
+        endpoints = engine.endpoints
+        before = peak_from_now(engine.process.pid)
+        peer = Peer(endpoints["market_data"])
+        try:
+            peer.subscribe(long_made_up(3_000, 4000))
+            assert peer.event(30) == zmq.EVENT_DISCONNECTED
+            deadline = time.monotonic() + 30
+            while "more than a reader may" not in engine.output():
+                assert time.monotonic() < deadline, engine.output()
+                time.sleep(0.1)
+            grown = rss_mb(engine.process.pid, "VmHWM") - before
+            assert grown < 100, f"the engine grew {grown:.0f} MB at its peak"
+            assert engine.status().counters["market_data_readers_cut"] == 1
+        finally:
+            peer.close()
 
 
 def test_a_reader_making_up_topics_costs_the_engine_no_memory_and_others_resync(tmp_path: Path):

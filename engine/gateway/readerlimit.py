@@ -1,0 +1,243 @@
+"""How many bytes a feed's reader may send: a per-connection allowance on the XPUB sockets
+of the engine's feed (engine.gateway.marketdata) and of a relay (engine.gateway.relay),
+enforced from a thread of its own.
+
+Why a thread: libzmq files each subscription a reader sends into its socket's subscription
+trie before the socket's owner can read the notice and judge it
+(engine.gateway.subscriptions). It does so in one call that reads a connection's queue
+for as long as the reader keeps sending, inside whatever the owner asked of the socket. A
+made-up topic costs the trie about 80 bytes per byte. Measured: 3,000 subscriptions of
+4 KiB (12 MB sent) grew the owner's process by 565 MB before it could read the
+hundred-and-first notice. No socket option bounds this (XPUB_MANUAL files them too). What
+bounds it is what a connection may send, and while the owner is inside that call only the
+kernel sees that.
+
+So a monitor of the socket reports each connection the socket accepts. This thread watches
+their descriptors with edge-triggered epoll: it wakes when a reader sends, which an honest
+reader does a few times (its handshake, its subscriptions). It then reads the kernel's count
+of bytes received on the connection (TCP_INFO), and again every RECHECK_MS for as long as
+the count grows: the kernel does not wake every watcher for every segment (seen here: the
+last 20 KB of a burst came with no wakeup), and a sweep of every connection each SWEEP_NS
+catches what slips past both. Past the allowance it shuts the connection down. libzmq's I/O
+thread then sees the end, the connection's queue ends, and what the trie held for it is
+freed. The reader's ZeroMQ reconnects by itself (an honest reader resyncs); the subscription
+guard still judges what it sends.
+
+Invariants:
+- a connection that has received more than `allowance(age)` bytes (MAX_READER_BURST plus
+  READER_BYTES_PER_S for each second since it was accepted) is ended (`cut`); what it
+  costs the socket before that is bounded by the allowance plus what arrives while this
+  thread waits for the interpreter or for a wakeup the kernel skipped (measured: under
+  20 MB for a reader sending without pause, against 565 MB unwatched);
+- a connection is read and shut down only through a duplicate of its descriptor that is
+  checked to be the socket accepted (its inode), closed at once after: libzmq's
+  descriptor is never closed here, and no duplicate keeps a connection alive that libzmq
+  has closed;
+- ipc connections are not watched: the kernel keeps no count of a Unix socket's bytes.
+  The ipc endpoints' directories are the engine user's (owner-only), so their readers are
+  the operator's own processes. Neither are tcp connections whose kernel gives no count
+  (Linux before 4.1): `watching` is then false and the log says so once;
+- the socket has one monitor, this one: it also reports its listener's close, which
+  `reconnect_all` (engine.gateway.security) waits for through `listener_closed`;
+- `stop` ends the thread and closes the monitor; the owner calls it before closing the
+  socket or its context.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket as sockets
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from engine.gateway.security import next_monitor_address
+
+MAX_READER_BURST = 64 * 1024  # bytes a reader may send at once: handshake and subscriptions
+READER_BYTES_PER_S = 1024  # and more each second it stays (subscription changes, pings)
+LOG_INTERVAL_NS = 10_000_000_000  # at most one line about ended readers per 10 s
+WAKE_MS = 50  # how often the thread looks for `stop` when nothing happens
+RECHECK_MS = 10  # a connection that has sent is looked at again this soon, until it stops
+SWEEP_NS = 1_000_000_000  # and every connection this often (the kernel may skip a wakeup)
+_BYTES_RECEIVED = struct.Struct("=Q")  # tcpi_bytes_received, a u64 ...
+_BYTES_RECEIVED_AT = 128  # ... at this offset of Linux's struct tcp_info (since 4.1)
+_TCP_INFO_BYTES = _BYTES_RECEIVED_AT + _BYTES_RECEIVED.size
+_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_CLOSED
+
+
+def allowance(age_ns: int) -> int:
+    """The bytes a connection accepted `age_ns` ago may have sent."""
+    return MAX_READER_BURST + READER_BYTES_PER_S * age_ns // 1_000_000_000
+
+
+def over_allowance(received: int, age_ns: int) -> bool:
+    return received > allowance(age_ns)
+
+
+def bytes_received(connection: sockets.socket) -> int | None:
+    """The kernel's count of bytes received on a tcp `connection`; None where it keeps none."""
+    info = connection.getsockopt(sockets.IPPROTO_TCP, sockets.TCP_INFO, _TCP_INFO_BYTES)
+    if len(info) < _TCP_INFO_BYTES:
+        return None
+    return _BYTES_RECEIVED.unpack_from(info, _BYTES_RECEIVED_AT)[0]
+
+
+def _duplicate(descriptor: int) -> sockets.socket | None:
+    """A socket on a duplicate of `descriptor` (the caller closes it); None if the number is
+    no socket now (libzmq closed it, and may have given the number to a file)."""
+    try:
+        duplicate = os.dup(descriptor)
+    except OSError:
+        return None
+    try:
+        return sockets.socket(fileno=duplicate)
+    except OSError:
+        os.close(duplicate)
+        return None
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    inode: int  # the socket's, to know it again behind a descriptor number libzmq may reuse
+    accepted_ns: int  # time.monotonic_ns()
+
+
+class ReaderByteLimit:
+    """The allowance (module docstring) on the connections `socket` accepts; make it before
+    the socket binds. `name` is what the log calls the feed."""
+
+    def __init__(
+        self, socket: zmq.Socket, name: str, log: Callable[[str], None] | None = None
+    ) -> None:
+        self.name = name
+        self.log = log or (lambda line: None)
+        self.cut = 0  # connections ended for sending more than their allowance
+        self.watching = True  # false once a tcp connection's kernel gave no byte count
+        self.listener_closed = threading.Event()  # set when the socket's listener closes
+        self._socket = socket
+        self._monitor = socket.get_monitor_socket(_EVENTS, next_monitor_address())
+        self._epoll = select.epoll()
+        self._accepted: dict[int, _Accepted] = {}  # by libzmq's descriptor number
+        self._said_ns: int | None = None  # when an ended reader was last logged
+        self._unsaid = 0  # readers ended since, not logged
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"cxe-{name}-limit", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the thread and close the monitor (idempotent; by the socket's owner). libzmq's
+        end of the monitor goes first: with no one at the other end, its next event would
+        block the context's I/O thread (found by the suite: a listener's close hung it)."""
+        if not self._socket.closed:
+            self._socket.disable_monitor()
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._monitor.close(0)
+        self._epoll.close()
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._monitor, zmq.POLLIN)
+        poller.register(self._epoll.fileno(), zmq.POLLIN)
+        sending: dict[int, int] = {}  # connections that sent lately: bytes when last looked at
+        swept_ns = time.monotonic_ns()
+        try:
+            while not self._stopping.is_set():
+                poller.poll(RECHECK_MS if sending else WAKE_MS)
+                look = {descriptor for descriptor, _ in self._epoll.poll(0)}
+                look.update(sending)
+                now = time.monotonic_ns()
+                if now - swept_ns >= SWEEP_NS:
+                    look.update(self._accepted)
+                    swept_ns = now
+                for descriptor in look:
+                    received = self._check(descriptor)
+                    if received is None or received == sending.get(descriptor):
+                        sending.pop(descriptor, None)
+                    else:
+                        sending[descriptor] = received
+                while self._monitor.poll(0):
+                    event = parse_monitor_message(self._monitor.recv_multipart())
+                    if event["event"] == zmq.EVENT_CLOSED:
+                        self.listener_closed.set()
+                    else:
+                        self._accept(event["value"], event["endpoint"])
+        except zmq.ContextTerminated:  # the owner's context closed under it: nothing to watch
+            return
+
+    def _accept(self, descriptor: int, endpoint: bytes) -> None:
+        """Watch a connection just accepted on the listener at `endpoint`, if it is tcp and
+        still the one accepted (libzmq may have closed it and given its number to another
+        socket of the process, such as a relay's own connection to the engine)."""
+        connection = _duplicate(descriptor)
+        if connection is None:
+            return
+        with connection:
+            if connection.family not in (sockets.AF_INET, sockets.AF_INET6):
+                return  # ipc: the kernel counts nothing
+            try:
+                if str(connection.getsockname()[1]).encode() != endpoint.rsplit(b":", 1)[-1]:
+                    return  # not a connection to this listener
+                if bytes_received(connection) is None:
+                    self._not_watching()
+                    return
+                inode = os.fstat(connection.fileno()).st_ino
+                self._accepted[descriptor] = _Accepted(inode, time.monotonic_ns())
+                self._epoll.register(descriptor, select.EPOLLIN | select.EPOLLET)
+            except OSError:  # ended meanwhile (or registered under this number still)
+                return
+        self._check(descriptor)  # what it sent before it was watched
+
+    def _check(self, descriptor: int) -> int | None:
+        """End the connection behind `descriptor` if it is past its allowance; the bytes it
+        has received if it goes on, None if it does not (or is not watched)."""
+        accepted = self._accepted.get(descriptor)
+        if accepted is None:
+            return None
+        connection = _duplicate(descriptor)
+        if connection is None:
+            return None
+        with connection:
+            try:
+                if os.fstat(connection.fileno()).st_ino != accepted.inode:
+                    return None  # another connection has the number now: its record comes
+                received = bytes_received(connection)
+                age_ns = time.monotonic_ns() - accepted.accepted_ns
+                if received is None or not over_allowance(received, age_ns):
+                    return received
+                host, port = connection.getpeername()[:2]
+                connection.shutdown(sockets.SHUT_RDWR)
+            except OSError:  # ended meanwhile
+                return None
+        if self._accepted.pop(descriptor, None) is not None:  # not ended by a test's call
+            self.cut += 1
+            self._say_cut(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", received)
+        return None
+
+    def _say_cut(self, peer: str, received: int) -> None:
+        now = time.monotonic_ns()
+        if self._said_ns is not None and now - self._said_ns < LOG_INTERVAL_NS:
+            self._unsaid += 1
+            return
+        since = f" ({self._unsaid} more since the last such line)" if self._unsaid else ""
+        self.log(
+            f"{self.name}: a reader at {peer} sent {received} bytes, more than a reader may "
+            f"({MAX_READER_BURST} and {READER_BYTES_PER_S} a second): its connection ended{since}"
+        )
+        self._said_ns, self._unsaid = now, 0
+
+    def _not_watching(self) -> None:
+        if self.watching:
+            self.watching = False
+            self.log(
+                f"{self.name}: this kernel does not count a connection's bytes (TCP_INFO): "
+                f"readers' connections are not limited; serve untrusted readers from a relay "
+                f"on a newer kernel"
+            )

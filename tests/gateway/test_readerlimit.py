@@ -1,0 +1,249 @@
+"""A feed reader's connection may send so much (engine.gateway.readerlimit): libzmq files each
+subscription before the socket's owner can judge it, at about 80 bytes of memory per byte of
+made-up topic, so a reader sending without pause grew the owner without bound (a probe: 6,000
+topics of 4 KiB took a relay from 28 MB to 1.9 GB). Past its allowance a connection is ended
+from the limit's own thread, whatever the owner is doing. The real engine's and the real
+relay's cases are in test_subscriptions and tests/cli/test_watch."""
+
+from __future__ import annotations
+
+import random
+import socket as sockets
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from engine.gateway.readerlimit import (
+    MAX_READER_BURST,
+    READER_BYTES_PER_S,
+    ReaderByteLimit,
+    _Accepted,
+    allowance,
+    over_allowance,
+)
+from tests.gateway.test_subscriptions import UNSUBSCRIBE, Peer
+
+SECOND_NS = 1_000_000_000
+
+
+def long_made_up(count: int, size: int, seed: int = 7) -> list[bytes]:
+    """`count` topics of `size` random bytes: each makes libzmq's trie a chain of its own."""
+    chance = random.Random(seed)
+    return [chance.randbytes(size) for _ in range(count)]
+
+
+class Feed:
+    """An XPUB bound at `endpoint` with a ReaderByteLimit, and an owner that reads its
+    subscription notices when asked (as the engine's loop does each turn)."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.XPUB)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.lines: list[str] = []
+        self.limit = ReaderByteLimit(self.socket, "test feed", self.lines.append)
+        self.socket.bind(endpoint)
+        self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def read(self, seconds: float) -> int:
+        """Read notices for `seconds`; how many."""
+        notices = 0
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.socket.poll(20):
+                while True:
+                    try:
+                        self.socket.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    notices += 1
+        return notices
+
+    def close(self) -> None:
+        self.limit.stop()
+        self.context.destroy(linger=0)
+
+
+@pytest.fixture
+def feed():
+    made = Feed("tcp://127.0.0.1:*")
+    yield made
+    made.close()
+
+
+def test_the_allowance_is_the_burst_and_a_rate_with_its_boundaries_exact():
+    assert allowance(0) == MAX_READER_BURST
+    assert not over_allowance(MAX_READER_BURST, 0)
+    assert over_allowance(MAX_READER_BURST + 1, 0)
+    assert not over_allowance(MAX_READER_BURST + READER_BYTES_PER_S, SECOND_NS)
+    assert over_allowance(MAX_READER_BURST + READER_BYTES_PER_S + 1, SECOND_NS)
+    assert allowance(SECOND_NS // 2) == MAX_READER_BURST + READER_BYTES_PER_S // 2
+    assert allowance(60 * SECOND_NS) == MAX_READER_BURST + 60 * READER_BYTES_PER_S
+
+
+def test_a_reader_within_its_allowance_keeps_its_connection(feed):
+    peer = Peer(feed.endpoint)
+    try:
+        peer.subscribe(long_made_up(12, 1024))  # 12 KiB and the handshake: within
+        feed.read(1.0)
+        assert peer.event(0.5) == 0
+        assert feed.limit.cut == 0 and feed.lines == []
+    finally:
+        peer.close()
+
+
+def test_a_reader_past_its_allowance_is_ended_and_the_log_says_who(feed):
+    peer = Peer(feed.endpoint)
+    try:
+        peer.subscribe(long_made_up(12, 1024))
+        feed.read(0.5)
+        assert peer.event(0.2) == 0
+        peer.subscribe(long_made_up(64, 1024, seed=8))  # 76 KiB in all: past the burst
+        feed.read(1.0)
+        assert peer.event(5) == zmq.EVENT_DISCONNECTED
+        assert feed.limit.cut == 1
+        assert len(feed.lines) == 1 and "more than a reader may" in feed.lines[0]
+        assert feed.lines[0].startswith("test feed: a reader at 127.0.0.1:")
+    finally:
+        peer.close()
+
+
+def test_a_reader_sending_without_pause_is_ended_while_the_owner_is_busy(feed):
+    """The owner reads nothing until the reader has sent 12 MB: libzmq files what reaches
+    the socket meanwhile, so only the limit's thread can end it. It ends it long before."""
+    peer = Peer(feed.endpoint)
+    try:
+        peer.subscribe(long_made_up(3_000, 4096))
+        assert peer.event(10) == zmq.EVENT_DISCONNECTED  # the owner has read nothing yet
+        assert feed.limit.cut == 1
+        assert feed.read(1.0) < 3_000  # the notices of what reached it, not all it sent
+    finally:
+        peer.close()
+
+
+def zmtp_frame(body: bytes, command: bool = False) -> bytes:
+    flags = 0x04 if command else 0x00
+    if len(body) < 256:
+        return bytes([flags, len(body)]) + body
+    return bytes([flags | 0x02]) + len(body).to_bytes(8, "big") + body
+
+
+def raw_subscriber(endpoint: str) -> sockets.socket:
+    """A SUB peer spoken by hand (ZMTP 3.0, NULL): it sends whatever frames it is given,
+    unsubscriptions from topics it never held too, which libzmq's own SUB never sends."""
+    host, port = endpoint[len("tcp://") :].rsplit(":", 1)
+    connection = sockets.create_connection((host, int(port)))
+    connection.sendall(b"\xff" + bytes(8) + b"\x7f\x03\x00" + b"NULL".ljust(20, b"\0") + bytes(32))
+    ready = b"\x05READY" + b"\x0bSocket-Type" + (3).to_bytes(4, "big") + b"SUB"
+    connection.sendall(zmtp_frame(ready, command=True))
+    return connection
+
+
+def test_a_flood_of_unsubscriptions_is_ended_as_well(feed):
+    """An unsubscription from a topic never held costs the trie nothing, but its notice
+    waits in the socket for the owner (a probe: 180 MB/s queued): it is bytes sent too."""
+    connection = raw_subscriber(feed.endpoint)
+    connection.settimeout(10)
+    try:
+        for topic in long_made_up(3_000, 4000):
+            connection.sendall(zmtp_frame(UNSUBSCRIBE + topic))
+        while connection.recv(1 << 16):  # libzmq's greeting and READY, then the end
+            pass
+    except (ConnectionResetError, BrokenPipeError):  # the end, while sending
+        pass
+    finally:
+        connection.close()
+    assert feed.limit.cut == 1
+
+
+def test_ipc_readers_are_not_watched(tmp_path: Path):
+    """The kernel counts no bytes of a Unix socket; an ipc endpoint is the engine user's."""
+    feed = Feed(f"ipc://{tmp_path}/feed")
+    peer = Peer(feed.endpoint)
+    try:
+        peer.subscribe(long_made_up(100, 1024))
+        feed.read(1.0)
+        assert peer.event(0.5) == 0
+        assert feed.limit.cut == 0 and feed.limit.watching
+    finally:
+        peer.close()
+        feed.close()
+
+
+def past_allowance() -> tuple[sockets.socket, ...]:
+    """A tcp connection that has received more than a reader may: (it, its peer, listener)."""
+    listener = sockets.create_server(("127.0.0.1", 0))
+    connection = sockets.create_connection(listener.getsockname())
+    sender, _ = listener.accept()
+    sender.sendall(b"x" * (MAX_READER_BURST + 1))
+    received = 0
+    while received <= MAX_READER_BURST:
+        received += len(connection.recv(1 << 16))
+    return connection, sender, listener
+
+
+def test_a_connection_past_its_allowance_when_accepted_is_ended_at_once(feed):
+    """What a reader sent before the limit watched it counts: it may send no more."""
+    connection, sender, listener = past_allowance()
+    try:
+        elsewhere = f"tcp://127.0.0.1:{listener.getsockname()[1] + 1}".encode()
+        feed.limit._accept(connection.fileno(), elsewhere)  # another listener's number
+        assert feed.limit.cut == 0
+        here = f"tcp://127.0.0.1:{connection.getsockname()[1]}".encode()
+        feed.limit._accept(connection.fileno(), here)
+        assert feed.limit.cut == 1
+        assert connection.recv(64) == b""  # shut down
+    finally:
+        for made in (connection, sender, listener):
+            made.close()
+
+
+def test_a_number_that_names_another_socket_now_is_not_ended(feed):
+    """libzmq may close a connection and give its number to another: the limit acts only
+    on the socket it accepted (its inode), whatever has the number since. Here the number
+    names a connection past the allowance that the limit never accepted."""
+    other, sender, listener = past_allowance()
+    try:
+        descriptor = other.fileno()
+        feed.limit._accepted[descriptor] = _Accepted(inode=0, accepted_ns=time.monotonic_ns())
+        feed.limit._check(descriptor)
+        assert feed.limit.cut == 0
+        sender.sendall(b"still open")
+        assert other.recv(64) == b"still open"  # not shut down
+    finally:
+        for made in (other, sender, listener):
+            made.close()
+
+
+def test_stop_ends_the_thread_and_may_be_called_twice(feed):
+    feed.limit.stop()
+    feed.limit.stop()
+    assert not feed.limit._thread.is_alive()
+
+
+def test_a_feed_closed_leaves_its_context_serving_the_next():
+    """Found by the suite: libzmq's end of a monitor whose reader had gone blocked the
+    context's I/O thread at its next event (the closed feed's listener closing), and every
+    socket of the context stopped (a second publisher's subscriber never heard it)."""
+    context = zmq.Context()
+    try:
+        for _ in range(3):
+            feed = context.socket(zmq.XPUB)
+            feed.setsockopt(zmq.LINGER, 0)
+            limit = ReaderByteLimit(feed, "test feed")
+            feed.bind("tcp://127.0.0.1:*")
+            reader = context.socket(zmq.SUB)
+            reader.setsockopt(zmq.LINGER, 0)
+            reader.setsockopt(zmq.SUBSCRIBE, b"")
+            reader.connect(feed.getsockopt_string(zmq.LAST_ENDPOINT))
+            deadline = time.monotonic() + 10
+            while not reader.poll(20):
+                assert time.monotonic() < deadline, "the context no longer serves"
+                feed.send(b"hello")
+            reader.close(0)
+            limit.stop()
+            feed.close(0)
+    finally:
+        context.destroy(linger=0)
