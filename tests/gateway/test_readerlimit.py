@@ -15,10 +15,13 @@ from pathlib import Path
 import pytest
 import zmq
 
+import engine.gateway.readerlimit as readerlimit
 from engine.gateway.readerlimit import (
     MAX_READER_BURST,
     READER_BYTES_PER_S,
+    READER_RCVBUF,
     ReaderByteLimit,
+    SharedAllowance,
     _Accepted,
     allowance,
     over_allowance,
@@ -81,6 +84,60 @@ def test_the_allowance_is_the_burst_and_a_rate_with_its_boundaries_exact():
     assert over_allowance(MAX_READER_BURST + READER_BYTES_PER_S + 1, SECOND_NS)
     assert allowance(SECOND_NS // 2) == MAX_READER_BURST + READER_BYTES_PER_S // 2
     assert allowance(60 * SECOND_NS) == MAX_READER_BURST + 60 * READER_BYTES_PER_S
+
+
+def test_the_shared_allowance_owes_past_its_capacity_and_refills_at_its_rate():
+    shared = SharedAllowance(capacity=1000, rate=100, now_ns=0)
+    assert shared.take(1000, 0) and shared.tokens == 0  # exactly all of it: nothing owed
+    assert not shared.take(1, 0) and shared.tokens == -1
+    assert shared.take(0, SECOND_NS // 100)  # one byte paid back in 10 ms: nothing owed
+    assert shared.tokens == 0
+    for k in range(1, 10):  # a tenth of a byte at a time, nothing lost to the division
+        shared.take(0, SECOND_NS // 100 + k * SECOND_NS // 1000)
+    assert shared.take(0, SECOND_NS // 50) and shared.tokens == 1
+    assert shared.take(0, 100 * SECOND_NS) and shared.tokens == 1000  # never above capacity
+
+
+def test_the_feed_socket_queues_little_of_a_readers_bytes(feed):
+    """What a connection shut down still delivers is what the kernel queued for it."""
+    assert feed.socket.getsockopt(zmq.RCVBUF) == READER_RCVBUF
+
+
+def test_readers_each_within_their_allowance_are_ended_past_the_shared_one(monkeypatch):
+    monkeypatch.setattr(readerlimit, "READERS_BURST", 24 * 1024)
+    monkeypatch.setattr(readerlimit, "READERS_BYTES_PER_S", 1)
+    feed = Feed("tcp://127.0.0.1:*")
+    peers = [Peer(feed.endpoint) for _ in range(3)]
+    try:
+        for seed, peer in enumerate(peers):
+            peer.subscribe(long_made_up(10, 1024, seed=seed))  # 10 KiB each: within
+            feed.read(0.3)
+        events = [peer.event(5) for peer in peers]
+        assert events.count(zmq.EVENT_DISCONNECTED) >= 1, events
+        assert feed.limit.cut == events.count(zmq.EVENT_DISCONNECTED)
+        assert "while the readers together had sent more than they may" in feed.lines[0]
+    finally:
+        for peer in peers:
+            peer.close()
+        feed.close()
+
+
+def test_a_readers_bytes_are_taken_from_the_shared_allowance_once(monkeypatch):
+    """However often its connection is looked at, a reader's bytes count once."""
+    monkeypatch.setattr(readerlimit, "READERS_BURST", 24 * 1024)
+    monkeypatch.setattr(readerlimit, "READERS_BYTES_PER_S", 1)
+    feed = Feed("tcp://127.0.0.1:*")
+    peer = Peer(feed.endpoint)
+    try:
+        peer.subscribe(long_made_up(10, 1024))
+        feed.read(0.5)
+        (descriptor,) = feed.limit._accepted
+        for _ in range(5):
+            feed.limit._check(descriptor)
+        assert peer.event(0.5) == 0 and feed.limit.cut == 0
+    finally:
+        peer.close()
+        feed.close()
 
 
 def test_a_reader_within_its_allowance_keeps_its_connection(feed):
@@ -247,3 +304,26 @@ def test_a_feed_closed_leaves_its_context_serving_the_next():
             feed.close(0)
     finally:
         context.destroy(linger=0)
+
+
+def test_a_fault_of_the_limits_own_is_logged_once_and_it_goes_on(feed, monkeypatch):
+    """A bug in the thread must not end it: nobody would read the monitor, and libzmq
+    blocks the socket's I/O thread when its monitor's queue is full."""
+
+    def broken(descriptor: int, endpoint: bytes) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(feed.limit, "_accept", broken)
+    peers = [Peer(feed.endpoint) for _ in range(2)]  # two accepts: two faults
+    try:
+        deadline = time.monotonic() + 5
+        while feed.limit.faults < 2:
+            assert time.monotonic() < deadline, feed.limit.faults
+            time.sleep(0.02)
+        assert feed.limit._thread.is_alive()
+        assert feed.lines == [
+            "test feed: the reader limit failed (RuntimeError('a bug')); it goes on, report it"
+        ]
+    finally:
+        for peer in peers:
+            peer.close()
