@@ -55,7 +55,10 @@ Invariants:
   and the loop (`handle`) holds its subscribers to the feed's topics with a
   `SubscriptionGuard` (engine.gateway.subscriptions: made-up topics counted per identity,
   past the limit the identity refused on the feed and snapshots and every feed connection
-  ended, `bad_subscriptions`, `feed_resets`).
+  ended, `bad_subscriptions`, `feed_resets`), and a `ReaderByteLimit`
+  (engine.gateway.readerlimit) ends a subscriber's connection past the bytes a reader may
+  send, from a thread of its own, since libzmq files subscriptions before the loop can
+  judge them (`readers_cut`); `close` stops it before the sockets close.
 """
 
 from __future__ import annotations
