@@ -29,13 +29,20 @@ Invariants:
   costs the socket before that is bounded by the allowance plus what arrives while this
   thread waits for the interpreter or for a wakeup the kernel skipped (measured: under
   20 MB for a reader sending without pause, against 565 MB unwatched);
-- so is a connection that sends while the readers together owe: their bytes are taken from
-  one SharedAllowance (READERS_BURST, refilled at READERS_BYTES_PER_S), so many
-  connections each within its own allowance add up to less (measured with 100
-  connections sending at once: 84 and 194 MB grown with it, 214 and 241 MB without). The
-  connections are bounded by the process's file descriptors. An honest crowd reconnecting
-  at once (after a reset) sends a few hundred bytes to a few KiB each: past the burst some
-  are ended and come back as it refills;
+- so is a connection whose new bytes do not fit in what the readers together may still
+  send: their bytes are taken from one SharedAllowance (READERS_BURST, refilled at
+  READERS_BYTES_PER_S), so many connections each within its own allowance add up to less
+  (measured with 100 connections sending at once: 84 and 194 MB grown with it, 214 and
+  241 MB without). Nothing is owed past it: a reader that sends nothing is never ended.
+  While less than MAX_READER_BURST is left, a new connection is ended as soon as it is
+  seen. An honest crowd reconnecting at once (after a reset) sends a few hundred bytes
+  to a few KiB each: past the burst some are ended and come back as it refills;
+- a connection the process has no descriptor left to duplicate is ended through libzmq's
+  own (if it is still a tcp connection to this listener): one not watched is not served;
+- not bounded yet: libzmq reads a new connection's first bytes before the monitor reports
+  it, and ending a connection walks the whole subscription tree, so thousands of
+  connections a second that each send one long made-up topic still stop the socket's
+  owner for minutes (docs/MARKETDATA.md);
 - a connection shut down still gives libzmq what the kernel had queued for it, so the
   socket's receive buffer is READER_RCVBUF (readers send little; measured with 100
   connections: 456 MB grown with the kernel's default, 125 MB with it);
@@ -55,6 +62,7 @@ Invariants:
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import socket as sockets
@@ -82,6 +90,12 @@ _BYTES_RECEIVED = struct.Struct("=Q")  # tcpi_bytes_received, a u64 ...
 _BYTES_RECEIVED_AT = 128  # ... at this offset of Linux's struct tcp_info (since 4.1)
 _TCP_INFO_BYTES = _BYTES_RECEIVED_AT + _BYTES_RECEIVED.size
 _EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_CLOSED
+ALONE = f"more than a reader may ({MAX_READER_BURST} and {READER_BYTES_PER_S} a second)"
+TOGETHER = (
+    f"while the readers together had sent more than they may ({READERS_BURST} and "
+    f"{READERS_BYTES_PER_S} a second)"
+)
+UNWATCHED = "the process is out of file descriptors (raise its limit: ulimit -n)"
 
 
 def allowance(age_ns: int) -> int:
@@ -95,8 +109,7 @@ def over_allowance(received: int, age_ns: int) -> bool:
 
 class SharedAllowance:
     """What the readers of a socket together may still send: `capacity` bytes at most,
-    refilled at `rate` bytes a second; what a reader sent beyond it is owed (the tokens go
-    below zero) and the readers who send while it is owed are ended."""
+    refilled at `rate` bytes a second; a reader whose bytes do not fit is ended."""
 
     def __init__(self, capacity: int, rate: int, now_ns: int) -> None:
         self.capacity, self.rate = capacity, rate
@@ -105,11 +118,15 @@ class SharedAllowance:
         self._residue = 0  # of the refill's division, in byte-nanoseconds not yet paid
 
     def take(self, sent: int, now_ns: int) -> bool:
-        """Count `sent` bytes at `now_ns`; whether nothing is owed after."""
+        """Count `sent` bytes at `now_ns`: whether they fitted. What did not fit is not
+        owed (its sender is ended, which frees what it sent): the tokens stop at zero, so
+        a reader that sends nothing always fits, and the others fit again as it refills."""
         paid, self._residue = divmod(self.rate * (now_ns - self._at_ns) + self._residue, 10**9)
         self._at_ns = now_ns
         self.tokens = min(self.capacity, self.tokens + paid) - sent
-        return self.tokens >= 0
+        fitted = self.tokens >= 0
+        self.tokens = max(self.tokens, 0)
+        return fitted
 
 
 def bytes_received(connection: sockets.socket) -> int | None:
@@ -122,16 +139,24 @@ def bytes_received(connection: sockets.socket) -> int | None:
 
 def _duplicate(descriptor: int) -> sockets.socket | None:
     """A socket on a duplicate of `descriptor` (the caller closes it); None if the number is
-    no socket now (libzmq closed it, and may have given the number to a file)."""
+    no socket now (libzmq closed it, and may have given the number to a file); OSError if
+    the process has no descriptor left."""
     try:
         duplicate = os.dup(descriptor)
-    except OSError:
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            raise
         return None
     try:
         return sockets.socket(fileno=duplicate)
     except OSError:
         os.close(duplicate)
         return None
+
+
+def _port(connection: sockets.socket) -> bytes:
+    """The local port of a tcp connection, as a ZeroMQ endpoint ends with it."""
+    return str(connection.getsockname()[1]).encode()
 
 
 @dataclass
@@ -225,33 +250,50 @@ class ReaderByteLimit:
     def _accept(self, descriptor: int, endpoint: bytes) -> None:
         """Watch a connection just accepted on the listener at `endpoint`, if it is tcp and
         still the one accepted (libzmq may have closed it and given its number to another
-        socket of the process, such as a relay's own connection to the engine)."""
-        connection = _duplicate(descriptor)
+        socket of the process, such as a relay's own connection to the engine). While what
+        the readers together may still send is less than one reader's burst, it is ended at
+        once, before it can subscribe: connections that each send a little and reconnect
+        cannot come in one after another."""
+        try:
+            connection = _duplicate(descriptor)
+        except OSError:  # out of descriptors: one it cannot watch is not served
+            self._end_unwatchable(descriptor, endpoint)
+            return
         if connection is None:
             return
         with connection:
             if connection.family not in (sockets.AF_INET, sockets.AF_INET6):
                 return  # ipc: the kernel counts nothing
             try:
-                if str(connection.getsockname()[1]).encode() != endpoint.rsplit(b":", 1)[-1]:
+                if _port(connection) != endpoint.rsplit(b":", 1)[-1]:
                     return  # not a connection to this listener
-                if bytes_received(connection) is None:
+                received = bytes_received(connection)
+                if received is None:
                     self._not_watching()
                     return
+                now = time.monotonic_ns()
+                fitted = self._shared.take(received, now)
+                if not fitted or self._shared.tokens < MAX_READER_BURST:
+                    self._end(connection, received, TOGETHER)
+                    return
                 inode = os.fstat(connection.fileno()).st_ino
-                self._accepted[descriptor] = _Accepted(inode, time.monotonic_ns())
+                self._accepted[descriptor] = _Accepted(inode, now, received)
                 self._epoll.register(descriptor, select.EPOLLIN | select.EPOLLET)
             except OSError:  # ended meanwhile (or registered under this number still)
                 return
         self._check(descriptor)  # what it sent before it was watched
 
     def _check(self, descriptor: int) -> int | None:
-        """End the connection behind `descriptor` if it is past its allowance; the bytes it
-        has received if it goes on, None if it does not (or is not watched)."""
+        """End the connection behind `descriptor` if it is past its allowance, or sends
+        while the readers together may send nothing more; the bytes it has received if it
+        goes on, None if it does not (or is not watched)."""
         accepted = self._accepted.get(descriptor)
         if accepted is None:
             return None
-        connection = _duplicate(descriptor)
+        try:
+            connection = _duplicate(descriptor)
+        except OSError:  # out of descriptors: the next sweep looks again
+            return None
         if connection is None:
             return None
         with connection:
@@ -262,38 +304,50 @@ class ReaderByteLimit:
                 if received is None:
                     return None
                 now = time.monotonic_ns()
-                alone = over_allowance(received, now - accepted.accepted_ns)
-                if not alone:
+                why = ALONE
+                if not over_allowance(received, now - accepted.accepted_ns):
                     fresh, accepted.counted = received - accepted.counted, received
                     if self._shared.take(fresh, now):
                         return received
-                host, port = connection.getpeername()[:2]
-                connection.shutdown(sockets.SHUT_RDWR)
+                    why = TOGETHER
+                if self._accepted.pop(descriptor, None) is not None:  # not a test's call's
+                    self._end(connection, received, why)
             except OSError:  # ended meanwhile
-                return None
-        if self._accepted.pop(descriptor, None) is not None:  # not ended by a test's call
-            self.cut += 1
-            peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            self._say_cut(peer, received, alone)
+                pass
         return None
 
-    def _say_cut(self, peer: str, received: int, alone: bool) -> None:
+    def _end(self, connection: sockets.socket, received: int, why: str) -> None:
+        """Shut `connection` down, count it and say so (OSError if it has ended)."""
+        host, port = connection.getpeername()[:2]
+        connection.shutdown(sockets.SHUT_RDWR)
+        self.cut += 1
+        peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._say_cut(f"a reader at {peer} sent {received} bytes, {why}")
+
+    def _end_unwatchable(self, descriptor: int, endpoint: bytes) -> None:
+        """End a connection the process has no descriptor left to watch with: through
+        libzmq's own descriptor, if it is still a tcp connection to this listener."""
+        try:
+            connection = sockets.socket(fileno=descriptor)
+        except OSError:
+            return
+        try:
+            if _port(connection) == endpoint.rsplit(b":", 1)[-1]:
+                connection.shutdown(sockets.SHUT_RDWR)
+                self.cut += 1
+                self._say_cut(f"a reader's connection came with no descriptor left: {UNWATCHED}")
+        except OSError:
+            pass
+        finally:
+            connection.detach()  # libzmq's: never closed here
+
+    def _say_cut(self, what: str) -> None:
         now = time.monotonic_ns()
         if self._said_ns is not None and now - self._said_ns < LOG_INTERVAL_NS:
             self._unsaid += 1
             return
         since = f" ({self._unsaid} more since the last such line)" if self._unsaid else ""
-        if alone:
-            why = f"more than a reader may ({MAX_READER_BURST} and {READER_BYTES_PER_S} a second)"
-        else:
-            why = (
-                f"while the readers together had sent more than they may ({READERS_BURST} "
-                f"and {READERS_BYTES_PER_S} a second)"
-            )
-        self.log(
-            f"{self.name}: a reader at {peer} sent {received} bytes, {why}: its connection "
-            f"ended{since}"
-        )
+        self.log(f"{self.name}: {what}: its connection ended{since}")
         self._said_ns, self._unsaid = now, 0
 
     def _not_watching(self) -> None:

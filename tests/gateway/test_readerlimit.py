@@ -86,12 +86,16 @@ def test_the_allowance_is_the_burst_and_a_rate_with_its_boundaries_exact():
     assert allowance(60 * SECOND_NS) == MAX_READER_BURST + 60 * READER_BYTES_PER_S
 
 
-def test_the_shared_allowance_owes_past_its_capacity_and_refills_at_its_rate():
+def test_the_shared_allowance_stops_at_zero_and_refills_at_its_rate():
+    """Found by a probe: what did not fit was owed, with no floor, so after a short attack
+    every reader the limit looked at (idle ones too, and a relay's own connection) was
+    ended for minutes. A reader that does not fit is ended; nothing is owed."""
     shared = SharedAllowance(capacity=1000, rate=100, now_ns=0)
-    assert shared.take(1000, 0) and shared.tokens == 0  # exactly all of it: nothing owed
-    assert not shared.take(1, 0) and shared.tokens == -1
-    assert shared.take(0, SECOND_NS // 100)  # one byte paid back in 10 ms: nothing owed
-    assert shared.tokens == 0
+    assert shared.take(1000, 0) and shared.tokens == 0  # exactly all of it fits
+    assert not shared.take(1, 0) and shared.tokens == 0  # one more does not; nothing owed
+    assert not shared.take(10**9, 0) and shared.tokens == 0
+    assert shared.take(0, 0)  # a reader that sent nothing always fits
+    assert shared.take(1, SECOND_NS // 100) and shared.tokens == 0  # a byte back in 10 ms
     for k in range(1, 10):  # a tenth of a byte at a time, nothing lost to the division
         shared.take(0, SECOND_NS // 100 + k * SECOND_NS // 1000)
     assert shared.take(0, SECOND_NS // 50) and shared.tokens == 1
@@ -327,3 +331,81 @@ def test_a_fault_of_the_limits_own_is_logged_once_and_it_goes_on(feed, monkeypat
     finally:
         for peer in peers:
             peer.close()
+
+
+def exhausted_feed(monkeypatch) -> Feed:
+    """A feed whose readers together may send 24 KiB and next to nothing more, spent."""
+    monkeypatch.setattr(readerlimit, "READERS_BURST", 24 * 1024)
+    monkeypatch.setattr(readerlimit, "READERS_BYTES_PER_S", 1)
+    return Feed("tcp://127.0.0.1:*")
+
+
+def spend(feed: Feed) -> None:
+    """Readers each within their own allowance spend the shared one: one or more ended."""
+    attackers = [Peer(feed.endpoint) for _ in range(3)]
+    try:
+        for seed, attacker in enumerate(attackers):
+            attacker.subscribe(long_made_up(10, 1024, seed=seed))
+            feed.read(0.3)
+        assert any(attacker.event(5) == zmq.EVENT_DISCONNECTED for attacker in attackers)
+    finally:
+        for attacker in attackers:
+            attacker.close()
+
+
+def test_an_idle_reader_is_not_ended_when_the_others_spent_the_shared_allowance(monkeypatch):
+    """Found by a probe: after a short attack every reader looked at was ended, idle ones
+    too ("sent 0 bytes"), a relay's own connection to the engine among them."""
+    feed = exhausted_feed(monkeypatch)
+    idle = Peer(feed.endpoint)
+    try:
+        feed.read(0.3)
+        (descriptor,) = feed.limit._accepted
+        spend(feed)
+        cut = feed.limit.cut
+        for _ in range(3):
+            feed.limit._check(descriptor)  # as the sweep does
+        assert idle.event(0.5) == 0 and feed.limit.cut == cut
+    finally:
+        idle.close()
+        feed.close()
+
+
+def test_a_connection_while_the_shared_allowance_is_spent_is_ended_at_once(
+    monkeypatch,
+):
+    """Found by a probe: connections that each sent one long topic and reconnected got
+    21.5 MB into the engine in a second and froze it for minutes (libzmq tearing their
+    topics down); while nothing more may be sent, a new connection ends at once, having
+    sent nothing (a raw connection here: it sends nothing at all)."""
+    feed = exhausted_feed(monkeypatch)
+    try:
+        spend(feed)
+        cut = feed.limit.cut
+        port = int(feed.endpoint.rsplit(":", 1)[1])
+        with sockets.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            while connection.recv(64):  # libzmq's greeting perhaps, then the end
+                pass  # (a timeout here: the connection was let in)
+        assert feed.limit.cut == cut + 1
+        assert "while the readers together had sent more than they may" in feed.lines[-1]
+    finally:
+        feed.close()
+
+
+def test_a_connection_with_no_descriptor_left_to_watch_it_is_ended(feed, monkeypatch):
+    """Found by a probe: with the process out of descriptors the limit could not duplicate
+    a new connection's and left it unwatched, silently (a burst through it: 569 MB)."""
+
+    def out_of_descriptors(descriptor: int) -> sockets.socket:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(readerlimit, "_duplicate", out_of_descriptors)
+    port = int(feed.endpoint.rsplit(":", 1)[1])
+    with sockets.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        try:
+            while connection.recv(64):  # libzmq's greeting, perhaps, then the end
+                pass
+        except ConnectionResetError:
+            pass
+    assert feed.limit.cut == 1
+    assert "out of file descriptors (raise its limit: ulimit -n)" in feed.lines[0]
