@@ -185,6 +185,7 @@ class ReaderByteLimit:
         self._epoll = select.epoll()
         self._shared = SharedAllowance(READERS_BURST, READERS_BYTES_PER_S, time.monotonic_ns())
         self._accepted: dict[int, _Accepted] = {}  # by libzmq's descriptor number
+        self._swept_ns = time.monotonic_ns()  # when every connection was last looked at
         self._said_ns: int | None = None  # when an ended reader was last logged
         self._unsaid = 0  # readers ended since, not logged
         self._stopping = threading.Event()
@@ -208,7 +209,6 @@ class ReaderByteLimit:
         poller.register(self._monitor, zmq.POLLIN)
         poller.register(self._epoll.fileno(), zmq.POLLIN)
         sending: dict[int, int] = {}  # connections that sent lately: bytes when last looked at
-        self._swept_ns = time.monotonic_ns()
         while not self._stopping.is_set():
             try:
                 poller.poll(RECHECK_MS if sending else WAKE_MS)
