@@ -31,7 +31,7 @@ import msgspec
 import zmq
 
 from engine.clearing.capture import StreamGap, TradeStore
-from engine.gateway.security import KeyPair, secure_client
+from engine.gateway.security import KeyPair, allow_ipv6, secure_client
 from engine.gateway.tradestream import ERROR, EVENTS, HEADER, HEARTBEAT, POSITION, REQUEST
 from engine.protocol import DayClosed, Trade
 
@@ -115,6 +115,7 @@ class LiveCapture:
         self.socket.setsockopt(zmq.LINGER, 0)
         if self.curve_keys is not None:
             secure_client(self.socket, *self.curve_keys)
+        allow_ipv6(self.socket, self.endpoint)
         self.socket.connect(self.endpoint)
         self.socket.send_multipart((REQUEST, POSITION.pack(self.progress.position + 1)))
         self.progress.reconnects += 1

@@ -213,6 +213,10 @@ def figures(statistics) -> str:
             f"; {counted(statistics.readers_cut, 'subscriber connection')} ended for sending "
             f"more than a reader may"
         )
+    if statistics.readers_waited:
+        refused += (
+            f"; {counted(statistics.readers_waited, 'subscriber connection')} waited to be admitted"
+        )
     return (
         f"{counted(statistics.received, 'message')} from the engine "
         f"({counted(statistics.received_bytes, 'byte')}), {statistics.sent:,} published to "

@@ -26,6 +26,7 @@ from engine.cli.common import (
     queue_length,
     trading_date,
 )
+from engine.gateway.security import allow_ipv6
 from engine.types import format_price
 
 DEFAULT_DATA = "cxe-data"
@@ -239,6 +240,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
     socket.setsockopt(zmq.LINGER, 0)
     if keys is not None:
         secure_client(socket, *keys)
+    allow_ipv6(socket, endpoint)
     socket.connect(endpoint)
     socket.send_multipart(wire.messages_frame(commands))
     if not socket.poll(args.timeout * 1000, zmq.POLLIN):

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 
 from engine.cli.common import add_key_options, market_of, positive_int, positive_seconds
 from engine.cli.serve import DEFAULT_DATA, engine_endpoints
+from engine.gateway.security import allow_ipv6
 from engine.types import Phase, Side, format_price
 
 if TYPE_CHECKING:
@@ -117,6 +118,7 @@ class StatusPoller:
         socket.setsockopt(zmq.LINGER, 0)
         if self.curve_keys is not None:
             secure_client(socket, *self.curve_keys)
+        allow_ipv6(socket, self.endpoint)
         socket.connect(self.endpoint)
         return socket
 

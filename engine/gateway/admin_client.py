@@ -11,7 +11,7 @@ from __future__ import annotations
 import zmq
 
 from engine.gateway import wire
-from engine.gateway.security import KeyPair, secure_client
+from engine.gateway.security import KeyPair, allow_ipv6, secure_client
 
 
 class AdminClient:
@@ -34,6 +34,7 @@ class AdminClient:
         self.socket.setsockopt(zmq.LINGER, 0)
         if self.curve_keys is not None:
             secure_client(self.socket, *self.curve_keys)
+        allow_ipv6(self.socket, self.endpoint)
         self.socket.connect(self.endpoint)
 
     def ask(self, *commands, timeout_s: float = 30.0) -> list:

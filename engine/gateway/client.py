@@ -27,7 +27,7 @@ import zmq
 import zmq.asyncio
 
 from engine.gateway import wire
-from engine.gateway.security import KeyPair, secure_client
+from engine.gateway.security import KeyPair, allow_ipv6, secure_client
 from engine.protocol import (
     Accepted,
     AmendOrder,
@@ -145,6 +145,7 @@ class GatewayClient(_Session):
     def connect(self) -> wire.LogonAccepted:
         self.socket = self.context.socket(zmq.DEALER)
         self._socket_options(self.socket)
+        allow_ipv6(self.socket, self.endpoint)
         self.socket.connect(self.endpoint)
         self._send(self._logon_frames())
         deadline = time.monotonic() + self.timeout_ms / 1000
@@ -298,6 +299,7 @@ class AsyncGatewayClient(_Session):
     async def connect(self) -> wire.LogonAccepted:
         self.socket = self.context.socket(zmq.DEALER)
         self._socket_options(self.socket)
+        allow_ipv6(self.socket, self.endpoint)
         self.socket.connect(self.endpoint)
         await self._send(self._logon_frames())
         while self.logon is None:

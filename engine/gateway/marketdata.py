@@ -58,7 +58,10 @@ Invariants:
   ended, `bad_subscriptions`, `feed_resets`), and a `ReaderByteLimit`
   (engine.gateway.readerlimit) ends a subscriber's connection past the bytes a reader may
   send, from a thread of its own, since libzmq files subscriptions before the loop can
-  judge them (`readers_cut`); `close` stops it before the sockets close.
+  judge them (`readers_cut`); with the context's ZAP handler (`zap`) it also admits
+  subscribers' connections a few at a time, before they can subscribe (`readers_waited`,
+  `readers_unanswered`); `close` stops it before the sockets close. The snapshot service
+  (ZAP domain "snapshots" in CURVE mode) is not admitted so: it holds no subscriptions.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ import zmq
 
 from engine.gateway.public import PublicRows, PublicRun, event_run
 from engine.gateway.readerlimit import ReaderByteLimit
-from engine.gateway.security import reconnect_all
+from engine.gateway.security import allow_ipv6, reconnect_all
 from engine.gateway.subscriptions import MAX_SUBSCRIPTION_BYTES, SubscriptionGuard
 from engine.gateway.topics import (
     HEARTBEAT_TOPIC,
@@ -81,6 +84,7 @@ from engine.gateway.topics import (
     topic_name,
     topic_of,
 )
+from engine.gateway.zap import ZapHandler
 from engine.instruments import Instrument
 from engine.protocol import (
     Event,
@@ -150,13 +154,15 @@ class MarketDataPublisher:
         sndhwm: int = DEFAULT_SNDHWM,
         sndbuf: int | None = None,
         max_batch: int = MAX_BATCH,
-        secure: Callable[[zmq.Socket], None] | None = None,  # server hardening, before bind
+        secure: Callable[[zmq.Socket, str], None] | None = None,  # (socket, ZAP domain): hardening
+        zap: ZapHandler | None = None,  # the context's ZAP handler: readers come in as it admits
         affinity: int = 0,  # the context's I/O threads the PUB socket's connections use (bits)
         refuse: Callable[[str], None] | None = None,  # refuse an identity on the feed
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.exchange = exchange
         self.max_batch = max_batch
+        self._zap = zap
         self.pub = context.socket(zmq.XPUB)  # a PUB that tells the loop of new subscriptions
         self.pub.setsockopt(zmq.AFFINITY, affinity)
         self.pub.setsockopt(zmq.LINGER, 0)
@@ -165,16 +171,18 @@ class MarketDataPublisher:
         if sndbuf is not None:  # the kernel's send buffer per connection (bytes)
             self.pub.setsockopt(zmq.SNDBUF, sndbuf)
         if secure is not None:
-            secure(self.pub)
-        self.reader_limit = ReaderByteLimit(self.pub, "market data", log)  # before the bind
+            secure(self.pub, "market_data")
+        self.reader_limit = ReaderByteLimit(self.pub, "market data", log, zap)  # before the bind
         try:
+            allow_ipv6(self.pub, pub_endpoint)
             self.pub.bind(pub_endpoint)
             self.router = context.socket(zmq.ROUTER)
             self.router.setsockopt(zmq.LINGER, 0)
             self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unsendable reply raises
             self.router.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
             if secure is not None:
-                secure(self.router)
+                secure(self.router, "snapshots")
+            allow_ipv6(self.router, snapshot_endpoint)
             self.router.bind(snapshot_endpoint)
         except BaseException:  # the caller's context closes the sockets: the thread ends first
             self.reader_limit.stop()
@@ -219,11 +227,21 @@ class MarketDataPublisher:
         """Subscribers' connections ended for sending more than a reader may."""
         return self.reader_limit.cut
 
+    @property
+    def readers_waited(self) -> int:
+        """Subscribers' handshakes that had to wait for admission (engine.gateway.zap)."""
+        return 0 if self._zap is None else self._zap.held
+
+    @property
+    def readers_unanswered(self) -> int:
+        """Of those, the ones left unanswered (each reader's ZeroMQ connects again)."""
+        return 0 if self._zap is None else self._zap.unanswered
+
     def counters(self) -> dict[str, int]:
         """What the publisher has done and refused, for the engine's status report."""
         names = ("messages_sent", "events_sent", "send_failures", "stream_breaks",
                  "snapshots_sent", "snapshot_failures", "bad_requests", "bad_subscriptions",
-                 "feed_resets", "readers_cut")  # fmt: skip
+                 "feed_resets", "readers_cut", "readers_waited", "readers_unanswered")  # fmt: skip
         return {name: getattr(self, name) for name in names}
 
     @property

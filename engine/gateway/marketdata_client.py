@@ -54,7 +54,7 @@ from engine.gateway.marketdata import (
     topic_name,
     topic_of,
 )
-from engine.gateway.security import KeyPair, next_monitor_address, secure_client
+from engine.gateway.security import KeyPair, allow_ipv6, next_monitor_address, secure_client
 from engine.gateway.topics import MARKET_WIDE
 from engine.instruments import Instrument
 from engine.protocol import (
@@ -228,8 +228,10 @@ class MarketDataClient:
         ):
             self.sub.setsockopt(zmq.SUBSCRIBE, prefix)
         self.endpoints = ((self.sub, sub_endpoint), (self.dealer, snapshot_endpoint))
+        allow_ipv6(self.sub, sub_endpoint)
         self.sub.connect(sub_endpoint)
         self.dealer.setsockopt(zmq.LINGER, 0)
+        allow_ipv6(self.dealer, snapshot_endpoint)
         self.dealer.connect(snapshot_endpoint)
         self.poller = zmq.Poller()
         self.poller.register(self.sub, zmq.POLLIN)

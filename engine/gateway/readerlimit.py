@@ -1,6 +1,7 @@
-"""How many bytes a feed's reader may send: a per-connection allowance on the XPUB sockets
-of the engine's feed (engine.gateway.marketdata) and of a relay (engine.gateway.relay),
-enforced from a thread of its own.
+"""How many bytes a feed's reader may send, and how many readers may come in: a
+per-connection allowance and an admission on the XPUB sockets of the engine's feed
+(engine.gateway.marketdata) and of a relay (engine.gateway.relay), enforced from a thread
+of its own and from the context's ZAP handler.
 
 Why a thread: libzmq files each subscription a reader sends into its socket's subscription
 trie before the socket's owner can read the notice and judge it
@@ -39,10 +40,19 @@ Invariants:
   to a few KiB each: past the burst some are ended and come back as it refills;
 - a connection the process has no descriptor left to duplicate is ended through libzmq's
   own (if it is still a tcp connection to this listener): one not watched is not served;
-- not bounded yet: libzmq reads a new connection's first bytes before the monitor reports
-  it, and ending a connection walks the whole subscription tree, so thousands of
-  connections a second that each send one long made-up topic still stop the socket's
-  owner for minutes (docs/MARKETDATA.md);
+- with the context's ZAP handler (`zap`: the engine's and a relay's, plain mode too) a
+  connection's handshake completes, and libzmq takes what it sends, only when `admit` says
+  so: ADMISSIONS_BURST connections at once and ADMISSIONS_PER_S more each second, and only
+  while the readers together may still send one reader's burst. Why: libzmq reads a new
+  connection's first bytes before the monitor reports it, and ending a connection walks
+  the socket's whole subscription tree, so connections that each sent long made-up topics
+  and connected again, thousands a second, stopped the owner for minutes (a probe: no
+  order answered for two minutes after one second of it). One not admitted yet waits in
+  the handler (engine.gateway.zap); libzmq ends its handshake after ADMISSION_WAIT_MS and
+  its ZeroMQ connects again by itself;
+- a connection's bytes are taken from the shared allowance even when it is past its own
+  (libzmq filed them all the same): else readers admitted one after another each sent
+  their own allowance and more (a probe: 3.4 MB/s against 256 KiB/s);
 - a connection shut down still gives libzmq what the kernel had queued for it, so the
   socket's receive buffer is READER_RCVBUF (readers send little; measured with 100
   connections: 456 MB grown with the kernel's default, 125 MB with it);
@@ -75,13 +85,18 @@ from dataclasses import dataclass
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from engine.gateway.security import next_monitor_address
+from engine.gateway.security import ask_zap, next_monitor_address
+from engine.gateway.zap import HOLD_MS, ZapHandler
 
 MAX_READER_BURST = 16 * 1024  # bytes a reader may send at once: handshake and subscriptions
 READER_BYTES_PER_S = 1024  # and more each second it stays (subscription changes, pings)
 READER_RCVBUF = 8 * 1024  # the kernel's queue of a reader's bytes (Linux doubles it)
 READERS_BURST = 1024 * 1024  # bytes all readers of the socket together may send at once
 READERS_BYTES_PER_S = 256 * 1024  # and more each second (a reconnecting crowd refills it)
+ADMISSIONS_BURST = 16  # readers' connections that may come in at once
+ADMISSIONS_PER_S = 128  # and more each second (a crowd after a reset)
+# a handshake still waiting for its admission this long after it began is ended by libzmq
+ADMISSION_WAIT_MS = HOLD_MS + 500
 LOG_INTERVAL_NS = 10_000_000_000  # at most one line about ended readers per 10 s
 WAKE_MS = 50  # how often the thread looks for `stop` when nothing happens
 RECHECK_MS = 10  # a connection that has sent is looked at again this soon, until it stops
@@ -107,23 +122,29 @@ def over_allowance(received: int, age_ns: int) -> bool:
     return received > allowance(age_ns)
 
 
-class SharedAllowance:
-    """What the readers of a socket together may still send: `capacity` bytes at most,
-    refilled at `rate` bytes a second; a reader whose bytes do not fit is ended."""
+class Allowance:
+    """A bucket of `capacity` tokens refilled at `rate` a second: the bytes the readers of a
+    socket together may still send, or the connections that may still come in. What does
+    not fit is not owed: the tokens stop at zero. Not thread-safe: its owner locks."""
 
     def __init__(self, capacity: int, rate: int, now_ns: int) -> None:
         self.capacity, self.rate = capacity, rate
         self.tokens = capacity
         self._at_ns = now_ns  # when the tokens were last refilled
-        self._residue = 0  # of the refill's division, in byte-nanoseconds not yet paid
+        self._residue = 0  # of the refill's division, in token-nanoseconds not yet paid
 
-    def take(self, sent: int, now_ns: int) -> bool:
-        """Count `sent` bytes at `now_ns`: whether they fitted. What did not fit is not
-        owed (its sender is ended, which frees what it sent): the tokens stop at zero, so
-        a reader that sends nothing always fits, and the others fit again as it refills."""
+    def available(self, now_ns: int) -> int:
+        """The tokens at `now_ns` (refilled, capped at the capacity)."""
         paid, self._residue = divmod(self.rate * (now_ns - self._at_ns) + self._residue, 10**9)
         self._at_ns = now_ns
-        self.tokens = min(self.capacity, self.tokens + paid) - sent
+        self.tokens = min(self.capacity, self.tokens + paid)
+        return self.tokens
+
+    def take(self, count: int, now_ns: int) -> bool:
+        """Take `count` tokens at `now_ns`: whether they fitted. What did not fit is not owed
+        (a reader's bytes: its sender is ended, which frees what it sent), so a reader that
+        sends nothing always fits, and the others fit again as it refills."""
+        self.tokens = self.available(now_ns) - count
         fitted = self.tokens >= 0
         self.tokens = max(self.tokens, 0)
         return fitted
@@ -168,10 +189,16 @@ class _Accepted:
 
 class ReaderByteLimit:
     """The allowance (module docstring) on the connections `socket` accepts; make it before
-    the socket binds. `name` is what the log calls the feed."""
+    the socket binds. `name` is what the log calls the feed. With `zap`, the context's ZAP
+    handler, a connection's handshake completes only when `admit` says so (ZAP `domain`)."""
 
     def __init__(
-        self, socket: zmq.Socket, name: str, log: Callable[[str], None] | None = None
+        self,
+        socket: zmq.Socket,
+        name: str,
+        log: Callable[[str], None] | None = None,
+        zap: ZapHandler | None = None,
+        domain: str = "market_data",
     ) -> None:
         self.name = name
         self.log = log or (lambda line: None)
@@ -183,7 +210,10 @@ class ReaderByteLimit:
         socket.setsockopt(zmq.RCVBUF, READER_RCVBUF)  # what a connection shut down still gives
         self._monitor = socket.get_monitor_socket(_EVENTS, next_monitor_address())
         self._epoll = select.epoll()
-        self._shared = SharedAllowance(READERS_BURST, READERS_BYTES_PER_S, time.monotonic_ns())
+        now = time.monotonic_ns()
+        self._lock = threading.Lock()  # the allowances: this thread and the ZAP handler's take
+        self._shared = Allowance(READERS_BURST, READERS_BYTES_PER_S, now)
+        self._admissions = Allowance(ADMISSIONS_BURST, ADMISSIONS_PER_S, now)
         self._accepted: dict[int, _Accepted] = {}  # by libzmq's descriptor number
         self._swept_ns = time.monotonic_ns()  # when every connection was last looked at
         self._said_ns: int | None = None  # when an ended reader was last logged
@@ -191,6 +221,23 @@ class ReaderByteLimit:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"cxe-{name}-limit", daemon=True)
         self._thread.start()
+        if zap is not None:
+            socket.setsockopt(zmq.HANDSHAKE_IVL, ADMISSION_WAIT_MS)
+            ask_zap(socket, domain)
+            zap.gate(domain, self.admit)
+
+    def admit(self) -> bool:
+        """May a reader's connection come in now? Asked by the ZAP handler's thread once per
+        handshake, before the connection can subscribe to anything: only while the readers
+        together may still send one reader's burst and a connection's admission is left (it
+        takes one). One turned away waits in the handler (engine.gateway.zap), may be ended at
+        accept, or is ended by libzmq after ADMISSION_WAIT_MS; its ZeroMQ connects again by
+        itself."""
+        now = time.monotonic_ns()
+        with self._lock:
+            return self._shared.available(now) >= MAX_READER_BURST and (
+                self._admissions.take(1, now)
+            )
 
     def stop(self) -> None:
         """End the thread and close the monitor (idempotent; by the socket's owner). libzmq's
@@ -272,8 +319,10 @@ class ReaderByteLimit:
                     self._not_watching()
                     return
                 now = time.monotonic_ns()
-                fitted = self._shared.take(received, now)
-                if not fitted or self._shared.tokens < MAX_READER_BURST:
+                with self._lock:
+                    fitted = self._shared.take(received, now)
+                    spent = not fitted or self._shared.tokens < MAX_READER_BURST
+                if spent:
                     self._end(connection, received, TOGETHER)
                     return
                 inode = os.fstat(connection.fileno()).st_ino
@@ -304,14 +353,14 @@ class ReaderByteLimit:
                 if received is None:
                     return None
                 now = time.monotonic_ns()
-                why = ALONE
-                if not over_allowance(received, now - accepted.accepted_ns):
-                    fresh, accepted.counted = received - accepted.counted, received
-                    if self._shared.take(fresh, now):
-                        return received
-                    why = TOGETHER
+                fresh, accepted.counted = received - accepted.counted, received
+                with self._lock:  # a reader past its own allowance spends the shared one too
+                    fitted = self._shared.take(fresh, now)
+                alone = over_allowance(received, now - accepted.accepted_ns)
+                if fitted and not alone:
+                    return received
                 if self._accepted.pop(descriptor, None) is not None:  # not a test's call's
-                    self._end(connection, received, why)
+                    self._end(connection, received, ALONE if alone else TOGETHER)
             except OSError:  # ended meanwhile
                 pass
         return None
@@ -319,8 +368,8 @@ class ReaderByteLimit:
     def _end(self, connection: sockets.socket, received: int, why: str) -> None:
         """Shut `connection` down, count it and say so (OSError if it has ended)."""
         host, port = connection.getpeername()[:2]
+        self.cut += 1  # before: its peer may see the end (and a test count) at once
         connection.shutdown(sockets.SHUT_RDWR)
-        self.cut += 1
         peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._say_cut(f"a reader at {peer} sent {received} bytes, {why}")
 
@@ -333,8 +382,8 @@ class ReaderByteLimit:
             return
         try:
             if _port(connection) == endpoint.rsplit(b":", 1)[-1]:
-                connection.shutdown(sockets.SHUT_RDWR)
                 self.cut += 1
+                connection.shutdown(sockets.SHUT_RDWR)
                 self._say_cut(f"a reader's connection came with no descriptor left: {UNWATCHED}")
         except OSError:
             pass

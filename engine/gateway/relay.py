@@ -62,6 +62,7 @@ from engine.config import Security
 from engine.gateway.readerlimit import ReaderByteLimit
 from engine.gateway.security import (
     KeyPair,
+    allow_ipv6,
     secure_client,
     secure_server,
     server_keys,
@@ -69,6 +70,7 @@ from engine.gateway.security import (
 )
 from engine.gateway.subscriptions import MAX_SUBSCRIPTION_BYTES, SubscriptionGuard
 from engine.gateway.topics import HEARTBEAT_TOPIC, MARKET_TOPIC, TOPIC_NAME, Heartbeat
+from engine.gateway.zap import ZapHandler
 
 DEFAULT_HWM = 10_000  # messages queued per subscriber, as many as the engine's feed queues
 FORWARD_PER_TURN = 1024  # messages the loop forwards before it looks at subscriptions again
@@ -84,7 +86,8 @@ class RelayStatistics:
     whose subscription matches; a message dropped at a subscriber's high-water mark is not
     counted apart); subscriptions to topics the feed does not have, and the times every
     subscriber's connection was ended for them; subscribers' connections ended for sending
-    more than a reader may (engine.gateway.readerlimit)."""
+    more than a reader may (engine.gateway.readerlimit), and those that waited to be admitted
+    (engine.gateway.zap)."""
 
     received: int
     received_bytes: int
@@ -93,6 +96,7 @@ class RelayStatistics:
     bad_subscriptions: int = 0
     resets: int = 0
     readers_cut: int = 0
+    readers_waited: int = 0
 
 
 class FeedRelay:
@@ -120,6 +124,7 @@ class FeedRelay:
         self.upstream = upstream
         self.context = zmq.Context()
         self.authenticator = None
+        self.zap: ZapHandler | None = None
         self._thread = threading.Thread(target=self._run, name="cxe-relay", daemon=True)
         self.failure: zmq.ZMQError | None = None  # why the loop ended, if not by stop()
         self.received = self.received_bytes = self.sent = self.sent_bytes = 0
@@ -147,6 +152,7 @@ class FeedRelay:
         if client is not None:
             secure_client(self.feed, *client)
         self.feed.setsockopt(zmq.SUBSCRIBE, b"")
+        allow_ipv6(self.feed, self.upstream)
         self.feed.connect(self.upstream)
         self.pub = context.socket(zmq.XPUB)  # a PUB that tells the loop of new subscriptions
         self.pub.setsockopt(zmq.LINGER, 0)
@@ -156,8 +162,14 @@ class FeedRelay:
             self.pub.setsockopt(zmq.SNDBUF, sndbuf)
         if security is not None:
             secure_server(self.pub, server or server_keys(security), "market_data")
-            self.authenticator = start_authenticator(context, security)
-        self.reader_limit = ReaderByteLimit(self.pub, "relay subscribers", log)  # before the bind
+            self.authenticator = start_authenticator(context, security, log)
+            self.zap = self.authenticator.zap
+        else:  # plain mode: subscribers still come in through the reader limit's admission
+            self.zap = ZapHandler(context, None, log)
+        self.reader_limit = ReaderByteLimit(  # before the bind
+            self.pub, "relay subscribers", log, self.zap
+        )
+        allow_ipv6(self.pub, bind)
         self.pub.bind(bind)
         self.endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
         refuse = None
@@ -186,6 +198,7 @@ class FeedRelay:
         connected and see a gap, as after any loss."""
         self._halt()
         self.feed.disconnect(self.upstream)
+        allow_ipv6(self.feed, upstream)
         self.feed.connect(upstream)
         self.upstream = upstream
         self._restart()
@@ -273,6 +286,7 @@ class FeedRelay:
         return RelayStatistics(
             self.received, self.received_bytes, self.sent, self.sent_bytes,
             guard.bad_subscriptions, guard.resets, self.reader_limit.cut,
+            0 if self.zap is None else self.zap.held,
         )  # fmt: skip
 
     def _halt(self) -> None:
@@ -285,9 +299,9 @@ class FeedRelay:
         self._halt()
         if self.reader_limit is not None:
             self.reader_limit.stop()
-        if self.authenticator is not None:
-            self.authenticator.stop()
-            self.authenticator = None
+        if self.zap is not None:
+            self.zap.stop()  # the authenticator's, in CURVE mode
+            self.zap = self.authenticator = None
         self.context.destroy(linger=0)
 
     def __enter__(self) -> FeedRelay:

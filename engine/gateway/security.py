@@ -1,8 +1,9 @@
 """CURVE security for the engine's sockets: key pairs, the key table, the ZAP authenticator.
 
 When the market config has a `[security]` section (engine.config.Security), every socket the
-engine binds is a CURVE server (`secure_server`) and pyzmq's ZAP authenticator, a thread
-owning its own ZAP socket (`start_authenticator`), decides who may connect. Invariants:
+engine binds is a CURVE server (`secure_server`) and the context's ZAP handler
+(engine.gateway.zap), a thread owning its own ZAP socket (`start_authenticator`), decides who
+may connect. Invariants:
 - fail closed: every server socket sets a ZAP domain and ZMQ_ZAP_ENFORCE_DOMAIN, so with no
   ZAP handler running (the thread not started, or dead) libzmq refuses every handshake instead
   of accepting any key (its behaviour without the option);
@@ -14,10 +15,11 @@ owning its own ZAP socket (`start_authenticator`), decides who may connect. Inva
 - each identity has one key; a key maps to one identity (a key listed twice is refused at
   load, so a User-Id never depends on which listing won);
 - `Authenticator.reload` rereads the key files and swaps the table in one assignment (the
-  authenticator thread reads it per handshake): a key removed or replaced is refused for every
+  ZAP handler's thread reads it per handshake): a key removed or replaced is refused for every
   new connection from then on; it returns the identities whose key was revoked so the service
   can end their open sessions. `refuse` refuses one identity on one domain's sockets until
-  the next reload (market data's answer to a reader that makes up topics). A socket whose
+  the next reload (market data's answer to a reader that makes up topics; an identity
+  refused on the feed is refused on its snapshot service too, `REFUSED_WITH`). A socket whose
   frames the service does not check per peer (the market data feed and snapshot ROUTER, the
   trade stream, a relay's PUB) has its connections ended by `reconnect_all` after a
   revocation: every peer reconnects by itself and is admitted or refused under the new table;
@@ -30,23 +32,26 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
 import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
 from engine.config import Security
+from engine.gateway.zap import ZapHandler
 
 IDENTITY_KINDS = {"gateways": "gateway", "operators": "operator", "market_data": "md"}
 # the ZAP domain of each kind of server socket, and the kinds of identity it admits
 DOMAINS = {
     "orders": ("gateway:",),
     "admin": ("operator:",),
-    "market_data": ("md:", "operator:", "gateway:"),
+    "market_data": ("md:", "operator:", "gateway:"),  # the feed
+    "snapshots": ("md:", "operator:", "gateway:"),  # the feed's snapshot service
 }
+REFUSED_WITH = {"snapshots": "market_data"}  # an identity refused on the feed is on these too
 Z85_KEY_LENGTH = 40  # a 32-byte CURVE key in Z85
 KEY_FILE_SUFFIXES = (".key", ".key_secret")
 
@@ -145,34 +150,36 @@ def check(security: Security) -> None:
 
 
 class Authenticator:
-    """pyzmq's ThreadAuthenticator with a CURVE callback over the key table; the User-Id of
-    an admitted connection is its identity."""
+    """The context's ZAP handler (engine.gateway.zap) asking the key table: the User-Id of an
+    admitted connection is its identity."""
 
-    def __init__(self, context: zmq.Context, security: Security) -> None:
+    def __init__(
+        self, context: zmq.Context, security: Security, log: Callable[[str], None] | None = None
+    ) -> None:
         self.security = security
         self.table = key_table(security)
         self.refused: frozenset[tuple[str, str]] = frozenset()  # (domain, identity)
-        self.thread = ThreadAuthenticator(context)
-        self.thread.curve_user_id = self._user_id  # the identity, not the raw key
-        self.thread.start()
-        for domain in DOMAINS:
-            self.thread.configure_curve_callback(domain, self)
+        self.zap = ZapHandler(context, self.identify, log)
 
     def callback(self, domain: str, key: bytes) -> bool:
-        """ZAP's question for a CURVE handshake (auth thread): is this Z85 key listed, for
-        an identity this domain admits?"""
+        """Is this Z85 key listed, for an identity this domain admits, and not refused?"""
+        return self.identify(domain, key) is not None
+
+    def identify(self, domain: str, key: bytes) -> str | None:
+        """ZAP's question for a CURVE handshake (the handler's thread): the identity of this
+        Z85 key, if the table lists it for an identity `domain` admits and it is not refused
+        there; else None."""
         identity = self.table.get(key, "")
-        return identity.startswith(DOMAINS.get(domain, ())) and (
-            (domain, identity) not in self.refused
-        )
+        admitted = identity.startswith(DOMAINS.get(domain, ()))
+        if not admitted or (REFUSED_WITH.get(domain, domain), identity) in self.refused:
+            return None
+        return identity
 
     def refuse(self, domain: str, identity: str) -> None:
-        """Refuse `identity` on `domain`'s sockets from the next handshake on, until the
-        next reload (its open connections are the caller's to end)."""
+        """Refuse `identity` on `domain`'s sockets (market data's: the snapshots' too) from the
+        next handshake on, until the next reload (its open connections are the caller's to
+        end)."""
         self.refused = self.refused | {(domain, identity)}  # one assignment: the thread reads it
-
-    def _user_id(self, client_public_key: bytes) -> str:
-        return self.table.get(z85.encode(client_public_key), "")
 
     def reload(self, security: Security | None = None) -> set[str]:
         """Reread the key files (of `security`, a fresh config's, or the one in force); the
@@ -186,12 +193,14 @@ class Authenticator:
         return revoked
 
     def stop(self) -> None:
-        self.thread.stop()
+        self.zap.stop()
 
 
-def start_authenticator(context: zmq.Context, security: Security) -> Authenticator:
-    """Start the ZAP handler for `context` (before any secured socket accepts peers)."""
-    return Authenticator(context, security)
+def start_authenticator(
+    context: zmq.Context, security: Security, log: Callable[[str], None] | None = None
+) -> Authenticator:
+    """Start the ZAP handler for `context` (before any secured socket binds)."""
+    return Authenticator(context, security, log)
 
 
 def secure_server(socket: zmq.Socket, keys: KeyPair, domain: str) -> None:
@@ -199,6 +208,13 @@ def secure_server(socket: zmq.Socket, keys: KeyPair, domain: str) -> None:
     socket.curve_server = True
     socket.curve_publickey = keys.public
     socket.curve_secretkey = keys.secret
+    ask_zap(socket, domain)
+
+
+def ask_zap(socket: zmq.Socket, domain: str) -> None:
+    """Have the context's ZAP handler (engine.gateway.zap) decide each handshake of `socket`,
+    in `domain`, failing closed: with no handler bound, no handshake completes (libzmq's
+    default without ZMQ_ZAP_ENFORCE_DOMAIN would admit every peer); call before bind."""
     socket.zap_domain = domain.encode()
     socket.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
 
@@ -318,6 +334,15 @@ PLAIN_WARNING = (
     "as any gateway or operator (give the config a [security] section for CURVE)"
 )
 LOCAL_HOSTS = ("127.", "localhost", "[::1]")
+
+
+def allow_ipv6(socket: zmq.Socket, endpoint: str) -> None:
+    """Let `socket` bind or connect to `endpoint` if it names an IPv6 address, such as
+    tcp://[::1]:5555: libzmq's sockets are IPv4 only unless told (binding it answered "No
+    such device"). Only then: a socket told would also resolve a host name to its IPv6
+    address first, which a server bound on IPv4 only does not answer."""
+    if "://[" in endpoint:
+        socket.setsockopt(zmq.IPV6, 1)
 
 
 def off_loopback(endpoints: list[str]) -> list[str]:

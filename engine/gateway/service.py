@@ -54,6 +54,7 @@ from engine.gateway.sessions import Sessions
 from engine.gateway.startup import Startup
 from engine.gateway.status import OrderStatusTable
 from engine.gateway.tradestream import TradeStream
+from engine.gateway.zap import ZapHandler
 from engine.journal.segments import Journal
 from engine.protocol import Clock, encode
 
@@ -121,7 +122,8 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
         self.public_encoder = PublicEncoder(config.instruments)
         self.items: list[Item] | None = None
         self.taken = 0
-        self.authenticator: curve.Authenticator | None = None
+        self.authenticator: curve.Authenticator | None = None  # CURVE mode's key table
+        self.zap: ZapHandler | None = None  # the context's ZAP handler (both modes)
         self.peer = ""  # the User-Id of the frame being read ("" in plain mode)
         self.peers: dict[bytes, str] = {}  # routing id -> User-Id, to end revoked keys' peers
         self.revoked_peers: set[bytes] = set()

@@ -40,6 +40,7 @@ from engine.gateway.replies import PrivateReplies
 from engine.gateway.sequencing import check_records
 from engine.gateway.status import OrderStatusTable
 from engine.gateway.tradestream import TradeStream
+from engine.gateway.zap import ZapHandler
 from engine.journal.commandlog import BatchRecord
 from engine.journal.recovery import restore_latest
 from engine.journal.segments import Journal, replay
@@ -152,27 +153,32 @@ class Startup:
         security = self.config.security
         if security is not None:
             self.server_keys = curve.server_keys(security)
-            self.authenticator = curve.start_authenticator(context, security)
+            self.authenticator = curve.start_authenticator(context, security, self.log)
+            self.zap = self.authenticator.zap
             self.log(f"CURVE on every socket: {len(self.authenticator.table)} keys admitted")
+        else:  # plain mode: the feed's readers still come in through its admission
+            self.zap = ZapHandler(context, None, self.log)
         self.orders = context.socket(zmq.ROUTER)
         self.orders.setsockopt(zmq.AFFINITY, ORDER_ENTRY_IO)
         self._secure(self.orders, "orders")
         self.orders.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.orders.setsockopt(zmq.SNDHWM, options.sndhwm)
         self.orders.setsockopt(zmq.LINGER, 0)
+        curve.allow_ipv6(self.orders, options.orders)
         self.orders.bind(options.orders)
         self.admin = context.socket(zmq.ROUTER)
         self._secure(self.admin, "admin")
         self.admin.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.admin.setsockopt(zmq.LINGER, 0)
+        curve.allow_ipv6(self.admin, options.admin)
         self.admin.bind(options.admin)
         refuse = None  # plain mode: no identity to refuse
         if self.authenticator is not None:
             refuse = partial(self.authenticator.refuse, "market_data")
         self.market_data = MarketDataPublisher(
             context, options.market_data, options.snapshots, self.exchange,
-            secure=partial(self._secure, domain="market_data"), affinity=MARKET_DATA_IO,
-            refuse=refuse, log=self.log,
+            secure=self._secure, zap=self.zap, affinity=MARKET_DATA_IO, refuse=refuse,
+            log=self.log,
         )  # fmt: skip
         self.trade_stream = TradeStream(
             context, options.trades, self.data_dir, self.exchange,
@@ -204,9 +210,9 @@ class Startup:
                 self.journal.sync()
                 self.journal.close()
             self.journal = None
-        if self.authenticator is not None:
-            self.authenticator.stop()
-            self.authenticator = None
+        if self.zap is not None:
+            self.zap.stop()  # the authenticator's, in CURVE mode
+            self.zap = self.authenticator = None
         if self.context is not None:
             if self.market_data is not None:
                 self.market_data.close()

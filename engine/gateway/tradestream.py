@@ -49,7 +49,7 @@ from engine.clearing.capture import TradeLogWriter
 from engine.framing import HEADER as FRAME_HEADER
 from engine.framing import CorruptLog, FrameReader
 from engine.gateway.public import ClearingRun, PublicRows, clearing_run
-from engine.gateway.security import reconnect_all
+from engine.gateway.security import allow_ipv6, reconnect_all
 from engine.gateway.wire import pack
 from engine.protocol import Audience, DayClosed, Event, Trade, encode
 
@@ -114,6 +114,7 @@ class TradeStream:
         self.router.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
         if secure is not None:
             secure(self.router)
+        allow_ipv6(self.router, endpoint)
         self.router.bind(endpoint)
         self.endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         self.consumers: dict[bytes, Consumer] = {}

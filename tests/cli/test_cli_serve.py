@@ -82,3 +82,44 @@ def test_admin_runs_a_day_through_every_session_command(tmp_path):
     assert requested is not None and requested[2] == str(snapshots), said
     written = sorted(int(p.name[9:25]) for p in snapshots.glob("snapshot-*.snap"))
     assert written[0] >= int(requested[1])  # the state after the turn: that seq or later
+
+
+def test_serve_and_relay_listen_on_the_ipv6_loopback(tmp_path):
+    """Found by a probe: docs/SECURITY.md names [::1] as loopback, yet `cxe serve` and
+    `cxe relay` answered "No such device" for tcp://[::1]:* (libzmq's sockets are IPv4 only
+    unless told). An order, a reader of the engine and a reader behind a relay, all on ::1."""
+    from engine.config import default_market
+    from engine.gateway.client import GatewayClient
+    from engine.gateway.marketdata_client import MarketDataClient
+    from engine.protocol import Accepted
+    from engine.types import Side
+    from tests.cli.test_watch import start_relay, stops_on_sigterm
+
+    here = "tcp://[::1]:*"
+    names = ("orders", "admin", "market-data", "snapshots", "trades")
+    market = default_market()
+    code, price = market.instruments[0].code, market.instruments[0].reference_price
+    with EngineProcess(tmp_path / "data", *(a for n in names for a in (f"--{n}", here))) as engine:
+        endpoints = engine.endpoints
+        assert all(endpoints[n.replace("-", "_")].startswith("tcp://[::1]:") for n in names)
+        engine.open_market(code)
+        relay, relayed = start_relay(engine, "--bind", here)
+        try:
+            assert relayed.startswith("tcp://[::1]:"), relayed
+            readers = [
+                MarketDataClient(feed, endpoints["snapshots"], snapshot_timeout=1.0)
+                for feed in (endpoints["market_data"], relayed)
+            ]
+            with GatewayClient(endpoints["orders"], "mm") as mm:
+                mm.submit("over-ipv6", 1, code, Side.BUY, price, 7)
+                mm.wait_for(lambda r: isinstance(r, Accepted), 10_000)
+            deadline = time.monotonic() + 30
+            for reader in readers:
+                while code not in reader.books or (price, 7, 1) not in reader.books[code].depth(
+                    Side.BUY
+                ):
+                    assert time.monotonic() < deadline, "a reader over IPv6 never saw the order"
+                    reader.poll(0.2)
+                reader.close()
+        finally:
+            stops_on_sigterm(relay)

@@ -538,6 +538,11 @@ def test_the_relays_figures_count_one_message_and_many():
         "; 101 subscriptions to topics the feed does not have ended every subscriber's "
         "connection 1 time"
     )
+    waited = figures(RelayStatistics(5, 50, 5, 50, readers_cut=2, readers_waited=30))
+    assert waited.endswith(
+        "; 2 subscriber connections ended for sending more than a reader may"
+        "; 30 subscriber connections waited to be admitted"
+    )
 
 
 def test_the_live_footer_says_when_the_books_may_be_stale():

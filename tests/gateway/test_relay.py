@@ -15,6 +15,7 @@ import msgspec
 import pytest
 import zmq
 
+import engine.gateway.readerlimit as readerlimit
 from bench.md_standin import opening, order_flow
 from engine.gateway.marketdata_client import MarketDataClient
 from engine.gateway.relay import FeedRelay, RelayStatistics
@@ -32,6 +33,7 @@ from tests.gateway.test_marketdata import (
     service_factory,  # noqa: F401 (a fixture)
 )
 from tests.gateway.test_subscriptions import Peer, made_up
+from tests.gateway.test_zap import reader_of
 
 
 @pytest.fixture
@@ -194,10 +196,22 @@ def zmq_threads() -> int:
     return sum(1 for name in names if name.exists() and name.read_text().startswith("ZMQbg"))
 
 
+def settled_zmq_threads() -> int:
+    """zmq_threads() once it holds still for 0.1 s: libzmq's threads name themselves as they
+    start (a count taken just after a context made its threads read 0 against 2 after)."""
+    counted = zmq_threads()
+    for _ in range(40):
+        time.sleep(0.1)
+        counted, before = zmq_threads(), counted
+        if counted == before:
+            break
+    return counted
+
+
 def test_a_relay_that_cannot_bind_says_why_and_leaves_nothing_open():
     taken = zmq.Context.instance().socket(zmq.PUB)
     endpoint = f"tcp://127.0.0.1:{taken.bind_to_random_port('tcp://127.0.0.1')}"
-    threads = zmq_threads()
+    threads = settled_zmq_threads()
     try:
         with pytest.raises(zmq.ZMQError, match="in use"):
             FeedRelay("tcp://127.0.0.1:1", endpoint)
@@ -368,4 +382,24 @@ def test_a_relay_that_cannot_bind_again_after_a_reset_ends_and_says_why(monkeypa
         assert relay.failure is not None and relay.failure.errno == zmq.EADDRINUSE
     finally:
         peer.close()
+        relay.stop()
+
+
+def test_a_relays_subscribers_come_in_only_as_its_admission_lets_them(monkeypatch):
+    """In plain mode too a relay's subscribers come in through its own ZAP handler
+    (engine.gateway.zap) and its reader limit's admission, as the engine's do."""
+    monkeypatch.setattr(readerlimit, "ADMISSIONS_BURST", 1)
+    monkeypatch.setattr(readerlimit, "ADMISSIONS_PER_S", 0)
+    relay = FeedRelay("tcp://127.0.0.1:1", LOOPBACK).start()  # no engine needed
+    context = zmq.Context()
+    try:
+        readers = [reader_of(context, relay.endpoint) for _ in range(2)]
+        deadline = time.monotonic() + 5
+        while relay.zap.held == 0 or relay.zap.admitted == 0:
+            assert time.monotonic() < deadline, (relay.zap.admitted, relay.zap.held)
+            time.sleep(0.05)
+        assert relay.zap.admitted == 1 and len(readers) == 2
+        assert relay.statistics().readers_waited >= 1
+    finally:
+        context.destroy(linger=0)
         relay.stop()

@@ -9,6 +9,7 @@ in test_security."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -245,6 +246,92 @@ def test_a_burst_of_long_made_up_topics_is_cut_off_before_it_grows_the_engine(tm
             assert engine.status().counters["market_data_readers_cut"] == 1
         finally:
             peer.close()
+
+
+class Storm:
+    """`count` hand-spoken SUB connections (tests.gateway.test_readerlimit.raw_subscriber)
+    that each, once the handshake completes, send long made-up topics without pause and
+    connect again as soon as theirs ends: a probe's attack, which stopped a real engine for
+    minutes (libzmq walks the whole subscription tree for every connection that ends)."""
+
+    def __init__(self, endpoint: str, count: int) -> None:
+        self.endpoint = endpoint
+        self.stopping = threading.Event()
+        self.connects = 0
+        self.threads = [threading.Thread(target=self._attack, args=(n,)) for n in range(count)]
+        for thread in self.threads:
+            thread.start()
+
+    def _attack(self, seed: int) -> None:
+        from tests.gateway.test_readerlimit import long_made_up, raw_subscriber, zmtp_frame
+
+        topics = long_made_up(100, 4000, seed=seed)
+        while not self.stopping.is_set():
+            self.connects += 1
+            try:
+                connection = raw_subscriber(self.endpoint)
+            except OSError:
+                continue
+            try:
+                connection.settimeout(0.5)
+                received = b""
+                while len(received) < 64 + 28:  # libzmq's greeting and READY: admitted
+                    more = connection.recv(128)
+                    if not more:
+                        break
+                    received += more
+                for topic in topics * 10:
+                    if self.stopping.is_set():
+                        break
+                    connection.sendall(zmtp_frame(SUBSCRIBE + topic))
+            except OSError:  # ended, or still waiting to be admitted
+                pass
+            finally:
+                connection.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join()
+
+
+def test_connections_reconnecting_with_long_made_up_topics_do_not_stop_the_engine(
+    tmp_path: Path,
+):
+    """Found by a probe: 50 such connections for one second (7,993 connections, 19 MB) left
+    a real engine answering no order for over two minutes, and deaf to SIGTERM. A reader's
+    handshake now completes only as the feed admits it (engine.gateway.zap): a few readers a
+    second while they send more than readers may."""
+    market = default_market()
+    code = market.instruments[0].code
+    price = market.instruments[0].reference_price
+    with EngineProcess(tmp_path / "data") as engine:
+        engine.open_market(code)
+        endpoints = engine.endpoints
+        before = peak_from_now(engine.process.pid)
+        storm = Storm(endpoints["market_data"], 20)
+        try:
+            with GatewayClient(endpoints["orders"], "mm") as mm:
+                for n in range(15):  # three seconds of orders
+                    mm.submit(f"during-{n}", 1, code, Side.BUY, price - 5, 1)
+                    mm.wait_for(
+                        lambda r, n=n: isinstance(r, Accepted) and r.cl_ord_id == f"during-{n}",
+                        15_000,
+                    )
+                    time.sleep(0.2)
+        finally:
+            storm.stop()
+        grown = rss_mb(engine.process.pid, "VmHWM") - before
+        assert grown < 200, f"the engine grew {grown:.0f} MB at its peak"
+        counters = engine.status().counters
+        assert counters["market_data_readers_waited"] > 0, storm.connects
+        reader = MarketDataClient(endpoints["market_data"], endpoints["snapshots"],
+                                  snapshot_timeout=1.0, silence_timeout=2.0)  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not reader.synced:  # an honest reader comes in after it
+            assert time.monotonic() < deadline, "no reader came in after the attack"
+            reader.poll(0.2)
+        reader.close()
 
 
 def test_a_reader_making_up_topics_costs_the_engine_no_memory_and_others_resync(tmp_path: Path):
