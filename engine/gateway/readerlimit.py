@@ -35,6 +35,9 @@ Invariants:
   READERS_BYTES_PER_S), so many connections each within its own allowance add up to less
   (measured with 100 connections sending at once: 84 and 194 MB grown with it, 214 and
   241 MB without). Nothing is owed past it: a reader that sends nothing is never ended.
+  A connection's first HANDSHAKE_BYTES are not taken from it: handshakes refused for an
+  unknown key (some 500 bytes each) took it all (a probe: 900 a second kept every reader
+  out).
   While less than MAX_READER_BURST is left, a new connection is ended as soon as it is
   seen. An honest crowd reconnecting at once (after a reset) sends a few hundred bytes
   to a few KiB each: past the burst some are ended and come back as it refills;
@@ -43,7 +46,8 @@ Invariants:
 - with the context's ZAP handler (`zap`: the engine's and a relay's, plain mode too) a
   connection's handshake completes, and libzmq takes what it sends, only when `admit` says
   so: ADMISSIONS_BURST connections at once and ADMISSIONS_PER_S more each second, and only
-  while the readers together may still send one reader's burst. Why: libzmq reads a new
+  while the readers together may still send one reader's burst and what they sent past it
+  has been made up for (`Allowance.overdrawn`). Why: libzmq reads a new
   connection's first bytes before the monitor reports it, and ending a connection walks
   the socket's whole subscription tree, so connections that each sent long made-up topics
   and connected again, thousands a second, stopped the owner for minutes (a probe: no
@@ -90,6 +94,7 @@ from engine.gateway.zap import HOLD_MS, ZapHandler
 
 MAX_READER_BURST = 16 * 1024  # bytes a reader may send at once: handshake and subscriptions
 READER_BYTES_PER_S = 1024  # and more each second it stays (subscription changes, pings)
+HANDSHAKE_BYTES = 1024  # of a connection's first bytes, not taken from the shared allowance
 READER_RCVBUF = 8 * 1024  # the kernel's queue of a reader's bytes (Linux doubles it)
 READERS_BURST = 1024 * 1024  # bytes all readers of the socket together may send at once
 READERS_BYTES_PER_S = 256 * 1024  # and more each second (a reconnecting crowd refills it)
@@ -125,11 +130,14 @@ def over_allowance(received: int, age_ns: int) -> bool:
 class Allowance:
     """A bucket of `capacity` tokens refilled at `rate` a second: the bytes the readers of a
     socket together may still send, or the connections that may still come in. What does
-    not fit is not owed: the tokens stop at zero. Not thread-safe: its owner locks."""
+    not fit is not owed: the tokens stop at zero. It is remembered, though: `overdrawn`
+    (at most `capacity`) runs down at `rate` as the tokens refill, and until it has, nobody
+    new is let in (`ReaderByteLimit.open`). Not thread-safe: its owner locks."""
 
     def __init__(self, capacity: int, rate: int, now_ns: int) -> None:
         self.capacity, self.rate = capacity, rate
         self.tokens = capacity
+        self.overdrawn = 0  # what did not fit lately, less what has been refilled since
         self._at_ns = now_ns  # when the tokens were last refilled
         self._residue = 0  # of the refill's division, in token-nanoseconds not yet paid
 
@@ -138,6 +146,7 @@ class Allowance:
         paid, self._residue = divmod(self.rate * (now_ns - self._at_ns) + self._residue, 10**9)
         self._at_ns = now_ns
         self.tokens = min(self.capacity, self.tokens + paid)
+        self.overdrawn = max(0, self.overdrawn - paid)
         return self.tokens
 
     def take(self, count: int, now_ns: int) -> bool:
@@ -146,7 +155,9 @@ class Allowance:
         sends nothing always fits, and the others fit again as it refills."""
         self.tokens = self.available(now_ns) - count
         fitted = self.tokens >= 0
-        self.tokens = max(self.tokens, 0)
+        if not fitted:
+            self.overdrawn = min(self.capacity, self.overdrawn - self.tokens)
+            self.tokens = 0
         return fitted
 
 
@@ -184,7 +195,9 @@ def _port(connection: sockets.socket) -> bytes:
 class _Accepted:
     inode: int  # the socket's, to know it again behind a descriptor number libzmq may reuse
     accepted_ns: int  # time.monotonic_ns()
-    counted: int = 0  # of its bytes received, those taken from the readers' shared allowance
+    # its bytes received up to here are accounted for: past its handshake's, taken from the
+    # readers' shared allowance
+    counted: int = HANDSHAKE_BYTES
 
 
 class ReaderByteLimit:
@@ -224,20 +237,30 @@ class ReaderByteLimit:
         if zap is not None:
             socket.setsockopt(zmq.HANDSHAKE_IVL, ADMISSION_WAIT_MS)
             ask_zap(socket, domain)
-            zap.gate(domain, self.admit)
+            zap.gate(domain, self)
 
-    def admit(self) -> bool:
-        """May a reader's connection come in now? Asked by the ZAP handler's thread once per
-        handshake, before the connection can subscribe to anything: only while the readers
-        together may still send one reader's burst and a connection's admission is left (it
-        takes one). One turned away waits in the handler (engine.gateway.zap), may be ended at
+    def open(self) -> bool:
+        """May a reader's connection come in now (engine.gateway.zap.Gate, asked by the ZAP
+        handler's thread before the connection can subscribe to anything)? Only while the
+        readers together may still send one reader's burst and a connection's admission is
+        left, and what the readers sent past their shared allowance lately has been made up
+        for (a probe: without, readers let in one after another while it was overdrawn, each
+        ended only after it had sent its own 16 KiB and more, got 2.5 MB/s into the engine
+        and stopped it for 30 s). One not let in waits in the handler, may be ended at
         accept, or is ended by libzmq after ADMISSION_WAIT_MS; its ZeroMQ connects again by
         itself."""
         now = time.monotonic_ns()
         with self._lock:
-            return self._shared.available(now) >= MAX_READER_BURST and (
-                self._admissions.take(1, now)
+            return (
+                self._shared.available(now) >= MAX_READER_BURST
+                and self._shared.overdrawn == 0
+                and self._admissions.available(now) >= 1
             )
+
+    def took(self) -> None:
+        """A reader's connection came in: it spends an admission."""
+        with self._lock:
+            self._admissions.take(1, time.monotonic_ns())
 
     def stop(self) -> None:
         """End the thread and close the monitor (idempotent; by the socket's owner). libzmq's
@@ -320,13 +343,14 @@ class ReaderByteLimit:
                     return
                 now = time.monotonic_ns()
                 with self._lock:
-                    fitted = self._shared.take(received, now)
+                    fitted = self._shared.take(max(0, received - HANDSHAKE_BYTES), now)
                     spent = not fitted or self._shared.tokens < MAX_READER_BURST
                 if spent:
                     self._end(connection, received, TOGETHER)
                     return
                 inode = os.fstat(connection.fileno()).st_ino
-                self._accepted[descriptor] = _Accepted(inode, now, received)
+                counted = max(received, HANDSHAKE_BYTES)
+                self._accepted[descriptor] = _Accepted(inode, now, counted)
                 self._epoll.register(descriptor, select.EPOLLIN | select.EPOLLET)
             except OSError:  # ended meanwhile (or registered under this number still)
                 return
@@ -353,7 +377,8 @@ class ReaderByteLimit:
                 if received is None:
                     return None
                 now = time.monotonic_ns()
-                fresh, accepted.counted = received - accepted.counted, received
+                fresh = max(0, received - accepted.counted)
+                accepted.counted = max(accepted.counted, received)
                 with self._lock:  # a reader past its own allowance spends the shared one too
                     fitted = self._shared.take(fresh, now)
                 alone = over_allowance(received, now - accepted.accepted_ns)

@@ -20,6 +20,7 @@ import zmq
 import engine.gateway.readerlimit as readerlimit
 import engine.gateway.zap as zap
 from engine.gateway.readerlimit import (
+    HANDSHAKE_BYTES,
     MAX_READER_BURST,
     READER_BYTES_PER_S,
     READER_RCVBUF,
@@ -111,6 +112,34 @@ def test_the_shared_allowance_stops_at_zero_and_refills_at_its_rate():
     assert shared.take(0, 100 * SECOND_NS) and shared.tokens == 1000  # never above capacity
 
 
+def test_what_did_not_fit_is_remembered_until_the_refill_has_made_it_up():
+    shared = Allowance(capacity=1000, rate=100, now_ns=0)
+    assert not shared.take(1300, 0) and (shared.tokens, shared.overdrawn) == (0, 300)
+    assert not shared.take(5000, 0) and shared.overdrawn == 1000  # at most the capacity
+    assert shared.take(0, 0)  # a reader that sends nothing still fits
+    shared.available(9 * SECOND_NS)
+    assert (shared.tokens, shared.overdrawn) == (900, 100)
+    shared.available(10 * SECOND_NS)
+    assert (shared.tokens, shared.overdrawn) == (1000, 0)
+
+
+def test_nobody_new_comes_in_while_the_readers_are_overdrawn(monkeypatch):
+    """Found by a probe: readers let in one after another, each ended only after it had sent
+    its own 16 KiB and more, got 2.5 MB/s into the engine (against 256 KiB/s) and stopped it
+    for 30 s, since what they sent past the shared allowance was forgotten."""
+    monkeypatch.setattr(readerlimit, "READERS_BYTES_PER_S", 1024)
+    feed = Feed("tcp://127.0.0.1:*")
+    try:
+        limit = feed.limit
+        limit._shared.take(readerlimit.READERS_BURST + 100, time.monotonic_ns())
+        limit._shared.tokens = readerlimit.READERS_BURST  # as if refilled, not made up for
+        assert not limit.open()
+        time.sleep(0.15)  # 100 bytes at 1 KiB a second
+        assert limit.open()
+    finally:
+        feed.close()
+
+
 def test_the_feed_socket_queues_little_of_a_readers_bytes(feed):
     """What a connection shut down still delivers is what the kernel queued for it."""
     assert feed.socket.getsockopt(zmq.RCVBUF) == READER_RCVBUF
@@ -136,8 +165,10 @@ def test_readers_each_within_their_allowance_are_ended_past_the_shared_one(monke
 
 
 def test_a_readers_bytes_are_taken_from_the_shared_allowance_once(monkeypatch):
-    """However often its connection is looked at, a reader's bytes count once."""
-    monkeypatch.setattr(readerlimit, "READERS_BURST", 24 * 1024)
+    """However often its connection is looked at, a reader's bytes count once. (The readers
+    may send 32 KiB: if its 10 KiB were taken when it is accepted, a burst is still left, or
+    it would be ended there; taken four times they do not fit.)"""
+    monkeypatch.setattr(readerlimit, "READERS_BURST", 32 * 1024)
     monkeypatch.setattr(readerlimit, "READERS_BYTES_PER_S", 1)
     feed = Feed("tcp://127.0.0.1:*")
     peer = Peer(feed.endpoint)
@@ -242,16 +273,39 @@ def test_ipc_readers_are_not_watched(tmp_path: Path):
         feed.close()
 
 
-def past_allowance() -> tuple[sockets.socket, ...]:
-    """A tcp connection that has received more than a reader may: (it, its peer, listener)."""
+def having_received(count: int) -> tuple[sockets.socket, ...]:
+    """A tcp connection that has received `count` bytes: (it, its peer, listener)."""
     listener = sockets.create_server(("127.0.0.1", 0))
     connection = sockets.create_connection(listener.getsockname())
     sender, _ = listener.accept()
-    sender.sendall(b"x" * (MAX_READER_BURST + 1))
+    sender.sendall(b"x" * count)
     received = 0
-    while received <= MAX_READER_BURST:
+    while received < count:
         received += len(connection.recv(1 << 16))
     return connection, sender, listener
+
+
+def past_allowance() -> tuple[sockets.socket, ...]:
+    """A tcp connection that has received more than a reader may: (it, its peer, listener)."""
+    return having_received(MAX_READER_BURST + 1)
+
+
+@pytest.mark.parametrize("received, taken", [(1024, 0), (1025, 1)])  # a CURVE one is ~500
+def test_a_connections_handshake_is_not_taken_from_the_shared_allowance(
+    feed, monkeypatch, received, taken
+):
+    """Found by a probe: handshakes refused for unknown keys (some 500 bytes each, 900 a
+    second) spent the readers' shared allowance, and every reader was kept out."""
+    monkeypatch.setattr(feed.limit._shared, "rate", 0)
+    connection, sender, listener = having_received(received)
+    try:
+        before = feed.limit._shared.available(time.monotonic_ns())
+        here = f"tcp://127.0.0.1:{connection.getsockname()[1]}".encode()
+        feed.limit._accept(connection.fileno(), here)
+        assert feed.limit._shared.tokens == before - taken and feed.limit.cut == 0
+    finally:
+        for made in (connection, sender, listener):
+            made.close()
 
 
 def test_a_connection_past_its_allowance_when_accepted_is_ended_at_once(feed):
@@ -434,7 +488,12 @@ def test_admission_lets_a_burst_of_readers_in_then_its_rate(monkeypatch):
     monkeypatch.setattr(readerlimit, "ADMISSIONS_PER_S", 1)
     feed = Feed("tcp://127.0.0.1:*")
     try:
-        assert [feed.limit.admit() for _ in range(4)] == [True, True, True, False]
+        came_in = []
+        for _ in range(4):
+            came_in.append(feed.limit.open())
+            if came_in[-1]:
+                feed.limit.took()
+        assert came_in == [True, True, True, False]
     finally:
         feed.close()
 
@@ -442,18 +501,16 @@ def test_admission_lets_a_burst_of_readers_in_then_its_rate(monkeypatch):
 def test_no_reader_is_admitted_while_the_readers_together_may_send_less_than_a_burst(
     monkeypatch,
 ):
-    """Boundary: exactly one reader's burst left admits; a byte less does not, and takes no
-    admission."""
+    """Boundary: exactly one reader's burst left admits; a byte less does not."""
     monkeypatch.setattr(readerlimit, "READERS_BYTES_PER_S", 1)
     monkeypatch.setattr(readerlimit, "ADMISSIONS_PER_S", 1)
     feed = Feed("tcp://127.0.0.1:*")
     try:
         limit = feed.limit
         limit._shared.take(readerlimit.READERS_BURST - MAX_READER_BURST, time.monotonic_ns())
-        assert limit.admit()
-        admissions = limit._admissions.tokens
+        assert limit.open()
         limit._shared.take(1, time.monotonic_ns())
-        assert not limit.admit() and limit._admissions.tokens == admissions
+        assert not limit.open()
     finally:
         feed.close()
 
@@ -470,7 +527,7 @@ def test_a_reader_past_its_own_allowance_spends_the_shared_one_too(feed, monkeyp
         before = feed.limit._shared.available(time.monotonic_ns())
         feed.limit._check(descriptor)
         assert feed.limit.cut == 1
-        assert feed.limit._shared.tokens <= before - (MAX_READER_BURST + 1)
+        assert feed.limit._shared.tokens <= before - (MAX_READER_BURST + 1 - HANDSHAKE_BYTES)
     finally:
         for made in (connection, sender, listener):
             made.close()
