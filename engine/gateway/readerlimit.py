@@ -44,7 +44,7 @@ Invariants:
 - a connection the process has no descriptor left to duplicate is ended through libzmq's
   own (if it is still a tcp connection to this listener): one not watched is not served;
 - with the context's ZAP handler (`zap`: the engine's and a relay's, plain mode too) a
-  connection's handshake completes, and libzmq takes what it sends, only when `admit` says
+  connection's handshake completes, and libzmq takes what it sends, only when `open` says
   so: ADMISSIONS_BURST connections at once and ADMISSIONS_PER_S more each second, and only
   while the readers together may still send one reader's burst and what they sent past it
   has been made up for (`Allowance.overdrawn`). Why: libzmq reads a new
@@ -203,7 +203,7 @@ class _Accepted:
 class ReaderByteLimit:
     """The allowance (module docstring) on the connections `socket` accepts; make it before
     the socket binds. `name` is what the log calls the feed. With `zap`, the context's ZAP
-    handler, a connection's handshake completes only when `admit` says so (ZAP `domain`)."""
+    handler, a connection's handshake completes only when `open` says so (ZAP `domain`)."""
 
     def __init__(
         self,

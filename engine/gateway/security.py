@@ -161,10 +161,6 @@ class Authenticator:
         self.refused: frozenset[tuple[str, str]] = frozenset()  # (domain, identity)
         self.zap = ZapHandler(context, self.identify, log)
 
-    def callback(self, domain: str, key: bytes) -> bool:
-        """Is this Z85 key listed, for an identity this domain admits, and not refused?"""
-        return self.identify(domain, key) is not None
-
     def identify(self, domain: str, key: bytes) -> str | None:
         """ZAP's question for a CURVE handshake (the handler's thread): the identity of this
         Z85 key, if the table lists it for an identity `domain` admits and it is not refused
