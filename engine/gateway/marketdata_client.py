@@ -11,9 +11,13 @@ Invariants:
   arrives meanwhile to replay after it.
 - Only the reply to its current request (its token) is installed; replies to requests it
   gave up after `snapshot_timeout` are ignored.
+- A snapshot is asked for only while the feed's connection is up (its handshake done, so
+  the subscriptions are on their way ahead of the request): a snapshot taken before the
+  feed admits the client would be followed by updates it never receives, a gap. When the
+  feed's connection comes up during a sync the request is made afresh.
 - Nothing blocks beyond the timeout given: a snapshot request with no connection to go on
-  (the engine not up yet, or its key refused) is not sent, and asked again after
-  `snapshot_timeout`.
+  (the engine not up yet, the feed not admitting the client yet, or its key refused) is
+  not sent, and asked again after `snapshot_timeout` (`snapshot_retries` counts them).
 - Silence is loss: the engine heartbeats every second, so when nothing has arrived on the
   feed for `silence_timeout` seconds (at least MIN_SILENCE_S; math.inf for never) the
   client connects both sockets afresh and resyncs
@@ -76,6 +80,7 @@ _heartbeat = msgspec.msgpack.Decoder(Heartbeat)
 SILENCE_S = 5.0  # nothing on the feed this long, where the engine heartbeats each second: gone
 MIN_SILENCE_S = 2.0  # two heartbeats: any less and a healthy feed would look gone
 HANDSHAKE_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+CONNECTION_EVENTS = HANDSHAKE_EVENTS | zmq.EVENT_DISCONNECTED
 
 
 @dataclass
@@ -236,12 +241,13 @@ class MarketDataClient:
         self.poller = zmq.Poller()
         self.poller.register(self.sub, zmq.POLLIN)
         self.poller.register(self.dealer, zmq.POLLIN)
-        self.monitors: list[zmq.Socket] = []  # each socket's handshake outcomes (CURVE only)
-        if curve_keys is not None:
-            for socket in (self.sub, self.dealer):
-                monitor = socket.get_monitor_socket(HANDSHAKE_EVENTS, next_monitor_address())
-                self.monitors.append(monitor)
-                self.poller.register(monitor, zmq.POLLIN)
+        self.feed_monitor = self.sub.get_monitor_socket(CONNECTION_EVENTS, next_monitor_address())
+        self.snapshot_monitor = self.dealer.get_monitor_socket(
+            HANDSHAKE_EVENTS, next_monitor_address()
+        )
+        for monitor in (self.feed_monitor, self.snapshot_monitor):
+            self.poller.register(monitor, zmq.POLLIN)
+        self.feed_up = False  # the feed's connection has done its handshake and not ended
         self.refused = False
         self.auth_failures = 0
         self.snapshot_timeout = snapshot_timeout
@@ -275,9 +281,10 @@ class MarketDataClient:
             if self._sync is not None:
                 wait = min(wait, max(0.0, self._sync.deadline - now))
             ready = dict(self.poller.poll(int(wait * 1000) + 1))
-            for monitor in self.monitors:
-                if monitor in ready:
-                    self._read_monitor(monitor)
+            if self.feed_monitor in ready:
+                self._read_monitor(self.feed_monitor)
+            if self.snapshot_monitor in ready:
+                self._read_monitor(self.snapshot_monitor)
             if self.dealer in ready:
                 self._read_snapshot()
             if self.sub in ready:
@@ -316,7 +323,8 @@ class MarketDataClient:
                 yield update
 
     def close(self) -> None:
-        for socket, monitor in zip((self.sub, self.dealer), self.monitors, strict=False):
+        watched = ((self.sub, self.feed_monitor), (self.dealer, self.snapshot_monitor))
+        for socket, monitor in watched:
             socket.disable_monitor()
             monitor.close(0)
         self.sub.close(0)
@@ -332,6 +340,12 @@ class MarketDataClient:
                 self.auth_failures += 1
             elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.refused = False
+                if monitor is self.feed_monitor:
+                    self.feed_up = True
+                    if self._sync is not None:  # asked before the feed was up: ask afresh
+                        self._request_snapshot()
+            elif event == zmq.EVENT_DISCONNECTED and monitor is self.feed_monitor:
+                self.feed_up = False
 
     # -- snapshot ----------------------------------------------------------------------------
 
@@ -339,6 +353,8 @@ class MarketDataClient:
         token = os.urandom(8)
         self._sync = _Sync(token, time.monotonic() + self.snapshot_timeout)
         self.synced = False
+        if not self.feed_up:
+            return  # asked when the feed's connection comes up, or again when time is up
         body = _encode(self.instruments or [])
         # no connection to send on (none yet, or its key was refused): asked again when the
         # request's time is up
@@ -348,6 +364,8 @@ class MarketDataClient:
     def _reconnect(self) -> None:
         """Connect both sockets afresh (the subscriptions stay on the SUB socket and go out
         on the new connection) and resync."""
+        self._read_monitor(self.feed_monitor)  # what the old connection said is done with
+        self.feed_up = False
         for socket, endpoint in self.endpoints:
             with contextlib.suppress(zmq.ZMQError):  # not connected there any more
                 socket.disconnect(endpoint)

@@ -6,6 +6,7 @@ band, indicative, last trade) after every command, however they joined or fell b
 from __future__ import annotations
 
 import bisect
+import threading
 import time
 from contextlib import contextmanager
 
@@ -28,6 +29,7 @@ from engine.gateway.marketdata import (
 )
 from engine.gateway.marketdata_client import MarketDataClient, SnapshotRefused, Synced
 from engine.gateway.subscriptions import MAX_SUBSCRIPTION_BYTES
+from engine.gateway.zap import ZapHandler
 from engine.protocol import (
     AuctionResult,
     Audience,
@@ -112,6 +114,16 @@ def client_now(client: MarketDataClient) -> dict:
     return {code: book.state() for code, book in client.books.items()}
 
 
+def joined(client: MarketDataClient, timeout: float = 30.0) -> MarketDataClient:
+    """`client` once its feed connection is up and its snapshot asked for (it asks only
+    then, and acts only inside its calls), so that a test's flow goes on after it joined."""
+    deadline = time.monotonic() + timeout
+    while not client.feed_up and time.monotonic() < deadline:
+        assert client.next_update(0.01) is None  # no snapshot before the request
+    assert client.feed_up, "the feed never admitted the client"
+    return client
+
+
 def check_every_update(
     client: MarketDataClient, history: EngineHistory, synced: Synced | None = None
 ) -> tuple[list, list]:
@@ -150,7 +162,7 @@ def test_late_joiner_holds_the_engine_books_after_every_update(service_factory, 
     before = service.exchange.state.public_seq
     flow = order_flow(3000, seed=4)
     service.submit(flow[:1000])
-    client = clients(service)  # joins while the flow runs
+    client = joined(clients(service))  # joins while the flow runs
     service.submit(flow[1000:])
     service.drain()
     history = EngineHistory(service)
@@ -510,6 +522,63 @@ def test_an_unanswered_snapshot_is_asked_again_and_stale_replies_ignored(publish
         assert client.books["CEA25"].phase == Phase.CONTINUOUS
     finally:
         client.close()
+
+
+class Admitting:
+    """A reader admission (engine.gateway.zap.Gate) that holds every reader until `open`."""
+
+    def __init__(self) -> None:
+        self.admits = threading.Event()
+
+    def open(self) -> bool:
+        return self.admits.is_set()
+
+    def took(self) -> None:
+        pass
+
+
+def test_a_snapshot_is_asked_for_only_once_the_feed_has_admitted_the_client():
+    """A client whose feed connection waits to be admitted (the engine's and a relay's reader
+    admission) while its snapshot connection does not: a snapshot taken before the feed let
+    it in was followed by updates it never received, a gap and a resync (seen as a flaky
+    relay test)."""
+    context = zmq.Context()
+    zap = ZapHandler(context, None)
+    exchange = Exchange(md_market())
+    publisher = MarketDataPublisher(context, LOOPBACK, LOOPBACK, exchange, zap=zap)
+    admission = Admitting()
+    zap.gate("market_data", admission)
+    for command in opening():
+        publisher.publish(exchange.apply(command))
+    client = MarketDataClient(publisher.pub_endpoint, publisher.snapshot_endpoint)
+    prices = iter(range(5800, 5900))
+
+    def order() -> None:
+        publisher.publish(exchange.apply(NewOrder(f"o{next(prices)}", 1, "CEA25", Side.BUY,
+                                                  5800, 10)))  # fmt: skip
+
+    try:
+        assert client.next_update(0.3) is None and not client.feed_up
+        serve(publisher)  # answers any request there is
+        order()  # published while the feed holds the client out: it never gets this
+        admission.admits.set()
+        synced, deadline = None, time.monotonic() + 30
+        while synced is None and time.monotonic() < deadline:
+            synced = client.next_update(0.05)
+            serve(publisher, rounds=2)
+        assert synced == Synced(exchange.state.public_seq, False)
+        order()
+        order()
+        updates = client.poll(2.0)
+        while client.seq < exchange.state.public_seq and (more := client.poll(1.0)):
+            updates += more
+        assert client.seq == exchange.state.public_seq and client.resyncs == 0
+        assert publisher.snapshots_sent == 1
+    finally:
+        client.close()
+        publisher.close()
+        zap.stop()
+        context.term()
 
 
 def test_events_the_service_did_not_publish_are_counted_as_a_stream_break(publisher):

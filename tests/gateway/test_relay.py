@@ -29,6 +29,7 @@ from tests.gateway.test_marketdata import (
     check_every_update,
     client_now,
     engine_now,
+    joined,
     read_all,
     service_factory,  # noqa: F401 (a fixture)
 )
@@ -98,7 +99,7 @@ def test_a_client_behind_the_relay_holds_the_engine_books_after_every_update(
     relay = relay_for(service)
     flow = order_flow(2000, seed=4)
     service.submit(flow[:500])
-    client = MarketDataClient(relay.endpoint, service.endpoints[1])  # joins while it runs
+    client = joined(MarketDataClient(relay.endpoint, service.endpoints[1]))  # while it runs
     try:
         service.submit(flow[500:])
         service.drain()
