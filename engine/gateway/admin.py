@@ -5,7 +5,9 @@ be sequenced.
 Invariants:
 - members' commands are refused on the admin endpoint (gateways send them);
 - a snapshot asked for is written after the turn's fsync, beside the order status table at
-  the same seq (`_snapshot`), atomically;
+  the same seq (`_snapshot`), atomically; one asked for before anything is sequenced is
+  refused (seq 0 is the empty state); one that cannot be written is logged and counted
+  (`snapshot_failures`) and the engine goes on;
 - a key reload that fails leaves the keys in force and says why; one that succeeds refuses
   revoked keys from then on and ends their sessions; the sockets that do not check each
   frame's identity and admit a revoked identity (market data and snapshots: any; the trade
@@ -18,12 +20,19 @@ import zmq
 
 from engine.config import load_market
 from engine.core.snapshot import snapshot_exchange
+from engine.core.validation import reject_text
 from engine.gateway import wire
 from engine.gateway.intake import MEMBER_COMMANDS, Item
 from engine.gateway.security import DOMAINS, not_served
 from engine.gateway.startup import status_path
 from engine.journal.snapshot import write_atomically
 from engine.protocol import RejectCode
+
+NOTHING_TO_SNAPSHOT = reject_text(
+    RejectCode.UNSUPPORTED_IN_PHASE,
+    "nothing sequenced yet (seq 0): a restart starts from the empty state without a "
+    "snapshot; ask again after the first command",
+)
 
 
 class Admin:
@@ -35,6 +44,9 @@ class Admin:
         elif isinstance(message, wire.Status):
             self._reply(rid, True, [wire.encode_message(self._status_report(message))])
         elif isinstance(message, wire.SnapshotNow):
+            if self.exchange.seq == 0 and not any(item.replies is None for item in items):
+                self._refuse(rid, True, NOTHING_TO_SNAPSHOT, RejectCode.UNSUPPORTED_IN_PHASE)
+                return
             self._snapshot_wanted = True
             directory = str((self.data_dir / "snapshots").resolve())
             requested = wire.SnapshotRequested(self.exchange.seq, directory)
@@ -104,8 +116,21 @@ class Admin:
         return wire.StatusReport(self.exchange.seq, state_hash, counters, gateways)
 
     def _snapshot(self) -> None:
-        """A snapshot of the state after the turn's fsync (end of day, or asked for)."""
+        """A snapshot of the state after the turn's fsync (end of day, or asked for). One that
+        cannot be written (a full disk, a directory in the way) is logged and counted, and
+        trading goes on: the journal holds every command, and a restart replays it from the
+        snapshot before."""
         snapshots = self.data_dir / "snapshots"
-        path = snapshot_exchange(self.exchange, snapshots)
-        write_atomically(status_path(snapshots, self.exchange.seq), self.status.dump())
-        self.log(f"snapshot at seq {self.exchange.seq}: {path}")
+        seq = self.exchange.seq
+        try:
+            path = snapshot_exchange(self.exchange, snapshots)
+            write_atomically(status_path(snapshots, seq), self.status.dump())
+        except OSError as exc:
+            self.counters["snapshot_failures"] += 1
+            self.log(
+                f"snapshot at seq {seq} NOT written ({exc}); trading goes on, the journal "
+                f"holds everything: make {snapshots} a writable directory with room, then "
+                f"ask again (cxe admin snapshot)"
+            )
+            return
+        self.log(f"snapshot at seq {seq}: {path}")

@@ -60,6 +60,14 @@ from engine.protocol import Clock, encode
 
 EXIT_JOURNAL_FAILED = 3
 IDLE_WORK_NS = 1_000_000  # busy polling: the idle work of a turn that read nothing, this often
+SERVICE_COUNTERS = (  # the status report's counters of the service itself (docs/PROTOCOL.md)
+    "turns",
+    "sequenced",
+    "fsyncs",
+    "malformed_frames",
+    "unknown_peers",
+    "snapshot_failures",
+)
 
 
 @dataclass
@@ -99,9 +107,7 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
         self.log = log or (lambda line: print(line, flush=True))
         self.data_dir = Path(options.data_dir)
         self.sessions = Sessions(config)
-        self.counters = dict.fromkeys(
-            ("turns", "sequenced", "fsyncs", "malformed_frames", "unknown_peers"), 0
-        )
+        self.counters = dict.fromkeys(SERVICE_COUNTERS, 0)
         self.stopping = False
         self.exchange: Exchange | None = None
         self.journal: Journal | None = None

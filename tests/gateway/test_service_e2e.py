@@ -7,6 +7,7 @@ recovers the same state.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 
@@ -29,9 +30,10 @@ from engine.protocol import (
     RejectCode,
     Rejected,
     StartOfDay,
+    Uncross,
 )
 from engine.types import CancelReason, Side
-from tests.support.engine import EngineProcess
+from tests.support.engine import DAY, EngineProcess
 
 pytestmark = pytest.mark.slow
 MARKET = default_market()
@@ -415,6 +417,45 @@ def test_snapshots_on_request_and_at_end_of_day_and_a_restart_from_them(tmp_path
         process.start()
         assert f"(seq {day_end.seq})" in process.output()
         assert process.status().state_hash == day_end.state_hash
+
+
+def test_a_snapshot_that_cannot_be_taken_or_written_leaves_the_engine_trading(tmp_path):
+    """Found by trying the commands as a newcomer: `cxe admin snapshot` on an engine that had
+    sequenced nothing stopped it (the snapshot writer refuses seq 0), and so did a snapshot
+    directory that could not be written; the journal had everything all along."""
+    data = tmp_path / "data"
+    with EngineProcess(data) as process:
+        (refused,) = process.admin(wire.SnapshotNow())
+        assert isinstance(refused, wire.SessionRejected), refused
+        assert refused.code == RejectCode.UNSUPPORTED_IN_PHASE
+        assert "nothing sequenced yet (seq 0)" in refused.text
+        answers = process.admin(StartOfDay(DAY), wire.SnapshotNow())  # in one turn: taken
+        assert [a.seq for a in answers if isinstance(a, wire.SnapshotRequested)] == [0]
+        snapshots = data / "snapshots"
+        deadline = time.monotonic() + 30
+        while not (snapshots / "snapshot-0000000000000001.snap").exists():
+            assert time.monotonic() < deadline, process.output()
+            time.sleep(0.1)
+        process.admin(OpenCall(CODES[0]), Uncross(CODES[0]))
+        shutil.rmtree(snapshots)
+        snapshots.write_text("a file where the directory belongs")
+        (requested,) = process.admin(wire.SnapshotNow())
+        assert isinstance(requested, wire.SnapshotRequested)
+        while process.status().counters["snapshot_failures"] < 1:
+            assert time.monotonic() < deadline, process.output()
+            time.sleep(0.1)
+        assert f"snapshot at seq {requested.seq} NOT written" in process.output()
+        price = MARKET.instruments[0].reference_price
+        with client(process, "mm") as gateway:  # still trading
+            gateway.submit("after-1", 1, CODES[0], BUY, price - 5, 100)
+            gateway.wait_for(is_(Accepted, cl_ord_id="after-1"))
+        snapshots.unlink()  # the operator clears the way and asks again
+        process.admin(wire.SnapshotNow())
+        while not list(snapshots.glob("snapshot-*.snap")):
+            assert time.monotonic() < deadline + 30, process.output()
+            time.sleep(0.1)
+        assert process.status().counters["snapshot_failures"] == 1
+        assert process.stop() == 0
 
 
 def test_a_records_only_gateway_keeps_its_session_and_the_engine_heartbeats(engine):
