@@ -40,6 +40,7 @@ SILENCE_S = 5.0  # the engine heartbeats every second
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
+    from engine.gateway.readerlimit import connection_cap, raise_descriptor_limit
     from engine.gateway.relay import FeedRelay
 
     if args.upstream is not None and not args.upstream:
@@ -50,12 +51,15 @@ def cmd_relay(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: hangup.set())
+    descriptors = raise_descriptor_limit()
     relay = FeedRelay(
         upstream, args.bind, hwm=args.hwm, security=security, client=client, server=server,
         log=say,
     ).start()  # fmt: skip
     try:
         say(f"the feed from {upstream}; subscribers connect to {relay.endpoint}")
+        say(f"{descriptors:,} file descriptors; subscribers may hold {connection_cap():,} "
+            "connections")  # fmt: skip
         say(f"snapshots are the engine's ({snapshots}); Ctrl-C or SIGTERM stops, SIGHUP "
             "rereads the keys")  # fmt: skip
         follow(relay, args, stop, hangup)

@@ -182,10 +182,15 @@ class MarketDataPublisher:
             self.router.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
             if secure is not None:
                 secure(self.router, "snapshots")
+            # the feed's readers reach this socket too: its bytes and connections are limited
+            # the same way, without the feed's admission
+            self.snapshot_limit = ReaderByteLimit(self.router, "snapshots", log)
             allow_ipv6(self.router, snapshot_endpoint)
             self.router.bind(snapshot_endpoint)
-        except BaseException:  # the caller's context closes the sockets: the thread ends first
+        except BaseException:  # the caller's context closes the sockets: the threads end first
             self.reader_limit.stop()
+            if hasattr(self, "snapshot_limit"):
+                self.snapshot_limit.stop()
             raise
         self.pub_endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self.snapshot_endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -224,8 +229,9 @@ class MarketDataPublisher:
 
     @property
     def readers_cut(self) -> int:
-        """Subscribers' connections ended for sending more than a reader may."""
-        return self.reader_limit.cut
+        """Subscribers' and snapshot clients' connections ended: for sending more than a
+        reader may, or past the socket's cap on connections (engine.gateway.readerlimit)."""
+        return self.reader_limit.cut + self.snapshot_limit.cut
 
     @property
     def readers_waited(self) -> int:
@@ -251,6 +257,7 @@ class MarketDataPublisher:
 
     def close(self) -> None:
         self.reader_limit.stop()
+        self.snapshot_limit.stop()
         self.pub.close(0)
         self.router.close(0)
 
@@ -260,7 +267,9 @@ class MarketDataPublisher:
         leave with their peers. zmq.ZMQError if an endpoint cannot be bound again."""
         self._waiting.clear()
         self.subscriptions.reconnect()
-        reconnect_all(self.router, self.snapshot_endpoint)
+        reconnect_all(
+            self.router, self.snapshot_endpoint, listener_closed=self.snapshot_limit.listener_closed
+        )
 
     # -- the stream ----------------------------------------------------------------------------
 

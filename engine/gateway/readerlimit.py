@@ -43,6 +43,12 @@ Invariants:
   to a few KiB each: past the burst some are ended and come back as it refills;
 - a connection the process has no descriptor left to duplicate is ended through libzmq's
   own (if it is still a tcp connection to this listener): one not watched is not served;
+- the socket holds at most `max_connections` tcp connections (waiting ones included;
+  default: a quarter of the process's descriptors, `connection_cap`); one more is ended as
+  soon as it is seen. Why: readers that are admitted and then send nothing are never ended,
+  and a probe holding them took every descriptor of an engine (1,024), whose next day's
+  journal segment could then not be opened: it stopped. The engine and a relay raise their
+  soft descriptor limit to the hard one at start (`raise_descriptor_limit`);
 - with the context's ZAP handler (`zap`: the engine's and a relay's, plain mode too) a
   connection's handshake completes, and libzmq takes what it sends, only when `open` says
   so: ADMISSIONS_BURST connections at once and ADMISSIONS_PER_S more each second, and only
@@ -76,8 +82,10 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import resource
 import select
 import socket as sockets
 import struct
@@ -110,12 +118,33 @@ _BYTES_RECEIVED = struct.Struct("=Q")  # tcpi_bytes_received, a u64 ...
 _BYTES_RECEIVED_AT = 128  # ... at this offset of Linux's struct tcp_info (since 4.1)
 _TCP_INFO_BYTES = _BYTES_RECEIVED_AT + _BYTES_RECEIVED.size
 _EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_CLOSED
+MIN_CONNECTIONS = 64  # the cap on a socket's connections is never below this
 ALONE = f"more than a reader may ({MAX_READER_BURST} and {READER_BYTES_PER_S} a second)"
 TOGETHER = (
     f"while the readers together had sent more than they may ({READERS_BURST} and "
     f"{READERS_BYTES_PER_S} a second)"
 )
 UNWATCHED = "the process is out of file descriptors (raise its limit: ulimit -n)"
+
+
+def raise_descriptor_limit() -> int:
+    """Raise this process's soft limit of open descriptors to its hard limit (a reader's
+    connection holds one); the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        with contextlib.suppress(ValueError, OSError):  # a hard limit the kernel caps lower
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def connection_cap() -> int:
+    """How many connections one socket that readers reach may hold: a quarter of the
+    process's descriptors (the feed and the snapshot socket take half; the journal,
+    snapshots, gateways and libzmq's own keep the rest)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(MIN_CONNECTIONS, soft // 4)
 
 
 def allowance(age_ns: int) -> int:
@@ -212,8 +241,10 @@ class ReaderByteLimit:
         log: Callable[[str], None] | None = None,
         zap: ZapHandler | None = None,
         domain: str = "market_data",
+        max_connections: int | None = None,
     ) -> None:
         self.name = name
+        self.max_connections = connection_cap() if max_connections is None else max_connections
         self.log = log or (lambda line: None)
         self.cut = 0  # connections ended for sending more than their allowance
         self.watching = True  # false once a tcp connection's kernel gave no byte count
@@ -232,6 +263,10 @@ class ReaderByteLimit:
         self._said_ns: int | None = None  # when an ended reader was last logged
         self._unsaid = 0  # readers ended since, not logged
         self._stopping = threading.Event()
+        self._full = (
+            f"while the socket held its {self.max_connections} connections (a quarter of the "
+            f"process's descriptors: raise its limit, ulimit -n, or serve readers from a relay)"
+        )
         self._thread = threading.Thread(target=self._run, name=f"cxe-{name}-limit", daemon=True)
         self._thread.start()
         if zap is not None:
@@ -341,6 +376,9 @@ class ReaderByteLimit:
                 if received is None:
                     self._not_watching()
                     return
+                if len(self._accepted) >= self.max_connections:
+                    self._end(connection, received, self._full)
+                    return
                 now = time.monotonic_ns()
                 with self._lock:
                     fitted = self._shared.take(max(0, received - HANDSHAKE_BYTES), now)
@@ -368,11 +406,13 @@ class ReaderByteLimit:
         except OSError:  # out of descriptors: the next sweep looks again
             return None
         if connection is None:
+            self._accepted.pop(descriptor, None)  # gone: its place is free
             return None
         with connection:
             try:
                 if os.fstat(connection.fileno()).st_ino != accepted.inode:
-                    return None  # another connection has the number now: its record comes
+                    self._accepted.pop(descriptor, None)  # gone: the number's new record comes
+                    return None
                 received = bytes_received(connection)
                 if received is None:
                     return None

@@ -36,6 +36,7 @@ from engine.core.snapshot import restore
 from engine.gateway import security as curve
 from engine.gateway.marketdata import MAX_BATCH, MarketDataPublisher
 from engine.gateway.public import PublicEncoder, event_run
+from engine.gateway.readerlimit import connection_cap, raise_descriptor_limit
 from engine.gateway.replies import PrivateReplies
 from engine.gateway.sequencing import check_records
 from engine.gateway.status import OrderStatusTable
@@ -75,6 +76,11 @@ class Startup:
         self.journal = Journal(self.data_dir / "journal")
         if self.journal.discarded:
             self.log(f"journal: cut a torn tail of {self.journal.discarded} bytes (a crash)")
+        descriptors = raise_descriptor_limit()
+        self.log(
+            f"{descriptors:,} file descriptors; market data readers may hold "
+            f"{connection_cap():,} connections to the feed and as many to the snapshot socket"
+        )
         self._bind()
 
     def _size_tables(self, orders: int) -> None:

@@ -7,9 +7,12 @@ relay's cases are in test_subscriptions and tests/cli/test_watch."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket as sockets
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +22,9 @@ import zmq
 
 import engine.gateway.readerlimit as readerlimit
 import engine.gateway.zap as zap
+from engine.config import default_market
+from engine.gateway import wire
+from engine.gateway.client import GatewayClient
 from engine.gateway.readerlimit import (
     HANDSHAKE_BYTES,
     MAX_READER_BURST,
@@ -31,10 +37,15 @@ from engine.gateway.readerlimit import (
     over_allowance,
 )
 from engine.gateway.zap import ZapHandler
+from engine.protocol import Accepted, Close, DayClosed, EndOfDay
+from engine.types import Side
 from tests.gateway.test_subscriptions import UNSUBSCRIBE, Peer
 from tests.gateway.test_zap import reader_of
+from tests.support.engine import EngineProcess
 
 SECOND_NS = 1_000_000_000
+CODE = default_market().instruments[0].code
+PRICE = default_market().instruments[0].reference_price
 
 
 def long_made_up(count: int, size: int, seed: int = 7) -> list[bytes]:
@@ -47,14 +58,18 @@ class Feed:
     """An XPUB bound at `endpoint` with a ReaderByteLimit, and an owner that reads its
     subscription notices when asked (as the engine's loop does each turn)."""
 
-    def __init__(self, endpoint: str, admission: bool = False) -> None:
+    def __init__(
+        self, endpoint: str, admission: bool = False, max_connections: int | None = None
+    ) -> None:
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.XPUB)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.lines: list[str] = []
         # with `admission`, readers come in through a ZAP handler and the limit's gate
         self.zap = ZapHandler(self.context, None) if admission else None
-        self.limit = ReaderByteLimit(self.socket, "test feed", self.lines.append, self.zap)
+        self.limit = ReaderByteLimit(
+            self.socket, "test feed", self.lines.append, self.zap, max_connections=max_connections
+        )
         self.socket.bind(endpoint)
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
 
@@ -231,13 +246,14 @@ def zmtp_frame(body: bytes, command: bool = False) -> bytes:
     return bytes([flags | 0x02]) + len(body).to_bytes(8, "big") + body
 
 
-def raw_subscriber(endpoint: str) -> sockets.socket:
-    """A SUB peer spoken by hand (ZMTP 3.0, NULL): it sends whatever frames it is given,
-    unsubscriptions from topics it never held too, which libzmq's own SUB never sends."""
+def raw_subscriber(endpoint: str, kind: bytes = b"SUB") -> sockets.socket:
+    """A SUB peer (or another `kind`) spoken by hand (ZMTP 3.0, NULL): it sends whatever
+    frames it is given, unsubscriptions from topics it never held too, which libzmq's own SUB
+    never sends."""
     host, port = endpoint[len("tcp://") :].rsplit(":", 1)
     connection = sockets.create_connection((host, int(port)))
     connection.sendall(b"\xff" + bytes(8) + b"\x7f\x03\x00" + b"NULL".ljust(20, b"\0") + bytes(32))
-    ready = b"\x05READY" + b"\x0bSocket-Type" + (3).to_bytes(4, "big") + b"SUB"
+    ready = b"\x05READY" + b"\x0bSocket-Type" + len(kind).to_bytes(4, "big") + kind
     connection.sendall(zmtp_frame(ready, command=True))
     return connection
 
@@ -334,6 +350,7 @@ def test_a_number_that_names_another_socket_now_is_not_ended(feed):
         feed.limit._accepted[descriptor] = _Accepted(inode=0, accepted_ns=time.monotonic_ns())
         feed.limit._check(descriptor)
         assert feed.limit.cut == 0
+        assert descriptor not in feed.limit._accepted  # the one accepted is gone: its place too
         sender.sendall(b"still open")
         assert other.recv(64) == b"still open"  # not shut down
     finally:
@@ -481,6 +498,99 @@ def test_a_connection_with_no_descriptor_left_to_watch_it_is_ended(feed, monkeyp
             pass
     assert feed.limit.cut == 1
     assert "out of file descriptors (raise its limit: ulimit -n)" in feed.lines[0]
+
+
+def ended(connection: sockets.socket, wait: float) -> bool:
+    """Did the other end end `connection` within `wait` s (it sends nothing itself)?"""
+    connection.settimeout(wait)
+    try:
+        while connection.recv(64):  # libzmq's greeting and READY
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        pass
+    return True
+
+
+def test_a_socket_holds_its_cap_of_connections_and_one_gone_frees_its_place():
+    """Found by a probe: readers admitted and then silent are never ended, and holding them
+    took every descriptor of an engine (1,024), whose next day's journal segment could then
+    not be opened: it stopped. At the cap the next connection is ended at once; the cap
+    counts live connections (one that ends frees its place)."""
+    feed = Feed("tcp://127.0.0.1:*", max_connections=3)
+    held = [raw_subscriber(feed.endpoint) for _ in range(3)]
+    try:
+        counted_soon(feed, lambda: len(feed.limit._accepted) == 3)
+        assert not any(ended(connection, 0.3) for connection in held)  # the cap is 3: all in
+        with raw_subscriber(feed.endpoint) as fourth:
+            assert ended(fourth, 10)
+        counted_soon(feed, lambda: feed.limit.cut == 1 and len(feed.lines) == 1)
+        assert "while the socket held its 3 connections" in feed.lines[0]
+        held.pop().close()
+        counted_soon(feed, lambda: len(feed.limit._accepted) == 2)
+        held.append(raw_subscriber(feed.endpoint))
+        assert not ended(held[-1], 0.5) and feed.limit.cut == 1
+    finally:
+        for connection in held:
+            connection.close()
+        feed.close()
+
+
+def test_the_cap_is_a_quarter_of_the_descriptors_and_the_limit_is_raised_to_the_hard_one(
+    monkeypatch,
+):
+    monkeypatch.setattr(readerlimit.resource, "getrlimit", lambda _: (1024, 4096))
+    assert readerlimit.connection_cap() == 256
+    monkeypatch.setattr(readerlimit.resource, "getrlimit", lambda _: (100, 4096))
+    assert readerlimit.connection_cap() == readerlimit.MIN_CONNECTIONS == 64
+    monkeypatch.undo()
+    raised = subprocess.run(
+        [sys.executable, "-c",
+         "import resource; from engine.gateway.readerlimit import raise_descriptor_limit; "
+         "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE); "
+         "resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard)); "
+         "raised = raise_descriptor_limit(); "
+         "print(raised == hard == resource.getrlimit(resource.RLIMIT_NOFILE)[0])"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert raised.stdout.strip() == "True", raised.stderr
+
+
+@pytest.mark.slow
+def test_an_engine_keeps_descriptors_of_its_own_whoever_holds_connections(tmp_path):
+    """The probe above against a real engine with 256 descriptors: readers' connections held
+    open on the feed and on the snapshot socket, more than the process could hold. Before
+    the cap its snapshots could not be written and its next journal segment not opened (it
+    stopped, exit 3); now each socket keeps 64 and the engine goes on."""
+    with EngineProcess(tmp_path / "data", max_descriptors=256) as engine:
+        engine.open_market(CODE)
+        held: list[sockets.socket] = []
+        try:
+            for name, kind in (("market_data", b"SUB"), ("snapshots", b"DEALER")):
+                for _ in range(150):
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                        held.append(raw_subscriber(engine.endpoints[name], kind))  # or ended
+            deadline = time.monotonic() + 60
+            while engine.status().counters["market_data_readers_cut"] < 2 * (150 - 64):
+                assert time.monotonic() < deadline, engine.output()
+                time.sleep(0.2)
+            assert "while the socket held its 64 connections" in engine.output()
+            engine.admin(wire.SnapshotNow())
+            with GatewayClient(engine.endpoints["orders"], "mm") as gateway:  # a newcomer
+                gateway.submit("held-1", 1, CODE, Side.BUY, PRICE - 5, 100)
+                gateway.wait_for(lambda r: type(r) is Accepted and r.cl_ord_id == "held-1")
+            closed = engine.admin(Close(CODE), EndOfDay())
+            assert any(type(answer) is DayClosed for answer in closed), closed
+            snapshots = engine.data / "snapshots"
+            while len(list(snapshots.glob("snapshot-*.snap"))) < 2:  # asked for, end of day
+                assert time.monotonic() < deadline, engine.output()
+                time.sleep(0.2)
+            assert engine.status().counters["snapshot_failures"] == 0
+        finally:
+            for connection in held:
+                connection.close()
+        assert engine.stop() == 0
 
 
 def test_admission_lets_a_burst_of_readers_in_then_its_rate(monkeypatch):

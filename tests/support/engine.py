@@ -34,11 +34,13 @@ class EngineProcess:
         max_file_bytes: int | None = None,
         admin_keys: tuple[KeyPair, bytes] | None = None,  # an operator's, for a CURVE engine
         sigint_ignored: bool = False,  # started as a background job's children are
+        max_descriptors: int | None = None,  # RLIMIT_NOFILE, soft and hard
     ) -> None:
         self.data = Path(data)
         self.admin_keys = admin_keys
         self.max_file_bytes = max_file_bytes  # RLIMIT_FSIZE: a write past it fails (EFBIG)
         self.sigint_ignored = sigint_ignored
+        self.max_descriptors = max_descriptors
         self.extra = list(extra) + ([] if fsync else ["--no-fsync"])
         self.process: subprocess.Popen | None = None
         self.endpoints: dict[str, str] = {}
@@ -85,6 +87,9 @@ class EngineProcess:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
         if self.sigint_ignored:
             ignore_sigint()
+        if self.max_descriptors is not None:
+            limit = self.max_descriptors
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
     def output(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
