@@ -129,8 +129,9 @@ class Admin:
             self.counters["snapshot_failures"] += 1
             self.log(
                 f"snapshot at seq {seq} NOT written ({exc}); trading goes on, the journal "
-                f"holds everything: make {snapshots} a writable directory with room, then "
-                f"ask again (cxe admin snapshot)"
+                f"holds everything: mend the cause (a full disk, something in the way of "
+                f"{snapshots}, no descriptors left: ulimit -n), then ask again (cxe admin "
+                f"snapshot)"
             )
             return
         self.log(f"snapshot at seq {seq}: {path}")
