@@ -62,7 +62,10 @@ _TEXT_ROW = ROW_DTYPES[ROW_REJECTED_TEXT]
 S_ORDER, S_INSTRUMENT = TABLE_COLUMNS, TABLE_COLUMNS + 1  # the value columns of an entry
 DUMP_KIND, DUMP_FORMAT = "cxe-order-status", 2  # `dump`'s head (versions before wrote none)
 _Id = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # a member or an order id
-_Entries = list[tuple[tuple[_Id, str], _Id | str]]  # ((member, ClOrdID), order id or text)
+# -1: an operator command's refusal, which versions before 2026-12-02 kept (and then could not
+# load their own snapshot's table): read, and left out
+_Member = Annotated[int, msgspec.Meta(ge=-1, le=2**63 - 1)]
+_Entries = list[tuple[tuple[_Member, str], _Id | str]]  # ((member, ClOrdID), order id or text)
 _Instruments = list[tuple[_Id, str]]  # (order id, instrument)
 _dump_form = msgspec.msgpack.Decoder(
     tuple[Literal[DUMP_KIND], int, list[str], bytes, _Entries, _Instruments]
@@ -162,8 +165,11 @@ class OrderStatusTable:
         try:
             try:
                 _, form, codes, rows, orders, instruments = _dump_form.decode(data)
-            except msgspec.ValidationError:
-                orders, instruments = _entry_form.decode(data)  # a version before's table
+            except msgspec.ValidationError as current:
+                try:
+                    orders, instruments = _entry_form.decode(data)  # a version before's table
+                except msgspec.ValidationError as earlier:
+                    raise ValueError(f"{current}; read as the form before: {earlier}") from None
             else:
                 if form != DUMP_FORMAT:
                     raise ValueError(f"format {form!r}, this engine reads {DUMP_FORMAT}")
@@ -189,6 +195,10 @@ class OrderStatusTable:
         self.accepted.reserve(len(orders))
         table, meta = self.accepted.table, self.accepted.meta
         for (member, cl_ord_id), value in orders:
+            if member < 0:
+                if not isinstance(value, str):
+                    raise ValueError(f"an order {value} of member {member}")
+                continue  # an operator command's refusal: no member resends it
             key = key_of(cl_ord_id)
             if isinstance(value, str):
                 self.other[(member, cl_ord_id)] = value
@@ -234,7 +244,7 @@ class OrderStatusTable:
                 self.other.setdefault(
                     (event.member, event.cl_ord_id), (event.order_id, event.instrument)
                 )
-            elif kind is Rejected and event.seq:
+            elif kind is Rejected and event.seq and event.member >= 0:  # not an operator's
                 key = (event.member, event.cl_ord_id)
                 if self.lookup(*key) is None:
                     self.other[key] = event.text

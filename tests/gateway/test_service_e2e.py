@@ -419,6 +419,22 @@ def test_snapshots_on_request_and_at_end_of_day_and_a_restart_from_them(tmp_path
         assert process.status().state_hash == day_end.state_hash
 
 
+def test_a_restart_after_an_operators_refused_command_and_a_snapshot(tmp_path):
+    """Found by a helper's probe: an operator's refused command went into the order status
+    table, whose next snapshot the engine could then not read: every restart failed."""
+    with EngineProcess(tmp_path / "data") as process:
+        process.open_market(CODES[0])
+        (refused,) = process.admin(Uncross(CODES[0]))  # trading already: nothing to uncross
+        assert isinstance(refused, Rejected) and refused.member == -1
+        process.admin(wire.SnapshotNow())
+        before = process.status()
+        assert process.stop() == 0
+        process.start()
+        assert f"(seq {before.seq})" in process.output()
+        assert process.status().state_hash == before.state_hash
+        assert process.stop() == 0
+
+
 def test_a_snapshot_that_cannot_be_taken_or_written_leaves_the_engine_trading(tmp_path):
     """Found by trying the commands as a newcomer: `cxe admin snapshot` on an engine that had
     sequenced nothing stopped it (the snapshot writer refuses seq 0), and so did a snapshot

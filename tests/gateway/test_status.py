@@ -125,6 +125,24 @@ def test_a_table_in_the_form_versions_before_wrote_loads():
     assert loaded.entries() == entries
 
 
+def test_an_operator_commands_refusal_is_not_kept_and_a_table_that_kept_one_loads():
+    """Found by a helper's probe: an operator's refused command (member -1, no ClOrdID) was
+    kept, and the loader refuses members below zero, so the next snapshot's table could not
+    be read and every restart failed until it was moved away."""
+    exchange, table = opened(), OrderStatusTable(CODES)
+    refused = exchange.apply(Uncross(CODE))  # continuous trading: nothing to uncross
+    assert [(type(e), e.member) for e in refused] == [(Rejected, -1)]
+    table.record(refused)
+    assert table.entries() == {}
+    kept = filled_table()
+    orders = [(key, v if isinstance(v, str) else v[0]) for key, v in kept.entries().items()]
+    instruments = [v for v in kept.entries().values() if not isinstance(v, str)]
+    as_written = [*orders, ((-1, ""), "not accepted in the current phase: not in a call")]
+    loaded = OrderStatusTable(CODES)
+    loaded.load(msgspec.msgpack.encode((as_written, instruments)))
+    assert loaded.entries() == kept.entries()
+
+
 def test_a_loaded_table_names_each_orders_instrument_by_its_code():
     """The rows carry an index into the codes the dump was written under: a table loaded under
     the codes in another order (or without one of them) still names the right instrument."""
@@ -153,7 +171,8 @@ STRAY_BYTE_ROW = np.array([[1, 1, 0x6261, 0, 0, 0, 7, 0]]).tobytes()  # key "a",
         b"\x91" * 100_000,  # nested arrays: a RecursionError in an untyped decode
         msgspec.msgpack.encode(([((1, 7), 5)], [])),  # a ClOrdID that is no text
         msgspec.msgpack.encode(["cxe-order-status", 2, CODES, b"", [(("m", "a"), 5)], []]),
-        msgspec.msgpack.encode(([((-1, "a"), 5)], [])),  # a member below zero
+        msgspec.msgpack.encode(([((-1, "a"), 5)], [])),  # a member below zero with an order
+        msgspec.msgpack.encode(([((-2, ""), "text")], [])),  # below an operator's -1
         msgspec.msgpack.encode(([((1, "a"), 2**64 - 1)], [])),  # an order id past int64
         msgspec.msgpack.encode(([((1.5, "a"), 5)], [])),
         msgspec.msgpack.encode(["cxe-order-status", 2, CODES, STRAY_BYTE_ROW, [], []]),
@@ -169,6 +188,7 @@ STRAY_BYTE_ROW = np.array([[1, 1, 0x6261, 0, 0, 0, 7, 0]]).tobytes()  # key "a",
         "clordid int",
         "member text",
         "member negative",
+        "member below -1",
         "order id uint64",
         "member float",
         "bytes past the key",
