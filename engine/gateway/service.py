@@ -36,6 +36,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import zmq
 
@@ -130,6 +131,7 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
         self.taken = 0
         self.authenticator: curve.Authenticator | None = None  # CURVE mode's key table
         self.zap: ZapHandler | None = None  # the context's ZAP handler (both modes)
+        self._lock: TextIO | None = None  # DATA/engine.lock, held while the service runs
         self.peer = ""  # the User-Id of the frame being read ("" in plain mode)
         self.peers: dict[bytes, str] = {}  # routing id -> User-Id, to end revoked keys' peers
         self.revoked_peers: set[bytes] = set()

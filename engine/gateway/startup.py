@@ -15,11 +15,14 @@ Invariants:
   order entry's connections and market data's are served by ZeroMQ I/O threads of their own,
   so the feed's fan-out to many subscribers does not hold up the gateways' replies;
   the bound endpoints are written to DATA/endpoints.json atomically (temp file, rename);
+- one engine per data directory: `open` takes DATA/engine.lock (flock) before it recovers
+  anything, or refuses to start naming the holder; `close` lets it go;
 - `close` syncs the journal unless it has failed (then nothing more is written).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -50,6 +53,7 @@ from engine.protocol import NewOrder, StartOfDay
 # the context's two I/O threads (AFFINITY bit masks): order entry's connections on one, the
 # market data feed's on the other
 ORDER_ENTRY_IO, MARKET_DATA_IO = 1, 2
+LOCK_NAME = "engine.lock"  # in the data directory: held by the engine that runs on it
 
 
 def status_path(snapshots: Path, seq: int) -> Path:
@@ -65,6 +69,7 @@ class Startup:
         accepted before the engine can answer at speed)."""
         self._check_mode()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_data_dir()
         started = time.perf_counter()
         self.exchange = self._recover()
         self.log(
@@ -82,6 +87,29 @@ class Startup:
             f"{connection_cap():,} connections to the feed and as many to the snapshot socket"
         )
         self._bind()
+
+    def _lock_data_dir(self) -> None:
+        """Hold DATA/engine.lock (an advisory lock the kernel drops when the process ends,
+        kill -9 too) for as long as the service runs: a second engine on the same directory
+        would sequence under the same numbers into the same journal, and neither's could be
+        recovered (a probe: both acknowledged seq 14-23)."""
+        path = self.data_dir / LOCK_NAME
+        lock = open(path, "a+")  # noqa: SIM115 (held open until close)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            lock.close()
+            raise ValueError(
+                f"{self.data_dir} is in use by {holder}: one engine per data directory; "
+                f"stop that one first, or give this one another --data"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"engine pid {os.getpid()}\n")
+        lock.flush()
+        self._lock = lock
 
     def _size_tables(self, orders: int) -> None:
         """Room for a day of `orders` in the tables keyed by ClOrdID (see Options.day_orders):
@@ -226,6 +254,9 @@ class Startup:
                 self.trade_stream.close()
             self.context.destroy(linger=0)  # every socket bound so far, whichever they are
             self.context = None
+        if self._lock is not None:
+            self._lock.close()  # the data directory is free for the next engine
+            self._lock = None
 
 
 def warm(config: MarketConfig) -> None:

@@ -123,3 +123,23 @@ def test_serve_and_relay_listen_on_the_ipv6_loopback(tmp_path):
                 reader.close()
         finally:
             stops_on_sigterm(relay)
+
+
+def test_a_second_engine_on_a_data_directory_in_use_is_refused(tmp_path):
+    """Found by a helper's probe: a second `cxe serve` on the same directory (other ports)
+    ran beside the first; both acknowledged orders under seq 14-23 in one journal, which no
+    restart could recover. The lock goes with the process, kill -9 too."""
+    data = tmp_path / "data"
+    free = "tcp://127.0.0.1:*"
+    ports = [f"--{name}={free}" for name in ("orders", "admin", "market-data", "snapshots")]
+    with EngineProcess(data) as engine:
+        engine.open_market("CEA25")
+        second = cxe("serve", "--data", str(data), *ports, f"--trades={free}", timeout=120)
+        assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
+        assert f"is in use by engine pid {engine.process.pid}" in second.stderr
+        assert "one engine per data directory" in second.stderr
+        before = engine.status()
+        engine.kill()
+        engine.start()  # the lock went with the killed process
+        assert engine.status().state_hash == before.state_hash
+        assert engine.stop() == 0
