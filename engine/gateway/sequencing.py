@@ -27,7 +27,15 @@ from engine.core.rows import decode as decode_rows
 from engine.gateway import wire
 from engine.gateway.intake import Item
 from engine.gateway.replies import first_surrogate_key
-from engine.protocol import Audience, DayClosed, EndOfDay, NewOrder, PhaseChanged, StartOfDay
+from engine.protocol import (
+    Audience,
+    DayClosed,
+    EndOfDay,
+    NewOrder,
+    PhaseChanged,
+    Rejected,
+    StartOfDay,
+)
 from engine.types import Phase
 
 # a run of at most this many records is answered by decoding its rows into events (one decode
@@ -154,8 +162,10 @@ class Sequencing:
 
     def _observe(self, command, events: list, replaying: bool = False) -> None:
         """What the service keeps from each command's events: the order status table, the
-        phase log, the end-of-day snapshot."""
-        if isinstance(command, StartOfDay):
+        phase log, the end-of-day snapshot. A refused StartOfDay or EndOfDay changes nothing
+        (a refused StartOfDay cleared the table: resends of live orders were answered 'done')."""
+        refused = any(type(event) is Rejected for event in events)
+        if isinstance(command, StartOfDay) and not refused:
             self.status.clear()
         self.status.record(events)
         if replaying:
@@ -166,7 +176,7 @@ class Sequencing:
                 self.log(f"{event.instrument} {Phase(event.phase).name}")
             elif kind is DayClosed:
                 self._snapshot_wanted = True
-        if isinstance(command, EndOfDay) and not self.options.quiet:
+        if isinstance(command, EndOfDay) and not refused and not self.options.quiet:
             self.log(f"end of day at seq {self.exchange.seq}")
 
 

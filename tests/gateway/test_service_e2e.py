@@ -23,6 +23,7 @@ from engine.protocol import (
     Accepted,
     Cancelled,
     Clock,
+    EndOfDay,
     Filled,
     MassCancelled,
     NewOrder,
@@ -432,6 +433,27 @@ def test_a_restart_after_an_operators_refused_command_and_a_snapshot(tmp_path):
         process.start()
         assert f"(seq {before.seq})" in process.output()
         assert process.status().state_hash == before.state_hash
+        assert process.stop() == 0
+
+
+def test_a_refused_start_or_end_of_day_changes_nothing_a_gateway_is_told(tmp_path):
+    """Found by a helper's probe: a refused StartOfDay cleared the order status table, so a
+    resent live order was answered 'done' ('not kept across the engine's last restart'),
+    which invites a broker to enter it again; and a refused EndOfDay was logged as the end
+    of the day."""
+    with EngineProcess(tmp_path / "data") as process:
+        process.open_market(CODES[0])
+        price = MARKET.instruments[0].reference_price
+        with client(process, "mm") as gateway:
+            order = gateway.submit("kept-1", 1, CODES[0], BUY, price - 5, 100)
+            gateway.wait_for(is_(Accepted, cl_ord_id="kept-1"))
+            for command in (StartOfDay(DAY), EndOfDay()):  # the day runs; a market is open
+                (refused,) = process.admin(command)
+                assert isinstance(refused, Rejected), refused
+            gateway.resend([order])
+            status = gateway.wait_for(is_(wire.OrderStatus))[-1]
+            assert (status.state, status.leaves) == ("live", 100), status
+        assert "end of day at seq" not in process.output()
         assert process.stop() == 0
 
 
