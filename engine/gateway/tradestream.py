@@ -235,6 +235,11 @@ class TradeStream:
         stop = first + count
         end = offsets[stop - 1] if stop <= self.last else self.writer.size
         chunk = memoryview(os.pread(self._fd, end - start, start))
+        if len(chunk) != end - start:  # cut short under the engine (a log rotation's truncate)
+            raise CorruptLog(
+                f"{self.path}: ends at byte {start + len(chunk)}, before clearing event "
+                f"{first + count - 1} (byte {end}): the file was cut while the engine ran"
+            )
         payloads = []
         for k in range(first, stop):
             at = offsets[k - 1] - start

@@ -242,6 +242,39 @@ def test_bad_requests_are_answered_and_forgotten(tmp_path):
         context.destroy(linger=0)
 
 
+@pytest.mark.parametrize("damage", ["emptied", "flipped"])
+def test_a_trade_log_damaged_under_the_engine_refuses_its_reader_and_the_stream_goes_on(
+    tmp_path, damage
+):
+    """Found by a helper's probe: trades.log emptied while the engine ran (a log rotation's
+    copytruncate) made the next read a short one, and its struct.error stopped the engine.
+    A flipped byte was refused already. Either way the consumer is told to restart the engine
+    (which rebuilds the file) and the stream goes on."""
+    day = JournaledExchange(tmp_path / "data")
+    day.day_with_trades(3)
+    context = zmq.Context()
+    stream = TradeStream(context, "inproc://damaged", day.data, day.exchange)
+    try:
+        log = day.data / "trades.log"
+        if damage == "emptied":
+            log.write_bytes(b"")
+        else:
+            data = bytearray(log.read_bytes())
+            data[-1] ^= 0x01
+            log.write_bytes(bytes(data))
+        peer = dealer(context, "inproc://damaged", 1)
+        while not peer.poll(10):
+            stream.handle(stream.router)
+        kind, text = peer.recv_multipart()
+        assert kind == ERROR and "restart the engine (it rebuilds the file)" in text.decode()
+        assert ("was cut while the engine ran" in text.decode()) == (damage == "emptied")
+        stream.publish([])  # the loop goes on
+        peer.close()
+    finally:
+        stream.close()
+        context.destroy(linger=0)
+
+
 # -- a real engine ------------------------------------------------------------------------------
 
 
