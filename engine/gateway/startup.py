@@ -81,12 +81,28 @@ class Startup:
         self.journal = Journal(self.data_dir / "journal")
         if self.journal.discarded:
             self.log(f"journal: cut a torn tail of {self.journal.discarded} bytes (a crash)")
+        self._check_journal_reaches(self.exchange.seq)
         descriptors = raise_descriptor_limit()
         self.log(
             f"{descriptors:,} file descriptors; market data readers may hold "
             f"{connection_cap():,} connections to the feed and as many to the snapshot socket"
         )
         self._bind()
+
+    def _check_journal_reaches(self, seq: int) -> None:
+        """ValueError unless the journal is empty (begun after a snapshot, its old days
+        archived) or ends at the state recovered: one ending before its snapshot cannot take
+        the next command (a probe: the engine started, answered status, and stopped at the
+        first command, at every restart)."""
+        last = self.journal.last_seq
+        if 0 < last < seq:
+            raise ValueError(
+                f"{self.journal.directory}: the journal ends at seq {last}, before the "
+                f"snapshot recovered (seq {seq}): records {last + 1}..{seq} are missing. "
+                f"Restore the journal's missing segments from a backup or a replica; or, to "
+                f"go on from the snapshot alone, move every segment out of the journal "
+                f"directory (an empty journal may begin after a snapshot)"
+            )
 
     def _lock_data_dir(self) -> None:
         """Hold DATA/engine.lock (an advisory lock the kernel drops when the process ends,

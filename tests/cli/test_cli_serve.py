@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import time
 
@@ -142,4 +143,39 @@ def test_a_second_engine_on_a_data_directory_in_use_is_refused(tmp_path):
         engine.kill()
         engine.start()  # the lock went with the killed process
         assert engine.status().state_hash == before.state_hash
+        assert engine.stop() == 0
+
+
+def test_a_journal_that_ends_before_the_snapshot_is_refused_at_start(tmp_path):
+    """Found by a helper's probe: with the journal ending before the latest snapshot (an old
+    backup restored) the engine started, answered status, and stopped at the first command,
+    at every restart. Now it refuses to start, saying what is missing and what to do; with
+    the journal's segments moved away it goes on from the snapshot."""
+    from engine.gateway import wire
+    from engine.journal.segments import Journal
+    from engine.protocol import Halt, StartOfDay
+    from engine.types import Phase
+
+    data = tmp_path / "data"
+    with EngineProcess(data) as engine:
+        engine.open_market("CEA25")  # seq 3
+        engine.admin(wire.SnapshotNow())
+        while not list((data / "snapshots").glob("snapshot-*.snap")):
+            time.sleep(0.1)
+        hash_at_snapshot = engine.status().state_hash
+        assert engine.stop() == 0
+    journal = data / "journal"
+    shutil.move(journal, tmp_path / "journal-as-it-was")
+    Journal(journal).append(1, 1, StartOfDay(DAY))  # an old copy: seq 1 only
+    free = "tcp://127.0.0.1:*"
+    ports = [f"--{name}={free}" for name in ("orders", "admin", "market-data", "snapshots")]
+    refused = cxe("serve", "--data", str(data), *ports, f"--trades={free}", timeout=120)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert "the journal ends at seq 1, before the snapshot recovered (seq 3)" in refused.stderr
+    assert "records 2..3 are missing" in refused.stderr
+    shutil.move(journal, tmp_path / "journal-old-copy")  # as the message says
+    with EngineProcess(data) as engine:
+        assert engine.status().state_hash == hash_at_snapshot
+        (halted,) = engine.admin(Halt("CEA25"))  # and it takes the next command, seq 4
+        assert halted.phase == Phase.HALTED and engine.status().seq == 4
         assert engine.stop() == 0
