@@ -122,6 +122,8 @@ def engine_endpoints(data: str, alternative: str) -> dict[str, str]:
     try:
         found = json.loads(path.read_text())
         endpoints = {name: found[name] for name in ("admin", "market_data", "snapshots")}
+        if not all(isinstance(endpoint, str) for endpoint in endpoints.values()):
+            raise TypeError("an endpoint that is not text")
     except (OSError, ValueError, KeyError, TypeError):
         raise ValueError(f"no running engine found at {path}: {advice}") from None
     pid = found.get("pid")

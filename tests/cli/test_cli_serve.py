@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import signal
@@ -35,6 +37,17 @@ def test_admin_without_an_engine_says_what_to_do(tmp_path):
     assert result.returncode == 2
     assert "no running engine found" in result.stderr and "cxe serve" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("tool", ["admin", "watch"])
+def test_an_endpoints_file_with_endpoints_that_are_not_text_says_what_to_do(tmp_path, tool):
+    """Found by a helper's probe: a traceback (allow_ipv6 took the number for text)."""
+    endpoints = {"admin": 5, "market_data": 6, "snapshots": 7, "pid": os.getpid()}
+    (tmp_path / "endpoints.json").write_text(json.dumps(endpoints))
+    args = ["status"] if tool == "admin" else []
+    result = cxe(tool, *args, "--data", str(tmp_path), timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "no running engine found" in result.stderr
 
 
 def test_serve_refuses_an_endpoint_it_cannot_bind_without_a_traceback(tmp_path):
