@@ -276,9 +276,10 @@ class Startup:
 
 
 def warm(config: MarketConfig) -> None:
-    """Compile (or load from the cache) every path an order can take, on a scratch exchange."""
+    """Compile (or load from the cache) every path an order can take, and an operator's block
+    trade and end of day, on a scratch exchange."""
     from engine.codec import records_of
-    from engine.protocol import OpenCall, Uncross
+    from engine.protocol import BlockTrade, Close, EndOfDay, OpenCall, Uncross
 
     scratch = Exchange(config)
     day = config.next_trading_day(config.last_trading_day or "2026-01-01")
@@ -312,3 +313,11 @@ def warm(config: MarketConfig) -> None:
     events = decode_rows(rows, config.instruments, {"public": 0, "clearing": 0, "private": {}})
     event_run(events, lambda event: 0).messages(len(codes) + 1, MAX_BATCH)  # a small run's way
     check_records(records_of(orders[2:], codes, 1, [0, 0]), 0)
+    # an operator's day: a block trade (its ClOrdID kernels) and the day's end (the books'
+    # views); refused or not, each takes its kernels (a probe saw them load in the loop)
+    block = config.instruments[0].block_min_qty
+    scratch.apply(BlockTrade("wb", code, members[0], members[-1], price, block))
+    tick = config.instruments[0].tick
+    scratch.apply(NewOrder("wr", members[0], code, 0, price - tick, size))  # the close cancels
+    scratch.apply(Close(code))
+    scratch.apply(EndOfDay())

@@ -256,7 +256,7 @@ import pytest
 from numba.core.registry import CPUDispatcher
 from engine.codec import records_of
 from engine.gateway import wire
-from engine.protocol import NewOrder, OpenCall, StartOfDay, Uncross
+from engine.protocol import BlockTrade, Close, EndOfDay, NewOrder, OpenCall, StartOfDay, Uncross
 from tests.gateway.test_service_turns import CODE, MARKET, SMALL_RUN, logged_on, open_service
 
 def overloads():
@@ -280,6 +280,14 @@ for size in (1, 4 * SMALL_RUN):  # a small run, then one the encoders take
     while not gateway.poll(0):
         service.turn(10)
     gateway.recv_multipart()
+operator = [BlockTrade("blk", CODE, 3, 4, price, 100_000), Close(CODE), EndOfDay()]
+admin.send_multipart(wire.messages_frame(operator))  # a block trade, then the day's end
+answered = ""
+while "DayClosed" not in answered:
+    service.turn(10)
+    while admin.poll(0):
+        answered += repr(wire.unpack(admin.recv_multipart()[1]))
+assert "Trade(" in answered, answered
 new = {name: n for name, n in overloads().items() if n > warmed.get(name, 0)}
 print(json.dumps({"new": new, "trades": service.exchange.state.clearing_seq}))
 service.close()
@@ -288,8 +296,9 @@ service.close()
 
 def test_warming_compiles_every_kernel_the_first_orders_take(tmp_path):
     """`cxe serve` compiles (or loads from numba's cache) before it binds: the first orders,
-    a small run and a run the encoders take, trading, load no kernel nor compile one (in a
-    fresh interpreter: nothing compiled by other tests)."""
+    a small run and a run the encoders take, trading, then a block trade and the day's end,
+    load no kernel nor compile one (in a fresh interpreter: nothing compiled by other tests;
+    a helper's probe saw the block trade's and the end of day's load inside the loop)."""
     import json
     import subprocess
     import sys
