@@ -234,6 +234,13 @@ class Startup:
             context, options.trades, self.data_dir, self.exchange,
             secure=partial(self._secure, domain="admin"),  # clearing records: operators only
         )  # fmt: skip
+        if self.trade_stream.set_aside is not None:
+            self.log(
+                f"WARNING: trades.log held clearing events past the state recovered (clearing "
+                f"event {self.exchange.state.clearing_seq}): the journal has lost commands that "
+                f"were acknowledged (its files deleted, or an old copy restored?). They are "
+                f"kept in {self.trade_stream.set_aside}; trades.log goes on from the journal"
+            )
         self.endpoints = {
             "orders": self.orders.getsockopt_string(zmq.LAST_ENDPOINT),
             "admin": self.admin.getsockopt_string(zmq.LAST_ENDPOINT),

@@ -151,10 +151,15 @@ def test_the_trade_log_is_rebuilt_from_the_journal_byte_for_byte(tmp_path):
             stream = TradeStream(context, f"inproc://level{n}", day.data, day.exchange)
             stream.close()
             assert path.read_bytes() == expected, case
-            assert stream.regenerated > 0, case
+            assert stream.regenerated > 0 and stream.set_aside is None, case
         stream = TradeStream(context, "inproc://level-again", day.data, day.exchange)
         stream.close()
         assert stream.regenerated == 0  # a level file is taken as it is
+        path.write_bytes(expected + expected[:7])  # a torn record after the last: no trace kept
+        stream = TradeStream(context, "inproc://torn-after", day.data, day.exchange)
+        stream.close()
+        assert path.read_bytes() == expected and stream.set_aside is None
+        assert not list(day.data.glob(f"{TRADES_FILE}.past-*"))
     finally:
         context.destroy(linger=0)
 
@@ -168,12 +173,19 @@ def test_records_past_what_the_exchange_recovered_are_cut(tmp_path):
     for _record, _ in replay_events(day.data / "journal", earlier):
         if earlier.state.clearing_seq == 12:
             break
+    whole = path.read_bytes()
     context = zmq.Context()
     try:
-        TradeStream(context, "inproc://cut", day.data, earlier).close()
+        stream = TradeStream(context, "inproc://cut", day.data, earlier)
+        stream.close()
     finally:
         context.destroy(linger=0)
     assert list(read_trade_log(path)) == day.clearing[:12]
+    # what was cut is kept: the trace of what the journal lost (a helper's probe found it
+    # cut without a word)
+    assert stream.set_aside == day.data / f"{TRADES_FILE}.past-12"
+    assert path.read_bytes() + stream.set_aside.read_bytes() == whole
+    assert list(read_trade_log(stream.set_aside)) == day.clearing[12:]
 
 
 def test_a_consumer_that_does_not_read_never_blocks_and_resumes_from_its_position(tmp_path):
@@ -319,4 +331,32 @@ def test_a_consumer_from_n_gets_exactly_the_events_from_n_across_a_kill_and_rest
         if engine.process.poll() is None:
             engine.process.kill()
             engine.process.wait(30)
+        context.destroy(linger=0)
+
+
+@pytest.mark.slow
+def test_a_restart_that_lost_acknowledged_trades_says_so_and_keeps_their_trace(tmp_path):
+    """Found by a helper's probe: journal files deleted while the engine ran (a mistaken
+    cleanup), then a restart: it came back at seq 0 and cut trades.log to nothing without a
+    word. The cut records are the only trace of what was acknowledged: kept, and said."""
+    data = tmp_path / "data"
+    context = zmq.Context()
+    engine = EngineProcess(data).start()
+    try:
+        engine.open_market(*CODES)
+        gateway = mm_client(engine, context)
+        trade(gateway, "a", 20)
+        gateway.close(logout=False)
+        assert engine.stop() == 0
+        held = (data / TRADES_FILE).read_bytes()
+        for segment in (data / "journal").iterdir():
+            segment.unlink()
+        engine.start()
+        assert "WARNING: trades.log held clearing events past the state recovered" in (
+            engine.output()
+        )
+        assert (data / f"{TRADES_FILE}.past-0").read_bytes() == held
+        assert (data / TRADES_FILE).read_bytes() == b""
+        assert engine.stop() == 0
+    finally:
         context.destroy(linger=0)
