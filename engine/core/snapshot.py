@@ -16,7 +16,8 @@ Invariants (tests/core/test_snapshot.py):
 - books are dumped as their resting orders in time priority with every field a book keeps
   (engine.book.book.BookImage), never as the kernel's arrays, so a change of the book's
   array layout does not change the format;
-- a snapshot is read only by the config it was taken under (its fingerprint is in it) and
+- a snapshot is read only under the market it was taken under (its fingerprint is in it:
+  the config without its keys, which may change between runs) and
   by this format version; anything else, or bytes that are no snapshot, raises
   SnapshotRefused saying what is wrong, and no exchange is returned.
 """
@@ -123,7 +124,19 @@ _image_decoder = msgspec.msgpack.Decoder(ExchangeImage)
 
 
 def fingerprint(config: MarketConfig) -> str:
-    """SHA-256 of the config's encoding: a snapshot restores only under the same config."""
+    """SHA-256 of the config's encoding without its keys: a snapshot restores only under the
+    same market. The [security] section is left out: keys decide who may connect, not what
+    the market does, and a key revoked in the config (or the file moved, its key paths with
+    it) made every snapshot unusable at the next start."""
+    return _sha256(msgspec.structs.replace(config, security=None))
+
+
+def fingerprint_with_keys(config: MarketConfig) -> str:
+    """The fingerprint snapshots written before 2026-12-02 carry: the keys' section in it."""
+    return _sha256(config)
+
+
+def _sha256(config: MarketConfig) -> str:
     return hashlib.sha256(msgspec.msgpack.encode(config)).hexdigest()
 
 
@@ -268,7 +281,7 @@ def _restore_market(market: Market, image: MarketImage) -> None:
 def restore(config: MarketConfig, data: bytes) -> Exchange:
     """A new Exchange in the state `data` (made by `dump` under `config`) describes."""
     image = _decode(data)
-    if image.config_fingerprint != fingerprint(config):
+    if image.config_fingerprint not in (fingerprint(config), fingerprint_with_keys(config)):
         raise SnapshotRefused(
             f"this snapshot was taken under market config {image.config_name!r} "
             f"(fingerprint {image.config_fingerprint[:12]}), not under the config given, "

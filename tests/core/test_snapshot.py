@@ -25,10 +25,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.book import Book
-from engine.config import MARKET_HOURS, MarketConfig
+from engine.config import MARKET_HOURS, MarketConfig, Security
 from engine.core import Exchange
 from engine.core.clordid import ClOrdIds
-from engine.core.snapshot import FORMAT, KIND, SnapshotRefused, dump, restore
+from engine.core.snapshot import (
+    FORMAT,
+    KIND,
+    ExchangeImage,
+    SnapshotRefused,
+    dump,
+    fingerprint_with_keys,
+    restore,
+)
 from engine.core.state import CoreState
 from engine.digest import PIECE, DayDigest
 from engine.protocol import (
@@ -332,3 +340,36 @@ def test_a_snapshot_of_another_config_is_refused():
     other = small_market(reference_price=12_000)
     with pytest.raises(SnapshotRefused, match=r"taken under market config .* not under the"):
         restore(other, data)
+
+
+def with_keys(config: MarketConfig, **keys) -> MarketConfig:
+    security = Security(server_key="/keys/engine.key_secret", operators={"ops": "/keys/o.key"})
+    return msgspec.structs.replace(config, security=msgspec.structs.replace(security, **keys))
+
+
+def test_a_snapshot_restores_under_the_same_market_with_other_keys():
+    """Found while binding the journal to its config: the fingerprint held the [security]
+    section, so revoking a key in the config (or moving the file, its key paths with it) made
+    every snapshot unusable at the next start."""
+    keyed = with_keys(small_market(), market_data={"md": "/keys/md.key"})
+    exchange = Exchange(keyed)
+    for command in START:
+        exchange.apply(command)
+    revoked = with_keys(small_market())
+    for config in (revoked, small_market(), with_keys(small_market(), server_key="/moved/e")):
+        assert restore(config, dump(exchange)).state_hash() == exchange.state_hash()
+
+
+def test_a_snapshot_whose_fingerprint_held_the_keys_still_restores():
+    """Snapshots written before the keys left the fingerprint carry it with them."""
+    keyed = with_keys(small_market())
+    exchange = Exchange(keyed)
+    for command in START:
+        exchange.apply(command)
+    kind, version, body = msgspec.msgpack.decode(dump(exchange), type=tuple[str, int, msgspec.Raw])
+    image = msgspec.msgpack.decode(body, type=ExchangeImage)
+    old = msgspec.structs.replace(image, config_fingerprint=fingerprint_with_keys(keyed))
+    data = msgspec.msgpack.encode((kind, version, msgspec.Raw(msgspec.msgpack.encode(old))))
+    assert restore(keyed, data).state_hash() == exchange.state_hash()
+    with pytest.raises(SnapshotRefused, match="not under the config given"):
+        restore(with_keys(small_market(reference_price=12_000)), data)
