@@ -15,6 +15,8 @@ Invariants:
   order entry's connections and market data's are served by ZeroMQ I/O threads of their own,
   so the feed's fan-out to many subscribers does not hold up the gateways' replies;
   the bound endpoints are written to DATA/endpoints.json atomically (temp file, rename);
+- a journal is recovered only under the market it was written under (journal/market.json,
+  `_bind_journal`), as a snapshot is;
 - one engine per data directory: `open` takes DATA/engine.lock (flock) before it recovers
   anything, or refuses to start naming the holder; `close` lets it go;
 - `close` syncs the journal unless it has failed (then nothing more is written).
@@ -35,7 +37,7 @@ from engine.config import MarketConfig
 from engine.core import Exchange
 from engine.core.rows import decode as decode_rows
 from engine.core.rows import reject_wording
-from engine.core.snapshot import restore
+from engine.core.snapshot import fingerprint, restore
 from engine.gateway import security as curve
 from engine.gateway.marketdata import MAX_BATCH, MarketDataPublisher
 from engine.gateway.public import PublicEncoder, event_run
@@ -47,13 +49,15 @@ from engine.gateway.tradestream import TradeStream
 from engine.gateway.zap import ZapHandler
 from engine.journal.commandlog import BatchRecord
 from engine.journal.recovery import restore_latest
-from engine.journal.segments import Journal, replay
+from engine.journal.segments import Journal, list_segments, replay
+from engine.journal.snapshot import write_atomically
 from engine.protocol import NewOrder, StartOfDay
 
 # the context's two I/O threads (AFFINITY bit masks): order entry's connections on one, the
 # market data feed's on the other
 ORDER_ENTRY_IO, MARKET_DATA_IO = 1, 2
 LOCK_NAME = "engine.lock"  # in the data directory: held by the engine that runs on it
+JOURNAL_MARKET = "market.json"  # in the journal directory: the market it was written under
 
 
 def status_path(snapshots: Path, seq: int) -> Path:
@@ -88,6 +92,41 @@ class Startup:
             f"{connection_cap():,} connections to the feed and as many to the snapshot socket"
         )
         self._bind()
+
+    def _bind_journal(self, journal: Path) -> None:
+        """A journal's commands mean what they did only under the market they were written
+        under: `journal/market.json` names it (config name and fingerprint, its keys left
+        out), and a journal that holds segments is refused under another. A probe narrowed
+        the block band in the config and restarted: an acknowledged block trade was gone
+        from the state. A journal from before this check is taken as this market's."""
+        path = journal / JOURNAL_MARKET
+        mine = {"name": self.config.name, "fingerprint": fingerprint(self.config)}
+        bound = None
+        if list_segments(journal):
+            try:
+                bound = json.loads(path.read_text())
+                theirs = bound["fingerprint"]
+                name = bound["name"]
+            except FileNotFoundError:
+                pass  # a journal from before this check: taken as this market's
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise ValueError(
+                    f"{path} cannot be read ({exc!r}): it names the market the journal was "
+                    f"written under; restore it, or remove it to take the journal as this "
+                    f"config's ({self.config.name!r})"
+                ) from None
+            else:
+                if theirs != mine["fingerprint"]:
+                    raise ValueError(
+                        f"{journal} was written under market config {name!r} (fingerprint "
+                        f"{str(theirs)[:12]}), not the one given, {self.config.name!r} "
+                        f"({mine['fingerprint'][:12]}): replayed under other rules, commands "
+                        f"already acknowledged could come out otherwise. Start the engine "
+                        f"with the config the journal was written under (--config); a new "
+                        f"config begins in a fresh --data directory"
+                    )
+        if bound != mine:
+            write_atomically(path, json.dumps(mine).encode())
 
     def _check_journal_reaches(self, seq: int) -> None:
         """ValueError unless the journal is empty (begun after a snapshot, its old days
@@ -165,6 +204,7 @@ class Startup:
         journal after it, whose events the status table takes in."""
         journal, snapshots = self.data_dir / "journal", self.data_dir / "snapshots"
         journal.mkdir(exist_ok=True)
+        self._bind_journal(journal)
         exchange, snapshot = restore_latest(
             snapshots, partial(Exchange, self.config), partial(restore, self.config)
         )

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.cli.test_cli import cxe
+from tests.cli.test_cli import ROOT, cxe
 from tests.support.engine import DAY, EngineProcess
 from tests.support.signals import wait_until_caught
 
@@ -191,4 +191,37 @@ def test_a_journal_that_ends_before_the_snapshot_is_refused_at_start(tmp_path):
         assert engine.status().state_hash == hash_at_snapshot
         (halted,) = engine.admin(Halt("CEA25"))  # and it takes the next command, seq 4
         assert halted.phase == Phase.HALTED and engine.status().seq == 4
+        assert engine.stop() == 0
+
+
+def test_a_journal_is_recovered_only_under_the_market_it_was_written_under(tmp_path):
+    """Found by a helper's probe: a block band narrowed in the config between two runs made
+    the restart replay the day under the new band, and an acknowledged block trade was gone
+    from the state (snapshots refused another config; the journal did not)."""
+    from engine.protocol import BlockTrade
+
+    example = (ROOT / "docs" / "market.example.toml").read_text()
+    config = tmp_path / "market.toml"
+    config.write_text(example)
+    data = tmp_path / "data"
+    with EngineProcess(data, "--config", str(config)) as engine:
+        engine.open_market("CEA25")
+        price = 5_000  # 20% below the reference: inside the example's +-30% block band
+        answers = engine.admin(BlockTrade("blk1", "CEA25", 3, 1, price, 100_000))
+        assert any(type(a).__name__ == "Trade" for a in answers), answers
+        before = engine.status()
+        assert engine.stop() == 0
+    assert "block_band_ppm = 300_000" in example
+    config.write_text(example.replace("block_band_ppm = 300_000", "block_band_ppm = 100_000"))
+    free = "tcp://127.0.0.1:*"
+    ports = [f"--{name}={free}" for name in ("orders", "admin", "market-data", "snapshots")]
+    for with_config in (["--config", str(config)], []):  # edited, and forgotten
+        refused = cxe("serve", "--data", str(data), *with_config, *ports, f"--trades={free}",
+                      timeout=120)  # fmt: skip
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+        assert "was written under market config" in refused.stderr
+        assert "Start the engine with the config the journal was written under" in (refused.stderr)
+    config.write_text(example)
+    with EngineProcess(data, "--config", str(config)) as engine:
+        assert engine.status().state_hash == before.state_hash
         assert engine.stop() == 0
