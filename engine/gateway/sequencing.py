@@ -72,8 +72,11 @@ class Sequencing:
                         continue
                 seq = exchange.seq + 1
                 day = command.date if isinstance(command, StartOfDay) else None
+                going_on = journal.day
                 journal.append_encoded(seq, ts, item.wire_bytes, day)
                 events = exchange.apply_stamped(seq, ts, command)
+                if day is not None and any(type(e) is Rejected for e in events):
+                    journal.day_refused(going_on)  # its segment keeps the day that goes on
                 self.counters["sequenced"] += 1
                 self._observe(command, events)
                 self._route(item, events)

@@ -160,6 +160,19 @@ class Journal:
         self.segment, self.day = CommandLog(fresh), day
         fsync_directory(self.directory)
 
+    def day_refused(self, day: str | None) -> None:
+        """The StartOfDay last appended was refused: the segment it began is named for `day`,
+        the day that goes on, instead of the date refused (a forgotten EndOfDay left the rest
+        of a day in a file named for the next; archiving by the name took the wrong records)."""
+        segment = self.segment  # a StartOfDay always begins one (`_segment_for`)
+        assert segment is not None
+        fresh = self.directory / segment_name(self.last_seq, day)
+        if fresh != segment.path:
+            os.replace(segment.path, fresh)
+            segment.path = fresh
+            fsync_directory(self.directory)
+        self.day = day
+
     def flush(self) -> None:
         """Hand what is written to the operating system, without fsync (engine.framing)."""
         if self.segment is not None:

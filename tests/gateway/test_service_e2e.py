@@ -40,6 +40,7 @@ pytestmark = pytest.mark.slow
 MARKET = default_market()
 CODES = [i.code for i in MARKET.instruments]
 BUY, SELL = Side.BUY, Side.SELL
+NEXT_DAY = "2026-11-25"
 
 
 @pytest.fixture(scope="module")
@@ -447,7 +448,8 @@ def test_a_refused_start_or_end_of_day_changes_nothing_a_gateway_is_told(tmp_pat
         with client(process, "mm") as gateway:
             order = gateway.submit("kept-1", 1, CODES[0], BUY, price - 5, 100)
             gateway.wait_for(is_(Accepted, cl_ord_id="kept-1"))
-            for command in (StartOfDay(DAY), EndOfDay()):  # the day runs; a market is open
+            # the day runs; a market is open; the next day's date is not the sequencer's
+            for command in (StartOfDay(DAY), EndOfDay(), StartOfDay(NEXT_DAY)):
                 (refused,) = process.admin(command)
                 assert isinstance(refused, Rejected), refused
             gateway.resend([order])
@@ -455,6 +457,8 @@ def test_a_refused_start_or_end_of_day_changes_nothing_a_gateway_is_told(tmp_pat
             assert (status.state, status.leaves) == ("live", 100), status
         assert "end of day at seq" not in process.output()
         assert process.stop() == 0
+        segments = list((tmp_path / "data" / "journal").glob("commands-*.log"))
+        assert segments and not [p for p in segments if NEXT_DAY in p.name]  # a probe's F11
 
 
 def test_a_snapshot_that_cannot_be_taken_or_written_leaves_the_engine_trading(tmp_path):

@@ -89,6 +89,25 @@ def test_the_journal_rolls_at_each_start_of_day_and_past_its_size_limit(tmp_path
     )
 
 
+def test_a_refused_start_of_day_leaves_its_segment_named_for_the_day_that_goes_on(tmp_path):
+    """Found by a helper's probe: the journal rolls at a StartOfDay before the core judges
+    it, so an operator who forgot EndOfDay and asked for the next day left the rest of the
+    day in a file named for the next one (archiving by the name took the wrong records)."""
+    journal = Journal(tmp_path / "journal")
+    journal.append(1, 1, StartOfDay(DAYS[0]))
+    journal.append(2, 2, OpenCall("CEA25"))
+    journal.append(3, 3, StartOfDay(DAYS[1]))  # refused: the day has not ended
+    journal.day_refused(DAYS[0])
+    journal.append(4, 4, OpenCall("CEA24"))
+    journal.close()
+    named = [(s.first_seq, s.day) for s in list_segments(tmp_path / "journal")]
+    assert named == [(1, DAYS[0]), (3, DAYS[0])]
+    assert [r.seq for r in read_journal(tmp_path / "journal")] == [1, 2, 3, 4]
+    reopened = Journal(tmp_path / "journal")  # a restart goes on in the day that goes on
+    assert reopened.day == DAYS[0] and reopened.last_seq == 4
+    reopened.close()
+
+
 def test_old_days_archived_away_are_not_needed_after_the_sequence_they_end(tmp_path):
     commands = three_days()
     journal = tmp_path / "journal"
