@@ -27,6 +27,7 @@ from engine.gateway import wire
 from engine.gateway.intake import Item
 from engine.gateway.public import PublicRows
 from engine.gateway.replies import Encoded
+from engine.gateway.sequencing import TradeLogFailed
 from engine.gateway.sessions import Session
 from engine.protocol import Audience, RejectCode, encode
 
@@ -117,7 +118,10 @@ class Outbound:
         self.admin_outbox.clear()
         for gateway, messages in self.absent_outbox.items():
             self.sessions.keep(gateway, messages.body())
-        self.trade_stream.publish_parts(self.public)  # into trades.log, then sent
+        try:
+            self.trade_stream.publish_parts(self.public)  # into trades.log, then sent
+        except OSError as exc:  # a full disk: the journal has the turn, the file does not
+            raise TradeLogFailed(str(exc)) from exc
         if self.public:
             self.market_data.publish_parts(self.public)
         now = time.monotonic_ns()

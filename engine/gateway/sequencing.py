@@ -47,6 +47,11 @@ class JournalFailed(RuntimeError):
     pass
 
 
+class TradeLogFailed(RuntimeError):
+    """DATA/trades.log could not be written: the engine stops (clearing must see every
+    trade), and a restart rebuilds the file from the journal, which holds the turn."""
+
+
 class Sequencing:
     """The EngineService's sequencing, journaling, applying (a part of it: its state is its own)."""
 

@@ -50,7 +50,7 @@ from engine.gateway.marketdata import MarketDataPublisher
 from engine.gateway.outbound import Outbound
 from engine.gateway.public import PublicEncoder
 from engine.gateway.replies import Pending, PrivateReplies
-from engine.gateway.sequencing import JournalFailed, Sequencing
+from engine.gateway.sequencing import JournalFailed, Sequencing, TradeLogFailed
 from engine.gateway.sessions import Sessions
 from engine.gateway.startup import Startup
 from engine.gateway.status import OrderStatusTable
@@ -60,6 +60,7 @@ from engine.journal.segments import Journal
 from engine.protocol import Clock, encode
 
 EXIT_JOURNAL_FAILED = 3
+EXIT_TRADE_LOG_FAILED = 4
 IDLE_WORK_NS = 1_000_000  # busy polling: the idle work of a turn that read nothing, this often
 SERVICE_COUNTERS = (  # the status report's counters of the service itself (docs/PROTOCOL.md)
     "turns",
@@ -159,6 +160,14 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
             self.log(f"journal failed, stopping without acknowledging: {exc}")
             self.close(sync=False)
             return EXIT_JOURNAL_FAILED
+        except TradeLogFailed as exc:
+            self.log(
+                f"trade log failed, stopping: {exc}; every acknowledged command is in the "
+                f"journal, and a restart rebuilds trades.log from it: mend the cause (a full "
+                f"disk?), then start the engine again"
+            )
+            self.close()
+            return EXIT_TRADE_LOG_FAILED
         self.close()
         self.log(f"stopped at seq {self.exchange.seq}, state hash {self.exchange.state_hash()}")
         return 0

@@ -14,6 +14,7 @@ import time
 import pytest
 import zmq
 
+from engine.clearing.capture import read_trade_log
 from engine.codec import records_of
 from engine.config import default_market
 from engine.gateway import wire
@@ -595,3 +596,41 @@ def test_the_asyncio_client_submits_reads_and_mass_cancels(engine):
     cancelled = [r for r in replies if isinstance(r, Cancelled)]
     assert [a.cl_ord_id for a in accepted] == ["async-1"]
     assert accepted[0].order_id in {c.order_id for c in cancelled}
+
+
+@pytest.mark.slow
+def test_a_trade_log_that_cannot_be_written_stops_the_engine_in_order(tmp_path):
+    """Found by a helper's probe: a trades.log that could not be written (a full disk) ended
+    the engine with a bare errno, outside the journal's orderly stop. Now it stops saying
+    what happened and what to do (exit 4); the restart rebuilds the file from the journal,
+    which holds everything acknowledged."""
+    from engine.protocol import BlockTrade
+
+    data = tmp_path / "data"
+    engine = EngineProcess(data, max_file_bytes=4_096)  # a trade's record outgrows its command's
+    engine.start()
+    try:
+        engine.open_market(CODES[0])
+        price = MARKET.instruments[0].reference_price
+        acknowledged = 0
+        for n in range(200):
+            try:
+                ids = [m.id for m in MARKET.members]
+                buyer, seller = ids[(n + 1) % len(ids)], ids[n % len(ids)]  # sellers in turn
+                answers = engine.admin(BlockTrade(f"b{n}", CODES[0], buyer, seller, price, 100_000))
+            except TimeoutError:
+                break
+            assert any(type(a).__name__ == "Trade" for a in answers), answers
+            acknowledged = n + 1
+        assert engine.process.wait(60) == 4, engine.output()
+        assert "trade log failed, stopping: [Errno 27] File too large" in engine.output()
+        assert "Traceback" not in engine.output()
+        assert acknowledged > 10
+    finally:
+        if engine.process.poll() is None:
+            engine.process.kill()
+    engine.max_file_bytes = None
+    engine.start()  # the journal has every block trade answered, the rebuilt file too
+    trades = [r for r in read_trade_log(data / "trades.log") if type(r).__name__ == "Trade"]
+    assert len(trades) >= acknowledged
+    assert engine.stop() == 0
