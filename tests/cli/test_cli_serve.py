@@ -222,6 +222,13 @@ def test_a_journal_is_recovered_only_under_the_market_it_was_written_under(tmp_p
         assert "was written under market config" in refused.stderr
         assert "Start the engine with the config the journal was written under" in (refused.stderr)
     config.write_text(example)
+    bound = data / "journal" / "market.json"
+    bound.write_text("{not json")
+    damaged = cxe("serve", "--data", str(data), "--config", str(config), *ports,
+                  f"--trades={free}", timeout=120)  # fmt: skip
+    assert damaged.returncode == 2 and "market.json cannot be read" in damaged.stderr
+    bound.unlink()  # as the message says: the journal is then taken as the config's given
     with EngineProcess(data, "--config", str(config)) as engine:
         assert engine.status().state_hash == before.state_hash
         assert engine.stop() == 0
+    assert "fingerprint" in bound.read_text()  # written again
