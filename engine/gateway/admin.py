@@ -109,6 +109,8 @@ class Admin:
             for gateway_id, counters in self.sessions.counters.items()
         }
         counters = dict(self.counters)
+        caps = (*self.caps, self.trade_stream.cap)  # order entry's, admin's, the trade stream's
+        counters["connections_cut"] = sum(cap.cut for cap in caps)
         parts = {"market_data": self.market_data, "trade_stream": self.trade_stream}
         for prefix, part in parts.items():
             counters |= {f"{prefix}_{name}": value for name, value in part.counters().items()}

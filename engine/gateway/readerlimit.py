@@ -49,6 +49,10 @@ Invariants:
   and a probe holding them took every descriptor of an engine (1,024), whose next day's
   journal segment could then not be opened: it stopped. The engine and a relay raise their
   soft descriptor limit to the hard one at start (`raise_descriptor_limit`);
+- with `allowances` False only the cap applies (the engine's order entry, admin and trade
+  stream sockets, each with its share: connections there that log on and say nothing are
+  honest, and a probe's 20,000 such connections to order entry stopped the engine the same
+  way); nothing of a connection's bytes is read;
 - with the context's ZAP handler (`zap`: the engine's and a relay's, plain mode too) a
   connection's handshake completes, and libzmq takes what it sends, only when `open` says
   so: ADMISSIONS_BURST connections at once and ADMISSIONS_PER_S more each second, and only
@@ -118,7 +122,7 @@ _BYTES_RECEIVED = struct.Struct("=Q")  # tcpi_bytes_received, a u64 ...
 _BYTES_RECEIVED_AT = 128  # ... at this offset of Linux's struct tcp_info (since 4.1)
 _TCP_INFO_BYTES = _BYTES_RECEIVED_AT + _BYTES_RECEIVED.size
 _EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_CLOSED
-MIN_CONNECTIONS = 64  # the cap on a socket's connections is never below this
+MIN_CONNECTIONS = 16  # the cap on a socket's connections is never below this
 ALONE = f"more than a reader may ({MAX_READER_BURST} and {READER_BYTES_PER_S} a second)"
 TOGETHER = (
     f"while the readers together had sent more than they may ({READERS_BURST} and "
@@ -137,14 +141,19 @@ def raise_descriptor_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def connection_cap() -> int:
-    """How many connections one socket that readers reach may hold: a quarter of the
-    process's descriptors (the feed and the snapshot socket take half; the journal,
-    snapshots, gateways and libzmq's own keep the rest)."""
+# each listening socket's share of the process's descriptors (1/N): the feed and the snapshot
+# socket a quarter each, order entry an eighth, the admin socket and the trade stream a
+# sixteenth each; the last quarter is the journal's, the snapshots', libzmq's own
+FEED_SHARE, SNAPSHOTS_SHARE, ORDERS_SHARE, ADMIN_SHARE, TRADES_SHARE = 4, 4, 8, 16, 16
+
+
+def connection_cap(share: int = FEED_SHARE) -> int:
+    """How many connections one listening socket may hold: its share (1/`share`) of the
+    process's descriptors, at least MIN_CONNECTIONS."""
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 20
-    return max(MIN_CONNECTIONS, soft // 4)
+    return max(MIN_CONNECTIONS, soft // share)
 
 
 def allowance(age_ns: int) -> int:
@@ -242,16 +251,19 @@ class ReaderByteLimit:
         zap: ZapHandler | None = None,
         domain: str = "market_data",
         max_connections: int | None = None,
+        allowances: bool = True,
     ) -> None:
         self.name = name
         self.max_connections = connection_cap() if max_connections is None else max_connections
+        self.allowances = allowances  # False: only the cap (order entry, admin, trade stream)
         self.log = log or (lambda line: None)
         self.cut = 0  # connections ended for sending more than their allowance
         self.watching = True  # false once a tcp connection's kernel gave no byte count
         self.faults = 0  # errors of the thread's own (logged once; it goes on)
         self.listener_closed = threading.Event()  # set when the socket's listener closes
         self._socket = socket
-        socket.setsockopt(zmq.RCVBUF, READER_RCVBUF)  # what a connection shut down still gives
+        if allowances:
+            socket.setsockopt(zmq.RCVBUF, READER_RCVBUF)  # what one shut down still gives
         self._monitor = socket.get_monitor_socket(_EVENTS, next_monitor_address())
         self._epoll = select.epoll()
         now = time.monotonic_ns()
@@ -264,8 +276,9 @@ class ReaderByteLimit:
         self._unsaid = 0  # readers ended since, not logged
         self._stopping = threading.Event()
         self._full = (
-            f"while the socket held its {self.max_connections} connections (a quarter of the "
-            f"process's descriptors: raise its limit, ulimit -n, or serve readers from a relay)"
+            f"while the socket held its {self.max_connections} connections (its share of the "
+            f"process's descriptors: raise its limit, ulimit -n"
+            + (", or serve readers from a relay)" if allowances else ")")
         )
         self._thread = threading.Thread(target=self._run, name=f"cxe-{name}-limit", daemon=True)
         self._thread.start()
@@ -372,6 +385,9 @@ class ReaderByteLimit:
             try:
                 if _port(connection) != endpoint.rsplit(b":", 1)[-1]:
                     return  # not a connection to this listener
+                if not self.allowances:
+                    self._take_place(descriptor, connection)
+                    return
                 received = bytes_received(connection)
                 if received is None:
                     self._not_watching()
@@ -394,6 +410,14 @@ class ReaderByteLimit:
                 return
         self._check(descriptor)  # what it sent before it was watched
 
+    def _take_place(self, descriptor: int, connection: sockets.socket) -> None:
+        """Cap only: count the connection among the socket's, or end it if it has its cap."""
+        if len(self._accepted) >= self.max_connections:
+            self._end(connection, None, self._full)
+            return
+        inode = os.fstat(connection.fileno()).st_ino
+        self._accepted[descriptor] = _Accepted(inode, time.monotonic_ns())
+
     def _check(self, descriptor: int) -> int | None:
         """End the connection behind `descriptor` if it is past its allowance, or sends
         while the readers together may send nothing more; the bytes it has received if it
@@ -413,6 +437,8 @@ class ReaderByteLimit:
                 if os.fstat(connection.fileno()).st_ino != accepted.inode:
                     self._accepted.pop(descriptor, None)  # gone: the number's new record comes
                     return None
+                if not self.allowances:
+                    return None  # still there: the cap counts it
                 received = bytes_received(connection)
                 if received is None:
                     return None
@@ -430,13 +456,17 @@ class ReaderByteLimit:
                 pass
         return None
 
-    def _end(self, connection: sockets.socket, received: int, why: str) -> None:
-        """Shut `connection` down, count it and say so (OSError if it has ended)."""
+    def _end(self, connection: sockets.socket, received: int | None, why: str) -> None:
+        """Shut `connection` down, count it and say so (OSError if it has ended); `received`
+        None: its bytes were not counted (the cap alone)."""
         host, port = connection.getpeername()[:2]
         self.cut += 1  # before: its peer may see the end (and a test count) at once
         connection.shutdown(sockets.SHUT_RDWR)
         peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self._say_cut(f"a reader at {peer} sent {received} bytes, {why}")
+        if received is None:
+            self._say_cut(f"a connection from {peer}, {why}")
+        else:
+            self._say_cut(f"a reader at {peer} sent {received} bytes, {why}")
 
     def _end_unwatchable(self, descriptor: int, endpoint: bytes) -> None:
         """End a connection the process has no descriptor left to watch with: through

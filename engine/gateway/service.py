@@ -49,6 +49,7 @@ from engine.gateway.intake import Intake, Item
 from engine.gateway.marketdata import MarketDataPublisher
 from engine.gateway.outbound import Outbound
 from engine.gateway.public import PublicEncoder
+from engine.gateway.readerlimit import ReaderByteLimit
 from engine.gateway.replies import Pending, PrivateReplies
 from engine.gateway.sequencing import JournalFailed, Sequencing, TradeLogFailed
 from engine.gateway.sessions import Sessions
@@ -132,6 +133,7 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
         self.taken = 0
         self.authenticator: curve.Authenticator | None = None  # CURVE mode's key table
         self.zap: ZapHandler | None = None  # the context's ZAP handler (both modes)
+        self.caps: list[ReaderByteLimit] = []  # order entry's and admin's connection caps
         self._lock: TextIO | None = None  # DATA/engine.lock, held while the service runs
         self.peer = ""  # the User-Id of the frame being read ("" in plain mode)
         self.peers: dict[bytes, str] = {}  # routing id -> User-Id, to end revoked keys' peers

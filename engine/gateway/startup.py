@@ -41,7 +41,16 @@ from engine.core.snapshot import fingerprint, restore
 from engine.gateway import security as curve
 from engine.gateway.marketdata import MAX_BATCH, MarketDataPublisher
 from engine.gateway.public import PublicEncoder, event_run
-from engine.gateway.readerlimit import connection_cap, raise_descriptor_limit
+from engine.gateway.readerlimit import (
+    ADMIN_SHARE,
+    FEED_SHARE,
+    ORDERS_SHARE,
+    SNAPSHOTS_SHARE,
+    TRADES_SHARE,
+    ReaderByteLimit,
+    connection_cap,
+    raise_descriptor_limit,
+)
 from engine.gateway.replies import PrivateReplies
 from engine.gateway.sequencing import check_records
 from engine.gateway.status import OrderStatusTable
@@ -88,8 +97,10 @@ class Startup:
         self._check_journal_reaches(self.exchange.seq)
         descriptors = raise_descriptor_limit()
         self.log(
-            f"{descriptors:,} file descriptors; market data readers may hold "
-            f"{connection_cap():,} connections to the feed and as many to the snapshot socket"
+            f"{descriptors:,} file descriptors; connections held at most: market data "
+            f"{connection_cap(FEED_SHARE):,}, snapshots {connection_cap(SNAPSHOTS_SHARE):,}, "
+            f"orders {connection_cap(ORDERS_SHARE):,}, admin {connection_cap(ADMIN_SHARE):,}, "
+            f"trades {connection_cap(TRADES_SHARE):,}"
         )
         self._bind()
 
@@ -127,6 +138,14 @@ class Startup:
                     )
         if bound != mine:
             write_atomically(path, json.dumps(mine).encode())
+
+    def _cap(self, socket: zmq.Socket, name: str, share: int) -> None:
+        """Hold `socket` to its share of the descriptors (engine.gateway.readerlimit's cap,
+        without the readers' byte allowances), before it binds."""
+        cap = ReaderByteLimit(
+            socket, name, self.log, max_connections=connection_cap(share), allowances=False
+        )
+        self.caps.append(cap)
 
     def _check_journal_reaches(self, seq: int) -> None:
         """ValueError unless the journal is empty (begun after a snapshot, its old days
@@ -254,12 +273,14 @@ class Startup:
         self.orders.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.orders.setsockopt(zmq.SNDHWM, options.sndhwm)
         self.orders.setsockopt(zmq.LINGER, 0)
+        self._cap(self.orders, "orders", ORDERS_SHARE)
         curve.allow_ipv6(self.orders, options.orders)
         self.orders.bind(options.orders)
         self.admin = context.socket(zmq.ROUTER)
         self._secure(self.admin, "admin")
         self.admin.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.admin.setsockopt(zmq.LINGER, 0)
+        self._cap(self.admin, "admin", ADMIN_SHARE)
         curve.allow_ipv6(self.admin, options.admin)
         self.admin.bind(options.admin)
         refuse = None  # plain mode: no identity to refuse
@@ -273,6 +294,7 @@ class Startup:
         self.trade_stream = TradeStream(
             context, options.trades, self.data_dir, self.exchange,
             secure=partial(self._secure, domain="admin"),  # clearing records: operators only
+            log=self.log,
         )  # fmt: skip
         if self.trade_stream.set_aside is not None:
             self.log(
@@ -311,6 +333,9 @@ class Startup:
             self.zap.stop()  # the authenticator's, in CURVE mode
             self.zap = self.authenticator = None
         if self.context is not None:
+            for cap in self.caps:
+                cap.stop()
+            self.caps = []
             if self.market_data is not None:
                 self.market_data.close()
             if self.trade_stream is not None:

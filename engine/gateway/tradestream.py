@@ -52,6 +52,7 @@ from engine.clearing.capture import TradeLogWriter
 from engine.framing import HEADER as FRAME_HEADER
 from engine.framing import CorruptLog, FrameReader
 from engine.gateway.public import ClearingRun, PublicRows, clearing_run
+from engine.gateway.readerlimit import TRADES_SHARE, ReaderByteLimit, connection_cap
 from engine.gateway.security import allow_ipv6, reconnect_all
 from engine.gateway.wire import pack
 from engine.journal.snapshot import write_atomically
@@ -103,6 +104,7 @@ class TradeStream:
         max_messages: int = MAX_MESSAGES,
         sndhwm: int = SNDHWM,
         secure: Callable[[zmq.Socket], None] | None = None,  # server hardening, before bind
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.path = Path(data_dir) / TRADES_FILE
         self.max_events = max_events
@@ -119,8 +121,16 @@ class TradeStream:
         self.router.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
         if secure is not None:
             secure(self.router)
-        allow_ipv6(self.router, endpoint)
-        self.router.bind(endpoint)
+        self.cap = ReaderByteLimit(  # its share of the descriptors (before the bind)
+            self.router, "trades", log, max_connections=connection_cap(TRADES_SHARE),
+            allowances=False,
+        )  # fmt: skip
+        try:
+            allow_ipv6(self.router, endpoint)
+            self.router.bind(endpoint)
+        except BaseException:  # the caller's context closes the socket: the thread ends first
+            self.cap.stop()
+            raise
         self.endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         self.consumers: dict[bytes, Consumer] = {}
         self.messages_sent = 0
@@ -133,7 +143,7 @@ class TradeStream:
         admitted again or refused, then asks FROM where it was). zmq.ZMQError if the
         endpoint cannot be bound again."""
         self.consumers.clear()
-        reconnect_all(self.router, self.endpoint)
+        reconnect_all(self.router, self.endpoint, listener_closed=self.cap.listener_closed)
 
     def counters(self) -> dict[str, int]:
         """What the stream has done and refused, for the engine's status report."""
@@ -150,6 +160,7 @@ class TradeStream:
         return (self.router,)
 
     def close(self) -> None:
+        self.cap.stop()
         self.writer.close()
         os.close(self._fd)
         self.router.close(0)

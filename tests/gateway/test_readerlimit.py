@@ -37,7 +37,7 @@ from engine.gateway.readerlimit import (
     over_allowance,
 )
 from engine.gateway.zap import ZapHandler
-from engine.protocol import Accepted, Close, DayClosed, EndOfDay
+from engine.protocol import Accepted, Close, DayClosed, EndOfDay, StartOfDay
 from engine.types import Side
 from tests.gateway.test_subscriptions import UNSUBSCRIBE, Peer
 from tests.gateway.test_zap import reader_of
@@ -537,13 +537,16 @@ def test_a_socket_holds_its_cap_of_connections_and_one_gone_frees_its_place():
         feed.close()
 
 
-def test_the_cap_is_a_quarter_of_the_descriptors_and_the_limit_is_raised_to_the_hard_one(
+def test_each_socket_caps_its_share_of_the_descriptors_and_the_limit_is_raised_to_the_hard_one(
     monkeypatch,
 ):
     monkeypatch.setattr(readerlimit.resource, "getrlimit", lambda _: (1024, 4096))
-    assert readerlimit.connection_cap() == 256
+    assert readerlimit.connection_cap() == 256  # the feed's and the snapshot socket's
+    shares = (readerlimit.ORDERS_SHARE, readerlimit.ADMIN_SHARE, readerlimit.TRADES_SHARE)
+    assert [readerlimit.connection_cap(share) for share in shares] == [128, 64, 64]
     monkeypatch.setattr(readerlimit.resource, "getrlimit", lambda _: (100, 4096))
-    assert readerlimit.connection_cap() == readerlimit.MIN_CONNECTIONS == 64
+    assert readerlimit.connection_cap() == 25
+    assert readerlimit.connection_cap(16) == readerlimit.MIN_CONNECTIONS == 16
     monkeypatch.undo()
     raised = subprocess.run(
         [sys.executable, "-c",
@@ -679,3 +682,39 @@ def test_a_reader_left_waiting_is_ended_by_libzmq_and_connects_again(monkeypatch
         assert feed.zap.unanswered >= 2 and feed.zap.admitted == 0
     finally:
         feed.close()
+
+
+@pytest.mark.slow
+def test_connections_held_on_order_entry_and_the_trade_stream_leave_the_engine_its_own(tmp_path):
+    """Found by a helper's probe: connections that complete the handshake and never log on
+    stay open, and 20,000 of them to order entry took every descriptor: the next StartOfDay
+    could not open its journal segment and the engine stopped (exit 3). Each socket now holds
+    its share (with 256 descriptors: order entry 32, the trade stream 16); the rest are ended
+    at accept and counted, and the operator's day goes on."""
+    with EngineProcess(tmp_path / "data", max_descriptors=256) as engine:
+        engine.open_market(CODE)
+        held: list[sockets.socket] = []
+        try:
+            for name, many in (("orders", 150), ("trades", 100)):  # past 256 together
+                for _ in range(many):
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                        held.append(raw_subscriber(engine.endpoints[name], b"DEALER"))
+            deadline = time.monotonic() + 60
+            while engine.status().counters["connections_cut"] < (150 - 32) + (100 - 16):
+                assert time.monotonic() < deadline, engine.output()
+                time.sleep(0.2)
+            assert "orders: a connection from 127.0.0.1:" in engine.output()
+            assert "while the socket held its 32 connections" in engine.output()
+            closed = engine.admin(Close(CODE), EndOfDay())
+            assert any(type(answer) is DayClosed for answer in closed), closed
+            (refused,) = engine.admin(StartOfDay("2026-11-25"))  # its segment is opened
+            assert type(refused).__name__ == "Rejected"  # not the sequencer's date
+            snapshots = engine.data / "snapshots"
+            while not list(snapshots.glob("snapshot-*.snap")):  # the end of day's
+                assert time.monotonic() < deadline, engine.output()
+                time.sleep(0.2)
+            assert engine.status().counters["snapshot_failures"] == 0
+        finally:
+            for connection in held:
+                connection.close()
+        assert engine.stop() == 0
