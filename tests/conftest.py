@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, settings
 
 from engine.book import Book, ReferenceBook
 from engine.core import Exchange, ReferenceExchange
+from engine.gateway.readerlimit import raise_descriptor_limit
 
 settings.register_profile(
     "ci",
@@ -19,6 +20,10 @@ settings.register_profile(
 )
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+# as `cxe serve` and `cxe relay` do at start: the in-process feeds' connection caps are a share
+# of this process's descriptors, and the suite's crowds of readers need the hard limit's
+raise_descriptor_limit()
 
 BOOKS = {"compiled": Book, "reference": ReferenceBook}
 
