@@ -359,4 +359,5 @@ def test_a_restart_that_lost_acknowledged_trades_says_so_and_keeps_their_trace(t
         assert (data / TRADES_FILE).read_bytes() == b""
         assert engine.stop() == 0
     finally:
+        engine.__exit__()  # killed if a failure left it running
         context.destroy(linger=0)
