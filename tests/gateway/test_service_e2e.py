@@ -630,7 +630,7 @@ def test_a_trade_log_that_cannot_be_written_stops_the_engine_in_order(tmp_path):
         if engine.process.poll() is None:
             engine.process.kill()
     engine.max_file_bytes = None
-    with engine.start():  # the journal has every block trade answered, the rebuilt file too
+    with engine:  # started: the journal has every block trade answered, the rebuilt file too
         trades = [r for r in read_trade_log(data / "trades.log") if type(r).__name__ == "Trade"]
         assert len(trades) >= acknowledged
         assert engine.stop() == 0
