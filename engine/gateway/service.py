@@ -70,6 +70,7 @@ SERVICE_COUNTERS = (  # the status report's counters of the service itself (docs
     "malformed_frames",
     "unknown_peers",
     "snapshot_failures",
+    "connections_cut",  # order entry's, admin's and the trade stream's caps (read at Status)
 )
 
 

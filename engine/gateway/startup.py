@@ -223,7 +223,6 @@ class Startup:
         journal after it, whose events the status table takes in."""
         journal, snapshots = self.data_dir / "journal", self.data_dir / "snapshots"
         journal.mkdir(exist_ok=True)
-        self._bind_journal(journal)
         exchange, snapshot = restore_latest(
             snapshots, partial(Exchange, self.config), partial(restore, self.config)
         )
@@ -239,6 +238,7 @@ class Startup:
                         "start without it (a resent NewOrder from before the snapshot is then "
                         "answered 'done')"
                     ) from exc
+        self._bind_journal(journal)  # after the snapshot's own check of the config
         for record, result in replay(journal, exchange):
             if type(record) is BatchRecord:
                 self.status.record_rows(result)
