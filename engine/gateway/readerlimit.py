@@ -385,17 +385,18 @@ class ReaderByteLimit:
             try:
                 if _port(connection) != endpoint.rsplit(b":", 1)[-1]:
                     return  # not a connection to this listener
-                if not self.allowances:
-                    self._take_place(descriptor, connection)
+                if len(self._accepted) >= self.max_connections:
+                    self._end(connection, None, self._full)
+                    return
+                now = time.monotonic_ns()
+                if not self.allowances:  # the cap alone: counted, nothing of it read
+                    inode = os.fstat(connection.fileno()).st_ino
+                    self._accepted[descriptor] = _Accepted(inode, now)
                     return
                 received = bytes_received(connection)
                 if received is None:
                     self._not_watching()
                     return
-                if len(self._accepted) >= self.max_connections:
-                    self._end(connection, received, self._full)
-                    return
-                now = time.monotonic_ns()
                 with self._lock:
                     fitted = self._shared.take(max(0, received - HANDSHAKE_BYTES), now)
                     spent = not fitted or self._shared.tokens < MAX_READER_BURST
@@ -409,14 +410,6 @@ class ReaderByteLimit:
             except OSError:  # ended meanwhile (or registered under this number still)
                 return
         self._check(descriptor)  # what it sent before it was watched
-
-    def _take_place(self, descriptor: int, connection: sockets.socket) -> None:
-        """Cap only: count the connection among the socket's, or end it if it has its cap."""
-        if len(self._accepted) >= self.max_connections:
-            self._end(connection, None, self._full)
-            return
-        inode = os.fstat(connection.fileno()).st_ino
-        self._accepted[descriptor] = _Accepted(inode, time.monotonic_ns())
 
     def _check(self, descriptor: int) -> int | None:
         """End the connection behind `descriptor` if it is past its allowance, or sends

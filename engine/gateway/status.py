@@ -61,7 +61,7 @@ from engine.protocol import Accepted, NewOrder, Rejected
 _TEXT_ROW = ROW_DTYPES[ROW_REJECTED_TEXT]
 S_ORDER, S_INSTRUMENT = TABLE_COLUMNS, TABLE_COLUMNS + 1  # the value columns of an entry
 DUMP_KIND, DUMP_FORMAT = "cxe-order-status", 2  # `dump`'s head (versions before wrote none)
-_Id = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # a member or an order id
+_Id = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # an order id
 # -1: an operator command's refusal, which versions before 2026-12-02 kept (and then could not
 # load their own snapshot's table): read, and left out
 _Member = Annotated[int, msgspec.Meta(ge=-1, le=2**63 - 1)]

@@ -560,6 +560,37 @@ def test_each_socket_caps_its_share_of_the_descriptors_and_the_limit_is_raised_t
     assert raised.stdout.strip() == "True", raised.stderr
 
 
+@contextlib.contextmanager
+def held_open(engine: EngineProcess, plan: tuple[tuple[str, bytes, int], ...]):
+    """Connections that complete the handshake and then say nothing: `count` of socket type
+    `kind` to each named endpoint (those the engine ends at once are let go)."""
+    held: list[sockets.socket] = []
+    try:
+        for name, kind, count in plan:
+            for _ in range(count):
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    held.append(raw_subscriber(engine.endpoints[name], kind))
+        yield
+    finally:
+        for connection in held:
+            connection.close()
+
+
+def within_a_minute(engine: EngineProcess, done: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 60
+    while not done():
+        assert time.monotonic() < deadline, engine.output()
+        time.sleep(0.2)
+
+
+def cut(engine: EngineProcess, counter: str) -> int:
+    return engine.status().counters[counter]
+
+
+def snapshots_written(engine: EngineProcess) -> int:
+    return len(list((engine.data / "snapshots").glob("snapshot-*.snap")))
+
+
 @pytest.mark.slow
 def test_an_engine_keeps_descriptors_of_its_own_whoever_holds_connections(tmp_path):
     """The probe above against a real engine with 256 descriptors: readers' connections held
@@ -568,16 +599,9 @@ def test_an_engine_keeps_descriptors_of_its_own_whoever_holds_connections(tmp_pa
     stopped, exit 3); now each socket keeps 64 and the engine goes on."""
     with EngineProcess(tmp_path / "data", max_descriptors=256) as engine:
         engine.open_market(CODE)
-        held: list[sockets.socket] = []
-        try:
-            for name, kind in (("market_data", b"SUB"), ("snapshots", b"DEALER")):
-                for _ in range(150):
-                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                        held.append(raw_subscriber(engine.endpoints[name], kind))  # or ended
-            deadline = time.monotonic() + 60
-            while engine.status().counters["market_data_readers_cut"] < 2 * (150 - 64):
-                assert time.monotonic() < deadline, engine.output()
-                time.sleep(0.2)
+        with held_open(engine, (("market_data", b"SUB", 150), ("snapshots", b"DEALER", 150))):
+            beyond = 2 * (150 - 64)  # past each socket's cap
+            within_a_minute(engine, lambda: cut(engine, "market_data_readers_cut") >= beyond)
             assert "while the socket held its 64 connections" in engine.output()
             engine.admin(wire.SnapshotNow())
             with GatewayClient(engine.endpoints["orders"], "mm") as gateway:  # a newcomer
@@ -585,14 +609,8 @@ def test_an_engine_keeps_descriptors_of_its_own_whoever_holds_connections(tmp_pa
                 gateway.wait_for(lambda r: type(r) is Accepted and r.cl_ord_id == "held-1")
             closed = engine.admin(Close(CODE), EndOfDay())
             assert any(type(answer) is DayClosed for answer in closed), closed
-            snapshots = engine.data / "snapshots"
-            while len(list(snapshots.glob("snapshot-*.snap"))) < 2:  # asked for, end of day
-                assert time.monotonic() < deadline, engine.output()
-                time.sleep(0.2)
+            within_a_minute(engine, lambda: snapshots_written(engine) == 2)  # asked, the day's
             assert engine.status().counters["snapshot_failures"] == 0
-        finally:
-            for connection in held:
-                connection.close()
         assert engine.stop() == 0
 
 
@@ -693,28 +711,15 @@ def test_connections_held_on_order_entry_and_the_trade_stream_leave_the_engine_i
     at accept and counted, and the operator's day goes on."""
     with EngineProcess(tmp_path / "data", max_descriptors=256) as engine:
         engine.open_market(CODE)
-        held: list[sockets.socket] = []
-        try:
-            for name, many in (("orders", 150), ("trades", 100)):  # past 256 together
-                for _ in range(many):
-                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                        held.append(raw_subscriber(engine.endpoints[name], b"DEALER"))
-            deadline = time.monotonic() + 60
-            while engine.status().counters["connections_cut"] < (150 - 32) + (100 - 16):
-                assert time.monotonic() < deadline, engine.output()
-                time.sleep(0.2)
+        with held_open(engine, (("orders", b"DEALER", 150), ("trades", b"DEALER", 100))):
+            beyond = (150 - 32) + (100 - 16)  # past each socket's cap; 250 past 256 together
+            within_a_minute(engine, lambda: cut(engine, "connections_cut") >= beyond)
             assert "orders: a connection from 127.0.0.1:" in engine.output()
             assert "while the socket held its 32 connections" in engine.output()
             closed = engine.admin(Close(CODE), EndOfDay())
             assert any(type(answer) is DayClosed for answer in closed), closed
             (refused,) = engine.admin(StartOfDay("2026-11-25"))  # its segment is opened
             assert type(refused).__name__ == "Rejected"  # not the sequencer's date
-            snapshots = engine.data / "snapshots"
-            while not list(snapshots.glob("snapshot-*.snap")):  # the end of day's
-                assert time.monotonic() < deadline, engine.output()
-                time.sleep(0.2)
+            within_a_minute(engine, lambda: snapshots_written(engine) == 1)  # the day's end's
             assert engine.status().counters["snapshot_failures"] == 0
-        finally:
-            for connection in held:
-                connection.close()
         assert engine.stop() == 0

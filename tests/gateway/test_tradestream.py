@@ -340,13 +340,10 @@ def test_a_restart_that_lost_acknowledged_trades_says_so_and_keeps_their_trace(t
     cleanup), then a restart: it came back at seq 0 and cut trades.log to nothing without a
     word. The cut records are the only trace of what was acknowledged: kept, and said."""
     data = tmp_path / "data"
-    context = zmq.Context()
-    engine = EngineProcess(data).start()
-    try:
+    with EngineProcess(data) as engine:
         engine.open_market(*CODES)
-        gateway = mm_client(engine, context)
-        trade(gateway, "a", 20)
-        gateway.close(logout=False)
+        with mm_client(engine) as gateway:
+            trade(gateway, "a", 20)
         assert engine.stop() == 0
         held = (data / TRADES_FILE).read_bytes()
         for segment in (data / "journal").iterdir():
@@ -358,6 +355,3 @@ def test_a_restart_that_lost_acknowledged_trades_says_so_and_keeps_their_trace(t
         assert (data / f"{TRADES_FILE}.past-0").read_bytes() == held
         assert (data / TRADES_FILE).read_bytes() == b""
         assert engine.stop() == 0
-    finally:
-        engine.__exit__()  # killed if a failure left it running
-        context.destroy(linger=0)
