@@ -453,13 +453,14 @@ class ReaderByteLimit:
         """Shut `connection` down, count it and say so (OSError if it has ended); `received`
         None: its bytes were not counted (the cap alone)."""
         host, port = connection.getpeername()[:2]
-        self.cut += 1  # before: its peer may see the end (and a test count) at once
-        connection.shutdown(sockets.SHUT_RDWR)
         peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        # the line, then the count, then the end: whoever sees one sees what came before
         if received is None:
             self._say_cut(f"a connection from {peer}, {why}")
         else:
             self._say_cut(f"a reader at {peer} sent {received} bytes, {why}")
+        self.cut += 1
+        connection.shutdown(sockets.SHUT_RDWR)
 
     def _end_unwatchable(self, descriptor: int, endpoint: bytes) -> None:
         """End a connection the process has no descriptor left to watch with: through
@@ -470,9 +471,9 @@ class ReaderByteLimit:
             return
         try:
             if _port(connection) == endpoint.rsplit(b":", 1)[-1]:
+                self._say_cut(f"a reader's connection came with no descriptor left: {UNWATCHED}")
                 self.cut += 1
                 connection.shutdown(sockets.SHUT_RDWR)
-                self._say_cut(f"a reader's connection came with no descriptor left: {UNWATCHED}")
         except OSError:
             pass
         finally:

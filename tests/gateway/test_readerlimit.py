@@ -500,6 +500,32 @@ def test_a_connection_with_no_descriptor_left_to_watch_it_is_ended(feed, monkeyp
     assert "out of file descriptors (raise its limit: ulimit -n)" in feed.lines[0]
 
 
+class ShutdownSeen(sockets.socket):
+    """A connection that records, when it is shut down, what the limit had said and counted."""
+
+    seen: tuple[int, int] | None = None
+    feed: Feed
+
+    def shutdown(self, how: int) -> None:
+        self.seen = (len(self.feed.lines), self.feed.limit.cut)
+        super().shutdown(how)
+
+
+def test_a_cut_is_said_and_counted_before_its_connection_ends(feed):
+    """Found by CI (34bcffc): the count and the end came before the line, so a peer that
+    saw its end, and a test that then read the log, could find no line yet."""
+    listener = sockets.create_server(("127.0.0.1", 0))
+    with listener, sockets.create_connection(listener.getsockname(), timeout=5) as peer:
+        accepted, _ = listener.accept()
+        connection = ShutdownSeen(fileno=accepted.detach())
+        connection.feed = feed
+        with connection:
+            feed.limit._end(connection, 100, readerlimit.ALONE)
+        assert connection.seen == (1, 1)  # said and counted before the end
+        assert peer.recv(64) == b""
+    assert feed.limit.cut == 1 and "sent 100 bytes" in feed.lines[0]
+
+
 def ended(connection: sockets.socket, wait: float) -> bool:
     """Did the other end end `connection` within `wait` s (it sends nothing itself)?"""
     connection.settimeout(wait)
