@@ -12,9 +12,11 @@ A segment is a command log file (engine.journal.commandlog) named
   crash mid-write; it is cut when the journal is reopened for writing, reading skips it);
 - a batch record (engine.journal.commandlog) never starts a day (StartOfDay is a message);
   a segment may begin with one when the previous one passed its size;
-- reading "after N" skips whole segments that end before N + 1 (they may be archived away)
-  and refuses a directory whose segments do not reach back to N + 1; a batch record that
-  holds N is given less its commands up to N, so a reader sees every command after N once.
+- reading "after N" skips whole segments that end before N + 1 (they may be archived away;
+  where a segment ends is told by the next one's name, and so not by an empty one's: the
+  segment before an empty one is read) and refuses a directory whose segments do not reach
+  back to N + 1; a batch record that holds N is given less its commands up to N, so a reader
+  sees every command after N once.
 """
 
 from __future__ import annotations
@@ -204,6 +206,8 @@ def read_journal(
     start = 0
     while start + 1 < len(segments) and segments[start + 1].first_seq <= after + 1:
         start += 1
+    if start > 0 and _holds_no_record(segments[start].path):
+        start -= 1  # an empty segment's name does not show where the one before it ends
     segments = segments[start:]
     if segments and segments[0].first_seq > after + 1:
         raise CorruptLog(
@@ -214,10 +218,14 @@ def read_journal(
     expected = segments[0].first_seq if segments else after + 1
     for index, segment in enumerate(segments):
         if segment.first_seq != expected:
+            remedy = (
+                "it holds no record: remove it"
+                if _holds_no_record(segment.path)
+                else "a segment is missing or misnamed; restore it"
+            )
             raise CorruptLog(
                 f"{segment.path}: begins at seq {segment.first_seq} by its name, but the "
-                f"journal's next record is seq {expected}: a segment is missing or misnamed; "
-                "restore it"
+                f"journal's next record is seq {expected}: {remedy}"
             )
         reader = read_log(segment.path, buffer_size)
         for record in reader:
@@ -236,6 +244,12 @@ def read_journal(
                 "but later segments follow it: the journal is damaged there; restore the "
                 "segment from a replica or a backup"
             )
+
+
+def _holds_no_record(path: Path) -> bool:
+    """Does the log at `path` hold no whole record (a crash just after a roll, or a stray
+    file)? It reads one buffer at most."""
+    return next(iter(read_log(path)), None) is None
 
 
 def read_commands(

@@ -141,6 +141,35 @@ def test_a_missing_segment_mid_journal_or_a_torn_one_before_the_last_is_corrupti
         list(read_journal(journal))
 
 
+def test_an_empty_segment_does_not_hide_the_records_of_the_one_before_it(tmp_path):
+    """Found by a helper's probe: a stray empty segment named for seq N + 1 made reading
+    after a snapshot at N skip the segment before it (taken to end at N), so an engine
+    recovered without the acknowledged records N + 1 .. and went on sequencing over them."""
+    commands = three_days()
+    journal = tmp_path / "journal"
+    write_journal(journal, commands[:400], max_segment_bytes=1 << 20)
+    assert 201 not in [s.first_seq for s in list_segments(journal)]  # mid-segment
+    stray = journal / segment_name(201, None)
+    stray.touch()
+    with pytest.raises(CorruptLog, match=f"{stray.name}: begins at seq 201 .*: remove it"):
+        list(read_journal(journal, after=200))
+    stray.unlink()
+    assert [r.seq for r in read_journal(journal, after=200)] == list(range(201, 401))
+
+
+def test_an_empty_last_segment_a_crash_just_after_a_roll_left_follows_the_one_before(
+    tmp_path,
+):
+    commands = three_days()
+    journal = tmp_path / "journal"
+    write_journal(journal, commands[:400], max_segment_bytes=1 << 20)
+    (journal / segment_name(401, DAYS[2])).touch()
+    assert [r.seq for r in read_journal(journal, after=400)] == []
+    assert [r.seq for r in read_journal(journal, after=399)] == [400]
+    with Journal(journal) as reopened:
+        assert reopened.last_seq == 400
+
+
 def test_a_journal_reopened_after_a_torn_write_cuts_it_and_goes_on_in_its_last_segment(
     tmp_path,
 ):
