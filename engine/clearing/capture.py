@@ -13,7 +13,11 @@ detail. Invariants of the store (SQLite, WAL):
   also holds the stream number of the last clearing event it took (`stream_position`),
   written in the same transaction as the events: a consumer resumes from it + 1 exactly.
   Stream numbers must follow it gap-free (StreamGap otherwise); events at or below it are
-  duplicates, and a Trade among them must equal the stored one (ConflictingDuplicate).
+  duplicates, and a Trade among them must equal the stored one (ConflictingDuplicate). It
+  holds the history id of the engine it captured from (engine.journal.history; table
+  `stream_source`, taken with the first events): stream numbers restart at 1 in a fresh
+  data directory, and events of another history are refused (OtherHistory), never stored.
+  A store made before the id was kept takes the next engine's id as its own;
 Every clearing database (store and ledger) opens through `connect`, and every write goes
 through `write_transaction`: a file that is not an SQLite database, or one another process
 holds longer than BUSY_TIMEOUT_S, is an OSError naming the file and what to do, never a
@@ -58,6 +62,10 @@ CREATE TABLE IF NOT EXISTS stream_position (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     clearing_seq INTEGER NOT NULL   -- the last clearing stream number captured
 );
+CREATE TABLE IF NOT EXISTS stream_source (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    history TEXT NOT NULL           -- the history id of the engine captured from
+);
 CREATE TABLE IF NOT EXISTS day_records (
     date TEXT NOT NULL,
     instrument TEXT NOT NULL,
@@ -86,6 +94,10 @@ class TradeGap(RuntimeError):
 
 class ConflictingDuplicate(RuntimeError):
     pass
+
+
+class OtherHistory(RuntimeError):
+    """Events of an engine whose history is not the store's: nothing was stored."""
 
 
 class StreamGap(RuntimeError):
@@ -236,10 +248,34 @@ class TradeStore:
         days = self.days()
         return bool(days) and bool(self.day_records(days[-1]))
 
-    def capture_stream(self, events: list[Trade | DayClosed]) -> CaptureResult:
-        """Capture clearing events as the trade stream numbers them, in one transaction with
-        the new stream position (see the module's invariants)."""
+    def stream_history(self) -> str | None:
+        """The history id of the engine the store captured from (None: none yet)."""
+        row = self.db.execute("SELECT history FROM stream_source").fetchone()
+        return None if row is None else row[0]
+
+    def check_history(self, history: str) -> None:
+        """OtherHistory unless the store captured from the engine history `history` (or
+        from none yet)."""
+        held = self.stream_history()
+        if held is not None and held != history:
+            raise OtherHistory(
+                f"{self.path} holds the trade stream of engine history {held} (to stream "
+                f"number {self.stream_position()}), and this engine's history is {history}: "
+                f"its stream numbers began again at 1 (a fresh data directory?). Capture it "
+                f"into a store of its own (--store NEW.db; cxe clear --store settles a day "
+                f"from the store that holds it), or capture from the engine this store "
+                f"captured from"
+            )
+
+    def capture_stream(self, events: list[Trade | DayClosed], history: str) -> CaptureResult:
+        """Capture clearing events of the engine history `history` as the trade stream
+        numbers them, in one transaction with the new stream position (see the module's
+        invariants)."""
         with write_transaction(self.db, self.path):
+            self.check_history(history)
+            self.db.execute(
+                "INSERT OR IGNORE INTO stream_source (id, history) VALUES (1, ?)", (history,)
+            )
             position = self.stream_position()
             fresh = []
             for event in events:

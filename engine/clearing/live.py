@@ -16,7 +16,9 @@ Invariants:
 - with `curve_keys` (an operator's key pair and the engine's public key) every connection
   is a CURVE client: a keyed engine serves its trade stream to operator keys only;
 - an engine that holds fewer events than the store (the wrong engine, or one whose journal
-  lost what the store took) is refused (`StreamRefused`), never captured from.
+  lost what the store took) is refused (`StreamRefused`), never captured from; so is one
+  whose history id (sent with every message) is not the store's (another engine, whose
+  stream numbers began again at 1), before anything of it is stored.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 import msgspec
 import zmq
 
-from engine.clearing.capture import StreamGap, TradeStore
+from engine.clearing.capture import OtherHistory, StreamGap, TradeStore
 from engine.gateway.security import KeyPair, allow_ipv6, secure_client
 from engine.gateway.tradestream import ERROR, EVENTS, HEADER, HEARTBEAT, POSITION, REQUEST
 from engine.protocol import DayClosed, Trade
@@ -133,20 +135,22 @@ class LiveCapture:
         self.heard = time.monotonic()
         self.answered = True
         kind = frames[0]
-        if kind == HEARTBEAT and len(frames) == 2:
-            (self.progress.held,) = POSITION.unpack(frames[1])
-            return False
         if kind == ERROR:
             raise StreamRefused(f"the engine at {self.endpoint} refused: {frames[-1].decode()}")
-        if kind != EVENTS or len(frames) != 3:
+        if (kind, len(frames)) not in ((HEARTBEAT, 3), (EVENTS, 4)):
             raise StreamRefused(f"the engine at {self.endpoint} sent an unknown message {kind!r}")
+        history = frames[-1].decode("ascii", "replace")
+        self._check_history(history)
+        if kind == HEARTBEAT:
+            (self.progress.held,) = POSITION.unpack(frames[1])
+            return False
         first, count, held = HEADER.unpack(frames[1])
         events = _events.decode(frames[2])
         if len(events) != count or (events and events[0].stream_seq != first):
             raise StreamRefused(f"a message from {self.endpoint} does not match its header")
         self.progress.held = held
         try:
-            result = self.store.capture_stream(events)
+            result = self.store.capture_stream(events, history)
         except StreamGap:
             self._connect()  # ask again from the position: nothing of the message was stored
             return False
@@ -159,6 +163,12 @@ class LiveCapture:
         if events:
             progress.day_closed = type(events[-1]) is DayClosed
         return True
+
+    def _check_history(self, history: str) -> None:
+        try:
+            self.store.check_history(history)
+        except OtherHistory as exc:
+            raise StreamRefused(f"the engine at {self.endpoint}: {exc}") from None
 
     @property
     def level(self) -> bool:

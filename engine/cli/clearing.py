@@ -117,7 +117,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
     import signal
     import time
 
-    from engine.clearing.capture import ConflictingDuplicate, TradeGap, TradeStore
+    from engine.clearing.capture import ConflictingDuplicate, OtherHistory, TradeGap, TradeStore
     from engine.clearing.live import LiveCapture, StreamRefused, endpoint_of
     from engine.gateway.security import client_keys
 
@@ -146,7 +146,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
             if args.until_day_closed and progress.day_closed and live.level:
                 print("the day is closed and every event of it is stored")
                 break
-    except (StreamRefused, TradeGap, ConflictingDuplicate) as exc:
+    except (StreamRefused, OtherHistory, TradeGap, ConflictingDuplicate) as exc:
         print(f"cxe capture: {exc}; the store holds everything before it", file=sys.stderr)
         return 3
     finally:

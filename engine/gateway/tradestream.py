@@ -21,9 +21,11 @@ checks its replay against it and `cxe clear --trades` reads it. Invariants:
   sent follows from commands the journal had synced, and is regenerated identically;
 - a consumer (DEALER) sends [b"FROM", N (>Q)] with 1 <= N <= C + 1 and is sent every event
   with stream number >= N in order, then each new one, as [b"EVENTS", header (>QIQ: first
-  stream number, count, last stream number held), payload: a msgpack array of the events];
-  past events are read from the file, never regenerated. A consumer with nothing to be sent
-  gets [b"HB", last held (>Q)] after HEARTBEAT_NS; a bad request gets [b"ERR", text];
+  stream number, count, last stream number held), payload: a msgpack array of the events,
+  history]; past events are read from the file, never regenerated. A consumer with nothing
+  to be sent gets [b"HB", last held (>Q), history] after HEARTBEAT_NS; a bad request gets
+  [b"ERR", text]. `history` is the journal's history id (engine.journal.history, 32 ASCII
+  hex digits): stream numbers restart in a fresh data directory, the id tells them apart;
 - the loop never blocks on a consumer: sends are non-blocking, each consumer keeps its
   position, a send refused at the high-water mark is retried from that position on a later
   call, at most `max_messages` messages go out per call across consumers (a consumer catching
@@ -55,6 +57,7 @@ from engine.gateway.public import ClearingRun, PublicRows, clearing_run
 from engine.gateway.readerlimit import TRADES_SHARE, ReaderByteLimit, connection_cap
 from engine.gateway.security import allow_ipv6, reconnect_all
 from engine.gateway.wire import pack
+from engine.journal.history import history_id
 from engine.journal.snapshot import write_atomically
 from engine.protocol import Audience, DayClosed, Event, Trade, encode
 
@@ -107,11 +110,13 @@ class TradeStream:
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.path = Path(data_dir) / TRADES_FILE
+        journal = Path(data_dir) / "journal"
+        self.history = history_id(journal).encode()
         self.max_events = max_events
         self.max_messages = max_messages
         self.offsets = array("q")  # offsets[k - 1]: the byte offset of stream number k
         self.set_aside: Path | None = None  # where sound records past the state were copied
-        self.regenerated = self._level(exchange, Path(data_dir) / "journal")
+        self.regenerated = self._level(exchange, journal)
         self.writer = TradeLogWriter(self.path)
         self._fd = os.open(self.path, os.O_RDONLY)
         self.router = context.socket(zmq.ROUTER)
@@ -322,7 +327,8 @@ class TradeStream:
             waiting = still
         for peer, consumer in list(self.consumers.items()):
             if consumer.next_seq > self.last and now - consumer.last_sent_ns >= HEARTBEAT_NS:
-                self._send(peer, consumer, (HEARTBEAT, POSITION.pack(self.last)), now)
+                heartbeat = (HEARTBEAT, POSITION.pack(self.last), self.history)
+                self._send(peer, consumer, heartbeat, now)
 
     def _send_next(self, peer: bytes, now: int) -> bool:
         consumer = self.consumers[peer]
@@ -334,7 +340,7 @@ class TradeStream:
             self._refuse(peer, f"{exc}: restart the engine (it rebuilds the file)")
             return False
         header = HEADER.pack(first, count, self.last)
-        if not self._send(peer, consumer, (EVENTS, header, payload), now):
+        if not self._send(peer, consumer, (EVENTS, header, payload, self.history), now):
             return False
         consumer.next_seq = first + count
         self.messages_sent += 1

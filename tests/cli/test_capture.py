@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 import zmq
 
-from engine.clearing.capture import ConflictingDuplicate, StreamGap, TradeStore, read_trade_log
+from engine.clearing.capture import (
+    ConflictingDuplicate,
+    OtherHistory,
+    StreamGap,
+    TradeStore,
+    read_trade_log,
+)
 from engine.config import default_market
 from engine.core import Exchange
 from engine.journal.segments import replay_events
@@ -26,6 +32,7 @@ from tests.support.signals import ignore_sigint, wait_until_caught
 from tests.support.trading import CODES, mm_client, trade
 
 MARKET = default_market()
+HISTORY = "0123456789abcdef" * 2
 
 
 class Capture:
@@ -177,6 +184,37 @@ def test_capture_survives_kill_nine_of_itself_and_the_engine_and_settles_as_the_
     assert "CEA21" in ledgers["live"][0]
 
 
+@pytest.mark.slow
+def test_capture_refuses_an_engine_of_another_history_whose_stream_began_again(tmp_path):
+    """Found by a probe: a store that had captured 100 events from one engine, pointed at a
+    fresh engine (a new data directory) holding 150, took that engine's events 101..150 and
+    left out its first 100, silently. Now it refuses, stores nothing, and says what to do."""
+    store = tmp_path / "store.db"
+    for name, trades in (("first", 100), ("fresh", 150)):
+        data = tmp_path / name
+        with EngineProcess(data) as engine:
+            engine.open_market(*CODES)
+            gateway = mm_client(engine)
+            trade(gateway, name, trades)
+            gateway.close()
+            capture = Capture(data, store)
+            try:
+                if name == "first":
+                    wait_for_position(store, 100, capture)
+                    capture.process.send_signal(signal.SIGINT)
+                    assert capture.process.wait(30) == 0, capture.output()
+                else:
+                    assert capture.process.wait(60) == 3, capture.output()
+            finally:
+                if capture.process.poll() is None:
+                    capture.kill()
+    output = capture.output()
+    assert "its stream numbers began again at 1" in output, output
+    assert "--store NEW.db" in output and "Traceback" not in output
+    assert stored_position(store) == 100
+    assert [t.trade_id for t in all_trades(store)] == list(range(1, 101))
+
+
 def test_capture_refuses_bad_input_with_a_message(tmp_path):
     missing = cxe("capture", "--data", str(tmp_path / "nowhere"), "--store", str(tmp_path / "s"))
     assert missing.returncode == 2
@@ -219,15 +257,36 @@ def test_the_store_takes_stream_numbers_in_order_once_with_its_position(tmp_path
     store = TradeStore(tmp_path / "store.db")
     try:
         assert store.stream_position() == 0
-        store.capture_stream([stream_trade(n) for n in range(1, 6)])
+        store.capture_stream([stream_trade(n) for n in range(1, 6)], HISTORY)
         assert store.stream_position() == 5
-        again = store.capture_stream([stream_trade(n) for n in range(3, 8)])  # 3..5 held
+        again = store.capture_stream([stream_trade(n) for n in range(3, 8)], HISTORY)  # 3..5
         assert (again.stored, store.stream_position()) == (2, 7)
         with pytest.raises(StreamGap, match="expected event 8, got 9"):
-            store.capture_stream([stream_trade(9)])
+            store.capture_stream([stream_trade(9)], HISTORY)
         with pytest.raises(ConflictingDuplicate):
-            store.capture_stream([stream_trade(4, qty=200), stream_trade(8)])
+            store.capture_stream([stream_trade(4, qty=200), stream_trade(8)], HISTORY)
         assert store.stream_position() == 7  # neither changed anything
         assert [t.trade_id for t in store.trades_of(DAY)] == list(range(1, 8))
+    finally:
+        store.close()
+
+
+def test_the_store_refuses_events_of_another_engine_history_and_stores_none_of_them(tmp_path):
+    """Found by a probe: day 1 captured from one engine, day 2 from a fresh one (its stream
+    numbers began again at 1) into the same store: once the new engine held more events
+    than the store, the store took them from its own position on, silently leaving out the
+    new engine's first ones."""
+    store = TradeStore(tmp_path / "store.db")
+    try:
+        assert store.stream_history() is None
+        store.capture_stream([stream_trade(n) for n in range(1, 6)], HISTORY)
+        assert store.stream_history() == HISTORY
+        other = "f" * 32
+        with pytest.raises(OtherHistory, match=f"history {HISTORY} .* this engine's history is f"):
+            store.capture_stream([stream_trade(6)], other)
+        with pytest.raises(OtherHistory, match="a store of its own"):
+            store.check_history(other)
+        store.check_history(HISTORY)  # its own: nothing to refuse
+        assert (store.stream_position(), store.stream_history()) == (5, HISTORY)
     finally:
         store.close()

@@ -25,6 +25,7 @@ from engine.gateway.tradestream import (
     TRADES_FILE,
     TradeStream,
 )
+from engine.journal.history import HISTORY_FILE, history_id
 from engine.journal.segments import Journal, replay_events
 from engine.protocol import (
     Audience,
@@ -164,6 +165,47 @@ def test_the_trade_log_is_rebuilt_from_the_journal_byte_for_byte(tmp_path):
         context.destroy(linger=0)
 
 
+def test_every_message_carries_the_journals_history_id_which_a_restart_keeps(tmp_path):
+    """Stream numbers begin again at 1 in a fresh data directory: the history id, with each
+    EVENTS and HB, tells a consumer whose stream it is (tests/cli/test_capture.py has the
+    store that refuses another's)."""
+    day = JournaledExchange(tmp_path / "data")
+    day.day_with_trades(3)
+    context = zmq.Context()
+    try:
+        histories = []
+        for n in range(2):  # a restart keeps it
+            stream = TradeStream(context, f"inproc://history{n}", day.data, day.exchange)
+            peer = dealer(context, f"inproc://history{n}", 1)
+            kinds = []
+            deadline = time.monotonic() + 10
+            while len(kinds) < 2 and time.monotonic() < deadline:  # events, then a heartbeat
+                stream.handle(stream.router)
+                if peer.poll(10):
+                    frames = peer.recv_multipart()
+                    kinds.append(frames[0])
+                    assert frames[-1] == stream.history, frames
+            assert kinds == [EVENTS, HEARTBEAT]
+            histories.append(stream.history)
+            peer.close()
+            stream.close()
+        assert histories[0] == histories[1] == history_id(day.data / "journal").encode()
+        other = JournaledExchange(tmp_path / "fresh")
+        assert history_id(other.data / "journal").encode() != histories[0]
+    finally:
+        context.destroy(linger=0)
+
+
+def test_a_history_file_that_holds_no_id_is_refused_not_replaced(tmp_path):
+    journal = tmp_path / "journal"
+    made = history_id(journal)
+    assert len(made) == 32 and history_id(journal) == made
+    (journal / HISTORY_FILE).write_text("not an id")
+    with pytest.raises(ValueError, match=r"does not hold a history id .* restore it"):
+        history_id(journal)
+    assert (journal / HISTORY_FILE).read_text() == "not an id"
+
+
 def test_records_past_what_the_exchange_recovered_are_cut(tmp_path):
     day = JournaledExchange(tmp_path / "data")
     day.day_with_trades(30)
@@ -247,7 +289,7 @@ def test_bad_requests_are_answered_and_forgotten(tmp_path):
         peer.send_multipart([REQUEST, POSITION.pack(4)])  # level: only a heartbeat
         while not peer.poll(10):
             stream.handle(stream.router)
-        assert peer.recv_multipart() == [HEARTBEAT, POSITION.pack(3)]
+        assert peer.recv_multipart() == [HEARTBEAT, POSITION.pack(3), stream.history]
         peer.close()
     finally:
         stream.close()

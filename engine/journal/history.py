@@ -1,0 +1,45 @@
+"""A journal's history id: which engine's history its sequence numbers belong to.
+
+Stream numbers (the trade stream's `stream_seq`) restart at 1 in a fresh data directory, so a
+number alone cannot tell one engine's history from another's: a probe captured day 1 from one
+engine and day 2 from a fresh one into the same store, which took the new engine's events
+from the store's position on and silently left out the ones before it. The id, kept in
+`journal/history`, can. Invariants:
+- it is 32 lower-case hex digits (a random UUID), made the first time it is asked for and
+  written atomically; after that it never changes: archiving segments away, taking a
+  snapshot, restarting or copying the whole data directory keep it; a fresh data directory
+  (or a journal directory made anew) gets a new one;
+- a file that is not such an id is refused (ValueError naming it and what to do), never
+  replaced: replacing it would make every store that captured from this engine refuse it.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+
+from engine.journal.snapshot import write_atomically
+
+HISTORY_FILE = "history"
+_HISTORY = re.compile(r"[0-9a-f]{32}", re.ASCII)
+
+
+def history_id(journal: str | Path) -> str:
+    """The history id of the journal in directory `journal` (created with it if need be)."""
+    journal = Path(journal)
+    path = journal / HISTORY_FILE
+    try:
+        text = path.read_bytes().decode("ascii", "replace").strip()
+    except FileNotFoundError:
+        journal.mkdir(parents=True, exist_ok=True)
+        made = uuid.uuid4().hex
+        write_atomically(path, made.encode() + b"\n")
+        return made
+    if not _HISTORY.fullmatch(text):
+        raise ValueError(
+            f"{path} does not hold a history id (32 hex digits): restore it from a backup of "
+            f"this data directory; or remove it to give the journal a new one (trade stores "
+            f"that captured from this engine will then refuse it)"
+        )
+    return text
