@@ -172,6 +172,11 @@ def failure(exc: BaseException) -> str:
             f"{exc} (ZeroMQ): give an endpoint such as tcp://127.0.0.1:5555, on a port that "
             "is free to bind or has an engine to connect to"
         )
+    if isinstance(exc, FileExistsError | NotADirectoryError) and exc.filename is not None:
+        return (
+            f"{exc.filename}: a file is where a directory belongs: move it away, or give "
+            f"another path"
+        )
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         return f"{exc.filename}: {exc.strerror}"
     return str(exc)

@@ -29,7 +29,6 @@ it to clearing's consumers.
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -243,11 +242,12 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
 
 
 def serve(config: MarketConfig, options: Options) -> int:
+    """Open the service and run it; a start-up that fails closes what it opened and raises
+    (`cxe serve` says why, exit status 2)."""
     service = EngineService(config, options)
     try:
         service.open()
-    except (OSError, ValueError, zmq.ZMQError) as exc:
-        print(f"cxe serve: {exc}", file=sys.stderr)
+    except BaseException:
         service.close()
-        return 2
+        raise
     return service.run()

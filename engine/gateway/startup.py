@@ -223,6 +223,10 @@ class Startup:
         journal after it, whose events the status table takes in."""
         journal, snapshots = self.data_dir / "journal", self.data_dir / "snapshots"
         journal.mkdir(exist_ok=True)
+        snapshots.mkdir(exist_ok=True)  # a file there: refused now, not at the first snapshot
+        for unfinished in sorted(snapshots.glob("*.tmp")):  # a crash while writing it
+            unfinished.unlink()
+            self.log(f"removed {unfinished.name}, a snapshot file left unfinished by a crash")
         exchange, snapshot = restore_latest(
             snapshots, partial(Exchange, self.config), partial(restore, self.config)
         )

@@ -189,3 +189,19 @@ def test_serve_with_a_damaged_order_status_table_names_it_and_says_what_to_do(tm
     table.rename(tmp_path / table.name)
     with EngineProcess(tmp_path / "data") as engine:
         assert engine.status().seq > 0  # recovered from the snapshot without the table
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["data", "data/journal", "data/snapshots"])
+def test_serve_with_a_file_where_its_directory_belongs_says_so(tmp_path, where):
+    """A probe's start-up errors were bare ("[Errno 17] File exists: '...'"), and a file
+    where snapshots/ belongs was found only at the first snapshot."""
+    if where != "data":
+        (tmp_path / "data").mkdir()
+    (tmp_path / where).write_text("a file")
+    free = "tcp://127.0.0.1:*"
+    ports = [f"--{name}={free}" for name in ("orders", "admin", "market-data", "snapshots")]
+    result = cxe("serve", "--data", str(tmp_path / "data"), *ports, f"--trades={free}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    expected = f"cxe serve: {tmp_path / where}: a file is where a directory belongs"
+    assert expected in result.stderr, result.stderr

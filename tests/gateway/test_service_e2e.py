@@ -462,6 +462,24 @@ def test_a_refused_start_or_end_of_day_changes_nothing_a_gateway_is_told(tmp_pat
         assert segments and not [p for p in segments if NEXT_DAY in p.name]  # a probe's F11
 
 
+def test_snapshot_files_a_crash_left_unfinished_are_removed_at_start(tmp_path):
+    """A probe: an order status table's temporary file, left by a kill -9 while it was
+    written, stayed in snapshots/ for ever (only a snapshot's own were ever removed)."""
+    snapshots = tmp_path / "data" / "snapshots"
+    snapshots.mkdir(parents=True)
+    unfinished = [snapshots / "orders-0000000000000007.msgpack.tmp",
+                  snapshots / "snapshot-0000000000000007.snap.tmp"]  # fmt: skip
+    for path in unfinished:
+        path.write_bytes(b"half")
+    kept = snapshots / "notes.txt"
+    kept.write_text("the operator's")
+    with EngineProcess(tmp_path / "data") as process:
+        assert process.status().seq == 0
+        assert not any(path.exists() for path in unfinished) and kept.exists()
+        output = process.output()
+    assert "removed orders-0000000000000007.msgpack.tmp, a snapshot file left" in output
+
+
 def test_a_snapshot_that_cannot_be_taken_or_written_leaves_the_engine_trading(tmp_path):
     """Found by trying the commands as a newcomer: `cxe admin snapshot` on an engine that had
     sequenced nothing stopped it (the snapshot writer refuses seq 0), and so did a snapshot
