@@ -12,9 +12,14 @@ routing and sending, backlogs (engine.gateway.outbound). Invariants of the loop:
   command durably (with `fsync` on); a failed write or fsync stops the service (exit status
   3) without sending;
 - a client's frame can never stop the loop (engine.gateway.intake);
-- the service's clock never goes backwards across a restart (stamps are max(now, last)); a
-  Clock command is sequenced after `clock_ms` without a command, when the market has a
-  schedule and a day;
+- the service's clock is the system clock at its start (or `clock_start_ns`, a rehearsal)
+  plus the time elapsed since on CLOCK_BOOTTIME, which a stepped system clock does not
+  move: a step (an NTP correction, an operator's `date -s`) changes neither the stamps nor
+  the market's calendar while the engine runs, and is logged (`_watch_clock`) while the two
+  differ by CLOCK_GAP_NS or more (a probe stepped the system clock an hour forward and back:
+  every stamp stayed pinned an hour ahead); the clock never goes backwards across a restart
+  (stamps are max(now, last)); a Clock command is sequenced after `clock_ms` without a
+  command, when the market has a schedule and a day;
 - a snapshot asked for (end of day, operator) is written after the turn's sending;
 - with `busy_poll` the loop polls without sleeping; a turn that finds nothing to read does
   the idle work (session expiry, the Clock command, heartbeats, backlogs, snapshot requests)
@@ -34,6 +39,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -62,6 +68,10 @@ from engine.protocol import Clock, encode
 EXIT_JOURNAL_FAILED = 3
 EXIT_TRADE_LOG_FAILED = 4
 IDLE_WORK_NS = 1_000_000  # busy polling: the idle work of a turn that read nothing, this often
+CLOCK_GAP_NS = 1_000_000_000  # the system clock this far from the engine's is logged
+CLOCK_WATCH_NS = 1_000_000_000  # how often the engine compares the two
+# the time elapsed since the engine started: CLOCK_BOOTTIME also counts a suspended machine
+elapsed_ns = partial(time.clock_gettime_ns, getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC))
 SERVICE_COUNTERS = (  # the status report's counters of the service itself (docs/PROTOCOL.md)
     "turns",
     "sequenced",
@@ -119,8 +129,12 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
         self.trade_stream: TradeStream | None = None
         self.endpoints: dict[str, str] = {}
         self.last_ts = 0
-        self.last_command_ns = self._started_ns = time.monotonic_ns()
-        self.last_heartbeat_ns = self.last_turn_ns = self._started_ns
+        start = options.clock_start_ns
+        self._clock_origin_ns = time.time_ns() if start is None else start
+        self._clock_base_ns = elapsed_ns()
+        self._clock_gap_said = False
+        self._clock_watch_due_ns = 0
+        self.last_command_ns = self.last_heartbeat_ns = self.last_turn_ns = time.monotonic_ns()
         self._snapshot_wanted = False
         self.staged: list[Item] = []  # records frames of the turn, not yet applied
         self.turn_ts = 0  # the stamp of the turn's commands
@@ -209,6 +223,7 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
                 self._take(frames, admin, items)
         now = time.monotonic_ns()
         self._expire_sessions(now, items)
+        self._watch_clock(now)
         if self._clock_due(now):
             items.append(Item(None, True, Clock(), encode(Clock())))
         self.items = None
@@ -232,13 +247,35 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
         )
 
     def _stamp(self) -> int:
-        """The time of a turn's commands: now (or the rehearsal clock), never before the
-        last stamp (a restart, a clock stepped back)."""
-        start = self.options.clock_start_ns
-        elapsed = time.monotonic_ns() - self._started_ns
-        now = time.time_ns() if start is None else start + elapsed
-        self.last_ts = max(now, self.last_ts)
+        """The time of a turn's commands: the engine's clock, never before the last stamp (a
+        restart on a system clock set back)."""
+        self.last_ts = max(self._engine_now(), self.last_ts)
         return self.last_ts
+
+    def _engine_now(self) -> int:
+        return self._clock_origin_ns + elapsed_ns() - self._clock_base_ns
+
+    def _watch_clock(self, now: int) -> None:
+        """Once per CLOCK_WATCH_NS (`now`: monotonic), compare the system clock with the
+        engine's; say when they first differ by CLOCK_GAP_NS or more, and when they agree
+        again (not in a rehearsal, whose clock is meant to differ)."""
+        if self.options.clock_start_ns is not None or now < self._clock_watch_due_ns:
+            return
+        self._clock_watch_due_ns = now + CLOCK_WATCH_NS
+        gap = time.time_ns() - self._engine_now()
+        apart = abs(gap) >= CLOCK_GAP_NS
+        if apart and not self._clock_gap_said:
+            self.log(
+                f"WARNING: the system clock is {abs(gap) / 1e9:,.1f} s "
+                f"{'ahead of' if gap > 0 else 'behind'} the engine's. The engine keeps its "
+                f"own (the system clock at its start plus the time elapsed since), so its "
+                f"stamps and the market's calendar do not follow the step; if the system "
+                f"clock is now right, restart the engine at a quiet moment (after the close) "
+                f"to take it"
+            )
+        elif not apart and self._clock_gap_said:
+            self.log("the system clock agrees with the engine's again")
+        self._clock_gap_said = apart
 
 
 def serve(config: MarketConfig, options: Options) -> int:

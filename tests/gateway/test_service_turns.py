@@ -17,7 +17,7 @@ from engine.config import Gateway, MarketConfig, default_market
 from engine.core import Exchange
 from engine.gateway import wire
 from engine.gateway.sequencing import SMALL_RUN
-from engine.gateway.service import EngineService, Options
+from engine.gateway.service import CLOCK_WATCH_NS, EngineService, Options
 from engine.journal.segments import catch_up
 from engine.protocol import Accepted, Filled, NewOrder, OpenCall, StartOfDay, Uncross
 from tests.gateway.test_service_load import PER_FRAME, refused_orders
@@ -339,3 +339,32 @@ def test_the_clordid_tables_are_sized_for_the_day_at_start_and_kept_across_days(
         absurd.open()  # 96 TiB asked: a message, not numpy's MemoryError traceback
     absurd.close()
     assert absurd.endpoints == {}  # nothing was bound
+
+
+def test_a_stepped_system_clock_moves_neither_the_stamps_nor_the_calendar_and_is_logged(
+    tmp_path, monkeypatch
+):
+    """Found by a probe: the stamps were the system clock (never going back), so a system
+    clock stepped an hour forward and back pinned every stamp, and the market's calendar, an
+    hour ahead until real time caught up. The engine's clock is the system clock at its
+    start plus the time elapsed since; a step is logged, and so is the end of it."""
+    lines: list[str] = []
+    service = EngineService(MARKET, Options(tmp_path), log=lines.append)
+    system_time_ns = time.time_ns
+    step = [0]
+    monkeypatch.setattr(time, "time_ns", lambda: system_time_ns() + step[0])
+    first = service._stamp()
+    service._watch_clock(1)
+    assert lines == []  # the two agree
+    step[0] = 3_600 * 1_000_000_000  # an hour forward
+    service._watch_clock(1)  # not yet due: compared once a second
+    assert lines == []
+    service._watch_clock(1 + CLOCK_WATCH_NS)
+    assert lines[0].startswith("WARNING: the system clock is 3,600.0 s ahead of the engine's")
+    assert 0 <= service._stamp() - first < 60 * 1_000_000_000  # the stamps did not follow
+    service._watch_clock(1 + 2 * CLOCK_WATCH_NS)
+    assert len(lines) == 1  # said once
+    step[0] = 0  # and back
+    service._watch_clock(1 + 3 * CLOCK_WATCH_NS)
+    assert lines[1:] == ["the system clock agrees with the engine's again"]
+    assert service._stamp() >= first
