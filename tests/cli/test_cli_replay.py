@@ -323,5 +323,7 @@ def test_log_dump_prints_json_lines_and_a_summary(day):
     totals = json.loads(trades.stdout)
     assert totals["kind"] == "trade log" and totals["by_type"]["DayClosed"] == 6
     assert sum(totals["trades_by_instrument"].values()) == totals["by_type"]["Trade"]
-    not_a_log = cxe("log", "dump", str(LOBSTER))
+    csv = out / "messages.csv"  # a LOBSTER message line: text, not framed records
+    csv.write_text("34200.004241176,1,16113575,18,5853300,1\n")
+    not_a_log = cxe("log", "dump", str(csv))
     assert not_a_log.returncode == 2 and "not an engine command log" in not_a_log.stderr
