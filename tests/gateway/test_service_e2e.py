@@ -462,6 +462,22 @@ def test_a_refused_start_or_end_of_day_changes_nothing_a_gateway_is_told(tmp_pat
         assert segments and not [p for p in segments if NEXT_DAY in p.name]  # a probe's F11
 
 
+def test_an_engine_whose_log_pipe_is_closed_goes_on_trading_and_counts_the_lines(tmp_path):
+    """Found by trying `cxe serve | tee log` with tee gone: the engine stopped at its next log
+    line with exit status 0 and no word (the CLI took the broken pipe for a reader that had
+    all it wanted), leaving the operator's commands unanswered."""
+    with EngineProcess(tmp_path / "data", stdout_pipe=True) as process:
+        process.process.stdout.close()
+        process.open_market(CODES[0])  # phase changes: lines for the closed log
+        price = MARKET.instruments[0].reference_price
+        with client(process, "mm") as gateway:
+            gateway.submit("after-close", 1, CODES[0], BUY, price - 5, 100)
+            gateway.wait_for(is_(Accepted, cl_ord_id="after-close"))
+        assert process.status().counters["log_lines_lost"] >= 1
+        assert process.stop() == 0
+    assert "its log (standard output) was closed; the engine goes on" in process.output()
+
+
 def test_snapshot_files_a_crash_left_unfinished_are_removed_at_start(tmp_path):
     """A probe: an order status table's temporary file, left by a kill -9 while it was
     written, stayed in snapshots/ for ever (only a snapshot's own were ever removed)."""

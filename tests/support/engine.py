@@ -35,12 +35,14 @@ class EngineProcess:
         admin_keys: tuple[KeyPair, bytes] | None = None,  # an operator's, for a CURVE engine
         sigint_ignored: bool = False,  # started as a background job's children are
         max_descriptors: int | None = None,  # RLIMIT_NOFILE, soft and hard
+        stdout_pipe: bool = False,  # its log into `process.stdout`, a pipe (stderr: the file)
     ) -> None:
         self.data = Path(data)
         self.admin_keys = admin_keys
         self.max_file_bytes = max_file_bytes  # RLIMIT_FSIZE: a write past it fails (EFBIG)
         self.sigint_ignored = sigint_ignored
         self.max_descriptors = max_descriptors
+        self.stdout_pipe = stdout_pipe
         self.extra = list(extra) + ([] if fsync else ["--no-fsync"])
         self.process: subprocess.Popen | None = None
         self.endpoints: dict[str, str] = {}
@@ -65,7 +67,10 @@ class EngineProcess:
         ]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=self._limits
+                command,
+                stdout=subprocess.PIPE if self.stdout_pipe else log,
+                stderr=log if self.stdout_pipe else subprocess.STDOUT,
+                preexec_fn=self._limits,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
