@@ -19,6 +19,7 @@ from engine.cli.common import (
     note_torn_tail,
     trading_date,
 )
+from engine.logline import LogLines
 from engine.types import format_price
 
 # Everything clearing writes goes under one directory (ignored by git: .gitignore has /out/):
@@ -133,7 +134,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stopping.append(True))
     progress = live.progress
     source = args.endpoint or f"the engine of {args.data}"
-    print(f"capturing from {source} into {args.store}, from stream number {progress.position + 1}")
+    log = LogLines("cxe capture")  # its log never stops the capture (engine.logline)
+    log(f"capturing from {source} into {args.store}, from stream number {progress.position + 1}")
     shown = (progress.position, progress.reconnects)
     last_line = time.monotonic()
     try:
@@ -141,10 +143,10 @@ def cmd_capture(args: argparse.Namespace) -> int:
             live.step()
             now = time.monotonic()
             if (progress.position, progress.reconnects) != shown and now - last_line >= 1:
-                _show(progress, live.endpoint)
+                log(_shown(progress, live.endpoint))
                 shown, last_line = (progress.position, progress.reconnects), now
             if args.until_day_closed and progress.day_closed and live.level:
-                print("the day is closed and every event of it is stored")
+                log("the day is closed and every event of it is stored")
                 break
     except (StreamRefused, OtherHistory, TradeGap, ConflictingDuplicate) as exc:
         print(f"cxe capture: {exc}; the store holds everything before it", file=sys.stderr)
@@ -152,17 +154,16 @@ def cmd_capture(args: argparse.Namespace) -> int:
     finally:
         live.close()
         store.close()
-    _show(progress, live.endpoint)
+    log(_shown(progress, live.endpoint))
     return 0
 
 
-def _show(progress, endpoint: str | None) -> None:
-    print(
+def _shown(progress, endpoint: str | None) -> str:
+    return (
         f"stream number {progress.position:,} of {progress.held:,}: {progress.trades:,} trades "
         f"stored by this run ({progress.duplicates:,} held already), {progress.day_records:,} "
         f"day records, last trade id {progress.last_trade_id:,}; connected to {endpoint} "
-        f"({progress.reconnects:,} reconnects)",
-        flush=True,
+        f"({progress.reconnects:,} reconnects)"
     )
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from engine.cli.common import market_of, positive_seconds, queue_length
 from engine.cli.serve import DEFAULT_DATA, engine_endpoints
+from engine.logline import LogLines
 
 DEFAULT_BIND = "tcp://127.0.0.1:5560"
 
@@ -200,8 +201,11 @@ def reload_keys(relay, args: argparse.Namespace) -> None:
         say("every subscriber's connection ended, to be admitted again under the new keys")
 
 
+_log = LogLines("cxe relay")  # its log never stops the relay (engine.logline)
+
+
 def say(line: str) -> None:
-    print(f"relay: {line}", flush=True)
+    _log(f"relay: {line}")
 
 
 def figures(statistics) -> str:

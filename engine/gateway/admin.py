@@ -111,6 +111,7 @@ class Admin:
         counters = dict(self.counters)
         caps = (*self.caps, self.trade_stream.cap)  # order entry's, admin's, the trade stream's
         counters["connections_cut"] = sum(cap.cut for cap in caps)
+        counters["log_lines_lost"] = getattr(self.log, "lost", 0)  # a LogLines' (engine.logline)
         parts = {"market_data": self.market_data, "trade_stream": self.trade_stream}
         for prefix, part in parts.items():
             counters |= {f"{prefix}_{name}": value for name, value in part.counters().items()}

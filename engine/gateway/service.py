@@ -33,10 +33,7 @@ it to clearing's consumers.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -66,6 +63,7 @@ from engine.gateway.status import OrderStatusTable
 from engine.gateway.tradestream import TradeStream
 from engine.gateway.zap import ZapHandler
 from engine.journal.segments import Journal
+from engine.logline import LogLines
 from engine.protocol import Clock, encode
 
 EXIT_JOURNAL_FAILED = 3
@@ -83,7 +81,7 @@ SERVICE_COUNTERS = (  # the status report's counters of the service itself (docs
     "unknown_peers",
     "snapshot_failures",
     "connections_cut",  # order entry's, admin's and the trade stream's caps (read at Status)
-    "log_lines_lost",  # lines the log could not take (its pipe closed, a full disk)
+    "log_lines_lost",  # lines the log could not take, its pipe closed (read at Status)
 )
 
 
@@ -121,8 +119,8 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
     ) -> None:
         self.config = config
         self.options = options
-        self._log_sink = log or print_line
-        self._log_gone = False  # standard output was closed: lines are only counted
+        # the log: one that cannot take a line never stops the engine (engine.logline)
+        self.log = log or LogLines("cxe serve")
         self.data_dir = Path(options.data_dir)
         self.sessions = Sessions(config)
         self.counters = dict.fromkeys(SERVICE_COUNTERS, 0)
@@ -251,29 +249,6 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
             and now - self.last_command_ns >= self.options.clock_ms * 1_000_000
         )
 
-    def log(self, line: str) -> None:
-        """A line to the service's log. One the log cannot take (its pipe closed, a full
-        disk) is counted (`log_lines_lost`) and the service goes on: a probe closed the pipe
-        `cxe serve` wrote its log to, and the engine stopped at its next line with exit
-        status 0 and no word (the CLI took the broken pipe for a reader that had all it
-        wanted)."""
-        if self._log_gone:
-            self.counters["log_lines_lost"] += 1
-            return
-        try:
-            self._log_sink(line)
-        except OSError as exc:
-            self.counters["log_lines_lost"] += 1
-            if isinstance(exc, BrokenPipeError):
-                self._log_gone = True
-                with contextlib.suppress(OSError):
-                    print(
-                        "cxe serve: its log (standard output) was closed; the engine goes on, "
-                        "its log lines are counted (log_lines_lost in cxe admin status)",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-
     def _stamp(self) -> int:
         """The time of a turn's commands: the engine's clock, never before the last stamp (a
         restart on a system clock set back)."""
@@ -304,16 +279,6 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
         elif not apart and self._clock_gap_said:
             self.log("the system clock agrees with the engine's again")
         self._clock_gap_said = apart
-
-
-def print_line(line: str) -> None:
-    """`line` to standard output, flushed; a closed pipe raises BrokenPipeError and makes
-    standard output /dev/null (what it had buffered, and the flush at exit, go nowhere)."""
-    try:
-        print(line, flush=True)
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise
 
 
 def serve(config: MarketConfig, options: Options) -> int:

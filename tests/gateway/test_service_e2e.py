@@ -475,7 +475,7 @@ def test_an_engine_whose_log_pipe_is_closed_goes_on_trading_and_counts_the_lines
             gateway.wait_for(is_(Accepted, cl_ord_id="after-close"))
         assert process.status().counters["log_lines_lost"] >= 1
         assert process.stop() == 0
-    assert "its log (standard output) was closed; the engine goes on" in process.output()
+    assert "cxe serve: its log (standard output) was closed; it goes on" in process.output()
 
 
 def test_snapshot_files_a_crash_left_unfinished_are_removed_at_start(tmp_path):
