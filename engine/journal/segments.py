@@ -7,6 +7,9 @@ A segment is a command log file (engine.journal.commandlog) named
   `max_segment_bytes`; the old segment is synced and closed first, and the directory is
   fsynced once the new file exists, so a synced record is never in a file the directory
   has lost;
+- a file whose name begins with "commands" (any case) but is not a segment's is refused
+  (CorruptLog naming it), never skipped: a segment renamed, compressed or copied in beside
+  the others would have been left out silently, its acknowledged records lost (a probe);
 - the first record of a segment has the sequence number its name carries, and the segments
   in name order continue each other without a gap; only the last may end in a torn tail (a
   crash mid-write; it is cut when the journal is reopened for writing, reading skips it);
@@ -80,6 +83,13 @@ def list_segments(directory: str | Path) -> list[Segment]:
         match = SEGMENT.fullmatch(path.name)
         if match:
             found.append(Segment(path, int(match[1]), match[2]))
+        elif path.name.lower().startswith("commands"):
+            raise CorruptLog(
+                f"{path}: in the journal directory, but not named as a segment "
+                f"(commands-<first seq, 16 digits>[-YYYY-MM-DD].log): a segment renamed, "
+                f"compressed or copied in would be left out and its records lost. Give it "
+                f"back its name, or move it out of {directory}"
+            )
     found.sort(key=lambda s: s.first_seq)
     for before, after in itertools.pairwise(found):
         if before.first_seq == after.first_seq:

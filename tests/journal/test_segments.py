@@ -3,6 +3,7 @@ streaming; old days can be archived away and reading after a sequence number ski
 
 from __future__ import annotations
 
+import re
 import tracemalloc
 
 import pytest
@@ -155,6 +156,31 @@ def test_an_empty_segment_does_not_hide_the_records_of_the_one_before_it(tmp_pat
         list(read_journal(journal, after=200))
     stray.unlink()
     assert [r.seq for r in read_journal(journal, after=200)] == list(range(201, 401))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "commands-401-2026-11-26.log",  # digits short
+        "commands-0000000000000401-2026-11-26.log.bak",
+        "commands-0000000000000401-2026-11-26.log.gz",
+        "commands-0000000000000401-20261126.log",
+        "COMMANDS-0000000000000401-2026-11-26.LOG",
+    ],
+)
+def test_a_file_named_almost_as_a_segment_is_refused_not_skipped(tmp_path, name):
+    """Found by a helper's probe: day 2's segment renamed (or compressed) in place was left
+    out, and the engine started at the end of day 1: 33 acknowledged commands gone, no word."""
+    journal = tmp_path / "journal"
+    write_journal(journal, three_days()[:400], max_segment_bytes=1 << 20)
+    (journal / name).write_bytes(b"")
+    with pytest.raises(CorruptLog, match=rf"{re.escape(name)}: .* not named as a segment"):
+        list_segments(journal)
+    with pytest.raises(CorruptLog, match="Give it back its name, or move it out"):
+        Journal(journal)
+    (journal / "notes.txt").write_text("the operator's")  # other names are not the journal's
+    (journal / name).unlink()
+    assert [r.seq for r in read_journal(journal)] == list(range(1, 401))
 
 
 def test_an_empty_last_segment_a_crash_just_after_a_roll_left_follows_the_one_before(
