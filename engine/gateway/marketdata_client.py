@@ -35,6 +35,7 @@ import contextlib
 import itertools
 import os
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -182,6 +183,18 @@ class _Sync:
     states: dict[str, InstrumentState] = field(default_factory=dict)
 
 
+def _release(sockets: list[zmq.Socket], context: zmq.Context | None) -> None:
+    """Close a MarketDataClient's sockets (its monitors stopped first) and end `context`,
+    the client's own if it made one."""
+    for socket in sockets:
+        if socket.type != zmq.PAIR:  # a monitored socket (its monitors are PAIRs)
+            socket.disable_monitor()
+    for socket in sockets:
+        socket.close(0)
+    if context is not None:
+        context.term()
+
+
 class MarketDataClient:
     """Subscribes, takes a snapshot, then keeps `books` (code -> LocalBook) up to date.
 
@@ -214,10 +227,16 @@ class MarketDataClient:
                 f"silence_timeout: at least {MIN_SILENCE_S:g} s (the engine heartbeats every "
                 f"second), not {silence_timeout!r}; math.inf never reconnects"
             )
-        self._own_context = context is None
         self.context = context or zmq.Context()
         self.sub = self.context.socket(zmq.SUB)
         self.dealer = self.context.socket(zmq.DEALER)
+        sockets = [self.sub, self.dealer]  # and the monitors, once made
+        # closes the sockets and ends a context of the client's own, from `close()` or when
+        # the client is collected unclosed: before the context's own finalizer, which waited
+        # for ever for its sockets (a test run hung so, in a later test's garbage collection)
+        self._release = weakref.finalize(
+            self, _release, sockets, None if context is not None else self.context
+        )
         if curve_keys is not None:
             own, engine = curve_keys
             secure_client(self.sub, own, feed_server_key or engine)
@@ -245,6 +264,7 @@ class MarketDataClient:
         self.snapshot_monitor = self.dealer.get_monitor_socket(
             HANDSHAKE_EVENTS, next_monitor_address()
         )
+        sockets += [self.feed_monitor, self.snapshot_monitor]
         for monitor in (self.feed_monitor, self.snapshot_monitor):
             self.poller.register(monitor, zmq.POLLIN)
         self.feed_up = False  # the feed's connection has done its handshake and not ended
@@ -323,14 +343,7 @@ class MarketDataClient:
                 yield update
 
     def close(self) -> None:
-        watched = ((self.sub, self.feed_monitor), (self.dealer, self.snapshot_monitor))
-        for socket, monitor in watched:
-            socket.disable_monitor()
-            monitor.close(0)
-        self.sub.close(0)
-        self.dealer.close(0)
-        if self._own_context:
-            self.context.term()
+        self._release()  # once: later calls do nothing
 
     def _read_monitor(self, monitor: zmq.Socket) -> None:
         while monitor.poll(0):

@@ -6,6 +6,8 @@ band, indicative, last trade) after every command, however they joined or fell b
 from __future__ import annotations
 
 import bisect
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -670,3 +672,24 @@ def test_a_silence_timeout_shorter_than_two_heartbeats_is_refused(silence):
         MarketDataClient("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", silence_timeout=silence)
     for accepted in (2, 2.0, float("inf")):  # the boundary itself, and never
         MarketDataClient("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", silence_timeout=accepted).close()
+
+
+UNCLOSED_IN_A_CYCLE = """
+import gc
+from engine.gateway.marketdata_client import MarketDataClient
+client = MarketDataClient("tcp://127.0.0.1:1", "tcp://127.0.0.1:2")
+client.itself = client  # a reference cycle: only the garbage collector frees it
+del client
+gc.collect()
+print("collected")
+"""
+
+
+def test_a_client_left_unclosed_in_a_reference_cycle_is_collected_without_hanging():
+    """Found when a full test run hung in a later test's garbage collection: an unclosed
+    client's own context was finalized before its sockets, and its term() waited for them
+    for ever."""
+    done = subprocess.run(
+        [sys.executable, "-c", UNCLOSED_IN_A_CYCLE], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stdout == "collected\n", done.stderr
