@@ -14,10 +14,13 @@ detail. Invariants of the store (SQLite, WAL):
   written in the same transaction as the events: a consumer resumes from it + 1 exactly.
   Stream numbers must follow it gap-free (StreamGap otherwise); events at or below it are
   duplicates, and a Trade among them must equal the stored one (ConflictingDuplicate). It
-  holds the history id of the engine it captured from (engine.journal.history; table
-  `stream_source`, taken with the first events): stream numbers restart at 1 in a fresh
-  data directory, and events of another history are refused (OtherHistory), never stored.
-  A store made before the id was kept takes the next engine's id as its own;
+  also keeps the event at its position, encoded (`continues` tells whether an engine's
+  event there is the same), and the history id of the engine it captures from
+  (engine.journal.history; table `stream_source`): stream numbers begin again at 1 in each
+  fresh data directory (each trading day under its opening file), and events are stored
+  only under the store's current history (OtherHistory otherwise). `begin_history` moves
+  the store to another engine's stream, from its number 1, only once the store's last day
+  is closed (trade ids must still follow the store's last: the opening file carries them);
 Every clearing database (store and ledger) opens through `connect`, and every write goes
 through `write_transaction`: a file that is not an SQLite database, or one another process
 holds longer than BUSY_TIMEOUT_S, is an OSError naming the file and what to do, never a
@@ -60,7 +63,8 @@ CREATE TABLE IF NOT EXISTS trades (
 CREATE INDEX IF NOT EXISTS trades_by_day ON trades (date, instrument, trade_id);
 CREATE TABLE IF NOT EXISTS stream_position (
     id INTEGER PRIMARY KEY CHECK (id = 1),
-    clearing_seq INTEGER NOT NULL   -- the last clearing stream number captured
+    clearing_seq INTEGER NOT NULL,  -- the last clearing stream number captured
+    last_event BLOB                 -- that event, encoded (NULL in a store made before it)
 );
 CREATE TABLE IF NOT EXISTS stream_source (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -201,6 +205,9 @@ class TradeStore:
                 self.db.execute(
                     f"ALTER TABLE day_records ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
                 )
+        present = {row[1] for row in self.db.execute("PRAGMA table_info(stream_position)")}
+        if "last_event" not in present:  # a store made before it
+            self.db.execute("ALTER TABLE stream_position ADD COLUMN last_event BLOB")
 
     def last_trade_id(self, through: str | None = None) -> int:
         """The last captured trade id (of the days up to `through`, YYYY-MM-DD, if given)."""
@@ -249,33 +256,76 @@ class TradeStore:
         return bool(days) and bool(self.day_records(days[-1]))
 
     def stream_history(self) -> str | None:
-        """The history id of the engine the store captured from (None: none yet)."""
+        """The history id of the engine the store captures from (None: none yet, or a store
+        made before it was kept)."""
         row = self.db.execute("SELECT history FROM stream_source").fetchone()
         return None if row is None else row[0]
 
-    def check_history(self, history: str) -> None:
-        """OtherHistory unless the store captured from the engine history `history` (or
-        from none yet)."""
-        held = self.stream_history()
-        if held is not None and held != history:
-            raise OtherHistory(
-                f"{self.path} holds the trade stream of engine history {held} (to stream "
-                f"number {self.stream_position()}), and this engine's history is {history}: "
-                f"its stream numbers began again at 1 (a fresh data directory?). Capture it "
-                f"into a store of its own (--store NEW.db; cxe clear --store settles a day "
-                f"from the store that holds it), or capture from the engine this store "
-                f"captured from"
+    def continues(self, event: Trade | DayClosed) -> bool:
+        """Is `event` (an engine's at the store's position) the event the store took there?
+        In a store made before it kept that event: a Trade must be its last trade, a
+        DayClosed its day record."""
+        row = self.db.execute("SELECT last_event FROM stream_position").fetchone()
+        if row is not None and row[0] is not None:
+            return bytes(row[0]) == encode(event)
+        if isinstance(event, Trade):
+            held = self.db.execute(
+                "SELECT record FROM trades WHERE trade_id = ?", (event.trade_id,)
+            ).fetchone()
+            last = event.trade_id == self.last_trade_id()
+            return last and held is not None and bytes(held[0]) == encode(event)
+        held = self.db.execute(
+            f"SELECT {DAY_RECORD_COLUMNS} FROM day_records WHERE date = ? AND instrument = ?",
+            (event.date, event.instrument),
+        ).fetchone()
+        e = event
+        return held == (e.date, e.instrument, e.trades, e.volume, e.close, e.checksum,
+                        e.open, e.high, e.low)  # fmt: skip
+
+    def take_history(self, history: str) -> None:
+        """Name the store's stream `history`, where it is: the engine's event at the store's
+        position was the store's (`continues`), under another id or none (a store made
+        before ids were kept; a journal whose history file was made anew)."""
+        with write_transaction(self.db, self.path):
+            self.db.execute(
+                "INSERT OR REPLACE INTO stream_source (id, history) VALUES (1, ?)", (history,)
+            )
+
+    def begin_history(self, history: str) -> None:
+        """Follow the stream of another engine (`history`) from its number 1: allowed in an
+        empty store and once the store's last day is closed (OtherHistory otherwise: the
+        rest of that day is in the engine the store captured from)."""
+        with write_transaction(self.db, self.path):
+            position = self.stream_position()
+            if position and not self.day_closed():
+                days = self.days()
+                last_day = days[-1] if days else "?"
+                raise OtherHistory(
+                    f"{self.path} follows the stream of engine history "
+                    f"{self.stream_history() or '(not recorded)'} to stream number {position}, "
+                    f"and its last day, {last_day}, is not closed; this engine's history is "
+                    f"{history}: another engine (another data directory). The rest of "
+                    f"{last_day} is in the engine the store captured from: capture it from "
+                    f"there first (cxe capture --until-day-closed), then from this one"
+                )
+            self.db.execute(
+                "INSERT OR REPLACE INTO stream_source (id, history) VALUES (1, ?)", (history,)
+            )
+            self.db.execute(
+                "INSERT OR REPLACE INTO stream_position (id, clearing_seq, last_event) "
+                "VALUES (1, 0, NULL)"
             )
 
     def capture_stream(self, events: list[Trade | DayClosed], history: str) -> CaptureResult:
-        """Capture clearing events of the engine history `history` as the trade stream
-        numbers them, in one transaction with the new stream position (see the module's
-        invariants)."""
+        """Capture clearing events of the engine history `history` (the store's: OtherHistory
+        otherwise) as the trade stream numbers them, in one transaction with the new stream
+        position and its event (see the module's invariants)."""
         with write_transaction(self.db, self.path):
-            self.check_history(history)
-            self.db.execute(
-                "INSERT OR IGNORE INTO stream_source (id, history) VALUES (1, ?)", (history,)
-            )
+            held = self.stream_history()
+            if held != history:
+                raise OtherHistory(
+                    f"{self.path} follows the stream of engine history {held}, not {history}"
+                )
             position = self.stream_position()
             fresh = []
             for event in events:
@@ -288,10 +338,12 @@ class TradeStore:
                 position += 1
                 fresh.append(event)
             result = self._capture(fresh)
-            self.db.execute(
-                "INSERT OR REPLACE INTO stream_position (id, clearing_seq) VALUES (1, ?)",
-                (position,),
-            )
+            if fresh:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO stream_position (id, clearing_seq, last_event) "
+                    "VALUES (1, ?, ?)",
+                    (position, encode(fresh[-1])),
+                )
         return result
 
     def _insert(self, t: Trade) -> None:

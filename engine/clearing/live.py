@@ -2,10 +2,21 @@
 into the trade store, as `cxe capture` runs it.
 
 Invariants:
-- the consumer asks the engine from the store's stream position + 1 (`TradeStore.
-  stream_position`) and stores each message's events and the new position in one
-  transaction (`TradeStore.capture_stream`): killed at any moment (kill -9 included), a
-  restart resumes exactly after the last event stored, so no trade is missed or doubled;
+- the consumer asks the engine from the store's stream position (`TradeStore.
+  stream_position`; from 1 in an empty store) and stores each message's events and the new
+  position in one transaction (`TradeStore.capture_stream`): killed at any moment (kill -9
+  included), a restart resumes exactly after the last event stored, so no trade is missed
+  or doubled;
+- the first answer on each connection is checked before anything is stored: the engine's
+  event at the store's position must be the one the store took there (`TradeStore.
+  continues`). If it is not, or the engine holds fewer events: under the store's history id
+  (engine.journal.history) that engine's history changed under the store (its data
+  directory restored from an older copy, copied and traded on, its journal short of
+  acknowledged commands) and it is refused (`StreamRefused`); under another id it is
+  another engine (the next trading day's, in a fresh data directory), whose stream the
+  store follows from its number 1 once the store's last day is closed (`TradeStore.
+  begin_history`; refused before that). An engine whose event matches under another id
+  (a store or a history file from before ids were kept) gives the store its id;
 - events at or below the position (a message that crossed a re-request) are dropped by
   stream number, and a Trade among them must equal the stored one; a message that skips a
   stream number is never stored: the consumer asks again from the position;
@@ -15,10 +26,7 @@ Invariants:
   another port), and asks from the position again; so it rides out the engine's restarts;
 - with `curve_keys` (an operator's key pair and the engine's public key) every connection
   is a CURVE client: a keyed engine serves its trade stream to operator keys only;
-- an engine that holds fewer events than the store (the wrong engine, or one whose journal
-  lost what the store took) is refused (`StreamRefused`), never captured from; so is one
-  whose history id (sent with every message) is not the store's (another engine, whose
-  stream numbers began again at 1), before anything of it is stored.
+- a refusal by the engine (ERR) after that check ends the capture (`StreamRefused`).
 """
 
 from __future__ import annotations
@@ -100,6 +108,7 @@ class LiveCapture:
         self.heard = time.monotonic()
         position = store.stream_position()
         self.answered = False  # the engine has answered since the last connection
+        self.checked = False  # its first answer was checked (`_check_first`)
         closed = store.day_closed()
         self.progress = Progress(position, position, 0, 0, 0, store.last_trade_id(), closed, -1)
 
@@ -119,7 +128,8 @@ class LiveCapture:
             secure_client(self.socket, *self.curve_keys)
         allow_ipv6(self.socket, self.endpoint)
         self.socket.connect(self.endpoint)
-        self.socket.send_multipart((REQUEST, POSITION.pack(self.progress.position + 1)))
+        self.socket.send_multipart((REQUEST, POSITION.pack(max(self.progress.position, 1))))
+        self.checked = False  # the first answer is checked before anything is stored
         self.progress.reconnects += 1
 
     def step(self, timeout_ms: int = 200) -> bool:
@@ -135,19 +145,22 @@ class LiveCapture:
         self.heard = time.monotonic()
         self.answered = True
         kind = frames[0]
-        if kind == ERROR:
-            raise StreamRefused(f"the engine at {self.endpoint} refused: {frames[-1].decode()}")
-        if (kind, len(frames)) not in ((HEARTBEAT, 3), (EVENTS, 4)):
+        if (kind, len(frames)) not in ((HEARTBEAT, 3), (EVENTS, 4), (ERROR, 3)):
             raise StreamRefused(f"the engine at {self.endpoint} sent an unknown message {kind!r}")
         history = frames[-1].decode("ascii", "replace")
-        self._check_history(history)
+        events = []
+        if kind == EVENTS:
+            first, count, held = HEADER.unpack(frames[1])
+            events = _events.decode(frames[2])
+            if len(events) != count or (events and events[0].stream_seq != first):
+                raise StreamRefused(f"a message from {self.endpoint} does not match its header")
+        if not self.checked and not self._check_first(history, events):
+            return False
+        if kind == ERROR:
+            raise StreamRefused(f"the engine at {self.endpoint} refused: {frames[1].decode()}")
         if kind == HEARTBEAT:
             (self.progress.held,) = POSITION.unpack(frames[1])
             return False
-        first, count, held = HEADER.unpack(frames[1])
-        events = _events.decode(frames[2])
-        if len(events) != count or (events and events[0].stream_seq != first):
-            raise StreamRefused(f"a message from {self.endpoint} does not match its header")
         self.progress.held = held
         try:
             result = self.store.capture_stream(events, history)
@@ -164,11 +177,33 @@ class LiveCapture:
             progress.day_closed = type(events[-1]) is DayClosed
         return True
 
-    def _check_history(self, history: str) -> None:
+    def _check_first(self, history: str, events: list) -> bool:
+        """Check the first answer of a connection (the module's invariants): True to take it;
+        False when the store now follows this engine from its number 1 and asks again."""
+        store, position = self.store, self.progress.position
+        # asked from `position`: its event comes first, unless the engine is short
+        continues = position == 0 or (bool(events) and store.continues(events[0]))
+        if continues:
+            if store.stream_history() != history:
+                store.take_history(history)
+            self.checked = True
+            return True
+        if store.stream_history() == history:
+            held = "holds another event there" if events else "holds fewer events than the store"
+            raise StreamRefused(
+                f"the engine at {self.endpoint} is of the history the store follows "
+                f"({history}) but {held} (the store's stream number {position}): its data "
+                f"directory was restored from an older copy, or copied and traded on, or its "
+                f"journal lost acknowledged commands. Nothing of it was stored; capture from "
+                f"the data directory the store captured from"
+            )
         try:
-            self.store.check_history(history)
+            store.begin_history(history)
         except OtherHistory as exc:
             raise StreamRefused(f"the engine at {self.endpoint}: {exc}") from None
+        self.progress.position = 0
+        self._connect()  # from its number 1, on a fresh connection
+        return False
 
     @property
     def level(self) -> bool:

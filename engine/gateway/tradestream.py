@@ -24,8 +24,9 @@ checks its replay against it and `cxe clear --trades` reads it. Invariants:
   stream number, count, last stream number held), payload: a msgpack array of the events,
   history]; past events are read from the file, never regenerated. A consumer with nothing
   to be sent gets [b"HB", last held (>Q), history] after HEARTBEAT_NS; a bad request gets
-  [b"ERR", text]. `history` is the journal's history id (engine.journal.history, 32 ASCII
-  hex digits): stream numbers restart in a fresh data directory, the id tells them apart;
+  [b"ERR", text, history]. `history` is the journal's history id (engine.journal.history,
+  32 ASCII hex digits): stream numbers restart in a fresh data directory, the id tells them
+  apart;
 - the loop never blocks on a consumer: sends are non-blocking, each consumer keeps its
   position, a send refused at the high-water mark is retried from that position on a later
   call, at most `max_messages` messages go out per call across consumers (a consumer catching
@@ -310,7 +311,7 @@ class TradeStream:
         self.bad_requests += 1
         self.consumers.pop(peer, None)
         with contextlib.suppress(zmq.ZMQError):  # gone or full: it asks again
-            self.router.send_multipart((peer, ERROR, text.encode()), zmq.NOBLOCK)
+            self.router.send_multipart((peer, ERROR, text.encode(), self.history), zmq.NOBLOCK)
 
     def _pump(self) -> None:
         """Send each consumer what it lacks, round by round, up to `max_messages`."""

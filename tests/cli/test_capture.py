@@ -6,6 +6,7 @@ Bad input is refused with a message."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import zmq
+from msgspec.structs import replace
 
 from engine.clearing.capture import (
     ConflictingDuplicate,
@@ -25,7 +27,7 @@ from engine.clearing.capture import (
 from engine.config import default_market
 from engine.core import Exchange
 from engine.journal.segments import replay_events
-from engine.protocol import Audience, Close, EndOfDay, Trade
+from engine.protocol import Audience, Close, DayClosed, EndOfDay, Trade
 from tests.cli.test_cli import cxe, cxe_command
 from tests.support.engine import DAY, EngineProcess
 from tests.support.signals import ignore_sigint, wait_until_caught
@@ -33,6 +35,7 @@ from tests.support.trading import CODES, mm_client, trade
 
 MARKET = default_market()
 HISTORY = "0123456789abcdef" * 2
+NEXT_DAY = "2026-11-25"
 
 
 class Capture:
@@ -185,10 +188,11 @@ def test_capture_survives_kill_nine_of_itself_and_the_engine_and_settles_as_the_
 
 
 @pytest.mark.slow
-def test_capture_refuses_an_engine_of_another_history_whose_stream_began_again(tmp_path):
+def test_capture_refuses_another_engine_while_the_stores_day_is_open(tmp_path):
     """Found by a probe: a store that had captured 100 events from one engine, pointed at a
     fresh engine (a new data directory) holding 150, took that engine's events 101..150 and
-    left out its first 100, silently. Now it refuses, stores nothing, and says what to do."""
+    left out its first 100, silently. While the store's day is open it refuses the other
+    engine, stores nothing, and says what to do."""
     store = tmp_path / "store.db"
     for name, trades in (("first", 100), ("fresh", 150)):
         data = tmp_path / name
@@ -209,10 +213,79 @@ def test_capture_refuses_an_engine_of_another_history_whose_stream_began_again(t
                 if capture.process.poll() is None:
                     capture.kill()
     output = capture.output()
-    assert "its stream numbers began again at 1" in output, output
-    assert "--store NEW.db" in output and "Traceback" not in output
+    assert f"its last day, {DAY}, is not closed" in output, output
+    assert "capture it from there first" in output and "Traceback" not in output
     assert stored_position(store) == 100
     assert [t.trade_id for t in all_trades(store)] == list(range(1, 101))
+
+
+def close_day(engine: EngineProcess) -> None:
+    answers = engine.admin(*[Close(code) for code in CODES], EndOfDay())
+    assert not [a for a in answers if type(a).__name__ == "Rejected"], answers
+
+
+@pytest.mark.slow
+def test_one_store_captures_each_days_engine_of_the_daily_cycle_and_clear_settles_both(
+    tmp_path,
+):
+    """Found by a helper's probe: the daily cycle of docs/OPERATIONS.md (day 2 in a fresh
+    data directory under day 1's opening file, its trade ids going on) could not be
+    captured live: the store refused day 2's engine, and a store of its own refused trade
+    21 as a gap. The store now follows the next day's engine once its day is closed."""
+    store, ledger, out = tmp_path / "store.db", tmp_path / "ledger.db", tmp_path / "out"
+    days = ((DAY, tmp_path / "day1", None, 20), (NEXT_DAY, tmp_path / "day2", out, 30))
+    for day, data, opening_dir, trades in days:
+        extra = ["--config", str(opening_dir / f"opening-after-{DAY}.json")] if opening_dir else []
+        engine = EngineProcess(data, *extra)
+        engine.clock = f"{day}T09:10+08:00"
+        with engine:
+            engine.open_market(*CODES, day=day)
+            gateway = mm_client(engine)
+            trade(gateway, day, trades)
+            gateway.close()
+            close_day(engine)
+            captured = cxe("capture", "--data", str(data), "--store", str(store),
+                           "--until-day-closed", timeout=120)  # fmt: skip
+            assert captured.returncode == 0, captured.stdout + captured.stderr
+        cleared = cxe("clear", "--date", day, "--store", str(store), "--ledger", str(ledger),
+                      "--out", str(out))  # fmt: skip
+        assert cleared.returncode == 0, cleared.stdout + cleared.stderr
+    day_two = [t.trade_id for t in all_trades(store) if t.date == NEXT_DAY]
+    assert day_two == list(range(21, 51))  # the opening file carried the trade ids on
+
+
+@pytest.mark.slow
+def test_capture_refuses_an_engine_restored_from_an_older_copy_of_its_data(tmp_path):
+    """Found by a helper's probe: captured to stream number 20, the engine's data directory
+    restored from a copy taken at 10 and traded on: the copy keeps the history id, and the
+    store took the new timeline's events from 21 on after the old one's 11..20."""
+    data, store = tmp_path / "data", tmp_path / "store.db"
+    with EngineProcess(data) as engine:
+        engine.open_market(*CODES)
+        gateway = mm_client(engine)
+        trade(gateway, "a", 10)
+        gateway.close(logout=False)
+        engine.stop()
+        shutil.copytree(data, tmp_path / "copy")
+        engine.start()
+        gateway = mm_client(engine)
+        trade(gateway, "b", 10)
+        gateway.close()
+        capture = Capture(data, store)
+        wait_for_position(store, 20, capture)
+        capture.process.send_signal(signal.SIGINT)
+        assert capture.process.wait(30) == 0
+        engine.stop()
+    shutil.rmtree(data)
+    shutil.copytree(tmp_path / "copy", data)
+    with EngineProcess(data) as engine:
+        gateway = mm_client(engine)
+        trade(gateway, "c", 15, codes=CODES[1:2])  # another timeline from 11 on
+        gateway.close()
+        capture = Capture(data, store)
+        assert capture.process.wait(60) == 3, capture.output()
+    assert "holds another event there (the store's stream number 20)" in capture.output()
+    assert stored_position(store) == 20
 
 
 def test_capture_refuses_bad_input_with_a_message(tmp_path):
@@ -257,6 +330,7 @@ def test_the_store_takes_stream_numbers_in_order_once_with_its_position(tmp_path
     store = TradeStore(tmp_path / "store.db")
     try:
         assert store.stream_position() == 0
+        store.begin_history(HISTORY)
         store.capture_stream([stream_trade(n) for n in range(1, 6)], HISTORY)
         assert store.stream_position() == 5
         again = store.capture_stream([stream_trade(n) for n in range(3, 8)], HISTORY)  # 3..5
@@ -271,22 +345,57 @@ def test_the_store_takes_stream_numbers_in_order_once_with_its_position(tmp_path
         store.close()
 
 
-def test_the_store_refuses_events_of_another_engine_history_and_stores_none_of_them(tmp_path):
+def test_the_store_follows_another_engine_only_once_its_day_is_closed(tmp_path):
     """Found by a probe: day 1 captured from one engine, day 2 from a fresh one (its stream
     numbers began again at 1) into the same store: once the new engine held more events
     than the store, the store took them from its own position on, silently leaving out the
-    new engine's first ones."""
+    new engine's first ones. Each day's engine is another history: the store stores
+    events under its current one only, and moves to the next from its number 1 once its
+    last day is closed."""
     store = TradeStore(tmp_path / "store.db")
     try:
-        assert store.stream_history() is None
-        store.capture_stream([stream_trade(n) for n in range(1, 6)], HISTORY)
+        store.begin_history(HISTORY)  # an empty store may follow any engine
         assert store.stream_history() == HISTORY
-        other = "f" * 32
-        with pytest.raises(OtherHistory, match=f"history {HISTORY} .* this engine's history is f"):
-            store.capture_stream([stream_trade(6)], other)
-        with pytest.raises(OtherHistory, match="a store of its own"):
-            store.check_history(other)
-        store.check_history(HISTORY)  # its own: nothing to refuse
+        store.capture_stream([stream_trade(n) for n in range(1, 6)], HISTORY)
+        assert store.continues(stream_trade(5)) and not store.continues(stream_trade(4))
+        assert not store.continues(stream_trade(5, qty=200))
+        next_day = "f" * 32
+        with pytest.raises(OtherHistory, match=f"follows the stream of engine history {HISTORY}"):
+            store.capture_stream([stream_trade(6)], next_day)
+        with pytest.raises(OtherHistory, match=f"its last day, {DAY}, is not closed"):
+            store.begin_history(next_day)
         assert (store.stream_position(), store.stream_history()) == (5, HISTORY)
+        closed = DayClosed(9, DAY, CODES[0], 5, 500, 6_000, "digest", stream_seq=6)
+        store.capture_stream([closed], HISTORY)
+        assert store.continues(closed)
+        store.begin_history(next_day)  # the day is closed: the next day's engine, from 1
+        assert (store.stream_position(), store.stream_history()) == (0, next_day)
+        tomorrow = replace(stream_trade(6), date=NEXT_DAY, stream_seq=1)  # ids go on
+        assert store.capture_stream([tomorrow], next_day).stored == 1
+        assert store.stream_position() == 1 and store.last_trade_id() == 6
+    finally:
+        store.close()
+
+
+def test_a_store_from_before_it_kept_its_last_event_still_tells_the_engines_apart(tmp_path):
+    """Found by a helper's probe: a store made before history ids took a fresh engine's
+    events from its position on. Without the event it kept, the store's last trade (or its
+    day record) is the one the engine must hold at the store's position."""
+    store = TradeStore(tmp_path / "store.db")
+    try:
+        store.begin_history(HISTORY)
+        store.capture_stream([stream_trade(n) for n in range(1, 6)], HISTORY)
+        store.db.execute("UPDATE stream_position SET last_event = NULL")
+        store.db.execute("DELETE FROM stream_source")  # as a store from before both
+        assert store.stream_history() is None
+        assert store.continues(stream_trade(5))
+        assert not store.continues(stream_trade(4))  # not its last trade
+        assert not store.continues(stream_trade(5, qty=200))
+        closed = DayClosed(9, DAY, CODES[0], 5, 500, 6_000, "digest", stream_seq=6)
+        assert not store.continues(closed)  # no such day record
+        store.capture([closed])
+        assert store.continues(closed)
+        store.take_history(HISTORY)
+        assert store.stream_history() == HISTORY and store.stream_position() == 5
     finally:
         store.close()

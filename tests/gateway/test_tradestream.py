@@ -283,8 +283,9 @@ def test_bad_requests_are_answered_and_forgotten(tmp_path):
             peer.send_multipart(frames)
             while not peer.poll(10):
                 stream.handle(stream.router)
-            kind, text = peer.recv_multipart()
+            kind, text, history = peer.recv_multipart()
             assert kind == ERROR and expected in text.decode(), text
+            assert history == stream.history
         assert stream.consumers == {} and stream.bad_requests == 4
         peer.send_multipart([REQUEST, POSITION.pack(4)])  # level: only a heartbeat
         while not peer.poll(10):
@@ -319,7 +320,7 @@ def test_a_trade_log_damaged_under_the_engine_refuses_its_reader_and_the_stream_
         peer = dealer(context, "inproc://damaged", 1)
         while not peer.poll(10):
             stream.handle(stream.router)
-        kind, text = peer.recv_multipart()
+        kind, text, _history = peer.recv_multipart()
         assert kind == ERROR and "restart the engine (it rebuilds the file)" in text.decode()
         assert ("was cut while the engine ran" in text.decode()) == (damage == "emptied")
         stream.publish([])  # the loop goes on
@@ -358,7 +359,7 @@ def test_a_consumer_from_n_gets_exactly_the_events_from_n_across_a_kill_and_rest
         assert served == got[50:]  # from the file, across the restart, exactly
         refused = dealer(context, engine.endpoints["trades"], 402)
         assert refused.poll(10_000)
-        kind, text = refused.recv_multipart()
+        kind, text, _history = refused.recv_multipart()
         assert kind == ERROR and b"1..400" in text
         replayed = Exchange(MARKET)
         regenerated = []
