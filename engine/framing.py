@@ -26,6 +26,7 @@ Invariants:
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Iterator
@@ -51,6 +52,31 @@ class CorruptLog(ValueError):
 
     damage: str = ""
     offset: int = -1
+
+
+class NotAFile(OSError):
+    """Something other than a regular file where the engine keeps one (the message names it
+    and says what to do)."""
+
+
+def require_regular_file(path: str | Path) -> None:
+    """NotAFile unless `path` is absent or a regular file (a FIFO there would block its
+    reader for ever: a probe's engine hung at start holding its lock; a directory or a
+    dangling link says so here, not as a bare errno later). An OSError, so a snapshot file
+    in the way is logged and counted as any snapshot that cannot be written."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise NotAFile(
+                f"{path}: a link to nothing ({os.readlink(path)}): restore what it points "
+                f"to, or remove it"
+            ) from None
+        return
+    if not stat.S_ISREG(mode):
+        what = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise NotAFile(f"{path}: {what}, where the engine keeps a file: move it away")
 
 
 class WriterFailed(OSError):

@@ -177,6 +177,8 @@ def failure(exc: BaseException) -> str:
             f"{exc.filename}: a file is where a directory belongs: move it away, or give "
             f"another path"
         )
+    if isinstance(exc, IsADirectoryError) and exc.filename is not None:
+        return f"{exc.filename}: a directory is where a file belongs: move it away"
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         return f"{exc.filename}: {exc.strerror}"
     return str(exc)

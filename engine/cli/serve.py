@@ -82,7 +82,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engine.journal.recovery import SnapshotMismatch, SnapshotUnusable
 
     market = market_of(args.config)
-    data = Path(args.data).resolve()
+    if not args.data:
+        raise ValueError("--data: give a directory (an empty name would be the current one)")
+    try:
+        data = Path(args.data).resolve()
+    except RuntimeError as exc:  # a symbolic link loop
+        raise ValueError(f"--data {args.data}: {exc}") from None
     print(
         f"market: {market.name}; data directory {data} (journal, trades.log, snapshots, "
         "endpoints.json)"

@@ -38,6 +38,7 @@ from engine.core import Exchange
 from engine.core.rows import decode as decode_rows
 from engine.core.rows import reject_wording
 from engine.core.snapshot import fingerprint, restore
+from engine.framing import require_regular_file
 from engine.gateway import security as curve
 from engine.gateway.marketdata import MAX_BATCH, MarketDataPublisher
 from engine.gateway.public import PublicEncoder, event_run
@@ -66,6 +67,7 @@ from engine.protocol import NewOrder, StartOfDay
 # market data feed's on the other
 ORDER_ENTRY_IO, MARKET_DATA_IO = 1, 2
 LOCK_NAME = "engine.lock"  # in the data directory: held by the engine that runs on it
+ENDPOINTS_FILE = "endpoints.json"  # in the data directory: where the running engine listens
 JOURNAL_MARKET = "market.json"  # in the journal directory: the market it was written under
 
 
@@ -82,6 +84,8 @@ class Startup:
         accepted before the engine can answer at speed)."""
         self._check_mode()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        for kept in (LOCK_NAME, ENDPOINTS_FILE):  # refused now, not once everything is bound
+            require_regular_file(self.data_dir / kept)
         self._lock_data_dir()
         started = time.perf_counter()
         self.exchange = self._recover()
@@ -318,7 +322,7 @@ class Startup:
         components = (self.market_data, self.trade_stream)
         for socket in (self.orders, self.admin, *(s for c in components for s in c.sockets)):
             self.poller.register(socket, zmq.POLLIN)
-        path = self.data_dir / "endpoints.json"
+        path = self.data_dir / ENDPOINTS_FILE
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps({**self.endpoints, "pid": os.getpid()}))
         os.replace(temporary, path)

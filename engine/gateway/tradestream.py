@@ -53,7 +53,7 @@ import zmq
 
 from engine.clearing.capture import TradeLogWriter
 from engine.framing import HEADER as FRAME_HEADER
-from engine.framing import CorruptLog, FrameReader
+from engine.framing import CorruptLog, FrameReader, require_regular_file
 from engine.gateway.public import ClearingRun, PublicRows, clearing_run
 from engine.gateway.readerlimit import TRADES_SHARE, ReaderByteLimit, connection_cap
 from engine.gateway.security import allow_ipv6, reconnect_all
@@ -111,6 +111,7 @@ class TradeStream:
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.path = Path(data_dir) / TRADES_FILE
+        require_regular_file(self.path)
         journal = Path(data_dir) / "journal"
         self.history = history_id(journal).encode()
         self.max_events = max_events

@@ -19,6 +19,7 @@ import re
 import uuid
 from pathlib import Path
 
+from engine.framing import require_regular_file
 from engine.journal.snapshot import write_atomically
 
 HISTORY_FILE = "history"
@@ -29,6 +30,7 @@ def history_id(journal: str | Path) -> str:
     """The history id of the journal in directory `journal` (created with it if need be)."""
     journal = Path(journal)
     path = journal / HISTORY_FILE
+    require_regular_file(path)
     try:
         text = path.read_bytes().decode("ascii", "replace").strip()
     except FileNotFoundError:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from engine.framing import BUFFER_SIZE, CorruptLog
+from engine.framing import BUFFER_SIZE, CorruptLog, require_regular_file
 from engine.journal.commandlog import (
     RECORD_BYTES,
     BatchBytes,
@@ -82,6 +82,7 @@ def list_segments(directory: str | Path) -> list[Segment]:
     for path in directory.iterdir():
         match = SEGMENT.fullmatch(path.name)
         if match:
+            require_regular_file(path)
             found.append(Segment(path, int(match[1]), match[2]))
         elif path.name.lower().startswith("commands"):
             raise CorruptLog(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import msgspec
 
-from engine.framing import CorruptLog, FrameReader, frame
+from engine.framing import CorruptLog, FrameReader, frame, require_regular_file
 from engine.journal.commandlog import Nanoseconds, Seq, check_stamp
 from engine.journal.segments import fsync_directory
 
@@ -68,7 +68,9 @@ def write_snapshot(
 
 
 def write_atomically(final: Path, data: bytes) -> Path:
-    """`data` in `final`, all or nothing: a temporary file, fsync, rename, directory fsync."""
+    """`data` in `final`, all or nothing: a temporary file, fsync, rename, directory fsync
+    (ValueError naming `final` when something other than a file is in its way)."""
+    require_regular_file(final)
     temporary = final.with_name(final.name + ".tmp")
     with open(temporary, "wb") as file:
         file.write(data)
@@ -117,4 +119,8 @@ def latest_snapshot(directory: str | Path) -> Snapshot | None:
         for path in directory.iterdir()
         if (match := SNAPSHOT.fullmatch(path.name))
     ]
-    return read_snapshot(max(found)[1]) if found else None
+    if not found:
+        return None
+    latest = max(found)[1]
+    require_regular_file(latest)
+    return read_snapshot(latest)

@@ -205,3 +205,50 @@ def test_serve_with_a_file_where_its_directory_belongs_says_so(tmp_path, where):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     expected = f"cxe serve: {tmp_path / where}: a file is where a directory belongs"
     assert expected in result.stderr, result.stderr
+
+
+def make_fifo(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+
+
+def make_directory(path: Path) -> None:
+    path.mkdir(parents=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("where", "make", "said"),
+    [
+        ("journal/history", make_fifo, "not a regular file"),
+        ("trades.log", make_fifo, "not a regular file"),
+        ("journal/commands-0000000000000001.log", make_fifo, "not a regular file"),
+        ("snapshots/snapshot-0000000000000046.snap", make_directory, "a directory"),
+        ("endpoints.json", make_directory, "a directory"),
+        ("engine.lock", make_directory, "a directory"),
+    ],
+)
+def test_serve_with_something_else_where_it_keeps_a_file_says_so(tmp_path, where, make, said):
+    """Found by a helper's probe: a FIFO there hung start-up for ever (the data directory's
+    lock held); a directory there gave a bare errno, for endpoints.json naming another file
+    (endpoints.tmp) after every socket was bound."""
+    data = tmp_path / "data"
+    make(data / where)
+    free = "tcp://127.0.0.1:*"
+    ports = [f"--{name}={free}" for name in ("orders", "admin", "market-data", "snapshots")]
+    result = cxe("serve", "--data", str(data), *ports, f"--trades={free}", timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    expected = f"cxe serve: {data / where}: {said}, where the engine keeps a file: move it away"
+    assert expected in result.stderr, result.stderr
+
+
+def test_serve_refuses_an_empty_or_looping_data_directory(tmp_path):
+    """Found by a helper's probe: `--data ""` ran the engine in the current directory, and
+    `--data` a link to itself ended in a RuntimeError traceback."""
+    empty = cxe("serve", "--data", "")
+    assert empty.returncode == 2 and "--data: give a directory" in empty.stderr
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    looping = cxe("serve", "--data", str(loop))
+    assert looping.returncode == 2 and "Traceback" not in looping.stderr, looping.stderr
+    assert f"--data {loop}: Symlink loop" in looping.stderr
