@@ -146,7 +146,11 @@ class LiveCapture:
         self.answered = True
         kind = frames[0]
         if (kind, len(frames)) not in ((HEARTBEAT, 3), (EVENTS, 4), (ERROR, 3)):
-            raise StreamRefused(f"the engine at {self.endpoint} sent an unknown message {kind!r}")
+            raise StreamRefused(
+                f"{self.endpoint} is not an engine's trade stream (it answered "
+                f'{kind[:16]!r}): give the endpoint endpoints.json names "trades" '
+                f"(cxe serve --trades), or --data DIR"
+            )
         history = frames[-1].decode("ascii", "replace")
         events = []
         if kind == EVENTS:

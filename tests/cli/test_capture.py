@@ -399,3 +399,16 @@ def test_a_store_from_before_it_kept_its_last_event_still_tells_the_engines_apar
         assert store.stream_history() == HISTORY and store.stream_position() == 5
     finally:
         store.close()
+
+
+@pytest.mark.slow
+def test_capture_pointed_at_another_socket_of_the_engine_says_it_is_not_a_trade_stream(tmp_path):
+    """Found by a helper's probe: at the admin endpoint it said only "sent an unknown message
+    b'M'"."""
+    with EngineProcess(tmp_path / "data") as engine:
+        admin = engine.endpoints["admin"]
+        result = cxe("capture", "--endpoint", admin, "--store", str(tmp_path / "s.db"),
+                     timeout=60)  # fmt: skip
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert f"{admin} is not an engine's trade stream (it answered b'" in result.stderr
+    assert 'endpoints.json names "trades"' in result.stderr
