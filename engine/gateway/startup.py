@@ -302,14 +302,14 @@ class Startup:
         self.trade_stream = TradeStream(
             context, options.trades, self.data_dir, self.exchange,
             secure=partial(self._secure, domain="admin"),  # clearing records: operators only
-            log=self.log,
+            log=self.log, refuse_past=self.options.fsync,
         )  # fmt: skip
         if self.trade_stream.set_aside is not None:
             self.log(
                 f"WARNING: trades.log held clearing events past the state recovered (clearing "
-                f"event {self.exchange.state.clearing_seq}): the journal has lost commands that "
-                f"were acknowledged (its files deleted, or an old copy restored?). They are "
-                f"kept in {self.trade_stream.set_aside}; trades.log goes on from the journal"
+                f"event {self.exchange.state.clearing_seq}): the journal has lost commands "
+                f"(--no-fsync: a machine crash loses its unsynced tail). They are kept in "
+                f"{self.trade_stream.set_aside}; trades.log goes on from the journal"
             )
         self.endpoints = {
             "orders": self.orders.getsockopt_string(zmq.LAST_ENDPOINT),

@@ -377,20 +377,49 @@ def test_a_consumer_from_n_gets_exactly_the_events_from_n_across_a_kill_and_rest
         context.destroy(linger=0)
 
 
+def lose_the_journal(engine: EngineProcess) -> bytes:
+    """Trade, stop, and delete the journal's files (a mistaken cleanup); trades.log as held."""
+    engine.open_market(*CODES)
+    with mm_client(engine) as gateway:
+        trade(gateway, "a", 20)
+    assert engine.stop() == 0
+    for segment in (engine.data / "journal").iterdir():
+        segment.unlink()
+    return (engine.data / TRADES_FILE).read_bytes()
+
+
 @pytest.mark.slow
-def test_a_restart_that_lost_acknowledged_trades_says_so_and_keeps_their_trace(tmp_path):
-    """Found by a helper's probe: journal files deleted while the engine ran (a mistaken
-    cleanup), then a restart: it came back at seq 0 and cut trades.log to nothing without a
-    word. The cut records are the only trace of what was acknowledged: kept, and said."""
+def test_a_restart_that_lost_acknowledged_commands_is_refused_until_the_operator_decides(
+    tmp_path,
+):
+    """Found by helpers' probes: journal files deleted (or a day's segment emptied or
+    renamed), then a restart: it came back without acknowledged commands, first without a
+    word, then with a WARNING only. With fsync on, trades.log past the state proves they
+    were acknowledged: the engine does not start, and changes nothing, until the operator
+    restores the journal or moves trades.log away."""
     data = tmp_path / "data"
-    with EngineProcess(data) as engine:
-        engine.open_market(*CODES)
-        with mm_client(engine) as gateway:
-            trade(gateway, "a", 20)
+    engine = EngineProcess(data)
+    with engine:
+        held = lose_the_journal(engine)
+        with pytest.raises(RuntimeError, match="exited 2"):
+            engine.start()
+        assert "come from commands that were acknowledged (fsync is on)" in engine.output()
+        assert f"move {TRADES_FILE} away" in engine.output()
+        assert (data / TRADES_FILE).read_bytes() == held  # nothing changed
+        (data / TRADES_FILE).rename(tmp_path / "lost-trades.log")  # the operator decides
+        engine.start()
+        assert engine.status().seq == 0
         assert engine.stop() == 0
-        held = (data / TRADES_FILE).read_bytes()
-        for segment in (data / "journal").iterdir():
-            segment.unlink()
+
+
+@pytest.mark.slow
+def test_without_fsync_a_restart_that_lost_commands_says_so_and_keeps_their_trace(tmp_path):
+    """With --no-fsync a machine crash may lose the journal's tail (that was the risk taken):
+    the records past the state are kept aside, and said, and the engine starts."""
+    data = tmp_path / "data"
+    engine = EngineProcess(data, fsync=False)
+    with engine:
+        held = lose_the_journal(engine)
         engine.start()
         assert "WARNING: trades.log held clearing events past the state recovered" in (
             engine.output()
