@@ -108,6 +108,7 @@ class LiveCapture:
         self.heard = time.monotonic()
         position = store.stream_position()
         self.answered = False  # the engine has answered since the last connection
+        self.ever_answered = False  # anything has answered at all
         self.checked = False  # its first answer was checked (`_check_first`)
         closed = store.day_closed()
         self.progress = Progress(position, position, 0, 0, 0, store.last_trade_id(), closed, -1)
@@ -143,7 +144,7 @@ class LiveCapture:
             return False
         frames = self.socket.recv_multipart()
         self.heard = time.monotonic()
-        self.answered = True
+        self.answered = self.ever_answered = True
         kind = frames[0]
         if (kind, len(frames)) not in ((HEARTBEAT, 3), (EVENTS, 4), (ERROR, 3)):
             raise StreamRefused(

@@ -22,6 +22,8 @@ from engine.cli.common import (
 from engine.logline import LogLines
 from engine.types import format_price
 
+SILENT_CONNECTIONS = 3  # connections nothing answered before `cxe capture` says so
+
 # Everything clearing writes goes under one directory (ignored by git: .gitignore has /out/):
 # the trade store, the ledger, and per day statements-DATE*, summary-DATE and opening-after-DATE
 CLEARING_OUT = "out/clearing"
@@ -138,6 +140,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
     log(f"capturing from {source} into {args.store}, from stream number {progress.position + 1}")
     shown = (progress.position, progress.reconnects)
     last_line = time.monotonic()
+    hinted = False  # that nothing answers at the endpoint
     try:
         while not stopping:
             live.step()
@@ -145,6 +148,14 @@ def cmd_capture(args: argparse.Namespace) -> int:
             if (progress.position, progress.reconnects) != shown and now - last_line >= 1:
                 log(_shown(progress, live.endpoint))
                 shown, last_line = (progress.position, progress.reconnects), now
+            if not hinted and progress.reconnects >= SILENT_CONNECTIONS:
+                hinted = not live.ever_answered
+                if hinted:
+                    log(
+                        f"nothing answers at {live.endpoint} after {progress.reconnects} "
+                        f"connections: is it an engine's trade stream (endpoints.json "
+                        f'"trades", cxe serve --trades)? Still trying'
+                    )
             if args.until_day_closed and progress.day_closed and live.level:
                 log("the day is closed and every event of it is stored")
                 break

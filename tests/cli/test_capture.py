@@ -412,3 +412,30 @@ def test_capture_pointed_at_another_socket_of_the_engine_says_it_is_not_a_trade_
     assert result.returncode == 3, result.stdout + result.stderr
     assert f"{admin} is not an engine's trade stream (it answered b'" in result.stderr
     assert 'endpoints.json names "trades"' in result.stderr
+
+
+@pytest.mark.slow
+def test_capture_at_a_socket_that_never_answers_says_so_and_keeps_trying(tmp_path):
+    """Found by a helper's probe: at the market data PUB (which never answers a DEALER) it
+    reconnected for ever, printing only its reconnects."""
+    with EngineProcess(tmp_path / "data") as engine:
+        feed = engine.endpoints["market_data"]
+        capture = subprocess.Popen(
+            [*cxe_command(), "capture", "--endpoint", feed, "--store", str(tmp_path / "s.db")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            line = capture.stdout.readline()
+            while "nothing answers" not in line:
+                assert line and time.monotonic() < deadline, line
+                line = capture.stdout.readline()
+            assert f"nothing answers at {feed} after 3 connections" in line
+            assert "Still trying" in line and capture.poll() is None
+            wait_until_caught(capture, signal.SIGINT)
+            capture.send_signal(signal.SIGINT)
+            assert capture.wait(30) == 0
+        finally:
+            if capture.poll() is None:
+                capture.kill()
+                capture.wait(30)
