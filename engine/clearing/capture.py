@@ -372,7 +372,13 @@ class TradeStore:
             "SELECT record FROM trades WHERE trade_id = ?", (t.trade_id,)
         ).fetchone()
         if row is None or bytes(row[0]) != encode(t):
-            raise ConflictingDuplicate(f"trade {t.trade_id} arrived again with other contents")
+            raise ConflictingDuplicate(
+                f"trade {t.trade_id} arrived again with other contents: the store holds "
+                f"another trade {t.trade_id}. Trade ids go on from day to day only when each "
+                f"day's engine runs on the opening file cxe clear wrote for it "
+                f"(opening-after-DATE.json); this engine's began again, or it is another "
+                f"market's: capture it into a store of its own"
+            )
 
     def _day_record(self, r: DayClosed) -> int:
         cursor = self.db.execute(
