@@ -27,6 +27,7 @@ from engine.cli.common import (
     trading_date,
 )
 from engine.gateway.security import allow_ipv6
+from engine.logline import LogLines
 from engine.types import format_price
 
 DEFAULT_DATA = "cxe-data"
@@ -88,12 +89,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         data = Path(args.data).resolve()
     except RuntimeError as exc:  # a symbolic link loop
         raise ValueError(f"--data {args.data}: {exc}") from None
-    print(
+    log = LogLines("cxe serve")  # the engine's log, from its first line (engine.logline)
+    log(
         f"market: {market.name}; data directory {data} (journal, trades.log, snapshots, "
         "endpoints.json)"
     )
     if args.no_fsync:
-        print("WARNING: --no-fsync: acknowledged commands can be lost in a machine crash")
+        log("WARNING: --no-fsync: acknowledged commands can be lost in a machine crash")
     options = Options(
         data_dir=data,
         orders=args.orders,
@@ -111,9 +113,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         day_orders=args.day_orders,
     )
     if args.busy_poll:
-        print("busy poll: the service loop never sleeps and keeps one CPU busy (give it its own)")
+        log("busy poll: the service loop never sleeps and keeps one CPU busy (give it its own)")
     try:
-        return serve(market, options)
+        return serve(market, options, log)
     except (SnapshotUnusable, SnapshotMismatch) as exc:  # the message says what to do
         print(f"cxe serve: cannot recover from {data}: {exc}", file=sys.stderr)
         return 2

@@ -281,10 +281,10 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
         self._clock_gap_said = apart
 
 
-def serve(config: MarketConfig, options: Options) -> int:
-    """Open the service and run it; a start-up that fails closes what it opened and raises
-    (`cxe serve` says why, exit status 2)."""
-    service = EngineService(config, options)
+def serve(config: MarketConfig, options: Options, log: Callable[[str], None] | None = None) -> int:
+    """Open the service and run it (its log `log`, a LogLines by default); a start-up that
+    fails closes what it opened and raises (`cxe serve` says why, exit status 2)."""
+    service = EngineService(config, options, log)
     try:
         service.open()
     except BaseException:

@@ -176,7 +176,7 @@ def test_capture_ignores_duplicates_and_stops_at_a_gap(tmp_path):
     with pytest.raises(TradeGap, match=r"expected trade 4, got 6; re-request trades 4\.\.5"):
         store.capture([trade(6, "CEA25", 1, 2, 6000, 1)])
     assert store.last_trade_id() == 3
-    with pytest.raises(ConflictingDuplicate, match="opening-after-DATE.json"):
+    with pytest.raises(ConflictingDuplicate, match=r"opening-after-DATE\.json"):
         store.capture([trade(2, "CEA25", 2, 3, 6010, 51)])
 
 

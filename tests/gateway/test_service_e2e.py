@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import subprocess
 import time
 
 import pytest
@@ -35,6 +36,7 @@ from engine.protocol import (
     Uncross,
 )
 from engine.types import CancelReason, Side
+from tests.cli.test_cli import cxe_command
 from tests.support.engine import DAY, EngineProcess
 
 pytestmark = pytest.mark.slow
@@ -668,3 +670,28 @@ def test_a_trade_log_that_cannot_be_written_stops_the_engine_in_order(tmp_path):
         trades = [r for r in read_trade_log(data / "trades.log") if type(r).__name__ == "Trade"]
         assert len(trades) >= acknowledged
         assert engine.stop() == 0
+
+
+def test_an_engine_started_with_its_log_on_a_full_disk_runs(tmp_path):
+    """Found by a helper's probe: the first lines (the market, --no-fsync's warning) were
+    plain prints, so `cxe serve > /dev/full` stopped at start with a bare errno, and
+    `cxe serve | true` exited 0 without a word: a supervisor could never bring it back."""
+    data = tmp_path / "data"
+    free = "tcp://127.0.0.1:*"
+    ports = [f"--{name}={free}" for name in ("orders", "admin", "market-data", "snapshots")]
+    command = [*cxe_command(), "serve", "--data", str(data), "--no-fsync", *ports,
+               f"--trades={free}"]  # fmt: skip
+    with open("/dev/full", "w") as full:
+        process = subprocess.Popen(command, stdout=full, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (data / "endpoints.json").exists():
+            assert process.poll() is None, process.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0, process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
