@@ -251,9 +251,17 @@ class TradeStore:
         return 0 if row is None else row[0]
 
     def day_closed(self) -> bool:
-        """The store's latest day (of trades and day records) has its end-of-day records."""
+        """The store's latest day (of trades and day records) has end-of-day records, one
+        for each instrument it has trades of (a helper's probe: one instrument's record was
+        taken for the whole day's, and the store moved on without the others)."""
         days = self.days()
-        return bool(days) and bool(self.day_records(days[-1]))
+        if not days:
+            return False
+        recorded = self.day_records(days[-1])
+        traded = {row[0] for row in self.db.execute(
+            "SELECT DISTINCT instrument FROM trades WHERE date = ?", (days[-1],)
+        )}  # fmt: skip
+        return bool(recorded) and traded <= recorded.keys()
 
     def stream_history(self) -> str | None:
         """The history id of the engine the store captures from (None: none yet, or a store
@@ -268,6 +276,8 @@ class TradeStore:
         row = self.db.execute("SELECT last_event FROM stream_position").fetchone()
         if row is not None and row[0] is not None:
             return bytes(row[0]) == encode(event)
+        if self.stream_history() is not None:  # it follows a stream, from its number 1
+            return False
         if isinstance(event, Trade):
             held = self.db.execute(
                 "SELECT record FROM trades WHERE trade_id = ?", (event.trade_id,)

@@ -46,6 +46,7 @@ from engine.gateway.tradestream import ERROR, EVENTS, HEADER, HEARTBEAT, POSITIO
 from engine.protocol import DayClosed, Trade
 
 SILENCE_S = 3.0  # without a message for this long the engine is taken to have gone
+GAP_PAUSE_S = 0.1  # after a message that skipped a stream number, before asking again
 _events = msgspec.msgpack.Decoder(list[Trade | DayClosed])
 
 
@@ -120,6 +121,9 @@ class LiveCapture:
             self.socket = None
         self.heard = time.monotonic()
         self.answered = False
+        # where the store is now: another capture may have taken events, or moved it on to
+        # the next day's engine (a helper's probe: a stale position took the store back)
+        self.progress.position = self.store.stream_position()
         self.endpoint = self.resolve()
         if self.endpoint is None:
             return
@@ -170,6 +174,7 @@ class LiveCapture:
         try:
             result = self.store.capture_stream(events, history)
         except StreamGap:
+            time.sleep(GAP_PAUSE_S)  # not at once: another capture may be moving the store
             self._connect()  # ask again from the position: nothing of the message was stored
             return False
         progress = self.progress
@@ -206,7 +211,9 @@ class LiveCapture:
             store.begin_history(history)
         except OtherHistory as exc:
             raise StreamRefused(f"the engine at {self.endpoint}: {exc}") from None
-        self.progress.position = 0
+        progress = self.progress
+        progress.position = progress.held = 0
+        progress.day_closed = False  # the new engine's day is its own
         self._connect()  # from its number 1, on a fresh connection
         return False
 

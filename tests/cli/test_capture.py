@@ -24,6 +24,7 @@ from engine.clearing.capture import (
     TradeStore,
     read_trade_log,
 )
+from engine.clearing.live import LiveCapture
 from engine.config import default_market
 from engine.core import Exchange
 from engine.journal.segments import replay_events
@@ -64,6 +65,16 @@ def stored_position(store: Path) -> int:
     trades = TradeStore(store)
     try:
         return trades.stream_position()
+    finally:
+        trades.close()
+
+
+def stored_history(store: Path) -> str | None:
+    if not store.exists():
+        return None
+    trades = TradeStore(store)
+    try:
+        return trades.stream_history()
     finally:
         trades.close()
 
@@ -231,7 +242,9 @@ def test_one_store_captures_each_days_engine_of_the_daily_cycle_and_clear_settle
     """Found by a helper's probe: the daily cycle of docs/OPERATIONS.md (day 2 in a fresh
     data directory under day 1's opening file, its trade ids going on) could not be
     captured live: the store refused day 2's engine, and a store of its own refused trade
-    21 as a gap. The store now follows the next day's engine once its day is closed."""
+    21 as a gap. The store now follows the next day's engine once its day is closed. Day 1
+    is captured after its close, day 2 from before its first trade (--until-day-closed
+    once quit there at once: the day it saw closed was day 1's)."""
     store, ledger, out = tmp_path / "store.db", tmp_path / "ledger.db", tmp_path / "out"
     days = ((DAY, tmp_path / "day1", None, 20), (NEXT_DAY, tmp_path / "day2", out, 30))
     for day, data, opening_dir, trades in days:
@@ -239,14 +252,27 @@ def test_one_store_captures_each_days_engine_of_the_daily_cycle_and_clear_settle
         engine = EngineProcess(data, *extra)
         engine.clock = f"{day}T09:10+08:00"
         with engine:
+            capture = None
+            if opening_dir:  # day 2's capture follows the new engine before it trades
+                capture = Capture(data, store, "--until-day-closed")
+                history = (data / "journal" / "history").read_text().strip()
+                deadline = time.monotonic() + 60
+                while stored_history(store) != history:
+                    assert time.monotonic() < deadline, capture.output()
+                    time.sleep(0.1)
+                time.sleep(1.5)  # its heartbeats: the old capture quit on the first one
             engine.open_market(*CODES, day=day)
             gateway = mm_client(engine)
             trade(gateway, day, trades)
             gateway.close()
             close_day(engine)
-            captured = cxe("capture", "--data", str(data), "--store", str(store),
-                           "--until-day-closed", timeout=120)  # fmt: skip
-            assert captured.returncode == 0, captured.stdout + captured.stderr
+            if capture is None:
+                capture = Capture(data, store, "--until-day-closed")
+            try:
+                assert capture.process.wait(120) == 0, capture.output()
+            finally:
+                if capture.process.poll() is None:
+                    capture.kill()
         cleared = cxe("clear", "--date", day, "--store", str(store), "--ledger", str(ledger),
                       "--out", str(out))  # fmt: skip
         assert cleared.returncode == 0, cleared.stdout + cleared.stderr
@@ -439,3 +465,43 @@ def test_capture_at_a_socket_that_never_answers_says_so_and_keeps_trying(tmp_pat
             if capture.poll() is None:
                 capture.kill()
                 capture.wait(30)
+
+
+def test_a_day_is_closed_in_the_store_once_every_traded_instrument_has_its_record(tmp_path):
+    """Found by a helper's probe: one instrument's end-of-day record was taken for the whole
+    day's, and the store followed the next day's engine without the others'."""
+    store = TradeStore(tmp_path / "store.db")
+    try:
+        store.begin_history(HISTORY)
+        other = replace(stream_trade(2), instrument=CODES[1])
+        store.capture_stream([stream_trade(1), other], HISTORY)
+        first = DayClosed(9, DAY, CODES[0], 1, 100, 6_000, "digest", stream_seq=3)
+        store.capture_stream([first], HISTORY)
+        assert not store.day_closed()
+        with pytest.raises(OtherHistory, match="is not closed"):
+            store.begin_history("f" * 32)
+        second = replace(first, instrument=CODES[1], stream_seq=4)
+        store.capture_stream([second], HISTORY)
+        assert store.day_closed()
+    finally:
+        store.close()
+
+
+def test_a_capture_takes_the_stores_position_anew_at_each_connection(tmp_path):
+    """Found by a helper's probe: a second capture moved the store on to the next day's
+    engine; the first, reconnecting from the position it held, took the store back."""
+    store = TradeStore(tmp_path / "store.db")
+    try:
+        live = LiveCapture(store, lambda: None)  # no engine: the connection is not made
+        store.begin_history(HISTORY)
+        store.capture_stream([stream_trade(n) for n in range(1, 6)], HISTORY)
+        live._connect()
+        assert live.progress.position == 5
+        closed = DayClosed(9, DAY, CODES[0], 5, 500, 6_000, "digest", stream_seq=6)
+        store.capture_stream([closed], HISTORY)
+        store.begin_history("f" * 32)  # as another capture would
+        live._connect()
+        assert live.progress.position == 0
+        assert not store.continues(closed)  # a stream followed from 1: not a store of old
+    finally:
+        store.close()
