@@ -94,6 +94,7 @@ class Sequencing:
                 self.counters["fsyncs"] += 1
             else:
                 journal.flush()
+            self.acknowledged.mark(exchange.seq)  # durable now: what the turn acknowledges
         except OSError as exc:
             raise JournalFailed(str(exc)) from exc
 

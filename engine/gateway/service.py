@@ -62,6 +62,7 @@ from engine.gateway.startup import Startup
 from engine.gateway.status import OrderStatusTable
 from engine.gateway.tradestream import TradeStream
 from engine.gateway.zap import ZapHandler
+from engine.journal.acknowledged import AcknowledgedMark
 from engine.journal.segments import Journal
 from engine.logline import LogLines
 from engine.protocol import Clock, encode
@@ -127,6 +128,7 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
         self.stopping = False
         self.exchange: Exchange | None = None
         self.journal: Journal | None = None
+        self.acknowledged: AcknowledgedMark | None = None  # DATA/acknowledged, once open
         self.context: zmq.Context | None = None
         self.market_data: MarketDataPublisher | None = None
         self.trade_stream: TradeStream | None = None

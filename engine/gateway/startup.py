@@ -55,8 +55,9 @@ from engine.gateway.readerlimit import (
 from engine.gateway.replies import PrivateReplies
 from engine.gateway.sequencing import check_records
 from engine.gateway.status import OrderStatusTable
-from engine.gateway.tradestream import TradeStream
+from engine.gateway.tradestream import TRADES_FILE, TradeStream
 from engine.gateway.zap import ZapHandler
+from engine.journal.acknowledged import AcknowledgedMark
 from engine.journal.commandlog import BatchRecord
 from engine.journal.recovery import restore_latest
 from engine.journal.segments import Journal, list_segments, replay
@@ -99,6 +100,8 @@ class Startup:
         if self.journal.discarded:
             self.log(f"journal: cut a torn tail of {self.journal.discarded} bytes (a crash)")
         self._check_journal_reaches(self.exchange.seq)
+        self.acknowledged = AcknowledgedMark(self.data_dir)
+        self._check_acknowledged()
         descriptors = raise_descriptor_limit()
         self.log(
             f"{descriptors:,} file descriptors; connections held at most: market data "
@@ -165,6 +168,29 @@ class Startup:
                 f"go on from the snapshot alone, move every segment out of the journal "
                 f"directory (an empty journal may begin after a snapshot)"
             )
+
+    def _check_acknowledged(self) -> None:
+        """Refuse to start (fsync on) when the journal recovers to a seq short of the last one
+        the engine acknowledged (engine.journal.acknowledged); with fsync off, say so (a
+        machine crash may lose the journal's unsynced tail: the risk --no-fsync takes)."""
+        missing = self.acknowledged.missing(self.exchange.seq)
+        if not missing:
+            return
+        what = (
+            f"the engine acknowledged commands up to seq {missing[-1]}, but the journal holds "
+            f"them only to seq {missing[0] - 1}: {len(missing):,} acknowledged commands "
+            f"({missing[0]}..{missing[-1]}) are missing"
+        )
+        if not self.options.fsync:
+            self.log(f"WARNING: {what} (--no-fsync: a machine crash loses the unsynced tail)")
+            return
+        raise ValueError(
+            f"{self.acknowledged.path}: {what} (a segment deleted, emptied or renamed, or an "
+            f"older copy of the journal restored?). Restore the journal's missing records "
+            f"and start again; or, to go on without them, remove {self.acknowledged.path} and "
+            f"move {self.data_dir / TRADES_FILE} away (the engine rebuilds it from the "
+            f"journal; keep it as the trace of what they traded)"
+        )
 
     def _lock_data_dir(self) -> None:
         """Hold DATA/engine.lock (an advisory lock the kernel drops when the process ends,
@@ -350,6 +376,9 @@ class Startup:
                 self.trade_stream.close()
             self.context.destroy(linger=0)  # every socket bound so far, whichever they are
             self.context = None
+        if self.acknowledged is not None:
+            self.acknowledged.close()
+            self.acknowledged = None
         if self._lock is not None:
             self._lock.close()  # the data directory is free for the next engine
             self._lock = None
