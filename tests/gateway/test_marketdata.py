@@ -116,14 +116,20 @@ def client_now(client: MarketDataClient) -> dict:
     return {code: book.state() for code, book in client.books.items()}
 
 
-def joined(client: MarketDataClient, timeout: float = 30.0) -> MarketDataClient:
+def joined(
+    client: MarketDataClient, timeout: float = 30.0
+) -> tuple[MarketDataClient, Synced | None]:
     """`client` once its feed connection is up and its snapshot asked for (it asks only
-    then, and acts only inside its calls), so that a test's flow goes on after it joined."""
+    then, and acts only inside its calls), so that a test's flow goes on after it joined;
+    and its Synced if the call that brought the feed up also took the snapshot's answer
+    (CI, on a fast machine: the assertion once allowed no update in that call)."""
     deadline = time.monotonic() + timeout
+    first = None
     while not client.feed_up and time.monotonic() < deadline:
-        assert client.next_update(0.01) is None  # no snapshot before the request
+        first = client.next_update(0.01)
+        assert first is None or client.feed_up  # no snapshot before the feed is up
     assert client.feed_up, "the feed never admitted the client"
-    return client
+    return client, first
 
 
 def check_every_update(
@@ -164,11 +170,11 @@ def test_late_joiner_holds_the_engine_books_after_every_update(service_factory, 
     before = service.exchange.state.public_seq
     flow = order_flow(3000, seed=4)
     service.submit(flow[:1000])
-    client = joined(clients(service))  # joins while the flow runs
+    client, synced = joined(clients(service))  # joins while the flow runs
     service.submit(flow[1000:])
     service.drain()
     history = EngineHistory(service)
-    _, compared = check_every_update(client, history)
+    _, compared = check_every_update(client, history, synced)
     final = service.exchange.state.public_seq
     assert client.seq == final and client.resyncs == 0
     assert client_now(client) == engine_now(service)

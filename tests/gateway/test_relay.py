@@ -99,11 +99,11 @@ def test_a_client_behind_the_relay_holds_the_engine_books_after_every_update(
     relay = relay_for(service)
     flow = order_flow(2000, seed=4)
     service.submit(flow[:500])
-    client = joined(MarketDataClient(relay.endpoint, service.endpoints[1]))  # while it runs
+    client, synced = joined(MarketDataClient(relay.endpoint, service.endpoints[1]))  # in flow
     try:
         service.submit(flow[500:])
         service.drain()
-        _, compared = check_every_update(client, EngineHistory(service))
+        _, compared = check_every_update(client, EngineHistory(service), synced)
         assert client.seq == service.exchange.state.public_seq and client.resyncs == 0
         assert client_now(client) == engine_now(service)
         assert len(compared) > 500
