@@ -9,7 +9,9 @@ of more than SMALL_RUN records, whose public rows are depth and trades only, mak
 object); then one fsync (group commit). Invariants:
 - nothing the core caused is sent before the journal holds the command durably (the sending
   is engine.gateway.outbound's, after `_sequence` returns); a failed write or fsync raises
-  JournalFailed, and the service stops without sending;
+  JournalFailed, and the service stops without sending; after the fsync the turn's last seq
+  is marked acknowledged (engine.journal.acknowledged), so a start can tell a journal that
+  lost acknowledged commands;
 - a records frame with a bad record is refused whole and nothing in it is taken; the others of
   the run are applied (`_checked_run`);
 - a resent NewOrder the status table knows is answered with its state, never sequenced again.
