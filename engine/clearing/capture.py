@@ -87,6 +87,11 @@ DAY_RECORD_COLUMNS = "date, instrument, trades, volume, close, checksum, open, h
 _ADDED_DAY_RECORD_COLUMNS = ("open", "high", "low")  # a store made before them gains them
 
 
+def day_record_row(r: DayClosed) -> tuple:
+    """A DayClosed as a row of day_records, in DAY_RECORD_COLUMNS' order."""
+    return (r.date, r.instrument, r.trades, r.volume, r.close, r.checksum, r.open, r.high, r.low)
+
+
 class TradeGap(RuntimeError):
     def __init__(self, expected: int, got: int) -> None:
         super().__init__(
@@ -279,27 +284,25 @@ class TradeStore:
         if self.stream_history() is not None:  # it follows a stream, from its number 1
             return False
         if isinstance(event, Trade):
-            held = self.db.execute(
-                "SELECT record FROM trades WHERE trade_id = ?", (event.trade_id,)
-            ).fetchone()
             last = event.trade_id == self.last_trade_id()
-            return last and held is not None and bytes(held[0]) == encode(event)
+            return last and self._stored_record(event.trade_id) == encode(event)
         held = self.db.execute(
             f"SELECT {DAY_RECORD_COLUMNS} FROM day_records WHERE date = ? AND instrument = ?",
             (event.date, event.instrument),
         ).fetchone()
-        e = event
-        return held == (e.date, e.instrument, e.trades, e.volume, e.close, e.checksum,
-                        e.open, e.high, e.low)  # fmt: skip
+        return held == day_record_row(event)
 
     def take_history(self, history: str) -> None:
         """Name the store's stream `history`, where it is: the engine's event at the store's
         position was the store's (`continues`), under another id or none (a store made
         before ids were kept; a journal whose history file was made anew)."""
         with write_transaction(self.db, self.path):
-            self.db.execute(
-                "INSERT OR REPLACE INTO stream_source (id, history) VALUES (1, ?)", (history,)
-            )
+            self._name_history(history)
+
+    def _name_history(self, history: str) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO stream_source (id, history) VALUES (1, ?)", (history,)
+        )
 
     def begin_history(self, history: str) -> None:
         """Follow the stream of another engine (`history`) from its number 1: allowed in an
@@ -318,9 +321,7 @@ class TradeStore:
                     f"{last_day} is in the engine the store captured from: capture it from "
                     f"there first (cxe capture --until-day-closed), then from this one"
                 )
-            self.db.execute(
-                "INSERT OR REPLACE INTO stream_source (id, history) VALUES (1, ?)", (history,)
-            )
+            self._name_history(history)
             self.db.execute(
                 "INSERT OR REPLACE INTO stream_position (id, clearing_seq, last_event) "
                 "VALUES (1, 0, NULL)"
@@ -377,11 +378,14 @@ class TradeStore:
             ),
         )
 
+    def _stored_record(self, trade_id: int) -> bytes | None:
+        """The encoded Trade the store holds under `trade_id` (None: none)."""
+        row = self.db.execute("SELECT record FROM trades WHERE trade_id = ?", (trade_id,))
+        held = row.fetchone()
+        return None if held is None else bytes(held[0])
+
     def _check_duplicate(self, t: Trade) -> None:
-        row = self.db.execute(
-            "SELECT record FROM trades WHERE trade_id = ?", (t.trade_id,)
-        ).fetchone()
-        if row is None or bytes(row[0]) != encode(t):
+        if self._stored_record(t.trade_id) != encode(t):
             raise ConflictingDuplicate(
                 f"trade {t.trade_id} arrived again with other contents: the store holds "
                 f"another trade {t.trade_id}. Trade ids go on from day to day only when each "
@@ -393,7 +397,7 @@ class TradeStore:
     def _day_record(self, r: DayClosed) -> int:
         cursor = self.db.execute(
             f"INSERT OR IGNORE INTO day_records ({DAY_RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-            (r.date, r.instrument, r.trades, r.volume, r.close, r.checksum, r.open, r.high, r.low),
+            day_record_row(r),
         )
         return cursor.rowcount
 
