@@ -17,7 +17,8 @@ Invariants:
   feed's connection comes up during a sync the request is made afresh.
 - Nothing blocks beyond the timeout given: a snapshot request with no connection to go on
   (the engine not up yet, the feed not admitting the client yet, or its key refused) is
-  not sent, and asked again after `snapshot_timeout` (`snapshot_retries` counts them).
+  not sent, and asked again after `snapshot_timeout` (`snapshot_retries` counts the times
+  asked again, `snapshot_requests` the requests that went out).
 - Silence is loss: the engine heartbeats every second, so when nothing has arrived on the
   feed for `silence_timeout` seconds (at least MIN_SILENCE_S; math.inf for never) the
   client connects both sockets afresh and resyncs
@@ -283,6 +284,7 @@ class MarketDataClient:
         self.synced = False  # False while a snapshot is awaited
         self.resyncs = 0
         self.snapshot_retries = 0
+        self.snapshot_requests = 0
         self.reconnects = 0
         self.messages = 0
         self.undecodable = 0  # messages whose payload was not a list of events
@@ -373,6 +375,7 @@ class MarketDataClient:
         # request's time is up
         with contextlib.suppress(zmq.Again):
             self.dealer.send_multipart((SNAP_REQUEST, token, body), zmq.NOBLOCK)
+            self.snapshot_requests += 1
 
     def _reconnect(self) -> None:
         """Connect both sockets afresh (the subscriptions stay on the SUB socket and go out
