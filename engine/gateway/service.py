@@ -41,7 +41,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TextIO
 
 import zmq
 
@@ -153,7 +152,7 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
         self.authenticator: curve.Authenticator | None = None  # CURVE mode's key table
         self.zap: ZapHandler | None = None  # the context's ZAP handler (both modes)
         self.caps: list[ReaderByteLimit] = []  # order entry's and admin's connection caps
-        self._lock: TextIO | None = None  # DATA/engine.lock, held while the service runs
+        self._lock: int | None = None  # the data directory's descriptor, locked while it runs
         self.peer = ""  # the User-Id of the frame being read ("" in plain mode)
         self.peers: dict[bytes, str] = {}  # routing id -> User-Id, to end revoked keys' peers
         self.revoked_peers: set[bytes] = set()

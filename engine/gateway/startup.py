@@ -193,27 +193,28 @@ class Startup:
         )
 
     def _lock_data_dir(self) -> None:
-        """Hold DATA/engine.lock (an advisory lock the kernel drops when the process ends,
-        kill -9 too) for as long as the service runs: a second engine on the same directory
-        would sequence under the same numbers into the same journal, and neither's could be
-        recovered (a probe: both acknowledged seq 14-23)."""
-        path = self.data_dir / LOCK_NAME
-        lock = open(path, "a+")  # noqa: SIM115 (held open until close)
+        """Hold an advisory lock on the data directory itself (the kernel drops it when the
+        process ends, kill -9 too) for as long as the service runs: a second engine on the
+        same directory would sequence under the same numbers into the same journal, and
+        neither's could be recovered (a probe: both acknowledged seq 14-23). The lock is on
+        the directory, not on DATA/engine.lock, which only names the holder: a file can be
+        removed (the usual clean-up of a "stale lock"), and a second engine then locked a new
+        file of that name while the first ran (a probe: both acknowledged seq 69-74)."""
+        directory = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(directory, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "another process"
-            lock.close()
+            os.close(directory)
+            try:
+                holder = (self.data_dir / LOCK_NAME).read_text(errors="replace").strip()
+            except FileNotFoundError:
+                holder = ""
             raise ValueError(
-                f"{self.data_dir} is in use by {holder}: one engine per data directory; "
-                f"stop that one first, or give this one another --data"
+                f"{self.data_dir} is in use by {holder or 'another process'}: one engine per "
+                f"data directory; stop that one first, or give this one another --data"
             ) from None
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"engine pid {os.getpid()}\n")
-        lock.flush()
-        self._lock = lock
+        self._lock = directory
+        write_atomically(self.data_dir / LOCK_NAME, f"engine pid {os.getpid()}\n".encode())
 
     def _size_tables(self, orders: int) -> None:
         """Room for a day of `orders` in the tables keyed by ClOrdID (see Options.day_orders):
@@ -380,7 +381,7 @@ class Startup:
             self.acknowledged.close()
             self.acknowledged = None
         if self._lock is not None:
-            self._lock.close()  # the data directory is free for the next engine
+            os.close(self._lock)  # the data directory is free for the next engine
             self._lock = None
 
 

@@ -142,7 +142,8 @@ def test_serve_and_relay_listen_on_the_ipv6_loopback(tmp_path):
 def test_a_second_engine_on_a_data_directory_in_use_is_refused(tmp_path):
     """Found by a helper's probe: a second `cxe serve` on the same directory (other ports)
     ran beside the first; both acknowledged orders under seq 14-23 in one journal, which no
-    restart could recover. The lock goes with the process, kill -9 too."""
+    restart could recover; a second probe removed engine.lock and the next engine ran beside
+    the first (the lock was on that file). The lock goes with the process, kill -9 too."""
     data = tmp_path / "data"
     free = "tcp://127.0.0.1:*"
     ports = [f"--{name}={free}" for name in ("orders", "admin", "market-data", "snapshots")]
@@ -152,6 +153,10 @@ def test_a_second_engine_on_a_data_directory_in_use_is_refused(tmp_path):
         assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
         assert f"is in use by engine pid {engine.process.pid}" in second.stderr
         assert "one engine per data directory" in second.stderr
+        (data / "engine.lock").unlink()  # the usual clean-up of a "stale" lock: still refused
+        again = cxe("serve", "--data", str(data), *ports, f"--trades={free}", timeout=120)
+        assert again.returncode == 2 and "Traceback" not in again.stderr, again.stderr
+        assert "is in use by another process" in again.stderr
         before = engine.status()
         engine.kill()
         engine.start()  # the lock went with the killed process
