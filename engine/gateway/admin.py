@@ -126,8 +126,11 @@ class Admin:
         snapshots = self.data_dir / "snapshots"
         seq = self.exchange.seq
         try:
-            path = snapshot_exchange(self.exchange, snapshots)
+            # the table first: the snapshot is the commit point, and a crash between the two
+            # left a snapshot without its table (a probe: a live order's resend was then
+            # answered 'done'); a table without its snapshot is never read
             write_atomically(status_path(snapshots, seq), self.status.dump())
+            path = snapshot_exchange(self.exchange, snapshots)
         except OSError as exc:
             self.counters["snapshot_failures"] += 1
             self.log(

@@ -118,6 +118,7 @@ class Startup:
         the block band in the config and restarted: an acknowledged block trade was gone
         from the state. A journal from before this check is taken as this market's."""
         path = journal / JOURNAL_MARKET
+        require_regular_file(path)  # a FIFO there hung the start for good, holding the lock
         mine = {"name": self.config.name, "fingerprint": fingerprint(self.config)}
         bound = None
         if list_segments(journal):
@@ -178,8 +179,8 @@ class Startup:
             return
         what = (
             f"the engine acknowledged commands up to seq {missing[-1]}, but the journal holds "
-            f"them only to seq {missing[0] - 1}: {len(missing):,} acknowledged commands "
-            f"({missing[0]}..{missing[-1]}) are missing"
+            f"them only to seq {missing[0] - 1}: {missing[-1] - missing[0] + 1:,} acknowledged "
+            f"commands ({missing[0]}..{missing[-1]}) are missing"
         )
         if not self.options.fsync:
             self.log(f"WARNING: {what} (--no-fsync: a machine crash loses the unsynced tail)")
@@ -264,14 +265,21 @@ class Startup:
         if snapshot is not None:
             self.log(f"snapshot {snapshot.path.name} (seq {snapshot.seq})")
             table = status_path(snapshots, snapshot.seq)
-            if table.exists():
+            require_regular_file(table)
+            if not table.exists():
+                self.log(
+                    f"WARNING: {table.name}, the order status table of the snapshot, is "
+                    f"absent: a resent NewOrder from before seq {snapshot.seq} is answered "
+                    f"'done' whatever its state; restore the table to answer it as it is"
+                )
+            else:
                 try:
                     self.status.load(table.read_bytes())
                 except ValueError as exc:
                     raise ValueError(
-                        f"cannot recover from {self.data_dir}: {table}: {exc}; move it away to "
-                        "start without it (a resent NewOrder from before the snapshot is then "
-                        "answered 'done')"
+                        f"cannot recover from {self.data_dir}: {table}: {exc}; move it away "
+                        "to start without it (a resent NewOrder from before the snapshot is "
+                        "then answered 'done')"
                     ) from exc
         self._bind_journal(journal)  # after the snapshot's own check of the config
         for record, result in replay(journal, exchange):

@@ -9,8 +9,11 @@ trade for trades.log to show. Invariants:
   fsync of its own). It is written after the journal holds the commands durably, so with fsync
   on it can never be ahead of the journal on disk; a crash may leave it behind, never ahead;
 - so at start a mark past the seq the journal recovers proves acknowledged commands missing
-  (`missing` gives their range); no file is a mark of 0; a file of another size is refused
-  (ValueError naming it and what to do), never taken as 0.
+  (`missing` gives their range); no file (or an empty one: made, nothing acknowledged yet)
+  is a mark of 0; a file of another size, or holding 0 or a number past int64 (never
+  written: damage, e.g. blocks zeroed by a crash, or 8 bytes of 0xFF that a start once
+  took for 2**64 - 1 commands missing and crashed counting them), is refused (ValueError
+  naming it and what to do), never taken as 0; so is anything but a regular file.
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ import os
 import struct
 from pathlib import Path
 
+from engine.framing import require_regular_file
+
 ACKNOWLEDGED_FILE = "acknowledged"
 _MARK = struct.Struct(">Q")
+_LARGEST = 2**63 - 1  # sequence numbers are int64
 
 
 class AcknowledgedMark:
@@ -28,19 +34,33 @@ class AcknowledgedMark:
 
     def __init__(self, data_dir: str | Path) -> None:
         self.path = Path(data_dir) / ACKNOWLEDGED_FILE
+        require_regular_file(self.path)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            held = os.pread(self._fd, _MARK.size + 1, 0)
-            if len(held) not in (0, _MARK.size):
-                raise ValueError(
-                    f"{self.path}: {len(held)} bytes, not the {_MARK.size} of a sequence "
-                    f"number: restore it from a backup of this data directory, or remove it "
-                    f"(the start then cannot tell whether acknowledged commands are missing)"
-                )
+            self.seq = self._read()
         except BaseException:
             os.close(self._fd)
             raise
-        self.seq = _MARK.unpack(held)[0] if held else 0
+
+    def _read(self) -> int:
+        held = os.pread(self._fd, _MARK.size + 1, 0)
+        if not held:
+            return 0
+        what_to_do = (
+            "restore it from a backup of this data directory, or remove it (the start then "
+            "cannot tell whether acknowledged commands are missing)"
+        )
+        if len(held) != _MARK.size:
+            raise ValueError(
+                f"{self.path}: {len(held)} bytes, not the {_MARK.size} of a sequence number: "
+                f"{what_to_do}"
+            )
+        (seq,) = _MARK.unpack(held)
+        if not 0 < seq <= _LARGEST:
+            raise ValueError(
+                f"{self.path}: holds {seq}, which the engine never writes (damaged): {what_to_do}"
+            )
+        return seq
 
     def missing(self, recovered_seq: int) -> range:
         """The acknowledged sequence numbers past `recovered_seq` (none if it reaches the mark)."""

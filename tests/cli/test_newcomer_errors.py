@@ -192,6 +192,42 @@ def test_serve_with_a_damaged_order_status_table_names_it_and_says_what_to_do(tm
 
 
 @pytest.mark.slow
+def test_a_snapshot_is_never_left_without_its_order_status_table(tmp_path):
+    """Found by a probe: the snapshot was written before its order status table, so a crash
+    (or a failed write) between the two left a snapshot without it, and the restarted engine
+    answered a live order's resend 'done', without a word. The table is now written first
+    (here its write fails: no snapshot follows), and a snapshot found without its table is
+    said at start."""
+    from engine.gateway import wire
+    from tests.support.engine import EngineProcess
+
+    data = tmp_path / "data"
+    snapshots = data / "snapshots"
+    with EngineProcess(data) as engine:
+        engine.open_market("CEA25")
+        seq = engine.status().seq
+        (snapshots / f"orders-{seq:016d}.msgpack").mkdir()  # the table cannot be written
+        engine.admin(wire.SnapshotNow())
+        deadline = time.monotonic() + 60
+        while engine.status().counters.get("snapshot_failures", 0) == 0:
+            assert time.monotonic() < deadline, "the failed snapshot was not counted"
+            time.sleep(0.1)
+        assert not list(snapshots.glob("snapshot-*.snap"))
+        (snapshots / f"orders-{seq:016d}.msgpack").rmdir()
+        engine.admin(wire.SnapshotNow())
+        while not list(snapshots.glob("snapshot-*.snap")):
+            assert time.monotonic() < deadline, "no snapshot written"
+            time.sleep(0.1)
+    table = snapshots / f"orders-{seq:016d}.msgpack"
+    table.unlink()  # as a crash between the two writes of the old order left it
+    with EngineProcess(data) as engine:
+        assert engine.status().seq == seq
+        assert f"WARNING: {table.name}, the order status table of the snapshot, is absent" in (
+            engine.output()
+        )
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["data", "data/journal", "data/snapshots"])
 def test_serve_with_a_file_where_its_directory_belongs_says_so(tmp_path, where):
     """A probe's start-up errors were bare ("[Errno 17] File exists: '...'"), and a file
@@ -221,6 +257,8 @@ def make_directory(path: Path) -> None:
     ("where", "make", "said"),
     [
         ("journal/history", make_fifo, "not a regular file"),
+        ("journal/market.json", make_fifo, "not a regular file"),
+        ("acknowledged", make_fifo, "not a regular file"),
         ("trades.log", make_fifo, "not a regular file"),
         ("journal/commands-0000000000000001.log", make_fifo, "not a regular file"),
         ("snapshots/snapshot-0000000000000046.snap", make_directory, "a directory"),

@@ -4,6 +4,8 @@ short of it is in tests/gateway/test_service_e2e.py."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from engine.journal.acknowledged import ACKNOWLEDGED_FILE, AcknowledgedMark
@@ -27,4 +29,30 @@ def test_the_mark_is_read_back_and_names_what_a_shorter_journal_misses(tmp_path)
 def test_a_mark_of_another_size_is_refused_not_taken_as_zero(tmp_path, held):
     (tmp_path / ACKNOWLEDGED_FILE).write_bytes(held)
     with pytest.raises(ValueError, match=f"{len(held)} bytes, not the 8 of a sequence number"):
+        AcknowledgedMark(tmp_path)
+
+
+@pytest.mark.parametrize("seq", [0, 2**63, 2**64 - 1])
+def test_a_mark_the_engine_never_writes_is_refused_as_damage(tmp_path, seq):
+    """Found by a probe: 8 bytes of 0xFF made the start count 2**64 - 1 missing commands
+    with len() and crash with a traceback; 8 zero bytes (blocks zeroed by a crash) silently
+    turned the check off. The engine writes neither: both are damage."""
+    (tmp_path / ACKNOWLEDGED_FILE).write_bytes(seq.to_bytes(8, "big"))
+    with pytest.raises(ValueError, match=f"holds {seq}, which the engine never writes"):
+        AcknowledgedMark(tmp_path)
+
+
+def test_the_largest_sequence_number_is_a_mark(tmp_path):
+    (tmp_path / ACKNOWLEDGED_FILE).write_bytes((2**63 - 1).to_bytes(8, "big"))
+    mark = AcknowledgedMark(tmp_path)
+    try:
+        assert mark.seq == 2**63 - 1 and mark.missing(2**63 - 3) == range(2**63 - 2, 2**63)
+    finally:
+        mark.close()
+
+
+def test_a_fifo_in_its_place_is_refused_naming_it(tmp_path):
+    """Found by a probe: a FIFO there stopped the start with a bare 'Illegal seek'."""
+    os.mkfifo(tmp_path / ACKNOWLEDGED_FILE)
+    with pytest.raises(OSError, match=f"{ACKNOWLEDGED_FILE}: not a regular file"):
         AcknowledgedMark(tmp_path)
