@@ -228,6 +228,18 @@ def test_records_past_what_the_exchange_recovered_are_cut(tmp_path):
     assert stream.set_aside == day.data / f"{TRADES_FILE}.past-12"
     assert path.read_bytes() + stream.set_aside.read_bytes() == whole
     assert list(read_trade_log(stream.set_aside)) == day.clearing[12:]
+    # a second loss back to the same event keeps the first one's trace (a probe's second
+    # loss replaced it)
+    path.write_bytes(whole)
+    context = zmq.Context()
+    try:
+        again = TradeStream(context, "inproc://cut-again", day.data, earlier)
+        again.close()
+    finally:
+        context.destroy(linger=0)
+    assert again.set_aside == day.data / f"{TRADES_FILE}.past-12.2"
+    assert list(read_trade_log(stream.set_aside)) == day.clearing[12:]
+    assert list(read_trade_log(again.set_aside)) == day.clearing[12:]
 
 
 def test_a_consumer_that_does_not_read_never_blocks_and_resumes_from_its_position(tmp_path):
