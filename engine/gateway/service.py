@@ -153,6 +153,7 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
         self.zap: ZapHandler | None = None  # the context's ZAP handler (both modes)
         self.caps: list[ReaderByteLimit] = []  # order entry's and admin's connection caps
         self._lock: int | None = None  # the data directory's descriptor, locked while it runs
+        self._unwritten_market: dict[str, str] | None = None  # for a journal begun by this start
         self.peer = ""  # the User-Id of the frame being read ("" in plain mode)
         self.peers: dict[bytes, str] = {}  # routing id -> User-Id, to end revoked keys' peers
         self.revoked_peers: set[bytes] = set()

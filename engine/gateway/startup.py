@@ -16,9 +16,14 @@ Invariants:
   so the feed's fan-out to many subscribers does not hold up the gateways' replies;
   the bound endpoints are written to DATA/endpoints.json atomically (temp file, rename);
 - a journal is recovered only under the market it was written under (journal/market.json,
-  `_bind_journal`), as a snapshot is;
-- one engine per data directory: `open` takes DATA/engine.lock (flock) before it recovers
-  anything, or refuses to start naming the holder; `close` lets it go;
+  `_bind_journal`), as a snapshot is; a journal holding segments without that file is
+  refused, never taken as the config given's;
+- a start that refuses changes nothing it could not prove: every check that can refuse
+  (snapshot, market, acknowledged mark, trade log past the state) runs before the journal's
+  torn tail is cut, journal/market.json is written or DATA/acknowledged made;
+- one engine per data directory: `open` locks the directory (flock; DATA/engine.lock names
+  the holder) before it recovers anything, or refuses to start naming the holder; `close`
+  lets it go;
 - `close` syncs the journal unless it has failed (then nothing more is written).
 """
 
@@ -96,12 +101,12 @@ class Startup:
         )
         self._size_tables(self.options.day_orders)
         warm(self.config)
+        self.acknowledged = AcknowledgedMark(self.data_dir)
+        self._check_acknowledged()  # before anything is cut or written
         self.journal = Journal(self.data_dir / "journal")
         if self.journal.discarded:
             self.log(f"journal: cut a torn tail of {self.journal.discarded} bytes (a crash)")
         self._check_journal_reaches(self.exchange.seq)
-        self.acknowledged = AcknowledgedMark(self.data_dir)
-        self._check_acknowledged()
         descriptors = raise_descriptor_limit()
         self.log(
             f"{descriptors:,} file descriptors; connections held at most: market data "
@@ -110,42 +115,60 @@ class Startup:
             f"trades {connection_cap(TRADES_SHARE):,}"
         )
         self._bind()
+        self._write_journal_market()
 
     def _bind_journal(self, journal: Path) -> None:
         """A journal's commands mean what they did only under the market they were written
         under: `journal/market.json` names it (config name and fingerprint, its keys left
-        out), and a journal that holds segments is refused under another. A probe narrowed
-        the block band in the config and restarted: an acknowledged block trade was gone
-        from the state. A journal from before this check is taken as this market's."""
+        out), and a journal that holds segments is refused under another, or without the
+        file: a probe narrowed the block band in the config and restarted, and an
+        acknowledged block trade was gone from the state; another removed the file and
+        started under the wrong config, which replayed every order as a reject. A journal
+        without segments is this config's: the file is written once the start has succeeded
+        (`_write_journal_market`)."""
         path = journal / JOURNAL_MARKET
         require_regular_file(path)  # a FIFO there hung the start for good, holding the lock
         mine = {"name": self.config.name, "fingerprint": fingerprint(self.config)}
-        bound = None
-        if list_segments(journal):
-            try:
-                bound = json.loads(path.read_text())
-                theirs = bound["fingerprint"]
-                name = bound["name"]
-            except FileNotFoundError:
-                pass  # a journal from before this check: taken as this market's
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise ValueError(
-                    f"{path} cannot be read ({exc!r}): it names the market the journal was "
-                    f"written under; restore it, or remove it to take the journal as this "
-                    f"config's ({self.config.name!r})"
-                ) from None
-            else:
-                if theirs != mine["fingerprint"]:
-                    raise ValueError(
-                        f"{journal} was written under market config {name!r} (fingerprint "
-                        f"{str(theirs)[:12]}), not the one given, {self.config.name!r} "
-                        f"({mine['fingerprint'][:12]}): replayed under other rules, commands "
-                        f"already acknowledged could come out otherwise. Start the engine "
-                        f"with the config the journal was written under (--config); a new "
-                        f"config begins in a fresh --data directory"
-                    )
-        if bound != mine:
-            write_atomically(path, json.dumps(mine).encode())
+        self._unwritten_market = None
+        if not list_segments(journal):
+            self._unwritten_market = mine
+            return
+        if_known = (
+            f"if you know it was written under the config given ({self.config.name!r}), "
+            f"write its line into the file: {json.dumps(mine)}"
+        )
+        try:
+            bound = json.loads(path.read_text())
+            theirs = bound["fingerprint"]
+            name = bound["name"]
+        except FileNotFoundError:
+            raise ValueError(
+                f"{path} is missing: it names the market config the journal was written "
+                f"under, and replayed under another, acknowledged commands could come out "
+                f"otherwise. Restore it from a backup of this data directory; {if_known}"
+            ) from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(
+                f"{path} cannot be read ({exc!r}): it names the market config the journal "
+                f"was written under; restore it from a backup of this data directory; "
+                f"{if_known}"
+            ) from None
+        if theirs != mine["fingerprint"]:
+            raise ValueError(
+                f"{journal} was written under market config {name!r} (fingerprint "
+                f"{str(theirs)[:12]}), not the one given, {self.config.name!r} "
+                f"({mine['fingerprint'][:12]}): replayed under other rules, commands "
+                f"already acknowledged could come out otherwise. Start the engine "
+                f"with the config the journal was written under (--config); a new "
+                f"config begins in a fresh --data directory"
+            )
+
+    def _write_journal_market(self) -> None:
+        """Name this config in journal/market.json, for a journal begun by this start."""
+        if self._unwritten_market is not None:
+            path = self.data_dir / "journal" / JOURNAL_MARKET
+            write_atomically(path, json.dumps(self._unwritten_market).encode())
+            self._unwritten_market = None
 
     def _cap(self, socket: zmq.Socket, name: str, share: int) -> None:
         """Hold `socket` to its share of the descriptors (engine.gateway.readerlimit's cap,

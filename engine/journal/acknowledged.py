@@ -35,15 +35,20 @@ class AcknowledgedMark:
     def __init__(self, data_dir: str | Path) -> None:
         self.path = Path(data_dir) / ACKNOWLEDGED_FILE
         require_regular_file(self.path)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd: int | None = None  # made at the first mark: a start that refuses makes nothing
         try:
-            self.seq = self._read()
+            self._fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            self.seq = 0
+            return
+        try:
+            self.seq = self._read(self._fd)
         except BaseException:
-            os.close(self._fd)
+            self.close()
             raise
 
-    def _read(self) -> int:
-        held = os.pread(self._fd, _MARK.size + 1, 0)
+    def _read(self, fd: int) -> int:
+        held = os.pread(fd, _MARK.size + 1, 0)
         if not held:
             return 0
         what_to_do = (
@@ -69,8 +74,12 @@ class AcknowledgedMark:
     def mark(self, seq: int) -> None:
         """Record `seq` as acknowledged (after the journal holds it)."""
         if seq != self.seq:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             os.pwrite(self._fd, _MARK.pack(seq), 0)
             self.seq = seq
 
     def close(self) -> None:
-        os.close(self._fd)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

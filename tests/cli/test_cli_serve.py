@@ -228,12 +228,23 @@ def test_a_journal_is_recovered_only_under_the_market_it_was_written_under(tmp_p
         assert "Start the engine with the config the journal was written under" in (refused.stderr)
     config.write_text(example)
     bound = data / "journal" / "market.json"
-    bound.write_text("{not json")
-    damaged = cxe("serve", "--data", str(data), "--config", str(config), *ports,
-                  f"--trades={free}", timeout=120)  # fmt: skip
-    assert damaged.returncode == 2 and "market.json cannot be read" in damaged.stderr
-    bound.unlink()  # as the message says: the journal is then taken as the config's given
+    line = bound.read_text()
+    # damaged or missing: refused, never taken as the config given's (a probe removed it and
+    # started under another config: every order replayed as a reject, the file was rewritten
+    # for that config, and following the messages lost 30 acknowledged trades)
+    for damage, said in (("{not json", "market.json cannot be read"), (None, "is missing")):
+        bound.unlink()
+        if damage is not None:
+            bound.write_text(damage)
+        for given in (["--config", str(config)], []):
+            refused = cxe("serve", "--data", str(data), *given, *ports, f"--trades={free}",
+                          timeout=120)  # fmt: skip
+            assert refused.returncode == 2 and said in refused.stderr, refused.stderr
+            assert "Traceback" not in refused.stderr
+            assert bound.exists() == (damage is not None)  # the refusal wrote nothing
+            if given:  # the line it names is the config given's, here the journal's own
+                assert f"write its line into the file: {line}" in refused.stderr
+    bound.write_text(line)  # as the message says, for the config it was written under
     with EngineProcess(data, "--config", str(config)) as engine:
         assert engine.status().state_hash == before.state_hash
         assert engine.stop() == 0
-    assert "fingerprint" in bound.read_text()  # written again

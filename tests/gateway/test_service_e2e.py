@@ -697,9 +697,10 @@ def test_an_engine_started_with_its_log_on_a_full_disk_runs(tmp_path):
             process.wait(30)
 
 
-def acknowledged_then_cut(engine: EngineProcess) -> tuple[int, int]:
+def acknowledged_then_cut(engine: EngineProcess, torn: int = 0) -> tuple[int, int]:
     """Open the market, have 20 resting orders acknowledged, stop, and cut the journal back
-    to before them (an older copy of its last segment restored); (seq kept, seq acknowledged)."""
+    to before them (an older copy of its last segment restored, with the first `torn` bytes
+    of the next record: a partial copy); (seq kept, seq acknowledged)."""
     from engine.framing import FrameReader
     from engine.journal.commandlog import record_span
 
@@ -716,7 +717,7 @@ def acknowledged_then_cut(engine: EngineProcess) -> tuple[int, int]:
     cut = next(offset for offset, payload in FrameReader(segment)
                if record_span(payload)[0] > kept)  # fmt: skip
     with open(segment, "r+b") as file:
-        file.truncate(cut)
+        file.truncate(cut + torn)
     return kept, acknowledged
 
 
@@ -727,13 +728,20 @@ def test_a_journal_short_of_acknowledged_orders_that_never_traded_is_refused(tmp
     last seq acknowledged; a journal short of it is refused until the operator decides."""
     engine = EngineProcess(tmp_path / "data")
     with engine:
-        kept, acknowledged = acknowledged_then_cut(engine)
+        kept, acknowledged = acknowledged_then_cut(engine, torn=18)
+        journal = sorted((engine.data / "journal").iterdir())
+        files = {path: path.read_bytes() for path in [*journal, engine.data / "trades.log"]}
         with pytest.raises(RuntimeError, match="exited 2"):
             engine.start()
         said = f"acknowledged commands up to seq {acknowledged}, but the journal holds them "
         assert said + f"only to seq {kept}: 20 acknowledged commands" in engine.output()
+        # the refusal changed nothing (a probe: the partial record was cut first, and logged
+        # as a crash's torn tail)
+        assert {path: path.read_bytes() for path in files} == files
+        assert "cut a torn tail" not in engine.output()
         (engine.data / "acknowledged").unlink()  # the operator goes on without them
         engine.start()
+        assert "journal: cut a torn tail of 18 bytes" in engine.output()
         assert engine.status().seq == kept
         assert engine.stop() == 0
 
