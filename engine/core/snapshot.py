@@ -326,9 +326,10 @@ def restore(config: MarketConfig, data: bytes) -> Exchange:
 # -- snapshot files and recovery -------------------------------------------------------------------
 
 
-def snapshot_exchange(exchange: Exchange, directory: str | Path) -> Path:
-    """Write the exchange's snapshot file (at its seq, with its state hash) into `directory`."""
-    return save_snapshot(directory, exchange, dump, exchange.state.ts_ns)
+def snapshot_exchange(exchange: Exchange, directory: str | Path, history: str = "") -> Path:
+    """Write the exchange's snapshot file (at its seq, with its state hash; of the journal
+    whose history id is `history`) into `directory`."""
+    return save_snapshot(directory, exchange, dump, exchange.state.ts_ns, history)
 
 
 def recover_exchange(

@@ -130,7 +130,7 @@ class Admin:
             # left a snapshot without its table (a probe: a live order's resend was then
             # answered 'done'); a table without its snapshot is never read
             write_atomically(status_path(snapshots, seq), self.status.dump())
-            path = snapshot_exchange(self.exchange, snapshots)
+            path = snapshot_exchange(self.exchange, snapshots, self.history)
         except OSError as exc:
             self.counters["snapshot_failures"] += 1
             self.log(

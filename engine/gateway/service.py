@@ -154,6 +154,8 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
         self.caps: list[ReaderByteLimit] = []  # order entry's and admin's connection caps
         self._lock: int | None = None  # the data directory's descriptor, locked while it runs
         self._unwritten_market: dict[str, str] | None = None  # for a journal begun by this start
+        self._snapshot_history = ""  # the history id the snapshot recovered from carries
+        self.history = ""  # the journal's history id (engine.journal.history), once open
         self.peer = ""  # the User-Id of the frame being read ("" in plain mode)
         self.peers: dict[bytes, str] = {}  # routing id -> User-Id, to end revoked keys' peers
         self.revoked_peers: set[bytes] = set()

@@ -64,9 +64,10 @@ from engine.gateway.tradestream import TRADES_FILE, TradeStream
 from engine.gateway.zap import ZapHandler
 from engine.journal.acknowledged import AcknowledgedMark
 from engine.journal.commandlog import BatchRecord
+from engine.journal.history import HISTORY_FILE, history_id, read_history_id
 from engine.journal.recovery import restore_latest
 from engine.journal.segments import Journal, list_segments, replay
-from engine.journal.snapshot import write_atomically
+from engine.journal.snapshot import Snapshot, write_atomically
 from engine.protocol import NewOrder, StartOfDay
 
 # the context's two I/O threads (AFFINITY bit masks): order entry's connections on one, the
@@ -107,6 +108,7 @@ class Startup:
         if self.journal.discarded:
             self.log(f"journal: cut a torn tail of {self.journal.discarded} bytes (a crash)")
         self._check_journal_reaches(self.exchange.seq)
+        self.history = history_id(self.data_dir / "journal", self._snapshot_history or None)
         descriptors = raise_descriptor_limit()
         self.log(
             f"{descriptors:,} file descriptors; connections held at most: market data "
@@ -285,8 +287,11 @@ class Startup:
         exchange, snapshot = restore_latest(
             snapshots, partial(Exchange, self.config), partial(restore, self.config)
         )
+        self._snapshot_history = ""
         if snapshot is not None:
             self.log(f"snapshot {snapshot.path.name} (seq {snapshot.seq})")
+            self._check_snapshot_history(snapshot, journal)
+            self._snapshot_history = snapshot.history
             table = status_path(snapshots, snapshot.seq)
             require_regular_file(table)
             if not table.exists():
@@ -312,6 +317,20 @@ class Startup:
                 self._observe(record.command, result, replaying=True)
         self.last_ts = exchange.state.ts_ns
         return exchange
+
+    def _check_snapshot_history(self, snapshot: Snapshot, journal: Path) -> None:
+        """A snapshot carries the history id of the journal it was taken from, and is refused
+        under another's: a probe restored another data directory's snapshot (same config,
+        same seq) and the engine started with a state neither directory had."""
+        ours = read_history_id(journal)
+        if snapshot.history and ours is not None and snapshot.history != ours:
+            raise ValueError(
+                f"{snapshot.path} was taken from another journal (history {snapshot.history}), "
+                f"not this data directory's ({ours}, in {journal / HISTORY_FILE}): its state "
+                f"and this journal's commands would mix. Restore this directory's own "
+                f"snapshot, or move it away (the snapshot before it is then used, or the "
+                f"journal from its start)"
+            )
 
     def _secure(self, socket: zmq.Socket, domain: str) -> None:
         """Harden a server socket before it binds: a CURVE server in ZAP `domain`

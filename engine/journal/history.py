@@ -8,7 +8,9 @@ from the store's position on and silently left out the ones before it. The id, k
 - it is 32 lower-case hex digits (a random UUID), made the first time it is asked for and
   written atomically; after that it never changes: archiving segments away, taking a
   snapshot, restarting or copying the whole data directory keep it; a fresh data directory
-  (or a journal directory made anew) gets a new one;
+  (or a journal directory made anew) gets a new one; snapshots carry it
+  (engine.journal.snapshot), so a snapshot from another data directory is refused, and a
+  file removed is made again as the latest snapshot's;
 - a file that is not such an id is refused (ValueError naming it and what to do), never
   replaced: replacing it would make every store that captured from this engine refuse it.
 """
@@ -26,18 +28,15 @@ HISTORY_FILE = "history"
 _HISTORY = re.compile(r"[0-9a-f]{32}", re.ASCII)
 
 
-def history_id(journal: str | Path) -> str:
-    """The history id of the journal in directory `journal` (created with it if need be)."""
-    journal = Path(journal)
-    path = journal / HISTORY_FILE
+def read_history_id(journal: str | Path) -> str | None:
+    """The history id of the journal in directory `journal`, None if it has none yet (read
+    only: a start that refuses makes nothing)."""
+    path = Path(journal) / HISTORY_FILE
     require_regular_file(path)
     try:
         text = path.read_bytes().decode("ascii", "replace").strip()
     except FileNotFoundError:
-        journal.mkdir(parents=True, exist_ok=True)
-        made = uuid.uuid4().hex
-        write_atomically(path, made.encode() + b"\n")
-        return made
+        return None
     if not _HISTORY.fullmatch(text):
         raise ValueError(
             f"{path} does not hold a history id (32 hex digits): restore it from a backup of "
@@ -45,3 +44,17 @@ def history_id(journal: str | Path) -> str:
             f"that captured from this engine will then refuse it)"
         )
     return text
+
+
+def history_id(journal: str | Path, made: str | None = None) -> str:
+    """The history id of the journal in directory `journal`, created with it if need be: as
+    `made` (the id a snapshot of this journal carries: removing the file then changes
+    nothing) or else a new one."""
+    held = read_history_id(journal)
+    if held is not None:
+        return held
+    journal = Path(journal)
+    journal.mkdir(parents=True, exist_ok=True)
+    made = made or uuid.uuid4().hex
+    write_atomically(journal / HISTORY_FILE, made.encode() + b"\n")
+    return made

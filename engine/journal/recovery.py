@@ -42,10 +42,15 @@ class Recovered(Generic[S]):
 
 
 def save_snapshot(
-    directory: str | Path, state: S, dump: Callable[[S], bytes], ts_ns: int = 0
+    directory: str | Path,
+    state: S,
+    dump: Callable[[S], bytes],
+    ts_ns: int = 0,
+    history: str = "",
 ) -> Path:
-    """Snapshot `state` (at its seq, with its state hash) into `directory`, atomically."""
-    return write_snapshot(directory, state.seq, state.state_hash(), dump(state), ts_ns)
+    """Snapshot `state` (at its seq, with its state hash; of the journal whose history id is
+    `history`) into `directory`, atomically."""
+    return write_snapshot(directory, state.seq, state.state_hash(), dump(state), ts_ns, history)
 
 
 def recover(

@@ -1,8 +1,12 @@
 """Snapshot files: a state, the sequence number it covers and its state hash, written atomically.
 
 A snapshot is `snapshot-<seq, 16 digits>.snap` in its directory: two frames (engine.framing),
-a msgpack header [format, seq, state_hash, ts_ns] and the state payload (opaque bytes, made
-and read by the owner of the state). Invariants:
+a msgpack header [format, seq, state_hash, ts_ns, history] and the state payload (opaque
+bytes, made and read by the owner of the state). `history` is the journal's history id
+(engine.journal.history; "" when none was given), which ties the snapshot to the journal it
+was taken from: a probe restored another data directory's snapshot under this journal and
+the engine started with a state neither had. Format 1 (before history) is read, with "".
+Invariants:
 - a snapshot file is whole or absent: it is written to a temporary name, fsynced, renamed
   into place and the directory fsynced before `write_snapshot` returns; a crash leaves at
   most a `*.tmp` file, which is never read and is removed by the next write;
@@ -25,9 +29,11 @@ from engine.framing import CorruptLog, FrameReader, frame, require_regular_file
 from engine.journal.commandlog import Nanoseconds, Seq, check_stamp
 from engine.journal.segments import fsync_directory
 
-FORMAT = 1
+FORMAT = 2
 SNAPSHOT = re.compile(r"snapshot-(\d{16})\.snap")
-_header_decoder = msgspec.msgpack.Decoder(tuple[int, Seq, str, Nanoseconds])
+_HISTORY = re.compile(r"([0-9a-f]{32})?", re.ASCII)
+_header_decoder = msgspec.msgpack.Decoder(tuple[int, Seq, str, Nanoseconds, str])
+_format_1_decoder = msgspec.msgpack.Decoder(tuple[int, Seq, str, Nanoseconds])
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class Snapshot:
     state_hash: str
     ts_ns: int
     state: bytes
+    history: str = ""  # the id of the journal it was taken from ("": not known)
 
 
 # a snapshot's state is one record: the frame header's 32-bit length is its limit (a
@@ -49,12 +56,20 @@ def snapshot_name(seq: int) -> str:
 
 
 def write_snapshot(
-    directory: str | Path, seq: int, state_hash: str, state: bytes, ts_ns: int = 0
+    directory: str | Path,
+    seq: int,
+    state_hash: str,
+    state: bytes,
+    ts_ns: int = 0,
+    history: str = "",
 ) -> Path:
-    """Write the snapshot of a state after command `seq` atomically; returns its path."""
+    """Write the snapshot of a state after command `seq` of the journal whose history id is
+    `history` atomically; returns its path."""
     check_stamp(seq, ts_ns)
     if not isinstance(state_hash, str) or not isinstance(state, bytes):
         raise TypeError("a snapshot takes the state hash as str and the state as bytes")
+    if not isinstance(history, str) or not _HISTORY.fullmatch(history):
+        raise ValueError(f"a history id is 32 lower-case hex digits, not {history!r}")
     if len(state) > MAX_STATE_BYTES:
         raise ValueError(
             f"a state of {len(state):,} bytes: a snapshot holds at most {MAX_STATE_BYTES:,}"
@@ -63,7 +78,7 @@ def write_snapshot(
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("snapshot-*.snap.tmp"):
         stale.unlink()
-    header = msgspec.msgpack.encode((FORMAT, seq, state_hash, ts_ns))
+    header = msgspec.msgpack.encode((FORMAT, seq, state_hash, ts_ns, history))
     return write_atomically(directory / snapshot_name(seq), frame(header) + frame(state))
 
 
@@ -81,6 +96,20 @@ def write_atomically(final: Path, data: bytes) -> Path:
     return final
 
 
+def _read_header(payload: bytes) -> tuple[int, int, str, int, str]:
+    """(format, seq, state_hash, ts_ns, history) of a header of this format, or of format 1
+    (history ""); msgspec.DecodeError for anything else."""
+    try:
+        header = _header_decoder.decode(payload)
+        expected = FORMAT
+    except msgspec.DecodeError:
+        header = (*_format_1_decoder.decode(payload), "")
+        expected = 1
+    if header[0] != expected or not _HISTORY.fullmatch(header[4]):
+        raise msgspec.DecodeError(f"format {header[0]} with history id {header[4]!r}")
+    return header
+
+
 def read_snapshot(path: str | Path) -> Snapshot:
     path = Path(path)
     what_to_do = (
@@ -95,18 +124,18 @@ def read_snapshot(path: str | Path) -> Snapshot:
     if reader.torn or len(frames) != 2:
         raise CorruptLog(f"{path}: not a whole snapshot (header and state): {what_to_do}")
     try:
-        fmt, seq, state_hash, ts_ns = _header_decoder.decode(frames[0])
+        fmt, seq, state_hash, ts_ns, history = _read_header(frames[0])
     except msgspec.DecodeError as exc:
         raise CorruptLog(
             f"{path}: the snapshot header is not valid ({exc}): {what_to_do}"
         ) from None
     match = SNAPSHOT.fullmatch(path.name)
-    if fmt != FORMAT or match is None or int(match[1]) != seq:
+    if match is None or int(match[1]) != seq:
         raise CorruptLog(
-            f"{path}: snapshot format {fmt} for seq {seq} (this engine reads format {FORMAT}, "
-            f"and the name must carry the seq): {what_to_do}"
+            f"{path}: a snapshot (format {fmt}) for seq {seq}: the name must carry the seq: "
+            f"{what_to_do}"
         )
-    return Snapshot(path, seq, state_hash, ts_ns, frames[1])
+    return Snapshot(path, seq, state_hash, ts_ns, frames[1], history)
 
 
 def latest_snapshot(directory: str | Path) -> Snapshot | None:

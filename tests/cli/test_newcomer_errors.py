@@ -192,6 +192,35 @@ def test_serve_with_a_damaged_order_status_table_names_it_and_says_what_to_do(tm
 
 
 @pytest.mark.slow
+def test_a_snapshot_from_another_data_directory_is_refused(tmp_path):
+    """Found by a probe: another data directory's snapshot (same config, same seq) put in
+    place was restored under this journal, and the engine started with a state neither
+    directory had. Snapshots carry the journal's history id; and journal/history removed is
+    made again as the latest snapshot's, not anew."""
+    from tests.support.engine import EngineProcess
+
+    data, other = tmp_path / "data", tmp_path / "other"
+    snapshot_taken(data)
+    snapshot_taken(other)
+    own = {path.name: path.read_bytes() for path in (data / "snapshots").iterdir()}
+    for path in (other / "snapshots").iterdir():
+        (data / "snapshots" / path.name).write_bytes(path.read_bytes())
+    free = "tcp://127.0.0.1:*"
+    ports = [f"--{name}={free}" for name in ("orders", "admin", "market-data", "snapshots")]
+    result = cxe("serve", "--data", str(data), *ports, f"--trades={free}", timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "was taken from another journal" in result.stderr
+    for name, held in own.items():
+        (data / "snapshots" / name).write_bytes(held)
+    history = data / "journal" / "history"
+    ours = history.read_text()
+    history.unlink()
+    with EngineProcess(data) as engine:
+        assert engine.status().seq > 0
+    assert history.read_text() == ours
+
+
+@pytest.mark.slow
 def test_a_snapshot_is_never_left_without_its_order_status_table(tmp_path):
     """Found by a probe: the snapshot was written before its order status table, so a crash
     (or a failed write) between the two left a snapshot without it, and the restarted engine

@@ -146,6 +146,29 @@ def test_a_damaged_snapshot_is_named_and_a_leftover_temporary_file_is_ignored(tm
     assert not list(directory.glob("*.tmp"))
 
 
+def test_a_snapshot_carries_its_journals_history_id_and_format_1_is_read(tmp_path):
+    """The history id ties a snapshot to its journal (a probe restored another directory's
+    snapshot under this journal); snapshots written before it (format 1) read with ""."""
+    from engine.framing import frame
+
+    history = "0123456789abcdef" * 2
+    path = write_snapshot(tmp_path, 5, "a" * 64, b"state", 7, history)
+    assert read_snapshot(path).history == history
+    assert read_snapshot(write_snapshot(tmp_path, 6, "b" * 64, b"state")).history == ""
+    old = tmp_path / snapshot_name(8)
+    old.write_bytes(frame(msgspec.msgpack.encode((1, 8, "c" * 64, 9))) + frame(b"old"))
+    assert (read_snapshot(old).history, read_snapshot(old).state) == ("", b"old")
+    for header in ((2, 8, "c" * 64, 9), (1, 8, "c" * 64, 9, history), (2, 8, "c", 9, "xyz"),
+                   (3, 8, "c" * 64, 9, history)):  # fmt: skip
+        old.write_bytes(frame(msgspec.msgpack.encode(header)) + frame(b"old"))
+        with pytest.raises(CorruptLog, match="the snapshot header is not valid"):
+            read_snapshot(old)
+    for bad in ("XYZ", history.upper(), history + "0", 7):
+        with pytest.raises(ValueError, match="a history id is 32 lower-case hex digits"):
+            write_snapshot(tmp_path, 9, "d" * 64, b"state", 0, bad)
+    assert not (tmp_path / snapshot_name(9)).exists()
+
+
 def test_a_bad_stamp_or_state_type_writes_no_snapshot(tmp_path):
     for seq, state_hash, state in ((0, "h", b""), (1.0, "h", b""), (1, None, b""), (1, "h", "s")):
         with pytest.raises((ValueError, TypeError)):
