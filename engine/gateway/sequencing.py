@@ -96,9 +96,12 @@ class Sequencing:
                 self.counters["fsyncs"] += 1
             else:
                 journal.flush()
-            self.acknowledged.mark(exchange.seq)  # durable now: what the turn acknowledges
         except OSError as exc:
-            raise JournalFailed(str(exc)) from exc
+            raise JournalFailed(f"the journal failed ({exc})") from exc
+        try:
+            self.acknowledged.mark(exchange.seq)  # durable now: what the turn acknowledges
+        except OSError as exc:  # a probe's message named neither the file nor this step
+            raise JournalFailed(f"the acknowledged mark failed ({exc})") from exc
 
     def _checked_run(self) -> tuple[np.ndarray, list[Item]]:
         """The staged records frames that pass the record checks (engine.core.records), as

@@ -180,7 +180,7 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
             while not self.stopping:
                 self.turn(timeout_ms)
         except JournalFailed as exc:
-            self.log(f"journal failed, stopping without acknowledging: {exc}")
+            self.log(f"{exc}, stopping without acknowledging")
             self.close(sync=False)
             return EXIT_JOURNAL_FAILED
         except TradeLogFailed as exc:

@@ -74,9 +74,12 @@ class AcknowledgedMark:
     def mark(self, seq: int) -> None:
         """Record `seq` as acknowledged (after the journal holds it)."""
         if seq != self.seq:
-            if self._fd is None:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            os.pwrite(self._fd, _MARK.pack(seq), 0)
+            try:
+                if self._fd is None:
+                    self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                os.pwrite(self._fd, _MARK.pack(seq), 0)
+            except OSError as exc:  # named: a probe's message did not say which file failed
+                raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
             self.seq = seq
 
     def close(self) -> None:

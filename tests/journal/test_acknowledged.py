@@ -56,3 +56,17 @@ def test_a_fifo_in_its_place_is_refused_naming_it(tmp_path):
     os.mkfifo(tmp_path / ACKNOWLEDGED_FILE)
     with pytest.raises(OSError, match=f"{ACKNOWLEDGED_FILE}: not a regular file"):
         AcknowledgedMark(tmp_path)
+
+
+def test_a_mark_that_cannot_be_written_names_its_file_and_a_refused_start_makes_none(tmp_path):
+    """Found by a probe: the engine stopped on a mark it could not write saying 'journal
+    failed: [Errno 1] Operation not permitted', naming neither the file nor the step; and
+    a start that refused left an empty mark behind (it is now made at the first mark)."""
+    mark = AcknowledgedMark(tmp_path)
+    assert not (tmp_path / ACKNOWLEDGED_FILE).exists()
+    (tmp_path / ACKNOWLEDGED_FILE).mkdir()  # something in its way when it is first written
+    with pytest.raises(OSError) as raised:
+        mark.mark(3)
+    assert raised.value.filename == str(tmp_path / ACKNOWLEDGED_FILE)
+    assert str(tmp_path / ACKNOWLEDGED_FILE) in str(raised.value) and mark.seq == 0
+    mark.close()
