@@ -61,6 +61,7 @@ from engine.gateway.readerlimit import TRADES_SHARE, ReaderByteLimit, connection
 from engine.gateway.security import allow_ipv6, reconnect_all
 from engine.gateway.wire import pack
 from engine.journal.history import history_id
+from engine.journal.segments import apply_record, list_segments, read_commands
 from engine.journal.snapshot import write_atomically
 from engine.protocol import Audience, DayClosed, Event, Trade, encode
 
@@ -209,6 +210,13 @@ class TradeStream:
         held = self.last
         if held == target:
             return 0
+        if not list_segments(journal):  # nothing to rebuild from: say so, and make no file
+            raise CorruptLog(
+                f"{self.path}: clearing events {held + 1}..{target} of the state recovered are "
+                f"not in it, and only a replay of the journal from its first command rebuilds "
+                f"them, but {journal} holds no segment (archived away?): restore the "
+                f"journal's segments, or put back the {self.path.name} that was moved away"
+            )
         with TradeLogWriter(self.path) as writer:
             for event in missing_events(exchange.config, journal, held, target):
                 self.offsets.append(writer.size)
@@ -395,7 +403,6 @@ def missing_events(config, journal: Path, held: int, target: int) -> Iterator[Tr
     from engine.core import Exchange
     from engine.core.rows import decode
     from engine.journal.commandlog import LogRecord
-    from engine.journal.segments import apply_record, read_commands
 
     if held >= target:
         return

@@ -15,6 +15,7 @@ from engine.clearing.capture import TradeLogWriter, read_trade_log
 from engine.cli.serve import clock_start
 from engine.config import default_market
 from engine.core import Exchange
+from engine.framing import CorruptLog
 from engine.gateway.tradestream import (
     ERROR,
     EVENTS,
@@ -442,3 +443,21 @@ def test_without_fsync_a_restart_that_lost_commands_says_so_and_keeps_their_trac
         assert (data / f"{TRADES_FILE}.past-0").read_bytes() == held
         assert (data / TRADES_FILE).read_bytes() == b""
         assert engine.stop() == 0
+
+
+def test_a_trade_log_that_cannot_be_rebuilt_says_why_and_is_not_made(tmp_path):
+    """Found by a probe: with every segment archived after a snapshot and trades.log moved
+    away (as messages allowed), the start said 'the journal is not the one recovered from'
+    and left an empty trades.log behind. Only a replay from the first command rebuilds it."""
+    day = JournaledExchange(tmp_path / "data")
+    day.day_with_trades(3)
+    day.journal.close()
+    for segment in (day.data / "journal").glob("commands-*.log"):
+        segment.unlink()
+    context = zmq.Context()
+    try:
+        with pytest.raises(CorruptLog, match=r"clearing events 1\.\.3 .* holds no segment"):
+            TradeStream(context, "inproc://none", day.data, day.exchange)
+    finally:
+        context.destroy(linger=0)
+    assert not (day.data / TRADES_FILE).exists()
