@@ -317,9 +317,10 @@ class TradeStore:
                     f"{self.path} follows the stream of engine history "
                     f"{self.stream_history() or '(not recorded)'} to stream number {position}, "
                     f"and its last day, {last_day}, is not closed; this engine's history is "
-                    f"{history}: another engine (another data directory). The rest of "
-                    f"{last_day} is in the engine the store captured from: capture it from "
-                    f"there first (cxe capture --until-day-closed), then from this one"
+                    f"{history}: another engine (another data directory, or its journal's "
+                    f"history file replaced or removed). The rest of {last_day} is in the "
+                    f"engine the store captured from: capture it from there first (cxe "
+                    f"capture --until-day-closed), then from this one"
                 )
             self._name_history(history)
             self.db.execute(
