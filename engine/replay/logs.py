@@ -68,19 +68,36 @@ def replay_log(path: str | Path, market: MarketConfig) -> LogReplay:
 
 def _compare(replayed: list, recorded: list, trade_log: Path) -> str:
     """'' when the replay printed what the trade log holds, else where they part."""
+    causes = (
+        f"--market is not the config this day ran with (a later day needs the opening file "
+        f"it ran with), or {trade_log.name} is not this journal's (copied from another data "
+        f"directory?)"
+    )
     for k, (mine, theirs) in enumerate(zip(replayed, recorded, strict=False)):
         if mine != theirs:
             return (
                 f"record {k + 1} of {trade_log} differs from the replay's (replayed "
-                f"{_brief(mine)}, recorded {_brief(theirs)}): --market is not the config "
-                "this day ran with (a later day needs the opening file it ran with)"
+                f"{_brief(mine)}, recorded {_brief(theirs)}{_fields_apart(mine, theirs)}): "
+                f"{causes}"
             )
     if len(replayed) != len(recorded):
         return (
             f"the replay printed {len(replayed):,} trades and day-end records, {trade_log} "
-            f"holds {len(recorded):,}: --market is not the config this day ran with"
+            f"holds {len(recorded):,}: {causes}"
         )
     return ""
+
+
+def _fields_apart(mine: msgspec.Struct, theirs: msgspec.Struct) -> str:
+    """'; differ in field: replayed / recorded, ...' (a probe's two records printed alike)."""
+    if type(mine) is not type(theirs):
+        return ""
+    apart = [
+        f"{name} {getattr(mine, name)!r} / {getattr(theirs, name)!r}"
+        for name in mine.__struct_fields__
+        if getattr(mine, name) != getattr(theirs, name)
+    ]
+    return f"; they differ in {', '.join(apart)}" if apart else ""
 
 
 def _brief(record: Trade | DayClosed) -> str:

@@ -7,8 +7,10 @@ import json
 import msgspec
 import pytest
 
+from engine.clearing.capture import TradeLogWriter, read_trade_log
 from engine.config import default_market
 from engine.demo import run_demo
+from engine.protocol import Trade
 from engine.replay.logs import dump, replay_log, summary
 
 
@@ -35,6 +37,23 @@ def test_other_opening_balances_are_caught_by_the_trade_log(day):
     assert result.state_hash != demo.exchange.state_hash()
     assert "differs from the replay's" in result.mismatch
     assert "--market is not the config this day ran with" in result.mismatch
+
+
+def test_a_trade_log_of_another_day_names_the_fields_apart_and_both_causes(day, tmp_path):
+    """Found by a probe: another directory's trades.log beside the journal was blamed on
+    --market alone, and the two records it showed printed alike."""
+    out, _ = day
+    (tmp_path / "commands.log").write_bytes((out / "commands.log").read_bytes())
+    records = list(read_trade_log(out / "trades.log"))
+    first = records[0]
+    assert isinstance(first, Trade)
+    other = msgspec.structs.replace(first, buy_order_id=first.buy_order_id + 1000)
+    with TradeLogWriter(tmp_path / "trades.log") as writer:
+        writer.record([other, *records[1:]])
+    result = replay_log(tmp_path / "commands.log", default_market())
+    assert "record 1 of" in result.mismatch
+    assert f"they differ in buy_order_id {first.buy_order_id!r} / " in result.mismatch
+    assert "or trades.log is not this journal's" in result.mismatch
 
 
 def test_dump_gives_every_record_as_json_ready_dicts(day):
