@@ -185,6 +185,7 @@ def test_a_journal_that_ends_before_the_snapshot_is_refused_at_start(tmp_path):
     journal = data / "journal"
     shutil.move(journal, tmp_path / "journal-as-it-was")
     Journal(journal).append(1, 1, StartOfDay(DAY))  # an old copy: seq 1 only
+    shutil.copy(tmp_path / "journal-as-it-was" / "market.json", journal)  # copied with it
     free = "tcp://127.0.0.1:*"
     ports = [f"--{name}={free}" for name in ("orders", "admin", "market-data", "snapshots")]
     refused = cxe("serve", "--data", str(data), *ports, f"--trades={free}", timeout=120)
