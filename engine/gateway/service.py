@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TextIO
 
 import zmq
 
@@ -152,7 +153,8 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
         self.authenticator: curve.Authenticator | None = None  # CURVE mode's key table
         self.zap: ZapHandler | None = None  # the context's ZAP handler (both modes)
         self.caps: list[ReaderByteLimit] = []  # order entry's and admin's connection caps
-        self._lock: int | None = None  # the data directory's descriptor, locked while it runs
+        # the data directory's descriptor and DATA/engine.lock, both locked while it runs
+        self._lock: tuple[int, TextIO] | None = None
         self._unwritten_market: dict[str, str] | None = None  # for a journal begun by this start
         self._snapshot_history = ""  # the history id the snapshot recovered from carries
         self.history = ""  # the journal's history id (engine.journal.history), once open

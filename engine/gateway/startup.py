@@ -219,18 +219,25 @@ class Startup:
         )
 
     def _lock_data_dir(self) -> None:
-        """Hold an advisory lock on the data directory itself (the kernel drops it when the
-        process ends, kill -9 too) for as long as the service runs: a second engine on the
-        same directory would sequence under the same numbers into the same journal, and
-        neither's could be recovered (a probe: both acknowledged seq 14-23). The lock is on
-        the directory, not on DATA/engine.lock, which only names the holder: a file can be
-        removed (the usual clean-up of a "stale lock"), and a second engine then locked a new
-        file of that name while the first ran (a probe: both acknowledged seq 69-74)."""
+        """Hold an advisory lock on the data directory itself and on DATA/engine.lock (the
+        kernel drops both when the process ends, kill -9 too) for as long as the service
+        runs: a second engine on the same directory would sequence under the same numbers
+        into the same journal, and neither's could be recovered (a probe: both acknowledged
+        seq 14-23). The directory's lock cannot be lost: engine.lock can be removed (the
+        usual clean-up of a "stale lock"), and a second engine then locked a new file of
+        that name while the first ran (a probe: both acknowledged seq 69-74); engine.lock's
+        is the one engines before the directory's lock take (a probe ran one beside a newer
+        one during an upgrade), and the file names the holder."""
         directory = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY)
+        lock = None
         try:
             fcntl.flock(directory, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock = open(self.data_dir / LOCK_NAME, "a+")  # noqa: SIM115 (held open until close)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(directory)
+            if lock is not None:
+                lock.close()
             try:
                 holder = (self.data_dir / LOCK_NAME).read_text(errors="replace").strip()
             except FileNotFoundError:
@@ -239,8 +246,11 @@ class Startup:
                 f"{self.data_dir} is in use by {holder or 'another process'}: one engine per "
                 f"data directory; stop that one first, or give this one another --data"
             ) from None
-        self._lock = directory
-        write_atomically(self.data_dir / LOCK_NAME, f"engine pid {os.getpid()}\n".encode())
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"engine pid {os.getpid()}\n")
+        lock.flush()
+        self._lock = (directory, lock)
 
     def _size_tables(self, orders: int) -> None:
         """Room for a day of `orders` in the tables keyed by ClOrdID (see Options.day_orders):
@@ -431,7 +441,9 @@ class Startup:
             self.acknowledged.close()
             self.acknowledged = None
         if self._lock is not None:
-            os.close(self._lock)  # the data directory is free for the next engine
+            directory, lock = self._lock
+            lock.close()
+            os.close(directory)  # the data directory is free for the next engine
             self._lock = None
 
 

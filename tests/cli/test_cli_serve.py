@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -139,6 +141,15 @@ def test_serve_and_relay_listen_on_the_ipv6_loopback(tmp_path):
             stops_on_sigterm(relay)
 
 
+OLD_ENGINES_LOCK = """
+import fcntl, sys, time
+lock = open(sys.argv[1], "a+")
+fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
 def test_a_second_engine_on_a_data_directory_in_use_is_refused(tmp_path):
     """Found by a helper's probe: a second `cxe serve` on the same directory (other ports)
     ran beside the first; both acknowledged orders under seq 14-23 in one journal, which no
@@ -159,6 +170,19 @@ def test_a_second_engine_on_a_data_directory_in_use_is_refused(tmp_path):
         assert "is in use by another process" in again.stderr
         before = engine.status()
         engine.kill()
+        # an engine from before the directory's lock held engine.lock alone (a probe ran one
+        # beside a newer one during an upgrade)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", OLD_ENGINES_LOCK, str(data / "engine.lock")],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert holder.stdout.readline() == "locked\n"
+            older = cxe("serve", "--data", str(data), *ports, f"--trades={free}", timeout=120)
+            assert older.returncode == 2 and "is in use by" in older.stderr, older.stderr
+        finally:
+            holder.kill()
+            holder.wait(30)
         engine.start()  # the lock went with the killed process
         assert engine.status().state_hash == before.state_hash
         assert engine.stop() == 0
