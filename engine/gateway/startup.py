@@ -331,15 +331,29 @@ class Startup:
     def _check_snapshot_history(self, snapshot: Snapshot, journal: Path) -> None:
         """A snapshot carries the history id of the journal it was taken from, and is refused
         under another's: a probe restored another data directory's snapshot (same config,
-        same seq) and the engine started with a state neither directory had."""
+        same seq) and the engine started with a state neither directory had. With no history
+        file beside a journal that holds segments, whose the snapshot is cannot be told: the
+        start is refused too (a probe removed the file, and the engine took the foreign
+        snapshot's id for its own), with the line to write if the snapshot is this one's."""
+        if not snapshot.history:
+            return  # a snapshot from before history ids: nothing to tell by
         ours = read_history_id(journal)
-        if snapshot.history and ours is not None and snapshot.history != ours:
+        path = journal / HISTORY_FILE
+        if ours is None and list_segments(journal):
+            raise ValueError(
+                f"{path} is missing, so whether {snapshot.path.name} was taken from this "
+                f"journal cannot be told (a snapshot from another data directory would mix "
+                f"its state with this journal's commands). Restore {path.name} from a backup "
+                f"of this data directory; or, knowing the snapshot is this directory's own, "
+                f"write its id into the file: {snapshot.history}"
+            )
+        if ours is not None and snapshot.history != ours:
             raise ValueError(
                 f"{snapshot.path} was taken from another journal (history {snapshot.history}), "
-                f"not this data directory's ({ours}, in {journal / HISTORY_FILE}): its state "
-                f"and this journal's commands would mix. Restore this directory's own "
-                f"snapshot, or move it away (the snapshot before it is then used, or the "
-                f"journal from its start)"
+                f"not this data directory's ({ours}, in {path}): its state and this journal's "
+                f"commands would mix. Restore this directory's own snapshot (or, if this "
+                f"snapshot is its own, {path.name} was replaced: restore it), or move the "
+                f"snapshot away (the one before it is then used, or the journal from its start)"
             )
 
     def _secure(self, socket: zmq.Socket, domain: str) -> None:

@@ -9,8 +9,9 @@ from the store's position on and silently left out the ones before it. The id, k
   written atomically; after that it never changes: archiving segments away, taking a
   snapshot, restarting or copying the whole data directory keep it; a fresh data directory
   (or a journal directory made anew) gets a new one; snapshots carry it
-  (engine.journal.snapshot), so a snapshot from another data directory is refused, and a
-  file removed is made again as the latest snapshot's;
+  (engine.journal.snapshot), so a snapshot from another data directory is refused (and so
+  is a snapshot carrying an id beside a journal holding segments but no file: whose it is
+  cannot be told); a journal without segments takes the id of the snapshot it begins after;
 - a file that is not such an id is refused (ValueError naming it and what to do), never
   replaced: replacing it would make every store that captured from this engine refuse it.
 """
