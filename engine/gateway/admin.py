@@ -129,6 +129,7 @@ class Admin:
             # the table first: the snapshot is the commit point, and a crash between the two
             # left a snapshot without its table (a probe: a live order's resend was then
             # answered 'done'); a table without its snapshot is never read
+            snapshots.mkdir(parents=True, exist_ok=True)  # removed since the start? made again
             write_atomically(status_path(snapshots, seq), self.status.dump())
             path = snapshot_exchange(self.exchange, snapshots, self.history)
         except OSError as exc:
