@@ -157,6 +157,7 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
         self._lock: tuple[int, TextIO] | None = None
         self._unwritten_market: dict[str, str] | None = None  # for a journal begun by this start
         self._snapshot_history = ""  # the history id the snapshot recovered from carries
+        self._replayed = 0  # journal records the recovery applied past its snapshot
         self.history = ""  # the journal's history id (engine.journal.history), once open
         self.peer = ""  # the User-Id of the frame being read ("" in plain mode)
         self.peers: dict[bytes, str] = {}  # routing id -> User-Id, to end revoked keys' peers

@@ -19,8 +19,11 @@ Invariants:
   `_bind_journal`), as a snapshot is; a journal holding segments without that file is
   refused, never taken as the config given's;
 - a start that refuses changes nothing it could not prove: every check that can refuse
-  (snapshot, market, acknowledged mark, trade log past the state) runs before the journal's
-  torn tail is cut, journal/market.json is written or DATA/acknowledged made;
+  (snapshot, market, acknowledged mark, journal reaching its snapshot, trade log past the
+  state, a port in use) runs before the journal's torn tail is cut, journal/market.json and
+  DATA/endpoints.json are written or DATA/acknowledged made (trades.log's missing records,
+  derived from the journal, may have been rebuilt; journal/history made for a journal
+  without one);
 - one engine per data directory: `open` locks the directory (flock; DATA/engine.lock names
   the holder) before it recovers anything, or refuses to start naming the holder; `close`
   lets it go;
@@ -66,7 +69,7 @@ from engine.journal.acknowledged import AcknowledgedMark
 from engine.journal.commandlog import BatchRecord
 from engine.journal.history import HISTORY_FILE, history_id, read_history_id
 from engine.journal.recovery import restore_latest
-from engine.journal.segments import Journal, list_segments, replay
+from engine.journal.segments import Journal, last_journal_seq, list_segments, replay
 from engine.journal.snapshot import Snapshot, write_atomically
 from engine.protocol import NewOrder, StartOfDay
 
@@ -103,10 +106,7 @@ class Startup:
         self._size_tables(self.options.day_orders)
         warm(self.config)
         self.acknowledged = AcknowledgedMark(self.data_dir)
-        self._check_acknowledged()  # before anything is cut or written
-        self.journal = Journal(self.data_dir / "journal")
-        if self.journal.discarded:
-            self.log(f"journal: cut a torn tail of {self.journal.discarded} bytes (a crash)")
+        self._check_acknowledged()  # the checks first: a refused start changes nothing
         self._check_journal_reaches(self.exchange.seq)
         self.history = history_id(self.data_dir / "journal", self._snapshot_history or None)
         descriptors = raise_descriptor_limit()
@@ -116,8 +116,12 @@ class Startup:
             f"orders {connection_cap(ORDERS_SHARE):,}, admin {connection_cap(ADMIN_SHARE):,}, "
             f"trades {connection_cap(TRADES_SHARE):,}"
         )
-        self._bind()
+        self._bind()  # the trade log's check, and a port in use, may still refuse
+        self.journal = Journal(self.data_dir / "journal")
+        if self.journal.discarded:
+            self.log(f"journal: cut a torn tail of {self.journal.discarded} bytes (a crash)")
         self._write_journal_market()
+        self._publish_endpoints()
 
     def _bind_journal(self, journal: Path) -> None:
         """A journal's commands mean what they did only under the market they were written
@@ -184,15 +188,19 @@ class Startup:
         """ValueError unless the journal is empty (begun after a snapshot, its old days
         archived) or ends at the state recovered: one ending before its snapshot cannot take
         the next command (a probe: the engine started, answered status, and stopped at the
-        first command, at every restart)."""
-        last = self.journal.last_seq
+        first command, at every restart). Read without writing; only a recovery that
+        replayed nothing past its snapshot needs to look."""
+        if self._replayed:
+            return
+        journal = self.data_dir / "journal"
+        last = last_journal_seq(journal)
         if 0 < last < seq:
             raise ValueError(
-                f"{self.journal.directory}: the journal ends at seq {last}, before the "
-                f"snapshot recovered (seq {seq}): records {last + 1}..{seq} are missing. "
-                f"Restore the journal's missing segments from a backup or a replica; or, to "
-                f"go on from the snapshot alone, move every segment out of the journal "
-                f"directory (an empty journal may begin after a snapshot)"
+                f"{journal}: the journal ends at seq {last}, before the snapshot recovered "
+                f"(seq {seq}): records {last + 1}..{seq} are missing. Restore the journal's "
+                f"missing segments from a backup or a replica; or, to go on from the snapshot "
+                f"alone, move every segment out of the journal directory (an empty journal "
+                f"may begin after a snapshot)"
             )
 
     def _check_acknowledged(self) -> None:
@@ -320,7 +328,9 @@ class Startup:
                         "then answered 'done')"
                     ) from exc
         self._bind_journal(journal)  # after the snapshot's own check of the config
+        self._replayed = 0
         for record, result in replay(journal, exchange):
+            self._replayed += 1
             if type(record) is BatchRecord:
                 self.status.record_rows(result)
             else:
@@ -423,6 +433,10 @@ class Startup:
         components = (self.market_data, self.trade_stream)
         for socket in (self.orders, self.admin, *(s for c in components for s in c.sockets)):
             self.poller.register(socket, zmq.POLLIN)
+
+    def _publish_endpoints(self) -> None:
+        """Write DATA/endpoints.json (once the start has succeeded: tools find the engine
+        there) and say where it listens."""
         path = self.data_dir / ENDPOINTS_FILE
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps({**self.endpoints, "pid": os.getpid()}))

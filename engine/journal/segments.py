@@ -101,6 +101,18 @@ def list_segments(directory: str | Path) -> list[Segment]:
     return found
 
 
+def last_journal_seq(directory: str | Path) -> int:
+    """The last whole record's sequence number in journal `directory` (0 if it holds none),
+    read without writing: a torn tail is left as it is (Journal cuts it when it opens)."""
+    segments = list_segments(directory)
+    if not segments:
+        return 0
+    last = segments[-1].first_seq - 1
+    for record in read_log(segments[-1].path):
+        last = record.last_seq
+    return last
+
+
 def fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:

@@ -193,6 +193,7 @@ def test_a_journal_that_ends_before_the_snapshot_is_refused_at_start(tmp_path):
     backup restored) the engine started, answered status, and stopped at the first command,
     at every restart. Now it refuses to start, saying what is missing and what to do; with
     the journal's segments moved away it goes on from the snapshot."""
+    from engine.framing import MAGIC
     from engine.gateway import wire
     from engine.journal.segments import Journal
     from engine.protocol import Halt, StartOfDay
@@ -208,14 +209,27 @@ def test_a_journal_that_ends_before_the_snapshot_is_refused_at_start(tmp_path):
         assert engine.stop() == 0
     journal = data / "journal"
     shutil.move(journal, tmp_path / "journal-as-it-was")
-    Journal(journal).append(1, 1, StartOfDay(DAY))  # an old copy: seq 1 only
-    shutil.copy(tmp_path / "journal-as-it-was" / "market.json", journal)  # copied with it
+    old_copy = Journal(journal)
+    old_copy.append(1, 1, StartOfDay(DAY))  # an old copy: seq 1 only
+    old_copy.close()
+    for kept in ("market.json", "history"):  # copied with it
+        shutil.copy(tmp_path / "journal-as-it-was" / kept, journal)
+    [segment] = journal.glob("commands-*.log")
+    with open(segment, "ab") as file:
+        file.write(MAGIC + b"\x40\x00")  # a partial copy: the refusal must not cut it
+    held = {path.name: path.read_bytes() for path in journal.iterdir()}
+    (data / "endpoints.json").unlink()
     free = "tcp://127.0.0.1:*"
     ports = [f"--{name}={free}" for name in ("orders", "admin", "market-data", "snapshots")]
     refused = cxe("serve", "--data", str(data), *ports, f"--trades={free}", timeout=120)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
     assert "the journal ends at seq 1, before the snapshot recovered (seq 3)" in refused.stderr
     assert "records 2..3 are missing" in refused.stderr
+    # the refused start changed nothing (a probe: it cut the partial record first, logged
+    # as a crash's torn tail) and published no endpoints
+    assert {path.name: path.read_bytes() for path in journal.iterdir()} == held
+    assert "cut a torn tail" not in refused.stderr + refused.stdout
+    assert not (data / "endpoints.json").exists()
     shutil.move(journal, tmp_path / "journal-old-copy")  # as the message says
     with EngineProcess(data) as engine:
         assert engine.status().state_hash == hash_at_snapshot
