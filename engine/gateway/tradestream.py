@@ -194,9 +194,11 @@ class TradeStream:
                 f"{self.path} holds clearing events past those of the state recovered (event "
                 f"{target}): they come from commands that were acknowledged (fsync is on), "
                 f"and the journal no longer holds them (its files deleted or renamed, an old "
-                f"copy restored?). Restore the journal's missing segments and start again; "
-                f"or, to go on without those commands, move {self.path.name} away (it is "
-                f"their trace; the engine rebuilds the file from the journal) and start again"
+                f"copy restored?), or the journal was replayed under another market config "
+                f"than it was written under (journal/market.json written by hand?). Restore "
+                f"the journal's missing segments (or its market.json) and start again; or, to "
+                f"go on without those commands, move {self.path.name} away (it is their "
+                f"trace; the engine rebuilds the file from the journal) and start again"
             )
         if past:
             with open(self.path, "rb") as file:

@@ -41,7 +41,8 @@ def read_history_id(journal: str | Path) -> str | None:
     if not _HISTORY.fullmatch(text):
         raise ValueError(
             f"{path} does not hold a history id (32 hex digits): restore it from a backup of "
-            f"this data directory; or remove it to give the journal a new one (trade stores "
+            f"this data directory; or remove it: with a snapshot beside it, the start then "
+            f"says which id to write; without one the journal gets a new id (trade stores "
             f"that captured from this engine will then refuse it)"
         )
     return text
