@@ -147,7 +147,9 @@ def snapshot_taken(data: Path) -> None:
         engine.open_market("CEA25")
         engine.admin(wire.SnapshotNow())  # written after the answer, in the same turn
         deadline = time.monotonic() + 60
-        while not list((data / "snapshots").glob("orders-*.msgpack")):
+        # the snapshot itself: written after its order status table (CI on 0e3e8d2 saw the
+        # table, left, and the engine was killed before the snapshot was written)
+        while not list((data / "snapshots").glob("snapshot-*.snap")):
             assert time.monotonic() < deadline, "no snapshot written"
             time.sleep(0.1)
 
