@@ -50,8 +50,8 @@ def read_history_id(journal: str | Path) -> str | None:
 
 def history_id(journal: str | Path, made: str | None = None) -> str:
     """The history id of the journal in directory `journal`, created with it if need be: as
-    `made` (the id a snapshot of this journal carries: removing the file then changes
-    nothing) or else a new one."""
+    `made` (the id of the snapshot a journal without segments begins after) or else a new
+    one."""
     held = read_history_id(journal)
     if held is not None:
         return held
