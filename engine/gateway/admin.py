@@ -4,10 +4,11 @@ be sequenced.
 
 Invariants:
 - members' commands are refused on the admin endpoint (gateways send them);
-- a snapshot asked for is written after the turn's fsync, beside the order status table at
-  the same seq (`_snapshot`), atomically; one asked for before anything is sequenced is
-  refused (seq 0 is the empty state); one that cannot be written is logged and counted
-  (`snapshot_failures`) and the engine goes on;
+- a snapshot asked for is taken after the turn's fsync and written by a child process,
+  beside the order status table at the same seq (`_snapshot`), atomically; one asked for
+  before anything is sequenced is refused (seq 0 is the empty state); one that cannot be
+  written is logged and counted (`snapshot_failures`) and the engine goes on; one written
+  is logged and counted (`snapshots_written`) when the child is reaped;
 - a key reload that fails leaves the keys in force and says why; one that succeeds refuses
   revoked keys from then on and ends their sessions; the sockets that do not check each
   frame's identity and admit a revoked identity (market data and snapshots: any; the trade
@@ -119,26 +120,34 @@ class Admin:
         return wire.StatusReport(self.exchange.seq, state_hash, counters, gateways)
 
     def _snapshot(self) -> None:
-        """A snapshot of the state after the turn's fsync (end of day, or asked for). One that
+        """A snapshot of the state after the turn's fsync (end of day, or asked for), written
+        by a child process while trading goes on (engine.gateway.snapshotter). One that
         cannot be written (a full disk, a directory in the way) is logged and counted, and
         trading goes on: the journal holds every command, and a restart replays it from the
         snapshot before."""
         snapshots = self.data_dir / "snapshots"
         seq = self.exchange.seq
-        try:
+
+        def write() -> str:  # in the child: the state as it is now
             # the table first: the snapshot is the commit point, and a crash between the two
             # left a snapshot without its table (a probe: a live order's resend was then
             # answered 'done'); a table without its snapshot is never read
             snapshots.mkdir(parents=True, exist_ok=True)  # removed since the start? made again
             write_atomically(status_path(snapshots, seq), self.status.dump())
             path = snapshot_exchange(self.exchange, snapshots, self.history)
-        except OSError as exc:
+            return f"snapshot at seq {seq}: {path}"
+
+        def failed(reason: str) -> None:
             self.counters["snapshot_failures"] += 1
             self.log(
-                f"snapshot at seq {seq} NOT written ({exc}); trading goes on, the journal "
+                f"snapshot at seq {seq} NOT written ({reason}); trading goes on, the journal "
                 f"holds everything: mend the cause (a full disk, something in the way of "
-                f"{snapshots}, no descriptors left: ulimit -n), then ask again (cxe admin "
-                f"snapshot)"
+                f"{snapshots}, no descriptors or memory left: ulimit -n, free), then ask "
+                f"again (cxe admin snapshot)"
             )
-            return
-        self.log(f"snapshot at seq {seq}: {path}")
+
+        def written(line: str) -> None:
+            self.counters["snapshots_written"] += 1
+            self.log(line)
+
+        self.snapshot_writer.start(write, written, failed)

@@ -20,7 +20,9 @@ routing and sending, backlogs (engine.gateway.outbound). Invariants of the loop:
   every stamp stayed pinned an hour ahead); the clock never goes backwards across a restart
   (stamps are max(now, last)); a Clock command is sequenced after `clock_ms` without a
   command, when the market has a schedule and a day;
-- a snapshot asked for (end of day, operator) is written after the turn's sending;
+- a snapshot asked for (end of day, operator) is taken after the turn's sending, by a forked
+  child that writes it while the loop goes on (engine.gateway.snapshotter); one asked for
+  while another is being written is taken after it ends; stopping waits for it;
 - with `busy_poll` the loop polls without sleeping; a turn that finds nothing to read does
   the idle work (session expiry, the Clock command, heartbeats, backlogs, snapshot requests)
   at most once per IDLE_WORK_NS, so an idle turn costs a poll and a clock read.
@@ -58,6 +60,7 @@ from engine.gateway.readerlimit import ReaderByteLimit
 from engine.gateway.replies import Pending, PrivateReplies
 from engine.gateway.sequencing import JournalFailed, Sequencing, TradeLogFailed
 from engine.gateway.sessions import Sessions
+from engine.gateway.snapshotter import SnapshotWriter
 from engine.gateway.startup import Startup
 from engine.gateway.status import OrderStatusTable
 from engine.gateway.tradestream import TradeStream
@@ -80,6 +83,7 @@ SERVICE_COUNTERS = (  # the status report's counters of the service itself (docs
     "fsyncs",
     "malformed_frames",
     "unknown_peers",
+    "snapshots_written",  # by the snapshot writer's child, counted when it is reaped
     "snapshot_failures",
     "connections_cut",  # order entry's, admin's and the trade stream's caps (read at Status)
     "log_lines_lost",  # lines the log could not take, its pipe closed (read at Status)
@@ -140,7 +144,8 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
         self._clock_gap_said = False
         self._clock_watch_due_ns = 0
         self.last_command_ns = self.last_heartbeat_ns = self.last_turn_ns = time.monotonic_ns()
-        self._snapshot_wanted = False
+        self._snapshot_wanted = False  # taken when no snapshot is being written
+        self.snapshot_writer = SnapshotWriter()  # a child process writes each snapshot
         self.staged: list[Item] = []  # records frames of the turn, not yet applied
         self.turn_ts = 0  # the stamp of the turn's commands
         self.codes = [i.code for i in config.instruments]
@@ -244,7 +249,8 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
             for socket in component.sockets:
                 if socket in ready:
                     component.handle(socket)
-        if self._snapshot_wanted:
+        self.snapshot_writer.reap()
+        if self._snapshot_wanted and not self.snapshot_writer.busy:
             self._snapshot_wanted = False
             self._snapshot()
 

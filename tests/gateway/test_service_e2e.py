@@ -402,7 +402,7 @@ def test_snapshots_on_request_and_at_end_of_day_and_a_restart_from_them(tmp_path
         with client(process, "mm") as gateway:
             order = gateway.submit("snap-1", 1, CODES[0], BUY, price - 5, 100)
             ack = gateway.wait_for(is_(Accepted, cl_ord_id="snap-1"))[-1]
-        process.admin(wire.SnapshotNow())
+        process.snapshot()
         before = process.status()
         process.kill()  # the snapshot, then nothing after it in the journal
         process.start()

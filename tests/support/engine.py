@@ -116,6 +116,18 @@ class EngineProcess:
         (report,) = self.admin(wire.Status())
         return report
 
+    def snapshot(self, timeout: float = 60.0) -> wire.SnapshotRequested:
+        """Ask for a snapshot and wait until it is written (a child process writes it while
+        the engine trades on: the status counts it once it is on disk)."""
+        written = self.status().counters["snapshots_written"]
+        (requested,) = self.admin(wire.SnapshotNow())
+        assert isinstance(requested, wire.SnapshotRequested), requested
+        deadline = time.monotonic() + timeout
+        while self.status().counters["snapshots_written"] == written:
+            assert time.monotonic() < deadline, f"no snapshot written: {self.output()}"
+            time.sleep(0.05)
+        return requested
+
     def open_market(self, *codes: str, day: str = DAY) -> None:
         from engine.protocol import OpenCall, StartOfDay, Uncross
 

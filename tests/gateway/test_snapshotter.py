@@ -1,0 +1,206 @@
+"""The snapshot writer's child process (engine.gateway.snapshotter): the engine's loop goes on
+while it writes, and it holds nothing of the engine's, outlives nothing and never raises."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.gateway import wire
+from engine.gateway.snapshotter import SnapshotWriter
+from tests.support.engine import EngineProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def once(path: Path, answer: str = "written") -> str:
+    """A child's work that waits (at most 30 s) for `path` to appear."""
+    deadline = time.monotonic() + 30
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return answer
+
+
+class Results:
+    def __init__(self) -> None:
+        self.done: list[str] = []
+        self.failed: list[str] = []
+
+
+def started(writer: SnapshotWriter, work) -> Results:
+    results = Results()
+    writer.start(work, results.done.append, results.failed.append)
+    return results
+
+
+def test_the_parent_goes_on_while_the_child_works_and_hears_its_line(tmp_path):
+    writer = SnapshotWriter()
+    go = tmp_path / "go"
+    results = started(writer, lambda: once(go, "snapshot at seq 7: here"))
+    assert writer.busy
+    writer.reap()  # the child waits for `go`: nothing to hand on yet
+    assert writer.busy and not results.done and not results.failed
+    with pytest.raises(RuntimeError, match="reap it first"):  # one at a time
+        writer.start(lambda: "again", print, print)
+    go.touch()
+    writer.wait()
+    assert not writer.busy
+    assert (results.done, results.failed) == (["snapshot at seq 7: here"], [])
+
+
+def test_a_finished_child_is_reaped_without_waiting(tmp_path):
+    writer = SnapshotWriter()
+    results = started(writer, lambda: "quick")
+    deadline = time.monotonic() + 30
+    while writer.busy:
+        assert time.monotonic() < deadline
+        writer.reap()
+        time.sleep(0.01)
+    assert results.done == ["quick"]
+
+
+def refuse_to_write() -> str:
+    raise OSError(28, "No space left on device")
+
+
+def a_bug() -> str:
+    raise ValueError("a state of 5,000,000,000 bytes")
+
+
+@pytest.mark.parametrize(
+    ("work", "said"),
+    [
+        (refuse_to_write, "[Errno 28] No space left on device"),
+        (a_bug, "ValueError: a state of 5,000,000,000 bytes"),
+    ],
+)
+def test_a_child_that_fails_says_why_and_nothing_is_raised(work, said):
+    writer = SnapshotWriter()
+    results = started(writer, work)
+    writer.wait()
+    assert (results.done, results.failed) == ([], [said])
+
+
+def test_a_child_killed_is_a_failure_that_names_the_signal(tmp_path):
+    writer = SnapshotWriter()
+    results = started(writer, lambda: once(tmp_path / "never"))
+    pid = writer.pid
+    os.kill(pid, signal.SIGKILL)
+    writer.wait()
+    assert results.failed == [f"its writer, process {pid}, was killed by SIGKILL"]
+
+
+def test_the_child_ignores_an_operators_ctrl_c_and_a_terminate(tmp_path):
+    """The parent waits for it as it stops: a Ctrl-C (SIGINT to the whole foreground group)
+    or a service manager's SIGTERM must not kill a snapshot half written."""
+    writer = SnapshotWriter()
+    go = tmp_path / "go"
+    results = started(writer, lambda: once(go))
+    for sent in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        os.kill(writer.pid, sent)
+    go.touch()
+    writer.wait()
+    assert (results.done, results.failed) == (["written"], [])
+
+
+def test_the_child_holds_none_of_the_parents_descriptors(tmp_path):
+    """A child holding the data directory's lock or a socket's port would refuse the start of
+    an engine restarted after a kill -9 while it wrote."""
+    lock = open(tmp_path / "engine.lock", "w")  # noqa: SIM115 (held across the fork)
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    ready, go = tmp_path / "ready", tmp_path / "go"
+
+    def work() -> str:
+        ready.touch()  # past the child's start: what it holds now, it holds while it writes
+        return once(go, " ".join(sorted(os.listdir("/proc/self/fd"))))
+
+    writer = SnapshotWriter()
+    results = started(writer, work)
+    once(ready)
+    lock.close()  # the parent lets go: free at once, though the child still runs
+    other = open(tmp_path / "engine.lock")  # noqa: SIM115
+    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if the child held it
+    other.close()
+    go.touch()
+    writer.wait()
+    held = [int(fd) for fd in results.done[0].split()]
+    # stdin, stdout, stderr, the answer pipe and the directory listdir read
+    assert len([fd for fd in held if fd > 2]) == 2, held
+
+
+CHILD_OF_A_KILLED_PARENT = """
+import sys, time
+from engine.gateway import wire
+from engine.gateway.snapshotter import SnapshotWriter
+writer = SnapshotWriter()
+writer.start(lambda: time.sleep(60) or "late", print, print)
+print(writer.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_the_child_dies_with_its_parent():
+    """An engine killed with SIGKILL leaves no writer behind."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", CHILD_OF_A_KILLED_PARENT],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    child = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait(30)
+    parent.stdout.close()
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{child}").exists() and "Z" not in state_of(child):
+        assert time.monotonic() < deadline, f"the writer {child} outlived its parent"
+        time.sleep(0.02)
+
+
+def state_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return "gone"
+
+
+@pytest.mark.slow
+def test_an_engine_stopped_while_its_snapshot_is_written_waits_for_it(tmp_path):
+    """The snapshot asked for just before a stop is on disk when the engine has stopped (the
+    child would die with it if it left first)."""
+    data = tmp_path / "data"
+    with EngineProcess(data) as engine:
+        engine.open_market("CEA25")
+        seq = engine.status().seq
+        engine.admin(wire.SnapshotNow())
+        assert engine.stop() == 0
+        assert f"snapshot at seq {seq}: " in engine.output()
+    assert (data / "snapshots" / f"snapshot-{seq:016d}.snap").is_file()
+
+
+@pytest.mark.slow
+def test_a_snapshot_asked_for_while_one_is_written_is_taken_after_it(tmp_path):
+    """Two asks a round trip apart: the second comes while the first's child writes, and is
+    taken once that child is reaped, at a seq at least its own."""
+    from engine.gateway.admin_client import AdminClient
+
+    data = tmp_path / "data"
+    with EngineProcess(data) as engine:
+        engine.open_market("CEA25")
+        with AdminClient(engine.endpoints["admin"]) as admin:
+            asked = [admin.ask(wire.SnapshotNow())[0] for _ in range(2)]
+        assert all(isinstance(a, wire.SnapshotRequested) for a in asked), asked
+        deadline = time.monotonic() + 60
+        while engine.status().counters["snapshots_written"] < 2:
+            assert time.monotonic() < deadline, engine.output()
+            time.sleep(0.05)
+        assert engine.status().counters["snapshot_failures"] == 0
+        assert engine.stop() == 0
+    assert engine.output().count("snapshot at seq") == 2
