@@ -222,6 +222,11 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             "calendar_range covering it"
         )
 
+    def members_without_gateway(self) -> list[int]:
+        """The ids of members no [[gateways]] entry lists: no broker gateway may act for them."""
+        listed = {member for gateway in self.gateways for member in gateway.members}
+        return sorted(m.id for m in self.members if m.id not in listed)
+
     def gateway(self, gateway_id: str) -> Gateway | None:
         for gateway in self.gateways:
             if gateway.id == gateway_id:

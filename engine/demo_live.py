@@ -186,8 +186,7 @@ def run_live(
 def check_live_market(market: MarketConfig) -> None:
     """ValueError unless every member trades through a gateway of the config and the engine
     runs without CURVE keys (the demo's processes hold none)."""
-    covered = {m for g in market.gateways for m in g.members}
-    missing = sorted(m.id for m in market.members if m.id not in covered)
+    missing = market.members_without_gateway()
     if missing:
         raise ValueError(
             f"members {missing} are in no [[gateways]] of the market: the demo sends each "

@@ -226,8 +226,9 @@ def describe(reply) -> str:
 
     if isinstance(reply, wire.SnapshotRequested):
         return (
-            f"snapshot requested at seq {reply.seq}: written to {reply.directory} after this "
-            "turn (snapshot-<seq>.snap, at the seq the turn ends on)"
+            f"snapshot requested at seq {reply.seq}: to be written to {reply.directory} "
+            "(snapshot-<seq>.snap, at the seq the turn ends on); the engine's log says when it "
+            "is, and `cxe admin status` counts it (snapshots_written)"
         )
     fields = " ".join(
         f"{name}={_value(name, getattr(reply, name))}" for name in reply.__struct_fields__

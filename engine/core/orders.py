@@ -40,6 +40,7 @@ from engine.core.validation import (
     check_int64,
     check_types,
     market_detail,
+    order_detail,
     reject_text,
     shortfall_detail,
 )
@@ -172,7 +173,7 @@ class CompiledOrders:
             need = self._amend_need(path, cmd, code) if amend else self._new_order_need(path, cmd)
             self._refuse(cmd, code, shortfall_detail(code, need, amend))
         elif code in _ORDER_LOOKUP:
-            self._refuse(cmd, code, str(cmd.order_id))
+            self._refuse(cmd, code, order_detail(code, cmd.order_id))
         else:
             self._refuse(cmd, code, market_detail(code, path.market))
 

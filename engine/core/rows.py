@@ -44,7 +44,13 @@ from engine.codec import (
 from engine.core.events import print_of
 from engine.core.packing import put_bytes, put_int
 from engine.core.pipeline import fee_on, find_row
-from engine.core.validation import band_detail, market_detail, reject_text, shortfall_detail
+from engine.core.validation import (
+    band_detail,
+    market_detail,
+    order_detail,
+    reject_text,
+    shortfall_detail,
+)
 from engine.instruments import Instrument
 from engine.protocol import Event, RejectCode, Trade
 
@@ -190,7 +196,7 @@ def reject_wording(instruments: Sequence[Instrument]):
         elif code in _SHORTFALL:
             detail = shortfall_detail(code, a, bool(b))
         elif code in _ORDER_LOOKUP:
-            detail = str(a)
+            detail = order_detail(code, a)
         elif code == RejectCode.PRICE_OUTSIDE_BAND:
             detail = band_detail(a, b)
         else:

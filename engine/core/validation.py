@@ -71,9 +71,15 @@ def shortfall_detail(code: RejectCode, amount: int, more: bool) -> str:
     return f"needs {amount} {unit}{' more' if more else ''}"
 
 
+def order_detail(code: RejectCode, order_id: int) -> str:
+    """UNKNOWN_ORDER's or NOT_OWNER's detail, worded once for every path ("the order belongs
+    to another member: 3" was read as a member's id: a newcomer's walk through the guides)."""
+    return f"order {order_id}" if code == RejectCode.NOT_OWNER else str(order_id)
+
+
 def order_reject(code: RejectCode, order_id: int) -> Reject:
-    """UNKNOWN_ORDER or NOT_OWNER for `order_id`, worded once for every path."""
-    return Reject(code, str(order_id))
+    """UNKNOWN_ORDER or NOT_OWNER for `order_id`."""
+    return Reject(code, order_detail(code, order_id))
 
 
 # -- kinds -----------------------------------------------------------------------------------------

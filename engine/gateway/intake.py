@@ -191,7 +191,11 @@ class Intake:
 
     def _log_on(self, rid: bytes, admin: bool, logon: wire.Logon) -> None:
         gateway = self.config.gateway(logon.gateway)
-        if admin or gateway is None:
+        if admin:  # a gateway pointed at the wrong port
+            text = "Logon is for the orders endpoint: this is the admin endpoint (operators)"
+            self._refuse(rid, admin, text, RejectCode.UNAUTHORISED)
+            return
+        if gateway is None:
             self._refuse(rid, admin, f"unknown gateway {logon.gateway!r}", RejectCode.UNAUTHORISED)
             return
         if self.authenticator is not None and self.peer != f"gateway:{gateway.id}":

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from engine.codec import COMMAND_DTYPE
+from engine.codec import COMMAND_DTYPE, EVENT_DTYPE, ROW_REJECTED, ROW_REJECTED_TEXT
 from engine.core.records import words_of
 from engine.core.rows import decode as decode_rows
 from engine.gateway import wire
@@ -85,6 +85,8 @@ class Sequencing:
                 if day is not None and any(type(e) is Rejected for e in events):
                     journal.day_refused(going_on)  # its segment keeps the day that goes on
                 self.counters["sequenced"] += 1
+                if not item.admin and any(type(e) is Rejected for e in events):
+                    self._count_rejects(item.origin, 1)
                 self._observe(command, events)
                 self._route(item, events)
             self._apply_staged()
@@ -132,6 +134,25 @@ class Sequencing:
             run = stamped(writable_records(joined), seq, self.turn_ts)
         return run, staged
 
+    def _count_rejects(self, origin: bytes | None, n: int) -> None:
+        session = self.sessions.by_routing_id.get(origin)
+        if session is not None:
+            self.sessions.count(session.gateway.id, "rejects", n)
+
+    def _count_refused_records(self, rows: bytes, first_seq: int, staged: list[Item]) -> None:
+        """Each sending gateway's `rejects`: the records of its frames the core refused (a
+        Rejected row's seq tells whose frame the record was in)."""
+        kinds = np.frombuffer(rows, EVENT_DTYPE)["kind"]
+        refused = (kinds == ROW_REJECTED) | (kinds == ROW_REJECTED_TEXT)
+        if not refused.any():
+            return
+        seqs = np.frombuffer(rows, EVENT_DTYPE)["seq"][refused]
+        ends = first_seq + np.cumsum([item.records for item in staged])
+        whose = np.bincount(np.searchsorted(ends, seqs, side="right"), minlength=len(staged))
+        for item, n in zip(staged, whose.tolist(), strict=True):
+            if n:
+                self._count_rejects(item.origin, n)
+
     def _apply_staged(self) -> None:
         """Apply the staged records frames of the turn (consecutive in arrival order) in one
         compiled call, after journaling them as one batch record: the frames' bodies as
@@ -146,8 +167,10 @@ class Sequencing:
         self.journal.append_batch(exchange.seq + 1, self.turn_ts, body)
         positions = {"public": state.public_seq, "clearing": state.clearing_seq,
                      "private": dict(state.private_seq)}  # fmt: skip
+        first_seq = exchange.seq + 1
         rows = exchange.apply_batch(records)
         self.counters["sequenced"] += len(records)
+        self._count_refused_records(rows, first_seq, staged)
         encoded = None
         if len(records) > SMALL_RUN:
             encoded = self.replies.encode(rows, positions["private"], self.member_ids)

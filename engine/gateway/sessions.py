@@ -12,7 +12,9 @@ the market config. Invariants:
   sent, first, to the gateway's next logon: nothing addressed to a gateway is
   dropped (a cap, `max_kept_frames`, bounds the memory: beyond it the oldest are counted as
   lost, and the logon says how many frames follow);
-- counters per gateway (commands, rejects, malformed, undeliverable, lost) only grow.
+- counters per gateway (commands, records, rejects, malformed, undeliverable, lost) only
+  grow; `rejects` counts what the gateway sent that was refused, by the core (a Rejected)
+  or before it (a SessionRejected for a member or an operator command it may not send).
 """
 
 from __future__ import annotations

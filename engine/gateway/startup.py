@@ -276,10 +276,17 @@ class Startup:
         self.log(f"ClOrdID tables sized for {orders:,} orders a day ({megabytes:.0f} MB)")
 
     def _check_mode(self) -> None:
-        """With [security]: every key file there and readable, every key well formed and none
-        shared (before anything is recovered or bound). Without: say so loudly, and bind to
-        loopback only unless insecure."""
+        """Members no gateway may act for are said. With [security]: every key file there
+        and readable, every key well formed and none shared (before anything is recovered or
+        bound). Without: say so loudly, and bind to loopback only unless insecure."""
         options = self.options
+        unlisted = self.config.members_without_gateway()
+        if unlisted:  # a market file without [[gateways]]: every logon was refused, unsaid
+            self.log(
+                f"WARNING: members {unlisted} are in no [[gateways]] entry of the market: no "
+                f"gateway may act for them (a Logon naming an unlisted gateway is refused); "
+                f"list them under [[gateways]] (docs/market.example.toml)"
+            )
         if self.config.security is not None:
             curve.check(self.config.security)
             return

@@ -94,7 +94,7 @@ def test_admin_runs_a_day_through_every_session_command(tmp_path):
             assert time.monotonic() < deadline, "the requested snapshot was not written"
             time.sleep(0.1)
     snapshots = (data / "snapshots").resolve()
-    requested = re.search(r"requested at seq (\d+): written to (.+) after this turn", said)
+    requested = re.search(r"requested at seq (\d+): to be written to (.+) \(snapshot-", said)
     assert requested is not None and requested[2] == str(snapshots), said
     written = sorted(int(p.name[9:25]) for p in snapshots.glob("snapshot-*.snap"))
     assert written[0] >= int(requested[1])  # the state after the turn: that seq or later
@@ -287,3 +287,22 @@ def test_a_journal_is_recovered_only_under_the_market_it_was_written_under(tmp_p
     with EngineProcess(data, "--config", str(config)) as engine:
         assert engine.status().state_hash == before.state_hash
         assert engine.stop() == 0
+
+
+def test_members_no_gateway_may_act_for_are_said_at_start(tmp_path):
+    """Found by a newcomer's walk through the guides: docs/market.example.toml had no
+    [[gateways]], and `cxe serve --config` with it started without a word while every logon
+    was refused ("unknown gateway"). The example lists gateways now; a market that leaves a
+    member out of them is said at start."""
+    example = (ROOT / "docs" / "market.example.toml").read_text()
+    assert "[[gateways]]" in example
+    cut = example.index("# The broker gateways allowed")
+    for name, text, said in (("example", example, False), ("none", example[:cut], True)):
+        config = tmp_path / f"{name}.toml"
+        config.write_text(text)
+        with EngineProcess(tmp_path / name, "--config", str(config)) as engine:
+            warned = "WARNING: members [1, 2, 3, 4] are in no [[gateways]] entry" in (
+                engine.output()
+            )
+            assert warned == said, engine.output()
+            assert engine.stop() == 0

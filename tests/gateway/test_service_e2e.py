@@ -112,6 +112,11 @@ def test_bad_input_is_answered_and_changes_nothing(engine):
     assert after.gateways["brokers"]["malformed"] >= before.gateways["brokers"]["malformed"] + 4
     with pytest.raises(LogonRefused, match="unknown gateway"):
         client(engine, "nobody")
+    (wrong_port,) = engine.admin(wire.Logon("brokers"))  # a listed gateway, the admin port
+    assert isinstance(wrong_port, wire.SessionRejected)
+    assert wrong_port.text == (
+        "Logon is for the orders endpoint: this is the admin endpoint (operators)"
+    )
     stranger = zmq.Context.instance().socket(zmq.DEALER)
     stranger.setsockopt(zmq.LINGER, 0)
     stranger.connect(engine.endpoints["orders"])
@@ -135,6 +140,31 @@ def test_records_frames_are_sequenced_as_one_batch(engine):
     assert accepted == [o.cl_ord_id for o in orders]
     assert len([r for r in replies if isinstance(r, Filled)]) == 6  # three trades, both sides
     assert engine.status().seq == before + 6
+
+
+def test_each_gateway_counts_the_orders_the_core_refused_it(engine):
+    """Found by a newcomer's walk through the guides: the per-gateway `rejects` counter (in
+    `cxe admin status` and `cxe watch`) counted only frames refused before the core, and
+    stayed 0 after refused orders. Records frames of two gateways in one turn are told apart
+    by their records' sequence numbers."""
+    code = CODES[1]
+    price = MARKET.instruments[1].reference_price
+    outside = 10 * price  # far outside the band: PRICE_OUTSIDE_BAND
+    before = engine.status().gateways
+    with client(engine, "mm") as mm, client(engine, "brokers") as brokers:
+        brokers.submit("cnt-m1", 3, code, BUY, outside, 100)  # a message
+        brokers.wait_for(is_(Rejected, cl_ord_id="cnt-m1"))
+        mm_orders = [NewOrder("cnt-a0", 1, code, BUY, price - 7, 100),
+                     NewOrder("cnt-a1", 1, code, BUY, outside, 100)]  # fmt: skip
+        broker_orders = [NewOrder(f"cnt-b{i}", 4, code, BUY, outside, 100) for i in range(2)]
+        broker_orders.append(NewOrder("cnt-b2", 4, code, BUY, price - 7, 100))
+        mm.send_records(records_of(mm_orders, CODES, 0, [0, 0]))
+        brokers.send_records(records_of(broker_orders, CODES, 0, [0, 0, 0]))
+        mm.wait_for(is_(Accepted, cl_ord_id="cnt-a0"))
+        brokers.wait_for(is_(Accepted, cl_ord_id="cnt-b2"))
+    after = engine.status().gateways
+    assert after["mm"]["rejects"] - before["mm"]["rejects"] == 1
+    assert after["brokers"]["rejects"] - before["brokers"]["rejects"] == 3
 
 
 def test_resend_answers_the_order_state_and_never_makes_a_second_order(engine):
