@@ -117,7 +117,9 @@ class Admin:
         for prefix, part in parts.items():
             counters |= {f"{prefix}_{name}": value for name, value in part.counters().items()}
         state_hash = self.exchange.state_hash() if asked.with_state_hash else ""
-        return wire.StatusReport(self.exchange.seq, state_hash, counters, gateways)
+        return wire.StatusReport(
+            self.exchange.seq, state_hash, counters, gateways, self.exchange.date, self.codes
+        )
 
     def _snapshot(self) -> None:
         """A snapshot of the state after the turn's fsync (end of day, or asked for), written

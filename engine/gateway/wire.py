@@ -125,6 +125,8 @@ class StatusReport(_Session, tag=212):
     state_hash: str
     counters: dict[str, int]
     gateways: dict[str, dict[str, int]]
+    date: str = ""  # the open trading day ("" when none is open)
+    instruments: list[str] = []  # the market's codes (what `cxe admin` means by all of them)
 
 
 class ReloadKeys(_Session, tag=213):

@@ -135,9 +135,10 @@ def test_describe_prints_enums_by_name_and_fen_in_yuan():
         "price=62.05 CNY (6205 fen) qty=100 t stream_seq=0"
     )
     assert "code=UNAUTHORISED text='not yours'" in describe(SessionRejected(202, "not yours"))
-    report = StatusReport(2, "abc", {"turns": 3}, {"mm": {"commands": 1}})
+    report = StatusReport(2, "abc", {"turns": 3}, {"mm": {"commands": 1}}, "", ["CEA25"])
     assert describe(report) == (
-        "StatusReport seq=2 state_hash=abc counters={turns: 3} gateways={mm: {commands: 1}}"
+        "StatusReport seq=2 state_hash=abc counters={turns: 3} gateways={mm: {commands: 1}} "
+        "date='' instruments=['CEA25']"
     )
 
 

@@ -72,7 +72,7 @@ def test_admin_runs_a_day_through_every_session_command(tmp_path):
     data = tmp_path / "data"
     steps = [
         (["set-reference", "CEA25", "6300"], "phase=CLOSED reference=63.00 CNY (6300 fen)"),
-        (["start-of-day", DAY], "done"),
+        (["start-of-day", DAY], f"done: StartOfDay date={DAY} (the command caused no event)"),
         (["open-call", "CEA25"], "phase=CALL reference=63.00 CNY (6300 fen)"),
         (["uncross", "CEA25"], "phase=CONTINUOUS"),
         (["halt", "CEA25"], "phase=HALTED"),
@@ -306,3 +306,25 @@ def test_members_no_gateway_may_act_for_are_said_at_start(tmp_path):
             )
             assert warned == said, engine.output()
             assert engine.stop() == 0
+
+
+def test_admin_on_all_instruments_sends_the_engines_own(tmp_path):
+    """Found by a newcomer's walk through the guides: `cxe admin halt` without --config sent
+    the embedded market's six codes to an engine on a market file of two; the four it did
+    not list were journaled as rejects and the command failed. The engine's status now
+    names its instruments and its trading day, and the action takes them."""
+    config = tmp_path / "market.toml"
+    config.write_text((ROOT / "docs" / "market.example.toml").read_text())
+    data = tmp_path / "data"
+    with EngineProcess(data, "--config", str(config)) as engine:
+        engine.open_market("CEA25", "CCER")
+        status = engine.status()
+        assert (status.date, status.instruments) == (DAY, ["CEA25", "CCER"])
+        halted = cxe("admin", "halt", "--data", str(data))
+        assert halted.returncode == 0, halted.stdout
+        assert "Rejected" not in halted.stdout
+        assert [line.split()[2] for line in halted.stdout.splitlines()] == [
+            "instrument=CEA25",
+            "instrument=CCER",
+        ], halted.stdout
+        assert engine.stop() == 0
