@@ -487,7 +487,8 @@ class MassCancelled(_Message, tag=114):
 
 class DaySummary(_Message, tag=113):
     """A day's figures per instrument as market data sees them: the listed trades' open,
-    high, low and close (the close is the next day's reference), volume and trade count."""
+    high, low and close (the close is the next day's reference); the volume and trade count
+    of all its trades, listed, block and one-way auction (DayClosed's totals)."""
 
     audience: ClassVar[Audience] = Audience.PUBLIC
     seq: int

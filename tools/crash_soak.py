@@ -34,9 +34,13 @@ def positive(text: str) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cycles", type=positive, default=1000)
-    parser.add_argument("--seed", type=int, default=1)
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser.add_argument(
+        "--cycles", type=positive, default=1000, help="kill -9 restarts (%(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=1, help="seed of the order flow and kill moments (%(default)s)"
+    )
     parser.add_argument("--dir", help="work directory (default: a temporary one)")
     parser.add_argument(
         "--day-every", type=positive, default=DAY_EVERY, help="cycles per trading day (%(default)s)"

@@ -94,10 +94,16 @@ def day_record_row(r: DayClosed) -> tuple:
 
 class TradeGap(RuntimeError):
     def __init__(self, expected: int, got: int) -> None:
-        super().__init__(
-            f"trade stream gap: expected trade {expected}, got {got}; "
-            f"re-request trades {expected}..{got - 1} from the engine"
-        )
+        if expected == 1:  # an empty store: a later day's engine goes on from earlier days
+            told = (
+                f"this store is empty, and the first trade is {got}: trades 1..{got - 1} "
+                f"are of earlier days (the engine runs on an opening file that goes on from "
+                f"them). Capture or clear into the store that holds those days (its --store "
+                f"or --out), or give the earlier days' trades first"
+            )
+        else:
+            told = f"re-request trades {expected}..{got - 1} from the engine"
+        super().__init__(f"trade stream gap: expected trade {expected}, got {got}; {told}")
         self.expected, self.got = expected, got
 
 

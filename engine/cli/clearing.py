@@ -173,7 +173,7 @@ def _shown(progress, endpoint: str | None) -> str:
     return (
         f"stream number {progress.position:,} of {progress.held:,}: {progress.trades:,} trades "
         f"stored by this run ({progress.duplicates:,} held already), {progress.day_records:,} "
-        f"day records, last trade id {progress.last_trade_id:,}; connected to {endpoint} "
+        f"day records, last trade id {progress.last_trade_id:,}; following {endpoint} "
         f"({progress.reconnects:,} reconnects)"
     )
 
@@ -240,7 +240,16 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
     from engine.clearing.report import ledger_view, render_ledger
 
-    view = ledger_view(_existing_ledger(args.ledger), args.member)
+    ledger = _existing_ledger(args.ledger)
+    view = ledger_view(ledger, args.member)
+    if args.member is not None and not view["balances"]:  # empty sections said nothing
+        members = [row[0] for row in ledger.db.execute("SELECT DISTINCT member FROM balances")]
+        print(
+            f"cxe ledger: member {args.member} has no account in {args.ledger}; its members: "
+            f"{sorted(members)}",
+            file=sys.stderr,
+        )
+        return 2
     print(json.dumps(view, indent=2) if args.json else render_ledger(view))
     return 0
 
@@ -325,7 +334,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         default=f"{CLEARING_OUT}/{LEDGER}",
         help=f"settled ledger (default {CLEARING_OUT}/{LEDGER}, where cxe clear writes it)",
     )
-    give.add_argument("--member", type=member_id, required=True)
+    give.add_argument("--member", type=member_id, required=True, help="the member surrendering")
     give.add_argument(
         "--period", required=True, help="compliance period: a year (2025) or a span (2021-2022)"
     )

@@ -253,19 +253,22 @@ class MarketDataClient:
         ):
             self.sub.setsockopt(zmq.SUBSCRIBE, prefix)
         self.endpoints = ((self.sub, sub_endpoint), (self.dealer, snapshot_endpoint))
-        allow_ipv6(self.sub, sub_endpoint)
-        self.sub.connect(sub_endpoint)
         self.dealer.setsockopt(zmq.LINGER, 0)
-        allow_ipv6(self.dealer, snapshot_endpoint)
-        self.dealer.connect(snapshot_endpoint)
-        self.poller = zmq.Poller()
-        self.poller.register(self.sub, zmq.POLLIN)
-        self.poller.register(self.dealer, zmq.POLLIN)
+        # the monitors first: a handshake done before its monitor was attached was never
+        # seen, and the client waited, asking nothing, until its silence timeout reconnected
+        # it (a test saw no Synced within 10 s, now and then, on a loaded machine)
         self.feed_monitor = self.sub.get_monitor_socket(CONNECTION_EVENTS, next_monitor_address())
         self.snapshot_monitor = self.dealer.get_monitor_socket(
             HANDSHAKE_EVENTS, next_monitor_address()
         )
         sockets += [self.feed_monitor, self.snapshot_monitor]
+        allow_ipv6(self.sub, sub_endpoint)
+        self.sub.connect(sub_endpoint)
+        allow_ipv6(self.dealer, snapshot_endpoint)
+        self.dealer.connect(snapshot_endpoint)
+        self.poller = zmq.Poller()
+        self.poller.register(self.sub, zmq.POLLIN)
+        self.poller.register(self.dealer, zmq.POLLIN)
         for monitor in (self.feed_monitor, self.snapshot_monitor):
             self.poller.register(monitor, zmq.POLLIN)
         self.feed_up = False  # the feed's connection has done its handshake and not ended
@@ -437,6 +440,10 @@ class MarketDataClient:
                 return
             self._heard = time.monotonic()
             self.messages += 1
+            if not self.feed_up:  # a message is proof of a connection whose event was missed
+                self.feed_up = True
+                if self._sync is not None:
+                    self._request_snapshot()
             if self._sync is not None:
                 self._held.append(frames)
                 continue

@@ -180,6 +180,19 @@ def test_capture_ignores_duplicates_and_stops_at_a_gap(tmp_path):
         store.capture([trade(2, "CEA25", 2, 3, 6010, 51)])
 
 
+def test_an_empty_store_given_a_later_days_trades_says_where_they_belong(tmp_path):
+    """Found by a newcomer's walk through the guides: a fresh store for the next day (whose
+    engine ran on the opening file: trades from 2) was told to "re-request trades 1..1 from
+    the engine", which has no trade 1 (nor has `cxe clear --trades` an engine to ask)."""
+    store = TradeStore(tmp_path / "fresh.db")
+    with pytest.raises(TradeGap) as refused:
+        store.capture([trade(2, "CEA25", 1, 2, 6000, 1)])
+    said = str(refused.value)
+    assert "this store is empty, and the first trade is 2" in said
+    assert "into the store that holds those days" in said and "re-request" not in said
+    assert store.last_trade_id() == 0
+
+
 def test_the_store_keeps_the_day_records_open_high_and_low_and_upgrades_an_older_store(
     tmp_path,
 ):

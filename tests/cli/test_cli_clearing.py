@@ -223,3 +223,6 @@ def test_ledger_shows_balances_settlements_and_surrenders_for_people_and_as_json
     missing = cxe("ledger", "--ledger", str(settled.parent / "none.db"))
     assert missing.returncode == 2 and "no ledger at" in missing.stderr
     assert not (settled.parent / "none.db").exists()
+    stranger = cxe("ledger", "--ledger", str(settled), "--member", "99")  # printed empty sections
+    assert stranger.returncode == 2 and stranger.stdout == "", stranger.stdout
+    assert f"member 99 has no account in {settled}; its members: [-1, 1, 2" in stranger.stderr

@@ -735,3 +735,30 @@ def test_a_client_left_unclosed_in_a_reference_cycle_is_collected_without_hangin
         [sys.executable, "-c", UNCLOSED_IN_A_CYCLE], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and done.stdout == "collected\n", done.stderr
+
+
+@pytest.mark.slow
+def test_a_client_whose_handshake_event_was_missed_still_syncs(tmp_path):
+    """CI saw `next_update(30)` return None against a real engine, now and then: the client
+    attached its connection monitor after connecting, so a handshake done first was never
+    seen; the feed then counted as not up, no snapshot request went out, and the engine's
+    heartbeats kept the client from reconnecting. Here the event is taken away on purpose:
+    the feed's messages show the connection is up, and the client syncs."""
+    from tests.support.engine import EngineProcess
+
+    with EngineProcess(tmp_path / "data") as engine:
+        engine.open_market("CEA25")
+        endpoints = engine.endpoints
+        client = MarketDataClient(endpoints["market_data"], endpoints["snapshots"], ["CEA25"])
+        try:
+            while True:  # what the client would have missed
+                assert client.feed_monitor.poll(30_000), "the feed's connection never came up"
+                event = recv_monitor_message(client.feed_monitor)["event"]
+                if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    break
+            synced = client.next_update(10.0)
+            assert isinstance(synced, Synced), (client.feed_up, client.snapshot_requests)
+            assert client.reconnects == 0
+        finally:
+            client.close()
+        assert engine.stop() == 0
