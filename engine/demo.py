@@ -59,6 +59,20 @@ def day_start_ns(date: str) -> int:
     return (int(midnight.timestamp()) + 3600) * 1_000_000_000
 
 
+def auction_lines(events: list, code: str, label: str) -> list[str]:
+    """A day log's lines for an auction of `code` among `events`: one per price it traded at
+    (a second one only when self-trade prevention left the book crossed and the rest was
+    uncrossed again; the real-process demo left it out, and its lines disagreed with its own
+    phase table)."""
+    results = [e for e in events if isinstance(e, AuctionResult) and e.instrument == code]
+    lines = []
+    for n, result in enumerate(results):
+        price = format_price(result.price) if result.volume else "-"
+        name = label if n == 0 else "  then the rest (STP)"
+        lines.append(f"  {name:<22} {code:<6} price {price:>7} CNY   volume {result.volume:>9,} t")
+    return lines
+
+
 @dataclass
 class Figures:
     """What the events of one phase of one instrument add up to."""
@@ -296,15 +310,7 @@ class DemoDay(Flow):
     # -- the day --------------------------------------------------------------------------------
 
     def auction_line(self, events: list, code: str, label: str) -> None:
-        """One line per price the auction traded at (a second one only when self-trade
-        prevention left the book crossed and the rest was uncrossed again)."""
-        results = [e for e in events if isinstance(e, AuctionResult) and e.instrument == code]
-        for n, result in enumerate(results):
-            price = format_price(result.price) if result.volume else "-"
-            name = label if n == 0 else "  then the rest (STP)"
-            self.log.append(
-                f"  {name:<22} {code:<6} price {price:>7}   volume {result.volume:>9,} t"
-            )
+        self.log += auction_lines(events, code, label)
 
     def run(self) -> None:
         x = self.send

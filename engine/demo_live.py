@@ -39,6 +39,7 @@ from pathlib import Path
 
 from engine.config import MarketConfig
 from engine.demo import (
+    auction_lines,
     block_trade_line,
     block_trade_of,
     check_demo_market,
@@ -70,7 +71,6 @@ from engine.protocol import (
     Trade,
     Uncross,
 )
-from engine.types import format_price
 
 DEFAULT_OUT = "out/demo"
 MARKER = ".cxe-demo"  # marks a directory a demo wrote: a later demo may replace its contents
@@ -285,12 +285,7 @@ def _run(day: LiveDay, engine: Engine, processes: list, market_file, view) -> No
         results = [e for e in answer if type(e) is AuctionResult]
         day.auction_seqs.setdefault(label, []).extend(e.seq for e in results)
         for code in dict.fromkeys(e.instrument for e in results):
-            result = next(e for e in results if e.instrument == code)
-            price = format_price(result.price) if result.volume else "-"
-            day.log.append(
-                f"  {label + ' auction':<22} {code:<6} price {price:>7} CNY   volume "
-                f"{result.volume:>9,} t"
-            )
+            day.log += auction_lines(results, code, f"{label} auction")
 
     phase = _begin(day, view, "opening calls")
     operate(StartOfDay(day.date), *(OpenCall(c) for c in codes))

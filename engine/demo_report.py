@@ -129,8 +129,8 @@ def render_live(day: LiveDay) -> str:
     lines += [
         "",
         f"gateways ({', '.join(day.gateway_counts)}): {counts['orders']:,} orders, "
-        f"{counts['accepted']:,} acknowledged, {counts['cancels']:,} cancels, {counts['bids']} "
-        f"auction bids; rejected: {rejected or 'none'}",
+        f"{counts['accepted']:,} acknowledged (orders and bids), {counts['cancels']:,} cancels, "
+        f"{counts['bids']} auction bids; rejected: {rejected or 'none'}",
         f"engine: ready in {day.engine_ready_s:.1f} s"
         + (" (first run: compiled the kernel)" if day.compiled else " (kernel from the cache)")
         + f"; killed with SIGKILL after seq {day.killed_at_seq:,}, restarted from its journal "

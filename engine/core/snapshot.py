@@ -286,7 +286,8 @@ def restore(config: MarketConfig, data: bytes) -> Exchange:
             f"this snapshot was taken under market config {image.config_name!r} "
             f"(fingerprint {image.config_fingerprint[:12]}), not under the config given, "
             f"{config.name!r} ({fingerprint(config)[:12]}): restore it with the config it "
-            "was taken under"
+            "was taken under (a new config, such as the next day's opening file, begins in a "
+            "data directory of its own: --data)"
         )
     exchange = Exchange(config)
     state = exchange.state

@@ -103,3 +103,24 @@ def test_an_out_directory_with_other_files_is_refused(tmp_path):
     assert result.returncode == 2
     assert "holds files a demo did not write" in result.stderr and "Traceback" not in result.stderr
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_an_auction_that_uncrossed_twice_is_two_lines_in_either_demo():
+    """Found by a newcomer's walk through the guides: the real-process demo printed only an
+    auction's first price, where self-trade prevention had left the book crossed and the rest
+    was uncrossed again, so its lines disagreed with its own phase table. Both demos now
+    write their auction lines with one function."""
+    from engine.demo import auction_lines
+    from engine.protocol import AuctionResult
+
+    events = [
+        AuctionResult(9, "CEA25", "call", 6200, 1_270, 3),
+        AuctionResult(9, "CCER", "call", 8200, 10, 4),
+        AuctionResult(9, "CEA25", "call", 6199, 110, 5),
+    ]
+    lines = auction_lines(events, "CEA25", "re-opening auction")
+    assert [line.split()[-5:] for line in lines] == [
+        ["62.00", "CNY", "volume", "1,270", "t"],
+        ["61.99", "CNY", "volume", "110", "t"],
+    ]
+    assert "then the rest (STP)" in lines[1]

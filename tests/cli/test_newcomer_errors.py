@@ -172,6 +172,8 @@ def test_serve_with_another_market_than_its_snapshot_says_what_to_do(tmp_path):
     result = cxe(*command, f"--trades={free}", timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "cxe serve: cannot recover" in result.stderr and "restore it with" in result.stderr
+    # the documented way on for a new day's opening file (a newcomer's walk through the guides)
+    assert "begins in a data directory of its own: --data" in result.stderr
 
 
 @pytest.mark.slow
