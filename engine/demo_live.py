@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.cli.clearing import STORE
 from engine.config import MarketConfig
 from engine.demo import (
     auction_lines,
@@ -408,12 +409,12 @@ def settle(day: LiveDay, market_file: str | None) -> dict:
 
     clearing = day.out / "clearing"
     ledger_path = clearing / "ledger.db"
-    command = [*cxe_command(), "clear", "--date", day.date, "--store", str(clearing / "trades.db")]
+    command = [*cxe_command(), "clear", "--date", day.date, "--store", str(clearing / STORE)]
     command += ["--ledger", str(ledger_path), "--out", str(clearing)]
     command += ["--market", market_file] if market_file else []
     with (day.out / "logs" / "clear.log").open("wb") as log:
         status = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
-    store = TradeStore(clearing / "trades.db")
+    store = TradeStore(clearing / STORE)
     try:
         day.trades = store.trades_of(day.date)
     finally:
@@ -437,7 +438,7 @@ def settle(day: LiveDay, market_file: str | None) -> dict:
     )
     day.written["ledger"] = str(ledger_path)
     day.written["statements"] = str(clearing / f"statements-{day.date}.csv")
-    day.written["trade store"] = str(clearing / "trades.db")
+    day.written["trade store"] = str(clearing / STORE)
     members = {m.id: m.name for m in day.market.members}
     return {
         "efficiency": netting.efficiency(),

@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from engine.cli.clearing import STORE
 from engine.demo import Figures
 
 
@@ -250,10 +251,10 @@ def snapshot_states(engine: Engine) -> dict:
 
 
 class Capture:
-    """`cxe capture` following the engine's trade stream into OUT/clearing/trades.db."""
+    """`cxe capture` following the engine's trade stream into OUT/clearing/clearing.db."""
 
     def __init__(self, engine: Engine, out: Path) -> None:
-        self.store = out / "clearing" / "trades.db"
+        self.store = out / "clearing" / STORE
         command = [*cxe_command(), "capture", "--data", str(engine.data)]
         command += ["--store", str(self.store), "--until-day-closed"]
         with (out / "logs" / "capture.log").open("ab") as log:

@@ -76,7 +76,7 @@ def test_readme_python_example_prints_what_it_says():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
     )
     assert result.returncode == 0, result.stderr
-    assert "kind=3, oid=2, oid2=1, price=6200, qty=300" in result.stdout
+    assert "FILL BookEvent(kind=3, oid=2, oid2=1, price=6200, qty=300" in result.stdout
     assert result.stdout.rstrip().endswith("([], [(6200, 200, 1)])")
 
 

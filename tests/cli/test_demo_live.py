@@ -14,6 +14,7 @@ import pytest
 from engine.clearing.capture import TradeStore
 from engine.clearing.netting import check_conservation, net
 from engine.clearing.settlement import Ledger, trade_arrays
+from engine.cli.clearing import STORE
 from engine.config import default_market
 from engine.core import Exchange
 from engine.journal.segments import replay
@@ -42,7 +43,7 @@ def test_the_demo_trades_settles_and_recovers_from_a_kill(demo):
     checks = [line for line in stdout.splitlines() if line.startswith("  ok ")]
     assert len(checks) == 4 and "FAILED" not in stdout
     # trades happened and clearing conserved, from the store capture wrote
-    store = TradeStore(out / "clearing" / "trades.db")
+    store = TradeStore(out / "clearing" / STORE)
     trades = store.trades_of(DAY)
     records = store.day_records(DAY)
     store.close()
