@@ -239,6 +239,30 @@ def describe(reply) -> str:
     return f"{type(reply).__name__} {fields}".rstrip()
 
 
+def describe_status(report) -> str:
+    """A StatusReport in lines (one of 1,700 characters was hard to read): the state, then
+    the counters of the service, market data and the trade stream, then one line a gateway."""
+
+    def pairs(counters: dict[str, int]) -> str:
+        return " ".join(f"{name}={value:,}" for name, value in counters.items())
+
+    groups: dict[str, dict[str, int]] = {"service": {}, "market data": {}, "trade stream": {}}
+    for name, value in report.counters.items():
+        for group, prefix in (("market data", "market_data_"), ("trade stream", "trade_stream_")):
+            if name.startswith(prefix):
+                groups[group][name.removeprefix(prefix)] = value
+                break
+        else:
+            groups["service"][name] = value
+    lines = [
+        f"StatusReport seq={report.seq:,} state_hash={report.state_hash or '(not asked)'} "
+        f"date={report.date or '(no day open)'} instruments={' '.join(report.instruments)}"
+    ]
+    lines += [f"  {group}: {pairs(counters)}" for group, counters in groups.items() if counters]
+    lines += [f"  gateway {gateway}: {pairs(c)}" for gateway, c in report.gateways.items()]
+    return "\n".join(lines)
+
+
 def cmd_admin(args: argparse.Namespace) -> int:
     import zmq
 
@@ -279,7 +303,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
         return 1
     refused = False
     for reply in replies:
-        print(describe(reply))
+        print(describe_status(reply) if isinstance(reply, wire.StatusReport) else describe(reply))
         refused |= type(reply).__name__ in ("Rejected", "SessionRejected")
     if not replies:  # say what was done: start-of-day's date came from a default
         sent = "; ".join(describe(command) for command in commands)

@@ -142,6 +142,23 @@ def test_describe_prints_enums_by_name_and_fen_in_yuan():
     )
 
 
+def test_cxe_admin_status_prints_the_report_in_lines():
+    """A newcomer's walk through the guides: `cxe admin status` was one line of 1,700
+    characters."""
+    from engine.cli.serve import describe_status
+    from engine.gateway.wire import StatusReport
+
+    counters = {"turns": 3, "market_data_events_sent": 5_000, "trade_stream_consumers": 1}
+    report = StatusReport(2, "", counters, {"mm": {"commands": 1}}, "", ["CEA25", "CCER"])
+    assert describe_status(report).splitlines() == [
+        "StatusReport seq=2 state_hash=(not asked) date=(no day open) instruments=CEA25 CCER",
+        "  service: turns=3",
+        "  market data: events_sent=5,000",
+        "  trade stream: consumers=1",
+        "  gateway mm: commands=1",
+    ]
+
+
 @pytest.mark.slow
 def test_admin_takes_its_options_before_the_action_or_after_it(engine, tmp_path):
     """`cxe admin --data DIR status` was refused ("invalid choice: 'DIR'")."""
