@@ -459,10 +459,11 @@ def demo_date(market: MarketConfig, date: str | None) -> str:
         return DATE if market.closed_because(DATE) is None else market.next_trading_day(DATE)
     closed = market.closed_because(date)
     if closed:
-        raise ValueError(
-            f"{date} is not a trading day of this market: it is {closed}; leave the date out "
-            "to take the next trading day"
-        )
+        try:
+            way_on = f"the next one is {market.next_trading_day(date)}"
+        except ValueError:  # past the calendar's range: none is known
+            way_on = "give a trading day within the market's calendar_range"
+        raise ValueError(f"{date} is not a trading day of this market: it is {closed}; {way_on}")
     if date <= last:
         raise ValueError(
             f"trading day {date} must come after {last}, the day this market's opening "

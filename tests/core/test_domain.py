@@ -229,7 +229,9 @@ def test_a_demo_day_skips_the_holidays_and_refuses_a_closed_day():
     market = msgspec.structs.replace(default_market(), last_trading_day="2026-09-30")
     assert run_demo(market, steps=10).date == "2026-10-08"
     with pytest.raises(
-        ValueError, match="2026-10-05 is not a trading day of this market: it is a holiday"
+        ValueError,
+        match="2026-10-05 is not a trading day of this market: it is a holiday; the next one "
+        "is 2026-10-08",
     ):
         run_demo(market, steps=10, date="2026-10-05")
 
