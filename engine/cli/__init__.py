@@ -9,6 +9,7 @@ in engine.cli.keys, shared argument types in engine.cli.common.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import time
@@ -168,9 +169,14 @@ def failure(exc: BaseException) -> str:
         )
         return f"this needs the package {package!r}, which is not installed: {how}"
     if isinstance(exc, zmq.ZMQError):
+        if exc.errno == errno.EADDRINUSE:  # serve's, relay's binding
+            return (
+                f"{exc} (ZeroMQ): another process holds that port: stop it, or give the "
+                "option another port (tcp://127.0.0.1:* takes any free one)"
+            )
         return (
-            f"{exc} (ZeroMQ): give an endpoint such as tcp://127.0.0.1:5555, on a port that "
-            "is free to bind or has an engine to connect to"
+            f"{exc} (ZeroMQ): an endpoint is written transport://host:port, such as "
+            "tcp://127.0.0.1:5556 (or ipc:///path)"
         )
     if isinstance(exc, FileExistsError | NotADirectoryError) and exc.filename is not None:
         return (

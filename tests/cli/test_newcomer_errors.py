@@ -57,9 +57,31 @@ def test_bad_input_gets_a_message_not_a_traceback(command, junk):
 
 
 def test_a_mistyped_endpoint_says_what_an_endpoint_looks_like(junk):
-    """It was a ZMQError traceback (cxe capture, admin and watch)."""
+    """It was a ZMQError traceback (cxe capture, admin and watch); then serve's words
+    ("a port that is free to bind") for tools that bind nothing."""
     result = cxe(*[a.format(tmp=junk) for a in PROBES["capture"]], cwd=junk)
-    assert "tcp://127.0.0.1:" in result.stderr and "no-such-endpoint" in result.stderr
+    assert "no-such-endpoint" in result.stderr
+    assert "an endpoint is written transport://host:port" in result.stderr
+
+
+def test_a_port_in_use_says_so_and_how_to_take_a_free_one(junk):
+    """A newcomer's walk through the guides: a port in use was answered with an example
+    endpoint (the one in use) and no word of the port being taken."""
+    import zmq
+
+    holder = zmq.Context.instance().socket(zmq.ROUTER)
+    holder.setsockopt(zmq.LINGER, 0)
+    port = holder.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        free = "tcp://127.0.0.1:*"
+        others = [f"--{name}={free}" for name in ("admin", "market-data", "snapshots", "trades")]
+        taken = f"tcp://127.0.0.1:{port}"
+        result = cxe("serve", "--data", str(junk / "d"), "--orders", taken, *others, timeout=120)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert "another process holds that port" in result.stderr
+        assert "tcp://127.0.0.1:* takes any free one" in result.stderr
+    finally:
+        holder.close()
 
 
 def without(packages: list[str], *args: str, cwd: Path) -> subprocess.CompletedProcess:
