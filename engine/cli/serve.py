@@ -160,9 +160,15 @@ def today(timezone: str) -> str:
     return datetime.now(ZoneInfo(timezone)).strftime("%Y-%m-%d")
 
 
-def operator_commands(args: argparse.Namespace, market, codes: list[str] | None = None) -> list:
+def operator_commands(
+    args: argparse.Namespace,
+    market,
+    codes: list[str] | None = None,
+    clock_day: str | None = None,
+) -> list:
     """The commands of an admin action; `codes`: the engine's instruments (what an action on
-    all instruments sends), else the market's."""
+    all instruments sends), else the market's; `clock_day`: the engine clock's day (what
+    start-of-day opens when no date is given), else today here."""
     from engine import protocol
     from engine.gateway import wire
 
@@ -172,7 +178,7 @@ def operator_commands(args: argparse.Namespace, market, codes: list[str] | None 
         every = codes or [i.code for i in market.instruments]
         return [kind(code) for code in (args.instrument or every)]
     if action == "start-of-day":
-        return [protocol.StartOfDay(args.date or today(market.timezone))]
+        return [protocol.StartOfDay(args.date or clock_day or today(market.timezone))]
     if action == "end-of-day":
         return [protocol.EndOfDay()]
     if action == "set-reference":
@@ -256,7 +262,8 @@ def describe_status(report) -> str:
             groups["service"][name] = value
     lines = [
         f"StatusReport seq={report.seq:,} state_hash={report.state_hash or '(not asked)'} "
-        f"date={report.date or '(no day open)'} instruments={' '.join(report.instruments)}"
+        f"date={report.date or '(no day open)'} clock_day={report.clock_day} "
+        f"instruments={' '.join(report.instruments)}"
     ]
     lines += [f"  {group}: {pairs(counters)}" for group, counters in groups.items() if counters]
     lines += [f"  gateway {gateway}: {pairs(c)}" for gateway, c in report.gateways.items()]
@@ -289,15 +296,18 @@ def cmd_admin(args: argparse.Namespace) -> int:
             return None
         return wire.unpack(socket.recv_multipart()[1])
 
-    codes = None
-    if args.action in INSTRUMENT_ACTIONS and not args.instrument and args.config is None:
+    codes = clock_day = None
+    every = args.action in INSTRUMENT_ACTIONS and not args.instrument and args.config is None
+    if every or (args.action == "start-of-day" and not args.date):
         # all instruments: the engine's, not the embedded market's (a probe's halt sent four
-        # codes an engine on a market file did not list, each journaled as a reject)
+        # codes an engine on a market file did not list, each journaled as a reject); the
+        # day: the engine clock's, not this machine's (a rehearsal's engine refused that)
         status = ask([wire.Status(with_state_hash=False)])
         if status is None:
             return 1
         codes = getattr(status[0], "instruments", None)
-    commands = operator_commands(args, market, codes)
+        clock_day = getattr(status[0], "clock_day", None)
+    commands = operator_commands(args, market, codes, clock_day)
     replies = ask(commands)
     if replies is None:
         return 1
@@ -435,13 +445,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     admin = commands.add_parser(
         "admin",
         help="send an operator command to a running engine and print its answer",
-        description="Operator commands: start-of-day DATE, open-call / uncross / halt / resume "
+        description="Operator commands: start-of-day [DATE], open-call / uncross / halt / resume "
         "/ close-call / close [INSTRUMENT...] (all instruments when none is named), "
         "set-reference INSTRUMENT PRICE, one-way-auction-open INSTRUMENT SELLER QTY, "
         "one-way-auction-close INSTRUMENT, block-trade INSTRUMENT BUYER SELLER PRICE QTY "
         "--cl-ord-id ID, end-of-day, snapshot, status, reload-keys (against an engine with CURVE "
         "keys give --key and --server-key). Prices are in fen (6200 is 62.00 "
-        "yuan), quantities in tonnes. Each event of the answer is printed on one line.",
+        "yuan), quantities in tonnes. Each event of the answer is printed on one line (the "
+        "status in a few).",
         epilog="example: cxe admin status (cxe admin ACTION --help: each action's options)",
     )
     actions = admin.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -450,7 +461,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "date",
         nargs="?",
         type=trading_date,
-        help="the day, YYYY-MM-DD (default: today in the market's time zone)",
+        help="the day, YYYY-MM-DD (default: the day the engine's clock is in, in the "
+        "market's time zone: a rehearsal's --clock day)",
     )
     for action in INSTRUMENT_ACTIONS:
         sub = actions.add_parser(action, help=f"{action.replace('-', ' ')} instruments")

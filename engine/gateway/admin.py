@@ -17,6 +17,8 @@ Invariants:
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import zmq
 
 from engine.config import load_market
@@ -117,9 +119,12 @@ class Admin:
         for prefix, part in parts.items():
             counters |= {f"{prefix}_{name}": value for name, value in part.counters().items()}
         state_hash = self.exchange.state_hash() if asked.with_state_hash else ""
+        clock = datetime.fromtimestamp(self._engine_now() // 1_000_000_000, UTC)
+        clock_day = clock.astimezone(self.exchange.state.zone).strftime("%Y-%m-%d")
         return wire.StatusReport(
-            self.exchange.seq, state_hash, counters, gateways, self.exchange.date, self.codes
-        )
+            self.exchange.seq, state_hash, counters, gateways, self.exchange.date, self.codes,
+            clock_day,
+        )  # fmt: skip
 
     def _snapshot(self) -> None:
         """A snapshot of the state after the turn's fsync (end of day, or asked for), written

@@ -127,6 +127,7 @@ class StatusReport(_Session, tag=212):
     gateways: dict[str, dict[str, int]]
     date: str = ""  # the open trading day ("" when none is open)
     instruments: list[str] = []  # the market's codes (what `cxe admin` means by all of them)
+    clock_day: str = ""  # the engine clock's day in the market's time zone (YYYY-MM-DD)
 
 
 class ReloadKeys(_Session, tag=213):

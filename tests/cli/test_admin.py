@@ -138,7 +138,7 @@ def test_describe_prints_enums_by_name_and_fen_in_yuan():
     report = StatusReport(2, "abc", {"turns": 3}, {"mm": {"commands": 1}}, "", ["CEA25"])
     assert describe(report) == (
         "StatusReport seq=2 state_hash=abc counters={turns: 3} gateways={mm: {commands: 1}} "
-        "date='' instruments=['CEA25']"
+        "date='' instruments=['CEA25'] clock_day=''"
     )
 
 
@@ -149,9 +149,12 @@ def test_cxe_admin_status_prints_the_report_in_lines():
     from engine.gateway.wire import StatusReport
 
     counters = {"turns": 3, "market_data_events_sent": 5_000, "trade_stream_consumers": 1}
-    report = StatusReport(2, "", counters, {"mm": {"commands": 1}}, "", ["CEA25", "CCER"])
+    report = StatusReport(
+        2, "", counters, {"mm": {"commands": 1}}, "", ["CEA25", "CCER"], "2026-11-24"
+    )
     assert describe_status(report).splitlines() == [
-        "StatusReport seq=2 state_hash=(not asked) date=(no day open) instruments=CEA25 CCER",
+        "StatusReport seq=2 state_hash=(not asked) date=(no day open) clock_day=2026-11-24 "
+        "instruments=CEA25 CCER",
         "  service: turns=3",
         "  market data: events_sent=5,000",
         "  trade stream: consumers=1",

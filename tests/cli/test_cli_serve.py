@@ -328,3 +328,16 @@ def test_admin_on_all_instruments_sends_the_engines_own(tmp_path):
             "instrument=CCER",
         ], halted.stdout
         assert engine.stop() == 0
+
+
+def test_start_of_day_without_a_date_opens_the_day_of_the_engines_clock(tmp_path):
+    """A newcomer's walk through the guides: against a rehearsal (`cxe serve --clock`),
+    `cxe admin start-of-day` sent this machine's date, and the engine refused it."""
+    data = tmp_path / "data"
+    with EngineProcess(data) as engine:  # its clock starts on DAY, not today
+        assert engine.status().clock_day == DAY
+        opened = cxe("admin", "start-of-day", "--data", str(data))
+        assert opened.returncode == 0, opened.stdout
+        assert f"StartOfDay date={DAY}" in opened.stdout
+        assert engine.status().date == DAY
+        assert engine.stop() == 0
