@@ -375,5 +375,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help=f"settled ledger (default {CLEARING_OUT}/{LEDGER}, where cxe clear writes it)",
     )
     show.add_argument("--member", type=member_id, help="only this member's balances and surrenders")
-    show.add_argument("--json", action="store_true", help="print it as JSON (fen and tonnes)")
+    show.add_argument(
+        "--json",
+        action="store_true",
+        help="print it as JSON (fen and tonnes; the exchange's fee account is member -1)",
+    )
     show.set_defaults(run=cmd_ledger)

@@ -131,7 +131,7 @@ def _replay_many(args: argparse.Namespace) -> int:
         )
         workers = 0
     where = (
-        f"the cluster at {args.scheduler}"
+        f"the cluster at {args.scheduler} (connecting: up to 30 s if nothing answers there)"
         if args.scheduler
         else "this process"
         if workers == 0
