@@ -238,6 +238,19 @@ def command_of(record: np.void, codes: Sequence[str]) -> NewOrder | CancelOrder 
 # -- events <-> rows -----------------------------------------------------------------------------
 
 
+def text_rows(rows: np.ndarray) -> np.ndarray:
+    """A mask of the rows of `rows` (EVENT_DTYPE) that carry a worded refusal's text, not an
+    event: read as events, their bytes can look like any kind (a probe: a text with a space,
+    ROW_REJECTED_TEXT's kind, where a row's kind would be)."""
+    kinds = rows["kind"]
+    text = np.zeros(len(rows), dtype=bool)
+    for i in np.flatnonzero(kinds == ROW_REJECTED_TEXT):
+        if not text[i]:
+            size = int(rows[i : i + 1].view(ROW_DTYPES[ROW_REJECTED_TEXT])["text_bytes"][0])
+            text[i + 1 : i + 1 + -(-size // EVENT_BYTES)] = True
+    return text
+
+
 def encode_events(events: Sequence[Event], codes: Sequence[str]) -> bytes:
     """The rows of protocol events, as the batch writes them (for what the per-command path
     answers inside a batch). A Trade takes its public print and the two Filled events after

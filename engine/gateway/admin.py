@@ -17,7 +17,10 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import zmq
 
@@ -28,14 +31,30 @@ from engine.gateway import wire
 from engine.gateway.intake import MEMBER_COMMANDS, Item
 from engine.gateway.security import DOMAINS, not_served
 from engine.gateway.startup import status_path
-from engine.journal.snapshot import write_atomically
+from engine.journal.snapshot import snapshot_name, write_atomically
 from engine.protocol import RejectCode
 
+_TABLE = re.compile(r"orders-(\d{16})\.msgpack", re.ASCII)  # startup.status_path's names
 NOTHING_TO_SNAPSHOT = reject_text(
     RejectCode.UNSUPPORTED_IN_PHASE,
     "nothing sequenced yet (seq 0): a restart starts from the empty state without a "
     "snapshot; ask again after the first command",
 )
+
+
+def remove_orphan_tables(snapshots: Path, seq: int) -> None:
+    """Remove the order status tables before `seq` whose snapshot was never written (a crash
+    or a failure between the two writes: a probe found them piling up); a table beside its
+    snapshot is kept with it."""
+    for table in snapshots.glob("orders-*.msgpack"):
+        match = _TABLE.fullmatch(table.name)
+        if (
+            match
+            and int(match[1]) < seq
+            and not (snapshots / snapshot_name(int(match[1]))).exists()
+        ):
+            with contextlib.suppress(OSError):
+                table.unlink()
 
 
 class Admin:
@@ -126,6 +145,15 @@ class Admin:
             clock_day,
         )  # fmt: skip
 
+    def _snapshot_before_stop(self) -> None:
+        """The snapshot still wanted as the loop stops (asked for while another was being
+        written, or the day's end in the last turn), taken now: every turn has journaled what
+        the state holds (synced with fsync on, flushed without)."""
+        self.snapshot_writer.wait(self.log)
+        if self._snapshot_wanted:
+            self._snapshot_wanted = False
+            self._snapshot()
+
     def _snapshot(self) -> None:
         """A snapshot of the state after the turn's fsync (end of day, or asked for), written
         by a child process while trading goes on (engine.gateway.snapshotter). One that
@@ -142,6 +170,7 @@ class Admin:
             snapshots.mkdir(parents=True, exist_ok=True)  # removed since the start? made again
             write_atomically(status_path(snapshots, seq), self.status.dump())
             path = snapshot_exchange(self.exchange, snapshots, self.history)
+            remove_orphan_tables(snapshots, seq)
             return f"snapshot at seq {seq}: {path}"
 
         def failed(reason: str) -> None:

@@ -103,9 +103,13 @@ class Intake:
                 return
             messages = wire.split_messages(body)
         except wire.FrameRefused as exc:
-            self.counters["malformed_frames"] += 1
+            # a frame it may not send is refused, as a message would be; anything else is
+            # malformed (a probe: records for another member counted as malformed)
+            unauthorised = exc.code == RejectCode.UNAUTHORISED
+            if not unauthorised:
+                self.counters["malformed_frames"] += 1
             if session is not None:
-                self.sessions.count(session.gateway.id, "malformed")
+                self.sessions.count(session.gateway.id, "rejects" if unauthorised else "malformed")
             self._refuse(rid, admin, str(exc), exc.code)
             return
         self.taken += len(messages)

@@ -23,7 +23,13 @@ import time
 
 import numpy as np
 
-from engine.codec import COMMAND_DTYPE, EVENT_DTYPE, ROW_REJECTED, ROW_REJECTED_TEXT
+from engine.codec import (
+    COMMAND_DTYPE,
+    EVENT_DTYPE,
+    ROW_REJECTED,
+    ROW_REJECTED_TEXT,
+    text_rows,
+)
 from engine.core.records import words_of
 from engine.core.rows import decode as decode_rows
 from engine.gateway import wire
@@ -142,11 +148,12 @@ class Sequencing:
     def _count_refused_records(self, rows: bytes, first_seq: int, staged: list[Item]) -> None:
         """Each sending gateway's `rejects`: the records of its frames the core refused (a
         Rejected row's seq tells whose frame the record was in)."""
-        kinds = np.frombuffer(rows, EVENT_DTYPE)["kind"]
+        events = np.frombuffer(rows, EVENT_DTYPE)
+        kinds = events["kind"]
         refused = (kinds == ROW_REJECTED) | (kinds == ROW_REJECTED_TEXT)
         if not refused.any():
             return
-        seqs = np.frombuffer(rows, EVENT_DTYPE)["seq"][refused]
+        seqs = events["seq"][refused & ~text_rows(events)]
         ends = first_seq + np.cumsum([item.records for item in staged])
         whose = np.bincount(np.searchsorted(ends, seqs, side="right"), minlength=len(staged))
         for item, n in zip(staged, whose.tolist(), strict=True):

@@ -199,6 +199,7 @@ class EngineService(Startup, Intake, Admin, Sequencing, Outbound):
             )
             self.close()
             return EXIT_TRADE_LOG_FAILED
+        self._snapshot_before_stop()
         self.close()
         self.log(f"stopped at seq {self.exchange.seq}, state hash {self.exchange.state_hash()}")
         return 0

@@ -25,8 +25,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import math
 import os
 import signal
+import time
 from collections.abc import Callable
 
 ANSWER_BYTES = 4096  # within the pipe's buffer: the child's one write never blocks
@@ -34,6 +36,8 @@ PR_SET_PDEATHSIG = 1  # prctl(2): the signal the child gets when its parent dies
 BLOCKED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 WRITTEN, NOT_WRITTEN = "+", "-"  # the first character of the child's answer
 _libc = ctypes.CDLL(None, use_errno=True)  # loaded here: the child calls it at once
+SAY_WAITING_S = 5.0  # a stop waiting this long for the writer says so
+WAIT_LIMIT_S = 600.0  # and ends it after this long (a large state takes seconds, not minutes)
 
 
 class SnapshotWriter:
@@ -59,7 +63,11 @@ class SnapshotWriter:
         why it failed to `failed`); a fork that fails goes to `failed` at once."""
         if self.busy:
             raise RuntimeError("a snapshot is being written: reap it first")
-        read_end, write_end = os.pipe()
+        try:  # no descriptor left for the pipe (a probe's connection flood) is a failure too
+            read_end, write_end = os.pipe()
+        except OSError as exc:
+            failed(f"its writer could not be started: {exc}")
+            return
         parent = os.getpid()
         held = signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED)  # the child is born with them
         try:
@@ -87,14 +95,28 @@ class SnapshotWriter:
             if ended:
                 self._settle(status)
 
-    def wait(self) -> None:
-        """Wait for the child in hand, if any, and hand on its result (the service stops)."""
-        if self.busy:
-            try:
-                status = os.waitpid(self.pid, 0)[1]
-            except ChildProcessError:
-                status = -1
-            self._settle(status)
+    def wait(self, log: Callable[[str], None], limit_s: float = WAIT_LIMIT_S) -> None:
+        """Wait for the child in hand, if any, and hand on its result (the service stops):
+        said in `log` after SAY_WAITING_S, and ended with SIGKILL after `limit_s` (a probe's
+        stopped child held a SIGTERM'd engine for good, without a word)."""
+        started = time.monotonic()
+        said = False
+        while self.busy:
+            self.reap()
+            waited = time.monotonic() - started
+            if not self.busy:
+                return
+            if waited >= SAY_WAITING_S and not said:
+                log(
+                    f"waiting for the snapshot writer, process {self.pid}, to finish (at most "
+                    f"{limit_s:,.0f} s, then it is ended)"
+                )
+                said = True
+            if waited >= limit_s:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+                limit_s = math.inf  # killed: its end comes at once
+            time.sleep(0.01)
 
     def _settle(self, status: int) -> None:
         """`status`: waitpid's, or -1 when the child's end was not seen."""
@@ -122,6 +144,9 @@ def _child(work: Callable[[], str], answers: int, parent: int) -> None:
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the parent died before the request took hold
             os._exit(1)
+        # short of memory, the kernel ends the writer first, not the engine (a probe's did)
+        with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as adj:
+            adj.write("1000")
         gc.disable()
         answer, code = WRITTEN + work(), 0
     except OSError as exc:

@@ -454,7 +454,7 @@ class Startup:
     def close(self, sync: bool = True) -> None:
         """Close the sockets and the journal (synced first unless it has failed: then
         nothing more is written, recovery takes it from its last whole record)."""
-        self.snapshot_writer.wait()  # before the lock goes: it writes into the directory
+        self.snapshot_writer.wait(self.log)  # before the lock goes: it writes into the directory
         if self.journal is not None:
             if sync:
                 self.journal.sync()

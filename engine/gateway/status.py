@@ -31,13 +31,11 @@ from numba import njit
 from engine.codec import (
     A_MEMBER,
     A_ORDER_ID,
-    EVENT_BYTES,
     EVENT_DTYPE,
     EVENT_WORDS,
     KEY_WORD,
     ROW_ACCEPTED,
-    ROW_DTYPES,
-    ROW_REJECTED_TEXT,
+    text_rows,
 )
 from engine.core import Exchange
 from engine.core.clordid import (
@@ -58,7 +56,6 @@ from engine.gateway.replies import key_length
 from engine.gateway.wire import OrderStatus
 from engine.protocol import Accepted, NewOrder, Rejected
 
-_TEXT_ROW = ROW_DTYPES[ROW_REJECTED_TEXT]
 S_ORDER, S_INSTRUMENT = TABLE_COLUMNS, TABLE_COLUMNS + 1  # the value columns of an entry
 DUMP_KIND, DUMP_FORMAT = "cxe-order-status", 2  # `dump`'s head (versions before wrote none)
 _Id = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # an order id
@@ -213,13 +210,8 @@ class OrderStatusTable:
         the rest; the batch path's refusals are not kept (a resend is then taken as new
         and refused again the same way)."""
         rows = np.frombuffer(data, dtype=EVENT_DTYPE)
-        kinds = rows["kind"]
-        skip = np.zeros(len(rows), dtype=bool)  # a worded refusal's text rows
-        for i in np.flatnonzero(kinds == ROW_REJECTED_TEXT):
-            if not skip[i]:
-                size = int(rows[i : i + 1].view(_TEXT_ROW)["text_bytes"][0])
-                skip[i + 1 : i + 1 + -(-size // EVENT_BYTES)] = True
-        self.record_accepted(data, np.flatnonzero((kinds == ROW_ACCEPTED) & ~skip))
+        accepted = (rows["kind"] == ROW_ACCEPTED) & ~text_rows(rows)
+        self.record_accepted(data, np.flatnonzero(accepted))
 
     def record_accepted(self, data: bytes, chosen: np.ndarray) -> None:
         """The ROW_ACCEPTED rows `chosen` (indices) of a batch's event rows `data`. A key the

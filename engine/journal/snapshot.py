@@ -18,6 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -84,14 +85,20 @@ def write_snapshot(
 
 def write_atomically(final: Path, data: bytes) -> Path:
     """`data` in `final`, all or nothing: a temporary file, fsync, rename, directory fsync
-    (ValueError naming `final` when something other than a file is in its way)."""
+    (ValueError naming `final` when something other than a file is in its way); a write that
+    fails removes its temporary file."""
     require_regular_file(final)
     temporary = final.with_name(final.name + ".tmp")
-    with open(temporary, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, final)
+    try:
+        with open(temporary, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, final)
+    except BaseException:  # a probe's partial file on a full disk failed the next attempt
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
     fsync_directory(final.parent)
     return final
 

@@ -534,3 +534,31 @@ def test_records_with_hostile_fields_get_the_answers_of_one_by_one():
         assert events == expected, b
     assert batched.state_hash() == single.state_hash()
     assert batched.stream_positions() == single.stream_positions()
+
+
+def test_a_worded_refusals_text_rows_are_never_read_as_events():
+    """Found by a probe: the per-gateway count of refusals read a worded refusal's text rows
+    as event rows, and a text byte equal to a refusal's kind where a row's kind would be
+    made a second refusal of a made-up sequence number (a ValueError stopped the engine)."""
+    from engine.codec import (
+        EVENT_BYTES,
+        EVENT_DTYPE,
+        ROW_REJECTED,
+        ROW_REJECTED_TEXT,
+        encode_events,
+        text_rows,
+    )
+    from engine.protocol import Accepted, RejectCode, Rejected
+
+    text = " " + "x" * (EVENT_BYTES - 1) + chr(ROW_REJECTED) + "y" * 50  # kinds at row starts
+    events = [
+        Rejected(7, "r1", 1, RejectCode.INVALID_FIELD, text),
+        Accepted(8, "a1", 1, "CEA25", 5, 0, 6200, 100),
+    ]
+    rows = np.frombuffer(encode_events(events, ["CEA25"]), EVENT_DTYPE)
+    assert len(rows) == 4  # the refusal, two text rows, the acceptance
+    kinds = rows["kind"]
+    assert kinds[1] == ROW_REJECTED_TEXT and kinds[2] == ROW_REJECTED  # the text's bytes
+    assert text_rows(rows).tolist() == [False, True, True, False]
+    refused = np.isin(kinds, [ROW_REJECTED, ROW_REJECTED_TEXT]) & ~text_rows(rows)
+    assert rows["seq"][refused].tolist() == [7]

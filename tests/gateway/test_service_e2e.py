@@ -162,9 +162,15 @@ def test_each_gateway_counts_the_orders_the_core_refused_it(engine):
         brokers.send_records(records_of(broker_orders, CODES, 0, [0, 0, 0]))
         mm.wait_for(is_(Accepted, cl_ord_id="cnt-a0"))
         brokers.wait_for(is_(Accepted, cl_ord_id="cnt-b2"))
+        # a frame it may not send (a record for member 1, mm's) is a reject, not malformed
+        brokers.send_records(
+            records_of([NewOrder("cnt-x", 1, code, BUY, price, 100)], CODES, 0, [0])
+        )
+        brokers.wait_for(is_(wire.SessionRejected))
     after = engine.status().gateways
     assert after["mm"]["rejects"] - before["mm"]["rejects"] == 1
-    assert after["brokers"]["rejects"] - before["brokers"]["rejects"] == 3
+    assert after["brokers"]["rejects"] - before["brokers"]["rejects"] == 4
+    assert after["brokers"]["malformed"] == before["brokers"]["malformed"]
 
 
 def test_resend_answers_the_order_state_and_never_makes_a_second_order(engine):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.gateway import wire
+from engine.gateway import snapshotter, wire
 from engine.gateway.snapshotter import SnapshotWriter
 from tests.support.engine import EngineProcess
 
@@ -50,7 +50,7 @@ def test_the_parent_goes_on_while_the_child_works_and_hears_its_line(tmp_path):
     with pytest.raises(RuntimeError, match="reap it first"):  # one at a time
         writer.start(lambda: "again", print, print)
     go.touch()
-    writer.wait()
+    writer.wait(print)
     assert not writer.busy
     assert (results.done, results.failed) == (["snapshot at seq 7: here"], [])
 
@@ -84,7 +84,7 @@ def a_bug() -> str:
 def test_a_child_that_fails_says_why_and_nothing_is_raised(work, said):
     writer = SnapshotWriter()
     results = started(writer, work)
-    writer.wait()
+    writer.wait(print)
     assert (results.done, results.failed) == ([], [said])
 
 
@@ -93,7 +93,7 @@ def test_a_child_killed_is_a_failure_that_names_the_signal(tmp_path):
     results = started(writer, lambda: once(tmp_path / "never"))
     pid = writer.pid
     os.kill(pid, signal.SIGKILL)
-    writer.wait()
+    writer.wait(print)
     assert results.failed == [f"its writer, process {pid}, was killed by SIGKILL"]
 
 
@@ -106,7 +106,7 @@ def test_the_child_ignores_an_operators_ctrl_c_and_a_terminate(tmp_path):
     for sent in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         os.kill(writer.pid, sent)
     go.touch()
-    writer.wait()
+    writer.wait(print)
     assert (results.done, results.failed) == (["written"], [])
 
 
@@ -129,7 +129,7 @@ def test_the_child_holds_none_of_the_parents_descriptors(tmp_path):
     fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if the child held it
     other.close()
     go.touch()
-    writer.wait()
+    writer.wait(print)
     held = [int(fd) for fd in results.done[0].split()]
     # stdin, stdout, stderr, the answer pipe and the directory listdir read
     assert len([fd for fd in held if fd > 2]) == 2, held
@@ -138,6 +138,7 @@ def test_the_child_holds_none_of_the_parents_descriptors(tmp_path):
 CHILD_OF_A_KILLED_PARENT = """
 import sys, time
 from engine.gateway import wire
+from engine.gateway import snapshotter
 from engine.gateway.snapshotter import SnapshotWriter
 writer = SnapshotWriter()
 writer.start(lambda: time.sleep(60) or "late", print, print)
@@ -204,3 +205,101 @@ def test_a_snapshot_asked_for_while_one_is_written_is_taken_after_it(tmp_path):
         assert engine.status().counters["snapshot_failures"] == 0
         assert engine.stop() == 0
     assert engine.output().count("snapshot at seq") == 2
+
+
+def test_no_descriptor_for_the_pipe_is_a_failure_not_a_crash(monkeypatch):
+    """Found by a probe: with every descriptor taken (a flood of connections), the pipe made
+    before the fork raised into the loop, and the engine exited."""
+
+    def no_descriptors():
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(snapshotter.os, "pipe", no_descriptors)
+    writer = SnapshotWriter()
+    results = started(writer, lambda: "never")
+    assert not writer.busy
+    assert results.failed == ["its writer could not be started: [Errno 24] Too many open files"]
+
+
+def test_a_stop_says_it_waits_for_a_stuck_writer_and_ends_it(tmp_path, monkeypatch):
+    """Found by a probe: a stopped writer (SIGSTOP) held a SIGTERM'd engine for good, with
+    nothing in its log."""
+    monkeypatch.setattr(snapshotter, "SAY_WAITING_S", 0.1)
+    writer = SnapshotWriter()
+    results = started(writer, lambda: once(tmp_path / "never"))
+    pid = writer.pid
+    os.kill(pid, signal.SIGSTOP)
+    said: list[str] = []
+    writer.wait(said.append, limit_s=0.5)
+    assert not writer.busy
+    assert said == [
+        f"waiting for the snapshot writer, process {pid}, to finish (at most 0 s, then it is ended)"
+    ]
+    assert results.failed == [f"its writer, process {pid}, was killed by SIGKILL"]
+
+
+def test_short_of_memory_the_kernel_ends_the_writer_first():
+    """Found by a probe: under a memory limit the kernel killed the engine, not its writer."""
+    writer = SnapshotWriter()
+    results = started(writer, lambda: Path("/proc/self/oom_score_adj").read_text().strip())
+    writer.wait(print)
+    assert results.done == ["1000"]
+
+
+def writer_of(engine: EngineProcess) -> int:
+    """The pid of the engine's snapshot writer, once it runs (a child of its main thread)."""
+    pid = engine.process.pid
+    deadline = time.monotonic() + 30
+    while not (children := Path(f"/proc/{pid}/task/{pid}/children").read_text().split()):
+        assert time.monotonic() < deadline, "no snapshot writer started"
+        time.sleep(0.001)
+    return int(children[0])
+
+
+@pytest.mark.slow
+def test_a_snapshot_still_wanted_when_the_engine_stops_is_taken(tmp_path):
+    """Found by a probe: a snapshot asked for while another was being written (the day's end
+    among them) was lost at the stop without a word. Here the first writer is held stopped
+    while the second is asked for and the engine is told to stop."""
+    from engine.gateway.admin_client import AdminClient
+
+    data = tmp_path / "data"
+    with EngineProcess(data) as engine:
+        engine.open_market("CEA25")
+        with AdminClient(engine.endpoints["admin"]) as admin:
+            admin.ask(wire.SnapshotNow())
+            first = writer_of(engine)
+            os.kill(first, signal.SIGSTOP)
+            admin.ask(wire.SnapshotNow())  # wanted while the first is being written
+        engine.process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)  # the loop has stopped and waits for the first writer
+        os.kill(first, signal.SIGCONT)
+        assert engine.process.wait(30) == 0
+    assert engine.output().count("snapshot at seq") == 2, engine.output()
+
+
+def test_tables_whose_snapshot_was_never_written_are_removed_at_the_next(tmp_path):
+    """Found by a probe: order status tables left by a crash or a failure between the two
+    writes piled up (3 after 15 kill -9 rounds)."""
+    from engine.gateway.admin import remove_orphan_tables
+
+    names = ["orders-0000000000000001.msgpack", "orders-0000000000000002.msgpack",
+             "snapshot-0000000000000002.snap", "orders-0000000000000005.msgpack"]  # fmt: skip
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    remove_orphan_tables(tmp_path, 5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[1:])
+
+
+def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """Found by a probe: a snapshot's partial temporary file on a full disk stayed until the
+    next restart, and the next attempt then failed with 0 bytes free."""
+    from engine.journal import snapshot
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(snapshot.os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        snapshot.write_atomically(tmp_path / "orders-0000000000000001.msgpack", b"x" * 100)
+    assert list(tmp_path.iterdir()) == []
