@@ -205,7 +205,7 @@ def operator_commands(
         return [wire.SnapshotNow()]
     if action == "reload-keys":
         return [wire.ReloadKeys()]
-    return [wire.Status()]
+    return [wire.Status(with_state_hash=not args.no_state_hash)]
 
 
 def _value(name: str, value: object) -> str:
@@ -514,7 +514,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     actions.add_parser("end-of-day", help="end the trading day (day records, snapshot)")
     actions.add_parser("snapshot", help="write a snapshot of the state now")
-    actions.add_parser("status", help="the engine's sequence, state hash and counters")
+    status = actions.add_parser("status", help="the engine's sequence, state hash and counters")
+    status.add_argument(
+        "--no-state-hash",
+        action="store_true",
+        help="leave the state hash out: computing it holds the engine's loop (about 0.3 s on "
+        "a day of 400,000 orders)",
+    )
     actions.add_parser(
         "reload-keys", help="reread the config's [security] keys; end revoked keys' sessions"
     )
