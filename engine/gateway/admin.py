@@ -175,11 +175,14 @@ class Admin:
 
         def failed(reason: str) -> None:
             self.counters["snapshot_failures"] += 1
+            killed = "was killed by" in reason  # by someone, or short of memory: no disk advice
+            mend = "" if killed else (
+                f"mend the cause (a full disk, something in the way of {snapshots}, no "
+                f"descriptors or memory left: ulimit -n, free), then "
+            )  # fmt: skip
             self.log(
                 f"snapshot at seq {seq} NOT written ({reason}); trading goes on, the journal "
-                f"holds everything: mend the cause (a full disk, something in the way of "
-                f"{snapshots}, no descriptors or memory left: ulimit -n, free), then ask "
-                f"again (cxe admin snapshot)"
+                f"holds everything: {mend}ask again (cxe admin snapshot)"
             )
 
         def written(line: str) -> None:

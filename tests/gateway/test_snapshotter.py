@@ -3,6 +3,7 @@ while it writes, and it holds nothing of the engine's, outlives nothing and neve
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -303,3 +304,33 @@ def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         snapshot.write_atomically(tmp_path / "orders-0000000000000001.msgpack", b"x" * 100)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_an_engine_whose_writer_is_killed_says_so_and_trades_on(tmp_path):
+    """A probe: a killed writer's log line gave full-disk advice. (A writer may finish before
+    it is killed: then it is asked again.)"""
+    data = tmp_path / "data"
+    with EngineProcess(data) as engine:
+        engine.open_market("CEA25")
+        deadline = time.monotonic() + 60
+        while True:
+            before = engine.status().counters
+            engine.admin(wire.SnapshotNow())
+            writer = writer_of(engine)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(writer, signal.SIGKILL)
+            ended = ("snapshots_written", "snapshot_failures")
+            while [(counters := engine.status().counters)[n] for n in ended] == [
+                before[n] for n in ended
+            ]:
+                assert time.monotonic() < deadline, engine.output()
+                time.sleep(0.02)
+            if counters["snapshot_failures"] > before["snapshot_failures"]:
+                break  # killed while it wrote
+        said = engine.output()
+        assert f"NOT written (its writer, process {writer}, was killed by SIGKILL)" in said
+        assert "holds everything: ask again (cxe admin snapshot)" in said
+        assert "a full disk" not in said
+        engine.snapshot()  # and the next one is written
+        assert engine.stop() == 0
