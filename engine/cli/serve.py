@@ -550,7 +550,8 @@ def add_admin_options(parser: argparse.ArgumentParser, defaults: dict) -> None:
     )
     parser.add_argument(
         "--endpoint", default=default("endpoint"), metavar="ENDPOINT",
-        help="the admin endpoint instead",
+        help="the admin endpoint, instead of the one DIR/endpoints.json names (cxe serve's "
+        "default: tcp://127.0.0.1:5556)",
     )  # fmt: skip
     parser.add_argument(
         "--config", default=default("config"), metavar="FILE",

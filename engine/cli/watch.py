@@ -491,7 +491,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         metavar="S",
         help="seconds to wait for the snapshot and for each Status answer (default 5)",
     )
-    watch.add_argument("--config", metavar="FILE", help="market TOML (for its time zone)")
+    watch.add_argument(
+        "--config",
+        metavar="FILE",
+        help="market TOML, for its time zone (default: the embedded market's, Asia/Shanghai)",
+    )
     add_key_options(watch)
     watch.add_argument(
         "--feed-server-key",
