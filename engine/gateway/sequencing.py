@@ -169,6 +169,10 @@ class Sequencing:
         records, staged = self._checked_run()
         if not staged:
             return
+        for item in staged:  # taken: a frame refused whole counts as malformed instead
+            session = self.sessions.by_routing_id.get(item.origin)
+            if session is not None:
+                self.sessions.count(session.gateway.id, "records", item.records)
         exchange, state = self.exchange, self.exchange.state
         body = staged[0].wire_bytes if len(staged) == 1 else b"".join(i.wire_bytes for i in staged)
         self.journal.append_batch(exchange.seq + 1, self.turn_ts, body)

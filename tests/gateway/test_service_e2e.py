@@ -107,8 +107,16 @@ def test_bad_input_is_answered_and_changes_nothing(engine):
         gateway.send_records(records)  # member 5 is an entity's
         refused = gateway.wait_for(is_(wire.SessionRejected))[-1]
         assert refused.code == RejectCode.UNAUTHORISED and "not 5" in refused.text
+        records = records_of([NewOrder("e2e-r2", 3, code, BUY, 6_000, 100)], CODES, 0, [0])
+        records["kind"] = 9  # refused whole by the run's check, after intake took it
+        gateway.send_records(records)
+        assert (
+            "nothing in the frame was taken" in gateway.wait_for(is_(wire.SessionRejected))[-1].text
+        )
     after = engine.status()
     assert (after.seq, after.state_hash) == (before.seq, before.state_hash)
+    # a probe: records of frames refused whole were counted as taken
+    assert after.gateways["brokers"]["records"] == before.gateways["brokers"]["records"]
     assert after.gateways["brokers"]["malformed"] >= before.gateways["brokers"]["malformed"] + 4
     with pytest.raises(LogonRefused, match="unknown gateway"):
         client(engine, "nobody")
