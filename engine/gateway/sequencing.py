@@ -92,7 +92,7 @@ class Sequencing:
                     journal.day_refused(going_on)  # its segment keeps the day that goes on
                 self.counters["sequenced"] += 1
                 if not item.admin and any(type(e) is Rejected for e in events):
-                    self._count_rejects(item.origin, 1)
+                    self._count_for(item.origin, "rejects")
                 self._observe(command, events)
                 self._route(item, events)
             self._apply_staged()
@@ -127,9 +127,7 @@ class Sequencing:
                 try:
                     check_records(stamped(writable_records(bytearray(item.wire_bytes)), 0, 0), 0)
                 except ValueError as exc:
-                    session = self.sessions.by_routing_id.get(item.origin)
-                    if session is not None:
-                        self.sessions.count(session.gateway.id, "malformed")
+                    self._count_for(item.origin, "malformed")
                     self._refuse(item.origin, False, f"{exc}; nothing in the frame was taken")
                     continue
                 good.append(item)
@@ -140,10 +138,11 @@ class Sequencing:
             run = stamped(writable_records(joined), seq, self.turn_ts)
         return run, staged
 
-    def _count_rejects(self, origin: bytes | None, n: int) -> None:
+    def _count_for(self, origin: bytes | None, counter: str, n: int = 1) -> None:
+        """Count `n` in `counter` of the gateway whose session sent from `origin`, if any."""
         session = self.sessions.by_routing_id.get(origin)
         if session is not None:
-            self.sessions.count(session.gateway.id, "rejects", n)
+            self.sessions.count(session.gateway.id, counter, n)
 
     def _count_refused_records(self, rows: bytes, first_seq: int, staged: list[Item]) -> None:
         """Each sending gateway's `rejects`: the records of its frames the core refused (a
@@ -158,7 +157,7 @@ class Sequencing:
         whose = np.bincount(np.searchsorted(ends, seqs, side="right"), minlength=len(staged))
         for item, n in zip(staged, whose.tolist(), strict=True):
             if n:
-                self._count_rejects(item.origin, n)
+                self._count_for(item.origin, "rejects", n)
 
     def _apply_staged(self) -> None:
         """Apply the staged records frames of the turn (consecutive in arrival order) in one
@@ -170,9 +169,7 @@ class Sequencing:
         if not staged:
             return
         for item in staged:  # taken: a frame refused whole counts as malformed instead
-            session = self.sessions.by_routing_id.get(item.origin)
-            if session is not None:
-                self.sessions.count(session.gateway.id, "records", item.records)
+            self._count_for(item.origin, "records", item.records)
         exchange, state = self.exchange, self.exchange.state
         body = staged[0].wire_bytes if len(staged) == 1 else b"".join(i.wire_bytes for i in staged)
         self.journal.append_batch(exchange.seq + 1, self.turn_ts, body)
