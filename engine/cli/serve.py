@@ -26,7 +26,6 @@ from engine.cli.common import (
     queue_length,
     trading_date,
 )
-from engine.gateway.security import allow_ipv6
 from engine.logline import LogLines
 from engine.types import format_price
 
@@ -271,44 +270,45 @@ def describe_status(report) -> str:
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
-    import zmq
-
     from engine.gateway import wire
-    from engine.gateway.security import client_keys, secure_client
+    from engine.gateway.admin_client import WHERE, AdminClient, NotAdminAnswer
+    from engine.gateway.security import client_keys
 
     endpoint = admin_endpoint(args)
     market = market_of(args.config)
     keys = client_keys(args.key, args.server_key)
-    context = zmq.Context.instance()
-    socket = context.socket(zmq.DEALER)
-    socket.setsockopt(zmq.LINGER, 0)
-    if keys is not None:
-        secure_client(socket, *keys)
-    allow_ipv6(socket, endpoint)
-    socket.connect(endpoint)
+    with AdminClient(endpoint, curve_keys=keys) as client:
 
-    def ask(commands: list) -> list | None:
-        socket.send_multipart(wire.messages_frame(commands))
-        if not socket.poll(args.timeout * 1000, zmq.POLLIN):
-            print(f"cxe admin: no answer from {endpoint} within {args.timeout} s (a CURVE "
-                  "engine ignores a connection without an operator's --key and its "
-                  "--server-key)")  # fmt: skip
+        def ask(commands: list) -> list | None:
+            try:
+                return client.ask(*commands, timeout_s=args.timeout)
+            except TimeoutError:
+                print(f"cxe admin: no answer from {endpoint} within {args.timeout} s: is it the "
+                      f"engine's admin endpoint ({WHERE})? A CURVE engine ignores a connection "
+                      "without an operator's --key and its --server-key")  # fmt: skip
+            except NotAdminAnswer as exc:
+                print(f"cxe admin: {exc}")
             return None
-        return wire.unpack(socket.recv_multipart()[1])
 
-    codes = clock_day = None
-    every = args.action in INSTRUMENT_ACTIONS and not args.instrument and args.config is None
-    if every or (args.action == "start-of-day" and not args.date):
-        # all instruments: the engine's, not the embedded market's (a probe's halt sent four
-        # codes an engine on a market file did not list, each journaled as a reject); the
-        # day: the engine clock's, not this machine's (a rehearsal's engine refused that)
-        status = ask([wire.Status(with_state_hash=False)])
-        if status is None:
-            return 1
-        codes = getattr(status[0], "instruments", None)
-        clock_day = getattr(status[0], "clock_day", None)
-    commands = operator_commands(args, market, codes, clock_day)
-    replies = ask(commands)
+        codes = clock_day = None
+        every = args.action in INSTRUMENT_ACTIONS and not args.instrument and args.config is None
+        if every or (args.action == "start-of-day" and not args.date):
+            # all instruments: the engine's, not the embedded market's (a probe's halt sent
+            # four codes an engine on a market file did not list, each journaled as a reject);
+            # the day: the engine clock's, not this machine's (a rehearsal's engine refused it)
+            status = ask([wire.Status(with_state_hash=False)])
+            if status is None:
+                return 1
+            if not (len(status) == 1 and isinstance(status[0], wire.StatusReport)):
+                for reply in status:  # never the embedded market's instruments instead (a probe)
+                    print(describe(reply))
+                print(f"cxe admin: {endpoint} did not report the engine's instruments and "
+                      f"day, so nothing was sent: is it the engine's admin endpoint "
+                      f"({WHERE})?")  # fmt: skip
+                return 1
+            codes, clock_day = status[0].instruments, status[0].clock_day
+        commands = operator_commands(args, market, codes, clock_day)
+        replies = ask(commands)
     if replies is None:
         return 1
     refused = False
@@ -318,7 +318,6 @@ def cmd_admin(args: argparse.Namespace) -> int:
     if not replies:  # say what was done: start-of-day's date came from a default
         sent = "; ".join(describe(command) for command in commands)
         print(f"done: {sent} (the command caused no event)")
-    socket.close()
     return 1 if refused else 0
 
 

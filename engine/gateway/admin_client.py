@@ -3,15 +3,24 @@
 Invariant: one request in flight; `ask` sends operator commands in one frame and returns the
 engine's answer (every event the commands caused, or a StatusReport), or raises TimeoutError
 when no answer comes in time (the connection is then replaced, so a late answer is never
-taken for the next request's).
+taken for the next request's), or NotAdminAnswer when what came back is not an answer of an
+admin endpoint (an operator pointed at the snapshots or trades port saw msgspec's decode
+errors: a probe).
 """
 
 from __future__ import annotations
 
+import msgspec
 import zmq
 
 from engine.gateway import wire
 from engine.gateway.security import KeyPair, allow_ipv6, secure_client
+
+WHERE = "cxe serve prints its admin endpoint, and DATA/endpoints.json names it"
+
+
+class NotAdminAnswer(ValueError):
+    """What came back does not come from an engine's admin endpoint."""
 
 
 class AdminClient:
@@ -42,7 +51,17 @@ class AdminClient:
         if not self.socket.poll(int(timeout_s * 1000), zmq.POLLIN):
             self._connect()
             raise TimeoutError(f"no answer from the admin endpoint {self.endpoint}")
-        return wire.unpack(self.socket.recv_multipart()[1])
+        frames = self.socket.recv_multipart()
+        try:
+            if len(frames) != 2 or frames[0] != wire.MESSAGES:
+                raise ValueError(f"{len(frames)} frames, the first {frames[0][:8]!r}")
+            return wire.unpack(frames[1])
+        except (ValueError, msgspec.DecodeError) as exc:
+            self._connect()
+            raise NotAdminAnswer(
+                f"{self.endpoint} answered with what an admin endpoint never sends ({exc}): is "
+                f"it the engine's admin endpoint? ({WHERE})"
+            ) from None
 
     def status(self) -> wire.StatusReport:
         (report,) = self.ask(wire.Status())

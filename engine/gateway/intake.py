@@ -150,14 +150,16 @@ class Intake:
         if admin:
             self._take_operator(rid, message, raw, items)
             return
+        if not isinstance(message, MEMBER_COMMANDS):  # before the logon check: an operator
+            name = type(message).__name__  # tool pointed here was told to log on (a probe)
+            if session is not None:
+                self.sessions.count(session.gateway.id, "rejects")
+            text = (f"{name} is an operator command: this is the orders endpoint, send it to "
+                    "the admin endpoint")  # fmt: skip
+            self._refuse(rid, False, text, RejectCode.UNAUTHORISED)
+            return
         if session is None:
             self._refuse(rid, False, "log on first (Logon)", RejectCode.UNAUTHORISED)
-            return
-        if not isinstance(message, MEMBER_COMMANDS):
-            name = type(message).__name__
-            self.sessions.count(session.gateway.id, "rejects")
-            text = f"{name} is an operator command: send it to the admin endpoint"
-            self._refuse(rid, False, text, RejectCode.UNAUTHORISED)
             return
         if message.member not in session.gateway.members:
             self.sessions.count(session.gateway.id, "rejects")

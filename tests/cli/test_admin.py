@@ -171,3 +171,34 @@ def test_admin_takes_its_options_before_the_action_or_after_it(engine, tmp_path)
     elsewhere = tmp_path / "elsewhere"
     overridden = cxe("admin", "--data", str(engine.data), "status", "--data", str(elsewhere))
     assert overridden.returncode == 2 and f"{elsewhere}/endpoints.json" in overridden.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("port", ["orders", "snapshots", "trades"])
+def test_admin_pointed_at_another_port_says_so_and_sends_nothing(engine, port):
+    """A probe: pointed at the orders port `cxe admin halt` was told to log on and then sent
+    the embedded market's codes; at the snapshots or trades port it printed msgspec's decode
+    errors."""
+    before = engine.status().seq
+    endpoint = engine.endpoints[port]
+    for action in (["status"], ["halt"]):
+        result = cxe("admin", *action, "--endpoint", endpoint, "--timeout", "5")
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+        assert "admin endpoint" in result.stdout, result.stdout
+        assert "log on first" not in result.stdout
+        assert "Expected" not in result.stdout and "Invalid value" not in result.stdout
+    if port == "orders":
+        assert "Status is an operator command: this is the orders endpoint" in result.stdout
+    assert engine.status().seq == before  # no halt reached the core
+
+
+def test_admin_client_raises_a_worded_error_for_an_answer_no_admin_endpoint_sends(engine):
+    from engine.gateway import wire
+    from engine.gateway.admin_client import AdminClient, NotAdminAnswer
+
+    with AdminClient(engine.endpoints["snapshots"]) as client:
+        with pytest.raises(NotAdminAnswer, match="is it the engine's admin endpoint"):
+            client.ask(wire.Status())
+        with pytest.raises(NotAdminAnswer):  # a fresh connection after the refusal
+            client.ask(wire.Status())
