@@ -14,14 +14,27 @@ if TYPE_CHECKING:
     from engine.config import MarketConfig
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1."""
+def whole_number(text: str) -> int:
+    """`text` as an int, or the argparse error that says it is not one."""
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    value = whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: a whole number of at least 0."""
+    value = whole_number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
@@ -66,10 +79,7 @@ def positive_seconds(text: str) -> float:
 
 def member_id(text: str) -> int:
     """argparse type: a member id, a whole number from 0 below 2**31."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    value = whole_number(text)
     if not 0 <= value < 2**31:
         raise argparse.ArgumentTypeError(f"a member id is from 0 below 2**31, not {value}")
     return value

@@ -12,7 +12,13 @@ from engine.replay.formats import FORMATS
 
 if TYPE_CHECKING:
     pass
-from engine.cli.common import market_of, note_torn_tail, positive_int, trading_date
+from engine.cli.common import (
+    market_of,
+    nonnegative_int,
+    note_torn_tail,
+    positive_int,
+    trading_date,
+)
 
 REPLAY_OUT = "out/replay"  # ignored by git (.gitignore has /out/)
 SOURCE_NAMES = {"lobster": "LOBSTER file", "commands": "command file", "log": "command log"}
@@ -30,17 +36,6 @@ REPLAY_OPTIONS = {
     "log": {"market", "out", "strict"},
 }
 OPTION_NAMES = set().union(*REPLAY_OPTIONS.values())
-
-
-def nonnegative_int(text: str) -> int:
-    """argparse type: a whole number of at least 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
 
 
 def _flags(names) -> str:

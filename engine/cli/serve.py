@@ -22,6 +22,7 @@ from engine.cli.common import (
     add_key_options,
     market_of,
     member_id,
+    nonnegative_int,
     positive_int,
     queue_length,
     trading_date,
@@ -110,6 +111,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         busy_poll=args.busy_poll,
         day_orders=args.day_orders,
+        keep_snapshots=args.keep_snapshots,
     )
     if args.busy_poll:
         log("busy poll: the service loop never sleeps and keeps one CPU busy (give it its own)")
@@ -401,6 +403,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         default=1024,
         metavar="N",
         help="commands (messages and records) read per turn, across gateways (default 1024)",
+    )
+    serve.add_argument(
+        "--keep-snapshots",
+        type=nonnegative_int,
+        default=7,
+        metavar="N",
+        help="snapshots kept in DATA/snapshots: the newest and the ones before it, to fall "
+        "back to if it is damaged; each new snapshot removes the older ones (0 keeps every "
+        "one; default 7)",
     )
     serve.add_argument(
         "--day-orders",

@@ -31,7 +31,7 @@ from engine.gateway import wire
 from engine.gateway.intake import MEMBER_COMMANDS, Item
 from engine.gateway.security import DOMAINS, not_served
 from engine.gateway.startup import status_path
-from engine.journal.snapshot import snapshot_name, write_atomically
+from engine.journal.snapshot import prune_snapshots, snapshot_name, write_atomically
 from engine.protocol import RejectCode
 
 _TABLE = re.compile(r"orders-(\d{16})\.msgpack", re.ASCII)  # startup.status_path's names
@@ -170,8 +170,10 @@ class Admin:
             snapshots.mkdir(parents=True, exist_ok=True)  # removed since the start? made again
             write_atomically(status_path(snapshots, seq), self.status.dump())
             path = snapshot_exchange(self.exchange, snapshots, self.history)
-            remove_orphan_tables(snapshots, seq)
-            return f"snapshot at seq {seq}: {path}"
+            pruned = prune_snapshots(snapshots, self.options.keep_snapshots)
+            remove_orphan_tables(snapshots, seq)  # the pruned snapshots' tables too
+            older = f"; {len(pruned)} older removed (--keep-snapshots)" if pruned else ""
+            return f"snapshot at seq {seq}: {path}{older}"
 
         def failed(reason: str) -> None:
             self.counters["snapshot_failures"] += 1

@@ -114,6 +114,9 @@ class Options:
     # tables are sized for them at start, so they do not grow (doubling pauses the loop: 65 ms
     # at 131,072 keys, 256 ms at 524,288, measured) before the day passes this many
     day_orders: int = 100_000
+    # snapshots kept (the newest and those before it, to fall back to if it is damaged); the
+    # child that writes one removes the older ones; 0 keeps every one
+    keep_snapshots: int = 7
 
 
 class EngineService(Startup, Intake, Admin, Sequencing, Outbound):

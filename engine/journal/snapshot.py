@@ -13,7 +13,8 @@ Invariants:
 - a file under a snapshot name that is not exactly those two intact frames, or whose header
   disagrees with its name, raises CorruptLog naming it (it is never skipped silently: an
   operator removes it to fall back to the snapshot before it);
-- the latest snapshot is the one with the highest seq.
+- the latest snapshot is the one with the highest seq; pruning (`prune_snapshots`) never
+  removes it.
 """
 
 from __future__ import annotations
@@ -145,18 +146,34 @@ def read_snapshot(path: str | Path) -> Snapshot:
     return Snapshot(path, seq, state_hash, ts_ns, frames[1], history)
 
 
-def latest_snapshot(directory: str | Path) -> Snapshot | None:
-    """The snapshot with the highest seq in `directory` (None if there is none)."""
+def snapshot_seqs(directory: str | Path) -> list[int]:
+    """The seqs of the files under a snapshot name in `directory`, in ascending order."""
     directory = Path(directory)
     if not directory.is_dir():
+        return []
+    return sorted(
+        int(match[1]) for path in directory.iterdir() if (match := SNAPSHOT.fullmatch(path.name))
+    )
+
+
+def latest_snapshot(directory: str | Path) -> Snapshot | None:
+    """The snapshot with the highest seq in `directory` (None if there is none)."""
+    seqs = snapshot_seqs(directory)
+    if not seqs:
         return None
-    found = [
-        (int(match[1]), path)
-        for path in directory.iterdir()
-        if (match := SNAPSHOT.fullmatch(path.name))
-    ]
-    if not found:
-        return None
-    latest = max(found)[1]
+    latest = Path(directory) / snapshot_name(seqs[-1])
     require_regular_file(latest)
     return read_snapshot(latest)
+
+
+def prune_snapshots(directory: str | Path, keep: int) -> list[int]:
+    """Remove every snapshot but the `keep` newest (0: keep all); the seqs removed. The
+    newest is never removed, and the ones kept before it are what an operator falls back to
+    when it is damaged."""
+    seqs = snapshot_seqs(directory)
+    if keep <= 0 or len(seqs) <= keep:
+        return []
+    removed = seqs[:-keep]
+    for seq in removed:
+        (Path(directory) / snapshot_name(seq)).unlink(missing_ok=True)
+    return removed

@@ -334,3 +334,47 @@ def test_an_engine_whose_writer_is_killed_says_so_and_trades_on(tmp_path):
         assert "a full disk" not in said
         engine.snapshot()  # and the next one is written
         assert engine.stop() == 0
+
+
+def test_pruning_keeps_the_newest_snapshots_and_never_the_latest_alone(tmp_path):
+    from engine.journal.snapshot import prune_snapshots
+
+    for seq in (3, 10, 7, 12):
+        (tmp_path / f"snapshot-{seq:016d}.snap").write_bytes(b"x")
+    (tmp_path / "snapshot-0000000000000001.snap.tmp").write_bytes(b"x")  # not a snapshot
+    assert prune_snapshots(tmp_path, 0) == []  # 0 keeps every one
+    assert prune_snapshots(tmp_path, 4) == []
+    assert prune_snapshots(tmp_path, 2) == [3, 7]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["snapshot-0000000000000001.snap.tmp", "snapshot-0000000000000010.snap",
+                    "snapshot-0000000000000012.snap"]  # fmt: skip
+    assert prune_snapshots(tmp_path, 1) == [10]
+    assert (tmp_path / "snapshot-0000000000000012.snap").exists()
+
+
+@pytest.mark.slow
+def test_an_engine_keeps_the_snapshots_it_is_told_to_and_restarts_from_the_newest(tmp_path):
+    """Old snapshots (68 MB each on a busy day) were never removed: `--keep-snapshots`."""
+    from engine.protocol import Halt, Resume
+
+    data = tmp_path / "data"
+    seqs = []
+    with EngineProcess(data, "--keep-snapshots", "2") as engine:
+        engine.open_market("CEA25")
+        for command in (Halt, Resume, Halt, Resume):
+            engine.admin(command("CEA25"))
+            seqs.append(engine.snapshot().seq)
+        assert engine.status().counters["snapshot_failures"] == 0
+        hash_before = engine.status().state_hash
+        assert engine.stop() == 0
+    kept = sorted(p.name for p in (data / "snapshots").iterdir())
+    assert kept == sorted(
+        [f"snapshot-{seq:016d}.snap" for seq in seqs[-2:]]
+        + [f"orders-{seq:016d}.msgpack" for seq in seqs[-2:]]
+    ), kept
+    assert "2 older removed (--keep-snapshots)" not in engine.output()  # one at a time
+    assert "1 older removed (--keep-snapshots)" in engine.output()
+    with EngineProcess(data) as again:
+        assert again.status().state_hash == hash_before
+        assert f"snapshot-{seqs[-1]:016d}.snap" in again.output()
+        assert again.stop() == 0
