@@ -147,12 +147,6 @@ def write_files(report: SettlementReport, out: str | Path) -> list[Path]:
     return written
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """`data` into `path`, through a file beside it renamed over it."""
-    _partial(path).write_bytes(data)
-    os.replace(_partial(path), path)
-
-
 def _partial(path: Path) -> Path:
     return path.with_name(path.name + ".partial")
 

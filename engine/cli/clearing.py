@@ -184,7 +184,8 @@ def _write_clearing_outputs(
     """Statements, summary and the opening-after file of a settled day (the last path)."""
     import msgspec
 
-    from engine.clearing.report import write_atomically, write_files
+    from engine.clearing.report import write_files
+    from engine.durable import write_atomically
 
     written = write_files(report, out)
     opening = out / f"opening-after-{report.date}.json"

@@ -27,11 +27,12 @@ import zmq
 from engine.config import load_market
 from engine.core.snapshot import snapshot_exchange
 from engine.core.validation import reject_text
+from engine.durable import write_atomically
 from engine.gateway import wire
 from engine.gateway.intake import MEMBER_COMMANDS, Item
 from engine.gateway.security import DOMAINS, not_served
 from engine.gateway.startup import status_path
-from engine.journal.snapshot import prune_snapshots, snapshot_name, write_atomically
+from engine.journal.snapshot import prune_snapshots, snapshot_name
 from engine.protocol import RejectCode
 
 _TABLE = re.compile(r"orders-(\d{16})\.msgpack", re.ASCII)  # startup.status_path's names

@@ -46,6 +46,7 @@ from engine.core import Exchange
 from engine.core.rows import decode as decode_rows
 from engine.core.rows import reject_wording
 from engine.core.snapshot import fingerprint, restore
+from engine.durable import write_atomically
 from engine.framing import require_regular_file
 from engine.gateway import security as curve
 from engine.gateway.marketdata import MAX_BATCH, MarketDataPublisher
@@ -70,7 +71,7 @@ from engine.journal.commandlog import BatchRecord
 from engine.journal.history import HISTORY_FILE, history_id, read_history_id
 from engine.journal.recovery import restore_latest
 from engine.journal.segments import Journal, last_journal_seq, list_segments, replay
-from engine.journal.snapshot import Snapshot, write_atomically
+from engine.journal.snapshot import Snapshot
 from engine.protocol import NewOrder, StartOfDay
 
 # the context's two I/O threads (AFFINITY bit masks): order entry's connections on one, the

@@ -54,6 +54,7 @@ import numpy as np
 import zmq
 
 from engine.clearing.capture import TradeLogWriter
+from engine.durable import write_atomically
 from engine.framing import HEADER as FRAME_HEADER
 from engine.framing import CorruptLog, FrameReader, require_regular_file
 from engine.gateway.public import ClearingRun, PublicRows, clearing_run
@@ -62,7 +63,6 @@ from engine.gateway.security import allow_ipv6, reconnect_all
 from engine.gateway.wire import pack
 from engine.journal.history import history_id
 from engine.journal.segments import apply_record, list_segments, read_commands
-from engine.journal.snapshot import write_atomically
 from engine.protocol import Audience, DayClosed, Event, Trade, encode
 
 TRADES_FILE = "trades.log"

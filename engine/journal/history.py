@@ -22,11 +22,16 @@ import re
 import uuid
 from pathlib import Path
 
+from engine.durable import write_atomically
 from engine.framing import require_regular_file
-from engine.journal.snapshot import write_atomically
 
 HISTORY_FILE = "history"
 _HISTORY = re.compile(r"[0-9a-f]{32}", re.ASCII)
+
+
+def is_history_id(text: object, or_empty: bool = False) -> bool:
+    """Whether `text` is a history id (or "" with `or_empty`: a snapshot written without)."""
+    return isinstance(text, str) and (bool(_HISTORY.fullmatch(text)) or (or_empty and text == ""))
 
 
 def read_history_id(journal: str | Path) -> str | None:
@@ -38,7 +43,7 @@ def read_history_id(journal: str | Path) -> str | None:
         text = path.read_bytes().decode("ascii", "replace").strip()
     except FileNotFoundError:
         return None
-    if not _HISTORY.fullmatch(text):
+    if not is_history_id(text):
         raise ValueError(
             f"{path} does not hold a history id (32 hex digits): restore it from a backup of "
             f"this data directory; or remove it: with a snapshot beside it, the start then "

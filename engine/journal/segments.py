@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from engine.durable import fsync_directory
 from engine.framing import BUFFER_SIZE, CorruptLog, require_regular_file
 from engine.journal.commandlog import (
     RECORD_BYTES,
@@ -111,14 +112,6 @@ def last_journal_seq(directory: str | Path) -> int:
     for record in read_log(segments[-1].path):
         last = record.last_seq
     return last
-
-
-def fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Journal:

@@ -19,21 +19,19 @@ Invariants:
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
+from engine.durable import write_atomically
 from engine.framing import CorruptLog, FrameReader, frame, require_regular_file
 from engine.journal.commandlog import Nanoseconds, Seq, check_stamp
-from engine.journal.segments import fsync_directory
+from engine.journal.history import is_history_id
 
 FORMAT = 2
 SNAPSHOT = re.compile(r"snapshot-(\d{16})\.snap")
-_HISTORY = re.compile(r"([0-9a-f]{32})?", re.ASCII)
 _header_decoder = msgspec.msgpack.Decoder(tuple[int, Seq, str, Nanoseconds, str])
 _format_1_decoder = msgspec.msgpack.Decoder(tuple[int, Seq, str, Nanoseconds])
 
@@ -70,7 +68,7 @@ def write_snapshot(
     check_stamp(seq, ts_ns)
     if not isinstance(state_hash, str) or not isinstance(state, bytes):
         raise TypeError("a snapshot takes the state hash as str and the state as bytes")
-    if not isinstance(history, str) or not _HISTORY.fullmatch(history):
+    if not isinstance(history, str) or not is_history_id(history, or_empty=True):
         raise ValueError(f"a history id is 32 lower-case hex digits, not {history!r}")
     if len(state) > MAX_STATE_BYTES:
         raise ValueError(
@@ -84,26 +82,6 @@ def write_snapshot(
     return write_atomically(directory / snapshot_name(seq), frame(header) + frame(state))
 
 
-def write_atomically(final: Path, data: bytes) -> Path:
-    """`data` in `final`, all or nothing: a temporary file, fsync, rename, directory fsync
-    (ValueError naming `final` when something other than a file is in its way); a write that
-    fails removes its temporary file."""
-    require_regular_file(final)
-    temporary = final.with_name(final.name + ".tmp")
-    try:
-        with open(temporary, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, final)
-    except BaseException:  # a probe's partial file on a full disk failed the next attempt
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise
-    fsync_directory(final.parent)
-    return final
-
-
 def _read_header(payload: bytes) -> tuple[int, int, str, int, str]:
     """(format, seq, state_hash, ts_ns, history) of a header of this format, or of format 1
     (history ""); msgspec.DecodeError for anything else."""
@@ -113,7 +91,7 @@ def _read_header(payload: bytes) -> tuple[int, int, str, int, str]:
     except msgspec.DecodeError:
         header = (*_format_1_decoder.decode(payload), "")
         expected = 1
-    if header[0] != expected or not _HISTORY.fullmatch(header[4]):
+    if header[0] != expected or not is_history_id(header[4], or_empty=True):
         raise msgspec.DecodeError(f"format {header[0]} with history id {header[4]!r}")
     return header
 

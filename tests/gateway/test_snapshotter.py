@@ -295,14 +295,14 @@ def test_tables_whose_snapshot_was_never_written_are_removed_at_the_next(tmp_pat
 def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     """Found by a probe: a snapshot's partial temporary file on a full disk stayed until the
     next restart, and the next attempt then failed with 0 bytes free."""
-    from engine.journal import snapshot
+    from engine import durable
 
     def disk_full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(snapshot.os, "fsync", disk_full)
+    monkeypatch.setattr(durable.os, "fsync", disk_full)
     with pytest.raises(OSError, match="No space left"):
-        snapshot.write_atomically(tmp_path / "orders-0000000000000001.msgpack", b"x" * 100)
+        durable.write_atomically(tmp_path / "orders-0000000000000001.msgpack", b"x" * 100)
     assert list(tmp_path.iterdir()) == []
 
 
