@@ -311,15 +311,18 @@ def cmd_admin(args: argparse.Namespace) -> int:
             codes, clock_day = status[0].instruments, status[0].clock_day
         commands = operator_commands(args, market, codes, clock_day)
         replies = ask(commands)
-    if replies is None:
-        return 1
-    refused = False
-    for reply in replies:
-        print(describe_status(reply) if isinstance(reply, wire.StatusReport) else describe(reply))
-        refused |= type(reply).__name__ in ("Rejected", "SessionRejected")
-    if not replies:  # say what was done: start-of-day's date came from a default
-        sent = "; ".join(describe(command) for command in commands)
-        print(f"done: {sent} (the command caused no event)")
+        if replies is None:
+            return 1
+        refused = False
+        for reply in replies:
+            described = describe_status if isinstance(reply, wire.StatusReport) else describe
+            print(described(reply))
+            refused |= type(reply).__name__ in ("Rejected", "SessionRejected")
+        if not replies:  # say what was done (start-of-day's date came from a default), and
+            sent = "; ".join(describe(command) for command in commands)  # where (a probe)
+            after = ask([wire.Status(with_state_hash=False)])
+            where = f"; the engine is at seq {after[0].seq:,}" if after else ""
+            print(f"done: {sent} (the command caused no event){where}")
     return 1 if refused else 0
 
 
