@@ -697,7 +697,8 @@ def test_a_trade_log_that_cannot_be_written_stops_the_engine_in_order(tmp_path):
             try:
                 ids = [m.id for m in MARKET.members]
                 buyer, seller = ids[(n + 1) % len(ids)], ids[n % len(ids)]  # sellers in turn
-                answers = engine.admin(BlockTrade(f"b{n}", CODES[0], buyer, seller, price, 100_000))
+                trade = BlockTrade(f"b{n}", CODES[0], buyer, seller, price, 100_000)
+                answers = engine.admin(trade, timeout_s=8)  # a stopped engine: 8 s, not 30
             except TimeoutError:
                 break
             assert any(type(a).__name__ == "Trade" for a in answers), answers

@@ -107,10 +107,10 @@ class EngineProcess:
         os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait(30)
 
-    def admin(self, *commands) -> list:
-        """Send operator commands; the engine's answer."""
+    def admin(self, *commands, timeout_s: float = 30.0) -> list:
+        """Send operator commands; the engine's answer (TimeoutError after `timeout_s`)."""
         with AdminClient(self.endpoints["admin"], curve_keys=self.admin_keys) as client:
-            return client.ask(*commands)
+            return client.ask(*commands, timeout_s=timeout_s)
 
     def status(self) -> wire.StatusReport:
         (report,) = self.admin(wire.Status())
