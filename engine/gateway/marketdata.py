@@ -255,6 +255,10 @@ class MarketDataPublisher:
         """What the service loop polls for input: snapshot requests and subscriptions."""
         return (self.router, self.pub)
 
+    @property
+    def limits(self) -> tuple[ReaderByteLimit, ReaderByteLimit]:
+        return self.reader_limit, self.snapshot_limit
+
     def close(self) -> None:
         self.reader_limit.stop()
         self.snapshot_limit.stop()

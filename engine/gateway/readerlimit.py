@@ -310,13 +310,20 @@ class ReaderByteLimit:
         with self._lock:
             self._admissions.take(1, time.monotonic_ns())
 
-    def stop(self) -> None:
-        """End the thread and close the monitor (idempotent; by the socket's owner). libzmq's
-        end of the monitor goes first: with no one at the other end, its next event would
-        block the context's I/O thread (found by the suite: a listener's close hung it)."""
+    def ask_to_stop(self) -> None:
+        """Tell the thread to end, without waiting for it (an owner stopping several limits
+        asks them all first, then waits: each takes up to WAKE_MS to notice). libzmq's end
+        of the monitor goes first: with no one at the other end, its next event would block
+        the context's I/O thread (found by the suite: a listener's close hung it)."""
+        if self._stopping.is_set():
+            return
         if not self._socket.closed:
             self._socket.disable_monitor()
         self._stopping.set()
+
+    def stop(self) -> None:
+        """End the thread and close the monitor (idempotent; by the socket's owner)."""
+        self.ask_to_stop()
         if self._thread.is_alive():
             self._thread.join()
         self._monitor.close(0)

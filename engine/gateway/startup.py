@@ -461,6 +461,12 @@ class Startup:
                 self.journal.sync()
                 self.journal.close()
             self.journal = None
+        # every thread told first, then each waited for: each takes up to 50 ms to notice,
+        # and one after the other they made every stop 0.25 s longer
+        threads = [self.zap, *self.caps, *(self.market_data.limits if self.market_data else ())]
+        for thread in threads:
+            if thread is not None:
+                thread.ask_to_stop()
         if self.zap is not None:
             self.zap.stop()  # the authenticator's, in CURVE mode
             self.zap = self.authenticator = None
