@@ -12,7 +12,10 @@ Invariants:
 - A subscription to a prefix of a topic the feed has (`add_topic`; b"" is one) is free, and
   so is an unsubscription (the socket reports one for each topic a connection that ends
   held, made-up ones too); anything else is bad (`bad_subscriptions`). Past
-  MAX_BAD_SUBSCRIPTIONS for one identity, the identity is refused (`refuse`: the
+  MAX_BAD_SUBSCRIPTIONS for one identity (one of its bad frames is forgiven every
+  BAD_FORGIVEN_NS: an honest reader with a stale topic in its list, which repeats it at each
+  reconnection, was refused after its hundredth, and every reader with it), the identity is
+  refused (`refuse`: the
   authenticator's, until the keys are reloaded) and every connection of the socket ends
   (`resets`): that frees what they held, and every other reader reconnects and resyncs by
   itself. Plain mode has no identity to refuse: the offender may connect again and is ended
@@ -45,6 +48,7 @@ from engine.gateway.security import not_served, reconnect_all, user_id
 MAX_SUBSCRIPTION_BYTES = 4096  # a subscription is a byte and a topic prefix; CURVE handshakes fit
 MAX_SUBSCRIPTIONS_PER_CALL = 1024  # subscription notifications one `take` reads
 MAX_BAD_SUBSCRIPTIONS = 100  # frames not subscribing to a feed topic, per identity, then refused
+BAD_FORGIVEN_NS = 60_000_000_000  # one bad frame of an identity forgiven per minute
 MAX_PENDING = 4 * MAX_BAD_SUBSCRIPTIONS  # subscriptions kept until the topics are known
 RESET_LOG_INTERVAL_NS = 10_000_000_000  # at most one line about resets per 10 s
 MAX_DISCARDED = 100_000  # notifications of ended connections read at once after a reset
@@ -79,7 +83,8 @@ class SubscriptionGuard:
         self.listener_closed = listener_closed
         self.prefixes: set[bytes] = set()  # every prefix of every topic: what one may take
         self._pending: dict[tuple[bytes, str], None] = {}  # (frame, identity), kept once
-        self._bad: dict[str, int] = {}  # per identity, since the socket's connections began
+        # per identity: bad frames not forgiven yet, and when the last forgiveness is due from
+        self._bad: dict[str, tuple[int, int]] = {}
         self._reset_said_ns: int | None = None  # when a reset was last logged
         self._resets_unsaid = 0  # resets since, not logged
         self.bad_subscriptions = 0
@@ -125,11 +130,21 @@ class SubscriptionGuard:
                 self._pending[key] = None
                 return False
         self.bad_subscriptions += 1
-        count = self._bad[identity] = self._bad.get(identity, 0) + 1
-        if count > MAX_BAD_SUBSCRIPTIONS:
+        if self._counted_bad(identity, time.monotonic_ns()) > MAX_BAD_SUBSCRIPTIONS:
             self._end_for(identity)
             return True
         return False
+
+    def _counted_bad(self, identity: str, now: int) -> int:
+        """One more bad frame of `identity`: those not forgiven yet, this one included."""
+        count, since = self._bad.get(identity, (0, now))
+        forgiven = (now - since) // BAD_FORGIVEN_NS
+        if forgiven >= count:
+            count, since = 0, now
+        elif forgiven:
+            count, since = count - forgiven, since + forgiven * BAD_FORGIVEN_NS
+        self._bad[identity] = (count + 1, since)
+        return count + 1
 
     def reconnect(self) -> None:
         """End every connection; zmq.ZMQError if the endpoint cannot be bound again."""

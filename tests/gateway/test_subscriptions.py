@@ -127,6 +127,29 @@ def test_prefixes_of_the_feed_topics_are_free_and_the_101st_made_up_one_ends_the
         reader.close(0)
 
 
+def test_one_bad_subscription_an_identity_sent_is_forgiven_each_minute(publisher, monkeypatch):
+    """An honest reader with a stale topic in its list sends it again at each reconnection:
+    the count never decayed, so its hundred-and-first reconnection (weeks of engine
+    restarts) ended every reader's connection."""
+    import engine.gateway.subscriptions as subscriptions
+
+    now = [10**12]
+    monkeypatch.setattr(subscriptions.time, "monotonic_ns", lambda: now[0])
+    guard, minute = publisher.subscriptions, subscriptions.BAD_FORGIVEN_NS
+    stale = SUBSCRIBE + b"CEA19.stale"
+    for _ in range(MAX_BAD_SUBSCRIPTIONS):  # a reader with its stale topic, reconnecting
+        assert guard._judge(stale, "reader:a") is False
+        now[0] += minute // 2
+    assert guard._judge(stale, "reader:a") is False  # 50 of the 100 minutes forgiven
+    assert publisher.feed_resets == 0
+    now[0] += 3 * minute  # three more forgiven
+    for _ in range(MAX_BAD_SUBSCRIPTIONS - 51 + 3):  # up to the limit, at once
+        assert guard._judge(stale, "reader:a") is False
+    assert guard._judge(stale, "reader:b") is False  # each identity its own count
+    assert guard._judge(stale, "reader:a") is True  # one more at once: refused, feed reset
+    assert publisher.feed_resets == 1
+
+
 def test_notifications_queued_before_the_feed_ended_are_not_counted_again(publisher):
     """3,000 made-up topics at once: the first 101 end the connection; those read after it
     belong to a connection that has gone (counting them ended every reader's feed again)."""
