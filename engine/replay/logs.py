@@ -2,10 +2,14 @@
 and checked against what the day printed, and either log dumped as JSON.
 
 A command log reproduces its day only with the market it ran with (the same opening
-balances, the same first trade id). Two checks say when it does not: the log's StartOfDay
-refused, and the replay's trades and day-end records differing from the trade log written
-beside the command log (`trades.log`, as `cxe demo --out` writes them). Invariant:
-`LogReplay.mismatch` is empty only when neither check failed.
+balances, the same first trade id). The check that decides is the replay's trades and
+day-end records against the trade log written beside the command log (`trades.log`, as
+`cxe demo --out` and `cxe serve` write them); a refused StartOfDay is named as the likely
+cause when they differ. Without a trade log, a StartOfDay refused while no day was open
+is taken as the sign of another market. A StartOfDay refused while a day was open (an
+operator's repeat, which the engine journaled and refused the same way) is no sign: a probe's
+journal with one was called "NOT the recorded day" though it replayed exactly. Invariant:
+`LogReplay.mismatch` is empty only when no check failed.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ def replay_log(path: str | Path, market: MarketConfig) -> LogReplay:
     exchange = Exchange(market)
     out = LogReplay()
     printed: list[Trade | DayClosed] = []
+    refused_day = ""  # the first StartOfDay refused while no day was open, and why
     for record, events in replay_events(path, exchange):
         out.commands += record.count
         printed += [e for e in events if isinstance(e, Trade | DayClosed)]
@@ -51,18 +56,19 @@ def replay_log(path: str | Path, market: MarketConfig) -> LogReplay:
                 reason = RejectCode(event.code).name
                 out.rejects[reason] += 1
                 out.rejected.append((event.seq, reason.lower(), event.text))
-                if day and not out.mismatch:
-                    out.mismatch = (
-                        f"the log's StartOfDay {record.command.date} was refused "
-                        f"({event.text}): --market is not the config this day ran with"
+                if day and not exchange.date and not refused_day:
+                    refused_day = (
+                        f"the log's StartOfDay {record.command.date} was refused ({event.text})"
                     )
     out.trades = sum(isinstance(e, Trade) for e in printed)
     out.state_hash = exchange.state_hash()
     trade_log = path.with_name("trades.log")
     if trade_log.exists() and trade_log != path:
         out.checked_against = trade_log
-        if not out.mismatch:
-            out.mismatch = _compare(printed, list(read_trade_log(trade_log)), trade_log)
+        apart = _compare(printed, list(read_trade_log(trade_log)), trade_log)
+        out.mismatch = f"{refused_day}; {apart}" if apart and refused_day else apart
+    elif refused_day:
+        out.mismatch = f"{refused_day}: --market is not the config this day ran with"
     return out
 
 

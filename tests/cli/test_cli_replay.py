@@ -327,3 +327,29 @@ def test_log_dump_prints_json_lines_and_a_summary(day):
     csv.write_text("34200.004241176,1,16113575,18,5853300,1\n")
     not_a_log = cxe("log", "dump", str(csv))
     assert not_a_log.returncode == 2 and "not an engine command log" in not_a_log.stderr
+
+
+def test_a_journal_with_an_operators_repeated_start_of_day_replays_as_its_day(tmp_path):
+    """A probe: a StartOfDay typed twice is journaled and refused by the engine and by the
+    replay alike, yet `cxe replay` said "NOT the recorded day" (exit 3) and never compared
+    trades.log, the check the operator's guide gives for a recovery."""
+    from engine.protocol import BlockTrade, StartOfDay
+    from tests.support.engine import DAY, EngineProcess
+
+    data = tmp_path / "data"
+    with EngineProcess(data) as engine:
+        engine.open_market("CEA25")
+        (refused,) = engine.admin(StartOfDay(DAY))  # the operator's repeat
+        assert type(refused).__name__ == "Rejected", refused
+        traded = engine.admin(BlockTrade("b1", "CEA25", 3, 4, 6200, 100_000))
+        assert any(type(a).__name__ == "Trade" for a in traded), traded
+        state_hash = engine.status().state_hash
+        assert engine.stop() == 0
+    replayed = cxe("replay", str(data / "journal"))
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert f"state hash {state_hash}" in replayed.stdout
+    assert f"trades and day-end records identical to {data / 'trades.log'}" in replayed.stdout
+    (data / "trades.log").unlink()  # and with nothing to compare against
+    alone = cxe("replay", str(data / "journal"))
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    assert "NOT the recorded day" not in alone.stderr
