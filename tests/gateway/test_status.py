@@ -125,6 +125,32 @@ def test_a_table_in_the_form_versions_before_wrote_loads():
     assert loaded.entries() == entries
 
 
+def test_a_table_of_format_2_loads():
+    """Written by engines before 2026-12-03, without a CRC: read as it is."""
+    table = filled_table()
+    _, _, _, body = msgspec.msgpack.decode(table.dump())
+    codes, rows, orders, instruments = msgspec.msgpack.decode(body)
+    loaded = OrderStatusTable(CODES)
+    loaded.load(msgspec.msgpack.encode(("cxe-order-status", 2, codes, rows, orders, instruments)))
+    assert loaded.entries() == table.entries()
+
+
+def test_every_bit_flipped_in_a_table_is_refused():
+    """A probe flipped one bit of a snapshot's table (an order id 298 became 299): the engine
+    started without a word and answered a live order's resend 'done', with the other id."""
+    table = filled_table()
+    data = table.dump()
+    loaded = OrderStatusTable(CODES)
+    for bit in range(len(data) * 8):
+        flipped = bytearray(data)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(ValueError, match="not an order status table"):
+            loaded.load(bytes(flipped))
+        assert loaded.entries() == {}
+    loaded.load(data)
+    assert loaded.entries() == table.entries()
+
+
 def test_an_operator_commands_refusal_is_not_kept_and_a_table_that_kept_one_loads():
     """Found by a helper's probe: an operator's refused command (member -1, no ClOrdID) was
     kept, and the loader refuses members below zero, so the next snapshot's table could not
@@ -163,7 +189,7 @@ STRAY_BYTE_ROW = np.array([[1, 1, 0x6261, 0, 0, 0, 7, 0]]).tobytes()  # key "a",
     "data",
     [
         b"junk",
-        msgspec.msgpack.encode(["cxe-order-status", 3, CODES, b"", [], []]),
+        msgspec.msgpack.encode(["cxe-order-status", 4, CODES, b"", [], []]),
         msgspec.msgpack.encode(["cxe-order-status", 2, CODES, b"\x00" * 63, [], []]),
         msgspec.msgpack.encode(["cxe-order-status", 2, CODES, b"", []]),
         msgspec.msgpack.encode(["cxe-order-status", 2, CODES, b"\x00" * 128, [], []]),  # repeats
