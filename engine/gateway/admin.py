@@ -171,9 +171,11 @@ class Admin:
             snapshots.mkdir(parents=True, exist_ok=True)  # removed since the start? made again
             write_atomically(status_path(snapshots, seq), self.status.dump())
             path = snapshot_exchange(self.exchange, snapshots, self.history)
-            pruned = prune_snapshots(snapshots, self.options.keep_snapshots)
+            pruned, kept = prune_snapshots(snapshots, self.options.keep_snapshots, seq)
             remove_orphan_tables(snapshots, seq)  # the pruned snapshots' tables too
             older = f"; {len(pruned)} older removed (--keep-snapshots)" if pruned else ""
+            if kept:  # written all the same (a probe: it was reported NOT written)
+                older += f"; WARNING: could not remove {', '.join(kept)}: remove it by hand"
             return f"snapshot at seq {seq}: {path}{older}"
 
         def failed(reason: str) -> None:

@@ -144,14 +144,23 @@ def latest_snapshot(directory: str | Path) -> Snapshot | None:
     return read_snapshot(latest)
 
 
-def prune_snapshots(directory: str | Path, keep: int) -> list[int]:
-    """Remove every snapshot but the `keep` newest (0: keep all); the seqs removed. The
-    newest is never removed, and the ones kept before it are what an operator falls back to
-    when it is damaged."""
-    seqs = snapshot_seqs(directory)
+def prune_snapshots(directory: str | Path, keep: int, newest: int) -> tuple[list[int], list[str]]:
+    """Remove the snapshots at or below `newest` (the one just written) but the `keep` newest
+    of them (0: keep all); the seqs removed, and what could not be removed and why (the
+    others are removed all the same). `newest` is never removed, nor a file under a snapshot
+    name beyond it (none of this engine's: a probe's stray name made `keep` 1 remove the
+    snapshot just written); the ones kept before it are what an operator falls back to when
+    it is damaged."""
+    seqs = [seq for seq in snapshot_seqs(directory) if seq <= newest]
     if keep <= 0 or len(seqs) <= keep:
-        return []
-    removed = seqs[:-keep]
-    for seq in removed:
-        (Path(directory) / snapshot_name(seq)).unlink(missing_ok=True)
-    return removed
+        return [], []
+    removed, failed = [], []
+    for seq in seqs[:-keep]:
+        path = Path(directory) / snapshot_name(seq)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:  # a directory under the name, say: the rest are removed
+            failed.append(f"{path.name}: {exc.strerror or exc}")
+            continue
+        removed.append(seq)
+    return removed, failed

@@ -342,14 +342,30 @@ def test_pruning_keeps_the_newest_snapshots_and_never_the_latest_alone(tmp_path)
     for seq in (3, 10, 7, 12):
         (tmp_path / f"snapshot-{seq:016d}.snap").write_bytes(b"x")
     (tmp_path / "snapshot-0000000000000001.snap.tmp").write_bytes(b"x")  # not a snapshot
-    assert prune_snapshots(tmp_path, 0) == []  # 0 keeps every one
-    assert prune_snapshots(tmp_path, 4) == []
-    assert prune_snapshots(tmp_path, 2) == [3, 7]
+    assert prune_snapshots(tmp_path, 0, 12) == ([], [])  # 0 keeps every one
+    assert prune_snapshots(tmp_path, 4, 12) == ([], [])
+    assert prune_snapshots(tmp_path, 2, 12) == ([3, 7], [])
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == ["snapshot-0000000000000001.snap.tmp", "snapshot-0000000000000010.snap",
                     "snapshot-0000000000000012.snap"]  # fmt: skip
-    assert prune_snapshots(tmp_path, 1) == [10]
+    assert prune_snapshots(tmp_path, 1, 12) == ([10], [])
     assert (tmp_path / "snapshot-0000000000000012.snap").exists()
+
+
+def test_pruning_never_removes_the_snapshot_just_written_and_goes_past_what_it_cannot(tmp_path):
+    """A probe: a stray file under a higher snapshot name made `--keep-snapshots 1` remove
+    the snapshot just written; a directory under an old snapshot's name made every later
+    snapshot be reported NOT written (they were) and stopped the pruning for good."""
+    from engine.journal.snapshot import prune_snapshots
+
+    for seq in (2, 5, 9, 99):
+        (tmp_path / f"snapshot-{seq:016d}.snap").write_bytes(b"x")
+    (tmp_path / "snapshot-0000000000000001.snap").mkdir()  # in the way
+    removed, failed = prune_snapshots(tmp_path, 1, 9)
+    assert removed == [2, 5]
+    assert failed == ["snapshot-0000000000000001.snap: Is a directory"]
+    left = sorted(int(p.name[9:25]) for p in tmp_path.iterdir())
+    assert left == [1, 9, 99]  # the one just written, and the stray beyond it, kept
 
 
 @pytest.mark.slow
@@ -361,15 +377,18 @@ def test_an_engine_keeps_the_snapshots_it_is_told_to_and_restarts_from_the_newes
     seqs = []
     with EngineProcess(data, "--keep-snapshots", "2") as engine:
         engine.open_market("CEA25")
+        (data / "snapshots" / "snapshot-0000000000000000.snap").mkdir(parents=True)  # in the way
         for command in (Halt, Resume, Halt, Resume):
             engine.admin(command("CEA25"))
             seqs.append(engine.snapshot().seq)
-        assert engine.status().counters["snapshot_failures"] == 0
+        assert engine.status().counters["snapshot_failures"] == 0  # written, all of them
+        assert "WARNING: could not remove snapshot-0000000000000000.snap" in engine.output()
         hash_before = engine.status().state_hash
         assert engine.stop() == 0
     kept = sorted(p.name for p in (data / "snapshots").iterdir())
     assert kept == sorted(
-        [f"snapshot-{seq:016d}.snap" for seq in seqs[-2:]]
+        ["snapshot-0000000000000000.snap"]
+        + [f"snapshot-{seq:016d}.snap" for seq in seqs[-2:]]
         + [f"orders-{seq:016d}.msgpack" for seq in seqs[-2:]]
     ), kept
     assert "2 older removed (--keep-snapshots)" not in engine.output()  # one at a time
