@@ -31,7 +31,6 @@ Invariants:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ import msgspec
 import zmq
 
 from engine.clearing.capture import OtherHistory, StreamGap, TradeStore
+from engine.gateway.endpointsfile import NotThisDirectory, read_endpoints
 from engine.gateway.security import KeyPair, allow_ipv6, secure_client
 from engine.gateway.tradestream import ERROR, EVENTS, HEADER, HEARTBEAT, POSITION, REQUEST
 from engine.protocol import DayClosed, Trade
@@ -61,10 +61,11 @@ class EngineNotFound(OSError):
 def endpoint_of(data_dir: str | Path) -> str | None:
     """The trade stream endpoint a running engine wrote into DATA/endpoints.json; None while
     there is none (the engine is starting or down)."""
-    path = Path(data_dir) / "endpoints.json"
     try:
-        found = json.loads(path.read_text())
-    except (OSError, ValueError):
+        found = read_endpoints(data_dir)
+    except NotThisDirectory as exc:
+        raise EngineNotFound(str(exc)) from None
+    if found is None:
         return None
     if "trades" not in found:
         raise EngineNotFound(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import enum
-import json
 import os
 import sys
 from datetime import datetime
@@ -125,14 +124,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def engine_endpoints(data: str, alternative: str) -> dict[str, str]:
     """The endpoints a running engine wrote to DATA/endpoints.json; ValueError saying what to
     do (start the engine, or give `alternative`) when there is none or its process is gone."""
-    path = Path(data) / "endpoints.json"
+    from engine.gateway.endpointsfile import ENDPOINTS_FILE, read_endpoints
+
+    path = Path(data) / ENDPOINTS_FILE
     advice = f"start `cxe serve --data {data}` or give {alternative}"
+    found = read_endpoints(data)  # NotThisDirectory (a ValueError) for a copy's
     try:
-        found = json.loads(path.read_text())
+        if found is None:
+            raise KeyError(ENDPOINTS_FILE)
         endpoints = {name: found[name] for name in ("admin", "market_data", "snapshots")}
         if not all(isinstance(endpoint, str) for endpoint in endpoints.values()):
             raise TypeError("an endpoint that is not text")
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         raise ValueError(f"no running engine found at {path}: {advice}") from None
     pid = found.get("pid")
     if isinstance(pid, int) and pid > 0:

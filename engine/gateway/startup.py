@@ -49,6 +49,7 @@ from engine.core.snapshot import fingerprint, restore
 from engine.durable import write_atomically
 from engine.framing import require_regular_file
 from engine.gateway import security as curve
+from engine.gateway.endpointsfile import ENDPOINTS_FILE, write_endpoints
 from engine.gateway.marketdata import MAX_BATCH, MarketDataPublisher
 from engine.gateway.public import PublicEncoder, event_run
 from engine.gateway.readerlimit import (
@@ -78,7 +79,6 @@ from engine.protocol import NewOrder, StartOfDay
 # market data feed's on the other
 ORDER_ENTRY_IO, MARKET_DATA_IO = 1, 2
 LOCK_NAME = "engine.lock"  # in the data directory: held by the engine that runs on it
-ENDPOINTS_FILE = "endpoints.json"  # in the data directory: where the running engine listens
 JOURNAL_MARKET = "market.json"  # in the journal directory: the market it was written under
 
 
@@ -445,10 +445,7 @@ class Startup:
     def _publish_endpoints(self) -> None:
         """Write DATA/endpoints.json (once the start has succeeded: tools find the engine
         there) and say where it listens."""
-        path = self.data_dir / ENDPOINTS_FILE
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({**self.endpoints, "pid": os.getpid()}))
-        os.replace(temporary, path)
+        write_endpoints(self.data_dir, self.endpoints)
         for name, endpoint in self.endpoints.items():
             self.log(f"{name.replace('_', ' ')} on {endpoint}")
 

@@ -202,3 +202,23 @@ def test_admin_client_raises_a_worded_error_for_an_answer_no_admin_endpoint_send
             client.ask(wire.Status())
         with pytest.raises(NotAdminAnswer):  # a fresh connection after the refusal
             client.ask(wire.Status())
+
+
+def test_admin_at_a_copy_of_a_running_engines_directory_sends_nothing(engine, tmp_path):
+    """A probe: `cp -a` of a live data directory carries endpoints.json, its pid alive and
+    its ports; `cxe admin --data COPY halt` halted the live market."""
+    import shutil
+
+    from engine.clearing.live import EngineNotFound, endpoint_of
+
+    copy = tmp_path / "copy"
+    shutil.copytree(engine.data, copy, ignore=shutil.ignore_patterns("engine.lock"))
+    before = engine.status().seq
+    result = cxe("admin", "halt", "CEA25", "--data", str(copy))
+    assert result.returncode != 0, result.stdout
+    assert "is a copy (a backup?), and no engine runs on it" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert engine.status().seq == before
+    with pytest.raises(EngineNotFound, match="is a copy"):
+        endpoint_of(copy)  # cxe capture --data COPY
+    assert endpoint_of(engine.data) == engine.endpoints["trades"]
