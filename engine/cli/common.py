@@ -15,8 +15,11 @@ if TYPE_CHECKING:
 
 
 def whole_number(text: str) -> int:
-    """`text` as an int, or the argparse error that says it is not one."""
+    """`text` as an int, or the argparse error that says it is not one (digits 0-9 only:
+    Python's int() takes other scripts' digits, '３' among them)."""
     try:
+        if not text.isascii():
+            raise ValueError(text)
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None

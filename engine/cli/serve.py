@@ -112,6 +112,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         day_orders=args.day_orders,
         keep_snapshots=args.keep_snapshots,
     )
+    kept = "every snapshot" if args.keep_snapshots == 0 else (
+        f"the {args.keep_snapshots:,} newest snapshots"
+    )  # fmt: skip
+    log(f"{kept} kept (--keep-snapshots)")
     if args.busy_poll:
         log("busy poll: the service loop never sleeps and keeps one CPU busy (give it its own)")
     try:
@@ -416,8 +420,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         default=7,
         metavar="N",
         help="snapshots kept in DATA/snapshots: the newest and the ones before it, to fall "
-        "back to if it is damaged; each new snapshot removes the older ones (0 keeps every "
-        "one; default 7)",
+        "back to if it is damaged (1 leaves none: a damaged one is then recovered from the "
+        "whole journal); each new snapshot removes the older ones (0 keeps every one; "
+        "default 7)",
     )
     serve.add_argument(
         "--day-orders",

@@ -96,12 +96,19 @@ def _read_header(payload: bytes) -> tuple[int, int, str, int, str]:
     return header
 
 
-def read_snapshot(path: str | Path) -> Snapshot:
+def read_snapshot(path: str | Path, before: int | None = None) -> Snapshot:
+    """The snapshot in `path`; CorruptLog naming it and what to do: restore it, or remove it
+    to start from `before` (the seq of the snapshot before it; None: there is none, and the
+    whole journal is replayed, a probe was pointed to a snapshot before that did not exist)."""
     path = Path(path)
-    what_to_do = (
-        "restore it from a replica or a backup, or remove it to recover from the snapshot "
-        "before it (the journal must then reach back to that one)"
+    fallback = (
+        f"the snapshot before it (seq {before}), with the journal from the segment holding "
+        f"seq {before + 1} on"
+        if before is not None
+        else "the whole journal: there is no snapshot before it, so every segment from the "
+        "journal's first must be there"
     )
+    what_to_do = f"restore it from a replica or a backup, or remove it to recover from {fallback}"
     reader = FrameReader(path, max_record=MAX_STATE_BYTES)
     try:
         frames = [payload for _, payload in reader]
@@ -141,7 +148,7 @@ def latest_snapshot(directory: str | Path) -> Snapshot | None:
         return None
     latest = Path(directory) / snapshot_name(seqs[-1])
     require_regular_file(latest)
-    return read_snapshot(latest)
+    return read_snapshot(latest, seqs[-2] if len(seqs) > 1 else None)
 
 
 def prune_snapshots(directory: str | Path, keep: int, newest: int) -> tuple[list[int], list[str]]:

@@ -349,3 +349,14 @@ def test_start_of_day_without_a_date_opens_the_day_of_the_engines_clock(tmp_path
         assert f"StartOfDay date={DAY}" in opened.stdout
         assert engine.status().date == DAY
         assert engine.stop() == 0
+
+
+@pytest.mark.parametrize("text", ["３", "٣", "1.5", "abc", ""])
+def test_whole_number_options_take_ascii_digits_only(text):
+    """A probe: `--keep-snapshots ３` (a full-width digit) started the engine."""
+    import argparse
+
+    from engine.cli.common import nonnegative_int
+
+    with pytest.raises(argparse.ArgumentTypeError, match="not a whole number"):
+        nonnegative_int(text)

@@ -391,6 +391,7 @@ def test_an_engine_keeps_the_snapshots_it_is_told_to_and_restarts_from_the_newes
         + [f"snapshot-{seq:016d}.snap" for seq in seqs[-2:]]
         + [f"orders-{seq:016d}.msgpack" for seq in seqs[-2:]]
     ), kept
+    assert "the 2 newest snapshots kept (--keep-snapshots)" in engine.output()  # at start
     assert "2 older removed (--keep-snapshots)" not in engine.output()  # one at a time
     assert "1 older removed (--keep-snapshots)" in engine.output()
     with EngineProcess(data) as again:

@@ -223,3 +223,17 @@ def test_a_snapshot_writer_killed_at_random_moments_leaves_only_whole_snapshots(
         assert snapshot.seq >= max(saved, default=1)
         assert snapshot.state_hash == f"{snapshot.seq:064x}"
         assert snapshot.state == bytes([snapshot.seq % 256]) * 2_000_000
+
+
+def test_a_damaged_latest_snapshot_says_what_there_is_to_fall_back_to(tmp_path):
+    """A probe: with one snapshot kept (`--keep-snapshots 1`), the refusal pointed to "the
+    snapshot before it", which did not exist; the whole journal is what is left."""
+    write_snapshot(tmp_path, 40, "a" * 64, b"state", history="")
+    newest = write_snapshot(tmp_path, 90, "b" * 64, b"state", history="")
+    newest.write_bytes(newest.read_bytes()[:-3])
+    with pytest.raises(CorruptLog, match=r"the snapshot before it \(seq 40\), with the journal"
+                       r" from the segment holding seq 41 on"):  # fmt: skip
+        latest_snapshot(tmp_path)
+    (tmp_path / "snapshot-0000000000000040.snap").unlink()
+    with pytest.raises(CorruptLog, match="there is no snapshot before it, so every segment"):
+        latest_snapshot(tmp_path)
