@@ -294,9 +294,10 @@ def cmd_admin(args: argparse.Namespace) -> int:
             except TimeoutError:
                 print(f"cxe admin: no answer from {endpoint} within {args.timeout} s: is it the "
                       f"engine's admin endpoint ({WHERE})? A CURVE engine ignores a connection "
-                      "without an operator's --key and its --server-key")  # fmt: skip
+                      "without an operator's --key and its --server-key",
+                      file=sys.stderr)  # fmt: skip
             except NotAdminAnswer as exc:
-                print(f"cxe admin: {exc}")
+                print(f"cxe admin: {exc}", file=sys.stderr)
             return None
 
         codes = clock_day = None
@@ -313,7 +314,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
                     print(describe(reply))
                 print(f"cxe admin: {endpoint} did not report the engine's instruments and "
                       f"day, so nothing was sent: is it the engine's admin endpoint "
-                      f"({WHERE})?")  # fmt: skip
+                      f"({WHERE})?", file=sys.stderr)  # fmt: skip
                 return 1
             codes, clock_day = status[0].instruments, status[0].clock_day
         commands = operator_commands(args, market, codes, clock_day)
@@ -328,8 +329,9 @@ def cmd_admin(args: argparse.Namespace) -> int:
         if not replies:  # say what was done (start-of-day's date came from a default), and
             sent = "; ".join(describe(command) for command in commands)  # where (a probe)
             after = ask([wire.Status(with_state_hash=False)])
-            where = f"; the engine is at seq {after[0].seq:,}" if after else ""
-            print(f"done: {sent} (the command caused no event){where}")
+            report = after[0] if after and isinstance(after[0], wire.StatusReport) else None
+            where = f"; the engine's seq is now {report.seq:,}" if report else ""
+            print(f"done: {sent} (the command caused no event{where})")
     return 1 if refused else 0
 
 

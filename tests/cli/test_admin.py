@@ -183,11 +183,12 @@ def test_admin_pointed_at_another_port_says_so_and_sends_nothing(engine, port):
     endpoint = engine.endpoints[port]
     for action in (["status"], ["halt"]):
         result = cxe("admin", *action, "--endpoint", endpoint, "--timeout", "5")
-        assert result.returncode == 1, result.stdout + result.stderr
+        said = result.stdout + result.stderr
+        assert result.returncode == 1, said
         assert "Traceback" not in result.stderr
-        assert "admin endpoint" in result.stdout, result.stdout
-        assert "log on first" not in result.stdout
-        assert "Expected" not in result.stdout and "Invalid value" not in result.stdout
+        assert "admin endpoint" in said, said
+        assert "log on first" not in said
+        assert "Expected" not in said and "Invalid value" not in said
     if port == "orders":
         assert "Status is an operator command: this is the orders endpoint" in result.stdout
     assert engine.status().seq == before  # no halt reached the core

@@ -79,7 +79,7 @@ def test_admin_runs_a_day_through_every_session_command(tmp_path):
         (["set-reference", "CEA25", "6300"], "phase=CLOSED reference=63.00 CNY (6300 fen)"),
         (
             ["start-of-day", DAY],
-            f"StartOfDay date={DAY} (the command caused no event); the engine is at seq 2",
+            f"StartOfDay date={DAY} (the command caused no event; the engine's seq is now 2)",
         ),
         (["open-call", "CEA25"], "phase=CALL reference=63.00 CNY (6300 fen)"),
         (["uncross", "CEA25"], "phase=CONTINUOUS"),
