@@ -155,6 +155,8 @@ def engine_endpoints(data: str, alternative: str) -> dict[str, str]:
 
 
 def admin_endpoint(args: argparse.Namespace) -> str:
+    if args.endpoint == "":  # a probe's empty --endpoint was taken as none given
+        raise ValueError("--endpoint: give an endpoint, such as tcp://127.0.0.1:5556")
     if args.endpoint:
         return args.endpoint
     return engine_endpoints(args.data, "--endpoint")["admin"]

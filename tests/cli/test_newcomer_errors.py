@@ -352,3 +352,11 @@ def test_serve_refuses_an_empty_or_looping_data_directory(tmp_path):
     looping = cxe("serve", "--data", str(loop))
     assert looping.returncode == 2 and "Traceback" not in looping.stderr, looping.stderr
     assert f"--data {loop}: Symlink loop" in looping.stderr
+
+
+def test_admin_with_an_empty_endpoint_says_so_and_asks_no_engine():
+    """A probe: `--endpoint ''` was taken as none given, and the default data directory's
+    engine was asked instead."""
+    result = cxe("admin", "status", "--endpoint", "")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--endpoint: give an endpoint" in result.stderr and "Traceback" not in result.stderr
